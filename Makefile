@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv and installs the package (with dev extras) when missing or when pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install train-tokenizer eval-tokenizer bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## start the app on http://127.0.0.1:7860
+	$(PY) app.py
+
+test: $(STAMP)  ## the whole test suite
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Rebuild the shipped tokenizer exactly (seeded) and evaluate it: see assets/mmgen-base/README.md.
+train-tokenizer: $(STAMP)
+	$(PY) -m mmgen.cli train-tokenizer --out runs/vqvae-base --steps 2400 --num-codes 512 --seed 0
+	$(PY) -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base
+
+eval-tokenizer: $(STAMP)
+	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_tokenizer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,191 @@
+"""Image loading and the image datasets the trainers read: shapes-v1, natural-photo crops, a user's folder.
+
+- `load_image` opens any file Pillow reads (RGBA, palette, grayscale, CMYK, EXIF-rotated) as RGB, with clear
+  errors for empty, non-image or absurdly large files;
+- `PhotoCrops`: random crops with flips and scale jitter from a set of photos (by default the sample photos
+  that scikit-image ships), so the tokenizer also handles the photos users upload;
+- `ImageFolder`: a user's folder of images, with an optional `metadata.jsonl` of captions (the Hugging Face
+  imagefolder convention: one JSON object per line with `file_name` and `text`);
+- `ShapesDataset`: the infinite shapes-v1 stream as a map-style dataset of a chosen length.
+
+Every dataset yields dicts with `pixel_values` (3, S, S) in [-1, 1] and `text`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .shapes import CANVAS, shapes_sample
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 64_000_000  # Pillow's decompression-bomb guard, stated explicitly (about 8000 x 8000)
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be used as an image; the message says why."""
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file as RGB, applying its EXIF orientation; raise ImageLoadError with a clear reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"{path}: the file is empty")
+    try:
+        with Image.open(path) as im:
+            return to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"{path}: image too large (over {MAX_PIXELS:,} pixels)") from e
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(f"{path}: not an image file Pillow can read") from e
+    except OSError as e:  # truncated or corrupt data
+        raise ImageLoadError(f"{path}: could not decode the image ({e})") from e
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow image -> RGB: EXIF rotation applied, transparency composited on white."""
+    if im.width * im.height > MAX_PIXELS:
+        raise ImageLoadError(f"image too large: {im.width}x{im.height} is over {MAX_PIXELS:,} pixels")
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(canvas, im)
+    return im.convert("RGB")
+
+
+def pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) float tensor in [-1, 1]."""
+    arr = np.asarray(im.convert("RGB"), dtype=np.float32)  # (H, W, 3)
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """(3, H, W) tensor in [-1, 1] -> RGB PIL image."""
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def fit_to_multiple(im: Image.Image, multiple: int, max_side: int | None = None) -> Image.Image:
+    """Downscale so the longer side is at most max_side, then centre-crop to sides divisible by `multiple`."""
+    if max_side and max(im.size) > max_side:
+        scale = max_side / max(im.size)
+        im = im.resize((max(multiple, round(im.width * scale)), max(multiple, round(im.height * scale))),
+                       Image.Resampling.LANCZOS)  # fmt: skip
+    w, h = (im.width // multiple) * multiple, (im.height // multiple) * multiple
+    if w == 0 or h == 0:
+        raise ImageLoadError(f"image too small: {im.width}x{im.height}; it needs at least {multiple}x{multiple}")
+    left, top = (im.width - w) // 2, (im.height - h) // 2
+    return im.crop((left, top, left + w, top + h))
+
+
+def random_crop(im: Image.Image, size: int, rng: np.random.Generator, scale_range=(0.25, 1.0)) -> Image.Image:
+    """A random square crop, rescaled to size x size, flipped half the time.
+
+    The crop side is size / scale with scale drawn log-uniformly: scale 1 keeps native pixels, scale 1/4 shows
+    four times more of the photo, the way a large upload looks once it is shrunk to the model's resolution.
+    """
+    lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
+    side = int(round(size / np.exp(rng.uniform(lo, hi))))
+    side = min(side, im.width, im.height)
+    left, top = int(rng.integers(0, im.width - side + 1)), int(rng.integers(0, im.height - side + 1))
+    crop = im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    return crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
+
+
+def skimage_photos() -> list[Path]:
+    """The sample photos that scikit-image ships (the default natural-image training set)."""
+    import skimage
+
+    data = Path(skimage.__file__).parent / "data"
+    return sorted(p for p in data.iterdir() if p.suffix in (".png", ".jpg"))
+
+
+def list_images(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+class ShapesDataset(Dataset):
+    """`length` samples of the shapes-v1 stream `seed` (train on seed 0; held-out evaluation uses others).
+
+    With `size` below 64, each scene is randomly cropped to size x size (the caption then no longer applies).
+    """
+
+    def __init__(self, length: int, seed: int = 0, size: int = CANVAS):
+        self.length, self.seed, self.size = length, seed, size
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        s = shapes_sample(self.seed, i)
+        image = s.image
+        if self.size != CANVAS:
+            rng = np.random.default_rng([self.seed, i, 2])
+            image = (
+                random_crop(image, self.size, rng, scale_range=(1.0, 1.0))
+                if self.size < CANVAS
+                else image.resize((self.size, self.size), Image.Resampling.NEAREST)
+            )
+        return {"pixel_values": pil_to_tensor(image), "text": s.caption}
+
+
+class PhotoCrops(Dataset):
+    """`length` random crops of `size` pixels from photos; crop i is a pure function of (seed, i)."""
+
+    def __init__(self, paths: list[Path], length: int, size: int = 64, seed: int = 0, min_side: int = 16):
+        images = [load_image(p) for p in paths]
+        self.images = [im for im in images if min(im.size) >= min_side]  # drops icons and 1-pixel strips
+        if not self.images:
+            raise ValueError("no usable photos: every image was missing or smaller than "
+                             f"{min_side}x{min_side}")  # fmt: skip
+        self.length, self.size, self.seed = length, size, seed
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, i])
+        im = self.images[int(rng.integers(len(self.images)))]
+        return {"pixel_values": pil_to_tensor(random_crop(im, self.size, rng)), "text": ""}
+
+
+class ImageFolder(PhotoCrops):
+    """A user's folder of images as training data; captions from `metadata.jsonl` when present."""
+
+    def __init__(self, root: str | Path, length: int | None = None, size: int = 64, seed: int = 0):
+        self.paths = list_images(root)
+        if not self.paths:
+            raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        captions = {}
+        meta = Path(root) / "metadata.jsonl"
+        if meta.exists():
+            for line_no, line in enumerate(meta.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                        captions[record["file_name"]] = record.get("text", "")
+                    except (json.JSONDecodeError, KeyError) as e:
+                        raise ValueError(f"{meta}:{line_no}: expected a JSON object with 'file_name'") from e
+        self.captions = [captions.get(str(p.relative_to(root)), "") for p in self.paths]
+        super().__init__(self.paths, length or len(self.paths), size, seed, min_side=1)
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, i])
+        k = i % len(self.images)  # one pass visits every image; crops and flips vary from pass to pass
+        im = self.images[k]
+        if min(im.size) < self.size:
+            im = im.resize((max(self.size, im.width), max(self.size, im.height)), Image.Resampling.BICUBIC)
+        crop = random_crop(im, self.size, rng, scale_range=(self.size / min(im.size), 1.0))
+        return {"pixel_values": pil_to_tensor(crop), "text": self.captions[k]}

@@ -1,0 +1,71 @@
+"""Pure visualisation functions: tensors or token ids in, PIL images out. No model calls, no globals.
+
+The app and the command line compose these; every range is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.images import tensor_to_pil
+
+
+def image_grid(images: torch.Tensor, rows: int, pad: int = 2) -> Image.Image:
+    """(N, 3, H, W) images in [-1, 1] -> one PIL grid of `rows` rows, filled row by row."""
+    n, _, h, w = images.shape
+    cols = -(-n // rows)
+    grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid.paste(tensor_to_pil(images[i]), (pad + c * (w + pad), pad + r * (h + pad)))
+    return grid
+
+
+def code_palette(num_codes: int, seed: int = 0) -> np.ndarray:
+    """A fixed, well-spread colour per code id: (K, 3) uint8. Golden-ratio hues, varied value and saturation."""
+    rng = np.random.default_rng(seed)
+    hues = (np.arange(num_codes) * 0.618033988749895) % 1.0
+    sats = 0.45 + 0.5 * rng.random(num_codes)
+    vals = 0.55 + 0.45 * rng.random(num_codes)
+    rgb = [colorsys.hsv_to_rgb(h, s, v) for h, s, v in zip(hues, sats, vals)]
+    return (np.array(rgb) * 255).round().astype(np.uint8)
+
+
+def token_map(indices: torch.Tensor | np.ndarray, num_codes: int, cell: int = 8,
+              highlight: int | None = None) -> Image.Image:  # fmt: skip
+    """A (h, w) grid of code ids drawn as colours, nearest-neighbour upscaled by `cell`.
+
+    With `highlight`, cells holding that code keep their colour and every other cell is dimmed.
+    """
+    ids = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+    if ids.ndim != 2:
+        raise ValueError(f"expected a (h, w) grid of code ids, got shape {ids.shape}")
+    rgb = code_palette(num_codes)[ids]  # (h, w, 3)
+    if highlight is not None:
+        dim = ids != highlight
+        rgb = rgb.copy()
+        rgb[dim] = (rgb[dim] * 0.2 + 40).astype(np.uint8)
+    return Image.fromarray(rgb).resize((ids.shape[1] * cell, ids.shape[0] * cell), Image.Resampling.NEAREST)
+
+
+def code_histogram(indices: torch.Tensor | np.ndarray, num_codes: int) -> np.ndarray:
+    """How many times each code occurs: (K,) int64."""
+    ids = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+    return np.bincount(ids.ravel(), minlength=num_codes)
+
+
+def usage_bars(counts: np.ndarray, height: int = 96, bar_width: int = 2, max_bars: int = 256) -> Image.Image:
+    """Bar chart of code counts, most used first, each bar in its code's palette colour: (height, n*bar_width)."""
+    order = np.argsort(-counts, kind="stable")[:max_bars]
+    order = order[counts[order] > 0]
+    palette = code_palette(len(counts))
+    canvas = np.full((height, max(len(order), 1) * bar_width, 3), 255, dtype=np.uint8)
+    top = counts[order[0]] if len(order) else 1
+    for i, code in enumerate(order):
+        h = max(1, int(round(height * counts[code] / top)))
+        canvas[height - h :, i * bar_width : (i + 1) * bar_width] = palette[code]
+    return Image.fromarray(canvas)

@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmgen.cli import main
+from mmgen.data.shapes import shapes_sample
+
+
+@pytest.fixture
+def scene_png(tmp_path):
+    path = tmp_path / "scene.png"
+    shapes_sample(0, 1).image.save(path)
+    return path
+
+
+def test_encode_then_decode_round_trip(tiny_model_dir, scene_png, tmp_path, capsys):
+    out = tmp_path / "enc"
+    assert main(["encode", str(scene_png), "--out", str(out), "--model", tiny_model_dir]) == 0
+    printed = capsys.readouterr().out
+    assert "PSNR" in printed and "16x16 tokens" in printed
+    doc = json.loads((out / "tokens.json").read_text())
+    assert doc["shape"] == [16, 16] and len(doc["tokens"]) == 16 and doc["model"] == tiny_model_dir
+    assert doc["image_size"] == [64, 64]
+    assert main(["decode", str(out / "tokens.json"), "--out", str(tmp_path / "dec.png"),
+                 "--model", tiny_model_dir]) == 0  # fmt: skip
+    decoded = np.asarray(Image.open(tmp_path / "dec.png"))
+    assert np.array_equal(decoded, np.asarray(Image.open(out / "reconstruction.png")))
+
+
+def test_encode_handles_odd_sizes_and_modes(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "odd.png"
+    Image.new("P", (70, 45)).save(path)
+    assert main(["encode", str(path), "--out", str(tmp_path / "o"), "--model", tiny_model_dir]) == 0
+    assert "note: encoded at 68x44" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all"])
+def test_encode_bad_file_is_a_clear_error(tiny_model_dir, tmp_path, capsys, content):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    assert main(["encode", str(path), "--out", str(tmp_path / "o"), "--model", tiny_model_dir]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"tokens": [[0, 1], [2]]}, "rectangular"),
+    ({"tokens": [[0, 999]]}, "code ids must lie"),
+    ({"tokens": [[0, 1.5]]}, "integer"),
+    ({"tokens": []}, "non-empty"),
+    ({"tokens": [[1]], "num_codes": 7}, "codebook of 7"),
+    ([1, 2], "not an mmgen tokens file"),
+])  # fmt: skip
+def test_decode_bad_tokens_is_a_clear_error(tiny_model_dir, tmp_path, capsys, doc, message):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    assert main(["decode", str(path), "--out", str(tmp_path / "x.png"), "--model", tiny_model_dir]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_decode_invalid_json(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "t.json"
+    path.write_text("{oops")
+    assert main(["decode", str(path), "--out", str(tmp_path / "x.png"), "--model", tiny_model_dir]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_shapes_command(tmp_path, capsys):
+    assert main(["shapes", "--n", "3", "--out", str(tmp_path / "s")]) == 0
+    assert len((tmp_path / "s" / "metadata.jsonl").read_text().splitlines()) == 3
+    assert main(["shapes", "--n", "0", "--out", str(tmp_path / "s")]) == 2
+
+
+def test_console_script_is_installed():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "mmgen"  # the venv's bin/, whether or not it is on PATH
+    assert exe.exists(), "pip install -e . should install the `mmgen` console script"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("shapes", "encode", "decode", "train-tokenizer", "eval-tokenizer"):
+        assert cmd in out

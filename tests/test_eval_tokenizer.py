@@ -1,0 +1,20 @@
+from mmgen.eval.eval_tokenizer import evaluate, format_table, heldout_photos
+
+
+def test_heldout_photos_are_not_from_scikit_image():
+    named = heldout_photos()
+    assert len(named) == 15
+    assert all(im.size == (256, 256) for _, im in named)
+    assert not any(n.split("-")[0] in ("astronaut", "coffee", "chelsea", "camera", "rocket") for n, _ in named)
+
+
+def test_evaluate_reports_every_figure(tiny_vq):
+    results = evaluate(tiny_vq, n_shapes=4)
+    assert {"shapes", "photos", "codebook"} <= set(results)
+    s = results["shapes"]
+    for key in ("psnr", "ssim", "readable_color", "readable_size", "readable_position", "usage", "perplexity"):
+        assert key in s
+    assert 0 <= s["readable_color"] <= 1 and -1 <= s["ssim"] <= 1
+    assert 0 < results["codebook"]["usage"] <= 1
+    table = format_table(results)
+    assert "psnr" in table and ">= 34" in table and ">= 32" in table  # perplexity target: K/2 = 32

@@ -1,0 +1,104 @@
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmgen.data import images as images_mod
+from mmgen.data.images import ImageFolder, ImageLoadError, PhotoCrops, fit_to_multiple, load_image, skimage_photos
+
+
+def _save(im, path, **kw):
+    im.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "CMYK", "LA", "I;16", "1"])
+def test_any_mode_loads_as_rgb(tmp_path, mode):
+    im = Image.new(mode, (20, 12))
+    ext = "jpg" if mode == "CMYK" else ("tiff" if mode == "I;16" else "png")
+    out = load_image(_save(im, tmp_path / f"x.{ext}"))
+    assert out.mode == "RGB" and out.size == (20, 12)
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    out = load_image(_save(Image.new("RGBA", (4, 4), (255, 0, 0, 0)), tmp_path / "t.png"))
+    assert out.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    im = Image.new("RGB", (30, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    out = load_image(_save(im, tmp_path / "r.jpg", exif=exif))
+    assert out.size == (10, 30)
+
+
+def test_empty_file_gets_a_clear_error(tmp_path):
+    (tmp_path / "e.png").write_bytes(b"")
+    with pytest.raises(ImageLoadError, match="empty"):
+        load_image(tmp_path / "e.png")
+
+
+def test_non_image_gets_a_clear_error(tmp_path):
+    (tmp_path / "n.png").write_text("hello, not an image")
+    with pytest.raises(ImageLoadError, match="not an image"):
+        load_image(tmp_path / "n.png")
+
+
+def test_truncated_image_gets_a_clear_error(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "PNG")
+    (tmp_path / "t.png").write_bytes(buf.getvalue()[:60])
+    with pytest.raises(ImageLoadError):
+        load_image(tmp_path / "t.png")
+
+
+def test_missing_file_gets_a_clear_error(tmp_path):
+    with pytest.raises(ImageLoadError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_absurdly_large_image_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(images_mod, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    path = _save(Image.new("RGB", (150, 150)), tmp_path / "big.png")  # 22,500 px: over 2x the limit
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(path)
+    path = _save(Image.new("RGB", (120, 100)), tmp_path / "big2.png")  # between 1x and 2x: Pillow only warns
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(path)
+
+
+def test_fit_to_multiple_downscales_and_crops():
+    out = fit_to_multiple(Image.new("RGB", (1001, 503)), 4, max_side=256)
+    assert out.width <= 256 and out.width % 4 == 0 and out.height % 4 == 0
+    with pytest.raises(ImageLoadError, match="too small"):
+        fit_to_multiple(Image.new("RGB", (3, 50)), 4)
+
+
+def test_photo_crops_are_deterministic_and_in_range():
+    ds = PhotoCrops(skimage_photos(), length=4, size=32, seed=0)
+    a, b = ds[1]["pixel_values"], ds[1]["pixel_values"]
+    assert a.shape == (3, 32, 32) and np.array_equal(a.numpy(), b.numpy())
+    assert a.min() >= -1 and a.max() <= 1
+
+
+def test_image_folder_reads_captions(tmp_path):
+    for i, size in enumerate([(40, 30), (10, 8)]):  # the second is smaller than the crop: upscaled
+        Image.new("RGB", size, (i * 100, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "text": "a red thing"}) + "\n")
+    ds = ImageFolder(tmp_path, size=16)
+    assert len(ds) == 2
+    assert ds[0]["text"] == "a red thing" and ds[1]["text"] == ""
+    assert ds[1]["pixel_values"].shape == (3, 16, 16)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(ValueError, match="no images"):
+        ImageFolder(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "metadata.jsonl").write_text("{broken\n")
+    with pytest.raises(ValueError, match="metadata.jsonl:1"):
+        ImageFolder(tmp_path)

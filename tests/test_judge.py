@@ -1,0 +1,38 @@
+import numpy as np
+from PIL import Image
+
+from mmgen.data.shapes import POSITIONS, render_scene, shapes_sample
+from mmgen.eval.judge import read_scene, score_scene
+
+
+def test_judge_reads_rendered_ground_truth_perfectly():
+    results = [score_scene(read_scene(s.image), s.labels) for s in (shapes_sample(5, i) for i in range(200))]
+    assert all(r["all"] for r in results), [i for i, r in enumerate(results) if not r["all"]]
+
+
+def test_judge_notices_wrong_attributes():
+    s = shapes_sample(5, 0)
+    obj = s.labels["objects"][0]
+    wrong = {
+        "background": s.labels["background"],
+        "objects": [dict(obj, color="green" if obj["color"] != "green" else "red")],
+    }
+    assert not score_scene(read_scene(render_scene(wrong)), s.labels)["all"]
+    target = "top left" if obj["position"] != "top left" else "bottom right"
+    moved = {
+        "background": s.labels["background"],
+        "objects": [dict(obj, position=target, center=list(POSITIONS[target]))],
+    }
+    assert not score_scene(read_scene(render_scene(moved)), s.labels)["objects"][0]["position"]
+
+
+def test_judge_on_an_empty_canvas_finds_no_object():
+    read = read_scene(Image.new("RGB", (64, 64), (245, 245, 245)))
+    assert read == {"background": "white", "objects": []}
+    assert not score_scene(read, shapes_sample(0, 0).labels)["all"]
+
+
+def test_judge_tolerates_mild_noise():
+    s = shapes_sample(5, 3)
+    noisy = np.asarray(s.image).astype(int) + np.random.default_rng(0).integers(-8, 9, (64, 64, 3))
+    assert score_scene(read_scene(Image.fromarray(noisy.clip(0, 255).astype(np.uint8))), s.labels)["all"]

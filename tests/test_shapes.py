@@ -1,0 +1,151 @@
+"""shapes-v1 conformance: every rule of shared/specs/shapes-v1.md that a sample can be checked against."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mmgen.data.shapes import (
+    BACKGROUNDS,
+    CENTER_JITTER,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZE_JITTER,
+    SIZES,
+    cell_of,
+    relation,
+    render_scene,
+    shapes_sample,
+    write_shapes,
+)  # fmt: skip
+
+N = 400
+SAMPLES = [shapes_sample(0, i) for i in range(N)]
+
+
+def test_same_seed_and_index_give_identical_samples():
+    a, b = shapes_sample(3, 17), shapes_sample(3, 17)
+    assert a.caption == b.caption and a.labels == b.labels
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    c = shapes_sample(4, 17)
+    assert (c.labels, c.caption) != (a.labels, a.caption)
+
+
+def test_canvas_is_64x64_rgb():
+    assert all(s.image.size == (64, 64) and s.image.mode == "RGB" for s in SAMPLES[:20])
+
+
+def test_background_and_object_colours_come_from_the_palette():
+    for s in SAMPLES[:100]:
+        arr = np.asarray(s.image)
+        assert tuple(arr[0, 0]) == BACKGROUNDS[s.labels["background"]]
+        for obj in s.labels["objects"]:
+            cx, cy = obj["center"]
+            # the centre pixel lies inside every shape, far from anti-aliased edges
+            assert tuple(arr[cy, cx]) == COLORS[obj["color"]], (s.labels, obj)
+
+
+def test_sizes_positions_and_jitter_follow_the_spec():
+    for s in SAMPLES:
+        for obj in s.labels["objects"]:
+            assert obj["shape"] in SHAPES and obj["color"] in COLORS
+            assert abs(obj["side"] - SIZES[obj["size"]]) <= SIZE_JITTER
+            x, y = POSITIONS[obj["position"]]
+            assert abs(obj["center"][0] - x) <= CENTER_JITTER and abs(obj["center"][1] - y) <= CENTER_JITTER
+
+
+def test_one_object_in_about_60_percent_of_scenes():
+    share = np.mean([len(s.labels["objects"]) == 1 for s in SAMPLES])
+    assert 0.53 < share < 0.67
+    assert all(len(s.labels["objects"]) in (1, 2) for s in SAMPLES)
+
+
+def test_two_objects_differ_in_cell_and_colour_and_stay_apart():
+    pairs = [s.labels["objects"] for s in SAMPLES if len(s.labels["objects"]) == 2]
+    assert len(pairs) > 100
+    for a, b in pairs:
+        assert a["position"] != b["position"] and a["color"] != b["color"]
+        gap_x = abs(a["center"][0] - b["center"][0]) - (a["side"] + b["side"]) / 2
+        gap_y = abs(a["center"][1] - b["center"][1]) - (a["side"] + b["side"]) / 2
+        assert max(gap_x, gap_y) >= 2
+        if "large" in (a["size"], b["size"]):  # the spec's consequence: never in neighbouring cells
+            (ca, ra), (cb, rb) = cell_of(a["position"]), cell_of(b["position"])
+            assert max(abs(ca - cb), abs(ra - rb)) >= 2
+
+
+def test_captions_name_every_object_and_only_true_facts():
+    for s in SAMPLES:
+        caption, objects = s.caption, s.labels["objects"]
+        assert caption == caption.lower()
+        for obj in objects:
+            assert f"{obj['color']} " in caption and obj["shape"] in caption
+        if f"{s.labels['background']} background" not in caption:
+            assert "background" not in caption
+        for size in SIZES:
+            if f"{size} " in caption:
+                assert any(o["size"] == size for o in objects)
+        if len(objects) == 2:
+            a, b = objects
+            said = [
+                r
+                for r, phrase in [
+                    ("left of", "to the left of"),
+                    ("right of", "to the right of"),
+                    ("above", " above "),
+                    ("below", " below "),
+                ]
+                if phrase in caption
+            ]
+            assert len(said) == 1 and said[0] in relation(a, b), (caption, a["position"], b["position"])
+
+
+def test_labels_have_the_spec_structure():
+    labels = SAMPLES[0].labels
+    assert set(labels) == {"background", "objects"}
+    assert set(labels["objects"][0]) == {"shape", "color", "size", "position", "center", "side"}
+    json.dumps(labels)  # plain JSON types only
+
+
+def test_render_is_a_pure_function_of_the_labels():
+    s = SAMPLES[5]
+    assert np.array_equal(np.asarray(render_scene(s.labels)), np.asarray(s.image))
+
+
+def test_edges_are_anti_aliased():
+    s = next(s for s in SAMPLES if s.labels["objects"][0]["shape"] == "circle")
+    colours = {tuple(p) for p in np.asarray(s.image).reshape(-1, 3)}
+    assert len(colours) > 2  # box-filtered edges blend object and background
+
+
+def test_every_attribute_value_occurs():
+    seen = {k: set() for k in ("shape", "color", "size", "position")}
+    for s in SAMPLES:
+        for obj in s.labels["objects"]:
+            for k in seen:
+                seen[k].add(obj[k])
+    assert seen["shape"] == set(SHAPES) and seen["color"] == set(COLORS)
+    assert seen["size"] == set(SIZES) and seen["position"] == set(POSITIONS)
+
+
+def test_write_shapes_makes_an_imagefolder(tmp_path):
+    write_shapes(tmp_path, 5, seed=2)
+    lines = (tmp_path / "metadata.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    rec = json.loads(lines[0])
+    assert (tmp_path / rec["file_name"]).exists()
+    assert rec["text"] == shapes_sample(2, 0).caption and rec["labels"] == shapes_sample(2, 0).labels
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_each_shape_renders_inside_its_box(shape):
+    labels = {
+        "background": "black",
+        "objects": [
+            {"shape": shape, "color": "red", "size": "large", "position": "center", "center": [32, 32], "side": 28}
+        ],
+    }
+    arr = np.asarray(render_scene(labels)).astype(int)
+    ys, xs = np.nonzero(np.abs(arr - np.array(BACKGROUNDS["black"])).sum(-1) > 0)
+    assert xs.min() >= 32 - 14 and xs.max() <= 32 + 14 - 1
+    assert ys.min() >= 32 - 14 and ys.max() <= 32 + 14 - 1
