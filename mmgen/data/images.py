@@ -161,31 +161,40 @@ class PhotoCrops(Dataset):
         return {"pixel_values": pil_to_tensor(random_crop(im, self.size, rng)), "text": ""}
 
 
-class ImageFolder(PhotoCrops):
-    """A user's folder of images as training data; captions from `metadata.jsonl` when present."""
+class ImageFolder(Dataset):
+    """A user's folder of images as training data; captions from `metadata.jsonl` when present.
+
+    Images are read when needed, so a large folder costs no memory up front; item i shows image i mod n, with
+    crops and flips that vary from pass to pass.
+    """
 
     def __init__(self, root: str | Path, length: int | None = None, size: int = 64, seed: int = 0):
-        self.paths = list_images(root)
+        self.root, self.paths = Path(root), list_images(root)
         if not self.paths:
             raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         captions = {}
-        meta = Path(root) / "metadata.jsonl"
+        meta = self.root / "metadata.jsonl"
         if meta.exists():
             for line_no, line in enumerate(meta.read_text().splitlines(), 1):
                 if line.strip():
                     try:
                         record = json.loads(line)
                         captions[record["file_name"]] = record.get("text", "")
-                    except (json.JSONDecodeError, KeyError) as e:
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
                         raise ValueError(f"{meta}:{line_no}: expected a JSON object with 'file_name'") from e
-        self.captions = [captions.get(str(p.relative_to(root)), "") for p in self.paths]
-        super().__init__(self.paths, length or len(self.paths), size, seed, min_side=1)
+        self.captions = [captions.get(p.relative_to(self.root).as_posix(), "") for p in self.paths]
+        self.length, self.size, self.seed = length or len(self.paths), size, seed
+
+    def __len__(self):
+        return self.length
 
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, i])
-        k = i % len(self.images)  # one pass visits every image; crops and flips vary from pass to pass
-        im = self.images[k]
+        k = i % len(self.paths)
+        im = load_image(self.paths[k])
         if min(im.size) < self.size:
-            im = im.resize((max(self.size, im.width), max(self.size, im.height)), Image.Resampling.BICUBIC)
+            scale = self.size / min(im.size)
+            im = im.resize((max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))),
+                           Image.Resampling.BICUBIC)  # fmt: skip
         crop = random_crop(im, self.size, rng, scale_range=(self.size / min(im.size), 1.0))
         return {"pixel_values": pil_to_tensor(crop), "text": self.captions[k]}

@@ -31,7 +31,7 @@ VQVAE_PRESETS = {
     "tiny": dict(block_channels=(8, 16, 16), encoder_layers=(0, 1, 1), decoder_layers=(0, 1, 1), num_codes=64,
                  code_dim=4),
     # The shipped model: sized for ~30 min of training and ~100 ms per 256x256 image on 2 CPU cores.
-    "base": dict(block_channels=(32, 64, 128), encoder_layers=(0, 1, 2), decoder_layers=(1, 1, 2), num_codes=1024,
+    "base": dict(block_channels=(32, 64, 128), encoder_layers=(0, 1, 2), decoder_layers=(1, 1, 2), num_codes=512,
                  code_dim=8),
 }  # fmt: skip
 
@@ -112,7 +112,7 @@ class VQVAE(ModelMixin, ConfigMixin):
         block_channels: tuple[int, ...] = (32, 64, 128),
         encoder_layers: tuple[int, ...] = (0, 1, 2),
         decoder_layers: tuple[int, ...] = (1, 1, 2),
-        num_codes: int = 1024,
+        num_codes: int = 512,
         code_dim: int = 8,
         commitment_weight: float = 0.25,
         ema_decay: float = 0.99,

@@ -102,25 +102,21 @@ def main(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
 
     config = dict(VQVAE_PRESETS[args.preset], num_codes=args.num_codes or VQVAE_PRESETS[args.preset]["num_codes"])
-    model = VQVAE(**config)
+    ckpt = latest_checkpoint(out) if args.resume else None
+    if args.resume and ckpt is None:
+        accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    model = VQVAE.from_pretrained(ckpt / "vqvae") if ckpt else VQVAE(**config)
     # AdamW with a short warm-up and cosine decay: the decay's last stretch is worth ~1 dB of PSNR.
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
-
     start_step = 0
-    ckpt = latest_checkpoint(out) if args.resume else None
-    if ckpt is not None:
-        model = VQVAE.from_pretrained(ckpt / "vqvae")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
+    if ckpt:
         state = torch.load(ckpt / "training_state.pt", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         start_step = state["step"]
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
-    elif args.resume:
-        accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
 
     dataset = build_dataset(args, length=args.steps * args.batch_size)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,

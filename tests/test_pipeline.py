@@ -1,0 +1,97 @@
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)  # fmt: skip
+
+from mmgen.callbacks import TrajectoryRecorder
+from mmgen.pipeline import MMGenPipeline
+
+
+def _run(pipe, **kw):
+    kw.setdefault("num_inference_steps", 2)
+    kw.setdefault("generator", torch.Generator().manual_seed(0))
+    return pipe("a red circle", **kw)
+
+
+def test_two_steps_give_an_image_and_its_exact_tokens(tiny_pipe):
+    out = _run(tiny_pipe)
+    assert out.images[0].size == (32, 32) and out.tokens.shape == (1, 8, 8)
+    redecoded = tiny_pipe.decode_tokens(out.tokens)[0]
+    assert list(redecoded.getdata()) == list(out.images[0].getdata())
+
+
+def test_prompt_lists_and_images_per_prompt(tiny_pipe):
+    out = tiny_pipe(["a red circle", "a blue star"], num_inference_steps=2, num_images_per_prompt=2)
+    assert len(out.images) == 4 and out.tokens.shape == (4, 8, 8)
+
+
+def test_same_seed_same_image(tiny_pipe):
+    a, b = _run(tiny_pipe), _run(tiny_pipe)
+    assert torch.equal(a.tokens, b.tokens)
+    c = _run(tiny_pipe, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler,
+                                 EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler,
+                                 UniPCMultistepScheduler])  # fmt: skip
+def test_schedulers_swap_in(tiny_pipe, cls):
+    tiny_pipe.scheduler = cls.from_config(tiny_pipe.scheduler.config)
+    out = _run(tiny_pipe, num_inference_steps=3)
+    assert out.tokens.shape == (1, 8, 8)
+
+
+def test_callback_receives_and_can_modify_latents(tiny_pipe):
+    seen = []
+
+    def zero_latents(pipe, step, t, kwargs):
+        seen.append((step, kwargs["latents"].shape))
+        return {"latents": torch.zeros_like(kwargs["latents"])}
+
+    out = _run(tiny_pipe, num_inference_steps=3, callback_on_step_end=zero_latents)
+    assert [s for s, _ in seen] == [0, 1, 2]
+    expected = tiny_pipe.latents_to_tokens(torch.zeros(1, 4, 8, 8))
+    assert torch.equal(out.tokens, expected)
+
+
+def test_trajectory_recorder(tiny_pipe):
+    rec = TrajectoryRecorder()
+    out = _run(tiny_pipe, num_inference_steps=4, callback_on_step_end=rec,
+               callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    assert [s.step for s in rec.steps] == [0, 1, 2, 3]
+    assert rec.steps[0].changed.all()
+    assert rec.steps[-1].images[0].size == (32, 32)
+    assert torch.equal(tiny_pipe.latents_to_tokens(rec.steps[-1].latents), out.tokens)
+
+
+def test_replay_from_a_step_reproduces_the_run(tiny_pipe):
+    tiny_pipe.scheduler = DDIMScheduler.from_config(tiny_pipe.scheduler.config)
+    rec = TrajectoryRecorder(decode=False)
+    full = _run(tiny_pipe, num_inference_steps=4, callback_on_step_end=rec,
+                callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    replay = _run(tiny_pipe, num_inference_steps=4, latents=rec.steps[1].latents, start_step=2)
+    assert torch.equal(replay.tokens, full.tokens)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prompt=""), "non-empty"), (dict(prompt="x" * 3000), "too long"), (dict(num_inference_steps=0), "1..1000"),
+    (dict(guidance_scale=-1.0), ">= 0"), (dict(start_step=1), "needs the `latents`"),
+    (dict(callback_on_step_end_tensor_inputs=["bogus"]), "not in"), (dict(output_type="gif"), "output_type"),
+])  # fmt: skip
+def test_bad_inputs_are_clear_errors(tiny_pipe, kwargs, message):
+    kwargs = {"prompt": "a red circle", "num_inference_steps": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        tiny_pipe(**kwargs)
+
+
+def test_save_load_round_trip(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "p")
+    loaded = MMGenPipeline.from_pretrained(tmp_path / "p")
+    loaded.set_progress_bar_config(disable=True)
+    assert torch.equal(_run(tiny_pipe).tokens, _run(loaded).tokens)
