@@ -17,12 +17,12 @@ import torch
 from mmgen.data.images import ImageLoadError, load_image
 from mmgen.models.vqvae import VQVAE
 from mmgen.tokens import encode_image, load_vqvae
-from mmgen.viz import code_histogram, token_map, usage_bars
+from mmgen.viz import cell_size, code_histogram, token_map, upscale_nearest, usage_bars
 
 TITLE = "mmgen: image tokens, hands-on"
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
 MAX_FILE_SIZE = "10mb"
-CELL_PIXELS = 8  # each token drawn as an 8x8 square in the token map
+DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at least this side
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 
 
@@ -45,20 +45,22 @@ def build_demo(vq: VQVAE, model_name: str = "mmgen-base") -> gr.Blocks:
             f"**PSNR {result.psnr:.2f} dB** · {result.image.width}×{result.image.height} px → {h}×{w} tokens · "
             f"{int((counts > 0).sum())} of {num_codes} codes used · perplexity {np.exp(-(p * np.log(p)).sum()):.1f}"
         )
-        tmap = token_map(result.tokens, num_codes, cell=CELL_PIXELS)
-        return result.image, result.reconstruction, stats, tmap, usage_bars(counts), result.tokens.tolist()
+        tmap = token_map(result.tokens, num_codes, cell=cell_size(result.tokens.shape))
+        shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
+        return *shown, stats, tmap, usage_bars(counts), result.tokens.tolist()
 
     def inspect_cell(tokens: list | None, evt: gr.SelectData):
         """Click on the token map: show that cell's code id and highlight every cell holding the same code."""
         if not tokens:
             raise gr.Error("Tokenize an image first.")
         grid = torch.tensor(tokens)
-        col, row = (int(v) // CELL_PIXELS for v in evt.index)
+        cell = cell_size(grid.shape)
+        col, row = (int(v) // cell for v in evt.index)
         row, col = min(row, grid.shape[0] - 1), min(col, grid.shape[1] - 1)
         code = int(grid[row, col])
         same = int((grid == code).sum())
         info = f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {grid.numel()} cells."
-        return token_map(grid, num_codes, cell=CELL_PIXELS, highlight=code), info
+        return token_map(grid, num_codes, cell=cell, highlight=code), info
 
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
     with gr.Blocks(title=TITLE) as demo:
@@ -67,16 +69,21 @@ def build_demo(vq: VQVAE, model_name: str = "mmgen-base") -> gr.Blocks:
         tokens_state = gr.State(None)
         with gr.Tab("Tokenizer"):
             with gr.Row():
-                upload = gr.Image(type="filepath", label="Your image", sources=["upload", "clipboard"])
-                original = gr.Image(label="As encoded", interactive=False)
-                recon = gr.Image(label="Reconstruction from tokens", interactive=False)
-            stats = gr.Markdown()
-            with gr.Row():
-                tmap = gr.Image(label="Token map (click a cell)", interactive=False)
                 with gr.Column():
-                    cell_info = gr.Markdown("Click a cell of the token map to see its code.")
-                    usage = gr.Image(label="Codes used by this image (most used first)", interactive=False)
-            btn = gr.Button("Tokenize", variant="primary")
+                    upload = gr.Image(
+                        type="filepath", label="Your image", sources=["upload", "clipboard"], elem_id="upload"
+                    )
+                    btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
+                original = gr.Image(label="As encoded", interactive=False, elem_id="original")
+                recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
+            stats = gr.Markdown(elem_id="stats")
+            with gr.Row():
+                tmap = gr.Image(label="Token map (click a cell)", interactive=False, elem_id="token-map")
+                with gr.Column():
+                    cell_info = gr.Markdown("Click a cell of the token map to see its code.", elem_id="cell-info")
+                    usage = gr.Image(
+                        label="Codes used by this image (most used first)", interactive=False, elem_id="usage"
+                    )
             outputs = [original, recon, stats, tmap, usage, tokens_state]
             if examples:
                 gr.Examples(examples, inputs=upload, outputs=outputs, fn=tokenize, run_on_click=True,

@@ -4,6 +4,7 @@
     mmgen encode photo.jpg --out out/               # tokens.json + reconstruction.png, prints PSNR
     mmgen decode out/tokens.json --out image.png
     mmgen train-tokenizer --out runs/vqvae          # see mmgen/training/train_tokenizer.py
+    mmgen train-generator --out runs/generator      # see mmgen/training/train_generator.py
     mmgen eval-tokenizer --model assets/mmgen-base
 
 Bad input (a missing or broken file, a malformed tokens file) ends with a one-line `error:` and exit code 2.
@@ -62,6 +63,12 @@ def cmd_train_tokenizer(args):
     main(args)
 
 
+def cmd_train_generator(args):
+    from .training.train_generator import main
+
+    main(args)
+
+
 def cmd_eval_tokenizer(args):
     from .eval.eval_tokenizer import main
 
@@ -70,7 +77,7 @@ def cmd_eval_tokenizer(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .eval import eval_tokenizer
-    from .training import train_tokenizer
+    from .training import train_generator, train_tokenizer
 
     parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-tokenizer", help="train the VQ-VAE (accelerate)")
     train_tokenizer.add_arguments(p).set_defaults(func=cmd_train_tokenizer)
+    p = sub.add_parser("train-generator", help="train the text-conditioned DiT (accelerate)")
+    train_generator.add_arguments(p).set_defaults(func=cmd_train_generator)
     p = sub.add_parser("eval-tokenizer", help="evaluate a tokenizer on held-out data")
     eval_tokenizer.add_arguments(p).set_defaults(func=cmd_eval_tokenizer)
     return parser

@@ -69,3 +69,14 @@ def usage_bars(counts: np.ndarray, height: int = 96, bar_width: int = 2, max_bar
         h = max(1, int(round(height * counts[code] / top)))
         canvas[height - h :, i * bar_width : (i + 1) * bar_width] = palette[code]
     return Image.fromarray(canvas)
+
+
+def upscale_nearest(image: Image.Image, min_side: int) -> Image.Image:
+    """Enlarge by a whole factor (nearest neighbour, so pixels stay crisp) until the shorter side >= min_side."""
+    factor = max(1, -(-min_side // min(image.size)))
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def cell_size(grid_shape: tuple[int, int], target: int = 384) -> int:
+    """Pixels per token so a token map is about `target` pixels on its longer side (at least 2)."""
+    return max(2, target // max(grid_shape))

@@ -27,3 +27,14 @@ def test_histogram_and_bars():
 
 def test_image_grid():
     assert image_grid(torch.zeros(5, 3, 8, 8), rows=2, pad=1).size == (3 * 9 + 1, 2 * 9 + 1)
+
+
+def test_upscale_nearest_and_cell_size():
+    from PIL import Image
+
+    from mmgen.viz import cell_size, upscale_nearest
+
+    im = upscale_nearest(Image.new("RGB", (64, 48)), 256)
+    assert im.size == (64 * 6, 48 * 6)
+    assert upscale_nearest(Image.new("RGB", (300, 300)), 256).size == (300, 300)
+    assert cell_size((16, 16)) == 24 and cell_size((64, 64)) == 6 and cell_size((1000, 10)) == 2

@@ -1,0 +1,247 @@
+"""Train the text-conditioned DiT in the frozen tokenizer's latent space (shapes-v1 by default, or your folder).
+
+    mmgen train-generator --out runs/generator                       # shapes-v1, CPU
+    mmgen train-generator --data my_images/ --out runs/mine          # imagefolder with metadata.jsonl captions
+    accelerate launch -m mmgen.cli train-generator --out runs/generator --batch-size 256
+    mmgen train-generator --out runs/generator --resume
+
+Before the loop, the training set is encoded once: images -> token ids with the frozen tokenizer, captions ->
+MiniLM states (each distinct caption once). Latents are the ids' code vectors times `scaling_factor`, the
+factor that brings them to unit variance. Captions are replaced by the empty prompt with probability
+`--caption-dropout`, which teaches the null condition used by classifier-free guidance. EMA weights (diffusers
+`EMAModel`) are what gets saved and sampled. Writes `OUT/transformer/`, `OUT/scheduler/`,
+`OUT/checkpoints/step-N/`, validation grids `OUT/samples/step-N.png` and `OUT/train_log.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from ..data.images import ImageFolder, pil_to_tensor
+from ..data.shapes import shapes_sample
+from ..models.dit import DIT_PRESETS, DiT
+from ..models.text_encoder import encode_text, load_text_encoder
+from ..models.vqvae import VQVAE
+from ..pipeline import MMGenPipeline
+from ..viz import image_grid
+
+VALIDATION_PROMPTS = [
+    "a large red circle in the top left on a white background",
+    "a small blue star at the bottom on a black background",
+    "a green triangle in the center on a gray background",
+    "a yellow square to the left of a purple cross on a white background",
+    "a large orange diamond on the right on a black background",
+    "a pink cross above a cyan circle on a gray background",
+    "a small cyan star in the bottom right on a white background",
+    "a blue diamond below a red square on a black background",
+]
+
+
+def training_scheduler() -> DDPMScheduler:
+    """The forward process: 1000 steps, cosine schedule (Nichol & Dhariwal 2021), epsilon prediction."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                         clip_sample=False)  # fmt: skip
+
+
+@torch.no_grad()
+def encode_dataset(vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor], captions: list[str],
+                   batch_size: int = 256) -> dict:  # fmt: skip
+    """Token ids (N, h, w) of every image, and MiniLM states of every distinct caption (plus the empty one)."""
+    ids = torch.cat([vq.encode(torch.stack(images[i : i + batch_size])).indices
+                     for i in range(0, len(images), batch_size)])  # fmt: skip
+    vocab = [""] + sorted(set(captions) - {""})
+    index = {c: k for k, c in enumerate(vocab)}
+    states, masks = zip(*[encode_text(tokenizer, text_encoder, vocab[i : i + batch_size])
+                          for i in range(0, len(vocab), batch_size)])  # fmt: skip
+    return {"ids": ids.to(torch.int16), "caption_index": torch.tensor([index[c] for c in captions]),
+            "text_states": torch.cat(states).half(), "text_masks": torch.cat(masks).bool()}  # fmt: skip
+
+
+def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
+    image_size = args.sample_size * vq.downsample_factor
+    if args.data == "shapes":
+        samples = [shapes_sample(args.seed, i) for i in range(args.num_samples)]
+        images, captions = [pil_to_tensor(s.image) for s in samples], [s.caption for s in samples]
+    else:
+        folder = ImageFolder(args.data, length=args.num_samples, size=image_size, seed=args.seed)
+        items = [folder[i] for i in range(len(folder))]
+        images, captions = [it["pixel_values"] for it in items], [it["text"] for it in items]
+    return encode_dataset(vq, tokenizer, text_encoder, images, captions)
+
+
+def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
+    """1 / std of the code vectors over the training set, so the diffused latents have unit variance."""
+    return float(1.0 / vq.quantizer.indices_to_codes(ids[:4096].long()).std())
+
+
+def main(args: argparse.Namespace) -> Path:
+    accelerator = Accelerator(cpu=args.cpu)
+    set_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    vq = VQVAE.from_pretrained(args.vqvae, subfolder="vqvae", torch_dtype=torch.float32).eval().requires_grad_(False)
+    tokenizer, text_encoder = load_text_encoder()
+    t0 = time.time()
+    data = load_training_set(args, vq, tokenizer, text_encoder)
+    accelerator.print(f"encoded {len(data['ids'])} images and {len(data['text_states'])} distinct captions "
+                      f"in {time.time() - t0:.0f} s")  # fmt: skip
+    scaling = latent_scaling_factor(vq, data["ids"])
+
+    ckpt = _latest_checkpoint(out) if args.resume else None
+    if ckpt:
+        model = DiT.from_pretrained(ckpt / "transformer")
+    else:
+        model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
+                    text_dim=text_encoder.config.hidden_size, **DIT_PRESETS[args.preset])  # fmt: skip
+    ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
+    noise_scheduler = training_scheduler()
+    start_step = 0
+    if ckpt:
+        ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
+        state = torch.load(ckpt / "training_state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step = state["step"]
+        accelerator.print(f"resumed from {ckpt} at step {start_step}")
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    ema.to(accelerator.device)
+
+    log_path = out / "train_log.jsonl"
+    if accelerator.is_main_process and start_step == 0:
+        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        settings = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
+        log_path.write_text(json.dumps({"command": command, "args": settings, "scaling_factor": scaling,
+                                        "distinct_captions": len(data["text_states"])}) + "\n")  # fmt: skip
+
+    ids, cap_idx = data["ids"], data["caption_index"]
+    states, masks = data["text_states"], data["text_masks"]
+    codebook = vq.quantizer.codebook
+    gen = torch.Generator().manual_seed(args.seed * 1000 + start_step)  # batch order, resumable
+    bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="generator")
+    t0, step, running = time.time(), start_step, []
+    model.train()
+    while step < args.steps:
+        # Each process draws its own batch: data sharding by seed, no sampler needed.
+        pick = torch.randint(0, len(ids), (args.batch_size,), generator=gen)
+        caption = cap_idx[pick].clone()
+        caption[torch.rand(args.batch_size, generator=gen) < args.caption_dropout] = 0  # 0 = the empty prompt
+        latents = F.embedding(ids[pick].long(), codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), generator=gen)
+        noisy = noise_scheduler.add_noise(latents, noise, t)
+        dev = accelerator.device
+        pred = model(noisy.to(dev), t.to(dev), states[caption].float().to(dev), masks[caption].to(dev)).sample
+        loss = F.mse_loss(pred, noise.to(dev))
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(model.parameters())
+        step += 1
+        running.append(loss.item())
+        bar.update(1)
+
+        if step % args.log_every == 0 or step == args.steps:
+            stats = {"step": step, "loss": round(sum(running) / len(running), 5), "lr": lr_scheduler.get_last_lr()[0],
+                     "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
+            running = []
+            bar.set_postfix(loss=stats["loss"])
+            if accelerator.is_main_process:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(stats) + "\n")
+        if accelerator.is_main_process and (step % args.val_every == 0 or step == args.steps):
+            validate(accelerator.unwrap_model(model), ema, vq, tokenizer, text_encoder, out, step)
+        if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
+            _save_checkpoint(accelerator.unwrap_model(model), ema, optimizer, lr_scheduler, step, out)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = _ema_model(accelerator.unwrap_model(model), ema)
+        final.save_pretrained(out / "transformer")
+        DPMSolverMultistepScheduler.from_config(noise_scheduler.config).save_pretrained(out / "scheduler")
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}) + "\n")
+        accelerator.print(f"saved {out / 'transformer'} after {step} steps in {time.time() - t0:.0f} s")
+    return out
+
+
+def _ema_model(model: DiT, ema: EMAModel) -> DiT:
+    """A copy of the model holding the EMA weights."""
+    copy = DiT.from_config(model.config)
+    copy.load_state_dict(model.state_dict())
+    ema.copy_to(copy.parameters())
+    return copy.eval()
+
+
+@torch.no_grad()
+def validate(model, ema, vq, tokenizer, text_encoder, out: Path, step: int) -> None:
+    pipe = MMGenPipeline(vqvae=vq, transformer=_ema_model(model, ema), text_encoder=text_encoder,
+                         tokenizer=tokenizer,
+                         scheduler=DPMSolverMultistepScheduler.from_config(training_scheduler().config))  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(VALIDATION_PROMPTS, num_inference_steps=20, generator=torch.Generator().manual_seed(0),
+                  output_type="pt").images  # fmt: skip
+    (out / "samples").mkdir(exist_ok=True)
+    image_grid(images, rows=2).save(out / "samples" / f"step-{step}.png")
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def _save_checkpoint(model, ema, optimizer, scheduler, step: int, out: Path, keep: int = 2) -> None:
+    ckpt = out / "checkpoints" / f"step-{step}"
+    model.save_pretrained(ckpt / "transformer")
+    torch.save(ema.state_dict(), ckpt / "ema.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "torch_rng": torch.get_rng_state()}, ckpt / "training_state.pt")  # fmt: skip
+    for old in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+        shutil.rmtree(old)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--out", default="runs/generator")
+    p.add_argument("--vqvae", default="assets/mmgen-base", help="model folder holding the frozen vqvae/")
+    p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
+    p.add_argument("--num-samples", type=int, default=100_000, help="training images encoded up front")
+    p.add_argument("--preset", default="S/2", choices=sorted(DIT_PRESETS))
+    p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty prompts (for guidance)")
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--cpu", action="store_true")
+    return p
+
+
+if __name__ == "__main__":
+    main(add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0])).parse_args())
