@@ -25,13 +25,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Rebuild the shipped tokenizer exactly (seeded) and evaluate it: see assets/mmgen-base/README.md.
+# Rebuild the shipped tokenizer exactly (seeded), evaluate it and rewrite the model card.
 train-tokenizer: $(STAMP)
 	$(PY) -m mmgen.cli train-tokenizer --out runs/vqvae-base --steps 2400 --num-codes 512 --seed 0
 	$(PY) -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base
+	$(MAKE) eval-tokenizer
 
 eval-tokenizer: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
+	$(PY) -m mmgen.release --out assets/mmgen-base --card
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tokenizer.py

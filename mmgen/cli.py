@@ -75,8 +75,14 @@ def cmd_eval_tokenizer(args):
     main(args)
 
 
+def cmd_eval_generator(args):
+    from .eval.eval_generator import main
+
+    main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .eval import eval_tokenizer
+    from .eval import eval_generator, eval_tokenizer
     from .training import train_generator, train_tokenizer
 
     parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
@@ -107,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_generator.add_arguments(p).set_defaults(func=cmd_train_generator)
     p = sub.add_parser("eval-tokenizer", help="evaluate a tokenizer on held-out data")
     eval_tokenizer.add_arguments(p).set_defaults(func=cmd_eval_tokenizer)
+    p = sub.add_parser("eval-generator", help="evaluate text-to-image with the scene judge")
+    eval_generator.add_arguments(p).set_defaults(func=cmd_eval_generator)
     return parser
 
 

@@ -98,6 +98,29 @@ scikit-image sample photos, {header["args"]["photo_fraction"]:.0%} photos; {done
 """
 
 
+CARD_HEADER = """---
+license: apache-2.0
+library_name: diffusers
+tags: [vq-vae, image-tokenizer, cpu]
+---
+
+# mmgen-base
+
+The small models that ship with [mmgen](../../README.md), trained from scratch on a 2-core CPU: an image
+tokenizer (VQ-VAE) and, in later releases, a text-conditioned DiT over its latent grid. Load with
+`VQVAE.from_pretrained("assets/mmgen-base", subfolder="vqvae")`. Every figure below was measured by the
+command next to it; the training logs sit beside the weights.
+
+"""
+
+
+def write_model_card(out: str | Path) -> Path:
+    """Write OUT/README.md from the training logs and evaluation results kept beside the weights."""
+    path = Path(out) / "README.md"
+    path.write_text(CARD_HEADER + vqvae_card_section(out))
+    return path
+
+
 def write_examples(out: str | Path) -> list[Path]:
     """The app's example images: held-out shapes-v1 scenes (stream 2) and two 256x256 scikit-image photos."""
     from PIL import Image
@@ -125,8 +148,11 @@ if __name__ == "__main__":
     p.add_argument("--vqvae", help="a trained vqvae/ folder (save_pretrained output)")
     p.add_argument("--out", default="assets/mmgen-base")
     p.add_argument("--examples", help="write the app's example images to this folder")
+    p.add_argument("--card", action="store_true", help="(re)write OUT/README.md from the logs and evaluations")
     args = p.parse_args()
     if args.vqvae:
         print(f"wrote {release_vqvae(args.vqvae, args.out)}")
+    if args.card:
+        print(f"wrote {write_model_card(args.out)}")
     if args.examples:
         print(f"wrote {len(write_examples(args.examples))} images to {args.examples}")
