@@ -84,10 +84,16 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Path, keep: int = 2) -> None:
+def save_model(model: VQVAE, path: Path, memory_format=torch.contiguous_format) -> None:
+    """save_pretrained in the standard memory layout (safetensors stores contiguous tensors only), then back."""
+    model.to(memory_format=torch.contiguous_format).save_pretrained(path)
+    model.to(memory_format=memory_format)
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Path, memory_format, keep: int = 2):
     """Model in safetensors (diffusers layout) plus optimizer state; only tensors, so loadable with weights_only."""
     ckpt = out / "checkpoints" / f"step-{step}"
-    accelerator.unwrap_model(model).save_pretrained(ckpt / "vqvae")
+    save_model(accelerator.unwrap_model(model), ckpt / "vqvae", memory_format)
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
              "torch_rng": torch.get_rng_state()}  # fmt: skip
     torch.save(state, ckpt / "training_state.pt")
@@ -121,6 +127,9 @@ def main(args: argparse.Namespace) -> Path:
     dataset = build_dataset(args, length=args.steps * args.batch_size)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                         drop_last=True)  # fmt: skip
+    # channels-last convolutions are ~20 % faster on CPU (oneDNN); weights are saved in the standard layout.
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     loader = accelerator.skip_first_batches(loader, start_step) if start_step else loader
     val_images = validation_batch(args).to(accelerator.device)
@@ -136,7 +145,7 @@ def main(args: argparse.Namespace) -> Path:
     t0, step = time.time(), start_step
     model.train()
     for batch in loader:
-        x = batch["pixel_values"]
+        x = batch["pixel_values"].contiguous(memory_format=memory_format)
         out_ = model(x)
         loss = out_.recon_loss + out_.commit_loss
         accelerator.backward(loss)
@@ -162,7 +171,7 @@ def main(args: argparse.Namespace) -> Path:
                 with open(log_path, "a") as f:
                     f.write(json.dumps(stats) + "\n")
         if step % args.checkpoint_every == 0 and step < args.steps and accelerator.is_main_process:
-            save_checkpoint(accelerator, model, optimizer, scheduler, step, out)
+            save_checkpoint(accelerator, model, optimizer, scheduler, step, out, memory_format)
         bar.update(1)
         if step >= args.steps:
             break
@@ -170,8 +179,7 @@ def main(args: argparse.Namespace) -> Path:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(model)
-        final.save_pretrained(out / "vqvae")
+        save_model(accelerator.unwrap_model(model), out / "vqvae")
         with open(log_path, "a") as f:
             f.write(json.dumps({"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}) + "\n")
         accelerator.print(f"saved {out / 'vqvae'} after {step} steps in {time.time() - t0:.0f} s")
@@ -212,6 +220,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels-last convolutions (faster on CPU)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     return p
 
