@@ -57,6 +57,41 @@ def cmd_decode(args):
     print(f"wrote {args.out} ({image.width}x{image.height})")
 
 
+def cmd_generate(args):
+    import torch
+
+    from .callbacks import TrajectoryRecorder
+    from .pipeline import MMGenPipeline
+    from .tokens import default_model, save_tokens
+    from .viz import save_gif
+
+    if not args.prompt.strip():
+        raise ValueError("the prompt is empty; describe a scene, e.g. 'a red circle on a white background'")
+    if not 1 <= args.steps <= 1000:
+        raise ValueError(f"--steps must be in 1..1000, got {args.steps}")
+    if args.guidance < 0:
+        raise ValueError(f"--guidance must be >= 0, got {args.guidance}")
+    model = args.model or default_model()
+    pipe = MMGenPipeline.from_pretrained(model)
+    if args.scheduler:
+        pipe.use_scheduler(args.scheduler)
+    recorder = TrajectoryRecorder(decode=bool(args.trajectory))
+    out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
+               generator=torch.Generator().manual_seed(args.seed), callback_on_step_end=recorder,
+               callback_on_step_end_tensor_inputs=recorder.tensor_inputs)  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out.images[0].save(args.out)
+    print(f"wrote {args.out}")
+    if args.tokens:
+        vq = pipe.vqvae
+        save_tokens(out.tokens[0], args.tokens, model_id=model, num_codes=vq.config.num_codes,
+                    downsample_factor=vq.downsample_factor)  # fmt: skip
+        print(f"wrote {args.tokens}")
+    if args.trajectory:
+        save_gif([s.images[0] for s in recorder.steps], args.trajectory)
+        print(f"wrote {args.trajectory} ({len(recorder.steps)} steps)")
+
+
 def cmd_train_tokenizer(args):
     from .training.train_tokenizer import main
 
@@ -106,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--model", default=None)
     p.set_defaults(func=cmd_decode)
+
+    from .pipeline import SCHEDULERS
+
+    p = sub.add_parser("generate", help="text to image with the DiT pipeline")
+    p.add_argument("prompt")
+    p.add_argument("--out", default="image.png")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
+    p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")
+    p.add_argument("--tokens", help="also write the image's token grid as JSON")
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train-tokenizer", help="train the VQ-VAE (accelerate)")
     train_tokenizer.add_arguments(p).set_defaults(func=cmd_train_tokenizer)

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -28,6 +36,14 @@ from .models.vqvae import VQVAE
 
 logger = logging.get_logger(__name__)
 
+SCHEDULERS = {  # names for the command line and the app; any diffusers scheduler works through from_config
+    "dpm++": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-ancestral": EulerAncestralDiscreteScheduler,
+    "ddpm": DDPMScheduler,
+}
 MAX_PROMPT_CHARS = 2000  # longer input is certainly not a caption; it is refused rather than tokenised
 
 
@@ -68,6 +84,12 @@ class MMGenPipeline(DiffusionPipeline):
             defaults = {"text_encoder": text_encoder, "tokenizer": tokenizer}
             kwargs.update({n: defaults[n] for n in missing})
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def use_scheduler(self, name: str) -> None:
+        """Swap in a scheduler by its short name (see SCHEDULERS), keeping the trained noise schedule."""
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        self.scheduler = SCHEDULERS[name].from_config(self.scheduler.config)
 
     @property
     def scaling_factor(self) -> float:

@@ -80,3 +80,19 @@ def upscale_nearest(image: Image.Image, min_side: int) -> Image.Image:
 def cell_size(grid_shape: tuple[int, int], target: int = 384) -> int:
     """Pixels per token so a token map is about `target` pixels on its longer side (at least 2)."""
     return max(2, target // max(grid_shape))
+
+
+def filmstrip(frames: list[Image.Image], scale: int = 2, pad: int = 2) -> Image.Image:
+    """Frames side by side (nearest-neighbour enlarged by `scale`) in one PNG-ready image."""
+    w, h = frames[0].width * scale, frames[0].height * scale
+    strip = Image.new("RGB", (len(frames) * (w + pad) + pad, h + 2 * pad), (255, 255, 255))
+    for i, frame in enumerate(frames):
+        strip.paste(frame.resize((w, h), Image.Resampling.NEAREST), (pad + i * (w + pad), pad))
+    return strip
+
+
+def save_gif(frames: list[Image.Image], path, scale: int = 4, ms_per_frame: int = 150, hold_last_ms: int = 1200):
+    """An animated GIF of the frames, enlarged by `scale`, holding the last frame a little longer."""
+    big = [f.resize((f.width * scale, f.height * scale), Image.Resampling.NEAREST) for f in frames]
+    durations = [ms_per_frame] * (len(big) - 1) + [hold_last_ms]
+    big[0].save(path, save_all=True, append_images=big[1:], duration=durations, loop=0)

@@ -220,8 +220,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="channels-last convolutions (faster on CPU)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels-last convolutions (faster on CPU)",
+    )
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     return p
 

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+from PIL import Image
+
+from mmgen.cli import main
+
+
+@pytest.fixture
+def pipe_dir(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    return str(tmp_path / "pipe")
+
+
+def test_generate_writes_image_tokens_and_trajectory(pipe_dir, tmp_path, capsys):
+    out = tmp_path / "img.png"
+    args = [
+        "generate",
+        "a red circle",
+        "--model",
+        pipe_dir,
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--trajectory",
+        str(tmp_path / "t.gif"),
+        "--tokens",
+        str(tmp_path / "tok.json"),
+        "--scheduler",
+        "ddim",
+    ]
+    assert main(args) == 0
+    assert Image.open(out).size == (32, 32)
+    assert json.loads((tmp_path / "tok.json").read_text())["shape"] == [8, 8]
+    gif = Image.open(tmp_path / "t.gif")
+    assert gif.n_frames == 3
+    assert "3 steps" in capsys.readouterr().out
+
+
+def test_same_seed_same_image(pipe_dir, tmp_path):
+    for name in ("a.png", "b.png"):
+        assert main(["generate", "a blue star", "--model", pipe_dir, "--out", str(tmp_path / name), "--steps", "2",
+                     "--seed", "7"]) == 0  # fmt: skip
+    assert list(Image.open(tmp_path / "a.png").getdata()) == list(Image.open(tmp_path / "b.png").getdata())
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["   "], "prompt is empty"), (["x", "--steps", "0"], "1..1000"), (["x", "--steps", "1001"], "1..1000"),
+    (["x", "--guidance", "-1"], ">= 0"), (["x" * 3000], "too long"),
+])  # fmt: skip
+def test_generate_bad_input_is_a_clear_error(pipe_dir, tmp_path, capsys, extra, message):
+    assert main(["generate", *extra, "--model", pipe_dir, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_scheduler_is_refused(pipe_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "a red circle", "--model", pipe_dir, "--scheduler", "bogus"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
