@@ -117,7 +117,8 @@ command next to it; the training logs sit beside the weights.
 def write_model_card(out: str | Path) -> Path:
     """Write OUT/README.md from the training logs and evaluation results kept beside the weights."""
     path = Path(out) / "README.md"
-    path.write_text(CARD_HEADER + vqvae_card_section(out))
+    runs = Path(out) / "vqvae_runs.md"  # hand-written: every run tried, so the choice among them is visible
+    path.write_text(CARD_HEADER + vqvae_card_section(out) + ("\n" + runs.read_text() if runs.exists() else ""))
     return path
 
 

@@ -1,0 +1,175 @@
+"""Evaluate a VQ-VAE tokenizer on data it never saw in training; print a table and write JSON.
+
+    mmgen eval-tokenizer --model assets/mmgen-base --out eval/tokenizer.json
+
+Held-out sets:
+- shapes-v1 scenes from stream `--shapes-seed` (training reads stream 0, validation stream 1): PSNR, SSIM,
+  and whether the judge (`mmgen.eval.judge`) still reads every object's colour, size and cell (and shape)
+  from the reconstruction;
+- natural photos that are not from scikit-image (the training photos): the sample photos that scikit-learn
+  and matplotlib ship, at 256x256, both as a user would upload them (shorter side resized to 256, centre
+  crop) and as native-resolution 256x256 crops;
+- codebook usage (share of codes used at least once) and perplexity, per set and over both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from ..data.images import load_image, pil_to_tensor, tensor_to_pil
+from ..data.shapes import shapes_sample
+from ..models.vqvae import VQVAE
+from .judge import read_scene, score_scene
+
+HELDOUT_SHAPES_SEED = 2
+PHOTO_SIZE = 256
+
+
+def heldout_photo_paths() -> list[Path]:
+    """Photos shipped by scikit-learn and matplotlib (dev dependencies): never seen in training."""
+    try:
+        import matplotlib
+        import sklearn
+    except ImportError as e:
+        raise SystemExit(f"held-out photos come from scikit-learn and matplotlib: pip install 'mmgen[dev]' ({e})")
+    sk = Path(sklearn.__file__).parent / "datasets" / "images"
+    mpl = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"
+    return [sk / "china.jpg", sk / "flower.jpg", mpl / "grace_hopper.jpg"]
+
+
+def heldout_photos(size: int = PHOTO_SIZE) -> list[tuple[str, Image.Image]]:
+    """(name, size x size image) pairs: one resized + centre-cropped view and four native crops per photo."""
+    out = []
+    for path in heldout_photo_paths():
+        im = load_image(path)
+        scale = size / min(im.size)
+        small = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+        left, top = (small.width - size) // 2, (small.height - size) // 2
+        out.append((f"{path.stem}-resized", small.crop((left, top, left + size, top + size))))
+        for i, (fx, fy) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+            x, y = fx * (im.width - size), fy * (im.height - size)
+            out.append((f"{path.stem}-crop{i}", im.crop((x, y, x + size, y + size))))
+    return out
+
+
+def psnr_np(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def ssim_np(a: np.ndarray, b: np.ndarray) -> float:
+    return float(structural_similarity(a, b, channel_axis=2, data_range=255))
+
+
+def usage_stats(counts: np.ndarray) -> dict:
+    p = counts / max(counts.sum(), 1)
+    nz = p[p > 0]
+    return {"usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+            "dead_codes": int((counts == 0).sum())}  # fmt: skip
+
+
+@torch.inference_mode()
+def reconstruct(vq: VQVAE, images: list[Image.Image], batch_size: int = 32):
+    """Reconstruct PIL images; returns (reconstructions as PIL, token ids as (N, h, w) numpy)."""
+    recons, ids = [], []
+    for i in range(0, len(images), batch_size):
+        x = torch.stack([pil_to_tensor(im) for im in images[i : i + batch_size]])
+        enc = vq.encode(x)
+        recons += [tensor_to_pil(r) for r in vq.decode(enc.latents)]
+        ids.append(enc.indices.numpy())
+    return recons, np.concatenate(ids)
+
+
+def evaluate(vq: VQVAE, n_shapes: int = 256, shapes_seed: int = HELDOUT_SHAPES_SEED, photos: bool = True) -> dict:
+    vq.eval()
+    K = vq.config.num_codes
+    results = {}
+
+    samples = [shapes_sample(shapes_seed, i) for i in range(n_shapes)]
+    recons, ids = reconstruct(vq, [s.image for s in samples])
+    originals = [np.asarray(s.image) for s in samples]
+    recon_arrs = [np.asarray(r) for r in recons]
+    scores = [score_scene(read_scene(r), s.labels) for r, s in zip(recons, samples)]
+    objects = [o for sc in scores for o in sc["objects"]]
+    counts_shapes = np.bincount(ids.ravel(), minlength=K)
+    results["shapes"] = {
+        "n_images": n_shapes, "seed": shapes_seed,
+        "psnr": float(np.mean([psnr_np(a, b) for a, b in zip(originals, recon_arrs)])),
+        "psnr_min": float(np.min([psnr_np(a, b) for a, b in zip(originals, recon_arrs)])),
+        "ssim": float(np.mean([ssim_np(a, b) for a, b in zip(originals, recon_arrs)])),
+        **{f"readable_{a}": float(np.mean([o[a] for o in objects])) for a in ("color", "size", "position", "shape")},
+        "readable_background": float(np.mean([sc["background"] for sc in scores])),
+        "readable_all": float(np.mean([sc["all"] for sc in scores])),
+        **usage_stats(counts_shapes),
+    }  # fmt: skip
+    counts = counts_shapes
+    if photos:
+        named = heldout_photos()
+        recons, ids = reconstruct(vq, [im for _, im in named], batch_size=4)
+        pairs = [(np.asarray(im), np.asarray(r)) for (_, im), r in zip(named, recons)]
+        counts_photos = np.bincount(ids.ravel(), minlength=K)
+        results["photos"] = {
+            "n_images": len(named), "size": PHOTO_SIZE,
+            "psnr": float(np.mean([psnr_np(a, b) for a, b in pairs])),
+            "psnr_min": float(np.min([psnr_np(a, b) for a, b in pairs])),
+            "ssim": float(np.mean([ssim_np(a, b) for a, b in pairs])),
+            "per_image_psnr": {n: round(psnr_np(a, b), 2) for (n, _), (a, b) in zip(named, pairs)},
+            **usage_stats(counts_photos),
+        }  # fmt: skip
+        counts = counts + counts_photos
+    results["codebook"] = {"num_codes": K, **usage_stats(counts)}
+    return results
+
+
+TARGETS = [  # (set, metric, threshold, higher is better) from the tokenizer issue
+    ("codebook", "usage", 0.95), ("shapes", "psnr", 34.0), ("shapes", "readable_color", 1.0),
+    ("shapes", "readable_size", 1.0), ("shapes", "readable_position", 1.0), ("photos", "psnr", 24.0),
+]  # fmt: skip
+
+
+def format_table(results: dict) -> str:
+    K = results["codebook"]["num_codes"]
+    targets = {(s, m): t for s, m, t in TARGETS} | {("codebook", "perplexity"): K / 2}
+    lines = [f"{'set':<10}{'metric':<22}{'value':>12}{'target':>12}  ok", "-" * 62]
+    for name, metrics in results.items():
+        for metric, value in metrics.items():
+            if isinstance(value, dict) or metric in ("n_images", "seed", "size", "num_codes"):
+                continue
+            target = targets.get((name, metric))
+            ok = "" if target is None else ("yes" if value >= target else "NO")
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            lines.append(f"{name:<10}{metric:<22}{shown:>12}{'' if target is None else f'>= {target:g}':>12}  {ok}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> dict:
+    vq = VQVAE.from_pretrained(args.model, subfolder=args.subfolder, torch_dtype=torch.float32)
+    results = evaluate(vq, n_shapes=args.n_shapes, shapes_seed=args.shapes_seed, photos=not args.no_photos)
+    results["model"] = {"path": str(args.model), "subfolder": args.subfolder}
+    print(format_table({k: v for k, v in results.items() if k != "model"}))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.out}")
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--model", default="assets/mmgen-base", help="model folder (or Hub id) holding vqvae/")
+    p.add_argument("--subfolder", default="vqvae")
+    p.add_argument("--n-shapes", type=int, default=256, help="held-out shapes-v1 scenes to score")
+    p.add_argument("--shapes-seed", type=int, default=HELDOUT_SHAPES_SEED)
+    p.add_argument("--no-photos", action="store_true", help="skip the natural-photo set")
+    p.add_argument("--out", default="eval/tokenizer.json", help="where to write the JSON results")
+    return p
+
+
+if __name__ == "__main__":
+    main(add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0])).parse_args())

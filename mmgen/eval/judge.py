@@ -1,0 +1,112 @@
+"""A judge for shapes-v1 images: reads back every object's colour, shape, size and cell, and the background.
+
+Written from the spec alone (`shared/specs/shapes-v1.md`), so it can score any image, generated or
+reconstructed. The background is the palette colour nearest the border. For each object colour whose pixels
+form a blob, it estimates every pixel's coverage (how far the pixel lies from the background towards that
+colour, so anti-aliased edges count in part), then fits spec renderings of the six shapes over a small range
+of sides and centres around the blob's box; the best soft overlap names the shape, its side gives the size
+and its centre the cell. On rendered ground truth it scores 100 % (tests/test_judge.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ..data.shapes import BACKGROUNDS, CELL_COORDS, COLORS, POSITIONS, SHAPES, SIZES, shape_coverage
+
+# A pixel seeds an object only when this close to a palette colour (RGB distance). Palette colours are at
+# least 75 apart, so anti-aliased edge pixels, halfway between two colours, seed nothing.
+COLOR_TOLERANCE = 36.0
+MIN_AREA = 12  # seed pixels: a small star has ~40, stray or edge pixels far fewer
+SIZE_THRESHOLD = (SIZES["small"] + SIZES["large"]) / 2
+POSITION_NAMES = {xy: name for name, xy in POSITIONS.items()}
+SIDE_SEARCH = (-1, 0, 1, 2, 3)  # pixels around the measured box side (thin star tips shrink the box)
+SHIFT_SEARCH = (-1.0, 0.0, 1.0)  # pixels around the box centre (a star's box sits above its centre)
+
+
+def _nearest(value: np.ndarray, palette: dict) -> str:
+    names = list(palette)
+    d = np.linalg.norm(np.array([palette[n] for n in names], dtype=np.float32) - value, axis=1)
+    return names[int(d.argmin())]
+
+
+def _soft_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.minimum(a, b).sum() / max(np.maximum(a, b).sum(), 1e-6))
+
+
+def _fit_shape(alpha: np.ndarray) -> tuple[str, float, tuple[float, float], float]:
+    """Best (shape, side, centre, soft IoU) for one object's coverage map."""
+    ys, xs = np.nonzero(alpha >= 0.5)
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    side0, cx0, cy0 = float(max(x1 - x0, y1 - y0)), (x0 + x1) / 2, (y0 + y1) / 2
+    best = ("", side0, (cx0, cy0), -1.0)
+    for shape in SHAPES:
+        for ds in SIDE_SEARCH:
+            for dx in SHIFT_SEARCH:
+                for dy in SHIFT_SEARCH:
+                    center = (cx0 + dx, cy0 + dy)
+                    iou = _soft_iou(shape_coverage(shape, *center, side0 + ds, canvas=alpha.shape[0]), alpha)
+                    if iou > best[3]:
+                        best = (shape, side0 + ds, center, iou)
+    return best
+
+
+def read_scene(image: Image.Image) -> dict:
+    """Read a 64x64 scene: {"background": name, "objects": [{"color", "shape", "size", "position", "center",
+    "side", "score"}]}, objects in decreasing area. `score` is the soft IoU of the best-fitting shape."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    background = _nearest(np.median(border, axis=0), BACKGROUNDS)
+    bg = np.array(BACKGROUNDS[background], dtype=np.float32)
+
+    names = list(COLORS)
+    palette = np.array([COLORS[n] for n in names], dtype=np.float32)  # (8, 3)
+    dist = np.linalg.norm(arr[:, :, None, :] - palette[None, None], axis=-1)  # (H, W, 8)
+    label, close = dist.argmin(-1), dist.min(-1) < COLOR_TOLERANCE
+
+    objects = []
+    for k, color in enumerate(names):
+        seeds, n = ndimage.label((label == k) & close)
+        if n == 0:
+            continue
+        areas = ndimage.sum_labels(np.ones_like(seeds), seeds, index=range(1, n + 1))
+        if areas.max() < MIN_AREA:
+            continue
+        seed = seeds == 1 + int(areas.argmax())
+        # coverage: projection of (pixel - background) onto (colour - background), in [0, 1]
+        direction = palette[k] - bg
+        alpha = ((arr - bg) @ direction / (direction @ direction)).clip(0, 1)  # (H, W)
+        region, _ = ndimage.label(alpha > 0.1)
+        keep = np.isin(region, np.unique(region[seed]))  # the partly covered pixels around this seed only
+        alpha = np.where(keep, alpha, 0.0).astype(np.float32)
+        shape, side, center, iou = _fit_shape(alpha)
+        cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in center)
+        objects.append({
+            "color": color, "shape": shape, "size": "small" if side < SIZE_THRESHOLD else "large",
+            "position": POSITION_NAMES[cell], "center": [float(center[0]), float(center[1])],
+            "side": float(side), "score": round(iou, 3), "area": float(alpha.sum()),
+        })  # fmt: skip
+    objects.sort(key=lambda o: -o["area"])
+    return {"background": background, "objects": objects}
+
+
+ATTRIBUTES = ("color", "shape", "size", "position")
+
+
+def score_scene(read: dict, truth: dict) -> dict:
+    """Compare a read scene with ground-truth labels: per-attribute correctness of each true object (matched by
+    colour, else by nearest centre), the background, the object count, and `all` (everything right at once)."""
+    result = {"background": read["background"] == truth["background"],
+              "count": len(read["objects"]) == len(truth["objects"]), "objects": []}  # fmt: skip
+    for obj in truth["objects"]:
+        candidates = [o for o in read["objects"] if o["color"] == obj["color"]] or read["objects"]
+        if not candidates:
+            result["objects"].append(dict.fromkeys(ATTRIBUTES, False))
+            continue
+        best = min(candidates, key=lambda o: np.hypot(o["center"][0] - obj["center"][0],
+                                                      o["center"][1] - obj["center"][1]))  # fmt: skip
+        result["objects"].append({a: best[a] == obj[a] for a in ATTRIBUTES})
+    result["all"] = result["background"] and result["count"] and all(all(o.values()) for o in result["objects"])
+    return result
