@@ -49,6 +49,9 @@ def build_demo(vq: VQVAE, model_name: str = "mmgen-base") -> gr.Blocks:
         shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
         return *shown, stats, tmap, usage_bars(counts), result.tokens.tolist()
 
+    def tokenize_or_clear(path: str | None):
+        return tokenize(path) if path else (None, None, "", None, None, None)
+
     def inspect_cell(tokens: list | None, evt: gr.SelectData):
         """Click on the token map: show that cell's code id and highlight every cell holding the same code."""
         if not tokens:
@@ -86,12 +89,12 @@ def build_demo(vq: VQVAE, model_name: str = "mmgen-base") -> gr.Blocks:
                     )
             outputs = [original, recon, stats, tmap, usage, tokens_state]
             if examples:
-                gr.Examples(examples, inputs=upload, outputs=outputs, fn=tokenize, run_on_click=True,
-                            cache_examples=False, api_name=False)  # fmt: skip
+                gr.Examples(examples, inputs=upload, api_name="load_example", api_visibility="private")
 
         btn.click(tokenize, upload, outputs, api_name="tokenize")
-        upload.upload(tokenize, upload, outputs, api_name=False)
-        tmap.select(inspect_cell, tokens_state, [tmap, cell_info], api_name=False)
+        # A new upload or a clicked example tokenizes at once; clearing the input clears the outputs.
+        upload.change(tokenize_or_clear, upload, outputs, api_name="tokenize_on_change", api_visibility="private")
+        tmap.select(inspect_cell, tokens_state, [tmap, cell_info], api_name="inspect_cell", api_visibility="private")
     return demo
 
 
