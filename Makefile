@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 # Rebuild the shipped tokenizer exactly (seeded), evaluate it and rewrite the model card.
 train-tokenizer: $(STAMP)
-	$(PY) -m mmgen.cli train-tokenizer --out runs/vqvae-base --steps 2400 --num-codes 512 --seed 0
+	$(PY) -m mmgen.cli train-tokenizer --out runs/vqvae-base --steps 2900 --photo-fraction 0.45 --num-codes 512 --seed 0
 	$(PY) -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base
 	$(MAKE) eval-tokenizer
 

@@ -31,7 +31,8 @@ PARAPHRASES = [  # wordings absent from the training templates
 WHERE = {
     "top left": "in the upper left corner", "top": "at the top edge", "top right": "in the upper right corner",
     "left": "at the left side", "center": "right in the middle", "right": "at the right side",
-    "bottom left": "in the lower left corner", "bottom": "along the bottom", "bottom right": "in the lower right corner",
+    "bottom left": "in the lower left corner", "bottom": "along the bottom",
+    "bottom right": "in the lower right corner",
 }  # fmt: skip
 PREPOSITION = {"top": "at the", "bottom": "at the", "left": "on the", "right": "on the"}
 

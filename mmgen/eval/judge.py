@@ -75,9 +75,13 @@ def read_scene(image: Image.Image) -> dict:
         if areas.max() < MIN_AREA:
             continue
         seed = seeds == 1 + int(areas.argmax())
-        # coverage: projection of (pixel - background) onto (colour - background), in [0, 1]
+        # coverage: projection of (pixel - background) onto (colour - background), in [0, 1], counted only
+        # where the pixel lies near that line: another object's colour may project far along it (orange
+        # reads as 90 % green) and would merge two neighbouring objects into one blob.
         direction = palette[k] - bg
         alpha = ((arr - bg) @ direction / (direction @ direction)).clip(0, 1)  # (H, W)
+        off_line = np.linalg.norm(arr - (bg + alpha[..., None] * direction), axis=-1)  # (H, W)
+        alpha = np.where(off_line < COLOR_TOLERANCE, alpha, 0.0)
         region, _ = ndimage.label(alpha > 0.1)
         keep = np.isin(region, np.unique(region[seed]))  # the partly covered pixels around this seed only
         alpha = np.where(keep, alpha, 0.0).astype(np.float32)
