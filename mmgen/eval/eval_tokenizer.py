@@ -38,7 +38,8 @@ def heldout_photo_paths() -> list[Path]:
         import matplotlib
         import sklearn
     except ImportError as e:
-        raise SystemExit(f"held-out photos come from scikit-learn and matplotlib: pip install 'mmgen[dev]' ({e})") from e
+        hint = "held-out photos come from scikit-learn and matplotlib: pip install 'mmgen[dev]'"
+        raise SystemExit(f"{hint} ({e})") from e
     sk = Path(sklearn.__file__).parent / "datasets" / "images"
     mpl = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"
     return [sk / "china.jpg", sk / "flower.jpg", mpl / "grace_hopper.jpg"]
