@@ -13,13 +13,12 @@ One image per prompt with the pipeline's default settings; the judge (`mmgen.eva
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, cell_of, relation
+from . import write_results
 from .judge import read_scene
 
 EVAL_SEED = 12345
@@ -154,10 +153,7 @@ def main(args: argparse.Namespace) -> dict:
     results = evaluate(pipe, n_single=args.n_single, n_two=args.n_two, n_paraphrase=args.n_paraphrase)
     results["settings"] = {"model": str(args.model), "steps": 20, "scheduler": type(pipe.scheduler).__name__}
     print(format_table({k: v for k, v in results.items() if k != "settings"}))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.out}")
+    write_results(results, args.out)
     return results
 
 

@@ -15,7 +15,6 @@ Held-out sets:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from skimage.metrics import structural_similarity
 from ..data.images import load_image, pil_to_tensor, tensor_to_pil
 from ..data.shapes import shapes_sample
 from ..models.vqvae import VQVAE
+from . import write_results
 from .judge import read_scene, score_scene
 
 HELDOUT_SHAPES_SEED = 2
@@ -155,10 +155,7 @@ def main(args: argparse.Namespace) -> dict:
     results = evaluate(vq, n_shapes=args.n_shapes, shapes_seed=args.shapes_seed, photos=not args.no_photos)
     results["model"] = {"path": str(args.model), "subfolder": args.subfolder}
     print(format_table({k: v for k, v in results.items() if k != "model"}))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.out}")
+    write_results(results, args.out)
     return results
 
 

@@ -16,9 +16,6 @@ factor that brings them to unit variance. Captions are replaced by the empty pro
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from ..models.text_encoder import encode_text, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
 from ..viz import image_grid
+from .checkpoints import append_log, latest_checkpoint, prune_checkpoints, start_log
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -102,7 +100,7 @@ def main(args: argparse.Namespace) -> Path:
                       f"in {time.time() - t0:.0f} s")  # fmt: skip
     scaling = latent_scaling_factor(vq, data["ids"])
 
-    ckpt = _latest_checkpoint(out) if args.resume else None
+    ckpt = latest_checkpoint(out) if args.resume else None
     if ckpt:
         model = DiT.from_pretrained(ckpt / "transformer")
     else:
@@ -126,10 +124,7 @@ def main(args: argparse.Namespace) -> Path:
 
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
-        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-        settings = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
-        log_path.write_text(json.dumps({"command": command, "args": settings, "scaling_factor": scaling,
-                                        "distinct_captions": len(data["text_states"])}) + "\n")  # fmt: skip
+        start_log(log_path, args, scaling_factor=scaling, distinct_captions=len(data["text_states"]))
 
     ids, cap_idx = data["ids"], data["caption_index"]
     states, masks = data["text_states"], data["text_masks"]
@@ -167,8 +162,7 @@ def main(args: argparse.Namespace) -> Path:
             running = []
             bar.set_postfix(loss=stats["loss"])
             if accelerator.is_main_process:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(stats) + "\n")
+                append_log(log_path, stats)
         if accelerator.is_main_process and (step % args.val_every == 0 or step == args.steps):
             validate(accelerator.unwrap_model(model), ema, vq, tokenizer, text_encoder, out, step)
         if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
@@ -180,8 +174,7 @@ def main(args: argparse.Namespace) -> Path:
         final = _ema_model(accelerator.unwrap_model(model), ema)
         final.save_pretrained(out / "transformer")
         DPMSolverMultistepScheduler.from_config(noise_scheduler.config).save_pretrained(out / "scheduler")
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}) + "\n")
+        append_log(log_path, {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)})
         accelerator.print(f"saved {out / 'transformer'} after {step} steps in {time.time() - t0:.0f} s")
     return out
 
@@ -206,19 +199,13 @@ def validate(model, ema, vq, tokenizer, text_encoder, out: Path, step: int) -> N
     image_grid(images, rows=2).save(out / "samples" / f"step-{step}.png")
 
 
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
-
-
 def _save_checkpoint(model, ema, optimizer, scheduler, step: int, out: Path, keep: int = 2) -> None:
     ckpt = out / "checkpoints" / f"step-{step}"
     model.save_pretrained(ckpt / "transformer")
     torch.save(ema.state_dict(), ckpt / "ema.pt")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                 "torch_rng": torch.get_rng_state()}, ckpt / "training_state.pt")  # fmt: skip
-    for old in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
-        shutil.rmtree(old)
+    prune_checkpoints(out, keep)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

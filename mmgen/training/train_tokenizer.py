@@ -15,9 +15,6 @@ Every sample is a pure function of (seed, index), so a seeded run is reproducibl
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +29,7 @@ from tqdm.auto import tqdm
 from ..data.images import ImageFolder, PhotoCrops, ShapesDataset, skimage_photos
 from ..models.vqvae import VQVAE, VQVAE_PRESETS
 from ..viz import image_grid
+from .checkpoints import append_log, latest_checkpoint, prune_checkpoints, start_log
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -79,11 +77,6 @@ def validation_batch(args, n: int = 8) -> torch.Tensor:
     return torch.stack([it["pixel_values"] for it in items])
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
-
-
 def save_model(model: VQVAE, path: Path, memory_format=torch.contiguous_format) -> None:
     """save_pretrained in the standard memory layout (safetensors stores contiguous tensors only), then back."""
     model.to(memory_format=torch.contiguous_format).save_pretrained(path)
@@ -97,8 +90,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Pa
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
              "torch_rng": torch.get_rng_state()}  # fmt: skip
     torch.save(state, ckpt / "training_state.pt")
-    for old in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
-        shutil.rmtree(old)
+    prune_checkpoints(out, keep)
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -136,9 +128,7 @@ def main(args: argparse.Namespace) -> Path:
 
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
-        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-        settings = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
-        log_path.write_text(json.dumps({"command": command, "args": settings, "config": config}) + "\n")
+        start_log(log_path, args, config=config)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="tokenizer")
@@ -168,8 +158,7 @@ def main(args: argparse.Namespace) -> Path:
             if step % args.val_every == 0 or step == args.steps:
                 stats["val_psnr"] = round(validate(accelerator, model, val_images, out, step), 2)
             if accelerator.is_main_process:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(stats) + "\n")
+                append_log(log_path, stats)
         if step % args.checkpoint_every == 0 and step < args.steps and accelerator.is_main_process:
             save_checkpoint(accelerator, model, optimizer, scheduler, step, out, memory_format)
         bar.update(1)
@@ -180,8 +169,7 @@ def main(args: argparse.Namespace) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), out / "vqvae")
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}) + "\n")
+        append_log(log_path, {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)})
         accelerator.print(f"saved {out / 'vqvae'} after {step} steps in {time.time() - t0:.0f} s")
     return out / "vqvae"
 
