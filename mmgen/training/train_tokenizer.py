@@ -94,7 +94,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Pa
 
 
 def main(args: argparse.Namespace) -> Path:
-    accelerator = Accelerator(cpu=args.cpu)
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
     set_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +214,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=True,
         help="channels-last convolutions (faster on CPU)",
     )
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
+                   help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     return p
 
