@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 
 def checkpoints(out: Path) -> list[Path]:
     """OUT/checkpoints/step-N folders, oldest first."""
@@ -33,3 +35,19 @@ def start_log(path: Path, args, **extra) -> None:
 def append_log(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def save_training_state(ckpt: Path, optimizer, scheduler, step: int) -> None:
+    """Optimizer, LR schedule, step and RNG: tensors and numbers only, so loadable with weights_only=True."""
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+             "torch_rng": torch.get_rng_state()}  # fmt: skip
+    torch.save(state, Path(ckpt) / "training_state.pt")
+
+
+def load_training_state(ckpt: Path, optimizer, scheduler) -> int:
+    """Restore what save_training_state wrote; returns the step to continue from."""
+    state = torch.load(Path(ckpt) / "training_state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"]

@@ -35,7 +35,14 @@ from ..models.text_encoder import encode_text, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
 from ..viz import image_grid
-from .checkpoints import append_log, latest_checkpoint, prune_checkpoints, start_log
+from .checkpoints import (
+    append_log,
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    save_training_state,
+    start_log,
+)
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -113,11 +120,7 @@ def main(args: argparse.Namespace) -> Path:
     start_step = 0
     if ckpt:
         ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
-        state = torch.load(ckpt / "training_state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        lr_scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step = state["step"]
+        start_step = load_training_state(ckpt, optimizer, lr_scheduler)
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
@@ -203,8 +206,7 @@ def _save_checkpoint(model, ema, optimizer, scheduler, step: int, out: Path, kee
     ckpt = out / "checkpoints" / f"step-{step}"
     model.save_pretrained(ckpt / "transformer")
     torch.save(ema.state_dict(), ckpt / "ema.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "torch_rng": torch.get_rng_state()}, ckpt / "training_state.pt")  # fmt: skip
+    save_training_state(ckpt, optimizer, scheduler, step)
     prune_checkpoints(out, keep)
 
 
@@ -226,8 +228,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
-                   help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)")
+    p.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        default="no",
+        help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
+    )
     p.add_argument("--cpu", action="store_true")
     return p
 

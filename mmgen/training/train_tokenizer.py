@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 from ..data.images import ImageFolder, PhotoCrops, ShapesDataset, skimage_photos
 from ..models.vqvae import VQVAE, VQVAE_PRESETS
 from ..viz import image_grid
-from .checkpoints import append_log, latest_checkpoint, prune_checkpoints, start_log
+from .checkpoints import (
+    append_log,
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    save_training_state,
+    start_log,
+)
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -87,9 +94,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Pa
     """Model in safetensors (diffusers layout) plus optimizer state; only tensors, so loadable with weights_only."""
     ckpt = out / "checkpoints" / f"step-{step}"
     save_model(accelerator.unwrap_model(model), ckpt / "vqvae", memory_format)
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-             "torch_rng": torch.get_rng_state()}  # fmt: skip
-    torch.save(state, ckpt / "training_state.pt")
+    save_training_state(ckpt, optimizer, scheduler, step)
     prune_checkpoints(out, keep)
 
 
@@ -109,11 +114,7 @@ def main(args: argparse.Namespace) -> Path:
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
     start_step = 0
     if ckpt:
-        state = torch.load(ckpt / "training_state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step = state["step"]
+        start_step = load_training_state(ckpt, optimizer, scheduler)
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
 
     dataset = build_dataset(args, length=args.steps * args.batch_size)
@@ -214,8 +215,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=True,
         help="channels-last convolutions (faster on CPU)",
     )
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
-                   help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)")
+    p.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        default="no",
+        help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
+    )
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     return p
 
