@@ -31,7 +31,7 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from .models.dit import DiT
-from .models.text_encoder import MAX_TOKENS, load_text_encoder
+from .models.text_encoder import MAX_TOKENS, encode_text, load_text_encoder
 from .models.vqvae import VQVAE
 
 logger = logging.get_logger(__name__)
@@ -129,11 +129,9 @@ class MMGenPipeline(DiffusionPipeline):
             logger.warning(f"prompt longer than {MAX_TOKENS} tokens: truncated")
 
         def encode(texts):
-            batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
-                                   return_tensors="pt").to(device)  # fmt: skip
-            states = self.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            embeds = states.last_hidden_state.repeat_interleave(num_images_per_prompt, dim=0)
-            return embeds, batch["attention_mask"].repeat_interleave(num_images_per_prompt, dim=0)
+            embeds, mask = encode_text(self.tokenizer, self.text_encoder, texts)
+            return (embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0),
+                    mask.to(device).repeat_interleave(num_images_per_prompt, dim=0))  # fmt: skip
 
         embeds, mask = encode(prompts)
         neg_embeds = neg_mask = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -36,8 +37,13 @@ def load_text_encoder(name_or_path: str | None = None):
 
 @torch.no_grad()
 def encode_text(tokenizer, encoder, texts: list[str], max_tokens: int = MAX_TOKENS):
-    """Texts -> (states (B, L, E), attention mask (B, L) long). Padded to max_tokens so shapes stay fixed."""
-    batch = tokenizer(texts, padding="max_length", truncation=True, max_length=max_tokens, return_tensors="pt")
+    """Texts -> (states (B, L, E), attention mask (B, L) long), L = max_tokens so shapes stay fixed.
+
+    The encoder runs on the batch padded to its longest text only (about 2x faster than padding to L); the
+    states are then zero-padded to L. Masked positions never reach the generator, so this changes nothing.
+    """
+    batch = tokenizer(texts, padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt")
     batch = batch.to(encoder.device)
     states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    return states, batch["attention_mask"]
+    pad = max_tokens - states.shape[1]
+    return F.pad(states, (0, 0, 0, pad)), F.pad(batch["attention_mask"], (0, pad))

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder, pil_to_tensor
@@ -68,7 +68,7 @@ def encode_dataset(vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor
     """Token ids (N, h, w) of every image, and MiniLM states of every distinct caption (plus the empty one)."""
     ids = torch.cat([vq.encode(torch.stack(images[i : i + batch_size])).indices
                      for i in range(0, len(images), batch_size)])  # fmt: skip
-    vocab = [""] + sorted(set(captions) - {""})
+    vocab = [""] + sorted(set(captions) - {""}, key=lambda c: (len(c), c))  # similar lengths batch together
     index = {c: k for k, c in enumerate(vocab)}
     states, masks = zip(*[encode_text(tokenizer, text_encoder, vocab[i : i + batch_size])
                           for i in range(0, len(vocab), batch_size)])  # fmt: skip
@@ -147,7 +147,11 @@ def main(args: argparse.Namespace) -> Path:
         noisy = noise_scheduler.add_noise(latents, noise, t)
         dev = accelerator.device
         pred = model(noisy.to(dev), t.to(dev), states[caption].float().to(dev), masks[caption].to(dev)).sample
-        loss = F.mse_loss(pred, noise.to(dev))
+        loss = F.mse_loss(pred, noise.to(dev), reduction="none").mean(dim=(1, 2, 3))
+        if args.snr_gamma:  # Min-SNR-gamma weighting (Hang et al., 2023): for epsilon, min(SNR, gamma) / SNR
+            snr = compute_snr(noise_scheduler, t)
+            loss = loss * (snr.clamp(max=args.snr_gamma) / snr).to(dev)
+        loss = loss.mean()
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -214,7 +218,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/generator")
     p.add_argument("--vqvae", default="assets/mmgen-base", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
-    p.add_argument("--num-samples", type=int, default=100_000, help="training images encoded up front")
+    p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
     p.add_argument("--preset", default="S/2", choices=sorted(DIT_PRESETS))
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument("--steps", type=int, default=6000)
@@ -222,6 +226,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty prompts (for guidance)")
+    p.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR loss weighting; 0 for plain MSE")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
