@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import PIL.Image
 import torch
 
+from .viz import change_map, latent_rgb, principal_axes, token_map
+
 
 @dataclass
 class TrajectoryStep:
@@ -54,3 +56,23 @@ class TrajectoryRecorder:
         if not record.images:
             record.images = pipe.decode_tokens(record.tokens)
         return record.images
+
+    def render(self, pipe, index: int = 0, cell: int = 8) -> list[dict]:
+        """For image `index` of the batch, per step: x_t drawn in colour (the latent projected on the codebook's
+        top 3 principal axes), the decoded x0 estimate, its token map, the changed-token map and the count."""
+        codebook = pipe.vqvae.quantizer.codebook.detach()
+        axes = principal_axes(codebook)
+        num_codes = codebook.shape[0]
+        frames = []
+        for k, record in enumerate(self.steps):
+            x0_image = self.decode_step(pipe, k)[index]
+            frames.append({
+                "step": record.step,
+                "timestep": record.timestep,
+                "x_t": latent_rgb(record.latents[index] / pipe.scaling_factor, axes, scale=1.0),
+                "x0": x0_image,
+                "tokens": token_map(record.tokens[index], num_codes, cell=cell),
+                "changed": change_map(record.changed[index], cell=cell),
+                "n_changed": int(record.changed[index].sum()),
+            })  # fmt: skip
+        return frames

@@ -96,3 +96,28 @@ def save_gif(frames: list[Image.Image], path, scale: int = 4, ms_per_frame: int 
     big = [f.resize((f.width * scale, f.height * scale), Image.Resampling.NEAREST) for f in frames]
     durations = [ms_per_frame] * (len(big) - 1) + [hold_last_ms]
     big[0].save(path, save_all=True, append_images=big[1:], duration=durations, loop=0)
+
+
+def latent_rgb(latents: torch.Tensor, basis: torch.Tensor, scale: float = 2.0) -> Image.Image:
+    """A (C, h, w) latent drawn as colour: projected on 3 directions `basis` (3, C), e.g. the codebook's top
+    principal axes, then mapped from [-scale, scale] to [0, 255]. Noise looks like confetti; clean latents show
+    the same regions as their decoded image."""
+    rgb = torch.einsum("chw,kc->khw", latents.float().cpu(), basis.float().cpu())
+    rgb = ((rgb / scale).clamp(-1, 1) + 1) * 127.5
+    return Image.fromarray(rgb.round().byte().permute(1, 2, 0).numpy())
+
+
+def principal_axes(vectors: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """The top-k principal directions (k, C) of row vectors (N, C), signs fixed so each sums positive."""
+    centered = vectors.float() - vectors.float().mean(0)
+    _, _, v = torch.linalg.svd(centered, full_matrices=False)
+    axes = v[:k]
+    return axes * torch.where(axes.sum(1, keepdim=True) < 0, -1.0, 1.0)
+
+
+def change_map(changed: torch.Tensor | np.ndarray, cell: int = 8) -> Image.Image:
+    """A (h, w) bool grid of tokens that changed since the previous step: changed cells orange on dark grey."""
+    mask = np.asarray(changed.cpu() if isinstance(changed, torch.Tensor) else changed, dtype=bool)
+    rgb = np.where(mask[..., None], np.array([255, 140, 0], np.uint8), np.array([48, 48, 48], np.uint8))
+    return Image.fromarray(rgb.astype(np.uint8)).resize((mask.shape[1] * cell, mask.shape[0] * cell),
+                                                         Image.Resampling.NEAREST)  # fmt: skip

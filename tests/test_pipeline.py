@@ -95,3 +95,39 @@ def test_save_load_round_trip(tiny_pipe, tmp_path):
     loaded = MMGenPipeline.from_pretrained(tmp_path / "p")
     loaded.set_progress_bar_config(disable=True)
     assert torch.equal(_run(tiny_pipe).tokens, _run(loaded).tokens)
+
+
+def test_with_scheduler_shares_models_but_not_scheduler_state(tiny_pipe):
+    other = tiny_pipe.with_scheduler("euler")
+    assert isinstance(other.scheduler, EulerDiscreteScheduler) and other.transformer is tiny_pipe.transformer
+    assert isinstance(tiny_pipe.scheduler, DPMSolverMultistepScheduler)  # the original keeps its own
+    same = tiny_pipe.with_scheduler()
+    assert type(same.scheduler) is type(tiny_pipe.scheduler) and same.scheduler is not tiny_pipe.scheduler
+    assert torch.equal(_run(same).tokens, _run(tiny_pipe).tokens)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        tiny_pipe.with_scheduler("bogus")
+
+
+def test_hub_ids_are_fetched_as_a_whole_folder(tiny_pipe, tmp_path, monkeypatch):
+    """A repo id goes through snapshot_download (faked here: tests never touch the network)."""
+    import mmgen.pipeline
+
+    tiny_pipe.save_pretrained(tmp_path / "snapshot")
+    asked = []
+    monkeypatch.setattr(mmgen.pipeline, "snapshot_download",
+                        lambda repo, **kw: asked.append(repo) or str(tmp_path / "snapshot"))  # fmt: skip
+    loaded = MMGenPipeline.from_pretrained("someone/mmgen-model")
+    assert asked == ["someone/mmgen-model"]
+    theirs, ours = loaded.transformer.state_dict(), tiny_pipe.transformer.state_dict()
+    assert all(torch.equal(theirs[k], ours[k]) for k in ours)
+
+
+def test_recorder_renders_every_step(tiny_pipe):
+    rec = TrajectoryRecorder(decode=False)
+    _run(tiny_pipe, num_inference_steps=3, callback_on_step_end=rec,
+         callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    frames = rec.render(tiny_pipe, cell=4)
+    assert len(frames) == 3 and frames[0]["n_changed"] == 64
+    assert frames[0]["x_t"].size == (8, 8) and frames[0]["x0"].size == (32, 32)
+    assert frames[0]["tokens"].size == frames[0]["changed"].size == (32, 32)
+    assert all(0 <= f["n_changed"] <= 64 for f in frames)

@@ -38,3 +38,22 @@ def test_upscale_nearest_and_cell_size():
     assert im.size == (64 * 6, 48 * 6)
     assert upscale_nearest(Image.new("RGB", (300, 300)), 256).size == (300, 300)
     assert cell_size((16, 16)) == 24 and cell_size((64, 64)) == 6 and cell_size((1000, 10)) == 2
+
+
+def test_latent_rgb_principal_axes_and_change_map():
+    from mmgen.viz import change_map, latent_rgb, principal_axes
+
+    torch.manual_seed(0)
+    vectors = torch.randn(500, 8) * torch.tensor([5.0, 3, 1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    axes = principal_axes(vectors)
+    assert axes.shape == (3, 8)
+    assert torch.allclose(axes @ axes.T, torch.eye(3), atol=1e-5)  # orthonormal
+    assert axes[0].abs().argmax() == 0 and axes[1].abs().argmax() == 1  # largest variance first
+    latents = torch.zeros(8, 4, 4)
+    latents[:, 0, 0] = axes[0] * 10  # saturates the red channel at this cell
+    im = np.asarray(latent_rgb(latents, axes, scale=1.0))
+    assert im.shape == (4, 4, 3) and tuple(im[0, 0]) == (255, 128, 128) and tuple(im[1, 1]) == (128, 128, 128)
+    changed = torch.zeros(2, 3, dtype=torch.bool)
+    changed[1, 2] = True
+    cm = np.asarray(change_map(changed, cell=2))
+    assert cm.shape == (4, 6, 3) and tuple(cm[2, 4]) == (255, 140, 0) and tuple(cm[0, 0]) == (48, 48, 48)
