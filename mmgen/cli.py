@@ -142,13 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.set_defaults(func=cmd_decode)
 
-    from .pipeline import SCHEDULERS
+    from .pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, SCHEDULERS
 
     p = sub.add_parser("generate", help="text to image with the DiT pipeline")
     p.add_argument("prompt")
     p.add_argument("--out", default="image.png")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")

