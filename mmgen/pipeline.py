@@ -228,6 +228,8 @@ class MMGenPipeline(DiffusionPipeline):
         if do_cfg:  # one batched pass for the unconditional and conditional predictions
             embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
 
+        text_context = self.transformer.prepare_text(embeds, mask)  # text keys/values: once, not per step
+
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -244,7 +246,7 @@ class MMGenPipeline(DiffusionPipeline):
         for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
             model_in = torch.cat([latents] * 2) if do_cfg else latents
             model_in = self.scheduler.scale_model_input(model_in, t)
-            noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), embeds, mask).sample
+            noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), text_context=text_context).sample
             if do_cfg:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)

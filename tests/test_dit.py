@@ -47,3 +47,19 @@ def test_save_load_round_trip(dit, tmp_path):
     loaded = DiT.from_pretrained(tmp_path / "t")
     for k, v in dit.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
+
+
+def test_prepared_text_context_gives_the_same_output():
+    """The sampler's shortcut (text keys/values computed once per prompt) changes nothing in the result."""
+    torch.manual_seed(0)
+    model = DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"])
+    for p in model.parameters():  # leave the zero init: every path must contribute to the output
+        torch.nn.init.normal_(p, std=0.1)
+    x, t, text = torch.randn(3, 4, 8, 8), torch.tensor([1, 500, 999]), torch.randn(3, 5, 16)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    direct = model(x, t, text, mask).sample
+    cached = model(x, t, text_context=model.prepare_text(text, mask)).sample
+    assert torch.equal(direct, cached)
+    assert not torch.equal(direct, model(x, t, text, torch.ones_like(mask)).sample)  # the mask matters
+    with pytest.raises(ValueError, match="text_context"):
+        model(x, t)

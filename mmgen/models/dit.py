@@ -40,6 +40,15 @@ class DiTOutput(BaseOutput):
     sample: torch.Tensor  # (B, C, H, W) predicted noise
 
 
+@dataclass
+class TextContext:
+    """The text's contribution to every step, computed once per prompt by `DiT.prepare_text`."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: cross-attention keys, values (B, nh, L, D/nh)
+    pooled: torch.Tensor  # (B, D) pooled text, projected; added to the timestep embedding
+    mask: torch.Tensor | None  # (B, L) bool, True = a real token
+
+
 def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
     """Fixed 2-D sin-cos position embedding (MAE / DiT): (h*w, dim), half the channels per axis."""
     if dim % 4:
@@ -75,10 +84,14 @@ class Attention(nn.Module):
         self.kv = nn.Linear(context_dim or dim, 2 * dim)  # keys and values in one matmul
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x, context=None, mask=None):
-        context = x if context is None else context
-        q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)  # (B, nh, T, D/nh)
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, E) -> keys and values (B, nh, L, D/nh). For text, computed once per prompt (see TextContext)."""
         k, v = rearrange(self.kv(context), "b l (two h d) -> two b h l d", two=2, h=self.num_heads)
+        return k, v
+
+    def forward(self, x, context=None, mask=None, kv=None):
+        q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)  # (B, nh, T, D/nh)
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L) True = attend
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out(rearrange(y, "b h t d -> b t (h d)"))
@@ -98,10 +111,10 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # shift, scale, gate for attn and mlp
 
-    def forward(self, x, c, text, text_mask):
+    def forward(self, x, c, text_kv, text_mask):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # each (B, D)
         x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
-        x = x + self.cross(self.norm2(x), text, text_mask)
+        x = x + self.cross(self.norm2(x), mask=text_mask, kv=text_kv)
         return x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))
 
 
@@ -156,28 +169,40 @@ class DiT(ModelMixin, ConfigMixin):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask=None, return_dict=True):
-        """sample (B, C, H, W), timestep (B,) or scalar, encoder_hidden_states (B, L, E), mask (B, L) of 1/0."""
-        B, C, H, W = sample.shape
-        p = self.config.patch_size
-        if H != self.config.sample_size or W != self.config.sample_size:
-            raise ValueError(
-                f"expected a {self.config.sample_size}x{self.config.sample_size} latent grid, got {H}x{W}"
-            )
-        timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(B)
+    def prepare_text(self, encoder_hidden_states: torch.Tensor, encoder_attention_mask=None) -> TextContext:
+        """Everything the model derives from the text alone: per-block cross-attention keys and values, and
+        the pooled text vector. A sampler computes it once per prompt instead of once per step."""
         mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()  # (B, L)
-
-        x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
-        x = self.patch_embed(x) + self.pos_embed  # (B, T, D)
         text = self.text_proj(encoder_hidden_states)  # (B, L, E)
         if mask is None:
             pooled = encoder_hidden_states.mean(dim=1)
         else:
             weights = mask.to(text.dtype)[..., None]
             pooled = (encoder_hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1)  # (B, E)
-        c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + self.text_pool(pooled)  # (B, D)
-        for block in self.blocks:
-            x = block(x, c, text, mask)
+        kv = [block.cross.keys_values(text) for block in self.blocks]
+        return TextContext(kv=kv, pooled=self.text_pool(pooled), mask=mask)
+
+    def forward(self, sample, timestep, encoder_hidden_states=None, encoder_attention_mask=None,
+                text_context: TextContext | None = None, return_dict=True):  # fmt: skip
+        """sample (B, C, H, W), timestep (B,) or scalar, encoder_hidden_states (B, L, E), mask (B, L) of 1/0;
+        or, instead of the last two, `text_context` from `prepare_text` (same result, less work per step)."""
+        B, C, H, W = sample.shape
+        p = self.config.patch_size
+        if H != self.config.sample_size or W != self.config.sample_size:
+            raise ValueError(
+                f"expected a {self.config.sample_size}x{self.config.sample_size} latent grid, got {H}x{W}"
+            )
+        if text_context is None:
+            if encoder_hidden_states is None:
+                raise ValueError("pass encoder_hidden_states (text encoder states) or a text_context")
+            text_context = self.prepare_text(encoder_hidden_states, encoder_attention_mask)
+        timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(B)
+
+        x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
+        x = self.patch_embed(x) + self.pos_embed  # (B, T, D)
+        c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
+        for block, kv in zip(self.blocks, text_context.kv):
+            x = block(x, c, kv, text_context.mask)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T, p*p*C)
         out = rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=H // p, p=p, q=p)

@@ -1,0 +1,217 @@
+"""mmgen benchmark suite: every speed and memory figure, measured side by side in one run on this machine.
+
+    python benchmarks/bench.py                      # all sections, table on stdout, JSON in benchmarks/results.json
+    python benchmarks/bench.py --only t2i,tokenizer --repeats 5
+
+Sections (medians over `--repeats` timed runs after warm-up, same process, same threads):
+- t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8.
+- tokenizer: encode + decode at 64x64 and 256x256 (batch 1).
+- dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
+  torch.utils.flop_counter), achieved GFLOP/s over this machine's fp32 matmul peak measured in the same run;
+  the same sampling loop with diffusers' PixArtTransformer2DModel at the same width, depth, heads and tokens.
+- cold: a fresh process from `import` through model load to the first image, and its peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mmgen.pipeline import MMGenPipeline  # noqa: E402
+from mmgen.tokens import default_model  # noqa: E402
+
+PROMPT = "a large red circle in the top left on a white background"
+
+
+def median_s(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Achieved fp32 GFLOP/s of a large square matmul: the practical peak of this machine and thread count."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / median_s(lambda: a @ b, repeats) / 1e9
+
+
+def bench_t2i(pipe, repeats: int) -> list[dict]:
+    rows = []
+    for batch in (1, 8):
+        prompts = [PROMPT] * batch
+        with torch.inference_mode():
+            s = median_s(lambda p=prompts: pipe(p, generator=torch.Generator().manual_seed(0)), repeats, warmup=1)
+        rows.append({"section": "t2i", "name": f"default settings, batch {batch}", "seconds": s,
+                     "per_image_s": s / batch, "images_per_s": batch / s})  # fmt: skip
+    return rows
+
+
+def bench_tokenizer(vq, repeats: int) -> list[dict]:
+    rows = []
+    for size in (64, 256):
+        x = torch.rand(1, 3, size, size) * 2 - 1
+        with torch.inference_mode():
+            s = median_s(lambda x=x: vq.decode(vq.encode(x).latents), repeats * 4)
+        rows.append({"section": "tokenizer", "name": f"encode + decode {size}x{size}", "seconds": s})
+    return rows
+
+
+def _text(pipe, batch: int):
+    embeds, mask, neg, neg_mask = pipe.encode_prompt([PROMPT] * batch, "cpu")
+    return torch.cat([neg, embeds]), torch.cat([neg_mask, mask])
+
+
+def pixart_like(dit) -> torch.nn.Module:
+    """diffusers' PixArt transformer at our DiT's width, depth, heads, patch size and token count."""
+    from diffusers import PixArtTransformer2DModel
+
+    c = dit.config
+    return PixArtTransformer2DModel(
+        num_attention_heads=c.num_heads, attention_head_dim=c.hidden_size // c.num_heads, in_channels=c.in_channels,
+        out_channels=c.in_channels, num_layers=c.depth, cross_attention_dim=c.hidden_size, sample_size=c.sample_size,
+        patch_size=c.patch_size, caption_channels=c.text_dim, norm_type="ada_norm_single",
+        use_additional_conditions=False,
+    ).eval()  # fmt: skip
+
+
+def sampling_loop(forward, pipe, text, mask, steps: int, guidance: float, batch: int) -> torch.Tensor:
+    """The pipeline's denoising loop with a pluggable model call: guidance halves batched, same scheduler."""
+    sched = pipe.with_scheduler().scheduler
+    sched.set_timesteps(steps)
+    c = pipe.transformer.config
+    shape = (batch, c.in_channels, c.sample_size, c.sample_size)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    for t in sched.timesteps:
+        model_in = sched.scale_model_input(torch.cat([latents] * 2), t)
+        uncond, cond = forward(model_in, t.expand(2 * batch), text, mask).chunk(2)
+        latents = sched.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
+    return latents
+
+
+def bench_dit(pipe, repeats: int, peak: float) -> list[dict]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
+
+    steps, guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE_SCALE
+    dit = pipe.transformer.eval()
+    ref = pixart_like(dit)
+    text, mask = _text(pipe, 1)
+    c = dit.config
+    x = torch.randn(2, c.in_channels, c.sample_size, c.sample_size)
+    t = torch.tensor([500, 500])
+
+    def ours(x, t, text, mask):
+        return dit(x, t, text, mask).sample
+
+    def theirs(x, t, text, mask):
+        return ref(x, encoder_hidden_states=text, timestep=t, encoder_attention_mask=mask,
+                   added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample  # fmt: skip
+
+    rows = []
+    for name, fn, model in (("mmgen DiT", ours, dit), ("diffusers PixArtTransformer2DModel", theirs, ref)):
+        with torch.inference_mode():
+            with FlopCounterMode(display=False) as counter:
+                fn(x, t, text, mask)
+            flops = counter.get_total_flops()
+            s = median_s(lambda fn=fn: fn(x, t, text, mask), repeats * 10)
+            loop = median_s(lambda fn=fn: sampling_loop(fn, pipe, text, mask, steps, guidance, 1), repeats)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append({"section": "dit", "name": f"{name} forward, batch 2", "seconds": s, "gflop": flops / 1e9,
+                     "params_m": params / 1e6, "gflops_per_s": flops / s / 1e9, "mfu": flops / s / 1e9 / peak,
+                     "loop_seconds": loop})  # fmt: skip
+    return rows
+
+
+COLD = """
+import time, resource, torch
+t0 = time.perf_counter()
+from mmgen.pipeline import MMGenPipeline
+pipe = MMGenPipeline.from_pretrained({model!r})
+pipe.set_progress_bar_config(disable=True)
+t_load = time.perf_counter() - t0
+pipe({prompt!r}, generator=torch.Generator().manual_seed(0))
+t_first = time.perf_counter() - t0
+print(t_load, t_first, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_cold(model: str) -> list[dict]:
+    """A fresh interpreter: wall time from process start to the first image, and peak RSS."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", COLD.format(model=model, prompt=PROMPT)], capture_output=True,
+                         text=True, check=True, cwd=ROOT)  # fmt: skip
+    total = time.perf_counter() - t0
+    t_load, t_first, rss_kb = out.stdout.split()[-3:]
+    return [{"section": "cold", "name": "process start -> first image", "seconds": total,
+             "import_and_load_s": float(t_load), "first_image_s": float(t_first),
+             "peak_rss_mb": int(rss_kb) / 1024}]  # fmt: skip
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'section':<10}{'what':<46}{'seconds':>9}  notes", "-" * 100]
+    for r in rows:
+        notes = []
+        if "images_per_s" in r:
+            notes.append(f"{r['per_image_s']:.3f} s/image, {r['images_per_s']:.2f} images/s")
+        if "mfu" in r:
+            notes.append(f"{r['gflop']:.2f} GFLOP, {r['gflops_per_s']:.0f} GFLOP/s = {r['mfu']:.1%} of peak; "
+                         f"20-step loop {r['loop_seconds']:.3f} s")  # fmt: skip
+        if "peak_rss_mb" in r:
+            notes.append(f"import+load {r['import_and_load_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+        if "gflops_peak" in r:
+            notes.append(f"{r['gflops_peak']:.0f} GFLOP/s")
+        lines.append(f"{r['section']:<10}{r['name']:<46}{r['seconds']:>9.4f}  {'; '.join(notes)}")
+    return "\n".join(lines)
+
+
+def main(args):
+    sections = set(args.only.split(",")) if args.only else {"t2i", "tokenizer", "dit", "cold"}
+    pipe = MMGenPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    rows = []
+    peak = matmul_peak_gflops()
+    rows.append({"section": "machine", "name": "fp32 matmul 2048^3 (the peak)", "seconds": 2 * 2048**3 / peak / 1e9,
+                 "gflops_peak": peak})  # fmt: skip
+    if "t2i" in sections:
+        rows += bench_t2i(pipe, args.repeats)
+    if "tokenizer" in sections:
+        rows += bench_tokenizer(pipe.vqvae, args.repeats)
+    if "dit" in sections:
+        rows += bench_dit(pipe, args.repeats, peak)
+    if "cold" in sections:
+        rows += bench_cold(args.model)
+    cpu = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, {os.cpu_count()} CPUs")
+    print(format_rows(rows))
+    if args.out:
+        meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
+                "model": str(args.model)}  # fmt: skip
+        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=default_model())
+    p.add_argument("--only", help="comma-separated sections: t2i, tokenizer, dit, cold")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    main(p.parse_args())
