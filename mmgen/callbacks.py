@@ -76,3 +76,31 @@ class TrajectoryRecorder:
                 "n_changed": int(record.changed[index].sum()),
             })  # fmt: skip
         return frames
+
+
+class LatentInpainter:
+    """A `callback_on_step_end` that regenerates only a masked region of a known token grid (inpainting in
+    the latent space). After every step, cells outside the mask are reset to the known latents noised to the
+    level of the next step (RePaint, Lugmayr et al. 2022, without resampling), so the generator fills the
+    region in agreement with its surroundings; after the last step they are the known codes exactly.
+
+        inpaint = LatentInpainter(known_latents, mask, generator=torch.Generator().manual_seed(0))
+        out = pipe(prompt, callback_on_step_end=inpaint, callback_on_step_end_tensor_inputs=inpaint.tensor_inputs)
+    """
+
+    tensor_inputs = ["latents"]
+
+    def __init__(self, known_latents: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None):
+        """known_latents (B, C, h, w) already scaled (codes x scaling_factor); mask (h, w) or (B, 1, h, w),
+        True where the generator paints."""
+        self.known = known_latents
+        self.mask = mask.bool().reshape(-1, 1, *mask.shape[-2:])
+        self.noise = torch.randn(known_latents.shape, generator=generator, dtype=known_latents.dtype)
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        timesteps = pipe.scheduler.timesteps
+        if step + 1 < len(timesteps):
+            known = pipe.scheduler.add_noise(self.known, self.noise, timesteps[step + 1 : step + 2])
+        else:
+            known = self.known
+        return {"latents": torch.where(self.mask, callback_kwargs["latents"], known.to(callback_kwargs["latents"]))}

@@ -244,12 +244,7 @@ class MMGenPipeline(DiffusionPipeline):
         if start_step and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_step)
         for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
-            model_in = torch.cat([latents] * 2) if do_cfg else latents
-            model_in = self.scheduler.scale_model_input(model_in, t)
-            noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), text_context=text_context).sample
-            if do_cfg:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
+            noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale)
             latents_t, latents = latents, self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
@@ -261,15 +256,40 @@ class MMGenPipeline(DiffusionPipeline):
                 latents = result.pop("latents", latents)
 
         # 6. Snap to the nearest codes and decode
+        output = self.snap_and_decode(latents, output_type)
+        self.maybe_free_model_hooks()
+        return output if return_dict else (output.images, output.tokens)
+
+    def guided_noise(self, scheduler, latents, t, text_context, guidance_scale: float) -> torch.Tensor:
+        """One model evaluation at step t; with guidance, the unconditional and conditional halves of
+        `text_context` run as one batch and are combined as uncond + w * (cond - uncond)."""
+        do_cfg = guidance_scale > 1.0
+        model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if do_cfg else latents, t)
+        noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), text_context=text_context).sample
+        if do_cfg:
+            uncond, cond = noise_pred.chunk(2)
+            noise_pred = uncond + guidance_scale * (cond - uncond)
+        return noise_pred
+
+    def snap_and_decode(self, latents: torch.Tensor, output_type: str = "pil") -> MMGenPipelineOutput:
+        """Final latents -> nearest codes (the exact token grid) -> images (or the snapped latents)."""
         tokens = self.latents_to_tokens(latents)
         if output_type == "latent":
             images = self.vqvae.quantizer.indices_to_codes(tokens) * self.scaling_factor
         else:
             images = self.decode_tokens(tokens, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return images, tokens
         return MMGenPipelineOutput(images=images, tokens=tokens)
+
+    @torch.no_grad()
+    def stepwise(self, prompt, num_inference_steps: int = DEFAULT_STEPS,
+                 guidance_scale: float = DEFAULT_GUIDANCE_SCALE, negative_prompt: str = "",
+                 generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
+                 start_step: int = 0) -> DenoisingRun:  # fmt: skip
+        """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
+        "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other."""
+        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [])
+        return DenoisingRun(self, prompt, num_inference_steps, guidance_scale, negative_prompt, generator, latents,
+                            start_step)  # fmt: skip
 
     @property
     def guidance_scale(self):
@@ -278,3 +298,53 @@ class MMGenPipeline(DiffusionPipeline):
     @property
     def num_timesteps(self):
         return self._num_timesteps
+
+
+class DenoisingRun:
+    """A sampling run in progress (made by `MMGenPipeline.stepwise`). Each `step()` does exactly what one
+    iteration of `MMGenPipeline.__call__`'s loop does and returns that step's tensors; `result()` snaps and
+    decodes the current latents."""
+
+    def __init__(self, pipe: MMGenPipeline, prompt, num_inference_steps, guidance_scale, negative_prompt, generator,
+                 latents, start_step):  # fmt: skip
+        self.pipe = pipe.with_scheduler()
+        self.scheduler, self.guidance_scale = self.pipe.scheduler, guidance_scale
+        device = pipe._execution_device
+        batch_size = 1 if isinstance(prompt, str) else len(prompt)
+        embeds, mask, neg, neg_mask = pipe.encode_prompt(prompt, device, 1, guidance_scale > 1.0, negative_prompt)
+        if guidance_scale > 1.0:
+            embeds, mask = torch.cat([neg, embeds]), torch.cat([neg_mask, mask])
+        self.text_context = pipe.transformer.prepare_text(embeds, mask)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.timesteps = self.scheduler.timesteps
+        self.latents = pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents)
+        self.extra_step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters:
+            self.extra_step_kwargs["generator"] = generator
+        if start_step and hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start_step)
+        self.next_step = start_step
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def done(self) -> bool:
+        return self.next_step >= self.num_steps
+
+    @torch.no_grad()
+    def step(self) -> dict:
+        """Advance one step: {"step", "timestep", "latents" (x after the step), "pred_x0", "noise_pred"}."""
+        if self.done:
+            raise ValueError(f"this run has finished its {self.num_steps} steps")
+        i, t = self.next_step, self.timesteps[self.next_step]
+        noise_pred = self.pipe.guided_noise(self.scheduler, self.latents, t, self.text_context, self.guidance_scale)
+        pred_x0 = predict_x0(self.scheduler, self.latents, noise_pred, t)
+        self.latents = self.scheduler.step(noise_pred, t, self.latents, **self.extra_step_kwargs).prev_sample
+        self.next_step += 1
+        return {"step": i, "timestep": t, "latents": self.latents, "pred_x0": pred_x0, "noise_pred": noise_pred}
+
+    @torch.no_grad()
+    def result(self, output_type: str = "pil") -> MMGenPipelineOutput:
+        return self.pipe.snap_and_decode(self.latents, output_type)

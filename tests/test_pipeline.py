@@ -131,3 +131,35 @@ def test_recorder_renders_every_step(tiny_pipe):
     assert frames[0]["x_t"].size == (8, 8) and frames[0]["x0"].size == (32, 32)
     assert frames[0]["tokens"].size == frames[0]["changed"].size == (32, 32)
     assert all(0 <= f["n_changed"] <= 64 for f in frames)
+
+
+@pytest.mark.parametrize("name", ["dpm++", "euler-ancestral", "unipc"])
+def test_stepwise_run_equals_the_full_call(tiny_pipe, name):
+    """Step mode and live previews advance a DenoisingRun; it must land on exactly what __call__ gives."""
+    pipe = tiny_pipe.with_scheduler(name)
+    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0)
+    run = pipe.stepwise("a red circle", num_inference_steps=4, guidance_scale=3.0,
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    steps = []
+    while not run.done:
+        steps.append(run.step())
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    assert torch.equal(run.result().tokens, full.tokens)
+    with pytest.raises(ValueError, match="finished"):
+        run.step()
+
+
+@pytest.mark.parametrize("name", ["dpm++", "ddim", "euler"])
+def test_inpainting_keeps_every_token_outside_the_mask(tiny_pipe, name):
+    from mmgen.callbacks import LatentInpainter
+
+    pipe = tiny_pipe.with_scheduler(name)
+    tokens = torch.randint(0, pipe.vqvae.config.num_codes, (1, 8, 8), generator=torch.Generator().manual_seed(1))
+    known = pipe.vqvae.quantizer.indices_to_codes(tokens) * pipe.scaling_factor
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:5, 3:7] = True
+    inpaint = LatentInpainter(known, mask, generator=torch.Generator().manual_seed(0))
+    out = _run(pipe, num_inference_steps=4, callback_on_step_end=inpaint,
+               callback_on_step_end_tensor_inputs=inpaint.tensor_inputs)  # fmt: skip
+    assert torch.equal(out.tokens[0][~mask], tokens[0][~mask])
+    assert not torch.equal(out.tokens[0][mask], tokens[0][mask])  # the region was repainted
