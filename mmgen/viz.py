@@ -121,3 +121,53 @@ def change_map(changed: torch.Tensor | np.ndarray, cell: int = 8) -> Image.Image
     rgb = np.where(mask[..., None], np.array([255, 140, 0], np.uint8), np.array([48, 48, 48], np.uint8))
     return Image.fromarray(rgb.astype(np.uint8)).resize((mask.shape[1] * cell, mask.shape[0] * cell),
                                                          Image.Resampling.NEAREST)  # fmt: skip
+
+
+def tile_grid(tiles: list[Image.Image], order: list[int], cols: int = 32, scale: int = 2, pad: int = 1,
+              highlight: int | None = None) -> Image.Image:  # fmt: skip
+    """Code tiles laid out row by row in `order` (nearest-neighbour enlarged by `scale`), 1 px gaps; the
+    `highlight`ed code gets an orange frame. Cell i of the grid shows code order[i] (see `tile_at`)."""
+    w, h = tiles[0].width * scale, tiles[0].height * scale
+    rows = -(-len(order) // cols)
+    grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
+    for i, code in enumerate(order):
+        r, c = divmod(i, cols)
+        x, y = pad + c * (w + pad), pad + r * (h + pad)
+        if code == highlight:
+            grid.paste((255, 140, 0), (x - pad, y - pad, x + w + pad, y + h + pad))
+        grid.paste(tiles[code].resize((w, h), Image.Resampling.NEAREST), (x, y))
+    return grid
+
+
+def tile_at(x: int, y: int, tile_side: int, n: int, cols: int = 32, scale: int = 2, pad: int = 1) -> int | None:
+    """Which grid position (index into the order) a click at pixel (x, y) of `tile_grid`'s image falls on."""
+    step = tile_side * scale + pad
+    c, r = (x - pad) // step, (y - pad) // step
+    i = r * cols + c
+    return int(i) if 0 <= c < cols and 0 <= i < n else None
+
+
+def overlay_tokens(image: Image.Image, tokens: torch.Tensor | np.ndarray, num_codes: int, alpha: float = 0.45,
+                   lines: bool = True) -> Image.Image:  # fmt: skip
+    """The image with its token grid on top: each cell tinted with its code's colour, cell borders drawn."""
+    ids = np.asarray(tokens.cpu() if isinstance(tokens, torch.Tensor) else tokens, dtype=np.int64)
+    colours = Image.fromarray(code_palette(num_codes)[ids]).resize(image.size, Image.Resampling.NEAREST)
+    out = np.asarray(Image.blend(image.convert("RGB"), colours, alpha)).copy()
+    if lines:
+        ch, cw = image.height / ids.shape[0], image.width / ids.shape[1]
+        for r in range(1, ids.shape[0]):
+            out[int(round(r * ch)), :] = 255
+        for c in range(1, ids.shape[1]):
+            out[:, int(round(c * cw))] = 255
+    return Image.fromarray(out)
+
+
+def step_bars(counts: list[int], current: int | None = None, height: int = 80, bar: int = 8) -> Image.Image:
+    """Bar chart of tokens changed per step; the `current` step's bar in orange, the others grey-blue."""
+    canvas = np.full((height, max(len(counts), 1) * bar, 3), 255, dtype=np.uint8)
+    top = max(max(counts, default=1), 1)
+    for i, n in enumerate(counts):
+        h = max(1, int(round((height - 2) * n / top)))
+        colour = (255, 140, 0) if i == current else (90, 110, 160)
+        canvas[height - h :, i * bar + 1 : (i + 1) * bar - 1] = colour
+    return Image.fromarray(canvas)

@@ -57,3 +57,30 @@ def test_latent_rgb_principal_axes_and_change_map():
     changed[1, 2] = True
     cm = np.asarray(change_map(changed, cell=2))
     assert cm.shape == (4, 6, 3) and tuple(cm[2, 4]) == (255, 140, 0) and tuple(cm[0, 0]) == (48, 48, 48)
+
+
+def test_tile_grid_and_click_mapping():
+    from PIL import Image
+
+    from mmgen.viz import tile_at, tile_grid
+
+    tiles = [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(10)]
+    order = list(range(9, -1, -1))
+    grid = tile_grid(tiles, order, cols=4, scale=2, highlight=9)
+    assert grid.size == (4 * 9 + 1, 3 * 9 + 1)
+    assert grid.getpixel((2, 2)) == (9, 0, 0) and grid.getpixel((0, 0)) == (255, 140, 0)  # first: code 9, framed
+    assert tile_at(12, 3, tile_side=4, n=10, cols=4, scale=2) == 1  # second tile of the first row
+    assert tile_at(30, 25, tile_side=4, n=10, cols=4, scale=2) is None  # past the last tile
+
+
+def test_overlay_tokens_and_step_bars():
+    from PIL import Image
+
+    from mmgen.viz import overlay_tokens, step_bars
+
+    image = Image.new("RGB", (8, 8), (0, 0, 0))
+    out = np.asarray(overlay_tokens(image, np.zeros((2, 2), dtype=int), num_codes=4, alpha=0.5))
+    assert out.shape == (8, 8, 3) and (out[4, :] == 255).all() and (out[:, 4] == 255).all()
+    assert not (out[1, 1] == 0).all()  # tinted
+    bars = np.asarray(step_bars([4, 2, 0], current=1, height=10, bar=4))
+    assert bars.shape == (10, 12, 3) and tuple(bars[-1, 5]) == (255, 140, 0)

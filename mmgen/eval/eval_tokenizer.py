@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from ..codebook import usage_stats
 from ..data.images import load_image, pil_to_tensor, tensor_to_pil
 from ..data.shapes import shapes_sample
 from ..models.vqvae import VQVAE
@@ -67,13 +68,6 @@ def psnr_np(a: np.ndarray, b: np.ndarray) -> float:
 
 def ssim_np(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=2, data_range=255))
-
-
-def usage_stats(counts: np.ndarray) -> dict:
-    p = counts / max(counts.sum(), 1)
-    nz = p[p > 0]
-    return {"usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
-            "dead_codes": int((counts == 0).sum())}  # fmt: skip
 
 
 @torch.inference_mode()
