@@ -1,15 +1,18 @@
-"""mmgen explorer: generate images from text, watch them emerge step by step, see them as codebook tokens.
+"""mmgen explorer: generate images from text, watch them emerge step by step, and see them as codebook tokens.
 
 Run with `make demo` (http://127.0.0.1:7860). Set MMGEN_MODEL to a model folder or Hub repo id to explore
-another model. The UI is built by `build_demo(pipe)` so tests can pass a tiny pipeline; this file holds no model
-logic: handlers call the pipeline, `mmgen.callbacks.TrajectoryRecorder`, `mmgen.tokens` and the pure drawing
-functions in `mmgen.viz`. The model loads once, at start.
+another model. `build_demo(pipe)` builds the UI, so tests can pass a tiny pipeline. This file holds no model
+logic: handlers call the pipeline (`MMGenPipeline`, `DenoisingRun`), the step callbacks in `mmgen.callbacks`,
+`mmgen.tokens`, `mmgen.codebook` and the pure drawing functions in `mmgen.viz`. The model loads once, at start.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -17,19 +20,36 @@ import gradio as gr
 import numpy as np
 import torch
 
-from mmgen.callbacks import TrajectoryRecorder
+from mmgen.callbacks import LatentInpainter, TrajectoryRecorder
+from mmgen.codebook import CodebookAtlas, reference_images
 from mmgen.data.images import ImageLoadError, load_image
 from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, SCHEDULERS, MMGenPipeline
-from mmgen.tokens import default_model, encode_image
-from mmgen.viz import cell_size, code_histogram, token_map, upscale_nearest, usage_bars
+from mmgen.tokens import decode_tokens, default_model, encode_image, save_tokens
+from mmgen.viz import (
+    cell_size,
+    code_histogram,
+    filmstrip,
+    overlay_tokens,
+    save_gif,
+    step_bars,
+    tile_at,
+    tile_grid,
+    token_map,
+    upscale_nearest,
+    usage_bars,
+)
 
-TITLE = "mmgen: image tokens, hands-on"
-EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
+TITLE = "mmgen: image tokens and diffusion, hands-on"
+ROOT = Path(__file__).parent
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+MODEL_CARD = ROOT / "assets" / "mmgen-base" / "README.md"
 MAX_FILE_SIZE = "10mb"
 DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at least this side
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
-MAX_STEPS = 100  # the slider's range; the pipeline accepts up to 1000
+MAX_STEPS = 100  # the sliders' range; the pipeline itself accepts up to 1000
 MAX_SEED = 2**31 - 1
+CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
+RUN_CARD_FORMAT = "mmgen-run-v1"
 EXAMPLE_PROMPTS = [
     "a large red circle in the top left on a white background",
     "a small blue star at the bottom on a black background",
@@ -37,6 +57,29 @@ EXAMPLE_PROMPTS = [
     "a purple diamond above an orange cross on a white background",
     "a cyan circle",
 ]
+ABOUT = """
+## How mmgen makes an image
+
+**Stage 1: a tokenizer (VQ-VAE).** An encoder turns every 4×4 patch of pixels into a vector, and each vector
+is replaced by the nearest of 512 learned *code vectors*, the codebook. A 64×64 image becomes a 16×16 grid of
+code ids: its tokens. A decoder paints the image back from those ids alone. The Tokenizer tab shows this on
+your own images, the Codebook tab shows what each code looks like.
+([VQ-VAE, van den Oord et al. 2017](https://arxiv.org/abs/1711.00937);
+[ViT-VQGAN's l2-normalised codes, Yu et al. 2021](https://arxiv.org/abs/2110.04627))
+
+**Stage 2: a diffusion transformer (DiT).** Generation starts from pure noise in the tokenizer's latent space
+(16×16 cells of 8 numbers). At every step a transformer, reading your prompt through a frozen text encoder
+(all-MiniLM-L6-v2), predicts the noise; the sampler removes some of it. The Trajectory tab shows every step:
+the noisy latent x_t, the model's guess of the clean image x0 and its tokens. At the end, each cell is snapped
+to its nearest code, so the final image has an exact token grid.
+([DDPM, Ho et al. 2020](https://arxiv.org/abs/2006.11239);
+[DiT, Peebles & Xie 2023](https://arxiv.org/abs/2212.09748);
+[classifier-free guidance, Ho & Salimans 2022](https://arxiv.org/abs/2207.12598);
+[PixArt-α cross-attention, Chen et al. 2023](https://arxiv.org/abs/2310.00426))
+
+**Guidance** runs the model twice per step, with and without the prompt, and pushes the result away from the
+unconditional guess: higher values follow the prompt more closely and vary less.
+"""
 
 
 def scheduler_name(pipe: MMGenPipeline) -> str:
@@ -44,55 +87,224 @@ def scheduler_name(pipe: MMGenPipeline) -> str:
     return next((k for k, cls in SCHEDULERS.items() if isinstance(pipe.scheduler, cls)), next(iter(SCHEDULERS)))
 
 
+def model_card_text() -> str:
+    if not MODEL_CARD.exists():
+        return "_No model card found._"
+    text = MODEL_CARD.read_text()
+    if text.startswith("---"):  # drop the YAML front matter
+        text = text.split("---", 2)[2]
+    return text
+
+
 def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks:
     vq = pipe.vqvae
     num_codes = vq.config.num_codes
+    grid_side = pipe.transformer.config.sample_size  # tokens per side of a generated image
     pipe.set_progress_bar_config(disable=True)
+    atlas_lock, atlas_cache = threading.Lock(), {}
 
-    def generate(prompt: str, steps: int, guidance: float, seed, random_seed: bool, scheduler: str):
-        """Text -> image, its token map, a summary, the seed used, and every step of the trajectory."""
+    # ------------------------------------------------------------------ helpers (no model logic)
+    def check_settings(prompt, steps, guidance, seed, random_seed):
         if not prompt or not prompt.strip():
             raise gr.Error("Type a prompt first, e.g. 'a red circle on a white background'.")
+        if steps is None or not 1 <= int(steps) <= 1000:
+            raise gr.Error("Steps must be between 1 and 1000.")
+        if guidance is None or float(guidance) < 0:
+            raise gr.Error("Guidance must be 0 or more.")
         if random_seed or seed is None:
             seed = random.randint(0, MAX_SEED)
-        seed, steps = int(seed), int(steps)
-        if not 0 <= seed <= MAX_SEED:
+        if not 0 <= int(seed) <= MAX_SEED:
             raise gr.Error(f"The seed must be between 0 and {MAX_SEED}.")
-        recorder = TrajectoryRecorder(decode=False)
-        t0 = time.perf_counter()
-        try:
-            run = pipe.with_scheduler(scheduler)
-            out = run(prompt, num_inference_steps=steps, guidance_scale=float(guidance),
-                      generator=torch.Generator().manual_seed(seed), callback_on_step_end=recorder,
-                      callback_on_step_end_tensor_inputs=recorder.tensor_inputs)  # fmt: skip
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-        seconds = time.perf_counter() - t0
+        return prompt.strip(), int(steps), float(guidance), int(seed)
+
+    def show_tokens(image, tokens, overlay: bool):
+        big = upscale_nearest(image, DISPLAY_SIDE)
+        if overlay:
+            return overlay_tokens(big, tokens, num_codes)
+        return token_map(tokens, num_codes, cell=cell_size(tokens.shape, target=DISPLAY_SIDE))
+
+    def frame_view(frames: list, k: int):
+        f = frames[k]
+        counts = [fr["n_changed"] for fr in frames]
+        info = (f"**Step {k + 1} of {len(frames)}** (timestep {f['timestep']:.0f}) · {f['n_changed']} of "
+                f"{grid_side * grid_side} tokens changed since the previous step")  # fmt: skip
+        x_t, x0 = (upscale_nearest(f[key], DISPLAY_SIDE) for key in ("x_t", "x0"))
+        return x_t, x0, f["tokens"], f["changed"], step_bars(counts, current=k), info
+
+    def write_run_files(run: dict) -> list[str]:
+        folder = Path(tempfile.mkdtemp(prefix="mmgen-run-"))
+        run["image"].save(folder / "image.png")
+        save_tokens(run["tokens"], folder / "tokens.json", model_id=model_name, num_codes=num_codes,
+                    downsample_factor=vq.downsample_factor)  # fmt: skip
+        (folder / "run_card.json").write_text(json.dumps(run["card"], indent=2))
+        return [str(folder / n) for n in ("image.png", "tokens.json", "run_card.json")]
+
+    def finish_run(run, recorder, settings, seconds):
+        """Everything a finished run shows: image, tokens, info, downloads, and the trajectory's frames."""
+        prompt, steps, guidance, seed, scheduler = settings
+        out = run.result()
         tokens = out.tokens[0]
-        frames = recorder.render(pipe, cell=cell_size(tokens.shape, target=256))
+        frames = recorder.render(run.pipe, cell=cell_size(tokens.shape, target=DISPLAY_SIDE))
+        card = {"format": RUN_CARD_FORMAT, "model": model_name, "prompt": prompt, "negative_prompt": "",
+                "seed": seed, "steps": steps, "guidance_scale": guidance, "scheduler": scheduler,
+                "scheduler_config": dict(run.scheduler.config)}  # fmt: skip
+        state = {"image": out.images[0], "tokens": tokens, "frames": frames, "card": card, "settings": settings,
+                 "latents": [s.latents for s in recorder.steps]}  # fmt: skip
         used = int((code_histogram(tokens, num_codes) > 0).sum())
         h, w = tokens.shape
-        info = (f"{steps} steps of {scheduler}, guidance {float(guidance):g}, seed {seed} · {seconds:.2f} s · "
+        info = (f"{steps} steps of {scheduler}, guidance {guidance:g}, seed {seed} · {seconds:.2f} s · "
                 f"{h}×{w} tokens, {used} distinct codes")  # fmt: skip
-        image = upscale_nearest(out.images[0], DISPLAY_SIDE)
-        tmap = token_map(tokens, num_codes, cell=cell_size(tokens.shape, target=256))
-        last = len(frames) - 1
-        return (image, tmap, info, seed, frames, gr.update(maximum=last, value=last), *show_step(frames, last))
+        return state, info
 
-    def show_step(frames: list | None, k):
-        """The trajectory at step k: x_t, predicted x0, its tokens, tokens changed since step k-1; no model call."""
-        if not frames:
+    # ------------------------------------------------------------------ Generate
+    def generate(prompt, steps, guidance, seed, random_seed, scheduler, overlay):
+        """Text -> image, streamed: a preview of the predicted image after every step, then the final image,
+        its tokens, downloads and the trajectory (all steps, drawn once, for the Trajectory tab)."""
+        prompt, steps, guidance, seed = check_settings(prompt, steps, guidance, seed, random_seed)
+        if scheduler not in SCHEDULERS:
+            raise gr.Error(f"Unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
+        t0 = time.perf_counter()
+        try:
+            run = pipe.with_scheduler(scheduler).stepwise(prompt, steps, guidance,
+                                                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+        recorder = TrajectoryRecorder(decode=False)
+        skip = [gr.skip()] * 9  # the outputs that wait for the end of the run
+        while not run.done:
+            out = run.step()
+            recorder(run.pipe, out["step"], out["timestep"], out)
+            preview = upscale_nearest(recorder.decode_step(run.pipe, out["step"])[0], DISPLAY_SIDE)
+            yield preview, gr.skip(), f"step {out['step'] + 1} of {steps} ...", seed, *skip
+        state, info = finish_run(run, recorder, (prompt, steps, guidance, seed, scheduler), time.perf_counter() - t0)
+        last = len(state["frames"]) - 1
+        yield (upscale_nearest(state["image"], DISPLAY_SIDE), show_tokens(state["image"], state["tokens"], overlay),
+               info, seed, state, write_run_files(state), gr.Slider(maximum=max(last, 1), value=last),
+               *frame_view(state["frames"], last))  # fmt: skip
+
+    def toggle_overlay(state, overlay):
+        if not state:
+            return None
+        return show_tokens(state["image"], state["tokens"], overlay)
+
+    def load_run_card(path):
+        """A run card (JSON) -> the Generate controls, so the next run reproduces it exactly."""
+        if not path:
+            raise gr.Error("Choose a run card (.json) first.")
+        try:
+            card = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise gr.Error(f"Not a run card: {e}") from e
+        if not isinstance(card, dict) or card.get("format") != RUN_CARD_FORMAT:
+            raise gr.Error(f"Not an mmgen run card (expected format {RUN_CARD_FORMAT!r}).")
+        try:
+            prompt, steps, seed = str(card["prompt"]), int(card["steps"]), int(card["seed"])
+            guidance = float(card["guidance_scale"])
+            scheduler = str(card["scheduler"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise gr.Error(f"The run card lacks a valid field: {e}") from e
+        if scheduler not in SCHEDULERS:
+            raise gr.Error(f"The run card names an unknown scheduler {scheduler!r}.")
+        check_settings(prompt, steps, guidance, seed, False)
+        note = (
+            ""
+            if card.get("model") == model_name
+            else f" (made with model {card.get('model')!r}, this is {model_name!r})"
+        )
+        gr.Info(f"Run card loaded{note}: generating.")
+        return prompt, steps, guidance, seed, False, scheduler
+
+    # ------------------------------------------------------------------ Trajectory
+    def show_step(state, k):
+        """The trajectory at step k: x_t, predicted x0, its tokens, tokens changed since step k-1. No model call."""
+        if not state:
             raise gr.Error("Generate an image first: its trajectory appears here.")
-        k = min(max(int(k), 0), len(frames) - 1)
-        f = frames[k]
-        counts = " ".join(str(fr["n_changed"]) for fr in frames)
-        info = (f"**Step {k + 1} of {len(frames)}** (timestep {f['timestep']:.0f}) · {f['n_changed']} tokens changed"
-                f" since the previous step · per step: {counts}")  # fmt: skip
-        x_t, x0 = (upscale_nearest(f[key], DISPLAY_SIDE) for key in ("x_t", "x0"))
-        return x_t, x0, f["tokens"], f["changed"], info
+        frames = state["frames"]
+        return frame_view(frames, min(max(int(k), 0), len(frames) - 1))
 
+    def move(state, k, delta: int):
+        if not state:
+            raise gr.Error("Generate an image first: its trajectory appears here.")
+        return min(max(int(k) + delta, 0), len(state["frames"]) - 1)
+
+    def play(state):
+        """Animate the slider over every step (the frames are drawn already, so this only sends images)."""
+        if not state:
+            raise gr.Error("Generate an image first: its trajectory appears here.")
+        for k in range(len(state["frames"])):
+            yield k, *frame_view(state["frames"], k)
+            time.sleep(0.15)
+
+    def step_once(prompt, steps, guidance, seed, random_seed, scheduler, stepper):
+        """Step mode: run the sampler one step per click. A new run starts when none is under way, the last one
+        finished, or the settings changed; a finished run becomes the trajectory the slider scrubs."""
+        key = (prompt, steps, guidance, seed, random_seed, scheduler)
+        if stepper is None or stepper["run"].done or stepper["key"] != key:
+            settings = check_settings(prompt, steps, guidance, seed, random_seed)
+            if scheduler not in SCHEDULERS:
+                raise gr.Error(f"Unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
+            prompt_, steps_, guidance_, seed_ = settings
+            try:
+                gen = torch.Generator().manual_seed(seed_)
+                run = pipe.with_scheduler(scheduler).stepwise(prompt_, steps_, guidance_, generator=gen)
+            except ValueError as e:
+                raise gr.Error(str(e)) from e
+            stepper = {"run": run, "recorder": TrajectoryRecorder(decode=False), "key": key,
+                       "settings": (*settings, scheduler), "t0": time.perf_counter()}  # fmt: skip
+        run, recorder = stepper["run"], stepper["recorder"]
+        out = run.step()
+        recorder(run.pipe, out["step"], out["timestep"], out)
+        k = out["step"]
+        frame = recorder.render_step(run.pipe, len(recorder.steps) - 1, cell=cell_size((grid_side, grid_side), 256))
+        counts = [int(s.changed[0].sum()) for s in recorder.steps]
+        x_t, x0 = (upscale_nearest(frame[key], DISPLAY_SIDE) for key in ("x_t", "x0"))
+        info = (f"**Step mode: step {k + 1} of {run.num_steps}** (seed {stepper['settings'][3]}) · "
+                f"{frame['n_changed']} tokens changed")  # fmt: skip
+        state = slider = gr.skip()  # the slider keeps scrubbing the last finished run until this one ends
+        if run.done:
+            state, _ = finish_run(run, recorder, stepper["settings"], time.perf_counter() - stepper["t0"])
+            slider = gr.Slider(maximum=max(k, 1), value=k)
+            info += " · finished: the slider now scrubs this run"
+        return stepper, state, slider, x_t, x0, frame["tokens"], frame["changed"], step_bars(counts, k), info
+
+    def branch(state, k, prompt, guidance, seed):
+        """Continue the current run from step k with another prompt, guidance or seed for the noise still to
+        come; returns the original and the branch side by side."""
+        if not state:
+            raise gr.Error("Generate an image first, then branch from one of its steps.")
+        k = int(k)
+        prompt0, steps, _, _, scheduler = state["settings"]
+        if k >= steps - 1:
+            raise gr.Error(f"Step {k + 1} is the last one: pick an earlier step to branch from.")
+        prompt = (prompt or "").strip() or prompt0
+        if guidance is None or float(guidance) < 0:
+            raise gr.Error("Guidance must be 0 or more.")
+        if seed is None or not 0 <= int(seed) <= MAX_SEED:
+            raise gr.Error(f"The seed must be between 0 and {MAX_SEED}.")
+        try:
+            out = pipe.with_scheduler(scheduler)(prompt, num_inference_steps=steps, guidance_scale=float(guidance),
+                                                 latents=state["latents"][k], start_step=k + 1,
+                                                 generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+        info = (f"Branched after step {k + 1} of {steps}: {prompt!r}, guidance {float(guidance):g}, seed "
+                f"{int(seed)}. Only Euler ancestral and DDPM draw noise from this seed.")  # fmt: skip
+        return upscale_nearest(state["image"], DISPLAY_SIDE), upscale_nearest(out.images[0], DISPLAY_SIDE), info
+
+    def export(state, kind: str):
+        if not state:
+            raise gr.Error("Generate an image first: then its trajectory can be exported.")
+        frames = [f["x0"] for f in state["frames"]]
+        path = Path(tempfile.mkdtemp(prefix="mmgen-traj-"))
+        if kind == "gif":
+            save_gif(frames, path / "trajectory.gif")
+            return str(path / "trajectory.gif")
+        filmstrip(frames).save(path / "trajectory.png")
+        return str(path / "trajectory.png")
+
+    # ------------------------------------------------------------------ Tokenizer
     def tokenize(path: str | None):
-        """Encode an uploaded image; returns the image as encoded, its reconstruction, stats, token map, tokens."""
+        """Encode an uploaded image; returns the image as encoded, its reconstruction, stats, token map, usage."""
         if not path:
             raise gr.Error("Upload an image first (PNG, JPEG, WebP, ...).")
         try:
@@ -103,37 +315,167 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         counts = code_histogram(result.tokens, num_codes)
         p = counts[counts > 0] / counts.sum()
         h, w = result.tokens.shape
-        stats = (
-            f"**PSNR {result.psnr:.2f} dB** · {result.image.width}×{result.image.height} px → {h}×{w} tokens · "
-            f"{int((counts > 0).sum())} of {num_codes} codes used · perplexity {np.exp(-(p * np.log(p)).sum()):.1f}"
-        )
+        stats = (f"**PSNR {result.psnr:.2f} dB · SSIM {result.ssim:.3f}** · {result.image.width}×{result.image.height}"
+                 f" px → {h}×{w} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
+                 f"{np.exp(-(p * np.log(p)).sum()):.1f}")  # fmt: skip
         tmap = token_map(result.tokens, num_codes, cell=cell_size(result.tokens.shape))
         shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
-        return *shown, stats, tmap, usage_bars(counts), result.tokens.tolist()
+        tok = {"tokens": result.tokens.tolist(), "original": result.tokens.tolist(), "selected": [],
+               "highlight": None}  # fmt: skip
+        return *shown, stats, tmap, usage_bars(counts), tok, None, "Click cells of the token map to select them."
 
     def tokenize_or_clear(path: str | None):
-        return tokenize(path) if path else (None, None, "", None, None, None)
+        return tokenize(path) if path else (None, None, "", None, None, None, None, "")
 
-    def inspect_cell(tokens: list | None, evt: gr.SelectData):
-        """Click on the token map: show that cell's code id and highlight every cell holding the same code."""
-        if not tokens:
+    def draw_map(tok: dict):
+        grid = torch.tensor(tok["tokens"])
+        image = token_map(grid, num_codes, cell=cell_size(grid.shape), highlight=tok["highlight"])
+        cell = cell_size(grid.shape)
+        arr = np.asarray(image).copy()
+        for r, c in tok["selected"]:  # selected cells: a white frame
+            y0, x0 = r * cell, c * cell
+            arr[y0 : y0 + cell, [x0, x0 + cell - 1]] = 255
+            arr[[y0, y0 + cell - 1], x0 : x0 + cell] = 255
+        return arr
+
+    def inspect_cell(tok: dict | None, evt: gr.SelectData):
+        """Click on the token map: show the cell's code and its decoded tile, highlight every cell with that
+        code, and toggle the cell in the selection used by token surgery."""
+        if not tok:
             raise gr.Error("Tokenize an image first.")
-        grid = torch.tensor(tokens)
+        grid = torch.tensor(tok["tokens"])
         cell = cell_size(grid.shape)
         col, row = (int(v) // cell for v in evt.index)
         row, col = min(row, grid.shape[0] - 1), min(col, grid.shape[1] - 1)
         code = int(grid[row, col])
+        selected = [list(x) for x in tok["selected"]]
+        if [row, col] in selected:
+            selected.remove([row, col])
+        else:
+            selected.append([row, col])
+        tok = {**tok, "selected": selected, "highlight": code}
         same = int((grid == code).sum())
-        info = f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {grid.numel()} cells."
-        return token_map(grid, num_codes, cell=cell, highlight=code), info
+        info = (f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {grid.numel()} cells. "
+                f"{len(selected)} cell(s) selected.")  # fmt: skip
+        tile = decode_tokens(vq, torch.full((4, 4), code))
+        return draw_map(tok), info, upscale_nearest(tile, 64), tok
 
+    def select_cells(tok, text: str):
+        """Select cells typed as 'row,col; row,col; ...' (the keyboard's and the API's way to select)."""
+        if not tok:
+            raise gr.Error("Tokenize an image first.")
+        h, w = len(tok["tokens"]), len(tok["tokens"][0])
+        try:
+            cells = [[int(v) for v in part.split(",")] for part in (text or "").split(";") if part.strip()]
+        except ValueError as e:
+            raise gr.Error("Write cells as 'row,col; row,col', e.g. '3,4; 3,5'.") from e
+        bad = [c for c in cells if len(c) != 2 or not (0 <= c[0] < h and 0 <= c[1] < w)]
+        if bad or not cells:
+            raise gr.Error(f"Cells must be 'row,col' pairs inside the {h}×{w} grid; got {text!r}.")
+        tok = {**tok, "selected": cells, "highlight": None}
+        return draw_map(tok), f"{len(cells)} cell(s) selected.", tok
+
+    def clear_selection(tok):
+        if not tok:
+            raise gr.Error("Tokenize an image first.")
+        tok = {**tok, "selected": [], "highlight": None}
+        return draw_map(tok), "Selection cleared.", tok
+
+    def set_code(tok, code):
+        """Token surgery: give the selected cells another code and decode the edited grid."""
+        if not tok:
+            raise gr.Error("Tokenize an image first.")
+        if not tok["selected"]:
+            raise gr.Error("Select cells first: click them on the token map.")
+        if code is None or not 0 <= int(code) < num_codes:
+            raise gr.Error(f"The code id must be between 0 and {num_codes - 1}.")
+        grid = torch.tensor(tok["tokens"])
+        for r, c in tok["selected"]:
+            grid[r, c] = int(code)
+        tok = {**tok, "tokens": grid.tolist()}
+        edited = upscale_nearest(decode_tokens(vq, grid), DISPLAY_SIDE)
+        return edited, draw_map(tok), f"Set {len(tok['selected'])} cell(s) to code {int(code)}.", tok
+
+    def repaint(tok, prompt, seed):
+        """Inpainting in the latent space: the generator repaints the selected cells under a prompt; every
+        other cell keeps its code."""
+        if not tok:
+            raise gr.Error("Tokenize an image first.")
+        if not tok["selected"]:
+            raise gr.Error("Select the cells to repaint first: click them on the token map.")
+        grid = torch.tensor(tok["tokens"])
+        if tuple(grid.shape) != (grid_side, grid_side):
+            raise gr.Error(f"The generator paints {grid_side}×{grid_side} token grids "
+                           f"({grid_side * vq.downsample_factor}×{grid_side * vq.downsample_factor} px images); this "
+                           f"image has {grid.shape[0]}×{grid.shape[1]} tokens. Try a shapes example.")  # fmt: skip
+        if not prompt or not prompt.strip():
+            raise gr.Error("Type a prompt for the region to repaint.")
+        mask = torch.zeros(grid.shape, dtype=torch.bool)
+        for r, c in tok["selected"]:
+            mask[r, c] = True
+        gen = torch.Generator().manual_seed(int(seed or 0))
+        known = vq.quantizer.indices_to_codes(grid[None]) * pipe.scaling_factor
+        inpaint = LatentInpainter(known, mask, generator=gen)
+        out = pipe.with_scheduler()(prompt.strip(), generator=gen, callback_on_step_end=inpaint,
+                                    callback_on_step_end_tensor_inputs=inpaint.tensor_inputs)  # fmt: skip
+        tok = {**tok, "tokens": out.tokens[0].tolist()}
+        changed = int((out.tokens[0] != grid).sum())
+        info = f"Repainted {int(mask.sum())} selected cell(s) under {prompt.strip()!r}: {changed} token(s) changed."
+        return upscale_nearest(out.images[0], DISPLAY_SIDE), draw_map(tok), info, tok
+
+    # ------------------------------------------------------------------ Codebook
+    def get_atlas() -> CodebookAtlas:
+        with atlas_lock:  # built once, on first use, from held-out scenes and the example photos
+            if "atlas" not in atlas_cache:
+                photos = [load_image(p) for p in sorted(EXAMPLES_DIR.glob("*.png")) if "shapes" not in p.name]
+                atlas_cache["atlas"] = CodebookAtlas.build(vq, reference_images(photos=photos))
+            return atlas_cache["atlas"]
+
+    def show_codebook(sort_by: str):
+        atlas = get_atlas()
+        s = atlas.stats
+        info = (f"Reference set: {len(atlas.images)} images, {int(atlas.counts.sum()):,} tokens · codes used "
+                f"{s['usage']:.1%} · perplexity {s['perplexity']:.1f} of {num_codes} · dead codes "
+                f"{s['dead_codes']}")  # fmt: skip
+        order = atlas.order("usage" if sort_by.startswith("usage") else "id")
+        grid = tile_grid(atlas.tiles, order, cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE)
+        return grid, usage_bars(atlas.counts, max_bars=num_codes, bar_width=1), info
+
+    def code_details(code: int, sort_by: str):
+        atlas = get_atlas()
+        if code is None or not 0 <= int(code) < num_codes:
+            raise gr.Error(f"The code id must be between 0 and {num_codes - 1}.")
+        code = int(code)
+        order = atlas.order("usage" if sort_by.startswith("usage") else "id")
+        grid = tile_grid(atlas.tiles, order, cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, highlight=code)
+        rank = order.index(code) + 1 if sort_by.startswith("usage") else None
+        info = (f"**Code {code}** · {int(atlas.counts[code])} occurrences in the reference set"
+                + (f" (rank {rank})" if rank else "") + " · nearest codes: "
+                + ", ".join(f"{c} ({s:.2f})" for c, s in atlas.neighbours(code)))  # fmt: skip
+        neighbours = [
+            (upscale_nearest(atlas.tiles[c], 64), f"code {c} · cos {s:.2f}") for c, s in atlas.neighbours(code)
+        ]
+        examples = [(upscale_nearest(im, 80), "") for im in atlas.examples(code)]
+        return upscale_nearest(atlas.tiles[code], 96), info, neighbours, examples, grid, code
+
+    def click_code(sort_by: str, evt: gr.SelectData):
+        atlas = get_atlas()
+        order = atlas.order("usage" if sort_by.startswith("usage") else "id")
+        i = tile_at(int(evt.index[0]), int(evt.index[1]), atlas.tiles[0].width, len(order), CODEBOOK_COLS,
+                    CODEBOOK_SCALE)  # fmt: skip
+        if i is None:
+            raise gr.Error("Click on a code tile.")
+        return code_details(order[i], sort_by)
+
+    # ------------------------------------------------------------------ layout
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nModel: `{model_name}` · codebook of {num_codes} codes · "
-                    f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token")  # fmt: skip
-        tokens_state = gr.State(None)
-        frames_state = gr.State(None)
-        with gr.Tab("Generate"):
+                    f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token · "
+                    f"{grid_side}×{grid_side} tokens per generated image")  # fmt: skip
+        run_state, stepper_state, tok_state = gr.State(None), gr.State(None), gr.State(None)
+
+        with gr.Tab("Generate", id="generate"):
             with gr.Row():
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0], max_lines=3, elem_id="prompt")
@@ -150,51 +492,160 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=prompt, label="Example prompts",
                                 api_name="example_prompt", api_visibility="private")  # fmt: skip
-                gen_image = gr.Image(label="Image", interactive=False, elem_id="image")
-                gen_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="image-tokens")
-            gen_info = gr.Markdown(elem_id="generate-info")
-            gr.Markdown("### Denoising trajectory\nDrag the slider over the steps of the last run.")
+                with gr.Column():
+                    gen_image = gr.Image(label="Image", interactive=False, elem_id="image")
+                    gen_info = gr.Markdown(elem_id="generate-info")
+                with gr.Column():
+                    gen_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="image-tokens")
+                    overlay = gr.Checkbox(False, label="Overlay the token grid on the image", elem_id="overlay")
+            with gr.Row():
+                downloads = gr.File(label="Downloads: image, tokens, run card", file_count="multiple",
+                                    interactive=False, elem_id="downloads")  # fmt: skip
+                card_upload = gr.File(label="Load a run card to reproduce it", file_types=[".json"],
+                                      elem_id="run-card")  # fmt: skip
+
+        with gr.Tab("Trajectory", id="trajectory"):
+            gr.Markdown("Every step of the last run: the noisy latent x_t (its 8 channels projected on the codebook's"
+                        " 3 main axes), the model's guess of the clean image x0, that guess's tokens, and which "
+                        "tokens changed since the previous step.")  # fmt: skip
+            with gr.Row():
+                prev_btn = gr.Button("◀ Previous", elem_id="prev", size="sm")
+                play_btn = gr.Button("▶ Play", elem_id="play", size="sm")
+                next_btn = gr.Button("Next ▶", elem_id="next", size="sm")
+                step_btn = gr.Button("Step mode: run one step", variant="secondary", elem_id="step-once", size="sm")
             step = gr.Slider(0, DEFAULT_STEPS - 1, value=0, step=1, label="Step", elem_id="step")
             with gr.Row():
-                x_t = gr.Image(label="x_t (latent, 3 principal axes)", interactive=False, elem_id="x-t")
+                x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
                 x0 = gr.Image(label="Predicted clean image x0", interactive=False, elem_id="x0")
                 x0_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="x0-tokens")
                 changed = gr.Image(label="Tokens changed since the previous step", interactive=False,
                                    elem_id="changed")  # fmt: skip
-            step_info = gr.Markdown(elem_id="step-info")
-        with gr.Tab("Tokenizer"):
+            with gr.Row():
+                change_plot = gr.Image(label="Tokens changed per step", interactive=False, elem_id="change-plot")
+                step_info = gr.Markdown(elem_id="step-info")
+            with gr.Accordion("Branch from this step", open=False):
+                with gr.Row():
+                    branch_prompt = gr.Textbox(label="Prompt (empty: the same)", elem_id="branch-prompt")
+                    branch_guidance = gr.Slider(0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance",
+                                                elem_id="branch-guidance")  # fmt: skip
+                    branch_seed = gr.Number(value=1, precision=0, minimum=0, maximum=MAX_SEED,
+                                            label="Seed of the noise to come", elem_id="branch-seed")  # fmt: skip
+                    branch_btn = gr.Button("Branch", elem_id="branch")
+                with gr.Row():
+                    original_out = gr.Image(label="Original", interactive=False, elem_id="branch-original")
+                    branch_out = gr.Image(label="Branch", interactive=False, elem_id="branch-result")
+                branch_info = gr.Markdown(elem_id="branch-info")
+            with gr.Row():
+                gif_btn = gr.Button("Export GIF", size="sm", elem_id="export-gif")
+                strip_btn = gr.Button("Export filmstrip PNG", size="sm", elem_id="export-strip")
+                export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
+
+        with gr.Tab("Tokenizer", id="tokenizer"):
             with gr.Row():
                 with gr.Column():
-                    upload = gr.Image(
-                        type="filepath", label="Your image", sources=["upload", "clipboard"], elem_id="upload"
-                    )
+                    upload = gr.Image(type="filepath", label="Your image", sources=["upload", "clipboard"],
+                                      elem_id="upload")  # fmt: skip
                     btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
                 original = gr.Image(label="As encoded", interactive=False, elem_id="original")
                 recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
             stats = gr.Markdown(elem_id="stats")
             with gr.Row():
-                tmap = gr.Image(label="Token map (click a cell)", interactive=False, elem_id="token-map")
+                tmap = gr.Image(label="Token map (click cells)", interactive=False, elem_id="token-map")
                 with gr.Column():
                     cell_info = gr.Markdown("Click a cell of the token map to see its code.", elem_id="cell-info")
-                    usage = gr.Image(
-                        label="Codes used by this image (most used first)", interactive=False, elem_id="usage"
-                    )
-            outputs = [original, recon, stats, tmap, usage, tokens_state]
+                    code_tile = gr.Image(label="That code, decoded", interactive=False, elem_id="code-tile",
+                                         height=96)  # fmt: skip
+                    usage = gr.Image(label="Codes used by this image (most used first)", interactive=False,
+                                     elem_id="usage")  # fmt: skip
+            with gr.Accordion("Token surgery: edit the selected cells", open=True):
+                with gr.Row():
+                    new_code = gr.Number(value=0, precision=0, minimum=0, maximum=num_codes - 1,
+                                         label="New code id", elem_id="new-code")  # fmt: skip
+                    set_btn = gr.Button("Set selected cells to this code", elem_id="set-code")
+                    clear_btn = gr.Button("Clear selection", elem_id="clear-selection")
+                with gr.Row():
+                    cells_text = gr.Textbox(label="Or type cells to select (row,col; row,col)", elem_id="cells")
+                    select_btn = gr.Button("Select these cells", elem_id="select-cells")
+                with gr.Row():
+                    repaint_prompt = gr.Textbox(label="Or let the generator repaint them under a prompt",
+                                                value="a red circle", elem_id="repaint-prompt")  # fmt: skip
+                    repaint_seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
+                                             elem_id="repaint-seed")  # fmt: skip
+                    repaint_btn = gr.Button("Repaint (inpainting)", elem_id="repaint")
+                edited = gr.Image(label="Edited image", interactive=False, elem_id="edited")
             if examples:
                 gr.Examples(examples, inputs=upload, api_name="load_example", api_visibility="private")
 
-        step_outputs = [x_t, x0, x0_tokens, changed, step_info]
-        gen_btn.click(generate, [prompt, steps, guidance, seed, random_seed, scheduler],
-                      [gen_image, gen_tokens, gen_info, seed, frames_state, step, *step_outputs],
-                      api_name="generate")  # fmt: skip
-        prompt.submit(generate, [prompt, steps, guidance, seed, random_seed, scheduler],
-                      [gen_image, gen_tokens, gen_info, seed, frames_state, step, *step_outputs],
-                      api_name="generate_on_submit", api_visibility="private")  # fmt: skip
-        step.change(show_step, [frames_state, step], step_outputs, api_name="show_step")
-        btn.click(tokenize, upload, outputs, api_name="tokenize")
+        with gr.Tab("Codebook", id="codebook") as codebook_tab:
+            codebook_info = gr.Markdown(elem_id="codebook-info")
+            sort_by = gr.Radio(["usage (most used first)", "code id"], value="usage (most used first)",
+                               label="Sort", elem_id="sort-codes")  # fmt: skip
+            with gr.Row():
+                codebook_grid = gr.Image(label="Every code, decoded (click one)", interactive=False,
+                                         elem_id="codebook-grid")  # fmt: skip
+                with gr.Column():
+                    code_id = gr.Number(value=0, precision=0, minimum=0, maximum=num_codes - 1, label="Code id",
+                                        elem_id="code-id")  # fmt: skip
+                    code_btn = gr.Button("Show code", elem_id="show-code")
+                    code_big = gr.Image(label="Code", interactive=False, elem_id="code-big", height=120)
+                    code_info = gr.Markdown(elem_id="code-info")
+            with gr.Row():
+                neighbours = gr.Gallery(label="Nearest codes", columns=8, height=120, elem_id="neighbours")
+                occurrences = gr.Gallery(label="Where it occurs (reference images)", columns=8, height=120,
+                                         elem_id="occurrences")  # fmt: skip
+            usage_hist = gr.Image(label="Usage over the reference set, most used first", interactive=False,
+                                  elem_id="codebook-usage")  # fmt: skip
+
+        with gr.Tab("About", id="about"):
+            gr.Markdown(ABOUT, elem_id="about")
+            with gr.Accordion("Model card", open=False):
+                gr.Markdown(model_card_text(), elem_id="model-card")
+
+        # ------------------------------------------------------------------ events
+        gen_inputs = [prompt, steps, guidance, seed, random_seed, scheduler, overlay]
+        step_views = [x_t, x0, x0_tokens, changed, change_plot, step_info]
+        gen_outputs = [gen_image, gen_tokens, gen_info, seed, run_state, downloads, step, *step_views]
+        gen_btn.click(generate, gen_inputs, gen_outputs, api_name="generate", concurrency_id="model")
+        prompt.submit(generate, gen_inputs, gen_outputs, api_name="generate_on_submit", api_visibility="private",
+                      concurrency_id="model")  # fmt: skip
+        overlay.change(toggle_overlay, [run_state, overlay], gen_tokens, api_name="toggle_overlay")
+        card_upload.upload(load_run_card, card_upload, [prompt, steps, guidance, seed, random_seed, scheduler],
+                           api_name="load_run_card").success(generate, gen_inputs, gen_outputs,
+                                                             api_name="generate_from_card", api_visibility="private",
+                                                             concurrency_id="model")  # fmt: skip
+
+        step.change(show_step, [run_state, step], step_views, api_name="show_step")
+        prev_btn.click(lambda s, k: move(s, k, -1), [run_state, step], step, api_name="previous_step")
+        next_btn.click(lambda s, k: move(s, k, +1), [run_state, step], step, api_name="next_step")
+        play_btn.click(play, run_state, [step, *step_views], api_name="play", concurrency_id="play",
+                       concurrency_limit=4)  # fmt: skip
+        step_btn.click(step_once, [prompt, steps, guidance, seed, random_seed, scheduler, stepper_state],
+                       [stepper_state, run_state, step, *step_views], api_name="step_once",
+                       concurrency_id="model")  # fmt: skip
+        branch_btn.click(branch, [run_state, step, branch_prompt, branch_guidance, branch_seed],
+                         [original_out, branch_out, branch_info], api_name="branch",
+                         concurrency_id="model")  # fmt: skip
+        gif_btn.click(lambda s: export(s, "gif"), run_state, export_file, api_name="export_gif")
+        strip_btn.click(lambda s: export(s, "png"), run_state, export_file, api_name="export_filmstrip")
+
+        tok_outputs = [original, recon, stats, tmap, usage, tok_state, edited, cell_info]
+        btn.click(tokenize, upload, tok_outputs, api_name="tokenize")
         # A new upload or a clicked example tokenizes at once; clearing the input clears the outputs.
-        upload.change(tokenize_or_clear, upload, outputs, api_name="tokenize_on_change", api_visibility="private")
-        tmap.select(inspect_cell, tokens_state, [tmap, cell_info], api_name="inspect_cell", api_visibility="private")
+        upload.change(tokenize_or_clear, upload, tok_outputs, api_name="tokenize_on_change", api_visibility="private")
+        tmap.select(inspect_cell, tok_state, [tmap, cell_info, code_tile, tok_state], api_name="inspect_cell",
+                    api_visibility="private")  # fmt: skip
+        clear_btn.click(clear_selection, tok_state, [tmap, cell_info, tok_state], api_name="clear_selection")
+        select_btn.click(select_cells, [tok_state, cells_text], [tmap, cell_info, tok_state], api_name="select_cells")
+        set_btn.click(set_code, [tok_state, new_code], [edited, tmap, cell_info, tok_state], api_name="set_code")
+        repaint_btn.click(repaint, [tok_state, repaint_prompt, repaint_seed], [edited, tmap, cell_info, tok_state],
+                          api_name="repaint", concurrency_id="model")  # fmt: skip
+
+        codebook_outputs = [codebook_grid, usage_hist, codebook_info]
+        codebook_tab.select(show_codebook, sort_by, codebook_outputs, api_name="codebook")
+        sort_by.change(show_codebook, sort_by, codebook_outputs, api_name="sort_codebook", api_visibility="private")
+        details = [code_big, code_info, neighbours, occurrences, codebook_grid, code_id]
+        code_btn.click(code_details, [code_id, sort_by], details, api_name="code_details")
+        codebook_grid.select(click_code, sort_by, details, api_name="click_code", api_visibility="private")
     return demo
 
 

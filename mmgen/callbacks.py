@@ -38,6 +38,7 @@ class TrajectoryRecorder:
     def __init__(self, decode: bool = True):
         self.decode = decode
         self.steps: list[TrajectoryStep] = []
+        self._axes = None  # the codebook's principal axes, for drawing x_t
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         latents, pred_x0 = callback_kwargs["latents"], callback_kwargs["pred_x0"]
@@ -57,25 +58,26 @@ class TrajectoryRecorder:
             record.images = pipe.decode_tokens(record.tokens)
         return record.images
 
+    def render_step(self, pipe, k: int, index: int = 0, cell: int = 8) -> dict:
+        """Step k of image `index`, drawn: x_t in colour (the latent projected on the codebook's top 3 principal
+        axes), the decoded x0 estimate, its token map, the changed-token map and how many tokens changed."""
+        record = self.steps[k]
+        if self._axes is None:
+            self._axes = principal_axes(pipe.vqvae.quantizer.codebook.detach())
+        num_codes = pipe.vqvae.config.num_codes
+        return {
+            "step": record.step,
+            "timestep": record.timestep,
+            "x_t": latent_rgb(record.latents[index] / pipe.scaling_factor, self._axes, scale=1.0),
+            "x0": self.decode_step(pipe, k)[index],
+            "tokens": token_map(record.tokens[index], num_codes, cell=cell),
+            "changed": change_map(record.changed[index], cell=cell),
+            "n_changed": int(record.changed[index].sum()),
+        }
+
     def render(self, pipe, index: int = 0, cell: int = 8) -> list[dict]:
-        """For image `index` of the batch, per step: x_t drawn in colour (the latent projected on the codebook's
-        top 3 principal axes), the decoded x0 estimate, its token map, the changed-token map and the count."""
-        codebook = pipe.vqvae.quantizer.codebook.detach()
-        axes = principal_axes(codebook)
-        num_codes = codebook.shape[0]
-        frames = []
-        for k, record in enumerate(self.steps):
-            x0_image = self.decode_step(pipe, k)[index]
-            frames.append({
-                "step": record.step,
-                "timestep": record.timestep,
-                "x_t": latent_rgb(record.latents[index] / pipe.scaling_factor, axes, scale=1.0),
-                "x0": x0_image,
-                "tokens": token_map(record.tokens[index], num_codes, cell=cell),
-                "changed": change_map(record.changed[index], cell=cell),
-                "n_changed": int(record.changed[index].sum()),
-            })  # fmt: skip
-        return frames
+        """`render_step` for every recorded step (decoded x0 images are reused when already decoded)."""
+        return [self.render_step(pipe, k, index, cell) for k in range(len(self.steps))]
 
 
 class LatentInpainter:

@@ -42,11 +42,21 @@ class EncodedImage:
     tokens: torch.Tensor  # (h, w) long
     reconstruction: Image.Image
     psnr: float  # of the reconstruction against `image`, in dB
+    ssim: float  # structural similarity of the reconstruction against `image` (1 = identical)
 
 
 def psnr_pil(a: Image.Image, b: Image.Image) -> float:
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(10 * np.log10(255.0**2 / max(np.mean((x - y) ** 2), 1e-10)))
+
+
+def ssim_pil(a: Image.Image, b: Image.Image) -> float:
+    from skimage.metrics import structural_similarity
+
+    x, y = np.asarray(a), np.asarray(b)
+    if min(x.shape[:2]) < 7:  # SSIM's 7x7 window needs at least that much image
+        return float("nan")
+    return float(structural_similarity(x, y, channel_axis=2, data_range=255))
 
 
 @torch.inference_mode()
@@ -55,7 +65,7 @@ def encode_image(vq: VQVAE, image: Image.Image, max_side: int = MAX_SIDE) -> Enc
     image = fit_to_multiple(image.convert("RGB"), vq.downsample_factor, max_side)
     enc = vq.encode(pil_to_tensor(image)[None])
     recon = tensor_to_pil(vq.decode(enc.latents)[0])
-    return EncodedImage(image, enc.indices[0], recon, psnr_pil(image, recon))
+    return EncodedImage(image, enc.indices[0], recon, psnr_pil(image, recon), ssim_pil(image, recon))
 
 
 @torch.inference_mode()

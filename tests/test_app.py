@@ -1,5 +1,9 @@
-"""The app, launched locally and called through gradio_client, the way outside code uses it."""
+"""The app, launched locally on a tiny pipeline and called through gradio_client, the way outside code uses it.
 
+Every public endpoint is exercised here; the real browser is driven in test_browser.py.
+"""
+
+import json
 import os
 
 import numpy as np
@@ -7,90 +11,221 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from conftest import make_tiny_pipe  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from conftest import make_tiny_pipe  # noqa: E402
 from mmgen.data.shapes import shapes_sample  # noqa: E402
+
+GENERATE = (
+    "a red circle",
+    4,
+    2.0,
+    7,
+    False,
+    "ddim",
+    False,
+)  # prompt, steps, guidance, seed, random, scheduler, overlay
 
 
 @pytest.fixture(scope="module")
-def client():
+def app_url():
     import app
 
     demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True,
                         max_file_size=app.MAX_FILE_SIZE)  # fmt: skip
     try:
-        yield Client(demo.local_url, verbose=False)
+        yield demo.local_url
     finally:
         demo.close()
 
 
-def test_tokenize_endpoint(client, tmp_path):
+@pytest.fixture
+def client(app_url):
+    """A fresh client per test: a fresh session, so per-session state never leaks between tests."""
+    return Client(app_url, verbose=False)
+
+
+def _value(x):
+    """A component update (e.g. the slider's new range and value) arrives as a dict; its value is what counts."""
+    return x["value"] if isinstance(x, dict) and x.get("__type__") == "update" else x
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _scene(tmp_path, size=64):
     path = tmp_path / "scene.png"
-    shapes_sample(0, 0).image.save(path)
-    original, recon, stats, tmap, usage = client.predict(handle_file(str(path)), api_name="/tokenize")
-    assert "PSNR" in stats and "16×16 tokens" in stats
-    for image in (original, recon, tmap, usage):
-        assert os.path.exists(image)
+    shapes_sample(0, 0).image.resize((size, size)).save(path)
+    return handle_file(str(path))
 
 
-def test_tokenize_rejects_a_non_image_with_a_message(client, tmp_path):
-    path = tmp_path / "notes.png"
-    path.write_text("not an image")
-    with pytest.raises(Exception) as info:
-        client.predict(handle_file(str(path)), api_name="/tokenize")
-    assert "cannot identify image" in str(info.value) or "not an image" in str(info.value)
+def test_every_public_event_has_a_name(client):
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    expected = {"/generate", "/toggle_overlay", "/load_run_card", "/show_step", "/previous_step", "/next_step",
+                "/play", "/step_once", "/branch", "/export_gif", "/export_filmstrip", "/tokenize",
+                "/clear_selection", "/select_cells", "/set_code", "/repaint", "/codebook", "/code_details"}  # fmt: skip
+    assert expected <= named
 
 
-def test_build_demo_exposes_named_endpoints(client):
-    assert "/tokenize" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-
-
-def test_generate_then_scrub_the_trajectory(client):
-    image, tmap, info, seed, step, *frame = client.predict(
-        "a red circle", 4, 2.0, 7, False, "ddim", api_name="/generate"
+# ---------------------------------------------------------------- Generate
+def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
+    image, tokens, info, seed, files, step, x_t, x0, x0_tokens, changed, plot, step_info = client.predict(
+        *GENERATE, api_name="/generate"
     )
-    assert os.path.exists(image) and os.path.exists(tmap)
-    assert "4 steps of ddim" in info and "seed 7" in info and seed == 7
-    x_t, x0, x0_tokens, changed, step_info = frame
+    assert "4 steps of ddim" in info and "seed 7" in info and seed == 7 and _value(step) == 3
+    assert _pixels(image).shape[0] >= 256  # shown enlarged
+    assert sorted(os.path.basename(f) for f in files) == ["image.png", "run_card.json", "tokens.json"]
+    card = json.loads(open(next(f for f in files if f.endswith("run_card.json"))).read())
+    assert card["prompt"] == "a red circle" and card["seed"] == 7 and card["scheduler"] == "ddim"
+    assert card["steps"] == 4 and card["guidance_scale"] == 2.0 and card["model"] == "tiny-test"
     assert "Step 4 of 4" in step_info
-    x_t, x0, x0_tokens, changed, step_info = client.predict(0, api_name="/show_step")  # same session: same run
-    assert "Step 1 of 4" in step_info and "64 tokens changed" in step_info  # step 1: all 8x8 tokens are new
-    assert all(os.path.exists(p) for p in (x_t, x0, x0_tokens, changed))
+    assert all(os.path.exists(p) for p in (tokens, x_t, x0, x0_tokens, changed, plot))
 
 
-def test_generate_reproduces_a_seed_and_draws_a_random_one(client):
-    from PIL import Image
+def test_same_seed_same_image_and_random_seed_is_reported(client):
+    a = client.predict(*GENERATE, api_name="/generate")
+    b = client.predict(*GENERATE, api_name="/generate")
+    assert (_pixels(a[0]) == _pixels(b[0])).all()
+    c = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", False, api_name="/generate")
+    assert f"seed {int(c[3])}" in c[2]
 
-    a = client.predict("a blue star", 2, 1.0, 3, False, "dpm++", api_name="/generate")
-    b = client.predict("a blue star", 2, 1.0, 3, False, "dpm++", api_name="/generate")
-    assert (np.asarray(Image.open(a[0])) == np.asarray(Image.open(b[0]))).all()
-    c = client.predict("a blue star", 2, 1.0, 3, True, "dpm++", api_name="/generate")
-    assert isinstance(c[3], int | float) and f"seed {int(c[3])}" in c[2]
+
+def test_run_card_reproduces_the_run(client, tmp_path):
+    first = client.predict("a blue star", 3, 3.0, 11, False, "euler-ancestral", False, api_name="/generate")
+    card = next(f for f in first[4] if f.endswith("run_card.json"))
+    client.predict("something else", 5, 1.0, 0, False, "ddim", False, api_name="/generate")
+    prompt, steps, guidance, seed, random_seed, scheduler = client.predict(handle_file(card),
+                                                                          api_name="/load_run_card")  # fmt: skip
+    assert (prompt, steps, guidance, seed, random_seed, scheduler) == ("a blue star", 3, 3.0, 11, False,
+                                                                       "euler-ancestral")  # fmt: skip
+    again = client.predict(prompt, steps, guidance, seed, random_seed, scheduler, False, api_name="/generate")
+    assert (_pixels(again[0]) == _pixels(first[0])).all()
+
+
+def test_bad_run_card_gets_a_message(client, tmp_path):
+    bad = tmp_path / "card.json"
+    bad.write_text('{"format": "something-else"}')
+    with pytest.raises(Exception, match="Not an mmgen run card"):
+        client.predict(handle_file(str(bad)), api_name="/load_run_card")
+    bad.write_text("{not json")
+    with pytest.raises(Exception, match="Not a run card"):
+        client.predict(handle_file(str(bad)), api_name="/load_run_card")
+
+
+def test_overlay_toggle_draws_on_the_image(client):
+    client.predict(*GENERATE, api_name="/generate")
+    plain = _pixels(client.predict(False, api_name="/toggle_overlay"))
+    over = _pixels(client.predict(True, api_name="/toggle_overlay"))
+    assert plain.shape != over.shape or not (plain == over).all()
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("   ", 4, 2.0, 0, False, "ddim"), "Type a prompt"),
-        (("a red circle", 4, 2.0, 0, False, "nope"), "not in the list of choices"),
+        (("   ", 4, 2.0, 0, False, "ddim", False), "Type a prompt"),
+        (("a red circle", 4, 2.0, 0, False, "nope", False), "not in the list of choices"),
+        (("a red circle", 4, -1.0, 0, False, "ddim", False), "less than minimum value 0"),
     ],
 )
 def test_generate_bad_input_gets_a_message(client, args, message):
-    with pytest.raises(Exception) as info:
+    with pytest.raises(Exception, match=message):
         client.predict(*args, api_name="/generate")
-    assert message in str(info.value)
 
 
-def test_show_step_before_any_run_asks_for_one(tmp_path):
-    import app
+# ---------------------------------------------------------------- Trajectory
+def test_scrub_step_through_and_play(client):
+    client.predict(*GENERATE, api_name="/generate")
+    x_t, x0, x0_tokens, changed, plot, info = client.predict(0, api_name="/show_step")
+    assert "Step 1 of 4" in info and "64 of 64 tokens changed" in info  # step 1: every 8x8 token is new
+    assert client.predict(0, api_name="/previous_step") == 0
+    assert client.predict(2, api_name="/next_step") == 3
+    assert client.predict(3, api_name="/next_step") == 3
+    k, *views = client.predict(api_name="/play")
+    assert k == 3 and "Step 4 of 4" in views[-1]
 
-    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True)
-    try:
-        with pytest.raises(Exception) as info:
-            Client(demo.local_url, verbose=False).predict(0, api_name="/show_step")
-        assert "Generate an image first" in str(info.value)
-    finally:
-        demo.close()
+
+def test_step_mode_lands_on_the_full_run(client):
+    full = client.predict(*GENERATE, api_name="/generate")
+    for k in range(4):
+        out = client.predict(*GENERATE[:6], api_name="/step_once")
+        assert f"step {k + 1} of 4" in out[-1]
+    assert "finished" in out[-1] and _value(out[0]) == 3  # the slider jumps to the finished run's last step
+    assert (_pixels(out[2]) == _pixels(full[7])).all()  # the last step's x0 equals the full run's
+
+
+def test_branch_from_a_step(client):
+    client.predict(*GENERATE, api_name="/generate")
+    original, branched, info = client.predict(1, "a green square", 5.0, 3, api_name="/branch")
+    assert "Branched after step 2 of 4" in info and os.path.exists(original) and os.path.exists(branched)
+    with pytest.raises(Exception, match="last one"):
+        client.predict(3, "", 2.0, 0, api_name="/branch")
+
+
+def test_exports(client):
+    client.predict(*GENERATE, api_name="/generate")
+    gif = client.predict(api_name="/export_gif")
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 4
+    strip = Image.open(client.predict(api_name="/export_filmstrip"))
+    assert strip.width > 3.5 * strip.height  # 4 frames side by side
+
+
+def test_trajectory_before_any_run_asks_for_one(client):
+    for api, args in (("/show_step", (0,)), ("/play", ()), ("/export_gif", ()), ("/branch", (0, "", 2.0, 0))):
+        with pytest.raises(Exception, match="Generate an image first"):
+            client.predict(*args, api_name=api)
+
+
+# ---------------------------------------------------------------- Tokenizer
+def test_tokenize_endpoint(client, tmp_path):
+    original, recon, stats, tmap, usage, edited, info = client.predict(_scene(tmp_path), api_name="/tokenize")
+    assert "PSNR" in stats and "SSIM" in stats and "16×16 tokens" in stats
+    assert all(os.path.exists(p) for p in (original, recon, tmap, usage)) and edited is None
+
+
+def test_tokenize_rejects_a_non_image_with_a_message(client, tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    with pytest.raises(Exception, match="not an image|cannot identify"):
+        client.predict(handle_file(str(path)), api_name="/tokenize")
+
+
+def test_token_surgery_sets_codes_and_decodes(client, tmp_path):
+    client.predict(_scene(tmp_path), api_name="/tokenize")
+    with pytest.raises(Exception, match="Select cells first"):
+        client.predict(5, api_name="/set_code")
+    tmap, info, *_ = client.predict("0,0; 0,1; 5,5", api_name="/select_cells")
+    assert "3 cell(s) selected" in info
+    edited, tmap, info = client.predict(5, api_name="/set_code")
+    assert "Set 3 cell(s) to code 5" in info and os.path.exists(edited)
+    with pytest.raises(Exception, match="inside the 16×16 grid"):
+        client.predict("99,0", api_name="/select_cells")
+    _, info = client.predict(api_name="/clear_selection")
+    assert "cleared" in info
+
+
+def test_repaint_keeps_unselected_cells(client, tmp_path):
+    client.predict(_scene(tmp_path, size=32), api_name="/tokenize")  # 8x8 tokens: the tiny generator's grid
+    client.predict("2,2; 2,3; 3,2; 3,3", api_name="/select_cells")
+    edited, tmap, info = client.predict("a red circle", 0, api_name="/repaint")
+    assert "Repainted 4 selected cell(s)" in info and os.path.exists(edited)
+
+
+def test_repaint_needs_the_generators_grid(client, tmp_path):
+    client.predict(_scene(tmp_path, size=64), api_name="/tokenize")  # 16x16 tokens; the tiny generator does 8x8
+    client.predict("1,1", api_name="/select_cells")
+    with pytest.raises(Exception, match="paints 8×8 token grids"):
+        client.predict("a red circle", 0, api_name="/repaint")
+
+
+# ---------------------------------------------------------------- Codebook
+def test_codebook_and_code_details(client):
+    grid, usage, info = client.predict("usage (most used first)", api_name="/codebook")
+    assert "Reference set" in info and "perplexity" in info and os.path.exists(grid)
+    big, code_info, neighbours, examples, grid2, code = client.predict(3, "code id", api_name="/code_details")
+    assert "**Code 3**" in code_info and code == 3 and len(neighbours) == 8
+    with pytest.raises(Exception, match="greater than maximum value 63"):
+        client.predict(10_000, "code id", api_name="/code_details")
