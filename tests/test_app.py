@@ -11,10 +11,10 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from conftest import make_tiny_pipe  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from conftest import make_tiny_pipe  # noqa: E402
 from mmgen.data.shapes import shapes_sample  # noqa: E402
 
 GENERATE = (
