@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install train-tokenizer eval-tokenizer bench clean
+.PHONY: demo test lint install browser train-tokenizer eval-tokenizer train-generator eval-generator bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ install: $(STAMP)
 demo: $(STAMP)  ## start the app on http://127.0.0.1:7860
 	$(PY) app.py
 
-test: $(STAMP)  ## the whole test suite
+# The browser tests drive Debian's chromium through Playwright (browser downloads are blocked): install it once.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "error: chromium is still missing"; exit 1; }
+
+test: $(STAMP) browser  ## the whole test suite, browser tests included
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -35,8 +42,23 @@ eval-tokenizer: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
 	$(PY) -m mmgen.release --out assets/mmgen-base --card
 
-bench: $(STAMP)
-	$(PY) benchmarks/bench_tokenizer.py
+SCHEDULER ?= dpm++  # the sampler shipped in assets/mmgen-base/scheduler (chosen by `make eval-generator`'s sweep)
+# Rebuild the shipped generator exactly (seeded; ~2 h on a 2-core CPU), publish it, evaluate it, rewrite the card.
+train-generator: $(STAMP)
+	$(PY) -m mmgen.cli train-generator --out runs/generator --steps 6000 --batch-size 64 --mixed-precision bf16 --seed 0
+	$(PY) -m mmgen.release --generator runs/generator --scheduler $(SCHEDULER) --out assets/mmgen-base
+	$(MAKE) eval-generator
+
+eval-generator: $(STAMP)
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --out assets/mmgen-base/generator_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --out assets/mmgen-base/eval_generator.json
+	$(PY) -m mmgen.release --out assets/mmgen-base --card
+
+bench: $(STAMP)  ## speed and memory, side by side (benchmarks/results.json)
+	$(PY) benchmarks/bench.py
+
+screenshots: $(STAMP) browser  ## README screenshots of each tab (assets/screenshots/)
+	$(PY) tests/test_browser.py --out assets/screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -62,3 +62,11 @@ def make_tiny_pipe():
 @pytest.fixture
 def tiny_pipe():
     return make_tiny_pipe()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failed test (browser screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

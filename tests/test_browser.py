@@ -1,0 +1,203 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright, against the app served on localhost.
+
+    pytest tests/test_browser.py                       # part of `make test` (tiny random pipeline)
+    python tests/test_browser.py --out assets/screenshots   # README screenshots of each tab, real model
+
+A failing test leaves a screenshot of the page in build/screenshots/. `make test` installs Debian's chromium
+when it is missing; Playwright drives it through `executable_path` (no browser download).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("MMGEN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+FAILURE_SHOTS = ROOT / "build" / "screenshots"
+TIMEOUT_MS = 60_000
+
+
+# ---------------------------------------------------------------- page helpers (tests and the screenshot script)
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def generate(page, prompt: str, steps: int | None = None) -> None:
+    open_tab(page, "Generate")
+    box = page.locator("#prompt textarea")
+    box.fill(prompt)
+    if steps is not None:
+        page.locator("#steps input[type=number]").fill(str(steps))
+        page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#generate").click()
+    page.locator("#generate-info").get_by_text("steps of").wait_for(timeout=TIMEOUT_MS)
+
+
+def upload(page, path: Path) -> None:
+    open_tab(page, "Tokenizer")
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.locator("#stats").get_by_text("PSNR").wait_for(timeout=TIMEOUT_MS)
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def app_url():
+    import app
+    from conftest import make_tiny_pipe
+
+    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True,
+                        max_file_size=app.MAX_FILE_SIZE)  # fmt: skip
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_url, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("tab", name="Generate").wait_for()
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        FAILURE_SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(FAILURE_SHOTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+# ---------------------------------------------------------------- tests
+def test_type_a_prompt_and_generate(page):
+    generate(page, "a red circle on a white background", steps=3)
+    assert "3 steps of" in page.locator("#generate-info").inner_text()
+    assert page.locator("#image img").get_attribute("src")
+    assert page.locator("#image-tokens img").get_attribute("src")
+
+
+def test_scrub_the_trajectory_slider(page):
+    generate(page, "a blue star", steps=4)
+    open_tab(page, "Trajectory")
+    page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()
+    number = page.locator("#step input[type=number]")
+    number.fill("1")
+    number.press("Enter")
+    page.locator("#step-info").get_by_text("Step 2 of 4").wait_for()
+    page.locator("#prev").click()
+    page.locator("#step-info").get_by_text("Step 1 of 4").wait_for()
+    assert page.locator("#x0 img").get_attribute("src") and page.locator("#x-t img").get_attribute("src")
+
+
+def test_step_mode(page):
+    open_tab(page, "Generate")
+    page.locator("#steps input[type=number]").fill("3")
+    page.locator("#steps input[type=number]").press("Enter")
+    open_tab(page, "Trajectory")
+    for k in (1, 2, 3):
+        page.locator("#step-once").click()
+        page.locator("#step-info").get_by_text(f"step {k} of 3").wait_for()
+    page.locator("#step-info").get_by_text("finished").wait_for()
+
+
+def test_upload_an_image_and_click_a_token(page, tmp_path):
+    from mmgen.data.shapes import shapes_sample
+
+    path = tmp_path / "scene.png"
+    shapes_sample(0, 1).image.save(path)
+    upload(page, path)
+    assert "16×16 tokens" in page.locator("#stats").inner_text()
+    page.locator("#token-map img").click(position={"x": 30, "y": 30})
+    page.locator("#cell-info").get_by_text("holds code").wait_for()
+    assert "1 cell(s) selected" in page.locator("#cell-info").inner_text()
+    page.locator("#set-code").click()
+    page.locator("#cell-info").get_by_text("Set 1 cell(s) to code").wait_for()
+
+
+def test_open_the_codebook(page):
+    open_tab(page, "Codebook")
+    page.locator("#codebook-info").get_by_text("Reference set").wait_for()
+    page.locator("#codebook-grid img").click(position={"x": 10, "y": 10})
+    page.locator("#code-info").get_by_text("occurrences").wait_for()
+
+
+def test_bad_upload_shows_a_message_not_a_traceback(page, tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    open_tab(page, "Tokenizer")
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    toast = page.get_by_text("not an image", exact=False).or_(page.get_by_text("could not", exact=False)).first
+    toast.wait_for(timeout=TIMEOUT_MS)
+    assert "Traceback" not in page.content()
+
+
+# ---------------------------------------------------------------- README screenshots (real model)
+def screenshots(out: Path) -> None:
+    """Launch the app on the shipped model and capture each tab after a typical action."""
+    from playwright.sync_api import sync_playwright
+
+    import app
+    from mmgen.pipeline import MMGenPipeline
+    from mmgen.tokens import default_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    demo = app.build_demo(MMGenPipeline.from_pretrained(default_model()))
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(demo.local_url)
+            generate(page, app.EXAMPLE_PROMPTS[2])
+            page.screenshot(path=str(out / "generate.png"), full_page=True)
+            open_tab(page, "Trajectory")
+            number = page.locator("#step input[type=number]")
+            number.fill("6")
+            number.press("Enter")
+            page.locator("#step-info").get_by_text("Step 7 of").wait_for()
+            page.screenshot(path=str(out / "trajectory.png"), full_page=True)
+            upload(page, ROOT / "assets" / "examples" / "coffee.png")
+            page.locator("#token-map img").click(position={"x": 120, "y": 90})
+            page.locator("#cell-info").get_by_text("holds code").wait_for()
+            page.screenshot(path=str(out / "tokenizer.png"), full_page=True)
+            open_tab(page, "Codebook")
+            page.locator("#codebook-info").get_by_text("Reference set").wait_for()
+            page.locator("#codebook-grid img").click(position={"x": 40, "y": 10})
+            page.locator("#code-info").get_by_text("occurrences").wait_for()
+            page.screenshot(path=str(out / "codebook.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+    print(f"wrote screenshots to {out}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    parser = argparse.ArgumentParser(description="README screenshots of each tab, on the shipped model")
+    parser.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
+    screenshots(Path(parser.parse_args().out))
