@@ -51,8 +51,9 @@ def upload(page, path: Path) -> None:
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def app_url():
-    import app
     from conftest import make_tiny_pipe
+
+    import app
 
     demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True,

@@ -163,3 +163,31 @@ def test_inpainting_keeps_every_token_outside_the_mask(tiny_pipe, name):
                callback_on_step_end_tensor_inputs=inpaint.tensor_inputs)  # fmt: skip
     assert torch.equal(out.tokens[0][~mask], tokens[0][~mask])
     assert not torch.equal(out.tokens[0][mask], tokens[0][mask])  # the region was repainted
+
+
+def test_prompts_are_encoded_once_and_alone(tiny_pipe, monkeypatch):
+    import mmgen.pipeline
+
+    calls = []
+    real = mmgen.pipeline.encode_text
+    monkeypatch.setattr(
+        mmgen.pipeline, "encode_text", lambda tok, enc, texts: calls.append(texts) or real(tok, enc, texts)
+    )
+    first = _run(tiny_pipe, guidance_scale=3.0)
+    again = _run(tiny_pipe, guidance_scale=3.0)
+    assert torch.equal(first.tokens, again.tokens)
+    assert calls == [["a red circle"], [""]]  # the second run hit the cache for both the prompt and the null prompt
+    batch, _ = tiny_pipe._encode_cached(["a blue star", "a red circle"])
+    alone, _ = tiny_pipe._encode_cached(["a red circle"])
+    assert torch.equal(batch[1], alone[0])  # a prompt's states do not depend on its batch
+
+
+def test_bf16_autocast_stays_close_to_float32(tiny_pipe):
+    """The optional bf16 path: same shapes, predictions within bf16's precision of the float32 ones."""
+    run32 = tiny_pipe.stepwise("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    fast = tiny_pipe.with_scheduler()
+    fast.set_autocast(torch.bfloat16)
+    run16 = fast.stepwise("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    a, b = run32.step()["noise_pred"], run16.step()["noise_pred"]
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
