@@ -196,7 +196,7 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{r['per_image_s']:.3f} s/image, {r['images_per_s']:.2f} images/s")
         if "mfu" in r:
             notes.append(f"{r['gflop']:.2f} GFLOP, {r['gflops_per_s']:.0f} GFLOP/s = {r['mfu']:.1%} of peak; "
-                         f"20-step loop {r['loop_seconds']:.3f} s = {r['loop_speedup_vs_eager']:.2f}x eager")  # fmt: skip
+                         f"20 steps {r['loop_seconds']:.3f} s = {r['loop_speedup_vs_eager']:.2f}x eager")  # fmt: skip
         if "peak_rss_mb" in r:
             notes.append(f"import+load {r['import_and_load_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         if "gflops_peak" in r:

@@ -65,8 +65,8 @@ def _scene(tmp_path, size=64):
 def test_every_public_event_has_a_name(client):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     expected = {"/generate", "/toggle_overlay", "/load_run_card", "/show_step", "/previous_step", "/next_step",
-                "/play", "/step_once", "/branch", "/export_gif", "/export_filmstrip", "/tokenize",
-                "/clear_selection", "/select_cells", "/set_code", "/repaint", "/codebook", "/code_details"}  # fmt: skip
+                "/play", "/step_once", "/branch", "/export_gif", "/export_filmstrip", "/tokenize", "/clear_selection",
+                "/select_cells", "/set_code", "/repaint", "/codebook", "/code_details"}  # fmt: skip
     assert expected <= named
 
 
