@@ -42,11 +42,13 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
     model_index.json. The text encoder is not copied: from_pretrained uses the bundled MiniLM."""
     from .models.dit import DiT
     from .pipeline import SCHEDULERS, MMGenPipeline
+    from .training.train_generator import training_scheduler
 
     run, out = Path(run), Path(out)
     transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
     vq = VQVAE.from_pretrained(out / "vqvae", torch_dtype=torch.float16)
-    sched = SCHEDULERS[scheduler].from_pretrained(run / "scheduler")
+    # The sampling schedule comes from the trainer's noise schedule (leading timestep spacing: see there).
+    sched = SCHEDULERS[scheduler].from_config(training_scheduler().config)
     pipe = MMGenPipeline(vqvae=vq, transformer=transformer, text_encoder=None, tokenizer=None, scheduler=sched)
     pipe.save_pretrained(out)
     if (run / "train_log.jsonl").exists():
