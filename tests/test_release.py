@@ -60,3 +60,20 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
 
     card = generator_card_section(out)
     assert "mmgen train-generator --steps 500" in card and "2.0 min" in card and "| 500 | 0.2000 | 30 |" in card
+
+
+def test_large_weights_ship_in_shards_that_load_back(tmp_path, tiny_pipe, monkeypatch):
+    import mmgen.release
+    from mmgen.pipeline import MMGenPipeline
+    from mmgen.release import release_generator
+
+    monkeypatch.setattr(mmgen.release, "MAX_SHARD", "20KB")  # the tiny DiT is ~100 KB in fp16
+    run, out = tmp_path / "run", tmp_path / "assets"
+    tiny_pipe.transformer.save_pretrained(run / "transformer")
+    tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
+    release_generator(run, out)
+    shards = sorted((out / "transformer").glob("*.safetensors"))
+    assert len(shards) > 1 and all(f.stat().st_size < 30_000 for f in shards)
+    loaded = MMGenPipeline.from_pretrained(out, text_encoder=tiny_pipe.text_encoder)
+    theirs, ours = loaded.transformer.state_dict(), tiny_pipe.transformer.state_dict()
+    assert all(torch.equal(theirs[k], ours[k].half().float()) for k in ours)
