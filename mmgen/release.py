@@ -162,8 +162,10 @@ def generator_card_section(out: str | Path) -> str:
     cfg = json.loads((out / "transformer" / "config.json").read_text())
     sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     from .models.dit import DiT
+    from .pipeline import SCHEDULERS
 
     n_params = sum(p.numel() for p in DiT.from_config(cfg).parameters())
+    short = next((k for k, c in SCHEDULERS.items() if c.__name__ == sched["_class_name"]), sched["_class_name"])
     rows = [r for r in log if "step" in r and r["step"] % 500 == 0]
     log_lines = ["| step | loss | elapsed (s) |", "|---:|---:|---:|"]
     log_lines += [f"| {r['step']} | {r['loss']:.4f} | {r['elapsed_s']:.0f} |" for r in rows]
@@ -176,7 +178,8 @@ copied here). Predicts the noise (epsilon); latents are code vectors times `scal
 {cfg["scaling_factor"]:.3f}. Sampler shipped: `{sched["_class_name"]}`. Weights: fp16 safetensors (EMA).
 
 **Training.** `{header["command"]}` (seed {args["seed"]}), then
-`python -m mmgen.release --generator runs/generator --out assets/mmgen-base`; `make train-generator` runs both.
+`python -m mmgen.release --generator runs/generator --scheduler {short} --out assets/mmgen-base`;
+`make train-generator` runs both, then the evaluation.
 Data: {args["num_samples"]} shapes-v1 scenes (stream {args["seed"]}), encoded once; {
         header.get("distinct_captions", "?")
     } distinct captions, dropped to the empty prompt with p = {args["caption_dropout"]}. {done["steps"]} steps of
@@ -230,6 +233,8 @@ def write_model_card(out: str | Path) -> Path:
     text = CARD_HEADER + vqvae_card_section(out) + ("\n" + runs.read_text() if runs.exists() else "")
     if (Path(out) / "generator_train_log.jsonl").exists():
         text += "\n" + generator_card_section(out)
+        notes = Path(out) / "generator_runs.md"  # hand-written: status, known gaps, what was tried
+        text += "\n" + notes.read_text() if notes.exists() else ""
     path.write_text(text)
     return path
 
