@@ -11,10 +11,11 @@ BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), fl
 
 @pytest.mark.skipif(not (ROOT / "assets" / "mmgen-base" / "vqvae").is_dir(), reason="no shipped model yet")
 @pytest.mark.parametrize("code", BLOCKS)
-def test_readme_python_block_runs(code, monkeypatch):
+def test_readme_python_block_runs(code, monkeypatch, tmp_path):
     if "Client(" in code:
         pytest.skip("needs a running app; tests/test_app.py calls the same endpoint on a live server")
-    monkeypatch.chdir(ROOT)
+    (tmp_path / "assets").symlink_to(ROOT / "assets")  # relative paths as in the README; outputs land in tmp
+    monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
 
 
