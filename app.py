@@ -23,7 +23,7 @@ import torch
 from mmgen.callbacks import LatentInpainter, TrajectoryRecorder
 from mmgen.codebook import CodebookAtlas, reference_images
 from mmgen.data.images import ImageLoadError, load_image
-from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, SCHEDULERS, MMGenPipeline
+from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, SCHEDULERS, MMGenPipeline, native_bf16
 from mmgen.tokens import decode_tokens, default_model, encode_image, save_tokens
 from mmgen.viz import (
     cell_size,
@@ -48,6 +48,7 @@ DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at 
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 MAX_STEPS = 100  # the sliders' range; the pipeline itself accepts up to 1000
 MAX_SEED = 2**31 - 1
+PREVIEW_EVERY_S = 0.25  # live previews while generating: often enough to watch, rare enough to cost little
 CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
 RUN_CARD_FORMAT = "mmgen-run-v1"
 EXAMPLE_PROMPTS = [
@@ -171,11 +172,15 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
             raise gr.Error(str(e)) from e
         recorder = TrajectoryRecorder(decode=False)
         skip = [gr.skip()] * 9  # the outputs that wait for the end of the run
+        last_preview = 0.0
         while not run.done:
             out = run.step()
             recorder(run.pipe, out["step"], out["timestep"], out)
-            preview = upscale_nearest(recorder.decode_step(run.pipe, out["step"])[0], DISPLAY_SIDE)
-            yield preview, gr.skip(), f"step {out['step'] + 1} of {steps} ...", seed, *skip
+            # A preview costs more than a step (an image sent to the browser): at most PREVIEW_EVERY_S apart.
+            if not run.done and time.perf_counter() - last_preview >= PREVIEW_EVERY_S:
+                preview = upscale_nearest(recorder.decode_step(run.pipe, out["step"])[0], DISPLAY_SIDE)
+                yield preview, gr.skip(), f"step {out['step'] + 1} of {steps} ...", seed, *skip
+                last_preview = time.perf_counter()
         state, info = finish_run(run, recorder, (prompt, steps, guidance, seed, scheduler), time.perf_counter() - t0)
         last = len(state["frames"]) - 1
         yield (upscale_nearest(state["image"], DISPLAY_SIDE), show_tokens(state["image"], state["tokens"], overlay),
@@ -472,7 +477,8 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nModel: `{model_name}` · codebook of {num_codes} codes · "
                     f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token · "
-                    f"{grid_side}×{grid_side} tokens per generated image")  # fmt: skip
+                    f"{grid_side}×{grid_side} tokens per generated image · DiT matmuls in "
+                    f"{'bf16' if getattr(pipe, '_autocast_dtype', None) else 'float32'}")  # fmt: skip
         run_state, stepper_state, tok_state = gr.State(None), gr.State(None), gr.State(None)
 
         with gr.Tab("Generate", id="generate"):
@@ -651,7 +657,14 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
 
 if __name__ == "__main__":
     model = default_model()  # MMGEN_MODEL, or the shipped assets/mmgen-base
-    demo = build_demo(MMGenPipeline.from_pretrained(model), model_name=os.environ.get("MMGEN_MODEL", "mmgen-base"))
+    pipe = MMGenPipeline.from_pretrained(model)
+    # bf16 matmuls where the CPU has them natively: ~1.7x faster, same measured accuracy (see the README's Speed).
+    # MMGEN_BF16=0 forces float32, MMGEN_BF16=1 forces bf16.
+    if os.environ.get("MMGEN_BF16", "auto") == "1" or (
+        os.environ.get("MMGEN_BF16", "auto") == "auto" and native_bf16()
+    ):
+        pipe.set_autocast(torch.bfloat16)
+    demo = build_demo(pipe, model_name=os.environ.get("MMGEN_MODEL", "mmgen-base"))
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_FILE_SIZE, show_error=True
     )

@@ -191,3 +191,12 @@ def test_bf16_autocast_stays_close_to_float32(tiny_pipe):
     a, b = run32.step()["noise_pred"], run16.step()["noise_pred"]
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def test_native_bf16_reads_the_cpu_flags():
+    from mmgen.pipeline import native_bf16
+
+    assert native_bf16("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert native_bf16("flags\t: fpu amx_bf16 amx_tile\n")
+    assert not native_bf16("flags\t: fpu sse avx2 avx512f\n")
+    assert not native_bf16("")

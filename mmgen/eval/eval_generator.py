@@ -195,6 +195,8 @@ def main(args: argparse.Namespace) -> dict:
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
         return {"rows": rows}
     call_kwargs = {}
+    if args.bf16:
+        pipe.set_autocast(torch.bfloat16)
     if args.scheduler:
         pipe.use_scheduler(args.scheduler)
     if args.steps:
@@ -205,7 +207,8 @@ def main(args: argparse.Namespace) -> dict:
                        **call_kwargs)  # fmt: skip
     results["settings"] = {"model": str(args.model), "scheduler": type(pipe.scheduler).__name__,
                            "steps": call_kwargs.get("num_inference_steps", DEFAULT_STEPS),
-                           "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE)}  # fmt: skip
+                           "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
+                           "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
     print(format_table({k: v for k, v in results.items() if k != "settings"}))
     write_results(results, args.out)
     return results
@@ -219,6 +222,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="override the model's scheduler (dpm++, unipc, ddim, euler, ...)")
     p.add_argument("--steps", type=int, help="override the pipeline's default number of steps")
     p.add_argument("--guidance", type=float, help="override the pipeline's default guidance scale")
+    p.add_argument("--bf16", action="store_true", help="the optional bf16 autocast path (pipe.set_autocast)")
     p.add_argument("--sweep", action="store_true", help="accuracy of every scheduler x guidance on tuning prompts")
     p.add_argument("--out", default="eval/generator.json")
     return p
