@@ -70,3 +70,20 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="module")
+def tiny_app_url():
+    """The app on a tiny random pipeline, served on localhost for the module's tests (gradio_client, browser)."""
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import app
+
+    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True,
+                        max_file_size=app.MAX_FILE_SIZE)  # fmt: skip
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()

@@ -11,7 +11,6 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from conftest import make_tiny_pipe  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -28,23 +27,10 @@ GENERATE = (
 )  # prompt, steps, guidance, seed, random, scheduler, overlay
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    import app
-
-    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True,
-                        max_file_size=app.MAX_FILE_SIZE)  # fmt: skip
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-
-
 @pytest.fixture
-def client(app_url):
+def client(tiny_app_url):
     """A fresh client per test: a fresh session, so per-session state never leaks between tests."""
-    return Client(app_url, verbose=False)
+    return Client(tiny_app_url, verbose=False)
 
 
 def _value(x):

@@ -50,21 +50,6 @@ def upload(page, path: Path) -> None:
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def app_url():
-    from conftest import make_tiny_pipe
-
-    import app
-
-    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True,
-                        max_file_size=app.MAX_FILE_SIZE)  # fmt: skip
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium (apt-get install chromium)")
@@ -77,11 +62,11 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, app_url, request):
+def page(browser, tiny_app_url, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app_url)
+    page.goto(tiny_app_url)
     page.get_by_role("tab", name="Generate").wait_for()
     yield page
     report = getattr(request.node, "rep_call", None)
