@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mmgen.callbacks import LatentInpainter, TrajectoryRecorder
-from mmgen.codebook import CodebookAtlas, reference_images
+from mmgen.codebook import CodebookAtlas, reference_images, usage_stats
 from mmgen.data.images import ImageLoadError, load_image
 from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, SCHEDULERS, MMGenPipeline, native_bf16
 from mmgen.tokens import decode_tokens, default_model, encode_image, save_tokens
@@ -318,11 +318,11 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         except (ImageLoadError, ValueError) as e:
             raise gr.Error(str(e)) from e
         counts = code_histogram(result.tokens, num_codes)
-        p = counts[counts > 0] / counts.sum()
+        perplexity = usage_stats(counts)["perplexity"]
         h, w = result.tokens.shape
         stats = (f"**PSNR {result.psnr:.2f} dB · SSIM {result.ssim:.3f}** · {result.image.width}×{result.image.height}"
                  f" px → {h}×{w} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
-                 f"{np.exp(-(p * np.log(p)).sum()):.1f}")  # fmt: skip
+                 f"{perplexity:.1f}")  # fmt: skip
         tmap = token_map(result.tokens, num_codes, cell=cell_size(result.tokens.shape))
         shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
         tok = {"tokens": result.tokens.tolist(), "original": result.tokens.tolist(), "selected": [],

@@ -179,6 +179,18 @@ class MMGenPipeline(DiffusionPipeline):
             neg_embeds, neg_mask = encode([negative_prompt] * len(prompts))
         return embeds, mask, neg_embeds, neg_mask
 
+    def prepare_text_context(self, prompt, device, num_images_per_prompt: int, guidance_scale: float,
+                             negative_prompt: str = ""):  # fmt: skip
+        """Prompt -> (text states, the DiT's TextContext). With guidance (> 1), the null condition's half comes
+        first, so one batched pass gives both predictions; the context is computed once per run, not per step."""
+        do_cfg = guidance_scale > 1.0
+        embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, device, num_images_per_prompt, do_cfg,
+                                                                negative_prompt)  # fmt: skip
+        if do_cfg:
+            embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
+        with self._autocast(device):
+            return embeds, self.transformer.prepare_text(embeds, mask)
+
     def _encode_cached(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """encode_text with a small LRU cache per text encoder: the empty prompt (guidance's null condition)
         and a prompt tried with several seeds are encoded once. Each text is encoded on its own, so its states
@@ -267,17 +279,11 @@ class MMGenPipeline(DiffusionPipeline):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
         device = self._execution_device
         batch_size = (1 if isinstance(prompt, str) else len(prompt)) * num_images_per_prompt
-        do_cfg = guidance_scale > 1.0
         self._guidance_scale, self._num_timesteps = guidance_scale, num_inference_steps
 
         # 2. Encode the prompt (and the null condition for guidance)
-        embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, device, num_images_per_prompt, do_cfg,
-                                                                negative_prompt)  # fmt: skip
-        if do_cfg:  # one batched pass for the unconditional and conditional predictions
-            embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
-
-        with self._autocast(device):
-            text_context = self.transformer.prepare_text(embeds, mask)  # text keys/values: once, not per step
+        embeds, text_context = self.prepare_text_context(prompt, device, num_images_per_prompt, guidance_scale,
+                                                         negative_prompt)  # fmt: skip
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -362,11 +368,7 @@ class DenoisingRun:
         self.scheduler, self.guidance_scale = self.pipe.scheduler, guidance_scale
         device = pipe._execution_device
         batch_size = 1 if isinstance(prompt, str) else len(prompt)
-        embeds, mask, neg, neg_mask = pipe.encode_prompt(prompt, device, 1, guidance_scale > 1.0, negative_prompt)
-        if guidance_scale > 1.0:
-            embeds, mask = torch.cat([neg, embeds]), torch.cat([neg_mask, mask])
-        with self.pipe._autocast(device):
-            self.text_context = pipe.transformer.prepare_text(embeds, mask)
+        _, self.text_context = self.pipe.prepare_text_context(prompt, device, 1, guidance_scale, negative_prompt)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self.timesteps = self.scheduler.timesteps
         self.latents = pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents)
