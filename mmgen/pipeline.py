@@ -71,13 +71,22 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def predict_x0(scheduler, latents_t: torch.Tensor, noise_pred: torch.Tensor, timestep) -> torch.Tensor:
-    """Clean-latent estimate from an epsilon prediction at `timestep` (sigma- or alpha-parametrised schedulers)."""
-    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:  # Euler family: x_t = x0 + sigma * eps
+def predict_x0(scheduler, latents_t: torch.Tensor, model_output: torch.Tensor, timestep) -> torch.Tensor:
+    """Clean-latent estimate from the DiT's output at `timestep`, for the scheduler's `prediction_type`
+    ("epsilon" or "v_prediction") and parametrisation (alpha: x_t = sqrt(a) x0 + sqrt(1 - a) eps, the
+    DDPM/DDIM/DPM/UniPC family; sigma: x = x0 + sigma eps, the Euler family, whose model input is
+    x / sqrt(sigma^2 + 1), i.e. the same x_t)."""
+    v = scheduler.config.prediction_type == "v_prediction"
+    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:  # Euler family
         index = (scheduler.timesteps == timestep).nonzero()[0].item()
-        return latents_t - scheduler.sigmas[index].to(latents_t) * noise_pred
-    alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(latents_t)  # x_t = sqrt(a) x0 + sqrt(1 - a) eps
-    return (latents_t - (1 - alpha_bar).sqrt() * noise_pred) / alpha_bar.sqrt()
+        sigma = scheduler.sigmas[index].to(latents_t)
+        if v:
+            return latents_t / (sigma**2 + 1) - model_output * sigma / (sigma**2 + 1).sqrt()
+        return latents_t - sigma * model_output
+    alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(latents_t)
+    if v:  # v = sqrt(a) eps - sqrt(1 - a) x0
+        return alpha_bar.sqrt() * latents_t - (1 - alpha_bar).sqrt() * model_output
+    return (latents_t - (1 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
 
 
 @dataclass
@@ -269,7 +278,8 @@ class MMGenPipeline(DiffusionPipeline):
             output_type: "pil", "np" (float in [0, 1]), "pt" ([-1, 1]) or "latent" (the final snapped latents).
             callback_on_step_end: called as `fn(pipe, step, timestep, callback_kwargs)` after each step; it may
                 return a dict that replaces tensors (e.g. {"latents": ...}). Tensor inputs: "latents" (after the
-                step), "noise_pred" (guided), "pred_x0" (the clean-latent estimate), "prompt_embeds".
+                step), "noise_pred" (the guided model output: epsilon or v, per the scheduler's
+                `prediction_type`), "pred_x0" (the clean-latent estimate), "prompt_embeds".
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         # 1. Check inputs

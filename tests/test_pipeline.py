@@ -200,3 +200,21 @@ def test_native_bf16_reads_the_cpu_flags():
     assert native_bf16("flags\t: fpu amx_bf16 amx_tile\n")
     assert not native_bf16("flags\t: fpu sse avx2 avx512f\n")
     assert not native_bf16("")
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "euler-ancestral"])
+def test_predict_x0_matches_the_schedulers_own_estimate(name, prediction_type):
+    """The trajectory's x0 (pred_x0) is the scheduler's own clean estimate, for both targets; the schedulers
+    that expose it (pred_original_sample) check it, in the alpha and in the sigma parametrisation."""
+    from mmgen.pipeline import SCHEDULERS, predict_x0
+    from mmgen.training.train_generator import training_scheduler
+
+    scheduler = SCHEDULERS[name].from_config(training_scheduler(prediction_type).config)
+    scheduler.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 8, 4, 4, generator=g) * scheduler.init_noise_sigma
+    t = scheduler.timesteps[0]
+    model_output = torch.randn(latents.shape, generator=g)
+    expected = scheduler.step(model_output, t, latents, generator=g).pred_original_sample
+    torch.testing.assert_close(predict_x0(scheduler, latents, model_output, t), expected)

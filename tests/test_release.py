@@ -38,7 +38,9 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
 
     run, out = tmp_path / "run", tmp_path / "assets"
     tiny_pipe.transformer.save_pretrained(run / "transformer")
-    tiny_pipe.scheduler.save_pretrained(run / "scheduler")
+    # the run trained v-prediction: the release must sample with the run's noise schedule, not a default one
+    type(tiny_pipe.scheduler).from_config(tiny_pipe.scheduler.config, prediction_type="v_prediction",
+                                          timestep_spacing="leading").save_pretrained(run / "scheduler")  # fmt: skip
     tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
     header = {"command": "mmgen train-generator --steps 500", "distinct_captions": 9,
               "args": {"seed": 0, "num_samples": 10, "caption_dropout": 0.1, "batch_size": 4, "lr": 3e-4,
@@ -54,6 +56,8 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
 
     pipe = MMGenPipeline.from_pretrained(out, text_encoder=tiny_pipe.text_encoder)  # tiny BERT: not MiniLM's width
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    config = pipe.scheduler.config
+    assert config.prediction_type == "v_prediction" and config.timestep_spacing == "leading"
     assert pipe.transformer.dtype == torch.float32 and pipe.tokenizer is not None  # the bundled MiniLM tokenizer
     pipe.set_progress_bar_config(disable=True)
     assert pipe("a red circle", num_inference_steps=2).tokens.shape == (1, 8, 8)

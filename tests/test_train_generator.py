@@ -1,9 +1,10 @@
 import json
 
+import pytest
 import torch
 
 from mmgen.cli import build_parser
-from mmgen.models.dit import DiT
+from mmgen.models.dit import DiT, DiTOutput
 from mmgen.training.train_generator import main
 
 
@@ -19,7 +20,8 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     main(_args(out, tiny_model_dir, "--steps", "3"))
     dit = DiT.from_pretrained(out / "transformer")
     assert dit.config.in_channels == 4 and dit.config.scaling_factor > 1  # unit-norm 4-d codes: std ~ 1/2
-    assert (out / "scheduler" / "scheduler_config.json").exists()
+    saved = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "v_prediction" and saved["timestep_spacing"] == "leading"
     assert (out / "samples" / "step-3.png").exists()
     assert (out / "checkpoints" / "step-2" / "ema.pt").exists()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -55,3 +57,37 @@ def test_every_sampler_skips_the_degenerate_last_timestep():
         sched.set_timesteps(20)
         assert sched.timesteps[0] <= 950, cls.__name__
         assert sched.alphas_cumprod[int(sched.timesteps[0])] > 1e-3, cls.__name__
+
+
+class _Constant(torch.nn.Module):
+    """A stand-in DiT that outputs a fixed tensor."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def forward(self, noisy, t, states, masks):
+        return DiTOutput(sample=self.output)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_diffusion_loss_targets_and_min_snr_weights(prediction_type):
+    from mmgen.training.train_generator import diffusion_loss, training_scheduler
+
+    sched = training_scheduler(prediction_type)
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(6, 4, 4, 4, generator=g), torch.randn(6, 4, 4, 4, generator=g)
+    t = torch.tensor([0, 100, 400, 600, 900, 999])
+    a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
+    text = torch.zeros(6, 3, 8), torch.ones(6, 3, dtype=torch.bool)
+    assert diffusion_loss(_Constant(target), sched, latents, noise, t, *text).item() < 1e-10  # the right target
+
+    # Predicting zeros: each sample's error is its target's mean square, weighted by Min-SNR in x0 space.
+    snr = a.flatten() / (1 - a.flatten())
+    weight = snr.clamp(max=5) / (snr if prediction_type == "epsilon" else snr + 1)
+    expected = (target.pow(2).mean(dim=(1, 2, 3)) * weight).mean()
+    loss = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=5.0)
+    torch.testing.assert_close(loss, expected)
+    plain = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=0)
+    torch.testing.assert_close(plain, target.pow(2).mean())

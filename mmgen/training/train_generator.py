@@ -56,8 +56,8 @@ VALIDATION_PROMPTS = [
 ]
 
 
-def training_scheduler() -> DDPMScheduler:
-    """The forward process: 1000 steps, cosine schedule (Nichol & Dhariwal 2021), epsilon prediction.
+def training_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
+    """The forward process: 1000 steps, cosine schedule (Nichol & Dhariwal 2021), v-prediction by default.
 
     `timestep_spacing="leading"` is passed explicitly so every scheduler made from this config inherits it
     (diffusers' from_config drops values left at their default): samplers then start at t = 1000 - 1000/N
@@ -65,7 +65,7 @@ def training_scheduler() -> DDPMScheduler:
     epsilon prediction into x0 there divides by sqrt(alpha_bar) = 5e-5 and solvers that do (DPM-Solver++,
     UniPC, Euler) blow small errors up into noisy images; alpha_bar(950) = 5.8e-3 is safe.
     """
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
                          clip_sample=False, timestep_spacing="leading")  # fmt: skip
 
 
@@ -81,6 +81,22 @@ def encode_dataset(vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor
                           for i in range(0, len(vocab), batch_size)])  # fmt: skip
     return {"ids": ids.to(torch.int16), "caption_index": torch.tensor([index[c] for c in captions]),
             "text_states": torch.cat(states).half(), "text_masks": torch.cat(masks).bool()}  # fmt: skip
+
+
+def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_masks, snr_gamma: float = 5.0,
+                   device="cpu") -> torch.Tensor:  # fmt: skip
+    """The denoising loss on clean `latents`: noise them to `t`, predict the scheduler's target (epsilon or v),
+    weight each sample by Min-SNR-gamma (Hang et al., 2023; x0-space weight min(SNR, gamma) for either target,
+    i.e. min(SNR, gamma) / SNR on epsilon and min(SNR, gamma) / (SNR + 1) on v); `snr_gamma=0`: plain MSE."""
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    pred = model(noisy.to(device), t.to(device), text_states.to(device), text_masks.to(device)).sample
+    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(latents, noise, t) if v_pred else noise
+    loss = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma:
+        snr = compute_snr(noise_scheduler, t)
+        loss = loss * (snr.clamp(max=snr_gamma) / (snr + 1 if v_pred else snr)).to(device)
+    return loss.mean()
 
 
 def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
@@ -123,7 +139,7 @@ def main(args: argparse.Namespace) -> Path:
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
-    noise_scheduler = training_scheduler()
+    noise_scheduler = training_scheduler(args.prediction_type)
     start_step = 0
     if ckpt:
         ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
@@ -151,14 +167,8 @@ def main(args: argparse.Namespace) -> Path:
         latents = F.embedding(ids[pick].long(), codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), generator=gen)
-        noisy = noise_scheduler.add_noise(latents, noise, t)
-        dev = accelerator.device
-        pred = model(noisy.to(dev), t.to(dev), states[caption].float().to(dev), masks[caption].to(dev)).sample
-        loss = F.mse_loss(pred, noise.to(dev), reduction="none").mean(dim=(1, 2, 3))
-        if args.snr_gamma:  # Min-SNR-gamma weighting (Hang et al., 2023): for epsilon, min(SNR, gamma) / SNR
-            snr = compute_snr(noise_scheduler, t)
-            loss = loss * (snr.clamp(max=args.snr_gamma) / snr).to(dev)
-        loss = loss.mean()
+        loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states[caption].float(), masks[caption],
+                              args.snr_gamma, accelerator.device)  # fmt: skip
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -178,7 +188,7 @@ def main(args: argparse.Namespace) -> Path:
             if accelerator.is_main_process:
                 append_log(log_path, stats)
         if accelerator.is_main_process and (step % args.val_every == 0 or step == args.steps):
-            validate(accelerator.unwrap_model(model), ema, vq, tokenizer, text_encoder, out, step)
+            validate(accelerator.unwrap_model(model), ema, vq, tokenizer, text_encoder, noise_scheduler, out, step)
         if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
             _save_checkpoint(accelerator.unwrap_model(model), ema, optimizer, lr_scheduler, step, out)
     bar.close()
@@ -202,10 +212,10 @@ def _ema_model(model: DiT, ema: EMAModel) -> DiT:
 
 
 @torch.no_grad()
-def validate(model, ema, vq, tokenizer, text_encoder, out: Path, step: int) -> None:
+def validate(model, ema, vq, tokenizer, text_encoder, noise_scheduler, out: Path, step: int) -> None:
     pipe = MMGenPipeline(vqvae=vq, transformer=_ema_model(model, ema), text_encoder=text_encoder,
                          tokenizer=tokenizer,
-                         scheduler=DPMSolverMultistepScheduler.from_config(training_scheduler().config))  # fmt: skip
+                         scheduler=DPMSolverMultistepScheduler.from_config(noise_scheduler.config))  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     images = pipe(VALIDATION_PROMPTS, num_inference_steps=20, generator=torch.Generator().manual_seed(0),
                   output_type="pt").images  # fmt: skip
@@ -226,13 +236,15 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--vqvae", default="assets/mmgen-base", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
-    p.add_argument("--preset", default="S/2", choices=sorted(DIT_PRESETS))
+    p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=250)
     p.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty prompts (for guidance)")
+    p.add_argument("--prediction-type", default="v_prediction", choices=["v_prediction", "epsilon"],
+                   help="what the DiT predicts (saved in the run's scheduler config)")  # fmt: skip
     p.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR loss weighting; 0 for plain MSE")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
