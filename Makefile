@@ -42,7 +42,7 @@ eval-tokenizer: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
 	$(PY) -m mmgen.release --out assets/mmgen-base --card
 
-SCHEDULER ?= unipc  # the sampler shipped in assets/mmgen-base/scheduler (chosen by `make eval-generator`'s sweep)
+SCHEDULER ?= euler-ancestral  # the sampler shipped in assets/mmgen-base/scheduler (chosen by `make eval-generator`'s sweep)
 # Rebuild the shipped generator exactly (seeded; ~2 h on a 2-core CPU), publish it, evaluate it, rewrite the card.
 train-generator: $(STAMP)
 	$(PY) -m mmgen.cli train-generator --out runs/generator --steps 11000 --batch-size 64 --mixed-precision bf16 --seed 0
