@@ -381,7 +381,7 @@ class DenoisingRun:
         _, self.text_context = self.pipe.prepare_text_context(prompt, device, 1, guidance_scale, negative_prompt)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self.timesteps = self.scheduler.timesteps
-        self.latents = pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents)
+        self.latents = self.pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents)
         self.extra_step_kwargs = {}
         if "generator" in inspect.signature(self.scheduler.step).parameters:
             self.extra_step_kwargs["generator"] = generator

@@ -135,14 +135,20 @@ def test_recorder_renders_every_step(tiny_pipe):
 
 @pytest.mark.parametrize("name", ["dpm++", "euler-ancestral", "unipc"])
 def test_stepwise_run_equals_the_full_call(tiny_pipe, name):
-    """Step mode and live previews advance a DenoisingRun; it must land on exactly what __call__ gives."""
-    pipe = tiny_pipe.with_scheduler(name)
-    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0)
+    """Step mode and live previews advance a DenoisingRun; it must land on exactly what __call__ gives. The run
+    goes first, on a scheduler never set up for 4 steps, with the trained (leading-spacing) schedule: a run
+    that scaled its first latents by another scheduler's initial sigma would drift (the app's bug)."""
+    from mmgen.pipeline import SCHEDULERS
+    from mmgen.training.train_generator import training_scheduler
+
+    pipe = tiny_pipe.with_scheduler()
+    pipe.scheduler = SCHEDULERS[name].from_config(training_scheduler().config)
     run = pipe.stepwise("a red circle", num_inference_steps=4, guidance_scale=3.0,
                         generator=torch.Generator().manual_seed(0))  # fmt: skip
     steps = []
     while not run.done:
         steps.append(run.step())
+    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0)
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     assert torch.equal(run.result().tokens, full.tokens)
     with pytest.raises(ValueError, match="finished"):
