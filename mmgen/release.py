@@ -56,7 +56,7 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
               else training_scheduler("epsilon").config)  # fmt: skip
     sched = SCHEDULERS[scheduler].from_config(config)
     pipe = MMGenPipeline(vqvae=vq, transformer=transformer, text_encoder=None, tokenizer=None, scheduler=sched)
-    pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the 25 MB fp16 DiT goes out in 8 MB shards + an index
+    pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
     if (run / "train_log.jsonl").exists():
         shutil.copy(run / "train_log.jsonl", out / "generator_train_log.jsonl")
     for f in out.rglob("*"):
