@@ -53,6 +53,7 @@ SCHEDULERS = {  # names for the command line and the app; any diffusers schedule
 # Defaults of __call__, chosen by measured accuracy (`mmgen eval-generator --sweep`, see the model card).
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE_SCALE = 3.0
+DEFAULT_GUIDANCE_INTERVAL = None  # guide every step
 MAX_PROMPT_CHARS = 2000
 PROMPT_CACHE_SIZE = 256  # encoded prompts kept per text encoder
 _PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> OrderedDict
@@ -146,7 +147,7 @@ class MMGenPipeline(DiffusionPipeline):
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(self, prompt, num_inference_steps, guidance_scale, start_step, latents,
-                     callback_on_step_end_tensor_inputs):  # fmt: skip
+                     callback_on_step_end_tensor_inputs, guidance_interval=None):  # fmt: skip
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise ValueError("`prompt` must be a string or a non-empty list of strings")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -159,6 +160,11 @@ class MMGenPipeline(DiffusionPipeline):
             raise ValueError(f"`num_inference_steps` must be an integer in 1..1000, got {num_inference_steps!r}")
         if guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}")
+        if guidance_interval is not None:
+            lo, hi = guidance_interval
+            if not 0 <= lo <= hi:
+                raise ValueError(f"`guidance_interval` must be (low, high) timesteps with 0 <= low <= high, "
+                                 f"got {guidance_interval!r}")  # fmt: skip
         if not 0 <= start_step < num_inference_steps:
             raise ValueError(f"`start_step` must be in 0..{num_inference_steps - 1}, got {start_step}")
         if start_step > 0 and latents is None:
@@ -256,6 +262,7 @@ class MMGenPipeline(DiffusionPipeline):
         prompt: str | list[str],
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
         negative_prompt: str = "",
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -272,6 +279,10 @@ class MMGenPipeline(DiffusionPipeline):
             prompt: one text or a list.
             num_inference_steps: sampler steps (1..1000).
             guidance_scale: classifier-free guidance weight; 0 or 1 disables the unconditional pass.
+            guidance_interval: (low, high) in training timesteps (0..999): guide only the steps whose timestep
+                lies in it, and take the conditional prediction alone (one pass, not two) elsewhere. Guidance at
+                the noisiest steps mostly costs variety (Kynkaanniemi et al., 2024,
+                https://arxiv.org/abs/2404.07724). None: guide every step.
             latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
                 with `start_step=k`, the x_t of step k of an earlier run (replay or branch from step k).
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
@@ -284,7 +295,7 @@ class MMGenPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         # 1. Check inputs
         self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents,
-                          callback_on_step_end_tensor_inputs)  # fmt: skip
+                          callback_on_step_end_tensor_inputs, guidance_interval)  # fmt: skip
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
         device = self._execution_device
@@ -309,7 +320,7 @@ class MMGenPipeline(DiffusionPipeline):
         if start_step and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_step)
         for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
-            noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale)
+            noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale, guidance_interval)
             latents_t, latents = latents, self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
@@ -325,10 +336,14 @@ class MMGenPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         return output if return_dict else (output.images, output.tokens)
 
-    def guided_noise(self, scheduler, latents, t, text_context, guidance_scale: float) -> torch.Tensor:
+    def guided_noise(self, scheduler, latents, t, text_context, guidance_scale: float,
+                     guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:  # fmt: skip
         """One model evaluation at step t; with guidance, the unconditional and conditional halves of
-        `text_context` run as one batch and are combined as uncond + w * (cond - uncond)."""
+        `text_context` run as one batch and are combined as uncond + w * (cond - uncond). Outside
+        `guidance_interval`, only the conditional half runs."""
         do_cfg = guidance_scale > 1.0
+        if do_cfg and guidance_interval is not None and not guidance_interval[0] <= float(t) <= guidance_interval[1]:
+            do_cfg, text_context = False, text_context.rows(slice(latents.shape[0], None))  # the conditional half
         model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if do_cfg else latents, t)
         with self._autocast(latents.device):
             noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), text_context=text_context).sample
@@ -351,12 +366,13 @@ class MMGenPipeline(DiffusionPipeline):
     def stepwise(self, prompt, num_inference_steps: int = DEFAULT_STEPS,
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, negative_prompt: str = "",
                  generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
-                 start_step: int = 0) -> DenoisingRun:  # fmt: skip
+                 start_step: int = 0, guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
+                 ) -> DenoisingRun:  # fmt: skip
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other."""
-        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [])
+        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [], guidance_interval)
         return DenoisingRun(self, prompt, num_inference_steps, guidance_scale, negative_prompt, generator, latents,
-                            start_step)  # fmt: skip
+                            start_step, guidance_interval)  # fmt: skip
 
     @property
     def guidance_scale(self):
@@ -373,9 +389,10 @@ class DenoisingRun:
     decodes the current latents."""
 
     def __init__(self, pipe: MMGenPipeline, prompt, num_inference_steps, guidance_scale, negative_prompt, generator,
-                 latents, start_step):  # fmt: skip
+                 latents, start_step, guidance_interval=None):  # fmt: skip
         self.pipe = pipe.with_scheduler()
         self.scheduler, self.guidance_scale = self.pipe.scheduler, guidance_scale
+        self.guidance_interval = guidance_interval
         device = pipe._execution_device
         batch_size = 1 if isinstance(prompt, str) else len(prompt)
         _, self.text_context = self.pipe.prepare_text_context(prompt, device, 1, guidance_scale, negative_prompt)
@@ -403,7 +420,8 @@ class DenoisingRun:
         if self.done:
             raise ValueError(f"this run has finished its {self.num_steps} steps")
         i, t = self.next_step, self.timesteps[self.next_step]
-        noise_pred = self.pipe.guided_noise(self.scheduler, self.latents, t, self.text_context, self.guidance_scale)
+        noise_pred = self.pipe.guided_noise(self.scheduler, self.latents, t, self.text_context, self.guidance_scale,
+                                            self.guidance_interval)  # fmt: skip
         pred_x0 = predict_x0(self.scheduler, self.latents, noise_pred, t)
         self.latents = self.scheduler.step(noise_pred, t, self.latents, **self.extra_step_kwargs).prev_sample
         self.next_step += 1

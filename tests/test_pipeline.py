@@ -83,6 +83,7 @@ def test_replay_from_a_step_reproduces_the_run(tiny_pipe):
     (dict(prompt=""), "non-empty"), (dict(prompt="x" * 3000), "too long"), (dict(num_inference_steps=0), "1..1000"),
     (dict(guidance_scale=-1.0), ">= 0"), (dict(start_step=1), "needs the `latents`"),
     (dict(callback_on_step_end_tensor_inputs=["bogus"]), "not in"), (dict(output_type="gif"), "output_type"),
+    (dict(guidance_interval=(600, 200)), "low <= high"), (dict(guidance_interval=(-5, 200)), "low <= high"),
 ])  # fmt: skip
 def test_bad_inputs_are_clear_errors(tiny_pipe, kwargs, message):
     kwargs = {"prompt": "a red circle", "num_inference_steps": 2, **kwargs}
@@ -131,6 +132,42 @@ def test_recorder_renders_every_step(tiny_pipe):
     assert frames[0]["x_t"].size == (8, 8) and frames[0]["x0"].size == (32, 32)
     assert frames[0]["tokens"].size == frames[0]["changed"].size == (32, 32)
     assert all(0 <= f["n_changed"] <= 64 for f in frames)
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
+    """Inside the interval a step runs the guidance batch (2 rows per image) and combines it; outside, only the
+    conditional row runs. An interval holding every step is plain guidance; one holding none is no guidance."""
+    batches = []
+    hook = tiny_pipe.transformer.register_forward_hook(lambda mod, args, out: batches.append(args[0].shape[0]))
+    try:
+        tiny_pipe.scheduler.set_timesteps(4)
+        timesteps = [int(t) for t in tiny_pipe.scheduler.timesteps]
+        interval = (0, (timesteps[1] + timesteps[2]) / 2)  # the last two of four steps
+        part = _run(tiny_pipe, num_inference_steps=4, guidance_scale=3.0, guidance_interval=interval)
+        assert batches == [1, 1, 2, 2]
+        batches.clear()
+        stepwise = tiny_pipe.stepwise("a red circle", 4, 3.0, generator=torch.Generator().manual_seed(0),
+                                      guidance_interval=interval)  # fmt: skip
+        while not stepwise.done:
+            stepwise.step()
+        assert batches == [1, 1, 2, 2] and torch.equal(stepwise.result().tokens, part.tokens)
+    finally:
+        hook.remove()
+    for p in tiny_pipe.transformer.parameters():  # undo adaLN-Zero so that the text, hence guidance, matters
+        if not p.any():
+            torch.nn.init.normal_(p, std=0.2)
+
+    def final_latents(**kw):  # before snapping to codes, which could hide small differences
+        seen = []
+        _run(tiny_pipe, num_inference_steps=4, callback_on_step_end=lambda p, i, t, k: seen.append(k["latents"]), **kw)
+        return seen[-1]
+
+    everywhere = final_latents(guidance_scale=3.0, guidance_interval=(0, 999))
+    assert torch.equal(everywhere, final_latents(guidance_scale=3.0))
+    nowhere = final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000))
+    unguided = final_latents(guidance_scale=1.0)
+    assert torch.allclose(nowhere, unguided, atol=1e-5)
+    assert not torch.allclose(everywhere, unguided, atol=1e-2)  # guidance does change this model's output
 
 
 @pytest.mark.parametrize("name", ["dpm++", "euler-ancestral", "unipc"])

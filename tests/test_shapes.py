@@ -9,6 +9,7 @@ from mmgen.data.shapes import (
     BACKGROUNDS,
     CENTER_JITTER,
     COLORS,
+    POSITION_WORDINGS,
     POSITIONS,
     SHAPES,
     SIZE_JITTER,
@@ -80,8 +81,14 @@ def test_captions_name_every_object_and_only_true_facts():
         assert caption == caption.lower()
         for obj in objects:
             assert f"{obj['color']} " in caption and obj["shape"] in caption
-        if f"{s.labels['background']} background" not in caption:
-            assert "background" not in caption
+        for bg in BACKGROUNDS:  # background names never name an object colour, so any mention is the background
+            if bg in caption:
+                assert bg == s.labels["background"], caption
+        if len(objects) == 1 and not caption.endswith(objects[0]["shape"]):  # something follows the object
+            rest = caption.split(objects[0]["shape"], 1)[1]
+            stated = [p for p, phrases in POSITION_WORDINGS.items() if any(rest.startswith(" " + w) for w in phrases)]
+            if stated:  # a position was stated: it is the object's
+                assert stated == [objects[0]["position"]], caption
         for size in SIZES:
             if f"{size} " in caption:
                 assert any(o["size"] == size for o in objects)

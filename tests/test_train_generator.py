@@ -40,6 +40,24 @@ def test_same_seed_same_weights(tmp_path, tiny_model_dir):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_compiled_training_saves_a_plain_dit(tmp_path, tiny_model_dir, monkeypatch):
+    """--compile wraps the DiT in torch.compile's module, whose state dict keys gain an `_orig_mod.` prefix;
+    checkpoints, validation and the final weights must still be a plain DiT. (The eager backend keeps the
+    test fast; the wrapping is the same as inductor's.)"""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    out = tmp_path / "gen"
+    main(_args(out, tiny_model_dir, "--steps", "3", "--compile", "--val-every", "2"))
+    plain = tmp_path / "plain"
+    main(_args(plain, tiny_model_dir, "--steps", "3", "--val-every", "2"))
+    a = DiT.from_pretrained(out / "transformer").state_dict()
+    b = DiT.from_pretrained(plain / "transformer").state_dict()
+    assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert DiT.from_pretrained(out / "checkpoints" / "step-2" / "transformer") is not None
+    assert (out / "samples" / "step-2.png").exists()
+
+
 def test_every_sampler_skips_the_degenerate_last_timestep():
     """Under the cosine schedule alpha_bar(999) ~ 2e-9: a sampler that starts there turns small epsilon errors
     into noise (seen: DPM-Solver++ images full of speckles). Every scheduler built from the trainer's config,

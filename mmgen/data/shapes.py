@@ -52,12 +52,23 @@ _POSITION_PHRASES = {
     "left": "on the left", "center": "in the center", "right": "on the right",
     "bottom left": "in the bottom left", "bottom": "at the bottom", "bottom right": "in the bottom right",
 }  # fmt: skip
-# Training-caption paraphrases the spec welcomes; evaluation prompts use other wordings on purpose.
+# Training-caption paraphrases the spec welcomes, so the generator learns the attribute rather than one
+# wording. Evaluation prompts (mmgen.eval.eval_generator.PARAPHRASES) use other words on purpose: none of
+# "upper", "lower", "corner", "edge", "side", "backdrop", "against" appears here.
 _POSITION_PARAPHRASES = {
-    "center": ["in the centre", "in the middle"],
-    "left": ["at the left"],
-    "right": ["at the right"],
-}
+    "top left": ["in the top-left", "at top left"],
+    "top": ["at the top of the image", "near the top"],
+    "top right": ["in the top-right", "at top right"],
+    "left": ["at the left", "on the left of the image"],
+    "center": ["in the centre", "in the middle", "at the center"],
+    "right": ["at the right", "on the right of the image"],
+    "bottom left": ["in the bottom-left", "at bottom left"],
+    "bottom": ["at the bottom of the image", "near the bottom"],
+    "bottom right": ["in the bottom-right", "at bottom right"],
+}  # fmt: skip
+# Every wording a caption may use for each position; the canonical one is 3x as likely as each paraphrase.
+POSITION_WORDINGS = {p: [_POSITION_PHRASES[p], *_POSITION_PARAPHRASES[p]] for p in POSITIONS}
+_BACKGROUND_PHRASES = ["on a {} background"] * 4 + ["on {}", "with a {} background", ", {} background"]
 _PREFIXES = ["", "", "", "", "a picture of ", "an image of "]
 _RELATIONS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 
@@ -181,7 +192,7 @@ def _object_phrase(obj: dict, rng: np.random.Generator, with_size: bool) -> str:
 
 
 def _position_phrase(position: str, rng: np.random.Generator) -> str:
-    options = [_POSITION_PHRASES[position]] * 3 + _POSITION_PARAPHRASES.get(position, [])
+    options = [POSITION_WORDINGS[position][0]] * 2 + POSITION_WORDINGS[position]
     return str(rng.choice(options))
 
 
@@ -207,7 +218,8 @@ def make_caption(labels: dict, rng: np.random.Generator) -> str:
         text = (f"{_object_phrase(a, rng, with_size=rng.random() < 0.5)} {_RELATIONS[rel]} "
                 f"{_object_phrase(b, rng, with_size=rng.random() < 0.5)}")  # fmt: skip
     if rng.random() < 0.7:
-        text += f" on a {labels['background']} background"
+        phrase = str(rng.choice(_BACKGROUND_PHRASES)).format(labels["background"])
+        text += phrase if phrase.startswith(",") else " " + phrase
     return str(rng.choice(_PREFIXES)) + text
 
 

@@ -33,7 +33,7 @@ from torch import nn
 
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
-    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # the shipped model: 11k steps in 101 min on a 2-core CPU
+    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # shipped: 13k compiled steps in 95 min on a 2-core CPU
     "S/2": dict(hidden_size=256, depth=8, num_heads=4),
     "B/2": dict(hidden_size=384, depth=12, num_heads=6),  # a step up, for a GPU
 }
@@ -51,6 +51,11 @@ class TextContext:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: cross-attention keys, values (B, nh, L, D/nh)
     pooled: torch.Tensor  # (B, D) pooled text, projected; added to the timestep embedding
     mask: torch.Tensor | None  # (B, L) bool, True = a real token
+
+    def rows(self, rows: slice) -> TextContext:
+        """The context of part of the batch, e.g. the conditional half of a guidance batch."""
+        mask = None if self.mask is None else self.mask[rows]
+        return TextContext(kv=[(k[rows], v[rows]) for k, v in self.kv], pooled=self.pooled[rows], mask=mask)
 
 
 def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:

@@ -137,6 +137,8 @@ def main(args: argparse.Namespace) -> Path:
         model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
                     text_dim=text_encoder.config.hidden_size, **DIT_PRESETS[args.preset])  # fmt: skip
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
+    if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
+        model = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
     noise_scheduler = training_scheduler(args.prediction_type)
@@ -188,19 +190,24 @@ def main(args: argparse.Namespace) -> Path:
             if accelerator.is_main_process:
                 append_log(log_path, stats)
         if accelerator.is_main_process and (step % args.val_every == 0 or step == args.steps):
-            validate(accelerator.unwrap_model(model), ema, vq, tokenizer, text_encoder, noise_scheduler, out, step)
+            validate(_plain(accelerator, model), ema, vq, tokenizer, text_encoder, noise_scheduler, out, step)
         if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
-            _save_checkpoint(accelerator.unwrap_model(model), ema, optimizer, lr_scheduler, step, out)
+            _save_checkpoint(_plain(accelerator, model), ema, optimizer, lr_scheduler, step, out)
     bar.close()
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = _ema_model(accelerator.unwrap_model(model), ema)
+        final = _ema_model(_plain(accelerator, model), ema)
         final.save_pretrained(out / "transformer")
         DPMSolverMultistepScheduler.from_config(noise_scheduler.config).save_pretrained(out / "scheduler")
         append_log(log_path, {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)})
         accelerator.print(f"saved {out / 'transformer'} after {step} steps in {time.time() - t0:.0f} s")
     return out
+
+
+def _plain(accelerator: Accelerator, model) -> DiT:
+    """The DiT itself: without accelerate's wrappers nor torch.compile's (whose state dict keys differ)."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
 
 
 def _ema_model(model: DiT, ema: EMAModel) -> DiT:
@@ -258,6 +265,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default="no",
         help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
     )
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the DiT: ~1.25x faster steps on a 2-core CPU, ~1 min to compile")  # fmt: skip
     p.add_argument("--cpu", action="store_true")
     return p
 
