@@ -266,7 +266,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
     )
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the DiT: ~1.25x faster steps on a 2-core CPU, ~1 min to compile")  # fmt: skip
+                   help="torch.compile the DiT: ~1.14x faster steps on a 2-core CPU, ~1 min to compile")  # fmt: skip
     p.add_argument("--cpu", action="store_true")
     return p
 
