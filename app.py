@@ -70,8 +70,8 @@ your own images, the Codebook tab shows what each code looks like.
 
 **Stage 2: a diffusion transformer (DiT).** Generation starts from pure noise in the tokenizer's latent space
 (16×16 cells of 8 numbers). At every step a transformer, reading your prompt through a frozen text encoder
-(all-MiniLM-L6-v2), predicts v, a blend of the noise and the clean image (from which both follow); the sampler
-removes some of the noise. The Trajectory tab shows every step:
+(all-MiniLM-L6-v2) and two small layers trained with it, predicts v, a blend of the noise and the clean image
+(from which both follow); the sampler removes some of the noise. The Trajectory tab shows every step:
 the noisy latent x_t, the model's guess of the clean image x0 and its tokens. At the end, each cell is snapped
 to its nearest code, so the final image has an exact token grid.
 ([DDPM, Ho et al. 2020](https://arxiv.org/abs/2006.11239);

@@ -52,7 +52,7 @@ SCHEDULERS = {  # names for the command line and the app; any diffusers schedule
 }
 # Defaults of __call__, chosen by measured accuracy (`mmgen eval-generator --sweep`, see the model card).
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE_SCALE = 3.0
+DEFAULT_GUIDANCE_SCALE = 4.0
 DEFAULT_GUIDANCE_INTERVAL = None  # guide every step
 MAX_PROMPT_CHARS = 2000
 PROMPT_CACHE_SIZE = 256  # encoded prompts kept per text encoder

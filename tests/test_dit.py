@@ -4,9 +4,17 @@ import torch
 from mmgen.models.dit import DIT_PRESETS, DiT, sincos_2d
 
 
-@pytest.fixture
-def dit():
-    return DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"]).eval()
+@pytest.fixture(params=[0, 2], ids=["linear-text", "text-refiner"])
+def dit(request):
+    return DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=request.param,
+               **DIT_PRESETS["tiny"]).eval()  # fmt: skip
+
+
+def _randomise(model, std=0.05):
+    """Leave the zero initialisation, so that every path reaches the output."""
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=std)
+    return model
 
 
 def test_output_shape_matches_input(dit):
@@ -21,8 +29,7 @@ def test_zero_initialised_dit_predicts_zero(dit):
 
 
 def test_text_mask_hides_padding(dit):
-    for p in dit.parameters():  # leave the zero initialisation so every path matters
-        torch.nn.init.normal_(p, std=0.05)
+    _randomise(dit)
     x, t, text = torch.randn(1, 4, 8, 8), torch.tensor([100]), torch.randn(1, 6, 16)
     mask = torch.tensor([[1, 1, 1, 0, 0, 0]])
     a = dit(x, t, text, mask).sample
@@ -63,3 +70,23 @@ def test_prepared_text_context_gives_the_same_output():
     assert not torch.equal(direct, model(x, t, text, torch.ones_like(mask)).sample)  # the mask matters
     with pytest.raises(ValueError, match="text_context"):
         model(x, t)
+
+
+def test_text_refiner_reads_word_order():
+    """Cross-attention alone treats the text states as a set: swapping two of them changes nothing. The
+    refiner's learned positions and self-attention make each state depend on where its word sits."""
+    torch.manual_seed(0)
+    x, t, text = torch.randn(1, 4, 8, 8), torch.tensor([300]), torch.randn(1, 5, 16)
+    swapped = text[:, [0, 2, 1, 3, 4]]
+    plain = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"]).eval(), std=0.2)
+    assert (plain(x, t, text).sample - plain(x, t, swapped).sample).abs().max() < 1e-5
+    refined = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=1,
+                             **DIT_PRESETS["tiny"]).eval(), std=0.2)  # fmt: skip
+    assert (refined(x, t, text).sample - refined(x, t, swapped).sample).abs().max() > 1e-2
+
+
+def test_text_refiner_rejects_more_tokens_than_its_positions():
+    model = DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=1, max_text_tokens=4,
+                **DIT_PRESETS["tiny"])  # fmt: skip
+    with pytest.raises(ValueError, match="at most 4 text tokens"):
+        model(torch.randn(1, 4, 8, 8), torch.tensor([1]), torch.randn(1, 5, 16))

@@ -17,9 +17,10 @@ def _args(out, model_dir, *extra):
 
 def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     out = tmp_path / "gen"
-    main(_args(out, tiny_model_dir, "--steps", "3"))
+    main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1"))
     dit = DiT.from_pretrained(out / "transformer")
     assert dit.config.in_channels == 4 and dit.config.scaling_factor > 1  # unit-norm 4-d codes: std ~ 1/2
+    assert dit.config.text_refiner_layers == 1 and len(dit.text_refiner) == 1
     saved = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert saved["prediction_type"] == "v_prediction" and saved["timestep_spacing"] == "leading"
     assert (out / "samples" / "step-3.png").exists()
@@ -30,6 +31,7 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 3, 4]
+    assert DiT.from_pretrained(out / "transformer").config.text_refiner_layers == 1  # from the checkpoint
 
 
 def test_same_seed_same_weights(tmp_path, tiny_model_dir):

@@ -135,7 +135,8 @@ def main(args: argparse.Namespace) -> Path:
         model = DiT.from_pretrained(ckpt / "transformer")
     else:
         model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
-                    text_dim=text_encoder.config.hidden_size, **DIT_PRESETS[args.preset])  # fmt: skip
+                    text_dim=text_encoder.config.hidden_size, text_refiner_layers=args.text_refiner_layers,
+                    **DIT_PRESETS[args.preset])  # fmt: skip
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
@@ -245,6 +246,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
     p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
+    p.add_argument("--text-refiner-layers", type=int, default=2,
+                   help="trainable transformer layers over the text encoder's states (0: a linear map)")  # fmt: skip
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
