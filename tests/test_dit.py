@@ -59,9 +59,7 @@ def test_save_load_round_trip(dit, tmp_path):
 def test_prepared_text_context_gives_the_same_output():
     """The sampler's shortcut (text keys/values computed once per prompt) changes nothing in the result."""
     torch.manual_seed(0)
-    model = DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"])
-    for p in model.parameters():  # leave the zero init: every path must contribute to the output
-        torch.nn.init.normal_(p, std=0.1)
+    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"]), std=0.1)
     x, t, text = torch.randn(3, 4, 8, 8), torch.tensor([1, 500, 999]), torch.randn(3, 5, 16)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     direct = model(x, t, text, mask).sample

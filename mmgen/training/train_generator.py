@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..data.images import ImageFolder, pil_to_tensor
 from ..data.shapes import shapes_sample
 from ..models.dit import DIT_PRESETS, DiT
-from ..models.text_encoder import encode_text, load_text_encoder
+from ..models.text_encoder import MAX_TOKENS, encode_text, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
 from ..viz import image_grid
@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> Path:
     else:
         model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
                     text_dim=text_encoder.config.hidden_size, text_refiner_layers=args.text_refiner_layers,
-                    **DIT_PRESETS[args.preset])  # fmt: skip
+                    max_text_tokens=MAX_TOKENS, **DIT_PRESETS[args.preset])  # fmt: skip
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
