@@ -45,7 +45,7 @@ eval-tokenizer: $(STAMP)
 SCHEDULER ?= euler-ancestral  # the sampler shipped in assets/mmgen-base/scheduler (chosen by `make eval-generator`'s sweep)
 # Rebuild the shipped generator exactly (seeded; ~2 h on a 2-core CPU), publish it, evaluate it, rewrite the card.
 train-generator: $(STAMP)
-	$(PY) -m mmgen.cli train-generator --out runs/generator --steps 13000 --batch-size 64 --mixed-precision bf16 --compile --text-refiner-layers 2 --seed 0
+	$(PY) -m mmgen.cli train-generator --out runs/generator --steps 13000 --batch-size 64 --mixed-precision bf16 --compile --text-refiner-layers 2 --loss-weighting min-snr-1 --seed 0
 	$(PY) -m mmgen.release --generator runs/generator --scheduler $(SCHEDULER) --out assets/mmgen-base
 	$(MAKE) eval-generator
 

@@ -102,7 +102,9 @@ def run(name: str, minutes: float, train: dict, held: dict, vq: VQVAE) -> dict:
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, 1000, (batch_size,), generator=gen)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = diffusion_loss(model, scheduler, latents, noise, t, states, masks, snr_gamma=5.0)
+            loss = diffusion_loss(
+                model, scheduler, latents, noise, t, states, masks, snr_gamma=5.0, weighting="min-snr"
+            )  # the probe's recorded results used Min-SNR
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

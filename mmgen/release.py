@@ -148,6 +148,16 @@ def _generator_eval_table(ev: dict) -> str:
     return "\n".join(lines)
 
 
+def _weighting(args: dict) -> str:
+    """The training loss weighting in words (runs before the option existed used Min-SNR)."""
+    gamma = args.get("snr_gamma", 0)
+    if not gamma:
+        return "none (plain MSE)"
+    if args.get("loss_weighting", "min-snr") == "min-snr-1":
+        return f"`min-snr-1` (x0 weight min(SNR + 1, {gamma:g}))"
+    return f"Min-SNR-{gamma:g} (x0 weight min(SNR, {gamma:g}))"
+
+
 def _sweep_table(sweep: dict) -> str:
     lines = ["| scheduler | guidance | single: all | single: shape | single: position | two: all | seconds |",
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -190,8 +200,8 @@ Predicts `{sched.get("prediction_type", "epsilon")}`; latents are code vectors t
 Data: {args["num_samples"]} shapes-v1 scenes (stream {args["seed"]}), encoded once; {
         header.get("distinct_captions", "?")
     } distinct captions, dropped to the empty prompt with p = {args["caption_dropout"]}. {done["steps"]} steps of
-batch {args["batch_size"]}, AdamW lr {args["lr"]} (cosine, {args["warmup_steps"]} warm-up steps), Min-SNR-
-{args.get("snr_gamma", 0):g} weighting, EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
+batch {args["batch_size"]}, AdamW lr {args["lr"]} (cosine, {args["warmup_steps"]} warm-up steps), loss weighting
+{_weighting(args)}, EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
 Training time: {done["train_time_s"] / 60:.1f} min on a 2-core CPU (no GPU).
 """
     if (out / "generator_sweep.json").exists():

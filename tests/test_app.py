@@ -215,3 +215,22 @@ def test_codebook_and_code_details(client):
     assert "**Code 3**" in code_info and code == 3 and len(neighbours) == 8
     with pytest.raises(Exception, match="greater than maximum value 63"):
         client.predict(10_000, "code id", api_name="/code_details")
+
+
+# ---------------------------------------------------------------- gradio's image cache
+def test_a_repeated_image_never_rewrites_the_cached_file_a_browser_may_be_reading(tmp_path):
+    import gradio as gr
+
+    import app
+
+    assert gr.processing_utils.save_pil_to_cache is app._save_pil_to_cache_atomically  # what gr.Image calls
+    image = shapes_sample(0, 1).image
+    path = gr.processing_utils.save_pil_to_cache(image, str(tmp_path), format="png")
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))
+    # Stand-in for a download in flight: gradio's own version truncates and rewrites this file in place.
+    with open(path, "ab") as f:
+        f.write(b"in flight")
+    size = os.path.getsize(path)
+    assert gr.processing_utils.save_pil_to_cache(image, str(tmp_path), format="png") == path
+    assert os.path.getsize(path) == size
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # no staging file left behind

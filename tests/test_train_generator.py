@@ -101,13 +101,49 @@ def test_diffusion_loss_targets_and_min_snr_weights(prediction_type):
     a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
     target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
     text = torch.zeros(6, 3, 8), torch.ones(6, 3, dtype=torch.bool)
-    assert diffusion_loss(_Constant(target), sched, latents, noise, t, *text).item() < 1e-10  # the right target
+    assert diffusion_loss(_Constant(target), sched, latents, noise, t, *text, weighting="min-snr").item() < 1e-10
 
     # Predicting zeros: each sample's error is its target's mean square, weighted by Min-SNR in x0 space.
     snr = a.flatten() / (1 - a.flatten())
     weight = snr.clamp(max=5) / (snr if prediction_type == "epsilon" else snr + 1)
     expected = (target.pow(2).mean(dim=(1, 2, 3)) * weight).mean()
-    loss = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=5.0)
+    loss = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=5.0,
+                          weighting="min-snr")  # fmt: skip
     torch.testing.assert_close(loss, expected)
     plain = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=0)
     torch.testing.assert_close(plain, target.pow(2).mean())
+
+
+def test_min_snr_1_weights_v_like_the_plain_loss_at_high_noise_and_caps_low_noise():
+    from mmgen.training.train_generator import diffusion_loss, loss_weights, training_scheduler
+
+    sched = training_scheduler("v_prediction")
+    t = torch.tensor([0, 100, 400, 600, 900, 999])
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    w = loss_weights(sched, t, snr_gamma=5.0, weighting="min-snr-1")
+    noisy = snr < 4  # SNR + 1 below the cap: exactly the plain v loss
+    torch.testing.assert_close(w[noisy], torch.ones(int(noisy.sum())))
+    torch.testing.assert_close(w[~noisy], 5.0 / (snr[~noisy] + 1))
+    min_snr = loss_weights(sched, t, snr_gamma=5.0, weighting="min-snr")
+    assert w[-2] > 40 * min_snr[-2]  # t = 900: Min-SNR leaves about 2 % of the weight there
+    assert torch.equal(w[:2], min_snr[:2])  # low noise: both cap at gamma / (SNR + 1)
+
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(6, 4, 4, 4, generator=g), torch.randn(6, 4, 4, 4, generator=g)
+    text = torch.zeros(6, 3, 8), torch.ones(6, 3, dtype=torch.bool)
+    target = sched.get_velocity(latents, noise, t)
+    loss = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, weighting="min-snr-1")
+    torch.testing.assert_close(loss, (target.pow(2).mean(dim=(1, 2, 3)) * w).mean())
+    with pytest.raises(ValueError, match="v-prediction"):
+        loss_weights(training_scheduler("epsilon"), t, weighting="min-snr-1")
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        loss_weights(sched, t, weighting="p2")
+
+
+def test_epsilon_with_the_default_weighting_fails_before_any_work(tmp_path, tiny_model_dir, capsys):
+    from mmgen.cli import main as cli_main
+
+    out = tmp_path / "gen"
+    argv = ["train-generator", "--out", str(out), "--vqvae", tiny_model_dir, "--prediction-type", "epsilon"]
+    assert cli_main(argv) == 2
+    assert "--loss-weighting min-snr" in capsys.readouterr().err and not out.exists()

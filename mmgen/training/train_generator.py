@@ -83,20 +83,42 @@ def encode_dataset(vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor
             "text_states": torch.cat(states).half(), "text_masks": torch.cat(masks).bool()}  # fmt: skip
 
 
+LOSS_WEIGHTINGS = ("min-snr", "min-snr-1")
+
+
+def loss_weights(noise_scheduler, t: torch.Tensor, snr_gamma: float = 5.0, weighting: str = "min-snr-1"):
+    """Per-sample weights on the loss of the scheduler's target (epsilon or v), written in x0 space: the x0 error
+    counts w(SNR) times, and a v error is an x0 error divided by (SNR + 1), an epsilon error one divided by SNR.
+
+    - "min-snr": w = min(SNR, gamma) (Min-SNR-gamma, Hang et al. 2023, https://arxiv.org/abs/2303.09556).
+      At high noise w ~ SNR -> 0: on v that is a weight of about SNR, 0.02 at t = 900.
+    - "min-snr-1": w = min(SNR + 1, gamma), only for v: the plain v loss (weight 1) up to SNR = gamma - 1, then
+      Min-SNR's cap on the easy low-noise steps. High noise is where a scene's coarse facts are decided
+      (background, how many objects and where), and "min-snr" gives it almost no weight there.
+    `snr_gamma=0`: no weighting, the plain loss on the target."""
+    if not snr_gamma:
+        return torch.ones(t.shape)
+    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
+    snr = compute_snr(noise_scheduler, t)
+    if weighting == "min-snr":
+        return snr.clamp(max=snr_gamma) / (snr + 1 if v_pred else snr)
+    if weighting == "min-snr-1":
+        if not v_pred:
+            raise ValueError("the min-snr-1 weighting is for v-prediction; with epsilon use --loss-weighting min-snr")
+        return (snr + 1).clamp(max=snr_gamma) / (snr + 1)
+    raise ValueError(f"unknown loss weighting {weighting!r}; choose from {', '.join(LOSS_WEIGHTINGS)}")
+
+
 def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_masks, snr_gamma: float = 5.0,
-                   device="cpu") -> torch.Tensor:  # fmt: skip
+                   weighting: str = "min-snr-1", device="cpu") -> torch.Tensor:  # fmt: skip
     """The denoising loss on clean `latents`: noise them to `t`, predict the scheduler's target (epsilon or v),
-    weight each sample by Min-SNR-gamma (Hang et al., 2023; x0-space weight min(SNR, gamma) for either target,
-    i.e. min(SNR, gamma) / SNR on epsilon and min(SNR, gamma) / (SNR + 1) on v); `snr_gamma=0`: plain MSE."""
+    weight each sample by `loss_weights`."""
     noisy = noise_scheduler.add_noise(latents, noise, t)
     pred = model(noisy.to(device), t.to(device), text_states.to(device), text_masks.to(device)).sample
     v_pred = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(latents, noise, t) if v_pred else noise
     loss = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
-    if snr_gamma:
-        snr = compute_snr(noise_scheduler, t)
-        loss = loss * (snr.clamp(max=snr_gamma) / (snr + 1 if v_pred else snr)).to(device)
-    return loss.mean()
+    return (loss * loss_weights(noise_scheduler, t, snr_gamma, weighting).to(device)).mean()
 
 
 def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
@@ -119,6 +141,9 @@ def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
 def main(args: argparse.Namespace) -> Path:
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
     set_seed(args.seed)
+    loss_weights(
+        training_scheduler(args.prediction_type), torch.zeros(1, dtype=torch.long), args.snr_gamma, args.loss_weighting
+    )  # a bad combination fails here, before minutes of encoding
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -171,7 +196,7 @@ def main(args: argparse.Namespace) -> Path:
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), generator=gen)
         loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states[caption].float(), masks[caption],
-                              args.snr_gamma, accelerator.device)  # fmt: skip
+                              args.snr_gamma, args.loss_weighting, accelerator.device)  # fmt: skip
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -255,7 +280,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty prompts (for guidance)")
     p.add_argument("--prediction-type", default="v_prediction", choices=["v_prediction", "epsilon"],
                    help="what the DiT predicts (saved in the run's scheduler config)")  # fmt: skip
-    p.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR loss weighting; 0 for plain MSE")
+    p.add_argument("--snr-gamma", type=float, default=5.0, help="the loss weighting's cap; 0 for plain MSE")
+    p.add_argument("--loss-weighting", default="min-snr-1", choices=LOSS_WEIGHTINGS,
+                   help="x0 weight min(SNR, gamma) or min(SNR + 1, gamma) (v only; see loss_weights)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
