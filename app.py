@@ -88,12 +88,11 @@ unconditional guess: higher values follow the prompt more closely and vary less.
 def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
     """gradio's `save_pil_to_cache`, made safe for images that repeat: the cache path is the hash of the image's
     bytes, and gradio rewrites that file in place each time. When one event shows an image that another shows
-    too (the last step's tokens are also the final token map), a browser fetching the file while it is being
+    too (e.g. the last step's tokens and the final token map), a browser fetching the file while it is being
     rewritten gets a truncated or overlong response: a broken image and an h11 "Too much / Too little data for
     declared Content-Length" error in the log. Here an existing file is left alone and a new one is written
     under a temporary name and renamed into place, as gradio's own `save_file_to_cache` does."""
-    from gradio import processing_utils as pu
-
+    pu = gr.processing_utils
     data = pu.encode_pil_to_bytes(img, format)
     path = (Path(cache_dir) / pu.hash_bytes(data) / f"{name}.{format}").resolve()
     if path.exists():
