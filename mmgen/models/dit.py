@@ -39,7 +39,7 @@ from torch import nn
 
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
-    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # shipped (+ 2 text-refiner layers): 13k steps, 105 min
+    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # shipped (+ 2 text-refiner layers): 13k steps, ~100 min
     "S/2": dict(hidden_size=256, depth=8, num_heads=4),
     "B/2": dict(hidden_size=384, depth=12, num_heads=6),  # a step up, for a GPU
 }
