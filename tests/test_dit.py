@@ -4,9 +4,10 @@ import torch
 from mmgen.models.dit import DIT_PRESETS, DiT, sincos_2d
 
 
-@pytest.fixture(params=[0, 2], ids=["linear-text", "text-refiner"])
+@pytest.fixture(params=[(0, False), (2, False), (0, True)], ids=["linear-text", "text-refiner", "joint-attention"])
 def dit(request):
-    return DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=request.param,
+    refiner, joint = request.param
+    return DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=refiner, joint_attention=joint,
                **DIT_PRESETS["tiny"]).eval()  # fmt: skip
 
 
@@ -56,10 +57,13 @@ def test_save_load_round_trip(dit, tmp_path):
         assert torch.equal(v, loaded.state_dict()[k])
 
 
-def test_prepared_text_context_gives_the_same_output():
-    """The sampler's shortcut (text keys/values computed once per prompt) changes nothing in the result."""
+@pytest.mark.parametrize("joint", [False, True], ids=["cross-attention", "joint-attention"])
+def test_prepared_text_context_gives_the_same_output(joint):
+    """The sampler's shortcut (text keys/values, or the text stream's input, computed once per prompt) changes
+    nothing in the result."""
     torch.manual_seed(0)
-    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"]), std=0.1)
+    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=joint,
+                           **DIT_PRESETS["tiny"]), std=0.1)  # fmt: skip
     x, t, text = torch.randn(3, 4, 8, 8), torch.tensor([1, 500, 999]), torch.randn(3, 5, 16)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     direct = model(x, t, text, mask).sample
@@ -88,3 +92,37 @@ def test_text_refiner_rejects_more_tokens_than_its_positions():
                 **DIT_PRESETS["tiny"])  # fmt: skip
     with pytest.raises(ValueError, match="at most 4 text tokens"):
         model(torch.randn(1, 4, 8, 8), torch.tensor([1]), torch.randn(1, 5, 16))
+
+
+def test_joint_attention_updates_the_text_with_the_image():
+    """In MM-DiT blocks the text stream attends to the image tokens: with the text stream's own weights perturbed
+    in the first block, the image's output changes (its attention reads the updated text in later blocks), and
+    two images give the same text different updates. Cross-attention blocks hold no text stream at all."""
+    torch.manual_seed(0)
+    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=True,
+                           **DIT_PRESETS["tiny"]).eval(), std=0.2)  # fmt: skip
+    first, last = model.blocks[0], model.blocks[-1]
+    assert set(first.out) == {"x", "text"} and set(last.out) == {"x"}  # the last block's text output is never read
+    x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([300, 300]), torch.randn(1, 5, 16).expand(2, 5, 16)
+    context = model.prepare_text(text)
+    seen = []
+    hook = model.blocks[1].register_forward_pre_hook(lambda mod, args: seen.append(args[1]))  # text into block 1
+    before = model(x, t, text_context=context).sample
+    hook.remove()
+    assert not torch.allclose(seen[0][0], seen[0][1], atol=1e-4)  # same prompt, different images
+    with torch.no_grad():
+        first.mlp["text"][-1].bias += 1.0
+    assert not torch.allclose(before, model(x, t, text_context=context).sample, atol=1e-4)
+
+
+def test_joint_attention_drops_padding_columns_without_changing_the_output():
+    torch.manual_seed(0)
+    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=True,
+                           **DIT_PRESETS["tiny"]).eval(), std=0.1)  # fmt: skip
+    x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.randn(2, 7, 16)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0]])
+    context = model.prepare_text(text, mask)
+    assert context.states.shape[1] == 4 and context.kv == []
+    full = model(x, t, text_context=context).sample
+    assert torch.allclose(full, model(x, t, text[:, :4], mask[:, :4]).sample, atol=1e-6)
+    assert torch.allclose(full[1:], model(x[1:], t[1:], text_context=context.rows(slice(1, None))).sample, atol=1e-5)

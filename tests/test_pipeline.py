@@ -170,6 +170,34 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
     assert not torch.allclose(everywhere, unguided, atol=1e-2)  # guidance does change this model's output
 
 
+def test_a_joint_attention_dit_drops_in(tiny_pipe):
+    """An MM-DiT transformer (joint text-image attention) runs in the same pipeline: guidance, and its interval
+    (the conditional half of the text context alone), give what they give the cross-attention DiT."""
+    from mmgen.models.dit import DIT_PRESETS, DiT
+
+    torch.manual_seed(0)
+    joint = DiT(sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, joint_attention=True,
+                **DIT_PRESETS["tiny"]).eval()  # fmt: skip
+    for p in joint.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    pipe = MMGenPipeline(vqvae=tiny_pipe.vqvae, transformer=joint, text_encoder=tiny_pipe.text_encoder,
+                         tokenizer=tiny_pipe.tokenizer, scheduler=tiny_pipe.scheduler)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+
+    def final_latents(**kw):
+        seen = []
+        out = _run(pipe, num_inference_steps=3, callback_on_step_end=lambda p, i, t, k: seen.append(k["latents"]),
+                   **kw)  # fmt: skip
+        assert out.tokens.shape == (1, 8, 8)
+        return seen[-1]
+
+    guided = final_latents(guidance_scale=3.0)
+    assert torch.equal(guided, final_latents(guidance_scale=3.0, guidance_interval=(0, 999)))
+    assert torch.allclose(final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000)),
+                          final_latents(guidance_scale=1.0), atol=1e-5)  # fmt: skip
+    assert not torch.allclose(guided, final_latents(guidance_scale=1.0), atol=1e-2)
+
+
 @pytest.mark.parametrize("name", ["dpm++", "euler-ancestral", "unipc"])
 def test_stepwise_run_equals_the_full_call(tiny_pipe, name):
     """Step mode and live previews advance a DenoisingRun; it must land on exactly what __call__ gives. The run

@@ -65,11 +65,17 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     card = generator_card_section(out)
     assert "mmgen train-generator --steps 500" in card and "2.0 min" in card and "| 500 | 0.2000 | 30 |" in card
     assert "Min-SNR-5 (x0 weight min(SNR, 5))" in card  # a run logged before --loss-weighting existed
+    assert "cross-attention to all-MiniLM-L6-v2 token states" in card and "joint attention" not in card
 
     header["args"]["loss_weighting"] = "min-snr-1"
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
     release_generator(run, out, scheduler="unipc")
     assert "`min-snr-1` (x0 weight min(SNR + 1, 5))" in generator_card_section(out)
+
+    config_path = out / "transformer" / "config.json"
+    config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"joint_attention": True}))
+    card = generator_card_section(out)
+    assert "joint attention (MM-DiT blocks" in card and "cross-attention to" not in card
 
 
 def test_large_weights_ship_in_shards_that_load_back(tmp_path, tiny_pipe, monkeypatch):

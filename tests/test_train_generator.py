@@ -17,8 +17,9 @@ def _args(out, model_dir, *extra):
 
 def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     out = tmp_path / "gen"
-    main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1"))
+    main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1", "--joint-attention"))
     dit = DiT.from_pretrained(out / "transformer")
+    assert dit.config.joint_attention and "text" in dit.blocks[0].qkv
     assert dit.config.in_channels == 4 and dit.config.scaling_factor > 1  # unit-norm 4-d codes: std ~ 1/2
     assert dit.config.text_refiner_layers == 1 and len(dit.text_refiner) == 1
     saved = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
@@ -31,7 +32,8 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 3, 4]
-    assert DiT.from_pretrained(out / "transformer").config.text_refiner_layers == 1  # from the checkpoint
+    resumed = DiT.from_pretrained(out / "transformer").config  # the architecture comes from the checkpoint
+    assert resumed.text_refiner_layers == 1 and resumed.joint_attention
 
 
 def test_same_seed_same_weights(tmp_path, tiny_model_dir):

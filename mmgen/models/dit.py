@@ -13,6 +13,13 @@ refiner and Lumina-Image 2.0's context refiner), so each word's state can carry 
 "a red circle to the left of a blue square", "red" belongs to the circle and the circle goes on the left.
 They run once per prompt at sampling time, inside `prepare_text`.
 
+With `joint_attention=True` the blocks are MM-DiT blocks (Esser et al., 2024, "Scaling Rectified Flow
+Transformers for High-Resolution Image Synthesis", https://arxiv.org/abs/2403.03206) in place of
+cross-attention: text and image tokens keep separate weights (adaLN modulation, projections, MLP) but attend
+together in one attention, so the text states are updated by the image in every block. A word such as
+"circle" can then find the blob it is drawn in, and the blob can read which word is its own: the binding that
+two-object prompts need. The text then changes with each step, so only the refiner runs once per prompt.
+
 What the model predicts is the scheduler's `prediction_type`; the shipped model predicts v = sqrt(a) eps -
 sqrt(1 - a) x0 (Salimans & Ho, 2022, https://arxiv.org/abs/2202.00512). Both targets have unit scale at
 every timestep with the latents scaled to unit variance, but at high noise an epsilon model's x0 estimate
@@ -57,11 +64,14 @@ class TextContext:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: cross-attention keys, values (B, nh, L, D/nh)
     pooled: torch.Tensor  # (B, D) pooled text, projected; added to the timestep embedding
     mask: torch.Tensor | None  # (B, L) bool, True = a real token
+    states: torch.Tensor | None = None  # (B, L, D) the text stream's input (joint attention; kv is then empty)
 
     def rows(self, rows: slice) -> TextContext:
         """The context of part of the batch, e.g. the conditional half of a guidance batch."""
         mask = None if self.mask is None else self.mask[rows]
-        return TextContext(kv=[(k[rows], v[rows]) for k, v in self.kv], pooled=self.pooled[rows], mask=mask)
+        states = None if self.states is None else self.states[rows]
+        return TextContext(kv=[(k[rows], v[rows]) for k, v in self.kv], pooled=self.pooled[rows], mask=mask,
+                           states=states)  # fmt: skip
 
 
 def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
@@ -149,6 +159,48 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))
 
 
+class JointBlock(nn.Module):
+    """An MM-DiT block: image tokens x and text tokens each get their own adaLN-Zero modulation, projections and
+    MLP, and attend together in one attention over the concatenated sequence (padding keys hidden). The last
+    block only lends the text as keys and values: its text output would never be read (as in SD3)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, last: bool = False):
+        super().__init__()
+        self.num_heads, self.last = num_heads, last
+        hidden = int(dim * mlp_ratio)
+        streams = ("x",) if last else ("x", "text")
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.ModuleDict({"x": nn.Linear(dim, 3 * dim), "text": nn.Linear(dim, 3 * dim)})
+        self.out = nn.ModuleDict({s: nn.Linear(dim, dim) for s in streams})
+        self.mlp = nn.ModuleDict({s: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
+                                                   nn.Linear(hidden, dim)) for s in streams})  # fmt: skip
+        # shift, scale, gate for attention and for the MLP, per stream; the last block's text needs shift, scale only
+        self.n_text_mod = 2 if last else 6
+        self.ada = nn.ModuleDict({
+            "x": nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)),
+            "text": nn.Sequential(nn.SiLU(), nn.Linear(dim, self.n_text_mod * dim)),
+        })  # fmt: skip
+
+    def forward(self, x, text, c, text_mask):
+        T = x.shape[1]
+        mod = {"x": self.ada["x"](c).chunk(6, dim=1), "text": self.ada["text"](c).chunk(self.n_text_mod, dim=1)}
+        qkv = torch.cat([self.qkv[s](modulate(self.norm1(h), *mod[s][:2])) for s, h in (("x", x), ("text", text))],
+                        dim=1)  # fmt: skip
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)  # (B, nh, T+L, d)
+        attn_mask = None
+        if text_mask is not None:  # image keys always visible, text padding never
+            keys = torch.cat([text_mask.new_ones(text_mask.shape[0], T), text_mask], dim=1)  # (B, T+L)
+            attn_mask = keys[:, None, None, :]
+        y = rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), "b h n d -> b n (h d)")
+        outputs = []
+        for s, h, y_s in (("x", x, y[:, :T]), ("text", text, y[:, T:]))[: 1 if self.last else 2]:
+            _, _, gate1, shift2, scale2, gate2 = mod[s]
+            h = h + gate1[:, None] * self.out[s](y_s)
+            outputs.append(h + gate2[:, None] * self.mlp[s](modulate(self.norm2(h), shift2, scale2)))
+        return outputs[0], (text if self.last else outputs[1])
+
+
 class DiT(ModelMixin, ConfigMixin):
     """Text-conditioned diffusion transformer over a (C, H, W) latent grid; predicts epsilon or v.
 
@@ -170,6 +222,7 @@ class DiT(ModelMixin, ConfigMixin):
         scaling_factor: float = 1.0,
         text_refiner_layers: int = 0,
         max_text_tokens: int = 32,
+        joint_attention: bool = False,
     ):
         super().__init__()
         self.patch_embed = nn.Linear(in_channels * patch_size**2, hidden_size)
@@ -182,14 +235,22 @@ class DiT(ModelMixin, ConfigMixin):
         # The frozen encoder's token states reach cross-attention through a trainable adapter: a linear map, or
         # (text_refiner_layers > 0) a projection to the model width, learned positions and a few transformer
         # layers over the text, so each word's state can say which object of the prompt it belongs to.
-        text_width = hidden_size if text_refiner_layers else text_dim
+        # With joint attention the text is a second stream of width D through every block (positions included).
+        text_width = hidden_size if text_refiner_layers or joint_attention else text_dim
         self.text_proj = nn.Linear(text_dim, text_width)
-        if text_refiner_layers:
+        if text_refiner_layers or joint_attention:
             self.text_pos = nn.Parameter(torch.zeros(max_text_tokens, text_width))  # (L, D)
             self.text_refiner = nn.ModuleList(
                 [TextRefinerBlock(text_width, num_heads, mlp_ratio) for _ in range(text_refiner_layers)]
             )
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, text_width, mlp_ratio) for _ in range(depth)])
+        if joint_attention:
+            self.blocks = nn.ModuleList(
+                [JointBlock(hidden_size, num_heads, mlp_ratio, last=i == depth - 1) for i in range(depth)]
+            )
+        else:
+            self.blocks = nn.ModuleList(
+                [DiTBlock(hidden_size, num_heads, text_width, mlp_ratio) for _ in range(depth)]
+            )
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         self.proj_out = nn.Linear(hidden_size, in_channels * patch_size**2)
@@ -203,9 +264,14 @@ class DiT(ModelMixin, ConfigMixin):
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.t_embed[0].weight, std=0.02)
         nn.init.normal_(self.t_embed[2].weight, std=0.02)
-        if self.config.text_refiner_layers:
+        if hasattr(self, "text_pos"):
             nn.init.normal_(self.text_pos, std=0.02)
         for block in self.blocks:
+            if isinstance(block, JointBlock):
+                for ada in block.ada.values():
+                    nn.init.zeros_(ada[-1].weight)
+                    nn.init.zeros_(ada[-1].bias)
+                continue
             nn.init.zeros_(block.ada[-1].weight)
             nn.init.zeros_(block.ada[-1].bias)
             nn.init.zeros_(block.cross.out.weight)  # cross-attention also starts as a no-op
@@ -217,8 +283,13 @@ class DiT(ModelMixin, ConfigMixin):
         """Everything the model derives from the text alone: per-block cross-attention keys and values, and
         the pooled text vector. A sampler computes it once per prompt instead of once per step."""
         mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()  # (B, L)
-        text = self.text_proj(encoder_hidden_states)  # (B, L, E), or (B, L, D) with a refiner
-        if self.config.text_refiner_layers:
+        joint = self.config.joint_attention
+        if joint and mask is not None and not torch.compiler.is_compiling():
+            # the text stream costs as much per token as the image's, every step: drop all-padding columns
+            L = max(int(mask.sum(1).max()), 1)
+            encoder_hidden_states, mask = encoder_hidden_states[:, :L], mask[:, :L]
+        text = self.text_proj(encoder_hidden_states)  # (B, L, E), or (B, L, D) with a refiner or joint attention
+        if hasattr(self, "text_pos"):
             L = text.shape[1]
             if L > self.config.max_text_tokens:
                 raise ValueError(f"at most {self.config.max_text_tokens} text tokens, got {L}")
@@ -230,6 +301,8 @@ class DiT(ModelMixin, ConfigMixin):
         else:
             weights = mask.to(text.dtype)[..., None]
             pooled = (encoder_hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1)  # (B, E)
+        if joint:
+            return TextContext(kv=[], pooled=self.text_pool(pooled), mask=mask, states=text)
         kv = [block.cross.keys_values(text) for block in self.blocks]
         return TextContext(kv=kv, pooled=self.text_pool(pooled), mask=mask)
 
@@ -252,7 +325,11 @@ class DiT(ModelMixin, ConfigMixin):
         x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
         x = self.patch_embed(x) + self.pos_embed  # (B, T, D)
         c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
-        for block, kv in zip(self.blocks, text_context.kv):
+        if self.config.joint_attention:
+            text = text_context.states
+            for block in self.blocks:
+                x, text = block(x, text, c, text_context.mask)
+        for block, kv in zip(self.blocks, text_context.kv):  # cross-attention (kv is empty with joint attention)
             x = block(x, c, kv, text_context.mask)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T, p*p*C)

@@ -161,7 +161,8 @@ def main(args: argparse.Namespace) -> Path:
     else:
         model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
                     text_dim=text_encoder.config.hidden_size, text_refiner_layers=args.text_refiner_layers,
-                    max_text_tokens=MAX_TOKENS, **DIT_PRESETS[args.preset])  # fmt: skip
+                    max_text_tokens=MAX_TOKENS, joint_attention=args.joint_attention,
+                    **DIT_PRESETS[args.preset])  # fmt: skip
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
@@ -182,6 +183,9 @@ def main(args: argparse.Namespace) -> Path:
 
     ids, cap_idx = data["ids"], data["caption_index"]
     states, masks = data["text_states"], data["text_masks"]
+    if args.joint_attention:  # it pays per text token: drop the columns that are padding in every caption (one
+        longest = int(masks.sum(1).max())  # length for the whole run keeps shapes static for torch.compile)
+        states, masks = states[:, :longest], masks[:, :longest]
     codebook = vq.quantizer.codebook
     gen = torch.Generator().manual_seed(args.seed * 1000 + start_step)  # batch order, resumable
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="generator")
@@ -273,6 +277,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument("--text-refiner-layers", type=int, default=2,
                    help="trainable transformer layers over the text encoder's states (0: a linear map)")  # fmt: skip
+    p.add_argument("--joint-attention", action="store_true",
+                   help="MM-DiT blocks: text and image attend jointly, in place of cross-attention")  # fmt: skip
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
