@@ -145,6 +145,14 @@ def _generator_eval_table(ev: dict) -> str:
         lines.append(f"| free (16 seeds each) | distinct cells | min {ev['free']['min']} ({cells}) | >= 5 |")
     if "paraphrase_gap" in ev:
         lines.append(f"| single - paraphrased | gap in 'all' | {ev['paraphrase_gap']['all']:+.1%} | small |")
+    errors = ev.get("shape_errors")
+    if errors:  # where shape errors come from (mmgen.eval.eval_generator.shape_errors)
+        for size, acc in errors["single_shape_by_size"].items():
+            lines.append(f"| single | shape, {size} objects asked | {acc:.1%} | |")
+        confusions = ", ".join(f"{k} ({n})" for k, n in list(errors["single_confusions"].items())[:5])
+        lines.append(f"| single | most common shape confusions | {confusions or 'none'} | |")
+        for outcome, share in errors["two_per_object"].items():
+            lines.append(f"| two (per object) | came out as: {outcome} | {share:.1%} | |")
     return "\n".join(lines)
 
 

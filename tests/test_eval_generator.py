@@ -2,8 +2,15 @@
 
 import numpy as np
 
-from mmgen.data.shapes import POSITIONS, SIZES, render_scene
-from mmgen.eval.eval_generator import score_single, score_two, single_prompts, two_object_prompts
+from mmgen.data.shapes import POSITIONS, SHAPES, SIZES, render_scene
+from mmgen.eval.eval_generator import (
+    format_shape_errors,
+    score_single,
+    score_two,
+    shape_errors,
+    single_prompts,
+    two_object_prompts,
+)
 from mmgen.eval.judge import read_scene
 
 
@@ -33,3 +40,30 @@ def test_scoring_notices_a_wrong_scene():
     wrong = dict(item, objects=[dict(item["objects"][0], shape="star" if item["objects"][0]["shape"] != "star"
                                      else "circle")])  # fmt: skip
     assert not score_single(read_scene(_render(wrong)), item)["shape"]
+
+
+def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
+    single = single_prompts(12, np.random.default_rng(3))
+    two = [it for it in two_object_prompts(20, np.random.default_rng(4))
+           if it["objects"][0]["shape"] != it["objects"][1]["shape"]][:3]  # fmt: skip
+    assert len(two) == 3
+    a, b = two[1]["objects"]
+    swapped = dict(two[1], objects=[dict(a, shape=b["shape"]), dict(b, shape=a["shape"])])  # the shapes swapped
+    c, d = two[2]["objects"]
+    blob = dict(two[2], objects=[dict(c, shape=next(s for s in SHAPES if s not in (c["shape"], d["shape"]))), d])
+    truth = [(read_scene(_render(it)), it) for it in single]
+    errors = shape_errors(truth, [(read_scene(_render(two[0])), two[0]), (read_scene(_render(swapped)), two[1]),
+                                  (read_scene(_render(blob)), two[2]),
+                                  ({"background": "white", "objects": []}, two[0])])  # fmt: skip
+    assert errors["single_shape_by_size"] and set(errors["single_shape_by_size"].values()) == {1.0}
+    assert errors["single_confusions"] == {}
+    # 8 named objects: 2 + 1 right, 2 with the other's shape, 1 with a third shape, 2 not found (an empty scene)
+    assert errors["two_per_object"] == {"own shape": 3 / 8, "other object's shape": 2 / 8, "a third shape": 1 / 8,
+                                        "not found": 2 / 8}  # fmt: skip
+
+    wrong = dict(single[0], objects=[dict(single[0]["objects"][0], shape="star" if single[0]["objects"][0]["shape"]
+                                          != "star" else "circle")])  # fmt: skip
+    errors = shape_errors([(read_scene(_render(wrong)), single[0])], [])
+    want, got = single[0]["objects"][0]["shape"], wrong["objects"][0]["shape"]
+    assert errors["single_confusions"] == {f"{want} -> {got}": 1} and errors["two_per_object"] == {}
+    assert "most common confusions" in format_shape_errors(errors)

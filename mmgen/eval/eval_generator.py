@@ -8,11 +8,13 @@ Prompts are written here for evaluation, drawn from their own seed, never read f
 - free: attributes left out ("a red circle"): how many different cells appear over 16 seeds;
 - paraphrased: the single-object facts in wordings the training templates never use.
 One image per prompt with the pipeline's default settings; the judge (`mmgen.eval.judge`) reads each image.
+`shape_errors` in the JSON says where the shape errors come from (by size; confusions; binding or blob).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter, defaultdict
 
 import numpy as np
 import torch
@@ -97,6 +99,44 @@ def score_two(read: dict, item: dict) -> dict:
     return {"colors": both, "shapes": shapes_ok, "relation": rel_ok, "all": both and shapes_ok and rel_ok}
 
 
+OUTCOMES = ("own shape", "other object's shape", "a third shape", "not found")
+
+
+def shape_errors(single: list[tuple[dict, dict]], two: list[tuple[dict, dict]]) -> dict:
+    """Where shape errors come from, from (read scene, prompt item) pairs. Single objects: shape accuracy by the
+    size asked for, and each confusion ("star -> diamond") with its count. Two objects: what each named object
+    came out as: its own shape, the other object's (a binding error), a third shape (often a blob that fits
+    no shape well), or not found (no blob of its colour). An object not found counts as a wrong shape."""
+    by_size, confusions, outcomes = defaultdict(list), Counter(), Counter()
+    for read, item in single:
+        want = item["objects"][0]
+        got = _find(read, want["color"])
+        by_size[want["size"]].append(got is not None and got["shape"] == want["shape"])
+        if got is not None and got["shape"] != want["shape"]:
+            confusions[f"{want['shape']} -> {got['shape']}"] += 1
+    for read, item in two:
+        for want, other in zip(item["objects"], item["objects"][::-1]):
+            got = _find(read, want["color"])
+            if got is None:
+                outcomes["not found"] += 1
+            elif got["shape"] == want["shape"]:
+                outcomes["own shape"] += 1
+            else:
+                outcomes["other object's shape" if got["shape"] == other["shape"] else "a third shape"] += 1
+    n = sum(outcomes.values())
+    return {"single_shape_by_size": {size: float(np.mean(v)) for size, v in sorted(by_size.items())},
+            "single_confusions": dict(confusions.most_common()),
+            "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {}}  # fmt: skip
+
+
+def format_shape_errors(errors: dict) -> str:
+    sizes = ", ".join(f"{size} {acc:.1%}" for size, acc in errors["single_shape_by_size"].items())
+    confusions = ", ".join(f"{k} ({n})" for k, n in list(errors["single_confusions"].items())[:5]) or "none"
+    two = ", ".join(f"{k} {v:.1%}" for k, v in errors["two_per_object"].items())
+    return (f"single, shape by size asked: {sizes}; most common confusions: {confusions}"
+            + (f"\ntwo objects, each object came out as: {two}" if two else ""))  # fmt: skip
+
+
 def _generate(pipe, prompts: list[str], seeds: list[int], batch_size: int, **call_kwargs):
     images = []
     for i in range(0, len(prompts), batch_size):
@@ -111,19 +151,23 @@ def evaluate(pipe, n_single: int = 144, n_two: int = 64, n_paraphrase: int = 72,
     the pipeline's defaults are what is measured."""
     rng = np.random.default_rng(prompt_seed)
     pipe.set_progress_bar_config(disable=True)
-    results = {}
+    results, pairs = {}, {}  # pairs: (read scene, prompt item) per set, for shape_errors
     for name, items in (("single", single_prompts(n_single, rng)),
                         ("paraphrased", single_prompts(n_paraphrase, rng, paraphrase=True))):  # fmt: skip
         if not items:
             continue
         images = _generate(pipe, [it["prompt"] for it in items], list(range(len(items))), batch_size, **call_kwargs)
-        scores = [score_single(read_scene(im), it) for im, it in zip(images, items)]
+        pairs[name] = [(read_scene(im), it) for im, it in zip(images, items)]
+        scores = [score_single(read, it) for read, it in pairs[name]]
         results[name] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]} | {"n": len(items)}
     items = two_object_prompts(n_two, rng)
     if items:
         images = _generate(pipe, [it["prompt"] for it in items], list(range(len(items))), batch_size, **call_kwargs)
-        scores = [score_two(read_scene(im), it) for im, it in zip(images, items)]
+        pairs["two"] = [(read_scene(im), it) for im, it in zip(images, items)]
+        scores = [score_two(read, it) for read, it in pairs["two"]]
         results["two"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]} | {"n": len(items)}
+    if "single" in pairs:
+        results["shape_errors"] = shape_errors(pairs["single"], pairs.get("two", []))
 
     if free:
         cells_by_prompt = {}
@@ -209,7 +253,9 @@ def main(args: argparse.Namespace) -> dict:
                            "steps": call_kwargs.get("num_inference_steps", DEFAULT_STEPS),
                            "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
                            "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
-    print(format_table({k: v for k, v in results.items() if k != "settings"}))
+    print(format_table({k: v for k, v in results.items() if k not in ("settings", "shape_errors")}))
+    if "shape_errors" in results:
+        print(format_shape_errors(results["shape_errors"]))
     write_results(results, args.out)
     return results
 
