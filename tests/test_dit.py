@@ -97,7 +97,7 @@ def test_text_refiner_rejects_more_tokens_than_its_positions():
 def test_joint_attention_updates_the_text_with_the_image():
     """In MM-DiT blocks the text stream attends to the image tokens: with the text stream's own weights perturbed
     in the first block, the image's output changes (its attention reads the updated text in later blocks), and
-    two images give the same text different updates. Cross-attention blocks hold no text stream at all."""
+    two images give the same text different updates."""
     torch.manual_seed(0)
     model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=True,
                            **DIT_PRESETS["tiny"]).eval(), std=0.2)  # fmt: skip

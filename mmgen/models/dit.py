@@ -325,12 +325,13 @@ class DiT(ModelMixin, ConfigMixin):
         x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
         x = self.patch_embed(x) + self.pos_embed  # (B, T, D)
         c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
-        if self.config.joint_attention:
+        if self.config.joint_attention:  # the text is a second stream, updated in every block
             text = text_context.states
             for block in self.blocks:
                 x, text = block(x, text, c, text_context.mask)
-        for block, kv in zip(self.blocks, text_context.kv):  # cross-attention (kv is empty with joint attention)
-            x = block(x, c, kv, text_context.mask)
+        else:  # cross-attention to text keys and values computed once per prompt
+            for block, kv in zip(self.blocks, text_context.kv):
+                x = block(x, c, kv, text_context.mask)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T, p*p*C)
         out = rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=H // p, p=p, q=p)
