@@ -130,7 +130,7 @@ scikit-image sample photos, {header["args"]["photo_fraction"]:.0%} photos; {done
 
 
 def _generator_eval_table(ev: dict) -> str:
-    from .eval.eval_generator import TARGETS
+    from .eval.eval_generator import TARGETS, top_confusions
 
     lines = ["| prompt set | metric | value | target |", "|---|---|---:|---:|"]
     for name in ("single", "paraphrased", "two"):
@@ -149,8 +149,7 @@ def _generator_eval_table(ev: dict) -> str:
     if errors:  # where shape errors come from (mmgen.eval.eval_generator.shape_errors)
         for size, acc in errors["single_shape_by_size"].items():
             lines.append(f"| single | shape, {size} objects asked | {acc:.1%} | |")
-        confusions = ", ".join(f"{k} ({n})" for k, n in list(errors["single_confusions"].items())[:5])
-        lines.append(f"| single | most common shape confusions | {confusions or 'none'} | |")
+        lines.append(f"| single | most common shape confusions | {top_confusions(errors)} | |")
         for outcome, share in errors["two_per_object"].items():
             lines.append(f"| two (per object) | came out as: {outcome} | {share:.1%} | |")
     return "\n".join(lines)

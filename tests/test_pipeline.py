@@ -19,6 +19,14 @@ def _run(pipe, **kw):
     return pipe("a red circle", **kw)
 
 
+def _final_latents(pipe, num_inference_steps: int, **kw):
+    """The last step's latents, before snapping to codes (which could hide small differences)."""
+    seen = []
+    _run(pipe, num_inference_steps=num_inference_steps,
+         callback_on_step_end=lambda p, i, t, k: seen.append(k["latents"]), **kw)  # fmt: skip
+    return seen[-1]
+
+
 def test_two_steps_give_an_image_and_its_exact_tokens(tiny_pipe):
     out = _run(tiny_pipe)
     assert out.images[0].size == (32, 32) and out.tokens.shape == (1, 8, 8)
@@ -157,10 +165,8 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
         if not p.any():
             torch.nn.init.normal_(p, std=0.2)
 
-    def final_latents(**kw):  # before snapping to codes, which could hide small differences
-        seen = []
-        _run(tiny_pipe, num_inference_steps=4, callback_on_step_end=lambda p, i, t, k: seen.append(k["latents"]), **kw)
-        return seen[-1]
+    def final_latents(**kw):
+        return _final_latents(tiny_pipe, 4, **kw)
 
     everywhere = final_latents(guidance_scale=3.0, guidance_interval=(0, 999))
     assert torch.equal(everywhere, final_latents(guidance_scale=3.0))
@@ -185,12 +191,9 @@ def test_a_joint_attention_dit_drops_in(tiny_pipe):
     pipe.set_progress_bar_config(disable=True)
 
     def final_latents(**kw):
-        seen = []
-        out = _run(pipe, num_inference_steps=3, callback_on_step_end=lambda p, i, t, k: seen.append(k["latents"]),
-                   **kw)  # fmt: skip
-        assert out.tokens.shape == (1, 8, 8)
-        return seen[-1]
+        return _final_latents(pipe, 3, **kw)
 
+    assert _run(pipe, num_inference_steps=3, guidance_scale=3.0).tokens.shape == (1, 8, 8)
     guided = final_latents(guidance_scale=3.0)
     assert torch.equal(guided, final_latents(guidance_scale=3.0, guidance_interval=(0, 999)))
     assert torch.allclose(final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000)),

@@ -129,9 +129,14 @@ def shape_errors(single: list[tuple[dict, dict]], two: list[tuple[dict, dict]]) 
             "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {}}  # fmt: skip
 
 
+def top_confusions(errors: dict, k: int = 5) -> str:
+    """The k most common single-object shape confusions of `shape_errors`, as "star -> diamond (2), ..."."""
+    return ", ".join(f"{pair} ({n})" for pair, n in list(errors["single_confusions"].items())[:k]) or "none"
+
+
 def format_shape_errors(errors: dict) -> str:
     sizes = ", ".join(f"{size} {acc:.1%}" for size, acc in errors["single_shape_by_size"].items())
-    confusions = ", ".join(f"{k} ({n})" for k, n in list(errors["single_confusions"].items())[:5]) or "none"
+    confusions = top_confusions(errors)
     two = ", ".join(f"{k} {v:.1%}" for k, v in errors["two_per_object"].items())
     return (f"single, shape by size asked: {sizes}; most common confusions: {confusions}"
             + (f"\ntwo objects, each object came out as: {two}" if two else ""))  # fmt: skip
