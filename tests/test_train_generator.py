@@ -5,7 +5,7 @@ import torch
 
 from mmgen.cli import build_parser
 from mmgen.models.dit import DiT, DiTOutput
-from mmgen.training.train_generator import main
+from mmgen.training.train_generator import main, sampling_weights
 
 
 def _args(out, model_dir, *extra):
@@ -149,3 +149,29 @@ def test_epsilon_with_the_default_weighting_fails_before_any_work(tmp_path, tiny
     argv = ["train-generator", "--out", str(out), "--vqvae", tiny_model_dir, "--prediction-type", "epsilon"]
     assert cli_main(argv) == 2
     assert "--loss-weighting min-snr" in capsys.readouterr().err and not out.exists()
+
+
+def test_two_object_share_sets_the_batch_mix():
+    num_objects = torch.tensor([1] * 70 + [2] * 30)
+    weights = sampling_weights(num_objects, 0.6)
+    assert torch.isclose(weights.sum(), torch.tensor(1.0)) and torch.isclose(weights[num_objects == 2].sum(),
+                                                                             torch.tensor(0.6))  # fmt: skip
+    draws = torch.multinomial(weights, 20_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs((num_objects[draws] == 2).float().mean().item() - 0.6) < 0.02
+    assert len(set(draws[num_objects[draws] == 1].tolist())) == 70  # every single-object scene still drawn
+    for share, counts in ((0.0, num_objects), (1.0, num_objects), (0.5, torch.ones(5, dtype=torch.long))):
+        with pytest.raises(ValueError, match="two-object-share"):
+            sampling_weights(counts, share)
+
+
+def test_two_object_share_changes_the_batches_and_needs_shapes(tmp_path, tiny_model_dir):
+    main(_args(tmp_path / "mix", tiny_model_dir, "--steps", "2", "--two-object-share", "0.9"))
+    main(_args(tmp_path / "plain", tiny_model_dir, "--steps", "2"))
+    a = DiT.from_pretrained(tmp_path / "mix" / "transformer").state_dict()
+    b = DiT.from_pretrained(tmp_path / "plain" / "transformer").state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    log = json.loads((tmp_path / "mix" / "train_log.jsonl").read_text().splitlines()[0])
+    assert log["args"]["two_object_share"] == 0.9
+    with pytest.raises(ValueError, match="image folder"):
+        main(_args(tmp_path / "folder", tiny_model_dir, "--steps", "1", "--data", str(tmp_path),
+                   "--two-object-share", "0.5"))  # fmt: skip

@@ -126,11 +126,23 @@ def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
     if args.data == "shapes":
         samples = [shapes_sample(args.seed, i) for i in range(args.num_samples)]
         images, captions = [pil_to_tensor(s.image) for s in samples], [s.caption for s in samples]
+        num_objects = torch.tensor([len(s.labels["objects"]) for s in samples])
     else:
         folder = ImageFolder(args.data, length=args.num_samples, size=image_size, seed=args.seed)
         items = [folder[i] for i in range(len(folder))]
         images, captions = [it["pixel_values"] for it in items], [it["text"] for it in items]
-    return encode_dataset(vq, tokenizer, text_encoder, images, captions)
+        num_objects = None
+    return {**encode_dataset(vq, tokenizer, text_encoder, images, captions), "num_objects": num_objects}
+
+
+def sampling_weights(num_objects: torch.Tensor, two_object_share: float) -> torch.Tensor:
+    """Per-scene weights for drawing batches so that two-object scenes make up `two_object_share` of them
+    (shapes-v1 has about 40 %); within each group every scene is equally likely."""
+    two = num_objects == 2
+    if not 0.0 < two_object_share < 1.0 or not two.any() or two.all():
+        raise ValueError(f"--two-object-share needs a share strictly between 0 and 1 and scenes of both kinds, "
+                         f"got {two_object_share} over {int(two.sum())} two-object scenes of {len(two)}")  # fmt: skip
+    return torch.where(two, two_object_share / two.sum(), (1 - two_object_share) / (~two).sum())
 
 
 def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
@@ -144,6 +156,8 @@ def main(args: argparse.Namespace) -> Path:
     loss_weights(
         training_scheduler(args.prediction_type), torch.zeros(1, dtype=torch.long), args.snr_gamma, args.loss_weighting
     )  # a bad combination fails here, before minutes of encoding
+    if args.two_object_share is not None and args.data != "shapes":
+        raise ValueError("--two-object-share needs the shapes-v1 labels; it does not apply to an image folder")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -187,13 +201,17 @@ def main(args: argparse.Namespace) -> Path:
         longest = int(masks.sum(1).max())  # length for the whole run keeps shapes static for torch.compile)
         states, masks = states[:, :longest], masks[:, :longest]
     codebook = vq.quantizer.codebook
+    weights = None if args.two_object_share is None else sampling_weights(data["num_objects"], args.two_object_share)
     gen = torch.Generator().manual_seed(args.seed * 1000 + start_step)  # batch order, resumable
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="generator")
     t0, step, running = time.time(), start_step, []
     model.train()
     while step < args.steps:
         # Each process draws its own batch: data sharding by seed, no sampler needed.
-        pick = torch.randint(0, len(ids), (args.batch_size,), generator=gen)
+        if weights is None:
+            pick = torch.randint(0, len(ids), (args.batch_size,), generator=gen)
+        else:
+            pick = torch.multinomial(weights, args.batch_size, replacement=True, generator=gen)
         caption = cap_idx[pick].clone()
         caption[torch.rand(args.batch_size, generator=gen) < args.caption_dropout] = 0  # 0 = the empty prompt
         latents = F.embedding(ids[pick].long(), codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
@@ -273,6 +291,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--vqvae", default="assets/mmgen-base", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
+    p.add_argument("--two-object-share", type=float, default=None,
+                   help="shapes-v1 only: draw batches with this share of two-object scenes (default: as the "
+                        "dataset, about 0.4)")  # fmt: skip
     p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument("--text-refiner-layers", type=int, default=2,
