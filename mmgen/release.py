@@ -155,6 +155,11 @@ def _generator_eval_table(ev: dict) -> str:
     return "\n".join(lines)
 
 
+def _batch_mix(args: dict) -> str:
+    share = args.get("two_object_share")
+    return "" if share is None else f" Batches drawn with {share:.0%} two-object scenes (`--two-object-share`)."
+
+
 def _weighting(args: dict) -> str:
     """The training loss weighting in words (runs before the option existed used Min-SNR)."""
     gamma = args.get("snr_gamma", 0)
@@ -211,9 +216,9 @@ Predicts `{sched.get("prediction_type", "epsilon")}`; latents are code vectors t
 `make train-generator` runs both, then the evaluation.
 Data: {args["num_samples"]} shapes-v1 scenes (stream {args["seed"]}), encoded once; {
         header.get("distinct_captions", "?")
-    } distinct captions, dropped to the empty prompt with p = {args["caption_dropout"]}. {done["steps"]} steps of
-batch {args["batch_size"]}, AdamW lr {args["lr"]} (cosine, {args["warmup_steps"]} warm-up steps), loss weighting
-{_weighting(args)}, EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
+    } distinct captions, dropped to the empty prompt with p = {args["caption_dropout"]}.{_batch_mix(args)}
+{done["steps"]} steps of batch {args["batch_size"]}, AdamW lr {args["lr"]} (cosine, {args["warmup_steps"]} warm-up
+steps), loss weighting {_weighting(args)}, EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
 Training time: {done["train_time_s"] / 60:.1f} min on a 2-core CPU (no GPU).
 """
     if (out / "generator_sweep.json").exists():

@@ -66,6 +66,12 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     assert "mmgen train-generator --steps 500" in card and "2.0 min" in card and "| 500 | 0.2000 | 30 |" in card
     assert "Min-SNR-5 (x0 weight min(SNR, 5))" in card  # a run logged before --loss-weighting existed
     assert "cross-attention to all-MiniLM-L6-v2 token states" in card and "joint attention" not in card
+    assert "two-object scenes" not in card
+
+    header["args"]["two_object_share"] = 0.6
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    release_generator(run, out, scheduler="unipc")
+    assert "Batches drawn with 60% two-object scenes" in generator_card_section(out)
 
     header["args"]["loss_weighting"] = "min-snr-1"
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")

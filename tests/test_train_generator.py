@@ -175,3 +175,6 @@ def test_two_object_share_changes_the_batches_and_needs_shapes(tmp_path, tiny_mo
     with pytest.raises(ValueError, match="image folder"):
         main(_args(tmp_path / "folder", tiny_model_dir, "--steps", "1", "--data", str(tmp_path),
                    "--two-object-share", "0.5"))  # fmt: skip
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--two-object-share", "1.5"))
+    assert not (tmp_path / "bad").exists()  # failed before any work

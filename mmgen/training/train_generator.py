@@ -156,8 +156,10 @@ def main(args: argparse.Namespace) -> Path:
     loss_weights(
         training_scheduler(args.prediction_type), torch.zeros(1, dtype=torch.long), args.snr_gamma, args.loss_weighting
     )  # a bad combination fails here, before minutes of encoding
-    if args.two_object_share is not None and args.data != "shapes":
-        raise ValueError("--two-object-share needs the shapes-v1 labels; it does not apply to an image folder")
+    if args.two_object_share is not None:
+        if args.data != "shapes":
+            raise ValueError("--two-object-share needs the shapes-v1 labels; it does not apply to an image folder")
+        sampling_weights(torch.tensor([1, 2]), args.two_object_share)  # a bad share fails here too
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
