@@ -37,17 +37,27 @@ def append_log(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def save_training_state(ckpt: Path, optimizer, scheduler, step: int) -> None:
-    """Optimizer, LR schedule, step and RNG: tensors and numbers only, so loadable with weights_only=True."""
+def save_training_state(ckpt: Path, optimizer, scheduler, step: int, generator: torch.Generator | None = None) -> None:
+    """Optimizer, LR schedule, step and RNG (the global one, and the trainer's batch `generator` if it has one):
+    tensors and numbers only, so loadable with weights_only=True."""
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
              "torch_rng": torch.get_rng_state()}  # fmt: skip
+    if generator is not None:
+        state["generator_rng"] = generator.get_state()
     torch.save(state, Path(ckpt) / "training_state.pt")
 
 
-def load_training_state(ckpt: Path, optimizer, scheduler) -> int:
-    """Restore what save_training_state wrote; returns the step to continue from."""
+def load_training_state(ckpt: Path, optimizer, scheduler, generator: torch.Generator | None = None) -> int:
+    """Restore what save_training_state wrote; returns the step to continue from. With the batch RNG saved, the
+    resumed run draws the same batches as one that never stopped. A checkpoint from before it was saved reseeds
+    `generator` with its seed + step instead: other batches than an unbroken run, still reproducible."""
     state = torch.load(Path(ckpt) / "training_state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if generator is not None:
+        if "generator_rng" in state:
+            generator.set_state(state["generator_rng"])
+        else:
+            generator.manual_seed(generator.initial_seed() + state["step"])
     return state["step"]

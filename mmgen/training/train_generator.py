@@ -186,9 +186,10 @@ def main(args: argparse.Namespace) -> Path:
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
     noise_scheduler = training_scheduler(args.prediction_type)
     start_step = 0
+    gen = torch.Generator().manual_seed(args.seed * 1000)  # batches, caption dropout, noise and timesteps
     if ckpt:
         ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
-        start_step = load_training_state(ckpt, optimizer, lr_scheduler)
+        start_step = load_training_state(ckpt, optimizer, lr_scheduler, gen)
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
@@ -204,7 +205,6 @@ def main(args: argparse.Namespace) -> Path:
         states, masks = states[:, :longest], masks[:, :longest]
     codebook = vq.quantizer.codebook
     weights = None if args.two_object_share is None else sampling_weights(data["num_objects"], args.two_object_share)
-    gen = torch.Generator().manual_seed(args.seed * 1000 + start_step)  # batch order, resumable
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="generator")
     t0, step, running = time.time(), start_step, []
     model.train()
@@ -242,7 +242,7 @@ def main(args: argparse.Namespace) -> Path:
         if accelerator.is_main_process and (step % args.val_every == 0 or step == args.steps):
             validate(_plain(accelerator, model), ema, vq, tokenizer, text_encoder, noise_scheduler, out, step)
         if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
-            _save_checkpoint(_plain(accelerator, model), ema, optimizer, lr_scheduler, step, out)
+            _save_checkpoint(_plain(accelerator, model), ema, optimizer, lr_scheduler, step, out, gen)
     bar.close()
 
     accelerator.wait_for_everyone()
@@ -280,11 +280,12 @@ def validate(model, ema, vq, tokenizer, text_encoder, noise_scheduler, out: Path
     image_grid(images, rows=2).save(out / "samples" / f"step-{step}.png")
 
 
-def _save_checkpoint(model, ema, optimizer, scheduler, step: int, out: Path, keep: int = 2) -> None:
+def _save_checkpoint(model, ema, optimizer, scheduler, step: int, out: Path, gen: torch.Generator,
+                     keep: int = 2) -> None:  # fmt: skip
     ckpt = out / "checkpoints" / f"step-{step}"
     model.save_pretrained(ckpt / "transformer")
     torch.save(ema.state_dict(), ckpt / "ema.pt")
-    save_training_state(ckpt, optimizer, scheduler, step)
+    save_training_state(ckpt, optimizer, scheduler, step, gen)
     prune_checkpoints(out, keep)
 
 
