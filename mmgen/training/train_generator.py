@@ -186,10 +186,14 @@ def main(args: argparse.Namespace) -> Path:
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
     noise_scheduler = training_scheduler(args.prediction_type)
     start_step = 0
-    gen = torch.Generator().manual_seed(args.seed * 1000)  # batches, caption dropout, noise and timesteps
+    # Batches, caption dropout, noise and timesteps: one stream per process, so each draws its own batches.
+    gen = torch.Generator().manual_seed(args.seed * 1000 + 7919 * accelerator.process_index)
     if ckpt:
         ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
-        start_step = load_training_state(ckpt, optimizer, lr_scheduler, gen)
+        # the checkpoint holds the main process's stream; the others reseed with their own seed + step
+        start_step = load_training_state(ckpt, optimizer, lr_scheduler, gen if accelerator.is_main_process else None)
+        if not accelerator.is_main_process:
+            gen.manual_seed(gen.initial_seed() + start_step)
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
@@ -209,7 +213,7 @@ def main(args: argparse.Namespace) -> Path:
     t0, step, running = time.time(), start_step, []
     model.train()
     while step < args.steps:
-        # Each process draws its own batch: data sharding by seed, no sampler needed.
+        # Each process draws its own batch from its own stream (gen): sharding by seed, no sampler needed.
         if weights is None:
             pick = torch.randint(0, len(ids), (args.batch_size,), generator=gen)
         else:
