@@ -191,9 +191,7 @@ def main(args: argparse.Namespace) -> Path:
     if ckpt:
         ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
         # the checkpoint holds the main process's stream; the others reseed with their own seed + step
-        start_step = load_training_state(ckpt, optimizer, lr_scheduler, gen if accelerator.is_main_process else None)
-        if not accelerator.is_main_process:
-            gen.manual_seed(gen.initial_seed() + start_step)
+        start_step = load_training_state(ckpt, optimizer, lr_scheduler, gen, accelerator.is_main_process)
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
