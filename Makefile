@@ -51,6 +51,7 @@ train-generator: $(STAMP)
 
 eval-generator: $(STAMP)
 	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --out assets/mmgen-base/generator_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-schedulers euler-ancestral --sweep-guidance 3 4 5 --sweep-codebook-snap 0 0.25 0.5 0.75 --sweep-n-single 96 --sweep-n-two 256 --out assets/mmgen-base/generator_snap_sweep.json
 	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --out assets/mmgen-base/eval_generator.json
 	$(PY) -m mmgen.release --out assets/mmgen-base --card
 

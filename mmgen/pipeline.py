@@ -54,6 +54,7 @@ SCHEDULERS = {  # names for the command line and the app; any diffusers schedule
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE_SCALE = 4.0
 DEFAULT_GUIDANCE_INTERVAL = None  # guide every step
+DEFAULT_CODEBOOK_SNAP = 0.5  # pull each step's x0 estimate halfway to its codes (chosen on tuning prompts)
 MAX_PROMPT_CHARS = 2000
 PROMPT_CACHE_SIZE = 256  # encoded prompts kept per text encoder
 _PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> OrderedDict
@@ -88,6 +89,22 @@ def predict_x0(scheduler, latents_t: torch.Tensor, model_output: torch.Tensor, t
     if v:  # v = sqrt(a) eps - sqrt(1 - a) x0
         return alpha_bar.sqrt() * latents_t - (1 - alpha_bar).sqrt() * model_output
     return (latents_t - (1 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
+
+
+def model_output_for_x0(scheduler, latents_t: torch.Tensor, x0: torch.Tensor, timestep) -> torch.Tensor:
+    """Inverse of `predict_x0`: the model output (epsilon or v) that predicts the clean latent `x0` at
+    `timestep`. Lets a change to the x0 estimate reach any scheduler through its ordinary `step`."""
+    v = scheduler.config.prediction_type == "v_prediction"
+    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:  # Euler family: x = x0 + sigma eps
+        index = (scheduler.timesteps == timestep).nonzero()[0].item()
+        sigma = scheduler.sigmas[index].to(latents_t)
+        if v:
+            return (latents_t / (sigma**2 + 1) - x0) * (sigma**2 + 1).sqrt() / sigma
+        return (latents_t - x0) / sigma
+    alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(latents_t)
+    if v:
+        return (alpha_bar.sqrt() * latents_t - x0) / (1 - alpha_bar).sqrt()
+    return (latents_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
 
 
 @dataclass
@@ -147,7 +164,7 @@ class MMGenPipeline(DiffusionPipeline):
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(self, prompt, num_inference_steps, guidance_scale, start_step, latents,
-                     callback_on_step_end_tensor_inputs, guidance_interval=None):  # fmt: skip
+                     callback_on_step_end_tensor_inputs, guidance_interval=None, codebook_snap=0.0):  # fmt: skip
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise ValueError("`prompt` must be a string or a non-empty list of strings")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -165,6 +182,8 @@ class MMGenPipeline(DiffusionPipeline):
             if not 0 <= lo <= hi:
                 raise ValueError(f"`guidance_interval` must be (low, high) timesteps with 0 <= low <= high, "
                                  f"got {guidance_interval!r}")  # fmt: skip
+        if not 0 <= codebook_snap <= 1:
+            raise ValueError(f"`codebook_snap` must be in 0..1 (0: off, 1: onto the codes), got {codebook_snap}")
         if not 0 <= start_step < num_inference_steps:
             raise ValueError(f"`start_step` must be in 0..{num_inference_steps - 1}, got {start_step}")
         if start_step > 0 and latents is None:
@@ -248,6 +267,11 @@ class MMGenPipeline(DiffusionPipeline):
         """Scaled latents (B, C, h, w) -> nearest code ids (B, h, w)."""
         return self.vqvae.quantizer.eval()(latents / self.scaling_factor).indices
 
+    def snap_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> the scaled code vectors of their nearest codes (same shape)."""
+        codes = self.vqvae.quantizer.indices_to_codes(self.latents_to_tokens(latents)) * self.scaling_factor
+        return codes.to(latents.dtype)
+
     def decode_tokens(self, tokens: torch.Tensor, output_type: str = "pil"):
         images = self.vqvae.decode_indices(tokens)  # (B, 3, H, W) in [-1, 1]
         if output_type == "pt":
@@ -263,6 +287,7 @@ class MMGenPipeline(DiffusionPipeline):
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
+        codebook_snap: float = DEFAULT_CODEBOOK_SNAP,
         negative_prompt: str = "",
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -283,6 +308,10 @@ class MMGenPipeline(DiffusionPipeline):
                 lies in it, and take the conditional prediction alone (one pass, not two) elsewhere. Guidance at
                 the noisiest steps mostly costs variety (Kynkaanniemi et al., 2024,
                 https://arxiv.org/abs/2404.07724). None: guide every step.
+            codebook_snap: at every step, move the predicted clean latent this fraction of the way to its nearest
+                codes before the scheduler's step (0: off, 1: onto the codes). Like Imagen's dynamic
+                thresholding, which clips the x0 estimate, but projecting onto the codebook, where the final
+                latent must land anyway.
             latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
                 with `start_step=k`, the x_t of step k of an earlier run (replay or branch from step k).
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
@@ -295,7 +324,7 @@ class MMGenPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         # 1. Check inputs
         self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents,
-                          callback_on_step_end_tensor_inputs, guidance_interval)  # fmt: skip
+                          callback_on_step_end_tensor_inputs, guidance_interval, codebook_snap)  # fmt: skip
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
         device = self._execution_device
@@ -320,7 +349,8 @@ class MMGenPipeline(DiffusionPipeline):
         if start_step and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_step)
         for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
-            noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale, guidance_interval)
+            noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale, guidance_interval,
+                                           codebook_snap)  # fmt: skip
             latents_t, latents = latents, self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
@@ -337,10 +367,12 @@ class MMGenPipeline(DiffusionPipeline):
         return output if return_dict else (output.images, output.tokens)
 
     def guided_noise(self, scheduler, latents, t, text_context, guidance_scale: float,
-                     guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:  # fmt: skip
+                     guidance_interval: tuple[float, float] | None = None, codebook_snap: float = 0.0,
+                     ) -> torch.Tensor:  # fmt: skip
         """One model evaluation at step t; with guidance, the unconditional and conditional halves of
         `text_context` run as one batch and are combined as uncond + w * (cond - uncond). Outside
-        `guidance_interval`, only the conditional half runs."""
+        `guidance_interval`, only the conditional half runs. With `codebook_snap`, the output is changed so
+        that its x0 estimate moves that fraction of the way to the nearest codes."""
         do_cfg = guidance_scale > 1.0
         if do_cfg and guidance_interval is not None and not guidance_interval[0] <= float(t) <= guidance_interval[1]:
             do_cfg, text_context = False, text_context.rows(slice(latents.shape[0], None))  # the conditional half
@@ -351,6 +383,10 @@ class MMGenPipeline(DiffusionPipeline):
         if do_cfg:
             uncond, cond = noise_pred.chunk(2)
             noise_pred = uncond + guidance_scale * (cond - uncond)
+        if codebook_snap > 0:
+            x0 = predict_x0(scheduler, latents, noise_pred, t)
+            x0 = torch.lerp(x0, self.snap_latents(x0), codebook_snap)
+            noise_pred = model_output_for_x0(scheduler, latents, x0, t)
         return noise_pred
 
     def snap_and_decode(self, latents: torch.Tensor, output_type: str = "pil") -> MMGenPipelineOutput:
@@ -367,12 +403,13 @@ class MMGenPipeline(DiffusionPipeline):
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, negative_prompt: str = "",
                  generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
                  start_step: int = 0, guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
-                 ) -> DenoisingRun:  # fmt: skip
+                 codebook_snap: float = DEFAULT_CODEBOOK_SNAP) -> DenoisingRun:  # fmt: skip
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other."""
-        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [], guidance_interval)
+        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [], guidance_interval,
+                          codebook_snap)  # fmt: skip
         return DenoisingRun(self, prompt, num_inference_steps, guidance_scale, negative_prompt, generator, latents,
-                            start_step, guidance_interval)  # fmt: skip
+                            start_step, guidance_interval, codebook_snap)  # fmt: skip
 
     @property
     def guidance_scale(self):
@@ -389,10 +426,10 @@ class DenoisingRun:
     decodes the current latents."""
 
     def __init__(self, pipe: MMGenPipeline, prompt, num_inference_steps, guidance_scale, negative_prompt, generator,
-                 latents, start_step, guidance_interval=None):  # fmt: skip
+                 latents, start_step, guidance_interval=None, codebook_snap=0.0):  # fmt: skip
         self.pipe = pipe.with_scheduler()
         self.scheduler, self.guidance_scale = self.pipe.scheduler, guidance_scale
-        self.guidance_interval = guidance_interval
+        self.guidance_interval, self.codebook_snap = guidance_interval, codebook_snap
         device = pipe._execution_device
         batch_size = 1 if isinstance(prompt, str) else len(prompt)
         _, self.text_context = self.pipe.prepare_text_context(prompt, device, 1, guidance_scale, negative_prompt)
@@ -421,7 +458,7 @@ class DenoisingRun:
             raise ValueError(f"this run has finished its {self.num_steps} steps")
         i, t = self.next_step, self.timesteps[self.next_step]
         noise_pred = self.pipe.guided_noise(self.scheduler, self.latents, t, self.text_context, self.guidance_scale,
-                                            self.guidance_interval)  # fmt: skip
+                                            self.guidance_interval, self.codebook_snap)  # fmt: skip
         pred_x0 = predict_x0(self.scheduler, self.latents, noise_pred, t)
         self.latents = self.scheduler.step(noise_pred, t, self.latents, **self.extra_step_kwargs).prev_sample
         self.next_step += 1

@@ -171,11 +171,12 @@ def _weighting(args: dict) -> str:
 
 
 def _sweep_table(sweep: dict) -> str:
-    lines = ["| scheduler | guidance | single: all | single: shape | single: position | two: all | seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| scheduler | guidance | codebook snap | single: all | single: shape | single: position | two: all | "
+             "seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in sweep["rows"]:
-        lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r['single_all']:.1%} | {r['single_shape']:.1%} | "
-                     f"{r['single_position']:.1%} | {r['two_all']:.1%} | {r['seconds']:.0f} |")  # fmt: skip
+        lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r.get('codebook_snap', 0.0):g} | "
+                     f"{r['single_all']:.1%} | {r['single_shape']:.1%} | {r['single_position']:.1%} | "
+                     f"{r['two_all']:.1%} | {r['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -229,13 +230,24 @@ apart from the evaluation's): accuracy at 20 steps per scheduler and guidance sc
 
 {_sweep_table(sweep)}
 """
+    if (out / "generator_snap_sweep.json").exists():
+        sweep = json.loads((out / "generator_snap_sweep.json").read_text())
+        n = sweep["rows"][0]
+        text += f"""
+**Choosing `codebook_snap`** (`mmgen eval-generator --sweep --sweep-schedulers euler-ancestral --sweep-guidance 3 4 5
+--sweep-codebook-snap 0 0.25 0.5 0.75 --sweep-n-single {n["n_single"]} --sweep-n-two {n["n_two"]}`, the same tuning
+prompts' seed, more of them): the default is the setting with the best mean of single-object and two-object "all".
+
+{_sweep_table(sweep)}
+"""
     if (out / "eval_generator.json").exists():
         ev = json.loads((out / "eval_generator.json").read_text())
         st = ev.get("settings", {})
         text += f"""
 **Evaluation** (`mmgen eval-generator --model assets/mmgen-base`, the pipeline's defaults: {st.get("scheduler")},
-{st.get("steps")} steps, guidance {st.get("guidance_scale")}; one image per prompt, read by the scene judge; prompts
-written for evaluation, not training captions; full JSON in `eval_generator.json`):
+{st.get("steps")} steps, guidance {st.get("guidance_scale")}, codebook snap {st.get("codebook_snap", 0.0)};
+one image per prompt, read by the scene judge; prompts written for evaluation, not training captions; full JSON
+in `eval_generator.json`):
 
 {_generator_eval_table(ev)}
 """

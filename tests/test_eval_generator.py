@@ -67,3 +67,21 @@ def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
     want, got = single[0]["objects"][0]["shape"], wrong["objects"][0]["shape"]
     assert errors["single_confusions"] == {f"{want} -> {got}": 1} and errors["two_per_object"] == {}
     assert "most common confusions" in format_shape_errors(errors)
+
+
+def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, capsys):
+    import json
+
+    from mmgen.cli import main
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "sweep.json"
+    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
+                 "--sweep-schedulers", "ddim", "euler-ancestral", "--sweep-guidance", "2", "--sweep-codebook-snap",
+                 "0", "0.5", "--sweep-n-single", "2", "--sweep-n-two", "2", "--out", str(out)]) == 0  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    settings = [(r["scheduler"], r["guidance"], r["codebook_snap"]) for r in rows]
+    assert settings == [("ddim", 2.0, 0.0), ("ddim", 2.0, 0.5), ("euler-ancestral", 2.0, 0.0),
+                        ("euler-ancestral", 2.0, 0.5)]  # fmt: skip
+    assert all(r["n_single"] == 2 and r["n_two"] == 2 and 0 <= r["two_all"] <= 1 for r in rows)
+    assert "snap" in capsys.readouterr().out

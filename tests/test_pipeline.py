@@ -92,6 +92,7 @@ def test_replay_from_a_step_reproduces_the_run(tiny_pipe):
     (dict(guidance_scale=-1.0), ">= 0"), (dict(start_step=1), "needs the `latents`"),
     (dict(callback_on_step_end_tensor_inputs=["bogus"]), "not in"), (dict(output_type="gif"), "output_type"),
     (dict(guidance_interval=(600, 200)), "low <= high"), (dict(guidance_interval=(-5, 200)), "low <= high"),
+    (dict(codebook_snap=1.5), "codebook_snap"), (dict(codebook_snap=-0.1), "codebook_snap"),
 ])  # fmt: skip
 def test_bad_inputs_are_clear_errors(tiny_pipe, kwargs, message):
     kwargs = {"prompt": "a red circle", "num_inference_steps": 2, **kwargs}
@@ -292,3 +293,54 @@ def test_predict_x0_matches_the_schedulers_own_estimate(name, prediction_type):
     model_output = torch.randn(latents.shape, generator=g)
     expected = scheduler.step(model_output, t, latents, generator=g).pred_original_sample
     torch.testing.assert_close(predict_x0(scheduler, latents, model_output, t), expected)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "unipc", "euler", "euler-ancestral"])
+def test_model_output_for_x0_inverts_predict_x0(name, prediction_type):
+    from mmgen.pipeline import SCHEDULERS, model_output_for_x0, predict_x0
+    from mmgen.training.train_generator import training_scheduler
+
+    scheduler = SCHEDULERS[name].from_config(training_scheduler(prediction_type).config)
+    scheduler.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 8, 4, 4, generator=g) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps[[0, 5, -1]]:
+        x0 = torch.randn(latents.shape, generator=g)
+        torch.testing.assert_close(predict_x0(scheduler, latents, model_output_for_x0(scheduler, latents, x0, t), t),
+                                   x0, atol=1e-4, rtol=1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["euler-ancestral", "dpm++"])
+def test_codebook_snap_moves_each_x0_estimate_to_its_codes(tiny_pipe, name):
+    """With codebook_snap=1 every step's clean estimate lies exactly on codes; with 0.5 it lies halfway between
+    the model's estimate and those codes; 0 is the plain sampler. Leaving it out means the default."""
+    from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP
+
+    pipe = tiny_pipe.with_scheduler(name)
+
+    def x0_per_step(**kw):
+        seen = []
+        _run(pipe, num_inference_steps=3, guidance_scale=2.0, callback_on_step_end_tensor_inputs=["pred_x0"],
+             callback_on_step_end=lambda p, i, t, k: seen.append(k["pred_x0"]), **kw)  # fmt: skip
+        return seen
+
+    for x0 in x0_per_step(codebook_snap=1.0):
+        torch.testing.assert_close(x0, pipe.snap_latents(x0), atol=1e-4, rtol=1e-4)
+    plain = x0_per_step(codebook_snap=0.0)
+    default = x0_per_step(codebook_snap=DEFAULT_CODEBOOK_SNAP)
+    assert all(torch.equal(a, b) for a, b in zip(default, x0_per_step()))
+    assert not torch.allclose(plain[0], pipe.snap_latents(plain[0]), atol=1e-2)  # the test is not vacuous
+    first_half = x0_per_step(codebook_snap=0.5)[0]  # step 0 starts from the same noise, so compare it alone
+    torch.testing.assert_close(first_half, torch.lerp(plain[0], pipe.snap_latents(plain[0]), 0.5), atol=1e-4,
+                               rtol=1e-4)  # fmt: skip
+
+
+def test_stepwise_run_snaps_like_the_full_call(tiny_pipe):
+    run = tiny_pipe.stepwise("a red circle", num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7,
+                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+    while not run.done:
+        run.step()
+    full = _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7)
+    assert torch.equal(run.result().tokens, full.tokens)
+    assert not torch.equal(full.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0).tokens)

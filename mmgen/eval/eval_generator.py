@@ -192,28 +192,34 @@ SWEEP_SCHEDULERS = ("dpm++", "unipc", "ddim", "euler", "euler-ancestral", "ddpm"
 SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
 
 
-def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, steps: int = 20, n_single: int = 48,
-          n_two: int = 32) -> list[dict]:  # fmt: skip
-    """Accuracy for each scheduler x guidance at `steps`, on tuning prompts (TUNE_SEED), to choose the defaults
-    without looking at the reported evaluation's prompts."""
+SWEEP_HEADER = f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'sec':>7}"
+
+
+def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.0,), steps: int = 20,
+          n_single: int = 48, n_two: int = 32) -> list[dict]:  # fmt: skip
+    """Accuracy for each scheduler x guidance x codebook_snap at `steps`, on tuning prompts (TUNE_SEED), to
+    choose the defaults without looking at the reported evaluation's prompts."""
     import time
 
     rows = []
     for name in schedulers:
         pipe.use_scheduler(name)
         for g in guidances:
-            t0 = time.perf_counter()
-            r = evaluate(pipe, n_single=n_single, n_two=n_two, n_paraphrase=0, prompt_seed=TUNE_SEED, free=False,
-                         num_inference_steps=steps, guidance_scale=g)  # fmt: skip
-            rows.append({"scheduler": name, "guidance": g, "steps": steps, "single_all": r["single"]["all"],
-                         "single_shape": r["single"]["shape"], "single_position": r["single"]["position"],
-                         "two_all": r["two"]["all"], "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
-            row = rows[-1]
-            print(
-                f"{name:<16}{g:>5.1f}{row['single_all']:>8.3f}{row['single_shape']:>8.3f}"
-                f"{row['single_position']:>8.3f}{row['two_all']:>8.3f}{row['seconds']:>7.1f}",
-                flush=True,
-            )
+            for snap in snaps:
+                t0 = time.perf_counter()
+                r = evaluate(pipe, n_single=n_single, n_two=n_two, n_paraphrase=0, prompt_seed=TUNE_SEED,
+                             free=False, num_inference_steps=steps, guidance_scale=g, codebook_snap=snap)  # fmt: skip
+                rows.append({"scheduler": name, "guidance": g, "codebook_snap": snap, "steps": steps,
+                             "single_all": r["single"]["all"], "single_shape": r["single"]["shape"],
+                             "single_position": r["single"]["position"], "two_all": r["two"]["all"],
+                             "n_single": n_single, "n_two": n_two,
+                             "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
+                row = rows[-1]
+                print(
+                    f"{name:<16}{g:>5.1f}{snap:>6.2f}{row['single_all']:>8.3f}{row['single_shape']:>8.3f}"
+                    f"{row['single_position']:>8.3f}{row['two_all']:>8.3f}{row['seconds']:>7.1f}",
+                    flush=True,
+                )
     return rows
 
 
@@ -235,12 +241,14 @@ def format_table(results: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from ..pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, MMGenPipeline
+    from ..pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, MMGenPipeline
 
     pipe = MMGenPipeline.from_pretrained(args.model)
     if args.sweep:
-        print(f"{'scheduler':<16}{'cfg':>5}{'1-all':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'sec':>7}")
-        rows = sweep(pipe, steps=args.steps or 20)
+        print(SWEEP_HEADER)
+        rows = sweep(pipe, schedulers=args.sweep_schedulers, guidances=args.sweep_guidance,
+                     snaps=args.sweep_codebook_snap, steps=args.steps or 20,
+                     n_single=args.sweep_n_single, n_two=args.sweep_n_two)  # fmt: skip
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
         return {"rows": rows}
     call_kwargs = {}
@@ -252,11 +260,14 @@ def main(args: argparse.Namespace) -> dict:
         call_kwargs["num_inference_steps"] = args.steps
     if args.guidance is not None:
         call_kwargs["guidance_scale"] = args.guidance
+    if args.codebook_snap is not None:
+        call_kwargs["codebook_snap"] = args.codebook_snap
     results = evaluate(pipe, n_single=args.n_single, n_two=args.n_two, n_paraphrase=args.n_paraphrase,
                        **call_kwargs)  # fmt: skip
     results["settings"] = {"model": str(args.model), "scheduler": type(pipe.scheduler).__name__,
                            "steps": call_kwargs.get("num_inference_steps", DEFAULT_STEPS),
                            "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
+                           "codebook_snap": call_kwargs.get("codebook_snap", DEFAULT_CODEBOOK_SNAP),
                            "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
     print(format_table({k: v for k, v in results.items() if k not in ("settings", "shape_errors")}))
     if "shape_errors" in results:
@@ -273,7 +284,15 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="override the model's scheduler (dpm++, unipc, ddim, euler, ...)")
     p.add_argument("--steps", type=int, help="override the pipeline's default number of steps")
     p.add_argument("--guidance", type=float, help="override the pipeline's default guidance scale")
+    p.add_argument("--codebook-snap", type=float, help="override the pipeline's default codebook_snap (0..1)")
     p.add_argument("--bf16", action="store_true", help="the optional bf16 autocast path (pipe.set_autocast)")
-    p.add_argument("--sweep", action="store_true", help="accuracy of every scheduler x guidance on tuning prompts")
+    p.add_argument("--sweep", action="store_true",
+                   help="accuracy of every scheduler x guidance x codebook_snap below, on tuning prompts")  # fmt: skip
+    p.add_argument("--sweep-schedulers", nargs="+", default=list(SWEEP_SCHEDULERS), choices=SWEEP_SCHEDULERS,
+                   metavar="NAME")  # fmt: skip
+    p.add_argument("--sweep-guidance", nargs="+", type=float, default=list(SWEEP_GUIDANCE), metavar="G")
+    p.add_argument("--sweep-codebook-snap", nargs="+", type=float, default=[0.0], metavar="S")
+    p.add_argument("--sweep-n-single", type=int, default=48, help="single-object tuning prompts per setting")
+    p.add_argument("--sweep-n-two", type=int, default=32, help="two-object tuning prompts per setting")
     p.add_argument("--out", default="eval/generator.json")
     return p
