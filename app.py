@@ -23,7 +23,14 @@ import torch
 from mmgen.callbacks import LatentInpainter, TrajectoryRecorder
 from mmgen.codebook import CodebookAtlas, reference_images, usage_stats
 from mmgen.data.images import ImageLoadError, load_image
-from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, SCHEDULERS, MMGenPipeline, native_bf16
+from mmgen.pipeline import (
+    DEFAULT_CODEBOOK_SNAP,
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS,
+    SCHEDULERS,
+    MMGenPipeline,
+    native_bf16,
+)
 from mmgen.tokens import decode_tokens, default_model, encode_image, save_tokens
 from mmgen.viz import (
     cell_size,
@@ -174,7 +181,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         frames = recorder.render(run.pipe, cell=cell_size(tokens.shape, target=DISPLAY_SIDE))
         card = {"format": RUN_CARD_FORMAT, "model": model_name, "prompt": prompt, "negative_prompt": "",
                 "seed": seed, "steps": steps, "guidance_scale": guidance, "scheduler": scheduler,
-                "scheduler_config": dict(run.scheduler.config)}  # fmt: skip
+                "codebook_snap": run.codebook_snap, "scheduler_config": dict(run.scheduler.config)}  # fmt: skip
         state = {"image": out.images[0], "tokens": tokens, "frames": frames, "card": card, "settings": settings,
                  "latents": [s.latents for s in recorder.steps]}  # fmt: skip
         used = int((code_histogram(tokens, num_codes) > 0).sum())
@@ -242,6 +249,11 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
             if card.get("model") == model_name
             else f" (made with model {card.get('model')!r}, this is {model_name!r})"
         )
+        snap = card.get("codebook_snap", 0.0)  # cards from before the snap existed were made without it
+        if snap != DEFAULT_CODEBOOK_SNAP:
+            gr.Warning(f"This run card was made with codebook snap {snap}; this app samples with "
+                       f"{DEFAULT_CODEBOOK_SNAP}, so the image will differ. For the card's exact image: "
+                       f"mmgen generate ... --codebook-snap {snap}")  # fmt: skip
         gr.Info(f"Run card loaded{note}: generating.")
         return prompt, steps, guidance, seed, False, scheduler
 

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmgen.pipeline import MMGenPipeline  # noqa: E402
+from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, MMGenPipeline  # noqa: E402
 from mmgen.tokens import default_model  # noqa: E402
 
 PROMPT = "a large red circle in the top left on a white background"
@@ -44,6 +44,20 @@ def median_s(fn, repeats: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def interleaved_medians(fns, repeats: int, warmup: int = 2) -> list[float]:
+    """Median seconds of each function, timed in turn within every repeat (a side-by-side comparison)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -63,6 +77,14 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
                 s = median_s(lambda p=prompts, r=run: r(p, generator=torch.Generator().manual_seed(0)), repeats)
             rows.append({"section": "t2i", "name": f"default settings, {variant}, batch {batch}", "seconds": s,
                          "per_image_s": s / batch, "images_per_s": batch / s})  # fmt: skip
+    # What the codebook snap costs: the call with and without it, interleaved so that load drifts hit both alike.
+    calls = {snap: (lambda s=snap: pipe([PROMPT], generator=torch.Generator().manual_seed(0), codebook_snap=s))
+             for snap in (DEFAULT_CODEBOOK_SNAP, 0.0)}  # fmt: skip
+    with torch.inference_mode():
+        times = interleaved_medians(list(calls.values()), repeats)
+    for snap, s in zip(calls, times):
+        rows.append({"section": "t2i", "name": f"codebook_snap={snap:g}, float32, batch 1 (paired)", "seconds": s,
+                     "per_image_s": s, "images_per_s": 1 / s, "vs_no_snap": s / times[-1]})  # fmt: skip
     return rows
 
 
@@ -194,6 +216,8 @@ def format_rows(rows: list[dict]) -> str:
         notes = []
         if "images_per_s" in r:
             notes.append(f"{r['per_image_s']:.3f} s/image, {r['images_per_s']:.2f} images/s")
+        if "vs_no_snap" in r:
+            notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:
             notes.append(f"{r['gflop']:.2f} GFLOP, {r['gflops_per_s']:.0f} GFLOP/s = {r['mfu']:.1%} of peak; "
                          f"20 steps {r['loop_seconds']:.3f} s = {r['loop_speedup_vs_eager']:.2f}x eager")  # fmt: skip

@@ -15,6 +15,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmgen.data.shapes import shapes_sample  # noqa: E402
+from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP  # noqa: E402
 
 GENERATE = (
     "a red circle",
@@ -67,6 +68,7 @@ def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
     card = json.loads(open(next(f for f in files if f.endswith("run_card.json"))).read())
     assert card["prompt"] == "a red circle" and card["seed"] == 7 and card["scheduler"] == "ddim"
     assert card["steps"] == 4 and card["guidance_scale"] == 2.0 and card["model"] == "tiny-test"
+    assert card["codebook_snap"] == DEFAULT_CODEBOOK_SNAP
     assert "Step 4 of 4" in step_info
     assert all(os.path.exists(p) for p in (tokens, x_t, x0, x0_tokens, changed, plot))
 
