@@ -291,7 +291,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--sweep-schedulers", nargs="+", default=list(SWEEP_SCHEDULERS), choices=SWEEP_SCHEDULERS,
                    metavar="NAME")  # fmt: skip
     p.add_argument("--sweep-guidance", nargs="+", type=float, default=list(SWEEP_GUIDANCE), metavar="G")
-    p.add_argument("--sweep-codebook-snap", nargs="+", type=float, default=[0.0], metavar="S")
+    p.add_argument("--sweep-codebook-snap", nargs="+", type=float, default=[0.0], metavar="S",
+                   help="default 0: the samplers alone (the snap is then chosen at the chosen sampler)")  # fmt: skip
     p.add_argument("--sweep-n-single", type=int, default=48, help="single-object tuning prompts per setting")
     p.add_argument("--sweep-n-two", type=int, default=32, help="two-object tuning prompts per setting")
     p.add_argument("--out", default="eval/generator.json")
