@@ -73,19 +73,25 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _noise_level(scheduler, latents_t: torch.Tensor, timestep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(sigma, None) for the Euler family (x = x0 + sigma eps), (None, alpha_bar) for the alpha family."""
+    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:
+        index = (scheduler.timesteps == timestep).nonzero()[0].item()
+        return scheduler.sigmas[index].to(latents_t), None
+    return None, scheduler.alphas_cumprod[int(timestep)].to(latents_t)
+
+
 def predict_x0(scheduler, latents_t: torch.Tensor, model_output: torch.Tensor, timestep) -> torch.Tensor:
     """Clean-latent estimate from the DiT's output at `timestep`, for the scheduler's `prediction_type`
     ("epsilon" or "v_prediction") and parametrisation (alpha: x_t = sqrt(a) x0 + sqrt(1 - a) eps, the
     DDPM/DDIM/DPM/UniPC family; sigma: x = x0 + sigma eps, the Euler family, whose model input is
     x / sqrt(sigma^2 + 1), i.e. the same x_t)."""
     v = scheduler.config.prediction_type == "v_prediction"
-    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:  # Euler family
-        index = (scheduler.timesteps == timestep).nonzero()[0].item()
-        sigma = scheduler.sigmas[index].to(latents_t)
+    sigma, alpha_bar = _noise_level(scheduler, latents_t, timestep)
+    if sigma is not None:  # Euler family
         if v:
             return latents_t / (sigma**2 + 1) - model_output * sigma / (sigma**2 + 1).sqrt()
         return latents_t - sigma * model_output
-    alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(latents_t)
     if v:  # v = sqrt(a) eps - sqrt(1 - a) x0
         return alpha_bar.sqrt() * latents_t - (1 - alpha_bar).sqrt() * model_output
     return (latents_t - (1 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
@@ -95,13 +101,11 @@ def model_output_for_x0(scheduler, latents_t: torch.Tensor, x0: torch.Tensor, ti
     """Inverse of `predict_x0`: the model output (epsilon or v) that predicts the clean latent `x0` at
     `timestep`. Lets a change to the x0 estimate reach any scheduler through its ordinary `step`."""
     v = scheduler.config.prediction_type == "v_prediction"
-    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:  # Euler family: x = x0 + sigma eps
-        index = (scheduler.timesteps == timestep).nonzero()[0].item()
-        sigma = scheduler.sigmas[index].to(latents_t)
+    sigma, alpha_bar = _noise_level(scheduler, latents_t, timestep)
+    if sigma is not None:  # Euler family: x = x0 + sigma eps
         if v:
             return (latents_t / (sigma**2 + 1) - x0) * (sigma**2 + 1).sqrt() / sigma
         return (latents_t - x0) / sigma
-    alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(latents_t)
     if v:
         return (alpha_bar.sqrt() * latents_t - x0) / (1 - alpha_bar).sqrt()
     return (latents_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
