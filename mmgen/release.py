@@ -232,11 +232,16 @@ apart from the evaluation's): accuracy at 20 steps per scheduler and guidance sc
 """
     if (out / "generator_snap_sweep.json").exists():
         sweep = json.loads((out / "generator_snap_sweep.json").read_text())
-        n = sweep["rows"][0]
+        rows = sweep["rows"]
+
+        def values(key):
+            return " ".join(f"{v:g}" if isinstance(v, float) else v for v in dict.fromkeys(r[key] for r in rows))
+
         text += f"""
-**Choosing `codebook_snap`** (`mmgen eval-generator --sweep --sweep-schedulers euler-ancestral --sweep-guidance 3 4 5
---sweep-codebook-snap 0 0.25 0.5 0.75 --sweep-n-single {n["n_single"]} --sweep-n-two {n["n_two"]}`, the same tuning
-prompts' seed, more of them): the default is the setting with the best mean of single-object and two-object "all".
+**Choosing `codebook_snap`** (`mmgen eval-generator --sweep --sweep-schedulers {values("scheduler")} --sweep-guidance
+{values("guidance")} --sweep-codebook-snap {values("codebook_snap")} --sweep-n-single {rows[0]["n_single"]}
+--sweep-n-two {rows[0]["n_two"]}`, the same tuning prompts' seed, more of them): the default is the setting with
+the best mean of single-object and two-object "all".
 
 {_sweep_table(sweep)}
 """

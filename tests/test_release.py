@@ -78,6 +78,15 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     release_generator(run, out, scheduler="unipc")
     assert "`min-snr-1` (x0 weight min(SNR + 1, 5))" in generator_card_section(out)
 
+    row = {"scheduler": "euler-ancestral", "guidance": 4.0, "steps": 20, "single_all": 0.9, "single_shape": 0.9,
+           "single_position": 1.0, "two_all": 0.3, "n_single": 96, "n_two": 256, "seconds": 60}  # fmt: skip
+    sweep_rows = [dict(row, guidance=g, codebook_snap=s) for g in (3.0, 4.0) for s in (0.0, 0.5)]
+    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": sweep_rows}))
+    card = " ".join(generator_card_section(out).split())  # the command in the card is wrapped
+    assert ("--sweep-schedulers euler-ancestral --sweep-guidance 3 4 --sweep-codebook-snap 0 0.5 --sweep-n-single 96 "
+            "--sweep-n-two 256") in card  # fmt: skip
+    assert "| euler-ancestral | 4 | 0.5 | 90.0% |" in card
+
     config_path = out / "transformer" / "config.json"
     config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"joint_attention": True}))
     card = generator_card_section(out)
