@@ -24,8 +24,9 @@ GENERATE = (
     7,
     False,
     "ddim",
+    DEFAULT_CODEBOOK_SNAP,
     False,
-)  # prompt, steps, guidance, seed, random, scheduler, overlay
+)  # prompt, steps, guidance, seed, random, scheduler, codebook snap, overlay
 
 
 @pytest.fixture
@@ -62,7 +63,8 @@ def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
     image, tokens, info, seed, files, step, x_t, x0, x0_tokens, changed, plot, step_info = client.predict(
         *GENERATE, api_name="/generate"
     )
-    assert "4 steps of ddim" in info and "seed 7" in info and seed == 7 and _value(step) == 3
+    assert "4 steps of ddim" in info and f"codebook snap {DEFAULT_CODEBOOK_SNAP:g}" in info and "seed 7" in info
+    assert seed == 7 and _value(step) == 3
     assert _pixels(image).shape[0] >= 256  # shown enlarged
     assert sorted(os.path.basename(f) for f in files) == ["image.png", "run_card.json", "tokens.json"]
     card = json.loads(open(next(f for f in files if f.endswith("run_card.json"))).read())
@@ -77,20 +79,36 @@ def test_same_seed_same_image_and_random_seed_is_reported(client):
     a = client.predict(*GENERATE, api_name="/generate")
     b = client.predict(*GENERATE, api_name="/generate")
     assert (_pixels(a[0]) == _pixels(b[0])).all()
-    c = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", False, api_name="/generate")
+    c = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", 0.5, False, api_name="/generate")
     assert f"seed {int(c[3])}" in c[2]
 
 
 def test_run_card_reproduces_the_run(client, tmp_path):
-    first = client.predict("a blue star", 3, 3.0, 11, False, "euler-ancestral", False, api_name="/generate")
+    first = client.predict("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25, False, api_name="/generate")
     card = next(f for f in first[4] if f.endswith("run_card.json"))
-    client.predict("something else", 5, 1.0, 0, False, "ddim", False, api_name="/generate")
-    prompt, steps, guidance, seed, random_seed, scheduler = client.predict(handle_file(card),
-                                                                          api_name="/load_run_card")  # fmt: skip
-    assert (prompt, steps, guidance, seed, random_seed, scheduler) == ("a blue star", 3, 3.0, 11, False,
-                                                                       "euler-ancestral")  # fmt: skip
-    again = client.predict(prompt, steps, guidance, seed, random_seed, scheduler, False, api_name="/generate")
+    client.predict("something else", 5, 1.0, 0, False, "ddim", 1.0, False, api_name="/generate")
+    settings = client.predict(handle_file(card), api_name="/load_run_card")
+    assert tuple(settings) == ("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25)
+    again = client.predict(*settings, False, api_name="/generate")
     assert (_pixels(again[0]) == _pixels(first[0])).all()
+
+
+def test_codebook_snap_changes_the_run_and_old_cards_load_without_it(client, tmp_path):
+    """The snap slider reaches the sampler (snap 0 and 1 give other images from one seed), and a run card written
+    before the snap existed loads with the snap off, the way it was made."""
+    off = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 0.0, False, api_name="/generate")
+    full = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 1.0, False, api_name="/generate")
+    assert "codebook snap 0," in off[2] and "codebook snap 1," in full[2]
+    assert not (_pixels(off[0]) == _pixels(full[0])).all()
+    card = json.loads(open(next(f for f in off[4] if f.endswith("run_card.json"))).read())
+    assert card["codebook_snap"] == 0.0
+    del card["codebook_snap"]
+    (tmp_path / "old.json").write_text(json.dumps(card))
+    assert client.predict(handle_file(str(tmp_path / "old.json")), api_name="/load_run_card")[-1] == 0.0
+    card["codebook_snap"] = "lots"
+    (tmp_path / "bad.json").write_text(json.dumps(card))
+    with pytest.raises(Exception, match="codebook_snap"):
+        client.predict(handle_file(str(tmp_path / "bad.json")), api_name="/load_run_card")
 
 
 def test_bad_run_card_gets_a_message(client, tmp_path):
@@ -113,9 +131,10 @@ def test_overlay_toggle_draws_on_the_image(client):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("   ", 4, 2.0, 0, False, "ddim", False), "Type a prompt"),
-        (("a red circle", 4, 2.0, 0, False, "nope", False), "not in the list of choices"),
-        (("a red circle", 4, -1.0, 0, False, "ddim", False), "less than minimum value 0"),
+        (("   ", 4, 2.0, 0, False, "ddim", 0.5, False), "Type a prompt"),
+        (("a red circle", 4, 2.0, 0, False, "nope", 0.5, False), "not in the list of choices"),
+        (("a red circle", 4, -1.0, 0, False, "ddim", 0.5, False), "less than minimum value 0"),
+        (("a red circle", 4, 2.0, 0, False, "ddim", 1.5, False), "greater than maximum value 1"),
     ],
 )
 def test_generate_bad_input_gets_a_message(client, args, message):
@@ -138,7 +157,7 @@ def test_scrub_step_through_and_play(client):
 def test_step_mode_lands_on_the_full_run(client):
     full = client.predict(*GENERATE, api_name="/generate")
     for k in range(4):
-        out = client.predict(*GENERATE[:6], api_name="/step_once")
+        out = client.predict(*GENERATE[:7], api_name="/step_once")
         assert f"step {k + 1} of 4" in out[-1]
     assert "finished" in out[-1] and _value(out[0]) == 3  # the slider jumps to the finished run's last step
     assert (_pixels(out[2]) == _pixels(full[7])).all()  # the last step's x0 equals the full run's
