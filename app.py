@@ -193,8 +193,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         used = int((code_histogram(tokens, num_codes) > 0).sum())
         h, w = tokens.shape
         info = (f"{steps} steps of {scheduler}, guidance {guidance:g}, codebook snap {snap:g}, seed {seed} · "
-                f"{seconds:.2f} s · "
-                f"{h}×{w} tokens, {used} distinct codes")  # fmt: skip
+                f"{seconds:.2f} s · {h}×{w} tokens, {used} distinct codes")  # fmt: skip
         return state, info
 
     # ------------------------------------------------------------------ Generate
