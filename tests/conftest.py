@@ -10,9 +10,10 @@ from mmgen.models.vqvae import VQVAE, VQVAE_PRESETS
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed_and_threads(tmp_path_factory, monkeypatch):
     torch.manual_seed(0)
     torch.set_num_threads(1)  # tiny models: threads cost more than they save
+    monkeypatch.setenv("MMGEN_CACHE", str(tmp_path_factory.getbasetemp() / "encoded"))  # not the user's ~/.cache
 
 
 @pytest.fixture

@@ -78,6 +78,22 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     release_generator(run, out, scheduler="unipc")
     assert "`min-snr-1` (x0 weight min(SNR + 1, 5))" in generator_card_section(out)
 
+    stage2 = {
+        **header,
+        "command": "mmgen train-generator --init-from assets/mmgen-base --steps 500",
+        "stage": 2,
+        "args": {**header["args"], "init_from": "assets/mmgen-base", "data_seed": 1, "lr": 2e-4},
+    }
+    rows2 = [{"step": 500, "loss": 0.1, "elapsed_s": 12.0}, {"done": True, "steps": 500, "train_time_s": 60.0}]
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows, stage2, *rows2]) + "\n")
+    release_generator(run, out, scheduler="unipc")
+    card = generator_card_section(out)
+    assert "in 2 stages" in card and "1. `mmgen train-generator --steps 500`" in card
+    assert "2. `mmgen train-generator --init-from assets/mmgen-base --steps 500`" in card
+    assert "Starts from `assets/mmgen-base`" in card and "(stream 1)" in card
+    assert "Training time in all: 3.0 min" in card
+    assert "| 1 | 500 | 0.2000 | 30 |" in card and "| 2 | 500 | 0.1000 | 12 |" in card
+
     row = {"scheduler": "euler-ancestral", "guidance": 4.0, "steps": 20, "single_all": 0.9, "single_shape": 0.9,
            "single_position": 1.0, "two_all": 0.3, "n_single": 96, "n_two": 256, "seconds": 60}  # fmt: skip
     sweep_rows = [dict(row, guidance=g, codebook_snap=s) for g in (3.0, 4.0) for s in (0.0, 0.5)]
@@ -86,6 +102,7 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     assert ("--sweep-schedulers euler-ancestral --sweep-guidance 3 4 --sweep-codebook-snap 0 0.5 --sweep-n-single 96 "
             "--sweep-n-two 256") in card  # fmt: skip
     assert "| euler-ancestral | 4 | 0.5 | 90.0% |" in card
+    assert "Best mean of single-object and two-object" in card and "The default (guidance 4, snap 0.5)" in card
 
     config_path = out / "transformer" / "config.json"
     config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"joint_attention": True}))

@@ -5,6 +5,7 @@ import torch
 
 from mmgen.cli import build_parser
 from mmgen.models.dit import DiT, DiTOutput
+from mmgen.training.checkpoints import log_stages
 from mmgen.training.train_generator import main, sampling_weights
 
 
@@ -206,3 +207,46 @@ def test_each_process_draws_its_own_batches(tmp_path, tiny_model_dir, monkeypatc
     a = DiT.from_pretrained(tmp_path / "p0" / "transformer").state_dict()
     b = DiT.from_pretrained(tmp_path / "p1" / "transformer").state_dict()
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_encoded_training_set_is_cached_and_reused(tmp_path, tiny_model_dir, capsys):
+    """The second run reads the encoded set instead of encoding it again, and trains to the same weights as a run
+    that encodes (`--cache-dir ''`); other data gets another file."""
+    cache = tmp_path / "cache"
+    main(_args(tmp_path / "a", tiny_model_dir, "--steps", "2", "--cache-dir", str(cache)))
+    assert "cached the encoded training set" in capsys.readouterr().out and len(list(cache.iterdir())) == 1
+    main(_args(tmp_path / "b", tiny_model_dir, "--steps", "2", "--cache-dir", str(cache)))
+    assert "read the encoded training set" in capsys.readouterr().out
+    main(_args(tmp_path / "c", tiny_model_dir, "--steps", "2", "--cache-dir", ""))
+    assert "encoded training set" not in capsys.readouterr().out
+    weights = [DiT.from_pretrained(tmp_path / run / "transformer").state_dict() for run in "abc"]
+    assert all(torch.equal(weights[0][k], w[k]) for w in weights[1:] for k in weights[0])
+    main(_args(tmp_path / "d", tiny_model_dir, "--steps", "1", "--cache-dir", str(cache), "--seed", "1"))
+    assert len(list(cache.iterdir())) == 2  # --seed also picks the scenes: other key, never a stale read
+    main(_args(tmp_path / "e", tiny_model_dir, "--steps", "1", "--cache-dir", str(cache), "--seed", "1",
+               "--data-seed", "0"))  # fmt: skip
+    assert "read the encoded training set" in capsys.readouterr().out and len(list(cache.iterdir())) == 2
+
+
+def test_init_from_continues_a_trained_dit(tmp_path, tiny_model_dir):
+    """A second stage starts from the first stage's weights (with lr 0 they come out unchanged) and keeps its
+    architecture; a folder without a fitting DiT fails before any encoding."""
+    first = tmp_path / "first"
+    main(_args(first, tiny_model_dir, "--steps", "2", "--text-refiner-layers", "1"))
+    start = DiT.from_pretrained(first / "transformer").state_dict()
+    main(_args(tmp_path / "frozen", tiny_model_dir, "--steps", "2", "--init-from", str(first), "--lr", "0"))
+    frozen = DiT.from_pretrained(tmp_path / "frozen" / "transformer")
+    assert frozen.config.text_refiner_layers == 1  # from the loaded DiT, not the default of 2
+    assert all(torch.equal(start[k], frozen.state_dict()[k]) for k in start)
+    main(_args(tmp_path / "tuned", tiny_model_dir, "--steps", "2", "--init-from", str(first)))
+    tuned = DiT.from_pretrained(tmp_path / "tuned" / "transformer").state_dict()
+    assert not all(torch.equal(start[k], tuned[k]) for k in start)
+    first_log = [json.loads(line) for line in (first / "train_log.jsonl").read_text().splitlines()]
+    tuned_log = (tmp_path / "tuned" / "train_log.jsonl").read_text().splitlines()
+    stages = log_stages([json.loads(line) for line in tuned_log])
+    assert stages[0] == first_log and stages[1][0]["stage"] == 2  # one log holds both stages
+    assert stages[1][0]["args"]["init_from"] == str(first) and stages[1][-1]["done"]
+    with pytest.raises(ValueError, match="no DiT found"):
+        main(_args(tmp_path / "none", tiny_model_dir, "--steps", "1", "--init-from", str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="sample-size"):
+        main(_args(tmp_path / "size", tiny_model_dir, "--steps", "1", "--init-from", str(first), "--sample-size", "4"))

@@ -25,11 +25,25 @@ def prune_checkpoints(out: Path, keep: int = 2) -> None:
         shutil.rmtree(old)
 
 
-def start_log(path: Path, args, **extra) -> None:
-    """First line of a run's log: the exact command, its settings, and anything else worth keeping."""
+def start_log(path: Path, args, previous: list[str] = (), **extra) -> None:
+    """Start a run's log with a header line: the exact command, its settings, and anything else worth keeping.
+    A run that continues another (a second training stage) writes that run's log lines first, so one file holds
+    every stage, each opened by its own header (`"stage": 1, 2, ...`)."""
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     settings = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
-    Path(path).write_text(json.dumps({"command": command, "args": settings, **extra}) + "\n")
+    stage = 1 + sum("command" in json.loads(line) for line in previous)
+    header = json.dumps({"command": command, "args": settings, "stage": stage, **extra})
+    Path(path).write_text("".join(line.rstrip("\n") + "\n" for line in previous) + header + "\n")
+
+
+def log_stages(lines: list[dict]) -> list[list[dict]]:
+    """A log's records split into its stages, each starting with its header (the line with "command")."""
+    stages = []
+    for record in lines:
+        if "command" in record or not stages:
+            stages.append([])
+        stages[-1].append(record)
+    return stages
 
 
 def append_log(path: Path, record: dict) -> None:

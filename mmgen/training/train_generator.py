@@ -16,6 +16,9 @@ factor that brings them to unit variance. Captions are replaced by the empty pro
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder, pil_to_tensor
@@ -124,15 +128,64 @@ def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_
 def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
     image_size = args.sample_size * vq.downsample_factor
     if args.data == "shapes":
-        samples = [shapes_sample(args.seed, i) for i in range(args.num_samples)]
+        samples = [shapes_sample(data_seed(args), i) for i in range(args.num_samples)]
         images, captions = [pil_to_tensor(s.image) for s in samples], [s.caption for s in samples]
         num_objects = torch.tensor([len(s.labels["objects"]) for s in samples])
     else:
-        folder = ImageFolder(args.data, length=args.num_samples, size=image_size, seed=args.seed)
+        folder = ImageFolder(args.data, length=args.num_samples, size=image_size, seed=data_seed(args))
         items = [folder[i] for i in range(len(folder))]
         images, captions = [it["pixel_values"] for it in items], [it["text"] for it in items]
         num_objects = None
     return {**encode_dataset(vq, tokenizer, text_encoder, images, captions), "num_objects": num_objects}
+
+
+def cache_key(args, vq: VQVAE, text_encoder) -> str:
+    """What the encoded training set depends on: the data (shapes-v1's seed and count, or the folder's files), the
+    image size, the tokenizer's weights and the text encoder. Any change gives another key, so a stale cache is
+    never read."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(vq.state_dict().items()):
+        h.update(name.encode() + tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    if args.data == "shapes":
+        data = ["shapes-v1"]
+    else:  # the folder's files; the seed picks the crops
+        files = sorted(p for p in Path(args.data).rglob("*") if p.is_file())
+        data = [str(Path(args.data).resolve()), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+    h.update(json.dumps([data, data_seed(args), args.num_samples, args.sample_size * vq.downsample_factor,
+                         text_encoder.name_or_path, MAX_TOKENS]).encode())  # fmt: skip
+    return h.hexdigest()[:16]
+
+
+def cached_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
+    """`load_training_set`, read from `--cache-dir` when this exact set was encoded before (a resumed run, a second
+    stage, another recipe on the same data skip the minutes of encoding), else encoded and written there."""
+    if not args.cache_dir:
+        return load_training_set(args, vq, tokenizer, text_encoder)
+    path = Path(args.cache_dir).expanduser() / f"encoded-{cache_key(args, vq, text_encoder)}.safetensors"
+    if path.exists():
+        data = load_file(path)
+        states = data.pop("text_states")  # stored up to the longest caption; padded back to MAX_TOKENS
+        data["text_states"] = F.pad(states, (0, 0, 0, MAX_TOKENS - states.shape[1]))
+        data["text_masks"] = F.pad(data["text_masks"], (0, MAX_TOKENS - states.shape[1]))
+        data.setdefault("num_objects", None)
+        print(f"read the encoded training set from {path}")
+        return data
+    data = load_training_set(args, vq, tokenizer, text_encoder)
+    longest = int(data["text_masks"].sum(1).max())
+    tensors = {k: v.contiguous() for k, v in data.items() if v is not None}
+    tensors["text_states"] = data["text_states"][:, :longest].contiguous()
+    tensors["text_masks"] = data["text_masks"][:, :longest].contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")  # a run killed while writing leaves no half file behind
+    save_file(tensors, partial)
+    partial.rename(path)
+    print(f"cached the encoded training set in {path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    return data
+
+
+def data_seed(args) -> int:
+    """The shapes-v1 stream (or a folder's crops): `--data-seed`, else `--seed` (as before the option existed)."""
+    return args.seed if args.data_seed is None else args.data_seed
 
 
 def sampling_weights(num_objects: torch.Tensor, two_object_share: float) -> torch.Tensor:
@@ -143,6 +196,31 @@ def sampling_weights(num_objects: torch.Tensor, two_object_share: float) -> torc
         raise ValueError(f"--two-object-share needs a share strictly between 0 and 1 and scenes of both kinds, "
                          f"got {two_object_share} over {int(two.sum())} two-object scenes of {len(two)}")  # fmt: skip
     return torch.where(two, two_object_share / two.sum(), (1 - two_object_share) / (~two).sum())
+
+
+def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> DiT:
+    """The DiT of a trained run or model folder (`MODEL/transformer/`, a local path or a Hub id), in float32, to
+    train further: its architecture and scaling factor come with it, so --preset and the text refiner's options
+    do not apply. It must fit this tokenizer's codes and this text encoder."""
+    try:
+        dit = DiT.from_pretrained(model, subfolder="transformer", torch_dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--init-from {model}: no DiT found in {model}/transformer ({e})") from e
+    want = {"in_channels": vq.config.code_dim, "text_dim": text_encoder.config.hidden_size, "sample_size": sample_size}
+    got = {k: dit.config[k] for k in want}
+    if got != want:
+        raise ValueError(f"--init-from {model}: its DiT takes {got}, but this tokenizer, text encoder and "
+                         f"--sample-size give {want}")  # fmt: skip
+    return dit
+
+
+def previous_log(model: str | None) -> list[str]:
+    """The training log of the run or model folder an --init-from run starts from (a run's `train_log.jsonl`,
+    a model folder's `generator_train_log.jsonl`), so the new log tells the whole story; none for a Hub id."""
+    for name in ("train_log.jsonl", "generator_train_log.jsonl"):
+        if model and (Path(model) / name).is_file():
+            return (Path(model) / name).read_text().splitlines()
+    return []
 
 
 def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
@@ -165,20 +243,25 @@ def main(args: argparse.Namespace) -> Path:
 
     vq = VQVAE.from_pretrained(args.vqvae, subfolder="vqvae", torch_dtype=torch.float32).eval().requires_grad_(False)
     tokenizer, text_encoder = load_text_encoder()
+    # a bad --init-from fails here, before minutes of encoding
+    init = initial_weights(args.init_from, vq, text_encoder, args.sample_size) if args.init_from else None
     t0 = time.time()
-    data = load_training_set(args, vq, tokenizer, text_encoder)
-    accelerator.print(f"encoded {len(data['ids'])} images and {len(data['text_states'])} distinct captions "
-                      f"in {time.time() - t0:.0f} s")  # fmt: skip
+    data = cached_training_set(args, vq, tokenizer, text_encoder)
+    accelerator.print(f"{len(data['ids'])} encoded images and {len(data['text_states'])} distinct captions "
+                      f"ready in {time.time() - t0:.0f} s")  # fmt: skip
     scaling = latent_scaling_factor(vq, data["ids"])
 
     ckpt = latest_checkpoint(out) if args.resume else None
     if ckpt:
         model = DiT.from_pretrained(ckpt / "transformer")
+    elif init is not None:
+        model = init
     else:
         model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
                     text_dim=text_encoder.config.hidden_size, text_refiner_layers=args.text_refiner_layers,
                     max_text_tokens=MAX_TOKENS, joint_attention=args.joint_attention,
                     **DIT_PRESETS[args.preset])  # fmt: skip
+    scaling = model.config.scaling_factor  # a loaded DiT keeps the one it was trained with
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
@@ -198,7 +281,8 @@ def main(args: argparse.Namespace) -> Path:
 
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
-        start_log(log_path, args, scaling_factor=scaling, distinct_captions=len(data["text_states"]))
+        start_log(log_path, args, previous=previous_log(args.init_from), scaling_factor=scaling,
+                  distinct_captions=len(data["text_states"]))  # fmt: skip
 
     ids, cap_idx = data["ids"], data["caption_index"]
     states, masks = data["text_states"], data["text_masks"]
@@ -317,10 +401,22 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="x0 weight min(SNR, gamma) or min(SNR + 1, gamma) (v only; see loss_weights)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--data-seed",
+        type=int,
+        default=None,
+        help="the shapes-v1 stream of the training scenes, or a folder's crops (default: --seed)",
+    )
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from the DiT in MODEL/transformer (a run or model folder) instead of random weights: "
+                        "a second, fine-tuning stage with its own steps and learning rate")  # fmt: skip
+    p.add_argument("--cache-dir", default=os.environ.get("MMGEN_CACHE", "~/.cache/mmgen"),
+                   help="where the encoded training set is kept and reused ('' to encode every time; default "
+                        "$MMGEN_CACHE or ~/.cache/mmgen)")  # fmt: skip
     p.add_argument(
         "--mixed-precision",
         choices=["no", "bf16", "fp16"],
