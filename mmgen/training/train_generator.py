@@ -4,9 +4,11 @@
     mmgen train-generator --data my_images/ --out runs/mine          # imagefolder with metadata.jsonl captions
     accelerate launch -m mmgen.cli train-generator --out runs/generator --batch-size 256
     mmgen train-generator --out runs/generator --resume
+    mmgen train-generator --out runs/stage2 --init-from runs/generator --steps 2000 --lr 2e-4  # a second stage
 
 Before the loop, the training set is encoded once: images -> token ids with the frozen tokenizer, captions ->
-MiniLM states (each distinct caption once). Latents are the ids' code vectors times `scaling_factor`, the
+MiniLM states (each distinct caption once), and cached on disk (`--cache-dir`) for the next run on the same
+data. Latents are the ids' code vectors times `scaling_factor`, the
 factor that brings them to unit variance. Captions are replaced by the empty prompt with probability
 `--caption-dropout`, which teaches the null condition used by classifier-free guidance. EMA weights (diffusers
 `EMAModel`) are what gets saved and sampled. Writes `OUT/transformer/`, `OUT/scheduler/`,
