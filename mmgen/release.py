@@ -206,11 +206,15 @@ def _snap_choice(rows: list[dict]) -> str:
     best = max(rows, key=mean)
     default = next((r for r in rows if (r["guidance"], r.get("codebook_snap", 0.0)) ==
                     (DEFAULT_GUIDANCE_SCALE, DEFAULT_CODEBOOK_SNAP)), None)  # fmt: skip
-    text = (f"Best mean of single-object and two-object \"all\": guidance {best['guidance']:g}, snap "
-            f"{best.get('codebook_snap', 0.0):g} ({mean(best):.1%}).")
+    text = (
+        f'Best mean of single-object and two-object "all": guidance {best["guidance"]:g}, snap '
+        f"{best.get('codebook_snap', 0.0):g} ({mean(best):.1%})."
+    )
     if default is not None and default is not best:
-        text += (f" The default (guidance {DEFAULT_GUIDANCE_SCALE:g}, snap {DEFAULT_CODEBOOK_SNAP:g}) has "
-                 f"{mean(default):.1%}; the notes below say why it stays.")
+        text += (
+            f" The default (guidance {DEFAULT_GUIDANCE_SCALE:g}, snap {DEFAULT_CODEBOOK_SNAP:g}) has "
+            f"{mean(default):.1%}; the notes below say why it stays."
+        )
     return text
 
 
