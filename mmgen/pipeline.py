@@ -136,7 +136,8 @@ class MMGenPipeline(DiffusionPipeline):
             # A Hub repo id: fetch the whole folder first. diffusers' own download step filters files by the
             # library named in model_index.json, which it cannot do for our third-party `mmgen` classes.
             pretrained_model_name_or_path = snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs)
-        kwargs.setdefault("torch_dtype", torch.float32)  # weights ship in fp16; compute in float32 on CPU
+        if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:  # torch_dtype: the name before
+            kwargs["dtype"] = torch.float32  # diffusers 0.42. Weights ship in fp16; compute in float32 on CPU
         index = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
         missing = [n for n in ("text_encoder", "tokenizer") if kwargs.get(n) is None and not any(index.get(n) or [])]
         if missing:

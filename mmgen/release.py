@@ -49,7 +49,7 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
 
     run, out = Path(run), Path(out)
     transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
-    vq = VQVAE.from_pretrained(out / "vqvae", torch_dtype=torch.float16)
+    vq = VQVAE.from_pretrained(out / "vqvae", dtype=torch.float16)
     # The sampling schedule is the run's noise schedule (prediction type, leading timestep spacing: see
     # training_scheduler); runs older than the prediction-type option trained epsilon.
     trained = run / "scheduler"
@@ -171,6 +171,12 @@ def _weighting(args: dict) -> str:
     return f"Min-SNR-{gamma:g} (x0 weight min(SNR, {gamma:g}))"
 
 
+def _timesteps(args: dict) -> str:
+    """How the training timesteps were drawn (runs before the option existed drew them uniformly)."""
+    how = args.get("timestep_sampling", "uniform")
+    return "uniformly" if how == "uniform" else f"`{how}` (`--timestep-sampling`)"
+
+
 def _stage_text(stage: list[dict]) -> str:
     """One training stage in words: its command, data and settings, from its header and last line."""
     header, done = stage[0], next(r for r in stage if r.get("done"))
@@ -182,7 +188,8 @@ Data: {args["num_samples"]} shapes-v1 scenes (stream {stream}), encoded once; {
         header.get("distinct_captions", "?")
     } distinct captions, dropped to the empty prompt with p = {args["caption_dropout"]}.{_batch_mix(args)}
 {done["steps"]} steps of batch {args["batch_size"]}, AdamW lr {args["lr"]} (cosine, {args["warmup_steps"]} warm-up
-steps), loss weighting {_weighting(args)}, EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
+steps), loss weighting {_weighting(args)}, timesteps drawn {_timesteps(args)},
+EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
 Training time: {done["train_time_s"] / 60:.1f} min on a 2-core CPU (no GPU)."""
 
 

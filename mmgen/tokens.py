@@ -32,7 +32,7 @@ def default_model() -> str:
 
 def load_vqvae(model: str | None = None, subfolder: str = "vqvae") -> VQVAE:
     """Load the tokenizer from a local model folder or a Hugging Face Hub repo id, in float32, in eval mode."""
-    vq = VQVAE.from_pretrained(model or default_model(), subfolder=subfolder, torch_dtype=torch.float32)
+    vq = VQVAE.from_pretrained(model or default_model(), subfolder=subfolder, dtype=torch.float32)
     return vq.eval()
 
 

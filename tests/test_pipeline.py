@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from diffusers import (
@@ -105,6 +107,16 @@ def test_save_load_round_trip(tiny_pipe, tmp_path):
     loaded = MMGenPipeline.from_pretrained(tmp_path / "p")
     loaded.set_progress_bar_config(disable=True)
     assert torch.equal(_run(tiny_pipe).tokens, _run(loaded).tokens)
+
+
+def test_loading_takes_a_dtype_without_deprecation_warnings(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # diffusers 0.42 deprecates torch_dtype
+        default = MMGenPipeline.from_pretrained(tmp_path / "p")
+        half = MMGenPipeline.from_pretrained(tmp_path / "p", dtype=torch.bfloat16)
+    assert default.transformer.dtype == torch.float32 and half.transformer.dtype == torch.bfloat16
+    assert half.vqvae.dtype == torch.bfloat16
 
 
 def test_with_scheduler_shares_models_but_not_scheduler_state(tiny_pipe):

@@ -25,7 +25,7 @@ def test_release_writes_fp16_weights_log_and_card(tmp_path, tiny_model_dir):
         assert {f.get_tensor(k).dtype for k in f.keys() if k != "quantizer.initialized"} == {torch.float16}
     assert (out / "vqvae_train_log.jsonl").exists()
 
-    results = evaluate(VQVAE.from_pretrained(out / "vqvae", torch_dtype=torch.float32).eval(), n_shapes=4)
+    results = evaluate(VQVAE.from_pretrained(out / "vqvae", dtype=torch.float32).eval(), n_shapes=4)
     (out / "eval_tokenizer.json").write_text(json.dumps(results))
     card = write_model_card(out).read_text()
     assert "mmgen train-tokenizer --steps 2" in card and "1.0 min" in card
@@ -65,6 +65,7 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     card = generator_card_section(out)
     assert "mmgen train-generator --steps 500" in card and "2.0 min" in card and "| 500 | 0.2000 | 30 |" in card
     assert "Min-SNR-5 (x0 weight min(SNR, 5))" in card  # a run logged before --loss-weighting existed
+    assert "timesteps drawn uniformly" in card  # nor --timestep-sampling
     assert "cross-attention to all-MiniLM-L6-v2 token states" in card and "joint attention" not in card
     assert "two-object scenes" not in card
 
@@ -77,6 +78,12 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
     release_generator(run, out, scheduler="unipc")
     assert "`min-snr-1` (x0 weight min(SNR + 1, 5))" in generator_card_section(out)
+
+    header["args"]["timestep_sampling"] = "logit-normal"
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    release_generator(run, out, scheduler="unipc")
+    assert "timesteps drawn `logit-normal` (`--timestep-sampling`)" in generator_card_section(out)
+    del header["args"]["timestep_sampling"]
 
     stage2 = {
         **header,

@@ -143,6 +143,20 @@ def test_min_snr_1_weights_v_like_the_plain_loss_at_high_noise_and_caps_low_nois
         loss_weights(sched, t, weighting="p2")
 
 
+def test_timestep_sampling_uniform_is_the_old_draw_and_logit_normal_favours_the_middle():
+    from mmgen.training.train_generator import sample_timesteps
+
+    uniform = sample_timesteps(4096, 1000, "uniform", torch.Generator().manual_seed(3))
+    assert torch.equal(uniform, torch.randint(0, 1000, (4096,), generator=torch.Generator().manual_seed(3)))
+    t = sample_timesteps(20_000, 1000, "logit-normal", torch.Generator().manual_seed(3))
+    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= 999
+    middle = ((t >= 250) & (t < 750)).float().mean().item()
+    assert abs(middle - 0.728) < 0.02  # P(|z| < logit(0.75)) for z ~ N(0, 1); uniform gives 0.5
+    assert abs((t < 500).float().mean().item() - 0.5) < 0.02  # symmetric about T / 2
+    with pytest.raises(ValueError, match="unknown timestep sampling"):
+        sample_timesteps(4, 1000, "cosine")
+
+
 def test_epsilon_with_the_default_weighting_fails_before_any_work(tmp_path, tiny_model_dir, capsys):
     from mmgen.cli import main as cli_main
 

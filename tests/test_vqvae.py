@@ -46,7 +46,7 @@ def test_save_load_round_trip_is_exact(tiny_vq, tmp_path):
 
 def test_fp16_weights_load_back_in_float32(tiny_vq, tmp_path):
     tiny_vq.to(torch.float16).save_pretrained(tmp_path / "vq16")
-    loaded = VQVAE.from_pretrained(tmp_path / "vq16", torch_dtype=torch.float32)
+    loaded = VQVAE.from_pretrained(tmp_path / "vq16", dtype=torch.float32)
     assert next(loaded.parameters()).dtype == torch.float32
 
 

@@ -145,7 +145,7 @@ def format_table(results: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    vq = VQVAE.from_pretrained(args.model, subfolder=args.subfolder, torch_dtype=torch.float32)
+    vq = VQVAE.from_pretrained(args.model, subfolder=args.subfolder, dtype=torch.float32)
     results = evaluate(vq, n_shapes=args.n_shapes, shapes_seed=args.shapes_seed, photos=not args.no_photos)
     results["model"] = {"path": str(args.model), "subfolder": args.subfolder}
     print(format_table({k: v for k, v in results.items() if k != "model"}))
