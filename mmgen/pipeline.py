@@ -136,8 +136,10 @@ class MMGenPipeline(DiffusionPipeline):
             # A Hub repo id: fetch the whole folder first. diffusers' own download step filters files by the
             # library named in model_index.json, which it cannot do for our third-party `mmgen` classes.
             pretrained_model_name_or_path = snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs)
-        if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:  # torch_dtype: the name before
-            kwargs["dtype"] = torch.float32  # diffusers 0.42. Weights ship in fp16; compute in float32 on CPU
+        # Weights ship in fp16; compute in float32 on CPU unless the caller asks for a dtype (`torch_dtype` is
+        # the name diffusers used before 0.42; setting ours beside a caller's would be an error there).
+        if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
+            kwargs["dtype"] = torch.float32
         index = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
         missing = [n for n in ("text_encoder", "tokenizer") if kwargs.get(n) is None and not any(index.get(n) or [])]
         if missing:
