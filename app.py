@@ -189,7 +189,8 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
                 "seed": seed, "steps": steps, "guidance_scale": guidance, "scheduler": scheduler,
                 "codebook_snap": run.codebook_snap, "scheduler_config": dict(run.scheduler.config)}  # fmt: skip
         state = {"image": out.images[0], "tokens": tokens, "frames": frames, "card": card, "settings": settings,
-                 "latents": [s.latents for s in recorder.steps]}  # fmt: skip
+                 "latents": [s.latents for s in recorder.steps],
+                 "pred_x0": [s.pred_x0 for s in recorder.steps]}  # fmt: skip
         used = int((code_histogram(tokens, num_codes) > 0).sum())
         h, w = tokens.shape
         info = (f"{steps} steps of {scheduler}, guidance {guidance:g}, codebook snap {snap:g}, seed {seed} · "
@@ -334,6 +335,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         try:
             out = pipe.with_scheduler(scheduler)(prompt, num_inference_steps=steps, guidance_scale=float(guidance),
                                                  latents=state["latents"][k], start_step=k + 1, codebook_snap=snap,
+                                                 prev_pred_x0=state["pred_x0"][k],  # read by self-conditioned DiTs
                                                  generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
         except ValueError as e:
             raise gr.Error(str(e)) from e

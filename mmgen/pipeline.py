@@ -300,6 +300,7 @@ class MMGenPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         start_step: int = 0,
+        prev_pred_x0: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end=None,
@@ -322,6 +323,9 @@ class MMGenPipeline(DiffusionPipeline):
             latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
                 with `start_step=k`, the x_t of step k of an earlier run (replay or branch from step k).
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
+            prev_pred_x0: for a self-conditioned transformer (`self_condition` in its config) started at step k:
+                the "pred_x0" of step k - 1 of the earlier run, which step k reads; without it step k reads
+                none, as step 0 does. Other transformers ignore it.
             output_type: "pil", "np" (float in [0, 1]), "pt" ([-1, 1]) or "latent" (the final snapped latents).
             callback_on_step_end: called as `fn(pipe, step, timestep, callback_kwargs)` after each step; it may
                 return a dict that replaces tensors (e.g. {"latents": ...}). Tensor inputs: "latents" (after the
@@ -355,15 +359,18 @@ class MMGenPipeline(DiffusionPipeline):
         # 5. Denoising loop
         if start_step and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_step)
+        self_conditioned = self.transformer.config.get("self_condition", False)
+        pred_x0 = prev_pred_x0 if self_conditioned else None
         for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
             noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale, guidance_interval,
-                                           codebook_snap)  # fmt: skip
-            latents_t, latents = latents, self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                                           codebook_snap, self_cond=pred_x0 if self_conditioned else None)  # fmt: skip
+            # computed only when the model reads it at the next step or a callback asks
+            if self_conditioned or "pred_x0" in callback_on_step_end_tensor_inputs:
+                pred_x0 = predict_x0(self.scheduler, latents, noise_pred, t)
+            latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
-                local = {"latents": latents, "noise_pred": noise_pred, "prompt_embeds": embeds}
-                if "pred_x0" in callback_on_step_end_tensor_inputs:  # computed only when a callback asks
-                    local["pred_x0"] = predict_x0(self.scheduler, latents_t, noise_pred, t)
+                local = {"latents": latents, "noise_pred": noise_pred, "prompt_embeds": embeds, "pred_x0": pred_x0}
                 callback_kwargs = {k: local[k] for k in callback_on_step_end_tensor_inputs}
                 result = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = result.pop("latents", latents)
@@ -375,17 +382,21 @@ class MMGenPipeline(DiffusionPipeline):
 
     def guided_noise(self, scheduler, latents, t, text_context, guidance_scale: float,
                      guidance_interval: tuple[float, float] | None = None, codebook_snap: float = 0.0,
-                     ) -> torch.Tensor:  # fmt: skip
+                     self_cond: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """One model evaluation at step t; with guidance, the unconditional and conditional halves of
         `text_context` run as one batch and are combined as uncond + w * (cond - uncond). Outside
         `guidance_interval`, only the conditional half runs. With `codebook_snap`, the output is changed so
-        that its x0 estimate moves that fraction of the way to the nearest codes."""
+        that its x0 estimate moves that fraction of the way to the nearest codes. `self_cond`: the previous
+        step's x0 estimate, read by a self-conditioned transformer (both halves get the same one)."""
         do_cfg = guidance_scale > 1.0
         if do_cfg and guidance_interval is not None and not guidance_interval[0] <= float(t) <= guidance_interval[1]:
             do_cfg, text_context = False, text_context.rows(slice(latents.shape[0], None))  # the conditional half
         model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if do_cfg else latents, t)
+        if self_cond is not None and do_cfg:
+            self_cond = torch.cat([self_cond] * 2)
         with self._autocast(latents.device):
-            noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), text_context=text_context).sample
+            noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), text_context=text_context,
+                                          self_cond=self_cond).sample  # fmt: skip
         noise_pred = noise_pred.to(latents.dtype)
         if do_cfg:
             uncond, cond = noise_pred.chunk(2)
@@ -410,13 +421,14 @@ class MMGenPipeline(DiffusionPipeline):
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, negative_prompt: str = "",
                  generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
                  start_step: int = 0, guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
-                 codebook_snap: float = DEFAULT_CODEBOOK_SNAP) -> DenoisingRun:  # fmt: skip
+                 codebook_snap: float = DEFAULT_CODEBOOK_SNAP,
+                 prev_pred_x0: torch.Tensor | None = None) -> DenoisingRun:  # fmt: skip
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other."""
         self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [], guidance_interval,
                           codebook_snap)  # fmt: skip
         return DenoisingRun(self, prompt, num_inference_steps, guidance_scale, negative_prompt, generator, latents,
-                            start_step, guidance_interval, codebook_snap)  # fmt: skip
+                            start_step, guidance_interval, codebook_snap, prev_pred_x0)  # fmt: skip
 
     @property
     def guidance_scale(self):
@@ -433,7 +445,7 @@ class DenoisingRun:
     decodes the current latents."""
 
     def __init__(self, pipe: MMGenPipeline, prompt, num_inference_steps, guidance_scale, negative_prompt, generator,
-                 latents, start_step, guidance_interval=None, codebook_snap=0.0):  # fmt: skip
+                 latents, start_step, guidance_interval=None, codebook_snap=0.0, prev_pred_x0=None):  # fmt: skip
         self.pipe = pipe.with_scheduler()
         self.scheduler, self.guidance_scale = self.pipe.scheduler, guidance_scale
         self.guidance_interval, self.codebook_snap = guidance_interval, codebook_snap
@@ -449,6 +461,8 @@ class DenoisingRun:
         if start_step and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_step)
         self.next_step = start_step
+        self.pred_x0 = prev_pred_x0  # what a self-conditioned transformer reads at the next step
+        self.self_conditioned = pipe.transformer.config.get("self_condition", False)
 
     @property
     def num_steps(self) -> int:
@@ -465,8 +479,9 @@ class DenoisingRun:
             raise ValueError(f"this run has finished its {self.num_steps} steps")
         i, t = self.next_step, self.timesteps[self.next_step]
         noise_pred = self.pipe.guided_noise(self.scheduler, self.latents, t, self.text_context, self.guidance_scale,
-                                            self.guidance_interval, self.codebook_snap)  # fmt: skip
-        pred_x0 = predict_x0(self.scheduler, self.latents, noise_pred, t)
+                                            self.guidance_interval, self.codebook_snap,
+                                            self.pred_x0 if self.self_conditioned else None)  # fmt: skip
+        pred_x0 = self.pred_x0 = predict_x0(self.scheduler, self.latents, noise_pred, t)
         self.latents = self.scheduler.step(noise_pred, t, self.latents, **self.extra_step_kwargs).prev_sample
         self.next_step += 1
         return {"step": i, "timestep": t, "latents": self.latents, "pred_x0": pred_x0, "noise_pred": noise_pred}

@@ -244,6 +244,8 @@ def generator_card_section(out: str | Path) -> str:
                      f"together) with all-MiniLM-L6-v2 token states{refined}")  # fmt: skip
     else:
         text_path = f"cross-attention to all-MiniLM-L6-v2 token states{refined}"
+    if cfg.get("self_condition"):
+        text_path += "; self-conditioned (each step also reads the previous step's clean-latent estimate)"
     staged = len(stages) > 1  # a second stage (--init-from) adds a stage column
     log_lines = ["| stage | step | loss | elapsed (s) |" if staged else "| step | loss | elapsed (s) |",
                  "|---:" * (4 if staged else 3) + "|"]  # fmt: skip

@@ -126,3 +126,22 @@ def test_joint_attention_drops_padding_columns_without_changing_the_output():
     full = model(x, t, text_context=context).sample
     assert torch.allclose(full, model(x, t, text[:, :4], mask[:, :4]).sample, atol=1e-6)
     assert torch.allclose(full[1:], model(x[1:], t[1:], text_context=context.rows(slice(1, None))).sample, atol=1e-5)
+
+
+def test_self_conditioning_starts_as_a_no_op_from_the_same_weights():
+    """A `self_condition` DiT adds a zero-initialised layer that reads the previous x0 estimate: the other weights
+    are those the same seed gives without it, and until that layer learns the estimate changes nothing."""
+    torch.manual_seed(0)
+    plain = DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"])
+    torch.manual_seed(0)
+    sc = DiT(sample_size=8, in_channels=4, text_dim=16, self_condition=True, **DIT_PRESETS["tiny"]).eval()
+    state = sc.state_dict()
+    assert set(state) - set(plain.state_dict()) == {"self_cond_embed.weight", "self_cond_embed.bias"}
+    assert all(torch.equal(v, state[k]) for k, v in plain.state_dict().items())
+    x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([5, 900]), torch.randn(2, 5, 16)
+    torch.nn.init.normal_(sc.proj_out.weight, std=0.05)
+    base = sc(x, t, text).sample
+    assert torch.equal(base, sc(x, t, text, self_cond=torch.randn_like(x)).sample)
+    torch.nn.init.normal_(sc.self_cond_embed.weight, std=0.05)
+    assert torch.equal(base, sc(x, t, text, self_cond=torch.zeros_like(x)).sample)  # None means zeros
+    assert not torch.allclose(base, sc(x, t, text, self_cond=torch.randn_like(x)).sample, atol=1e-4)

@@ -356,3 +356,50 @@ def test_stepwise_run_snaps_like_the_full_call(tiny_pipe):
     full = _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7)
     assert torch.equal(run.result().tokens, full.tokens)
     assert not torch.equal(full.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0).tokens)
+
+
+def _self_conditioned(tiny_pipe):
+    """The tiny pipeline with a self-conditioned DiT whose self-conditioning layer is not zero (so it matters),
+    wrapped to record what it reads at each call."""
+    from mmgen.models.dit import DIT_PRESETS, DiT
+
+    torch.manual_seed(0)
+    dit = DiT(sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, self_condition=True,
+              **DIT_PRESETS["tiny"]).eval()  # fmt: skip
+    for p in [*dit.proj_out.parameters(), dit.self_cond_embed.weight]:
+        torch.nn.init.normal_(p, std=0.05)
+    pipe = MMGenPipeline(vqvae=tiny_pipe.vqvae, transformer=dit, text_encoder=tiny_pipe.text_encoder,
+                         tokenizer=tiny_pipe.tokenizer,
+                         scheduler=DDIMScheduler.from_config(tiny_pipe.scheduler.config))  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    forward = dit.forward
+    dit.forward = lambda *a, **kw: seen.append(kw.get("self_cond")) or forward(*a, **kw)
+    return pipe, seen
+
+
+def test_a_self_conditioned_dit_reads_the_previous_steps_x0(tiny_pipe):
+    """Each step hands the model the previous step's (guided, snapped) x0 estimate, for both guidance halves;
+    the first step reads none. Replay from step k needs that estimate too: with it the run is reproduced."""
+    pipe, seen = _self_conditioned(tiny_pipe)
+    rec = TrajectoryRecorder(decode=False)
+    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0, callback_on_step_end=rec,
+                callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    assert len(seen) == 4 and seen[0] is None
+    for k in (1, 2, 3):
+        assert torch.equal(seen[k], torch.cat([rec.steps[k - 1].pred_x0] * 2))
+    replay = _run(pipe, num_inference_steps=4, guidance_scale=3.0, latents=rec.steps[1].latents, start_step=2,
+                  prev_pred_x0=rec.steps[1].pred_x0, output_type="latent")  # fmt: skip
+    assert torch.equal(replay.tokens, full.tokens)
+    without = _final_latents(pipe, 4, guidance_scale=3.0, latents=rec.steps[1].latents, start_step=2)
+    assert not torch.allclose(without, rec.steps[-1].latents, atol=1e-5)  # the estimate matters
+
+
+def test_a_self_conditioned_stepwise_run_equals_the_full_call(tiny_pipe):
+    pipe, _ = _self_conditioned(tiny_pipe)
+    run = pipe.stepwise("a red circle", num_inference_steps=4, guidance_scale=3.0,
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    while not run.done:
+        run.step()
+    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0, output_type="latent")
+    assert torch.equal(run.result(output_type="latent").images, full.images)

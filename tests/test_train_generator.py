@@ -117,6 +117,43 @@ def test_diffusion_loss_targets_and_min_snr_weights(prediction_type):
     torch.testing.assert_close(plain, target.pow(2).mean())
 
 
+def test_self_conditioning_feeds_half_the_batch_its_own_clean_estimate():
+    """With self-conditioning the first half of the batch is denoised once without gradients and gets that x0
+    estimate back; the second half gets zeros. The loss is then taken on the second call only."""
+    from mmgen.training.train_generator import clean_estimate, diffusion_loss, training_scheduler
+
+    sched = training_scheduler("v_prediction")
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(4, 4, 4, 4, generator=g), torch.randn(4, 4, 4, 4, generator=g)
+    t = torch.tensor([10, 300, 600, 990])
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, noisy, t, states, masks, self_cond=None):
+            calls.append((noisy.clone(), self_cond.clone(), torch.is_grad_enabled()))
+            return DiTOutput(sample=noisy * 0.5)
+
+    text = torch.zeros(4, 3, 8), torch.ones(4, 3, dtype=torch.bool)
+    loss = diffusion_loss(Recorder(), sched, latents, noise, t, *text, self_condition=True)
+    (first, sc1, grad1), (second, sc2, grad2) = calls
+    assert first.shape[0] == 2 and not grad1 and torch.equal(sc1, torch.zeros_like(sc1))
+    noisy = sched.add_noise(latents, noise, t)
+    assert torch.equal(second, noisy) and grad2
+    torch.testing.assert_close(sc2[:2], clean_estimate(sched, noisy[:2], noisy[:2] * 0.5, t[:2]))
+    assert torch.equal(sc2[2:], torch.zeros_like(sc2[2:]))
+    # x0 from the true v is the clean latent
+    torch.testing.assert_close(clean_estimate(sched, noisy, sched.get_velocity(latents, noise, t), t), latents,
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    assert loss.item() > 0
+
+
+def test_self_condition_flag_trains_a_self_conditioned_dit(tmp_path, tiny_model_dir):
+    main(_args(tmp_path / "sc", tiny_model_dir, "--steps", "3", "--self-condition"))
+    model = DiT.from_pretrained(tmp_path / "sc" / "transformer")
+    # step 1 (lr 0) and step 2 (zero output layer: no gradient reaches the input side) leave it at zero
+    assert model.config.self_condition and model.self_cond_embed.weight.abs().sum() > 0
+
+
 def test_min_snr_1_weights_v_like_the_plain_loss_at_high_noise_and_caps_low_noise():
     from mmgen.training.train_generator import diffusion_loss, loss_weights, training_scheduler
 

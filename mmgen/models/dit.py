@@ -223,6 +223,7 @@ class DiT(ModelMixin, ConfigMixin):
         text_refiner_layers: int = 0,
         max_text_tokens: int = 32,
         joint_attention: bool = False,
+        self_condition: bool = False,
     ):
         super().__init__()
         self.patch_embed = nn.Linear(in_channels * patch_size**2, hidden_size)
@@ -254,12 +255,15 @@ class DiT(ModelMixin, ConfigMixin):
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         self.proj_out = nn.Linear(hidden_size, in_channels * patch_size**2)
+        if self_condition:  # the previous clean-latent estimate, patchified and added to the patch embedding
+            # zero-initialised and drawing no random numbers: the other layers start as they would without it
+            self.self_cond_embed = nn.utils.skip_init(nn.Linear, in_channels * patch_size**2, hidden_size)
         self.initialize_weights()
 
     def initialize_weights(self):
         """Xavier for linear layers; adaLN modulations and the output projection zeroed (adaLN-Zero, DiT sec. 3)."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and m is not getattr(self, "self_cond_embed", None):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.t_embed[0].weight, std=0.02)
@@ -275,7 +279,10 @@ class DiT(ModelMixin, ConfigMixin):
             nn.init.zeros_(block.ada[-1].weight)
             nn.init.zeros_(block.ada[-1].bias)
             nn.init.zeros_(block.cross.out.weight)  # cross-attention also starts as a no-op
-        for layer in (self.ada_out[-1], self.proj_out):
+        zeroed = [self.ada_out[-1], self.proj_out]
+        if hasattr(self, "self_cond_embed"):
+            zeroed.append(self.self_cond_embed)
+        for layer in zeroed:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -307,9 +314,12 @@ class DiT(ModelMixin, ConfigMixin):
         return TextContext(kv=kv, pooled=self.text_pool(pooled), mask=mask)
 
     def forward(self, sample, timestep, encoder_hidden_states=None, encoder_attention_mask=None,
-                text_context: TextContext | None = None, return_dict=True):  # fmt: skip
+                text_context: TextContext | None = None, self_cond: torch.Tensor | None = None,
+                return_dict=True):  # fmt: skip
         """sample (B, C, H, W), timestep (B,) or scalar, encoder_hidden_states (B, L, E), mask (B, L) of 1/0;
-        or, instead of the last two, `text_context` from `prepare_text` (same result, less work per step)."""
+        or, instead of the last two, `text_context` from `prepare_text` (same result, less work per step).
+        `self_cond` (B, C, H, W): for a `self_condition` model, the clean-latent estimate of the previous
+        sampling step (Analog Bits self-conditioning); None means none yet (zeros), as at the first step."""
         B, C, H, W = sample.shape
         p = self.config.patch_size
         if H != self.config.sample_size or W != self.config.sample_size:
@@ -324,6 +334,9 @@ class DiT(ModelMixin, ConfigMixin):
 
         x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
         x = self.patch_embed(x) + self.pos_embed  # (B, T, D)
+        if self.config.self_condition:
+            prev = torch.zeros_like(sample) if self_cond is None else self_cond.to(sample.dtype)
+            x = x + self.self_cond_embed(rearrange(prev, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p))
         c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
         if self.config.joint_attention:  # the text is a second stream, updated in every block
             text = text_context.states

@@ -135,15 +135,37 @@ def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform", gen
 
 
 def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_masks, snr_gamma: float = 5.0,
-                   weighting: str = "min-snr-1", device="cpu") -> torch.Tensor:  # fmt: skip
+                   weighting: str = "min-snr-1", device="cpu",
+                   self_condition: bool = False) -> torch.Tensor:  # fmt: skip
     """The denoising loss on clean `latents`: noise them to `t`, predict the scheduler's target (epsilon or v),
-    weight each sample by `loss_weights`."""
-    noisy = noise_scheduler.add_noise(latents, noise, t)
-    pred = model(noisy.to(device), t.to(device), text_states.to(device), text_masks.to(device)).sample
+    weight each sample by `loss_weights`.
+
+    `self_condition` (Analog Bits, Chen et al. 2022): the first half of the batch is denoised once without
+    gradients and its clean-latent estimate goes back in as `self_cond`; the second half gets none (zeros),
+    as at a sampler's first step. A fixed half keeps shapes static for torch.compile."""
+    noisy = noise_scheduler.add_noise(latents, noise, t).to(device)
+    t, text_states, text_masks = t.to(device), text_states.to(device), text_masks.to(device)
+    extra = {}
+    if self_condition:
+        half = latents.shape[0] // 2
+        self_cond = torch.zeros_like(noisy)
+        with torch.no_grad():
+            out = model(noisy[:half], t[:half], text_states[:half], text_masks[:half], self_cond=self_cond[:half])
+        self_cond[:half] = clean_estimate(noise_scheduler, noisy[:half], out.sample.float(), t[:half])
+        extra["self_cond"] = self_cond
+    pred = model(noisy, t, text_states, text_masks, **extra).sample
     v_pred = noise_scheduler.config.prediction_type == "v_prediction"
-    target = noise_scheduler.get_velocity(latents, noise, t) if v_pred else noise
+    target = noise_scheduler.get_velocity(latents, noise, t.cpu()) if v_pred else noise
     loss = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
-    return (loss * loss_weights(noise_scheduler, t, snr_gamma, weighting).to(device)).mean()
+    return (loss * loss_weights(noise_scheduler, t.cpu(), snr_gamma, weighting).to(device)).mean()
+
+
+def clean_estimate(noise_scheduler, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x0 from the model's output at per-sample timesteps t (x_t = sqrt(a) x0 + sqrt(1 - a) eps)."""
+    a = noise_scheduler.alphas_cumprod.to(noisy.device)[t].view(-1, 1, 1, 1)
+    if noise_scheduler.config.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
+        return a.sqrt() * noisy - (1 - a).sqrt() * pred
+    return (noisy - (1 - a).sqrt() * pred) / a.sqrt()
 
 
 def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
@@ -221,8 +243,8 @@ def sampling_weights(num_objects: torch.Tensor, two_object_share: float) -> torc
 
 def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> DiT:
     """The DiT of a trained run or model folder (`MODEL/transformer/`, a local path or a Hub id), in float32, to
-    train further: its architecture and scaling factor come with it, so --preset and the text refiner's options
-    do not apply. It must fit this tokenizer's codes and this text encoder."""
+    train further: its architecture and scaling factor come with it, so --preset, the text refiner's options and
+    --self-condition do not apply. It must fit this tokenizer's codes and this text encoder."""
     try:
         dit = DiT.from_pretrained(model, subfolder="transformer", dtype=torch.float32)
     except (OSError, ValueError) as e:
@@ -281,7 +303,7 @@ def main(args: argparse.Namespace) -> Path:
         model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
                     text_dim=text_encoder.config.hidden_size, text_refiner_layers=args.text_refiner_layers,
                     max_text_tokens=MAX_TOKENS, joint_attention=args.joint_attention,
-                    **DIT_PRESETS[args.preset])  # fmt: skip
+                    self_condition=args.self_condition, **DIT_PRESETS[args.preset])  # fmt: skip
     scaling = model.config.scaling_factor  # a loaded DiT keeps the one it was trained with
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
@@ -327,7 +349,8 @@ def main(args: argparse.Namespace) -> Path:
         noise = torch.randn(latents.shape, generator=gen)
         t = sample_timesteps(args.batch_size, noise_scheduler.config.num_train_timesteps, args.timestep_sampling, gen)
         loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states[caption].float(), masks[caption],
-                              args.snr_gamma, args.loss_weighting, accelerator.device)  # fmt: skip
+                              args.snr_gamma, args.loss_weighting, accelerator.device,
+                              _plain(accelerator, model).config.self_condition)  # fmt: skip
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -410,6 +433,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="trainable transformer layers over the text encoder's states (0: a linear map)")  # fmt: skip
     p.add_argument("--joint-attention", action="store_true",
                    help="MM-DiT blocks: text and image attend jointly, in place of cross-attention")  # fmt: skip
+    p.add_argument("--self-condition", action="store_true",
+                   help="a new DiT that also reads its previous clean-latent estimate (Analog Bits self-conditioning; "
+                        "with --init-from, the loaded DiT's own setting applies)")  # fmt: skip
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
