@@ -360,7 +360,7 @@ class MMGenPipeline(DiffusionPipeline):
         if start_step and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_step)
         self_conditioned = self.transformer.config.get("self_condition", False)
-        pred_x0 = prev_pred_x0 if self_conditioned else None
+        pred_x0 = prev_pred_x0  # what a self-conditioned transformer reads at the next step
         for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
             noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale, guidance_interval,
                                            codebook_snap, self_cond=pred_x0 if self_conditioned else None)  # fmt: skip

@@ -161,7 +161,8 @@ def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_
 
 
 def clean_estimate(noise_scheduler, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0 from the model's output at per-sample timesteps t (x_t = sqrt(a) x0 + sqrt(1 - a) eps)."""
+    """x0 from the model's output at per-sample timesteps t (x_t = sqrt(a) x0 + sqrt(1 - a) eps): the training
+    scheduler's batched form of `pipeline.predict_x0`, which takes one sampling timestep."""
     a = noise_scheduler.alphas_cumprod.to(noisy.device)[t].view(-1, 1, 1, 1)
     if noise_scheduler.config.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
         return a.sqrt() * noisy - (1 - a).sqrt() * pred
