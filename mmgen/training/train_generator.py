@@ -144,20 +144,20 @@ def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_
     gradients and its clean-latent estimate goes back in as `self_cond`; the second half gets none (zeros),
     as at a sampler's first step. A fixed half keeps shapes static for torch.compile."""
     noisy = noise_scheduler.add_noise(latents, noise, t).to(device)
-    t, text_states, text_masks = t.to(device), text_states.to(device), text_masks.to(device)
+    t_in, text_states, text_masks = t.to(device), text_states.to(device), text_masks.to(device)
     extra = {}
     if self_condition:
         half = latents.shape[0] // 2
         self_cond = torch.zeros_like(noisy)
         with torch.no_grad():
-            out = model(noisy[:half], t[:half], text_states[:half], text_masks[:half], self_cond=self_cond[:half])
-        self_cond[:half] = clean_estimate(noise_scheduler, noisy[:half], out.sample.float(), t[:half])
+            out = model(noisy[:half], t_in[:half], text_states[:half], text_masks[:half], self_cond=self_cond[:half])
+        self_cond[:half] = clean_estimate(noise_scheduler, noisy[:half], out.sample.float(), t_in[:half])
         extra["self_cond"] = self_cond
-    pred = model(noisy, t, text_states, text_masks, **extra).sample
+    pred = model(noisy, t_in, text_states, text_masks, **extra).sample
     v_pred = noise_scheduler.config.prediction_type == "v_prediction"
-    target = noise_scheduler.get_velocity(latents, noise, t.cpu()) if v_pred else noise
+    target = noise_scheduler.get_velocity(latents, noise, t) if v_pred else noise
     loss = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
-    return (loss * loss_weights(noise_scheduler, t.cpu(), snr_gamma, weighting).to(device)).mean()
+    return (loss * loss_weights(noise_scheduler, t, snr_gamma, weighting).to(device)).mean()
 
 
 def clean_estimate(noise_scheduler, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -306,6 +306,7 @@ def main(args: argparse.Namespace) -> Path:
                     max_text_tokens=MAX_TOKENS, joint_attention=args.joint_attention,
                     self_condition=args.self_condition, **DIT_PRESETS[args.preset])  # fmt: skip
     scaling = model.config.scaling_factor  # a loaded DiT keeps the one it was trained with
+    self_condition = model.config.self_condition  # likewise: a loaded DiT's own setting, not the flag
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
@@ -350,8 +351,7 @@ def main(args: argparse.Namespace) -> Path:
         noise = torch.randn(latents.shape, generator=gen)
         t = sample_timesteps(args.batch_size, noise_scheduler.config.num_train_timesteps, args.timestep_sampling, gen)
         loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states[caption].float(), masks[caption],
-                              args.snr_gamma, args.loss_weighting, accelerator.device,
-                              _plain(accelerator, model).config.self_condition)  # fmt: skip
+                              args.snr_gamma, args.loss_weighting, accelerator.device, self_condition)  # fmt: skip
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
