@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
@@ -119,6 +120,25 @@ def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", form
 
 gr.processing_utils.save_pil_to_cache = _save_pil_to_cache_atomically  # image outputs all go through it
 
+SCRATCH_ROOT = Path(tempfile.gettempdir()) / "mmgen-app"
+SCRATCH_MAX_AGE_S = 3600
+CACHE_CLEANUP = (3600, 86400)  # gradio's delete_cache: every hour, drop cached files older than a day
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new folder for files handed to gradio (downloads, exports). gradio copies each one into its own cache
+    (pruned by `CACHE_CLEANUP`), so these are needed only until the event returns; folders older than
+    `SCRATCH_MAX_AGE_S` are removed here so that a Space that runs for weeks does not fill its disk."""
+    SCRATCH_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in SCRATCH_ROOT.iterdir():
+        try:
+            if now - old.stat().st_mtime > SCRATCH_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another event removed it first
+            pass
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH_ROOT))
+
 
 def scheduler_name(pipe: MMGenPipeline) -> str:
     """The short name (SCHEDULERS key) of the pipeline's scheduler, for the dropdown's default."""
@@ -172,7 +192,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         return x_t, x0, f["tokens"], f["changed"], step_bars(counts, current=k), info
 
     def write_run_files(run: dict) -> list[str]:
-        folder = Path(tempfile.mkdtemp(prefix="mmgen-run-"))
+        folder = scratch_folder("run-")
         run["image"].save(folder / "image.png")
         save_tokens(run["tokens"], folder / "tokens.json", model_id=model_name, num_codes=num_codes,
                     downsample_factor=vq.downsample_factor)  # fmt: skip
@@ -347,7 +367,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         if not state:
             raise gr.Error("Generate an image first: then its trajectory can be exported.")
         frames = [f["x0"] for f in state["frames"]]
-        path = Path(tempfile.mkdtemp(prefix="mmgen-traj-"))
+        path = scratch_folder("trajectory-")
         if kind == "gif":
             save_gif(frames, path / "trajectory.gif")
             return str(path / "trajectory.gif")
@@ -521,7 +541,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
 
     # ------------------------------------------------------------------ layout
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\nModel: `{model_name}` · codebook of {num_codes} codes · "
                     f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token · "
                     f"{grid_side}×{grid_side} tokens per generated image · DiT matmuls in "

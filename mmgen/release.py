@@ -167,8 +167,11 @@ def _weighting(args: dict) -> str:
     if not gamma:
         return "none (plain MSE)"
     if args.get("loss_weighting", "min-snr") == "min-snr-1":
-        return f"`min-snr-1` (x0 weight min(SNR + 1, {gamma:g}))"
-    return f"Min-SNR-{gamma:g} (x0 weight min(SNR, {gamma:g}))"
+        text = f"`min-snr-1` (x0 weight min(SNR + 1, {gamma:g}))"
+    else:
+        text = f"Min-SNR-{gamma:g} (x0 weight min(SNR, {gamma:g}))"
+    cells = args.get("object_loss_weight", 1.0)
+    return text if cells == 1 else f"{text}, object cells weighted {cells:g}x (`--object-loss-weight`)"
 
 
 def _timesteps(args: dict) -> str:

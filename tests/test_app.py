@@ -5,6 +5,7 @@ Every public endpoint is exercised here; the real browser is driven in test_brow
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -255,3 +256,18 @@ def test_a_repeated_image_never_rewrites_the_cached_file_a_browser_may_be_readin
     assert gr.processing_utils.save_pil_to_cache(image, str(tmp_path), format="png") == path
     assert os.path.getsize(path) == size
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # no staging file left behind
+
+
+def test_scratch_folders_for_downloads_are_pruned_once_old(tmp_path, monkeypatch):
+    """Downloads and exports are written to scratch folders that gradio copies from; a long-running Space must
+    not keep every one of them."""
+    import app
+
+    monkeypatch.setattr(app, "SCRATCH_ROOT", tmp_path / "scratch")
+    old, recent = app.scratch_folder("run-"), app.scratch_folder("run-")
+    (old / "image.png").write_bytes(b"x")
+    stale = time.time() - app.SCRATCH_MAX_AGE_S - 60
+    os.utime(old, (stale, stale))
+    new = app.scratch_folder("trajectory-")
+    assert not old.exists() and recent.exists() and new.exists() and new.parent == tmp_path / "scratch"
+    assert app.CACHE_CLEANUP[1] >= app.SCRATCH_MAX_AGE_S  # gradio's cached copies outlive the scratch files

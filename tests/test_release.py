@@ -78,6 +78,13 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
     release_generator(run, out, scheduler="unipc")
     assert "`min-snr-1` (x0 weight min(SNR + 1, 5))" in generator_card_section(out)
+    assert "object-loss-weight" not in generator_card_section(out)
+
+    header["args"]["object_loss_weight"] = 4.0
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    release_generator(run, out, scheduler="unipc")
+    assert "object cells weighted 4x (`--object-loss-weight`)" in generator_card_section(out)
+    del header["args"]["object_loss_weight"]
 
     header["args"]["timestep_sampling"] = "logit-normal"
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")

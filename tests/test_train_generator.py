@@ -301,3 +301,42 @@ def test_init_from_continues_a_trained_dit(tmp_path, tiny_model_dir):
         main(_args(tmp_path / "none", tiny_model_dir, "--steps", "1", "--init-from", str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="sample-size"):
         main(_args(tmp_path / "size", tiny_model_dir, "--steps", "1", "--init-from", str(first), "--sample-size", "4"))
+
+
+def test_object_cell_weights_favour_non_background_cells_and_keep_each_images_total():
+    from mmgen.training.train_generator import diffusion_loss, object_cell_weights, training_scheduler
+
+    ids = torch.full((3, 8, 8), 7)
+    ids[0, 1:3, 1:3] = 2  # a small object: 4 of 64 cells
+    ids[1, :, :5] = 4  # most of the image is code 4: that is its background
+    w = object_cell_weights(ids, 4.0)
+    assert w.shape == (3, 1, 8, 8)
+    torch.testing.assert_close(w.mean(dim=(1, 2, 3)), torch.ones(3))
+    torch.testing.assert_close(w[0, 0, 1, 1] / w[0, 0, 0, 0], torch.tensor(4.0))
+    assert w[1, 0, 0, 0] < w[1, 0, 0, 7]  # code 7 is the object there
+    torch.testing.assert_close(w[2], torch.ones(1, 8, 8))  # a flat image has no object cells
+    torch.testing.assert_close(object_cell_weights(ids, 1.0), torch.ones(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="object-loss-weight"):
+        object_cell_weights(ids, 0.0)
+
+    # In the loss, the weights scale each cell's squared error before the per-image mean.
+    sched = training_scheduler("v_prediction")
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([100, 500, 900])
+    text = torch.zeros(3, 3, 8), torch.ones(3, 3, dtype=torch.bool)
+    target = sched.get_velocity(latents, noise, t)
+    zero = _Constant(torch.zeros_like(target))
+    loss = diffusion_loss(zero, sched, latents, noise, t, *text, snr_gamma=0, cell_weights=w)
+    torch.testing.assert_close(loss, (target.pow(2) * w).mean())
+    plain = diffusion_loss(zero, sched, latents, noise, t, *text, snr_gamma=0)
+    assert not torch.allclose(loss, plain)
+
+
+def test_object_loss_weight_flag(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match="object-loss-weight"):
+        main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--object-loss-weight", "-1"))
+    assert not (tmp_path / "bad" / "train_log.jsonl").exists()  # it fails before any work
+    out = main(_args(tmp_path / "ow", tiny_model_dir, "--steps", "2", "--object-loss-weight", "4"))
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["args"]["object_loss_weight"] == 4.0 and log[-1]["done"]
