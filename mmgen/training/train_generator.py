@@ -366,10 +366,11 @@ def main(args: argparse.Namespace) -> Path:
             pick = torch.multinomial(weights, args.batch_size, replacement=True, generator=gen)
         caption = cap_idx[pick].clone()
         caption[torch.rand(args.batch_size, generator=gen) < args.caption_dropout] = 0  # 0 = the empty prompt
-        latents = F.embedding(ids[pick].long(), codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
+        batch_ids = ids[pick].long()
+        latents = F.embedding(batch_ids, codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
         noise = torch.randn(latents.shape, generator=gen)
         t = sample_timesteps(args.batch_size, noise_scheduler.config.num_train_timesteps, args.timestep_sampling, gen)
-        cells = None if args.object_loss_weight == 1 else object_cell_weights(ids[pick], args.object_loss_weight)
+        cells = None if args.object_loss_weight == 1 else object_cell_weights(batch_ids, args.object_loss_weight)
         loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states[caption].float(), masks[caption],
                               args.snr_gamma, args.loss_weighting, accelerator.device, self_condition,
                               cells)  # fmt: skip
