@@ -197,27 +197,33 @@ Training time: {done["train_time_s"] / 60:.1f} min on a 2-core CPU (no GPU)."""
 
 
 def _sweep_table(sweep: dict) -> str:
+    free = all("free_min" in r for r in sweep["rows"])  # --sweep-free: fewest distinct cells over 16 seeds
     lines = ["| scheduler | guidance | codebook snap | single: all | single: shape | single: position | two: all | "
-             "seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             + ("free: fewest cells | " if free else "") + "seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if free else "") + "---:|"]  # fmt: skip
     for r in sweep["rows"]:
+        free_cell = f"{r['free_min']} | " if free else ""
         lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r.get('codebook_snap', 0.0):g} | "
                      f"{r['single_all']:.1%} | {r['single_shape']:.1%} | {r['single_position']:.1%} | "
-                     f"{r['two_all']:.1%} | {r['seconds']:.0f} |")  # fmt: skip
+                     f"{r['two_all']:.1%} | {free_cell}{r['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def _snap_choice(rows: list[dict]) -> str:
-    """Which sweep setting has the best mean of single and two-object "all", next to the pipeline's default."""
+    """The sweep setting with the best mean of single and two-object "all" (among those that meet the variety
+    target, >= 5 cells, where the sweep counted them), next to the pipeline's default."""
     from .pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_SCALE
 
     def mean(r):
         return (r["single_all"] + r["two_all"]) / 2
 
-    best = max(rows, key=mean)
+    varied = [r for r in rows if r.get("free_min", 5) >= 5]
+    best = max(varied or rows, key=mean)
     default = next((r for r in rows if (r["guidance"], r.get("codebook_snap", 0.0)) ==
                     (DEFAULT_GUIDANCE_SCALE, DEFAULT_CODEBOOK_SNAP)), None)  # fmt: skip
+    among = " among the settings whose free prompts take at least 5 cells" if 0 < len(varied) < len(rows) else ""
     text = (
-        f'Best mean of single-object and two-object "all": guidance {best["guidance"]:g}, snap '
+        f'Best mean of single-object and two-object "all"{among}: guidance {best["guidance"]:g}, snap '
         f"{best.get('codebook_snap', 0.0):g} ({mean(best):.1%})."
     )
     if default is not None and default is not best:
@@ -295,7 +301,8 @@ apart from the evaluation's): accuracy at 20 steps per scheduler and guidance sc
         text += f"""
 **Choosing `codebook_snap`** (`mmgen eval-generator --sweep --sweep-schedulers {values("scheduler")} --sweep-guidance
 {values("guidance")} --sweep-codebook-snap {values("codebook_snap")} --sweep-n-single {rows[0]["n_single"]}
---sweep-n-two {rows[0]["n_two"]}`, the same tuning prompts' seed, more of them). {_snap_choice(rows)}
+--sweep-n-two {rows[0]["n_two"]}{" --sweep-free" if all("free_min" in r for r in rows) else ""}`, the same tuning
+prompts' seed, more of them). {_snap_choice(rows)}
 
 {_sweep_table(sweep)}
 """

@@ -85,3 +85,20 @@ def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, cap
                         ("euler-ancestral", 2.0, 0.5)]  # fmt: skip
     assert all(r["n_single"] == 2 and r["n_two"] == 2 and 0 <= r["two_all"] <= 1 for r in rows)
     assert "snap" in capsys.readouterr().out
+
+
+def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
+    import json
+
+    from mmgen.cli import main
+    from mmgen.eval.eval_generator import FREE_PROMPTS, TUNE_FREE_PROMPTS
+
+    assert not set(FREE_PROMPTS) & set(TUNE_FREE_PROMPTS)  # tuning never sees the reported evaluation's prompts
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "sweep.json"
+    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--sweep-free", "--steps", "1",
+                 "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-n-single", "1", "--sweep-n-two",
+                 "1", "--out", str(out)]) == 0  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert list(row["free_cells"]) == list(TUNE_FREE_PROMPTS)
+    assert row["free_min"] == min(row["free_cells"].values()) and all(0 <= n <= 9 for n in row["free_cells"].values())

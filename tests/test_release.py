@@ -118,6 +118,17 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     assert "| euler-ancestral | 4 | 0.5 | 90.0% |" in card
     assert "Best mean of single-object and two-object" in card and "The default (guidance 4, snap 0.5)" in card
 
+    # --sweep-free rows: a setting whose free prompts take fewer than 5 cells is not chosen, however accurate
+    free = {(3.0, 0.0): 6, (3.0, 0.5): 5, (4.0, 0.0): 5, (4.0, 0.5): 4}
+    free_rows = [dict(r, free_min=free[r["guidance"], r["codebook_snap"]],
+                      two_all=0.5 if r["guidance"] == 4.0 and r["codebook_snap"] == 0.5 else 0.3 + r["guidance"] / 100)
+                 for r in sweep_rows]  # fmt: skip
+    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": free_rows}))
+    card = " ".join(generator_card_section(out).split())
+    assert "--sweep-n-two 256 --sweep-free`" in card and "| free: fewest cells |" in card
+    assert "| euler-ancestral | 4 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 4 | 60 |" in card
+    assert "among the settings whose free prompts take at least 5 cells: guidance 4, snap 0 (62.0%)" in card
+
     config_path = out / "transformer" / "config.json"
     config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"joint_attention": True}))
     card = generator_card_section(out)

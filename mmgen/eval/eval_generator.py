@@ -151,9 +151,10 @@ def _generate(pipe, prompts: list[str], seeds: list[int], batch_size: int, **cal
 
 
 def evaluate(pipe, n_single: int = 144, n_two: int = 64, n_paraphrase: int = 72, batch_size: int = 16,
-             prompt_seed: int = EVAL_SEED, free: bool = True, **call_kwargs) -> dict:  # fmt: skip
+             prompt_seed: int = EVAL_SEED, free_prompts=None, **call_kwargs) -> dict:  # fmt: skip
     """Judge-scored accuracy per prompt set. `call_kwargs` (e.g. guidance_scale) go to the pipeline; left empty,
-    the pipeline's defaults are what is measured."""
+    the pipeline's defaults are what is measured. `free_prompts`: the prompts that leave attributes free (default
+    FREE_PROMPTS; empty: skip them)."""
     rng = np.random.default_rng(prompt_seed)
     pipe.set_progress_bar_config(disable=True)
     results, pairs = {}, {}  # pairs: (read scene, prompt item) per set, for shape_errors
@@ -174,9 +175,10 @@ def evaluate(pipe, n_single: int = 144, n_two: int = 64, n_paraphrase: int = 72,
     if "single" in pairs:
         results["shape_errors"] = shape_errors(pairs["single"], pairs.get("two", []))
 
-    if free:
+    free_prompts = FREE_PROMPTS if free_prompts is None else free_prompts
+    if free_prompts:
         cells_by_prompt = {}
-        for prompt in FREE_PROMPTS:
+        for prompt in free_prompts:
             images = _generate(pipe, [prompt] * 16, list(range(16)), batch_size, **call_kwargs)
             reads = [read_scene(im) for im in images]
             cells_by_prompt[prompt] = len({cell_of(o["position"]) for r in reads for o in r["objects"][:1]})
@@ -187,18 +189,25 @@ def evaluate(pipe, n_single: int = 144, n_two: int = 64, n_paraphrase: int = 72,
 
 
 FREE_PROMPTS = ("a red circle", "a blue square", "a small green star", "a large yellow triangle")
+# The sweep's own free prompts (other colours and shapes than FREE_PROMPTS), so that variety counts when the
+# defaults are chosen without looking at the reported evaluation's prompts.
+TUNE_FREE_PROMPTS = ("a green circle", "a pink square", "a small cyan star", "a large orange triangle",
+                     "a purple diamond", "a small blue cross")  # fmt: skip
 TUNE_SEED = 777  # the sweep's prompts: drawn apart from the reported evaluation's (EVAL_SEED)
 SWEEP_SCHEDULERS = ("dpm++", "unipc", "ddim", "euler", "euler-ancestral", "ddpm")
 SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
 
 
-SWEEP_HEADER = f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'sec':>7}"
+SWEEP_HEADER = (
+    f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'free':>6}{'sec':>7}"
+)
 
 
 def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.0,), steps: int = 20,
-          n_single: int = 48, n_two: int = 32) -> list[dict]:  # fmt: skip
+          n_single: int = 48, n_two: int = 32, free: bool = False) -> list[dict]:  # fmt: skip
     """Accuracy for each scheduler x guidance x codebook_snap at `steps`, on tuning prompts (TUNE_SEED), to
-    choose the defaults without looking at the reported evaluation's prompts."""
+    choose the defaults without looking at the reported evaluation's prompts. `free`: also the fewest distinct
+    cells over 16 seeds among TUNE_FREE_PROMPTS (96 more images per setting)."""
     import time
 
     rows = []
@@ -208,16 +217,21 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
             for snap in snaps:
                 t0 = time.perf_counter()
                 r = evaluate(pipe, n_single=n_single, n_two=n_two, n_paraphrase=0, prompt_seed=TUNE_SEED,
-                             free=False, num_inference_steps=steps, guidance_scale=g, codebook_snap=snap)  # fmt: skip
-                rows.append({"scheduler": name, "guidance": g, "codebook_snap": snap, "steps": steps,
-                             "single_all": r["single"]["all"], "single_shape": r["single"]["shape"],
-                             "single_position": r["single"]["position"], "two_all": r["two"]["all"],
-                             "n_single": n_single, "n_two": n_two,
-                             "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
-                row = rows[-1]
+                             free_prompts=TUNE_FREE_PROMPTS if free else (), num_inference_steps=steps,
+                             guidance_scale=g, codebook_snap=snap)  # fmt: skip
+                row = {"scheduler": name, "guidance": g, "codebook_snap": snap, "steps": steps,
+                       "single_all": r["single"]["all"], "single_shape": r["single"]["shape"],
+                       "single_position": r["single"]["position"], "two_all": r["two"]["all"],
+                       "n_single": n_single, "n_two": n_two}  # fmt: skip
+                if free:
+                    row["free_min"] = r["free"]["min"]
+                    row["free_cells"] = r["free"]["distinct_cells_over_16_seeds"]
+                row["seconds"] = round(time.perf_counter() - t0, 1)
+                rows.append(row)
                 print(
                     f"{name:<16}{g:>5.1f}{snap:>6.2f}{row['single_all']:>8.3f}{row['single_shape']:>8.3f}"
-                    f"{row['single_position']:>8.3f}{row['two_all']:>8.3f}{row['seconds']:>7.1f}",
+                    f"{row['single_position']:>8.3f}{row['two_all']:>8.3f}{row.get('free_min', '-'):>6}"
+                    f"{row['seconds']:>7.1f}",
                     flush=True,
                 )
     return rows
@@ -248,7 +262,7 @@ def main(args: argparse.Namespace) -> dict:
         print(SWEEP_HEADER)
         rows = sweep(pipe, schedulers=args.sweep_schedulers, guidances=args.sweep_guidance,
                      snaps=args.sweep_codebook_snap, steps=args.steps or 20,
-                     n_single=args.sweep_n_single, n_two=args.sweep_n_two)  # fmt: skip
+                     n_single=args.sweep_n_single, n_two=args.sweep_n_two, free=args.sweep_free)  # fmt: skip
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
         return {"rows": rows}
     call_kwargs = {}
@@ -295,5 +309,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="default 0: the samplers alone (the snap is then chosen at the chosen sampler)")  # fmt: skip
     p.add_argument("--sweep-n-single", type=int, default=48, help="single-object tuning prompts per setting")
     p.add_argument("--sweep-n-two", type=int, default=32, help="two-object tuning prompts per setting")
+    p.add_argument("--sweep-free", action="store_true",
+                   help="also count each setting's cells over 16 seeds for prompts that leave them free")  # fmt: skip
     p.add_argument("--out", default="eval/generator.json")
     return p
