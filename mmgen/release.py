@@ -196,8 +196,13 @@ EMA decay {args["ema_decay"]}, mixed precision `{args["mixed_precision"]}`.
 Training time: {done["train_time_s"] / 60:.1f} min on a 2-core CPU (no GPU)."""
 
 
+def _counted_free(rows: list[dict]) -> bool:
+    """Whether the sweep ran with --sweep-free (each row has the fewest distinct cells over 16 seeds)."""
+    return all("free_min" in r for r in rows)
+
+
 def _sweep_table(sweep: dict) -> str:
-    free = all("free_min" in r for r in sweep["rows"])  # --sweep-free: fewest distinct cells over 16 seeds
+    free = _counted_free(sweep["rows"])
     lines = ["| scheduler | guidance | codebook snap | single: all | single: shape | single: position | two: all | "
              + ("free: fewest cells | " if free else "") + "seconds |",
              "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if free else "") + "---:|"]  # fmt: skip
@@ -222,6 +227,8 @@ def _snap_choice(rows: list[dict]) -> str:
     default = next((r for r in rows if (r["guidance"], r.get("codebook_snap", 0.0)) ==
                     (DEFAULT_GUIDANCE_SCALE, DEFAULT_CODEBOOK_SNAP)), None)  # fmt: skip
     among = " among the settings whose free prompts take at least 5 cells" if 0 < len(varied) < len(rows) else ""
+    if not varied:
+        among = " (no setting's free prompts take 5 cells)"
     text = (
         f'Best mean of single-object and two-object "all"{among}: guidance {best["guidance"]:g}, snap '
         f"{best.get('codebook_snap', 0.0):g} ({mean(best):.1%})."
@@ -301,7 +308,7 @@ apart from the evaluation's): accuracy at 20 steps per scheduler and guidance sc
         text += f"""
 **Choosing `codebook_snap`** (`mmgen eval-generator --sweep --sweep-schedulers {values("scheduler")} --sweep-guidance
 {values("guidance")} --sweep-codebook-snap {values("codebook_snap")} --sweep-n-single {rows[0]["n_single"]}
---sweep-n-two {rows[0]["n_two"]}{" --sweep-free" if all("free_min" in r for r in rows) else ""}`, the same tuning
+--sweep-n-two {rows[0]["n_two"]}{" --sweep-free" if _counted_free(rows) else ""}`, the same tuning
 prompts' seed, more of them). {_snap_choice(rows)}
 
 {_sweep_table(sweep)}
