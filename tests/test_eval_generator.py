@@ -102,3 +102,24 @@ def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert list(row["free_cells"]) == list(TUNE_FREE_PROMPTS)
     assert row["free_min"] == min(row["free_cells"].values()) and all(0 <= n <= 9 for n in row["free_cells"].values())
+
+
+def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny_pipe, tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from mmgen.cli import main
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "sweep.json"
+    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
+                 "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-guidance-interval", "0,800",
+                 "0,999", "--sweep-n-single", "1", "--sweep-n-two", "1", "--out", str(out)]) == 0  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["guidance_interval"] for r in rows] == [[0.0, 800.0], [0.0, 999.0]]
+    assert "guided in 0..800" in capsys.readouterr().out
+    for bad in ("800", "900,100", "a,b"):
+        with pytest.raises(SystemExit):
+            main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--sweep-guidance-interval", bad])
+        assert "LOW" in capsys.readouterr().err

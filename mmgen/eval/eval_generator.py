@@ -14,6 +14,7 @@ One image per prompt with the pipeline's default settings; the judge (`mmgen.eva
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -204,25 +205,28 @@ SWEEP_HEADER = (
 
 
 def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.0,), steps: int = 20,
-          n_single: int = 48, n_two: int = 32, free: bool = False) -> list[dict]:  # fmt: skip
-    """Accuracy for each scheduler x guidance x codebook_snap at `steps`, on tuning prompts (TUNE_SEED), to
-    choose the defaults without looking at the reported evaluation's prompts. `free`: also the fewest distinct
-    cells over 16 seeds among TUNE_FREE_PROMPTS (96 more images per setting)."""
+          n_single: int = 48, n_two: int = 32, free: bool = False, intervals=(None,)) -> list[dict]:  # fmt: skip
+    """Accuracy for each scheduler x guidance x codebook_snap (x guidance_interval) at `steps`, on tuning prompts
+    (TUNE_SEED), to choose the defaults without looking at the reported evaluation's prompts. `free`: also the
+    fewest distinct cells over 16 seeds among TUNE_FREE_PROMPTS (96 more images per setting). `intervals`:
+    (low, high) timesteps to guide in, None for every step (the rows then carry no `guidance_interval`)."""
     import time
 
     rows = []
     for name in schedulers:
         pipe.use_scheduler(name)
         for g in guidances:
-            for snap in snaps:
+            for snap, interval in itertools.product(snaps, intervals):
                 t0 = time.perf_counter()
                 r = evaluate(pipe, n_single=n_single, n_two=n_two, n_paraphrase=0, prompt_seed=TUNE_SEED,
                              free_prompts=TUNE_FREE_PROMPTS if free else (), num_inference_steps=steps,
-                             guidance_scale=g, codebook_snap=snap)  # fmt: skip
+                             guidance_scale=g, codebook_snap=snap, guidance_interval=interval)  # fmt: skip
                 row = {"scheduler": name, "guidance": g, "codebook_snap": snap, "steps": steps,
                        "single_all": r["single"]["all"], "single_shape": r["single"]["shape"],
                        "single_position": r["single"]["position"], "two_all": r["two"]["all"],
                        "n_single": n_single, "n_two": n_two}  # fmt: skip
+                if interval is not None:
+                    row["guidance_interval"] = list(interval)
                 if free:
                     row["free_min"] = r["free"]["min"]
                     row["free_cells"] = r["free"]["distinct_cells_over_16_seeds"]
@@ -231,7 +235,7 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
                 print(
                     f"{name:<16}{g:>5.1f}{snap:>6.2f}{row['single_all']:>8.3f}{row['single_shape']:>8.3f}"
                     f"{row['single_position']:>8.3f}{row['two_all']:>8.3f}{row.get('free_min', '-'):>6}"
-                    f"{row['seconds']:>7.1f}",
+                    f"{row['seconds']:>7.1f}{'' if interval is None else '  guided in {:g}..{:g}'.format(*interval)}",
                     flush=True,
                 )
     return rows
@@ -262,7 +266,8 @@ def main(args: argparse.Namespace) -> dict:
         print(SWEEP_HEADER)
         rows = sweep(pipe, schedulers=args.sweep_schedulers, guidances=args.sweep_guidance,
                      snaps=args.sweep_codebook_snap, steps=args.steps or 20,
-                     n_single=args.sweep_n_single, n_two=args.sweep_n_two, free=args.sweep_free)  # fmt: skip
+                     n_single=args.sweep_n_single, n_two=args.sweep_n_two, free=args.sweep_free,
+                     intervals=args.sweep_guidance_interval or (None,))  # fmt: skip
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
         return {"rows": rows}
     call_kwargs = {}
@@ -290,6 +295,17 @@ def main(args: argparse.Namespace) -> dict:
     return results
 
 
+def guidance_interval(text: str) -> tuple[float, float]:
+    """`LOW,HIGH` on the command line -> (low, high) timesteps, with an error argparse shows as it is."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH timesteps such as 0,800, got {text!r}") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"need 0 <= LOW <= HIGH, got {text!r}")
+    return low, high
+
+
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base")
     p.add_argument("--n-single", type=int, default=144)
@@ -311,5 +327,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--sweep-n-two", type=int, default=32, help="two-object tuning prompts per setting")
     p.add_argument("--sweep-free", action="store_true",
                    help="also count each setting's cells over 16 seeds for prompts that leave them free")  # fmt: skip
+    p.add_argument("--sweep-guidance-interval", nargs="+", type=guidance_interval, metavar="LOW,HIGH",
+                   help="also sweep these (timesteps 0..999 to guide in; default: guide every step)")  # fmt: skip
     p.add_argument("--out", default="eval/generator.json")
     return p
