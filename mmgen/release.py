@@ -171,7 +171,12 @@ def _weighting(args: dict) -> str:
     else:
         text = f"Min-SNR-{gamma:g} (x0 weight min(SNR, {gamma:g}))"
     cells = args.get("object_loss_weight", 1.0)
-    return text if cells == 1 else f"{text}, object cells weighted {cells:g}x (`--object-loss-weight`)"
+    if cells != 1:
+        text += f", object cells weighted {cells:g}x (`--object-loss-weight`)"
+    grounding = args.get("grounding_loss_weight", 0.0)
+    if grounding:
+        text += f", plus {grounding:g} x the token grounding loss on cross-attention (`--grounding-loss-weight`)"
+    return text
 
 
 def _timesteps(args: dict) -> str:

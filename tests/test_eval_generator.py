@@ -1,9 +1,15 @@
 """The generator's scoring, checked on rendered ground truth: a perfect generator must score 100 %."""
 
-import numpy as np
+import json
 
+import numpy as np
+import pytest
+
+from mmgen.cli import main
 from mmgen.data.shapes import POSITIONS, SHAPES, SIZES, render_scene
 from mmgen.eval.eval_generator import (
+    FREE_PROMPTS,
+    TUNE_FREE_PROMPTS,
     format_shape_errors,
     score_single,
     score_two,
@@ -70,10 +76,6 @@ def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
 
 
 def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, capsys):
-    import json
-
-    from mmgen.cli import main
-
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
     assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
@@ -88,11 +90,6 @@ def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, cap
 
 
 def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
-    import json
-
-    from mmgen.cli import main
-    from mmgen.eval.eval_generator import FREE_PROMPTS, TUNE_FREE_PROMPTS
-
     assert not set(FREE_PROMPTS) & set(TUNE_FREE_PROMPTS)  # tuning never sees the reported evaluation's prompts
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
@@ -105,12 +102,6 @@ def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
 
 
 def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny_pipe, tmp_path, capsys):
-    import json
-
-    import pytest
-
-    from mmgen.cli import main
-
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
     assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",

@@ -84,7 +84,15 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
     release_generator(run, out, scheduler="unipc")
     assert "object cells weighted 4x (`--object-loss-weight`)" in generator_card_section(out)
-    del header["args"]["object_loss_weight"]
+    assert "grounding" not in generator_card_section(out)
+    header["args"]["grounding_loss_weight"] = 0.1
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    release_generator(run, out, scheduler="unipc")
+    assert (
+        "object cells weighted 4x (`--object-loss-weight`), plus 0.1 x the token grounding loss on "
+        "cross-attention (`--grounding-loss-weight`)"
+    ) in generator_card_section(out).replace("\n", " ")
+    del header["args"]["object_loss_weight"], header["args"]["grounding_loss_weight"]
 
     header["args"]["timestep_sampling"] = "logit-normal"
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")

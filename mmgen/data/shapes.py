@@ -223,11 +223,17 @@ def make_caption(labels: dict, rng: np.random.Generator) -> str:
     return str(rng.choice(_PREFIXES)) + text
 
 
-def shapes_sample(seed: int, index: int) -> ShapesSample:
-    """Sample `index` of the stream `seed`: the same (seed, index) always gives the same scene and caption."""
+def shapes_annotation(seed: int, index: int) -> tuple[dict, str]:
+    """The labels and caption of sample `index` of the stream `seed`, without drawing its image."""
     rng = np.random.default_rng([seed, index])
     labels = sample_labels(rng)
-    return ShapesSample(image=render_scene(labels), caption=make_caption(labels, rng), labels=labels)
+    return labels, make_caption(labels, rng)
+
+
+def shapes_sample(seed: int, index: int) -> ShapesSample:
+    """Sample `index` of the stream `seed`: the same (seed, index) always gives the same scene and caption."""
+    labels, caption = shapes_annotation(seed, index)
+    return ShapesSample(image=render_scene(labels), caption=caption, labels=labels)
 
 
 def write_shapes(out_dir: str | Path, n: int, seed: int = 0) -> Path:

@@ -55,6 +55,9 @@ DIT_PRESETS = {
 @dataclass
 class DiTOutput(BaseOutput):
     sample: torch.Tensor  # (B, C, H, W) the prediction: epsilon or v (see the module docstring)
+    # (B, T, L) with return_cross_attention: the attention each image token pays to each text token, averaged
+    # over heads and blocks (rows sum to 1 over the real tokens); what a grounding loss reads
+    cross_attention: torch.Tensor | None = None
 
 
 @dataclass
@@ -114,12 +117,20 @@ class Attention(nn.Module):
         k, v = rearrange(self.kv(context), "b l (two h d) -> two b h l d", two=2, h=self.num_heads)
         return k, v
 
-    def forward(self, x, context=None, mask=None, kv=None):
+    def forward(self, x, context=None, mask=None, kv=None, return_probs: bool = False):
+        """(B, T, D), or with `return_probs` also the attention weights averaged over heads (B, T, L)."""
         q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)  # (B, nh, T, D/nh)
         k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L) True = attend
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.out(rearrange(y, "b h t d -> b t (h d)"))
+        out = self.out(rearrange(y, "b h t d -> b t (h d)"))
+        if not return_probs:
+            return out
+        # the fused kernel keeps its weights to itself: recompute them (T x L per head, cheap beside the rest)
+        logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, nh, T, L)
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        return out, logits.softmax(dim=-1).mean(dim=1)
 
 
 class TextRefinerBlock(nn.Module):
@@ -152,11 +163,14 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # shift, scale, gate for attn and mlp
 
-    def forward(self, x, c, text_kv, text_mask):
+    def forward(self, x, c, text_kv, text_mask, return_attention: bool = False):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # each (B, D)
         x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
-        x = x + self.cross(self.norm2(x), mask=text_mask, kv=text_kv)
-        return x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))
+        cross = self.cross(self.norm2(x), mask=text_mask, kv=text_kv, return_probs=return_attention)
+        cross, probs = cross if return_attention else (cross, None)
+        x = x + cross
+        x = x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))
+        return (x, probs) if return_attention else x
 
 
 class JointBlock(nn.Module):
@@ -315,11 +329,13 @@ class DiT(ModelMixin, ConfigMixin):
 
     def forward(self, sample, timestep, encoder_hidden_states=None, encoder_attention_mask=None,
                 text_context: TextContext | None = None, self_cond: torch.Tensor | None = None,
-                return_dict=True):  # fmt: skip
+                return_cross_attention: bool = False, return_dict=True):  # fmt: skip
         """sample (B, C, H, W), timestep (B,) or scalar, encoder_hidden_states (B, L, E), mask (B, L) of 1/0;
         or, instead of the last two, `text_context` from `prepare_text` (same result, less work per step).
         `self_cond` (B, C, H, W): for a `self_condition` model, the clean-latent estimate of the previous
-        sampling step (Analog Bits self-conditioning); None means none yet (zeros), as at the first step."""
+        sampling step (Analog Bits self-conditioning); None means none yet (zeros), as at the first step.
+        `return_cross_attention`: also return the cross-attention maps (`DiTOutput.cross_attention`), for
+        `mmgen.training.grounding`; the prediction is the same either way."""
         B, C, H, W = sample.shape
         p = self.config.patch_size
         if H != self.config.sample_size or W != self.config.sample_size:
@@ -330,6 +346,8 @@ class DiT(ModelMixin, ConfigMixin):
             if encoder_hidden_states is None:
                 raise ValueError("pass encoder_hidden_states (text encoder states) or a text_context")
             text_context = self.prepare_text(encoder_hidden_states, encoder_attention_mask)
+        if return_cross_attention and self.config.joint_attention:
+            raise ValueError("return_cross_attention needs cross-attention blocks; this DiT uses joint attention")
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(B)
 
         x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
@@ -343,9 +361,16 @@ class DiT(ModelMixin, ConfigMixin):
             for block in self.blocks:
                 x, text = block(x, text, c, text_context.mask)
         else:  # cross-attention to text keys and values computed once per prompt
+            maps = []
             for block, kv in zip(self.blocks, text_context.kv):
-                x = block(x, c, kv, text_context.mask)
+                x = block(x, c, kv, text_context.mask, return_attention=return_cross_attention)
+                if return_cross_attention:
+                    x, probs = x
+                    maps.append(probs)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T, p*p*C)
         out = rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=H // p, p=p, q=p)
-        return DiTOutput(out) if return_dict else (out,)
+        maps = torch.stack(maps).mean(dim=0) if return_cross_attention else None  # (B, T, L)
+        if not return_dict:
+            return (out, maps) if return_cross_attention else (out,)
+        return DiTOutput(out, maps)

@@ -49,6 +49,7 @@ from .checkpoints import (
     save_training_state,
     start_log,
 )
+from .grounding import GroundingTargets, grounding_loss, shapes_grounding
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -136,14 +137,20 @@ def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform", gen
 
 def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_masks, snr_gamma: float = 5.0,
                    weighting: str = "min-snr-1", device="cpu", self_condition: bool = False,
-                   cell_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                   cell_weights: torch.Tensor | None = None,
+                   grounding: tuple[GroundingTargets, torch.Tensor] | None = None, grounding_weight: float = 0.0,
+                   parts: dict | None = None) -> torch.Tensor:  # fmt: skip
     """The denoising loss on clean `latents`: noise them to `t`, predict the scheduler's target (epsilon or v),
     weight each sample by `loss_weights` and, if given, each latent cell by `cell_weights` (B, 1, h, w; see
     `object_cell_weights`).
 
     `self_condition` (Analog Bits, Chen et al. 2022): the first half of the batch is denoised once without
     gradients and its clean-latent estimate goes back in as `self_cond`; the second half gets none (zeros),
-    as at a sampler's first step. A fixed half keeps shapes static for torch.compile."""
+    as at a sampler's first step. A fixed half keeps shapes static for torch.compile.
+
+    `grounding` (the batch's `GroundingTargets`, and which captions were kept rather than dropped): adds
+    `grounding_weight` times the token grounding loss on the model's cross-attention maps
+    (`mmgen.training.grounding`). `parts`, if given, receives that term alone under "grounding"."""
     noisy = noise_scheduler.add_noise(latents, noise, t).to(device)
     t_in, text_states, text_masks = t.to(device), text_states.to(device), text_masks.to(device)
     extra = {}
@@ -154,14 +161,21 @@ def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_
             out = model(noisy[:half], t_in[:half], text_states[:half], text_masks[:half], self_cond=self_cond[:half])
         self_cond[:half] = clean_estimate(noise_scheduler, noisy[:half], out.sample.float(), t_in[:half])
         extra["self_cond"] = self_cond
-    pred = model(noisy, t_in, text_states, text_masks, **extra).sample
+    out = model(noisy, t_in, text_states, text_masks, return_cross_attention=grounding is not None, **extra)
+    pred = out.sample
     v_pred = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(latents, noise, t) if v_pred else noise
     loss = F.mse_loss(pred.float(), target.to(device), reduction="none")
     if cell_weights is not None:
         loss = loss * cell_weights.to(device)
     loss = loss.mean(dim=(1, 2, 3))
-    return (loss * loss_weights(noise_scheduler, t, snr_gamma, weighting).to(device)).mean()
+    loss = (loss * loss_weights(noise_scheduler, t, snr_gamma, weighting).to(device)).mean()
+    if grounding is None:
+        return loss
+    ground = grounding_loss(out.cross_attention.float(), grounding[0], grounding[1].to(device))
+    if parts is not None:
+        parts["grounding"] = ground.detach()
+    return loss + grounding_weight * ground
 
 
 def object_cell_weights(ids: torch.Tensor, object_weight: float) -> torch.Tensor:
@@ -301,6 +315,12 @@ def main(args: argparse.Namespace) -> Path:
             raise ValueError("--two-object-share needs the shapes-v1 labels; it does not apply to an image folder")
         sampling_weights(torch.tensor([1, 2]), args.two_object_share)  # a bad share fails here too
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)  # and a bad weight
+    if args.grounding_loss_weight < 0:
+        raise ValueError(f"--grounding-loss-weight must be 0 (off) or positive, got {args.grounding_loss_weight}")
+    if args.grounding_loss_weight and args.data != "shapes":
+        raise ValueError("--grounding-loss-weight needs the shapes-v1 labels; it does not apply to an image folder")
+    if args.grounding_loss_weight and args.joint_attention:
+        raise ValueError("--grounding-loss-weight reads cross-attention maps; it does not apply to --joint-attention")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -325,6 +345,12 @@ def main(args: argparse.Namespace) -> Path:
                     max_text_tokens=MAX_TOKENS, joint_attention=args.joint_attention,
                     self_condition=args.self_condition, **DIT_PRESETS[args.preset])  # fmt: skip
     scaling = model.config.scaling_factor  # a loaded DiT keeps the one it was trained with
+    grounding = None
+    if args.grounding_loss_weight:
+        if model.config.joint_attention:
+            raise ValueError("--grounding-loss-weight reads cross-attention maps; this DiT uses joint attention")
+        grid = model.config.sample_size // model.config.patch_size
+        grounding = shapes_grounding(data_seed(args), len(data["ids"]), tokenizer, grid, MAX_TOKENS)
     self_condition = model.config.self_condition  # likewise: a loaded DiT's own setting, not the flag
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
@@ -356,7 +382,7 @@ def main(args: argparse.Namespace) -> Path:
     codebook = vq.quantizer.codebook
     weights = None if args.two_object_share is None else sampling_weights(data["num_objects"], args.two_object_share)
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="generator")
-    t0, step, running = time.time(), start_step, []
+    t0, step, running, running_ground = time.time(), start_step, [], []
     model.train()
     while step < args.steps:
         # Each process draws its own batch from its own stream (gen): sharding by seed, no sampler needed.
@@ -371,9 +397,11 @@ def main(args: argparse.Namespace) -> Path:
         noise = torch.randn(latents.shape, generator=gen)
         t = sample_timesteps(args.batch_size, noise_scheduler.config.num_train_timesteps, args.timestep_sampling, gen)
         cells = None if args.object_loss_weight == 1 else object_cell_weights(batch_ids, args.object_loss_weight)
+        parts = {}
         loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states[caption].float(), masks[caption],
-                              args.snr_gamma, args.loss_weighting, accelerator.device, self_condition,
-                              cells)  # fmt: skip
+                              args.snr_gamma, args.loss_weighting, accelerator.device, self_condition, cells,
+                              None if grounding is None else (grounding[pick], caption != 0),
+                              args.grounding_loss_weight, parts)  # fmt: skip
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -383,12 +411,16 @@ def main(args: argparse.Namespace) -> Path:
         ema.step(model.parameters())
         step += 1
         running.append(loss.item())
+        if "grounding" in parts:
+            running_ground.append(parts["grounding"].item())
         bar.update(1)
 
         if step % args.log_every == 0 or step == args.steps:
             stats = {"step": step, "loss": round(sum(running) / len(running), 5), "lr": lr_scheduler.get_last_lr()[0],
                      "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
-            running = []
+            if running_ground:  # the grounding term alone (included in "loss")
+                stats["grounding"] = round(sum(running_ground) / len(running_ground), 5)
+            running, running_ground = [], []
             bar.set_postfix(loss=stats["loss"])
             if accelerator.is_main_process:
                 append_log(log_path, stats)
@@ -472,6 +504,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--object-loss-weight", type=float, default=1.0,
                    help="weight of latent cells whose code is not the image's most common one (its background), "
                         "relative to the others; each image's total weight is kept (1: the plain mean)")  # fmt: skip
+    p.add_argument("--grounding-loss-weight", type=float, default=0.0,
+                   help="shapes-v1 only: add this weight times a token grounding loss that pulls each object's "
+                        "colour and shape words' cross-attention onto that object's patches (TokenCompose; "
+                        "see mmgen/training/grounding.py; 0: off)")  # fmt: skip
     p.add_argument("--timestep-sampling", default="uniform", choices=TIMESTEP_SAMPLINGS,
                    help="how training timesteps are drawn (see sample_timesteps)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.999)
