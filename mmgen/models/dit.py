@@ -356,12 +356,12 @@ class DiT(ModelMixin, ConfigMixin):
             prev = torch.zeros_like(sample) if self_cond is None else self_cond.to(sample.dtype)
             x = x + self.self_cond_embed(rearrange(prev, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p))
         c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
+        maps = []  # (B, T, L) per block, with return_cross_attention
         if self.config.joint_attention:  # the text is a second stream, updated in every block
             text = text_context.states
             for block in self.blocks:
                 x, text = block(x, text, c, text_context.mask)
         else:  # cross-attention to text keys and values computed once per prompt
-            maps = []
             for block, kv in zip(self.blocks, text_context.kv):
                 x = block(x, c, kv, text_context.mask, return_attention=return_cross_attention)
                 if return_cross_attention:
