@@ -4,7 +4,8 @@
     python benchmarks/bench.py --only t2i,tokenizer --repeats 5
 
 Sections (medians over `--repeats` timed runs after warm-up, same process, same threads):
-- t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8.
+- t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8; one image at
+  20 steps when the default is another count.
 - tokenizer: encode + decode at 64x64 and 256x256 (batch 1).
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
   torch.utils.flop_counter), achieved GFLOP/s over this machine's fp32 matmul peak measured in the same run;
@@ -29,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, MMGenPipeline  # noqa: E402
+from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_STEPS, MMGenPipeline  # noqa: E402
 from mmgen.tokens import default_model  # noqa: E402
 
 PROMPT = "a large red circle in the top left on a white background"
@@ -75,8 +76,16 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
             prompts = [PROMPT] * batch
             with torch.inference_mode():
                 s = median_s(lambda p=prompts, r=run: r(p, generator=torch.Generator().manual_seed(0)), repeats)
-            rows.append({"section": "t2i", "name": f"default settings, {variant}, batch {batch}", "seconds": s,
-                         "per_image_s": s / batch, "images_per_s": batch / s})  # fmt: skip
+            rows.append({"section": "t2i", "name": f"defaults ({DEFAULT_STEPS} steps), {variant}, batch {batch}",
+                         "seconds": s, "per_image_s": s / batch, "images_per_s": batch / s})  # fmt: skip
+    if DEFAULT_STEPS != 20:  # the issue's reference figure, 20 steps, interleaved with the default count
+        calls = [lambda n=n: pipe([PROMPT], num_inference_steps=n, generator=torch.Generator().manual_seed(0))
+                 for n in (DEFAULT_STEPS, 20)]  # fmt: skip
+        with torch.inference_mode():
+            times = interleaved_medians(calls, repeats)
+        for n, s in zip((DEFAULT_STEPS, 20), times):
+            rows.append({"section": "t2i", "name": f"{n} steps, float32, batch 1 (paired)", "seconds": s,
+                         "per_image_s": s, "images_per_s": 1 / s, "vs_20_steps": s / times[-1]})  # fmt: skip
     # What the codebook snap costs: the call with and without it, interleaved so that load drifts hit both alike.
     calls = {snap: (lambda s=snap: pipe([PROMPT], generator=torch.Generator().manual_seed(0), codebook_snap=s))
              for snap in (DEFAULT_CODEBOOK_SNAP, 0.0)}  # fmt: skip
@@ -131,9 +140,9 @@ def sampling_loop(forward, pipe, text, mask, steps: int, guidance: float, batch:
 
 
 def bench_dit(pipe, repeats: int, peak: float) -> list[dict]:
-    """One DiT forward and the whole 20-step sampling loop, for: our DiT as first written (text keys/values
-    recomputed every step), as optimised (text prepared once per prompt), optimised under bf16 autocast, and
-    diffusers' PixArt transformer at the same size."""
+    """One DiT forward and the whole sampling loop at the default steps, for: our DiT as first written (text
+    keys/values recomputed every step), as optimised (text prepared once per prompt), optimised under bf16
+    autocast, and diffusers' PixArt transformer at the same size."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
@@ -178,7 +187,7 @@ def bench_dit(pipe, repeats: int, peak: float) -> list[dict]:
         params = sum(p.numel() for p in model.parameters())
         rows.append({"section": "dit", "name": f"{name}, batch 2", "seconds": s, "gflop": flops / 1e9,
                      "params_m": params / 1e6, "gflops_per_s": flops / s / 1e9, "mfu": flops / s / 1e9 / peak,
-                     "loop_seconds": loop})  # fmt: skip
+                     "loop_seconds": loop, "loop_steps": steps})  # fmt: skip
     base = rows[0]["loop_seconds"]
     for r in rows:
         r["loop_speedup_vs_eager"] = base / r["loop_seconds"]
@@ -216,11 +225,14 @@ def format_rows(rows: list[dict]) -> str:
         notes = []
         if "images_per_s" in r:
             notes.append(f"{r['per_image_s']:.3f} s/image, {r['images_per_s']:.2f} images/s")
+        if "vs_20_steps" in r:
+            notes.append(f"{r['vs_20_steps']:.2f}x the time of 20 steps")
         if "vs_no_snap" in r:
             notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:
             notes.append(f"{r['gflop']:.2f} GFLOP, {r['gflops_per_s']:.0f} GFLOP/s = {r['mfu']:.1%} of peak; "
-                         f"20 steps {r['loop_seconds']:.3f} s = {r['loop_speedup_vs_eager']:.2f}x eager")  # fmt: skip
+                         f"{r['loop_steps']} steps {r['loop_seconds']:.3f} s = "
+                         f"{r['loop_speedup_vs_eager']:.2f}x eager")  # fmt: skip
         if "peak_rss_mb" in r:
             notes.append(f"import+load {r['import_and_load_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         if "gflops_peak" in r:

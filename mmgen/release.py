@@ -299,7 +299,7 @@ Each stage is published with `python -m mmgen.release --generator RUN --schedule
         sweep = json.loads((out / "generator_sweep.json").read_text())
         text += f"""
 **Choosing the defaults** (`mmgen eval-generator --sweep`, tuning prompts drawn with seed {sweep["prompt_seed"]},
-apart from the evaluation's): accuracy at 20 steps per scheduler and guidance scale.
+apart from the evaluation's): accuracy at {sweep["rows"][0].get("steps", 20)} steps per scheduler and guidance scale.
 
 {_sweep_table(sweep)}
 """

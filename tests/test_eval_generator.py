@@ -101,6 +101,18 @@ def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
     assert row["free_min"] == min(row["free_cells"].values()) and all(0 <= n <= 9 for n in row["free_cells"].values())
 
 
+def test_sweep_without_steps_runs_at_the_pipelines_default(tiny_pipe, tmp_path, monkeypatch):
+    import mmgen.pipeline
+
+    monkeypatch.setattr(mmgen.pipeline, "DEFAULT_STEPS", 1)  # the sweep reads it when it runs
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "sweep.json"
+    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--sweep-schedulers", "ddim",
+                 "--sweep-guidance", "2", "--sweep-n-single", "1", "--sweep-n-two", "1",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert [r["steps"] for r in json.loads(out.read_text())["rows"]] == [1]
+
+
 def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny_pipe, tmp_path, capsys):
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"

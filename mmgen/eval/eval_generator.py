@@ -265,7 +265,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.sweep:
         print(SWEEP_HEADER)
         rows = sweep(pipe, schedulers=args.sweep_schedulers, guidances=args.sweep_guidance,
-                     snaps=args.sweep_codebook_snap, steps=args.steps or 20,
+                     snaps=args.sweep_codebook_snap, steps=args.steps or DEFAULT_STEPS,
                      n_single=args.sweep_n_single, n_two=args.sweep_n_two, free=args.sweep_free,
                      intervals=args.sweep_guidance_interval or (None,))  # fmt: skip
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
