@@ -67,6 +67,25 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / median_s(lambda: a @ b, repeats) / 1e9
 
 
+def paired_t2i(pipe, repeats: int, arg: str, values, label: str, ratio: str) -> list[dict]:
+    """One image with `arg` at each of `values` (the pipeline's other defaults), timed in turn within every repeat
+    so that load drifts hit all alike; `ratio` holds each time over the last value's."""
+    calls = [lambda v=v: pipe([PROMPT], generator=torch.Generator().manual_seed(0), **{arg: v}) for v in values]
+    with torch.inference_mode():
+        times = interleaved_medians(calls, repeats)
+    return [
+        {
+            "section": "t2i",
+            "name": f"{label.format(v)}, float32, batch 1 (paired)",
+            "seconds": s,
+            "per_image_s": s,
+            "images_per_s": 1 / s,
+            ratio: s / times[-1],
+        }
+        for v, s in zip(values, times)
+    ]
+
+
 def bench_t2i(pipe, repeats: int) -> list[dict]:
     rows = []
     for variant, dtype in (("float32", None), ("bf16 autocast", torch.bfloat16)):
@@ -78,22 +97,12 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
                 s = median_s(lambda p=prompts, r=run: r(p, generator=torch.Generator().manual_seed(0)), repeats)
             rows.append({"section": "t2i", "name": f"defaults ({DEFAULT_STEPS} steps), {variant}, batch {batch}",
                          "seconds": s, "per_image_s": s / batch, "images_per_s": batch / s})  # fmt: skip
-    if DEFAULT_STEPS != 20:  # the issue's reference figure, 20 steps, interleaved with the default count
-        calls = [lambda n=n: pipe([PROMPT], num_inference_steps=n, generator=torch.Generator().manual_seed(0))
-                 for n in (DEFAULT_STEPS, 20)]  # fmt: skip
-        with torch.inference_mode():
-            times = interleaved_medians(calls, repeats)
-        for n, s in zip((DEFAULT_STEPS, 20), times):
-            rows.append({"section": "t2i", "name": f"{n} steps, float32, batch 1 (paired)", "seconds": s,
-                         "per_image_s": s, "images_per_s": 1 / s, "vs_20_steps": s / times[-1]})  # fmt: skip
-    # What the codebook snap costs: the call with and without it, interleaved so that load drifts hit both alike.
-    calls = {snap: (lambda s=snap: pipe([PROMPT], generator=torch.Generator().manual_seed(0), codebook_snap=s))
-             for snap in (DEFAULT_CODEBOOK_SNAP, 0.0)}  # fmt: skip
-    with torch.inference_mode():
-        times = interleaved_medians(list(calls.values()), repeats)
-    for snap, s in zip(calls, times):
-        rows.append({"section": "t2i", "name": f"codebook_snap={snap:g}, float32, batch 1 (paired)", "seconds": s,
-                     "per_image_s": s, "images_per_s": 1 / s, "vs_no_snap": s / times[-1]})  # fmt: skip
+    if DEFAULT_STEPS != 20:  # the issue's reference figure, 20 steps, against the default count
+        rows += paired_t2i(pipe, repeats, "num_inference_steps", (DEFAULT_STEPS, 20), "{} steps", "vs_20_steps")
+    # What the codebook snap costs: the call with and without it.
+    rows += paired_t2i(
+        pipe, repeats, "codebook_snap", (DEFAULT_CODEBOOK_SNAP, 0.0), "codebook_snap={:g}", "vs_no_snap"
+    )
     return rows
 
 
