@@ -153,6 +153,9 @@ def _generator_eval_table(ev: dict) -> str:
         lines.append(f"| single | most common shape confusions | {top_confusions(errors)} | |")
         for outcome, share in errors["two_per_object"].items():
             lines.append(f"| two (per object) | came out as: {outcome} | {share:.1%} | |")
+    for name, shares in ev.get("extra_objects", {}).items():  # objects drawn twice, or a third one
+        for what, share in shares.items():
+            lines.append(f"| {name} | images with {what} | {share:.1%} | |")
     return "\n".join(lines)
 
 

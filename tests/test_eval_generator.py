@@ -10,6 +10,8 @@ from mmgen.data.shapes import POSITIONS, SHAPES, SIZES, render_scene
 from mmgen.eval.eval_generator import (
     FREE_PROMPTS,
     TUNE_FREE_PROMPTS,
+    extra_objects,
+    format_extra_objects,
     format_shape_errors,
     score_single,
     score_two,
@@ -46,6 +48,35 @@ def test_scoring_notices_a_wrong_scene():
     wrong = dict(item, objects=[dict(item["objects"][0], shape="star" if item["objects"][0]["shape"] != "star"
                                      else "circle")])  # fmt: skip
     assert not score_single(read_scene(_render(wrong)), item)["shape"]
+
+
+def test_an_object_drawn_twice_fails_all_but_not_its_attributes():
+    item = single_prompts(1, np.random.default_rng(5))[0]
+    obj = item["objects"][0]
+    other = next(p for p in POSITIONS if p != obj["position"] and abs(POSITIONS[p][0] - POSITIONS[obj["position"]][0])
+                 + abs(POSITIONS[p][1] - POSITIONS[obj["position"]][1]) > 30)  # fmt: skip
+    twice = dict(item, objects=[obj, dict(obj, size="small", position=other)])
+    read = read_scene(_render(twice))
+    score = score_single(read, item)
+    assert score["color"] and score["background"] and not score["all"]
+
+    def far(p, q):  # two cells apart along x or y: the copies' boxes can not touch
+        return max(abs(POSITIONS[p][0] - POSITIONS[q][0]), abs(POSITIONS[p][1] - POSITIONS[q][1])) >= 36
+
+    pair, spare = next((it, p) for it in two_object_prompts(20, np.random.default_rng(6)) for p in POSITIONS
+                       if all(far(p, o["position"]) for o in it["objects"]))  # fmt: skip
+    a, b = pair["objects"]
+    three = dict(pair, objects=[a, b, dict(a, position=spare)])
+    read = read_scene(_render(three))
+    score = score_two(read, pair)
+    assert score["colors"] and score["shapes"] and score["relation"] and not score["count"] and not score["all"]
+    assert extra_objects([(read_scene(_render(twice)), item)]) == {"more objects than named": 1.0,
+                                                                    "a named object drawn twice": 1.0}  # fmt: skip
+    # a scene with one object twice and the other missing has the right count, but a duplicate
+    a_twice = dict(pair, objects=[a, dict(a, position=spare)])
+    pairs = [(read, pair), (read_scene(_render(pair)), pair), (read_scene(_render(a_twice)), pair)]
+    assert extra_objects(pairs) == {"more objects than named": 1 / 3, "a named object drawn twice": 2 / 3}
+    assert "drawn twice 66.7%" in format_extra_objects({"two": extra_objects(pairs)})
 
 
 def test_shape_errors_tell_binding_errors_from_blobs_and_misses():

@@ -140,6 +140,14 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": few}))
     assert "(no setting's free prompts take 5 cells): guidance 4, snap 0.5 (70.0%)" in generator_card_section(out)
 
+    ev = {"single": {"color": 1.0, "all": 0.9, "n": 4}, "two": {"count": 0.75, "all": 0.5, "n": 4},
+          "extra_objects": {"two": {"more objects than named": 0.25, "a named object drawn twice": 0.5}},
+          "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0}}  # fmt: skip
+    (out / "eval_generator.json").write_text(json.dumps(ev))
+    card = generator_card_section(out)
+    assert "| two (4 prompts) | count | 75.0% |  |" in card and "| two (4 prompts) | all | 50.0% | >= 60% |" in card
+    assert "| two | images with a named object drawn twice | 50.0% | |" in card
+
     config_path = out / "transformer" / "config.json"
     config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"joint_attention": True}))
     card = generator_card_section(out)

@@ -8,7 +8,8 @@ Prompts are written here for evaluation, drawn from their own seed, never read f
 - free: attributes left out ("a red circle"): how many different cells appear over 16 seeds;
 - paraphrased: the single-object facts in wordings the training templates never use.
 One image per prompt with the pipeline's default settings; the judge (`mmgen.eval.judge`) reads each image.
-`shape_errors` in the JSON says where the shape errors come from (by size; confusions; binding or blob).
+`shape_errors` in the JSON says where the shape errors come from (by size; confusions; binding or blob), and
+`extra_objects` how often an image holds more objects than its prompt names (such an image fails "all").
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def score_two(read: dict, item: dict) -> dict:
     both = ga is not None and gb is not None
     rel_ok = both and item["relation"] in relation(ga, gb)
     shapes_ok = both and ga["shape"] == a["shape"] and gb["shape"] == b["shape"]
-    return {"colors": both, "shapes": shapes_ok, "relation": rel_ok, "all": both and shapes_ok and rel_ok}
+    count_ok = len(read["objects"]) == 2  # no object drawn twice, no third one
+    return {"colors": both, "shapes": shapes_ok, "relation": rel_ok, "count": count_ok,
+            "all": both and shapes_ok and rel_ok and count_ok}  # fmt: skip
 
 
 OUTCOMES = ("own shape", "other object's shape", "a third shape", "not found")
@@ -130,6 +133,16 @@ def shape_errors(single: list[tuple[dict, dict]], two: list[tuple[dict, dict]]) 
             "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {}}  # fmt: skip
 
 
+def extra_objects(pairs: list[tuple[dict, dict]]) -> dict:
+    """From (read scene, prompt item) pairs: the share of images with more objects than the prompt names, and
+    the share where a named object is drawn twice (shapes-v1 never repeats a colour in a scene, so two objects
+    of one colour are a duplicate; the other object may then be missing)."""
+    extra = [len(read["objects"]) > len(item["objects"]) for read, item in pairs]
+    twice = [any(sum(o["color"] == want["color"] for o in read["objects"]) > 1 for want in item["objects"])
+             for read, item in pairs]  # fmt: skip
+    return {"more objects than named": float(np.mean(extra)), "a named object drawn twice": float(np.mean(twice))}
+
+
 def top_confusions(errors: dict, k: int = 5) -> str:
     """The k most common single-object shape confusions of `shape_errors`, as "star -> diamond (2), ..."."""
     return ", ".join(f"{pair} ({n})" for pair, n in list(errors["single_confusions"].items())[:k]) or "none"
@@ -141,6 +154,11 @@ def format_shape_errors(errors: dict) -> str:
     two = ", ".join(f"{k} {v:.1%}" for k, v in errors["two_per_object"].items())
     return (f"single, shape by size asked: {sizes}; most common confusions: {confusions}"
             + (f"\ntwo objects, each object came out as: {two}" if two else ""))  # fmt: skip
+
+
+def format_extra_objects(extra: dict) -> str:
+    parts = [f"{name}: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) for name, shares in extra.items()]
+    return "images with extra objects: " + "; ".join(parts)
 
 
 def _generate(pipe, prompts: list[str], seeds: list[int], batch_size: int, **call_kwargs):
@@ -175,6 +193,8 @@ def evaluate(pipe, n_single: int = 144, n_two: int = 64, n_paraphrase: int = 72,
         results["two"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]} | {"n": len(items)}
     if "single" in pairs:
         results["shape_errors"] = shape_errors(pairs["single"], pairs.get("two", []))
+    if pairs:
+        results["extra_objects"] = {name: extra_objects(p) for name, p in pairs.items()}
 
     free_prompts = FREE_PROMPTS if free_prompts is None else free_prompts
     if free_prompts:
@@ -288,9 +308,11 @@ def main(args: argparse.Namespace) -> dict:
                            "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
                            "codebook_snap": call_kwargs.get("codebook_snap", DEFAULT_CODEBOOK_SNAP),
                            "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
-    print(format_table({k: v for k, v in results.items() if k not in ("settings", "shape_errors")}))
+    print(format_table({k: v for k, v in results.items() if k not in ("settings", "shape_errors", "extra_objects")}))
     if "shape_errors" in results:
         print(format_shape_errors(results["shape_errors"]))
+    if "extra_objects" in results:
+        print(format_extra_objects(results["extra_objects"]))
     write_results(results, args.out)
     return results
 

@@ -1,11 +1,12 @@
 """A judge for shapes-v1 images: reads back every object's colour, shape, size and cell, and the background.
 
 Written from the spec alone (`shared/specs/shapes-v1.md`), so it can score any image, generated or
-reconstructed. The background is the palette colour nearest the border. For each object colour whose pixels
-form a blob, it estimates every pixel's coverage (how far the pixel lies from the background towards that
-colour, so anti-aliased edges count in part), then fits spec renderings of the six shapes over a small range
-of sides and centres around the blob's box; the best soft overlap names the shape, its side gives the size
-and its centre the cell. On rendered ground truth it scores 100 % (tests/test_judge.py).
+reconstructed. The background is the palette colour nearest the border. For each blob of an object colour (one
+object per blob: shapes-v1 never repeats a colour in a scene, so a second blob of one colour is an object drawn
+twice, which a generator can do), it estimates every pixel's coverage (how far the pixel lies from the
+background towards that colour, so anti-aliased edges count in part), then fits spec renderings of the six
+shapes over a small range of sides and centres around the blob's box; the best soft overlap names the shape,
+its side gives the size and its centre the cell. On rendered ground truth it scores 100 % (tests/test_judge.py).
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ def read_scene(image: Image.Image) -> dict:
         areas = ndimage.sum_labels(np.ones_like(seeds), seeds, index=range(1, n + 1))
         if areas.max() < MIN_AREA:
             continue
-        seed = seeds == 1 + int(areas.argmax())
         # coverage: projection of (pixel - background) onto (colour - background), in [0, 1], counted only
         # where the pixel lies near that line: another object's colour may project far along it (orange
         # reads as 90 % green) and would merge two neighbouring objects into one blob.
@@ -83,15 +83,18 @@ def read_scene(image: Image.Image) -> dict:
         off_line = np.linalg.norm(arr - (bg + alpha[..., None] * direction), axis=-1)  # (H, W)
         alpha = np.where(off_line < COLOR_TOLERANCE, alpha, 0.0)
         region, _ = ndimage.label(alpha > 0.1)
-        keep = np.isin(region, np.unique(region[seed]))  # the partly covered pixels around this seed only
-        alpha = np.where(keep, alpha, 0.0).astype(np.float32)
-        shape, side, center, iou = _fit_shape(alpha)
-        cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in center)
-        objects.append({
-            "color": color, "shape": shape, "size": "small" if side < SIZE_THRESHOLD else "large",
-            "position": POSITION_NAMES[cell], "center": [float(center[0]), float(center[1])],
-            "side": float(side), "score": round(iou, 3), "area": float(alpha.sum()),
-        })  # fmt: skip
+        # One object per partly covered region around a large enough seed: shapes-v1 never repeats a colour in
+        # a scene, so a second such region is a second object of that colour (a duplicate), not a fragment.
+        big_seeds = 1 + np.flatnonzero(areas >= MIN_AREA)
+        for r in np.setdiff1d(region[np.isin(seeds, big_seeds)], [0]):
+            alpha_r = np.where(region == r, alpha, 0.0).astype(np.float32)
+            shape, side, center, iou = _fit_shape(alpha_r)
+            cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in center)
+            objects.append({
+                "color": color, "shape": shape, "size": "small" if side < SIZE_THRESHOLD else "large",
+                "position": POSITION_NAMES[cell], "center": [float(center[0]), float(center[1])],
+                "side": float(side), "score": round(iou, 3), "area": float(alpha_r.sum()),
+            })  # fmt: skip
     objects.sort(key=lambda o: -o["area"])
     return {"background": background, "objects": objects}
 
