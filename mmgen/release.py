@@ -211,14 +211,18 @@ def _counted_free(rows: list[dict]) -> bool:
 
 def _sweep_table(sweep: dict) -> str:
     free = _counted_free(sweep["rows"])
+    twice = all("two_drawn_twice" in r for r in sweep["rows"])  # sweeps since the judge counts objects
     lines = ["| scheduler | guidance | codebook snap | single: all | single: shape | single: position | two: all | "
-             + ("free: fewest cells | " if free else "") + "seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if free else "") + "---:|"]  # fmt: skip
+             + ("two: an object drawn twice | " if twice else "") + ("free: fewest cells | " if free else "")
+             + "seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if twice else "") + ("---:|" if free else "")
+             + "---:|"]  # fmt: skip
     for r in sweep["rows"]:
+        twice_cell = f"{r['two_drawn_twice']:.1%} | " if twice else ""
         free_cell = f"{r['free_min']} | " if free else ""
         lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r.get('codebook_snap', 0.0):g} | "
                      f"{r['single_all']:.1%} | {r['single_shape']:.1%} | {r['single_position']:.1%} | "
-                     f"{r['two_all']:.1%} | {free_cell}{r['seconds']:.0f} |")  # fmt: skip
+                     f"{r['two_all']:.1%} | {twice_cell}{free_cell}{r['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
