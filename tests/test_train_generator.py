@@ -194,6 +194,19 @@ def test_timestep_sampling_uniform_is_the_old_draw_and_logit_normal_favours_the_
         sample_timesteps(4, 1000, "cosine")
 
 
+def test_high_noise_sampling_moves_every_second_draw_into_the_noisiest_quarter():
+    from mmgen.training.train_generator import sample_timesteps
+
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    uniform = sample_timesteps(20_000, 1000, "uniform", gen_a)
+    high = sample_timesteps(20_000, 1000, "high-noise", gen_b)
+    assert torch.equal(high[0::2], uniform[0::2])  # the other half is the uniform draw itself
+    assert torch.equal(high[1::2], 750 + uniform[1::2] // 4)
+    assert int(high.min()) >= 0 and int(high.max()) <= 999 and int(high[1::2].min()) >= 750
+    assert abs((high >= 750).float().mean().item() - 0.625) < 0.02
+    assert torch.equal(torch.randn(3, generator=gen_a), torch.randn(3, generator=gen_b))  # same stream after it
+
+
 def test_epsilon_with_the_default_weighting_fails_before_any_work(tmp_path, tiny_model_dir, capsys):
     from mmgen.cli import main as cli_main
 

@@ -116,7 +116,7 @@ def loss_weights(noise_scheduler, t: torch.Tensor, snr_gamma: float = 5.0, weigh
     raise ValueError(f"unknown loss weighting {weighting!r}; choose from {', '.join(LOSS_WEIGHTINGS)}")
 
 
-TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal", "high-noise")
 
 
 def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform", generator=None) -> torch.Tensor:
@@ -126,9 +126,16 @@ def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform", gen
     - "logit-normal": t / T = sigmoid(z), z ~ N(0, 1) (Esser et al. 2024, https://arxiv.org/abs/2403.03206):
       most draws in the middle of the schedule (73 % between T/4 and 3T/4, against 50 %), fewer on the nearly
       clean and nearly pure-noise ends. It changes where the training compute goes; the loss weighting
-      (`loss_weights`) still applies on top."""
-    if how == "uniform":
-        return torch.randint(0, num_train_timesteps, (n,), generator=generator)
+      (`loss_weights`) still applies on top.
+    - "high-noise": the uniform draw, with every second sample moved into the noisiest quarter (t -> 3T/4 + t/4):
+      62.5 % of the draws in [3T/4, T) against 25 %. That is where a scene's layout is decided (how many objects
+      and where; see the card's duplicates entry). It consumes the generator exactly as "uniform" does, so a run
+      with it sees the same batches and noise as one without, and half of its timesteps are the same."""
+    if how in ("uniform", "high-noise"):
+        t = torch.randint(0, num_train_timesteps, (n,), generator=generator)
+        if how == "high-noise":
+            t[1::2] = num_train_timesteps - num_train_timesteps // 4 + t[1::2] // 4
+        return t
     if how == "logit-normal":
         u = torch.sigmoid(torch.randn(n, generator=generator))
         return (u * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
