@@ -141,7 +141,6 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     card = " ".join(generator_card_section(out).split())
     assert "| two: an object drawn twice |" in card
     assert "| euler-ancestral | 4 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 25.0% | 4 | 60 |" in card
-    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": free_rows}))
     few = [dict(r, free_min=3) for r in free_rows]
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": few}))
     assert "(no setting's free prompts take 5 cells): guidance 4, snap 0.5 (70.0%)" in generator_card_section(out)
