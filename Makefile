@@ -55,7 +55,7 @@ train-generator: $(STAMP)
 	$(PY) -m mmgen.release --generator runs/generator --scheduler $(SCHEDULER) --out assets/mmgen-base
 	$(PY) -m mmgen.cli train-generator --out runs/generator-stage2 --init-from assets/mmgen-base --steps 2000 --lr 2e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 4 --seed 1 --data-seed 1
 	$(PY) -m mmgen.release --generator runs/generator-stage2 --scheduler $(SCHEDULER) --out assets/mmgen-base
-	$(PY) -m mmgen.cli train-generator --out runs/generator-stage3 --init-from assets/mmgen-base --steps 2000 --lr 2e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 2 --data-seed 0
+	$(PY) -m mmgen.cli train-generator --out runs/generator-stage3 --init-from assets/mmgen-base --steps 2000 --lr 4e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 2 --data-seed 0
 	$(PY) -m mmgen.release --generator runs/generator-stage3 --scheduler $(SCHEDULER) --out assets/mmgen-base
 	$(MAKE) eval-generator
 
