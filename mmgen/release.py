@@ -153,6 +153,10 @@ def _generator_eval_table(ev: dict) -> str:
         lines.append(f"| single | most common shape confusions | {top_confusions(errors)} | |")
         for outcome, share in errors["two_per_object"].items():
             lines.append(f"| two (per object) | came out as: {outcome} | {share:.1%} | |")
+        for size, share in errors.get("two_size_drawn", {}).items():  # the prompts leave size free
+            acc = errors["two_shape_by_size_drawn"].get(size)
+            lines.append(f"| two (per object found) | drawn {size} (shapes-v1: {errors['two_size_in_data'][size]:.1%})"
+                         f" | {share:.1%} | {'' if acc is None else f'shape right {acc:.1%}'} |")  # fmt: skip
     for name, shares in ev.get("extra_objects", {}).items():  # objects drawn twice, or a third one
         for what, share in shares.items():
             lines.append(f"| {name} | images with {what} | {share:.1%} | |")

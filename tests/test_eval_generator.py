@@ -18,6 +18,7 @@ from mmgen.eval.eval_generator import (
     shape_errors,
     single_prompts,
     two_object_prompts,
+    two_object_size_shares,
 )
 from mmgen.eval.judge import read_scene
 
@@ -97,6 +98,10 @@ def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
     # 8 named objects: 2 + 1 right, 2 with the other's shape, 1 with a third shape, 2 not found (an empty scene)
     assert errors["two_per_object"] == {"own shape": 3 / 8, "other object's shape": 2 / 8, "a third shape": 1 / 8,
                                         "not found": 2 / 8}  # fmt: skip
+    # _render draws every two-object scene small: 6 objects found, all read small; 3 of them have their own shape
+    assert errors["two_size_drawn"] == {"small": 1.0, "large": 0.0}
+    assert errors["two_shape_by_size_drawn"] == {"small": 3 / 6}
+    assert "size drawn (the prompts leave it free): small 100.0%" in format_shape_errors(errors)
 
     wrong = dict(single[0], objects=[dict(single[0]["objects"][0], shape="star" if single[0]["objects"][0]["shape"]
                                           != "star" else "circle")])  # fmt: skip
@@ -158,3 +163,10 @@ def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny
         with pytest.raises(SystemExit):
             main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--sweep-guidance-interval", bad])
         assert "LOW" in capsys.readouterr().err
+
+
+def test_two_object_size_shares_follow_the_spec():
+    """Sizes are drawn uniformly, but a large shape never sits next to another object: more small ones."""
+    shares = two_object_size_shares(n_scenes=1000)
+    assert set(shares) == set(SIZES) and abs(sum(shares.values()) - 1) < 1e-9
+    assert 0.52 < shares["small"] < 0.7

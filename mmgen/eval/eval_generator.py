@@ -15,13 +15,14 @@ One image per prompt with the pipeline's default settings; the judge (`mmgen.eva
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 from collections import Counter, defaultdict
 
 import numpy as np
 import torch
 
-from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, cell_of, relation
+from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, cell_of, relation, sample_labels
 from . import write_results
 from .judge import read_scene
 
@@ -110,8 +111,12 @@ def shape_errors(single: list[tuple[dict, dict]], two: list[tuple[dict, dict]]) 
     """Where shape errors come from, from (read scene, prompt item) pairs. Single objects: shape accuracy by the
     size asked for, and each confusion ("star -> diamond") with its count. Two objects: what each named object
     came out as: its own shape, the other object's (a binding error), a third shape (often a blob that fits
-    no shape well), or not found (no blob of its colour). An object not found counts as a wrong shape."""
+    no shape well), or not found (no blob of its colour). An object not found counts as a wrong shape. The
+    two-object prompts leave size free: `two_size_drawn` is how often each found object is read small or large,
+    beside `two_size_in_data`, the same shares in shapes-v1's own two-object scenes (`two_object_size_shares`),
+    and `two_shape_by_size_drawn` each found object's shape accuracy by the size it was drawn at."""
     by_size, confusions, outcomes = defaultdict(list), Counter(), Counter()
+    by_drawn_size = defaultdict(list)
     for read, item in single:
         want = item["objects"][0]
         got = _find(read, want["color"])
@@ -123,14 +128,35 @@ def shape_errors(single: list[tuple[dict, dict]], two: list[tuple[dict, dict]]) 
             got = _find(read, want["color"])
             if got is None:
                 outcomes["not found"] += 1
-            elif got["shape"] == want["shape"]:
+                continue
+            by_drawn_size[got["size"]].append(got["shape"] == want["shape"])
+            if got["shape"] == want["shape"]:
                 outcomes["own shape"] += 1
             else:
                 outcomes["other object's shape" if got["shape"] == other["shape"] else "a third shape"] += 1
-    n = sum(outcomes.values())
+    n, found = sum(outcomes.values()), sum(len(v) for v in by_drawn_size.values())
     return {"single_shape_by_size": {size: float(np.mean(v)) for size, v in sorted(by_size.items())},
             "single_confusions": dict(confusions.most_common()),
-            "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {}}  # fmt: skip
+            "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {},
+            "two_size_drawn": {s: len(by_drawn_size.get(s, [])) / found for s in SIZES} if found else {},
+            "two_size_in_data": two_object_size_shares() if found else {},
+            "two_shape_by_size_drawn": {s: float(np.mean(v)) for s, v in sorted(by_drawn_size.items())}}  # fmt: skip
+
+
+def two_object_size_shares(n_scenes: int = 4000, seed: int = 0) -> dict:
+    """The share of small and large objects in shapes-v1's two-object scenes (sampled labels, not images).
+    Sizes are drawn uniformly, but a large shape never sits next to another object, so more are small."""
+    return dict(_two_object_size_shares(n_scenes, seed))
+
+
+@functools.cache
+def _two_object_size_shares(n_scenes: int, seed: int) -> tuple:
+    rng, sizes = np.random.default_rng(seed), Counter()
+    while sum(sizes.values()) < 2 * n_scenes:
+        labels = sample_labels(rng)
+        if len(labels["objects"]) == 2:
+            sizes.update(o["size"] for o in labels["objects"])
+    return tuple((s, sizes[s] / (2 * n_scenes)) for s in SIZES)
 
 
 def extra_objects(pairs: list[tuple[dict, dict]]) -> dict:
@@ -152,8 +178,17 @@ def format_shape_errors(errors: dict) -> str:
     sizes = ", ".join(f"{size} {acc:.1%}" for size, acc in errors["single_shape_by_size"].items())
     confusions = top_confusions(errors)
     two = ", ".join(f"{k} {v:.1%}" for k, v in errors["two_per_object"].items())
-    return (f"single, shape by size asked: {sizes}; most common confusions: {confusions}"
-            + (f"\ntwo objects, each object came out as: {two}" if two else ""))  # fmt: skip
+    text = f"single, shape by size asked: {sizes}; most common confusions: {confusions}"
+    if two:
+        text += f"\ntwo objects, each object came out as: {two}"
+    if errors.get("two_size_drawn"):
+        drawn = ", ".join(
+            f"{s} {share:.1%} (shapes-v1 {errors['two_size_in_data'][s]:.1%}; its shape right "
+            + (f"{errors['two_shape_by_size_drawn'][s]:.1%})" if s in errors["two_shape_by_size_drawn"] else "-)")
+            for s, share in errors["two_size_drawn"].items()
+        )
+        text += f"\ntwo objects, size drawn (the prompts leave it free): {drawn}"
+    return text
 
 
 def format_extra_objects(extra: dict) -> str:
