@@ -59,9 +59,12 @@ train-generator: $(STAMP)
 	$(PY) -m mmgen.release --generator runs/generator-stage3 --scheduler $(SCHEDULER) --out assets/mmgen-base
 	$(MAKE) eval-generator
 
+# The sampler and snap sweeps use one starting noise per image (--sweep-candidates 1), as when they were chosen;
+# the third sweep chooses num_candidates (best-of-N starting noise) at the chosen sampler, guidance and snap.
 eval-generator: $(STAMP)
-	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --out assets/mmgen-base/generator_sweep.json
-	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-schedulers euler-ancestral --sweep-guidance 3 4 5 --sweep-codebook-snap 0 0.25 0.5 0.75 --sweep-n-single 96 --sweep-n-two 256 --sweep-free --out assets/mmgen-base/generator_snap_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-candidates 1 --out assets/mmgen-base/generator_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-candidates 1 --sweep-schedulers euler-ancestral --sweep-guidance 3 4 5 --sweep-codebook-snap 0 0.25 0.5 0.75 --sweep-n-single 96 --sweep-n-two 256 --sweep-free --out assets/mmgen-base/generator_snap_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-schedulers euler-ancestral --sweep-guidance 4 --sweep-codebook-snap 0.5 --sweep-candidates 1 4 8 --sweep-n-single 192 --sweep-n-two 512 --sweep-free --out assets/mmgen-base/generator_candidates_sweep.json
 	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --out assets/mmgen-base/eval_generator.json
 	$(PY) -m mmgen.release --out assets/mmgen-base --card
 

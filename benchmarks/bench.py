@@ -5,7 +5,7 @@
 
 Sections (medians over `--repeats` timed runs after warm-up, same process, same threads):
 - t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8; one image at
-  20 steps when the default is another count.
+  20 steps when the default is another count; 8, 4 and 1 candidate noises (best-of-N, mmgen/candidates.py).
 - tokenizer: encode + decode at 64x64 and 256x256 (batch 1).
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
   torch.utils.flop_counter), achieved GFLOP/s over this machine's fp32 matmul peak measured in the same run;
@@ -99,6 +99,8 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
                          "seconds": s, "per_image_s": s / batch, "images_per_s": batch / s})  # fmt: skip
     if DEFAULT_STEPS != 20:  # the reference figure, 20 steps, against the default count
         rows += paired_t2i(pipe, repeats, "num_inference_steps", (DEFAULT_STEPS, 20), "{} steps", "vs_20_steps")
+    # What best-of-N starting noise costs: the call with 8, 4 and 1 candidate noises.
+    rows += paired_t2i(pipe, repeats, "num_candidates", (8, 4, 1), "num_candidates={}", "vs_one_candidate")
     # What the codebook snap costs: the call with and without it.
     rows += paired_t2i(
         pipe, repeats, "codebook_snap", (DEFAULT_CODEBOOK_SNAP, 0.0), "codebook_snap={:g}", "vs_no_snap"
@@ -236,6 +238,8 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{r['per_image_s']:.3f} s/image, {r['images_per_s']:.2f} images/s")
         if "vs_20_steps" in r:
             notes.append(f"{r['vs_20_steps']:.2f}x the time of 20 steps")
+        if "vs_one_candidate" in r:
+            notes.append(f"{r['vs_one_candidate']:.2f}x the time of one candidate")
         if "vs_no_snap" in r:
             notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:

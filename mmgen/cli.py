@@ -61,6 +61,7 @@ def cmd_generate(args):
     import torch
 
     from .callbacks import TrajectoryRecorder
+    from .candidates import MAX_CANDIDATES
     from .pipeline import MMGenPipeline
     from .tokens import default_model, save_tokens
     from .viz import save_gif
@@ -73,13 +74,16 @@ def cmd_generate(args):
         raise ValueError(f"--guidance must be >= 0, got {args.guidance}")
     if not 0 <= args.codebook_snap <= 1:
         raise ValueError(f"--codebook-snap must be in 0..1, got {args.codebook_snap}")
+    if not 1 <= args.candidates <= MAX_CANDIDATES:
+        raise ValueError(f"--candidates must be in 1..{MAX_CANDIDATES}, got {args.candidates}")
     model = args.model or default_model()
     pipe = MMGenPipeline.from_pretrained(model)
     if args.scheduler:
         pipe.use_scheduler(args.scheduler)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
-               codebook_snap=args.codebook_snap, generator=torch.Generator().manual_seed(args.seed),
+               codebook_snap=args.codebook_snap, num_candidates=args.candidates,
+               generator=torch.Generator().manual_seed(args.seed),
                callback_on_step_end=recorder, callback_on_step_end_tensor_inputs=recorder.tensor_inputs)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.images[0].save(args.out)
@@ -144,7 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.set_defaults(func=cmd_decode)
 
-    from .pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, SCHEDULERS
+    from .candidates import MAX_CANDIDATES
+    from .pipeline import (
+        DEFAULT_CODEBOOK_SNAP,
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_NUM_CANDIDATES,
+        DEFAULT_STEPS,
+        SCHEDULERS,
+    )
 
     p = sub.add_parser("generate", help="text to image with the DiT pipeline")
     p.add_argument("prompt")
@@ -153,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--codebook-snap", type=float, default=DEFAULT_CODEBOOK_SNAP,
                    help="move each step's predicted clean latent this fraction of the way to its codes")  # fmt: skip
+    p.add_argument("--candidates", type=int, default=DEFAULT_NUM_CANDIDATES,
+                   help=f"best-of-N starting noise (1..{MAX_CANDIDATES}): sample the one the model finds most "
+                        "likely")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")

@@ -36,6 +36,7 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import snapshot_download
 
+from .candidates import MAX_CANDIDATES, choose_generators
 from .models.dit import DiT
 from .models.text_encoder import MAX_TOKENS, encode_text, load_text_encoder
 from .models.vqvae import VQVAE
@@ -55,6 +56,7 @@ DEFAULT_STEPS = 30  # 30 beat 20 on tuning prompts, on both of the last two runs
 DEFAULT_GUIDANCE_SCALE = 4.0
 DEFAULT_GUIDANCE_INTERVAL = None  # guide every step
 DEFAULT_CODEBOOK_SNAP = 0.5  # pull each step's x0 estimate halfway to its codes (chosen on tuning prompts)
+DEFAULT_NUM_CANDIDATES = 4  # best-of-4 starting noise (mmgen/candidates.py; chosen on tuning prompts)
 MAX_PROMPT_CHARS = 2000
 PROMPT_CACHE_SIZE = 256  # encoded prompts kept per text encoder
 _PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> OrderedDict
@@ -171,7 +173,8 @@ class MMGenPipeline(DiffusionPipeline):
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(self, prompt, num_inference_steps, guidance_scale, start_step, latents,
-                     callback_on_step_end_tensor_inputs, guidance_interval=None, codebook_snap=0.0):  # fmt: skip
+                     callback_on_step_end_tensor_inputs, guidance_interval=None, codebook_snap=0.0,
+                     num_candidates: int = 1):  # fmt: skip
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise ValueError("`prompt` must be a string or a non-empty list of strings")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -191,6 +194,8 @@ class MMGenPipeline(DiffusionPipeline):
                                  f"got {guidance_interval!r}")  # fmt: skip
         if not 0 <= codebook_snap <= 1:
             raise ValueError(f"`codebook_snap` must be in 0..1 (0: off, 1: onto the codes), got {codebook_snap}")
+        if not isinstance(num_candidates, int) or not 1 <= num_candidates <= MAX_CANDIDATES:
+            raise ValueError(f"`num_candidates` must be an integer in 1..{MAX_CANDIDATES}, got {num_candidates!r}")
         if not 0 <= start_step < num_inference_steps:
             raise ValueError(f"`start_step` must be in 0..{num_inference_steps - 1}, got {start_step}")
         if start_step > 0 and latents is None:
@@ -295,6 +300,7 @@ class MMGenPipeline(DiffusionPipeline):
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
         codebook_snap: float = DEFAULT_CODEBOOK_SNAP,
+        num_candidates: int = DEFAULT_NUM_CANDIDATES,
         negative_prompt: str = "",
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -320,6 +326,10 @@ class MMGenPipeline(DiffusionPipeline):
                 codes before the scheduler's step (0: off, 1: onto the codes). Like Imagen's dynamic
                 thresholding, which clips the x0 estimate, but projecting onto the codebook, where the final
                 latent must land anyway.
+            num_candidates: best-of-N starting noise: draw this many noises per image, run each through the first
+                30 % of the steps and sample the one whose clean-latent estimate the model finds most likely (its
+                own conditional denoising error; `mmgen/candidates.py`). Costs about 1 + 0.4 (N - 1) runs' time.
+                1: the generator's own noise. Ignored when `latents` are given (the noise is then fixed).
             latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
                 with `start_step=k`, the x_t of step k of an earlier run (replay or branch from step k).
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
@@ -335,14 +345,19 @@ class MMGenPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         # 1. Check inputs
         self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents,
-                          callback_on_step_end_tensor_inputs, guidance_interval, codebook_snap)  # fmt: skip
+                          callback_on_step_end_tensor_inputs, guidance_interval, codebook_snap,
+                          num_candidates)  # fmt: skip
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
         device = self._execution_device
         batch_size = (1 if isinstance(prompt, str) else len(prompt)) * num_images_per_prompt
         self._guidance_scale, self._num_timesteps = guidance_scale, num_inference_steps
 
-        # 2. Encode the prompt (and the null condition for guidance)
+        # 2. Encode the prompt (and the null condition for guidance); with candidates, choose each image's noise
+        if num_candidates > 1 and latents is None:
+            generator = self.choose_generators(prompt, num_candidates, num_images_per_prompt, num_inference_steps,
+                                               guidance_scale, negative_prompt, generator, guidance_interval,
+                                               codebook_snap)  # fmt: skip
         embeds, text_context = self.prepare_text_context(prompt, device, num_images_per_prompt, guidance_scale,
                                                          negative_prompt)  # fmt: skip
 
@@ -379,6 +394,18 @@ class MMGenPipeline(DiffusionPipeline):
         output = self.snap_and_decode(latents, output_type)
         self.maybe_free_model_hooks()
         return output if return_dict else (output.images, output.tokens)
+
+    def choose_generators(self, prompt, num_candidates, num_images_per_prompt, num_inference_steps, guidance_scale,
+                          negative_prompt, generator, guidance_interval,
+                          codebook_snap) -> list[torch.Generator]:  # fmt: skip
+        """Per image, the generator of the most likely of `num_candidates` starting noises (mmgen/candidates.py)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]  # the order of encode_prompt's batch
+        if isinstance(generator, list) and len(generator) != len(prompts):
+            raise ValueError(f"got {len(generator)} generators for a batch of {len(prompts)} images")
+        winners, _ = choose_generators(self, prompts, num_candidates, num_inference_steps, guidance_scale,
+                                       negative_prompt, generator, guidance_interval, codebook_snap)  # fmt: skip
+        return winners
 
     def guided_noise(self, scheduler, latents, t, text_context, guidance_scale: float,
                      guidance_interval: tuple[float, float] | None = None, codebook_snap: float = 0.0,
@@ -421,12 +448,18 @@ class MMGenPipeline(DiffusionPipeline):
                  guidance_scale: float = DEFAULT_GUIDANCE_SCALE, negative_prompt: str = "",
                  generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
                  start_step: int = 0, guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
-                 codebook_snap: float = DEFAULT_CODEBOOK_SNAP,
-                 prev_pred_x0: torch.Tensor | None = None) -> DenoisingRun:  # fmt: skip
+                 codebook_snap: float = DEFAULT_CODEBOOK_SNAP, prev_pred_x0: torch.Tensor | None = None,
+                 num_candidates: int = DEFAULT_NUM_CANDIDATES) -> DenoisingRun:  # fmt: skip
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
-        "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other."""
+        "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other. With
+        `num_candidates` > 1 the starting noise is chosen first, as `__call__` chooses it, and the run is the
+        winner's ordinary run (it lands where `__call__` does)."""
         self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [], guidance_interval,
-                          codebook_snap)  # fmt: skip
+                          codebook_snap, num_candidates)  # fmt: skip
+        if num_candidates > 1 and latents is None:
+            generator = self.choose_generators(prompt, num_candidates, 1, num_inference_steps, guidance_scale,
+                                               negative_prompt, generator, guidance_interval,
+                                               codebook_snap)  # fmt: skip
         return DenoisingRun(self, prompt, num_inference_steps, guidance_scale, negative_prompt, generator, latents,
                             start_step, guidance_interval, codebook_snap, prev_pred_x0)  # fmt: skip
 

@@ -216,15 +216,19 @@ def _counted_free(rows: list[dict]) -> bool:
 def _sweep_table(sweep: dict) -> str:
     free = _counted_free(sweep["rows"])
     twice = all("two_drawn_twice" in r for r in sweep["rows"])  # sweeps since the judge counts objects
-    lines = ["| scheduler | guidance | codebook snap | single: all | single: shape | single: position | two: all | "
+    cands = all("num_candidates" in r for r in sweep["rows"])  # a --sweep-candidates sweep
+    lines = ["| scheduler | guidance | codebook snap | " + ("candidates | " if cands else "")
+             + "single: all | single: shape | single: position | two: all | "
              + ("two: an object drawn twice | " if twice else "") + ("free: fewest cells | " if free else "")
              + "seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if twice else "") + ("---:|" if free else "")
+             "|---|---:|---:|" + ("---:|" if cands else "") + "---:|---:|---:|---:|" + ("---:|" if twice else "")
+             + ("---:|" if free else "")
              + "---:|"]  # fmt: skip
     for r in sweep["rows"]:
         twice_cell = f"{r['two_drawn_twice']:.1%} | " if twice else ""
         free_cell = f"{r['free_min']} | " if free else ""
-        lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r.get('codebook_snap', 0.0):g} | "
+        cand_cell = f"{r['num_candidates']} | " if cands else ""
+        lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r.get('codebook_snap', 0.0):g} | {cand_cell}"
                      f"{r['single_all']:.1%} | {r['single_shape']:.1%} | {r['single_position']:.1%} | "
                      f"{r['two_all']:.1%} | {twice_cell}{free_cell}{r['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines)
@@ -329,14 +333,25 @@ prompts' seed, more of them). {_snap_choice(rows)}
 
 {_sweep_table(sweep)}
 """
+    if (out / "generator_candidates_sweep.json").exists():
+        rows = json.loads((out / "generator_candidates_sweep.json").read_text())["rows"]
+        r0 = rows[0]
+        text += f"""
+**Choosing `num_candidates`** (best-of-N starting noise; `mmgen eval-generator --sweep --sweep-schedulers
+{r0["scheduler"]} --sweep-guidance {r0["guidance"]:g} --sweep-codebook-snap {r0.get("codebook_snap", 0.0):g}
+--sweep-candidates {" ".join(str(r["num_candidates"]) for r in rows)} --sweep-n-single {r0["n_single"]} --sweep-n-two
+{r0["n_two"]}{" --sweep-free" if _counted_free(rows) else ""}`, the same tuning prompts' seed):
+
+{_sweep_table({"rows": rows})}
+"""
     if (out / "eval_generator.json").exists():
         ev = json.loads((out / "eval_generator.json").read_text())
         st = ev.get("settings", {})
         text += f"""
 **Evaluation** (`mmgen eval-generator --model assets/mmgen-base`, the pipeline's defaults: {st.get("scheduler")},
-{st.get("steps")} steps, guidance {st.get("guidance_scale")}, codebook snap {st.get("codebook_snap", 0.0)};
-one image per prompt, read by the scene judge; prompts written for evaluation, not training captions; full JSON
-in `eval_generator.json`):
+{st.get("steps")} steps, guidance {st.get("guidance_scale")}, codebook snap {st.get("codebook_snap", 0.0)}, best
+of {st.get("num_candidates", 1)} starting noise(s); one image per prompt, read by the scene judge; prompts written
+for evaluation, not training captions; full JSON in `eval_generator.json`):
 
 {_generator_eval_table(ev)}
 """

@@ -26,8 +26,9 @@ GENERATE = (
     False,
     "ddim",
     DEFAULT_CODEBOOK_SNAP,
+    1,
     False,
-)  # prompt, steps, guidance, seed, random, scheduler, codebook snap, overlay
+)  # prompt, steps, guidance, seed, random, scheduler, codebook snap, candidates, overlay
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
     card = json.loads(open(next(f for f in files if f.endswith("run_card.json"))).read())
     assert card["prompt"] == "a red circle" and card["seed"] == 7 and card["scheduler"] == "ddim"
     assert card["steps"] == 4 and card["guidance_scale"] == 2.0 and card["model"] == "tiny-test"
-    assert card["codebook_snap"] == DEFAULT_CODEBOOK_SNAP
+    assert card["codebook_snap"] == DEFAULT_CODEBOOK_SNAP and card["num_candidates"] == 1
     assert "Step 4 of 4" in step_info
     assert all(os.path.exists(p) for p in (tokens, x_t, x0, x0_tokens, changed, plot))
 
@@ -80,16 +81,18 @@ def test_same_seed_same_image_and_random_seed_is_reported(client):
     a = client.predict(*GENERATE, api_name="/generate")
     b = client.predict(*GENERATE, api_name="/generate")
     assert (_pixels(a[0]) == _pixels(b[0])).all()
-    c = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", 0.5, False, api_name="/generate")
+    c = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", 0.5, 1, False, api_name="/generate")
     assert f"seed {int(c[3])}" in c[2]
 
 
 def test_run_card_reproduces_the_run(client, tmp_path):
-    first = client.predict("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25, False, api_name="/generate")
+    first = client.predict("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25, 3, False,
+                           api_name="/generate")  # fmt: skip
+    assert "best of 3 noises" in first[2]
     card = next(f for f in first[4] if f.endswith("run_card.json"))
-    client.predict("something else", 5, 1.0, 0, False, "ddim", 1.0, False, api_name="/generate")
+    client.predict("something else", 5, 1.0, 0, False, "ddim", 1.0, 1, False, api_name="/generate")
     settings = client.predict(handle_file(card), api_name="/load_run_card")
-    assert tuple(settings) == ("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25)
+    assert tuple(settings) == ("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25, 3)
     again = client.predict(*settings, False, api_name="/generate")
     assert (_pixels(again[0]) == _pixels(first[0])).all()
 
@@ -97,15 +100,15 @@ def test_run_card_reproduces_the_run(client, tmp_path):
 def test_codebook_snap_changes_the_run_and_old_cards_load_without_it(client, tmp_path):
     """The snap slider reaches the sampler (snap 0 and 1 give other images from one seed), and a run card written
     before the snap existed loads with the snap off, the way it was made."""
-    off = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 0.0, False, api_name="/generate")
-    full = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 1.0, False, api_name="/generate")
+    off = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 0.0, 1, False, api_name="/generate")
+    full = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 1.0, 1, False, api_name="/generate")
     assert "codebook snap 0," in off[2] and "codebook snap 1," in full[2]
     assert not (_pixels(off[0]) == _pixels(full[0])).all()
     card = json.loads(open(next(f for f in off[4] if f.endswith("run_card.json"))).read())
     assert card["codebook_snap"] == 0.0
-    del card["codebook_snap"]
+    del card["codebook_snap"], card["num_candidates"]
     (tmp_path / "old.json").write_text(json.dumps(card))
-    assert client.predict(handle_file(str(tmp_path / "old.json")), api_name="/load_run_card")[-1] == 0.0
+    assert client.predict(handle_file(str(tmp_path / "old.json")), api_name="/load_run_card")[-2:] == (0.0, 1)
     card["codebook_snap"] = "lots"
     (tmp_path / "bad.json").write_text(json.dumps(card))
     with pytest.raises(Exception, match="codebook_snap"):
@@ -132,10 +135,11 @@ def test_overlay_toggle_draws_on_the_image(client):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("   ", 4, 2.0, 0, False, "ddim", 0.5, False), "Type a prompt"),
-        (("a red circle", 4, 2.0, 0, False, "nope", 0.5, False), "not in the list of choices"),
-        (("a red circle", 4, -1.0, 0, False, "ddim", 0.5, False), "less than minimum value 0"),
-        (("a red circle", 4, 2.0, 0, False, "ddim", 1.5, False), "greater than maximum value 1"),
+        (("   ", 4, 2.0, 0, False, "ddim", 0.5, 1, False), "Type a prompt"),
+        (("a red circle", 4, 2.0, 0, False, "nope", 0.5, 1, False), "not in the list of choices"),
+        (("a red circle", 4, -1.0, 0, False, "ddim", 0.5, 1, False), "less than minimum value 0"),
+        (("a red circle", 4, 2.0, 0, False, "ddim", 1.5, 1, False), "greater than maximum value 1"),
+        (("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 0, False), "less than minimum value 1"),
     ],
 )
 def test_generate_bad_input_gets_a_message(client, args, message):
@@ -158,7 +162,7 @@ def test_scrub_step_through_and_play(client):
 def test_step_mode_lands_on_the_full_run(client):
     full = client.predict(*GENERATE, api_name="/generate")
     for k in range(4):
-        out = client.predict(*GENERATE[:7], api_name="/step_once")
+        out = client.predict(*GENERATE[:8], api_name="/step_once")
         assert f"step {k + 1} of 4" in out[-1]
     assert "finished" in out[-1] and _value(out[0]) == 3  # the slider jumps to the finished run's last step
     assert (_pixels(out[2]) == _pixels(full[7])).all()  # the last step's x0 equals the full run's

@@ -48,6 +48,7 @@ def test_same_seed_same_image(pipe_dir, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["   "], "prompt is empty"), (["x", "--steps", "0"], "1..1000"), (["x", "--steps", "1001"], "1..1000"),
     (["x", "--guidance", "-1"], ">= 0"), (["x" * 3000], "too long"), (["x", "--codebook-snap", "2"], "0..1"),
+    (["x", "--candidates", "0"], "1..16"),
 ])  # fmt: skip
 def test_generate_bad_input_is_a_clear_error(pipe_dir, tmp_path, capsys, extra, message):
     assert main(["generate", *extra, "--model", pipe_dir, "--out", str(tmp_path / "x.png")]) == 2

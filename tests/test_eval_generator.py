@@ -165,6 +165,16 @@ def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny
         assert "LOW" in capsys.readouterr().err
 
 
+def test_sweep_candidates_is_a_setting(tiny_pipe, tmp_path, capsys):
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "sweep.json"
+    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
+                 "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-candidates", "1", "3",
+                 "--sweep-n-single", "1", "--sweep-n-two", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert [r["num_candidates"] for r in json.loads(out.read_text())["rows"]] == [1, 3]
+    assert "best of 3" in capsys.readouterr().out
+
+
 def test_two_object_size_shares_follow_the_spec():
     """Sizes are drawn uniformly, but a large shape never sits next to another object: more small ones."""
     shares = two_object_size_shares(n_scenes=1000)

@@ -16,6 +16,7 @@ from mmgen.pipeline import MMGenPipeline
 
 
 def _run(pipe, **kw):
+    """One call of the pipeline on "a red circle", 2 steps, seed 0 unless told otherwise."""
     kw.setdefault("num_inference_steps", 2)
     kw.setdefault("generator", torch.Generator().manual_seed(0))
     return pipe("a red circle", **kw)
@@ -164,11 +165,13 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
         tiny_pipe.scheduler.set_timesteps(4)
         timesteps = [int(t) for t in tiny_pipe.scheduler.timesteps]
         interval = (0, (timesteps[1] + timesteps[2]) / 2)  # the last two of four steps
-        part = _run(tiny_pipe, num_inference_steps=4, guidance_scale=3.0, guidance_interval=interval)
+        # one run's calls (best-of-N adds its own; tests/test_candidates.py)
+        part = _run(tiny_pipe, num_inference_steps=4, guidance_scale=3.0, guidance_interval=interval,
+                    num_candidates=1)  # fmt: skip
         assert batches == [1, 1, 2, 2]
         batches.clear()
         stepwise = tiny_pipe.stepwise("a red circle", 4, 3.0, generator=torch.Generator().manual_seed(0),
-                                      guidance_interval=interval)  # fmt: skip
+                                      guidance_interval=interval, num_candidates=1)  # fmt: skip
         while not stepwise.done:
             stepwise.step()
         assert batches == [1, 1, 2, 2] and torch.equal(stepwise.result().tokens, part.tokens)
@@ -355,7 +358,10 @@ def test_stepwise_run_snaps_like_the_full_call(tiny_pipe):
         run.step()
     full = _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7)
     assert torch.equal(run.result().tokens, full.tokens)
-    assert not torch.equal(full.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0).tokens)
+    # one noise, with and without the snap (best-of-N could pick other noises for each)
+    one = _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7, num_candidates=1)
+    assert not torch.equal(one.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0,
+                                            num_candidates=1).tokens)  # fmt: skip
 
 
 def _self_conditioned(tiny_pipe):
@@ -383,7 +389,7 @@ def test_a_self_conditioned_dit_reads_the_previous_steps_x0(tiny_pipe):
     the first step reads none. Replay from step k needs that estimate too: with it the run is reproduced."""
     pipe, seen = _self_conditioned(tiny_pipe)
     rec = TrajectoryRecorder(decode=False)
-    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0, callback_on_step_end=rec,
+    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0, callback_on_step_end=rec, num_candidates=1,
                 callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
     assert len(seen) == 4 and seen[0] is None
     for k in (1, 2, 3):

@@ -145,11 +145,19 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": few}))
     assert "(no setting's free prompts take 5 cells): guidance 4, snap 0.5 (70.0%)" in generator_card_section(out)
 
+    cand_rows = [dict(r, num_candidates=n, two_all=0.3 + n / 100) for r, n in zip(twice[-1:] * 2, (1, 4))]
+    (out / "generator_candidates_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": cand_rows}))
+    card = " ".join(generator_card_section(out).split())
+    assert "--sweep-codebook-snap 0.5 --sweep-candidates 1 4 --sweep-n-single 96 --sweep-n-two 256" in card
+    assert "| euler-ancestral | 4 | 0.5 | 4 | 90.0% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
+
     ev = {"single": {"color": 1.0, "all": 0.9, "n": 4}, "two": {"count": 0.75, "all": 0.5, "n": 4},
           "extra_objects": {"two": {"more objects than named": 0.25, "a named object drawn twice": 0.5}},
-          "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0}}  # fmt: skip
+          "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0,
+                       "num_candidates": 4}}  # fmt: skip
     (out / "eval_generator.json").write_text(json.dumps(ev))
     card = generator_card_section(out)
+    assert "best of 4 starting noise(s)" in " ".join(card.split())
     assert "| two (4 prompts) | count | 75.0% |  |" in card and "| two (4 prompts) | all | 50.0% | >= 60% |" in card
     assert "| two | images with a named object drawn twice | 50.0% | |" in card
 

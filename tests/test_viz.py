@@ -52,7 +52,9 @@ def test_latent_rgb_principal_axes_and_change_map():
     latents = torch.zeros(8, 4, 4)
     latents[:, 0, 0] = axes[0] * 10  # saturates the red channel at this cell
     im = np.asarray(latent_rgb(latents, axes, scale=1.0))
-    assert im.shape == (4, 4, 3) and tuple(im[0, 0]) == (255, 128, 128) and tuple(im[1, 1]) == (128, 128, 128)
+    assert im.shape == (4, 4, 3) and tuple(im[1, 1]) == (128, 128, 128)
+    # the other two axes project axes[0] to zero only up to float error (SVD numerics vary by CPU): 127.5 +- eps
+    assert im[0, 0, 0] == 255 and set(im[0, 0, 1:].tolist()) <= {127, 128}
     changed = torch.zeros(2, 3, dtype=torch.bool)
     changed[1, 2] = True
     cm = np.asarray(change_map(changed, cell=2))

@@ -204,7 +204,7 @@ def _generate(pipe, prompts: list[str], seeds: list[int], batch_size: int, **cal
     return images
 
 
-def evaluate(pipe, n_single: int = 144, n_two: int = 64, n_paraphrase: int = 72, batch_size: int = 16,
+def evaluate(pipe, n_single: int = 144, n_two: int = 256, n_paraphrase: int = 72, batch_size: int = 16,
              prompt_seed: int = EVAL_SEED, free_prompts=None, **call_kwargs) -> dict:  # fmt: skip
     """Judge-scored accuracy per prompt set. `call_kwargs` (e.g. guidance_scale) go to the pipeline; left empty,
     the pipeline's defaults are what is measured. `free_prompts`: the prompts that leave attributes free (default
@@ -261,22 +261,26 @@ SWEEP_HEADER = (
 
 
 def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.0,), steps: int = 20,
-          n_single: int = 48, n_two: int = 32, free: bool = False, intervals=(None,)) -> list[dict]:  # fmt: skip
+          n_single: int = 48, n_two: int = 32, free: bool = False, intervals=(None,),
+          candidates=(None,)) -> list[dict]:  # fmt: skip
     """Accuracy for each scheduler x guidance x codebook_snap (x guidance_interval) at `steps`, on tuning prompts
     (TUNE_SEED), to choose the defaults without looking at the reported evaluation's prompts. `free`: also the
     fewest distinct cells over 16 seeds among TUNE_FREE_PROMPTS (96 more images per setting). `intervals`:
-    (low, high) timesteps to guide in, None for every step (the rows then carry no `guidance_interval`)."""
+    (low, high) timesteps to guide in, None for every step (the rows then carry no `guidance_interval`).
+    `candidates`: num_candidates values (best-of-N starting noise), None for the pipeline's default (the rows then
+    carry no `num_candidates`)."""
     import time
 
     rows = []
     for name in schedulers:
         pipe.use_scheduler(name)
         for g in guidances:
-            for snap, interval in itertools.product(snaps, intervals):
+            for snap, interval, n_cand in itertools.product(snaps, intervals, candidates):
                 t0 = time.perf_counter()
+                extra = {} if n_cand is None else {"num_candidates": n_cand}
                 r = evaluate(pipe, n_single=n_single, n_two=n_two, n_paraphrase=0, prompt_seed=TUNE_SEED,
                              free_prompts=TUNE_FREE_PROMPTS if free else (), num_inference_steps=steps,
-                             guidance_scale=g, codebook_snap=snap, guidance_interval=interval)  # fmt: skip
+                             guidance_scale=g, codebook_snap=snap, guidance_interval=interval, **extra)  # fmt: skip
                 row = {"scheduler": name, "guidance": g, "codebook_snap": snap, "steps": steps,
                        "single_all": r["single"]["all"], "single_shape": r["single"]["shape"],
                        "single_position": r["single"]["position"], "two_all": r["two"]["all"],
@@ -284,6 +288,8 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
                        "n_single": n_single, "n_two": n_two}  # fmt: skip
                 if interval is not None:
                     row["guidance_interval"] = list(interval)
+                if n_cand is not None:
+                    row["num_candidates"] = n_cand
                 if free:
                     row["free_min"] = r["free"]["min"]
                     row["free_cells"] = r["free"]["distinct_cells_over_16_seeds"]
@@ -293,7 +299,8 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
                     f"{name:<16}{g:>5.1f}{snap:>6.2f}{row['single_all']:>8.3f}{row['single_shape']:>8.3f}"
                     f"{row['single_position']:>8.3f}{row['two_all']:>8.3f}{row['two_drawn_twice']:>8.3f}"
                     f"{row.get('free_min', '-'):>6}"
-                    f"{row['seconds']:>7.1f}{'' if interval is None else '  guided in {:g}..{:g}'.format(*interval)}",
+                    f"{row['seconds']:>7.1f}{'' if interval is None else '  guided in {:g}..{:g}'.format(*interval)}"
+                    f"{'' if n_cand is None else f'  best of {n_cand}'}",
                     flush=True,
                 )
     return rows
@@ -317,7 +324,13 @@ def format_table(results: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from ..pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, MMGenPipeline
+    from ..pipeline import (
+        DEFAULT_CODEBOOK_SNAP,
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_NUM_CANDIDATES,
+        DEFAULT_STEPS,
+        MMGenPipeline,
+    )
 
     pipe = MMGenPipeline.from_pretrained(args.model)
     if args.sweep:
@@ -325,7 +338,8 @@ def main(args: argparse.Namespace) -> dict:
         rows = sweep(pipe, schedulers=args.sweep_schedulers, guidances=args.sweep_guidance,
                      snaps=args.sweep_codebook_snap, steps=args.steps or DEFAULT_STEPS,
                      n_single=args.sweep_n_single, n_two=args.sweep_n_two, free=args.sweep_free,
-                     intervals=args.sweep_guidance_interval or (None,))  # fmt: skip
+                     intervals=args.sweep_guidance_interval or (None,),
+                     candidates=args.sweep_candidates or (None,))  # fmt: skip
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
         return {"rows": rows}
     call_kwargs = {}
@@ -339,12 +353,15 @@ def main(args: argparse.Namespace) -> dict:
         call_kwargs["guidance_scale"] = args.guidance
     if args.codebook_snap is not None:
         call_kwargs["codebook_snap"] = args.codebook_snap
+    if args.candidates is not None:
+        call_kwargs["num_candidates"] = args.candidates
     results = evaluate(pipe, n_single=args.n_single, n_two=args.n_two, n_paraphrase=args.n_paraphrase,
                        **call_kwargs)  # fmt: skip
     results["settings"] = {"model": str(args.model), "scheduler": type(pipe.scheduler).__name__,
                            "steps": call_kwargs.get("num_inference_steps", DEFAULT_STEPS),
                            "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
                            "codebook_snap": call_kwargs.get("codebook_snap", DEFAULT_CODEBOOK_SNAP),
+                           "num_candidates": call_kwargs.get("num_candidates", DEFAULT_NUM_CANDIDATES),
                            "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
     print(format_table({k: v for k, v in results.items() if k not in ("settings", "shape_errors", "extra_objects")}))
     if "shape_errors" in results:
@@ -369,12 +386,13 @@ def guidance_interval(text: str) -> tuple[float, float]:
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base")
     p.add_argument("--n-single", type=int, default=144)
-    p.add_argument("--n-two", type=int, default=64)
+    p.add_argument("--n-two", type=int, default=256)  # 64 left a seed-to-seed spread of 4 to 7 points
     p.add_argument("--n-paraphrase", type=int, default=72)
     p.add_argument("--scheduler", help="override the model's scheduler (dpm++, unipc, ddim, euler, ...)")
     p.add_argument("--steps", type=int, help="override the pipeline's default number of steps")
     p.add_argument("--guidance", type=float, help="override the pipeline's default guidance scale")
     p.add_argument("--codebook-snap", type=float, help="override the pipeline's default codebook_snap (0..1)")
+    p.add_argument("--candidates", type=int, help="override the pipeline's default num_candidates (best-of-N noise)")
     p.add_argument("--bf16", action="store_true", help="the optional bf16 autocast path (pipe.set_autocast)")
     p.add_argument("--sweep", action="store_true",
                    help="accuracy of every scheduler x guidance x codebook_snap below, on tuning prompts")  # fmt: skip
@@ -389,5 +407,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="also count each setting's cells over 16 seeds for prompts that leave them free")  # fmt: skip
     p.add_argument("--sweep-guidance-interval", nargs="+", type=guidance_interval, metavar="LOW,HIGH",
                    help="also sweep these (timesteps 0..999 to guide in; default: guide every step)")  # fmt: skip
+    p.add_argument("--sweep-candidates", nargs="+", type=int, metavar="N",
+                   help="also sweep num_candidates (best-of-N starting noise; default: the pipeline's)")  # fmt: skip
     p.add_argument("--out", default="eval/generator.json")
     return p
