@@ -580,8 +580,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
                                          elem_id="codebook-snap")  # fmt: skip
                         candidates = gr.Slider(1, MAX_APP_CANDIDATES, value=DEFAULT_NUM_CANDIDATES, step=1,
                                                label="Candidates",
-                                               info="Try this many starting noises; keep the one the model finds "
-                                                    "most likely (slower, fewer objects drawn twice)",
+                                               info="Starting noises tried; the likeliest is kept",
                                                elem_id="candidates")  # fmt: skip
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
