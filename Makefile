@@ -49,7 +49,7 @@ SCHEDULER ?= euler-ancestral  # the sampler shipped in assets/mmgen-base/schedul
 # another seed. Objects' latent cells weigh 4x the background's in the first two, as much as it in the third (the
 # 4x weighting makes the model draw an object twice; the third stage unlearns that). About 2 h 15 min on the 2-core CPU
 # that trained it (encoding included; machines of this kind vary: one ran the same steps 1.9x slower), then about
-# 25 min of evaluation.
+# 55 min of evaluation (three sweeps on tuning prompts, then the held-out evaluation).
 train-generator: $(STAMP)
 	$(PY) -m mmgen.cli train-generator --out runs/generator --steps 13000 --batch-size 64 --mixed-precision bf16 --compile --text-refiner-layers 2 --loss-weighting min-snr-1 --object-loss-weight 4 --seed 0
 	$(PY) -m mmgen.release --generator runs/generator --scheduler $(SCHEDULER) --out assets/mmgen-base
