@@ -11,7 +11,8 @@ pipeline then samples from that candidate's generator exactly as it would from a
 callbacks and replays are those of an ordinary run.
 
 No judge or label is involved: the score is the model's alone, and it works for any prompt. What it prefers is
-the simpler scene: an object drawn twice, or a blob between two shapes, costs likelihood. The implicit classifier
+the simpler scene: an object drawn twice, or a third one, costs likelihood; a blob in place of a small shape hardly
+does, so shape errors are what it leaves (measured: the card's entry). The implicit classifier
 (the conditional error minus the unconditional one) was measured too and prefers the opposite, the scenes that
 guidance inflates, so it is not used. Measured on two-object tuning prompts, 4 candidates: the model card's
 "Best-of-N starting noise" entry.
