@@ -58,7 +58,7 @@ DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at 
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 MAX_STEPS = 100  # the sliders' range; the pipeline itself accepts up to 1000
 MAX_SEED = 2**31 - 1
-MAX_APP_CANDIDATES = min(8, MAX_CANDIDATES)  # the slider's range: 8 noises cost about 4 runs' time
+MAX_APP_CANDIDATES = min(8, MAX_CANDIDATES)  # the slider's range: 8 noises cost 2.8 runs' time (make bench)
 PREVIEW_EVERY_S = 0.25  # live previews while generating: often enough to watch, rare enough to cost little
 CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
 RUN_CARD_FORMAT = "mmgen-run-v1"
@@ -101,7 +101,7 @@ model's default was chosen on tuning prompts: it makes two-object prompts right 
 **Candidates** tries several starting noises: each runs through the first 30 % of the steps, the model scores its
 own guess of the clean image by how well it can denoise it given the prompt (its likelihood), and the most likely
 one is sampled from the start. Where the objects go is settled in those first steps, so this mostly removes
-objects drawn twice. It costs about 2.4 runs' time at 4 candidates; the Trajectory tab shows the chosen run.
+objects drawn twice. It costs about 2 runs' time at 4 candidates; the Trajectory tab shows the chosen run.
 ([Diffusion Classifier, Li et al. 2023](https://arxiv.org/abs/2303.16203))
 """
 

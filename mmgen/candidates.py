@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers import DDPMScheduler
 
 SELECT_FRACTION = 0.3  # run the candidates through this share of the steps (9 of 30): the layout is set by then
 SCORE_TIMESTEPS = (50, 150, 300, 450, 600, 750, 900)  # training timesteps at which x0 is re-noised and scored
@@ -43,15 +42,16 @@ def denoising_error(pipe, x0: torch.Tensor, text_context) -> torch.Tensor:
     """(B,) the conditional denoising error of clean latents x0 (B, C, h, w), summed over SCORE_TIMESTEPS: the
     model's -log p(x0 | text) up to weighting; lower is more likely. `text_context`: the conditional context of
     each row of x0 (no null half)."""
-    config = pipe.scheduler.config
-    alphas_cumprod = DDPMScheduler.from_config(config).alphas_cumprod.to(x0.device)  # the training schedule
+    # the training schedule: every DDPM-family scheduler keeps it (set_timesteps leaves it alone)
+    alphas_cumprod = pipe.scheduler.alphas_cumprod.to(x0.device)
+    v_prediction = pipe.scheduler.config.prediction_type == "v_prediction"
     generator = torch.Generator(device=x0.device).manual_seed(SCORE_SEED)
     error = torch.zeros(x0.shape[0], device=x0.device)
     for t in SCORE_TIMESTEPS:
         eps = torch.randn(x0.shape[1:], generator=generator, device=x0.device, dtype=x0.dtype).expand_as(x0)
         a = alphas_cumprod[t].to(x0.dtype)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # the training forward process
-        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if config.prediction_type == "v_prediction" else eps
+        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_prediction else eps
         with pipe._autocast(x0.device):
             pred = pipe.transformer(x_t, torch.full((x0.shape[0],), t, device=x0.device), text_context=text_context)
         error += ((pred.sample.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
