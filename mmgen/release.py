@@ -153,6 +153,8 @@ def _generator_eval_table(ev: dict) -> str:
         lines.append(f"| single | most common shape confusions | {top_confusions(errors)} | |")
         for outcome, share in errors["two_per_object"].items():
             lines.append(f"| two (per object) | came out as: {outcome} | {share:.1%} | |")
+        for shape, acc in errors.get("two_shape_by_shape", {}).items():
+            lines.append(f"| two (per object) | own shape when asked for a {shape} | {acc:.1%} | |")
         for size, share in errors.get("two_size_drawn", {}).items():  # the prompts leave size free
             acc = errors["two_shape_by_size_drawn"].get(size)
             lines.append(f"| two (per object found) | drawn {size} (shapes-v1: {errors['two_size_in_data'][size]:.1%})"
@@ -161,6 +163,24 @@ def _generator_eval_table(ev: dict) -> str:
         for what, share in shares.items():
             lines.append(f"| {name} | images with {what} | {share:.1%} | |")
     return "\n".join(lines)
+
+
+def _ceiling_table(ceiling: dict | None) -> str:
+    """The tokenizer ceiling (mmgen.eval.eval_generator.tokenizer_ceiling) as a markdown table, if measured."""
+    if not ceiling:
+        return ""
+    n = ", ".join(f"{kinds['rendered']['n']} {name}" for name, kinds in ceiling.items())
+    lines = [f"\n**Tokenizer ceiling** (in the same run: the judge on correct shapes-v1 scenes of a stream no run "
+             f"trains on ({n}), as drawn and after the tokenizer's round trip, encode -> nearest codes -> decode; a "
+             "generated image is always a decoded token grid, so the second column is the most a generator can "
+             "score here):\n", "| scenes | metric | drawn | tokenized |", "|---|---|---:|---:|"]  # fmt: skip
+    for name, kinds in ceiling.items():
+        drawn, tokens = kinds["rendered"], kinds["tokenized"]
+        lines += [f"| {name} | {m} | {drawn[m]:.1%} | {tokens[m]:.1%} |" for m in drawn if m != "n"]
+        if "by_shape" in kinds:
+            drawn, tokens = kinds["by_shape"]["rendered"], kinds["by_shape"]["tokenized"]
+            lines += [f"| {name} (per object) | own shape: {s} | {drawn[s]:.1%} | {tokens[s]:.1%} |" for s in drawn]
+    return "\n".join(lines) + "\n"
 
 
 def _batch_mix(args: dict) -> str:
@@ -354,7 +374,7 @@ of {st.get("num_candidates", 1)} starting noise(s); one image per prompt, read b
 for evaluation, not training captions; full JSON in `eval_generator.json`):
 
 {_generator_eval_table(ev)}
-"""
+{_ceiling_table(ev.get("tokenizer_ceiling"))}"""
     return text + "\n**Training log** (`generator_train_log.jsonl`):\n\n" + "\n".join(log_lines) + "\n"
 
 

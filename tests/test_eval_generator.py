@@ -1,6 +1,7 @@
 """The generator's scoring, checked on rendered ground truth: a perfect generator must score 100 %."""
 
 import json
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -102,6 +103,13 @@ def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
     assert errors["two_size_drawn"] == {"small": 1.0, "large": 0.0}
     assert errors["two_shape_by_size_drawn"] == {"small": 3 / 6}
     assert "size drawn (the prompts leave it free): small 100.0%" in format_shape_errors(errors)
+    right = defaultdict(list)  # by the shape asked for: which named objects came out in their own shape
+    for item, oks in ((two[0], (1, 1)), (two[1], (0, 0)), (two[2], (0, 1)), (two[0], (0, 0))):
+        for obj, ok in zip(item["objects"], oks):
+            right[obj["shape"]].append(ok)
+    assert errors["two_shape_by_shape"] == {s: sum(v) / len(v) for s, v in right.items()}
+    assert list(errors["two_shape_by_shape"]) == [s for s in SHAPES if s in right]  # in the spec's order
+    assert "own shape by the shape asked: " in format_shape_errors(errors)
 
     wrong = dict(single[0], objects=[dict(single[0]["objects"][0], shape="star" if single[0]["objects"][0]["shape"]
                                           != "star" else "circle")])  # fmt: skip

@@ -159,7 +159,13 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     card = generator_card_section(out)
     assert "best of 4 starting noise(s)" in " ".join(card.split())
     assert "| two (4 prompts) | count | 75.0% |  |" in card and "| two (4 prompts) | all | 50.0% | >= 60% |" in card
-    assert "| two | images with a named object drawn twice | 50.0% | |" in card
+    assert "| two | images with a named object drawn twice | 50.0% | |" in card and "Tokenizer ceiling" not in card
+    ceiling = {"two": {"rendered": {"shapes": 1.0, "all": 1.0, "n": 8}, "tokenized": {"shapes": 0.875, "all": 0.75,
+                                                                                     "n": 8}}}  # fmt: skip
+    (out / "eval_generator.json").write_text(json.dumps(ev | {"tokenizer_ceiling": ceiling}))
+    card = generator_card_section(out)
+    assert "Tokenizer ceiling" in card and "(8 two)" in " ".join(card.split())
+    assert "| two | shapes | 100.0% | 87.5% |" in card and "| two | all | 100.0% | 75.0% |" in card
 
     config_path = out / "transformer" / "config.json"
     config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"joint_attention": True}))

@@ -49,3 +49,17 @@ def test_save_and_load_round_trip_exactly(pipe, tmp_path):
     run["generator"] = torch.Generator().manual_seed(3)
     b = copy("a blue square on a black background", **run)
     assert torch.equal(a.tokens, b.tokens)
+
+
+def test_tokenizer_ceiling_scores_the_drawn_scenes_fully_and_the_round_trip_no_better(pipe, tiny_pipe):
+    from mmgen.eval.eval_generator import format_ceiling, tokenizer_ceiling
+
+    ceiling = tokenizer_ceiling(pipe, n_single=6, n_two=10)
+    assert set(ceiling) == {"single", "two"} and ceiling["two"]["tokenized"]["n"] == 10
+    for kinds in ceiling.values():
+        assert all(v == 1.0 for k, v in kinds["rendered"].items() if k != "n")  # the judge's own check
+        assert all(kinds["tokenized"][k] <= v for k, v in kinds["rendered"].items())
+    assert set(ceiling["two"]["by_shape"]["rendered"].values()) == {1.0}
+    text = format_ceiling(ceiling)
+    assert "tokens" in text.splitlines()[1] and "own shape after the round trip" in text
+    assert tokenizer_ceiling(tiny_pipe, n_single=2, n_two=2) == {}  # 32x32 images: not shapes-v1's canvas

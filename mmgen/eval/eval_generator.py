@@ -22,7 +22,17 @@ from collections import Counter, defaultdict
 import numpy as np
 import torch
 
-from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, cell_of, relation, sample_labels
+from ..data.shapes import (
+    BACKGROUNDS,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    cell_of,
+    relation,
+    sample_labels,
+    shapes_annotation,
+)
 from . import write_results
 from .judge import read_scene
 
@@ -140,7 +150,23 @@ def shape_errors(single: list[tuple[dict, dict]], two: list[tuple[dict, dict]]) 
             "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {},
             "two_size_drawn": {s: len(by_drawn_size.get(s, [])) / found for s in SIZES} if found else {},
             "two_size_in_data": two_object_size_shares() if found else {},
-            "two_shape_by_size_drawn": {s: float(np.mean(v)) for s, v in sorted(by_drawn_size.items())}}  # fmt: skip
+            "two_shape_by_size_drawn": {s: float(np.mean(v)) for s, v in sorted(by_drawn_size.items())},
+            "two_shape_by_shape": shape_by_shape(two)}  # fmt: skip
+
+
+def shape_by_shape(two: list[tuple[dict, dict]]) -> dict:
+    """From two-object (read scene, prompt item) pairs: how often each named object comes out in its own shape,
+    by the shape asked for (an object not found counts as wrong)."""
+    hits = defaultdict(list)
+    for read, item in two:
+        for want in item["objects"]:
+            got = _find(read, want["color"])
+            hits[want["shape"]].append(got is not None and got["shape"] == want["shape"])
+    return {shape: float(np.mean(hits[shape])) for shape in SHAPES if hits[shape]}
+
+
+def format_by_shape(by_shape: dict) -> str:
+    return ", ".join(f"{shape} {acc:.1%}" for shape, acc in by_shape.items())
 
 
 def two_object_size_shares(n_scenes: int = 4000, seed: int = 0) -> dict:
@@ -188,6 +214,8 @@ def format_shape_errors(errors: dict) -> str:
             for s, share in errors["two_size_drawn"].items()
         )
         text += f"\ntwo objects, size drawn (the prompts leave it free): {drawn}"
+    if errors.get("two_shape_by_shape"):
+        text += f"\ntwo objects, own shape by the shape asked: {format_by_shape(errors['two_shape_by_shape'])}"
     return text
 
 
@@ -242,6 +270,68 @@ def evaluate(pipe, n_single: int = 144, n_two: int = 256, n_paraphrase: int = 72
     if "single" in results and "paraphrased" in results:
         results["paraphrase_gap"] = {"all": results["single"]["all"] - results["paraphrased"]["all"]}
     return results
+
+
+CEILING_SEED = 4242  # the shapes-v1 stream of the tokenizer ceiling's scenes: no training run reads it
+
+
+def _ceiling_scenes(n_single: int, n_two: int, seed: int) -> dict:
+    """shapes-v1 scenes of one and of two objects, each with a prompt item built from its labels."""
+    scenes, i = {"single": [], "two": []}, 0
+    while len(scenes["single"]) < n_single or len(scenes["two"]) < n_two:
+        labels, _ = shapes_annotation(seed, i)
+        i += 1
+        objects = labels["objects"]
+        item = {"background": labels["background"],
+                "objects": [{k: o[k] for k in ("color", "shape", "size", "position")} for o in objects]}  # fmt: skip
+        name = "single" if len(objects) == 1 else "two"
+        if name == "two":
+            item["relation"] = relation(*objects)[0]
+        if len(scenes[name]) < (n_single if name == "single" else n_two):
+            scenes[name].append((labels, item))
+    return scenes
+
+
+@torch.no_grad()
+def tokenizer_ceiling(pipe, n_single: int = 144, n_two: int = 256, seed: int = CEILING_SEED,
+                      batch_size: int = 128) -> dict:  # fmt: skip
+    """The judge's scores on correct scenes, as drawn ("rendered": the judge's own check, ~100 %) and after the
+    tokenizer's round trip ("tokenized": encode -> nearest codes -> decode). A generator's image is always a
+    decoded token grid, so "tokenized" is the best it could score even if it predicted the exact tokens of a
+    correct scene: what the tokenizer loses (small stars, drawn as blobs) no generator gets back. The scenes are
+    shapes-v1's (sizes and places as in training), scored with the evaluation's own rules; 64x64 models only."""
+    from ..data.images import pil_to_tensor
+    from ..data.shapes import CANVAS, render_scene
+
+    if pipe.transformer.config.sample_size * pipe.vqvae.downsample_factor != CANVAS:
+        return {}
+    results = {}
+    scorers = {"single": score_single, "two": score_two}
+    for name, scenes in _ceiling_scenes(n_single, n_two, seed).items():
+        if not scenes:
+            continue
+        rendered = [render_scene(labels) for labels, _ in scenes]
+        x = torch.stack([pil_to_tensor(im) for im in rendered]).to(pipe.vqvae.device, pipe.vqvae.dtype)
+        ids = torch.cat([pipe.vqvae.encode(x[i : i + batch_size]).indices for i in range(0, len(x), batch_size)])
+        results[name] = {}
+        for kind, images in (("rendered", rendered), ("tokenized", pipe.decode_tokens(ids))):
+            pairs = [(read_scene(im), item) for im, (_, item) in zip(images, scenes)]
+            scores = [scorers[name](read, item) for read, item in pairs]
+            results[name][kind] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]} | {"n": len(scenes)}
+            if name == "two":  # beside the generated images' own (shape_errors' two_shape_by_shape)
+                results[name].setdefault("by_shape", {})[kind] = shape_by_shape(pairs)
+    return results
+
+
+def format_ceiling(ceiling: dict) -> str:
+    lines = ["tokenizer ceiling: the judge on correct shapes-v1 scenes, as drawn and after the tokenizer's round trip",
+             f"{'set':<13}{'metric':<12}{'drawn':>8}{'tokens':>8}", "-" * 41]  # fmt: skip
+    for name, kinds in ceiling.items():
+        drawn, tokens = kinds["rendered"], kinds["tokenized"]
+        lines += [f"{name:<13}{m:<12}{drawn[m]:>8.3f}{tokens[m]:>8.3f}" for m in drawn if m != "n"]
+        if "by_shape" in kinds:
+            lines.append(f"{name}, own shape after the round trip: {format_by_shape(kinds['by_shape']['tokenized'])}")
+    return "\n".join(lines)
 
 
 FREE_PROMPTS = ("a red circle", "a blue square", "a small green star", "a large yellow triangle")
@@ -363,11 +453,15 @@ def main(args: argparse.Namespace) -> dict:
                            "codebook_snap": call_kwargs.get("codebook_snap", DEFAULT_CODEBOOK_SNAP),
                            "num_candidates": call_kwargs.get("num_candidates", DEFAULT_NUM_CANDIDATES),
                            "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
-    print(format_table({k: v for k, v in results.items() if k not in ("settings", "shape_errors", "extra_objects")}))
+    results["tokenizer_ceiling"] = tokenizer_ceiling(pipe, n_single=args.n_single, n_two=args.n_two)
+    skip = ("settings", "shape_errors", "extra_objects", "tokenizer_ceiling")
+    print(format_table({k: v for k, v in results.items() if k not in skip}))
     if "shape_errors" in results:
         print(format_shape_errors(results["shape_errors"]))
     if "extra_objects" in results:
         print(format_extra_objects(results["extra_objects"]))
+    if results["tokenizer_ceiling"]:
+        print(format_ceiling(results["tokenizer_ceiling"]))
     write_results(results, args.out)
     return results
 
