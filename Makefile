@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser train-tokenizer eval-tokenizer train-generator eval-generator bench screenshots clean
+.PHONY: demo test lint install browser train-tokenizer eval-tokenizer train-generator generator-weights eval-generator bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,15 +43,18 @@ eval-tokenizer: $(STAMP)
 	$(PY) -m mmgen.release --out assets/mmgen-base --card
 
 SCHEDULER ?= euler-ancestral  # the sampler shipped in assets/mmgen-base/scheduler (chosen by `make eval-generator`'s sweep)
-# Rebuild the shipped generator exactly (seeded; ~2 h 30 min on a 2-core CPU), publish it, evaluate it, rewrite the card.
+# Rebuild the shipped generator exactly (seeded), publish it, evaluate it and rewrite the card: `generator-weights`
+# (the five training stages, 112.5 min on the 2-core CPU, encoding included), then `eval-generator`
+# (~55 min: three sweeps on tuning prompts, then the held-out evaluation).
 # Four stages: 13,000 steps from scratch; 2,000 more from the published weights on 60,000 new scenes (shapes-v1
 # stream 1) at a fifth of the learning rate; 2,000 more again on stage 1's scenes (stream 0, already encoded) with
-# another seed, and the same once more with a fourth seed. Objects' latent cells weigh 4x the background's in the
-# first two, as much as it in the last two (the 4x weighting makes the model draw an object twice; the third stage
-# unlearns that). About 2 h 30 min on the 2-core CPU that trained it (encoding included; machines of this kind vary:
-# one ran the same steps 1.9x slower), then about 55 min of evaluation (three sweeps on tuning prompts, then the
-# held-out evaluation).
-train-generator: $(STAMP)
+# another seed, and the same twice more with a fourth and a fifth seed. Objects' latent cells weigh 4x the background's in the
+# first two, as much as it in the last three (the 4x weighting makes the model draw an object twice; the third stage
+# unlearns that). Machines of this kind vary: one ran the same steps 1.9x slower than another.
+train-generator: generator-weights
+	$(MAKE) eval-generator
+
+generator-weights: $(STAMP)
 	$(PY) -m mmgen.cli train-generator --out runs/generator --steps 13000 --batch-size 64 --mixed-precision bf16 --compile --text-refiner-layers 2 --loss-weighting min-snr-1 --object-loss-weight 4 --seed 0
 	$(PY) -m mmgen.release --generator runs/generator --scheduler $(SCHEDULER) --out assets/mmgen-base
 	$(PY) -m mmgen.cli train-generator --out runs/generator-stage2 --init-from assets/mmgen-base --steps 2000 --lr 2e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 4 --seed 1 --data-seed 1
@@ -60,7 +63,8 @@ train-generator: $(STAMP)
 	$(PY) -m mmgen.release --generator runs/generator-stage3 --scheduler $(SCHEDULER) --out assets/mmgen-base
 	$(PY) -m mmgen.cli train-generator --out runs/generator-stage4 --init-from assets/mmgen-base --steps 2000 --lr 4e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 3 --data-seed 0
 	$(PY) -m mmgen.release --generator runs/generator-stage4 --scheduler $(SCHEDULER) --out assets/mmgen-base
-	$(MAKE) eval-generator
+	$(PY) -m mmgen.cli train-generator --out runs/generator-stage5 --init-from assets/mmgen-base --steps 2000 --lr 4e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 4 --data-seed 0
+	$(PY) -m mmgen.release --generator runs/generator-stage5 --scheduler $(SCHEDULER) --out assets/mmgen-base
 
 # The sampler and snap sweeps use one starting noise per image (--sweep-candidates 1), as when they were chosen;
 # the third sweep chooses num_candidates (best-of-N starting noise) at the chosen sampler, guidance and snap.

@@ -10,12 +10,16 @@ Sections (medians over `--repeats` timed runs after warm-up, same process, same 
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
   torch.utils.flop_counter), achieved GFLOP/s over this machine's fp32 matmul peak measured in the same run;
   the same sampling loop with diffusers' PixArtTransformer2DModel at the same width, depth, heads and tokens.
+- train: one training step of the shipped DiT (batch 64, bf16 autocast, eager; `make train-generator` also
+  compiles it) with attention in float32 (`mmgen.models.dit.attention`, the shipped code) and with PyTorch's bf16
+  CPU kernel (what autocast picks by itself), timed in turn.
 - cold: a fresh process from `import` through model load to the first image, and its peak resident memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -205,6 +209,51 @@ def bench_dit(pipe, repeats: int, peak: float) -> list[dict]:
     return rows
 
 
+@contextlib.contextmanager
+def bf16_attention_kernel(on: bool):
+    """With `on`, the DiT's attention runs where autocast sends it (PyTorch's bf16 CPU kernel) instead of in
+    float32 as `mmgen.models.dit.attention` keeps it: the comparison for the "train" section."""
+    from mmgen.models import dit as dit_module
+
+    shipped = dit_module.attention
+    if on:
+        dit_module.attention = lambda q, k, v, mask=None: torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask
+        )
+    try:
+        yield
+    finally:
+        dit_module.attention = shipped
+
+
+def bench_train(pipe, repeats: int, batch: int = 64) -> list[dict]:
+    """A training step (forward, backward, AdamW) with attention in float32 and in bf16."""
+    from mmgen.models.dit import DiT
+    from mmgen.models.text_encoder import MAX_TOKENS
+    from mmgen.training.train_generator import diffusion_loss, training_scheduler
+
+    torch.manual_seed(0)
+    model = DiT.from_config(pipe.transformer.config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    noise_scheduler = training_scheduler()
+    c = model.config
+    latents = torch.randn(batch, c.in_channels, c.sample_size, c.sample_size)
+    noise, t = torch.randn_like(latents), torch.randint(0, 1000, (batch,))
+    states = torch.randn(batch, MAX_TOKENS, c.text_dim)
+    masks = torch.arange(MAX_TOKENS)[None] < torch.randint(8, 20, (batch, 1))  # caption lengths in shapes-v1
+
+    def train_step(bf16_attention: bool):
+        with bf16_attention_kernel(bf16_attention), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states, masks)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    fp32, bf16 = interleaved_medians([lambda: train_step(False), lambda: train_step(True)], repeats * 2)
+    return [{"section": "train", "name": f"training step, batch {batch}, bf16, {kernel} attention", "seconds": s,
+             "vs_float32_attention": s / fp32} for kernel, s in (("float32", fp32), ("bf16", bf16))]  # fmt: skip
+
+
 COLD = """
 import time, resource, torch
 t0 = time.perf_counter()
@@ -246,6 +295,8 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{r['gflop']:.2f} GFLOP, {r['gflops_per_s']:.0f} GFLOP/s = {r['mfu']:.1%} of peak; "
                          f"{r['loop_steps']} steps {r['loop_seconds']:.3f} s = "
                          f"{r['loop_speedup_vs_eager']:.2f}x eager")  # fmt: skip
+        if "vs_float32_attention" in r:
+            notes.append(f"{r['vs_float32_attention']:.2f}x the time with float32 attention")
         if "peak_rss_mb" in r:
             notes.append(f"import+load {r['import_and_load_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         if "gflops_peak" in r:
@@ -255,7 +306,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def main(args):
-    sections = set(args.only.split(",")) if args.only else {"t2i", "tokenizer", "dit", "cold"}
+    sections = set(args.only.split(",")) if args.only else {"t2i", "tokenizer", "dit", "train", "cold"}
     pipe = MMGenPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     rows = []
@@ -268,6 +319,8 @@ def main(args):
         rows += bench_tokenizer(pipe.vqvae, args.repeats)
     if "dit" in sections:
         rows += bench_dit(pipe, args.repeats, peak)
+    if "train" in sections:
+        rows += bench_train(pipe, args.repeats)
     if "cold" in sections:
         rows += bench_cold(args.model)
     cpu = platform.processor() or platform.machine()
@@ -283,7 +336,7 @@ def main(args):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=default_model())
-    p.add_argument("--only", help="comma-separated sections: t2i, tokenizer, dit, cold")
+    p.add_argument("--only", help="comma-separated sections: t2i, tokenizer, dit, train, cold")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     main(p.parse_args())

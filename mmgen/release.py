@@ -315,7 +315,10 @@ def generator_card_section(out: str | Path) -> str:
         training = f"**Training**, in {len(stages)} stages, each from the weights the stage before published:\n"
         training += "\n".join(f"{k}. {_stage_text(stage)}" for k, stage in enumerate(stages, 1))
         total = sum(next(r for r in stage if r.get("done"))["train_time_s"] for stage in stages)
-        training += f"\n\nTraining time in all: {total / 60:.1f} min on a 2-core CPU (no GPU), plus encoding the data."
+        encoding = [stage[0].get("encoding_s") for stage in stages]  # logged since run 28
+        encoded = (f", plus {sum(encoding) / 60:.1f} min encoding the data" if None not in encoding
+                   else ", plus encoding the data")  # fmt: skip
+        training += f"\n\nTraining time in all: {total / 60:.1f} min on a 2-core CPU (no GPU){encoded}."
     text = f"""## Generator (`transformer/`, `scheduler/`)
 
 DiT over the tokenizer's 16x16 latent grid: patch size {cfg["patch_size"]}, width {cfg["hidden_size"]}, depth

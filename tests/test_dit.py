@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmgen.models.dit import DIT_PRESETS, DiT, sincos_2d
+from mmgen.models.dit import DIT_PRESETS, DiT, attention, sincos_2d
 
 
 @pytest.fixture(params=[(0, False), (2, False), (0, True)], ids=["linear-text", "text-refiner", "joint-attention"])
@@ -145,3 +145,27 @@ def test_self_conditioning_starts_as_a_no_op_from_the_same_weights():
     torch.nn.init.normal_(sc.self_cond_embed.weight, std=0.05)
     assert torch.equal(base, sc(x, t, text, self_cond=torch.zeros_like(x)).sample)  # None means zeros
     assert not torch.allclose(base, sc(x, t, text, self_cond=torch.randn_like(x)).sample, atol=1e-4)
+
+
+def test_attention_is_computed_in_float32_when_training_under_cpu_autocast():
+    """bf16 autocast would send attention to PyTorch's bf16 CPU kernel (slower there for the backward pass; see
+    `attention`): with gradients on, ours runs the float32 kernel on the same bf16 inputs, returns bf16, and passes
+    gradients back in bf16; without them (sampling) it keeps the bf16 kernel."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 8, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 8, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attention(q, k, v, mask)
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, want.bfloat16())
+    y.float().sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and q.grad.abs().sum() > 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # sampling: autocast's own bf16 kernel
+        plain = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert torch.equal(attention(q, k, v, mask), plain) and not torch.equal(plain, y)
+    x = torch.randn(2, 3, 8, 16)  # float32 without autocast: the kernel itself
+    assert torch.equal(
+        attention(x, x, x, mask), torch.nn.functional.scaled_dot_product_attention(x, x, x, attn_mask=mask)
+    )

@@ -113,7 +113,13 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     assert "in 2 stages" in card and "1. `mmgen train-generator --steps 500`" in card
     assert "2. `mmgen train-generator --init-from assets/mmgen-base --steps 500`" in card
     assert "Starts from `assets/mmgen-base`" in card and "(stream 1)" in card
-    assert "Training time in all: 3.0 min" in card
+    assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus encoding the data." in card
+    header["encoding_s"], stage2["encoding_s"] = 90.0, 30.0  # logged by the trainer since run 28
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows, stage2, *rows2]) + "\n")
+    release_generator(run, out, scheduler="unipc")
+    assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus 2.0 min encoding the data." in (
+        generator_card_section(out)
+    )
     assert "| 1 | 500 | 0.2000 | 30 |" in card and "| 2 | 500 | 0.1000 | 12 |" in card
 
     row = {"scheduler": "euler-ancestral", "guidance": 4.0, "steps": 20, "single_all": 0.9, "single_shape": 0.9,

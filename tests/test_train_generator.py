@@ -28,7 +28,11 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     assert (out / "samples" / "step-3.png").exists()
     assert (out / "checkpoints" / "step-2" / "ema.pt").exists()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert log[0]["distinct_captions"] > 1 and [r["step"] for r in log if "step" in r] == [1, 2, 3]
+    assert (
+        log[0]["distinct_captions"] > 1
+        and log[0]["encoding_s"] >= 0
+        and [r["step"] for r in log if "step" in r] == [1, 2, 3]
+    )
 
     main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

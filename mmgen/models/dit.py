@@ -46,7 +46,7 @@ from torch import nn
 
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
-    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # shipped (+ 2 text-refiner layers): 13k steps, ~100 min
+    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # shipped (+ 2 text-refiner layers): 13k steps, ~62 min
     "S/2": dict(hidden_size=256, depth=8, num_heads=4),
     "B/2": dict(hidden_size=384, depth=12, num_heads=6),  # a step up, for a GPU
 }
@@ -102,8 +102,22 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, None]) + shift[:, None]  # x: (B, T, D), shift/scale: (B, D)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.scaled_dot_product_attention`, kept in float32 on CPU when training under bf16/fp16 autocast.
+
+    Autocast sends attention to bf16, but PyTorch's CPU flash kernel is slower in bf16 than in float32 at this
+    model's sizes in the backward pass (2x to 5x per call; `benchmarks/bench.py`, "train" section), where it took
+    45 % of a compiled training step. So when gradients are on, on CPU, q, k, v are upcast and the result cast back;
+    the matmuls around it stay in bf16. Sampling (no gradients) keeps the bf16 kernel, faster there for the forward
+    pass alone, and a GPU's bf16 kernel runs as is."""
+    if q.device.type != "cpu" or q.dtype == torch.float32 or not torch.is_grad_enabled():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
+
+
 class Attention(nn.Module):
-    """Multi-head attention on scaled_dot_product_attention; self-attention when `context` is None."""
+    """Multi-head attention on scaled_dot_product_attention (`attention`); self-attention when `context` is None."""
 
     def __init__(self, dim: int, num_heads: int, context_dim: int | None = None):
         super().__init__()
@@ -122,7 +136,7 @@ class Attention(nn.Module):
         q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.num_heads)  # (B, nh, T, D/nh)
         k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L) True = attend
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        y = attention(q, k, v, attn_mask)
         out = self.out(rearrange(y, "b h t d -> b t (h d)"))
         if not return_probs:
             return out
@@ -206,7 +220,7 @@ class JointBlock(nn.Module):
         if text_mask is not None:  # image keys always visible, text padding never
             keys = torch.cat([text_mask.new_ones(text_mask.shape[0], T), text_mask], dim=1)  # (B, T+L)
             attn_mask = keys[:, None, None, :]
-        y = rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), "b h n d -> b n (h d)")
+        y = rearrange(attention(q, k, v, attn_mask), "b h n d -> b n (h d)")
         outputs = []
         for s, h, y_s in (("x", x, y[:, :T]), ("text", text, y[:, T:]))[: 1 if self.last else 2]:
             _, _, gate1, shift2, scale2, gate2 = mod[s]

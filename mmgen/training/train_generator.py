@@ -339,8 +339,9 @@ def main(args: argparse.Namespace) -> Path:
     init = initial_weights(args.init_from, vq, text_encoder, args.sample_size) if args.init_from else None
     t0 = time.time()
     data = cached_training_set(args, vq, tokenizer, text_encoder)
+    encoding_s = round(time.time() - t0, 1)  # logged: a rebuild's time is its stages' training plus this
     accelerator.print(f"{len(data['ids'])} encoded images and {len(data['text_states'])} distinct captions "
-                      f"ready in {time.time() - t0:.0f} s")  # fmt: skip
+                      f"ready in {encoding_s:.0f} s")  # fmt: skip
     scaling = latent_scaling_factor(vq, data["ids"])
 
     ckpt = latest_checkpoint(out) if args.resume else None
@@ -381,7 +382,7 @@ def main(args: argparse.Namespace) -> Path:
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
         start_log(log_path, args, previous=previous_log(args.init_from), scaling_factor=scaling,
-                  distinct_captions=len(data["text_states"]))  # fmt: skip
+                  distinct_captions=len(data["text_states"]), encoding_s=encoding_s)  # fmt: skip
 
     ids, cap_idx = data["ids"], data["caption_index"]
     states, masks = data["text_states"], data["text_masks"]
