@@ -46,7 +46,7 @@ SCHEDULER ?= euler-ancestral  # the sampler shipped in assets/mmgen-base/schedul
 # Rebuild the shipped generator exactly (seeded), publish it, evaluate it and rewrite the card: `generator-weights`
 # (the five training stages, 112.5 min on the 2-core CPU, encoding included), then `eval-generator`
 # (~55 min: three sweeps on tuning prompts, then the held-out evaluation).
-# Four stages: 13,000 steps from scratch; 2,000 more from the published weights on 60,000 new scenes (shapes-v1
+# Five stages: 13,000 steps from scratch; 2,000 more from the published weights on 60,000 new scenes (shapes-v1
 # stream 1) at a fifth of the learning rate; 2,000 more again on stage 1's scenes (stream 0, already encoded) with
 # another seed, and the same twice more with a fourth and a fifth seed. Objects' latent cells weigh 4x the background's in the
 # first two, as much as it in the last three (the 4x weighting makes the model draw an object twice; the third stage
