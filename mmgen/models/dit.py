@@ -106,11 +106,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """`F.scaled_dot_product_attention`, kept in float32 on CPU when training under bf16/fp16 autocast.
 
     Autocast sends attention to bf16, but PyTorch's CPU flash kernel is slower in bf16 than in float32 at this
-    model's sizes in the backward pass (2x to 5x per call, timed alone), where it took
-    45 % of a compiled training step (`benchmarks/bench.py`, "train" section, times a whole step each way). So when
-    gradients are on, on CPU, q, k, v are upcast and the result cast back;
-    the matmuls around it stay in bf16. Sampling (no gradients) keeps the bf16 kernel, faster there for the forward
-    pass alone, and a GPU's bf16 kernel runs as is."""
+    model's sizes in the backward pass (2x to 5x per call, timed alone), where it took 45 % of a compiled training
+    step (`benchmarks/bench.py`, "train" section, times a whole step each way). So when gradients are on, on CPU,
+    q, k, v are upcast and the result cast back; the matmuls around it stay in bf16. Sampling (no gradients) keeps
+    the bf16 kernel, faster there for the forward pass alone, and a GPU's bf16 kernel runs as is."""
     if q.device.type != "cpu" or q.dtype == torch.float32 or not torch.is_grad_enabled():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     with torch.autocast("cpu", enabled=False):
