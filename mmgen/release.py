@@ -315,7 +315,7 @@ def generator_card_section(out: str | Path) -> str:
         training = f"**Training**, in {len(stages)} stages, each from the weights the stage before published:\n"
         training += "\n".join(f"{k}. {_stage_text(stage)}" for k, stage in enumerate(stages, 1))
         total = sum(next(r for r in stage if r.get("done"))["train_time_s"] for stage in stages)
-        encoding = [stage[0].get("encoding_s") for stage in stages]  # logged since run 28
+        encoding = [stage[0].get("encoding_s") for stage in stages]  # logged since run 29's fifth stage
         encoded = (f", plus {sum(encoding) / 60:.1f} min encoding the data" if None not in encoding
                    else ", plus encoding the data")  # fmt: skip
         training += f"\n\nTraining time in all: {total / 60:.1f} min on a 2-core CPU (no GPU){encoded}."

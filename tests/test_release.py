@@ -114,7 +114,7 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     assert "2. `mmgen train-generator --init-from assets/mmgen-base --steps 500`" in card
     assert "Starts from `assets/mmgen-base`" in card and "(stream 1)" in card
     assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus encoding the data." in card
-    header["encoding_s"], stage2["encoding_s"] = 90.0, 30.0  # logged by the trainer since run 28
+    header["encoding_s"], stage2["encoding_s"] = 90.0, 30.0  # logged by the trainer since run 29's fifth stage
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows, stage2, *rows2]) + "\n")
     release_generator(run, out, scheduler="unipc")
     assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus 2.0 min encoding the data." in (
