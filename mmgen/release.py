@@ -237,19 +237,23 @@ def _sweep_table(sweep: dict) -> str:
     free = _counted_free(sweep["rows"])
     twice = all("two_drawn_twice" in r for r in sweep["rows"])  # sweeps since the judge counts objects
     cands = all("num_candidates" in r for r in sweep["rows"])  # a --sweep-candidates sweep
+    color = all("single_color" in r for r in sweep["rows"])  # sweeps since run 29's
     lines = ["| scheduler | guidance | codebook snap | " + ("candidates | " if cands else "")
-             + "single: all | single: shape | single: position | two: all | "
+             + "single: all | " + ("single: colour | " if color else "") + "single: shape | single: position | "
+             + "two: all | "
              + ("two: an object drawn twice | " if twice else "") + ("free: fewest cells | " if free else "")
              + "seconds |",
-             "|---|---:|---:|" + ("---:|" if cands else "") + "---:|---:|---:|---:|" + ("---:|" if twice else "")
+             "|---|---:|---:|" + ("---:|" if cands else "") + "---:|" + ("---:|" if color else "") + "---:|---:|---:|"
+             + ("---:|" if twice else "")
              + ("---:|" if free else "")
              + "---:|"]  # fmt: skip
     for r in sweep["rows"]:
         twice_cell = f"{r['two_drawn_twice']:.1%} | " if twice else ""
         free_cell = f"{r['free_min']} | " if free else ""
         cand_cell = f"{r['num_candidates']} | " if cands else ""
+        color_cell = f"{r['single_color']:.1%} | " if color else ""
         lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r.get('codebook_snap', 0.0):g} | {cand_cell}"
-                     f"{r['single_all']:.1%} | {r['single_shape']:.1%} | {r['single_position']:.1%} | "
+                     f"{r['single_all']:.1%} | {color_cell}{r['single_shape']:.1%} | {r['single_position']:.1%} | "
                      f"{r['two_all']:.1%} | {twice_cell}{free_cell}{r['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -131,6 +131,7 @@ def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, cap
                         ("euler-ancestral", 2.0, 0.5)]  # fmt: skip
     assert all(r["n_single"] == 2 and r["n_two"] == 2 and 0 <= r["two_all"] <= 1 for r in rows)
     assert all(r["two_drawn_twice"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 two-object prompts
+    assert all(r["single_color"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 single-object prompts
     assert "snap" in capsys.readouterr().out
 
 

@@ -156,6 +156,11 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     card = " ".join(generator_card_section(out).split())
     assert "--sweep-codebook-snap 0.5 --sweep-candidates 1 4 --sweep-n-single 96 --sweep-n-two 256" in card
     assert "| euler-ancestral | 4 | 0.5 | 4 | 90.0% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
+    colored = [dict(r, single_color=0.985) for r in cand_rows]  # sweeps since run 29's report single colour
+    (out / "generator_candidates_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": colored}))
+    card = " ".join(generator_card_section(out).split())
+    assert "| single: all | single: colour | single: shape |" in card
+    assert "| euler-ancestral | 4 | 0.5 | 4 | 90.0% | 98.5% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
 
     ev = {"single": {"color": 1.0, "all": 0.9, "n": 4}, "two": {"count": 0.75, "all": 0.5, "n": 4},
           "extra_objects": {"two": {"more objects than named": 0.25, "a named object drawn twice": 0.5}},

@@ -345,7 +345,8 @@ SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
 
 
 SWEEP_HEADER = (
-    f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'2-dup':>8}{'free':>6}"
+    f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'color':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'2-dup':>8}"
+    f"{'free':>6}"
     f"{'sec':>7}"
 )
 
@@ -372,7 +373,8 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
                              free_prompts=TUNE_FREE_PROMPTS if free else (), num_inference_steps=steps,
                              guidance_scale=g, codebook_snap=snap, guidance_interval=interval, **extra)  # fmt: skip
                 row = {"scheduler": name, "guidance": g, "codebook_snap": snap, "steps": steps,
-                       "single_all": r["single"]["all"], "single_shape": r["single"]["shape"],
+                       "single_all": r["single"]["all"], "single_color": r["single"]["color"],
+                       "single_shape": r["single"]["shape"],
                        "single_position": r["single"]["position"], "two_all": r["two"]["all"],
                        "two_drawn_twice": r["extra_objects"]["two"]["a named object drawn twice"],
                        "n_single": n_single, "n_two": n_two}  # fmt: skip
@@ -386,7 +388,8 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
                 row["seconds"] = round(time.perf_counter() - t0, 1)
                 rows.append(row)
                 print(
-                    f"{name:<16}{g:>5.1f}{snap:>6.2f}{row['single_all']:>8.3f}{row['single_shape']:>8.3f}"
+                    f"{name:<16}{g:>5.1f}{snap:>6.2f}{row['single_all']:>8.3f}{row['single_color']:>8.3f}"
+                    f"{row['single_shape']:>8.3f}"
                     f"{row['single_position']:>8.3f}{row['two_all']:>8.3f}{row['two_drawn_twice']:>8.3f}"
                     f"{row.get('free_min', '-'):>6}"
                     f"{row['seconds']:>7.1f}{'' if interval is None else '  guided in {:g}..{:g}'.format(*interval)}"
