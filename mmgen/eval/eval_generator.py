@@ -346,8 +346,7 @@ SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
 
 SWEEP_HEADER = (
     f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'color':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'2-dup':>8}"
-    f"{'free':>6}"
-    f"{'sec':>7}"
+    f"{'free':>6}{'sec':>7}"
 )
 
 
