@@ -234,27 +234,21 @@ def _counted_free(rows: list[dict]) -> bool:
 
 
 def _sweep_table(sweep: dict) -> str:
-    free = _counted_free(sweep["rows"])
-    twice = all("two_drawn_twice" in r for r in sweep["rows"])  # sweeps since the judge counts objects
-    cands = all("num_candidates" in r for r in sweep["rows"])  # a --sweep-candidates sweep
-    color = all("single_color" in r for r in sweep["rows"])  # sweeps since run 29's
-    lines = ["| scheduler | guidance | codebook snap | " + ("candidates | " if cands else "")
-             + "single: all | " + ("single: colour | " if color else "") + "single: shape | single: position | "
-             + "two: all | "
-             + ("two: an object drawn twice | " if twice else "") + ("free: fewest cells | " if free else "")
-             + "seconds |",
-             "|---|---:|---:|" + ("---:|" if cands else "") + "---:|" + ("---:|" if color else "") + "---:|---:|---:|"
-             + ("---:|" if twice else "")
-             + ("---:|" if free else "")
-             + "---:|"]  # fmt: skip
-    for r in sweep["rows"]:
-        twice_cell = f"{r['two_drawn_twice']:.1%} | " if twice else ""
-        free_cell = f"{r['free_min']} | " if free else ""
-        cand_cell = f"{r['num_candidates']} | " if cands else ""
-        color_cell = f"{r['single_color']:.1%} | " if color else ""
-        lines.append(f"| {r['scheduler']} | {r['guidance']:g} | {r.get('codebook_snap', 0.0):g} | {cand_cell}"
-                     f"{r['single_all']:.1%} | {color_cell}{r['single_shape']:.1%} | {r['single_position']:.1%} | "
-                     f"{r['two_all']:.1%} | {twice_cell}{free_cell}{r['seconds']:.0f} |")  # fmt: skip
+    """A markdown table of sweep rows; the optional columns appear when every row has them (older sweeps don't)."""
+    rows = sweep["rows"]
+    pct = "{:.1%}".format
+    columns = [  # (header, row key, format); a key absent from any row drops its column
+        ("scheduler", "scheduler", str), ("guidance", "guidance", "{:g}".format),
+        ("codebook snap", "codebook_snap", "{:g}".format), ("candidates", "num_candidates", str),
+        ("single: all", "single_all", pct), ("single: colour", "single_color", pct),  # colour since run 29's sweeps
+        ("single: shape", "single_shape", pct), ("single: position", "single_position", pct),
+        ("two: all", "two_all", pct), ("two: an object drawn twice", "two_drawn_twice", pct),  # the counting judge
+        ("free: fewest cells", "free_min", str), ("seconds", "seconds", "{:.0f}".format),
+    ]  # fmt: skip
+    rows = [{"codebook_snap": 0.0} | r for r in rows]  # sweeps before the snap ran without it
+    columns = [c for c in columns if all(c[1] in r for r in rows)]
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(fmt(r[key]) for _, key, fmt in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
