@@ -27,6 +27,7 @@ from mmgen.codebook import CodebookAtlas, reference_images, usage_stats
 from mmgen.data.images import ImageLoadError, load_image
 from mmgen.pipeline import (
     DEFAULT_CODEBOOK_SNAP,
+    DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_NUM_CANDIDATES,
     DEFAULT_STEPS,
@@ -219,6 +220,7 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         card = {"format": RUN_CARD_FORMAT, "model": model_name, "prompt": prompt, "negative_prompt": "",
                 "seed": seed, "steps": steps, "guidance_scale": guidance, "scheduler": scheduler,
                 "codebook_snap": run.codebook_snap, "num_candidates": candidates,
+                "guidance_interval": None if run.guidance_interval is None else list(run.guidance_interval),
                 "scheduler_config": dict(run.scheduler.config)}  # fmt: skip
         state = {"image": out.images[0], "tokens": tokens, "frames": frames, "card": card, "settings": settings,
                  "latents": [s.latents for s in recorder.steps],
@@ -300,6 +302,13 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
             if card.get("model") == model_name
             else f" (made with model {card.get('model')!r}, this is {model_name!r})"
         )
+        interval = card.get("guidance_interval")  # cards before run 30 carry none: they guided every step
+        try:
+            interval = None if interval is None else tuple(float(v) for v in interval)
+        except (TypeError, ValueError) as e:
+            raise gr.Error(f"The run card lacks a valid field: guidance_interval ({e})") from e
+        if interval != DEFAULT_GUIDANCE_INTERVAL:
+            note += " (made with another guidance interval than this app's, so the image may differ)"
         gr.Info(f"Run card loaded{note}: generating.")
         return prompt, steps, guidance, seed, False, scheduler, snap, candidates
 

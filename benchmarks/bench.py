@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_STEPS, MMGenPipeline  # noqa: E402
+from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_STEPS, MMGenPipeline  # noqa: E402
 from mmgen.tokens import default_model  # noqa: E402
 
 PROMPT = "a large red circle in the top left on a white background"
@@ -105,6 +105,11 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
         rows += paired_t2i(pipe, repeats, "num_inference_steps", (DEFAULT_STEPS, 20), "{} steps", "vs_20_steps")
     # What best-of-N starting noise costs: the call with 8, 4 and 1 candidate noises.
     rows += paired_t2i(pipe, repeats, "num_candidates", (8, 4, 1), "num_candidates={}", "vs_one_candidate")
+    # What the guidance interval saves: the default call, whose last steps run the conditional half alone, and
+    # the same call guided at every step.
+    if DEFAULT_GUIDANCE_INTERVAL is not None:
+        rows += paired_t2i(pipe, repeats, "guidance_interval", (DEFAULT_GUIDANCE_INTERVAL, None),
+                           "guidance_interval={}", "vs_every_step")  # fmt: skip
     # What the codebook snap costs: the call with and without it.
     rows += paired_t2i(
         pipe, repeats, "codebook_snap", (DEFAULT_CODEBOOK_SNAP, 0.0), "codebook_snap={:g}", "vs_no_snap"
@@ -289,6 +294,8 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{r['vs_20_steps']:.2f}x the time of 20 steps")
         if "vs_one_candidate" in r:
             notes.append(f"{r['vs_one_candidate']:.2f}x the time of one candidate")
+        if "vs_every_step" in r:
+            notes.append(f"{r['vs_every_step']:.2f}x the time guided at every step")
         if "vs_no_snap" in r:
             notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:

@@ -82,7 +82,8 @@ def cmd_generate(args):
         pipe.use_scheduler(args.scheduler)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
-               codebook_snap=args.codebook_snap, num_candidates=args.candidates,
+               guidance_interval=args.guidance_interval, codebook_snap=args.codebook_snap,
+               num_candidates=args.candidates,
                generator=torch.Generator().manual_seed(args.seed),
                callback_on_step_end=recorder, callback_on_step_end_tensor_inputs=recorder.tensor_inputs)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .candidates import MAX_CANDIDATES
     from .pipeline import (
         DEFAULT_CODEBOOK_SNAP,
+        DEFAULT_GUIDANCE_INTERVAL,
         DEFAULT_GUIDANCE_SCALE,
         DEFAULT_NUM_CANDIDATES,
         DEFAULT_STEPS,
@@ -162,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="image.png")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE)
+    shown = "all" if DEFAULT_GUIDANCE_INTERVAL is None else "{:g},{:g}".format(*DEFAULT_GUIDANCE_INTERVAL)
+    p.add_argument("--guidance-interval", type=eval_generator.guidance_interval, default=DEFAULT_GUIDANCE_INTERVAL,
+                   metavar="LOW,HIGH", help="guide only the steps whose timestep (0..999) lies in LOW..HIGH; all: "
+                                            f"every step (default: {shown})")  # fmt: skip
     p.add_argument("--codebook-snap", type=float, default=DEFAULT_CODEBOOK_SNAP,
                    help="move each step's predicted clean latent this fraction of the way to its codes")  # fmt: skip
     p.add_argument("--candidates", type=int, default=DEFAULT_NUM_CANDIDATES,

@@ -239,6 +239,7 @@ def _sweep_table(sweep: dict) -> str:
     pct = "{:.1%}".format
     columns = [  # (header, row key, format); a key absent from any row drops its column
         ("scheduler", "scheduler", str), ("guidance", "guidance", "{:g}".format),
+        ("guided in", "guidance_interval", _interval_text),
         ("codebook snap", "codebook_snap", "{:g}".format), ("candidates", "num_candidates", str),
         ("single: all", "single_all", pct), ("single: colour", "single_color", pct),  # colour since run 29's sweeps
         ("single: shape", "single_shape", pct), ("single: position", "single_position", pct),
@@ -246,24 +247,36 @@ def _sweep_table(sweep: dict) -> str:
         ("free: fewest cells", "free_min", str), ("seconds", "seconds", "{:.0f}".format),
     ]  # fmt: skip
     rows = [{"codebook_snap": 0.0} | r for r in rows]  # sweeps before the snap ran without it
+    if any("guidance_interval" in r for r in rows):  # a row without one guided every step
+        rows = [{"guidance_interval": None} | r for r in rows]
     columns = [c for c in columns if all(c[1] in r for r in rows)]
     lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
     lines += ["| " + " | ".join(fmt(r[key]) for _, key, fmt in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
+def _interval_text(interval) -> str:
+    """A sweep row's guidance interval as the card prints it: "t 250..999", or "every step" (None)."""
+    return "every step" if interval is None else "t {:g}..{:g}".format(*interval)
+
+
+def _interval(row: dict) -> tuple[float, float] | None:
+    """The timesteps a sweep row guided in (rows carry `guidance_interval` unless they guided every step)."""
+    return None if row.get("guidance_interval") is None else tuple(row["guidance_interval"])
+
+
 def _snap_choice(rows: list[dict]) -> str:
     """The sweep setting with the best mean of single and two-object "all" (among those that meet the variety
     target, >= 5 cells, where the sweep counted them), next to the pipeline's default."""
-    from .pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_SCALE
+    from .pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE
 
     def mean(r):
         return (r["single_all"] + r["two_all"]) / 2
 
     varied = [r for r in rows if r.get("free_min", 5) >= 5]
     best = max(varied or rows, key=mean)
-    default = next((r for r in rows if (r["guidance"], r.get("codebook_snap", 0.0)) ==
-                    (DEFAULT_GUIDANCE_SCALE, DEFAULT_CODEBOOK_SNAP)), None)  # fmt: skip
+    default = next((r for r in rows if (r["guidance"], r.get("codebook_snap", 0.0), _interval(r)) ==
+                    (DEFAULT_GUIDANCE_SCALE, DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL)), None)  # fmt: skip
     among = " among the settings whose free prompts take at least 5 cells" if 0 < len(varied) < len(rows) else ""
     if not varied:
         among = " (no setting's free prompts take 5 cells)"
@@ -277,6 +290,13 @@ def _snap_choice(rows: list[dict]) -> str:
             f"{mean(default):.1%}; the notes below say why it stays."
         )
     return text
+
+
+def _guided_in(settings: dict) -> str:
+    """ " (guided in t 250..999)" for an evaluation run with a guidance interval; evaluations before the
+    interval was recorded, and those that guided every step, say nothing."""
+    interval = settings.get("guidance_interval")
+    return "" if interval is None else f" (guided in {_interval_text(interval)})"
 
 
 def generator_card_section(out: str | Path) -> str:
@@ -370,9 +390,9 @@ prompts' seed, more of them). {_snap_choice(rows)}
         st = ev.get("settings", {})
         text += f"""
 **Evaluation** (`mmgen eval-generator --model assets/mmgen-base`, the pipeline's defaults: {st.get("scheduler")},
-{st.get("steps")} steps, guidance {st.get("guidance_scale")}, codebook snap {st.get("codebook_snap", 0.0)}, best
-of {st.get("num_candidates", 1)} starting noise(s); one image per prompt, read by the scene judge; prompts written
-for evaluation, not training captions; full JSON in `eval_generator.json`):
+{st.get("steps")} steps, guidance {st.get("guidance_scale")}{_guided_in(st)}, codebook snap
+{st.get("codebook_snap", 0.0)}, best of {st.get("num_candidates", 1)} starting noise(s); one image per prompt, read
+by the scene judge; prompts written for evaluation, not training captions; full JSON in `eval_generator.json`):
 
 {_generator_eval_table(ev)}
 {_ceiling_table(ev.get("tokenizer_ceiling"))}"""

@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmgen.data.shapes import shapes_sample  # noqa: E402
-from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP  # noqa: E402
+from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL  # noqa: E402
 
 GENERATE = (
     "a red circle",
@@ -90,6 +90,7 @@ def test_run_card_reproduces_the_run(client, tmp_path):
                            api_name="/generate")  # fmt: skip
     assert "best of 3 noises" in first[2]
     card = next(f for f in first[4] if f.endswith("run_card.json"))
+    assert json.loads(open(card).read())["guidance_interval"] == list(DEFAULT_GUIDANCE_INTERVAL)  # what it ran with
     client.predict("something else", 5, 1.0, 0, False, "ddim", 1.0, 1, False, api_name="/generate")
     settings = client.predict(handle_file(card), api_name="/load_run_card")
     assert tuple(settings) == ("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25, 3)
@@ -112,6 +113,10 @@ def test_codebook_snap_changes_the_run_and_old_cards_load_without_it(client, tmp
     card["codebook_snap"] = "lots"
     (tmp_path / "bad.json").write_text(json.dumps(card))
     with pytest.raises(Exception, match="codebook_snap"):
+        client.predict(handle_file(str(tmp_path / "bad.json")), api_name="/load_run_card")
+    card["codebook_snap"], card["guidance_interval"] = 0.0, 250
+    (tmp_path / "bad.json").write_text(json.dumps(card))
+    with pytest.raises(Exception, match="guidance_interval"):
         client.predict(handle_file(str(tmp_path / "bad.json")), api_name="/load_run_card")
 
 

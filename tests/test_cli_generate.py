@@ -60,3 +60,23 @@ def test_unknown_scheduler_is_refused(pipe_dir, capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "a red circle", "--model", pipe_dir, "--scheduler", "bogus"])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_guidance_interval_reaches_the_pipeline(pipe_dir, tmp_path, monkeypatch, capsys):
+    from mmgen.pipeline import DEFAULT_GUIDANCE_INTERVAL, MMGenPipeline
+
+    seen, call = [], MMGenPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["guidance_interval"])
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(MMGenPipeline, "__call__", spy)
+    for extra in (["--guidance-interval", "all"], ["--guidance-interval", "100,900"], []):
+        assert main(["generate", "a red circle", "--model", pipe_dir, "--out", str(tmp_path / "x.png"), "--steps",
+                     "2", "--candidates", "1", *extra]) == 0  # fmt: skip
+    assert seen == [None, (100.0, 900.0), DEFAULT_GUIDANCE_INTERVAL]
+    for bad in ("900,100", "250", "low,high"):
+        with pytest.raises(SystemExit) as e:
+            main(["generate", "a red circle", "--model", pipe_dir, "--guidance-interval", bad])
+        assert e.value.code == 2 and "LOW,HIGH" in capsys.readouterr().err

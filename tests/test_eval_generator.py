@@ -22,6 +22,7 @@ from mmgen.eval.eval_generator import (
     two_object_size_shares,
 )
 from mmgen.eval.judge import read_scene
+from mmgen.pipeline import DEFAULT_GUIDANCE_INTERVAL
 
 
 def _render(item):
@@ -132,6 +133,9 @@ def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, cap
     assert all(r["n_single"] == 2 and r["n_two"] == 2 and 0 <= r["two_all"] <= 1 for r in rows)
     assert all(r["two_drawn_twice"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 two-object prompts
     assert all(r["single_color"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 single-object prompts
+    # a sweep that names no interval runs at the pipeline's default one, and its rows say so
+    default = None if DEFAULT_GUIDANCE_INTERVAL is None else list(DEFAULT_GUIDANCE_INTERVAL)
+    assert all(r.get("guidance_interval") == default for r in rows)
     assert "snap" in capsys.readouterr().out
 
 
@@ -164,9 +168,9 @@ def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny
     out = tmp_path / "sweep.json"
     assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
                  "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-guidance-interval", "0,800",
-                 "0,999", "--sweep-n-single", "1", "--sweep-n-two", "1", "--out", str(out)]) == 0  # fmt: skip
+                 "0,999", "all", "--sweep-n-single", "1", "--sweep-n-two", "1", "--out", str(out)]) == 0  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
-    assert [r["guidance_interval"] for r in rows] == [[0.0, 800.0], [0.0, 999.0]]
+    assert [r.get("guidance_interval") for r in rows] == [[0.0, 800.0], [0.0, 999.0], None]  # all: every step
     assert "guided in 0..800" in capsys.readouterr().out
     for bad in ("800", "900,100", "a,b"):
         with pytest.raises(SystemExit):

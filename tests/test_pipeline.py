@@ -389,15 +389,16 @@ def test_a_self_conditioned_dit_reads_the_previous_steps_x0(tiny_pipe):
     the first step reads none. Replay from step k needs that estimate too: with it the run is reproduced."""
     pipe, seen = _self_conditioned(tiny_pipe)
     rec = TrajectoryRecorder(decode=False)
-    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0, callback_on_step_end=rec, num_candidates=1,
-                callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    every = dict(guidance_scale=3.0, guidance_interval=None)  # both guidance halves at every step
+    full = _run(pipe, num_inference_steps=4, callback_on_step_end=rec, num_candidates=1,
+                callback_on_step_end_tensor_inputs=rec.tensor_inputs, **every)  # fmt: skip
     assert len(seen) == 4 and seen[0] is None
     for k in (1, 2, 3):
         assert torch.equal(seen[k], torch.cat([rec.steps[k - 1].pred_x0] * 2))
-    replay = _run(pipe, num_inference_steps=4, guidance_scale=3.0, latents=rec.steps[1].latents, start_step=2,
-                  prev_pred_x0=rec.steps[1].pred_x0, output_type="latent")  # fmt: skip
+    replay = _run(pipe, num_inference_steps=4, latents=rec.steps[1].latents, start_step=2,
+                  prev_pred_x0=rec.steps[1].pred_x0, output_type="latent", **every)  # fmt: skip
     assert torch.equal(replay.tokens, full.tokens)
-    without = _final_latents(pipe, 4, guidance_scale=3.0, latents=rec.steps[1].latents, start_step=2)
+    without = _final_latents(pipe, 4, latents=rec.steps[1].latents, start_step=2, **every)
     assert not torch.allclose(without, rec.steps[-1].latents, atol=1e-5)  # the estimate matters
 
 

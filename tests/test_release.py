@@ -123,14 +123,23 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     assert "| 1 | 500 | 0.2000 | 30 |" in card and "| 2 | 500 | 0.1000 | 12 |" in card
 
     row = {"scheduler": "euler-ancestral", "guidance": 4.0, "steps": 20, "single_all": 0.9, "single_shape": 0.9,
-           "single_position": 1.0, "two_all": 0.3, "n_single": 96, "n_two": 256, "seconds": 60}  # fmt: skip
+           "single_position": 1.0, "two_all": 0.3, "n_single": 96, "n_two": 256, "seconds": 60,
+           "guidance_interval": [250.0, 999.0]}  # fmt: skip
     sweep_rows = [dict(row, guidance=g, codebook_snap=s) for g in (3.0, 4.0) for s in (0.0, 0.5)]
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": sweep_rows}))
     card = " ".join(generator_card_section(out).split())  # the command in the card is wrapped
     assert ("--sweep-schedulers euler-ancestral --sweep-guidance 3 4 --sweep-codebook-snap 0 0.5 --sweep-n-single 96 "
             "--sweep-n-two 256") in card  # fmt: skip
-    assert "| euler-ancestral | 4 | 0.5 | 90.0% |" in card
+    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 90.0% |" in card
     assert "Best mean of single-object and two-object" in card and "The default (guidance 4, snap 0.5)" in card
+    everywhere = [dict(r, guidance_interval=None) if r["codebook_snap"] == 0.0 else r for r in sweep_rows]
+    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": everywhere}))
+    card = " ".join(generator_card_section(out).split())  # a row that guided every step says so
+    assert "| guided in |" in card and "| euler-ancestral | 3 | every step | 0 |" in card
+    before = [{k: v for k, v in r.items() if k != "guidance_interval"} for r in sweep_rows]  # sweeps before run 30
+    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": before}))
+    card = " ".join(generator_card_section(out).split())  # ... carried no interval: no column, and no default row
+    assert "| guided in |" not in card and "The default (guidance 4" not in card
 
     # --sweep-free rows: a setting whose free prompts take fewer than 5 cells is not chosen, however accurate
     free = {(3.0, 0.0): 6, (3.0, 0.5): 5, (4.0, 0.0): 5, (4.0, 0.5): 4}
@@ -140,13 +149,13 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": free_rows}))
     card = " ".join(generator_card_section(out).split())
     assert "--sweep-n-two 256 --sweep-free`" in card and "| free: fewest cells |" in card
-    assert "| euler-ancestral | 4 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 4 | 60 |" in card
+    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 4 | 60 |" in card
     assert "among the settings whose free prompts take at least 5 cells: guidance 4, snap 0 (62.0%)" in card
     twice = [dict(r, two_drawn_twice=0.25) for r in free_rows]  # a sweep run since the judge counts objects
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": twice}))
     card = " ".join(generator_card_section(out).split())
     assert "| two: an object drawn twice |" in card
-    assert "| euler-ancestral | 4 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 25.0% | 4 | 60 |" in card
+    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 25.0% | 4 | 60 |" in card
     few = [dict(r, free_min=3) for r in free_rows]
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": few}))
     assert "(no setting's free prompts take 5 cells): guidance 4, snap 0.5 (70.0%)" in generator_card_section(out)
@@ -155,20 +164,21 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     (out / "generator_candidates_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": cand_rows}))
     card = " ".join(generator_card_section(out).split())
     assert "--sweep-codebook-snap 0.5 --sweep-candidates 1 4 --sweep-n-single 96 --sweep-n-two 256" in card
-    assert "| euler-ancestral | 4 | 0.5 | 4 | 90.0% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
+    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 4 | 90.0% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
     colored = [dict(r, single_color=0.985) for r in cand_rows]  # sweeps since run 29's report single colour
     (out / "generator_candidates_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": colored}))
     card = " ".join(generator_card_section(out).split())
     assert "| single: all | single: colour | single: shape |" in card
-    assert "| euler-ancestral | 4 | 0.5 | 4 | 90.0% | 98.5% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
+    assert "| t 250..999 | 0.5 | 4 | 90.0% | 98.5% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
 
     ev = {"single": {"color": 1.0, "all": 0.9, "n": 4}, "two": {"count": 0.75, "all": 0.5, "n": 4},
           "extra_objects": {"two": {"more objects than named": 0.25, "a named object drawn twice": 0.5}},
           "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0,
-                       "num_candidates": 4}}  # fmt: skip
+                       "guidance_interval": [250.0, 999.0], "num_candidates": 4}}  # fmt: skip
     (out / "eval_generator.json").write_text(json.dumps(ev))
     card = generator_card_section(out)
     assert "best of 4 starting noise(s)" in " ".join(card.split())
+    assert "guidance 4.0 (guided in t 250..999), codebook snap" in " ".join(card.split())
     assert "| two (4 prompts) | count | 75.0% |  |" in card and "| two (4 prompts) | all | 50.0% | >= 60% |" in card
     assert "| two | images with a named object drawn twice | 50.0% | |" in card and "Tokenizer ceiling" not in card
     ceiling = {"two": {"rendered": {"shapes": 1.0, "all": 1.0, "n": 8}, "tokenized": {"shapes": 0.875, "all": 0.75,

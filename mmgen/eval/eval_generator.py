@@ -351,16 +351,20 @@ SWEEP_HEADER = (
 
 
 def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.0,), steps: int = 20,
-          n_single: int = 48, n_two: int = 32, free: bool = False, intervals=(None,),
+          n_single: int = 48, n_two: int = 32, free: bool = False, intervals=None,
           candidates=(None,)) -> list[dict]:  # fmt: skip
     """Accuracy for each scheduler x guidance x codebook_snap (x guidance_interval) at `steps`, on tuning prompts
     (TUNE_SEED), to choose the defaults without looking at the reported evaluation's prompts. `free`: also the
     fewest distinct cells over 16 seeds among TUNE_FREE_PROMPTS (96 more images per setting). `intervals`:
-    (low, high) timesteps to guide in, None for every step (the rows then carry no `guidance_interval`).
+    (low, high) timesteps to guide in, None for every step (the rows then carry no `guidance_interval`); not
+    given, the pipeline's default interval.
     `candidates`: num_candidates values (best-of-N starting noise), None for the pipeline's default (the rows then
     carry no `num_candidates`)."""
     import time
 
+    from ..pipeline import DEFAULT_GUIDANCE_INTERVAL
+
+    intervals = (DEFAULT_GUIDANCE_INTERVAL,) if intervals is None else intervals
     rows = []
     for name in schedulers:
         pipe.use_scheduler(name)
@@ -418,6 +422,7 @@ def format_table(results: dict) -> str:
 def main(args: argparse.Namespace) -> dict:
     from ..pipeline import (
         DEFAULT_CODEBOOK_SNAP,
+        DEFAULT_GUIDANCE_INTERVAL,
         DEFAULT_GUIDANCE_SCALE,
         DEFAULT_NUM_CANDIDATES,
         DEFAULT_STEPS,
@@ -430,7 +435,7 @@ def main(args: argparse.Namespace) -> dict:
         rows = sweep(pipe, schedulers=args.sweep_schedulers, guidances=args.sweep_guidance,
                      snaps=args.sweep_codebook_snap, steps=args.steps or DEFAULT_STEPS,
                      n_single=args.sweep_n_single, n_two=args.sweep_n_two, free=args.sweep_free,
-                     intervals=args.sweep_guidance_interval or (None,),
+                     intervals=args.sweep_guidance_interval,
                      candidates=args.sweep_candidates or (None,))  # fmt: skip
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
         return {"rows": rows}
@@ -443,6 +448,8 @@ def main(args: argparse.Namespace) -> dict:
         call_kwargs["num_inference_steps"] = args.steps
     if args.guidance is not None:
         call_kwargs["guidance_scale"] = args.guidance
+    if hasattr(args, "guidance_interval"):  # absent unless given (None, from 'all', means every step)
+        call_kwargs["guidance_interval"] = args.guidance_interval
     if args.codebook_snap is not None:
         call_kwargs["codebook_snap"] = args.codebook_snap
     if args.candidates is not None:
@@ -452,6 +459,7 @@ def main(args: argparse.Namespace) -> dict:
     results["settings"] = {"model": str(args.model), "scheduler": type(pipe.scheduler).__name__,
                            "steps": call_kwargs.get("num_inference_steps", DEFAULT_STEPS),
                            "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
+                           "guidance_interval": call_kwargs.get("guidance_interval", DEFAULT_GUIDANCE_INTERVAL),
                            "codebook_snap": call_kwargs.get("codebook_snap", DEFAULT_CODEBOOK_SNAP),
                            "num_candidates": call_kwargs.get("num_candidates", DEFAULT_NUM_CANDIDATES),
                            "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
@@ -468,12 +476,15 @@ def main(args: argparse.Namespace) -> dict:
     return results
 
 
-def guidance_interval(text: str) -> tuple[float, float]:
-    """`LOW,HIGH` on the command line -> (low, high) timesteps, with an error argparse shows as it is."""
+def guidance_interval(text: str) -> tuple[float, float] | None:
+    """`LOW,HIGH` on the command line -> (low, high) timesteps, `all` -> None (guide every step), with an error
+    argparse shows as it is."""
+    if text.strip().lower() == "all":
+        return None
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH timesteps such as 0,800, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH timesteps such as 250,999 or all, got {text!r}") from None
     if not 0 <= low <= high:
         raise argparse.ArgumentTypeError(f"need 0 <= LOW <= HIGH, got {text!r}")
     return low, high
@@ -487,6 +498,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="override the model's scheduler (dpm++, unipc, ddim, euler, ...)")
     p.add_argument("--steps", type=int, help="override the pipeline's default number of steps")
     p.add_argument("--guidance", type=float, help="override the pipeline's default guidance scale")
+    p.add_argument("--guidance-interval", type=guidance_interval, default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                   help="override the pipeline's guidance interval (timesteps to guide in, or all)")  # fmt: skip
     p.add_argument("--codebook-snap", type=float, help="override the pipeline's default codebook_snap (0..1)")
     p.add_argument("--candidates", type=int, help="override the pipeline's default num_candidates (best-of-N noise)")
     p.add_argument("--bf16", action="store_true", help="the optional bf16 autocast path (pipe.set_autocast)")
@@ -502,7 +515,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--sweep-free", action="store_true",
                    help="also count each setting's cells over 16 seeds for prompts that leave them free")  # fmt: skip
     p.add_argument("--sweep-guidance-interval", nargs="+", type=guidance_interval, metavar="LOW,HIGH",
-                   help="also sweep these (timesteps 0..999 to guide in; default: guide every step)")  # fmt: skip
+                   help="also sweep these (timesteps 0..999 to guide in, or 'all' for every step; default: the "
+                        "pipeline's default interval)")  # fmt: skip
     p.add_argument("--sweep-candidates", nargs="+", type=int, metavar="N",
                    help="also sweep num_candidates (best-of-N starting noise; default: the pipeline's)")  # fmt: skip
     p.add_argument("--out", default="eval/generator.json")
