@@ -198,16 +198,23 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
     def frame_view(frames: list, k: int):
         f = frames[k]
         counts = [fr["n_changed"] for fr in frames]
-        info = (f"**Step {k + 1} of {len(frames)}** (timestep {f['timestep']:.0f}) · {f['n_changed']} of "
-                f"{grid_side * grid_side} tokens changed since the previous step")  # fmt: skip
+        info = (
+            f"**Step {k + 1} of {len(frames)}** (timestep {f['timestep']:.0f}) · {f['n_changed']} of "
+            f"{grid_side * grid_side} tokens changed since the previous step"
+        )
         x_t, x0 = (upscale_nearest(f[key], DISPLAY_SIDE) for key in ("x_t", "x0"))
         return x_t, x0, f["tokens"], f["changed"], step_bars(counts, current=k), info
 
     def write_run_files(run: dict) -> list[str]:
         folder = scratch_folder("run-")
         run["image"].save(folder / "image.png")
-        save_tokens(run["tokens"], folder / "tokens.json", model_id=model_name, num_codes=num_codes,
-                    downsample_factor=vq.downsample_factor)  # fmt: skip
+        save_tokens(
+            run["tokens"],
+            folder / "tokens.json",
+            model_id=model_name,
+            num_codes=num_codes,
+            downsample_factor=vq.downsample_factor,
+        )
         (folder / "run_card.json").write_text(json.dumps(run["card"], indent=2))
         return [str(folder / n) for n in ("image.png", "tokens.json", "run_card.json")]
 
@@ -217,19 +224,36 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         out = run.result()
         tokens = out.tokens[0]
         frames = recorder.render(run.pipe, cell=cell_size(tokens.shape, target=DISPLAY_SIDE))
-        card = {"format": RUN_CARD_FORMAT, "model": model_name, "prompt": prompt, "negative_prompt": "",
-                "seed": seed, "steps": steps, "guidance_scale": guidance, "scheduler": scheduler,
-                "codebook_snap": run.codebook_snap, "num_candidates": candidates,
-                "guidance_interval": None if run.guidance_interval is None else list(run.guidance_interval),
-                "scheduler_config": dict(run.scheduler.config)}  # fmt: skip
-        state = {"image": out.images[0], "tokens": tokens, "frames": frames, "card": card, "settings": settings,
-                 "latents": [s.latents for s in recorder.steps],
-                 "pred_x0": [s.pred_x0 for s in recorder.steps]}  # fmt: skip
+        card = {
+            "format": RUN_CARD_FORMAT,
+            "model": model_name,
+            "prompt": prompt,
+            "negative_prompt": "",
+            "seed": seed,
+            "steps": steps,
+            "guidance_scale": guidance,
+            "scheduler": scheduler,
+            "codebook_snap": run.codebook_snap,
+            "num_candidates": candidates,
+            "guidance_interval": None if run.guidance_interval is None else list(run.guidance_interval),
+            "scheduler_config": dict(run.scheduler.config),
+        }
+        state = {
+            "image": out.images[0],
+            "tokens": tokens,
+            "frames": frames,
+            "card": card,
+            "settings": settings,
+            "latents": [s.latents for s in recorder.steps],
+            "pred_x0": [s.pred_x0 for s in recorder.steps],
+        }
         used = int((code_histogram(tokens, num_codes) > 0).sum())
         h, w = tokens.shape
         best_of = f", best of {candidates} noises" if candidates > 1 else ""
-        info = (f"{steps} steps of {scheduler}, guidance {guidance:g}, codebook snap {snap:g}{best_of}, seed {seed} · "
-                f"{seconds:.2f} s · {h}×{w} tokens, {used} distinct codes")  # fmt: skip
+        info = (
+            f"{steps} steps of {scheduler}, guidance {guidance:g}, codebook snap {snap:g}{best_of}, seed {seed} · "
+            f"{seconds:.2f} s · {h}×{w} tokens, {used} distinct codes"
+        )
         return state, info
 
     # ------------------------------------------------------------------ Generate
@@ -237,15 +261,21 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         """Text -> image, streamed: a preview of the predicted image after every step, then the final image,
         its tokens, downloads and the trajectory (all steps, drawn once, for the Trajectory tab). With candidates,
         the pipeline first picks the most likely of that many starting noises (before the first preview)."""
-        prompt, steps, guidance, seed, snap, candidates = check_settings(prompt, steps, guidance, seed, random_seed,
-                                                                         snap, candidates)  # fmt: skip
+        prompt, steps, guidance, seed, snap, candidates = check_settings(
+            prompt, steps, guidance, seed, random_seed, snap, candidates
+        )
         if scheduler not in SCHEDULERS:
             raise gr.Error(f"Unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
         t0 = time.perf_counter()
         try:
-            run = pipe.with_scheduler(scheduler).stepwise(prompt, steps, guidance, codebook_snap=snap,
-                                                          generator=torch.Generator().manual_seed(seed),
-                                                          num_candidates=candidates)  # fmt: skip
+            run = pipe.with_scheduler(scheduler).stepwise(
+                prompt,
+                steps,
+                guidance,
+                codebook_snap=snap,
+                generator=torch.Generator().manual_seed(seed),
+                num_candidates=candidates,
+            )
         except ValueError as e:
             raise gr.Error(str(e)) from e
         recorder = TrajectoryRecorder(decode=False)
@@ -262,9 +292,16 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         settings = (prompt, steps, guidance, seed, snap, candidates, scheduler)
         state, info = finish_run(run, recorder, settings, time.perf_counter() - t0)
         last = len(state["frames"]) - 1
-        yield (upscale_nearest(state["image"], DISPLAY_SIDE), show_tokens(state["image"], state["tokens"], overlay),
-               info, seed, state, write_run_files(state), gr.Slider(maximum=max(last, 1), value=last),
-               *frame_view(state["frames"], last))  # fmt: skip
+        yield (
+            upscale_nearest(state["image"], DISPLAY_SIDE),
+            show_tokens(state["image"], state["tokens"], overlay),
+            info,
+            seed,
+            state,
+            write_run_files(state),
+            gr.Slider(maximum=max(last, 1), value=last),
+            *frame_view(state["frames"], last),
+        )
 
     def toggle_overlay(state, overlay):
         if not state:
@@ -344,12 +381,18 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
             prompt_, steps_, guidance_, seed_, snap_, candidates_ = settings
             try:
                 gen = torch.Generator().manual_seed(seed_)
-                run = pipe.with_scheduler(scheduler).stepwise(prompt_, steps_, guidance_, codebook_snap=snap_,
-                                                              generator=gen, num_candidates=candidates_)  # fmt: skip
+                run = pipe.with_scheduler(scheduler).stepwise(
+                    prompt_, steps_, guidance_, codebook_snap=snap_, generator=gen, num_candidates=candidates_
+                )
             except ValueError as e:
                 raise gr.Error(str(e)) from e
-            stepper = {"run": run, "recorder": TrajectoryRecorder(decode=False), "key": key,
-                       "settings": (*settings, scheduler), "t0": time.perf_counter()}  # fmt: skip
+            stepper = {
+                "run": run,
+                "recorder": TrajectoryRecorder(decode=False),
+                "key": key,
+                "settings": (*settings, scheduler),
+                "t0": time.perf_counter(),
+            }
         run, recorder = stepper["run"], stepper["recorder"]
         out = run.step()
         recorder(run.pipe, out["step"], out["timestep"], out)
@@ -357,8 +400,10 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         frame = recorder.render_step(run.pipe, len(recorder.steps) - 1, cell=cell_size((grid_side, grid_side), 256))
         counts = [int(s.changed[0].sum()) for s in recorder.steps]
         x_t, x0 = (upscale_nearest(frame[key], DISPLAY_SIDE) for key in ("x_t", "x0"))
-        info = (f"**Step mode: step {k + 1} of {run.num_steps}** (seed {stepper['settings'][3]}) · "
-                f"{frame['n_changed']} tokens changed")  # fmt: skip
+        info = (
+            f"**Step mode: step {k + 1} of {run.num_steps}** (seed {stepper['settings'][3]}) · "
+            f"{frame['n_changed']} tokens changed"
+        )
         state = slider = gr.skip()  # the slider keeps scrubbing the last finished run until this one ends
         if run.done:
             state, _ = finish_run(run, recorder, stepper["settings"], time.perf_counter() - stepper["t0"])
@@ -381,14 +426,22 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         if seed is None or not 0 <= int(seed) <= MAX_SEED:
             raise gr.Error(f"The seed must be between 0 and {MAX_SEED}.")
         try:
-            out = pipe.with_scheduler(scheduler)(prompt, num_inference_steps=steps, guidance_scale=float(guidance),
-                                                 latents=state["latents"][k], start_step=k + 1, codebook_snap=snap,
-                                                 prev_pred_x0=state["pred_x0"][k],  # read by self-conditioned DiTs
-                                                 generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
+            out = pipe.with_scheduler(scheduler)(
+                prompt,
+                num_inference_steps=steps,
+                guidance_scale=float(guidance),
+                latents=state["latents"][k],
+                start_step=k + 1,
+                codebook_snap=snap,
+                prev_pred_x0=state["pred_x0"][k],  # read by self-conditioned DiTs
+                generator=torch.Generator().manual_seed(int(seed)),
+            )
         except ValueError as e:
             raise gr.Error(str(e)) from e
-        info = (f"Branched after step {k + 1} of {steps}: {prompt!r}, guidance {float(guidance):g}, seed "
-                f"{int(seed)}. Only Euler ancestral and DDPM draw noise from this seed.")  # fmt: skip
+        info = (
+            f"Branched after step {k + 1} of {steps}: {prompt!r}, guidance {float(guidance):g}, seed "
+            f"{int(seed)}. Only Euler ancestral and DDPM draw noise from this seed."
+        )
         return upscale_nearest(state["image"], DISPLAY_SIDE), upscale_nearest(out.images[0], DISPLAY_SIDE), info
 
     def export(state, kind: str):
@@ -415,13 +468,14 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         counts = code_histogram(result.tokens, num_codes)
         perplexity = usage_stats(counts)["perplexity"]
         h, w = result.tokens.shape
-        stats = (f"**PSNR {result.psnr:.2f} dB · SSIM {result.ssim:.3f}** · {result.image.width}×{result.image.height}"
-                 f" px → {h}×{w} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
-                 f"{perplexity:.1f}")  # fmt: skip
+        stats = (
+            f"**PSNR {result.psnr:.2f} dB · SSIM {result.ssim:.3f}** · {result.image.width}×{result.image.height}"
+            f" px → {h}×{w} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
+            f"{perplexity:.1f}"
+        )
         tmap = token_map(result.tokens, num_codes, cell=cell_size(result.tokens.shape))
         shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
-        tok = {"tokens": result.tokens.tolist(), "original": result.tokens.tolist(), "selected": [],
-               "highlight": None}  # fmt: skip
+        tok = {"tokens": result.tokens.tolist(), "original": result.tokens.tolist(), "selected": [], "highlight": None}
         return *shown, stats, tmap, usage_bars(counts), tok, None, "Click cells of the token map to select them."
 
     def tokenize_or_clear(path: str | None):
@@ -455,8 +509,10 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
             selected.append([row, col])
         tok = {**tok, "selected": selected, "highlight": code}
         same = int((grid == code).sum())
-        info = (f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {grid.numel()} cells. "
-                f"{len(selected)} cell(s) selected.")  # fmt: skip
+        info = (
+            f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {grid.numel()} cells. "
+            f"{len(selected)} cell(s) selected."
+        )
         tile = decode_tokens(vq, torch.full((4, 4), code))
         return draw_map(tok), info, upscale_nearest(tile, 64), tok
 
@@ -505,9 +561,11 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
             raise gr.Error("Select the cells to repaint first: click them on the token map.")
         grid = torch.tensor(tok["tokens"])
         if tuple(grid.shape) != (grid_side, grid_side):
-            raise gr.Error(f"The generator paints {grid_side}×{grid_side} token grids "
-                           f"({grid_side * vq.downsample_factor}×{grid_side * vq.downsample_factor} px images); this "
-                           f"image has {grid.shape[0]}×{grid.shape[1]} tokens. Try a shapes example.")  # fmt: skip
+            raise gr.Error(
+                f"The generator paints {grid_side}×{grid_side} token grids "
+                f"({grid_side * vq.downsample_factor}×{grid_side * vq.downsample_factor} px images); this "
+                f"image has {grid.shape[0]}×{grid.shape[1]} tokens. Try a shapes example."
+            )
         if not prompt or not prompt.strip():
             raise gr.Error("Type a prompt for the region to repaint.")
         mask = torch.zeros(grid.shape, dtype=torch.bool)
@@ -516,8 +574,12 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         gen = torch.Generator().manual_seed(int(seed or 0))
         known = vq.quantizer.indices_to_codes(grid[None]) * pipe.scaling_factor
         inpaint = LatentInpainter(known, mask, generator=gen)
-        out = pipe.with_scheduler()(prompt.strip(), generator=gen, callback_on_step_end=inpaint,
-                                    callback_on_step_end_tensor_inputs=inpaint.tensor_inputs)  # fmt: skip
+        out = pipe.with_scheduler()(
+            prompt.strip(),
+            generator=gen,
+            callback_on_step_end=inpaint,
+            callback_on_step_end_tensor_inputs=inpaint.tensor_inputs,
+        )
         tok = {**tok, "tokens": out.tokens[0].tolist()}
         changed = int((out.tokens[0] != grid).sum())
         info = f"Repainted {int(mask.sum())} selected cell(s) under {prompt.strip()!r}: {changed} token(s) changed."
@@ -534,9 +596,11 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
     def show_codebook(sort_by: str):
         atlas = get_atlas()
         s = atlas.stats
-        info = (f"Reference set: {len(atlas.images)} images, {int(atlas.counts.sum()):,} tokens · codes used "
-                f"{s['usage']:.1%} · perplexity {s['perplexity']:.1f} of {num_codes} · dead codes "
-                f"{s['dead_codes']}")  # fmt: skip
+        info = (
+            f"Reference set: {len(atlas.images)} images, {int(atlas.counts.sum()):,} tokens · codes used "
+            f"{s['usage']:.1%} · perplexity {s['perplexity']:.1f} of {num_codes} · dead codes "
+            f"{s['dead_codes']}"
+        )
         order = atlas.order("usage" if sort_by.startswith("usage") else "id")
         grid = tile_grid(atlas.tiles, order, cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE)
         return grid, usage_bars(atlas.counts, max_bars=num_codes, bar_width=1), info
@@ -549,9 +613,12 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         order = atlas.order("usage" if sort_by.startswith("usage") else "id")
         grid = tile_grid(atlas.tiles, order, cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, highlight=code)
         rank = order.index(code) + 1 if sort_by.startswith("usage") else None
-        info = (f"**Code {code}** · {int(atlas.counts[code])} occurrences in the reference set"
-                + (f" (rank {rank})" if rank else "") + " · nearest codes: "
-                + ", ".join(f"{c} ({s:.2f})" for c, s in atlas.neighbours(code)))  # fmt: skip
+        info = (
+            f"**Code {code}** · {int(atlas.counts[code])} occurrences in the reference set"
+            + (f" (rank {rank})" if rank else "")
+            + " · nearest codes: "
+            + ", ".join(f"{c} ({s:.2f})" for c, s in atlas.neighbours(code))
+        )
         neighbours = [
             (upscale_nearest(atlas.tiles[c], 64), f"code {c} · cos {s:.2f}") for c, s in atlas.neighbours(code)
         ]
@@ -561,8 +628,9 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
     def click_code(sort_by: str, evt: gr.SelectData):
         atlas = get_atlas()
         order = atlas.order("usage" if sort_by.startswith("usage") else "id")
-        i = tile_at(int(evt.index[0]), int(evt.index[1]), atlas.tiles[0].width, len(order), CODEBOOK_COLS,
-                    CODEBOOK_SCALE)  # fmt: skip
+        i = tile_at(
+            int(evt.index[0]), int(evt.index[1]), atlas.tiles[0].width, len(order), CODEBOOK_COLS, CODEBOOK_SCALE
+        )
         if i is None:
             raise gr.Error("Click on a code tile.")
         return code_details(order[i], sort_by)
@@ -570,10 +638,12 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
     # ------------------------------------------------------------------ layout
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
-        gr.Markdown(f"# {TITLE}\nModel: `{model_name}` · codebook of {num_codes} codes · "
-                    f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token · "
-                    f"{grid_side}×{grid_side} tokens per generated image · DiT matmuls in "
-                    f"{'bf16' if getattr(pipe, '_autocast_dtype', None) else 'float32'}")  # fmt: skip
+        gr.Markdown(
+            f"# {TITLE}\nModel: `{model_name}` · codebook of {num_codes} codes · "
+            f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token · "
+            f"{grid_side}×{grid_side} tokens per generated image · DiT matmuls in "
+            f"{'bf16' if getattr(pipe, '_autocast_dtype', None) else 'float32'}"
+        )
         run_state, stepper_state, tok_state = gr.State(None), gr.State(None), gr.State(None)
 
         with gr.Tab("Generate", id="generate"):
@@ -582,24 +652,43 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
                     prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0], max_lines=3, elem_id="prompt")
                     with gr.Row():
                         steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
-                        guidance = gr.Slider(0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance",
-                                             elem_id="guidance")  # fmt: skip
-                        snap = gr.Slider(0, 1, value=DEFAULT_CODEBOOK_SNAP, step=0.05, label="Codebook snap",
-                                         info="How far each step's x0 guess moves to its nearest codes (0: off)",
-                                         elem_id="codebook-snap")  # fmt: skip
-                        candidates = gr.Slider(1, MAX_APP_CANDIDATES, value=DEFAULT_NUM_CANDIDATES, step=1,
-                                               label="Candidates",
-                                               info="Starting noises tried; the likeliest is kept",
-                                               elem_id="candidates")  # fmt: skip
+                        guidance = gr.Slider(
+                            0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="guidance"
+                        )
+                        snap = gr.Slider(
+                            0,
+                            1,
+                            value=DEFAULT_CODEBOOK_SNAP,
+                            step=0.05,
+                            label="Codebook snap",
+                            info="How far each step's x0 guess moves to its nearest codes (0: off)",
+                            elem_id="codebook-snap",
+                        )
+                        candidates = gr.Slider(
+                            1,
+                            MAX_APP_CANDIDATES,
+                            value=DEFAULT_NUM_CANDIDATES,
+                            step=1,
+                            label="Candidates",
+                            info="Starting noises tried; the likeliest is kept",
+                            elem_id="candidates",
+                        )
                     with gr.Row():
-                        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
-                                         elem_id="seed")  # fmt: skip
+                        seed = gr.Number(
+                            value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed"
+                        )
                         random_seed = gr.Checkbox(False, label="Random seed", elem_id="random-seed")
-                        scheduler = gr.Dropdown(list(SCHEDULERS), value=scheduler_name(pipe), label="Scheduler",
-                                                elem_id="scheduler")  # fmt: skip
+                        scheduler = gr.Dropdown(
+                            list(SCHEDULERS), value=scheduler_name(pipe), label="Scheduler", elem_id="scheduler"
+                        )
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                    gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=prompt, label="Example prompts",
-                                api_name="example_prompt", api_visibility="private")  # fmt: skip
+                    gr.Examples(
+                        [[p] for p in EXAMPLE_PROMPTS],
+                        inputs=prompt,
+                        label="Example prompts",
+                        api_name="example_prompt",
+                        api_visibility="private",
+                    )
                 with gr.Column():
                     gen_image = gr.Image(label="Image", interactive=False, elem_id="image")
                     gen_info = gr.Markdown(elem_id="generate-info")
@@ -607,15 +696,22 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
                     gen_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="image-tokens")
                     overlay = gr.Checkbox(False, label="Overlay the token grid on the image", elem_id="overlay")
             with gr.Row():
-                downloads = gr.File(label="Downloads: image, tokens, run card", file_count="multiple",
-                                    interactive=False, elem_id="downloads")  # fmt: skip
-                card_upload = gr.File(label="Load a run card to reproduce it", file_types=[".json"],
-                                      elem_id="run-card")  # fmt: skip
+                downloads = gr.File(
+                    label="Downloads: image, tokens, run card",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
+                card_upload = gr.File(
+                    label="Load a run card to reproduce it", file_types=[".json"], elem_id="run-card"
+                )
 
         with gr.Tab("Trajectory", id="trajectory"):
-            gr.Markdown("Every step of the last run: the noisy latent x_t (its 8 channels projected on the codebook's"
-                        " 3 main axes), the model's guess of the clean image x0, that guess's tokens, and which "
-                        "tokens changed since the previous step.")  # fmt: skip
+            gr.Markdown(
+                "Every step of the last run: the noisy latent x_t (its 8 channels projected on the codebook's"
+                " 3 main axes), the model's guess of the clean image x0, that guess's tokens, and which "
+                "tokens changed since the previous step."
+            )
             with gr.Row():
                 prev_btn = gr.Button("◀ Previous", elem_id="prev", size="sm")
                 play_btn = gr.Button("▶ Play", elem_id="play", size="sm")
@@ -626,18 +722,26 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
                 x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
                 x0 = gr.Image(label="Predicted clean image x0", interactive=False, elem_id="x0")
                 x0_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="x0-tokens")
-                changed = gr.Image(label="Tokens changed since the previous step", interactive=False,
-                                   elem_id="changed")  # fmt: skip
+                changed = gr.Image(
+                    label="Tokens changed since the previous step", interactive=False, elem_id="changed"
+                )
             with gr.Row():
                 change_plot = gr.Image(label="Tokens changed per step", interactive=False, elem_id="change-plot")
                 step_info = gr.Markdown(elem_id="step-info")
             with gr.Accordion("Branch from this step", open=False):
                 with gr.Row():
                     branch_prompt = gr.Textbox(label="Prompt (empty: the same)", elem_id="branch-prompt")
-                    branch_guidance = gr.Slider(0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance",
-                                                elem_id="branch-guidance")  # fmt: skip
-                    branch_seed = gr.Number(value=1, precision=0, minimum=0, maximum=MAX_SEED,
-                                            label="Seed of the noise to come", elem_id="branch-seed")  # fmt: skip
+                    branch_guidance = gr.Slider(
+                        0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="branch-guidance"
+                    )
+                    branch_seed = gr.Number(
+                        value=1,
+                        precision=0,
+                        minimum=0,
+                        maximum=MAX_SEED,
+                        label="Seed of the noise to come",
+                        elem_id="branch-seed",
+                    )
                     branch_btn = gr.Button("Branch", elem_id="branch")
                 with gr.Row():
                     original_out = gr.Image(label="Original", interactive=False, elem_id="branch-original")
@@ -651,8 +755,9 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         with gr.Tab("Tokenizer", id="tokenizer"):
             with gr.Row():
                 with gr.Column():
-                    upload = gr.Image(type="filepath", label="Your image", sources=["upload", "clipboard"],
-                                      elem_id="upload")  # fmt: skip
+                    upload = gr.Image(
+                        type="filepath", label="Your image", sources=["upload", "clipboard"], elem_id="upload"
+                    )
                     btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
                 original = gr.Image(label="As encoded", interactive=False, elem_id="original")
                 recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
@@ -661,24 +766,29 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
                 tmap = gr.Image(label="Token map (click cells)", interactive=False, elem_id="token-map")
                 with gr.Column():
                     cell_info = gr.Markdown("Click a cell of the token map to see its code.", elem_id="cell-info")
-                    code_tile = gr.Image(label="That code, decoded", interactive=False, elem_id="code-tile",
-                                         height=96)  # fmt: skip
-                    usage = gr.Image(label="Codes used by this image (most used first)", interactive=False,
-                                     elem_id="usage")  # fmt: skip
+                    code_tile = gr.Image(label="That code, decoded", interactive=False, elem_id="code-tile", height=96)
+                    usage = gr.Image(
+                        label="Codes used by this image (most used first)", interactive=False, elem_id="usage"
+                    )
             with gr.Accordion("Token surgery: edit the selected cells", open=True):
                 with gr.Row():
-                    new_code = gr.Number(value=0, precision=0, minimum=0, maximum=num_codes - 1,
-                                         label="New code id", elem_id="new-code")  # fmt: skip
+                    new_code = gr.Number(
+                        value=0, precision=0, minimum=0, maximum=num_codes - 1, label="New code id", elem_id="new-code"
+                    )
                     set_btn = gr.Button("Set selected cells to this code", elem_id="set-code")
                     clear_btn = gr.Button("Clear selection", elem_id="clear-selection")
                 with gr.Row():
                     cells_text = gr.Textbox(label="Or type cells to select (row,col; row,col)", elem_id="cells")
                     select_btn = gr.Button("Select these cells", elem_id="select-cells")
                 with gr.Row():
-                    repaint_prompt = gr.Textbox(label="Or let the generator repaint them under a prompt",
-                                                value="a red circle", elem_id="repaint-prompt")  # fmt: skip
-                    repaint_seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
-                                             elem_id="repaint-seed")  # fmt: skip
+                    repaint_prompt = gr.Textbox(
+                        label="Or let the generator repaint them under a prompt",
+                        value="a red circle",
+                        elem_id="repaint-prompt",
+                    )
+                    repaint_seed = gr.Number(
+                        value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="repaint-seed"
+                    )
                     repaint_btn = gr.Button("Repaint (inpainting)", elem_id="repaint")
                 edited = gr.Image(label="Edited image", interactive=False, elem_id="edited")
             if examples:
@@ -686,23 +796,31 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
 
         with gr.Tab("Codebook", id="codebook") as codebook_tab:
             codebook_info = gr.Markdown(elem_id="codebook-info")
-            sort_by = gr.Radio(["usage (most used first)", "code id"], value="usage (most used first)",
-                               label="Sort", elem_id="sort-codes")  # fmt: skip
+            sort_by = gr.Radio(
+                ["usage (most used first)", "code id"],
+                value="usage (most used first)",
+                label="Sort",
+                elem_id="sort-codes",
+            )
             with gr.Row():
-                codebook_grid = gr.Image(label="Every code, decoded (click one)", interactive=False,
-                                         elem_id="codebook-grid")  # fmt: skip
+                codebook_grid = gr.Image(
+                    label="Every code, decoded (click one)", interactive=False, elem_id="codebook-grid"
+                )
                 with gr.Column():
-                    code_id = gr.Number(value=0, precision=0, minimum=0, maximum=num_codes - 1, label="Code id",
-                                        elem_id="code-id")  # fmt: skip
+                    code_id = gr.Number(
+                        value=0, precision=0, minimum=0, maximum=num_codes - 1, label="Code id", elem_id="code-id"
+                    )
                     code_btn = gr.Button("Show code", elem_id="show-code")
                     code_big = gr.Image(label="Code", interactive=False, elem_id="code-big", height=120)
                     code_info = gr.Markdown(elem_id="code-info")
             with gr.Row():
                 neighbours = gr.Gallery(label="Nearest codes", columns=8, height=120, elem_id="neighbours")
-                occurrences = gr.Gallery(label="Where it occurs (reference images)", columns=8, height=120,
-                                         elem_id="occurrences")  # fmt: skip
-            usage_hist = gr.Image(label="Usage over the reference set, most used first", interactive=False,
-                                  elem_id="codebook-usage")  # fmt: skip
+                occurrences = gr.Gallery(
+                    label="Where it occurs (reference images)", columns=8, height=120, elem_id="occurrences"
+                )
+            usage_hist = gr.Image(
+                label="Usage over the reference set, most used first", interactive=False, elem_id="codebook-usage"
+            )
 
         with gr.Tab("About", id="about"):
             gr.Markdown(ABOUT, elem_id="about")
@@ -714,27 +832,49 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         step_views = [x_t, x0, x0_tokens, changed, change_plot, step_info]
         gen_outputs = [gen_image, gen_tokens, gen_info, seed, run_state, downloads, step, *step_views]
         gen_btn.click(generate, gen_inputs, gen_outputs, api_name="generate", concurrency_id="model")
-        prompt.submit(generate, gen_inputs, gen_outputs, api_name="generate_on_submit", api_visibility="private",
-                      concurrency_id="model")  # fmt: skip
+        prompt.submit(
+            generate,
+            gen_inputs,
+            gen_outputs,
+            api_name="generate_on_submit",
+            api_visibility="private",
+            concurrency_id="model",
+        )
         overlay.change(toggle_overlay, [run_state, overlay], gen_tokens, api_name="toggle_overlay")
-        card_upload.upload(load_run_card, card_upload,
-                           [prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates],
-                           api_name="load_run_card").success(generate, gen_inputs, gen_outputs,
-                                                             api_name="generate_from_card", api_visibility="private",
-                                                             concurrency_id="model")  # fmt: skip
+        card_upload.upload(
+            load_run_card,
+            card_upload,
+            [prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates],
+            api_name="load_run_card",
+        ).success(
+            generate,
+            gen_inputs,
+            gen_outputs,
+            api_name="generate_from_card",
+            api_visibility="private",
+            concurrency_id="model",
+        )
 
         step.change(show_step, [run_state, step], step_views, api_name="show_step")
         prev_btn.click(lambda s, k: move(s, k, -1), [run_state, step], step, api_name="previous_step")
         next_btn.click(lambda s, k: move(s, k, +1), [run_state, step], step, api_name="next_step")
-        play_btn.click(play, run_state, [step, *step_views], api_name="play", concurrency_id="play",
-                       concurrency_limit=4)  # fmt: skip
-        step_btn.click(step_once,
-                       [prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates, stepper_state],
-                       [stepper_state, run_state, step, *step_views], api_name="step_once",
-                       concurrency_id="model")  # fmt: skip
-        branch_btn.click(branch, [run_state, step, branch_prompt, branch_guidance, branch_seed],
-                         [original_out, branch_out, branch_info], api_name="branch",
-                         concurrency_id="model")  # fmt: skip
+        play_btn.click(
+            play, run_state, [step, *step_views], api_name="play", concurrency_id="play", concurrency_limit=4
+        )
+        step_btn.click(
+            step_once,
+            [prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates, stepper_state],
+            [stepper_state, run_state, step, *step_views],
+            api_name="step_once",
+            concurrency_id="model",
+        )
+        branch_btn.click(
+            branch,
+            [run_state, step, branch_prompt, branch_guidance, branch_seed],
+            [original_out, branch_out, branch_info],
+            api_name="branch",
+            concurrency_id="model",
+        )
         gif_btn.click(lambda s: export(s, "gif"), run_state, export_file, api_name="export_gif")
         strip_btn.click(lambda s: export(s, "png"), run_state, export_file, api_name="export_filmstrip")
 
@@ -742,13 +882,23 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base") -> gr.Blocks
         btn.click(tokenize, upload, tok_outputs, api_name="tokenize")
         # A new upload or a clicked example tokenizes at once; clearing the input clears the outputs.
         upload.change(tokenize_or_clear, upload, tok_outputs, api_name="tokenize_on_change", api_visibility="private")
-        tmap.select(inspect_cell, tok_state, [tmap, cell_info, code_tile, tok_state], api_name="inspect_cell",
-                    api_visibility="private")  # fmt: skip
+        tmap.select(
+            inspect_cell,
+            tok_state,
+            [tmap, cell_info, code_tile, tok_state],
+            api_name="inspect_cell",
+            api_visibility="private",
+        )
         clear_btn.click(clear_selection, tok_state, [tmap, cell_info, tok_state], api_name="clear_selection")
         select_btn.click(select_cells, [tok_state, cells_text], [tmap, cell_info, tok_state], api_name="select_cells")
         set_btn.click(set_code, [tok_state, new_code], [edited, tmap, cell_info, tok_state], api_name="set_code")
-        repaint_btn.click(repaint, [tok_state, repaint_prompt, repaint_seed], [edited, tmap, cell_info, tok_state],
-                          api_name="repaint", concurrency_id="model")  # fmt: skip
+        repaint_btn.click(
+            repaint,
+            [tok_state, repaint_prompt, repaint_seed],
+            [edited, tmap, cell_info, tok_state],
+            api_name="repaint",
+            concurrency_id="model",
+        )
 
         codebook_outputs = [codebook_grid, usage_hist, codebook_info]
         codebook_tab.select(show_codebook, sort_by, codebook_outputs, api_name="codebook")

@@ -99,8 +99,15 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
             prompts = [PROMPT] * batch
             with torch.inference_mode():
                 s = median_s(lambda p=prompts, r=run: r(p, generator=torch.Generator().manual_seed(0)), repeats)
-            rows.append({"section": "t2i", "name": f"defaults ({DEFAULT_STEPS} steps), {variant}, batch {batch}",
-                         "seconds": s, "per_image_s": s / batch, "images_per_s": batch / s})  # fmt: skip
+            rows.append(
+                {
+                    "section": "t2i",
+                    "name": f"defaults ({DEFAULT_STEPS} steps), {variant}, batch {batch}",
+                    "seconds": s,
+                    "per_image_s": s / batch,
+                    "images_per_s": batch / s,
+                }
+            )
     if DEFAULT_STEPS != 20:  # the issue's reference figure, 20 steps, against the default count
         rows += paired_t2i(pipe, repeats, "num_inference_steps", (DEFAULT_STEPS, 20), "{} steps", "vs_20_steps")
     # What best-of-N starting noise costs: the call with 8, 4 and 1 candidate noises.
@@ -108,8 +115,14 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
     # What the guidance interval saves: the default call, whose last steps run the conditional half alone, and
     # the same call guided at every step.
     if DEFAULT_GUIDANCE_INTERVAL is not None:
-        rows += paired_t2i(pipe, repeats, "guidance_interval", (DEFAULT_GUIDANCE_INTERVAL, None),
-                           "guidance_interval={}", "vs_every_step")  # fmt: skip
+        rows += paired_t2i(
+            pipe,
+            repeats,
+            "guidance_interval",
+            (DEFAULT_GUIDANCE_INTERVAL, None),
+            "guidance_interval={}",
+            "vs_every_step",
+        )
     # What the codebook snap costs: the call with and without it.
     rows += paired_t2i(
         pipe, repeats, "codebook_snap", (DEFAULT_CODEBOOK_SNAP, 0.0), "codebook_snap={:g}", "vs_no_snap"
@@ -138,11 +151,18 @@ def pixart_like(dit) -> torch.nn.Module:
 
     c = dit.config
     return PixArtTransformer2DModel(
-        num_attention_heads=c.num_heads, attention_head_dim=c.hidden_size // c.num_heads, in_channels=c.in_channels,
-        out_channels=c.in_channels, num_layers=c.depth, cross_attention_dim=c.hidden_size, sample_size=c.sample_size,
-        patch_size=c.patch_size, caption_channels=c.text_dim, norm_type="ada_norm_single",
+        num_attention_heads=c.num_heads,
+        attention_head_dim=c.hidden_size // c.num_heads,
+        in_channels=c.in_channels,
+        out_channels=c.in_channels,
+        num_layers=c.depth,
+        cross_attention_dim=c.hidden_size,
+        sample_size=c.sample_size,
+        patch_size=c.patch_size,
+        caption_channels=c.text_dim,
+        norm_type="ada_norm_single",
         use_additional_conditions=False,
-    ).eval()  # fmt: skip
+    ).eval()
 
 
 def sampling_loop(forward, pipe, text, mask, steps: int, guidance: float, batch: int) -> torch.Tensor:
@@ -190,12 +210,20 @@ def bench_dit(pipe, repeats: int, peak: float) -> list[dict]:
             return dit(x, t, text_context=context16).sample.float()
 
     def pixart(x, t, text, mask):
-        return ref(x, encoder_hidden_states=text, timestep=t, encoder_attention_mask=mask,
-                   added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample  # fmt: skip
+        return ref(
+            x,
+            encoder_hidden_states=text,
+            timestep=t,
+            encoder_attention_mask=mask,
+            added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+        ).sample
 
-    variants = [("mmgen DiT, eager baseline", eager, dit), ("mmgen DiT, optimised", ours, dit),
-                ("mmgen DiT, optimised, bf16", ours_bf16, dit),
-                ("diffusers PixArt, same size", pixart, ref)]  # fmt: skip
+    variants = [
+        ("mmgen DiT, eager baseline", eager, dit),
+        ("mmgen DiT, optimised", ours, dit),
+        ("mmgen DiT, optimised, bf16", ours_bf16, dit),
+        ("diffusers PixArt, same size", pixart, ref),
+    ]
     rows = []
     for name, fn, model in variants:
         with torch.inference_mode():
@@ -205,9 +233,19 @@ def bench_dit(pipe, repeats: int, peak: float) -> list[dict]:
             s = median_s(lambda fn=fn: fn(x, t, text, mask), repeats * 10)
             loop = median_s(lambda fn=fn: sampling_loop(fn, pipe, text, mask, steps, guidance, 1), repeats)
         params = sum(p.numel() for p in model.parameters())
-        rows.append({"section": "dit", "name": f"{name}, batch 2", "seconds": s, "gflop": flops / 1e9,
-                     "params_m": params / 1e6, "gflops_per_s": flops / s / 1e9, "mfu": flops / s / 1e9 / peak,
-                     "loop_seconds": loop, "loop_steps": steps})  # fmt: skip
+        rows.append(
+            {
+                "section": "dit",
+                "name": f"{name}, batch 2",
+                "seconds": s,
+                "gflop": flops / 1e9,
+                "params_m": params / 1e6,
+                "gflops_per_s": flops / s / 1e9,
+                "mfu": flops / s / 1e9 / peak,
+                "loop_seconds": loop,
+                "loop_steps": steps,
+            }
+        )
     base = rows[0]["loop_seconds"]
     for r in rows:
         r["loop_speedup_vs_eager"] = base / r["loop_seconds"]
@@ -255,8 +293,15 @@ def bench_train(pipe, repeats: int, batch: int = 64) -> list[dict]:
         optimizer.zero_grad(set_to_none=True)
 
     fp32, bf16 = interleaved_medians([lambda: train_step(False), lambda: train_step(True)], repeats * 2)
-    return [{"section": "train", "name": f"training step, batch {batch}, bf16, {kernel} attention", "seconds": s,
-             "vs_float32_attention": s / fp32} for kernel, s in (("float32", fp32), ("bf16", bf16))]  # fmt: skip
+    return [
+        {
+            "section": "train",
+            "name": f"training step, batch {batch}, bf16, {kernel} attention",
+            "seconds": s,
+            "vs_float32_attention": s / fp32,
+        }
+        for kernel, s in (("float32", fp32), ("bf16", bf16))
+    ]
 
 
 COLD = """
@@ -275,13 +320,25 @@ print(t_load, t_first, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def bench_cold(model: str) -> list[dict]:
     """A fresh interpreter: wall time from process start to the first image, and peak RSS."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", COLD.format(model=model, prompt=PROMPT)], capture_output=True,
-                         text=True, check=True, cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", COLD.format(model=model, prompt=PROMPT)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     total = time.perf_counter() - t0
     t_load, t_first, rss_kb = out.stdout.split()[-3:]
-    return [{"section": "cold", "name": "process start -> first image", "seconds": total,
-             "import_and_load_s": float(t_load), "first_image_s": float(t_first),
-             "peak_rss_mb": int(rss_kb) / 1024}]  # fmt: skip
+    return [
+        {
+            "section": "cold",
+            "name": "process start -> first image",
+            "seconds": total,
+            "import_and_load_s": float(t_load),
+            "first_image_s": float(t_first),
+            "peak_rss_mb": int(rss_kb) / 1024,
+        }
+    ]
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -299,9 +356,11 @@ def format_rows(rows: list[dict]) -> str:
         if "vs_no_snap" in r:
             notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:
-            notes.append(f"{r['gflop']:.2f} GFLOP, {r['gflops_per_s']:.0f} GFLOP/s = {r['mfu']:.1%} of peak; "
-                         f"{r['loop_steps']} steps {r['loop_seconds']:.3f} s = "
-                         f"{r['loop_speedup_vs_eager']:.2f}x eager")  # fmt: skip
+            notes.append(
+                f"{r['gflop']:.2f} GFLOP, {r['gflops_per_s']:.0f} GFLOP/s = {r['mfu']:.1%} of peak; "
+                f"{r['loop_steps']} steps {r['loop_seconds']:.3f} s = "
+                f"{r['loop_speedup_vs_eager']:.2f}x eager"
+            )
         if "vs_float32_attention" in r:
             notes.append(f"{r['vs_float32_attention']:.2f}x the time with float32 attention")
         if "peak_rss_mb" in r:
@@ -318,8 +377,14 @@ def main(args):
     pipe.set_progress_bar_config(disable=True)
     rows = []
     peak = matmul_peak_gflops()
-    rows.append({"section": "machine", "name": "fp32 matmul 2048^3 (the peak)", "seconds": 2 * 2048**3 / peak / 1e9,
-                 "gflops_peak": peak})  # fmt: skip
+    rows.append(
+        {
+            "section": "machine",
+            "name": "fp32 matmul 2048^3 (the peak)",
+            "seconds": 2 * 2048**3 / peak / 1e9,
+            "gflops_peak": peak,
+        }
+    )
     if "t2i" in sections:
         rows += bench_t2i(pipe, args.repeats)
     if "tokenizer" in sections:
@@ -334,8 +399,12 @@ def main(args):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, {os.cpu_count()} CPUs")
     print(format_rows(rows))
     if args.out:
-        meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
-                "model": str(args.model)}  # fmt: skip
+        meta = {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "repeats": args.repeats,
+            "model": str(args.model),
+        }
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         print(f"wrote {args.out}")
 

@@ -55,8 +55,9 @@ def cached_sets(vq: VQVAE, cache: Path) -> tuple[dict, dict]:
         cache.mkdir(parents=True, exist_ok=True)
         for name, seed, n in [("train", 0, 20_000), ("held", 99, 512)]:
             scenes = [shapes_sample(seed, i) for i in range(n)]
-            data = encode_dataset(vq, tokenizer, text_encoder, [pil_to_tensor(s.image) for s in scenes],
-                                  [s.caption for s in scenes])  # fmt: skip
+            data = encode_dataset(
+                vq, tokenizer, text_encoder, [pil_to_tensor(s.image) for s in scenes], [s.caption for s in scenes]
+            )
             save_file({k: v.contiguous() for k, v in data.items()}, cache / f"{name}.safetensors")
     return load_file(cache / "train.safetensors"), load_file(cache / "held.safetensors")
 
@@ -90,8 +91,9 @@ def run(name: str, minutes: float, train: dict, held: dict, vq: VQVAE) -> dict:
     torch.manual_seed(0)
     scheduler = training_scheduler(prediction_type)
     codebook, scaling = vq.quantizer.codebook.detach(), latent_scaling_factor(vq, train["ids"])
-    model = DiT(sample_size=16, in_channels=vq.config.code_dim, scaling_factor=scaling, text_dim=384,
-                **DIT_PRESETS[preset])  # fmt: skip
+    model = DiT(
+        sample_size=16, in_channels=vq.config.code_dim, scaling_factor=scaling, text_dim=384, **DIT_PRESETS[preset]
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     gen, step, t0 = torch.Generator().manual_seed(0), 0, time.time()
     while time.time() - t0 < minutes * 60:
@@ -111,9 +113,17 @@ def run(name: str, minutes: float, train: dict, held: dict, vq: VQVAE) -> dict:
         optimizer.zero_grad(set_to_none=True)
         step += 1
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return {"recipe": name, "preset": preset, "prediction": prediction_type, "lr": lr, "batch": batch_size,
-            "params_M": round(params, 1), "steps": step, "s_per_step": round((time.time() - t0) / step, 3),
-            "x0_mid": round(held_out_error(model, scheduler, held, codebook, scaling), 4)}  # fmt: skip
+    return {
+        "recipe": name,
+        "preset": preset,
+        "prediction": prediction_type,
+        "lr": lr,
+        "batch": batch_size,
+        "params_M": round(params, 1),
+        "steps": step,
+        "s_per_step": round((time.time() - t0) / step, 3),
+        "x0_mid": round(held_out_error(model, scheduler, held, codebook, scaling), 4),
+    }
 
 
 def main() -> None:
@@ -126,13 +136,18 @@ def main() -> None:
     vq = VQVAE.from_pretrained(ROOT / "assets" / "mmgen-base", subfolder="vqvae", dtype=torch.float32).eval()
     train, held = cached_sets(vq, Path(args.cache))
     rows = []
-    print(f"{'recipe':<14}{'preset':<7}{'target':<14}{'lr':>8}{'batch':>6}{'params':>8}{'steps':>7}{'s/step':>8}"
-          f"{'x0_mid':>8}")  # fmt: skip
+    print(
+        f"{'recipe':<14}{'preset':<7}{'target':<14}{'lr':>8}{'batch':>6}{'params':>8}{'steps':>7}{'s/step':>8}"
+        f"{'x0_mid':>8}"
+    )
     for name in args.only.split(","):
         r = run(name, args.minutes, train, held, vq)
         rows.append(r)
-        print(f"{r['recipe']:<14}{r['preset']:<7}{r['prediction']:<14}{r['lr']:>8g}{r['batch']:>6}"
-              f"{r['params_M']:>7}M{r['steps']:>7}{r['s_per_step']:>8}{r['x0_mid']:>8}", flush=True)  # fmt: skip
+        print(
+            f"{r['recipe']:<14}{r['preset']:<7}{r['prediction']:<14}{r['lr']:>8g}{r['batch']:>6}"
+            f"{r['params_M']:>7}M{r['steps']:>7}{r['s_per_step']:>8}{r['x0_mid']:>8}",
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -45,8 +45,9 @@ class TrajectoryRecorder:
         tokens = pipe.latents_to_tokens(pred_x0)
         previous = next((s.tokens for s in reversed(self.steps) if s.step < step), None)
         changed = torch.ones_like(tokens, dtype=torch.bool) if previous is None else tokens != previous
-        record = TrajectoryStep(step, float(timestep), latents.detach().clone(), pred_x0.detach().clone(), tokens,
-                                changed)  # fmt: skip
+        record = TrajectoryStep(
+            step, float(timestep), latents.detach().clone(), pred_x0.detach().clone(), tokens, changed
+        )
         if self.decode:
             record.images = pipe.decode_tokens(tokens)
         self.steps.append(record)

@@ -67,9 +67,17 @@ def _candidate_seeds(generator, batch_size: int, num_candidates: int) -> list[li
 
 
 @torch.no_grad()
-def choose_generators(pipe, prompt, num_candidates: int, num_inference_steps: int, guidance_scale: float,
-                      negative_prompt: str = "", generator=None, guidance_interval=None,
-                      codebook_snap: float = 0.0) -> tuple[list[torch.Generator], torch.Tensor]:  # fmt: skip
+def choose_generators(
+    pipe,
+    prompt,
+    num_candidates: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+    negative_prompt: str = "",
+    generator=None,
+    guidance_interval=None,
+    codebook_snap: float = 0.0,
+) -> tuple[list[torch.Generator], torch.Tensor]:
     """For each prompt, the generator of the most likely of `num_candidates` starting noises, set to where it
     started (pass it as `generator=` to sample that candidate), and the (B, N) denoising errors."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -77,9 +85,16 @@ def choose_generators(pipe, prompt, num_candidates: int, num_inference_steps: in
     seeds = _candidate_seeds(generator, batch_size, num_candidates)  # (B, N)
     flat_prompts = [p for p in prompts for _ in range(num_candidates)]  # image-major: (B * N,)
     flat_gens = [torch.Generator(device=device).manual_seed(s) for row in seeds for s in row]
-    run = pipe.stepwise(flat_prompts, num_inference_steps, guidance_scale, negative_prompt, generator=flat_gens,
-                        guidance_interval=guidance_interval, codebook_snap=codebook_snap,
-                        num_candidates=1)  # fmt: skip
+    run = pipe.stepwise(
+        flat_prompts,
+        num_inference_steps,
+        guidance_scale,
+        negative_prompt,
+        generator=flat_gens,
+        guidance_interval=guidance_interval,
+        codebook_snap=codebook_snap,
+        num_candidates=1,
+    )
     for _ in range(select_steps(num_inference_steps)):
         x0 = run.step()["pred_x0"]
     text_context = run.text_context if guidance_scale <= 1.0 else run.text_context.rows(slice(len(flat_prompts), None))

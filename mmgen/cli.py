@@ -37,8 +37,13 @@ def cmd_encode(args):
     result = encode_image(vq, image, max_side=args.max_side)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_tokens(result.tokens, out / "tokens.json", model_id=args.model or "mmgen-base",
-                num_codes=vq.config.num_codes, downsample_factor=vq.downsample_factor)  # fmt: skip
+    save_tokens(
+        result.tokens,
+        out / "tokens.json",
+        model_id=args.model or "mmgen-base",
+        num_codes=vq.config.num_codes,
+        downsample_factor=vq.downsample_factor,
+    )
     result.reconstruction.save(out / "reconstruction.png")
     if result.image.size != image.size:
         print(f"note: encoded at {result.image.width}x{result.image.height} (from {image.width}x{image.height})")
@@ -81,18 +86,29 @@ def cmd_generate(args):
     if args.scheduler:
         pipe.use_scheduler(args.scheduler)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
-    out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
-               guidance_interval=args.guidance_interval, codebook_snap=args.codebook_snap,
-               num_candidates=args.candidates,
-               generator=torch.Generator().manual_seed(args.seed),
-               callback_on_step_end=recorder, callback_on_step_end_tensor_inputs=recorder.tensor_inputs)  # fmt: skip
+    out = pipe(
+        args.prompt,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        guidance_interval=args.guidance_interval,
+        codebook_snap=args.codebook_snap,
+        num_candidates=args.candidates,
+        generator=torch.Generator().manual_seed(args.seed),
+        callback_on_step_end=recorder,
+        callback_on_step_end_tensor_inputs=recorder.tensor_inputs,
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.images[0].save(args.out)
     print(f"wrote {args.out}")
     if args.tokens:
         vq = pipe.vqvae
-        save_tokens(out.tokens[0], args.tokens, model_id=model, num_codes=vq.config.num_codes,
-                    downsample_factor=vq.downsample_factor)  # fmt: skip
+        save_tokens(
+            out.tokens[0],
+            args.tokens,
+            model_id=model,
+            num_codes=vq.config.num_codes,
+            downsample_factor=vq.downsample_factor,
+        )
         print(f"wrote {args.tokens}")
     if args.trajectory:
         save_gif([s.images[0] for s in recorder.steps], args.trajectory)
@@ -165,14 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE)
     shown = "all" if DEFAULT_GUIDANCE_INTERVAL is None else "{:g},{:g}".format(*DEFAULT_GUIDANCE_INTERVAL)
-    p.add_argument("--guidance-interval", type=eval_generator.guidance_interval, default=DEFAULT_GUIDANCE_INTERVAL,
-                   metavar="LOW,HIGH", help="guide only the steps whose timestep (0..999) lies in LOW..HIGH; all: "
-                                            f"every step (default: {shown})")  # fmt: skip
-    p.add_argument("--codebook-snap", type=float, default=DEFAULT_CODEBOOK_SNAP,
-                   help="move each step's predicted clean latent this fraction of the way to its codes")  # fmt: skip
-    p.add_argument("--candidates", type=int, default=DEFAULT_NUM_CANDIDATES,
-                   help=f"best-of-N starting noise (1..{MAX_CANDIDATES}): sample the one the model finds most "
-                        "likely")  # fmt: skip
+    p.add_argument(
+        "--guidance-interval",
+        type=eval_generator.guidance_interval,
+        default=DEFAULT_GUIDANCE_INTERVAL,
+        metavar="LOW,HIGH",
+        help=f"guide only the steps whose timestep (0..999) lies in LOW..HIGH; all: every step (default: {shown})",
+    )
+    p.add_argument(
+        "--codebook-snap",
+        type=float,
+        default=DEFAULT_CODEBOOK_SNAP,
+        help="move each step's predicted clean latent this fraction of the way to its codes",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=DEFAULT_NUM_CANDIDATES,
+        help=f"best-of-N starting noise (1..{MAX_CANDIDATES}): sample the one the model finds most likely",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")

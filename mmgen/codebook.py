@@ -28,8 +28,11 @@ def usage_stats(counts: np.ndarray) -> dict:
     """Share of codes used at least once, perplexity exp(entropy) of the usage, and the count of unused codes."""
     p = counts / max(counts.sum(), 1)
     nz = p[p > 0]
-    return {"usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
-            "dead_codes": int((counts == 0).sum())}  # fmt: skip
+    return {
+        "usage": float((counts > 0).mean()),
+        "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+        "dead_codes": int((counts == 0).sum()),
+    }
 
 
 def reference_images(n_shapes: int = 48, photos: list[Image.Image] | None = None) -> list[Image.Image]:

@@ -172,9 +172,18 @@ class MMGenPipeline(DiffusionPipeline):
         return self.transformer.config.scaling_factor
 
     # ---------------------------------------------------------------- inputs
-    def check_inputs(self, prompt, num_inference_steps, guidance_scale, start_step, latents,
-                     callback_on_step_end_tensor_inputs, guidance_interval=None, codebook_snap=0.0,
-                     num_candidates: int = 1):  # fmt: skip
+    def check_inputs(
+        self,
+        prompt,
+        num_inference_steps,
+        guidance_scale,
+        start_step,
+        latents,
+        callback_on_step_end_tensor_inputs,
+        guidance_interval=None,
+        codebook_snap=0.0,
+        num_candidates: int = 1,
+    ):
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise ValueError("`prompt` must be a string or a non-empty list of strings")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -190,8 +199,10 @@ class MMGenPipeline(DiffusionPipeline):
         if guidance_interval is not None:
             lo, hi = guidance_interval
             if not 0 <= lo <= hi:
-                raise ValueError(f"`guidance_interval` must be (low, high) timesteps with 0 <= low <= high, "
-                                 f"got {guidance_interval!r}")  # fmt: skip
+                raise ValueError(
+                    f"`guidance_interval` must be (low, high) timesteps with 0 <= low <= high, "
+                    f"got {guidance_interval!r}"
+                )
         if not 0 <= codebook_snap <= 1:
             raise ValueError(f"`codebook_snap` must be in 0..1 (0: off, 1: onto the codes), got {codebook_snap}")
         if not isinstance(num_candidates, int) or not 1 <= num_candidates <= MAX_CANDIDATES:
@@ -205,8 +216,14 @@ class MMGenPipeline(DiffusionPipeline):
             raise ValueError(f"callback tensor inputs {bad} are not in {self._callback_tensor_inputs}")
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str | list[str], device, num_images_per_prompt: int = 1,
-                      do_classifier_free_guidance: bool = True, negative_prompt: str = ""):  # fmt: skip
+    def encode_prompt(
+        self,
+        prompt: str | list[str],
+        device,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: str = "",
+    ):
         """Text -> (prompt_embeds (B, L, E), mask (B, L), negative_embeds, negative_mask); the negative is the
         null condition used in training (the empty prompt) unless `negative_prompt` says otherwise."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -216,8 +233,10 @@ class MMGenPipeline(DiffusionPipeline):
 
         def encode(texts):
             embeds, mask = self._encode_cached(texts)
-            return (embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0),
-                    mask.to(device).repeat_interleave(num_images_per_prompt, dim=0))  # fmt: skip
+            return (
+                embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0),
+                mask.to(device).repeat_interleave(num_images_per_prompt, dim=0),
+            )
 
         embeds, mask = encode(prompts)
         neg_embeds = neg_mask = None
@@ -225,13 +244,15 @@ class MMGenPipeline(DiffusionPipeline):
             neg_embeds, neg_mask = encode([negative_prompt] * len(prompts))
         return embeds, mask, neg_embeds, neg_mask
 
-    def prepare_text_context(self, prompt, device, num_images_per_prompt: int, guidance_scale: float,
-                             negative_prompt: str = ""):  # fmt: skip
+    def prepare_text_context(
+        self, prompt, device, num_images_per_prompt: int, guidance_scale: float, negative_prompt: str = ""
+    ):
         """Prompt -> (text states, the DiT's TextContext). With guidance (> 1), the null condition's half comes
         first, so one batched pass gives both predictions; the context is computed once per run, not per step."""
         do_cfg = guidance_scale > 1.0
-        embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, device, num_images_per_prompt, do_cfg,
-                                                                negative_prompt)  # fmt: skip
+        embeds, mask, neg_embeds, neg_mask = self.encode_prompt(
+            prompt, device, num_images_per_prompt, do_cfg, negative_prompt
+        )
         if do_cfg:
             embeds, mask = torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])
         with self._autocast(device):
@@ -262,8 +283,9 @@ class MMGenPipeline(DiffusionPipeline):
 
     def _autocast(self, device):
         dtype = getattr(self, "_autocast_dtype", None)
-        return torch.autocast(device_type=torch.device(device).type, dtype=dtype or torch.bfloat16,
-                              enabled=dtype is not None)  # fmt: skip
+        return torch.autocast(
+            device_type=torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+        )
 
     def prepare_latents(self, batch_size, dtype, device, generator, latents=None):
         c, s = self.transformer.config.in_channels, self.transformer.config.sample_size
@@ -347,9 +369,17 @@ class MMGenPipeline(DiffusionPipeline):
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         # 1. Check inputs
-        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents,
-                          callback_on_step_end_tensor_inputs, guidance_interval, codebook_snap,
-                          num_candidates)  # fmt: skip
+        self.check_inputs(
+            prompt,
+            num_inference_steps,
+            guidance_scale,
+            start_step,
+            latents,
+            callback_on_step_end_tensor_inputs,
+            guidance_interval,
+            codebook_snap,
+            num_candidates,
+        )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
         device = self._execution_device
@@ -358,11 +388,20 @@ class MMGenPipeline(DiffusionPipeline):
 
         # 2. Encode the prompt (and the null condition for guidance); with candidates, choose each image's noise
         if num_candidates > 1 and latents is None:
-            generator = self.choose_generators(prompt, num_candidates, num_images_per_prompt, num_inference_steps,
-                                               guidance_scale, negative_prompt, generator, guidance_interval,
-                                               codebook_snap)  # fmt: skip
-        embeds, text_context = self.prepare_text_context(prompt, device, num_images_per_prompt, guidance_scale,
-                                                         negative_prompt)  # fmt: skip
+            generator = self.choose_generators(
+                prompt,
+                num_candidates,
+                num_images_per_prompt,
+                num_inference_steps,
+                guidance_scale,
+                negative_prompt,
+                generator,
+                guidance_interval,
+                codebook_snap,
+            )
+        embeds, text_context = self.prepare_text_context(
+            prompt, device, num_images_per_prompt, guidance_scale, negative_prompt
+        )
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -380,8 +419,16 @@ class MMGenPipeline(DiffusionPipeline):
         self_conditioned = self.transformer.config.get("self_condition", False)
         pred_x0 = prev_pred_x0  # what a self-conditioned transformer reads at the next step
         for i, t in enumerate(self.progress_bar(timesteps[start_step:]), start=start_step):
-            noise_pred = self.guided_noise(self.scheduler, latents, t, text_context, guidance_scale, guidance_interval,
-                                           codebook_snap, self_cond=pred_x0 if self_conditioned else None)  # fmt: skip
+            noise_pred = self.guided_noise(
+                self.scheduler,
+                latents,
+                t,
+                text_context,
+                guidance_scale,
+                guidance_interval,
+                codebook_snap,
+                self_cond=pred_x0 if self_conditioned else None,
+            )
             # computed only when the model reads it at the next step or a callback asks
             if self_conditioned or "pred_x0" in callback_on_step_end_tensor_inputs:
                 pred_x0 = predict_x0(self.scheduler, latents, noise_pred, t)
@@ -398,21 +445,47 @@ class MMGenPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         return output if return_dict else (output.images, output.tokens)
 
-    def choose_generators(self, prompt, num_candidates, num_images_per_prompt, num_inference_steps, guidance_scale,
-                          negative_prompt, generator, guidance_interval,
-                          codebook_snap) -> list[torch.Generator]:  # fmt: skip
+    def choose_generators(
+        self,
+        prompt,
+        num_candidates,
+        num_images_per_prompt,
+        num_inference_steps,
+        guidance_scale,
+        negative_prompt,
+        generator,
+        guidance_interval,
+        codebook_snap,
+    ) -> list[torch.Generator]:
         """Per image, the generator of the most likely of `num_candidates` starting noises (mmgen/candidates.py)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]  # the order of encode_prompt's batch
         if isinstance(generator, list) and len(generator) != len(prompts):
             raise ValueError(f"got {len(generator)} generators for a batch of {len(prompts)} images")
-        winners, _ = choose_generators(self, prompts, num_candidates, num_inference_steps, guidance_scale,
-                                       negative_prompt, generator, guidance_interval, codebook_snap)  # fmt: skip
+        winners, _ = choose_generators(
+            self,
+            prompts,
+            num_candidates,
+            num_inference_steps,
+            guidance_scale,
+            negative_prompt,
+            generator,
+            guidance_interval,
+            codebook_snap,
+        )
         return winners
 
-    def guided_noise(self, scheduler, latents, t, text_context, guidance_scale: float,
-                     guidance_interval: tuple[float, float] | None = None, codebook_snap: float = 0.0,
-                     self_cond: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def guided_noise(
+        self,
+        scheduler,
+        latents,
+        t,
+        text_context,
+        guidance_scale: float,
+        guidance_interval: tuple[float, float] | None = None,
+        codebook_snap: float = 0.0,
+        self_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One model evaluation at step t; with guidance, the unconditional and conditional halves of
         `text_context` run as one batch and are combined as uncond + w * (cond - uncond). Outside
         `guidance_interval`, only the conditional half runs. With `codebook_snap`, the output is changed so
@@ -425,8 +498,9 @@ class MMGenPipeline(DiffusionPipeline):
         if self_cond is not None and do_cfg:
             self_cond = torch.cat([self_cond] * 2)
         with self._autocast(latents.device):
-            noise_pred = self.transformer(model_in, t.expand(model_in.shape[0]), text_context=text_context,
-                                          self_cond=self_cond).sample  # fmt: skip
+            noise_pred = self.transformer(
+                model_in, t.expand(model_in.shape[0]), text_context=text_context, self_cond=self_cond
+            ).sample
         noise_pred = noise_pred.to(latents.dtype)
         if do_cfg:
             uncond, cond = noise_pred.chunk(2)
@@ -447,24 +521,60 @@ class MMGenPipeline(DiffusionPipeline):
         return MMGenPipelineOutput(images=images, tokens=tokens)
 
     @torch.no_grad()
-    def stepwise(self, prompt, num_inference_steps: int = DEFAULT_STEPS,
-                 guidance_scale: float = DEFAULT_GUIDANCE_SCALE, negative_prompt: str = "",
-                 generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
-                 start_step: int = 0, guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
-                 codebook_snap: float = DEFAULT_CODEBOOK_SNAP, prev_pred_x0: torch.Tensor | None = None,
-                 num_candidates: int = DEFAULT_NUM_CANDIDATES) -> DenoisingRun:  # fmt: skip
+    def stepwise(
+        self,
+        prompt,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        negative_prompt: str = "",
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        start_step: int = 0,
+        guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
+        codebook_snap: float = DEFAULT_CODEBOOK_SNAP,
+        prev_pred_x0: torch.Tensor | None = None,
+        num_candidates: int = DEFAULT_NUM_CANDIDATES,
+    ) -> DenoisingRun:
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other. With
         `num_candidates` > 1 the starting noise is chosen first, as `__call__` chooses it, and the run is the
         winner's ordinary run (it lands where `__call__` does)."""
-        self.check_inputs(prompt, num_inference_steps, guidance_scale, start_step, latents, [], guidance_interval,
-                          codebook_snap, num_candidates)  # fmt: skip
+        self.check_inputs(
+            prompt,
+            num_inference_steps,
+            guidance_scale,
+            start_step,
+            latents,
+            [],
+            guidance_interval,
+            codebook_snap,
+            num_candidates,
+        )
         if num_candidates > 1 and latents is None:
-            generator = self.choose_generators(prompt, num_candidates, 1, num_inference_steps, guidance_scale,
-                                               negative_prompt, generator, guidance_interval,
-                                               codebook_snap)  # fmt: skip
-        return DenoisingRun(self, prompt, num_inference_steps, guidance_scale, negative_prompt, generator, latents,
-                            start_step, guidance_interval, codebook_snap, prev_pred_x0)  # fmt: skip
+            generator = self.choose_generators(
+                prompt,
+                num_candidates,
+                1,
+                num_inference_steps,
+                guidance_scale,
+                negative_prompt,
+                generator,
+                guidance_interval,
+                codebook_snap,
+            )
+        return DenoisingRun(
+            self,
+            prompt,
+            num_inference_steps,
+            guidance_scale,
+            negative_prompt,
+            generator,
+            latents,
+            start_step,
+            guidance_interval,
+            codebook_snap,
+            prev_pred_x0,
+        )
 
     @property
     def guidance_scale(self):
@@ -480,8 +590,20 @@ class DenoisingRun:
     iteration of `MMGenPipeline.__call__`'s loop does and returns that step's tensors; `result()` snaps and
     decodes the current latents."""
 
-    def __init__(self, pipe: MMGenPipeline, prompt, num_inference_steps, guidance_scale, negative_prompt, generator,
-                 latents, start_step, guidance_interval=None, codebook_snap=0.0, prev_pred_x0=None):  # fmt: skip
+    def __init__(
+        self,
+        pipe: MMGenPipeline,
+        prompt,
+        num_inference_steps,
+        guidance_scale,
+        negative_prompt,
+        generator,
+        latents,
+        start_step,
+        guidance_interval=None,
+        codebook_snap=0.0,
+        prev_pred_x0=None,
+    ):
         self.pipe = pipe.with_scheduler()
         self.scheduler, self.guidance_scale = self.pipe.scheduler, guidance_scale
         self.guidance_interval, self.codebook_snap = guidance_interval, codebook_snap
@@ -514,9 +636,16 @@ class DenoisingRun:
         if self.done:
             raise ValueError(f"this run has finished its {self.num_steps} steps")
         i, t = self.next_step, self.timesteps[self.next_step]
-        noise_pred = self.pipe.guided_noise(self.scheduler, self.latents, t, self.text_context, self.guidance_scale,
-                                            self.guidance_interval, self.codebook_snap,
-                                            self.pred_x0 if self.self_conditioned else None)  # fmt: skip
+        noise_pred = self.pipe.guided_noise(
+            self.scheduler,
+            self.latents,
+            t,
+            self.text_context,
+            self.guidance_scale,
+            self.guidance_interval,
+            self.codebook_snap,
+            self.pred_x0 if self.self_conditioned else None,
+        )
         pred_x0 = self.pred_x0 = predict_x0(self.scheduler, self.latents, noise_pred, t)
         self.latents = self.scheduler.step(noise_pred, t, self.latents, **self.extra_step_kwargs).prev_sample
         self.next_step += 1

@@ -53,8 +53,7 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
     # The sampling schedule is the run's noise schedule (prediction type, leading timestep spacing: see
     # training_scheduler); runs older than the prediction-type option trained epsilon.
     trained = run / "scheduler"
-    config = (SCHEDULERS["ddpm"].load_config(trained) if trained.exists()
-              else training_scheduler("epsilon").config)  # fmt: skip
+    config = SCHEDULERS["ddpm"].load_config(trained) if trained.exists() else training_scheduler("epsilon").config
     sched = SCHEDULERS[scheduler].from_config(config)
     pipe = MMGenPipeline(vqvae=vq, transformer=transformer, text_encoder=None, tokenizer=None, scheduler=sched)
     pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
@@ -68,11 +67,15 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
 
 def _log_table(log: list[dict], every: int) -> str:
     rows = [r for r in log if "step" in r and (r["step"] % every == 0 or "val_psnr" in r)]
-    lines = ["| step | loss | train PSNR (dB) | val PSNR (dB) | codebook usage | perplexity | elapsed (s) |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| step | loss | train PSNR (dB) | val PSNR (dB) | codebook usage | perplexity | elapsed (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['step']} | {r['loss']:.4f} | {r['psnr']:.2f} | {r.get('val_psnr', '')} | "
-                     f"{r['usage']:.3f} | {r['perplexity']:.0f} | {r['elapsed_s']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r['step']} | {r['loss']:.4f} | {r['psnr']:.2f} | {r.get('val_psnr', '')} | "
+            f"{r['usage']:.3f} | {r['perplexity']:.0f} | {r['elapsed_s']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -80,19 +83,27 @@ def _eval_table(sh: dict, ph: dict, cb: dict) -> str:
     readable = " / ".join(f"{sh['readable_' + a]:.1%}" for a in ("color", "size", "position"))
     rows = [
         ("set", "figure", "value", "target"),
-        (f"shapes-v1, {sh['n_images']} scenes, held-out stream {sh['seed']}", "PSNR",
-         f"{sh['psnr']:.2f} dB (min {sh['psnr_min']:.2f})", ">= 34 dB"),
+        (
+            f"shapes-v1, {sh['n_images']} scenes, held-out stream {sh['seed']}",
+            "PSNR",
+            f"{sh['psnr']:.2f} dB (min {sh['psnr_min']:.2f})",
+            ">= 34 dB",
+        ),
         ("", "SSIM", f"{sh['ssim']:.4f}", ""),
         ("", "colour / size / position readable", readable, "100 %"),
         ("", "shape readable / whole scene readable", f"{sh['readable_shape']:.1%} / {sh['readable_all']:.1%}", ""),
         ("", "codes used / perplexity", f"{sh['usage']:.1%} / {sh['perplexity']:.0f}", ""),
-        (f"natural photos, {ph['n_images']} at 256x256, not scikit-image", "PSNR",
-         f"{ph['psnr']:.2f} dB (min {ph['psnr_min']:.2f})", ">= 24 dB"),
+        (
+            f"natural photos, {ph['n_images']} at 256x256, not scikit-image",
+            "PSNR",
+            f"{ph['psnr']:.2f} dB (min {ph['psnr_min']:.2f})",
+            ">= 24 dB",
+        ),
         ("", "SSIM", f"{ph['ssim']:.4f}", ""),
         ("", "codes used / perplexity", f"{ph['usage']:.1%} / {ph['perplexity']:.0f}", ""),
         ("both sets", "codebook usage", f"{cb['usage']:.1%} ({cb['dead_codes']} unused)", ">= 95 %"),
         ("", "perplexity", f"{cb['perplexity']:.0f} of {cb['num_codes']}", f">= {cb['num_codes'] // 2}"),
-    ]  # fmt: skip
+    ]
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|---|---|---:|---:|")
     return "\n".join(lines)
@@ -139,8 +150,10 @@ def _generator_eval_table(ev: dict) -> str:
             if metric == "n":
                 continue
             target = TARGETS.get((name, metric))
-            lines.append(f"| {name} ({ev[name]['n']} prompts) | {metric} | {value:.1%} | "
-                         f"{'' if target is None else f'>= {target:.0%}'} |")  # fmt: skip
+            lines.append(
+                f"| {name} ({ev[name]['n']} prompts) | {metric} | {value:.1%} | "
+                f"{'' if target is None else f'>= {target:.0%}'} |"
+            )
     if "free" in ev:
         cells = ", ".join(f"{p!r}: {n}" for p, n in ev["free"]["distinct_cells_over_16_seeds"].items())
         lines.append(f"| free (16 seeds each) | distinct cells | min {ev['free']['min']} ({cells}) | >= 5 |")
@@ -157,8 +170,10 @@ def _generator_eval_table(ev: dict) -> str:
             lines.append(f"| two (per object) | own shape when asked for a {shape} | {acc:.1%} | |")
         for size, share in errors.get("two_size_drawn", {}).items():  # the prompts leave size free
             acc = errors["two_shape_by_size_drawn"].get(size)
-            lines.append(f"| two (per object found) | drawn {size} (shapes-v1: {errors['two_size_in_data'][size]:.1%})"
-                         f" | {share:.1%} | {'' if acc is None else f'shape right {acc:.1%}'} |")  # fmt: skip
+            lines.append(
+                f"| two (per object found) | drawn {size} (shapes-v1: {errors['two_size_in_data'][size]:.1%})"
+                f" | {share:.1%} | {'' if acc is None else f'shape right {acc:.1%}'} |"
+            )
     for name, shares in ev.get("extra_objects", {}).items():  # objects drawn twice, or a third one
         for what, share in shares.items():
             lines.append(f"| {name} | images with {what} | {share:.1%} | |")
@@ -170,10 +185,14 @@ def _ceiling_table(ceiling: dict | None) -> str:
     if not ceiling:
         return ""
     n = ", ".join(f"{kinds['rendered']['n']} {name}" for name, kinds in ceiling.items())
-    lines = [f"\n**Tokenizer ceiling** (in the same run: the judge on correct shapes-v1 scenes of a stream no run "
-             f"trains on ({n}), as drawn and after the tokenizer's round trip, encode -> nearest codes -> decode; a "
-             "generated image is always a decoded token grid, so the second column is the most a generator can "
-             "score here):\n", "| scenes | metric | drawn | tokenized |", "|---|---|---:|---:|"]  # fmt: skip
+    lines = [
+        f"\n**Tokenizer ceiling** (in the same run: the judge on correct shapes-v1 scenes of a stream no run "
+        f"trains on ({n}), as drawn and after the tokenizer's round trip, encode -> nearest codes -> decode; a "
+        "generated image is always a decoded token grid, so the second column is the most a generator can "
+        "score here):\n",
+        "| scenes | metric | drawn | tokenized |",
+        "|---|---|---:|---:|",
+    ]
     for name, kinds in ceiling.items():
         drawn, tokens = kinds["rendered"], kinds["tokenized"]
         lines += [f"| {name} | {m} | {drawn[m]:.1%} | {tokens[m]:.1%} |" for m in drawn if m != "n"]
@@ -238,14 +257,20 @@ def _sweep_table(sweep: dict) -> str:
     rows = sweep["rows"]
     pct = "{:.1%}".format
     columns = [  # (header, row key, format); a key absent from any row drops its column
-        ("scheduler", "scheduler", str), ("guidance", "guidance", "{:g}".format),
+        ("scheduler", "scheduler", str),
+        ("guidance", "guidance", "{:g}".format),
         ("guided in", "guidance_interval", _interval_text),
-        ("codebook snap", "codebook_snap", "{:g}".format), ("candidates", "num_candidates", str),
-        ("single: all", "single_all", pct), ("single: colour", "single_color", pct),  # colour since run 29's sweeps
-        ("single: shape", "single_shape", pct), ("single: position", "single_position", pct),
-        ("two: all", "two_all", pct), ("two: an object drawn twice", "two_drawn_twice", pct),  # the counting judge
-        ("free: fewest cells", "free_min", str), ("seconds", "seconds", "{:.0f}".format),
-    ]  # fmt: skip
+        ("codebook snap", "codebook_snap", "{:g}".format),
+        ("candidates", "num_candidates", str),
+        ("single: all", "single_all", pct),
+        ("single: colour", "single_color", pct),  # colour since run 29's sweeps
+        ("single: shape", "single_shape", pct),
+        ("single: position", "single_position", pct),
+        ("two: all", "two_all", pct),
+        ("two: an object drawn twice", "two_drawn_twice", pct),  # the counting judge
+        ("free: fewest cells", "free_min", str),
+        ("seconds", "seconds", "{:.0f}".format),
+    ]
     rows = [{"codebook_snap": 0.0} | r for r in rows]  # sweeps before the snap ran without it
     if any("guidance_interval" in r for r in rows):  # a row without one guided every step
         rows = [{"guidance_interval": None} | r for r in rows]
@@ -275,8 +300,15 @@ def _snap_choice(rows: list[dict]) -> str:
 
     varied = [r for r in rows if r.get("free_min", 5) >= 5]
     best = max(varied or rows, key=mean)
-    default = next((r for r in rows if (r["guidance"], r.get("codebook_snap", 0.0), _interval(r)) ==
-                    (DEFAULT_GUIDANCE_SCALE, DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL)), None)  # fmt: skip
+    default = next(
+        (
+            r
+            for r in rows
+            if (r["guidance"], r.get("codebook_snap", 0.0), _interval(r))
+            == (DEFAULT_GUIDANCE_SCALE, DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL)
+        ),
+        None,
+    )
     among = " among the settings whose free prompts take at least 5 cells" if 0 < len(varied) < len(rows) else ""
     if not varied:
         among = " (no setting's free prompts take 5 cells)"
@@ -314,19 +346,26 @@ def generator_card_section(out: str | Path) -> str:
     refiner = cfg.get("text_refiner_layers", 0)
     refined = f" through a {refiner}-layer trainable text refiner" if refiner else ""
     if cfg.get("joint_attention"):
-        text_path = ("joint attention (MM-DiT blocks: text and image tokens, each with their own weights, attend "
-                     f"together) with all-MiniLM-L6-v2 token states{refined}")  # fmt: skip
+        text_path = (
+            "joint attention (MM-DiT blocks: text and image tokens, each with their own weights, attend "
+            f"together) with all-MiniLM-L6-v2 token states{refined}"
+        )
     else:
         text_path = f"cross-attention to all-MiniLM-L6-v2 token states{refined}"
     if cfg.get("self_condition"):
         text_path += "; self-conditioned (each step also reads the previous step's clean-latent estimate)"
     staged = len(stages) > 1  # a second stage (--init-from) adds a stage column
-    log_lines = ["| stage | step | loss | elapsed (s) |" if staged else "| step | loss | elapsed (s) |",
-                 "|---:" * (4 if staged else 3) + "|"]  # fmt: skip
+    log_lines = [
+        "| stage | step | loss | elapsed (s) |" if staged else "| step | loss | elapsed (s) |",
+        "|---:" * (4 if staged else 3) + "|",
+    ]
     for k, stage in enumerate(stages, 1):
         column = f"| {k} " if staged else ""
-        log_lines += [f"{column}| {r['step']} | {r['loss']:.4f} | {r['elapsed_s']:.0f} |"
-                      for r in stage if "step" in r and r["step"] % 500 == 0]  # fmt: skip
+        log_lines += [
+            f"{column}| {r['step']} | {r['loss']:.4f} | {r['elapsed_s']:.0f} |"
+            for r in stage
+            if "step" in r and r["step"] % 500 == 0
+        ]
     if not staged:
         training = f"**Training.** {_stage_text(stages[0])}"
     else:
@@ -334,8 +373,11 @@ def generator_card_section(out: str | Path) -> str:
         training += "\n".join(f"{k}. {_stage_text(stage)}" for k, stage in enumerate(stages, 1))
         total = sum(next(r for r in stage if r.get("done"))["train_time_s"] for stage in stages)
         encoding = [stage[0].get("encoding_s") for stage in stages]  # logged since run 29's fifth stage
-        encoded = (f", plus {sum(encoding) / 60:.1f} min encoding the data" if None not in encoding
-                   else ", plus encoding the data")  # fmt: skip
+        encoded = (
+            f", plus {sum(encoding) / 60:.1f} min encoding the data"
+            if None not in encoding
+            else ", plus encoding the data"
+        )
         training += f"\n\nTraining time in all: {total / 60:.1f} min on a 2-core CPU (no GPU){encoded}."
     text = f"""## Generator (`transformer/`, `scheduler/`)
 

@@ -76,8 +76,14 @@ def decode_tokens(vq: VQVAE, tokens: torch.Tensor) -> Image.Image:
 
 def tokens_to_dict(tokens: torch.Tensor, model_id: str, num_codes: int, downsample_factor: int) -> dict:
     h, w = tokens.shape
-    return {"format": TOKENS_FORMAT, "model": model_id, "num_codes": num_codes, "shape": [h, w],
-            "image_size": [h * downsample_factor, w * downsample_factor], "tokens": tokens.tolist()}  # fmt: skip
+    return {
+        "format": TOKENS_FORMAT,
+        "model": model_id,
+        "num_codes": num_codes,
+        "shape": [h, w],
+        "image_size": [h * downsample_factor, w * downsample_factor],
+        "tokens": tokens.tolist(),
+    }
 
 
 def save_tokens(tokens: torch.Tensor, path: str | Path, **meta) -> Path:

@@ -35,8 +35,9 @@ def code_palette(num_codes: int, seed: int = 0) -> np.ndarray:
     return (np.array(rgb) * 255).round().astype(np.uint8)
 
 
-def token_map(indices: torch.Tensor | np.ndarray, num_codes: int, cell: int = 8,
-              highlight: int | None = None) -> Image.Image:  # fmt: skip
+def token_map(
+    indices: torch.Tensor | np.ndarray, num_codes: int, cell: int = 8, highlight: int | None = None
+) -> Image.Image:
     """A (h, w) grid of code ids drawn as colours, nearest-neighbour upscaled by `cell`.
 
     With `highlight`, cells holding that code keep their colour and every other cell is dimmed.
@@ -119,12 +120,19 @@ def change_map(changed: torch.Tensor | np.ndarray, cell: int = 8) -> Image.Image
     """A (h, w) bool grid of tokens that changed since the previous step: changed cells orange on dark grey."""
     mask = np.asarray(changed.cpu() if isinstance(changed, torch.Tensor) else changed, dtype=bool)
     rgb = np.where(mask[..., None], np.array([255, 140, 0], np.uint8), np.array([48, 48, 48], np.uint8))
-    return Image.fromarray(rgb.astype(np.uint8)).resize((mask.shape[1] * cell, mask.shape[0] * cell),
-                                                         Image.Resampling.NEAREST)  # fmt: skip
+    return Image.fromarray(rgb.astype(np.uint8)).resize(
+        (mask.shape[1] * cell, mask.shape[0] * cell), Image.Resampling.NEAREST
+    )
 
 
-def tile_grid(tiles: list[Image.Image], order: list[int], cols: int = 32, scale: int = 2, pad: int = 1,
-              highlight: int | None = None) -> Image.Image:  # fmt: skip
+def tile_grid(
+    tiles: list[Image.Image],
+    order: list[int],
+    cols: int = 32,
+    scale: int = 2,
+    pad: int = 1,
+    highlight: int | None = None,
+) -> Image.Image:
     """Code tiles laid out row by row in `order` (nearest-neighbour enlarged by `scale`), 1 px gaps; the
     `highlight`ed code gets an orange frame. Cell i of the grid shows code order[i] (see `tile_at`)."""
     w, h = tiles[0].width * scale, tiles[0].height * scale
@@ -147,8 +155,9 @@ def tile_at(x: int, y: int, tile_side: int, n: int, cols: int = 32, scale: int =
     return int(i) if 0 <= c < cols and 0 <= i < n else None
 
 
-def overlay_tokens(image: Image.Image, tokens: torch.Tensor | np.ndarray, num_codes: int, alpha: float = 0.45,
-                   lines: bool = True) -> Image.Image:  # fmt: skip
+def overlay_tokens(
+    image: Image.Image, tokens: torch.Tensor | np.ndarray, num_codes: int, alpha: float = 0.45, lines: bool = True
+) -> Image.Image:
     """The image with its token grid on top: each cell tinted with its code's colour, cell borders drawn."""
     ids = np.asarray(tokens.cpu() if isinstance(tokens, torch.Tensor) else tokens, dtype=np.int64)
     colours = Image.fromarray(code_palette(num_codes)[ids]).resize(image.size, Image.Resampling.NEAREST)

@@ -48,14 +48,23 @@ def make_tiny_pipe():
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(text_encoder_path())
-    bert = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=64)  # fmt: skip
+    bert = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     dit = DiT(sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, **DIT_PRESETS["tiny"])
     for p in dit.proj_out.parameters():  # leave adaLN-Zero's zero output so the pipeline's output depends on input
         torch.nn.init.normal_(p, std=0.02)
-    pipe = MMGenPipeline(vqvae=VQVAE(**VQVAE_PRESETS["tiny"]).eval(), transformer=dit.eval(),
-                         text_encoder=BertModel(bert).eval(), tokenizer=tokenizer,
-                         scheduler=DPMSolverMultistepScheduler())  # fmt: skip
+    pipe = MMGenPipeline(
+        vqvae=VQVAE(**VQVAE_PRESETS["tiny"]).eval(),
+        transformer=dit.eval(),
+        text_encoder=BertModel(bert).eval(),
+        tokenizer=tokenizer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -82,8 +91,9 @@ def tiny_app_url():
     import app
 
     demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True,
-                        max_file_size=app.MAX_FILE_SIZE)  # fmt: skip
+    demo.queue().launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True, max_file_size=app.MAX_FILE_SIZE
+    )
     try:
         yield demo.local_url
     finally:

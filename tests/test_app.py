@@ -54,9 +54,26 @@ def _scene(tmp_path, size=64):
 
 def test_every_public_event_has_a_name(client):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    expected = {"/generate", "/toggle_overlay", "/load_run_card", "/show_step", "/previous_step", "/next_step",
-                "/play", "/step_once", "/branch", "/export_gif", "/export_filmstrip", "/tokenize", "/clear_selection",
-                "/select_cells", "/set_code", "/repaint", "/codebook", "/code_details"}  # fmt: skip
+    expected = {
+        "/generate",
+        "/toggle_overlay",
+        "/load_run_card",
+        "/show_step",
+        "/previous_step",
+        "/next_step",
+        "/play",
+        "/step_once",
+        "/branch",
+        "/export_gif",
+        "/export_filmstrip",
+        "/tokenize",
+        "/clear_selection",
+        "/select_cells",
+        "/set_code",
+        "/repaint",
+        "/codebook",
+        "/code_details",
+    }
     assert expected <= named
 
 
@@ -86,8 +103,7 @@ def test_same_seed_same_image_and_random_seed_is_reported(client):
 
 
 def test_run_card_reproduces_the_run(client, tmp_path):
-    first = client.predict("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25, 3, False,
-                           api_name="/generate")  # fmt: skip
+    first = client.predict("a blue star", 3, 3.0, 11, False, "euler-ancestral", 0.25, 3, False, api_name="/generate")
     assert "best of 3 noises" in first[2]
     card = next(f for f in first[4] if f.endswith("run_card.json"))
     assert json.loads(open(card).read())["guidance_interval"] == list(DEFAULT_GUIDANCE_INTERVAL)  # what it ran with

@@ -42,8 +42,13 @@ def test_candidates_reproduce_and_stepwise_equals_the_call(pipe):
     while not run.done:
         run.step()
     assert torch.equal(run.result().tokens, a.tokens)
-    one = pipe(PROMPTS[0], num_inference_steps=4, num_candidates=3, num_images_per_prompt=2,
-               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    one = pipe(
+        PROMPTS[0],
+        num_inference_steps=4,
+        num_candidates=3,
+        num_images_per_prompt=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert one.tokens.shape[0] == 2
 
 
@@ -60,8 +65,13 @@ def test_one_candidate_is_the_seeds_own_noise(tiny_pipe):
 def test_given_latents_fix_the_noise(pipe):
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     a = pipe(PROMPTS[0], num_inference_steps=3, latents=latents, generator=torch.Generator().manual_seed(0))
-    b = pipe(PROMPTS[0], num_inference_steps=3, latents=latents, num_candidates=4,
-             generator=torch.Generator().manual_seed(0))  # fmt: skip
+    b = pipe(
+        PROMPTS[0],
+        num_inference_steps=3,
+        latents=latents,
+        num_candidates=4,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(a.tokens, b.tokens)
 
 

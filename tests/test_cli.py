@@ -23,8 +23,9 @@ def test_encode_then_decode_round_trip(tiny_model_dir, scene_png, tmp_path, caps
     doc = json.loads((out / "tokens.json").read_text())
     assert doc["shape"] == [16, 16] and len(doc["tokens"]) == 16 and doc["model"] == tiny_model_dir
     assert doc["image_size"] == [64, 64]
-    assert main(["decode", str(out / "tokens.json"), "--out", str(tmp_path / "dec.png"),
-                 "--model", tiny_model_dir]) == 0  # fmt: skip
+    assert (
+        main(["decode", str(out / "tokens.json"), "--out", str(tmp_path / "dec.png"), "--model", tiny_model_dir]) == 0
+    )
     decoded = np.asarray(Image.open(tmp_path / "dec.png"))
     assert np.array_equal(decoded, np.asarray(Image.open(out / "reconstruction.png")))
 
@@ -45,14 +46,17 @@ def test_encode_bad_file_is_a_clear_error(tiny_model_dir, tmp_path, capsys, cont
     assert err.startswith("error: ") and "Traceback" not in err
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"tokens": [[0, 1], [2]]}, "rectangular"),
-    ({"tokens": [[0, 999]]}, "code ids must lie"),
-    ({"tokens": [[0, 1.5]]}, "integer"),
-    ({"tokens": []}, "non-empty"),
-    ({"tokens": [[1]], "num_codes": 7}, "codebook of 7"),
-    ([1, 2], "not an mmgen tokens file"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"tokens": [[0, 1], [2]]}, "rectangular"),
+        ({"tokens": [[0, 999]]}, "code ids must lie"),
+        ({"tokens": [[0, 1.5]]}, "integer"),
+        ({"tokens": []}, "non-empty"),
+        ({"tokens": [[1]], "num_codes": 7}, "codebook of 7"),
+        ([1, 2], "not an mmgen tokens file"),
+    ],
+)
 def test_decode_bad_tokens_is_a_clear_error(tiny_model_dir, tmp_path, capsys, doc, message):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(doc))

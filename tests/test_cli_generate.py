@@ -40,16 +40,38 @@ def test_generate_writes_image_tokens_and_trajectory(pipe_dir, tmp_path, capsys)
 
 def test_same_seed_same_image(pipe_dir, tmp_path):
     for name in ("a.png", "b.png"):
-        assert main(["generate", "a blue star", "--model", pipe_dir, "--out", str(tmp_path / name), "--steps", "2",
-                     "--seed", "7"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "generate",
+                    "a blue star",
+                    "--model",
+                    pipe_dir,
+                    "--out",
+                    str(tmp_path / name),
+                    "--steps",
+                    "2",
+                    "--seed",
+                    "7",
+                ]
+            )
+            == 0
+        )
     assert list(Image.open(tmp_path / "a.png").getdata()) == list(Image.open(tmp_path / "b.png").getdata())
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["   "], "prompt is empty"), (["x", "--steps", "0"], "1..1000"), (["x", "--steps", "1001"], "1..1000"),
-    (["x", "--guidance", "-1"], ">= 0"), (["x" * 3000], "too long"), (["x", "--codebook-snap", "2"], "0..1"),
-    (["x", "--candidates", "0"], "1..16"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["   "], "prompt is empty"),
+        (["x", "--steps", "0"], "1..1000"),
+        (["x", "--steps", "1001"], "1..1000"),
+        (["x", "--guidance", "-1"], ">= 0"),
+        (["x" * 3000], "too long"),
+        (["x", "--codebook-snap", "2"], "0..1"),
+        (["x", "--candidates", "0"], "1..16"),
+    ],
+)
 def test_generate_bad_input_is_a_clear_error(pipe_dir, tmp_path, capsys, extra, message):
     assert main(["generate", *extra, "--model", pipe_dir, "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
@@ -73,8 +95,24 @@ def test_guidance_interval_reaches_the_pipeline(pipe_dir, tmp_path, monkeypatch,
 
     monkeypatch.setattr(MMGenPipeline, "__call__", spy)
     for extra in (["--guidance-interval", "all"], ["--guidance-interval", "100,900"], []):
-        assert main(["generate", "a red circle", "--model", pipe_dir, "--out", str(tmp_path / "x.png"), "--steps",
-                     "2", "--candidates", "1", *extra]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "generate",
+                    "a red circle",
+                    "--model",
+                    pipe_dir,
+                    "--out",
+                    str(tmp_path / "x.png"),
+                    "--steps",
+                    "2",
+                    "--candidates",
+                    "1",
+                    *extra,
+                ]
+            )
+            == 0
+        )
     assert seen == [None, (100.0, 900.0), DEFAULT_GUIDANCE_INTERVAL]
     for bad in ("900,100", "250", "low,high"):
         with pytest.raises(SystemExit) as e:

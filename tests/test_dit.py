@@ -7,8 +7,14 @@ from mmgen.models.dit import DIT_PRESETS, DiT, attention, sincos_2d
 @pytest.fixture(params=[(0, False), (2, False), (0, True)], ids=["linear-text", "text-refiner", "joint-attention"])
 def dit(request):
     refiner, joint = request.param
-    return DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=refiner, joint_attention=joint,
-               **DIT_PRESETS["tiny"]).eval()  # fmt: skip
+    return DiT(
+        sample_size=8,
+        in_channels=4,
+        text_dim=16,
+        text_refiner_layers=refiner,
+        joint_attention=joint,
+        **DIT_PRESETS["tiny"],
+    ).eval()
 
 
 def _randomise(model, std=0.05):
@@ -62,8 +68,9 @@ def test_prepared_text_context_gives_the_same_output(joint):
     """The sampler's shortcut (text keys/values, or the text stream's input, computed once per prompt) changes
     nothing in the result."""
     torch.manual_seed(0)
-    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=joint,
-                           **DIT_PRESETS["tiny"]), std=0.1)  # fmt: skip
+    model = _randomise(
+        DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=joint, **DIT_PRESETS["tiny"]), std=0.1
+    )
     x, t, text = torch.randn(3, 4, 8, 8), torch.tensor([1, 500, 999]), torch.randn(3, 5, 16)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     direct = model(x, t, text, mask).sample
@@ -82,14 +89,16 @@ def test_text_refiner_reads_word_order():
     swapped = text[:, [0, 2, 1, 3, 4]]
     plain = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, **DIT_PRESETS["tiny"]).eval(), std=0.2)
     assert (plain(x, t, text).sample - plain(x, t, swapped).sample).abs().max() < 1e-5
-    refined = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=1,
-                             **DIT_PRESETS["tiny"]).eval(), std=0.2)  # fmt: skip
+    refined = _randomise(
+        DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=1, **DIT_PRESETS["tiny"]).eval(), std=0.2
+    )
     assert (refined(x, t, text).sample - refined(x, t, swapped).sample).abs().max() > 1e-2
 
 
 def test_text_refiner_rejects_more_tokens_than_its_positions():
-    model = DiT(sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=1, max_text_tokens=4,
-                **DIT_PRESETS["tiny"])  # fmt: skip
+    model = DiT(
+        sample_size=8, in_channels=4, text_dim=16, text_refiner_layers=1, max_text_tokens=4, **DIT_PRESETS["tiny"]
+    )
     with pytest.raises(ValueError, match="at most 4 text tokens"):
         model(torch.randn(1, 4, 8, 8), torch.tensor([1]), torch.randn(1, 5, 16))
 
@@ -99,8 +108,9 @@ def test_joint_attention_updates_the_text_with_the_image():
     in the first block, the image's output changes (its attention reads the updated text in later blocks), and
     two images give the same text different updates."""
     torch.manual_seed(0)
-    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=True,
-                           **DIT_PRESETS["tiny"]).eval(), std=0.2)  # fmt: skip
+    model = _randomise(
+        DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=True, **DIT_PRESETS["tiny"]).eval(), std=0.2
+    )
     first, last = model.blocks[0], model.blocks[-1]
     assert set(first.out) == {"x", "text"} and set(last.out) == {"x"}  # the last block's text output is never read
     x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([300, 300]), torch.randn(1, 5, 16).expand(2, 5, 16)
@@ -117,8 +127,9 @@ def test_joint_attention_updates_the_text_with_the_image():
 
 def test_joint_attention_drops_padding_columns_without_changing_the_output():
     torch.manual_seed(0)
-    model = _randomise(DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=True,
-                           **DIT_PRESETS["tiny"]).eval(), std=0.1)  # fmt: skip
+    model = _randomise(
+        DiT(sample_size=8, in_channels=4, text_dim=16, joint_attention=True, **DIT_PRESETS["tiny"]).eval(), std=0.1
+    )
     x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.randn(2, 7, 16)
     mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0]])
     context = model.prepare_text(text, mask)

@@ -26,8 +26,10 @@ from mmgen.pipeline import DEFAULT_GUIDANCE_INTERVAL
 
 
 def _render(item):
-    objects = [dict(o, size=o.get("size", "small"), center=list(POSITIONS[o["position"]]),
-                    side=SIZES[o.get("size", "small")]) for o in item["objects"]]  # fmt: skip
+    objects = [
+        dict(o, size=o.get("size", "small"), center=list(POSITIONS[o["position"]]), side=SIZES[o.get("size", "small")])
+        for o in item["objects"]
+    ]
     return render_scene({"background": item["background"], "objects": objects})
 
 
@@ -48,16 +50,22 @@ def test_two_object_scoring_is_perfect_on_ground_truth():
 
 def test_scoring_notices_a_wrong_scene():
     item = single_prompts(1, np.random.default_rng(2))[0]
-    wrong = dict(item, objects=[dict(item["objects"][0], shape="star" if item["objects"][0]["shape"] != "star"
-                                     else "circle")])  # fmt: skip
+    wrong = dict(
+        item, objects=[dict(item["objects"][0], shape="star" if item["objects"][0]["shape"] != "star" else "circle")]
+    )
     assert not score_single(read_scene(_render(wrong)), item)["shape"]
 
 
 def test_an_object_drawn_twice_fails_all_but_not_its_attributes():
     item = single_prompts(1, np.random.default_rng(5))[0]
     obj = item["objects"][0]
-    other = next(p for p in POSITIONS if p != obj["position"] and abs(POSITIONS[p][0] - POSITIONS[obj["position"]][0])
-                 + abs(POSITIONS[p][1] - POSITIONS[obj["position"]][1]) > 30)  # fmt: skip
+    other = next(
+        p
+        for p in POSITIONS
+        if p != obj["position"]
+        and abs(POSITIONS[p][0] - POSITIONS[obj["position"]][0]) + abs(POSITIONS[p][1] - POSITIONS[obj["position"]][1])
+        > 30
+    )
     twice = dict(item, objects=[obj, dict(obj, size="small", position=other)])
     read = read_scene(_render(twice))
     score = score_single(read, item)
@@ -66,15 +74,21 @@ def test_an_object_drawn_twice_fails_all_but_not_its_attributes():
     def far(p, q):  # two cells apart along x or y: the copies' boxes can not touch
         return max(abs(POSITIONS[p][0] - POSITIONS[q][0]), abs(POSITIONS[p][1] - POSITIONS[q][1])) >= 36
 
-    pair, spare = next((it, p) for it in two_object_prompts(20, np.random.default_rng(6)) for p in POSITIONS
-                       if all(far(p, o["position"]) for o in it["objects"]))  # fmt: skip
+    pair, spare = next(
+        (it, p)
+        for it in two_object_prompts(20, np.random.default_rng(6))
+        for p in POSITIONS
+        if all(far(p, o["position"]) for o in it["objects"])
+    )
     a, b = pair["objects"]
     three = dict(pair, objects=[a, b, dict(a, position=spare)])
     read = read_scene(_render(three))
     score = score_two(read, pair)
     assert score["colors"] and score["shapes"] and score["relation"] and not score["count"] and not score["all"]
-    assert extra_objects([(read_scene(_render(twice)), item)]) == {"more objects than named": 1.0,
-                                                                    "a named object drawn twice": 1.0}  # fmt: skip
+    assert extra_objects([(read_scene(_render(twice)), item)]) == {
+        "more objects than named": 1.0,
+        "a named object drawn twice": 1.0,
+    }
     # a scene with one object twice and the other missing has the right count, but a duplicate
     a_twice = dict(pair, objects=[a, dict(a, position=spare)])
     pairs = [(read, pair), (read_scene(_render(pair)), pair), (read_scene(_render(a_twice)), pair)]
@@ -84,22 +98,35 @@ def test_an_object_drawn_twice_fails_all_but_not_its_attributes():
 
 def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
     single = single_prompts(12, np.random.default_rng(3))
-    two = [it for it in two_object_prompts(20, np.random.default_rng(4))
-           if it["objects"][0]["shape"] != it["objects"][1]["shape"]][:3]  # fmt: skip
+    two = [
+        it
+        for it in two_object_prompts(20, np.random.default_rng(4))
+        if it["objects"][0]["shape"] != it["objects"][1]["shape"]
+    ][:3]
     assert len(two) == 3
     a, b = two[1]["objects"]
     swapped = dict(two[1], objects=[dict(a, shape=b["shape"]), dict(b, shape=a["shape"])])  # the shapes swapped
     c, d = two[2]["objects"]
     blob = dict(two[2], objects=[dict(c, shape=next(s for s in SHAPES if s not in (c["shape"], d["shape"]))), d])
     truth = [(read_scene(_render(it)), it) for it in single]
-    errors = shape_errors(truth, [(read_scene(_render(two[0])), two[0]), (read_scene(_render(swapped)), two[1]),
-                                  (read_scene(_render(blob)), two[2]),
-                                  ({"background": "white", "objects": []}, two[0])])  # fmt: skip
+    errors = shape_errors(
+        truth,
+        [
+            (read_scene(_render(two[0])), two[0]),
+            (read_scene(_render(swapped)), two[1]),
+            (read_scene(_render(blob)), two[2]),
+            ({"background": "white", "objects": []}, two[0]),
+        ],
+    )
     assert errors["single_shape_by_size"] and set(errors["single_shape_by_size"].values()) == {1.0}
     assert errors["single_confusions"] == {}
     # 8 named objects: 2 + 1 right, 2 with the other's shape, 1 with a third shape, 2 not found (an empty scene)
-    assert errors["two_per_object"] == {"own shape": 3 / 8, "other object's shape": 2 / 8, "a third shape": 1 / 8,
-                                        "not found": 2 / 8}  # fmt: skip
+    assert errors["two_per_object"] == {
+        "own shape": 3 / 8,
+        "other object's shape": 2 / 8,
+        "a third shape": 1 / 8,
+        "not found": 2 / 8,
+    }
     # _render draws every two-object scene small: 6 objects found, all read small; 3 of them have their own shape
     assert errors["two_size_drawn"] == {"small": 1.0, "large": 0.0}
     assert errors["two_shape_by_size_drawn"] == {"small": 3 / 6}
@@ -112,8 +139,12 @@ def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
     assert list(errors["two_shape_by_shape"]) == [s for s in SHAPES if s in right]  # in the spec's order
     assert "own shape by the shape asked: " in format_shape_errors(errors)
 
-    wrong = dict(single[0], objects=[dict(single[0]["objects"][0], shape="star" if single[0]["objects"][0]["shape"]
-                                          != "star" else "circle")])  # fmt: skip
+    wrong = dict(
+        single[0],
+        objects=[
+            dict(single[0]["objects"][0], shape="star" if single[0]["objects"][0]["shape"] != "star" else "circle")
+        ],
+    )
     errors = shape_errors([(read_scene(_render(wrong)), single[0])], [])
     want, got = single[0]["objects"][0]["shape"], wrong["objects"][0]["shape"]
     assert errors["single_confusions"] == {f"{want} -> {got}": 1} and errors["two_per_object"] == {}
@@ -123,13 +154,41 @@ def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
 def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, capsys):
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
-    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
-                 "--sweep-schedulers", "ddim", "euler-ancestral", "--sweep-guidance", "2", "--sweep-codebook-snap",
-                 "0", "0.5", "--sweep-n-single", "2", "--sweep-n-two", "2", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval-generator",
+                "--model",
+                str(tmp_path / "pipe"),
+                "--sweep",
+                "--steps",
+                "2",
+                "--sweep-schedulers",
+                "ddim",
+                "euler-ancestral",
+                "--sweep-guidance",
+                "2",
+                "--sweep-codebook-snap",
+                "0",
+                "0.5",
+                "--sweep-n-single",
+                "2",
+                "--sweep-n-two",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     settings = [(r["scheduler"], r["guidance"], r["codebook_snap"]) for r in rows]
-    assert settings == [("ddim", 2.0, 0.0), ("ddim", 2.0, 0.5), ("euler-ancestral", 2.0, 0.0),
-                        ("euler-ancestral", 2.0, 0.5)]  # fmt: skip
+    assert settings == [
+        ("ddim", 2.0, 0.0),
+        ("ddim", 2.0, 0.5),
+        ("euler-ancestral", 2.0, 0.0),
+        ("euler-ancestral", 2.0, 0.5),
+    ]
     assert all(r["n_single"] == 2 and r["n_two"] == 2 and 0 <= r["two_all"] <= 1 for r in rows)
     assert all(r["two_drawn_twice"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 two-object prompts
     assert all(r["single_color"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 single-object prompts
@@ -143,9 +202,30 @@ def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
     assert not set(FREE_PROMPTS) & set(TUNE_FREE_PROMPTS)  # tuning never sees the reported evaluation's prompts
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
-    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--sweep-free", "--steps", "1",
-                 "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-n-single", "1", "--sweep-n-two",
-                 "1", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval-generator",
+                "--model",
+                str(tmp_path / "pipe"),
+                "--sweep",
+                "--sweep-free",
+                "--steps",
+                "1",
+                "--sweep-schedulers",
+                "ddim",
+                "--sweep-guidance",
+                "2",
+                "--sweep-n-single",
+                "1",
+                "--sweep-n-two",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())["rows"]
     assert list(row["free_cells"]) == list(TUNE_FREE_PROMPTS)
     assert row["free_min"] == min(row["free_cells"].values()) and all(0 <= n <= 9 for n in row["free_cells"].values())
@@ -157,18 +237,60 @@ def test_sweep_without_steps_runs_at_the_pipelines_default(tiny_pipe, tmp_path, 
     monkeypatch.setattr(mmgen.pipeline, "DEFAULT_STEPS", 1)  # the sweep reads it when it runs
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
-    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--sweep-schedulers", "ddim",
-                 "--sweep-guidance", "2", "--sweep-n-single", "1", "--sweep-n-two", "1",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval-generator",
+                "--model",
+                str(tmp_path / "pipe"),
+                "--sweep",
+                "--sweep-schedulers",
+                "ddim",
+                "--sweep-guidance",
+                "2",
+                "--sweep-n-single",
+                "1",
+                "--sweep-n-two",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert [r["steps"] for r in json.loads(out.read_text())["rows"]] == [1]
 
 
 def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny_pipe, tmp_path, capsys):
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
-    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
-                 "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-guidance-interval", "0,800",
-                 "0,999", "all", "--sweep-n-single", "1", "--sweep-n-two", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval-generator",
+                "--model",
+                str(tmp_path / "pipe"),
+                "--sweep",
+                "--steps",
+                "2",
+                "--sweep-schedulers",
+                "ddim",
+                "--sweep-guidance",
+                "2",
+                "--sweep-guidance-interval",
+                "0,800",
+                "0,999",
+                "all",
+                "--sweep-n-single",
+                "1",
+                "--sweep-n-two",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     assert [r.get("guidance_interval") for r in rows] == [[0.0, 800.0], [0.0, 999.0], None]  # all: every step
     assert "guided in 0..800" in capsys.readouterr().out
@@ -181,9 +303,32 @@ def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny
 def test_sweep_candidates_is_a_setting(tiny_pipe, tmp_path, capsys):
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
-    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "2",
-                 "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-candidates", "1", "3",
-                 "--sweep-n-single", "1", "--sweep-n-two", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval-generator",
+                "--model",
+                str(tmp_path / "pipe"),
+                "--sweep",
+                "--steps",
+                "2",
+                "--sweep-schedulers",
+                "ddim",
+                "--sweep-guidance",
+                "2",
+                "--sweep-candidates",
+                "1",
+                "3",
+                "--sweep-n-single",
+                "1",
+                "--sweep-n-two",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert [r["num_candidates"] for r in json.loads(out.read_text())["rows"]] == [1, 3]
     assert "best of 3" in capsys.readouterr().out
 

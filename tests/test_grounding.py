@@ -31,8 +31,9 @@ def test_word_masks_mark_each_objects_colour_and_shape_pieces_in_caption_order(t
     assert [_marked(tokenizer, caption, w) for w in words] == [["cy", "##an"], ["circle"], ["red"], ["circle"]]
     assert not (words[1] & words[3]).any()  # each object its own "circle"
 
-    single = word_token_masks(tokenizer, ["a large green star on the left"], [[{"color": "green", "shape": "star"}]],
-                              MAX_TOKENS)[0]  # fmt: skip
+    single = word_token_masks(
+        tokenizer, ["a large green star on the left"], [[{"color": "green", "shape": "star"}]], MAX_TOKENS
+    )[0]
     assert single[2:].sum() == 0 and single[:2].sum(1).tolist() == [1, 1]
     with pytest.raises(ValueError, match="does not name"):
         word_token_masks(tokenizer, ["a red star"], [[{"color": "red", "shape": "cross"}]], MAX_TOKENS)
@@ -84,8 +85,16 @@ def test_grounding_loss_zero_on_the_object_known_when_uniform_and_dropped_captio
 
 def test_dit_returns_cross_attention_maps_that_train_without_changing_the_prediction():
     torch.manual_seed(0)
-    dit = DiT(sample_size=8, in_channels=4, hidden_size=32, depth=2, num_heads=2, text_dim=16,
-              text_refiner_layers=1, max_text_tokens=6)  # fmt: skip
+    dit = DiT(
+        sample_size=8,
+        in_channels=4,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        text_dim=16,
+        text_refiner_layers=1,
+        max_text_tokens=6,
+    )
     for block in dit.blocks:  # a trained-like DiT: cross-attention and outputs not zero
         torch.nn.init.normal_(block.cross.out.weight, std=0.1)
     torch.nn.init.normal_(dit.proj_out.weight, std=0.1)
@@ -115,7 +124,15 @@ def test_dit_returns_cross_attention_maps_that_train_without_changing_the_predic
 
 
 def test_joint_attention_has_no_cross_attention_maps():
-    dit = DiT(sample_size=8, in_channels=4, hidden_size=32, depth=2, num_heads=2, text_dim=16, joint_attention=True,
-              max_text_tokens=6)  # fmt: skip
+    dit = DiT(
+        sample_size=8,
+        in_channels=4,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        text_dim=16,
+        joint_attention=True,
+        max_text_tokens=6,
+    )
     with pytest.raises(ValueError, match="joint attention"):
         dit(torch.randn(1, 4, 8, 8), torch.tensor([1]), torch.randn(1, 6, 16), return_cross_attention=True)

@@ -41,10 +41,14 @@ def test_judge_tolerates_mild_noise():
 def test_judge_reads_an_object_drawn_twice_as_two_objects():
     # shapes-v1 never repeats a colour in a scene, so a second blob of one colour is a duplicate, not a fragment
     obj = {"color": "red", "shape": "circle", "size": "small", "side": 16}
-    twice = {"background": "white", "objects": [dict(obj, position="left", center=[14, 32]),
-                                                dict(obj, position="right", center=[50, 32])]}  # fmt: skip
+    twice = {
+        "background": "white",
+        "objects": [dict(obj, position="left", center=[14, 32]), dict(obj, position="right", center=[50, 32])],
+    }
     read = read_scene(render_scene(twice))
     assert [(o["color"], o["shape"], o["position"]) for o in sorted(read["objects"], key=lambda o: o["center"])] == [
-        ("red", "circle", "left"), ("red", "circle", "right")]  # fmt: skip
+        ("red", "circle", "left"),
+        ("red", "circle", "right"),
+    ]
     once = {"background": "white", "objects": twice["objects"][:1]}
     assert not score_scene(read, once)["all"] and score_scene(read_scene(render_scene(once)), once)["all"]

@@ -9,7 +9,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     UniPCMultistepScheduler,
-)  # fmt: skip
+)
 
 from mmgen.callbacks import TrajectoryRecorder
 from mmgen.pipeline import MMGenPipeline
@@ -25,8 +25,12 @@ def _run(pipe, **kw):
 def _final_latents(pipe, num_inference_steps: int, **kw):
     """The last step's latents, before snapping to codes (which could hide small differences)."""
     seen = []
-    _run(pipe, num_inference_steps=num_inference_steps,
-         callback_on_step_end=lambda p, i, t, k: seen.append(k["latents"]), **kw)  # fmt: skip
+    _run(
+        pipe,
+        num_inference_steps=num_inference_steps,
+        callback_on_step_end=lambda p, i, t, k: seen.append(k["latents"]),
+        **kw,
+    )
     return seen[-1]
 
 
@@ -49,9 +53,17 @@ def test_same_seed_same_image(tiny_pipe):
     assert not torch.equal(a.tokens, c.tokens)
 
 
-@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler,
-                                 EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler,
-                                 UniPCMultistepScheduler])  # fmt: skip
+@pytest.mark.parametrize(
+    "cls",
+    [
+        DDPMScheduler,
+        DDIMScheduler,
+        EulerDiscreteScheduler,
+        EulerAncestralDiscreteScheduler,
+        DPMSolverMultistepScheduler,
+        UniPCMultistepScheduler,
+    ],
+)
 def test_schedulers_swap_in(tiny_pipe, cls):
     tiny_pipe.scheduler = cls.from_config(tiny_pipe.scheduler.config)
     out = _run(tiny_pipe, num_inference_steps=3)
@@ -73,8 +85,12 @@ def test_callback_receives_and_can_modify_latents(tiny_pipe):
 
 def test_trajectory_recorder(tiny_pipe):
     rec = TrajectoryRecorder()
-    out = _run(tiny_pipe, num_inference_steps=4, callback_on_step_end=rec,
-               callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    out = _run(
+        tiny_pipe,
+        num_inference_steps=4,
+        callback_on_step_end=rec,
+        callback_on_step_end_tensor_inputs=rec.tensor_inputs,
+    )
     assert [s.step for s in rec.steps] == [0, 1, 2, 3]
     assert rec.steps[0].changed.all()
     assert rec.steps[-1].images[0].size == (32, 32)
@@ -84,19 +100,32 @@ def test_trajectory_recorder(tiny_pipe):
 def test_replay_from_a_step_reproduces_the_run(tiny_pipe):
     tiny_pipe.scheduler = DDIMScheduler.from_config(tiny_pipe.scheduler.config)
     rec = TrajectoryRecorder(decode=False)
-    full = _run(tiny_pipe, num_inference_steps=4, callback_on_step_end=rec,
-                callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    full = _run(
+        tiny_pipe,
+        num_inference_steps=4,
+        callback_on_step_end=rec,
+        callback_on_step_end_tensor_inputs=rec.tensor_inputs,
+    )
     replay = _run(tiny_pipe, num_inference_steps=4, latents=rec.steps[1].latents, start_step=2)
     assert torch.equal(replay.tokens, full.tokens)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(prompt=""), "non-empty"), (dict(prompt="x" * 3000), "too long"), (dict(num_inference_steps=0), "1..1000"),
-    (dict(guidance_scale=-1.0), ">= 0"), (dict(start_step=1), "needs the `latents`"),
-    (dict(callback_on_step_end_tensor_inputs=["bogus"]), "not in"), (dict(output_type="gif"), "output_type"),
-    (dict(guidance_interval=(600, 200)), "low <= high"), (dict(guidance_interval=(-5, 200)), "low <= high"),
-    (dict(codebook_snap=1.5), "codebook_snap"), (dict(codebook_snap=-0.1), "codebook_snap"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompt=""), "non-empty"),
+        (dict(prompt="x" * 3000), "too long"),
+        (dict(num_inference_steps=0), "1..1000"),
+        (dict(guidance_scale=-1.0), ">= 0"),
+        (dict(start_step=1), "needs the `latents`"),
+        (dict(callback_on_step_end_tensor_inputs=["bogus"]), "not in"),
+        (dict(output_type="gif"), "output_type"),
+        (dict(guidance_interval=(600, 200)), "low <= high"),
+        (dict(guidance_interval=(-5, 200)), "low <= high"),
+        (dict(codebook_snap=1.5), "codebook_snap"),
+        (dict(codebook_snap=-0.1), "codebook_snap"),
+    ],
+)
 def test_bad_inputs_are_clear_errors(tiny_pipe, kwargs, message):
     kwargs = {"prompt": "a red circle", "num_inference_steps": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -137,8 +166,9 @@ def test_hub_ids_are_fetched_as_a_whole_folder(tiny_pipe, tmp_path, monkeypatch)
 
     tiny_pipe.save_pretrained(tmp_path / "snapshot")
     asked = []
-    monkeypatch.setattr(mmgen.pipeline, "snapshot_download",
-                        lambda repo, **kw: asked.append(repo) or str(tmp_path / "snapshot"))  # fmt: skip
+    monkeypatch.setattr(
+        mmgen.pipeline, "snapshot_download", lambda repo, **kw: asked.append(repo) or str(tmp_path / "snapshot")
+    )
     loaded = MMGenPipeline.from_pretrained("someone/mmgen-model")
     assert asked == ["someone/mmgen-model"]
     theirs, ours = loaded.transformer.state_dict(), tiny_pipe.transformer.state_dict()
@@ -147,8 +177,12 @@ def test_hub_ids_are_fetched_as_a_whole_folder(tiny_pipe, tmp_path, monkeypatch)
 
 def test_recorder_renders_every_step(tiny_pipe):
     rec = TrajectoryRecorder(decode=False)
-    _run(tiny_pipe, num_inference_steps=3, callback_on_step_end=rec,
-         callback_on_step_end_tensor_inputs=rec.tensor_inputs)  # fmt: skip
+    _run(
+        tiny_pipe,
+        num_inference_steps=3,
+        callback_on_step_end=rec,
+        callback_on_step_end_tensor_inputs=rec.tensor_inputs,
+    )
     frames = rec.render(tiny_pipe, cell=4)
     assert len(frames) == 3 and frames[0]["n_changed"] == 64
     assert frames[0]["x_t"].size == (8, 8) and frames[0]["x0"].size == (32, 32)
@@ -166,12 +200,17 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
         timesteps = [int(t) for t in tiny_pipe.scheduler.timesteps]
         interval = (0, (timesteps[1] + timesteps[2]) / 2)  # the last two of four steps
         # one run's calls (best-of-N adds its own; tests/test_candidates.py)
-        part = _run(tiny_pipe, num_inference_steps=4, guidance_scale=3.0, guidance_interval=interval,
-                    num_candidates=1)  # fmt: skip
+        part = _run(tiny_pipe, num_inference_steps=4, guidance_scale=3.0, guidance_interval=interval, num_candidates=1)
         assert batches == [1, 1, 2, 2]
         batches.clear()
-        stepwise = tiny_pipe.stepwise("a red circle", 4, 3.0, generator=torch.Generator().manual_seed(0),
-                                      guidance_interval=interval, num_candidates=1)  # fmt: skip
+        stepwise = tiny_pipe.stepwise(
+            "a red circle",
+            4,
+            3.0,
+            generator=torch.Generator().manual_seed(0),
+            guidance_interval=interval,
+            num_candidates=1,
+        )
         while not stepwise.done:
             stepwise.step()
         assert batches == [1, 1, 2, 2] and torch.equal(stepwise.result().tokens, part.tokens)
@@ -198,12 +237,18 @@ def test_a_joint_attention_dit_drops_in(tiny_pipe):
     from mmgen.models.dit import DIT_PRESETS, DiT
 
     torch.manual_seed(0)
-    joint = DiT(sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, joint_attention=True,
-                **DIT_PRESETS["tiny"]).eval()  # fmt: skip
+    joint = DiT(
+        sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, joint_attention=True, **DIT_PRESETS["tiny"]
+    ).eval()
     for p in joint.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    pipe = MMGenPipeline(vqvae=tiny_pipe.vqvae, transformer=joint, text_encoder=tiny_pipe.text_encoder,
-                         tokenizer=tiny_pipe.tokenizer, scheduler=tiny_pipe.scheduler)  # fmt: skip
+    pipe = MMGenPipeline(
+        vqvae=tiny_pipe.vqvae,
+        transformer=joint,
+        text_encoder=tiny_pipe.text_encoder,
+        tokenizer=tiny_pipe.tokenizer,
+        scheduler=tiny_pipe.scheduler,
+    )
     pipe.set_progress_bar_config(disable=True)
 
     def final_latents(**kw):
@@ -212,8 +257,9 @@ def test_a_joint_attention_dit_drops_in(tiny_pipe):
     assert _run(pipe, num_inference_steps=3, guidance_scale=3.0).tokens.shape == (1, 8, 8)
     guided = final_latents(guidance_scale=3.0)
     assert torch.equal(guided, final_latents(guidance_scale=3.0, guidance_interval=(0, 999)))
-    assert torch.allclose(final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000)),
-                          final_latents(guidance_scale=1.0), atol=1e-5)  # fmt: skip
+    assert torch.allclose(
+        final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000)), final_latents(guidance_scale=1.0), atol=1e-5
+    )
     assert not torch.allclose(guided, final_latents(guidance_scale=1.0), atol=1e-2)
 
 
@@ -227,8 +273,9 @@ def test_stepwise_run_equals_the_full_call(tiny_pipe, name):
 
     pipe = tiny_pipe.with_scheduler()
     pipe.scheduler = SCHEDULERS[name].from_config(training_scheduler().config)
-    run = pipe.stepwise("a red circle", num_inference_steps=4, guidance_scale=3.0,
-                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    run = pipe.stepwise(
+        "a red circle", num_inference_steps=4, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)
+    )
     steps = []
     while not run.done:
         steps.append(run.step())
@@ -249,8 +296,12 @@ def test_inpainting_keeps_every_token_outside_the_mask(tiny_pipe, name):
     mask = torch.zeros(8, 8, dtype=torch.bool)
     mask[2:5, 3:7] = True
     inpaint = LatentInpainter(known, mask, generator=torch.Generator().manual_seed(0))
-    out = _run(pipe, num_inference_steps=4, callback_on_step_end=inpaint,
-               callback_on_step_end_tensor_inputs=inpaint.tensor_inputs)  # fmt: skip
+    out = _run(
+        pipe,
+        num_inference_steps=4,
+        callback_on_step_end=inpaint,
+        callback_on_step_end_tensor_inputs=inpaint.tensor_inputs,
+    )
     assert torch.equal(out.tokens[0][~mask], tokens[0][~mask])
     assert not torch.equal(out.tokens[0][mask], tokens[0][mask])  # the region was repainted
 
@@ -322,8 +373,9 @@ def test_model_output_for_x0_inverts_predict_x0(name, prediction_type):
     latents = torch.randn(2, 8, 4, 4, generator=g) * scheduler.init_noise_sigma
     for t in scheduler.timesteps[[0, 5, -1]]:
         x0 = torch.randn(latents.shape, generator=g)
-        torch.testing.assert_close(predict_x0(scheduler, latents, model_output_for_x0(scheduler, latents, x0, t), t),
-                                   x0, atol=1e-4, rtol=1e-4)  # fmt: skip
+        torch.testing.assert_close(
+            predict_x0(scheduler, latents, model_output_for_x0(scheduler, latents, x0, t), t), x0, atol=1e-4, rtol=1e-4
+        )
 
 
 @pytest.mark.parametrize("name", ["euler-ancestral", "dpm++"])
@@ -336,8 +388,14 @@ def test_codebook_snap_moves_each_x0_estimate_to_its_codes(tiny_pipe, name):
 
     def x0_per_step(**kw):
         seen = []
-        _run(pipe, num_inference_steps=3, guidance_scale=2.0, callback_on_step_end_tensor_inputs=["pred_x0"],
-             callback_on_step_end=lambda p, i, t, k: seen.append(k["pred_x0"]), **kw)  # fmt: skip
+        _run(
+            pipe,
+            num_inference_steps=3,
+            guidance_scale=2.0,
+            callback_on_step_end_tensor_inputs=["pred_x0"],
+            callback_on_step_end=lambda p, i, t, k: seen.append(k["pred_x0"]),
+            **kw,
+        )
         return seen
 
     for x0 in x0_per_step(codebook_snap=1.0):
@@ -347,21 +405,28 @@ def test_codebook_snap_moves_each_x0_estimate_to_its_codes(tiny_pipe, name):
     assert all(torch.equal(a, b) for a, b in zip(default, x0_per_step()))
     assert not torch.allclose(plain[0], pipe.snap_latents(plain[0]), atol=1e-2)  # the test is not vacuous
     first_half = x0_per_step(codebook_snap=0.5)[0]  # step 0 starts from the same noise, so compare it alone
-    torch.testing.assert_close(first_half, torch.lerp(plain[0], pipe.snap_latents(plain[0]), 0.5), atol=1e-4,
-                               rtol=1e-4)  # fmt: skip
+    torch.testing.assert_close(
+        first_half, torch.lerp(plain[0], pipe.snap_latents(plain[0]), 0.5), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_stepwise_run_snaps_like_the_full_call(tiny_pipe):
-    run = tiny_pipe.stepwise("a red circle", num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7,
-                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+    run = tiny_pipe.stepwise(
+        "a red circle",
+        num_inference_steps=3,
+        guidance_scale=2.0,
+        codebook_snap=0.7,
+        generator=torch.Generator().manual_seed(0),
+    )
     while not run.done:
         run.step()
     full = _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7)
     assert torch.equal(run.result().tokens, full.tokens)
     # one noise, with and without the snap (best-of-N could pick other noises for each)
     one = _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, codebook_snap=0.7, num_candidates=1)
-    assert not torch.equal(one.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0,
-                                            num_candidates=1).tokens)  # fmt: skip
+    assert not torch.equal(
+        one.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, num_candidates=1).tokens
+    )
 
 
 def _self_conditioned(tiny_pipe):
@@ -370,13 +435,18 @@ def _self_conditioned(tiny_pipe):
     from mmgen.models.dit import DIT_PRESETS, DiT
 
     torch.manual_seed(0)
-    dit = DiT(sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, self_condition=True,
-              **DIT_PRESETS["tiny"]).eval()  # fmt: skip
+    dit = DiT(
+        sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, self_condition=True, **DIT_PRESETS["tiny"]
+    ).eval()
     for p in [*dit.proj_out.parameters(), dit.self_cond_embed.weight]:
         torch.nn.init.normal_(p, std=0.05)
-    pipe = MMGenPipeline(vqvae=tiny_pipe.vqvae, transformer=dit, text_encoder=tiny_pipe.text_encoder,
-                         tokenizer=tiny_pipe.tokenizer,
-                         scheduler=DDIMScheduler.from_config(tiny_pipe.scheduler.config))  # fmt: skip
+    pipe = MMGenPipeline(
+        vqvae=tiny_pipe.vqvae,
+        transformer=dit,
+        text_encoder=tiny_pipe.text_encoder,
+        tokenizer=tiny_pipe.tokenizer,
+        scheduler=DDIMScheduler.from_config(tiny_pipe.scheduler.config),
+    )
     pipe.set_progress_bar_config(disable=True)
     seen = []
     forward = dit.forward
@@ -390,13 +460,26 @@ def test_a_self_conditioned_dit_reads_the_previous_steps_x0(tiny_pipe):
     pipe, seen = _self_conditioned(tiny_pipe)
     rec = TrajectoryRecorder(decode=False)
     every = dict(guidance_scale=3.0, guidance_interval=None)  # both guidance halves at every step
-    full = _run(pipe, num_inference_steps=4, callback_on_step_end=rec, num_candidates=1,
-                callback_on_step_end_tensor_inputs=rec.tensor_inputs, **every)  # fmt: skip
+    full = _run(
+        pipe,
+        num_inference_steps=4,
+        callback_on_step_end=rec,
+        num_candidates=1,
+        callback_on_step_end_tensor_inputs=rec.tensor_inputs,
+        **every,
+    )
     assert len(seen) == 4 and seen[0] is None
     for k in (1, 2, 3):
         assert torch.equal(seen[k], torch.cat([rec.steps[k - 1].pred_x0] * 2))
-    replay = _run(pipe, num_inference_steps=4, latents=rec.steps[1].latents, start_step=2,
-                  prev_pred_x0=rec.steps[1].pred_x0, output_type="latent", **every)  # fmt: skip
+    replay = _run(
+        pipe,
+        num_inference_steps=4,
+        latents=rec.steps[1].latents,
+        start_step=2,
+        prev_pred_x0=rec.steps[1].pred_x0,
+        output_type="latent",
+        **every,
+    )
     assert torch.equal(replay.tokens, full.tokens)
     without = _final_latents(pipe, 4, latents=rec.steps[1].latents, start_step=2, **every)
     assert not torch.allclose(without, rec.steps[-1].latents, atol=1e-5)  # the estimate matters
@@ -404,8 +487,9 @@ def test_a_self_conditioned_dit_reads_the_previous_steps_x0(tiny_pipe):
 
 def test_a_self_conditioned_stepwise_run_equals_the_full_call(tiny_pipe):
     pipe, _ = _self_conditioned(tiny_pipe)
-    run = pipe.stepwise("a red circle", num_inference_steps=4, guidance_scale=3.0,
-                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    run = pipe.stepwise(
+        "a red circle", num_inference_steps=4, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)
+    )
     while not run.done:
         run.step()
     full = _run(pipe, num_inference_steps=4, guidance_scale=3.0, output_type="latent")

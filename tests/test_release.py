@@ -12,11 +12,15 @@ def test_release_writes_fp16_weights_log_and_card(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
     (run / "vqvae").mkdir(parents=True)
     VQVAE.from_pretrained(tiny_model_dir, subfolder="vqvae").save_pretrained(run / "vqvae")
-    header = {"command": "mmgen train-tokenizer --steps 2", "config": {"num_codes": 64, "code_dim": 4,
-              "block_channels": [8, 16, 16]}, "args": {"seed": 0, "photo_fraction": 0.5, "batch_size": 4,
-              "resolution": 32, "lr": 0.001}}  # fmt: skip
-    rows = [{"step": 200, "loss": 0.1, "psnr": 20.0, "usage": 0.9, "perplexity": 30.0, "elapsed_s": 5.0,
-             "val_psnr": 19.5}, {"done": True, "steps": 200, "train_time_s": 60.0}]  # fmt: skip
+    header = {
+        "command": "mmgen train-tokenizer --steps 2",
+        "config": {"num_codes": 64, "code_dim": 4, "block_channels": [8, 16, 16]},
+        "args": {"seed": 0, "photo_fraction": 0.5, "batch_size": 4, "resolution": 32, "lr": 0.001},
+    }
+    rows = [
+        {"step": 200, "loss": 0.1, "psnr": 20.0, "usage": 0.9, "perplexity": 30.0, "elapsed_s": 5.0, "val_psnr": 19.5},
+        {"done": True, "steps": 200, "train_time_s": 60.0},
+    ]
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
 
     out = tmp_path / "assets"
@@ -39,12 +43,25 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     run, out = tmp_path / "run", tmp_path / "assets"
     tiny_pipe.transformer.save_pretrained(run / "transformer")
     # the run trained v-prediction: the release must sample with the run's noise schedule, not a default one
-    type(tiny_pipe.scheduler).from_config(tiny_pipe.scheduler.config, prediction_type="v_prediction",
-                                          timestep_spacing="leading").save_pretrained(run / "scheduler")  # fmt: skip
+    type(tiny_pipe.scheduler).from_config(
+        tiny_pipe.scheduler.config, prediction_type="v_prediction", timestep_spacing="leading"
+    ).save_pretrained(run / "scheduler")
     tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
-    header = {"command": "mmgen train-generator --steps 500", "distinct_captions": 9,
-              "args": {"seed": 0, "num_samples": 10, "caption_dropout": 0.1, "batch_size": 4, "lr": 3e-4,
-                       "warmup_steps": 5, "snr_gamma": 5.0, "ema_decay": 0.99, "mixed_precision": "no"}}  # fmt: skip
+    header = {
+        "command": "mmgen train-generator --steps 500",
+        "distinct_captions": 9,
+        "args": {
+            "seed": 0,
+            "num_samples": 10,
+            "caption_dropout": 0.1,
+            "batch_size": 4,
+            "lr": 3e-4,
+            "warmup_steps": 5,
+            "snr_gamma": 5.0,
+            "ema_decay": 0.99,
+            "mixed_precision": "no",
+        },
+    }
     rows = [{"step": 500, "loss": 0.2, "elapsed_s": 30.0}, {"done": True, "steps": 500, "train_time_s": 120.0}]
     (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
 
@@ -122,14 +139,26 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     )
     assert "| 1 | 500 | 0.2000 | 30 |" in card and "| 2 | 500 | 0.1000 | 12 |" in card
 
-    row = {"scheduler": "euler-ancestral", "guidance": 4.0, "steps": 20, "single_all": 0.9, "single_shape": 0.9,
-           "single_position": 1.0, "two_all": 0.3, "n_single": 96, "n_two": 256, "seconds": 60,
-           "guidance_interval": [250.0, 999.0]}  # fmt: skip
+    row = {
+        "scheduler": "euler-ancestral",
+        "guidance": 4.0,
+        "steps": 20,
+        "single_all": 0.9,
+        "single_shape": 0.9,
+        "single_position": 1.0,
+        "two_all": 0.3,
+        "n_single": 96,
+        "n_two": 256,
+        "seconds": 60,
+        "guidance_interval": [250.0, 999.0],
+    }
     sweep_rows = [dict(row, guidance=g, codebook_snap=s) for g in (3.0, 4.0) for s in (0.0, 0.5)]
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": sweep_rows}))
     card = " ".join(generator_card_section(out).split())  # the command in the card is wrapped
-    assert ("--sweep-schedulers euler-ancestral --sweep-guidance 3 4 --sweep-codebook-snap 0 0.5 --sweep-n-single 96 "
-            "--sweep-n-two 256") in card  # fmt: skip
+    assert (
+        "--sweep-schedulers euler-ancestral --sweep-guidance 3 4 --sweep-codebook-snap 0 0.5 --sweep-n-single 96 "
+        "--sweep-n-two 256"
+    ) in card
     assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 90.0% |" in card
     assert "Best mean of single-object and two-object" in card and "The default (guidance 4, snap 0.5)" in card
     everywhere = [dict(r, guidance_interval=None) if r["codebook_snap"] == 0.0 else r for r in sweep_rows]
@@ -143,9 +172,14 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
 
     # --sweep-free rows: a setting whose free prompts take fewer than 5 cells is not chosen, however accurate
     free = {(3.0, 0.0): 6, (3.0, 0.5): 5, (4.0, 0.0): 5, (4.0, 0.5): 4}
-    free_rows = [dict(r, free_min=free[r["guidance"], r["codebook_snap"]],
-                      two_all=0.5 if r["guidance"] == 4.0 and r["codebook_snap"] == 0.5 else 0.3 + r["guidance"] / 100)
-                 for r in sweep_rows]  # fmt: skip
+    free_rows = [
+        dict(
+            r,
+            free_min=free[r["guidance"], r["codebook_snap"]],
+            two_all=0.5 if r["guidance"] == 4.0 and r["codebook_snap"] == 0.5 else 0.3 + r["guidance"] / 100,
+        )
+        for r in sweep_rows
+    ]
     (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": free_rows}))
     card = " ".join(generator_card_section(out).split())
     assert "--sweep-n-two 256 --sweep-free`" in card and "| free: fewest cells |" in card
@@ -171,18 +205,27 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     assert "| single: all | single: colour | single: shape |" in card
     assert "| t 250..999 | 0.5 | 4 | 90.0% | 98.5% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
 
-    ev = {"single": {"color": 1.0, "all": 0.9, "n": 4}, "two": {"count": 0.75, "all": 0.5, "n": 4},
-          "extra_objects": {"two": {"more objects than named": 0.25, "a named object drawn twice": 0.5}},
-          "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0,
-                       "guidance_interval": [250.0, 999.0], "num_candidates": 4}}  # fmt: skip
+    ev = {
+        "single": {"color": 1.0, "all": 0.9, "n": 4},
+        "two": {"count": 0.75, "all": 0.5, "n": 4},
+        "extra_objects": {"two": {"more objects than named": 0.25, "a named object drawn twice": 0.5}},
+        "settings": {
+            "scheduler": "UniPCMultistepScheduler",
+            "steps": 30,
+            "guidance_scale": 4.0,
+            "guidance_interval": [250.0, 999.0],
+            "num_candidates": 4,
+        },
+    }
     (out / "eval_generator.json").write_text(json.dumps(ev))
     card = generator_card_section(out)
     assert "best of 4 starting noise(s)" in " ".join(card.split())
     assert "guidance 4.0 (guided in t 250..999), codebook snap" in " ".join(card.split())
     assert "| two (4 prompts) | count | 75.0% |  |" in card and "| two (4 prompts) | all | 50.0% | >= 60% |" in card
     assert "| two | images with a named object drawn twice | 50.0% | |" in card and "Tokenizer ceiling" not in card
-    ceiling = {"two": {"rendered": {"shapes": 1.0, "all": 1.0, "n": 8}, "tokenized": {"shapes": 0.875, "all": 0.75,
-                                                                                     "n": 8}}}  # fmt: skip
+    ceiling = {
+        "two": {"rendered": {"shapes": 1.0, "all": 1.0, "n": 8}, "tokenized": {"shapes": 0.875, "all": 0.75, "n": 8}}
+    }
     (out / "eval_generator.json").write_text(json.dumps(ev | {"tokenizer_ceiling": ceiling}))
     card = generator_card_section(out)
     assert "Tokenizer ceiling" in card and "(8 two)" in " ".join(card.split())

@@ -19,7 +19,7 @@ from mmgen.data.shapes import (
     render_scene,
     shapes_sample,
     write_shapes,
-)  # fmt: skip
+)
 
 N = 400
 SAMPLES = [shapes_sample(0, i) for i in range(N)]

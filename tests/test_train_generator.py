@@ -10,10 +10,30 @@ from mmgen.training.train_generator import main, sampling_weights
 
 
 def _args(out, model_dir, *extra):
-    return build_parser().parse_args(["train-generator", "--out", str(out), "--vqvae", model_dir, "--preset", "tiny",
-                                      "--num-samples", "16", "--batch-size", "4", "--log-every", "1",
-                                      "--val-every", "100", "--checkpoint-every", "2", "--warmup-steps", "1",
-                                      *extra])  # fmt: skip
+    return build_parser().parse_args(
+        [
+            "train-generator",
+            "--out",
+            str(out),
+            "--vqvae",
+            model_dir,
+            "--preset",
+            "tiny",
+            "--num-samples",
+            "16",
+            "--batch-size",
+            "4",
+            "--log-every",
+            "1",
+            "--val-every",
+            "100",
+            "--checkpoint-every",
+            "2",
+            "--warmup-steps",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
@@ -114,8 +134,9 @@ def test_diffusion_loss_targets_and_min_snr_weights(prediction_type):
     snr = a.flatten() / (1 - a.flatten())
     weight = snr.clamp(max=5) / (snr if prediction_type == "epsilon" else snr + 1)
     expected = (target.pow(2).mean(dim=(1, 2, 3)) * weight).mean()
-    loss = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=5.0,
-                          weighting="min-snr")  # fmt: skip
+    loss = diffusion_loss(
+        _Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=5.0, weighting="min-snr"
+    )
     torch.testing.assert_close(loss, expected)
     plain = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=0)
     torch.testing.assert_close(plain, target.pow(2).mean())
@@ -146,8 +167,9 @@ def test_self_conditioning_feeds_half_the_batch_its_own_clean_estimate():
     torch.testing.assert_close(sc2[:2], clean_estimate(sched, noisy[:2], noisy[:2] * 0.5, t[:2]))
     assert torch.equal(sc2[2:], torch.zeros_like(sc2[2:]))
     # x0 from the true v is the clean latent
-    torch.testing.assert_close(clean_estimate(sched, noisy, sched.get_velocity(latents, noise, t), t), latents,
-                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        clean_estimate(sched, noisy, sched.get_velocity(latents, noise, t), t), latents, atol=1e-5, rtol=1e-5
+    )
     assert loss.item() > 0
 
 
@@ -223,8 +245,9 @@ def test_epsilon_with_the_default_weighting_fails_before_any_work(tmp_path, tiny
 def test_two_object_share_sets_the_batch_mix():
     num_objects = torch.tensor([1] * 70 + [2] * 30)
     weights = sampling_weights(num_objects, 0.6)
-    assert torch.isclose(weights.sum(), torch.tensor(1.0)) and torch.isclose(weights[num_objects == 2].sum(),
-                                                                             torch.tensor(0.6))  # fmt: skip
+    assert torch.isclose(weights.sum(), torch.tensor(1.0)) and torch.isclose(
+        weights[num_objects == 2].sum(), torch.tensor(0.6)
+    )
     draws = torch.multinomial(weights, 20_000, replacement=True, generator=torch.Generator().manual_seed(0))
     assert abs((num_objects[draws] == 2).float().mean().item() - 0.6) < 0.02
     assert len(set(draws[num_objects[draws] == 1].tolist())) == 70  # every single-object scene still drawn
@@ -242,8 +265,18 @@ def test_two_object_share_changes_the_batches_and_needs_shapes(tmp_path, tiny_mo
     log = json.loads((tmp_path / "mix" / "train_log.jsonl").read_text().splitlines()[0])
     assert log["args"]["two_object_share"] == 0.9
     with pytest.raises(ValueError, match="image folder"):
-        main(_args(tmp_path / "folder", tiny_model_dir, "--steps", "1", "--data", str(tmp_path),
-                   "--two-object-share", "0.5"))  # fmt: skip
+        main(
+            _args(
+                tmp_path / "folder",
+                tiny_model_dir,
+                "--steps",
+                "1",
+                "--data",
+                str(tmp_path),
+                "--two-object-share",
+                "0.5",
+            )
+        )
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--two-object-share", "1.5"))
     assert not (tmp_path / "bad").exists()  # failed before any work
@@ -291,8 +324,20 @@ def test_the_encoded_training_set_is_cached_and_reused(tmp_path, tiny_model_dir,
     assert all(torch.equal(weights[0][k], w[k]) for w in weights[1:] for k in weights[0])
     main(_args(tmp_path / "d", tiny_model_dir, "--steps", "1", "--cache-dir", str(cache), "--seed", "1"))
     assert len(list(cache.iterdir())) == 2  # --seed also picks the scenes: other key, never a stale read
-    main(_args(tmp_path / "e", tiny_model_dir, "--steps", "1", "--cache-dir", str(cache), "--seed", "1",
-               "--data-seed", "0"))  # fmt: skip
+    main(
+        _args(
+            tmp_path / "e",
+            tiny_model_dir,
+            "--steps",
+            "1",
+            "--cache-dir",
+            str(cache),
+            "--seed",
+            "1",
+            "--data-seed",
+            "0",
+        )
+    )
     assert "read the encoded training set" in capsys.readouterr().out and len(list(cache.iterdir())) == 2
 
 
@@ -360,9 +405,11 @@ def test_object_loss_weight_flag(tmp_path, tiny_model_dir):
 
 
 def test_grounding_loss_weight_flag(tmp_path, tiny_model_dir):
-    for bad, match in ((["--grounding-loss-weight", "-1"], "must be 0"),
-                       (["--grounding-loss-weight", "1", "--data", str(tmp_path)], "shapes-v1 labels"),
-                       (["--grounding-loss-weight", "1", "--joint-attention"], "joint-attention")):  # fmt: skip
+    for bad, match in (
+        (["--grounding-loss-weight", "-1"], "must be 0"),
+        (["--grounding-loss-weight", "1", "--data", str(tmp_path)], "shapes-v1 labels"),
+        (["--grounding-loss-weight", "1", "--joint-attention"], "joint-attention"),
+    ):
         with pytest.raises(ValueError, match=match):
             main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", *bad))
         assert not (tmp_path / "bad" / "train_log.jsonl").exists()  # each fails before any work

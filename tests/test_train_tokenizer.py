@@ -8,9 +8,28 @@ from mmgen.training.train_tokenizer import main
 
 
 def _args(out, *extra):
-    return build_parser().parse_args(["train-tokenizer", "--out", str(out), "--preset", "tiny", "--resolution", "32",
-                                      "--batch-size", "4", "--log-every", "2", "--val-every", "2",
-                                      "--checkpoint-every", "3", "--warmup-steps", "1", *extra])  # fmt: skip
+    return build_parser().parse_args(
+        [
+            "train-tokenizer",
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--resolution",
+            "32",
+            "--batch-size",
+            "4",
+            "--log-every",
+            "2",
+            "--val-every",
+            "2",
+            "--checkpoint-every",
+            "3",
+            "--warmup-steps",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def test_trains_checkpoints_and_resumes(tmp_path):

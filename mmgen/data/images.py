@@ -78,8 +78,9 @@ def fit_to_multiple(im: Image.Image, multiple: int, max_side: int | None = None)
     """Downscale so the longer side is at most max_side, then centre-crop to sides divisible by `multiple`."""
     if max_side and max(im.size) > max_side:
         scale = max_side / max(im.size)
-        im = im.resize((max(multiple, round(im.width * scale)), max(multiple, round(im.height * scale))),
-                       Image.Resampling.LANCZOS)  # fmt: skip
+        im = im.resize(
+            (max(multiple, round(im.width * scale)), max(multiple, round(im.height * scale))), Image.Resampling.LANCZOS
+        )
     w, h = (im.width // multiple) * multiple, (im.height // multiple) * multiple
     if w == 0 or h == 0:
         raise ImageLoadError(f"image too small: {im.width}x{im.height}; it needs at least {multiple}x{multiple}")
@@ -148,8 +149,7 @@ class PhotoCrops(Dataset):
         images = [load_image(p) for p in paths]
         self.images = [im for im in images if min(im.size) >= min_side]  # drops icons and 1-pixel strips
         if not self.images:
-            raise ValueError("no usable photos: every image was missing or smaller than "
-                             f"{min_side}x{min_side}")  # fmt: skip
+            raise ValueError(f"no usable photos: every image was missing or smaller than {min_side}x{min_side}")
         self.length, self.size, self.seed = length, size, seed
 
     def __len__(self):
@@ -194,7 +194,9 @@ class ImageFolder(Dataset):
         im = load_image(self.paths[k])
         if min(im.size) < self.size:
             scale = self.size / min(im.size)
-            im = im.resize((max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))),
-                           Image.Resampling.BICUBIC)  # fmt: skip
+            im = im.resize(
+                (max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))),
+                Image.Resampling.BICUBIC,
+            )
         crop = random_crop(im, self.size, rng, scale_range=(self.size / min(im.size), 1.0))
         return {"pixel_values": pil_to_tensor(crop), "text": self.captions[k]}

@@ -38,20 +38,32 @@ SIZES = {"small": 16, "large": 28}
 SIZE_JITTER = 1
 CELL_COORDS = (14, 32, 50)
 POSITIONS = {
-    "top left": (14, 14), "top": (32, 14), "top right": (50, 14),
-    "left": (14, 32), "center": (32, 32), "right": (50, 32),
-    "bottom left": (14, 50), "bottom": (32, 50), "bottom right": (50, 50),
-}  # fmt: skip
+    "top left": (14, 14),
+    "top": (32, 14),
+    "top right": (50, 14),
+    "left": (14, 32),
+    "center": (32, 32),
+    "right": (50, 32),
+    "bottom left": (14, 50),
+    "bottom": (32, 50),
+    "bottom right": (50, 50),
+}
 CENTER_JITTER = 2
 MIN_GAP = 2  # pixels between the bounding boxes of two objects
 P_ONE_OBJECT = 0.6
 
 # The preposition that reads naturally before each position name.
 _POSITION_PHRASES = {
-    "top left": "in the top left", "top": "at the top", "top right": "in the top right",
-    "left": "on the left", "center": "in the center", "right": "on the right",
-    "bottom left": "in the bottom left", "bottom": "at the bottom", "bottom right": "in the bottom right",
-}  # fmt: skip
+    "top left": "in the top left",
+    "top": "at the top",
+    "top right": "in the top right",
+    "left": "on the left",
+    "center": "in the center",
+    "right": "on the right",
+    "bottom left": "in the bottom left",
+    "bottom": "at the bottom",
+    "bottom right": "in the bottom right",
+}
 # Training-caption paraphrases the spec welcomes, so the generator learns the attribute rather than one
 # wording. Evaluation prompts (mmgen.eval.eval_generator.PARAPHRASES) use other words on purpose: none of
 # "upper", "lower", "corner", "edge", "side", "backdrop", "against" appears here.
@@ -65,7 +77,7 @@ _POSITION_PARAPHRASES = {
     "bottom left": ["in the bottom-left", "at bottom left"],
     "bottom": ["at the bottom of the image", "near the bottom"],
     "bottom right": ["in the bottom-right", "at bottom right"],
-}  # fmt: skip
+}
 # Every wording a caption may use for each position; the canonical one is 3x as likely as each paraphrase.
 POSITION_WORDINGS = {p: [_POSITION_PHRASES[p], *_POSITION_PARAPHRASES[p]] for p in POSITIONS}
 _BACKGROUND_PHRASES = ["on a {} background"] * 4 + ["on {}", "with a {} background", ", {} background"]
@@ -102,9 +114,19 @@ def shape_polygon(shape: str, cx: float, cy: float, s: float) -> list[tuple[floa
     if shape == "cross":
         t = s / 6  # half the bar thickness s/3
         return [
-            (cx - t, cy - h), (cx + t, cy - h), (cx + t, cy - t), (cx + h, cy - t), (cx + h, cy + t), (cx + t, cy + t),
-            (cx + t, cy + h), (cx - t, cy + h), (cx - t, cy + t), (cx - h, cy + t), (cx - h, cy - t), (cx - t, cy - t),
-        ]  # fmt: skip
+            (cx - t, cy - h),
+            (cx + t, cy - h),
+            (cx + t, cy - t),
+            (cx + h, cy - t),
+            (cx + h, cy + t),
+            (cx + t, cy + t),
+            (cx + t, cy + h),
+            (cx - t, cy + h),
+            (cx - t, cy + t),
+            (cx - h, cy + t),
+            (cx - h, cy - t),
+            (cx - t, cy - t),
+        ]
     if shape == "circle":
         return None
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
@@ -167,10 +189,12 @@ def _sample_object(rng: np.random.Generator, position: str, color: str) -> dict:
         "color": color,
         "size": size,
         "position": position,
-        "center": [int(x + rng.integers(-CENTER_JITTER, CENTER_JITTER + 1)),
-                   int(y + rng.integers(-CENTER_JITTER, CENTER_JITTER + 1))],
+        "center": [
+            int(x + rng.integers(-CENTER_JITTER, CENTER_JITTER + 1)),
+            int(y + rng.integers(-CENTER_JITTER, CENTER_JITTER + 1)),
+        ],
         "side": int(SIZES[size] + rng.integers(-SIZE_JITTER, SIZE_JITTER + 1)),
-    }  # fmt: skip
+    }
 
 
 def sample_labels(rng: np.random.Generator) -> dict:
@@ -215,8 +239,10 @@ def make_caption(labels: dict, rng: np.random.Generator) -> str:
     else:
         a, b = objects
         rel = str(rng.choice(relation(a, b)))
-        text = (f"{_object_phrase(a, rng, with_size=rng.random() < 0.5)} {_RELATIONS[rel]} "
-                f"{_object_phrase(b, rng, with_size=rng.random() < 0.5)}")  # fmt: skip
+        text = (
+            f"{_object_phrase(a, rng, with_size=rng.random() < 0.5)} {_RELATIONS[rel]} "
+            f"{_object_phrase(b, rng, with_size=rng.random() < 0.5)}"
+        )
     if rng.random() < 0.7:
         phrase = str(rng.choice(_BACKGROUND_PHRASES)).format(labels["background"])
         text += phrase if phrase.startswith(",") else " " + phrase

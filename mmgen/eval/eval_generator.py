@@ -43,11 +43,16 @@ PARAPHRASES = [  # wordings absent from the training templates
     "{where_cap} there is a {size} {color} {shape}; the background is {bg}",
 ]
 WHERE = {
-    "top left": "in the upper left corner", "top": "at the top edge", "top right": "in the upper right corner",
-    "left": "at the left side", "center": "right in the middle", "right": "at the right side",
-    "bottom left": "in the lower left corner", "bottom": "along the bottom",
+    "top left": "in the upper left corner",
+    "top": "at the top edge",
+    "top right": "in the upper right corner",
+    "left": "at the left side",
+    "center": "right in the middle",
+    "right": "at the right side",
+    "bottom left": "in the lower left corner",
+    "bottom": "along the bottom",
     "bottom right": "in the lower right corner",
-}  # fmt: skip
+}
 PREPOSITION = {"top": "at the", "bottom": "at the", "left": "on the", "right": "on the"}
 
 
@@ -58,8 +63,12 @@ def _where(position: str) -> str:
 def single_prompts(n: int, rng: np.random.Generator, paraphrase: bool = False) -> list[dict]:
     items = []
     for _ in range(n):
-        obj = {"color": str(rng.choice(list(COLORS))), "shape": str(rng.choice(SHAPES)),
-               "size": str(rng.choice(list(SIZES))), "position": str(rng.choice(list(POSITIONS)))}  # fmt: skip
+        obj = {
+            "color": str(rng.choice(list(COLORS))),
+            "shape": str(rng.choice(SHAPES)),
+            "size": str(rng.choice(list(SIZES))),
+            "position": str(rng.choice(list(POSITIONS))),
+        }
         bg = str(rng.choice(list(BACKGROUNDS)))
         if paraphrase:
             template = str(rng.choice(PARAPHRASES))
@@ -110,8 +119,13 @@ def score_two(read: dict, item: dict) -> dict:
     rel_ok = both and item["relation"] in relation(ga, gb)
     shapes_ok = both and ga["shape"] == a["shape"] and gb["shape"] == b["shape"]
     count_ok = len(read["objects"]) == 2  # no object drawn twice, no third one
-    return {"colors": both, "shapes": shapes_ok, "relation": rel_ok, "count": count_ok,
-            "all": both and shapes_ok and rel_ok and count_ok}  # fmt: skip
+    return {
+        "colors": both,
+        "shapes": shapes_ok,
+        "relation": rel_ok,
+        "count": count_ok,
+        "all": both and shapes_ok and rel_ok and count_ok,
+    }
 
 
 OUTCOMES = ("own shape", "other object's shape", "a third shape", "not found")
@@ -145,13 +159,15 @@ def shape_errors(single: list[tuple[dict, dict]], two: list[tuple[dict, dict]]) 
             else:
                 outcomes["other object's shape" if got["shape"] == other["shape"] else "a third shape"] += 1
     n, found = sum(outcomes.values()), sum(len(v) for v in by_drawn_size.values())
-    return {"single_shape_by_size": {size: float(np.mean(v)) for size, v in sorted(by_size.items())},
-            "single_confusions": dict(confusions.most_common()),
-            "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {},
-            "two_size_drawn": {s: len(by_drawn_size.get(s, [])) / found for s in SIZES} if found else {},
-            "two_size_in_data": two_object_size_shares() if found else {},
-            "two_shape_by_size_drawn": {s: float(np.mean(v)) for s, v in sorted(by_drawn_size.items())},
-            "two_shape_by_shape": shape_by_shape(two)}  # fmt: skip
+    return {
+        "single_shape_by_size": {size: float(np.mean(v)) for size, v in sorted(by_size.items())},
+        "single_confusions": dict(confusions.most_common()),
+        "two_per_object": {k: outcomes[k] / n for k in OUTCOMES} if n else {},
+        "two_size_drawn": {s: len(by_drawn_size.get(s, [])) / found for s in SIZES} if found else {},
+        "two_size_in_data": two_object_size_shares() if found else {},
+        "two_shape_by_size_drawn": {s: float(np.mean(v)) for s, v in sorted(by_drawn_size.items())},
+        "two_shape_by_shape": shape_by_shape(two),
+    }
 
 
 def shape_by_shape(two: list[tuple[dict, dict]]) -> dict:
@@ -190,8 +206,10 @@ def extra_objects(pairs: list[tuple[dict, dict]]) -> dict:
     the share where a named object is drawn twice (shapes-v1 never repeats a colour in a scene, so two objects
     of one colour are a duplicate; the other object may then be missing)."""
     extra = [len(read["objects"]) > len(item["objects"]) for read, item in pairs]
-    twice = [any(sum(o["color"] == want["color"] for o in read["objects"]) > 1 for want in item["objects"])
-             for read, item in pairs]  # fmt: skip
+    twice = [
+        any(sum(o["color"] == want["color"] for o in read["objects"]) > 1 for want in item["objects"])
+        for read, item in pairs
+    ]
     return {"more objects than named": float(np.mean(extra)), "a named object drawn twice": float(np.mean(twice))}
 
 
@@ -232,16 +250,26 @@ def _generate(pipe, prompts: list[str], seeds: list[int], batch_size: int, **cal
     return images
 
 
-def evaluate(pipe, n_single: int = 144, n_two: int = 256, n_paraphrase: int = 72, batch_size: int = 16,
-             prompt_seed: int = EVAL_SEED, free_prompts=None, **call_kwargs) -> dict:  # fmt: skip
+def evaluate(
+    pipe,
+    n_single: int = 144,
+    n_two: int = 256,
+    n_paraphrase: int = 72,
+    batch_size: int = 16,
+    prompt_seed: int = EVAL_SEED,
+    free_prompts=None,
+    **call_kwargs,
+) -> dict:
     """Judge-scored accuracy per prompt set. `call_kwargs` (e.g. guidance_scale) go to the pipeline; left empty,
     the pipeline's defaults are what is measured. `free_prompts`: the prompts that leave attributes free (default
     FREE_PROMPTS; empty: skip them)."""
     rng = np.random.default_rng(prompt_seed)
     pipe.set_progress_bar_config(disable=True)
     results, pairs = {}, {}  # pairs: (read scene, prompt item) per set, for shape_errors
-    for name, items in (("single", single_prompts(n_single, rng)),
-                        ("paraphrased", single_prompts(n_paraphrase, rng, paraphrase=True))):  # fmt: skip
+    for name, items in (
+        ("single", single_prompts(n_single, rng)),
+        ("paraphrased", single_prompts(n_paraphrase, rng, paraphrase=True)),
+    ):
         if not items:
             continue
         images = _generate(pipe, [it["prompt"] for it in items], list(range(len(items))), batch_size, **call_kwargs)
@@ -282,8 +310,10 @@ def _ceiling_scenes(n_single: int, n_two: int, seed: int) -> dict:
         labels, _ = shapes_annotation(seed, i)
         i += 1
         objects = labels["objects"]
-        item = {"background": labels["background"],
-                "objects": [{k: o[k] for k in ("color", "shape", "size", "position")} for o in objects]}  # fmt: skip
+        item = {
+            "background": labels["background"],
+            "objects": [{k: o[k] for k in ("color", "shape", "size", "position")} for o in objects],
+        }
         name = "single" if len(objects) == 1 else "two"
         if name == "two":
             item["relation"] = relation(*objects)[0]
@@ -293,8 +323,9 @@ def _ceiling_scenes(n_single: int, n_two: int, seed: int) -> dict:
 
 
 @torch.no_grad()
-def tokenizer_ceiling(pipe, n_single: int = 144, n_two: int = 256, seed: int = CEILING_SEED,
-                      batch_size: int = 128) -> dict:  # fmt: skip
+def tokenizer_ceiling(
+    pipe, n_single: int = 144, n_two: int = 256, seed: int = CEILING_SEED, batch_size: int = 128
+) -> dict:
     """The judge's scores on correct scenes, as drawn ("rendered": the judge's own check, ~100 %) and after the
     tokenizer's round trip ("tokenized": encode -> nearest codes -> decode). A generator's image is always a
     decoded token grid, so "tokenized" is the best it could score even if it predicted the exact tokens of a
@@ -324,8 +355,11 @@ def tokenizer_ceiling(pipe, n_single: int = 144, n_two: int = 256, seed: int = C
 
 
 def format_ceiling(ceiling: dict) -> str:
-    lines = ["tokenizer ceiling: the judge on correct shapes-v1 scenes, as drawn and after the tokenizer's round trip",
-             f"{'set':<13}{'metric':<12}{'drawn':>8}{'tokens':>8}", "-" * 41]  # fmt: skip
+    lines = [
+        "tokenizer ceiling: the judge on correct shapes-v1 scenes, as drawn and after the tokenizer's round trip",
+        f"{'set':<13}{'metric':<12}{'drawn':>8}{'tokens':>8}",
+        "-" * 41,
+    ]
     for name, kinds in ceiling.items():
         drawn, tokens = kinds["rendered"], kinds["tokenized"]
         lines += [f"{name:<13}{m:<12}{drawn[m]:>8.3f}{tokens[m]:>8.3f}" for m in drawn if m != "n"]
@@ -337,8 +371,14 @@ def format_ceiling(ceiling: dict) -> str:
 FREE_PROMPTS = ("a red circle", "a blue square", "a small green star", "a large yellow triangle")
 # The sweep's own free prompts (other colours and shapes than FREE_PROMPTS), so that variety counts when the
 # defaults are chosen without looking at the reported evaluation's prompts.
-TUNE_FREE_PROMPTS = ("a green circle", "a pink square", "a small cyan star", "a large orange triangle",
-                     "a purple diamond", "a small blue cross")  # fmt: skip
+TUNE_FREE_PROMPTS = (
+    "a green circle",
+    "a pink square",
+    "a small cyan star",
+    "a large orange triangle",
+    "a purple diamond",
+    "a small blue cross",
+)
 TUNE_SEED = 777  # the sweep's prompts: drawn apart from the reported evaluation's (EVAL_SEED)
 SWEEP_SCHEDULERS = ("dpm++", "unipc", "ddim", "euler", "euler-ancestral", "ddpm")
 SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -350,9 +390,18 @@ SWEEP_HEADER = (
 )
 
 
-def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.0,), steps: int = 20,
-          n_single: int = 48, n_two: int = 32, free: bool = False, intervals=None,
-          candidates=(None,)) -> list[dict]:  # fmt: skip
+def sweep(
+    pipe,
+    schedulers=SWEEP_SCHEDULERS,
+    guidances=SWEEP_GUIDANCE,
+    snaps=(0.0,),
+    steps: int = 20,
+    n_single: int = 48,
+    n_two: int = 32,
+    free: bool = False,
+    intervals=None,
+    candidates=(None,),
+) -> list[dict]:
     """Accuracy for each scheduler x guidance x codebook_snap (x guidance_interval) at `steps`, on tuning prompts
     (TUNE_SEED), to choose the defaults without looking at the reported evaluation's prompts. `free`: also the
     fewest distinct cells over 16 seeds among TUNE_FREE_PROMPTS (96 more images per setting). `intervals`:
@@ -372,15 +421,33 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
             for snap, interval, n_cand in itertools.product(snaps, intervals, candidates):
                 t0 = time.perf_counter()
                 extra = {} if n_cand is None else {"num_candidates": n_cand}
-                r = evaluate(pipe, n_single=n_single, n_two=n_two, n_paraphrase=0, prompt_seed=TUNE_SEED,
-                             free_prompts=TUNE_FREE_PROMPTS if free else (), num_inference_steps=steps,
-                             guidance_scale=g, codebook_snap=snap, guidance_interval=interval, **extra)  # fmt: skip
-                row = {"scheduler": name, "guidance": g, "codebook_snap": snap, "steps": steps,
-                       "single_all": r["single"]["all"], "single_color": r["single"]["color"],
-                       "single_shape": r["single"]["shape"],
-                       "single_position": r["single"]["position"], "two_all": r["two"]["all"],
-                       "two_drawn_twice": r["extra_objects"]["two"]["a named object drawn twice"],
-                       "n_single": n_single, "n_two": n_two}  # fmt: skip
+                r = evaluate(
+                    pipe,
+                    n_single=n_single,
+                    n_two=n_two,
+                    n_paraphrase=0,
+                    prompt_seed=TUNE_SEED,
+                    free_prompts=TUNE_FREE_PROMPTS if free else (),
+                    num_inference_steps=steps,
+                    guidance_scale=g,
+                    codebook_snap=snap,
+                    guidance_interval=interval,
+                    **extra,
+                )
+                row = {
+                    "scheduler": name,
+                    "guidance": g,
+                    "codebook_snap": snap,
+                    "steps": steps,
+                    "single_all": r["single"]["all"],
+                    "single_color": r["single"]["color"],
+                    "single_shape": r["single"]["shape"],
+                    "single_position": r["single"]["position"],
+                    "two_all": r["two"]["all"],
+                    "two_drawn_twice": r["extra_objects"]["two"]["a named object drawn twice"],
+                    "n_single": n_single,
+                    "n_two": n_two,
+                }
                 if interval is not None:
                     row["guidance_interval"] = list(interval)
                 if n_cand is not None:
@@ -402,9 +469,16 @@ def sweep(pipe, schedulers=SWEEP_SCHEDULERS, guidances=SWEEP_GUIDANCE, snaps=(0.
     return rows
 
 
-TARGETS = {("single", "color"): 0.97, ("single", "shape"): 0.90, ("single", "size"): 0.90,
-           ("single", "position"): 0.90, ("single", "background"): 0.98, ("single", "all"): 0.80,
-           ("two", "all"): 0.60, ("free", "min"): 5}  # fmt: skip
+TARGETS = {
+    ("single", "color"): 0.97,
+    ("single", "shape"): 0.90,
+    ("single", "size"): 0.90,
+    ("single", "position"): 0.90,
+    ("single", "background"): 0.98,
+    ("single", "all"): 0.80,
+    ("two", "all"): 0.60,
+    ("free", "min"): 5,
+}
 
 
 def format_table(results: dict) -> str:
@@ -432,11 +506,18 @@ def main(args: argparse.Namespace) -> dict:
     pipe = MMGenPipeline.from_pretrained(args.model)
     if args.sweep:
         print(SWEEP_HEADER)
-        rows = sweep(pipe, schedulers=args.sweep_schedulers, guidances=args.sweep_guidance,
-                     snaps=args.sweep_codebook_snap, steps=args.steps or DEFAULT_STEPS,
-                     n_single=args.sweep_n_single, n_two=args.sweep_n_two, free=args.sweep_free,
-                     intervals=args.sweep_guidance_interval,
-                     candidates=args.sweep_candidates or (None,))  # fmt: skip
+        rows = sweep(
+            pipe,
+            schedulers=args.sweep_schedulers,
+            guidances=args.sweep_guidance,
+            snaps=args.sweep_codebook_snap,
+            steps=args.steps or DEFAULT_STEPS,
+            n_single=args.sweep_n_single,
+            n_two=args.sweep_n_two,
+            free=args.sweep_free,
+            intervals=args.sweep_guidance_interval,
+            candidates=args.sweep_candidates or (None,),
+        )
         write_results({"model": str(args.model), "prompt_seed": TUNE_SEED, "rows": rows}, args.out)
         return {"rows": rows}
     call_kwargs = {}
@@ -454,15 +535,17 @@ def main(args: argparse.Namespace) -> dict:
         call_kwargs["codebook_snap"] = args.codebook_snap
     if args.candidates is not None:
         call_kwargs["num_candidates"] = args.candidates
-    results = evaluate(pipe, n_single=args.n_single, n_two=args.n_two, n_paraphrase=args.n_paraphrase,
-                       **call_kwargs)  # fmt: skip
-    results["settings"] = {"model": str(args.model), "scheduler": type(pipe.scheduler).__name__,
-                           "steps": call_kwargs.get("num_inference_steps", DEFAULT_STEPS),
-                           "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
-                           "guidance_interval": call_kwargs.get("guidance_interval", DEFAULT_GUIDANCE_INTERVAL),
-                           "codebook_snap": call_kwargs.get("codebook_snap", DEFAULT_CODEBOOK_SNAP),
-                           "num_candidates": call_kwargs.get("num_candidates", DEFAULT_NUM_CANDIDATES),
-                           "autocast": "bf16" if args.bf16 else "float32"}  # fmt: skip
+    results = evaluate(pipe, n_single=args.n_single, n_two=args.n_two, n_paraphrase=args.n_paraphrase, **call_kwargs)
+    results["settings"] = {
+        "model": str(args.model),
+        "scheduler": type(pipe.scheduler).__name__,
+        "steps": call_kwargs.get("num_inference_steps", DEFAULT_STEPS),
+        "guidance_scale": call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        "guidance_interval": call_kwargs.get("guidance_interval", DEFAULT_GUIDANCE_INTERVAL),
+        "codebook_snap": call_kwargs.get("codebook_snap", DEFAULT_CODEBOOK_SNAP),
+        "num_candidates": call_kwargs.get("num_candidates", DEFAULT_NUM_CANDIDATES),
+        "autocast": "bf16" if args.bf16 else "float32",
+    }
     results["tokenizer_ceiling"] = tokenizer_ceiling(pipe, n_single=args.n_single, n_two=args.n_two)
     skip = ("settings", "shape_errors", "extra_objects", "tokenizer_ceiling")
     print(format_table({k: v for k, v in results.items() if k not in skip}))
@@ -498,26 +581,54 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="override the model's scheduler (dpm++, unipc, ddim, euler, ...)")
     p.add_argument("--steps", type=int, help="override the pipeline's default number of steps")
     p.add_argument("--guidance", type=float, help="override the pipeline's default guidance scale")
-    p.add_argument("--guidance-interval", type=guidance_interval, default=argparse.SUPPRESS, metavar="LOW,HIGH",
-                   help="override the pipeline's guidance interval (timesteps to guide in, or all)")  # fmt: skip
+    p.add_argument(
+        "--guidance-interval",
+        type=guidance_interval,
+        default=argparse.SUPPRESS,
+        metavar="LOW,HIGH",
+        help="override the pipeline's guidance interval (timesteps to guide in, or all)",
+    )
     p.add_argument("--codebook-snap", type=float, help="override the pipeline's default codebook_snap (0..1)")
     p.add_argument("--candidates", type=int, help="override the pipeline's default num_candidates (best-of-N noise)")
     p.add_argument("--bf16", action="store_true", help="the optional bf16 autocast path (pipe.set_autocast)")
-    p.add_argument("--sweep", action="store_true",
-                   help="accuracy of every scheduler x guidance x codebook_snap below, on tuning prompts")  # fmt: skip
-    p.add_argument("--sweep-schedulers", nargs="+", default=list(SWEEP_SCHEDULERS), choices=SWEEP_SCHEDULERS,
-                   metavar="NAME")  # fmt: skip
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="accuracy of every scheduler x guidance x codebook_snap below, on tuning prompts",
+    )
+    p.add_argument(
+        "--sweep-schedulers", nargs="+", default=list(SWEEP_SCHEDULERS), choices=SWEEP_SCHEDULERS, metavar="NAME"
+    )
     p.add_argument("--sweep-guidance", nargs="+", type=float, default=list(SWEEP_GUIDANCE), metavar="G")
-    p.add_argument("--sweep-codebook-snap", nargs="+", type=float, default=[0.0], metavar="S",
-                   help="default 0: the samplers alone (the snap is then chosen at the chosen sampler)")  # fmt: skip
+    p.add_argument(
+        "--sweep-codebook-snap",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        metavar="S",
+        help="default 0: the samplers alone (the snap is then chosen at the chosen sampler)",
+    )
     p.add_argument("--sweep-n-single", type=int, default=48, help="single-object tuning prompts per setting")
     p.add_argument("--sweep-n-two", type=int, default=32, help="two-object tuning prompts per setting")
-    p.add_argument("--sweep-free", action="store_true",
-                   help="also count each setting's cells over 16 seeds for prompts that leave them free")  # fmt: skip
-    p.add_argument("--sweep-guidance-interval", nargs="+", type=guidance_interval, metavar="LOW,HIGH",
-                   help="also sweep these (timesteps 0..999 to guide in, or 'all' for every step; default: the "
-                        "pipeline's default interval)")  # fmt: skip
-    p.add_argument("--sweep-candidates", nargs="+", type=int, metavar="N",
-                   help="also sweep num_candidates (best-of-N starting noise; default: the pipeline's)")  # fmt: skip
+    p.add_argument(
+        "--sweep-free",
+        action="store_true",
+        help="also count each setting's cells over 16 seeds for prompts that leave them free",
+    )
+    p.add_argument(
+        "--sweep-guidance-interval",
+        nargs="+",
+        type=guidance_interval,
+        metavar="LOW,HIGH",
+        help="also sweep these (timesteps 0..999 to guide in, or 'all' for every step; default: the "
+        "pipeline's default interval)",
+    )
+    p.add_argument(
+        "--sweep-candidates",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="also sweep num_candidates (best-of-N starting noise; default: the pipeline's)",
+    )
     p.add_argument("--out", default="eval/generator.json")
     return p

@@ -95,7 +95,8 @@ def evaluate(vq: VQVAE, n_shapes: int = 256, shapes_seed: int = HELDOUT_SHAPES_S
     objects = [o for sc in scores for o in sc["objects"]]
     counts_shapes = np.bincount(ids.ravel(), minlength=K)
     results["shapes"] = {
-        "n_images": n_shapes, "seed": shapes_seed,
+        "n_images": n_shapes,
+        "seed": shapes_seed,
         "psnr": float(np.mean([psnr_np(a, b) for a, b in zip(originals, recon_arrs)])),
         "psnr_min": float(np.min([psnr_np(a, b) for a, b in zip(originals, recon_arrs)])),
         "ssim": float(np.mean([ssim_np(a, b) for a, b in zip(originals, recon_arrs)])),
@@ -103,7 +104,7 @@ def evaluate(vq: VQVAE, n_shapes: int = 256, shapes_seed: int = HELDOUT_SHAPES_S
         "readable_background": float(np.mean([sc["background"] for sc in scores])),
         "readable_all": float(np.mean([sc["all"] for sc in scores])),
         **usage_stats(counts_shapes),
-    }  # fmt: skip
+    }
     counts = counts_shapes
     if photos:
         named = heldout_photos()
@@ -111,22 +112,27 @@ def evaluate(vq: VQVAE, n_shapes: int = 256, shapes_seed: int = HELDOUT_SHAPES_S
         pairs = [(np.asarray(im), np.asarray(r)) for (_, im), r in zip(named, recons)]
         counts_photos = np.bincount(ids.ravel(), minlength=K)
         results["photos"] = {
-            "n_images": len(named), "size": PHOTO_SIZE,
+            "n_images": len(named),
+            "size": PHOTO_SIZE,
             "psnr": float(np.mean([psnr_np(a, b) for a, b in pairs])),
             "psnr_min": float(np.min([psnr_np(a, b) for a, b in pairs])),
             "ssim": float(np.mean([ssim_np(a, b) for a, b in pairs])),
             "per_image_psnr": {n: round(psnr_np(a, b), 2) for (n, _), (a, b) in zip(named, pairs)},
             **usage_stats(counts_photos),
-        }  # fmt: skip
+        }
         counts = counts + counts_photos
     results["codebook"] = {"num_codes": K, **usage_stats(counts)}
     return results
 
 
 TARGETS = [  # (set, metric, threshold, higher is better) from the tokenizer issue
-    ("codebook", "usage", 0.95), ("shapes", "psnr", 34.0), ("shapes", "readable_color", 1.0),
-    ("shapes", "readable_size", 1.0), ("shapes", "readable_position", 1.0), ("photos", "psnr", 24.0),
-]  # fmt: skip
+    ("codebook", "usage", 0.95),
+    ("shapes", "psnr", 34.0),
+    ("shapes", "readable_color", 1.0),
+    ("shapes", "readable_size", 1.0),
+    ("shapes", "readable_position", 1.0),
+    ("photos", "psnr", 24.0),
+]
 
 
 def format_table(results: dict) -> str:

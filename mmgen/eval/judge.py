@@ -90,11 +90,18 @@ def read_scene(image: Image.Image) -> dict:
             alpha_r = np.where(region == r, alpha, 0.0).astype(np.float32)
             shape, side, center, iou = _fit_shape(alpha_r)
             cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in center)
-            objects.append({
-                "color": color, "shape": shape, "size": "small" if side < SIZE_THRESHOLD else "large",
-                "position": POSITION_NAMES[cell], "center": [float(center[0]), float(center[1])],
-                "side": float(side), "score": round(iou, 3), "area": float(alpha_r.sum()),
-            })  # fmt: skip
+            objects.append(
+                {
+                    "color": color,
+                    "shape": shape,
+                    "size": "small" if side < SIZE_THRESHOLD else "large",
+                    "position": POSITION_NAMES[cell],
+                    "center": [float(center[0]), float(center[1])],
+                    "side": float(side),
+                    "score": round(iou, 3),
+                    "area": float(alpha_r.sum()),
+                }
+            )
     objects.sort(key=lambda o: -o["area"])
     return {"background": background, "objects": objects}
 
@@ -105,15 +112,19 @@ ATTRIBUTES = ("color", "shape", "size", "position")
 def score_scene(read: dict, truth: dict) -> dict:
     """Compare a read scene with ground-truth labels: per-attribute correctness of each true object (matched by
     colour, else by nearest centre), the background, the object count, and `all` (everything right at once)."""
-    result = {"background": read["background"] == truth["background"],
-              "count": len(read["objects"]) == len(truth["objects"]), "objects": []}  # fmt: skip
+    result = {
+        "background": read["background"] == truth["background"],
+        "count": len(read["objects"]) == len(truth["objects"]),
+        "objects": [],
+    }
     for obj in truth["objects"]:
         candidates = [o for o in read["objects"] if o["color"] == obj["color"]] or read["objects"]
         if not candidates:
             result["objects"].append(dict.fromkeys(ATTRIBUTES, False))
             continue
-        best = min(candidates, key=lambda o: np.hypot(o["center"][0] - obj["center"][0],
-                                                      o["center"][1] - obj["center"][1]))  # fmt: skip
+        best = min(
+            candidates, key=lambda o: np.hypot(o["center"][0] - obj["center"][0], o["center"][1] - obj["center"][1])
+        )
         result["objects"].append({a: best[a] == obj[a] for a in ATTRIBUTES})
     result["all"] = result["background"] and result["count"] and all(all(o.values()) for o in result["objects"])
     return result

@@ -73,8 +73,9 @@ class TextContext:
         """The context of part of the batch, e.g. the conditional half of a guidance batch."""
         mask = None if self.mask is None else self.mask[rows]
         states = None if self.states is None else self.states[rows]
-        return TextContext(kv=[(k[rows], v[rows]) for k, v in self.kv], pooled=self.pooled[rows], mask=mask,
-                           states=states)  # fmt: skip
+        return TextContext(
+            kv=[(k[rows], v[rows]) for k, v in self.kv], pooled=self.pooled[rows], mask=mask, states=states
+        )
 
 
 def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
@@ -201,20 +202,27 @@ class JointBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.ModuleDict({"x": nn.Linear(dim, 3 * dim), "text": nn.Linear(dim, 3 * dim)})
         self.out = nn.ModuleDict({s: nn.Linear(dim, dim) for s in streams})
-        self.mlp = nn.ModuleDict({s: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
-                                                   nn.Linear(hidden, dim)) for s in streams})  # fmt: skip
+        self.mlp = nn.ModuleDict(
+            {
+                s: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+                for s in streams
+            }
+        )
         # shift, scale, gate for attention and for the MLP, per stream; the last block's text needs shift, scale only
         self.n_text_mod = 2 if last else 6
-        self.ada = nn.ModuleDict({
-            "x": nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)),
-            "text": nn.Sequential(nn.SiLU(), nn.Linear(dim, self.n_text_mod * dim)),
-        })  # fmt: skip
+        self.ada = nn.ModuleDict(
+            {
+                "x": nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)),
+                "text": nn.Sequential(nn.SiLU(), nn.Linear(dim, self.n_text_mod * dim)),
+            }
+        )
 
     def forward(self, x, text, c, text_mask):
         T = x.shape[1]
         mod = {"x": self.ada["x"](c).chunk(6, dim=1), "text": self.ada["text"](c).chunk(self.n_text_mod, dim=1)}
-        qkv = torch.cat([self.qkv[s](modulate(self.norm1(h), *mod[s][:2])) for s, h in (("x", x), ("text", text))],
-                        dim=1)  # fmt: skip
+        qkv = torch.cat(
+            [self.qkv[s](modulate(self.norm1(h), *mod[s][:2])) for s, h in (("x", x), ("text", text))], dim=1
+        )
         q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)  # (B, nh, T+L, d)
         attn_mask = None
         if text_mask is not None:  # image keys always visible, text padding never
@@ -341,9 +349,17 @@ class DiT(ModelMixin, ConfigMixin):
         kv = [block.cross.keys_values(text) for block in self.blocks]
         return TextContext(kv=kv, pooled=self.text_pool(pooled), mask=mask)
 
-    def forward(self, sample, timestep, encoder_hidden_states=None, encoder_attention_mask=None,
-                text_context: TextContext | None = None, self_cond: torch.Tensor | None = None,
-                return_cross_attention: bool = False, return_dict=True):  # fmt: skip
+    def forward(
+        self,
+        sample,
+        timestep,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        text_context: TextContext | None = None,
+        self_cond: torch.Tensor | None = None,
+        return_cross_attention: bool = False,
+        return_dict=True,
+    ):
         """sample (B, C, H, W), timestep (B,) or scalar, encoder_hidden_states (B, L, E), mask (B, L) of 1/0;
         or, instead of the last two, `text_context` from `prepare_text` (same result, less work per step).
         `self_cond` (B, C, H, W): for a `self_condition` model, the clean-latent estimate of the previous

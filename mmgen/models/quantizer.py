@@ -52,8 +52,14 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: a code whose EMA usage (expected hits per batch) drops below this is restarted.
     """
 
-    def __init__(self, num_codes: int, code_dim: int, decay: float = 0.99, commitment_weight: float = 0.25,
-                 dead_code_threshold: float = 0.5):  # fmt: skip
+    def __init__(
+        self,
+        num_codes: int,
+        code_dim: int,
+        decay: float = 0.99,
+        commitment_weight: float = 0.25,
+        dead_code_threshold: float = 0.5,
+    ):
         super().__init__()
         self.num_codes, self.code_dim = num_codes, code_dim
         self.decay, self.commitment_weight, self.dead_code_threshold = decay, commitment_weight, dead_code_threshold

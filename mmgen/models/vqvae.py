@@ -28,12 +28,14 @@ from .quantizer import VectorQuantizer
 
 VQVAE_PRESETS = {
     # A unit test's model: trains a step in milliseconds.
-    "tiny": dict(block_channels=(8, 16, 16), encoder_layers=(0, 1, 1), decoder_layers=(0, 1, 1), num_codes=64,
-                 code_dim=4),
+    "tiny": dict(
+        block_channels=(8, 16, 16), encoder_layers=(0, 1, 1), decoder_layers=(0, 1, 1), num_codes=64, code_dim=4
+    ),
     # The shipped model: sized for ~30 min of training and ~100 ms per 256x256 image on 2 CPU cores.
-    "base": dict(block_channels=(32, 64, 128), encoder_layers=(0, 1, 2), decoder_layers=(1, 1, 2), num_codes=512,
-                 code_dim=8),
-}  # fmt: skip
+    "base": dict(
+        block_channels=(32, 64, 128), encoder_layers=(0, 1, 2), decoder_layers=(1, 1, 2), num_codes=512, code_dim=8
+    ),
+}
 
 
 @dataclass
@@ -59,9 +61,13 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.block = nn.Sequential(
-            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-        )  # fmt: skip
+            _norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
 
     def forward(self, x):
         return x + self.block(x)

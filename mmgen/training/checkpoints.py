@@ -54,15 +54,20 @@ def append_log(path: Path, record: dict) -> None:
 def save_training_state(ckpt: Path, optimizer, scheduler, step: int, generator: torch.Generator | None = None) -> None:
     """Optimizer, LR schedule, step and RNG (the global one, and the trainer's batch `generator` if it has one):
     tensors and numbers only, so loadable with weights_only=True."""
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-             "torch_rng": torch.get_rng_state()}  # fmt: skip
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "torch_rng": torch.get_rng_state(),
+    }
     if generator is not None:
         state["generator_rng"] = generator.get_state()
     torch.save(state, Path(ckpt) / "training_state.pt")
 
 
-def load_training_state(ckpt: Path, optimizer, scheduler, generator: torch.Generator | None = None,
-                        saved_generator: bool = True) -> int:  # fmt: skip
+def load_training_state(
+    ckpt: Path, optimizer, scheduler, generator: torch.Generator | None = None, saved_generator: bool = True
+) -> int:
     """Restore what save_training_state wrote; returns the step to continue from. With the batch RNG saved, the
     resumed run draws the same batches as one that never stopped. A checkpoint from before it was saved, or
     `saved_generator=False` (a process whose stream the checkpoint does not hold), reseeds `generator` with its

@@ -44,8 +44,9 @@ def word_token_masks(tokenizer, captions: list[str], scenes: list[list[dict]], m
     Words are found by character offsets, so a word cut into several pieces ("cyan" -> "cy", "##an") marks all
     of them. Each word is searched after the previous one, so "a red circle ... a blue circle" gives each
     object its own "circle"."""
-    enc = tokenizer(captions, padding="max_length", truncation=True, max_length=max_tokens,
-                    return_offsets_mapping=True)  # fmt: skip
+    enc = tokenizer(
+        captions, padding="max_length", truncation=True, max_length=max_tokens, return_offsets_mapping=True
+    )
     masks = torch.zeros(len(captions), MAX_OBJECTS * WORDS_PER_OBJECT, max_tokens, dtype=torch.bool)
     for n, (caption, objects, offsets) in enumerate(zip(captions, scenes, enc["offset_mapping"])):
         start = 0
@@ -95,8 +96,9 @@ def shapes_grounding(seed: int, n: int, tokenizer, grid: int, max_tokens: int) -
     (no image is drawn: a few seconds for 60,000 scenes)."""
     labels, captions = zip(*(shapes_annotation(seed, i) for i in range(n)))
     scenes = [scene["objects"] for scene in labels]
-    return GroundingTargets(word_token_masks(tokenizer, list(captions), scenes, max_tokens),
-                            object_patch_masks(scenes, grid))  # fmt: skip
+    return GroundingTargets(
+        word_token_masks(tokenizer, list(captions), scenes, max_tokens), object_patch_masks(scenes, grid)
+    )
 
 
 def grounding_loss(maps: torch.Tensor, targets: GroundingTargets, keep: torch.Tensor) -> torch.Tensor:

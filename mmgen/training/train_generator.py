@@ -72,22 +72,34 @@ def training_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
     epsilon prediction into x0 there divides by sqrt(alpha_bar) = 5e-5 and solvers that do (DPM-Solver++,
     UniPC, Euler) blow small errors up into noisy images; alpha_bar(950) = 5.8e-3 is safe.
     """
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
-                         clip_sample=False, timestep_spacing="leading")  # fmt: skip
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=prediction_type,
+        clip_sample=False,
+        timestep_spacing="leading",
+    )
 
 
 @torch.no_grad()
-def encode_dataset(vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor], captions: list[str],
-                   batch_size: int = 256) -> dict:  # fmt: skip
+def encode_dataset(
+    vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor], captions: list[str], batch_size: int = 256
+) -> dict:
     """Token ids (N, h, w) of every image, and MiniLM states of every distinct caption (plus the empty one)."""
-    ids = torch.cat([vq.encode(torch.stack(images[i : i + batch_size])).indices
-                     for i in range(0, len(images), batch_size)])  # fmt: skip
+    ids = torch.cat(
+        [vq.encode(torch.stack(images[i : i + batch_size])).indices for i in range(0, len(images), batch_size)]
+    )
     vocab = [""] + sorted(set(captions) - {""}, key=lambda c: (len(c), c))  # similar lengths batch together
     index = {c: k for k, c in enumerate(vocab)}
-    states, masks = zip(*[encode_text(tokenizer, text_encoder, vocab[i : i + batch_size])
-                          for i in range(0, len(vocab), batch_size)])  # fmt: skip
-    return {"ids": ids.to(torch.int16), "caption_index": torch.tensor([index[c] for c in captions]),
-            "text_states": torch.cat(states).half(), "text_masks": torch.cat(masks).bool()}  # fmt: skip
+    states, masks = zip(
+        *[encode_text(tokenizer, text_encoder, vocab[i : i + batch_size]) for i in range(0, len(vocab), batch_size)]
+    )
+    return {
+        "ids": ids.to(torch.int16),
+        "caption_index": torch.tensor([index[c] for c in captions]),
+        "text_states": torch.cat(states).half(),
+        "text_masks": torch.cat(masks).bool(),
+    }
 
 
 LOSS_WEIGHTINGS = ("min-snr", "min-snr-1")
@@ -142,11 +154,23 @@ def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform", gen
     raise ValueError(f"unknown timestep sampling {how!r}; choose from {', '.join(TIMESTEP_SAMPLINGS)}")
 
 
-def diffusion_loss(model, noise_scheduler, latents, noise, t, text_states, text_masks, snr_gamma: float = 5.0,
-                   weighting: str = "min-snr-1", device="cpu", self_condition: bool = False,
-                   cell_weights: torch.Tensor | None = None,
-                   grounding: tuple[GroundingTargets, torch.Tensor] | None = None, grounding_weight: float = 0.0,
-                   parts: dict | None = None) -> torch.Tensor:  # fmt: skip
+def diffusion_loss(
+    model,
+    noise_scheduler,
+    latents,
+    noise,
+    t,
+    text_states,
+    text_masks,
+    snr_gamma: float = 5.0,
+    weighting: str = "min-snr-1",
+    device="cpu",
+    self_condition: bool = False,
+    cell_weights: torch.Tensor | None = None,
+    grounding: tuple[GroundingTargets, torch.Tensor] | None = None,
+    grounding_weight: float = 0.0,
+    parts: dict | None = None,
+) -> torch.Tensor:
     """The denoising loss on clean `latents`: noise them to `t`, predict the scheduler's target (epsilon or v),
     weight each sample by `loss_weights` and, if given, each latent cell by `cell_weights` (B, 1, h, w; see
     `object_cell_weights`).
@@ -236,8 +260,18 @@ def cache_key(args, vq: VQVAE, text_encoder) -> str:
     else:  # the folder's files; the seed picks the crops
         files = sorted(p for p in Path(args.data).rglob("*") if p.is_file())
         data = [str(Path(args.data).resolve()), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
-    h.update(json.dumps([data, data_seed(args), args.num_samples, args.sample_size * vq.downsample_factor,
-                         text_encoder.name_or_path, MAX_TOKENS]).encode())  # fmt: skip
+    h.update(
+        json.dumps(
+            [
+                data,
+                data_seed(args),
+                args.num_samples,
+                args.sample_size * vq.downsample_factor,
+                text_encoder.name_or_path,
+                MAX_TOKENS,
+            ]
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -278,8 +312,10 @@ def sampling_weights(num_objects: torch.Tensor, two_object_share: float) -> torc
     (shapes-v1 has about 40 %); within each group every scene is equally likely."""
     two = num_objects == 2
     if not 0.0 < two_object_share < 1.0 or not two.any() or two.all():
-        raise ValueError(f"--two-object-share needs a share strictly between 0 and 1 and scenes of both kinds, "
-                         f"got {two_object_share} over {int(two.sum())} two-object scenes of {len(two)}")  # fmt: skip
+        raise ValueError(
+            f"--two-object-share needs a share strictly between 0 and 1 and scenes of both kinds, "
+            f"got {two_object_share} over {int(two.sum())} two-object scenes of {len(two)}"
+        )
     return torch.where(two, two_object_share / two.sum(), (1 - two_object_share) / (~two).sum())
 
 
@@ -294,8 +330,9 @@ def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> Di
     want = {"in_channels": vq.config.code_dim, "text_dim": text_encoder.config.hidden_size, "sample_size": sample_size}
     got = {k: dit.config[k] for k in want}
     if got != want:
-        raise ValueError(f"--init-from {model}: its DiT takes {got}, but this tokenizer, text encoder and "
-                         f"--sample-size give {want}")  # fmt: skip
+        raise ValueError(
+            f"--init-from {model}: its DiT takes {got}, but this tokenizer, text encoder and --sample-size give {want}"
+        )
     return dit
 
 
@@ -340,8 +377,10 @@ def main(args: argparse.Namespace) -> Path:
     t0 = time.time()
     data = cached_training_set(args, vq, tokenizer, text_encoder)
     encoding_s = round(time.time() - t0, 1)  # logged: a rebuild's time is its stages' training plus this
-    accelerator.print(f"{len(data['ids'])} encoded images and {len(data['text_states'])} distinct captions "
-                      f"ready in {encoding_s:.0f} s")  # fmt: skip
+    accelerator.print(
+        f"{len(data['ids'])} encoded images and {len(data['text_states'])} distinct captions "
+        f"ready in {encoding_s:.0f} s"
+    )
     scaling = latent_scaling_factor(vq, data["ids"])
 
     ckpt = latest_checkpoint(out) if args.resume else None
@@ -350,10 +389,17 @@ def main(args: argparse.Namespace) -> Path:
     elif init is not None:
         model = init
     else:
-        model = DiT(sample_size=args.sample_size, in_channels=vq.config.code_dim, scaling_factor=scaling,
-                    text_dim=text_encoder.config.hidden_size, text_refiner_layers=args.text_refiner_layers,
-                    max_text_tokens=MAX_TOKENS, joint_attention=args.joint_attention,
-                    self_condition=args.self_condition, **DIT_PRESETS[args.preset])  # fmt: skip
+        model = DiT(
+            sample_size=args.sample_size,
+            in_channels=vq.config.code_dim,
+            scaling_factor=scaling,
+            text_dim=text_encoder.config.hidden_size,
+            text_refiner_layers=args.text_refiner_layers,
+            max_text_tokens=MAX_TOKENS,
+            joint_attention=args.joint_attention,
+            self_condition=args.self_condition,
+            **DIT_PRESETS[args.preset],
+        )
     scaling = model.config.scaling_factor  # a loaded DiT keeps the one it was trained with
     grounding = None
     if args.grounding_loss_weight:
@@ -381,8 +427,14 @@ def main(args: argparse.Namespace) -> Path:
 
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
-        start_log(log_path, args, previous=previous_log(args.init_from), scaling_factor=scaling,
-                  distinct_captions=len(data["text_states"]), encoding_s=encoding_s)  # fmt: skip
+        start_log(
+            log_path,
+            args,
+            previous=previous_log(args.init_from),
+            scaling_factor=scaling,
+            distinct_captions=len(data["text_states"]),
+            encoding_s=encoding_s,
+        )
 
     ids, cap_idx = data["ids"], data["caption_index"]
     states, masks = data["text_states"], data["text_masks"]
@@ -408,10 +460,23 @@ def main(args: argparse.Namespace) -> Path:
         t = sample_timesteps(args.batch_size, noise_scheduler.config.num_train_timesteps, args.timestep_sampling, gen)
         cells = None if args.object_loss_weight == 1 else object_cell_weights(batch_ids, args.object_loss_weight)
         parts = {}
-        loss = diffusion_loss(model, noise_scheduler, latents, noise, t, states[caption].float(), masks[caption],
-                              args.snr_gamma, args.loss_weighting, accelerator.device, self_condition, cells,
-                              None if grounding is None else (grounding[pick], caption != 0),
-                              args.grounding_loss_weight, parts)  # fmt: skip
+        loss = diffusion_loss(
+            model,
+            noise_scheduler,
+            latents,
+            noise,
+            t,
+            states[caption].float(),
+            masks[caption],
+            args.snr_gamma,
+            args.loss_weighting,
+            accelerator.device,
+            self_condition,
+            cells,
+            None if grounding is None else (grounding[pick], caption != 0),
+            args.grounding_loss_weight,
+            parts,
+        )
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -426,8 +491,12 @@ def main(args: argparse.Namespace) -> Path:
         bar.update(1)
 
         if step % args.log_every == 0 or step == args.steps:
-            stats = {"step": step, "loss": round(sum(running) / len(running), 5), "lr": lr_scheduler.get_last_lr()[0],
-                     "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
+            stats = {
+                "step": step,
+                "loss": round(sum(running) / len(running), 5),
+                "lr": lr_scheduler.get_last_lr()[0],
+                "elapsed_s": round(time.time() - t0, 1),
+            }
             if running_ground:  # the grounding term alone (included in "loss")
                 stats["grounding"] = round(sum(running_ground) / len(running_ground), 5)
             running, running_ground = [], []
@@ -465,18 +534,24 @@ def _ema_model(model: DiT, ema: EMAModel) -> DiT:
 
 @torch.no_grad()
 def validate(model, ema, vq, tokenizer, text_encoder, noise_scheduler, out: Path, step: int) -> None:
-    pipe = MMGenPipeline(vqvae=vq, transformer=_ema_model(model, ema), text_encoder=text_encoder,
-                         tokenizer=tokenizer,
-                         scheduler=DPMSolverMultistepScheduler.from_config(noise_scheduler.config))  # fmt: skip
+    pipe = MMGenPipeline(
+        vqvae=vq,
+        transformer=_ema_model(model, ema),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=DPMSolverMultistepScheduler.from_config(noise_scheduler.config),
+    )
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(VALIDATION_PROMPTS, num_inference_steps=20, generator=torch.Generator().manual_seed(0),
-                  output_type="pt").images  # fmt: skip
+    images = pipe(
+        VALIDATION_PROMPTS, num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     (out / "samples").mkdir(exist_ok=True)
     image_grid(images, rows=2).save(out / "samples" / f"step-{step}.png")
 
 
-def _save_checkpoint(model, ema, optimizer, scheduler, step: int, out: Path, gen: torch.Generator,
-                     keep: int = 2) -> None:  # fmt: skip
+def _save_checkpoint(
+    model, ema, optimizer, scheduler, step: int, out: Path, gen: torch.Generator, keep: int = 2
+) -> None:
     ckpt = out / "checkpoints" / f"step-{step}"
     model.save_pretrained(ckpt / "transformer")
     torch.save(ema.state_dict(), ckpt / "ema.pt")
@@ -489,37 +564,70 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--vqvae", default="assets/mmgen-base", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
-    p.add_argument("--two-object-share", type=float, default=None,
-                   help="shapes-v1 only: draw batches with this share of two-object scenes (default: as the "
-                        "dataset, about 0.4)")  # fmt: skip
+    p.add_argument(
+        "--two-object-share",
+        type=float,
+        default=None,
+        help="shapes-v1 only: draw batches with this share of two-object scenes (default: as the dataset, about 0.4)",
+    )
     p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
-    p.add_argument("--text-refiner-layers", type=int, default=2,
-                   help="trainable transformer layers over the text encoder's states (0: a linear map)")  # fmt: skip
-    p.add_argument("--joint-attention", action="store_true",
-                   help="MM-DiT blocks: text and image attend jointly, in place of cross-attention")  # fmt: skip
-    p.add_argument("--self-condition", action="store_true",
-                   help="a new DiT that also reads its previous clean-latent estimate (Analog Bits self-conditioning; "
-                        "with --init-from, the loaded DiT's own setting applies)")  # fmt: skip
+    p.add_argument(
+        "--text-refiner-layers",
+        type=int,
+        default=2,
+        help="trainable transformer layers over the text encoder's states (0: a linear map)",
+    )
+    p.add_argument(
+        "--joint-attention",
+        action="store_true",
+        help="MM-DiT blocks: text and image attend jointly, in place of cross-attention",
+    )
+    p.add_argument(
+        "--self-condition",
+        action="store_true",
+        help="a new DiT that also reads its previous clean-latent estimate (Analog Bits self-conditioning; "
+        "with --init-from, the loaded DiT's own setting applies)",
+    )
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=250)
     p.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty prompts (for guidance)")
-    p.add_argument("--prediction-type", default="v_prediction", choices=["v_prediction", "epsilon"],
-                   help="what the DiT predicts (saved in the run's scheduler config)")  # fmt: skip
+    p.add_argument(
+        "--prediction-type",
+        default="v_prediction",
+        choices=["v_prediction", "epsilon"],
+        help="what the DiT predicts (saved in the run's scheduler config)",
+    )
     p.add_argument("--snr-gamma", type=float, default=5.0, help="the loss weighting's cap; 0 for plain MSE")
-    p.add_argument("--loss-weighting", default="min-snr-1", choices=LOSS_WEIGHTINGS,
-                   help="x0 weight min(SNR, gamma) or min(SNR + 1, gamma) (v only; see loss_weights)")  # fmt: skip
-    p.add_argument("--object-loss-weight", type=float, default=1.0,
-                   help="weight of latent cells whose code is not the image's most common one (its background), "
-                        "relative to the others; each image's total weight is kept (1: the plain mean)")  # fmt: skip
-    p.add_argument("--grounding-loss-weight", type=float, default=0.0,
-                   help="shapes-v1 only: add this weight times a token grounding loss that pulls each object's "
-                        "colour and shape words' cross-attention onto that object's patches (TokenCompose; "
-                        "see mmgen/training/grounding.py; 0: off)")  # fmt: skip
-    p.add_argument("--timestep-sampling", default="uniform", choices=TIMESTEP_SAMPLINGS,
-                   help="how training timesteps are drawn (see sample_timesteps)")  # fmt: skip
+    p.add_argument(
+        "--loss-weighting",
+        default="min-snr-1",
+        choices=LOSS_WEIGHTINGS,
+        help="x0 weight min(SNR, gamma) or min(SNR + 1, gamma) (v only; see loss_weights)",
+    )
+    p.add_argument(
+        "--object-loss-weight",
+        type=float,
+        default=1.0,
+        help="weight of latent cells whose code is not the image's most common one (its background), "
+        "relative to the others; each image's total weight is kept (1: the plain mean)",
+    )
+    p.add_argument(
+        "--grounding-loss-weight",
+        type=float,
+        default=0.0,
+        help="shapes-v1 only: add this weight times a token grounding loss that pulls each object's "
+        "colour and shape words' cross-attention onto that object's patches (TokenCompose; "
+        "see mmgen/training/grounding.py; 0: off)",
+    )
+    p.add_argument(
+        "--timestep-sampling",
+        default="uniform",
+        choices=TIMESTEP_SAMPLINGS,
+        help="how training timesteps are drawn (see sample_timesteps)",
+    )
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -532,20 +640,30 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--init-from", default=None, metavar="MODEL",
-                   help="start from the DiT in MODEL/transformer (a run or model folder) instead of random weights: "
-                        "a second, fine-tuning stage with its own steps and learning rate")  # fmt: skip
-    p.add_argument("--cache-dir", default=os.environ.get("MMGEN_CACHE", "~/.cache/mmgen"),
-                   help="where the encoded training set is kept and reused ('' to encode every time; default "
-                        "$MMGEN_CACHE or ~/.cache/mmgen)")  # fmt: skip
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="MODEL",
+        help="start from the DiT in MODEL/transformer (a run or model folder) instead of random weights: "
+        "a second, fine-tuning stage with its own steps and learning rate",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=os.environ.get("MMGEN_CACHE", "~/.cache/mmgen"),
+        help="where the encoded training set is kept and reused ('' to encode every time; default "
+        "$MMGEN_CACHE or ~/.cache/mmgen)",
+    )
     p.add_argument(
         "--mixed-precision",
         choices=["no", "bf16", "fp16"],
         default="no",
         help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
     )
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the DiT: ~1.14x faster steps on a 2-core CPU, ~1 min to compile")  # fmt: skip
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the DiT: ~1.14x faster steps on a 2-core CPU, ~1 min to compile",
+    )
     p.add_argument("--cpu", action="store_true")
     return p
 
