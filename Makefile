@@ -32,41 +32,28 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Rebuild the shipped tokenizer exactly (seeded), evaluate it and rewrite the model card.
+# The shipped model's rebuild as data: every training run, its settings and why.
+RECIPE ?= recipes/mmgen-base.toml
+
+# Rebuild the shipped tokenizer exactly (seeded), publish it, evaluate it and rewrite the model card.
 train-tokenizer: $(STAMP)
-	$(PY) -m mmgen.cli train-tokenizer --out runs/vqvae-base --steps 2900 --photo-fraction 0.45 --num-codes 512 --seed 0
-	$(PY) -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base
+	$(PY) -m mmgen.cli train-tokenizer --recipe $(RECIPE)
 	$(MAKE) eval-tokenizer
 
 eval-tokenizer: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
 	$(PY) -m mmgen.release --out assets/mmgen-base --card
 
-SCHEDULER ?= euler-ancestral  # the sampler shipped in assets/mmgen-base/scheduler (chosen by `make eval-generator`'s sweep)
-# Rebuild the shipped generator exactly (seeded), publish it, evaluate it and rewrite the card: `generator-weights`
-# (the six training stages, about 118 min on the 2-core CPU, encoding included), then `eval-generator`
-# (~47 min: three sweeps on tuning prompts, 41.7 min on run 30, then the held-out evaluation).
-# Six stages: 13,000 steps from scratch; 2,000 more from the published weights on 60,000 new scenes (shapes-v1
-# stream 1) at a fifth of the learning rate; 2,000 more again on stage 1's scenes (stream 0, already encoded) with
-# another seed, and the same twice more with a fourth and a fifth seed; then 1,000 steps with a sixth seed at a
-# quarter of that learning rate. Objects' latent cells weigh 4x the background's in the first two, as much as it
-# in the last four (the 4x weighting makes the model draw an object twice; the third stage unlearns that). Machines of this kind vary: one ran the same steps 1.9x slower than another.
+# Rebuild the shipped generator exactly (seeded): `generator-weights` trains the recipe's six stages, each published
+# into assets/mmgen-base (about 118 min on the 2-core CPU, encoding included; machines of this kind vary: one ran
+# the same steps 1.9x slower than another), then `eval-generator` evaluates it and rewrites the card (~47 min: three
+# sweeps on tuning prompts, 41.7 min on run 30, then the held-out evaluation). Re-running continues where it stopped:
+# finished stages (runs/generator*) are skipped, an interrupted one resumes.
 train-generator: generator-weights
 	$(MAKE) eval-generator
 
 generator-weights: $(STAMP)
-	$(PY) -m mmgen.cli train-generator --out runs/generator --steps 13000 --batch-size 64 --mixed-precision bf16 --compile --text-refiner-layers 2 --loss-weighting min-snr-1 --object-loss-weight 4 --seed 0
-	$(PY) -m mmgen.release --generator runs/generator --scheduler $(SCHEDULER) --out assets/mmgen-base
-	$(PY) -m mmgen.cli train-generator --out runs/generator-stage2 --init-from assets/mmgen-base --steps 2000 --lr 2e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 4 --seed 1 --data-seed 1
-	$(PY) -m mmgen.release --generator runs/generator-stage2 --scheduler $(SCHEDULER) --out assets/mmgen-base
-	$(PY) -m mmgen.cli train-generator --out runs/generator-stage3 --init-from assets/mmgen-base --steps 2000 --lr 4e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 2 --data-seed 0
-	$(PY) -m mmgen.release --generator runs/generator-stage3 --scheduler $(SCHEDULER) --out assets/mmgen-base
-	$(PY) -m mmgen.cli train-generator --out runs/generator-stage4 --init-from assets/mmgen-base --steps 2000 --lr 4e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 3 --data-seed 0
-	$(PY) -m mmgen.release --generator runs/generator-stage4 --scheduler $(SCHEDULER) --out assets/mmgen-base
-	$(PY) -m mmgen.cli train-generator --out runs/generator-stage5 --init-from assets/mmgen-base --steps 2000 --lr 4e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 4 --data-seed 0
-	$(PY) -m mmgen.release --generator runs/generator-stage5 --scheduler $(SCHEDULER) --out assets/mmgen-base
-	$(PY) -m mmgen.cli train-generator --out runs/generator-stage6 --init-from assets/mmgen-base --steps 1000 --lr 1e-4 --warmup-steps 100 --batch-size 64 --mixed-precision bf16 --compile --loss-weighting min-snr-1 --object-loss-weight 1 --seed 5 --data-seed 0
-	$(PY) -m mmgen.release --generator runs/generator-stage6 --scheduler $(SCHEDULER) --out assets/mmgen-base
+	$(PY) -m mmgen.cli train-generator --recipe $(RECIPE)
 
 # The sampler and snap sweeps use one starting noise per image (--sweep-candidates 1), as when they were chosen;
 # the third sweep chooses num_candidates (best-of-N starting noise) at the chosen sampler, guidance and snap.

@@ -1,8 +1,9 @@
 """Best-of-N starting noise: let the generator pick, by its own likelihood, which noise to draw from.
 
 A scene's layout (where each object goes, and whether one is drawn twice) is settled in the first few sampling
-steps (the model card's duplicates entry). So `choose_generators` starts N candidate noises per image, runs each for
-the first `SELECT_FRACTION` of the steps, and scores every candidate's clean-latent estimate x0 by the DiT's own
+steps (docs/generator-runs.md, "Where duplicates come from"). So `choose_generators` starts N candidate noises
+per image, runs each for the first `SELECT_FRACTION` of the steps, and scores every candidate's clean-latent
+estimate x0 by the DiT's own
 conditional denoising error: noise x0 to a few fixed timesteps, ask the model for its prediction given the prompt,
 and sum the squared errors. That sum is the diffusion ELBO's Monte-Carlo estimate of -log p(x0 | prompt), up to
 weighting (Ho et al., 2020; used as a classifier by Li et al., 2023, "Your Diffusion Model is Secretly a
@@ -12,10 +13,10 @@ callbacks and replays are those of an ordinary run.
 
 No judge or label is involved: the score is the model's alone, and it works for any prompt. What it prefers is
 the simpler scene: an object drawn twice, or a third one, costs likelihood; a blob in place of a small shape hardly
-does, so shape errors are what it leaves (measured: the card's entry). The implicit classifier
+does, so shape errors are what it leaves (measured: docs/generator-runs.md). The implicit classifier
 (the conditional error minus the unconditional one) was measured too and prefers the opposite, the scenes that
-guidance inflates, so it is not used. Measured on two-object tuning prompts, 4 candidates: the model card's
-"Best-of-N starting noise" entry.
+guidance inflates, so it is not used. Measured on two-object tuning prompts, 4 candidates: docs/generator-runs.md,
+"Best-of-N starting noise".
 
 Every candidate is scored with the same noises (paired), so candidates of one image differ only by what they drew.
 """
@@ -26,10 +27,11 @@ import math
 
 import torch
 
+from .settings import MAX_CANDIDATES  # noqa: F401  (re-exported: callers have read it here)
+
 SELECT_FRACTION = 0.3  # run the candidates through this share of the steps (9 of 30): the layout is set by then
 SCORE_TIMESTEPS = (50, 150, 300, 450, 600, 750, 900)  # training timesteps at which x0 is re-noised and scored
 SCORE_SEED = 0  # the scoring noise: fixed, so a prompt and seed always choose the same candidate
-MAX_CANDIDATES = 16
 
 
 def select_steps(num_inference_steps: int) -> int:
@@ -52,7 +54,7 @@ def denoising_error(pipe, x0: torch.Tensor, text_context) -> torch.Tensor:
         a = alphas_cumprod[t].to(x0.dtype)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # the training forward process
         target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_prediction else eps
-        with pipe._autocast(x0.device):
+        with pipe.autocast(x0.device):
             pred = pipe.transformer(x_t, torch.full((x0.shape[0],), t, device=x0.device), text_context=text_context)
         error += ((pred.sample.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
     return error
@@ -101,3 +103,33 @@ def choose_generators(
     errors = denoising_error(pipe, pipe.snap_latents(x0), text_context).view(batch_size, num_candidates)
     best = errors.argmin(dim=1).tolist()
     return [torch.Generator(device=device).manual_seed(seeds[b][k]) for b, k in enumerate(best)], errors
+
+
+def best_generators(
+    pipe,
+    prompt,
+    num_images_per_prompt: int,
+    num_candidates: int,
+    num_inference_steps: int,
+    guidance,
+    negative_prompt: str = "",
+    generator=None,
+) -> list[torch.Generator]:
+    """`choose_generators` for a pipeline call: per image of the batch (`num_images_per_prompt` per prompt, in
+    `encode_prompt`'s order), the generator of the most likely candidate. `guidance`: a `denoising.Guidance`."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+    if isinstance(generator, list) and len(generator) != len(prompts):
+        raise ValueError(f"got {len(generator)} generators for a batch of {len(prompts)} images")
+    winners, _ = choose_generators(
+        pipe,
+        prompts,
+        num_candidates,
+        num_inference_steps,
+        guidance.scale,
+        negative_prompt,
+        generator,
+        guidance.interval,
+        guidance.codebook_snap,
+    )
+    return winners

@@ -63,37 +63,30 @@ def cmd_decode(args):
 
 
 def cmd_generate(args):
-    import torch
-
     from .callbacks import TrajectoryRecorder
-    from .candidates import MAX_CANDIDATES
     from .pipeline import MMGenPipeline
+    from .settings import SamplingSettings
     from .tokens import default_model, save_tokens
     from .viz import save_gif
 
-    if not args.prompt.strip():
-        raise ValueError("the prompt is empty; describe a scene, e.g. 'a red circle on a white background'")
-    if not 1 <= args.steps <= 1000:
-        raise ValueError(f"--steps must be in 1..1000, got {args.steps}")
-    if args.guidance < 0:
-        raise ValueError(f"--guidance must be >= 0, got {args.guidance}")
-    if not 0 <= args.codebook_snap <= 1:
-        raise ValueError(f"--codebook-snap must be in 0..1, got {args.codebook_snap}")
-    if not 1 <= args.candidates <= MAX_CANDIDATES:
-        raise ValueError(f"--candidates must be in 1..{MAX_CANDIDATES}, got {args.candidates}")
-    model = args.model or default_model()
-    pipe = MMGenPipeline.from_pretrained(model)
-    if args.scheduler:
-        pipe.use_scheduler(args.scheduler)
-    recorder = TrajectoryRecorder(decode=bool(args.trajectory))
-    out = pipe(
-        args.prompt,
+    settings = SamplingSettings(
+        prompt=args.prompt,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         guidance_interval=args.guidance_interval,
         codebook_snap=args.codebook_snap,
         num_candidates=args.candidates,
-        generator=torch.Generator().manual_seed(args.seed),
+        seed=args.seed,
+        scheduler=args.scheduler,
+    ).checked()  # before paying for the model load
+    model = args.model or default_model()
+    pipe = MMGenPipeline.from_pretrained(model)
+    if settings.scheduler:
+        pipe.use_scheduler(settings.scheduler)
+    recorder = TrajectoryRecorder(decode=bool(args.trajectory))
+    out = pipe(
+        **settings.pipeline_kwargs(),
+        generator=settings.generator(),
         callback_on_step_end=recorder,
         callback_on_step_end_tensor_inputs=recorder.tensor_inputs,
     )
@@ -165,7 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.set_defaults(func=cmd_decode)
 
-    from .candidates import MAX_CANDIDATES
     from .pipeline import (
         DEFAULT_CODEBOOK_SNAP,
         DEFAULT_GUIDANCE_INTERVAL,
@@ -174,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_STEPS,
         SCHEDULERS,
     )
+    from .settings import MAX_CANDIDATES
 
     p = sub.add_parser("generate", help="text to image with the DiT pipeline")
     p.add_argument("prompt")

@@ -265,12 +265,12 @@ def test_codebook_and_code_details(client):
 
 
 # ---------------------------------------------------------------- gradio's image cache
-def test_a_repeated_image_never_rewrites_the_cached_file_a_browser_may_be_reading(tmp_path):
+def test_a_repeated_image_never_rewrites_the_cached_file_a_browser_may_be_reading(tiny_app_url, tmp_path):
     import gradio as gr
 
-    import app
+    from mmgen.app import files
 
-    assert gr.processing_utils.save_pil_to_cache is app._save_pil_to_cache_atomically  # what gr.Image calls
+    assert gr.processing_utils.save_pil_to_cache is files.save_pil_to_cache_atomically  # what gr.Image calls
     image = shapes_sample(0, 1).image
     path = gr.processing_utils.save_pil_to_cache(image, str(tmp_path), format="png")
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))
@@ -286,13 +286,13 @@ def test_a_repeated_image_never_rewrites_the_cached_file_a_browser_may_be_readin
 def test_scratch_folders_for_downloads_are_pruned_once_old(tmp_path, monkeypatch):
     """Downloads and exports are written to scratch folders that gradio copies from; a long-running Space must
     not keep every one of them."""
-    import app
+    from mmgen.app import files
 
-    monkeypatch.setattr(app, "SCRATCH_ROOT", tmp_path / "scratch")
-    old, recent = app.scratch_folder("run-"), app.scratch_folder("run-")
+    monkeypatch.setattr(files, "SCRATCH_ROOT", tmp_path / "scratch")
+    old, recent = files.scratch_folder("run-"), files.scratch_folder("run-")
     (old / "image.png").write_bytes(b"x")
-    stale = time.time() - app.SCRATCH_MAX_AGE_S - 60
+    stale = time.time() - files.SCRATCH_MAX_AGE_S - 60
     os.utime(old, (stale, stale))
-    new = app.scratch_folder("trajectory-")
+    new = files.scratch_folder("trajectory-")
     assert not old.exists() and recent.exists() and new.exists() and new.parent == tmp_path / "scratch"
-    assert app.CACHE_CLEANUP[1] >= app.SCRATCH_MAX_AGE_S  # gradio's cached copies outlive the scratch files
+    assert files.CACHE_CLEANUP[1] >= files.SCRATCH_MAX_AGE_S  # gradio's cached copies outlive the scratch files

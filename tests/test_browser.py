@@ -155,6 +155,7 @@ def screenshots(out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     import app
+    from mmgen.app.generate import EXAMPLE_PROMPTS
     from mmgen.pipeline import MMGenPipeline
     from mmgen.tokens import default_model
 
@@ -167,7 +168,7 @@ def screenshots(out: Path) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(demo.local_url)
-            generate(page, app.EXAMPLE_PROMPTS[2])
+            generate(page, EXAMPLE_PROMPTS[2])
             page.screenshot(path=str(out / "generate.png"), full_page=True)
             open_tab(page, "Trajectory")
             number = page.locator("#step input[type=number]")

@@ -98,9 +98,9 @@ def test_denoising_error_is_the_summed_v_error(pipe, monkeypatch):
 
 @pytest.mark.parametrize("n", [0, 17, 2.5])
 def test_bad_candidate_counts_are_clear_errors(pipe, n):
-    with pytest.raises(ValueError, match="num_candidates"):
+    with pytest.raises(ValueError, match="Candidates must be a whole number in 1..16"):
         pipe("a red circle", num_inference_steps=2, num_candidates=n)
-    with pytest.raises(ValueError, match="num_candidates"):
+    with pytest.raises(ValueError, match="Candidates must be a whole number in 1..16"):
         pipe.stepwise("a red circle", 2, num_candidates=n)
 
 

@@ -63,7 +63,7 @@ def test_same_seed_same_image(pipe_dir, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["   "], "prompt is empty"),
+        (["   "], "Type a prompt"),
         (["x", "--steps", "0"], "1..1000"),
         (["x", "--steps", "1001"], "1..1000"),
         (["x", "--guidance", "-1"], ">= 0"),

@@ -2,27 +2,25 @@
 
 import json
 from collections import defaultdict
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from mmgen.cli import main
 from mmgen.data.shapes import POSITIONS, SHAPES, SIZES, render_scene
-from mmgen.eval.eval_generator import (
-    FREE_PROMPTS,
-    TUNE_FREE_PROMPTS,
-    extra_objects,
-    format_extra_objects,
-    format_shape_errors,
-    score_single,
-    score_two,
-    shape_errors,
-    single_prompts,
-    two_object_prompts,
-    two_object_size_shares,
-)
+from mmgen.eval.accuracy import Sampling, evaluate
 from mmgen.eval.judge import read_scene
-from mmgen.pipeline import DEFAULT_GUIDANCE_INTERVAL
+from mmgen.eval.prompts import FREE_PROMPTS, TUNE_FREE_PROMPTS, PromptSets, single_prompts, two_object_prompts
+from mmgen.eval.report import format_extra_objects, format_shape_errors
+from mmgen.eval.scoring import extra_objects, score_single, score_two, shape_errors, two_object_size_shares
+from mmgen.pipeline import (
+    DEFAULT_CODEBOOK_SNAP,
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_NUM_CANDIDATES,
+    DEFAULT_STEPS,
+)
 
 
 def _render(item):
@@ -149,6 +147,85 @@ def test_shape_errors_tell_binding_errors_from_blobs_and_misses():
     want, got = single[0]["objects"][0]["shape"], wrong["objects"][0]["shape"]
     assert errors["single_confusions"] == {f"{want} -> {got}": 1} and errors["two_per_object"] == {}
     assert "most common confusions" in format_shape_errors(errors)
+
+
+class _PerfectPipe:
+    """A stand-in pipeline that draws exactly the scene each prompt asks for. A free prompt ("a small green star")
+    puts its object in the cell numbered by the seed (mod 9), on white."""
+
+    def __init__(self, items):
+        self.items = {it["prompt"]: it for it in items}
+        self.calls = []  # the sampling arguments of each call
+
+    def set_progress_bar_config(self, **kwargs):
+        pass
+
+    def __call__(self, prompts, generator, **kwargs):
+        self.calls.append(kwargs)
+        return SimpleNamespace(images=[_render(self._item(p, g.initial_seed())) for p, g in zip(prompts, generator)])
+
+    def _item(self, prompt, seed):
+        if prompt in self.items:
+            return self.items[prompt]
+        *size, color, shape = prompt.split()[1:]
+        obj = {"color": color, "shape": shape, "size": size[0] if size else "small"}
+        return {"background": "white", "objects": [obj | {"position": list(POSITIONS)[seed % 9]}]}
+
+
+def test_a_perfect_generator_scores_full_marks_through_evaluate():
+    prompts = PromptSets(n_single=2, n_two=2, n_paraphrase=2, free=("a small green star",))
+    pipe = _PerfectPipe([it for items in prompts.draw().values() for it in items])
+    results = evaluate(pipe, prompts, batch_size=3)
+    assert [name for name in results if name in ("single", "paraphrased", "two")] == ["single", "paraphrased", "two"]
+    assert all(results[name]["all"] == 1.0 and results[name]["n"] == 2 for name in ("single", "paraphrased", "two"))
+    assert results["free"] == {"distinct_cells_over_16_seeds": {"a small green star": 9}, "min": 9}  # 16 seeds
+    assert results["paraphrase_gap"] == {"all": 0.0}
+    assert results["extra_objects"]["two"] == {"more objects than named": 0.0, "a named object drawn twice": 0.0}
+    assert set(results["shape_errors"]["single_shape_by_size"].values()) == {1.0}
+    assert pipe.calls and all(c == {} for c in pipe.calls)  # no sampling given: the pipeline's own defaults
+
+
+def test_evaluate_passes_its_sampling_settings_to_every_call():
+    prompts = PromptSets(n_single=1, n_two=0, n_paraphrase=0, free=())
+    pipe = _PerfectPipe(prompts.draw()["single"])
+    sampling = Sampling.defaults(guidance_scale=2.0)
+    assert set(evaluate(pipe, prompts, sampling)) == {"single", "shape_errors", "extra_objects"}
+    assert pipe.calls == [sampling.call_kwargs()]
+    assert pipe.calls[0]["guidance_scale"] == 2.0 and pipe.calls[0]["num_inference_steps"] == DEFAULT_STEPS
+
+
+def test_heldout_evaluation_writes_what_the_model_card_reads(tiny_pipe, tmp_path, capsys):
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "eval.json"
+    argv = ["eval-generator", "--model", str(tmp_path / "pipe"), "--steps", "1", "--out", str(out)]
+    assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-paraphrase", "1"]) == 0
+    results = json.loads(out.read_text())
+    assert list(results) == [
+        "single",
+        "paraphrased",
+        "two",
+        "shape_errors",
+        "extra_objects",
+        "free",
+        "paraphrase_gap",
+        "settings",
+        "tokenizer_ceiling",
+    ]
+    assert results["single"]["n"] == results["two"]["n"] == 1
+    assert list(results["free"]["distinct_cells_over_16_seeds"]) == list(FREE_PROMPTS)
+    assert results["settings"] == {
+        "model": str(tmp_path / "pipe"),
+        "scheduler": type(tiny_pipe.scheduler).__name__,
+        "steps": 1,
+        "guidance_scale": DEFAULT_GUIDANCE_SCALE,
+        "guidance_interval": None if DEFAULT_GUIDANCE_INTERVAL is None else list(DEFAULT_GUIDANCE_INTERVAL),
+        "codebook_snap": DEFAULT_CODEBOOK_SNAP,
+        "num_candidates": DEFAULT_NUM_CANDIDATES,
+        "autocast": "float32",
+    }
+    assert results["tokenizer_ceiling"] == {}  # 32x32 images: not shapes-v1's canvas
+    printed = capsys.readouterr().out
+    assert ">= 0.6" in printed and "images with extra objects" in printed
 
 
 def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, capsys):

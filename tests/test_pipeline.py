@@ -113,7 +113,7 @@ def test_replay_from_a_step_reproduces_the_run(tiny_pipe):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(prompt=""), "non-empty"),
+        (dict(prompt=""), "Type a prompt"),
         (dict(prompt="x" * 3000), "too long"),
         (dict(num_inference_steps=0), "1..1000"),
         (dict(guidance_scale=-1.0), ">= 0"),
@@ -122,8 +122,8 @@ def test_replay_from_a_step_reproduces_the_run(tiny_pipe):
         (dict(output_type="gif"), "output_type"),
         (dict(guidance_interval=(600, 200)), "low <= high"),
         (dict(guidance_interval=(-5, 200)), "low <= high"),
-        (dict(codebook_snap=1.5), "codebook_snap"),
-        (dict(codebook_snap=-0.1), "codebook_snap"),
+        (dict(codebook_snap=1.5), "Codebook snap"),
+        (dict(codebook_snap=-0.1), "Codebook snap"),
     ],
 )
 def test_bad_inputs_are_clear_errors(tiny_pipe, kwargs, message):
@@ -231,38 +231,6 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
     assert not torch.allclose(everywhere, unguided, atol=1e-2)  # guidance does change this model's output
 
 
-def test_a_joint_attention_dit_drops_in(tiny_pipe):
-    """An MM-DiT transformer (joint text-image attention) runs in the same pipeline: guidance, and its interval
-    (the conditional half of the text context alone), give what they give the cross-attention DiT."""
-    from mmgen.models.dit import DIT_PRESETS, DiT
-
-    torch.manual_seed(0)
-    joint = DiT(
-        sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, joint_attention=True, **DIT_PRESETS["tiny"]
-    ).eval()
-    for p in joint.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    pipe = MMGenPipeline(
-        vqvae=tiny_pipe.vqvae,
-        transformer=joint,
-        text_encoder=tiny_pipe.text_encoder,
-        tokenizer=tiny_pipe.tokenizer,
-        scheduler=tiny_pipe.scheduler,
-    )
-    pipe.set_progress_bar_config(disable=True)
-
-    def final_latents(**kw):
-        return _final_latents(pipe, 3, **kw)
-
-    assert _run(pipe, num_inference_steps=3, guidance_scale=3.0).tokens.shape == (1, 8, 8)
-    guided = final_latents(guidance_scale=3.0)
-    assert torch.equal(guided, final_latents(guidance_scale=3.0, guidance_interval=(0, 999)))
-    assert torch.allclose(
-        final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000)), final_latents(guidance_scale=1.0), atol=1e-5
-    )
-    assert not torch.allclose(guided, final_latents(guidance_scale=1.0), atol=1e-2)
-
-
 @pytest.mark.parametrize("name", ["dpm++", "euler-ancestral", "unipc"])
 def test_stepwise_run_equals_the_full_call(tiny_pipe, name):
     """Step mode and live previews advance a DenoisingRun; it must land on exactly what __call__ gives. The run
@@ -306,20 +274,68 @@ def test_inpainting_keeps_every_token_outside_the_mask(tiny_pipe, name):
     assert not torch.equal(out.tokens[0][mask], tokens[0][mask])  # the region was repainted
 
 
+def test_inpaint_method_repaints_only_the_mask(tiny_pipe):
+    tokens = torch.randint(0, tiny_pipe.vqvae.config.num_codes, (8, 8), generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:5, 3:7] = True
+    out = tiny_pipe.inpaint(
+        "a red circle", tokens, mask, generator=torch.Generator().manual_seed(0), num_inference_steps=3
+    )
+    assert torch.equal(out.tokens[0][~mask], tokens[~mask])
+    assert not torch.equal(out.tokens[0][mask], tokens[mask])
+    with pytest.raises(ValueError, match="paints 8×8 token grids"):
+        tiny_pipe.inpaint("a red circle", tokens[:4], mask[:4])
+
+
+def test_stepwise_run_takes_step_callbacks_like_the_call(tiny_pipe):
+    """One step function serves both: a callback sees the same steps and tensors, and its replacement latents
+    steer a stepwise run exactly as they steer __call__."""
+    seen = {"call": [], "run": []}
+
+    def callback(key):
+        def fn(pipe, i, t, kw):
+            seen[key].append((i, kw["pred_x0"].clone()))
+            return {"latents": kw["latents"] * 0.5}
+
+        return fn
+
+    kw = dict(num_inference_steps=3, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    full = tiny_pipe(
+        "a red circle",
+        **kw,
+        callback_on_step_end=callback("call"),
+        callback_on_step_end_tensor_inputs=["latents", "pred_x0"],
+    )
+    kw["generator"] = torch.Generator().manual_seed(0)
+    run = tiny_pipe.stepwise(
+        "a red circle",
+        **kw,
+        callback_on_step_end=callback("run"),
+        callback_on_step_end_tensor_inputs=["latents", "pred_x0"],
+    )
+    while not run.done:
+        out = run.step()
+    assert [i for i, _ in seen["run"]] == [0, 1, 2] == [i for i, _ in seen["call"]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen["run"], seen["call"]))
+    assert torch.equal(out.latents, run.latents) and torch.equal(run.result().tokens, full.tokens)
+
+
 def test_prompts_are_encoded_once_and_alone(tiny_pipe, monkeypatch):
-    import mmgen.pipeline
+    import mmgen.models.text_encoder as text_encoder
 
     calls = []
-    real = mmgen.pipeline.encode_text
+    real = text_encoder.encode_text
     monkeypatch.setattr(
-        mmgen.pipeline, "encode_text", lambda tok, enc, texts: calls.append(texts) or real(tok, enc, texts)
+        text_encoder, "encode_text", lambda tok, enc, texts: calls.append(texts) or real(tok, enc, texts)
     )
     first = _run(tiny_pipe, guidance_scale=3.0)
     again = _run(tiny_pipe, guidance_scale=3.0)
     assert torch.equal(first.tokens, again.tokens)
     assert calls == [["a red circle"], [""]]  # the second run hit the cache for both the prompt and the null prompt
-    batch, _ = tiny_pipe._encode_cached(["a blue star", "a red circle"])
-    alone, _ = tiny_pipe._encode_cached(["a red circle"])
+    batch, _ = text_encoder.encode_text_cached(
+        tiny_pipe.tokenizer, tiny_pipe.text_encoder, ["a blue star", "a red circle"]
+    )
+    alone, _ = text_encoder.encode_text_cached(tiny_pipe.tokenizer, tiny_pipe.text_encoder, ["a red circle"])
     assert torch.equal(batch[1], alone[0])  # a prompt's states do not depend on its batch
 
 
@@ -427,70 +443,3 @@ def test_stepwise_run_snaps_like_the_full_call(tiny_pipe):
     assert not torch.equal(
         one.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, num_candidates=1).tokens
     )
-
-
-def _self_conditioned(tiny_pipe):
-    """The tiny pipeline with a self-conditioned DiT whose self-conditioning layer is not zero (so it matters),
-    wrapped to record what it reads at each call."""
-    from mmgen.models.dit import DIT_PRESETS, DiT
-
-    torch.manual_seed(0)
-    dit = DiT(
-        sample_size=8, in_channels=4, text_dim=32, scaling_factor=2.0, self_condition=True, **DIT_PRESETS["tiny"]
-    ).eval()
-    for p in [*dit.proj_out.parameters(), dit.self_cond_embed.weight]:
-        torch.nn.init.normal_(p, std=0.05)
-    pipe = MMGenPipeline(
-        vqvae=tiny_pipe.vqvae,
-        transformer=dit,
-        text_encoder=tiny_pipe.text_encoder,
-        tokenizer=tiny_pipe.tokenizer,
-        scheduler=DDIMScheduler.from_config(tiny_pipe.scheduler.config),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    seen = []
-    forward = dit.forward
-    dit.forward = lambda *a, **kw: seen.append(kw.get("self_cond")) or forward(*a, **kw)
-    return pipe, seen
-
-
-def test_a_self_conditioned_dit_reads_the_previous_steps_x0(tiny_pipe):
-    """Each step hands the model the previous step's (guided, snapped) x0 estimate, for both guidance halves;
-    the first step reads none. Replay from step k needs that estimate too: with it the run is reproduced."""
-    pipe, seen = _self_conditioned(tiny_pipe)
-    rec = TrajectoryRecorder(decode=False)
-    every = dict(guidance_scale=3.0, guidance_interval=None)  # both guidance halves at every step
-    full = _run(
-        pipe,
-        num_inference_steps=4,
-        callback_on_step_end=rec,
-        num_candidates=1,
-        callback_on_step_end_tensor_inputs=rec.tensor_inputs,
-        **every,
-    )
-    assert len(seen) == 4 and seen[0] is None
-    for k in (1, 2, 3):
-        assert torch.equal(seen[k], torch.cat([rec.steps[k - 1].pred_x0] * 2))
-    replay = _run(
-        pipe,
-        num_inference_steps=4,
-        latents=rec.steps[1].latents,
-        start_step=2,
-        prev_pred_x0=rec.steps[1].pred_x0,
-        output_type="latent",
-        **every,
-    )
-    assert torch.equal(replay.tokens, full.tokens)
-    without = _final_latents(pipe, 4, latents=rec.steps[1].latents, start_step=2, **every)
-    assert not torch.allclose(without, rec.steps[-1].latents, atol=1e-5)  # the estimate matters
-
-
-def test_a_self_conditioned_stepwise_run_equals_the_full_call(tiny_pipe):
-    pipe, _ = _self_conditioned(tiny_pipe)
-    run = pipe.stepwise(
-        "a red circle", num_inference_steps=4, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)
-    )
-    while not run.done:
-        run.step()
-    full = _run(pipe, num_inference_steps=4, guidance_scale=3.0, output_type="latent")
-    assert torch.equal(run.result(output_type="latent").images, full.images)

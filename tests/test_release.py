@@ -1,27 +1,77 @@
-import json
+"""Publishing (mmgen/release.py), the model card (mmgen/model_card.py) and the app's examples (mmgen/examples.py)."""
 
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
+import yaml
 from safetensors import safe_open
 
-from mmgen.eval.eval_tokenizer import evaluate
 from mmgen.models.vqvae import VQVAE
-from mmgen.release import release_vqvae, write_model_card
+from mmgen.release import release_generator, release_vqvae
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "assets" / "mmgen-base"
+RECIPE = "recipes/mmgen-base.toml"
 
 
-def test_release_writes_fp16_weights_log_and_card(tmp_path, tiny_model_dir):
+def write_log(path: Path, records: list[dict]) -> None:
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def table_row(card: str, *parts: str) -> bool:
+    """Whether one row of a markdown table in the card holds every part."""
+    return any(all(p in line for p in parts) for line in card.splitlines() if line.startswith("|"))
+
+
+def check_card(card: str, tok: dict, gen: dict | None) -> None:
+    """The card's shape (Hub metadata, sections, size) and its evaluation figures against the JSON they come from."""
+    from mmgen.model_card import MAX_CARD_BYTES
+
+    assert len(card.encode()) <= MAX_CARD_BYTES
+    meta = front_matter(card)
+    assert meta["license"] == "apache-2.0" and meta["library_name"] == "diffusers"
+    assert meta["pipeline_tag"] == "text-to-image" and meta["tags"] and "shapes-v1" in meta["datasets"]
+    for section in ("## Intended use and limits", "## Training", "## Evaluation", "## How to load"):
+        assert section in card
+    sh, cb = tok["shapes"], tok["codebook"]
+    assert table_row(
+        card, "shapes-v1", "PSNR", f"{sh['psnr']:.2f} dB", ">= 34 dB", "yes" if sh["psnr"] >= 34 else "no"
+    )
+    assert table_row(card, "SSIM", f"{sh['ssim']:.3f}")
+    met = "yes |" if cb["perplexity"] >= cb["num_codes"] / 2 else "**no** |"
+    assert table_row(card, "perplexity", f"{cb['perplexity']:.0f} of {cb['num_codes']}", met)
+    if gen is None:
+        assert "generator" not in card.split("## Evaluation")[1]
+        return
+    for metric, name, target in (("color", "colour", ">= 97%"), ("background", "background", ">= 98%")):
+        assert table_row(card, f"| {name} |", f"{gen['single'][metric]:.1%}", target)
+    assert table_row(card, f"single object, every attribute named ({gen['single']['n']} prompts)", "| colour |")
+    assert table_row(card, f"| {gen['two']['all']:.1%} |", ">= 60%")
+    assert table_row(card, "fewest distinct cells", f"| {gen['free']['min']} |", ">= 5")
+
+
+def test_release_vqvae_ships_fp16_weights_log_and_a_tokenizer_card(tmp_path, tiny_model_dir):
+    from mmgen.eval.eval_tokenizer import evaluate
+    from mmgen.release import main
+
     run = tmp_path / "run"
-    (run / "vqvae").mkdir(parents=True)
     VQVAE.from_pretrained(tiny_model_dir, subfolder="vqvae").save_pretrained(run / "vqvae")
     header = {
         "command": "mmgen train-tokenizer --steps 2",
         "config": {"num_codes": 64, "code_dim": 4, "block_channels": [8, 16, 16]},
-        "args": {"seed": 0, "photo_fraction": 0.5, "batch_size": 4, "resolution": 32, "lr": 0.001},
+        "args": {"data": "shapes", "seed": 0, "photo_fraction": 0.5, "batch_size": 4, "resolution": 32, "lr": 0.001},
     }
-    rows = [
-        {"step": 200, "loss": 0.1, "psnr": 20.0, "usage": 0.9, "perplexity": 30.0, "elapsed_s": 5.0, "val_psnr": 19.5},
-        {"done": True, "steps": 200, "train_time_s": 60.0},
-    ]
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    write_log(
+        run / "train_log.jsonl", [header, {"step": 2, "loss": 0.1}, {"done": True, "steps": 2, "train_time_s": 60}]
+    )
 
     out = tmp_path / "assets"
     release_vqvae(run / "vqvae", out)
@@ -31,14 +81,17 @@ def test_release_writes_fp16_weights_log_and_card(tmp_path, tiny_model_dir):
 
     results = evaluate(VQVAE.from_pretrained(out / "vqvae", dtype=torch.float32).eval(), n_shapes=4)
     (out / "eval_tokenizer.json").write_text(json.dumps(results))
-    card = write_model_card(out).read_text()
-    assert "mmgen train-tokenizer --steps 2" in card and "1.0 min" in card
-    assert f"{results['shapes']['psnr']:.2f} dB" in card and "| 200 |" in card
+    assert main(["--out", str(out), "--card", "--recipe", "recipes/tiny.toml"]) == 0
+    card = (out / "README.md").read_text()
+    check_card(card, results, gen=None)
+    assert "2 steps of batch 4 at 32x32" in card and "1.0 min" in card and "50% photos" in card
+    assert "`mmgen train-tokenizer --recipe recipes/tiny.toml`" in card
+    assert "`transformer/`" not in card  # no generator published yet
 
 
-def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pipe):
+def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_path, tiny_pipe):
+    from mmgen.model_card import model_card
     from mmgen.pipeline import MMGenPipeline
-    from mmgen.release import generator_card_section, release_generator
 
     run, out = tmp_path / "run", tmp_path / "assets"
     tiny_pipe.transformer.save_pretrained(run / "transformer")
@@ -47,29 +100,26 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
         tiny_pipe.scheduler.config, prediction_type="v_prediction", timestep_spacing="leading"
     ).save_pretrained(run / "scheduler")
     tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
-    header = {
-        "command": "mmgen train-generator --steps 500",
-        "distinct_captions": 9,
-        "args": {
-            "seed": 0,
-            "num_samples": 10,
-            "caption_dropout": 0.1,
-            "batch_size": 4,
-            "lr": 3e-4,
-            "warmup_steps": 5,
-            "snr_gamma": 5.0,
-            "ema_decay": 0.99,
-            "mixed_precision": "no",
-        },
+    args = {"seed": 0, "num_samples": 10, "caption_dropout": 0.1, "batch_size": 4, "lr": 3e-4, "steps": 500}
+    args |= {"ema_decay": 0.99, "mixed_precision": "no", "loss_weighting": "min-snr-1", "object_loss_weight": 4.0}
+    stage1 = {"command": "mmgen train-generator --steps 500", "args": args, "encoding_s": 90.0}
+    stage2 = {
+        "command": "mmgen train-generator --init-from assets/mmgen-base --steps 200",
+        "args": args | {"init_from": "assets/mmgen-base", "data_seed": 1, "lr": 1e-4, "steps": 200},
+        "encoding_s": 30.0,
     }
-    rows = [{"step": 500, "loss": 0.2, "elapsed_s": 30.0}, {"done": True, "steps": 500, "train_time_s": 120.0}]
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    done1, done2 = (
+        {"done": True, "steps": 500, "train_time_s": 120.0},
+        {"done": True, "steps": 200, "train_time_s": 60.0},
+    )
+    write_log(run / "train_log.jsonl", [stage1, {"step": 500, "loss": 0.2}, done1, stage2, done2])
 
     release_generator(run, out, scheduler="unipc")
     index = json.loads((out / "model_index.json").read_text())
     assert index["text_encoder"] == [None, None] and index["tokenizer"] == [None, None]
     with safe_open(out / "transformer" / "diffusion_pytorch_model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert (out / "generator_train_log.jsonl").exists()
 
     pipe = MMGenPipeline.from_pretrained(out, text_encoder=tiny_pipe.text_encoder)  # tiny BERT: not MiniLM's width
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
@@ -79,168 +129,80 @@ def test_release_generator_ships_fp16_without_the_text_encoder(tmp_path, tiny_pi
     pipe.set_progress_bar_config(disable=True)
     assert pipe("a red circle", num_inference_steps=2).tokens.shape == (1, 8, 8)
 
-    card = generator_card_section(out)
-    assert "mmgen train-generator --steps 500" in card and "2.0 min" in card and "| 500 | 0.2000 | 30 |" in card
-    assert "Min-SNR-5 (x0 weight min(SNR, 5))" in card  # a run logged before --loss-weighting existed
-    assert "timesteps drawn uniformly" in card  # nor --timestep-sampling
-    assert "cross-attention to all-MiniLM-L6-v2 token states" in card and "joint attention" not in card
-    assert "two-object scenes" not in card
-
-    header["args"]["two_object_share"] = 0.6
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
-    release_generator(run, out, scheduler="unipc")
-    assert "Batches drawn with 60% two-object scenes" in generator_card_section(out)
-
-    header["args"]["loss_weighting"] = "min-snr-1"
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
-    release_generator(run, out, scheduler="unipc")
-    assert "`min-snr-1` (x0 weight min(SNR + 1, 5))" in generator_card_section(out)
-    assert "object-loss-weight" not in generator_card_section(out)
-
-    header["args"]["object_loss_weight"] = 4.0
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
-    release_generator(run, out, scheduler="unipc")
-    assert "object cells weighted 4x (`--object-loss-weight`)" in generator_card_section(out)
-    assert "grounding" not in generator_card_section(out)
-    header["args"]["grounding_loss_weight"] = 0.1
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
-    release_generator(run, out, scheduler="unipc")
-    assert (
-        "object cells weighted 4x (`--object-loss-weight`), plus 0.1 x the token grounding loss on "
-        "cross-attention (`--grounding-loss-weight`)"
-    ) in generator_card_section(out).replace("\n", " ")
-    del header["args"]["object_loss_weight"], header["args"]["grounding_loss_weight"]
-
-    header["args"]["timestep_sampling"] = "logit-normal"
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
-    release_generator(run, out, scheduler="unipc")
-    assert "timesteps drawn `logit-normal` (`--timestep-sampling`)" in generator_card_section(out)
-    del header["args"]["timestep_sampling"]
-
-    stage2 = {
-        **header,
-        "command": "mmgen train-generator --init-from assets/mmgen-base --steps 500",
-        "stage": 2,
-        "args": {**header["args"], "init_from": "assets/mmgen-base", "data_seed": 1, "lr": 2e-4},
+    tok = {
+        "shapes": {"n_images": 4, "seed": 2, "psnr": 33.5, "ssim": 0.9, "readable_shape": 0.75}
+        | {f"readable_{a}": 1.0 for a in ("color", "size", "position")},
+        "codebook": {"num_codes": 64, "usage": 1.0, "perplexity": 40.0},
     }
-    rows2 = [{"step": 500, "loss": 0.1, "elapsed_s": 12.0}, {"done": True, "steps": 500, "train_time_s": 60.0}]
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows, stage2, *rows2]) + "\n")
-    release_generator(run, out, scheduler="unipc")
-    card = generator_card_section(out)
-    assert "in 2 stages" in card and "1. `mmgen train-generator --steps 500`" in card
-    assert "2. `mmgen train-generator --init-from assets/mmgen-base --steps 500`" in card
-    assert "Starts from `assets/mmgen-base`" in card and "(stream 1)" in card
-    assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus encoding the data." in card
-    header["encoding_s"], stage2["encoding_s"] = 90.0, 30.0  # logged by the trainer since run 29's fifth stage
-    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *rows, stage2, *rows2]) + "\n")
-    release_generator(run, out, scheduler="unipc")
-    assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus 2.0 min encoding the data." in (
-        generator_card_section(out)
-    )
-    assert "| 1 | 500 | 0.2000 | 30 |" in card and "| 2 | 500 | 0.1000 | 12 |" in card
-
-    row = {
-        "scheduler": "euler-ancestral",
-        "guidance": 4.0,
-        "steps": 20,
-        "single_all": 0.9,
-        "single_shape": 0.9,
-        "single_position": 1.0,
-        "two_all": 0.3,
-        "n_single": 96,
-        "n_two": 256,
-        "seconds": 60,
-        "guidance_interval": [250.0, 999.0],
-    }
-    sweep_rows = [dict(row, guidance=g, codebook_snap=s) for g in (3.0, 4.0) for s in (0.0, 0.5)]
-    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": sweep_rows}))
-    card = " ".join(generator_card_section(out).split())  # the command in the card is wrapped
-    assert (
-        "--sweep-schedulers euler-ancestral --sweep-guidance 3 4 --sweep-codebook-snap 0 0.5 --sweep-n-single 96 "
-        "--sweep-n-two 256"
-    ) in card
-    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 90.0% |" in card
-    assert "Best mean of single-object and two-object" in card and "The default (guidance 4, snap 0.5)" in card
-    everywhere = [dict(r, guidance_interval=None) if r["codebook_snap"] == 0.0 else r for r in sweep_rows]
-    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": everywhere}))
-    card = " ".join(generator_card_section(out).split())  # a row that guided every step says so
-    assert "| guided in |" in card and "| euler-ancestral | 3 | every step | 0 |" in card
-    before = [{k: v for k, v in r.items() if k != "guidance_interval"} for r in sweep_rows]  # sweeps before run 30
-    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": before}))
-    card = " ".join(generator_card_section(out).split())  # ... carried no interval: no column, and no default row
-    assert "| guided in |" not in card and "The default (guidance 4" not in card
-
-    # --sweep-free rows: a setting whose free prompts take fewer than 5 cells is not chosen, however accurate
-    free = {(3.0, 0.0): 6, (3.0, 0.5): 5, (4.0, 0.0): 5, (4.0, 0.5): 4}
-    free_rows = [
-        dict(
-            r,
-            free_min=free[r["guidance"], r["codebook_snap"]],
-            two_all=0.5 if r["guidance"] == 4.0 and r["codebook_snap"] == 0.5 else 0.3 + r["guidance"] / 100,
-        )
-        for r in sweep_rows
-    ]
-    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": free_rows}))
-    card = " ".join(generator_card_section(out).split())
-    assert "--sweep-n-two 256 --sweep-free`" in card and "| free: fewest cells |" in card
-    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 4 | 60 |" in card
-    assert "among the settings whose free prompts take at least 5 cells: guidance 4, snap 0 (62.0%)" in card
-    twice = [dict(r, two_drawn_twice=0.25) for r in free_rows]  # a sweep run since the judge counts objects
-    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": twice}))
-    card = " ".join(generator_card_section(out).split())
-    assert "| two: an object drawn twice |" in card
-    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 90.0% | 90.0% | 100.0% | 50.0% | 25.0% | 4 | 60 |" in card
-    few = [dict(r, free_min=3) for r in free_rows]
-    (out / "generator_snap_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": few}))
-    assert "(no setting's free prompts take 5 cells): guidance 4, snap 0.5 (70.0%)" in generator_card_section(out)
-
-    cand_rows = [dict(r, num_candidates=n, two_all=0.3 + n / 100) for r, n in zip(twice[-1:] * 2, (1, 4))]
-    (out / "generator_candidates_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": cand_rows}))
-    card = " ".join(generator_card_section(out).split())
-    assert "--sweep-codebook-snap 0.5 --sweep-candidates 1 4 --sweep-n-single 96 --sweep-n-two 256" in card
-    assert "| euler-ancestral | 4 | t 250..999 | 0.5 | 4 | 90.0% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
-    colored = [dict(r, single_color=0.985) for r in cand_rows]  # sweeps since run 29's report single colour
-    (out / "generator_candidates_sweep.json").write_text(json.dumps({"prompt_seed": 777, "rows": colored}))
-    card = " ".join(generator_card_section(out).split())
-    assert "| single: all | single: colour | single: shape |" in card
-    assert "| t 250..999 | 0.5 | 4 | 90.0% | 98.5% | 90.0% | 100.0% | 34.0% | 25.0% | 4 | 60 |" in card
-
-    ev = {
-        "single": {"color": 1.0, "all": 0.9, "n": 4},
-        "two": {"count": 0.75, "all": 0.5, "n": 4},
-        "extra_objects": {"two": {"more objects than named": 0.25, "a named object drawn twice": 0.5}},
-        "settings": {
-            "scheduler": "UniPCMultistepScheduler",
-            "steps": 30,
-            "guidance_scale": 4.0,
-            "guidance_interval": [250.0, 999.0],
-            "num_candidates": 4,
+    gen = {
+        "single": {
+            "color": 0.99,
+            "background": 0.95,
+            "shape": 0.9,
+            "size": 1.0,
+            "position": 0.875,
+            "all": 0.8,
+            "n": 8,
         },
+        "paraphrased": {"position": 0.5, "all": 0.25, "n": 4},
+        "two": {"relation": 1.0, "count": 0.75, "shapes": 0.5, "all": 0.625, "n": 8},
+        "free": {"min": 4},
+        "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0, "num_candidates": 4},
     }
-    (out / "eval_generator.json").write_text(json.dumps(ev))
-    card = generator_card_section(out)
-    assert "best of 4 starting noise(s)" in " ".join(card.split())
-    assert "guidance 4.0 (guided in t 250..999), codebook snap" in " ".join(card.split())
-    assert "| two (4 prompts) | count | 75.0% |  |" in card and "| two (4 prompts) | all | 50.0% | >= 60% |" in card
-    assert "| two | images with a named object drawn twice | 50.0% | |" in card and "Tokenizer ceiling" not in card
-    ceiling = {
-        "two": {"rendered": {"shapes": 1.0, "all": 1.0, "n": 8}, "tokenized": {"shapes": 0.875, "all": 0.75, "n": 8}}
-    }
-    (out / "eval_generator.json").write_text(json.dumps(ev | {"tokenizer_ceiling": ceiling}))
-    card = generator_card_section(out)
-    assert "Tokenizer ceiling" in card and "(8 two)" in " ".join(card.split())
-    assert "| two | shapes | 100.0% | 87.5% |" in card and "| two | all | 100.0% | 75.0% |" in card
+    (out / "eval_tokenizer.json").write_text(json.dumps(tok))
+    (out / "eval_generator.json").write_text(json.dumps(gen))
+    card = model_card(out)
+    check_card(card, tok, gen)
+    assert table_row(card, "shapes-v1", "33.50 dB", "**no**")  # a missed target says so
+    assert table_row(card, "| background |", "95.0%", ">= 98%", "**no**")
+    assert table_row(card, "| position |", "87.5%", ">= 90%", "**no**") and table_row(card, "| 62.5% |", "yes")
+    assert table_row(card, "fewest distinct cells", "| 4 |", "**no**")
+    assert "`UniPCMultistepScheduler`" in card and "30 steps, guidance 4, codebook snap 0, best of 4" in card
+    # the training section: one row per stage, the shared settings once, the time in all
+    assert table_row(card, "| 1 | 500 | 4 | 0.0003 | 10 shapes-v1 scenes, stream 0 | 4x | 2.0 min |")
+    assert table_row(card, "| 2 | 200 | 4 | 0.0001 | 10 shapes-v1 scenes, stream 1 | 4x | 1.0 min |")
+    assert "in 2 stages" in card and "loss weighting min-snr-1" in card
+    assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus 2.0 min encoding the data." in card
+    assert "Each stage's exact command" in card  # no recipe named: the logs hold the commands
+    assert f'from_pretrained("{out.as_posix()}")' in card
 
-    config_path = out / "transformer" / "config.json"
-    config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"joint_attention": True}))
-    card = generator_card_section(out)
-    assert "joint attention (MM-DiT blocks" in card and "cross-attention to" not in card
+    # a generator trained on a user's folder: the metadata and the limits say so, not shapes-v1's
+    stages = [stage1, done1, stage2, done2]
+    write_log(
+        out / "generator_train_log.jsonl",
+        [r | {"args": r["args"] | {"data": "data/my_images"}} if "args" in r else r for r in stages],
+    )
+    card = model_card(out)
+    assert "my_images" in front_matter(card)["datasets"] and "Trained with mmgen on `data/my_images`" in card
+    assert table_row(card, "| 1 | 500 | 4 | 0.0003 | data/my_images | 4x |") and "shapes-v1 scenes, stream" not in card
+
+
+def test_a_card_over_the_budget_is_refused(tmp_path, tiny_model_dir, monkeypatch):
+    import mmgen.model_card
+
+    monkeypatch.setattr(mmgen.model_card, "MAX_CARD_BYTES", 100)
+    with pytest.raises(ValueError, match="over the 0 KB budget"):
+        mmgen.model_card.write_model_card(tiny_model_dir)
+    assert not (Path(tiny_model_dir) / "README.md").exists()
+
+
+@pytest.mark.skipif(not (SHIPPED / "eval_generator.json").exists(), reason="no evaluated model shipped yet")
+def test_the_shipped_card_is_current(monkeypatch):
+    """assets/mmgen-base/README.md is what `python -m mmgen.release --out assets/mmgen-base --card` writes now."""
+    from mmgen.model_card import model_card
+
+    monkeypatch.chdir(ROOT)
+    card = (SHIPPED / "README.md").read_text()
+    assert card == model_card("assets/mmgen-base", recipe=RECIPE), "rerun: python -m mmgen.release --card"
+    tok, gen = (json.loads((SHIPPED / f"eval_{n}.json").read_text()) for n in ("tokenizer", "generator"))
+    check_card(card, tok, gen)
+    assert (ROOT / RECIPE).exists()  # the card names the recipe that rebuilds the weights
+    assert not list(SHIPPED.glob("*runs.md"))  # run-by-run notes live in docs/, not beside the weights
 
 
 def test_large_weights_ship_in_shards_that_load_back(tmp_path, tiny_pipe, monkeypatch):
     import mmgen.release
     from mmgen.pipeline import MMGenPipeline
-    from mmgen.release import release_generator
 
     monkeypatch.setattr(mmgen.release, "MAX_SHARD", "20KB")  # the tiny DiT is ~100 KB in fp16
     run, out = tmp_path / "run", tmp_path / "assets"
@@ -252,3 +214,14 @@ def test_large_weights_ship_in_shards_that_load_back(tmp_path, tiny_pipe, monkey
     loaded = MMGenPipeline.from_pretrained(out, text_encoder=tiny_pipe.text_encoder)
     theirs, ours = loaded.transformer.state_dict(), tiny_pipe.transformer.state_dict()
     assert all(torch.equal(theirs[k], ours[k].half().float()) for k in ours)
+
+
+def test_examples_are_the_shipped_ones(tmp_path):
+    from PIL import Image
+
+    from mmgen.examples import write_examples
+
+    paths = write_examples(tmp_path)
+    assert [p.name for p in paths] == ["shapes-0.png", "shapes-3.png", "shapes-5.png", "coffee.png", "astronaut.png"]
+    for p in paths:
+        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(ROOT / "assets" / "examples" / p.name)))

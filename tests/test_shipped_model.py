@@ -52,7 +52,7 @@ def test_save_and_load_round_trip_exactly(pipe, tmp_path):
 
 
 def test_tokenizer_ceiling_scores_the_drawn_scenes_fully_and_the_round_trip_no_better(pipe, tiny_pipe):
-    from mmgen.eval.eval_generator import format_ceiling, tokenizer_ceiling
+    from mmgen.eval.ceiling import format_ceiling, tokenizer_ceiling
 
     ceiling = tokenizer_ceiling(pipe, n_single=6, n_two=10)
     assert set(ceiling) == {"single", "two"} and ceiling["two"]["tokenized"]["n"] == 10

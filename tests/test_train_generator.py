@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 from mmgen.cli import build_parser
 from mmgen.models.dit import DiT, DiTOutput
 from mmgen.training.checkpoints import log_stages
-from mmgen.training.train_generator import main, sampling_weights
+from mmgen.training.losses import diffusion_loss, loss_weights, object_cell_weights, training_scheduler
+from mmgen.training.train_generator import main
 
 
 def _args(out, model_dir, *extra):
@@ -38,9 +40,8 @@ def _args(out, model_dir, *extra):
 
 def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     out = tmp_path / "gen"
-    main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1", "--joint-attention"))
+    main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1"))
     dit = DiT.from_pretrained(out / "transformer")
-    assert dit.config.joint_attention and "text" in dit.blocks[0].qkv
     assert dit.config.in_channels == 4 and dit.config.scaling_factor > 1  # unit-norm 4-d codes: std ~ 1/2
     assert dit.config.text_refiner_layers == 1 and len(dit.text_refiner) == 1
     saved = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
@@ -53,12 +54,14 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
         and log[0]["encoding_s"] >= 0
         and [r["step"] for r in log if "step" in r] == [1, 2, 3]
     )
+    # the loss settings that are no longer options are logged with the options (the model card reads them)
+    assert log[0]["args"]["loss_weighting"] == "min-snr-1" and log[0]["args"]["snr_gamma"] == 5.0
 
     main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 3, 4]
     resumed = DiT.from_pretrained(out / "transformer").config  # the architecture comes from the checkpoint
-    assert resumed.text_refiner_layers == 1 and resumed.joint_attention
+    assert resumed.text_refiner_layers == 1
 
 
 def test_same_seed_same_weights(tmp_path, tiny_model_dir):
@@ -94,7 +97,6 @@ def test_every_sampler_skips_the_degenerate_last_timestep():
     import tempfile
 
     from mmgen.pipeline import SCHEDULERS
-    from mmgen.training.train_generator import training_scheduler
 
     folder = tempfile.mkdtemp()
     SCHEDULERS["dpm++"].from_config(training_scheduler().config).save_pretrained(folder)
@@ -117,169 +119,40 @@ class _Constant(torch.nn.Module):
         return DiTOutput(sample=self.output)
 
 
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_diffusion_loss_targets_and_min_snr_weights(prediction_type):
-    from mmgen.training.train_generator import diffusion_loss, training_scheduler
-
-    sched = training_scheduler(prediction_type)
+def test_diffusion_loss_targets_v_with_capped_min_snr_weights():
+    sched = training_scheduler()
     g = torch.Generator().manual_seed(0)
     latents, noise = torch.randn(6, 4, 4, 4, generator=g), torch.randn(6, 4, 4, 4, generator=g)
     t = torch.tensor([0, 100, 400, 600, 900, 999])
     a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
-    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
+    target = a.sqrt() * noise - (1 - a).sqrt() * latents  # v
     text = torch.zeros(6, 3, 8), torch.ones(6, 3, dtype=torch.bool)
-    assert diffusion_loss(_Constant(target), sched, latents, noise, t, *text, weighting="min-snr").item() < 1e-10
+    assert diffusion_loss(_Constant(target), sched, latents, noise, t, *text).item() < 1e-10
 
-    # Predicting zeros: each sample's error is its target's mean square, weighted by Min-SNR in x0 space.
+    # Predicting zeros: each sample's error is its target's mean square, weighted by min(SNR + 1, 5) in x0 space.
     snr = a.flatten() / (1 - a.flatten())
-    weight = snr.clamp(max=5) / (snr if prediction_type == "epsilon" else snr + 1)
-    expected = (target.pow(2).mean(dim=(1, 2, 3)) * weight).mean()
-    loss = diffusion_loss(
-        _Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=5.0, weighting="min-snr"
+    expected = (target.pow(2).mean(dim=(1, 2, 3)) * (snr + 1).clamp(max=5) / (snr + 1)).mean()
+    torch.testing.assert_close(
+        diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text), expected
     )
-    torch.testing.assert_close(loss, expected)
     plain = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, snr_gamma=0)
     torch.testing.assert_close(plain, target.pow(2).mean())
-
-
-def test_self_conditioning_feeds_half_the_batch_its_own_clean_estimate():
-    """With self-conditioning the first half of the batch is denoised once without gradients and gets that x0
-    estimate back; the second half gets zeros. The loss is then taken on the second call only."""
-    from mmgen.training.train_generator import clean_estimate, diffusion_loss, training_scheduler
-
-    sched = training_scheduler("v_prediction")
-    g = torch.Generator().manual_seed(0)
-    latents, noise = torch.randn(4, 4, 4, 4, generator=g), torch.randn(4, 4, 4, 4, generator=g)
-    t = torch.tensor([10, 300, 600, 990])
-    calls = []
-
-    class Recorder(torch.nn.Module):
-        def forward(self, noisy, t, states, masks, self_cond=None):
-            calls.append((noisy.clone(), self_cond.clone(), torch.is_grad_enabled()))
-            return DiTOutput(sample=noisy * 0.5)
-
-    text = torch.zeros(4, 3, 8), torch.ones(4, 3, dtype=torch.bool)
-    loss = diffusion_loss(Recorder(), sched, latents, noise, t, *text, self_condition=True)
-    (first, sc1, grad1), (second, sc2, grad2) = calls
-    assert first.shape[0] == 2 and not grad1 and torch.equal(sc1, torch.zeros_like(sc1))
-    noisy = sched.add_noise(latents, noise, t)
-    assert torch.equal(second, noisy) and grad2
-    torch.testing.assert_close(sc2[:2], clean_estimate(sched, noisy[:2], noisy[:2] * 0.5, t[:2]))
-    assert torch.equal(sc2[2:], torch.zeros_like(sc2[2:]))
-    # x0 from the true v is the clean latent
-    torch.testing.assert_close(
-        clean_estimate(sched, noisy, sched.get_velocity(latents, noise, t), t), latents, atol=1e-5, rtol=1e-5
-    )
-    assert loss.item() > 0
-
-
-def test_self_condition_flag_trains_a_self_conditioned_dit(tmp_path, tiny_model_dir):
-    main(_args(tmp_path / "sc", tiny_model_dir, "--steps", "3", "--self-condition"))
-    model = DiT.from_pretrained(tmp_path / "sc" / "transformer")
-    # step 1 (lr 0) and step 2 (zero output layer: no gradient reaches the input side) leave it at zero
-    assert model.config.self_condition and model.self_cond_embed.weight.abs().sum() > 0
+    with pytest.raises(ValueError, match="v-prediction"):
+        diffusion_loss(_Constant(target), training_scheduler("epsilon"), latents, noise, t, *text)
 
 
 def test_min_snr_1_weights_v_like_the_plain_loss_at_high_noise_and_caps_low_noise():
-    from mmgen.training.train_generator import diffusion_loss, loss_weights, training_scheduler
-
-    sched = training_scheduler("v_prediction")
+    """High noise, where a scene's layout is decided, keeps the plain v loss's weight (plain Min-SNR would leave
+    it about 2 % at t = 900); the easy low-noise steps are capped as in Min-SNR."""
+    sched = training_scheduler()
     t = torch.tensor([0, 100, 400, 600, 900, 999])
     snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
-    w = loss_weights(sched, t, snr_gamma=5.0, weighting="min-snr-1")
+    w = loss_weights(sched, t, snr_gamma=5.0)
     noisy = snr < 4  # SNR + 1 below the cap: exactly the plain v loss
+    assert noisy[-2] and not noisy[0]
     torch.testing.assert_close(w[noisy], torch.ones(int(noisy.sum())))
     torch.testing.assert_close(w[~noisy], 5.0 / (snr[~noisy] + 1))
-    min_snr = loss_weights(sched, t, snr_gamma=5.0, weighting="min-snr")
-    assert w[-2] > 40 * min_snr[-2]  # t = 900: Min-SNR leaves about 2 % of the weight there
-    assert torch.equal(w[:2], min_snr[:2])  # low noise: both cap at gamma / (SNR + 1)
-
-    g = torch.Generator().manual_seed(0)
-    latents, noise = torch.randn(6, 4, 4, 4, generator=g), torch.randn(6, 4, 4, 4, generator=g)
-    text = torch.zeros(6, 3, 8), torch.ones(6, 3, dtype=torch.bool)
-    target = sched.get_velocity(latents, noise, t)
-    loss = diffusion_loss(_Constant(torch.zeros_like(target)), sched, latents, noise, t, *text, weighting="min-snr-1")
-    torch.testing.assert_close(loss, (target.pow(2).mean(dim=(1, 2, 3)) * w).mean())
-    with pytest.raises(ValueError, match="v-prediction"):
-        loss_weights(training_scheduler("epsilon"), t, weighting="min-snr-1")
-    with pytest.raises(ValueError, match="unknown loss weighting"):
-        loss_weights(sched, t, weighting="p2")
-
-
-def test_timestep_sampling_uniform_is_the_old_draw_and_logit_normal_favours_the_middle():
-    from mmgen.training.train_generator import sample_timesteps
-
-    uniform = sample_timesteps(4096, 1000, "uniform", torch.Generator().manual_seed(3))
-    assert torch.equal(uniform, torch.randint(0, 1000, (4096,), generator=torch.Generator().manual_seed(3)))
-    t = sample_timesteps(20_000, 1000, "logit-normal", torch.Generator().manual_seed(3))
-    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= 999
-    middle = ((t >= 250) & (t < 750)).float().mean().item()
-    assert abs(middle - 0.728) < 0.02  # P(|z| < logit(0.75)) for z ~ N(0, 1); uniform gives 0.5
-    assert abs((t < 500).float().mean().item() - 0.5) < 0.02  # symmetric about T / 2
-    with pytest.raises(ValueError, match="unknown timestep sampling"):
-        sample_timesteps(4, 1000, "cosine")
-
-
-def test_high_noise_sampling_moves_every_second_draw_into_the_noisiest_quarter():
-    from mmgen.training.train_generator import sample_timesteps
-
-    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    uniform = sample_timesteps(20_000, 1000, "uniform", gen_a)
-    high = sample_timesteps(20_000, 1000, "high-noise", gen_b)
-    assert torch.equal(high[0::2], uniform[0::2])  # the other half is the uniform draw itself
-    assert torch.equal(high[1::2], 750 + uniform[1::2] // 4)
-    assert int(high.min()) >= 0 and int(high.max()) <= 999 and int(high[1::2].min()) >= 750
-    assert abs((high >= 750).float().mean().item() - 0.625) < 0.02
-    assert torch.equal(torch.randn(3, generator=gen_a), torch.randn(3, generator=gen_b))  # same stream after it
-
-
-def test_epsilon_with_the_default_weighting_fails_before_any_work(tmp_path, tiny_model_dir, capsys):
-    from mmgen.cli import main as cli_main
-
-    out = tmp_path / "gen"
-    argv = ["train-generator", "--out", str(out), "--vqvae", tiny_model_dir, "--prediction-type", "epsilon"]
-    assert cli_main(argv) == 2
-    assert "--loss-weighting min-snr" in capsys.readouterr().err and not out.exists()
-
-
-def test_two_object_share_sets_the_batch_mix():
-    num_objects = torch.tensor([1] * 70 + [2] * 30)
-    weights = sampling_weights(num_objects, 0.6)
-    assert torch.isclose(weights.sum(), torch.tensor(1.0)) and torch.isclose(
-        weights[num_objects == 2].sum(), torch.tensor(0.6)
-    )
-    draws = torch.multinomial(weights, 20_000, replacement=True, generator=torch.Generator().manual_seed(0))
-    assert abs((num_objects[draws] == 2).float().mean().item() - 0.6) < 0.02
-    assert len(set(draws[num_objects[draws] == 1].tolist())) == 70  # every single-object scene still drawn
-    for share, counts in ((0.0, num_objects), (1.0, num_objects), (0.5, torch.ones(5, dtype=torch.long))):
-        with pytest.raises(ValueError, match="two-object-share"):
-            sampling_weights(counts, share)
-
-
-def test_two_object_share_changes_the_batches_and_needs_shapes(tmp_path, tiny_model_dir):
-    main(_args(tmp_path / "mix", tiny_model_dir, "--steps", "2", "--two-object-share", "0.9"))
-    main(_args(tmp_path / "plain", tiny_model_dir, "--steps", "2"))
-    a = DiT.from_pretrained(tmp_path / "mix" / "transformer").state_dict()
-    b = DiT.from_pretrained(tmp_path / "plain" / "transformer").state_dict()
-    assert not all(torch.equal(a[k], b[k]) for k in a)
-    log = json.loads((tmp_path / "mix" / "train_log.jsonl").read_text().splitlines()[0])
-    assert log["args"]["two_object_share"] == 0.9
-    with pytest.raises(ValueError, match="image folder"):
-        main(
-            _args(
-                tmp_path / "folder",
-                tiny_model_dir,
-                "--steps",
-                "1",
-                "--data",
-                str(tmp_path),
-                "--two-object-share",
-                "0.5",
-            )
-        )
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--two-object-share", "1.5"))
-    assert not (tmp_path / "bad").exists()  # failed before any work
+    torch.testing.assert_close(loss_weights(sched, t, snr_gamma=0), torch.ones(6))
 
 
 def test_resumed_run_matches_an_unbroken_one(tmp_path, tiny_model_dir):
@@ -366,8 +239,6 @@ def test_init_from_continues_a_trained_dit(tmp_path, tiny_model_dir):
 
 
 def test_object_cell_weights_favour_non_background_cells_and_keep_each_images_total():
-    from mmgen.training.train_generator import diffusion_loss, object_cell_weights, training_scheduler
-
     ids = torch.full((3, 8, 8), 7)
     ids[0, 1:3, 1:3] = 2  # a small object: 4 of 64 cells
     ids[1, :, :5] = 4  # most of the image is code 4: that is its background
@@ -382,7 +253,7 @@ def test_object_cell_weights_favour_non_background_cells_and_keep_each_images_to
         object_cell_weights(ids, 0.0)
 
     # In the loss, the weights scale each cell's squared error before the per-image mean.
-    sched = training_scheduler("v_prediction")
+    sched = training_scheduler()
     g = torch.Generator().manual_seed(0)
     latents, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
     t = torch.tensor([100, 500, 900])
@@ -399,28 +270,169 @@ def test_object_loss_weight_flag(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match="object-loss-weight"):
         main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--object-loss-weight", "-1"))
     assert not (tmp_path / "bad" / "train_log.jsonl").exists()  # it fails before any work
-    out = main(_args(tmp_path / "ow", tiny_model_dir, "--steps", "2", "--object-loss-weight", "4"))
+    out = main(_args(tmp_path / "ow", tiny_model_dir, "--steps", "2", "--object-loss-weight", "1"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert log[0]["args"]["object_loss_weight"] == 4.0 and log[-1]["done"]
+    assert log[0]["args"]["object_loss_weight"] == 1.0 and log[-1]["done"]
 
 
-def test_grounding_loss_weight_flag(tmp_path, tiny_model_dir):
-    for bad, match in (
-        (["--grounding-loss-weight", "-1"], "must be 0"),
-        (["--grounding-loss-weight", "1", "--data", str(tmp_path)], "shapes-v1 labels"),
-        (["--grounding-loss-weight", "1", "--joint-attention"], "joint-attention"),
+TINY_RECIPE = """
+model = "{model}"
+scheduler = "euler-ancestral"
+
+[generator]  # shared by both stages
+vqvae = "{model}"
+preset = "tiny"
+num_samples = 16
+batch_size = 4
+warmup_steps = 1
+log_every = 1
+val_every = 100
+checkpoint_every = 2
+object_loss_weight = 1
+
+[[generator.stages]]
+out = "{runs}/stage1"
+steps = {steps1}
+
+[[generator.stages]]
+out = "{runs}/stage2"
+init_from = "{model}"
+steps = 3
+lr = 2e-4
+seed = 1
+"""
+
+
+def _recipe_args(recipe, *extra):
+    return build_parser().parse_args(["train-generator", "--recipe", str(recipe), *extra])
+
+
+def _records(run):
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_a_recipe_runs_its_stages_in_order_and_continues_where_it_stopped(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    """Two tiny stages: each trains in its run folder and is published into the model folder, the second starting
+    from the first's published weights. Re-running skips finished stages, resumes an interrupted one, and refuses
+    a finished run whose settings are not the recipe's."""
+    import shutil
+
+    import mmgen.training.train_generator as trainer
+
+    model, runs, recipe = tmp_path / "model", tmp_path / "runs", tmp_path / "tiny.toml"
+    shutil.copytree(tiny_model_dir, model)
+    recipe.write_text(TINY_RECIPE.format(model=model, runs=runs, steps1=2))
+    assert main(_recipe_args(recipe)) == model
+    stages = log_stages(_records(runs / "stage2"))  # stage 2's log holds stage 1's, from the published folder
+    assert (
+        len(stages) == 2 and stages[0] == _records(runs / "stage1") and stages[1][0]["args"]["init_from"] == str(model)
+    )
+    assert stages[1][0]["args"]["lr"] == 2e-4 and stages[1][0]["args"]["preset"] == "tiny"
+    published = DiT.from_pretrained(model / "transformer").state_dict()  # stage 2, in fp16
+    final = DiT.from_pretrained(runs / "stage2" / "transformer").state_dict()
+    assert all(torch.equal(published[k], final[k].half().float()) for k in final)
+    scheduler = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["_class_name"] == "EulerAncestralDiscreteScheduler"
+
+    def no_training(args):
+        raise AssertionError(f"trained {args.out} again")
+
+    monkeypatch.setattr(trainer, "train", no_training)
+    capsys.readouterr()
+    main(_recipe_args(recipe))
+    said = capsys.readouterr().out
+    assert said.count("already finished, skipped") == 2 and "nothing to do" in said
+    monkeypatch.undo()
+
+    log = (runs / "stage2" / "train_log.jsonl").read_text().splitlines()
+    (runs / "stage2" / "train_log.jsonl").write_text("\n".join(log[:-1]) + "\n")  # as if stopped at step 3
+    main(_recipe_args(recipe))
+    said = capsys.readouterr().out
+    assert "stage 1: publishing" in said and "stage 2: training" in said  # stage 1 republished, then resumed
+    assert [r["step"] for r in log_stages(_records(runs / "stage2"))[1] if "step" in r] == [1, 2, 3, 3]
+    assert _records(runs / "stage2")[-1]["done"]
+
+    recipe.write_text(TINY_RECIPE.format(model=model, runs=runs, steps1=5))
+    with pytest.raises(
+        ValueError, match=r"finished with other settings than generator stage 1: steps = 2 \(recipe: 5\)"
     ):
-        with pytest.raises(ValueError, match=match):
-            main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", *bad))
-        assert not (tmp_path / "bad" / "train_log.jsonl").exists()  # each fails before any work
-    out = main(_args(tmp_path / "g", tiny_model_dir, "--steps", "3", "--grounding-loss-weight", "0.5"))
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert log[0]["args"]["grounding_loss_weight"] == 0.5 and log[-1]["done"]
-    steps = [r for r in log if "step" in r and "loss" in r]
-    assert len(steps) == 3 and all(0 < r["grounding"] <= 1 for r in steps)
-    plain = main(_args(tmp_path / "p", tiny_model_dir, "--steps", "3"))
-    plain_log = [json.loads(line) for line in (plain / "train_log.jsonl").read_text().splitlines()]
-    assert not any("grounding" in r for r in plain_log)
-    # same seed, batches and noise: the added term is exactly what separates the two losses at step 1 (lr 0)
-    first, plain_first = steps[0], next(r for r in plain_log if r.get("step") == 1)
-    assert first["loss"] == pytest.approx(plain_first["loss"] + 0.5 * first["grounding"], abs=2e-5)
+        main(_recipe_args(recipe))
+
+
+RECIPE = 'model = "m"\nscheduler = "euler-ancestral"\n[generator]\npreset = "tiny"\n[[generator.stages]]\nout = "r1"\n'
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (None, "recipe .* not found"),
+        ("model = \n", "not valid TOML"),
+        (RECIPE + "[tokenizers]\n", "unknown key 'tokenizers'"),
+        (RECIPE.replace('model = "m"', ""), "`model` must name"),
+        (RECIPE.replace("euler-ancestral", "euler-fast"), "`scheduler` must be one of"),
+        ('model = "m"\n[tokenizer]\nout = "t"\n', r"has no \[generator\] table"),
+        ('model = "m"\nscheduler = "ddpm"\n[generator]\npreset = "tiny"\n', "at least one"),
+        (RECIPE + "stepz = 3\n", "generator stage 1: unknown option 'stepz'"),
+        (RECIPE + "resume = true\n", "unknown option 'resume'"),
+        (RECIPE + 'steps = "many"\n', "invalid int value: 'many'"),
+        (RECIPE + "steps = 13000.0\n", "invalid int value"),
+        (RECIPE + 'mixed_precision = "fp8"\n', "invalid choice: 'fp8'"),
+        (RECIPE + 'compile = "yes"\n', "compile must be true or false"),
+        (RECIPE + "lr = true\n", "lr takes a value"),
+        (RECIPE + "steps = [1, 2]\n", "must be a string, number or boolean"),
+        (RECIPE.replace("[[generator.stages]]\n", 'out = "r0"\n[[generator.stages]]\n'), "`out` belongs in each"),
+        (RECIPE + "[[generator.stages]]\nsteps = 2\n", "generator stage 2: every stage needs its own run folder"),
+        (RECIPE + '[[generator.stages]]\nout = "r1"\n', "generator stage 2: every stage needs its own run folder"),
+    ],
+)
+def test_a_bad_recipe_is_a_clear_error_before_any_work(tmp_path, text, match):
+    recipe = tmp_path / "bad.toml"
+    if text is not None:
+        recipe.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        main(_recipe_args(recipe))
+    assert not (tmp_path / "r1").exists() and not any(tmp_path.glob("runs*"))
+
+
+def test_the_command_line_prints_a_bad_recipe_as_an_error(tmp_path, capsys):
+    from mmgen.cli import main as cli_main
+
+    (tmp_path / "bad.toml").write_text(RECIPE + "stepz = 3\n")
+    assert cli_main(["train-generator", "--recipe", str(tmp_path / "bad.toml")]) == 2
+    assert capsys.readouterr().err.startswith("error: recipe ")
+
+
+def test_command_line_options_apply_to_every_stage_unless_the_recipe_sets_them(tmp_path):
+    from mmgen.training import train_generator
+    from mmgen.training.recipe import load_recipe, recipe_stages
+
+    (tmp_path / "r.toml").write_text(RECIPE + 'steps = 7\n[[generator.stages]]\nout = "r2"\nsteps = 9\n')
+    recipe = load_recipe(tmp_path / "r.toml")
+    stages = recipe_stages(recipe, "generator", train_generator.add_arguments, _recipe_args(recipe.path, "--cpu"))
+    assert [(s.args.steps, s.args.preset, s.args.cpu, s.args.resume) for s in stages] == [(7, "tiny", True, True)] + [
+        (9, "tiny", True, True)
+    ]
+    with pytest.raises(ValueError, match="--steps 5 on the command line contradicts the recipe's steps = 7"):
+        recipe_stages(recipe, "generator", train_generator.add_arguments, _recipe_args(recipe.path, "--steps", "5"))
+
+
+def test_the_trainers_defaults_are_the_shipped_recipes_first_stage():
+    """`mmgen train-generator` with no options trains stage 1 of recipes/mmgen-base.toml, less the machine choices;
+    every later stage starts from what the stage before it published."""
+    from pathlib import Path
+
+    from mmgen.training import train_generator
+    from mmgen.training.recipe import load_recipe, recipe_stages
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base.toml")
+    stages = recipe_stages(recipe, "generator", train_generator.add_arguments)
+    defaults = vars(train_generator.add_arguments(argparse.ArgumentParser()).parse_args([]))
+    first = vars(stages[0].args)
+    machine = {"mixed_precision", "compile", "resume", "recipe"}
+    assert {k: v for k, v in first.items() if k not in machine} == {
+        k: v for k, v in defaults.items() if k not in machine
+    }
+    assert len(stages) == 6 and all(s.args.init_from == recipe.model for s in stages[1:])
+    assert recipe.model == "assets/mmgen-base" and recipe.scheduler == "euler-ancestral"

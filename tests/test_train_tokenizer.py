@@ -66,3 +66,34 @@ def test_trains_on_a_user_image_folder(tmp_path):
         Image.new("RGB", (48, 40), (80 * i, 20, 200)).save(data / f"{i}.jpg")
     main(_args(tmp_path / "run", "--steps", "2", "--data", str(data)))
     assert (tmp_path / "run" / "vqvae" / "config.json").exists()
+
+
+def test_a_recipe_trains_and_publishes_the_tokenizer_once(tmp_path, capsys):
+    model, recipe = tmp_path / "model", tmp_path / "tiny.toml"
+    recipe.write_text(
+        f'model = "{model}"\n[tokenizer]\nout = "{tmp_path / "run"}"\npreset = "tiny"\nresolution = 32\n'
+        "steps = 2\nbatch_size = 4\nwarmup_steps = 1\nphoto_fraction = 0.5\nchannels_last = false\n"
+    )
+    args = build_parser().parse_args(["train-tokenizer", "--recipe", str(recipe)])
+    assert main(args) == model
+    published = VQVAE.from_pretrained(model / "vqvae")  # fp16 on disk
+    assert published.config.num_codes == 64 and (model / "vqvae_train_log.jsonl").is_file()
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["args"]["photo_fraction"] == 0.5 and not log[0]["args"]["channels_last"] and log[-1]["done"]
+    capsys.readouterr()
+    main(args)  # finished: skipped
+    assert "already finished, skipped" in capsys.readouterr().out
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == len(log)
+
+
+def test_the_trainers_defaults_are_the_shipped_recipes_tokenizer():
+    import argparse
+    from pathlib import Path
+
+    from mmgen.training import train_tokenizer
+    from mmgen.training.recipe import load_recipe, recipe_stages
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base.toml")
+    (stage,) = recipe_stages(recipe, "tokenizer", train_tokenizer.add_arguments)
+    defaults = vars(train_tokenizer.add_arguments(argparse.ArgumentParser()).parse_args([]))
+    assert vars(stage.args) == defaults | {"out": "runs/vqvae-base", "num_codes": 512, "resume": True}

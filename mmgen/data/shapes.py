@@ -65,7 +65,7 @@ _POSITION_PHRASES = {
     "bottom right": "in the bottom right",
 }
 # Training-caption paraphrases the spec welcomes, so the generator learns the attribute rather than one
-# wording. Evaluation prompts (mmgen.eval.eval_generator.PARAPHRASES) use other words on purpose: none of
+# wording. Evaluation prompts (mmgen.eval.prompts.PARAPHRASES) use other words on purpose: none of
 # "upper", "lower", "corner", "edge", "side", "backdrop", "against" appears here.
 _POSITION_PARAPHRASES = {
     "top left": ["in the top-left", "at top left"],

@@ -1,4 +1,12 @@
-"""Evaluations: the shapes-v1 scene judge, the tokenizer's and the generator's evaluation commands."""
+"""Evaluations: the shapes-v1 scene judge, the tokenizer's and the generator's evaluation commands.
+
+- `judge`: reads a shapes-v1 scene back from pixels;
+- `eval_tokenizer`: `mmgen eval-tokenizer`, the VQ-VAE on held-out scenes and photos;
+- `eval_generator`: `mmgen eval-generator`, the text-to-image pipeline, held-out or sweeping settings, built from
+  `prompts` (the prompt sets), `accuracy` (generate and score a draw of prompts), `scoring` (a read scene against
+  its prompt), `report` (targets and tables), `sweep` (settings on tuning prompts) and `ceiling` (the tokenizer
+  ceiling).
+"""
 
 import json
 from pathlib import Path

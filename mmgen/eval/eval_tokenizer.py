@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,27 +63,36 @@ def heldout_photos(size: int = PHOTO_SIZE) -> list[tuple[str, Image.Image]]:
 
 
 def psnr_np(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two (H, W, 3) uint8 images."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
 def ssim_np(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM (-1..1) of two (H, W, 3) uint8 images, over the colour channels."""
     return float(structural_similarity(a, b, channel_axis=2, data_range=255))
 
 
+class Reconstruction(NamedTuple):
+    images: list[Image.Image]  # the reconstructions, each the size of its input
+    indices: np.ndarray  # (N, H/f, W/f) token ids in [0, K), f the tokenizer's downsample factor
+
+
 @torch.inference_mode()
-def reconstruct(vq: VQVAE, images: list[Image.Image], batch_size: int = 32):
-    """Reconstruct PIL images; returns (reconstructions as PIL, token ids as (N, h, w) numpy)."""
+def reconstruct(vq: VQVAE, images: list[Image.Image], batch_size: int = 32) -> Reconstruction:
+    """Encode PIL images of one size to their nearest codes and decode them back."""
     recons, ids = [], []
     for i in range(0, len(images), batch_size):
-        x = torch.stack([pil_to_tensor(im) for im in images[i : i + batch_size]])
+        x = torch.stack([pil_to_tensor(im) for im in images[i : i + batch_size]])  # (B, 3, H, W) in [-1, 1]
         enc = vq.encode(x)
         recons += [tensor_to_pil(r) for r in vq.decode(enc.latents)]
-        ids.append(enc.indices.numpy())
-    return recons, np.concatenate(ids)
+        ids.append(enc.indices.numpy())  # (B, H/f, W/f)
+    return Reconstruction(recons, np.concatenate(ids))
 
 
 def evaluate(vq: VQVAE, n_shapes: int = 256, shapes_seed: int = HELDOUT_SHAPES_SEED, photos: bool = True) -> dict:
+    """{"shapes": PSNR (dB), SSIM, the judge's reading of the reconstructions, codebook use; "photos": the same
+    figures less the judge's (if `photos`); "codebook": use over both sets}."""
     vq.eval()
     K = vq.config.num_codes
     results = {}

@@ -11,6 +11,8 @@ its side gives the size and its centre the cell. On rendered ground truth it sco
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -37,26 +39,34 @@ def _soft_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.minimum(a, b).sum() / max(np.maximum(a, b).sum(), 1e-6))
 
 
-def _fit_shape(alpha: np.ndarray) -> tuple[str, float, tuple[float, float], float]:
-    """Best (shape, side, centre, soft IoU) for one object's coverage map."""
+class ShapeFit(NamedTuple):
+    shape: str
+    side: float  # pixels
+    center: tuple[float, float]  # (x, y) pixels
+    iou: float  # soft IoU of the spec rendering with the object's coverage, 0..1
+
+
+def _fit_shape(alpha: np.ndarray) -> ShapeFit:
+    """The spec rendering that best overlaps one object's (H, W) coverage map."""
     ys, xs = np.nonzero(alpha >= 0.5)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     side0, cx0, cy0 = float(max(x1 - x0, y1 - y0)), (x0 + x1) / 2, (y0 + y1) / 2
-    best = ("", side0, (cx0, cy0), -1.0)
+    best = ShapeFit("", side0, (cx0, cy0), -1.0)
     for shape in SHAPES:
         for ds in SIDE_SEARCH:
             for dx in SHIFT_SEARCH:
                 for dy in SHIFT_SEARCH:
                     center = (cx0 + dx, cy0 + dy)
                     iou = _soft_iou(shape_coverage(shape, *center, side0 + ds, canvas=alpha.shape[0]), alpha)
-                    if iou > best[3]:
-                        best = (shape, side0 + ds, center, iou)
+                    if iou > best.iou:
+                        best = ShapeFit(shape, side0 + ds, center, iou)
     return best
 
 
 def read_scene(image: Image.Image) -> dict:
     """Read a 64x64 scene: {"background": name, "objects": [{"color", "shape", "size", "position", "center",
-    "side", "score"}]}, objects in decreasing area. `score` is the soft IoU of the best-fitting shape."""
+    "side", "score", "area"}]}, objects in decreasing area. `center` is (x, y) and `side` the shape's side, in
+    pixels; `score` the soft IoU of the best-fitting shape; `area` the object's coverage summed, in pixels."""
     arr = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     background = _nearest(np.median(border, axis=0), BACKGROUNDS)
@@ -88,17 +98,17 @@ def read_scene(image: Image.Image) -> dict:
         big_seeds = 1 + np.flatnonzero(areas >= MIN_AREA)
         for r in np.setdiff1d(region[np.isin(seeds, big_seeds)], [0]):
             alpha_r = np.where(region == r, alpha, 0.0).astype(np.float32)
-            shape, side, center, iou = _fit_shape(alpha_r)
-            cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in center)
+            fit = _fit_shape(alpha_r)
+            cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in fit.center)
             objects.append(
                 {
                     "color": color,
-                    "shape": shape,
-                    "size": "small" if side < SIZE_THRESHOLD else "large",
+                    "shape": fit.shape,
+                    "size": "small" if fit.side < SIZE_THRESHOLD else "large",
                     "position": POSITION_NAMES[cell],
-                    "center": [float(center[0]), float(center[1])],
-                    "side": float(side),
-                    "score": round(iou, 3),
+                    "center": [float(fit.center[0]), float(fit.center[1])],
+                    "side": float(fit.side),
+                    "score": round(fit.iou, 3),
                     "area": float(alpha_r.sum()),
                 }
             )

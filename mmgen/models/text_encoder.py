@@ -7,6 +7,9 @@ its per-token states (cross-attention) and their masked mean (adaLN conditioning
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -15,6 +18,9 @@ from transformers import AutoModel, AutoTokenizer
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_TOKENS = 32  # word pieces, [CLS] and [SEP] included; shapes-v1 captions need at most ~24
+PROMPT_CACHE_SIZE = 256  # encoded prompts kept per text encoder
+_PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> OrderedDict
+_PROMPT_CACHE_LOCK = threading.Lock()
 
 
 def text_encoder_path() -> str:
@@ -47,3 +53,22 @@ def encode_text(tokenizer, encoder, texts: list[str], max_tokens: int = MAX_TOKE
     states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     pad = max_tokens - states.shape[1]
     return F.pad(states, (0, 0, 0, pad)), F.pad(batch["attention_mask"], (0, pad))
+
+
+def encode_text_cached(tokenizer, encoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`encode_text` with a small LRU cache per text encoder: the empty prompt (guidance's null condition)
+    and a prompt tried with several seeds are encoded once. Each text is encoded on its own, so its states
+    never depend on which other prompts share the batch."""
+    with _PROMPT_CACHE_LOCK:  # encoding one prompt takes milliseconds: simplest to hold the lock throughout
+        cache = _PROMPT_CACHE.setdefault(encoder, OrderedDict())
+        rows = []
+        for text in texts:
+            key = (tokenizer.name_or_path, text)
+            if key not in cache:
+                states, mask = encode_text(tokenizer, encoder, [text])
+                cache[key] = (states[0], mask[0])
+            cache.move_to_end(key)
+            rows.append(cache[key])
+        while len(cache) > PROMPT_CACHE_SIZE:
+            cache.popitem(last=False)
+    return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])

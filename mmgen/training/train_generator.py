@@ -1,43 +1,38 @@
 """Train the text-conditioned DiT in the frozen tokenizer's latent space (shapes-v1 by default, or your folder).
 
-    mmgen train-generator --out runs/generator                       # shapes-v1, CPU
+    mmgen train-generator --recipe recipes/mmgen-base.toml          # rebuild the shipped generator, all stages
+    mmgen train-generator --out runs/generator --mixed-precision bf16 --compile   # its first stage alone
     mmgen train-generator --data my_images/ --out runs/mine          # imagefolder with metadata.jsonl captions
     accelerate launch -m mmgen.cli train-generator --out runs/generator --batch-size 256
     mmgen train-generator --out runs/generator --resume
     mmgen train-generator --out runs/stage2 --init-from runs/generator --steps 2000 --lr 2e-4  # a second stage
 
-Before the loop, the training set is encoded once: images -> token ids with the frozen tokenizer, captions ->
-MiniLM states (each distinct caption once), and cached on disk (`--cache-dir`) for the next run on the same
-data. Latents are the ids' code vectors times `scaling_factor`, the
-factor that brings them to unit variance. Captions are replaced by the empty prompt with probability
-`--caption-dropout`, which teaches the null condition used by classifier-free guidance. EMA weights (diffusers
-`EMAModel`) are what gets saved and sampled. Writes `OUT/transformer/`, `OUT/scheduler/`,
-`OUT/checkpoints/step-N/`, validation grids `OUT/samples/step-N.png` and `OUT/train_log.jsonl`.
+The defaults are the first stage of `recipes/mmgen-base.toml`. Before the loop, the training set is encoded once
+(`mmgen.training.encoded_data`: token ids, MiniLM states per distinct caption) and cached on disk. Latents are the
+ids' code vectors times `scaling_factor`, the factor that brings them to unit variance. The loss is v-prediction
+with capped Min-SNR weights (`mmgen.training.losses`). EMA weights (diffusers `EMAModel`) are what gets saved and
+sampled. Writes `OUT/transformer/`, `OUT/scheduler/`, `OUT/checkpoints/step-N/`, validation grids
+`OUT/samples/step-N.png` and `OUT/train_log.jsonl`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel, compute_snr
-from safetensors.torch import load_file, save_file
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..data.images import ImageFolder, pil_to_tensor
-from ..data.shapes import shapes_sample
 from ..models.dit import DIT_PRESETS, DiT
-from ..models.text_encoder import MAX_TOKENS, encode_text, load_text_encoder
+from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
 from ..viz import image_grid
@@ -49,7 +44,9 @@ from .checkpoints import (
     save_training_state,
     start_log,
 )
-from .grounding import GroundingTargets, grounding_loss, shapes_grounding
+from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
+from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
+from .recipe import run_recipe
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -61,268 +58,15 @@ VALIDATION_PROMPTS = [
     "a small cyan star in the bottom right on a white background",
     "a blue diamond below a red square on a black background",
 ]
-
-
-def training_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
-    """The forward process: 1000 steps, cosine schedule (Nichol & Dhariwal 2021), v-prediction by default.
-
-    `timestep_spacing="leading"` is passed explicitly so every scheduler made from this config inherits it
-    (diffusers' from_config drops values left at their default): samplers then start at t = 1000 - 1000/N
-    (e.g. 950 for 20 steps), not t = 999. Under the cosine schedule alpha_bar(999) = 2.4e-9, so turning an
-    epsilon prediction into x0 there divides by sqrt(alpha_bar) = 5e-5 and solvers that do (DPM-Solver++,
-    UniPC, Euler) blow small errors up into noisy images; alpha_bar(950) = 5.8e-3 is safe.
-    """
-    return DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type=prediction_type,
-        clip_sample=False,
-        timestep_spacing="leading",
-    )
-
-
-@torch.no_grad()
-def encode_dataset(
-    vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor], captions: list[str], batch_size: int = 256
-) -> dict:
-    """Token ids (N, h, w) of every image, and MiniLM states of every distinct caption (plus the empty one)."""
-    ids = torch.cat(
-        [vq.encode(torch.stack(images[i : i + batch_size])).indices for i in range(0, len(images), batch_size)]
-    )
-    vocab = [""] + sorted(set(captions) - {""}, key=lambda c: (len(c), c))  # similar lengths batch together
-    index = {c: k for k, c in enumerate(vocab)}
-    states, masks = zip(
-        *[encode_text(tokenizer, text_encoder, vocab[i : i + batch_size]) for i in range(0, len(vocab), batch_size)]
-    )
-    return {
-        "ids": ids.to(torch.int16),
-        "caption_index": torch.tensor([index[c] for c in captions]),
-        "text_states": torch.cat(states).half(),
-        "text_masks": torch.cat(masks).bool(),
-    }
-
-
-LOSS_WEIGHTINGS = ("min-snr", "min-snr-1")
-
-
-def loss_weights(noise_scheduler, t: torch.Tensor, snr_gamma: float = 5.0, weighting: str = "min-snr-1"):
-    """Per-sample weights on the loss of the scheduler's target (epsilon or v), written in x0 space: the x0 error
-    counts w(SNR) times, and a v error is an x0 error divided by (SNR + 1), an epsilon error one divided by SNR.
-
-    - "min-snr": w = min(SNR, gamma) (Min-SNR-gamma, Hang et al. 2023, https://arxiv.org/abs/2303.09556).
-      At high noise w ~ SNR -> 0: on v that is a weight of about SNR, 0.02 at t = 900.
-    - "min-snr-1": w = min(SNR + 1, gamma), only for v: the plain v loss (weight 1) up to SNR = gamma - 1, then
-      Min-SNR's cap on the easy low-noise steps. High noise is where a scene's coarse facts are decided
-      (background, how many objects and where), and "min-snr" gives it almost no weight there.
-    `snr_gamma=0`: no weighting, the plain loss on the target."""
-    if not snr_gamma:
-        return torch.ones(t.shape)
-    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
-    snr = compute_snr(noise_scheduler, t)
-    if weighting == "min-snr":
-        return snr.clamp(max=snr_gamma) / (snr + 1 if v_pred else snr)
-    if weighting == "min-snr-1":
-        if not v_pred:
-            raise ValueError("the min-snr-1 weighting is for v-prediction; with epsilon use --loss-weighting min-snr")
-        return (snr + 1).clamp(max=snr_gamma) / (snr + 1)
-    raise ValueError(f"unknown loss weighting {weighting!r}; choose from {', '.join(LOSS_WEIGHTINGS)}")
-
-
-TIMESTEP_SAMPLINGS = ("uniform", "logit-normal", "high-noise")
-
-
-def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform", generator=None) -> torch.Tensor:
-    """Training timesteps for a batch of n.
-
-    - "uniform": every t in 0..T-1 equally often (DDPM; the draw runs 1 to 10 used).
-    - "logit-normal": t / T = sigmoid(z), z ~ N(0, 1) (Esser et al. 2024, https://arxiv.org/abs/2403.03206):
-      most draws in the middle of the schedule (73 % between T/4 and 3T/4, against 50 %), fewer on the nearly
-      clean and nearly pure-noise ends. It changes where the training compute goes; the loss weighting
-      (`loss_weights`) still applies on top.
-    - "high-noise": the uniform draw, with every second sample moved into the noisiest quarter (t -> 3T/4 + t/4):
-      62.5 % of the draws in [3T/4, T) against 25 %. That is where a scene's layout is decided (how many objects
-      and where; see the card's duplicates entry). It consumes the generator exactly as "uniform" does, so a run
-      with it sees the same batches and noise as one without, and half of its timesteps are the same."""
-    if how in ("uniform", "high-noise"):
-        t = torch.randint(0, num_train_timesteps, (n,), generator=generator)
-        if how == "high-noise":
-            t[1::2] = num_train_timesteps - num_train_timesteps // 4 + t[1::2] // 4
-        return t
-    if how == "logit-normal":
-        u = torch.sigmoid(torch.randn(n, generator=generator))
-        return (u * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
-    raise ValueError(f"unknown timestep sampling {how!r}; choose from {', '.join(TIMESTEP_SAMPLINGS)}")
-
-
-def diffusion_loss(
-    model,
-    noise_scheduler,
-    latents,
-    noise,
-    t,
-    text_states,
-    text_masks,
-    snr_gamma: float = 5.0,
-    weighting: str = "min-snr-1",
-    device="cpu",
-    self_condition: bool = False,
-    cell_weights: torch.Tensor | None = None,
-    grounding: tuple[GroundingTargets, torch.Tensor] | None = None,
-    grounding_weight: float = 0.0,
-    parts: dict | None = None,
-) -> torch.Tensor:
-    """The denoising loss on clean `latents`: noise them to `t`, predict the scheduler's target (epsilon or v),
-    weight each sample by `loss_weights` and, if given, each latent cell by `cell_weights` (B, 1, h, w; see
-    `object_cell_weights`).
-
-    `self_condition` (Analog Bits, Chen et al. 2022): the first half of the batch is denoised once without
-    gradients and its clean-latent estimate goes back in as `self_cond`; the second half gets none (zeros),
-    as at a sampler's first step. A fixed half keeps shapes static for torch.compile.
-
-    `grounding` (the batch's `GroundingTargets`, and which captions were kept rather than dropped): adds
-    `grounding_weight` times the token grounding loss on the model's cross-attention maps
-    (`mmgen.training.grounding`). `parts`, if given, receives that term alone under "grounding"."""
-    noisy = noise_scheduler.add_noise(latents, noise, t).to(device)
-    t_in, text_states, text_masks = t.to(device), text_states.to(device), text_masks.to(device)
-    extra = {}
-    if self_condition:
-        half = latents.shape[0] // 2
-        self_cond = torch.zeros_like(noisy)
-        with torch.no_grad():
-            out = model(noisy[:half], t_in[:half], text_states[:half], text_masks[:half], self_cond=self_cond[:half])
-        self_cond[:half] = clean_estimate(noise_scheduler, noisy[:half], out.sample.float(), t_in[:half])
-        extra["self_cond"] = self_cond
-    if grounding is not None:  # only then: a model without the option (or a test's stand-in) still takes the call
-        extra["return_cross_attention"] = True
-    out = model(noisy, t_in, text_states, text_masks, **extra)
-    pred = out.sample
-    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
-    target = noise_scheduler.get_velocity(latents, noise, t) if v_pred else noise
-    loss = F.mse_loss(pred.float(), target.to(device), reduction="none")
-    if cell_weights is not None:
-        loss = loss * cell_weights.to(device)
-    loss = loss.mean(dim=(1, 2, 3))
-    loss = (loss * loss_weights(noise_scheduler, t, snr_gamma, weighting).to(device)).mean()
-    if grounding is None:
-        return loss
-    ground = grounding_loss(out.cross_attention.float(), grounding[0], grounding[1].to(device))
-    if parts is not None:
-        parts["grounding"] = ground.detach()
-    return loss + grounding_weight * ground
-
-
-def object_cell_weights(ids: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """Per-cell loss weights (B, 1, h, w) from token grids `ids` (B, h, w): cells whose code is not the image's
-    most common one (its flat background, in shapes-v1) weigh `object_weight` times as much as the others,
-    normalised to mean 1 per image so that each image's total weight (and `loss_weights`) is unchanged.
-
-    A small shape covers 16 of 256 cells, so in the plain mean its shape is a few percent of the loss while
-    the background, right early on, is most of it. `object_weight=1` gives the plain mean."""
-    if object_weight <= 0:
-        raise ValueError(f"--object-loss-weight must be positive, got {object_weight}")
-    background = ids.flatten(1).mode(dim=1).values
-    w = torch.where(ids != background[:, None, None], float(object_weight), 1.0)
-    return (w / w.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)
-
-
-def clean_estimate(noise_scheduler, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0 from the model's output at per-sample timesteps t (x_t = sqrt(a) x0 + sqrt(1 - a) eps): the training
-    scheduler's batched form of `pipeline.predict_x0`, which takes one sampling timestep."""
-    a = noise_scheduler.alphas_cumprod.to(noisy.device)[t].view(-1, 1, 1, 1)
-    if noise_scheduler.config.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
-        return a.sqrt() * noisy - (1 - a).sqrt() * pred
-    return (noisy - (1 - a).sqrt() * pred) / a.sqrt()
-
-
-def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
-    image_size = args.sample_size * vq.downsample_factor
-    if args.data == "shapes":
-        samples = [shapes_sample(data_seed(args), i) for i in range(args.num_samples)]
-        images, captions = [pil_to_tensor(s.image) for s in samples], [s.caption for s in samples]
-        num_objects = torch.tensor([len(s.labels["objects"]) for s in samples])
-    else:
-        folder = ImageFolder(args.data, length=args.num_samples, size=image_size, seed=data_seed(args))
-        items = [folder[i] for i in range(len(folder))]
-        images, captions = [it["pixel_values"] for it in items], [it["text"] for it in items]
-        num_objects = None
-    return {**encode_dataset(vq, tokenizer, text_encoder, images, captions), "num_objects": num_objects}
-
-
-def cache_key(args, vq: VQVAE, text_encoder) -> str:
-    """What the encoded training set depends on: the data (shapes-v1's seed and count, or the folder's files), the
-    image size, the tokenizer's weights and the text encoder. Any change gives another key, so a stale cache is
-    never read."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(vq.state_dict().items()):
-        h.update(name.encode() + tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    if args.data == "shapes":
-        data = ["shapes-v1"]
-    else:  # the folder's files; the seed picks the crops
-        files = sorted(p for p in Path(args.data).rglob("*") if p.is_file())
-        data = [str(Path(args.data).resolve()), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
-    h.update(
-        json.dumps(
-            [
-                data,
-                data_seed(args),
-                args.num_samples,
-                args.sample_size * vq.downsample_factor,
-                text_encoder.name_or_path,
-                MAX_TOKENS,
-            ]
-        ).encode()
-    )
-    return h.hexdigest()[:16]
-
-
-def cached_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
-    """`load_training_set`, read from `--cache-dir` when this exact set was encoded before (a resumed run, a second
-    stage, another recipe on the same data skip the minutes of encoding), else encoded and written there."""
-    if not args.cache_dir:
-        return load_training_set(args, vq, tokenizer, text_encoder)
-    path = Path(args.cache_dir).expanduser() / f"encoded-{cache_key(args, vq, text_encoder)}.safetensors"
-    if path.exists():
-        data = load_file(path)
-        states = data.pop("text_states")  # stored up to the longest caption; padded back to MAX_TOKENS
-        data["text_states"] = F.pad(states, (0, 0, 0, MAX_TOKENS - states.shape[1]))
-        data["text_masks"] = F.pad(data["text_masks"], (0, MAX_TOKENS - states.shape[1]))
-        data.setdefault("num_objects", None)
-        print(f"read the encoded training set from {path}")
-        return data
-    data = load_training_set(args, vq, tokenizer, text_encoder)
-    longest = int(data["text_masks"].sum(1).max())
-    tensors = {k: v.contiguous() for k, v in data.items() if v is not None}
-    tensors["text_states"] = data["text_states"][:, :longest].contiguous()
-    tensors["text_masks"] = data["text_masks"][:, :longest].contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")  # a run killed while writing leaves no half file behind
-    save_file(tensors, partial)
-    partial.rename(path)
-    print(f"cached the encoded training set in {path} ({path.stat().st_size / 2**20:.0f} MiB)")
-    return data
-
-
-def data_seed(args) -> int:
-    """The shapes-v1 stream (or a folder's crops): `--data-seed`, else `--seed` (as before the option existed)."""
-    return args.seed if args.data_seed is None else args.data_seed
-
-
-def sampling_weights(num_objects: torch.Tensor, two_object_share: float) -> torch.Tensor:
-    """Per-scene weights for drawing batches so that two-object scenes make up `two_object_share` of them
-    (shapes-v1 has about 40 %); within each group every scene is equally likely."""
-    two = num_objects == 2
-    if not 0.0 < two_object_share < 1.0 or not two.any() or two.all():
-        raise ValueError(
-            f"--two-object-share needs a share strictly between 0 and 1 and scenes of both kinds, "
-            f"got {two_object_share} over {int(two.sum())} two-object scenes of {len(two)}"
-        )
-    return torch.where(two, two_object_share / two.sum(), (1 - two_object_share) / (~two).sum())
+# Settings that were options once and are fixed now, logged with the options so that every run's log says what
+# it trained with (the model card reads them).
+FIXED_SETTINGS = {"prediction_type": "v_prediction", "loss_weighting": "min-snr-1", "snr_gamma": SNR_GAMMA}
 
 
 def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> DiT:
     """The DiT of a trained run or model folder (`MODEL/transformer/`, a local path or a Hub id), in float32, to
-    train further: its architecture and scaling factor come with it, so --preset, the text refiner's options and
-    --self-condition do not apply. It must fit this tokenizer's codes and this text encoder."""
+    train further: its architecture and scaling factor come with it, so --preset and --text-refiner-layers do not
+    apply. It must fit this tokenizer's codes and this text encoder."""
     try:
         dit = DiT.from_pretrained(model, subfolder="transformer", dtype=torch.float32)
     except (OSError, ValueError) as e:
@@ -345,45 +89,38 @@ def previous_log(model: str | None) -> list[str]:
     return []
 
 
-def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
-    """1 / std of the code vectors over the training set, so the diffused latents have unit variance."""
-    return float(1.0 / vq.quantizer.indices_to_codes(ids[:4096].long()).std())
+@dataclass
+class Run:
+    """Everything the loop works on, set up by `prepare_run`."""
+
+    vq: VQVAE
+    tokenizer: object
+    text_encoder: object
+    data: dict  # the encoded training set (`encoded_data.encode_dataset`)
+    model: DiT  # wrapped by accelerate (and torch.compile with --compile)
+    ema: EMAModel
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    noise_scheduler: DDPMScheduler
+    gen: torch.Generator  # batches, caption dropout, noise and timesteps
+    start_step: int
+    header: dict  # extra fields for the log's header
 
 
-def main(args: argparse.Namespace) -> Path:
-    accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
-    set_seed(args.seed)
-    loss_weights(
-        training_scheduler(args.prediction_type), torch.zeros(1, dtype=torch.long), args.snr_gamma, args.loss_weighting
-    )  # a bad combination fails here, before minutes of encoding
-    if args.two_object_share is not None:
-        if args.data != "shapes":
-            raise ValueError("--two-object-share needs the shapes-v1 labels; it does not apply to an image folder")
-        sampling_weights(torch.tensor([1, 2]), args.two_object_share)  # a bad share fails here too
-    object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)  # and a bad weight
-    if args.grounding_loss_weight < 0:
-        raise ValueError(f"--grounding-loss-weight must be 0 (off) or positive, got {args.grounding_loss_weight}")
-    if args.grounding_loss_weight and args.data != "shapes":
-        raise ValueError("--grounding-loss-weight needs the shapes-v1 labels; it does not apply to an image folder")
-    if args.grounding_loss_weight and args.joint_attention:
-        raise ValueError("--grounding-loss-weight reads cross-attention maps; it does not apply to --joint-attention")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
+def prepare_run(args, accelerator: Accelerator) -> Run:
+    """Load the frozen models, encode (or read) the training set, build or load the DiT, its EMA and optimizer,
+    and restore a checkpoint with --resume. Bad options fail before minutes of encoding."""
+    object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
     vq = VQVAE.from_pretrained(args.vqvae, subfolder="vqvae", dtype=torch.float32).eval().requires_grad_(False)
     tokenizer, text_encoder = load_text_encoder()
-    # a bad --init-from fails here, before minutes of encoding
     init = initial_weights(args.init_from, vq, text_encoder, args.sample_size) if args.init_from else None
     t0 = time.time()
     data = cached_training_set(args, vq, tokenizer, text_encoder)
     encoding_s = round(time.time() - t0, 1)  # logged: a rebuild's time is its stages' training plus this
     accelerator.print(
-        f"{len(data['ids'])} encoded images and {len(data['text_states'])} distinct captions "
-        f"ready in {encoding_s:.0f} s"
+        f"{len(data['ids'])} encoded images, {len(data['text_states'])} distinct captions, {encoding_s:.0f} s"
     )
-    scaling = latent_scaling_factor(vq, data["ids"])
-
-    ckpt = latest_checkpoint(out) if args.resume else None
+    ckpt = latest_checkpoint(args.out) if args.resume else None
     if ckpt:
         model = DiT.from_pretrained(ckpt / "transformer")
     elif init is not None:
@@ -392,31 +129,25 @@ def main(args: argparse.Namespace) -> Path:
         model = DiT(
             sample_size=args.sample_size,
             in_channels=vq.config.code_dim,
-            scaling_factor=scaling,
+            scaling_factor=latent_scaling_factor(vq, data["ids"]),
             text_dim=text_encoder.config.hidden_size,
             text_refiner_layers=args.text_refiner_layers,
             max_text_tokens=MAX_TOKENS,
-            joint_attention=args.joint_attention,
-            self_condition=args.self_condition,
             **DIT_PRESETS[args.preset],
         )
-    scaling = model.config.scaling_factor  # a loaded DiT keeps the one it was trained with
-    grounding = None
-    if args.grounding_loss_weight:
-        if model.config.joint_attention:
-            raise ValueError("--grounding-loss-weight reads cross-attention maps; this DiT uses joint attention")
-        grid = model.config.sample_size // model.config.patch_size
-        grounding = shapes_grounding(data_seed(args), len(data["ids"]), tokenizer, grid, MAX_TOKENS)
-    self_condition = model.config.self_condition  # likewise: a loaded DiT's own setting, not the flag
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
+    header = {
+        "scaling_factor": model.config.scaling_factor,
+        "distinct_captions": len(data["text_states"]),
+        "encoding_s": encoding_s,
+    }
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
-    noise_scheduler = training_scheduler(args.prediction_type)
-    start_step = 0
-    # Batches, caption dropout, noise and timesteps: one stream per process, so each draws its own batches.
+    # One stream per process, so each draws its own batches: sharding by seed, no sampler needed.
     gen = torch.Generator().manual_seed(args.seed * 1000 + 7919 * accelerator.process_index)
+    start_step = 0
     if ckpt:
         ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
         # the checkpoint holds the main process's stream; the others reseed with their own seed + step
@@ -424,99 +155,87 @@ def main(args: argparse.Namespace) -> Path:
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
+    return Run(
+        vq=vq,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        data=data,
+        model=model,
+        ema=ema,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        noise_scheduler=training_scheduler(),
+        gen=gen,
+        start_step=start_step,
+        header=header,
+    )
 
+
+def train(args: argparse.Namespace) -> Path:
+    """One training run (or stage) into `args.out`; returns that folder."""
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+    run = prepare_run(args, accelerator)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
-    if accelerator.is_main_process and start_step == 0:
-        start_log(
-            log_path,
-            args,
-            previous=previous_log(args.init_from),
-            scaling_factor=scaling,
-            distinct_captions=len(data["text_states"]),
-            encoding_s=encoding_s,
-        )
+    if accelerator.is_main_process and run.start_step == 0:
+        settings = argparse.Namespace(**vars(args), **FIXED_SETTINGS)
+        start_log(log_path, settings, previous=previous_log(args.init_from), **run.header)
 
-    ids, cap_idx = data["ids"], data["caption_index"]
-    states, masks = data["text_states"], data["text_masks"]
-    if args.joint_attention:  # it pays per text token: drop the columns that are padding in every caption (one
-        longest = int(masks.sum(1).max())  # length for the whole run keeps shapes static for torch.compile)
-        states, masks = states[:, :longest], masks[:, :longest]
-    codebook = vq.quantizer.codebook
-    weights = None if args.two_object_share is None else sampling_weights(data["num_objects"], args.two_object_share)
-    bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="generator")
-    t0, step, running, running_ground = time.time(), start_step, [], []
+    model, codebook = run.model, run.vq.quantizer.codebook
+    scaling = _plain(accelerator, model).config.scaling_factor  # a loaded DiT keeps the one it was trained with
+    bar = tqdm(total=args.steps, initial=run.start_step, disable=not accelerator.is_main_process, desc="generator")
+    t0, step, running = time.time(), run.start_step, []
     model.train()
     while step < args.steps:
-        # Each process draws its own batch from its own stream (gen): sharding by seed, no sampler needed.
-        if weights is None:
-            pick = torch.randint(0, len(ids), (args.batch_size,), generator=gen)
-        else:
-            pick = torch.multinomial(weights, args.batch_size, replacement=True, generator=gen)
-        caption = cap_idx[pick].clone()
-        caption[torch.rand(args.batch_size, generator=gen) < args.caption_dropout] = 0  # 0 = the empty prompt
-        batch_ids = ids[pick].long()
-        latents = F.embedding(batch_ids, codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
-        noise = torch.randn(latents.shape, generator=gen)
-        t = sample_timesteps(args.batch_size, noise_scheduler.config.num_train_timesteps, args.timestep_sampling, gen)
-        cells = None if args.object_loss_weight == 1 else object_cell_weights(batch_ids, args.object_loss_weight)
-        parts = {}
+        # Each process draws its own batch from its own stream (run.gen), as it draws noise and timesteps.
+        latents, ids, states, masks = draw_batch(
+            run.data, codebook, scaling, args.batch_size, args.caption_dropout, run.gen
+        )
+        noise = torch.randn(latents.shape, generator=run.gen)
+        t = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (args.batch_size,), generator=run.gen)
+        cells = None if args.object_loss_weight == 1 else object_cell_weights(ids, args.object_loss_weight)
         loss = diffusion_loss(
-            model,
-            noise_scheduler,
-            latents,
-            noise,
-            t,
-            states[caption].float(),
-            masks[caption],
-            args.snr_gamma,
-            args.loss_weighting,
-            accelerator.device,
-            self_condition,
-            cells,
-            None if grounding is None else (grounding[pick], caption != 0),
-            args.grounding_loss_weight,
-            parts,
+            model, run.noise_scheduler, latents, noise, t, states, masks, cell_weights=cells, device=accelerator.device
         )
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(model.parameters())
+        run.optimizer.step()
+        run.lr_scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.ema.step(model.parameters())
         step += 1
         running.append(loss.item())
-        if "grounding" in parts:
-            running_ground.append(parts["grounding"].item())
         bar.update(1)
 
         if step % args.log_every == 0 or step == args.steps:
-            stats = {
-                "step": step,
-                "loss": round(sum(running) / len(running), 5),
-                "lr": lr_scheduler.get_last_lr()[0],
-                "elapsed_s": round(time.time() - t0, 1),
-            }
-            if running_ground:  # the grounding term alone (included in "loss")
-                stats["grounding"] = round(sum(running_ground) / len(running_ground), 5)
-            running, running_ground = [], []
-            bar.set_postfix(loss=stats["loss"])
+            mean, running = round(sum(running) / len(running), 5), []
+            bar.set_postfix(loss=mean)
             if accelerator.is_main_process:
-                append_log(log_path, stats)
+                lr, elapsed = run.lr_scheduler.get_last_lr()[0], round(time.time() - t0, 1)
+                append_log(log_path, {"step": step, "loss": mean, "lr": lr, "elapsed_s": elapsed})
         if accelerator.is_main_process and (step % args.val_every == 0 or step == args.steps):
-            validate(_plain(accelerator, model), ema, vq, tokenizer, text_encoder, noise_scheduler, out, step)
+            validate(_plain(accelerator, model), run, out, step)
         if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
-            _save_checkpoint(_plain(accelerator, model), ema, optimizer, lr_scheduler, step, out, gen)
+            _save_checkpoint(_plain(accelerator, model), run, step, out)
     bar.close()
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = _ema_model(_plain(accelerator, model), ema)
-        final.save_pretrained(out / "transformer")
-        DPMSolverMultistepScheduler.from_config(noise_scheduler.config).save_pretrained(out / "scheduler")
+        _ema_model(_plain(accelerator, model), run.ema).save_pretrained(out / "transformer")
+        DPMSolverMultistepScheduler.from_config(run.noise_scheduler.config).save_pretrained(out / "scheduler")
         append_log(log_path, {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)})
         accelerator.print(f"saved {out / 'transformer'} after {step} steps in {time.time() - t0:.0f} s")
     return out
+
+
+def main(args: argparse.Namespace) -> Path:
+    """`train(args)`, or with --recipe every generator stage of the recipe, each published into its model."""
+    if args.recipe:
+        return run_recipe(args, "generator", add_arguments, train)
+    return train(args)
 
 
 def _plain(accelerator: Accelerator, model) -> DiT:
@@ -533,13 +252,14 @@ def _ema_model(model: DiT, ema: EMAModel) -> DiT:
 
 
 @torch.no_grad()
-def validate(model, ema, vq, tokenizer, text_encoder, noise_scheduler, out: Path, step: int) -> None:
+def validate(model: DiT, run: Run, out: Path, step: int) -> None:
+    """A grid of the EMA model's samples for VALIDATION_PROMPTS: `OUT/samples/step-N.png`."""
     pipe = MMGenPipeline(
-        vqvae=vq,
-        transformer=_ema_model(model, ema),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=DPMSolverMultistepScheduler.from_config(noise_scheduler.config),
+        vqvae=run.vq,
+        transformer=_ema_model(model, run.ema),
+        text_encoder=run.text_encoder,
+        tokenizer=run.tokenizer,
+        scheduler=DPMSolverMultistepScheduler.from_config(run.noise_scheduler.config),
     )
     pipe.set_progress_bar_config(disable=True)
     images = pipe(
@@ -549,27 +269,28 @@ def validate(model, ema, vq, tokenizer, text_encoder, noise_scheduler, out: Path
     image_grid(images, rows=2).save(out / "samples" / f"step-{step}.png")
 
 
-def _save_checkpoint(
-    model, ema, optimizer, scheduler, step: int, out: Path, gen: torch.Generator, keep: int = 2
-) -> None:
+def _save_checkpoint(model: DiT, run: Run, step: int, out: Path, keep: int = 2) -> None:
     ckpt = out / "checkpoints" / f"step-{step}"
     model.save_pretrained(ckpt / "transformer")
-    torch.save(ema.state_dict(), ckpt / "ema.pt")
-    save_training_state(ckpt, optimizer, scheduler, step, gen)
+    torch.save(run.ema.state_dict(), ckpt / "ema.pt")
+    save_training_state(ckpt, run.optimizer, run.lr_scheduler, step, run.gen)
     prune_checkpoints(out, keep)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options; their defaults are the first stage of `recipes/mmgen-base.toml` (less the machine choices:
+    --mixed-precision, --compile)."""
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="FILE",
+        help="run every generator stage of a recipe (e.g. recipes/mmgen-base.toml), each published into its "
+        "model folder; finished stages are skipped and an interrupted one resumes",
+    )
     p.add_argument("--out", default="runs/generator")
     p.add_argument("--vqvae", default="assets/mmgen-base", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
-    p.add_argument(
-        "--two-object-share",
-        type=float,
-        default=None,
-        help="shapes-v1 only: draw batches with this share of two-object scenes (default: as the dataset, about 0.4)",
-    )
     p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument(
@@ -578,55 +299,17 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=2,
         help="trainable transformer layers over the text encoder's states (0: a linear map)",
     )
-    p.add_argument(
-        "--joint-attention",
-        action="store_true",
-        help="MM-DiT blocks: text and image attend jointly, in place of cross-attention",
-    )
-    p.add_argument(
-        "--self-condition",
-        action="store_true",
-        help="a new DiT that also reads its previous clean-latent estimate (Analog Bits self-conditioning; "
-        "with --init-from, the loaded DiT's own setting applies)",
-    )
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=13_000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=250)
     p.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty prompts (for guidance)")
     p.add_argument(
-        "--prediction-type",
-        default="v_prediction",
-        choices=["v_prediction", "epsilon"],
-        help="what the DiT predicts (saved in the run's scheduler config)",
-    )
-    p.add_argument("--snr-gamma", type=float, default=5.0, help="the loss weighting's cap; 0 for plain MSE")
-    p.add_argument(
-        "--loss-weighting",
-        default="min-snr-1",
-        choices=LOSS_WEIGHTINGS,
-        help="x0 weight min(SNR, gamma) or min(SNR + 1, gamma) (v only; see loss_weights)",
-    )
-    p.add_argument(
         "--object-loss-weight",
         type=float,
-        default=1.0,
+        default=4.0,
         help="weight of latent cells whose code is not the image's most common one (its background), "
         "relative to the others; each image's total weight is kept (1: the plain mean)",
-    )
-    p.add_argument(
-        "--grounding-loss-weight",
-        type=float,
-        default=0.0,
-        help="shapes-v1 only: add this weight times a token grounding loss that pulls each object's "
-        "colour and shape words' cross-attention onto that object's patches (TokenCompose; "
-        "see mmgen/training/grounding.py; 0: off)",
-    )
-    p.add_argument(
-        "--timestep-sampling",
-        default="uniform",
-        choices=TIMESTEP_SAMPLINGS,
-        help="how training timesteps are drawn (see sample_timesteps)",
     )
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
@@ -639,7 +322,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=1000)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument(
         "--init-from",
         default=None,
@@ -664,7 +347,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the DiT: ~1.14x faster steps on a 2-core CPU, ~1 min to compile",
     )
-    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     return p
 
 

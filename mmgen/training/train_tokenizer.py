@@ -2,6 +2,7 @@
 
 Runs on accelerate, so the same command runs on a laptop CPU or, unchanged, on many GPUs:
 
+    mmgen train-tokenizer --recipe recipes/mmgen-base.toml    # rebuild the shipped tokenizer and publish it
     mmgen train-tokenizer --out runs/vqvae                    # CPU, shapes-v1 + scikit-image photo crops
     accelerate launch -m mmgen.cli train-tokenizer --out runs/vqvae --batch-size 64
     mmgen train-tokenizer --data my_images/ --out runs/mine   # a folder of your own images
@@ -9,7 +10,8 @@ Runs on accelerate, so the same command runs on a laptop CPU or, unchanged, on m
 
 Writes `OUT/vqvae/` (diffusers layout, loadable with `VQVAE.from_pretrained`), `OUT/checkpoints/step-N/`,
 validation grids `OUT/samples/step-N.png` (originals above, reconstructions below) and `OUT/train_log.jsonl`.
-Every sample is a pure function of (seed, index), so a seeded run is reproducible and resumes exactly.
+Every sample is a pure function of (seed, index), so a seeded run is reproducible and resumes exactly. The
+defaults are the [tokenizer] run of `recipes/mmgen-base.toml`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .checkpoints import (
     save_training_state,
     start_log,
 )
+from .recipe import run_recipe
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -99,6 +102,14 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Pa
 
 
 def main(args: argparse.Namespace) -> Path:
+    """`train(args)`, or with --recipe the recipe's tokenizer run, published into its model folder."""
+    if args.recipe:
+        return run_recipe(args, "tokenizer", add_arguments, train)
+    return train(args)
+
+
+def train(args: argparse.Namespace) -> Path:
+    """One training run into `args.out`; returns the trained `OUT/vqvae` folder."""
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
     set_seed(args.seed)
     out = Path(args.out)
@@ -194,18 +205,26 @@ def validate(accelerator, model, images: torch.Tensor, out: Path, step: int) -> 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options; their defaults are the [tokenizer] run of `recipes/mmgen-base.toml`."""
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="FILE",
+        help="train the tokenizer of a recipe (e.g. recipes/mmgen-base.toml) and publish it into its model "
+        "folder; a finished run is skipped and an interrupted one resumes",
+    )
     p.add_argument("--out", default="runs/vqvae", help="output folder (model, checkpoints, samples, log)")
     p.add_argument("--data", default="shapes", help="'shapes' (shapes-v1 + photo crops) or a folder of images")
     p.add_argument(
         "--photo-fraction",
         type=float,
-        default=0.5,
+        default=0.45,
         help="share of scikit-image photo crops mixed into shapes-v1 (0 = scenes only)",
     )
     p.add_argument("--preset", default="base", choices=sorted(VQVAE_PRESETS))
     p.add_argument("--num-codes", type=int, default=None, help="codebook size (default: the preset's)")
     p.add_argument("--resolution", type=int, default=64, help="training crop size in pixels")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=2900)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=100)

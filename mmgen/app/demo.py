@@ -1,0 +1,56 @@
+"""`build_demo`: the explorer's page, put together from one module per tab.
+
+Tabs build their own components and wire their own events; what they share is explicit: the `AppContext` (the
+pipeline, the model's name), the session's last finished run (`run_state`, written by the Generate tab and by step
+mode, read by the Trajectory tab), the Trajectory tab's slider and views (filled by the Generate tab's runs) and
+the Generate tab's sampling controls (read by step mode).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..pipeline import MMGenPipeline
+from .about import build_about_tab
+from .codebook import CodebookTab
+from .context import SHIPPED_MODEL_CARD, AppContext
+from .files import CACHE_CLEANUP, install_atomic_image_cache
+from .generate import GenerateTab
+from .tokenizer import TokenizerTab
+from .trajectory import TrajectoryTab
+
+TITLE = "mmgen: image tokens and diffusion, hands-on"
+
+
+def header(ctx: AppContext) -> str:
+    vq, side = ctx.vq, ctx.grid_side
+    return (
+        f"# {TITLE}\nModel: `{ctx.model_name}` · codebook of {ctx.num_codes} codes · "
+        f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token · "
+        f"{side}×{side} tokens per generated image · DiT matmuls in "
+        f"{'bf16' if ctx.pipe.autocast_dtype else 'float32'}"
+    )
+
+
+def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base", model_card: Path | None = None) -> gr.Blocks:
+    """The explorer on `pipe` (tests pass a tiny one). `model_name` is shown and written into run cards and
+    token files; `model_card`: the Markdown shown in the About tab (default: the shipped model's card)."""
+    ctx = AppContext(pipe, model_name)
+    pipe.set_progress_bar_config(disable=True)
+    install_atomic_image_cache()
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
+        gr.Markdown(header(ctx))
+        run_state = gr.State(None)  # the session's last finished run (runs.FinishedRun)
+        generate = GenerateTab(ctx, run_state)
+        trajectory = TrajectoryTab(ctx, run_state)
+        tokenizer = TokenizerTab(ctx)
+        codebook = CodebookTab(ctx)
+        build_about_tab(model_card or SHIPPED_MODEL_CARD)
+
+        generate.wire(trajectory.step, trajectory.views)
+        trajectory.wire(generate.controls)
+        tokenizer.wire()
+        codebook.wire()
+    return demo

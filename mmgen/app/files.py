@@ -1,0 +1,58 @@
+"""Files the explorer hands to gradio: scratch folders for downloads and exports, pruned once old, and a safe
+replacement for gradio's image cache writer (`install_atomic_image_cache`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+SCRATCH_ROOT = Path(tempfile.gettempdir()) / "mmgen-app"
+SCRATCH_MAX_AGE_S = 3600
+CACHE_CLEANUP = (3600, 86400)  # gradio's delete_cache: every hour, drop cached files older than a day
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new folder for files handed to gradio (downloads, exports). gradio copies each one into its own cache
+    (pruned by `CACHE_CLEANUP`), so these are needed only until the event returns; folders older than
+    `SCRATCH_MAX_AGE_S` are removed here so that a Space that runs for weeks does not fill its disk."""
+    SCRATCH_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in SCRATCH_ROOT.iterdir():
+        try:
+            if now - old.stat().st_mtime > SCRATCH_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another event removed it first
+            pass
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH_ROOT))
+
+
+def save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """gradio's `save_pil_to_cache`, made safe for images that repeat: the cache path is the hash of the image's
+    bytes, and gradio rewrites that file in place each time. When one event shows an image that another shows
+    too (e.g. the last step's tokens and the final token map), a browser fetching the file while it is being
+    rewritten gets a truncated or overlong response: a broken image and an h11 "Too much / Too little data for
+    declared Content-Length" error in the log. Here an existing file is left alone and a new one is written
+    under a temporary name and renamed into place, as gradio's own `save_file_to_cache` does."""
+    pu = gr.processing_utils
+    data = pu.encode_pil_to_bytes(img, format)
+    path = (Path(cache_dir) / pu.hash_bytes(data) / f"{name}.{format}").resolve()
+    if path.exists():
+        os.utime(path)  # gradio's delete_cache ages files by time: a reused copy counts as new
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    return str(path)
+
+
+def install_atomic_image_cache() -> None:
+    """Route every image output (gr.Image, gr.Gallery) of this process through `save_pil_to_cache_atomically`."""
+    gr.processing_utils.save_pil_to_cache = save_pil_to_cache_atomically

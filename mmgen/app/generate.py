@@ -1,0 +1,229 @@
+"""The Generate tab: a prompt and the sampling controls in; the image, its tokens and downloads out, with a live
+preview while it runs. A finished run also fills the Trajectory tab. A run card (JSON) loads the controls back,
+so the next run reproduces it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import gradio as gr
+import PIL.Image
+import torch
+
+from ..callbacks import TrajectoryRecorder
+from ..pipeline import SCHEDULERS
+from ..run_card import read_run_card
+from ..settings import (
+    DEFAULT_CODEBOOK_SNAP,
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_NUM_CANDIDATES,
+    DEFAULT_STEPS,
+    MAX_SEED,
+)
+from ..tokens import save_tokens
+from ..viz import cell_size, overlay_tokens, token_map, upscale_nearest
+from .context import DISPLAY_SIDE, MAX_APP_CANDIDATES, MAX_STEPS, AppContext
+from .files import scratch_folder
+from .runs import FinishedRun, finish_run, frame_view, settings_from_controls, start_run
+
+PREVIEW_EVERY_S = 0.25  # live previews while generating: often enough to watch, rare enough to cost little
+EXAMPLE_PROMPTS = [
+    "a large red circle in the top left on a white background",
+    "a small blue star at the bottom on a black background",
+    "a green triangle to the left of a yellow square on a gray background",
+    "a purple diamond above an orange cross on a white background",
+    "a cyan circle",
+]
+
+
+class GenerateTab:
+    """The tab's components and handlers. `controls` (the 8 sampling inputs, in /generate's order) are read by
+    the Trajectory tab's step mode; `run_state` holds the session's last finished run."""
+
+    def __init__(self, ctx: AppContext, run_state: gr.State):
+        self.ctx, self.run_state = ctx, run_state
+        with gr.Tab("Generate", id="generate"):
+            with gr.Row():
+                with gr.Column():
+                    self._build_controls()
+                with gr.Column():
+                    self.image = gr.Image(label="Image", interactive=False, elem_id="image")
+                    self.info = gr.Markdown(elem_id="generate-info")
+                with gr.Column():
+                    self.tokens = gr.Image(label="Its tokens", interactive=False, elem_id="image-tokens")
+                    self.overlay = gr.Checkbox(False, label="Overlay the token grid on the image", elem_id="overlay")
+            with gr.Row():
+                self.downloads = gr.File(
+                    label="Downloads: image, tokens, run card",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
+                self.card_upload = gr.File(
+                    label="Load a run card to reproduce it", file_types=[".json"], elem_id="run-card"
+                )
+
+    def _build_controls(self) -> None:
+        self.prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0], max_lines=3, elem_id="prompt")
+        with gr.Row():
+            self.steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
+            self.guidance = gr.Slider(
+                0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="guidance"
+            )
+            self.snap = gr.Slider(
+                0,
+                1,
+                value=DEFAULT_CODEBOOK_SNAP,
+                step=0.05,
+                label="Codebook snap",
+                info="How far each step's x0 guess moves to its nearest codes (0: off)",
+                elem_id="codebook-snap",
+            )
+            self.candidates = gr.Slider(
+                1,
+                MAX_APP_CANDIDATES,
+                value=DEFAULT_NUM_CANDIDATES,
+                step=1,
+                label="Candidates",
+                info="Starting noises tried; the likeliest is kept",
+                elem_id="candidates",
+            )
+        with gr.Row():
+            self.seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
+            self.random_seed = gr.Checkbox(False, label="Random seed", elem_id="random-seed")
+            self.scheduler = gr.Dropdown(
+                list(SCHEDULERS), value=self.ctx.scheduler_name(), label="Scheduler", elem_id="scheduler"
+            )
+        self.button = gr.Button("Generate", variant="primary", elem_id="generate")
+        gr.Examples(
+            [[p] for p in EXAMPLE_PROMPTS],
+            inputs=self.prompt,
+            label="Example prompts",
+            api_name="example_prompt",
+            api_visibility="private",
+        )
+
+    @property
+    def controls(self) -> list[gr.components.Component]:
+        """The sampling controls, in the order of /generate's and /step_once's inputs."""
+        c = self
+        return [c.prompt, c.steps, c.guidance, c.seed, c.random_seed, c.scheduler, c.snap, c.candidates]
+
+    def wire(self, step: gr.Slider, step_views: list[gr.components.Component]) -> None:
+        """The tab's events. A finished run moves the Trajectory tab's `step` slider to its last step and fills
+        `step_views` (x_t, x0, its tokens, changed tokens, the changes plot, the step's info)."""
+        inputs = [*self.controls, self.overlay]
+        outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads, step, *step_views]
+        self.button.click(self.generate, inputs, outputs, api_name="generate", concurrency_id="model")
+        self.prompt.submit(
+            self.generate,
+            inputs,
+            outputs,
+            api_name="generate_on_submit",
+            api_visibility="private",
+            concurrency_id="model",
+        )
+        self.overlay.change(
+            self.toggle_overlay, [self.run_state, self.overlay], self.tokens, api_name="toggle_overlay"
+        )
+        self.card_upload.upload(self.load_run_card, self.card_upload, self.controls, api_name="load_run_card").success(
+            self.generate,
+            inputs,
+            outputs,
+            api_name="generate_from_card",
+            api_visibility="private",
+            concurrency_id="model",
+        )
+
+    # ------------------------------------------------------------------ handlers
+    def generate(
+        self,
+        prompt: str,
+        steps: float,
+        guidance: float,
+        seed: float | None,
+        random_seed: bool,
+        scheduler: str,
+        snap: float,
+        candidates: float,
+        overlay: bool,
+    ) -> Iterator[tuple]:
+        """Text -> image, streamed: a preview of the predicted image while it runs, then the final image, its
+        tokens, downloads and the trajectory (every step, drawn once, for the Trajectory tab). With candidates,
+        the pipeline first picks the most likely of that many starting noises (before the first preview)."""
+        settings = settings_from_controls(prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates)
+        t0 = time.perf_counter()
+        run = start_run(self.ctx, settings)
+        recorder = TrajectoryRecorder(decode=False)
+        skip = [gr.skip()] * 9  # the outputs that wait for the end of the run
+        last_preview = 0.0
+        while not run.done:
+            out = run.step()
+            recorder(run.pipe, out.step, out.timestep, out)
+            # A preview costs more than a step (an image sent to the browser): at most PREVIEW_EVERY_S apart.
+            if not run.done and time.perf_counter() - last_preview >= PREVIEW_EVERY_S:
+                preview = upscale_nearest(recorder.decode_step(run.pipe, out.step)[0], DISPLAY_SIDE)
+                yield (
+                    preview,
+                    gr.skip(),
+                    f"step {out.step + 1} of {settings.num_inference_steps} ...",
+                    settings.seed,
+                    *skip,
+                )
+                last_preview = time.perf_counter()
+        finished, info = finish_run(self.ctx, run, recorder, settings, time.perf_counter() - t0)
+        last = len(finished.frames) - 1
+        yield (
+            upscale_nearest(finished.image, DISPLAY_SIDE),
+            self.show_tokens(finished.image, finished.tokens, overlay),
+            info,
+            settings.seed,
+            finished,
+            self.write_run_files(finished),
+            gr.Slider(maximum=max(last, 1), value=last),
+            *frame_view(finished.frames, last, self.ctx.grid_side),
+        )
+
+    def toggle_overlay(self, run: FinishedRun | None, overlay: bool) -> PIL.Image.Image | None:
+        if not run:
+            return None
+        return self.show_tokens(run.image, run.tokens, overlay)
+
+    def load_run_card(self, path: str | None) -> tuple:
+        """A run card (JSON) -> the Generate controls, so the next run reproduces it exactly."""
+        if not path:
+            raise gr.Error("Choose a run card (.json) first.")
+        try:
+            loaded = read_run_card(
+                path,
+                model=self.ctx.model_name,
+                app_interval=DEFAULT_GUIDANCE_INTERVAL,
+                max_steps=MAX_STEPS,
+                max_candidates=MAX_APP_CANDIDATES,
+            )
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+        gr.Info(f"Run card loaded{''.join(f' ({note})' for note in loaded.notes)}: generating.")
+        s = loaded.settings
+        scheduler = s.scheduler or self.ctx.scheduler_name()  # cards without one ran the model's own
+        values = (s.prompt, s.num_inference_steps, s.guidance_scale, s.seed, False, scheduler, s.codebook_snap)
+        return *values, s.num_candidates
+
+    # ------------------------------------------------------------------ helpers (no model logic)
+    def show_tokens(self, image: PIL.Image.Image, tokens: torch.Tensor, overlay: bool) -> PIL.Image.Image:
+        big = upscale_nearest(image, DISPLAY_SIDE)
+        if overlay:
+            return overlay_tokens(big, tokens, self.ctx.num_codes)
+        return token_map(tokens, self.ctx.num_codes, cell=cell_size(tokens.shape, target=DISPLAY_SIDE))
+
+    def write_run_files(self, run: FinishedRun) -> list[str]:
+        """The downloads: the image, its tokens and its run card, in a fresh scratch folder."""
+        ctx, folder = self.ctx, scratch_folder("run-")
+        run.image.save(folder / "image.png")
+        meta = {"model_id": ctx.model_name, "num_codes": ctx.num_codes, "downsample_factor": ctx.vq.downsample_factor}
+        save_tokens(run.tokens, folder / "tokens.json", **meta)
+        (folder / "run_card.json").write_text(json.dumps(run.card, indent=2))
+        return [str(folder / n) for n in ("image.png", "tokens.json", "run_card.json")]

@@ -1,0 +1,244 @@
+"""The Tokenizer tab: an uploaded image as the VQ-VAE sees it (its reconstruction, its token map, the codes it
+uses); click a cell to see its code, then edit the selected cells by hand (token surgery) or let the generator
+repaint them under a prompt (`MMGenPipeline.inpaint`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+from ..codebook import usage_stats
+from ..data.images import ImageLoadError, load_image
+from ..settings import MAX_SEED
+from ..tokens import decode_tokens, encode_image
+from ..viz import cell_size, code_histogram, token_map, upscale_nearest, usage_bars
+from .context import DISPLAY_SIDE, AppContext
+
+MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
+NO_IMAGE = "Tokenize an image first."
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """The session's tokenized image: its token grid as edited so far, and the cells chosen on the map."""
+
+    tokens: list[list[int]]  # (h, w) code ids
+    selected: list[list[int]] = field(default_factory=list)  # [row, col] of each selected cell
+    highlight: int | None = None  # the code whose cells the map outlines
+
+
+class TokenizerTab:
+    """The tab's components and handlers; `grid_state` holds the session's `TokenGrid`."""
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+        self.grid_state = gr.State(None)
+        with gr.Tab("Tokenizer", id="tokenizer"):
+            with gr.Row():
+                with gr.Column():
+                    self.upload = gr.Image(
+                        type="filepath", label="Your image", sources=["upload", "clipboard"], elem_id="upload"
+                    )
+                    self.tokenize_btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
+                self.original = gr.Image(label="As encoded", interactive=False, elem_id="original")
+                self.recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
+            self.stats = gr.Markdown(elem_id="stats")
+            with gr.Row():
+                self.token_map = gr.Image(label="Token map (click cells)", interactive=False, elem_id="token-map")
+                with gr.Column():
+                    self.cell_info = gr.Markdown("Click a cell of the token map to see its code.", elem_id="cell-info")
+                    self.code_tile = gr.Image(
+                        label="That code, decoded", interactive=False, elem_id="code-tile", height=96
+                    )
+                    self.usage = gr.Image(
+                        label="Codes used by this image (most used first)", interactive=False, elem_id="usage"
+                    )
+            self._build_surgery()
+            examples = ctx.example_images()
+            if examples:
+                gr.Examples(examples, inputs=self.upload, api_name="load_example", api_visibility="private")
+
+    def _build_surgery(self) -> None:
+        with gr.Accordion("Token surgery: edit the selected cells", open=True):
+            with gr.Row():
+                self.new_code = gr.Number(
+                    value=0,
+                    precision=0,
+                    minimum=0,
+                    maximum=self.ctx.num_codes - 1,
+                    label="New code id",
+                    elem_id="new-code",
+                )
+                self.set_btn = gr.Button("Set selected cells to this code", elem_id="set-code")
+                self.clear_btn = gr.Button("Clear selection", elem_id="clear-selection")
+            with gr.Row():
+                self.cells_text = gr.Textbox(label="Or type cells to select (row,col; row,col)", elem_id="cells")
+                self.select_btn = gr.Button("Select these cells", elem_id="select-cells")
+            with gr.Row():
+                self.repaint_prompt = gr.Textbox(
+                    label="Or let the generator repaint them under a prompt",
+                    value="a red circle",
+                    elem_id="repaint-prompt",
+                )
+                self.repaint_seed = gr.Number(
+                    value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="repaint-seed"
+                )
+                self.repaint_btn = gr.Button("Repaint (inpainting)", elem_id="repaint")
+            self.edited = gr.Image(label="Edited image", interactive=False, elem_id="edited")
+
+    def wire(self) -> None:
+        state, tmap, info = self.grid_state, self.token_map, self.cell_info
+        outputs = [self.original, self.recon, self.stats, tmap, self.usage, state, self.edited, info]
+        self.tokenize_btn.click(self.tokenize, self.upload, outputs, api_name="tokenize")
+        # A new upload or a clicked example tokenizes at once; clearing the input clears the outputs.
+        self.upload.change(
+            self.tokenize_or_clear, self.upload, outputs, api_name="tokenize_on_change", api_visibility="private"
+        )
+        tmap.select(
+            self.inspect_cell,
+            state,
+            [tmap, info, self.code_tile, state],
+            api_name="inspect_cell",
+            api_visibility="private",
+        )
+        self.clear_btn.click(self.clear_selection, state, [tmap, info, state], api_name="clear_selection")
+        self.select_btn.click(
+            self.select_cells, [state, self.cells_text], [tmap, info, state], api_name="select_cells"
+        )
+        edits = [self.edited, tmap, info, state]
+        self.set_btn.click(self.set_code, [state, self.new_code], edits, api_name="set_code")
+        self.repaint_btn.click(
+            self.repaint,
+            [state, self.repaint_prompt, self.repaint_seed],
+            edits,
+            api_name="repaint",
+            concurrency_id="model",
+        )
+
+    # ------------------------------------------------------------------ handlers
+    def tokenize(self, path: str | None) -> tuple:
+        """Encode an uploaded image; returns the image as encoded, its reconstruction, stats, token map, usage."""
+        if not path:
+            raise gr.Error("Upload an image first (PNG, JPEG, WebP, ...).")
+        try:
+            result = encode_image(self.ctx.vq, load_image(path), max_side=MAX_SIDE)
+        except (ImageLoadError, ValueError) as e:
+            raise gr.Error(str(e)) from e
+        num_codes = self.ctx.num_codes
+        counts = code_histogram(result.tokens, num_codes)
+        perplexity = usage_stats(counts)["perplexity"]
+        h, w = result.tokens.shape
+        stats = (
+            f"**PSNR {result.psnr:.2f} dB · SSIM {result.ssim:.3f}** · {result.image.width}×{result.image.height}"
+            f" px → {h}×{w} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
+            f"{perplexity:.1f}"
+        )
+        tmap = token_map(result.tokens, num_codes, cell=cell_size(result.tokens.shape))
+        shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
+        grid = TokenGrid(result.tokens.tolist())
+        return *shown, stats, tmap, usage_bars(counts), grid, None, "Click cells of the token map to select them."
+
+    def tokenize_or_clear(self, path: str | None) -> tuple:
+        return self.tokenize(path) if path else (None, None, "", None, None, None, None, "")
+
+    def inspect_cell(self, grid: TokenGrid | None, evt: gr.SelectData) -> tuple:
+        """Click on the token map: show the cell's code and its decoded tile, highlight every cell with that
+        code, and toggle the cell in the selection used by token surgery."""
+        if not grid:
+            raise gr.Error(NO_IMAGE)
+        tokens = torch.tensor(grid.tokens)
+        cell = cell_size(tokens.shape)
+        col, row = (int(v) // cell for v in evt.index)
+        row, col = min(row, tokens.shape[0] - 1), min(col, tokens.shape[1] - 1)
+        code = int(tokens[row, col])
+        selected = [list(x) for x in grid.selected]
+        if [row, col] in selected:
+            selected.remove([row, col])
+        else:
+            selected.append([row, col])
+        grid = dataclasses.replace(grid, selected=selected, highlight=code)
+        same = int((tokens == code).sum())
+        info = (
+            f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {tokens.numel()} cells. "
+            f"{len(selected)} cell(s) selected."
+        )
+        tile = decode_tokens(self.ctx.vq, torch.full((4, 4), code))
+        return self.draw_map(grid), info, upscale_nearest(tile, 64), grid
+
+    def select_cells(self, grid: TokenGrid | None, text: str | None) -> tuple:
+        """Select cells typed as 'row,col; row,col; ...' (the keyboard's and the API's way to select)."""
+        if not grid:
+            raise gr.Error(NO_IMAGE)
+        h, w = len(grid.tokens), len(grid.tokens[0])
+        try:
+            cells = [[int(v) for v in part.split(",")] for part in (text or "").split(";") if part.strip()]
+        except ValueError as e:
+            raise gr.Error("Write cells as 'row,col; row,col', e.g. '3,4; 3,5'.") from e
+        bad = [c for c in cells if len(c) != 2 or not (0 <= c[0] < h and 0 <= c[1] < w)]
+        if bad or not cells:
+            raise gr.Error(f"Cells must be 'row,col' pairs inside the {h}×{w} grid; got {text!r}.")
+        grid = dataclasses.replace(grid, selected=cells, highlight=None)
+        return self.draw_map(grid), f"{len(cells)} cell(s) selected.", grid
+
+    def clear_selection(self, grid: TokenGrid | None) -> tuple:
+        if not grid:
+            raise gr.Error(NO_IMAGE)
+        grid = dataclasses.replace(grid, selected=[], highlight=None)
+        return self.draw_map(grid), "Selection cleared.", grid
+
+    def set_code(self, grid: TokenGrid | None, code: float | None) -> tuple:
+        """Token surgery: give the selected cells another code and decode the edited grid."""
+        if not grid:
+            raise gr.Error(NO_IMAGE)
+        if not grid.selected:
+            raise gr.Error("Select cells first: click them on the token map.")
+        num_codes = self.ctx.num_codes
+        if code is None or not 0 <= int(code) < num_codes:
+            raise gr.Error(f"The code id must be between 0 and {num_codes - 1}.")
+        tokens = torch.tensor(grid.tokens)
+        for r, c in grid.selected:
+            tokens[r, c] = int(code)
+        grid = dataclasses.replace(grid, tokens=tokens.tolist())
+        edited = upscale_nearest(decode_tokens(self.ctx.vq, tokens), DISPLAY_SIDE)
+        return edited, self.draw_map(grid), f"Set {len(grid.selected)} cell(s) to code {int(code)}.", grid
+
+    def repaint(self, grid: TokenGrid | None, prompt: str | None, seed: float | None) -> tuple:
+        """Inpainting in the latent space: the generator repaints the selected cells under a prompt; every
+        other cell keeps its code."""
+        if not grid:
+            raise gr.Error(NO_IMAGE)
+        if not grid.selected:
+            raise gr.Error("Select the cells to repaint first: click them on the token map.")
+        tokens = torch.tensor(grid.tokens)
+        mask = torch.zeros(tokens.shape, dtype=torch.bool)
+        for r, c in grid.selected:
+            mask[r, c] = True
+        prompt = (prompt or "").strip()
+        try:
+            generator = torch.Generator().manual_seed(int(seed or 0))
+            out = self.ctx.pipe.with_scheduler().inpaint(prompt, tokens, mask, generator=generator)
+        except ValueError as e:
+            hint = " Try a shapes example." if str(e).startswith("The generator paints") else ""
+            raise gr.Error(f"{e}{hint}") from e
+        grid = dataclasses.replace(grid, tokens=out.tokens[0].tolist())
+        changed = int((out.tokens[0] != tokens).sum())
+        info = f"Repainted {int(mask.sum())} selected cell(s) under {prompt!r}: {changed} token(s) changed."
+        return upscale_nearest(out.images[0], DISPLAY_SIDE), self.draw_map(grid), info, grid
+
+    # ------------------------------------------------------------------ drawing (no model call)
+    def draw_map(self, grid: TokenGrid) -> np.ndarray:
+        """The token map with the highlighted code's cells outlined and a white frame around each selected cell."""
+        tokens = torch.tensor(grid.tokens)
+        cell = cell_size(tokens.shape)
+        image: PIL.Image.Image = token_map(tokens, self.ctx.num_codes, cell=cell, highlight=grid.highlight)
+        arr = np.asarray(image).copy()
+        for r, c in grid.selected:
+            y0, x0 = r * cell, c * cell
+            arr[y0 : y0 + cell, [x0, x0 + cell - 1]] = 255
+            arr[[y0, y0 + cell - 1], x0 : x0 + cell] = 255
+        return arr

@@ -1,0 +1,193 @@
+"""One denoising step, shared by `MMGenPipeline.__call__` and the step-by-step `DenoisingRun`.
+
+A `DenoisingRun` holds a sampling run in progress: the text context (computed once per prompt), the scheduler's
+timesteps and the current latents. Each `step()` evaluates the DiT once (both guidance halves in one batch),
+optionally pulls the x0 estimate toward the codebook, lets the scheduler step, then calls the step callback
+(diffusers' `callback_on_step_end` convention). `__call__` is a loop over `step()`, so a run advanced by hand
+(live previews, a "next step" button) lands exactly where the full call does.
+
+Dimension letters: B batch, C latent channels (the code dimension), h x w latent grid.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils import BaseOutput
+
+
+def _noise_level(scheduler, latents_t: torch.Tensor, timestep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(sigma, None) for the Euler family (x = x0 + sigma eps), (None, alpha_bar) for the alpha family."""
+    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:
+        index = (scheduler.timesteps == timestep).nonzero()[0].item()
+        return scheduler.sigmas[index].to(latents_t), None
+    return None, scheduler.alphas_cumprod[int(timestep)].to(latents_t)
+
+
+def predict_x0(scheduler, latents_t: torch.Tensor, model_output: torch.Tensor, timestep) -> torch.Tensor:
+    """Clean-latent estimate from the DiT's output at `timestep`, for the scheduler's `prediction_type`
+    ("epsilon" or "v_prediction") and parametrisation (alpha: x_t = sqrt(a) x0 + sqrt(1 - a) eps, the
+    DDPM/DDIM/DPM/UniPC family; sigma: x = x0 + sigma eps, the Euler family, whose model input is
+    x / sqrt(sigma^2 + 1), i.e. the same x_t)."""
+    v = scheduler.config.prediction_type == "v_prediction"
+    sigma, alpha_bar = _noise_level(scheduler, latents_t, timestep)
+    if sigma is not None:  # Euler family
+        if v:
+            return latents_t / (sigma**2 + 1) - model_output * sigma / (sigma**2 + 1).sqrt()
+        return latents_t - sigma * model_output
+    if v:  # v = sqrt(a) eps - sqrt(1 - a) x0
+        return alpha_bar.sqrt() * latents_t - (1 - alpha_bar).sqrt() * model_output
+    return (latents_t - (1 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
+
+
+def model_output_for_x0(scheduler, latents_t: torch.Tensor, x0: torch.Tensor, timestep) -> torch.Tensor:
+    """Inverse of `predict_x0`: the model output (epsilon or v) that predicts the clean latent `x0` at
+    `timestep`. Lets a change to the x0 estimate reach any scheduler through its ordinary `step`."""
+    v = scheduler.config.prediction_type == "v_prediction"
+    sigma, alpha_bar = _noise_level(scheduler, latents_t, timestep)
+    if sigma is not None:  # Euler family: x = x0 + sigma eps
+        if v:
+            return (latents_t / (sigma**2 + 1) - x0) * (sigma**2 + 1).sqrt() / sigma
+        return (latents_t - x0) / sigma
+    if v:
+        return (alpha_bar.sqrt() * latents_t - x0) / (1 - alpha_bar).sqrt()
+    return (latents_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
+
+@dataclass
+class StepOutput(BaseOutput):
+    """What one step produced (also readable as a dict: `out["pred_x0"]`)."""
+
+    step: int  # index of the step in the schedule
+    timestep: torch.Tensor  # the scheduler's timestep at this step
+    latents: torch.Tensor  # (B, C, h, w) x_t after the step (and after the callback, if it replaced them)
+    pred_x0: torch.Tensor  # (B, C, h, w) the clean-latent estimate at this step
+    noise_pred: torch.Tensor  # (B, C, h, w) the guided model output (epsilon or v)
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """How each step combines the conditional and unconditional predictions, and pulls x0 to the codebook."""
+
+    scale: float  # classifier-free guidance weight; <= 1: the conditional prediction alone
+    interval: tuple[float, float] | None = None  # guide only timesteps in [low, high]; None: every step
+    codebook_snap: float = 0.0  # move each x0 estimate this fraction of the way to its nearest codes
+
+    @property
+    def enabled(self) -> bool:
+        return self.scale > 1.0
+
+    def applies_at(self, t) -> bool:
+        return self.enabled and (self.interval is None or self.interval[0] <= float(t) <= self.interval[1])
+
+
+class DenoisingRun:
+    """A sampling run in progress (made by `MMGenPipeline.stepwise`, and driven to the end by `__call__`).
+
+    Each `step()` advances one step and returns its `StepOutput`; `result()` snaps the current latents to the
+    nearest codes and decodes them. The run uses `pipe`'s scheduler; `stepwise` hands it a pipeline with a
+    fresh scheduler of its own, so concurrent runs never disturb each other."""
+
+    def __init__(
+        self,
+        pipe,
+        prompt: str | list[str],
+        guidance: Guidance,
+        num_inference_steps: int,
+        generator=None,
+        latents: torch.Tensor | None = None,
+        start_step: int = 0,
+        negative_prompt: str = "",
+        num_images_per_prompt: int = 1,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        self.pipe, self.scheduler, self.guidance = pipe, pipe.scheduler, guidance
+        self.callback = callback_on_step_end
+        self.callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        device = pipe._execution_device
+        batch_size = (1 if isinstance(prompt, str) else len(prompt)) * num_images_per_prompt
+        self.prompt_embeds, self.text_context = pipe.prepare_text_context(
+            prompt, device, num_images_per_prompt, guidance.scale, negative_prompt
+        )
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.timesteps = self.scheduler.timesteps
+        self.latents = pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents)
+        self.extra_step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters:
+            self.extra_step_kwargs["generator"] = generator
+        if start_step and hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start_step)
+        self.next_step = start_step
+
+    # kept as attributes for run cards and the app's info line
+    @property
+    def guidance_scale(self) -> float:
+        return self.guidance.scale
+
+    @property
+    def guidance_interval(self) -> tuple[float, float] | None:
+        return self.guidance.interval
+
+    @property
+    def codebook_snap(self) -> float:
+        return self.guidance.codebook_snap
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def done(self) -> bool:
+        return self.next_step >= self.num_steps
+
+    @torch.no_grad()
+    def model_output(self, latents: torch.Tensor, t) -> torch.Tensor:
+        """The guided model output at step t. With guidance, the unconditional and conditional halves of the
+        text context run as one batch, combined as uncond + w * (cond - uncond); outside the guidance interval
+        only the conditional half runs. With codebook snap, the output is changed so that its x0 estimate moves
+        that fraction of the way to the nearest codes."""
+        pipe, g = self.pipe, self.guidance
+        guided, context = g.applies_at(t), self.text_context
+        if g.enabled and not guided:
+            context = context.rows(slice(latents.shape[0], None))  # the conditional half
+        model_in = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
+        with pipe.autocast(latents.device):
+            out = pipe.transformer(model_in, t.expand(model_in.shape[0]), text_context=context).sample
+        out = out.to(latents.dtype)
+        if guided:
+            uncond, cond = out.chunk(2)
+            out = uncond + g.scale * (cond - uncond)
+        if g.codebook_snap > 0:
+            x0 = predict_x0(self.scheduler, latents, out, t)
+            x0 = torch.lerp(x0, pipe.snap_latents(x0), g.codebook_snap)
+            out = model_output_for_x0(self.scheduler, latents, x0, t)
+        return out
+
+    @torch.no_grad()
+    def step(self) -> StepOutput:
+        """Advance one step: model output, x0 estimate, the scheduler's step, then the step callback."""
+        if self.done:
+            raise ValueError(f"this run has finished its {self.num_steps} steps")
+        i, t = self.next_step, self.timesteps[self.next_step]
+        noise_pred = self.model_output(self.latents, t)
+        pred_x0 = predict_x0(self.scheduler, self.latents, noise_pred, t)
+        self.latents = self.scheduler.step(noise_pred, t, self.latents, **self.extra_step_kwargs).prev_sample
+        if self.callback is not None:
+            local = {
+                "latents": self.latents,
+                "noise_pred": noise_pred,
+                "pred_x0": pred_x0,
+                "prompt_embeds": self.prompt_embeds,
+            }
+            result = self.callback(self.pipe, i, t, {k: local[k] for k in self.callback_inputs}) or {}
+            self.latents = result.pop("latents", self.latents)
+        self.next_step += 1
+        return StepOutput(step=i, timestep=t, latents=self.latents, pred_x0=pred_x0, noise_pred=noise_pred)
+
+    @torch.no_grad()
+    def result(self, output_type: str = "pil"):
+        """The current latents snapped to their nearest codes and decoded (`MMGenPipelineOutput`)."""
+        return self.pipe.snap_and_decode(self.latents, output_type)

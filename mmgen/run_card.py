@@ -1,0 +1,100 @@
+"""Run cards: a small JSON file that records everything a generated image depends on, so it can be made again.
+
+    card = make_run_card(settings, model="mmgen-base", scheduler_config=dict(run.scheduler.config))
+    loaded = read_run_card(json.loads(path.read_text()), model="mmgen-base")
+    loaded.settings, loaded.notes          # the SamplingSettings to rerun, and what may make the image differ
+
+The format is versioned (`RUN_CARD_FORMAT`). Cards written before a setting existed load with the value the run
+had then: no codebook snap (0), one starting noise, guidance at every step. Every value goes through the same
+check as any other entry point (`SamplingSettings.checked`), so a hand-edited card gets the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import SamplingSettings
+
+RUN_CARD_FORMAT = "mmgen-run-v1"
+# What a card from before each setting existed was made with.
+LEGACY_DEFAULTS = {"codebook_snap": 0.0, "num_candidates": 1, "guidance_interval": None, "scheduler": None}
+NULLABLE = ("guidance_interval", "scheduler")  # None: guidance at every step; the model's own scheduler
+
+
+def make_run_card(settings: SamplingSettings, model: str, scheduler_config: dict | None = None) -> dict:
+    """The card of a run made with `settings` by `model` (a name or path), as a JSON-ready dict."""
+    interval = settings.guidance_interval
+    return {
+        "format": RUN_CARD_FORMAT,
+        "model": model,
+        "prompt": settings.prompt,
+        "negative_prompt": "",
+        "seed": settings.seed,
+        "steps": settings.num_inference_steps,
+        "guidance_scale": settings.guidance_scale,
+        "scheduler": settings.scheduler,
+        "codebook_snap": settings.codebook_snap,
+        "num_candidates": settings.num_candidates,
+        "guidance_interval": None if interval is None else list(interval),
+        "scheduler_config": dict(scheduler_config or {}),
+    }
+
+
+@dataclass
+class LoadedRunCard:
+    settings: SamplingSettings  # checked: ready to run
+    notes: list[str] = field(default_factory=list)  # why the image may differ here (another model, ...)
+
+
+def _field(card: dict, key: str, cast):
+    try:
+        value = card[key] if key not in LEGACY_DEFAULTS else card.get(key, LEGACY_DEFAULTS[key])
+        return None if value is None and key in NULLABLE else cast(value)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"The run card lacks a valid field: {key} ({e})") from e
+
+
+def _whole(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def _interval(value) -> tuple[float, float]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"{value!r} is not a [low, high] pair")
+    return float(value[0]), float(value[1])
+
+
+def read_run_card(
+    card, model: str | None = None, app_interval: tuple[float, float] | None = None, **limits
+) -> LoadedRunCard:
+    """A card (a dict, or the path of a JSON file) -> the settings to rerun it, checked, and notes for people.
+    ValueError with a message for people when it is not a run card or a field is missing or bad. `model`: the
+    model that will run it (a note says so when the card names another); `app_interval`: the guidance interval
+    the caller will run with (a note when the card's differs). `limits`: tighter bounds (`max_steps`, ...)."""
+    if isinstance(card, str | Path):
+        try:
+            card = json.loads(Path(card).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"Not a run card: {e}") from e
+    if not isinstance(card, dict) or card.get("format") != RUN_CARD_FORMAT:
+        raise ValueError(f"Not an mmgen run card (expected format {RUN_CARD_FORMAT!r}).")
+    settings = SamplingSettings(
+        prompt=_field(card, "prompt", str),
+        num_inference_steps=_field(card, "steps", _whole),
+        guidance_scale=_field(card, "guidance_scale", float),
+        guidance_interval=_field(card, "guidance_interval", _interval),
+        codebook_snap=_field(card, "codebook_snap", float),
+        num_candidates=_field(card, "num_candidates", _whole),
+        seed=_field(card, "seed", _whole),
+        scheduler=_field(card, "scheduler", str),
+    ).checked(**limits)
+    notes = []
+    if model is not None and card.get("model") != model:
+        notes.append(f"made with model {card.get('model')!r}, this is {model!r}")
+    if app_interval is not None and settings.guidance_interval != app_interval:
+        notes.append("made with another guidance interval than this app's, so the image may differ")
+    return LoadedRunCard(settings, notes)

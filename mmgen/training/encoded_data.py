@@ -1,0 +1,127 @@
+"""The generator's training set, encoded once: token ids from the frozen tokenizer, MiniLM states per caption.
+
+Encoding 60,000 scenes takes minutes on a CPU, so the result is cached on disk (`--cache-dir`) under a hash of
+everything it depends on: a resumed run, a second stage or another run on the same data reads it back in a second.
+Files are written atomically (a killed run leaves no half file), and any change of data, tokenizer or text
+encoder gives another key, so a stale cache is never read.
+
+Dimension letters: N images, h x w token grid, V distinct captions, L text tokens, E text-encoder width.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..data.images import ImageFolder, pil_to_tensor
+from ..data.shapes import shapes_sample
+from ..models.text_encoder import MAX_TOKENS, encode_text
+from ..models.vqvae import VQVAE
+
+
+@torch.no_grad()
+def encode_dataset(
+    vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor], captions: list[str], batch_size: int = 256
+) -> dict:
+    """Token ids (N, h, w) of every image, and MiniLM states (V, L, E) of every distinct caption (plus the empty
+    one, index 0); `caption_index` (N,) points each image at its caption."""
+    ids = torch.cat(
+        [vq.encode(torch.stack(images[i : i + batch_size])).indices for i in range(0, len(images), batch_size)]
+    )
+    vocab = [""] + sorted(set(captions) - {""}, key=lambda c: (len(c), c))  # similar lengths batch together
+    index = {c: k for k, c in enumerate(vocab)}
+    states, masks = zip(
+        *[encode_text(tokenizer, text_encoder, vocab[i : i + batch_size]) for i in range(0, len(vocab), batch_size)]
+    )
+    return {
+        "ids": ids.to(torch.int16),
+        "caption_index": torch.tensor([index[c] for c in captions]),
+        "text_states": torch.cat(states).half(),
+        "text_masks": torch.cat(masks).bool(),
+    }
+
+
+def data_seed(args) -> int:
+    """The shapes-v1 stream (or a folder's crops): `--data-seed`, else `--seed` (as before the option existed)."""
+    return args.seed if args.data_seed is None else args.data_seed
+
+
+def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
+    """`--num-samples` shapes-v1 scenes of stream `data_seed`, or crops of the `--data` folder, encoded."""
+    if args.data == "shapes":
+        samples = [shapes_sample(data_seed(args), i) for i in range(args.num_samples)]
+        images, captions = [pil_to_tensor(s.image) for s in samples], [s.caption for s in samples]
+    else:
+        size = args.sample_size * vq.downsample_factor
+        folder = ImageFolder(args.data, length=args.num_samples, size=size, seed=data_seed(args))
+        items = [folder[i] for i in range(len(folder))]
+        images, captions = [it["pixel_values"] for it in items], [it["text"] for it in items]
+    return encode_dataset(vq, tokenizer, text_encoder, images, captions)
+
+
+def cache_key(args, vq: VQVAE, text_encoder) -> str:
+    """What the encoded training set depends on: the data (shapes-v1's seed and count, or the folder's files), the
+    image size, the tokenizer's weights and the text encoder. Any change gives another key, so a stale cache is
+    never read."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(vq.state_dict().items()):
+        h.update(name.encode() + tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    if args.data == "shapes":
+        data = ["shapes-v1"]
+    else:  # the folder's files; the seed picks the crops
+        files = sorted(p for p in Path(args.data).rglob("*") if p.is_file())
+        data = [str(Path(args.data).resolve()), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+    image_size = args.sample_size * vq.downsample_factor
+    key = [data, data_seed(args), args.num_samples, image_size, text_encoder.name_or_path, MAX_TOKENS]
+    h.update(json.dumps(key).encode())
+    return h.hexdigest()[:16]
+
+
+def cached_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
+    """`load_training_set`, read from `--cache-dir` when this exact set was encoded before, else encoded and
+    written there ('' encodes every time)."""
+    if not args.cache_dir:
+        return load_training_set(args, vq, tokenizer, text_encoder)
+    path = Path(args.cache_dir).expanduser() / f"encoded-{cache_key(args, vq, text_encoder)}.safetensors"
+    if path.exists():
+        data = load_file(path)
+        data.pop("num_objects", None)  # caches written before the two-object share was removed hold it
+        states = data.pop("text_states")  # stored up to the longest caption; padded back to MAX_TOKENS
+        data["text_states"] = F.pad(states, (0, 0, 0, MAX_TOKENS - states.shape[1]))
+        data["text_masks"] = F.pad(data["text_masks"], (0, MAX_TOKENS - states.shape[1]))
+        print(f"read the encoded training set from {path}")
+        return data
+    data = load_training_set(args, vq, tokenizer, text_encoder)
+    longest = int(data["text_masks"].sum(1).max())
+    tensors = {k: v.contiguous() for k, v in data.items()}
+    tensors["text_states"] = data["text_states"][:, :longest].contiguous()
+    tensors["text_masks"] = data["text_masks"][:, :longest].contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")  # a run killed while writing leaves no half file behind
+    save_file(tensors, partial)
+    partial.rename(path)
+    print(f"cached the encoded training set in {path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    return data
+
+
+def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
+    """1 / std of the code vectors over the training set, so the diffused latents have unit variance."""
+    return float(1.0 / vq.quantizer.indices_to_codes(ids[:4096].long()).std())
+
+
+def draw_batch(data: dict, codebook: torch.Tensor, scaling: float, batch_size: int, caption_dropout: float, gen):
+    """A training batch drawn uniformly from `gen`: latents (B, C, h, w) scaled to unit variance, their token ids
+    (B, h, w), and text states (B, L, E) and masks (B, L), each caption replaced by the empty prompt with
+    probability `caption_dropout` (which teaches the null condition that classifier-free guidance uses)."""
+    pick = torch.randint(0, len(data["ids"]), (batch_size,), generator=gen)
+    caption = data["caption_index"][pick].clone()
+    caption[torch.rand(batch_size, generator=gen) < caption_dropout] = 0  # 0 = the empty prompt
+    ids = data["ids"][pick].long()
+    latents = F.embedding(ids, codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
+    return latents, ids, data["text_states"][caption].float(), data["text_masks"][caption]

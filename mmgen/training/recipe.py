@@ -1,0 +1,213 @@
+"""Recipes: a shipped model's whole rebuild as data, one TOML file per model, read with the stdlib's `tomllib`.
+
+    mmgen train-tokenizer --recipe recipes/mmgen-base.toml   # the [tokenizer] run, published into `model`
+    mmgen train-generator --recipe recipes/mmgen-base.toml   # every [[generator.stages]] run, in order
+
+A recipe holds `model`, the folder that every stage publishes into (`mmgen.release`); `scheduler`, the sampler
+published with the generator; a [tokenizer] table of train-tokenizer's options; and for the generator, a [generator]
+table of options shared by every stage plus one [[generator.stages]] table per stage, whose own options win. Keys
+are the trainers' options as their run logs spell them (`--batch-size 64` is `batch_size = 64`, `--compile` is
+`compile = true`), and every stage names its own run folder, `out`. Paths are relative to where the command runs.
+
+Re-running a recipe continues it: a stage whose run finished (its log's last record is `done`) is skipped, and an
+interrupted one resumes from its last checkpoint. Other options on the command line apply to every stage (e.g.
+--cache-dir, --cpu); one that contradicts the recipe is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import PartialState
+
+from .checkpoints import log_stages
+
+PARTS = ("tokenizer", "generator")
+RECIPE_KEYS = ("model", "scheduler", *PARTS)
+RUNNER_OPTIONS = ("recipe", "resume")  # the runner sets them; a recipe cannot
+
+
+@dataclass
+class Recipe:
+    path: Path
+    model: str  # the model folder every stage publishes into
+    scheduler: str | None  # the sampler published with the generator
+    parts: dict[str, list[dict]]  # "tokenizer" / "generator": each stage's options (shared ones merged in)
+
+
+@dataclass
+class Stage:
+    name: str  # "tokenizer", "generator stage 2"
+    args: argparse.Namespace  # the trainer's full options for this stage
+    options: dict  # the options the recipe sets, as parsed (checked against a finished run's log)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe's layout; a missing file, bad TOML or a misplaced key is a `ValueError`."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"recipe {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"recipe {path} is not valid TOML: {e}") from None
+    where = f"recipe {path}"
+    for key in raw:
+        if key not in RECIPE_KEYS:
+            raise ValueError(f"{where}: unknown key {key!r} (a recipe holds {', '.join(RECIPE_KEYS)})")
+    if not isinstance(raw.get("model"), str):
+        raise ValueError(f"{where}: `model` must name the model folder that every stage publishes into")
+    parts = {}
+    if "tokenizer" in raw:
+        parts["tokenizer"] = [_options(raw["tokenizer"], f"{where}, [tokenizer]")]
+    if "generator" in raw:
+        shared = dict(_table(raw["generator"], f"{where}, [generator]"))
+        stages = shared.pop("stages", None)
+        if not isinstance(stages, list) or not stages:
+            raise ValueError(f"{where}: [generator] needs at least one [[generator.stages]] table")
+        if "out" in shared:
+            raise ValueError(f"{where}: `out` belongs in each [[generator.stages]] table, not in [generator]")
+        shared = _options(shared, f"{where}, [generator]")
+        parts["generator"] = [shared | _options(s, f"{where}, generator stage {i}") for i, s in enumerate(stages, 1)]
+        from ..pipeline import SCHEDULERS
+
+        if raw.get("scheduler") not in SCHEDULERS:
+            raise ValueError(f"{where}: `scheduler` must be one of {', '.join(sorted(SCHEDULERS))}")
+    return Recipe(path, raw["model"], raw.get("scheduler"), parts)
+
+
+def _table(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a table of options")
+    return value
+
+
+def _options(table, where: str) -> dict:
+    for key, value in _table(table, where).items():
+        if not isinstance(value, str | int | float | bool):
+            raise ValueError(f"{where}: {key} must be a string, number or boolean, got {value!r}")
+    return table
+
+
+def recipe_stages(recipe: Recipe, part: str, add_arguments, command_line=None) -> list[Stage]:
+    """The recipe's stages of `part` as full option sets of its trainer (`add_arguments` builds its parser), checked
+    and converted by that parser. `command_line`: the options the command gave; those off their defaults apply to
+    every stage, unless the recipe sets them otherwise (an error)."""
+    if part not in recipe.parts:
+        raise ValueError(f"recipe {recipe.path} has no [{part}] table")
+    parser = add_arguments(argparse.ArgumentParser(exit_on_error=False))
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    defaults = vars(parser.parse_args([]))
+    given = {
+        k: v
+        for k, v in vars(command_line or argparse.Namespace()).items()
+        if k in defaults and k not in RUNNER_OPTIONS and v != defaults[k]
+    }
+    stages, outs = [], set()
+    for i, options in enumerate(recipe.parts[part], 1):
+        name = part if part == "tokenizer" else f"{part} stage {i}"
+        where = f"recipe {recipe.path}, {name}"
+        argv = []
+        for key, value in options.items():
+            if key not in actions or key in RUNNER_OPTIONS:
+                raise ValueError(f"{where}: unknown option {key!r} (keys are the options of train-{part})")
+            argv += _argv(actions[key], key, value, where)
+        try:
+            args = parser.parse_args(argv)
+        except argparse.ArgumentError as e:
+            raise ValueError(f"{where}: {e}") from None
+        for key, value in given.items():
+            if key in options and getattr(args, key) != value:
+                raise ValueError(
+                    f"{where}: {actions[key].option_strings[0]} {value} on the command line contradicts the "
+                    f"recipe's {key} = {getattr(args, key)!r}; edit the recipe instead"
+                )
+            setattr(args, key, value)
+        if "out" not in options or args.out in outs:
+            raise ValueError(f"{where}: every stage needs its own run folder, `out`")
+        outs.add(args.out)
+        args.recipe, args.resume = None, True  # an interrupted stage resumes from its last checkpoint
+        stages.append(Stage(name, args, {key: getattr(args, key) for key in options}))
+    return stages
+
+
+def _argv(action: argparse.Action, key: str, value, where: str) -> list[str]:
+    """One option as the command line would give it, so that the trainer's parser checks types and choices."""
+    if action.nargs == 0:  # a flag
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: {key} must be true or false, got {value!r}")
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return [action.option_strings[0 if value else 1]]
+        return [action.option_strings[0]] if value else []
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: {key} takes a value, not {str(value).lower()}")
+    return [f"{action.option_strings[0]}={value}"]  # `=`: a value starting with '-' stays a value
+
+
+def finished(stage: Stage) -> bool:
+    """Whether the stage's run finished (its log's last record is `done`). A run that finished with other settings
+    than the recipe's is an error: it would stand in for a stage it is not."""
+    log = stage.out / "train_log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    if not records or not records[-1].get("done"):
+        return False
+    logged = log_stages(records)[-1][0].get("args", {})  # this run's header (an --init-from run logs its parents')
+    differ = {k: (logged[k], v) for k, v in stage.options.items() if k in logged and logged[k] != v}
+    if differ:
+        said = ", ".join(f"{k} = {was!r} (recipe: {want!r})" for k, (was, want) in differ.items())
+        raise ValueError(f"{stage.out} finished with other settings than {stage.name}: {said}; delete it to retrain")
+    return True
+
+
+def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Path], object]) -> None:
+    """Train each unfinished stage and publish it. Before a stage trains, the finished stage before it is published
+    again (seconds), so the model folder holds what that stage starts from even if a run stopped while publishing."""
+    state, previous, trained = PartialState(cpu=stages[0].args.cpu), None, False
+    for stage in stages:
+        if finished(stage):
+            state.print(f"{stage.name}: {stage.out} already finished, skipped")
+            previous = stage
+            continue
+        if previous is not None:
+            _publish(state, publish, previous)
+        state.print(f"{stage.name}: training in {stage.out}")
+        train(stage.args)
+        _publish(state, publish, stage)
+        previous, trained = None, True
+    if not trained:
+        state.print("every stage has finished: nothing to do (delete a stage's run folder to train it again)")
+
+
+def _publish(state: PartialState, publish: Callable, stage: Stage) -> None:
+    if state.is_main_process:  # under `accelerate launch`, one process writes the model folder
+        state.print(f"{stage.name}: publishing {stage.out}")
+        publish(stage.out)
+    state.wait_for_everyone()
+
+
+def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callable) -> Path:
+    """What `mmgen train-tokenizer/train-generator --recipe FILE` runs: the recipe's `part`, stage by stage, each
+    published into the recipe's model folder. Returns that folder."""
+    from ..release import release_generator, release_vqvae
+
+    recipe = load_recipe(args.recipe)
+    stages = recipe_stages(recipe, part, add_arguments, args)
+    model = Path(recipe.model)
+
+    def publish(run: Path) -> None:
+        if part == "tokenizer":
+            release_vqvae(run / "vqvae", model)
+        else:
+            release_generator(run, model, recipe.scheduler)
+
+    run_stages(stages, train, publish)
+    return model

@@ -1,0 +1,65 @@
+"""Run cards: written from settings, read back into the same settings; old and hand-edited cards."""
+
+import json
+
+import pytest
+
+from mmgen.run_card import RUN_CARD_FORMAT, make_run_card, read_run_card
+from mmgen.settings import DEFAULT_GUIDANCE_INTERVAL, SamplingSettings
+
+SETTINGS = SamplingSettings("a blue star", 3, 3.0, DEFAULT_GUIDANCE_INTERVAL, 0.25, 3, 11, "euler-ancestral")
+
+
+def test_a_card_round_trips_through_json(tmp_path):
+    card = make_run_card(SETTINGS, model="tiny", scheduler_config={"beta_schedule": "squaredcos_cap_v2"})
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card))
+    loaded = read_run_card(str(path), model="tiny", app_interval=DEFAULT_GUIDANCE_INTERVAL)
+    assert loaded.settings == SETTINGS and loaded.notes == []
+    assert card["format"] == RUN_CARD_FORMAT and card["guidance_interval"] == list(DEFAULT_GUIDANCE_INTERVAL)
+
+
+def test_an_old_card_loads_with_what_its_run_had():
+    card = make_run_card(SETTINGS, model="other")
+    for key in ("codebook_snap", "num_candidates", "guidance_interval"):
+        del card[key]
+    loaded = read_run_card(card, model="tiny", app_interval=DEFAULT_GUIDANCE_INTERVAL)
+    assert (loaded.settings.codebook_snap, loaded.settings.num_candidates) == (0.0, 1)
+    assert loaded.settings.guidance_interval is None
+    assert any("'other'" in n for n in loaded.notes) and any("guidance interval" in n for n in loaded.notes)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format": "something-else"}, "Not an mmgen run card"),
+        ({"codebook_snap": "lots"}, "codebook_snap"),
+        ({"guidance_interval": 250}, "guidance_interval"),
+        ({"num_candidates": 2.5}, "num_candidates"),
+        ({"num_candidates": True}, "num_candidates"),
+        ({"steps": None}, "steps"),
+        ({"guidance_scale": float("nan")}, "Guidance"),
+        ({"prompt": "x" * 5000}, "too long"),
+        ({"scheduler": "bogus"}, "Unknown scheduler"),
+    ],
+)
+def test_a_bad_card_gets_a_message(change, message):
+    with pytest.raises(ValueError, match=message):
+        read_run_card({**make_run_card(SETTINGS, model="tiny"), **change})
+
+
+def test_a_missing_field_and_a_broken_file_get_messages(tmp_path):
+    card = make_run_card(SETTINGS, model="tiny")
+    del card["prompt"]
+    with pytest.raises(ValueError, match="lacks a valid field: prompt"):
+        read_run_card(card)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="Not a run card"):
+        read_run_card(tmp_path / "bad.json")
+
+
+def test_a_card_within_the_library_bounds_can_exceed_an_apps():
+    card = make_run_card(SamplingSettings("a red circle", num_inference_steps=500), model="tiny")
+    assert read_run_card(card).settings.num_inference_steps == 500
+    with pytest.raises(ValueError, match=r"1\.\.100"):
+        read_run_card(card, max_steps=100)
