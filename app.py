@@ -1,7 +1,8 @@
 """mmgen explorer: generate images from text, watch them emerge step by step, and see them as codebook tokens.
 
 Run with `make demo` (http://127.0.0.1:7860). Set MMGEN_MODEL to a model folder or Hub repo id to explore
-another model. This file only loads the pipeline (once, at start) and launches the app; the UI is the package
+another model, and the MMGEN_MAX_* variables to change what one visitor may ask (`mmgen/app/limits.py`,
+docs/serving.md). This file only loads the pipeline (once, at start) and launches the app; the UI is the package
 `mmgen/app/` (one module per tab), and `build_demo(pipe)` builds it, so tests can pass a tiny pipeline.
 """
 
@@ -12,13 +13,12 @@ from pathlib import Path
 
 import torch
 
-from mmgen.app import build_demo
+from mmgen.app import Limits, build_demo, serve
 from mmgen.pipeline import MMGenPipeline, native_bf16
 from mmgen.tokens import default_model
 
-MAX_FILE_SIZE = "10mb"
+MAX_FILE_SIZE = "10mb"  # the default MMGEN_MAX_UPLOAD_MB; `serve` applies the Space's own
 SERVER_NAME = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-CONCURRENCY = 2  # gradio's default_concurrency_limit: events of one kind that run at once
 # bf16 matmuls where the CPU has them natively: ~1.7x faster, same measured accuracy (see docs/speed.md).
 # MMGEN_BF16=0 forces float32, MMGEN_BF16=1 forces bf16.
 BF16 = os.environ.get("MMGEN_BF16", "auto")
@@ -39,9 +39,7 @@ def model_card(model: str) -> Path | None:
 
 if __name__ == "__main__":
     model = default_model()  # MMGEN_MODEL, or the shipped assets/mmgen-base
-    demo = build_demo(
-        load_pipeline(model), model_name=os.environ.get("MMGEN_MODEL", "mmgen-base"), model_card=model_card(model)
-    )
-    demo.queue(default_concurrency_limit=CONCURRENCY).launch(
-        server_name=SERVER_NAME, max_file_size=MAX_FILE_SIZE, show_error=True
-    )
+    limits = Limits.from_env()  # MMGEN_MAX_STEPS, MMGEN_QUEUE_SIZE, ...: a bad value stops here, with a message
+    name = os.environ.get("MMGEN_MODEL", "mmgen-base")
+    demo = build_demo(load_pipeline(model), model_name=name, model_card=model_card(model), limits=limits)
+    serve(demo, limits, server_name=SERVER_NAME)  # bounded queue, capped requests, no raw errors for visitors

@@ -33,7 +33,13 @@ _EXPORTS = {  # public name -> the module that defines it
     "encode_image": "mmgen.tokens",
     "decode_tokens": "mmgen.tokens",
     "CodebookAtlas": "mmgen.codebook",
+    "Tokenizer": "mmgen.tokenizers",
+    "load_tokenizer": "mmgen.tokenizers",
+    "compare_tokenizers": "mmgen.compare",
+    "quantization_ambiguity": "mmgen.compare",
     "shapes_sample": "mmgen.data.shapes",
+    "AttentionRecorder": "mmgen.attention",
+    "Vocabulary": "mmgen.vocabulary",
 }
 __all__ = [  # literal, so tools see the public names; test_layout checks each resolves
     "MMGenPipeline",
@@ -53,13 +59,21 @@ __all__ = [  # literal, so tools see the public names; test_layout checks each r
     "encode_image",
     "decode_tokens",
     "CodebookAtlas",
+    "Tokenizer",
+    "load_tokenizer",
+    "compare_tokenizers",
+    "quantization_ambiguity",
     "shapes_sample",
+    "AttentionRecorder",
+    "Vocabulary",
     "__version__",
 ]
 
 if TYPE_CHECKING:
+    from .attention import AttentionRecorder
     from .callbacks import LatentInpainter, TrajectoryRecorder
     from .codebook import CodebookAtlas
+    from .compare import compare_tokenizers, quantization_ambiguity
     from .data.shapes import shapes_sample
     from .denoising import DenoisingRun, StepOutput
     from .models.dit import DiT
@@ -67,7 +81,9 @@ if TYPE_CHECKING:
     from .pipeline import SCHEDULERS, MMGenPipeline, MMGenPipelineOutput
     from .run_card import make_run_card, read_run_card
     from .settings import SamplingSettings
+    from .tokenizers import Tokenizer, load_tokenizer
     from .tokens import decode_tokens, encode_image, load_vqvae
+    from .vocabulary import Vocabulary
 
 
 def __getattr__(name: str):

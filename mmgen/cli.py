@@ -3,9 +3,14 @@
     mmgen shapes --n 100 --out data/shapes          # write shapes-v1 samples + metadata.jsonl
     mmgen encode photo.jpg --out out/               # tokens.json + reconstruction.png, prints PSNR
     mmgen decode out/tokens.json --out image.png
+    mmgen encode photo.jpg --out out/ --tokenizer amused/amused-256   # any VQ tokenizer (mmgen/tokenizers.py)
+    mmgen compare-tokenizers photo.jpg --tokenizer mmgen-base --tokenizer some/vq-model   # table + PNG
+    mmgen export-hub assets/mmgen-base --out export/   # a folder plain diffusers loads (trust_remote_code)
     mmgen train-tokenizer --out runs/vqvae          # see mmgen/training/train_tokenizer.py
     mmgen train-generator --out runs/generator      # see mmgen/training/train_generator.py
     mmgen eval-tokenizer --model assets/mmgen-base
+    mmgen caption image.png                          # image -> text (mmgen/captioning.py)
+    mmgen eval-caption --model assets/mmgen-base      # and eval-attention: docs/captioning.md
 
 Bad input (a missing or broken file, a malformed tokens file) ends with a one-line `error:` and exit code 2.
 """
@@ -13,6 +18,7 @@ Bad input (a missing or broken file, a malformed tokens file) ends with a one-li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -30,10 +36,11 @@ def cmd_shapes(args):
 
 def cmd_encode(args):
     from .data.images import load_image
-    from .tokens import encode_image, load_vqvae, save_tokens
+    from .tokenizers import load_tokenizer
+    from .tokens import default_model, encode_image, save_tokens
 
     image = load_image(args.image)  # fail on a bad file before paying for the model load
-    vq = load_vqvae(args.model)
+    vq = load_tokenizer(args.model or default_model())
     result = encode_image(vq, image, max_side=args.max_side)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -41,7 +48,7 @@ def cmd_encode(args):
         result.tokens,
         out / "tokens.json",
         model_id=args.model or "mmgen-base",
-        num_codes=vq.config.num_codes,
+        num_codes=vq.num_codes,
         downsample_factor=vq.downsample_factor,
     )
     result.reconstruction.save(out / "reconstruction.png")
@@ -53,21 +60,23 @@ def cmd_encode(args):
 
 
 def cmd_decode(args):
-    from .tokens import decode_tokens, load_vqvae, read_tokens
+    from .tokenizers import load_tokenizer
+    from .tokens import decode_tokens, default_model, read_tokens
 
-    vq = load_vqvae(args.model)
-    image = decode_tokens(vq, read_tokens(args.tokens, num_codes=vq.config.num_codes))
+    vq = load_tokenizer(args.model or default_model())
+    image = decode_tokens(vq, read_tokens(args.tokens, num_codes=vq.num_codes))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     image.save(args.out)
     print(f"wrote {args.out} ({image.width}x{image.height})")
 
 
 def cmd_generate(args):
+    from .attention import AttentionRecorder
     from .callbacks import TrajectoryRecorder
     from .pipeline import MMGenPipeline
     from .settings import SamplingSettings
     from .tokens import default_model, save_tokens
-    from .viz import save_gif
+    from .viz import save_gif, word_map_grid
 
     settings = SamplingSettings(
         prompt=args.prompt,
@@ -83,13 +92,16 @@ def cmd_generate(args):
     pipe = MMGenPipeline.from_pretrained(model)
     if settings.scheduler:
         pipe.use_scheduler(settings.scheduler)
+    warn_unknown_words(pipe, settings.prompt)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
-    out = pipe(
-        **settings.pipeline_kwargs(),
-        generator=settings.generator(),
-        callback_on_step_end=recorder,
-        callback_on_step_end_tensor_inputs=recorder.tensor_inputs,
-    )
+    attention = AttentionRecorder(pipe, settings.prompt) if args.attention else contextlib.nullcontext()
+    with attention:
+        out = pipe(
+            **settings.pipeline_kwargs(),
+            generator=settings.generator(),
+            callback_on_step_end=recorder,
+            callback_on_step_end_tensor_inputs=recorder.tensor_inputs,
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.images[0].save(args.out)
     print(f"wrote {args.out}")
@@ -106,6 +118,40 @@ def cmd_generate(args):
     if args.trajectory:
         save_gif([s.images[0] for s in recorder.steps], args.trajectory)
         print(f"wrote {args.trajectory} ({len(recorder.steps)} steps)")
+    if args.attention:
+        word_map_grid(out.images[0], attention.word_maps()).save(args.attention)
+        print(f"wrote {args.attention} (each word's attention map, {len(attention.steps)} steps)")
+
+
+def warn_unknown_words(pipe, prompt: str) -> None:
+    """Warn, without stopping, about prompt words the model's training captions never held."""
+    from .vocabulary import Vocabulary
+
+    vocabulary = Vocabulary.for_pipeline(pipe)
+    message = vocabulary and vocabulary.warning(prompt, (pipe.tokenizer, pipe.text_encoder))
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def cmd_caption(args):
+    from .captioning import caption_candidates
+    from .data.images import load_image
+    from .pipeline import MMGenPipeline
+    from .tokens import default_model
+
+    image = load_image(args.image)  # fail on a bad file (or captions file) before paying for the model load
+    captions = None
+    if args.captions:
+        lines = Path(args.captions).read_text().splitlines()
+        captions = [c.strip() for c in lines if c.strip() and not c.lstrip().startswith("#")]
+        if not captions:
+            raise ValueError(f"{args.captions} holds no captions (one per line)")
+    pipe = MMGenPipeline.from_pretrained(args.model or default_model())
+    pipe.set_progress_bar_config(disable=True)
+    ranked = pipe.rank_captions(image, captions) if captions else caption_candidates(pipe, image)
+    print("denoising error (lower: the model finds the caption more likely)")
+    for text, error in ranked[: args.top]:
+        print(f"{error:.5f}  {text}")
 
 
 def cmd_train_tokenizer(args):
@@ -132,8 +178,20 @@ def cmd_eval_generator(args):
     main(args)
 
 
+def cmd_eval_caption(args):
+    from .eval.eval_caption import main
+
+    main(args)
+
+
+def cmd_eval_attention(args):
+    from .eval.eval_attention import main
+
+    main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .eval import eval_generator, eval_tokenizer
+    from .eval import eval_attention, eval_caption, eval_generator, eval_tokenizer
     from .training import train_generator, train_tokenizer
 
     parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
@@ -148,15 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="turn an image into codebook tokens and back")
     p.add_argument("image")
     p.add_argument("--out", required=True, help="folder for tokens.json and reconstruction.png")
-    p.add_argument("--model", default=None, help="model folder or Hub id (default: $MMGEN_MODEL or the shipped one)")
+    tokenizer_help = "a VQ tokenizer: model or pipeline folder, Hub id, or mmgen-base (default: $MMGEN_MODEL's)"
+    p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=tokenizer_help)
     p.add_argument("--max-side", type=int, default=512, help="downscale larger images to this longer side")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="turn a tokens.json back into an image")
     p.add_argument("tokens")
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--model", default=None)
+    p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=tokenizer_help)
     p.set_defaults(func=cmd_decode)
+
+    from . import compare, export_hub
+
+    p = sub.add_parser("compare-tokenizers", help="images through several tokenizers: a table and a side-by-side PNG")
+    compare.add_arguments(p).set_defaults(func=compare.main)
+    p = sub.add_parser("export-hub", help="write a model folder that plain diffusers loads (trust_remote_code)")
+    export_hub.add_arguments(p).set_defaults(func=export_hub.main)
 
     from .pipeline import (
         DEFAULT_CODEBOOK_SNAP,
@@ -197,8 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")
     p.add_argument("--tokens", help="also write the image's token grid as JSON")
+    p.add_argument("--attention", metavar="PNG", help="also write where each word of the prompt went (a grid)")
     p.add_argument("--model", default=None)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("caption", help="image to text: rank captions by the generator's denoising error")
+    p.add_argument("image", help="an image the generator's size (64x64 for mmgen-base)")
+    p.add_argument("--captions", help="a text file of captions to rank, one per line (default: the model's own)")
+    p.add_argument("--top", type=int, default=10, help="print at most this many")
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser("train-tokenizer", help="train the VQ-VAE (accelerate)")
     train_tokenizer.add_arguments(p).set_defaults(func=cmd_train_tokenizer)
@@ -208,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_tokenizer.add_arguments(p).set_defaults(func=cmd_eval_tokenizer)
     p = sub.add_parser("eval-generator", help="evaluate text-to-image with the scene judge")
     eval_generator.add_arguments(p).set_defaults(func=cmd_eval_generator)
+    p = sub.add_parser("eval-caption", help="evaluate image-to-text (caption ranking and search) on held-out scenes")
+    eval_caption.add_arguments(p).set_defaults(func=cmd_eval_caption)
+    p = sub.add_parser("eval-attention", help="measure whether each word's attention map lands on its object")
+    eval_attention.add_arguments(p).set_defaults(func=cmd_eval_attention)
     return parser
 
 

@@ -33,6 +33,7 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import snapshot_download
 
+from . import captioning
 from .callbacks import LatentInpainter
 from .candidates import best_generators
 from .denoising import DenoisingRun, Guidance, model_output_for_x0, predict_x0  # noqa: F401
@@ -426,6 +427,14 @@ class MMGenPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs=inpainter.tensor_inputs,
             **kwargs,
         )
+
+    def rank_captions(self, image, captions: list[str]) -> list[tuple[str, float]]:
+        """[(caption, denoising error)] best first: how well the DiT explains `image` under each caption."""
+        return captioning.rank_captions(self, image, captions)
+
+    def caption(self, image) -> str:
+        """The best caption the model can give `image`: a search of its caption grammar, or its vocabulary ranked."""
+        return captioning.caption(self, image)
 
     @property
     def guidance_scale(self):

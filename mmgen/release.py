@@ -3,11 +3,13 @@
     python -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base
     python -m mmgen.release --generator runs/generator --scheduler euler-ancestral --out assets/mmgen-base
     python -m mmgen.release --out assets/mmgen-base --card  # rewrite the model card (mmgen/model_card.py)
+    python -m mmgen.release --out assets/mmgen-base --vocabulary  # rewrite transformer/vocabulary.json
     python -m mmgen.release --examples assets/examples    # the app's example images (mmgen/examples.py)
 
 fp16 halves the files, and larger weights are split into safetensors shards (every shipped file must stay under
 10 MB); the model is loaded back in float32, and the evaluation in the model card is run on these fp16 weights,
-so the figures describe exactly what ships.
+so the figures describe exactly what ships. A generator goes out with the words of its training captions
+(transformer/vocabulary.json, `mmgen.vocabulary`), which the command line and the app check prompts against.
 """
 
 from __future__ import annotations
@@ -64,8 +66,18 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
     pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
     if (run / "train_log.jsonl").exists():
         shutil.copy(run / "train_log.jsonl", out / "generator_train_log.jsonl")
+        write_vocabulary(out)
     check_file_sizes(out)
     return out
+
+
+def write_vocabulary(out: str | Path) -> Path:
+    """OUT/transformer/vocabulary.json: the words of every caption the generator trained on, read again from the
+    stages its training log names (`mmgen.vocabulary`), so the same log always gives the same file."""
+    from .vocabulary import VOCABULARY_FILE, vocabulary_from_log
+
+    out = Path(out)
+    return vocabulary_from_log(out / "generator_train_log.jsonl").save(out / "transformer" / VOCABULARY_FILE)
 
 
 def default_recipe(out: str | Path) -> str | None:
@@ -81,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", help="a train-generator output folder (transformer/, scheduler/, train_log.jsonl)")
     p.add_argument("--scheduler", default="dpm++", help="the sampling scheduler to ship (a SCHEDULERS name)")
     p.add_argument("--card", action="store_true", help="(re)write OUT/README.md from the logs and evaluations")
+    p.add_argument(
+        "--vocabulary", action="store_true", help="(re)write OUT/transformer/vocabulary.json from the training log"
+    )
     p.add_argument("--recipe", help="the recipe file named in the card (default: recipes/<OUT's name>.toml if any)")
     p.add_argument("--examples", help="write the app's example images to this folder")
     return p
@@ -92,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {release_vqvae(args.vqvae, args.out)}")
     if args.generator:
         print(f"wrote {release_generator(args.generator, args.out, args.scheduler)}")
+    if args.vocabulary:
+        print(f"wrote {write_vocabulary(args.out)}")
     if args.card:
         from .model_card import write_model_card
 

@@ -180,3 +180,157 @@ def step_bars(counts: list[int], current: int | None = None, height: int = 80, b
         colour = (255, 140, 0) if i == current else (90, 110, 160)
         canvas[height - h :, i * bar + 1 : (i + 1) * bar - 1] = colour
     return Image.fromarray(canvas)
+
+
+# Stops of the heat colour ramp (value 0 -> 1): black, purple, red, orange, pale yellow; perceptually ordered,
+# readable on light and dark pages, and still ordered in grayscale.
+HEAT_STOPS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+    dtype=np.float64,
+)
+
+
+def heat_colours(values: np.ndarray | torch.Tensor, vmin: float, vmax: float) -> np.ndarray:
+    """Values -> (..., 3) uint8 colours of the heat ramp, `vmin` dark and `vmax` bright (clipped outside)."""
+    v = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    if not vmax > vmin:
+        raise ValueError(f"vmax must exceed vmin, got {vmin}..{vmax}")
+    t = np.clip((v - vmin) / (vmax - vmin), 0, 1) * (len(HEAT_STOPS) - 1)
+    lo = np.minimum(t.astype(np.int64), len(HEAT_STOPS) - 2)
+    frac = (t - lo)[..., None]
+    return (HEAT_STOPS[lo] * (1 - frac) + HEAT_STOPS[lo + 1] * frac).round().astype(np.uint8)
+
+
+def heatmap(values: np.ndarray | torch.Tensor, vmin: float, vmax: float, cell: int = 1) -> Image.Image:
+    """A (h, w) array drawn with the heat ramp, each value a `cell` x `cell` square: an error map (cell 1) or a
+    per-token map such as quantisation distance or margin (cell = pixels per token)."""
+    rgb = heat_colours(values, vmin, vmax)
+    if rgb.ndim != 3:
+        raise ValueError(f"expected a (h, w) array, got shape {rgb.shape[:-1]}")
+    return Image.fromarray(rgb).resize((rgb.shape[1] * cell, rgb.shape[0] * cell), Image.Resampling.NEAREST)
+
+
+def colorbar(vmin: float, vmax: float, label: str, width: int = 256, height: int = 44) -> Image.Image:
+    """A legend for `heatmap`: the ramp from vmin (left) to vmax (right), its two ends written under it and
+    `label` on the line below."""
+    from PIL import ImageDraw
+
+    bar = Image.fromarray(np.repeat(heat_colours(np.linspace(vmin, vmax, width), vmin, vmax)[None], 14, axis=0))
+    legend = Image.new("RGB", (width, height), (255, 255, 255))
+    legend.paste(bar, (0, 0))
+    draw = ImageDraw.Draw(legend)
+    low, high = f"{vmin:.3g}", f"{vmax:.3g}"
+    draw.text((1, 16), low, fill=(0, 0, 0))
+    draw.text((width - 1 - draw.textlength(high), 16), high, fill=(0, 0, 0))
+    draw.text((1, 30), label, fill=(0, 0, 0))
+    return legend
+
+
+def side_by_side(
+    rows: list[list[Image.Image]], labels: list[str], scale: int = 1, pad: int = 4, label_height: int = 14
+) -> Image.Image:
+    """Rows of images in columns with a label over each column (an image through several tokenizers: original,
+    reconstructions, error maps), each enlarged by `scale` (nearest neighbour); columns are as wide as their
+    widest image, rows as tall as their tallest."""
+    if not rows or any(len(r) != len(labels) for r in rows):
+        raise ValueError("every row needs one image per label")
+    from PIL import ImageDraw
+
+    widths = [max(row[c].width for row in rows) * scale for c in range(len(labels))]
+    heights = [max(im.height for im in row) * scale for row in rows]
+    xs = [pad + sum(widths[:c]) + c * pad for c in range(len(labels))]
+    sheet = Image.new("RGB", (xs[-1] + widths[-1] + pad, label_height + sum(heights) + (len(rows) + 1) * pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for x, w, label in zip(xs, widths, labels):
+        while label and draw.textlength(label) > w:  # cut long names to the column
+            label = label[:-1]
+        draw.text((x, 2), label, fill=(0, 0, 0))
+    y = label_height + pad
+    for row, h in zip(rows, heights):
+        for x, image in zip(xs, row):
+            sheet.paste(
+                image.convert("RGB").resize((image.width * scale, image.height * scale), Image.NEAREST), (x, y)
+            )
+        y += h + pad
+    return sheet
+
+
+def overlay_heatmap(
+    image: Image.Image, heat: np.ndarray, vmin: float, vmax: float, alpha: float = 0.65
+) -> Image.Image:
+    """The image under a heat map in `heat_colours` (e.g. a word's attention map), the map resized to the image
+    (bilinear) when their sizes differ."""
+    colours = Image.fromarray(heat_colours(heat, vmin, vmax))
+    if colours.size != image.size:
+        colours = colours.resize(image.size, Image.Resampling.BILINEAR)
+    return Image.blend(image.convert("RGB"), colours, alpha)
+
+
+def _labelled(tile: Image.Image, label: str, height: int = 14) -> Image.Image:
+    """A tile with its label written in a white band underneath (cut to the tile's width)."""
+    from PIL import ImageDraw
+
+    out = Image.new("RGB", (tile.width, tile.height + height), (255, 255, 255))
+    out.paste(tile, (0, 0))
+    draw = ImageDraw.Draw(out)
+    while label and draw.textlength(label) > tile.width - 2:
+        label = label[:-1]
+    draw.text((2, tile.height + 1), label, fill=(0, 0, 0))
+    return out
+
+
+def word_map_grid(
+    image: Image.Image,
+    maps: dict[str, np.ndarray],
+    vmax: float | None = None,
+    scale: int = 2,
+    cols: int = 5,
+    pad: int = 2,
+) -> Image.Image:
+    """The image, then every word's map over it (`overlay_heatmap`, from 0), each labelled with the word and its
+    maximum, in rows of `cols`,
+    nearest-neighbour enlarged by `scale`. `vmax`: the value drawn brightest, shared by all words (compares how
+    much each word is read); None: each map up to its own maximum (shows where each word goes, however little)."""
+    big = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    tiles = [_labelled(big, "image")]
+    for word, heat in maps.items():
+        top = max(float(np.max(heat)), 1e-12) if vmax is None else vmax
+        tiles.append(_labelled(overlay_heatmap(big, heat, 0.0, top), f"{word} {np.max(heat):.2f}"))
+    w, h = tiles[0].size
+    rows = -(-len(tiles) // cols)
+    grid = Image.new("RGB", (min(cols, len(tiles)) * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        grid.paste(tile, (pad + c * (w + pad), pad + r * (h + pad)))
+    return grid
+
+
+def word_map_strip(
+    frames: list[Image.Image], heats: list[np.ndarray], vmin: float, vmax: float, scale: int = 2
+) -> Image.Image:
+    """One word's map over each step's image (e.g. the decoded x0 estimate), side by side: the word across steps."""
+    if len(frames) != len(heats) or not frames:
+        raise ValueError(f"need one map per frame, got {len(frames)} frames and {len(heats)} maps")
+    return filmstrip([overlay_heatmap(f, h, vmin, vmax) for f, h in zip(frames, heats)], scale=scale)
+
+
+def score_bars(
+    labels: list[str], values: list[float], vmin: float, vmax: float, width: int = 560, bar_height: int = 16
+) -> Image.Image:
+    """Horizontal bars, one per label (e.g. ranked captions and their denoising errors), each as long as its
+    value's place in `vmin`..`vmax`, the value and label written beside it; the first bar orange, the rest
+    grey-blue."""
+    from PIL import ImageDraw
+
+    if len(labels) != len(values):
+        raise ValueError(f"got {len(labels)} labels for {len(values)} values")
+    canvas = Image.new("RGB", (width, len(labels) * bar_height + 2), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    bar_space = width // 4
+    for i, (label, value) in enumerate(zip(labels, values)):
+        y = 1 + i * bar_height
+        share = float(np.clip((value - vmin) / max(vmax - vmin, 1e-12), 0, 1))
+        colour = (255, 140, 0) if i == 0 else (90, 110, 160)
+        draw.rectangle((0, y + 2, max(1, int(share * bar_space)), y + bar_height - 3), fill=colour)
+        draw.text((bar_space + 6, y + 2), f"{value:.4f}  {label}", fill=(0, 0, 0))
+    return canvas

@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import ValidationError  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmgen.data.shapes import shapes_sample  # noqa: E402
@@ -156,15 +157,24 @@ def test_overlay_toggle_draws_on_the_image(client):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("   ", 4, 2.0, 0, False, "ddim", 0.5, 1, False), "Type a prompt"),
-        (("a red circle", 4, 2.0, 0, False, "nope", 0.5, 1, False), "not in the list of choices"),
-        (("a red circle", 4, -1.0, 0, False, "ddim", 0.5, 1, False), "less than minimum value 0"),
-        (("a red circle", 4, 2.0, 0, False, "ddim", 1.5, 1, False), "greater than maximum value 1"),
-        (("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 0, False), "less than minimum value 1"),
+        (("   ", 4, 2.0, 0, False, "ddim", 0.5, 1, False), "prompt: Type a prompt"),
+        (("a red circle", 4, 2.0, 0, False, "nope", 0.5, 1, False), "scheduler: Unknown scheduler 'nope'"),
+        (("a red circle", 4, -1.0, 0, False, "ddim", 0.5, 1, False), r"guidance: Guidance must be a number >= 0"),
+        (("a red circle", 4, 11.0, 0, False, "ddim", 0.5, 1, False), r"guidance: Guidance must be a number 0\.\.10"),
+        (("a red circle", 4, 2.0, 0, False, "ddim", 1.5, 1, False), r"snap: Codebook snap must be a number 0\.\.1"),
+        (("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 0, False), r"candidates: Candidates must be a whole number"),
+        (("a red circle", 4, 2.0, -3, False, "ddim", 0.5, 1, False), r"seed: The seed must be a whole number"),
+        (("a red circle", 4.5, 2.0, 0, False, "ddim", 0.5, 1, False), r"steps: Steps must be a whole number"),
+        (("a red circle", "many", 2.0, 0, False, "ddim", 0.5, 1, False), r"steps: Steps must be a whole number"),
+        (("x" * 2001, 4, 2.0, 0, False, "ddim", 0.5, 1, False), "prompt: The prompt has 2001 characters"),
+        # over the Space's budget (the sliders' ends): the message names the limit
+        (("a red circle", 150, 2.0, 0, False, "ddim", 0.5, 1, False), "150 steps is over this Space's limit of 100"),
+        (("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 9, False), "MMGEN_MAX_CANDIDATES"),
     ],
 )
-def test_generate_bad_input_gets_a_message(client, args, message):
-    with pytest.raises(Exception, match=message):
+def test_generate_bad_input_gets_a_message_before_it_is_queued(client, args, message):
+    """Every entry point's one check, run when the job asks to join the queue; the message names the control."""
+    with pytest.raises(ValidationError, match=message):
         client.predict(*args, api_name="/generate")
 
 
@@ -296,3 +306,116 @@ def test_scratch_folders_for_downloads_are_pruned_once_old(tmp_path, monkeypatch
     new = files.scratch_folder("trajectory-")
     assert not old.exists() and recent.exists() and new.exists() and new.parent == tmp_path / "scratch"
     assert files.CACHE_CLEANUP[1] >= files.SCRATCH_MAX_AGE_S  # gradio's cached copies outlive the scratch files
+
+
+# ---------------------------------------------------------------- one check, messages for people
+def test_run_cards_go_through_the_same_check(client, tmp_path):
+    first = client.predict(*GENERATE, api_name="/generate")
+    card = json.loads(open(next(f for f in first[4] if f.endswith("run_card.json"))).read())
+    for field, value, message in [
+        ("guidance_scale", float("nan"), "Guidance must be a number >= 0, got nan"),
+        ("guidance_scale", float("inf"), "Guidance must be a number >= 0, got inf"),
+        ("steps", 150, "150 steps is over this Space's limit of 100 \\(MMGEN_MAX_STEPS\\)"),
+        ("num_candidates", 12, "12 candidates is over this Space's limit of 8"),
+        ("prompt", "x" * 2001, "The prompt has 2001 characters"),
+    ]:
+        (tmp_path / "card.json").write_text(json.dumps({**card, field: value}))  # json writes NaN, as JS cannot
+        with pytest.raises(Exception, match=message):
+            client.predict(handle_file(str(tmp_path / "card.json")), api_name="/load_run_card")
+
+
+def test_failures_never_show_paths_or_exception_names(client, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(Exception) as refused:
+        client.predict(handle_file(str(bad)), api_name="/tokenize")
+    message = str(refused.value)
+    assert "not an image" in message and "/tmp" not in message and "gradio" not in message
+    assert not any(name in message for name in ("UnidentifiedImageError", "OSError", "ValueError", "Traceback"))
+    client.predict(_scene(tmp_path), api_name="/tokenize")
+    with pytest.raises(Exception, match="type at most"):  # a huge cell list is refused before it is parsed
+        client.predict("1,1; " * 10_000, api_name="/select_cells")
+
+
+def test_the_handler_wrapper_turns_any_failure_into_a_message(caplog):
+    import gradio as gr
+
+    from mmgen.app.errors import UNEXPECTED, for_people, handler
+
+    @handler
+    def broken(kind):
+        if kind == "value":
+            raise ValueError("/srv/app/cache/abc123/photo.png: not an image")
+        raise KeyError("internal detail")
+
+    with pytest.raises(gr.Error) as e:
+        broken("value")
+    assert e.value.message == "'photo.png': not an image"
+    with pytest.raises(gr.Error) as e:
+        broken("other")
+    assert e.value.message == UNEXPECTED and "internal detail" in caplog.text  # logged for the host, not shown
+    assert for_people(r"could not read C:\Users\me\card.json") == "could not read 'card.json'"
+
+
+# ---------------------------------------------------------------- limits, jobs, frames (no server)
+def test_limits_come_from_the_environment_and_bad_values_stop_the_start():
+    from mmgen.app import Limits
+
+    limits = Limits.from_env({"MMGEN_MAX_STEPS": "50", "MMGEN_MAX_JOB_SECONDS": "2.5", "MMGEN_QUEUE_SIZE": " "})
+    assert (limits.max_steps, limits.job_seconds, limits.queue_size) == (50, 2.5, Limits().queue_size)
+    for env, message in [
+        ({"MMGEN_MAX_STEPS": "5000"}, "at most 1000"),
+        ({"MMGEN_MAX_CANDIDATES": "lots"}, "must be a number"),
+        ({"MMGEN_SESSION_MINUTES": "0"}, "above 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Limits.from_env(env)
+    from mmgen.app.compute import default_threads
+
+    assert default_threads({"MMGEN_TORCH_THREADS": "3"}) == 3 and default_threads({}) >= 1
+    with pytest.raises(ValueError, match="at least 1"):
+        default_threads({"MMGEN_TORCH_THREADS": "0"})
+
+
+def test_job_gate_admits_one_job_per_session():
+    from types import SimpleNamespace
+
+    from mmgen.app import Limits
+    from mmgen.app.jobs import BUSY, JobGate
+
+    gate = JobGate(Limits())
+    gate.admit("a")
+    with pytest.raises(ValueError, match="already have a job"):
+        gate.admit("a")
+    assert BUSY.endswith("(one at a time per visitor).")
+    gate.admit("b")  # another visitor
+    with gate.job(SimpleNamespace(session_hash="a")):
+        with pytest.raises(ValueError, match="already have a job"):
+            gate.admit("a")
+    gate.admit("a")  # the job ended: its slot is free
+    gate.on_unload(SimpleNamespace(session_hash="a"))  # the tab closed before its job ran
+    gate.admit("a")
+    gate.stale_after_s = 0  # a job that never started (its client left) gives its slot back
+    gate.admit("a")
+
+
+def test_a_finished_run_is_small_and_frames_are_drawn_on_demand(tiny_pipe):
+    """A session keeps tokens and fp16 latents (bytes per step), never drawn frames; the cache of decoded
+    frames is bounded for the whole app."""
+    from mmgen.app.compute import ModelThread
+    from mmgen.app.frames import FrameDrawer, Trajectory
+
+    run = tiny_pipe.stepwise("a red circle", num_inference_steps=6, num_candidates=1)
+    trajectory = Trajectory()
+    while not run.done:
+        trajectory.record(run.pipe, run.step())
+    per_step = sum(t.nbytes for t in trajectory.latents + trajectory.tokens) / len(trajectory)
+    c, h, w = trajectory.latents[0].shape
+    assert per_step == c * h * w * 2 + h * w * 2  # float16 x_t and int16 tokens, nothing else
+    drawer = FrameDrawer(tiny_pipe, ModelThread(), display_side=64, cache_size=4)
+    x_t, x0, tokens, changed, plot, info = drawer.view(trajectory, 5)
+    assert x0.size == (64, 64) and "Step 6 of 6" in info
+    for k in range(6):
+        drawer.view(trajectory, k)
+    assert drawer.cached() == 4
+    assert [im.size for im in drawer.all_x0(trajectory)] == [(32, 32)] * 6

@@ -149,6 +149,18 @@ def test_bad_upload_shows_a_message_not_a_traceback(page, tmp_path):
     assert "Traceback" not in page.content()
 
 
+def test_a_refused_request_says_why_under_its_control(page):
+    """The app's one check runs when the job asks to join the queue; the browser shows its message under the
+    control it concerns, and nothing runs."""
+    open_tab(page, "Generate")
+    page.locator("#prompt textarea").fill("   ")
+    page.locator("#generate").click()
+    page.locator("#prompt").get_by_text("Type a prompt first").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#prompt textarea").fill("a red circle")
+    page.locator("#generate").click()  # and a corrected request goes through
+    page.locator("#generate-info").get_by_text("steps of").wait_for(timeout=TIMEOUT_MS)
+
+
 # ---------------------------------------------------------------- README screenshots (real model)
 def screenshots(out: Path) -> None:
     """Launch the app on the shipped model and capture each tab after a typical action."""
@@ -160,8 +172,9 @@ def screenshots(out: Path) -> None:
     from mmgen.tokens import default_model
 
     out.mkdir(parents=True, exist_ok=True)
-    demo = app.build_demo(MMGenPipeline.from_pretrained(default_model()))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    limits = app.Limits()
+    demo = app.build_demo(MMGenPipeline.from_pretrained(default_model()), limits=limits)
+    app.serve(demo, limits, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -102,3 +102,28 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "metadata.jsonl").write_text("{broken\n")
     with pytest.raises(ValueError, match="metadata.jsonl:1"):
         ImageFolder(tmp_path)
+
+
+def test_the_size_is_checked_from_the_header_before_any_decode(tmp_path, monkeypatch):
+    """A 62-megapixel one-colour PNG is 60 kB on disk and 186 MB decoded: refused without decoding a pixel."""
+    from PIL import ImageFile
+
+    path = _save(Image.new("1", (8000, 7800)), tmp_path / "bomb.png")
+    assert path.stat().st_size < 100_000
+
+    def no_decoding(self):
+        raise AssertionError("decoded before the size check")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageLoadError, match="too large: 8000x7800 is over 16,000,000 pixels") as refused:
+        load_image(path, max_pixels=16_000_000)
+    assert refused.value.reason.startswith("image too large") and str(path) not in refused.value.reason
+
+
+def test_a_large_jpeg_wanted_small_is_decoded_at_reduced_scale(tmp_path):
+    path = _save(Image.new("RGB", (2000, 1500), (10, 200, 30)), tmp_path / "photo.jpg")
+    assert load_image(path).size == (2000, 1500)
+    assert load_image(path, max_side=256).size == (500, 375)  # 1/4 scale: the smallest that still covers 256
+    assert load_image(path, max_pixels=1_000_000, max_side=256).size == (500, 375)  # the cap is on what is decoded
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(path, max_pixels=1_000_000)

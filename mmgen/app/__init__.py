@@ -3,12 +3,17 @@ codebook tokens. `app.py` at the repository root launches it; `build_demo(pipe)`
 pipeline).
 
 One module per tab (`generate`, `trajectory`, `tokenizer`, `codebook`, `about`), each building its components
-and wiring its own events; `demo` puts them together. Shared pieces: `context` (the pipeline and the app's
-limits), `runs` (a run's settings, checked by `mmgen.settings`, and what a finished run leaves for the other
-tabs), `files` (scratch files for downloads, gradio's image cache). Handlers hold no model logic: they call the
-pipeline, `mmgen.run_card`, `mmgen.tokens`, `mmgen.codebook` and the pure drawing functions of `mmgen.viz`.
+and wiring its own events; `demo` puts them together and `serving` launches it for many visitors. Shared
+pieces: `context` (the pipeline and what every tab uses), `limits` (what one visitor may ask, from MMGEN_*
+variables), `jobs` (one model job per visitor, time limits), `compute` (the one thread model calls run on),
+`frames` (a run's compact trajectory, drawn on demand), `runs` (a run's settings, checked by `mmgen.settings`,
+and what a finished run leaves for the other tabs), `errors` (messages for people), `files` (scratch files for
+downloads, gradio's image cache). Handlers hold no model logic: they call the pipeline, `mmgen.run_card`,
+`mmgen.tokens`, `mmgen.codebook` and the pure drawing functions of `mmgen.viz`.
 """
 
 from .demo import build_demo
+from .limits import Limits
+from .serving import serve
 
-__all__ = ["build_demo"]
+__all__ = ["Limits", "build_demo", "serve"]

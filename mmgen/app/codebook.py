@@ -12,6 +12,7 @@ from ..codebook import CodebookAtlas, reference_images
 from ..data.images import load_image
 from ..viz import tile_at, tile_grid, upscale_nearest, usage_bars
 from .context import AppContext
+from .errors import handler
 
 CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
 SORT_BY_USAGE, SORT_BY_ID = "usage (most used first)", "code id"
@@ -69,11 +70,24 @@ class CodebookTab:
             if self._atlas is None:
                 paths = sorted(self.ctx.examples_dir.glob("*.png"))
                 photos = [load_image(p) for p in paths if "shapes" not in p.name]
-                self._atlas = CodebookAtlas.build(self.ctx.vq, reference_images(photos=photos))
+                self._atlas = self.ctx.compute(CodebookAtlas.build, self.ctx.vq, reference_images(photos=photos))
             return self._atlas
 
-    # ------------------------------------------------------------------ handlers
+    # ------------------------------------------------------------------ handlers (their tiles are decoded on the
+    # model thread: the atlas decodes a code's tile when first asked for)
+    @handler
     def show_codebook(self, sort_by: str) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
+        return self.ctx.compute(self._show_codebook, sort_by)
+
+    @handler
+    def code_details(self, code: float | None, sort_by: str) -> tuple:
+        return self.ctx.compute(self._code_details, code, sort_by)
+
+    @handler
+    def click_code(self, sort_by: str, evt: gr.SelectData) -> tuple:
+        return self.ctx.compute(self._click_code, sort_by, evt)
+
+    def _show_codebook(self, sort_by: str) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
         atlas, num_codes = self.atlas(), self.ctx.num_codes
         s = atlas.stats
         info = (
@@ -84,7 +98,7 @@ class CodebookTab:
         grid = tile_grid(atlas.tiles, self.order(sort_by), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE)
         return grid, usage_bars(atlas.counts, max_bars=num_codes, bar_width=1), info
 
-    def code_details(self, code: float | None, sort_by: str) -> tuple:
+    def _code_details(self, code: float | None, sort_by: str) -> tuple:
         """One code: its tile, its usage and rank, its nearest codes and where it occurs; the grid highlights it."""
         atlas, num_codes = self.atlas(), self.ctx.num_codes
         if code is None or not 0 <= int(code) < num_codes:
@@ -104,13 +118,13 @@ class CodebookTab:
         examples = [(upscale_nearest(im, 80), "") for im in atlas.examples(code)]
         return upscale_nearest(atlas.tiles[code], 96), info, neighbours, examples, grid, code
 
-    def click_code(self, sort_by: str, evt: gr.SelectData) -> tuple:
+    def _click_code(self, sort_by: str, evt: gr.SelectData) -> tuple:
         atlas, order = self.atlas(), self.order(sort_by)
         x, y = int(evt.index[0]), int(evt.index[1])
         i = tile_at(x, y, atlas.tiles[0].width, len(order), CODEBOOK_COLS, CODEBOOK_SCALE)
         if i is None:
             raise gr.Error("Click on a code tile.")
-        return self.code_details(order[i], sort_by)
+        return self._code_details(order[i], sort_by)
 
     def order(self, sort_by: str) -> list[int]:
         return self.atlas().order("usage" if sort_by.startswith("usage") else "id")

@@ -1,29 +1,43 @@
-"""What every tab of the explorer shares: the pipeline (loaded once, at start), facts about its models, and the
-app's limits. Tabs read these from an `AppContext`; nothing here runs a model."""
+"""What every tab of the explorer shares: the pipeline (loaded once, at start), facts about its models, the app's
+limits, the one thread model calls run on, the gate that admits model jobs and the frame drawer. Tabs read these
+from an `AppContext`; nothing here runs a model at import."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..models.vqvae import VQVAE
 from ..pipeline import SCHEDULERS, MMGenPipeline
-from ..settings import MAX_CANDIDATES
+from .compute import ModelThread
+from .frames import FrameDrawer
+from .jobs import JobGate
+from .limits import Limits
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_MODEL_CARD = ASSETS / "mmgen-base" / "README.md"
 DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at least this side
-MAX_STEPS = 100  # the sliders' range; the pipeline itself accepts up to 1000
-MAX_APP_CANDIDATES = min(8, MAX_CANDIDATES)  # the slider's range: 8 noises cost 2.8 runs' time (make bench)
 
 
 @dataclass(frozen=True)
 class AppContext:
-    """The loaded pipeline and the name it is shown (and written into run cards and token files) under."""
+    """The loaded pipeline, the name it is shown (and written into run cards and token files) under, and the
+    limits it is served with."""
 
     pipe: MMGenPipeline
     model_name: str
+    limits: Limits = field(default_factory=Limits)
     examples_dir: Path = ASSETS / "examples"  # example uploads, and the photos of the codebook's reference set
+    compute: ModelThread = field(default_factory=ModelThread)
+
+    @cached_property
+    def jobs(self) -> JobGate:
+        return JobGate(self.limits)
+
+    @cached_property
+    def frames(self) -> FrameDrawer:
+        return FrameDrawer(self.pipe, self.compute, DISPLAY_SIDE)
 
     @property
     def vq(self) -> VQVAE:

@@ -1,9 +1,12 @@
 """`build_demo`: the explorer's page, put together from one module per tab.
 
 Tabs build their own components and wire their own events; what they share is explicit: the `AppContext` (the
-pipeline, the model's name), the session's last finished run (`run_state`, written by the Generate tab and by step
-mode, read by the Trajectory tab), the Trajectory tab's slider and views (filled by the Generate tab's runs) and
-the Generate tab's sampling controls (read by step mode).
+pipeline, the model's name, the limits, the model thread, the job gate), the session's last finished run
+(`run_state`, written by the Generate tab and by step mode, read by the Trajectory tab), the Trajectory tab's
+slider and views (filled by the Generate tab's runs) and the Generate tab's sampling controls (read by step
+mode). A new tab is a module with a class that builds its components in `__init__` and wires its events in
+`wire()`; model calls go through `ctx.compute`, model events get `validator=ctx.jobs.admission(...)`, handlers
+are wrapped in `errors.handler`. `serving.serve` launches the page for many visitors.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from .codebook import CodebookTab
 from .context import SHIPPED_MODEL_CARD, AppContext
 from .files import CACHE_CLEANUP, install_atomic_image_cache
 from .generate import GenerateTab
+from .limits import Limits
 from .tokenizer import TokenizerTab
 from .trajectory import TrajectoryTab
 
@@ -34,15 +38,19 @@ def header(ctx: AppContext) -> str:
     )
 
 
-def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base", model_card: Path | None = None) -> gr.Blocks:
+def build_demo(
+    pipe: MMGenPipeline, model_name: str = "mmgen-base", model_card: Path | None = None, limits: Limits | None = None
+) -> gr.Blocks:
     """The explorer on `pipe` (tests pass a tiny one). `model_name` is shown and written into run cards and
-    token files; `model_card`: the Markdown shown in the About tab (default: the shipped model's card)."""
-    ctx = AppContext(pipe, model_name)
+    token files; `model_card`: the Markdown shown in the About tab (default: the shipped model's card);
+    `limits`: what one visitor may ask (default: `Limits.from_env()`, the Space's MMGEN_* variables)."""
+    ctx = AppContext(pipe, model_name, limits or Limits.from_env())
     pipe.set_progress_bar_config(disable=True)
     install_atomic_image_cache()
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(header(ctx))
-        run_state = gr.State(None)  # the session's last finished run (runs.FinishedRun)
+        # The session's last finished run (runs.FinishedRun), dropped this long after it was made.
+        run_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
         generate = GenerateTab(ctx, run_state)
         trajectory = TrajectoryTab(ctx, run_state)
         tokenizer = TokenizerTab(ctx)
@@ -53,4 +61,6 @@ def build_demo(pipe: MMGenPipeline, model_name: str = "mmgen-base", model_card: 
         trajectory.wire(generate.controls)
         tokenizer.wire()
         codebook.wire()
+        demo.unload(ctx.jobs.on_unload)  # a closed tab gives back its job slot
+    demo.mmgen_context = ctx  # for serving (warm-up) and tests
     return demo

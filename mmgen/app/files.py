@@ -14,7 +14,7 @@ from PIL import Image
 
 SCRATCH_ROOT = Path(tempfile.gettempdir()) / "mmgen-app"
 SCRATCH_MAX_AGE_S = 3600
-CACHE_CLEANUP = (3600, 86400)  # gradio's delete_cache: every hour, drop cached files older than a day
+CACHE_CLEANUP = (900, 7200)  # gradio's delete_cache: every 15 min, drop files (outputs, uploads) older than 2 h
 
 
 def scratch_folder(prefix: str) -> Path:

@@ -5,6 +5,7 @@ so the next run reproduces it."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -12,7 +13,6 @@ import gradio as gr
 import PIL.Image
 import torch
 
-from ..callbacks import TrajectoryRecorder
 from ..pipeline import SCHEDULERS
 from ..run_card import read_run_card
 from ..settings import (
@@ -25,11 +25,15 @@ from ..settings import (
 )
 from ..tokens import save_tokens
 from ..viz import cell_size, overlay_tokens, token_map, upscale_nearest
-from .context import DISPLAY_SIDE, MAX_APP_CANDIDATES, MAX_STEPS, AppContext
+from .context import DISPLAY_SIDE, AppContext
+from .errors import handler
 from .files import scratch_folder
-from .runs import FinishedRun, finish_run, frame_view, settings_from_controls, start_run
+from .frames import Trajectory
+from .limits import MAX_GUIDANCE
+from .runs import FinishedRun, advance, checked, finish_run, refused_controls, settings_from_controls, start_run
 
 PREVIEW_EVERY_S = 0.25  # live previews while generating: often enough to watch, rare enough to cost little
+MAX_RUN_CARD_BYTES = 64 * 1024  # a run card is about 1 kB
 EXAMPLE_PROMPTS = [
     "a large red circle in the top left on a white background",
     "a small blue star at the bottom on a black background",
@@ -69,9 +73,10 @@ class GenerateTab:
     def _build_controls(self) -> None:
         self.prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0], max_lines=3, elem_id="prompt")
         with gr.Row():
-            self.steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
+            limits = self.ctx.limits
+            self.steps = gr.Slider(1, limits.max_steps, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
             self.guidance = gr.Slider(
-                0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="guidance"
+                0, MAX_GUIDANCE, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="guidance"
             )
             self.snap = gr.Slider(
                 0,
@@ -84,7 +89,7 @@ class GenerateTab:
             )
             self.candidates = gr.Slider(
                 1,
-                MAX_APP_CANDIDATES,
+                limits.max_candidates,
                 value=DEFAULT_NUM_CANDIDATES,
                 step=1,
                 label="Candidates",
@@ -117,28 +122,21 @@ class GenerateTab:
         `step_views` (x_t, x0, its tokens, changed tokens, the changes plot, the step's info)."""
         inputs = [*self.controls, self.overlay]
         outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads, step, *step_views]
-        self.button.click(self.generate, inputs, outputs, api_name="generate", concurrency_id="model")
+        ctx = self.ctx
+        model_event = ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values))
+        self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event)
         self.prompt.submit(
-            self.generate,
-            inputs,
-            outputs,
-            api_name="generate_on_submit",
-            api_visibility="private",
-            concurrency_id="model",
+            self.generate, inputs, outputs, api_name="generate_on_submit", api_visibility="private", **model_event
         )
         self.overlay.change(
             self.toggle_overlay, [self.run_state, self.overlay], self.tokens, api_name="toggle_overlay"
         )
         self.card_upload.upload(self.load_run_card, self.card_upload, self.controls, api_name="load_run_card").success(
-            self.generate,
-            inputs,
-            outputs,
-            api_name="generate_from_card",
-            api_visibility="private",
-            concurrency_id="model",
+            self.generate, inputs, outputs, api_name="generate_from_card", api_visibility="private", **model_event
         )
 
     # ------------------------------------------------------------------ handlers
+    @handler
     def generate(
         self,
         prompt: str,
@@ -150,32 +148,30 @@ class GenerateTab:
         snap: float,
         candidates: float,
         overlay: bool,
+        request: gr.Request,
     ) -> Iterator[tuple]:
         """Text -> image, streamed: a preview of the predicted image while it runs, then the final image, its
-        tokens, downloads and the trajectory (every step, drawn once, for the Trajectory tab). With candidates,
-        the pipeline first picks the most likely of that many starting noises (before the first preview)."""
-        settings = settings_from_controls(prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates)
-        t0 = time.perf_counter()
-        run = start_run(self.ctx, settings)
-        recorder = TrajectoryRecorder(decode=False)
+        tokens, downloads and the trajectory's last step (the Trajectory tab draws the others when shown). With
+        candidates, the pipeline first picks the most likely of that many starting noises (before the first
+        preview). Every model call runs on the model thread; a run past the Space's time limit is stopped."""
+        ctx = self.ctx
+        settings = settings_from_controls(ctx, prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates)
         skip = [gr.skip()] * 9  # the outputs that wait for the end of the run
-        last_preview = 0.0
-        while not run.done:
-            out = run.step()
-            recorder(run.pipe, out.step, out.timestep, out)
-            # A preview costs more than a step (an image sent to the browser): at most PREVIEW_EVERY_S apart.
-            if not run.done and time.perf_counter() - last_preview >= PREVIEW_EVERY_S:
-                preview = upscale_nearest(recorder.decode_step(run.pipe, out.step)[0], DISPLAY_SIDE)
-                yield (
-                    preview,
-                    gr.skip(),
-                    f"step {out.step + 1} of {settings.num_inference_steps} ...",
-                    settings.seed,
-                    *skip,
-                )
-                last_preview = time.perf_counter()
-        finished, info = finish_run(self.ctx, run, recorder, settings, time.perf_counter() - t0)
-        last = len(finished.frames) - 1
+        with ctx.jobs.job(request) as deadline:
+            t0 = time.perf_counter()
+            run, trajectory = start_run(ctx, settings), Trajectory()
+            last_preview = 0.0
+            while not run.done:
+                deadline.check()
+                out = advance(ctx, run, trajectory)
+                # A preview costs a decode and an image sent to the browser: at most one per PREVIEW_EVERY_S.
+                if not run.done and time.perf_counter() - last_preview >= PREVIEW_EVERY_S:
+                    preview = upscale_nearest(ctx.frames.x0(trajectory, out.step), DISPLAY_SIDE)
+                    progress = f"step {out.step + 1} of {settings.num_inference_steps} ..."
+                    yield preview, gr.skip(), progress, settings.seed, *skip
+                    last_preview = time.perf_counter()
+            finished, info = finish_run(ctx, run, trajectory, settings, time.perf_counter() - t0)
+        last = len(trajectory) - 1
         yield (
             upscale_nearest(finished.image, DISPLAY_SIDE),
             self.show_tokens(finished.image, finished.tokens, overlay),
@@ -184,30 +180,26 @@ class GenerateTab:
             finished,
             self.write_run_files(finished),
             gr.Slider(maximum=max(last, 1), value=last),
-            *frame_view(finished.frames, last, self.ctx.grid_side),
+            *ctx.frames.view(trajectory, last),
         )
 
+    @handler
     def toggle_overlay(self, run: FinishedRun | None, overlay: bool) -> PIL.Image.Image | None:
         if not run:
             return None
         return self.show_tokens(run.image, run.tokens, overlay)
 
+    @handler
     def load_run_card(self, path: str | None) -> tuple:
-        """A run card (JSON) -> the Generate controls, so the next run reproduces it exactly."""
+        """A run card (JSON) -> the Generate controls, so the next run reproduces it exactly; a card whose
+        settings this Space would refuse is refused here, with the same message."""
         if not path:
             raise gr.Error("Choose a run card (.json) first.")
-        try:
-            loaded = read_run_card(
-                path,
-                model=self.ctx.model_name,
-                app_interval=DEFAULT_GUIDANCE_INTERVAL,
-                max_steps=MAX_STEPS,
-                max_candidates=MAX_APP_CANDIDATES,
-            )
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
+        if os.path.getsize(path) > MAX_RUN_CARD_BYTES:
+            raise gr.Error(f"Not a run card: the file is over {MAX_RUN_CARD_BYTES // 1024} kB (a run card is ~1 kB).")
+        loaded = read_run_card(path, model=self.ctx.model_name, app_interval=DEFAULT_GUIDANCE_INTERVAL)
+        s = checked(self.ctx, loaded.settings)
         gr.Info(f"Run card loaded{''.join(f' ({note})' for note in loaded.notes)}: generating.")
-        s = loaded.settings
         scheduler = s.scheduler or self.ctx.scheduler_name()  # cards without one ran the model's own
         values = (s.prompt, s.num_inference_steps, s.guidance_scale, s.seed, False, scheduler, s.codebook_snap)
         return *values, s.num_candidates

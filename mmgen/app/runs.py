@@ -1,6 +1,7 @@
 """A generation run in the explorer, shared by the Generate tab and the Trajectory tab's step mode: the controls'
-values checked into `SamplingSettings` (the library's one check), a step-by-step run started from them, and what
-a finished run leaves behind (`FinishedRun`: the image, its tokens, every step drawn, its run card)."""
+values checked into `SamplingSettings` (the library's one check, with the app's limits), a step-by-step run
+started from them on the model thread, and what a finished run leaves behind (`FinishedRun`: the image, its
+tokens, its compact trajectory, its run card)."""
 
 from __future__ import annotations
 
@@ -11,74 +12,92 @@ import gradio as gr
 import PIL.Image
 import torch
 
-from ..callbacks import TrajectoryRecorder
-from ..denoising import DenoisingRun
+from ..denoising import DenoisingRun, StepOutput
 from ..run_card import make_run_card
 from ..settings import DEFAULT_GUIDANCE_INTERVAL, MAX_SEED, SamplingSettings
-from ..viz import cell_size, code_histogram, step_bars, upscale_nearest
-from .context import DISPLAY_SIDE, MAX_APP_CANDIDATES, MAX_STEPS, AppContext
+from ..viz import code_histogram
+from .context import AppContext
+from .frames import Trajectory
+
+CONTROL_FIELDS = (  # the SamplingSettings field each sampling control sets, in /generate's input order
+    "prompt",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    None,  # random seed
+    "scheduler",
+    "codebook_snap",
+    "num_candidates",
+)
 
 
-@dataclass
+@dataclass(eq=False)
 class FinishedRun:
-    """The last finished run of a session: what the Trajectory tab scrubs, branches from and exports."""
+    """The last finished run of a session: what the Trajectory tab scrubs, branches from and exports. Small by
+    design (about 4.6 kB a step): frames are drawn when shown (`frames.FrameDrawer`)."""
 
     image: PIL.Image.Image
     tokens: torch.Tensor  # (h, w) its exact token grid
-    frames: list[dict]  # every step, drawn (`TrajectoryRecorder.render_step`)
+    trajectory: Trajectory
     card: dict  # the run card (mmgen.run_card)
     settings: SamplingSettings
-    latents: list[torch.Tensor]  # (1, C, h, w) x_t after each step: where a branch starts
 
 
-def checked(settings: SamplingSettings) -> SamplingSettings:
-    """`settings` through the library's check with the app's limits; its message as a gradio error."""
+def controls_settings(
+    prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates, draw_seed: bool = True
+) -> SamplingSettings:
+    """The Generate tab's controls as (unchecked) settings; a random seed is drawn when asked for or missing
+    (`draw_seed=False`: seed 0 stands in, for checks made before the run)."""
+    if random_seed or seed is None:
+        seed = random.randint(0, MAX_SEED) if draw_seed else 0
+    return SamplingSettings(prompt, steps, guidance, DEFAULT_GUIDANCE_INTERVAL, snap, candidates, seed, scheduler)
+
+
+def checked(ctx: AppContext, settings: SamplingSettings) -> SamplingSettings:
+    """`settings` through the app's one check (`Limits.check_sampling`); its message as a gradio error."""
     try:
-        return settings.checked(max_steps=MAX_STEPS, max_candidates=MAX_APP_CANDIDATES)
+        return ctx.limits.check_sampling(settings)
     except ValueError as e:
         raise gr.Error(str(e)) from e
 
 
-def settings_from_controls(
-    prompt: str,
-    steps: float,
-    guidance: float,
-    seed: float | None,
-    random_seed: bool,
-    scheduler: str,
-    snap: float,
-    candidates: float,
-) -> SamplingSettings:
-    """The Generate tab's controls as checked settings; a random seed is drawn here when asked for (or none)."""
-    if random_seed or seed is None:
-        seed = random.randint(0, MAX_SEED)
-    settings = SamplingSettings(prompt, steps, guidance, DEFAULT_GUIDANCE_INTERVAL, snap, candidates, seed, scheduler)
-    return checked(settings)
+def settings_from_controls(ctx: AppContext, *controls) -> SamplingSettings:
+    """The Generate tab's controls (in /generate's order) as checked settings."""
+    return checked(ctx, controls_settings(*controls))
+
+
+def refused_controls(ctx: AppContext, *controls) -> tuple[int, str] | None:
+    """For a validator: (index of the control, message) when the controls would be refused, else None."""
+    error = ctx.limits.field_error(controls_settings(*controls[: len(CONTROL_FIELDS)], draw_seed=False))
+    return None if error is None else (CONTROL_FIELDS.index(error[0]), error[1])
 
 
 def start_run(ctx: AppContext, settings: SamplingSettings) -> DenoisingRun:
-    """A step-by-step run of `settings` on its own scheduler (with candidates, the noise is chosen first)."""
-    try:
-        pipe = ctx.pipe.with_scheduler(settings.scheduler)
-        return pipe.stepwise(**settings.pipeline_kwargs(), generator=settings.generator())
-    except ValueError as e:
-        raise gr.Error(str(e)) from e
+    """A step-by-step run of `settings` on its own scheduler (with candidates, the noise is chosen first, on the
+    model thread)."""
+    pipe = ctx.pipe.with_scheduler(settings.scheduler)
+    return ctx.compute(pipe.stepwise, **settings.pipeline_kwargs(), generator=settings.generator())
+
+
+def advance(ctx: AppContext, run: DenoisingRun, trajectory: Trajectory) -> StepOutput:
+    """One step of `run`, recorded in `trajectory`, on the model thread."""
+
+    def step():
+        out = run.step()
+        trajectory.record(run.pipe, out)
+        return out
+
+    return ctx.compute(step)
 
 
 def finish_run(
-    ctx: AppContext, run: DenoisingRun, recorder: TrajectoryRecorder, settings: SamplingSettings, seconds: float
+    ctx: AppContext, run: DenoisingRun, trajectory: Trajectory, settings: SamplingSettings, seconds: float
 ) -> tuple[FinishedRun, str]:
-    """Everything a finished run shows: image, tokens, run card, the trajectory's frames, and an info line."""
-    out = run.result()
+    """What a finished run shows: image, tokens, run card, its trajectory, and an info line."""
+    out = ctx.compute(run.result)
     tokens = out.tokens[0]
-    finished = FinishedRun(
-        image=out.images[0],
-        tokens=tokens,
-        frames=recorder.render(run.pipe, cell=cell_size(tokens.shape, target=DISPLAY_SIDE)),
-        card=make_run_card(settings, ctx.model_name, dict(run.scheduler.config)),
-        settings=settings,
-        latents=[s.latents for s in recorder.steps],
-    )
+    card = make_run_card(settings, ctx.model_name, dict(run.scheduler.config))
+    finished = FinishedRun(out.images[0], tokens, trajectory, card, settings)
     used = int((code_histogram(tokens, ctx.num_codes) > 0).sum())
     h, w = tokens.shape
     s = settings
@@ -88,16 +107,3 @@ def finish_run(
         f"{s.codebook_snap:g}{best_of}, seed {s.seed} · {seconds:.2f} s · {h}×{w} tokens, {used} distinct codes"
     )
     return finished, info
-
-
-def frame_view(frames: list[dict], k: int, grid_side: int) -> tuple:
-    """Step k of a finished run, for the Trajectory tab's views: x_t, x0, its tokens, the changed tokens, the
-    changes-per-step plot and an info line."""
-    f = frames[k]
-    counts = [fr["n_changed"] for fr in frames]
-    info = (
-        f"**Step {k + 1} of {len(frames)}** (timestep {f['timestep']:.0f}) · {f['n_changed']} of "
-        f"{grid_side * grid_side} tokens changed since the previous step"
-    )
-    x_t, x0 = (upscale_nearest(f[key], DISPLAY_SIDE) for key in ("x_t", "x0"))
-    return x_t, x0, f["tokens"], f["changed"], step_bars(counts, current=k), info

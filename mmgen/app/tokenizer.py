@@ -4,6 +4,7 @@ repaint them under a prompt (`MMGenPipeline.inpaint`)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -14,13 +15,16 @@ import torch
 
 from ..codebook import usage_stats
 from ..data.images import ImageLoadError, load_image
-from ..settings import MAX_SEED
+from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..tokens import decode_tokens, encode_image
 from ..viz import cell_size, code_histogram, token_map, upscale_nearest, usage_bars
 from .context import DISPLAY_SIDE, AppContext
+from .errors import handler
+from .files import scratch_folder
 
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 NO_IMAGE = "Tokenize an image first."
+MAX_CELLS_TEXT = 32 * 1024  # characters of typed cells: every cell of a 64x64 grid, written out, fits
 
 
 @dataclass(frozen=True)
@@ -32,17 +36,44 @@ class TokenGrid:
     highlight: int | None = None  # the code whose cells the map outlines
 
 
+def uploaded_file(upload: dict | str | None) -> str | None:
+    """The path of an image input's value as sent (a FileData dict, gradio having checked that the file is one
+    of its uploads); a `data:` URL (its size capped with the request's) is written to a scratch file as it is."""
+    if not isinstance(upload, dict):
+        return upload if isinstance(upload, str) else None
+    url = upload.get("url") or ""
+    if url.startswith("data:"):
+        try:
+            data = base64.b64decode(url.split(",", 1)[1], validate=True)
+        except (IndexError, ValueError) as e:
+            raise gr.Error("That data: URL holds no image: upload the file instead.") from e
+        path = scratch_folder("upload-") / "image"
+        path.write_bytes(data)
+        return str(path)
+    return upload.get("path")
+
+
+def repaint_settings(prompt, seed) -> SamplingSettings:
+    """The repaint's prompt and seed (an empty seed field: 0), checked like any run's."""
+    return SamplingSettings(prompt, seed=0 if seed is None else seed).checked()
+
+
 class TokenizerTab:
     """The tab's components and handlers; `grid_state` holds the session's `TokenGrid`."""
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
-        self.grid_state = gr.State(None)
+        self.grid_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
         with gr.Tab("Tokenizer", id="tokenizer"):
             with gr.Row():
                 with gr.Column():
+                    # image_mode=None: gradio passes the file on unconverted; the handler reads its header first
                     self.upload = gr.Image(
-                        type="filepath", label="Your image", sources=["upload", "clipboard"], elem_id="upload"
+                        type="filepath",
+                        image_mode=None,
+                        label="Your image",
+                        sources=["upload", "clipboard"],
+                        elem_id="upload",
                     )
                     self.tokenize_btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
                 self.original = gr.Image(label="As encoded", interactive=False, elem_id="original")
@@ -94,10 +125,16 @@ class TokenizerTab:
     def wire(self) -> None:
         state, tmap, info = self.grid_state, self.token_map, self.cell_info
         outputs = [self.original, self.recon, self.stats, tmap, self.usage, state, self.edited, info]
-        self.tokenize_btn.click(self.tokenize, self.upload, outputs, api_name="tokenize")
+        # The upload reaches the handler as sent (preprocess=False): gradio neither opens nor decodes it first.
+        self.tokenize_btn.click(self.tokenize, self.upload, outputs, api_name="tokenize", preprocess=False)
         # A new upload or a clicked example tokenizes at once; clearing the input clears the outputs.
         self.upload.change(
-            self.tokenize_or_clear, self.upload, outputs, api_name="tokenize_on_change", api_visibility="private"
+            self.tokenize_or_clear,
+            self.upload,
+            outputs,
+            api_name="tokenize_on_change",
+            api_visibility="private",
+            preprocess=False,
         )
         tmap.select(
             self.inspect_cell,
@@ -117,18 +154,22 @@ class TokenizerTab:
             [state, self.repaint_prompt, self.repaint_seed],
             edits,
             api_name="repaint",
-            concurrency_id="model",
+            **self.ctx.jobs.model_event(self.refused_repaint),
         )
 
     # ------------------------------------------------------------------ handlers
-    def tokenize(self, path: str | None) -> tuple:
-        """Encode an uploaded image; returns the image as encoded, its reconstruction, stats, token map, usage."""
+    @handler
+    def tokenize(self, upload: dict | str | None) -> tuple:
+        """Encode an uploaded image; returns the image as encoded, its reconstruction, stats, token map, usage.
+        The image's size is read from its header and checked before it is decoded."""
+        path = uploaded_file(upload)
         if not path:
             raise gr.Error("Upload an image first (PNG, JPEG, WebP, ...).")
         try:
-            result = encode_image(self.ctx.vq, load_image(path), max_side=MAX_SIDE)
-        except (ImageLoadError, ValueError) as e:
-            raise gr.Error(str(e)) from e
+            image = load_image(path, max_pixels=self.ctx.limits.max_upload_pixels, max_side=MAX_SIDE)
+        except ImageLoadError as e:
+            raise gr.Error(f"That file can't be used: {e.reason}.") from e
+        result = self.ctx.compute(encode_image, self.ctx.vq, image, max_side=MAX_SIDE)
         num_codes = self.ctx.num_codes
         counts = code_histogram(result.tokens, num_codes)
         perplexity = usage_stats(counts)["perplexity"]
@@ -143,9 +184,11 @@ class TokenizerTab:
         grid = TokenGrid(result.tokens.tolist())
         return *shown, stats, tmap, usage_bars(counts), grid, None, "Click cells of the token map to select them."
 
-    def tokenize_or_clear(self, path: str | None) -> tuple:
-        return self.tokenize(path) if path else (None, None, "", None, None, None, None, "")
+    @handler
+    def tokenize_or_clear(self, upload: dict | str | None) -> tuple:
+        return self.tokenize(upload) if upload else (None, None, "", None, None, None, None, "")
 
+    @handler
     def inspect_cell(self, grid: TokenGrid | None, evt: gr.SelectData) -> tuple:
         """Click on the token map: show the cell's code and its decoded tile, highlight every cell with that
         code, and toggle the cell in the selection used by token surgery."""
@@ -167,30 +210,38 @@ class TokenizerTab:
             f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {tokens.numel()} cells. "
             f"{len(selected)} cell(s) selected."
         )
-        tile = decode_tokens(self.ctx.vq, torch.full((4, 4), code))
+        tile = self.ctx.compute(decode_tokens, self.ctx.vq, torch.full((4, 4), code))
         return self.draw_map(grid), info, upscale_nearest(tile, 64), grid
 
+    @handler
     def select_cells(self, grid: TokenGrid | None, text: str | None) -> tuple:
         """Select cells typed as 'row,col; row,col; ...' (the keyboard's and the API's way to select)."""
         if not grid:
             raise gr.Error(NO_IMAGE)
         h, w = len(grid.tokens), len(grid.tokens[0])
+        text = text if isinstance(text, str) else ""
+        if len(text) > MAX_CELLS_TEXT:
+            raise gr.Error(f"That is {len(text):,} characters: type at most {MAX_CELLS_TEXT:,} (the {h}×{w} cells).")
         try:
-            cells = [[int(v) for v in part.split(",")] for part in (text or "").split(";") if part.strip()]
+            cells = [[int(v) for v in part.split(",")] for part in text.split(";") if part.strip()]
         except ValueError as e:
             raise gr.Error("Write cells as 'row,col; row,col', e.g. '3,4; 3,5'.") from e
         bad = [c for c in cells if len(c) != 2 or not (0 <= c[0] < h and 0 <= c[1] < w)]
         if bad or not cells:
-            raise gr.Error(f"Cells must be 'row,col' pairs inside the {h}×{w} grid; got {text!r}.")
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            raise gr.Error(f"Cells must be 'row,col' pairs inside the {h}×{w} grid; got {shown!r}.")
+        cells = [list(c) for c in dict.fromkeys(map(tuple, cells))]  # each cell once, in the order typed
         grid = dataclasses.replace(grid, selected=cells, highlight=None)
         return self.draw_map(grid), f"{len(cells)} cell(s) selected.", grid
 
+    @handler
     def clear_selection(self, grid: TokenGrid | None) -> tuple:
         if not grid:
             raise gr.Error(NO_IMAGE)
         grid = dataclasses.replace(grid, selected=[], highlight=None)
         return self.draw_map(grid), "Selection cleared.", grid
 
+    @handler
     def set_code(self, grid: TokenGrid | None, code: float | None) -> tuple:
         """Token surgery: give the selected cells another code and decode the edited grid."""
         if not grid:
@@ -204,30 +255,44 @@ class TokenizerTab:
         for r, c in grid.selected:
             tokens[r, c] = int(code)
         grid = dataclasses.replace(grid, tokens=tokens.tolist())
-        edited = upscale_nearest(decode_tokens(self.ctx.vq, tokens), DISPLAY_SIDE)
+        edited = upscale_nearest(self.ctx.compute(decode_tokens, self.ctx.vq, tokens), DISPLAY_SIDE)
         return edited, self.draw_map(grid), f"Set {len(grid.selected)} cell(s) to code {int(code)}.", grid
 
-    def repaint(self, grid: TokenGrid | None, prompt: str | None, seed: float | None) -> tuple:
+    def refused_repaint(self, grid, prompt, seed) -> tuple[int, str] | None:
+        """For the repaint's validator: (index of the input, message) when a repaint would be refused."""
+        if not grid:
+            return 1, NO_IMAGE
+        if not grid.selected:
+            return 1, "Select the cells to repaint first: click them on the token map."
+        for index, check in ((1, lambda: check_prompt(prompt)), (2, lambda: repaint_settings(prompt, seed))):
+            try:
+                check()
+            except ValueError as e:
+                return index, str(e)
+        return None
+
+    @handler
+    def repaint(self, grid: TokenGrid | None, prompt: str | None, seed: float | None, request: gr.Request) -> tuple:
         """Inpainting in the latent space: the generator repaints the selected cells under a prompt; every
         other cell keeps its code."""
-        if not grid:
-            raise gr.Error(NO_IMAGE)
-        if not grid.selected:
-            raise gr.Error("Select the cells to repaint first: click them on the token map.")
+        refused = self.refused_repaint(grid, prompt, seed)
+        if refused is not None:
+            raise gr.Error(refused[1])
+        settings = repaint_settings(prompt, seed)
         tokens = torch.tensor(grid.tokens)
         mask = torch.zeros(tokens.shape, dtype=torch.bool)
         for r, c in grid.selected:
             mask[r, c] = True
-        prompt = (prompt or "").strip()
+        pipe = self.ctx.pipe.with_scheduler()
         try:
-            generator = torch.Generator().manual_seed(int(seed or 0))
-            out = self.ctx.pipe.with_scheduler().inpaint(prompt, tokens, mask, generator=generator)
+            with self.ctx.jobs.job(request):
+                out = self.ctx.compute(pipe.inpaint, settings.prompt, tokens, mask, generator=settings.generator())
         except ValueError as e:
             hint = " Try a shapes example." if str(e).startswith("The generator paints") else ""
             raise gr.Error(f"{e}{hint}") from e
         grid = dataclasses.replace(grid, tokens=out.tokens[0].tolist())
         changed = int((out.tokens[0] != tokens).sum())
-        info = f"Repainted {int(mask.sum())} selected cell(s) under {prompt!r}: {changed} token(s) changed."
+        info = f"Repainted {int(mask.sum())} selected cell(s) under {settings.prompt!r}: {changed} token(s) changed."
         return upscale_nearest(out.images[0], DISPLAY_SIDE), self.draw_map(grid), info, grid
 
     # ------------------------------------------------------------------ drawing (no model call)

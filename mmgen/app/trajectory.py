@@ -5,24 +5,34 @@ sampler one step per click; a branch that continues the run from a step under ot
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import PIL.Image
 
-from ..callbacks import TrajectoryRecorder
 from ..denoising import DenoisingRun
-from ..settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, MAX_SEED, SamplingSettings
-from ..viz import cell_size, filmstrip, save_gif, step_bars, upscale_nearest
+from ..settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, MAX_SEED, SamplingSettings, check_prompt
+from ..viz import filmstrip, save_gif, upscale_nearest
 from .context import DISPLAY_SIDE, AppContext
+from .errors import handler
 from .files import scratch_folder
-from .runs import FinishedRun, checked, finish_run, frame_view, settings_from_controls, start_run
+from .frames import Trajectory
+from .limits import MAX_GUIDANCE
+from .runs import (
+    FinishedRun,
+    advance,
+    checked,
+    finish_run,
+    refused_controls,
+    settings_from_controls,
+    start_run,
+)
 
 PLAY_FRAME_S = 0.15
-NO_RUN = "Generate an image first: its trajectory appears here."
+NO_RUN = "Generate an image first: its trajectory appears here"
 
 
 @dataclass
@@ -30,7 +40,7 @@ class Stepper:
     """A run advanced one step per click (step mode), and the controls' values it was started from."""
 
     run: DenoisingRun
-    recorder: TrajectoryRecorder
+    trajectory: Trajectory
     key: tuple  # the controls' raw values: a change starts a new run
     settings: SamplingSettings
     t0: float
@@ -42,7 +52,7 @@ class TrajectoryTab:
 
     def __init__(self, ctx: AppContext, run_state: gr.State):
         self.ctx, self.run_state = ctx, run_state
-        self.stepper_state = gr.State(None)
+        self.stepper_state = gr.State(None, time_to_live=ctx.limits.session_seconds)  # step mode: a `Stepper`
         with gr.Tab("Trajectory", id="trajectory"):
             gr.Markdown(
                 "Every step of the last run: the noisy latent x_t (its 8 channels projected on the codebook's"
@@ -79,7 +89,12 @@ class TrajectoryTab:
             with gr.Row():
                 self.branch_prompt = gr.Textbox(label="Prompt (empty: the same)", elem_id="branch-prompt")
                 self.branch_guidance = gr.Slider(
-                    0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="branch-guidance"
+                    0,
+                    MAX_GUIDANCE,
+                    value=DEFAULT_GUIDANCE_SCALE,
+                    step=0.5,
+                    label="Guidance",
+                    elem_id="branch-guidance",
                 )
                 self.branch_seed = gr.Number(
                     value=1,
@@ -97,7 +112,7 @@ class TrajectoryTab:
 
     def wire(self, controls: list[gr.components.Component]) -> None:
         """The tab's events; step mode reads the Generate tab's sampling `controls` (in /generate's order)."""
-        run, step, views = self.run_state, self.step, self.views
+        ctx, run, step, views = self.ctx, self.run_state, self.step, self.views
         step.change(self.show_step, [run, step], views, api_name="show_step")
         self.prev_btn.click(self.previous_step, [run, step], step, api_name="previous_step")
         self.next_btn.click(self.next_step, [run, step], step, api_name="next_step")
@@ -109,45 +124,57 @@ class TrajectoryTab:
             [*controls, self.stepper_state],
             [self.stepper_state, run, step, *views],
             api_name="step_once",
-            concurrency_id="model",
+            **ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values)),
         )
         self.branch_btn.click(
             self.branch,
             [run, step, self.branch_prompt, self.branch_guidance, self.branch_seed],
             [self.original_out, self.branch_out, self.branch_info],
             api_name="branch",
-            concurrency_id="model",
+            **ctx.jobs.model_event(self.refused_branch),
         )
         self.gif_btn.click(self.export_gif, run, self.export_file, api_name="export_gif")
         self.strip_btn.click(self.export_filmstrip, run, self.export_file, api_name="export_filmstrip")
 
-    # ------------------------------------------------------------------ scrubbing (no model call)
+    # ------------------------------------------------------------------ scrubbing (no model call but decoding)
+    @handler
     def show_step(self, run: FinishedRun | None, k: float) -> tuple:
         """The trajectory at step k: x_t, predicted x0, its tokens, tokens changed since step k-1."""
-        if not run:
-            raise gr.Error(NO_RUN)
-        return frame_view(run.frames, min(max(int(k), 0), len(run.frames) - 1), self.ctx.grid_side)
+        return self.ctx.frames.view(self._trajectory(run), self._step(run, k, clamp=True))
 
+    @handler
     def previous_step(self, run: FinishedRun | None, k: float) -> int:
-        return self._move(run, k, -1)
+        return self._step(run, k, clamp=True, delta=-1)
 
+    @handler
     def next_step(self, run: FinishedRun | None, k: float) -> int:
-        return self._move(run, k, +1)
+        return self._step(run, k, clamp=True, delta=+1)
 
-    def _move(self, run: FinishedRun | None, k: float, delta: int) -> int:
-        if not run:
-            raise gr.Error(NO_RUN)
-        return min(max(int(k) + delta, 0), len(run.frames) - 1)
-
+    @handler
     def play(self, run: FinishedRun | None) -> Iterator[tuple]:
-        """Animate the slider over every step (the frames are drawn already, so this only sends images)."""
-        if not run:
-            raise gr.Error(NO_RUN)
-        for k in range(len(run.frames)):
-            yield k, *frame_view(run.frames, k, self.ctx.grid_side)
+        """Animate the slider over every step (each frame drawn as it is shown)."""
+        trajectory = self._trajectory(run)
+        for k in range(len(trajectory)):
+            yield k, *self.ctx.frames.view(trajectory, k)
             time.sleep(PLAY_FRAME_S)
 
+    def _trajectory(self, run: FinishedRun | None) -> Trajectory:
+        if not run:
+            raise gr.Error(f"{NO_RUN} (a run is kept {self.ctx.limits.session_minutes:g} minutes after it is made).")
+        return run.trajectory
+
+    def _step(self, run: FinishedRun | None, k, clamp: bool = False, delta: int = 0) -> int:
+        """The step index `k` of `run` (+ delta), checked: a whole number in range, or clamped into it."""
+        last = len(self._trajectory(run)) - 1
+        if isinstance(k, bool) or not isinstance(k, int | float) or not math.isfinite(k) or k != int(k):
+            raise gr.Error(f"The step must be a whole number in 0..{last}, got {k!r}.")
+        k = int(k) + delta
+        if not clamp and not 0 <= k <= last:
+            raise gr.Error(f"The step must be a whole number in 0..{last}, got {k}.")
+        return min(max(k, 0), last)
+
     # ------------------------------------------------------------------ step mode and branches
+    @handler
     def step_once(
         self,
         prompt: str,
@@ -159,54 +186,79 @@ class TrajectoryTab:
         snap: float,
         candidates: float,
         stepper: Stepper | None,
+        request: gr.Request,
     ) -> tuple:
         """Step mode: run the sampler one step per click. A new run starts when none is under way, the last one
         finished, or the settings changed; a finished run becomes the trajectory the slider scrubs."""
+        ctx = self.ctx
         key = (prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates)
-        if stepper is None or stepper.run.done or stepper.key != key:
-            settings = settings_from_controls(*key)
-            run = start_run(self.ctx, settings)
-            stepper = Stepper(run, TrajectoryRecorder(decode=False), key, settings, time.perf_counter())
-        run, recorder = stepper.run, stepper.recorder
-        out = run.step()
-        recorder(run.pipe, out.step, out.timestep, out)
-        k = out.step
-        side = self.ctx.grid_side
-        frame = recorder.render_step(run.pipe, len(recorder.steps) - 1, cell=cell_size((side, side), DISPLAY_SIDE))
-        counts = [int(s.changed[0].sum()) for s in recorder.steps]
-        x_t, x0 = (upscale_nearest(frame[name], DISPLAY_SIDE) for name in ("x_t", "x0"))
-        info = (
-            f"**Step mode: step {k + 1} of {run.num_steps}** (seed {stepper.settings.seed}) · "
-            f"{frame['n_changed']} tokens changed"
-        )
-        finished = slider = gr.skip()  # the slider keeps scrubbing the last finished run until this one ends
-        if run.done:
-            finished, _ = finish_run(self.ctx, run, recorder, stepper.settings, time.perf_counter() - stepper.t0)
-            slider = gr.Slider(maximum=max(k, 1), value=k)
-            info += " · finished: the slider now scrubs this run"
-        return stepper, finished, slider, x_t, x0, frame["tokens"], frame["changed"], step_bars(counts, k), info
+        with ctx.jobs.job(request):
+            if stepper is None or stepper.run.done or stepper.key != key:
+                settings = settings_from_controls(ctx, *key)
+                stepper = Stepper(start_run(ctx, settings), Trajectory(), key, settings, time.perf_counter())
+            run, trajectory = stepper.run, stepper.trajectory
+            k = advance(ctx, run, trajectory).step
+            finished = slider = gr.skip()  # the slider keeps scrubbing the last finished run until this one ends
+            title = f"**Step mode: step {k + 1} of {run.num_steps}**, seed {stepper.settings.seed}"
+            if run.done:
+                seconds = time.perf_counter() - stepper.t0
+                finished, _ = finish_run(ctx, run, trajectory, stepper.settings, seconds)
+                slider = gr.Slider(maximum=max(k, 1), value=k)
+                title += ", finished: the slider now scrubs this run"
+        return stepper, finished, slider, *ctx.frames.view(trajectory, len(trajectory) - 1, title=title)
 
+    def refused_branch(self, run, k, prompt, guidance, seed) -> tuple[int, str] | None:
+        """For the branch's validator: (index of the input, message) when a branch would be refused."""
+        try:
+            self._branch_settings(run, k, prompt, guidance, seed)
+            return None
+        except gr.Error as e:
+            return getattr(e, "input_index", 0), e.message
+
+    def _branch_settings(self, run, k, prompt, guidance, seed) -> tuple[int, SamplingSettings]:
+        if not run:
+            raise _InputError(1, "Generate an image first, then branch from one of its steps.")
+        try:
+            k = self._step(run, k)
+        except gr.Error as e:
+            raise _InputError(1, e.message) from e
+        if k >= run.settings.num_inference_steps - 1:
+            raise _InputError(1, f"Step {k + 1} is the last one: pick an earlier step to branch from.")
+        prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else run.settings.prompt
+        try:
+            check_prompt(prompt)
+        except ValueError as e:
+            raise _InputError(2, str(e)) from e
+        settings = dataclasses.replace(run.settings, prompt=prompt, guidance_scale=guidance, seed=seed)
+        error = self.ctx.limits.field_error(settings)
+        if error is not None:
+            raise _InputError(3 if error[0] == "guidance_scale" else 4, error[1])
+        return k, checked(self.ctx, settings)
+
+    @handler
     def branch(
-        self, run: FinishedRun | None, k: float, prompt: str | None, guidance: float | None, seed: float | None
+        self,
+        run: FinishedRun | None,
+        k: float,
+        prompt: str | None,
+        guidance: float | None,
+        seed: float | None,
+        request: gr.Request,
     ) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
         """Continue the current run from step k with another prompt, guidance or seed for the noise still to
         come; returns the original and the branch side by side."""
-        if not run:
-            raise gr.Error("Generate an image first, then branch from one of its steps.")
-        k, steps = int(k), run.settings.num_inference_steps
-        if k >= steps - 1:
-            raise gr.Error(f"Step {k + 1} is the last one: pick an earlier step to branch from.")
-        prompt = (prompt or "").strip() or run.settings.prompt
-        settings = checked(dataclasses.replace(run.settings, prompt=prompt, guidance_scale=guidance, seed=seed))
-        try:
-            out = self.ctx.pipe.with_scheduler(settings.scheduler)(
+        k, settings = self._branch_settings(run, k, prompt, guidance, seed)
+        with self.ctx.jobs.job(request) as deadline:
+            pipe = self.ctx.pipe.with_scheduler(settings.scheduler)
+            out = self.ctx.compute(
+                pipe,
                 **settings.pipeline_kwargs(),
-                latents=run.latents[k],
+                latents=run.trajectory.start_latents(k),
                 start_step=k + 1,
                 generator=settings.generator(),
+                callback_on_step_end=deadline.callback,
             )
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
+        steps = settings.num_inference_steps
         info = (
             f"Branched after step {k + 1} of {steps}: {settings.prompt!r}, guidance {settings.guidance_scale:g}, "
             f"seed {settings.seed}. Only Euler ancestral and DDPM draw noise from this seed."
@@ -214,17 +266,29 @@ class TrajectoryTab:
         return upscale_nearest(run.image, DISPLAY_SIDE), upscale_nearest(out.images[0], DISPLAY_SIDE), info
 
     # ------------------------------------------------------------------ exports
+    @handler
     def export_gif(self, run: FinishedRun | None) -> str:
-        path = self._export_folder(run) / "trajectory.gif"
-        save_gif([f["x0"] for f in run.frames], path)
+        frames = self._x0_frames(run)
+        path = scratch_folder("trajectory-") / "trajectory.gif"
+        save_gif(frames, path)
         return str(path)
 
+    @handler
     def export_filmstrip(self, run: FinishedRun | None) -> str:
-        path = self._export_folder(run) / "trajectory.png"
-        filmstrip([f["x0"] for f in run.frames]).save(path)
+        frames = self._x0_frames(run)
+        path = scratch_folder("trajectory-") / "trajectory.png"
+        filmstrip(frames).save(path)
         return str(path)
 
-    def _export_folder(self, run: FinishedRun | None) -> Path:
+    def _x0_frames(self, run: FinishedRun | None) -> list[PIL.Image.Image]:
         if not run:
             raise gr.Error("Generate an image first: then its trajectory can be exported.")
-        return scratch_folder("trajectory-")
+        return self.ctx.frames.all_x0(run.trajectory)
+
+
+class _InputError(gr.Error):
+    """A refusal that knows which of the event's inputs it concerns (for the validator's message)."""
+
+    def __init__(self, input_index: int, message: str):
+        super().__init__(message)
+        self.input_index = input_index

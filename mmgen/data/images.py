@@ -1,7 +1,8 @@
 """Image loading and the image datasets the trainers read: shapes-v1, natural-photo crops, a user's folder.
 
 - `load_image` opens any file Pillow reads (RGBA, palette, grayscale, CMYK, EXIF-rotated) as RGB, with clear
-  errors for empty, non-image or absurdly large files;
+  errors for empty, non-image or too large files; the size is read from the file's header and checked before
+  any pixel is decoded, and a JPEG wanted smaller (`max_side`) is decoded at 1/2 to 1/8 scale;
 - `PhotoCrops`: random crops with flips and scale jitter from a set of photos (by default the sample photos
   that scikit-image ships), so the tokenizer also handles the photos users upload;
 - `ImageFolder`: a user's folder of images, with an optional `metadata.jsonl` of captions (the Hugging Face
@@ -29,31 +30,54 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 class ImageLoadError(ValueError):
-    """A file that cannot be used as an image; the message says why."""
+    """A file that cannot be used as an image. `reason` says why without the file's path (for people: an app
+    must not show its server's folders); the message is `path: reason`."""
+
+    def __init__(self, reason: str, path: str | Path | None = None):
+        self.reason, self.path = reason, path
+        super().__init__(reason if path is None else f"{path}: {reason}")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, applying its EXIF orientation; raise ImageLoadError with a clear reason."""
+def load_image(path: str | Path, max_pixels: int | None = None, max_side: int | None = None) -> Image.Image:
+    """Open an image file as RGB, applying its EXIF orientation; raise ImageLoadError with a clear reason.
+
+    The image's size comes from its header: over `max_pixels` (default and most: `MAX_PIXELS`) it is refused
+    before anything is decoded. With `max_side` (the caller shrinks it to that longer side next), a JPEG is
+    decoded at the smallest of 1/2, 1/4 or 1/8 scale that still covers it, so a 50-megapixel photo costs what a
+    1-megapixel one does; `max_pixels` then applies to the decoded size."""
     path = Path(path)
     if not path.is_file():
-        raise ImageLoadError(f"{path}: no such file")
+        raise ImageLoadError("no such file", path)
     if path.stat().st_size == 0:
-        raise ImageLoadError(f"{path}: the file is empty")
+        raise ImageLoadError("the file is empty", path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only
+            if max_side and im.format == "JPEG":
+                im.draft("RGB", (max_side, max_side))
+            check_size(im.size, max_pixels)
             return to_rgb(im)
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"{path}: image too large (over {MAX_PIXELS:,} pixels)") from e
+    except ImageLoadError as e:
+        raise ImageLoadError(e.reason, path) from None
+    except Image.DecompressionBombError as e:  # Pillow's own guard, at twice MAX_PIXELS
+        raise ImageLoadError(f"image too large (over {MAX_PIXELS:,} pixels)", path) from e
     except UnidentifiedImageError as e:
-        raise ImageLoadError(f"{path}: not an image file Pillow can read") from e
+        raise ImageLoadError("not an image file Pillow can read", path) from e
     except OSError as e:  # truncated or corrupt data
-        raise ImageLoadError(f"{path}: could not decode the image ({e})") from e
+        reason = str(e).replace(str(path), path.name)
+        raise ImageLoadError(f"could not decode the image ({reason})", path) from e
+
+
+def check_size(size: tuple[int, int], max_pixels: int | None = None) -> None:
+    """ImageLoadError when an image of `size` (width, height) is over `max_pixels` (default `MAX_PIXELS`)."""
+    w, h = size
+    max_pixels = min(max_pixels or MAX_PIXELS, MAX_PIXELS)
+    if w * h > max_pixels:
+        raise ImageLoadError(f"image too large: {w}x{h} is over {max_pixels:,} pixels")
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow image -> RGB: EXIF rotation applied, transparency composited on white."""
-    if im.width * im.height > MAX_PIXELS:
-        raise ImageLoadError(f"image too large: {im.width}x{im.height} is over {MAX_PIXELS:,} pixels")
+    check_size(im.size)
     im = ImageOps.exif_transpose(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")

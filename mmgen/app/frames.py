@@ -1,0 +1,115 @@
+"""A run's trajectory kept small, and its frames drawn when someone looks at them.
+
+A session keeps its last run for the Trajectory tab. Drawn frames (x_t, x0, tokens, changes: four images a step)
+took about 290 kB a step, 8.6 MB a default run, and lived as long as the session. A `Trajectory` keeps what
+the frames are drawn from: per step, x_t in float16 (also where a branch starts) and the x0 estimate's tokens in
+int16, about 4.6 kB a step for a 16x16 grid. `FrameDrawer` draws a step when it is shown; the only model call,
+decoding x0's tokens, runs on the model thread and its image is kept in one cache for the whole app, bounded,
+so scrubbing back and forth decodes each step once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import PIL.Image
+import torch
+
+from ..denoising import StepOutput
+from ..viz import change_map, latent_rgb, principal_axes, step_bars, token_map, upscale_nearest
+from .compute import ModelThread
+
+_run_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Trajectory:
+    """Every step of one image's run. Dimension letters: C latent channels, h x w token grid."""
+
+    timesteps: list[float] = field(default_factory=list)
+    latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: x_t after each step
+    tokens: list[torch.Tensor] = field(default_factory=list)  # (h, w) int16: each step's x0 estimate as tokens
+    key: int = field(default_factory=lambda: next(_run_ids))  # names this run in the frame cache
+
+    def record(self, pipe, out: StepOutput) -> None:
+        """Keep step `out` of image 0 (call on the model thread: finding x0's tokens is a model call)."""
+        self.timesteps.append(float(out.timestep))
+        self.latents.append(out.latents[0].detach().to(torch.float16).clone())
+        self.tokens.append(pipe.latents_to_tokens(out.pred_x0[:1])[0].to(torch.int16))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def changed(self, k: int) -> torch.Tensor:
+        """(h, w) bool: the tokens of step k that differ from step k - 1's (all of them at step 0)."""
+        if k == 0:
+            return torch.ones(self.tokens[0].shape, dtype=torch.bool)
+        return self.tokens[k] != self.tokens[k - 1]
+
+    def counts(self) -> list[int]:
+        """Tokens changed at each step."""
+        return [int(self.changed(k).sum()) for k in range(len(self))]
+
+    def start_latents(self, k: int) -> torch.Tensor:
+        """(1, C, h, w) float32: x_t after step k, where a branch from step k starts."""
+        return self.latents[k][None].float()
+
+
+class FrameDrawer:
+    """Draws a trajectory's steps for the Trajectory tab; decoded x0 images are cached (at most `cache_size`,
+    least recently used dropped first, about 12 kB each at 64x64 px)."""
+
+    def __init__(self, pipe, compute: ModelThread, display_side: int, cache_size: int = 512):
+        self.pipe, self.compute, self.display_side, self.cache_size = pipe, compute, display_side, cache_size
+        self._x0: OrderedDict[tuple[int, int], PIL.Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+        self._axes: torch.Tensor | None = None
+
+    def x0(self, traj: Trajectory, k: int) -> PIL.Image.Image:
+        """Step k's x0 estimate, decoded from its tokens."""
+        key = (traj.key, k)
+        with self._lock:
+            if key in self._x0:
+                self._x0.move_to_end(key)
+                return self._x0[key]
+        image = self.compute(lambda: self.pipe.decode_tokens(traj.tokens[k][None].long())[0])
+        with self._lock:
+            self._x0[key] = image
+            while len(self._x0) > self.cache_size:
+                self._x0.popitem(last=False)
+        return image
+
+    def all_x0(self, traj: Trajectory) -> list[PIL.Image.Image]:
+        """Every step's x0 (exports): one batched decode, not cached."""
+        return self.compute(lambda: self.pipe.decode_tokens(torch.stack(traj.tokens).long()))
+
+    def cached(self) -> int:
+        return len(self._x0)
+
+    def view(self, traj: Trajectory, k: int, title: str | None = None) -> tuple:
+        """Step k for the Trajectory tab's views: x_t, x0, its tokens, the changed tokens, the changes-per-step
+        plot and an info line (`title` replaces the line's start)."""
+        side = self.display_side
+        tokens = traj.tokens[k]
+        cell = max(2, side // max(tokens.shape))
+        changed = traj.changed(k)
+        n, total = int(changed.sum()), tokens.numel()
+        title = title or f"**Step {k + 1} of {len(traj)}**"
+        info = f"{title} (timestep {traj.timesteps[k]:.0f}) · {n} of {total} tokens changed since the previous step"
+        return (
+            upscale_nearest(self.x_t(traj, k), side),
+            upscale_nearest(self.x0(traj, k), side),
+            token_map(tokens, self.pipe.vqvae.config.num_codes, cell=cell),
+            change_map(changed, cell=cell),
+            step_bars(traj.counts(), current=k),
+            info,
+        )
+
+    def x_t(self, traj: Trajectory, k: int) -> PIL.Image.Image:
+        """x_t in colour: the latent projected on the codebook's top 3 principal axes."""
+        if self._axes is None:
+            self._axes = principal_axes(self.pipe.vqvae.quantizer.codebook.detach())
+        return latent_rgb(traj.latents[k].float() / self.pipe.scaling_factor, self._axes, scale=1.0)

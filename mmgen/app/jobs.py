@@ -1,0 +1,122 @@
+"""Model jobs on a shared Space: at most one per visitor, queued or running, and a time limit on each.
+
+A visitor is a gradio session: one browser tab, or one `gradio_client.Client`. Each model event (generate, step
+mode, branch, repaint) is wired with `JobGate.model_event(check)`: in the "model" concurrency group, with a gradio
+*validator* that runs when the job asks to join the queue, before it waits or costs anything. The validator
+applies the event's checks (e.g. `Limits.check_sampling`) and admits the session's job only when the session has
+none queued or running; otherwise the request is refused with a message under the input it concerns (for API
+clients: the error's message). Model events take their inputs as sent (`preprocess=False`), so that gradio's own
+range checks, which would refuse without a message once an event has a validator, leave every check to the app's
+one check, in the validator and again in the handler. The handler runs its job inside `JobGate.job`, which frees
+the session's slot when the job ends, however it ends, and gives it a `Deadline`.
+
+    gate = JobGate(limits)
+    button.click(generate, inputs, outputs, **gate.model_event(check_controls))
+    def generate(..., request: gr.Request):
+        with gate.job(request) as deadline:
+            ...
+            deadline.check()  # between steps: stops a job past MMGEN_MAX_JOB_SECONDS with a message
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import gradio as gr
+
+from .limits import ENV, Limits
+
+BUSY = "You already have a job queued or running: wait for it to finish, then try again (one at a time per visitor)."
+
+
+class JobTimeLimit(gr.Error):
+    """A job ran past the Space's time limit per job."""
+
+
+class Deadline:
+    def __init__(self, seconds: float):
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise JobTimeLimit(
+                f"This job ran past this Space's limit of {self.seconds:g} s per job ({ENV['job_seconds']}) and "
+                "was stopped: try fewer steps or candidates, or try again when the Space is less busy."
+            )
+
+    def callback(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        """As a pipeline's `callback_on_step_end`: the same check after every step of a `pipe(...)` call."""
+        self.check()
+        return {}
+
+
+class JobGate:
+    """Which sessions have a model job queued or running. A slot is taken at admission (the job joins the queue)
+    and freed when its handler ends; a slot whose job never started (its client left the queue) is given back
+    after the longest a queued job can wait, or at once when the browser tab closes (`forget`)."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.stale_after_s = limits.queue_size * limits.job_seconds + 60
+        self._since: dict[str, float] = {}  # session -> when its job was admitted or started
+        self._lock = threading.Lock()
+
+    def admit(self, session: str | None) -> None:
+        """Take the session's slot for a job about to join the queue; ValueError(BUSY) when it holds one."""
+        now = time.monotonic()
+        with self._lock:
+            since = self._since.get(session)
+            if session is not None and since is not None and now - since < self.stale_after_s:
+                raise ValueError(BUSY)
+            self._since = {s: t for s, t in self._since.items() if now - t < self.stale_after_s}
+            if session is not None:
+                self._since[session] = now
+
+    @contextmanager
+    def job(self, request: gr.Request | None) -> Iterator[Deadline]:
+        """The session's job, running: its deadline; the slot is freed when the job ends."""
+        session = getattr(request, "session_hash", None)
+        if session is not None:
+            with self._lock:
+                self._since[session] = time.monotonic()
+        try:
+            yield Deadline(self.limits.job_seconds)
+        finally:
+            self.forget(session)
+
+    def forget(self, session: str | None) -> None:
+        with self._lock:
+            self._since.pop(session, None)
+
+    def on_unload(self, request: gr.Request) -> None:
+        """`demo.unload`: a closed browser tab gives its slot back."""
+        self.forget(getattr(request, "session_hash", None))
+
+    def model_event(self, check: Callable[..., tuple[int, str] | None] | None = None) -> dict:
+        """The event options of a model event (see the module's docstring): `button.click(fn, ..., **these)`."""
+        return {"concurrency_id": "model", "validator": self.admission(check), "preprocess": False}
+
+    def admission(self, check: Callable[..., tuple[int, str] | None] | None = None) -> Callable:
+        """A gradio validator for a model event: `check(*inputs)` returns (index of the input, message) when the
+        inputs are refused, else None; then the session is admitted (`admit`). The refusal appears under that
+        input in the browser, and as the error's message for API clients."""
+
+        def validate(request: gr.Request, *values):
+            try:
+                refused = check(*values) if check is not None else None
+            except Exception:  # a check must refuse with a message, never fail: let the handler report it
+                refused = None
+            if refused is None:
+                try:
+                    self.admit(getattr(request, "session_hash", None))
+                except ValueError as e:
+                    refused = 0, str(e)
+            if refused is None:
+                return [gr.validate(True, "")] * len(values)
+            index, message = refused
+            return [gr.validate(i != index, message if i == index else "") for i in range(len(values))]
+
+        return validate

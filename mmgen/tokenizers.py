@@ -1,0 +1,342 @@
+"""One interface over image tokenizers: mmgen's own VQ-VAE and any diffusers `VQModel`.
+
+The public VQ tokenizers that diffusers loads as `VQModel` (aMUSEd's VQGAN, VQ-Diffusion's, Kandinsky's MoVQ, the
+LDM VQ-f4 autoencoders) keep their token ids inside `quantize(...)[2][2]` and decode through one of three paths
+(quantise again, look the ids up with `lookup_from_codebook`, or a spatially-normalised decoder that also reads the
+codes, MoVQ: Zheng et al., 2022, https://arxiv.org/abs/2209.09002). `Tokenizer` hides that: ids are one attribute
+away, and every tokenizer encodes, decodes and exposes its codebook the same way as mmgen's `VQVAE`.
+
+    tok = load_tokenizer("assets/mmgen-base")            # or a model folder, a pipeline folder, a Hub id
+    enc = tok.encode(x)                                  # x: (B, 3, H, W) in [-1, 1], H and W multiples of f
+    enc.indices, enc.latents                             # (B, h, w) long, (B, D, h, w) code vectors
+    tok.decode_indices(enc.indices)                      # (B, 3, H, W) in [-1, 1]
+    tok.codebook, tok.num_codes, tok.downsample_factor   # (K, D), K, f
+
+Dimension letters: B batch, H x W pixels, h x w token grid (H/f x W/f), D code dim, K codebook size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import VQModel
+from diffusers.utils import BaseOutput
+from einops import rearrange
+
+from .models.vqvae import VQVAE
+
+SHIPPED_TOKENIZERS = {"mmgen-base": str(Path(__file__).resolve().parents[1] / "assets" / "mmgen-base")}
+# Public VQ tokenizers on the Hugging Face Hub (need a network the first time): display name -> (repo id, folder).
+HUB_TOKENIZERS = {
+    "aMUSEd VQGAN (f16, 8,192 codes)": ("amused/amused-256", "vqvae"),
+    "VQ-Diffusion ITHQ (f8, 4,096 codes)": ("microsoft/vq-diffusion-ithq", "vqvae"),
+    "Kandinsky 2.2 MoVQ (f8, 16,384 codes)": ("kandinsky-community/kandinsky-2-2-decoder", "movq"),
+    "LDM VQ-f4 (f4, 8,192 codes)": ("CompVis/ldm-super-resolution-4x-openimages", "vqvae"),
+}
+TOKENIZER_FOLDERS = ("vqvae", "movq")  # where pipelines keep their tokenizer, in the order they are looked for
+TOKENIZER_CLASSES = {"VQVAE", "VQModel"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class TokenizerOutput(BaseOutput):
+    latents: torch.Tensor  # (B, D, h, w) the code vectors of the tokens (what the decoder reads)
+    indices: torch.Tensor  # (B, h, w) long token ids
+    unquantized: torch.Tensor  # (B, D, h, w) the vectors the quantiser rounded to their nearest codes
+
+
+class Tokenizer:
+    """The common interface; `MMGenTokenizer` and `DiffusersTokenizer` adapt the two model classes.
+
+    Every method runs under `torch.inference_mode()` and returns tensors on the model's device. `metric` says how
+    the quantiser picked each token's code from `unquantized`: "euclidean" (nearest codebook row) or "cosine"
+    (largest dot product with the unit-normalised vector, mmgen's quantiser).
+    """
+
+    metric = "euclidean"
+
+    def __init__(self, model: torch.nn.Module, name: str):
+        self.model = model.eval()
+        self.name = name  # e.g. "mmgen-base" or "amused/amused-256"
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def codebook(self) -> torch.Tensor:  # (K, D)
+        raise NotImplementedError
+
+    @property
+    def downsample_factor(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        """The model family in a few words, e.g. "diffusers VQModel, spatial norm"."""
+        raise NotImplementedError
+
+    @property
+    def num_codes(self) -> int:
+        return self.codebook.shape[0]
+
+    @property
+    def code_dim(self) -> int:
+        return self.codebook.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.codebook.device
+
+    @property
+    def label(self) -> str:
+        """A display name: the name, codebook size and downsampling factor."""
+        return f"{self.name} ({self.num_codes:,} codes, f{self.downsample_factor})"
+
+    def describe(self) -> dict:
+        """JSON-friendly facts for tables and info panels."""
+        params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "num_codes": self.num_codes,
+            "code_dim": self.code_dim,
+            "downsample_factor": self.downsample_factor,
+            "params_m": params / 1e6,
+        }
+
+    # ---------------------------------------------------------------- encode / decode
+    def check_images(self, x: torch.Tensor) -> None:
+        f = self.downsample_factor
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(
+                f"{self.name}: image height and width must be multiples of {f}, got {tuple(x.shape[-2:])}"
+            )
+
+    def check_indices(self, indices: torch.Tensor) -> None:
+        if indices.ndim != 3 or indices.dtype != torch.long:
+            raise ValueError(f"expected (B, h, w) long token ids, got {tuple(indices.shape)} {indices.dtype}")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
+            raise ValueError(f"{self.name}: token ids must lie in 0..{self.num_codes - 1}")
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> TokenizerOutput:
+        """Images (B, 3, H, W) in [-1, 1] -> code vectors, token ids and the unquantised vectors."""
+        self.check_images(x)
+        return self._encode(x.to(self.device, torch.float32))
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Code vectors (B, D, h, w) -> images (B, 3, h*f, w*f) clamped to [-1, 1]."""
+        return self._decode(latents.to(self.device, torch.float32)).clamp(-1, 1)
+
+    @torch.inference_mode()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, h, w) -> images (B, 3, h*f, w*f) in [-1, 1]."""
+        self.check_indices(indices)
+        return self.decode(self._lookup(indices.to(self.device)))
+
+    @torch.inference_mode()
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) long -> (B, D, h, w) code vectors."""
+        return self._lookup(indices.to(self.device))
+
+    def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return rearrange(F.embedding(indices, self.codebook), "b h w d -> b d h w")
+
+    def _encode(self, x: torch.Tensor) -> TokenizerOutput:
+        raise NotImplementedError
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MMGenTokenizer(Tokenizer):
+    """mmgen's `VQVAE`: the code with the largest dot product with the l2-normalised encoder output."""
+
+    model: VQVAE
+    metric = "cosine"
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.model.quantizer.codebook
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.model.downsample_factor
+
+    @property
+    def kind(self) -> str:
+        return "mmgen VQVAE, l2-normalised codes"
+
+    def _encode(self, x):
+        z = self.model.encoder(x)  # (B, D, h, w)
+        q = self.model.quantizer(z)
+        return TokenizerOutput(q.latents, q.indices, F.normalize(z, dim=1))
+
+    def _decode(self, latents):
+        return self.model.decode(latents)
+
+
+class DiffusersTokenizer(Tokenizer):
+    """A diffusers `VQModel`; encode and decode run the model's own modules in the order `VQModel.decode` does."""
+
+    model: VQModel
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.model.quantize.embedding.weight
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.model.config.block_out_channels) - 1)  # every block but the last halves the side
+
+    @property
+    def kind(self) -> str:
+        c = self.model.config
+        flags = ["spatial norm (MoVQ)"] * (c.norm_type == "spatial") + ["codebook lookup"] * c.lookup_from_codebook
+        return ", ".join(["diffusers VQModel", *flags])
+
+    def _encode(self, x):
+        h = self.model.encode(x).latents  # (B, D, h, w) before quantisation
+        _, _, (_, _, ids) = self.model.quantize(h)  # ids: (B*h*w,)
+        indices = ids.view(h.shape[0], h.shape[2], h.shape[3])
+        return TokenizerOutput(self._lookup(indices), indices, h)
+
+    def _lookup(self, indices):
+        b, h, w = indices.shape
+        return self.model.quantize.get_codebook_entry(indices.flatten(), (b, h, w, self.code_dim))
+
+    def _decode(self, latents):
+        spatial = self.model.config.norm_type == "spatial"  # MoVQ's decoder reads the codes in every norm layer
+        return self.model.decoder(self.model.post_quant_conv(latents), latents if spatial else None)
+
+
+def as_tokenizer(model, name: str | None = None) -> Tokenizer:
+    """Wrap a loaded `VQVAE` or `VQModel` (a `Tokenizer` passes through)."""
+    if isinstance(model, Tokenizer):
+        return model
+    if isinstance(model, VQVAE):
+        return MMGenTokenizer(model, name or "mmgen VQVAE")
+    if isinstance(model, VQModel):
+        return DiffusersTokenizer(model, name or "VQModel")
+    raise ValueError(f"not a VQ tokenizer: {type(model).__name__} (expected mmgen's VQVAE or a diffusers VQModel)")
+
+
+# -------------------------------------------------------------------- loading
+def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer:
+    """A tokenizer from a shipped name ("mmgen-base"), a local folder or a Hugging Face Hub repo id.
+
+    A folder may hold the model itself (`config.json`) or a pipeline (`model_index.json`) whose tokenizer sits in
+    `vqvae/` or `movq/` (or any component of class VQModel or VQVAE); `subfolder` picks one explicitly. Weights
+    load in float32, in eval mode. Anything that is not a VQ tokenizer is a ValueError saying why.
+    """
+    if not name_or_path or not str(name_or_path).strip():
+        raise ValueError(
+            "no tokenizer given: pass a model folder, a Hub repo id or one of " + ", ".join(SHIPPED_TOKENIZERS)
+        )
+    name_or_path = str(name_or_path).strip()
+    path = SHIPPED_TOKENIZERS.get(name_or_path, name_or_path)
+    if os.path.isdir(path):
+        subfolder = subfolder or find_tokenizer_folder(path)
+        config = _read_config(Path(path) / (subfolder or "") / "config.json", name_or_path)
+        name = name_or_path if name_or_path in SHIPPED_TOKENIZERS else Path(path).resolve().name
+    elif os.path.exists(path) or not HUB_ID.match(path):
+        raise ValueError(f"{path}: not a tokenizer folder (no such folder, and not a Hugging Face Hub repo id)")
+    else:
+        subfolder, config = _hub_config(path, subfolder)
+        name = path
+    if subfolder and subfolder not in TOKENIZER_FOLDERS:
+        name = f"{name}/{subfolder}"
+    return _load(path, subfolder, config, name)
+
+
+def find_tokenizer_folder(path: str | Path) -> str | None:
+    """The subfolder of a local model folder that holds its tokenizer; None when the folder is the tokenizer."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return None
+    index = path / "model_index.json"
+    if index.is_file():
+        components = {k: v for k, v in _read_json(index).items() if isinstance(v, list) and len(v) == 2}
+        for folder in TOKENIZER_FOLDERS + tuple(k for k, v in components.items() if v[1] in TOKENIZER_CLASSES):
+            if folder in components and (path / folder / "config.json").is_file():
+                return folder
+        raise ValueError(
+            f"{path}: this pipeline has no VQ tokenizer (no vqvae/ or movq/ component); it holds "
+            + ", ".join(components)
+        )
+    for folder in TOKENIZER_FOLDERS:
+        if (path / folder / "config.json").is_file():
+            return folder
+    raise ValueError(f"{path}: no tokenizer here (expected config.json, or a pipeline with vqvae/ or movq/)")
+
+
+def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenizer:
+    cls = config.get("_class_name")
+    if cls not in TOKENIZER_CLASSES:
+        where = f"{name}/{subfolder}" if subfolder else name
+        raise ValueError(
+            f"{where} holds a {cls or 'model of unknown class'}, not a VQ tokenizer (VQModel or mmgen's VQVAE); "
+            "continuous autoencoders such as AutoencoderKL have no codebook"
+        )
+    model_cls = VQVAE if cls == "VQVAE" else VQModel
+    try:
+        model = model_cls.from_pretrained(path, subfolder=subfolder, dtype=torch.float32)
+    except OSError as e:
+        raise ValueError(f"could not load the tokenizer {name}: {e}") from e
+    return as_tokenizer(model, name)
+
+
+def _hub_config(repo_id: str, subfolder: str | None) -> tuple[str | None, dict]:
+    """(subfolder, config) of a tokenizer on the Hub: the standard Hub download (cached; offline if it is)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    def fetch(filename: str, folder: str | None = None) -> dict:
+        return _read_json(Path(hf_hub_download(repo_id, filename, subfolder=folder)))
+
+    try:
+        if subfolder is None:
+            try:
+                index = fetch("model_index.json")
+            except EntryNotFoundError as e:
+                if isinstance(e, LocalEntryNotFoundError):  # offline and not cached: not a missing file
+                    raise
+                return None, fetch("config.json")
+            found = next((f for f in TOKENIZER_FOLDERS if f in index), None)
+            found = found or next(
+                (k for k, v in index.items() if isinstance(v, list) and v[-1] in TOKENIZER_CLASSES), None
+            )
+            if found is None:
+                raise ValueError(f"{repo_id}: this pipeline has no VQ tokenizer (no vqvae/ or movq/ component)")
+            subfolder = found
+        return subfolder, fetch("config.json", subfolder)
+    except ValueError:
+        raise
+    except Exception as e:  # offline, unknown repo, gated: the Hub's own message says which
+        raise ValueError(
+            f"{repo_id}: no such folder, and it could not be loaded from the Hugging Face Hub "
+            f"({type(e).__name__}: {e})"
+        ) from e
+
+
+def _read_config(path: Path, name: str) -> dict:
+    if not path.is_file():
+        raise ValueError(f"{name}: no {path.parent.name}/config.json; not a tokenizer folder")
+    return _read_json(path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data

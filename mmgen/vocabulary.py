@@ -1,0 +1,190 @@
+"""What the generator knows: the words of its training captions, saved beside its transformer.
+
+A prompt word the model never read in training ("a cat on a sofa") still gets a text-encoder state, and the DiT
+does something with it, but nothing it learned: the result is a guess (for mmgen-base, usually a grey square).
+So every published generator carries `transformer/vocabulary.json`, written by `mmgen.release` from its run's
+training captions (every stage named in the run's log), and the command line and the app name the words of a
+prompt it never saw, with the known words nearest in spelling (difflib) or in meaning (MiniLM), without blocking
+the run.
+
+    vocab = Vocabulary.for_pipeline(pipe)              # None for a model published without one
+    vocab.unknown_words("a cat on a sofa")            # {"cat": [], "sofa": []}
+    vocab.warning("a tiny violet circle", encoder)    # "the model never saw: tiny (try: small), violet (try: ...)"
+
+A vocabulary of shapes-v1 captions also names that grammar, so `mmgen.captioning.caption` searches it; for other
+data it keeps the most common distinct captions, which `caption` ranks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+VOCABULARY_FILE = "vocabulary.json"  # inside the model folder's transformer/
+FORMAT = "mmgen-vocabulary-v1"
+MAX_CAPTIONS = 1000  # distinct captions kept (the most common) for models not trained on a grammar
+SPELLING_CUTOFF = 0.8  # difflib ratio for a "did you mean": "squre" -> "square", not "cat" -> "at"
+MEANING_CUTOFF = 0.45  # MiniLM cosine for a known word of like meaning: "tiny" -> "small" (0.91), "cat" -> none
+STOPWORDS = frozenset("a an the of on in at to and with".split())  # never offered as suggestions
+SHAPES_V1 = "shapes-v1"
+
+
+def split_words(text: str) -> list[str]:
+    """The words of a text, lower-cased, in order: runs of letters and digits ("top-left" is "top", "left")."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+@dataclass
+class Vocabulary:
+    words: dict[str, int]  # word -> how many training captions hold it, most common first
+    num_captions: int  # training captions read (repeats counted)
+    grammar: str | None = None  # "shapes-v1" when every caption came from that grammar
+    captions: list[str] = field(default_factory=list)  # the most common distinct captions (none for a grammar)
+    sources: list[str] = field(default_factory=list)  # where the captions came from, for people
+    _meaning: tuple | None = field(default=None, repr=False, compare=False)  # (encoder, words, embeddings)
+
+    @classmethod
+    def from_captions(cls, captions: Iterable[str], grammar: str | None = None, sources=()) -> Vocabulary:
+        counts, per_caption = Counter(), Counter()
+        for caption in captions:
+            per_caption[caption] += 1
+        for caption, n in per_caption.items():
+            for word in set(split_words(caption)):
+                counts[word] += n
+        kept = [] if grammar else [c for c, _ in per_caption.most_common() if c.strip()][:MAX_CAPTIONS]
+        ordered = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return cls(ordered, sum(per_caption.values()), grammar, kept, list(sources))
+
+    # ---------------------------------------------------------------- files
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "grammar": self.grammar,
+            "num_captions": self.num_captions,
+            "sources": self.sources,
+            "words": self.words,
+            "captions": self.captions,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        data = json.loads(Path(path).read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{path}: not an mmgen vocabulary ({FORMAT})")
+        return cls(data["words"], data["num_captions"], data.get("grammar"), data["captions"], data.get("sources", []))
+
+    @classmethod
+    def for_model(cls, model_dir: str | Path) -> Vocabulary | None:
+        """The vocabulary of a local model folder (MODEL/transformer/vocabulary.json), or None."""
+        path = Path(model_dir) / "transformer" / VOCABULARY_FILE
+        return cls.load(path) if path.is_file() else None
+
+    @classmethod
+    def for_pipeline(cls, pipe) -> Vocabulary | None:
+        """The vocabulary saved beside a loaded pipeline's transformer, or None (an in-memory model, or one
+        published before vocabularies)."""
+        where = getattr(pipe.transformer.config, "_name_or_path", None)
+        path = Path(where) / VOCABULARY_FILE if where else None
+        return cls.load(path) if path is not None and path.is_file() else None
+
+    # ---------------------------------------------------------------- prompts
+    def unknown_words(self, prompt: str, encoder=None) -> dict[str, list[str]]:
+        """{word the training captions never held: known words to try instead}, in prompt order. `encoder`:
+        (tokenizer, text encoder), to also offer the known word nearest in meaning."""
+        unknown = dict.fromkeys(w for w in split_words(prompt) if w not in self.words)
+        return {w: self.suggestions(w, encoder) for w in unknown}
+
+    def suggestions(self, word: str, encoder=None) -> list[str]:
+        """Known words close to `word`: by spelling, then (with `encoder`) the nearest in meaning, if near enough."""
+        known = [w for w in self.words if w not in STOPWORDS]
+        found = difflib.get_close_matches(word, known, n=2, cutoff=SPELLING_CUTOFF)
+        if encoder is not None and known:
+            nearest, similarity = self._nearest_in_meaning(word, known, encoder)
+            if similarity >= MEANING_CUTOFF and nearest not in found:
+                found.append(nearest)
+        return found
+
+    def warning(self, prompt: str, encoder=None) -> str | None:
+        """ "the model never saw: cat, tiny (try: small)", or None when every word is known."""
+        unknown = self.unknown_words(prompt, encoder)
+        if not unknown:
+            return None
+        parts = [w + (f" (try: {', '.join(s)})" if s else "") for w, s in unknown.items()]
+        return "the model never saw: " + ", ".join(parts)
+
+    @torch.no_grad()
+    def _nearest_in_meaning(self, word: str, known: list[str], encoder) -> tuple[str, float]:
+        """The known word whose MiniLM embedding (mean of its token states) is nearest `word`'s, and the cosine."""
+        from .models.text_encoder import encode_text
+
+        tokenizer, model = encoder
+
+        def embed(texts: list[str]) -> torch.Tensor:
+            states, mask = encode_text(tokenizer, model, texts)
+            m = mask[..., None].to(states.dtype)  # (N, L, 1)
+            return torch.nn.functional.normalize((states * m).sum(1) / m.sum(1), dim=-1)  # (N, E)
+
+        if self._meaning is None or self._meaning[0] is not model or self._meaning[1] != known:
+            self._meaning = (model, known, torch.cat([embed(known[i : i + 256]) for i in range(0, len(known), 256)]))
+        similarity = (self._meaning[2] @ embed([word])[0]).cpu()  # (K,)
+        best = int(similarity.argmax())
+        return known[best], float(similarity[best])
+
+
+# ---------------------------------------------------------------- a run's training captions
+def stage_sources(log_path: str | Path) -> list[dict]:
+    """The distinct training sets of every stage in a generator's training log (its header lines): {"data":
+    "shapes", "stream": seed, "num_samples": n} or {"data": folder}."""
+    sources = []
+    for line in Path(log_path).read_text().splitlines():
+        record = json.loads(line)
+        if "command" not in record:
+            continue
+        args = record["args"]
+        if args.get("data", "shapes") == "shapes":
+            stream = args["seed"] if args.get("data_seed") is None else args["data_seed"]
+            source = {"data": "shapes", "stream": stream, "num_samples": args["num_samples"]}
+        else:
+            source = {"data": args["data"]}
+        if source not in sources:
+            sources.append(source)
+    if not sources:
+        raise ValueError(f"{log_path}: no training stage header found")
+    return sources
+
+
+def training_captions(source: dict) -> list[str]:
+    """The captions a stage trained on: the shapes-v1 stream's, or the folder's metadata.jsonl texts."""
+    if source["data"] == "shapes":
+        from .data.shapes import shapes_annotation
+
+        return [shapes_annotation(source["stream"], i)[1] for i in range(source["num_samples"])]
+    metadata = Path(source["data"]) / "metadata.jsonl"
+    if not metadata.is_file():
+        raise ValueError(f"{metadata}: the training captions are needed to write the vocabulary")
+    return [json.loads(line).get("text", "") for line in metadata.read_text().splitlines() if line.strip()]
+
+
+def vocabulary_from_log(log_path: str | Path) -> Vocabulary:
+    """The vocabulary of everything a generator trained on, from its training log (all stages)."""
+    sources = stage_sources(log_path)
+    captions = [c for s in sources for c in training_captions(s)]
+    grammar = SHAPES_V1 if all(s["data"] == "shapes" for s in sources) else None
+    described = [
+        f"shapes-v1 stream {s['stream']}, {s['num_samples']} scenes" if s["data"] == "shapes" else s["data"]
+        for s in sources
+    ]
+    return Vocabulary.from_captions(captions, grammar, described)

@@ -1,0 +1,124 @@
+"""One tokenizer interface over mmgen's VQVAE and diffusers' VQModel: ids and decodes equal each model's own path."""
+
+import json
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, VQModel
+from tokenizer_families import FACTORS, FAMILIES, make_family
+
+from mmgen.data.images import pil_to_tensor
+from mmgen.data.shapes import shapes_sample
+from mmgen.models.vqvae import VQVAE
+from mmgen.tokenizers import DiffusersTokenizer, MMGenTokenizer, load_tokenizer
+
+# How each family is saved: a bare model folder, a pipeline folder (model_index.json) with vqvae/ or movq/, or a
+# vqvae/ folder alone; so every way of finding a tokenizer is exercised once.
+LAYOUTS = {"amused": "pipeline:vqvae", "movq": "pipeline:movq", "vq-diffusion": "bare", "ldm-f4": "folder:vqvae"}
+
+
+def save_family(vq: VQModel, root, layout: str) -> str:
+    kind, _, sub = layout.partition(":")
+    vq.save_pretrained(root / sub if sub else root)
+    if kind == "pipeline":
+        index = {"_class_name": "SomePipeline", sub: ["diffusers", "VQModel"], "scheduler": ["diffusers", "X"]}
+        (root / "model_index.json").write_text(json.dumps(index))
+    return str(root)
+
+
+def images(n: int = 2, side: int = 64) -> torch.Tensor:
+    return torch.stack([pil_to_tensor(shapes_sample(5, i).image.resize((side, side))) for i in range(n)])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ids_and_decodes_equal_diffusers_own_path(family, tmp_path):
+    vq = make_family(family)
+    tok = load_tokenizer(save_family(vq, tmp_path, LAYOUTS[family]))
+    c = vq.config
+    assert isinstance(tok, DiffusersTokenizer) and tok.name == tmp_path.name
+    assert (tok.downsample_factor, tok.num_codes) == (FACTORS[family], c.num_vq_embeddings)
+    assert tok.codebook.shape == (c.num_vq_embeddings, c.vq_embed_dim or c.latent_channels)
+
+    x = images()
+    enc = tok.encode(x)
+    f = FACTORS[family]
+    assert enc.indices.dtype == torch.long and enc.indices.shape == (2, 64 // f, 64 // f)
+    assert enc.indices.unique().numel() > 2  # tokens differ: the equalities below mean something
+
+    with torch.no_grad():
+        h = vq.encode(x).latents  # diffusers' own path: encode, quantize, decode
+        _, _, (_, _, ids) = vq.quantize(h)
+        assert torch.equal(enc.indices.flatten(), ids)
+        assert torch.equal(enc.unquantized, h)
+        shape = (*enc.indices.shape, tok.code_dim)
+        if c.lookup_from_codebook:  # ids in, looked up inside decode
+            reference = vq.decode(ids, force_not_quantize=True, shape=shape).sample
+        else:  # the ids' code vectors in
+            reference = vq.decode(vq.quantize.get_codebook_entry(ids, shape), force_not_quantize=True).sample
+        requantized = vq.decode(h).sample  # the default path quantises again (straight-through arithmetic)
+    decoded = tok.decode_indices(enc.indices)
+    assert decoded.shape == x.shape and decoded.abs().max() <= 1
+    assert torch.equal(decoded, reference.clamp(-1, 1))
+    assert torch.equal(tok.decode(enc.latents), decoded)
+    torch.testing.assert_close(decoded, requantized.clamp(-1, 1), atol=1e-4, rtol=0)
+
+
+def test_spatial_norm_decoder_reads_the_codes(tmp_path):
+    """MoVQ's decoder takes the codes twice (input and every norm): dropping the second changes the image."""
+    tok = load_tokenizer(save_family(make_family("movq"), tmp_path, "bare"))
+    ids = tok.encode(images(1)).indices
+    codes = tok.indices_to_codes(ids)
+    with torch.no_grad():
+        without = tok.model.decoder(tok.model.post_quant_conv(codes), torch.zeros_like(codes))
+    assert not torch.allclose(tok.decode_indices(ids), without.clamp(-1, 1), atol=1e-3)
+
+
+def test_shipped_model_is_mmgens_tokenizer():
+    tok = load_tokenizer("assets/mmgen-base")
+    assert (
+        isinstance(tok, MMGenTokenizer) and tok.name == "mmgen-base" and load_tokenizer("mmgen-base").name == tok.name
+    )
+    assert (tok.num_codes, tok.code_dim, tok.downsample_factor) == (512, 8, 4)
+    assert tok.label == "mmgen-base (512 codes, f4)"
+    vq = VQVAE.from_pretrained("assets/mmgen-base", subfolder="vqvae", dtype=torch.float32).eval()
+    x = images()
+    enc = tok.encode(x)
+    with torch.no_grad():
+        ref = vq.encode(x)
+        assert torch.equal(enc.indices, ref.indices) and torch.equal(enc.latents, ref.latents)
+        assert torch.equal(tok.decode_indices(enc.indices), vq.decode_indices(ref.indices))
+    # unquantized is what the quantiser compared, in its metric: the picked code has the largest dot product
+    assert tok.metric == "cosine" and torch.allclose(enc.unquantized.norm(dim=1), torch.ones(2, 16, 16))
+    scores = torch.einsum("bdhw,kd->bhwk", enc.unquantized, tok.codebook)
+    assert torch.equal(scores.argmax(-1), enc.indices)
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    tok = load_tokenizer(save_family(make_family("ldm-f4"), tmp_path, "bare"))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        tok.encode(torch.zeros(1, 3, 30, 32))
+    with pytest.raises(ValueError, match=r"0\.\.31"):
+        tok.decode_indices(torch.full((1, 2, 2), 32))
+    with pytest.raises(ValueError, match="long token ids"):
+        tok.decode_indices(torch.zeros(2, 2))
+
+
+def test_loading_failures_say_why(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # nothing here may reach the network
+    (tmp_path / "empty").mkdir()
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=2).save_pretrained(tmp_path / "kl")
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps({"_class_name": "P", "unet": ["diffusers", "U"]}))
+    cases = {
+        str(tmp_path / "missing"): "no such folder",
+        str(tmp_path / "empty"): "no tokenizer here",
+        str(tmp_path / "kl"): "AutoencoderKL, not a VQ tokenizer",
+        str(tmp_path / "pipe"): "no VQ tokenizer",
+        "someone/no-such-tokenizer": "could not be loaded from the Hugging Face Hub",
+        " ": "no tokenizer given",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            load_tokenizer(name)

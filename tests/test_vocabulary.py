@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from mmgen.cli import main
+from mmgen.data.shapes import BACKGROUNDS, COLORS, POSITION_WORDINGS, SHAPES, SIZES, shapes_annotation
+from mmgen.release import write_vocabulary
+from mmgen.vocabulary import SHAPES_V1, Vocabulary, split_words, stage_sources, vocabulary_from_log
+
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "mmgen-base"
+CAPTIONS = ["a red circle", "a red circle", "a blue square on the left", "A Red star, top-left", ""]
+
+
+def write_log(path: Path, stages: list[dict]) -> Path:
+    records = []
+    for args in stages:
+        records += [{"command": "mmgen train-generator", "args": args, "stage": len(records) + 1}, {"step": 1}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_words_counts_and_round_trip(tmp_path):
+    assert split_words("A Red star, top-left!") == ["a", "red", "star", "top", "left"]
+    vocab = Vocabulary.from_captions(CAPTIONS, sources=["four captions"])
+    assert vocab.num_captions == 5 and vocab.words["red"] == 3 and vocab.words["left"] == 2
+    assert list(vocab.words)[:2] == ["a", "red"]  # most common first
+    assert vocab.captions[0] == "a red circle" and len(vocab.captions) == 3  # distinct, most common, not blank
+    assert Vocabulary.load(vocab.save(tmp_path / "v.json")) == vocab
+    assert Vocabulary.from_captions(CAPTIONS, grammar=SHAPES_V1).captions == []  # a grammar is searched, not listed
+    (tmp_path / "bad.json").write_text('{"words": {}}')
+    with pytest.raises(ValueError, match="not an mmgen vocabulary"):
+        Vocabulary.load(tmp_path / "bad.json")
+
+
+def test_unknown_words_and_suggestions():
+    vocab = Vocabulary.from_captions(CAPTIONS + ["a small green triangle at the top"])
+    assert vocab.unknown_words("a red circle on the left") == {}
+    assert vocab.unknown_words("A cat on a sofa, a cat") == {"cat": [], "sofa": []}  # in order, once each
+    assert vocab.unknown_words("a red squre")["squre"] == ["square"]  # by spelling
+    assert vocab.unknown_words("a blue cat")["cat"] == []  # never "at" or "a": too short a match, or a stopword
+    assert vocab.warning("a red circle") is None
+    assert vocab.warning("a cat on a squre") == "the model never saw: cat, squre (try: square)"
+
+
+def test_suggestions_by_meaning_with_minilm():
+    from mmgen.models.text_encoder import load_text_encoder
+
+    vocab = Vocabulary.for_model(SHIPPED)
+    encoder = load_text_encoder()
+    found = vocab.unknown_words("a tiny grey oval on a sofa", encoder)
+    assert found == {"tiny": ["small"], "grey": ["gray"], "oval": ["circle"], "sofa": []}
+
+
+def test_the_shipped_vocabulary_holds_the_grammar():
+    vocab = Vocabulary.for_model(SHIPPED)
+    assert vocab.grammar == SHAPES_V1 and vocab.num_captions == 120_000
+    grammar = {*COLORS, *SHAPES, *SIZES, *BACKGROUNDS, "background", "above", "below"}
+    grammar |= {w for wordings in POSITION_WORDINGS.values() for phrase in wordings for w in split_words(phrase)}
+    assert grammar <= set(vocab.words)
+    assert not {"cat", "sofa", "upper", "corner", "backdrop"} & set(vocab.words)  # evaluation-only wordings
+
+
+def test_vocabulary_from_a_training_log_of_several_stages(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a cat on a sofa"}\n')
+    shapes = {"seed": 0, "data_seed": None, "num_samples": 30}
+    log = write_log(tmp_path / "log.jsonl", [shapes, shapes | {"data_seed": 1}, shapes | {"seed": 5, "data_seed": 0}])
+    assert stage_sources(log) == [
+        {"data": "shapes", "stream": 0, "num_samples": 30},
+        {"data": "shapes", "stream": 1, "num_samples": 30},  # the third stage reads stream 0 again: counted once
+    ]
+    vocab = vocabulary_from_log(log)
+    expected = {w for s in (0, 1) for i in range(30) for w in split_words(shapes_annotation(s, i)[1])}
+    assert set(vocab.words) == expected and vocab.num_captions == 60 and vocab.grammar == SHAPES_V1
+    mixed = vocabulary_from_log(write_log(tmp_path / "mixed.jsonl", [shapes, {"data": str(folder), "seed": 0}]))
+    assert mixed.grammar is None and "sofa" in mixed.words and "a cat on a sofa" in mixed.captions
+    write_log(tmp_path / "gone.jsonl", [{"data": str(tmp_path / "gone"), "seed": 0}])
+    with pytest.raises(ValueError, match="metadata.jsonl"):
+        vocabulary_from_log(tmp_path / "gone.jsonl")
+
+
+def test_the_model_folder_carries_it_and_the_cli_warns_without_blocking(tiny_pipe, tmp_path, capsys):
+    model = tmp_path / "pipe"
+    tiny_pipe.save_pretrained(model)
+    args = ["generate", "a cat on a sofa", "--model", str(model), "--out", str(tmp_path / "i.png"), "--steps", "2"]
+    assert main(args) == 0 and "never saw" not in capsys.readouterr().err  # no vocabulary: nothing to say
+    write_log(model / "generator_train_log.jsonl", [{"seed": 0, "num_samples": 20}])
+    assert write_vocabulary(model) == model / "transformer" / "vocabulary.json"
+    assert main(args) == 0
+    err = capsys.readouterr().err  # (the tiny random encoder's suggestions by meaning are noise: not checked)
+    assert "warning: the model never saw: cat" in err and "sofa" in err and "circle" not in err
+    from mmgen.pipeline import MMGenPipeline
+
+    assert Vocabulary.for_pipeline(MMGenPipeline.from_pretrained(model)).num_captions == 20
+    assert Vocabulary.for_pipeline(tiny_pipe) is None  # built in memory
