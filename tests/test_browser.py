@@ -139,6 +139,28 @@ def test_open_the_codebook(page):
     page.locator("#code-info").get_by_text("occurrences").wait_for()
 
 
+def test_load_a_second_tokenizer_and_compare(page, tmp_path):
+    """A visitor loads a folder through the load box; it joins the comparison beside the generator's own."""
+    from tokenizer_families import make_family
+
+    from mmgen.data.shapes import shapes_sample
+
+    make_family("vq-diffusion").save_pretrained(tmp_path / "second")
+    path = tmp_path / "scene.png"
+    shapes_sample(0, 1).image.save(path)
+    upload(page, path)
+    page.locator("#tokenizer-picker-load-box").get_by_text("Load another tokenizer").click()
+    page.locator("#tokenizer-picker-source textarea").fill(str(tmp_path / "second"))
+    page.locator("#tokenizer-picker-load").click()
+    page.locator("#tokenizer-picker-status").get_by_text("Loaded").wait_for(timeout=TIMEOUT_MS)
+    assert "48 codes" in page.locator("#tokenizer-picker-status").inner_text()
+    page.locator("#compare").click()
+    page.locator("#compare-info").get_by_text("Compared at").wait_for(timeout=TIMEOUT_MS)
+    table = page.locator("#compare-table").inner_text()
+    assert "tiny-test" in table and "second" in table and "8×8" in table and "16×16" in table
+    assert "Traceback" not in page.content()
+
+
 def test_bad_upload_shows_a_message_not_a_traceback(page, tmp_path):
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")

@@ -1,38 +1,72 @@
-"""The Codebook tab: every code of the tokenizer, decoded to a tile, with its usage over a reference set; click one
-to see its nearest codes and where it occurs. The `CodebookAtlas` is built once, on first use."""
+"""The Codebook tab: a tokenizer's codes, each decoded to a tile, a page at a time, with their usage over a reference
+set and over the images this visitor tokenized; dead codes; click one to see its nearest codes and the reference
+patches where it occurs. Any tokenizer of the picker (`tokenizers.TokenizerPicker`): its `CodebookAtlas` is built
+on first use and decodes a page's tiles when the page is first shown, so K = 16,384 codes cost what 256 do."""
 
 from __future__ import annotations
-
-import threading
 
 import gradio as gr
 import PIL.Image
 
-from ..codebook import CodebookAtlas, reference_images
-from ..data.images import load_image
+from ..codebook import AtlasPage, CodebookAtlas, usage_stats
 from ..viz import tile_at, tile_grid, upscale_nearest, usage_bars
 from .context import AppContext
 from .errors import handler
+from .tokenizers import TokenizerPicker, UploadUsage
 
 CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
 SORT_BY_USAGE, SORT_BY_ID = "usage (most used first)", "code id"
+ONE_PAGE_UP_TO = 512  # codebooks this small show whole, on one page (mmgen-base's 512 codes)
+PER_PAGE = 256  # larger ones a page at a time: 256 tiles of a K = 16,384 MoVQ-like decoder in 0.3-1.6 s (bench)
+MAX_USAGE_BARS = 2048
+DEAD_LISTED = 24  # dead code ids written out
+
+
+def per_page(num_codes: int) -> int:
+    return num_codes if num_codes <= ONE_PAGE_UP_TO else PER_PAGE
+
+
+def sort_key(sort_by: str | None) -> str:
+    return "id" if sort_by == SORT_BY_ID else "usage"
+
+
+def page_index(page, num_pages: int) -> int:
+    """The 0-based page of a 1-based page number as sent (anything else: the first), clamped to the pages."""
+    try:
+        number = int(float(page))
+    except (TypeError, ValueError, OverflowError):
+        number = 1
+    return min(max(number, 1), num_pages) - 1
 
 
 class CodebookTab:
-    """The tab's components and handlers; the atlas is shared by every session."""
+    """The tab's components and handlers; atlases are shared by every session (`ctx.tokenizers.atlas`)."""
 
-    def __init__(self, ctx: AppContext):
-        self.ctx = ctx
-        self._atlas: CodebookAtlas | None = None
-        self._atlas_lock = threading.Lock()
+    def __init__(self, ctx: AppContext, uploads: gr.State | None = None):
+        self.ctx, self.registry = ctx, ctx.tokenizers
+        # The Tokenizer tab's count of this session's codes; a tab of its own when built alone.
+        self.uploads = uploads if uploads is not None else gr.State(UploadUsage())
         with gr.Tab("Codebook", id="codebook") as self.tab:
+            self.picker = TokenizerPicker(self.registry, "codebook-tokenizer")
             self.info = gr.Markdown(elem_id="codebook-info")
-            self.sort_by = gr.Radio(
-                [SORT_BY_USAGE, SORT_BY_ID], value=SORT_BY_USAGE, label="Sort", elem_id="sort-codes"
-            )
+            with gr.Row():
+                self.sort_by = gr.Radio(
+                    [SORT_BY_USAGE, SORT_BY_ID], value=SORT_BY_USAGE, label="Sort", elem_id="sort-codes"
+                )
+                pages = -(-ctx.num_codes // per_page(ctx.num_codes))
+                self.page = gr.Slider(
+                    1,
+                    max(pages, 2),
+                    value=1,
+                    step=1,
+                    label="Page",
+                    visible=pages > 1,
+                    elem_id="codebook-page",
+                    scale=2,
+                )
             with gr.Row():
                 self.grid = gr.Image(
-                    label="Every code, decoded (click one)", interactive=False, elem_id="codebook-grid"
+                    label="The codes, decoded (click one)", interactive=False, elem_id="codebook-grid"
                 )
                 with gr.Column():
                     self.code_id = gr.Number(
@@ -56,75 +90,137 @@ class CodebookTab:
             )
 
     def wire(self) -> None:
-        outputs = [self.grid, self.usage, self.info]
-        self.tab.select(self.show_codebook, self.sort_by, outputs, api_name="codebook")
-        self.sort_by.change(
-            self.show_codebook, self.sort_by, outputs, api_name="sort_codebook", api_visibility="private"
+        tok, uploads = self.picker.dropdown, self.uploads
+        shown = [self.grid, self.usage, self.info]
+        paged = shown + [self.page, self.code_id]
+        self.tab.select(self.show_codebook, [self.sort_by, tok, self.page, uploads], shown, api_name="codebook")
+        self.tab.select(self.picker.refresh, None, tok, api_visibility="private")
+        for event in (tok.change, self.sort_by.change):
+            event(self.first_page, [tok, self.sort_by, uploads], paged, api_visibility="private")
+        self.page.release(
+            self.codebook_page,
+            [tok, self.sort_by, self.page, uploads],
+            paged,
+            api_name="codebook_page",
+            preprocess=False,  # any page number: the handler clamps it to this tokenizer's pages
         )
+        self.picker.wire("load_codebook_tokenizer", public=False)
         details = [self.code_big, self.code_info, self.neighbours, self.occurrences, self.grid, self.code_id]
-        self.code_btn.click(self.code_details, [self.code_id, self.sort_by], details, api_name="code_details")
-        self.grid.select(self.click_code, self.sort_by, details, api_name="click_code", api_visibility="private")
+        self.code_btn.click(
+            self.code_details, [self.code_id, self.sort_by, tok, uploads], details, api_name="code_details"
+        ).success(self.page_of, [self.code_id, self.sort_by, tok], self.page, api_visibility="private")
+        self.grid.select(self.click_code, [self.sort_by, tok, self.page, uploads], details, api_visibility="private")
 
-    def atlas(self) -> CodebookAtlas:
-        with self._atlas_lock:  # built once, on first use, from held-out scenes and the example photos
-            if self._atlas is None:
-                paths = sorted(self.ctx.examples_dir.glob("*.png"))
-                photos = [load_image(p) for p in paths if "shapes" not in p.name]
-                self._atlas = self.ctx.compute(CodebookAtlas.build, self.ctx.vq, reference_images(photos=photos))
-            return self._atlas
-
-    # ------------------------------------------------------------------ handlers (their tiles are decoded on the
-    # model thread: the atlas decodes a code's tile when first asked for)
+    # ------------------------------------------------------------------ handlers (model calls: the atlas's encodes
+    # and tile decodes, each on the model thread)
     @handler
-    def show_codebook(self, sort_by: str) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
-        return self.ctx.compute(self._show_codebook, sort_by)
+    def show_codebook(
+        self, sort_by: str, tokenizer: str | None = None, page: float | None = 1, uploads: UploadUsage | None = None
+    ) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
+        """The page of the tokenizer's codebook (whole, up to 512 codes), its usage bars and a summary."""
+        return self.codebook_page(tokenizer, sort_by, page, uploads)[:3]
 
     @handler
-    def code_details(self, code: float | None, sort_by: str) -> tuple:
-        return self.ctx.compute(self._code_details, code, sort_by)
+    def codebook_page(
+        self, tokenizer: str | None, sort_by: str, page: float | None = 1, uploads: UploadUsage | None = None
+    ) -> tuple:
+        """Page `page` (from 1) of the codebook: the grid, usage bars, summary, the page selector and the code
+        id's bounds for this tokenizer."""
+        key, atlas = self.atlas(tokenizer)
+        size = per_page(atlas.num_codes)
+        number = page_index(page, atlas.num_pages(size))
+        shown = atlas.page(number, size, sort_key(sort_by))
+        grid = tile_grid(shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE)
+        usage = usage_bars(atlas.counts, max_bars=min(atlas.num_codes, MAX_USAGE_BARS), bar_width=1)
+        info = self.summary(key, atlas, shown, sort_by, uploads)
+        slider = gr.update(maximum=max(shown.num_pages, 2), value=number + 1, visible=shown.num_pages > 1)
+        return grid, usage, info, slider, gr.update(maximum=atlas.num_codes - 1)
 
     @handler
-    def click_code(self, sort_by: str, evt: gr.SelectData) -> tuple:
-        return self.ctx.compute(self._click_code, sort_by, evt)
+    def first_page(self, tokenizer: str | None, sort_by: str, uploads: UploadUsage | None = None) -> tuple:
+        return self.codebook_page(tokenizer, sort_by, 1, uploads)
 
-    def _show_codebook(self, sort_by: str) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
-        atlas, num_codes = self.atlas(), self.ctx.num_codes
-        s = atlas.stats
-        info = (
-            f"Reference set: {len(atlas.images)} images, {int(atlas.counts.sum()):,} tokens · codes used "
-            f"{s['usage']:.1%} · perplexity {s['perplexity']:.1f} of {num_codes} · dead codes "
-            f"{s['dead_codes']}"
+    @handler
+    def code_details(
+        self, code: float | None, sort_by: str, tokenizer: str | None = None, uploads: UploadUsage | None = None
+    ) -> tuple:
+        """One code: its tile, usage and rank, its nearest codes and where it occurs; the grid shows its page,
+        the code outlined."""
+        key, atlas = self.atlas(tokenizer)
+        if code is None or not 0 <= int(code) < atlas.num_codes:
+            raise gr.Error(f"The code id must be between 0 and {atlas.num_codes - 1}.")
+        code, by, size = int(code), sort_key(sort_by), per_page(atlas.num_codes)
+        shown = atlas.page(atlas.page_of(code, size, by), size, by)
+        at = shown.codes.index(code)
+        grid = tile_grid(
+            shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, highlight=at
         )
-        grid = tile_grid(atlas.tiles, self.order(sort_by), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE)
-        return grid, usage_bars(atlas.counts, max_bars=num_codes, bar_width=1), info
-
-    def _code_details(self, code: float | None, sort_by: str) -> tuple:
-        """One code: its tile, its usage and rank, its nearest codes and where it occurs; the grid highlights it."""
-        atlas, num_codes = self.atlas(), self.ctx.num_codes
-        if code is None or not 0 <= int(code) < num_codes:
-            raise gr.Error(f"The code id must be between 0 and {num_codes - 1}.")
-        code = int(code)
-        order = self.order(sort_by)
-        grid = tile_grid(atlas.tiles, order, cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, highlight=code)
-        rank = order.index(code) + 1 if sort_by.startswith("usage") else None
-        nearest = atlas.neighbours(code)
+        rank = atlas.order("usage").index(code) + 1 if by == "usage" else None
+        nearest = self.ctx.compute(atlas.neighbours, code)
+        unit = "cos" if atlas.metric == "cosine" else "dist"
+        mine = uploads.counts.get(key) if uploads else None
         info = (
             f"**Code {code}** · {int(atlas.counts[code])} occurrences in the reference set"
             + (f" (rank {rank})" if rank else "")
+            + (f" · {int(mine[code])} in your uploads" if mine is not None else "")
             + " · nearest codes: "
             + ", ".join(f"{c} ({s:.2f})" for c, s in nearest)
         )
-        neighbours = [(upscale_nearest(atlas.tiles[c], 64), f"code {c} · cos {s:.2f}") for c, s in nearest]
+        tiles = atlas.tiles.get(c for c, _ in nearest)
+        neighbours = [(upscale_nearest(t, 64), f"code {c} · {unit} {s:.2f}") for t, (c, s) in zip(tiles, nearest)]
         examples = [(upscale_nearest(im, 80), "") for im in atlas.examples(code)]
         return upscale_nearest(atlas.tiles[code], 96), info, neighbours, examples, grid, code
 
-    def _click_code(self, sort_by: str, evt: gr.SelectData) -> tuple:
-        atlas, order = self.atlas(), self.order(sort_by)
+    @handler
+    def page_of(self, code: float | None, sort_by: str, tokenizer: str | None = None) -> int:
+        _, atlas = self.atlas(tokenizer)
+        return atlas.page_of(int(code), per_page(atlas.num_codes), sort_key(sort_by)) + 1
+
+    @handler
+    def click_code(
+        self, sort_by: str, tokenizer: str | None, page: float | None, uploads: UploadUsage | None, evt: gr.SelectData
+    ) -> tuple:
+        _, atlas = self.atlas(tokenizer)
+        size = per_page(atlas.num_codes)
+        number = page_index(page, atlas.num_pages(size))
+        codes = atlas.order(sort_key(sort_by))[number * size : (number + 1) * size]
         x, y = int(evt.index[0]), int(evt.index[1])
-        i = tile_at(x, y, atlas.tiles[0].width, len(order), CODEBOOK_COLS, CODEBOOK_SCALE)
+        i = tile_at(x, y, atlas.tiles[codes[0]].width, len(codes), CODEBOOK_COLS, CODEBOOK_SCALE)
         if i is None:
             raise gr.Error("Click on a code tile.")
-        return self._code_details(order[i], sort_by)
+        return self.code_details(codes[i], sort_by, tokenizer, uploads)
 
-    def order(self, sort_by: str) -> list[int]:
-        return self.atlas().order("usage" if sort_by.startswith("usage") else "id")
+    # ------------------------------------------------------------------ helpers
+    def atlas(self, tokenizer: str | None) -> tuple[str, CodebookAtlas]:
+        key = tokenizer if isinstance(tokenizer, str) and tokenizer else self.registry.own_key
+        return key, self.registry.atlas(key)
+
+    def summary(
+        self, key: str, atlas: CodebookAtlas, shown: AtlasPage, sort_by: str, uploads: UploadUsage | None
+    ) -> str:
+        """Usage over the reference set and over this visitor's images, the page shown, the dead codes."""
+        k, s = atlas.num_codes, atlas.stats
+        lines = [
+            f"**{key}** · {k:,} codes · Reference set: {len(atlas.images)} images, {int(atlas.counts.sum()):,} "
+            f"tokens · codes used {s['usage']:.1%} · perplexity {s['perplexity']:.1f} of {k:,} · dead codes "
+            f"{s['dead_codes']:,}"
+        ]
+        mine = uploads.counts.get(key) if uploads else None
+        if mine is not None:
+            m = usage_stats(mine)
+            lines.append(
+                f"Your uploads: {uploads.images[key]} image(s), {int(mine.sum()):,} tokens · codes used "
+                f"{m['usage']:.1%} · perplexity {m['perplexity']:.1f}"
+            )
+        else:
+            lines.append(
+                "Your uploads: none yet with this tokenizer (tokenize or compare images on the Tokenizer tab)"
+            )
+        dead = atlas.dead_codes()
+        if len(dead):
+            listed = ", ".join(map(str, dead[:DEAD_LISTED].tolist())) + (", ..." if len(dead) > DEAD_LISTED else "")
+            lines.append(f"Dead codes (never used by the reference set): {listed}")
+        first, last = shown.codes[0], shown.codes[-1]
+        what = f"codes {first}-{last}" if sort_key(sort_by) == "id" else "most used first"
+        lines.append(f"Page {shown.number + 1} of {shown.num_pages} ({len(shown.codes)} codes, {what})")
+        return "  \n".join(lines)

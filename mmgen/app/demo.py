@@ -54,7 +54,7 @@ def build_demo(
         generate = GenerateTab(ctx, run_state)
         trajectory = TrajectoryTab(ctx, run_state)
         tokenizer = TokenizerTab(ctx)
-        codebook = CodebookTab(ctx)
+        codebook = CodebookTab(ctx, tokenizer.uploads)  # usage over the images this session tokenized
         build_about_tab(model_card or SHIPPED_MODEL_CARD)
 
         generate.wire(trajectory.step, trajectory.views)

@@ -1,6 +1,8 @@
-"""The Tokenizer tab: an uploaded image as the VQ-VAE sees it (its reconstruction, its token map, the codes it
-uses); click a cell to see its code, then edit the selected cells by hand (token surgery) or let the generator
-repaint them under a prompt (`MMGenPipeline.inpaint`)."""
+"""The Tokenizer tab: an uploaded image as a tokenizer sees it (its reconstruction, its token map, the codes it
+uses, which tokens nearly flipped); click a cell to see its code, then edit the selected cells by hand (token
+surgery) or let the generator repaint them under a prompt (`MMGenPipeline.inpaint`). The tokenizer is the
+generator's VQ-VAE or any other picked or loaded here (`tokenizers.TokenizerPicker`); the image goes through
+several of them side by side in the Compare panel (`compare.CompareSection`)."""
 
 from __future__ import annotations
 
@@ -13,14 +15,18 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..codebook import usage_stats
-from ..data.images import ImageLoadError, load_image
+from ..codebook import default_tile_tokens, usage_stats
+from ..compare import quantization_ambiguity
+from ..data.images import ImageLoadError, fit_to_multiple, load_image, pil_to_tensor, tensor_to_pil
 from ..settings import MAX_SEED, SamplingSettings, check_prompt
-from ..tokens import decode_tokens, encode_image
+from ..tokenizers import Tokenizer
+from ..tokens import EncodedImage, psnr_pil, ssim_pil
 from ..viz import cell_size, code_histogram, token_map, upscale_nearest, usage_bars
+from .compare import CompareSection, ambiguity_info, ambiguity_sheet
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import scratch_folder
+from .tokenizers import TokenizerPicker, UploadUsage
 
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 NO_IMAGE = "Tokenize an image first."
@@ -34,6 +40,10 @@ class TokenGrid:
     tokens: list[list[int]]  # (h, w) code ids
     selected: list[list[int]] = field(default_factory=list)  # [row, col] of each selected cell
     highlight: int | None = None  # the code whose cells the map outlines
+    tokenizer: str = ""  # the registry key of the tokenizer that made it ("": the generator's)
+    distance: np.ndarray | None = None  # (h, w) float32: each token's distance to its code, as encoded
+    margin: np.ndarray | None = None  # (h, w) float32: the distance to the runner-up code minus `distance`
+    metric: str = "euclidean"
 
 
 def uploaded_file(upload: dict | str | None) -> str | None:
@@ -53,6 +63,17 @@ def uploaded_file(upload: dict | str | None) -> str | None:
     return upload.get("path")
 
 
+@torch.inference_mode()
+def encode_with_ambiguity(tok: Tokenizer, image: PIL.Image.Image) -> tuple[EncodedImage, np.ndarray, np.ndarray]:
+    """(On the model thread.) Tokenize an image whose sides are multiples of the tokenizer's factor: the
+    result, and each token's distance to its code and margin to the second-nearest, (h, w) float32 each."""
+    enc = tok.encode(pil_to_tensor(image)[None])
+    recon = tensor_to_pil(tok.decode(enc.latents)[0])
+    amb = quantization_ambiguity(enc.unquantized, tok.codebook, tok.metric)
+    result = EncodedImage(image, enc.indices[0].cpu(), recon, psnr_pil(image, recon), ssim_pil(image, recon))
+    return result, amb.distance[0].cpu().float().numpy(), amb.margin[0].cpu().float().numpy()
+
+
 def repaint_settings(prompt, seed) -> SamplingSettings:
     """The repaint's prompt and seed (an empty seed field: 0), checked like any run's."""
     return SamplingSettings(prompt, seed=0 if seed is None else seed).checked()
@@ -62,9 +83,11 @@ class TokenizerTab:
     """The tab's components and handlers; `grid_state` holds the session's `TokenGrid`."""
 
     def __init__(self, ctx: AppContext):
-        self.ctx = ctx
+        self.ctx, self.registry = ctx, ctx.tokenizers
         self.grid_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
-        with gr.Tab("Tokenizer", id="tokenizer"):
+        # This session's code usage over the images it tokenized or compared (read by the Codebook tab).
+        self.uploads = gr.State(UploadUsage(), time_to_live=ctx.limits.session_seconds)
+        with gr.Tab("Tokenizer", id="tokenizer") as self.tab:
             with gr.Row():
                 with gr.Column():
                     # image_mode=None: gradio passes the file on unconverted; the handler reads its header first
@@ -75,6 +98,7 @@ class TokenizerTab:
                         sources=["upload", "clipboard"],
                         elem_id="upload",
                     )
+                    self.picker = TokenizerPicker(self.registry, "tokenizer-picker")
                     self.tokenize_btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
                 self.original = gr.Image(label="As encoded", interactive=False, elem_id="original")
                 self.recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
@@ -89,7 +113,12 @@ class TokenizerTab:
                     self.usage = gr.Image(
                         label="Codes used by this image (most used first)", interactive=False, elem_id="usage"
                     )
+            with gr.Accordion("Quantisation ambiguity: which tokens nearly flipped", open=True):
+                with gr.Row():
+                    self.ambiguity_map = gr.Image(label="Per token", interactive=False, elem_id="ambiguity")
+                    self.ambiguity_text = gr.Markdown(elem_id="ambiguity-info")
             self._build_surgery()
+            self.compare = CompareSection(ctx, self.upload, self.uploads, self.read_image)
             examples = ctx.example_images()
             if examples:
                 gr.Examples(examples, inputs=self.upload, api_name="load_example", api_visibility="private")
@@ -97,14 +126,8 @@ class TokenizerTab:
     def _build_surgery(self) -> None:
         with gr.Accordion("Token surgery: edit the selected cells", open=True):
             with gr.Row():
-                self.new_code = gr.Number(
-                    value=0,
-                    precision=0,
-                    minimum=0,
-                    maximum=self.ctx.num_codes - 1,
-                    label="New code id",
-                    elem_id="new-code",
-                )
+                # No maximum here: it depends on the tokenizer, which `set_code` checks.
+                self.new_code = gr.Number(value=0, precision=0, minimum=0, label="New code id", elem_id="new-code")
                 self.set_btn = gr.Button("Set selected cells to this code", elem_id="set-code")
                 self.clear_btn = gr.Button("Clear selection", elem_id="clear-selection")
             with gr.Row():
@@ -124,17 +147,27 @@ class TokenizerTab:
 
     def wire(self) -> None:
         state, tmap, info = self.grid_state, self.token_map, self.cell_info
-        outputs = [self.original, self.recon, self.stats, tmap, self.usage, state, self.edited, info]
+        inputs = [self.upload, self.picker.dropdown, self.uploads]
+        outputs = [self.original, self.recon, self.stats, tmap, self.usage, state, self.edited, info, self.uploads]
+        ambiguity = [self.ambiguity_map, self.ambiguity_text]
         # The upload reaches the handler as sent (preprocess=False): gradio neither opens nor decodes it first.
-        self.tokenize_btn.click(self.tokenize, self.upload, outputs, api_name="tokenize", preprocess=False)
-        # A new upload or a clicked example tokenizes at once; clearing the input clears the outputs.
-        self.upload.change(
-            self.tokenize_or_clear,
-            self.upload,
-            outputs,
-            api_name="tokenize_on_change",
+        self.tokenize_btn.click(self.tokenize, inputs, outputs, api_name="tokenize", preprocess=False).success(
+            self.ambiguity,
+            state,
+            ambiguity,
+            api_name="ambiguity",  # API clients call it after /tokenize
+        )
+        # A new upload, a clicked example or another tokenizer tokenizes at once; no upload clears the outputs.
+        for event, name in ((self.upload.change, "tokenize_on_change"), (self.picker.dropdown.change, "retokenize")):
+            event(
+                self.tokenize_or_clear, inputs, outputs, api_name=name, api_visibility="private", preprocess=False
+            ).success(self.show_ambiguity, state, ambiguity, api_visibility="private")
+        self.compare.wire(self.picker.wire("load_tokenizer"), self.picker.dropdown)
+        self.tab.select(
+            lambda: (self.picker.refresh(), gr.update(choices=self.registry.choices())),
+            None,
+            [self.picker.dropdown, self.compare.names],
             api_visibility="private",
-            preprocess=False,
         )
         tmap.select(
             self.inspect_cell,
@@ -159,34 +192,63 @@ class TokenizerTab:
 
     # ------------------------------------------------------------------ handlers
     @handler
-    def tokenize(self, upload: dict | str | None) -> tuple:
-        """Encode an uploaded image; returns the image as encoded, its reconstruction, stats, token map, usage.
-        The image's size is read from its header and checked before it is decoded."""
-        path = uploaded_file(upload)
-        if not path:
-            raise gr.Error("Upload an image first (PNG, JPEG, WebP, ...).")
-        try:
-            image = load_image(path, max_pixels=self.ctx.limits.max_upload_pixels, max_side=MAX_SIDE)
-        except ImageLoadError as e:
-            raise gr.Error(f"That file can't be used: {e.reason}.") from e
-        result = self.ctx.compute(encode_image, self.ctx.vq, image, max_side=MAX_SIDE)
-        num_codes = self.ctx.num_codes
+    def tokenize(
+        self, upload: dict | str | None, tokenizer: str | None = None, uploads: UploadUsage | None = None
+    ) -> tuple:
+        """Encode an uploaded image with the picked tokenizer (default: the generator's); returns the image as
+        encoded, its reconstruction, stats, token map, usage. The image's size is read from its header and
+        checked before it is decoded."""
+        image = self.read_image(upload)
+        key = tokenizer or self.registry.own_key
+        tok = self.registry.get(key)
+        fitted = fit_to_multiple(image, tok.downsample_factor, MAX_SIDE)
+        result, distance, margin = self.ctx.compute(encode_with_ambiguity, tok.inner, fitted)
+        num_codes = tok.num_codes
         counts = code_histogram(result.tokens, num_codes)
         perplexity = usage_stats(counts)["perplexity"]
         h, w = result.tokens.shape
         stats = (
             f"**PSNR {result.psnr:.2f} dB · SSIM {result.ssim:.3f}** · {result.image.width}×{result.image.height}"
             f" px → {h}×{w} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
-            f"{perplexity:.1f}"
+            f"{perplexity:.1f} · tokenizer {key}"
         )
         tmap = token_map(result.tokens, num_codes, cell=cell_size(result.tokens.shape))
         shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
-        grid = TokenGrid(result.tokens.tolist())
-        return *shown, stats, tmap, usage_bars(counts), grid, None, "Click cells of the token map to select them."
+        grid = TokenGrid(result.tokens.tolist(), tokenizer=key, distance=distance, margin=margin, metric=tok.metric)
+        uploads = (uploads or UploadUsage()).add(key, image, result.tokens, num_codes)
+        info = "Click cells of the token map to select them."
+        return *shown, stats, tmap, usage_bars(counts), grid, None, info, uploads
 
     @handler
-    def tokenize_or_clear(self, upload: dict | str | None) -> tuple:
-        return self.tokenize(upload) if upload else (None, None, "", None, None, None, None, "")
+    def tokenize_or_clear(self, upload, tokenizer: str | None = None, uploads: UploadUsage | None = None) -> tuple:
+        if upload:
+            return self.tokenize(upload, tokenizer, uploads)
+        return None, None, "", None, None, None, None, "", gr.skip()
+
+    def read_image(self, upload: dict | str | None) -> PIL.Image.Image:
+        """The uploaded image, its size checked from its header before it is decoded, downscaled towards MAX_SIDE."""
+        path = uploaded_file(upload)
+        if not path:
+            raise gr.Error("Upload an image first (PNG, JPEG, WebP, ...).")
+        try:
+            return load_image(path, max_pixels=self.ctx.limits.max_upload_pixels, max_side=MAX_SIDE)
+        except ImageLoadError as e:
+            raise gr.Error(f"That file can't be used: {e.reason}.") from e
+
+    @handler
+    def ambiguity(self, grid: TokenGrid | None) -> tuple:
+        """The tokenized image's quantisation ambiguity: a map of each token's distance to its code and margin to
+        the second-nearest code, with their legends, and a summary."""
+        if not grid or grid.distance is None:
+            raise gr.Error(NO_IMAGE)
+        return ambiguity_sheet(grid.distance, grid.margin), ambiguity_info(grid.distance, grid.margin, grid.metric)
+
+    @handler
+    def show_ambiguity(self, grid: TokenGrid | None) -> tuple:
+        return self.ambiguity(grid) if grid and grid.distance is not None else (None, "")
+
+    def tokenizer_of(self, grid: TokenGrid) -> Tokenizer:
+        return self.registry.get(grid.tokenizer)
 
     @handler
     def inspect_cell(self, grid: TokenGrid | None, evt: gr.SelectData) -> tuple:
@@ -210,7 +272,9 @@ class TokenizerTab:
             f"Cell (row {row}, col {col}) holds **code {code}**; it occurs in {same} of {tokens.numel()} cells. "
             f"{len(selected)} cell(s) selected."
         )
-        tile = self.ctx.compute(decode_tokens, self.ctx.vq, torch.full((4, 4), code))
+        tok = self.tokenizer_of(grid)
+        n = default_tile_tokens(tok.downsample_factor)  # a flat n x n grid of the code: 16 px, as in the atlas
+        tile = tensor_to_pil(tok.decode_indices(torch.full((1, n, n), code))[0])
         return self.draw_map(grid), info, upscale_nearest(tile, 64), grid
 
     @handler
@@ -248,14 +312,15 @@ class TokenizerTab:
             raise gr.Error(NO_IMAGE)
         if not grid.selected:
             raise gr.Error("Select cells first: click them on the token map.")
-        num_codes = self.ctx.num_codes
+        tok = self.tokenizer_of(grid)
+        num_codes = tok.num_codes
         if code is None or not 0 <= int(code) < num_codes:
             raise gr.Error(f"The code id must be between 0 and {num_codes - 1}.")
         tokens = torch.tensor(grid.tokens)
         for r, c in grid.selected:
             tokens[r, c] = int(code)
         grid = dataclasses.replace(grid, tokens=tokens.tolist())
-        edited = upscale_nearest(self.ctx.compute(decode_tokens, self.ctx.vq, tokens), DISPLAY_SIDE)
+        edited = upscale_nearest(tensor_to_pil(tok.decode_indices(tokens[None])[0]), DISPLAY_SIDE)
         return edited, self.draw_map(grid), f"Set {len(grid.selected)} cell(s) to code {int(code)}.", grid
 
     def refused_repaint(self, grid, prompt, seed) -> tuple[int, str] | None:
@@ -264,6 +329,9 @@ class TokenizerTab:
             return 1, NO_IMAGE
         if not grid.selected:
             return 1, "Select the cells to repaint first: click them on the token map."
+        if grid.tokenizer not in ("", self.registry.own_key):
+            own = self.registry.own_key
+            return 1, f"The generator repaints {own}'s tokens: tokenize the image with {own} first."
         for index, check in ((1, lambda: check_prompt(prompt)), (2, lambda: repaint_settings(prompt, seed))):
             try:
                 check()
@@ -300,7 +368,8 @@ class TokenizerTab:
         """The token map with the highlighted code's cells outlined and a white frame around each selected cell."""
         tokens = torch.tensor(grid.tokens)
         cell = cell_size(tokens.shape)
-        image: PIL.Image.Image = token_map(tokens, self.ctx.num_codes, cell=cell, highlight=grid.highlight)
+        num_codes = self.tokenizer_of(grid).num_codes
+        image: PIL.Image.Image = token_map(tokens, num_codes, cell=cell, highlight=grid.highlight)
         arr = np.asarray(image).copy()
         for r, c in grid.selected:
             y0, x0 = r * cell, c * cell

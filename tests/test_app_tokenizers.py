@@ -1,0 +1,157 @@
+"""The app with other tokenizers beside the generator's: one preloaded through MMGEN_TOKENIZERS, one loaded through
+the load box, both tiny random diffusers VQModels saved to folders (`tokenizer_families.py`); compare, the
+quantisation ambiguity map and the paged codebook, called through gradio_client."""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from PIL import Image  # noqa: E402
+from tokenizer_families import make_family  # noqa: E402
+
+from mmgen.data.shapes import shapes_sample  # noqa: E402
+
+BIG_K = 600  # over the 512 codes shown on one page: 3 pages of 256
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tokenizers")
+    made = {"vqdiff": make_family("vq-diffusion"), "ldm600": make_family("ldm-f4", num_vq_embeddings=BIG_K)}
+    for name, model in made.items():
+        model.save_pretrained(root / name)
+    return {name: root / name for name in made}
+
+
+@pytest.fixture(scope="module")
+def app_url(folders):
+    """A tiny app whose host preloads the vq-diffusion-like tokenizer (MMGEN_TOKENIZERS)."""
+    from conftest import make_tiny_pipe
+
+    import app
+
+    before = os.environ.get("MMGEN_TOKENIZERS")
+    os.environ["MMGEN_TOKENIZERS"] = str(folders["vqdiff"])
+    try:
+        demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
+    finally:
+        os.environ.pop("MMGEN_TOKENIZERS") if before is None else os.environ.update(MMGEN_TOKENIZERS=before)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+@pytest.fixture
+def scene(tmp_path):
+    path = tmp_path / "scene.png"
+    shapes_sample(0, 0).image.resize((64, 64)).save(path)
+    return handle_file(str(path))
+
+
+def _value(x):
+    return x["value"] if isinstance(x, dict) and x.get("__type__") == "update" else x
+
+
+def test_compare_the_generators_tokenizer_with_a_preloaded_one(client, scene):
+    table, sheet, info = client.predict(scene, ["tiny-test", "vqdiff"], api_name="/compare_tokenizers")
+    rows = {row[0].split(" (")[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert set(rows) == {"tiny-test", "vqdiff"} and "Compared at 64×64 px" in info
+    assert rows["tiny-test"]["grid"] == "16×16" and rows["vqdiff"]["grid"] == "8×8"  # f4 and f8
+    assert rows["vqdiff"]["codes"] == 48 and rows["vqdiff"]["bits"] == round(64 * math.log2(48))
+    assert rows["vqdiff"]["compression ×"] == round(64 * 64 * 24 / (64 * math.log2(48)), 1)
+    assert all(isinstance(r["PSNR dB"], float) for r in rows.values())
+    original, recon = shapes_sample(0, 0).image.resize((64, 64)), Image.open(sheet)
+    assert recon.width > 3 * 128 and recon.height > 2 * 128  # 3 columns, 2 rows, each enlarged to 128 px
+    assert np.asarray(original).shape == (64, 64, 3)
+    with pytest.raises(Exception, match="Pick 2 to 4 tokenizers"):
+        client.predict(scene, ["tiny-test"], api_name="/compare_tokenizers")
+    with pytest.raises(Exception, match="'nope' is not loaded on this Space"):
+        client.predict(scene, ["tiny-test", "nope"], api_name="/compare_tokenizers")
+
+
+def test_load_a_folder_then_tokenize_edit_and_see_the_ambiguity(client, scene, folders):
+    status, picker = client.predict(str(folders["ldm600"]), api_name="/load_tokenizer")
+    assert "Loaded **ldm600**" in status and f"{BIG_K:,} codes" in status
+    assert _value(picker) == "ldm600" and ["ldm600 (600 codes, f4)", "ldm600"] in picker["choices"]
+    original, recon, stats, tmap, usage, edited, info = client.predict(scene, "ldm600", api_name="/tokenize")
+    assert "16×16 tokens" in stats and f"of {BIG_K} codes used" in stats and "tokenizer ldm600" in stats
+    sheet, text = client.predict(api_name="/ambiguity")
+    assert Image.open(sheet).width > 2 * 256 and "of 256 tokens" in text and "euclidean" in text
+    client.predict("0,0", api_name="/select_cells")
+    edited, tmap, info = client.predict(BIG_K - 1, api_name="/set_code")  # past the generator's 64 codes
+    assert f"to code {BIG_K - 1}" in info
+    with pytest.raises(Exception, match=f"between 0 and {BIG_K - 1}"):
+        client.predict(BIG_K, api_name="/set_code")
+    with pytest.raises(Exception, match="tokenize the image with tiny-test first"):
+        client.predict("a red circle", 0, api_name="/repaint")
+
+
+def test_a_large_codebook_is_paged_and_counts_this_visitors_images(client, scene, folders):
+    client.predict(str(folders["ldm600"]), api_name="/load_tokenizer")
+    grid, usage, info, page, code_id = client.predict("ldm600", "code id", 3, api_name="/codebook_page")
+    assert "Page 3 of 3 (88 codes, codes 512-599)" in info and _value(page) == 3
+    assert code_id["maximum"] == BIG_K - 1 and "Your uploads: none yet" in info
+    assert Image.open(grid).size == (32 * 33 + 1, 3 * 33 + 1)  # 88 tiles of 16 px at 2x in rows of 32
+    assert "perplexity" in info and "Dead codes" in info
+    client.predict(scene, "ldm600", api_name="/tokenize")
+    *_, info, _, _ = client.predict("ldm600", "code id", 99, api_name="/codebook_page")  # clamped to the last
+    assert "Your uploads: 1 image(s), 256 tokens" in info and "Page 3 of 3" in info
+    details = client.predict(590, "code id", "ldm600", api_name="/code_details")
+    big, code_info, neighbours, examples, grid, code = details
+    assert "**Code 590**" in code_info and "in your uploads" in code_info and code == 590
+    assert len(neighbours) == 8 and all("dist" in n["caption"] for n in neighbours)
+    grid, usage, info = client.predict("usage (most used first)", api_name="/codebook")  # as before: the generator's
+    assert "**tiny-test** · 64 codes" in info and "Page 1 of 1" in info
+
+
+def test_bad_folders_and_hub_ids_get_messages(client, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no tokenizer here") as refused:
+        client.predict(str(tmp_path / "empty"), api_name="/load_tokenizer")
+    assert str(tmp_path) not in str(refused.value)
+    (tmp_path / "kl").mkdir()
+    (tmp_path / "kl" / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    with pytest.raises(Exception, match="not a VQ tokenizer"):
+        client.predict(str(tmp_path / "kl"), api_name="/load_tokenizer")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the server runs in this process
+    with pytest.raises(Exception, match="this Space is offline") as refused:
+        client.predict("someone/no-such-tokenizer", api_name="/load_tokenizer")
+    assert "LocalEntryNotFoundError" not in str(refused.value)
+    with pytest.raises(Exception, match="Type a model folder"):
+        client.predict("  ", api_name="/load_tokenizer")
+
+
+def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(folders, tiny_vq, tmp_path):
+    from mmgen.app.compute import ModelThread
+    from mmgen.app.tokenizers import TokenizerRegistry
+    from mmgen.tokenizers import as_tokenizer
+
+    (tmp_path / "copy").symlink_to(folders["vqdiff"], target_is_directory=True)
+    registry = TokenizerRegistry(as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), list, max_loaded=1)
+    registry.preload([str(folders["ldm600"])])
+    key, future = registry.load(str(folders["vqdiff"]))
+    assert future.result().num_codes == 48 and registry.load(str(folders["vqdiff"]))[0] == key  # loaded once
+    other, _ = registry.load(str(tmp_path / "copy"))  # another folder of the same name
+    assert other == "vqdiff (2)" and registry.get(other).num_codes == 48
+    assert registry.keys() == ["own", "ldm600", "vqdiff (2)"]  # the visitor's first was dropped; pinned stay
+    with pytest.raises(ValueError, match="not loaded on this Space"):
+        registry.get("vqdiff")
+    bad, future = registry.load(str(tmp_path))
+    with pytest.raises(ValueError, match="no tokenizer here"):
+        registry.get(bad)
+    assert bad not in registry.keys() and registry.atlas(None).num_codes == tiny_vq.config.num_codes
