@@ -97,3 +97,37 @@ def test_the_trainers_defaults_are_the_shipped_recipes_tokenizer():
     (stage,) = recipe_stages(recipe, "tokenizer", train_tokenizer.add_arguments)
     defaults = vars(train_tokenizer.add_arguments(argparse.ArgumentParser()).parse_args([]))
     assert vars(stage.args) == defaults | {"out": "runs/vqvae-base", "num_codes": 512, "resume": True}
+
+
+def test_vqgan_trains_the_discriminator_in_turn_and_resumes_it(tmp_path):
+    import torch
+
+    from mmgen.models.discriminator import PatchDiscriminator
+
+    out = tmp_path / "gan"
+    gan = ("--adversarial", "--disc-start", "2")
+    main(_args(out, "--steps", "4", *gan))
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["gan"]["disc_start"] == 2
+    assert "d_loss" not in log[1] and {"d_loss", "d_real", "d_fake", "g_adv", "adaptive_weight"} <= set(log[2])
+    saved = out / "checkpoints" / "step-3"
+    assert (saved / "discriminator_state.pt").is_file()
+    before = PatchDiscriminator.from_pretrained(saved / "discriminator").state_dict()
+    main(_args(out, "--steps", "6", "--resume", *gan))
+    after = PatchDiscriminator.from_pretrained(out / "checkpoints" / "step-3" / "discriminator").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # resumed from it, the checkpoint untouched
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "step" in r] == [2, 4, 4, 6] and "d_loss" in log[-2]
+
+
+def test_gan_losses_and_the_adaptive_weight():
+    import torch
+
+    from mmgen.training.adversarial import adaptive_weight, hinge_discriminator_loss
+
+    sure = hinge_discriminator_loss(torch.full((2, 1, 3, 3), 2.0), torch.full((2, 1, 3, 3), -2.0))
+    fooled = hinge_discriminator_loss(torch.full((2, 1, 3, 3), -1.0), torch.full((2, 1, 3, 3), 1.0))
+    assert sure.item() == 0.0 and fooled.item() == 2.0
+    w = torch.ones(3, requires_grad=True)
+    rec, adv = (w * 4).sum(), (w * 0.5).sum()  # gradients 4 and 0.5 per element: ratio 8
+    assert abs(adaptive_weight(rec, adv, w).item() - 8.0) < 1e-2

@@ -31,9 +31,25 @@ VQVAE_PRESETS = {
     "tiny": dict(
         block_channels=(8, 16, 16), encoder_layers=(0, 1, 1), decoder_layers=(0, 1, 1), num_codes=64, code_dim=4
     ),
-    # The shipped model: sized for ~30 min of training and ~100 ms per 256x256 image on 2 CPU cores.
+    # f4, the shipped VQ-VAE: sized for ~30 min of training and ~100 ms per 256x256 image on 2 CPU cores.
     "base": dict(
         block_channels=(32, 64, 128), encoder_layers=(0, 1, 2), decoder_layers=(1, 1, 2), num_codes=512, code_dim=8
+    ),
+    # f8 and f16 (VQ-GAN): a level more per factor of 2, the same 16x16 grid from 128 or 256 pixels; a token
+    # holds 4x or 16x the pixels of an f4 token, so the codebook is larger.
+    "f8": dict(
+        block_channels=(32, 64, 128, 128),
+        encoder_layers=(0, 1, 1, 2),
+        decoder_layers=(1, 1, 1, 2),
+        num_codes=1024,
+        code_dim=8,
+    ),
+    "f16": dict(
+        block_channels=(32, 64, 128, 128, 256),
+        encoder_layers=(0, 1, 1, 1, 2),
+        decoder_layers=(1, 1, 1, 1, 2),
+        num_codes=2048,
+        code_dim=8,
     ),
 }
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..data.images import ImageFolder, PhotoCrops, ShapesDataset, skimage_photos
 from ..models.vqvae import VQVAE, VQVAE_PRESETS
 from ..viz import image_grid
+from .adversarial import AdversarialLoss, GANSettings
 from .checkpoints import (
     append_log,
     latest_checkpoint,
@@ -93,12 +94,26 @@ def save_model(model: VQVAE, path: Path, memory_format=torch.contiguous_format) 
     model.to(memory_format=memory_format)
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Path, memory_format, keep: int = 2):
-    """Model in safetensors (diffusers layout) plus optimizer state; only tensors, so loadable with weights_only."""
+def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Path, memory_format, gan, keep: int = 2):
+    """Model in safetensors (diffusers layout) plus optimizer state, and the discriminator with its optimizer
+    when training a VQ-GAN; only tensors, so loadable with weights_only."""
     ckpt = out / "checkpoints" / f"step-{step}"
     save_model(accelerator.unwrap_model(model), ckpt / "vqvae", memory_format)
     save_training_state(ckpt, optimizer, scheduler, step)
+    if gan is not None:
+        gan.save(ckpt)
     prune_checkpoints(out, keep)
+
+
+def short(gan_stats: dict) -> dict:
+    """The progress bar's GAN figures: discriminator loss, its mean logits on real and reconstructed images."""
+    return {k: gan_stats[k] for k in ("d_loss", "d_real", "d_fake") if k in gan_stats}
+
+
+def gan_settings(args) -> GANSettings | None:
+    if not args.adversarial:
+        return None
+    return GANSettings(disc_start=args.disc_start, disc_weight=args.disc_weight, feature_weight=args.feature_weight)
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -128,6 +143,9 @@ def train(args: argparse.Namespace) -> Path:
         start_step = load_training_state(ckpt, optimizer, scheduler)
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
 
+    settings = gan_settings(args)
+    gan = AdversarialLoss.resume(settings, accelerator, ckpt) if settings else None
+
     dataset = build_dataset(args, length=args.steps * args.batch_size)
     loader = DataLoader(
         dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers, drop_last=True
@@ -141,7 +159,7 @@ def train(args: argparse.Namespace) -> Path:
 
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
-        start_log(log_path, args, config=config)
+        start_log(log_path, args, config=config, gan=gan.config() if gan else None)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="tokenizer")
@@ -151,10 +169,17 @@ def train(args: argparse.Namespace) -> Path:
         x = batch["pixel_values"].contiguous(memory_format=memory_format)
         out_ = model(x)
         loss = out_.recon_loss + out_.commit_loss
+        gan_stats = {}
+        if gan is not None:  # VQ-GAN: the adversarial terms, then a discriminator step
+            last_layer = accelerator.unwrap_model(model).decoder.net[-1].weight
+            extra, gan_stats = gan.generator_loss(x, out_.sample, out_.recon_loss, step, last_layer)
+            loss = loss + extra
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if gan is not None:
+            gan_stats |= gan.discriminator_step(x, out_.sample, step)
         step += 1
         recent_counts += torch.bincount(out_.indices.flatten(), minlength=num_codes)
 
@@ -172,13 +197,14 @@ def train(args: argparse.Namespace) -> Path:
                 "lr": scheduler.get_last_lr()[0],
                 "elapsed_s": round(time.time() - t0, 1),
             }
-            bar.set_postfix(loss=stats["loss"], psnr=stats["psnr"], usage=stats["usage"])
+            stats |= gan_stats
+            bar.set_postfix(loss=stats["loss"], psnr=stats["psnr"], usage=stats["usage"], **short(gan_stats))
             if step % args.val_every == 0 or step == args.steps:
                 stats["val_psnr"] = round(validate(accelerator, model, val_images, out, step), 2)
             if accelerator.is_main_process:
                 append_log(log_path, stats)
         if step % args.checkpoint_every == 0 and step < args.steps and accelerator.is_main_process:
-            save_checkpoint(accelerator, model, optimizer, scheduler, step, out, memory_format)
+            save_checkpoint(accelerator, model, optimizer, scheduler, step, out, memory_format, gan)
         bar.update(1)
         if step >= args.steps:
             break
@@ -224,6 +250,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="base", choices=sorted(VQVAE_PRESETS))
     p.add_argument("--num-codes", type=int, default=None, help="codebook size (default: the preset's)")
     p.add_argument("--resolution", type=int, default=64, help="training crop size in pixels")
+    p.add_argument(
+        "--adversarial",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="VQ-GAN: train a PatchGAN discriminator in turn with the tokenizer (hinge loss, adaptive weight, "
+        "discriminator feature matching); --no-adversarial: a plain VQ-VAE",
+    )
+    p.add_argument("--disc-start", type=int, default=1000, help="steps before the discriminator starts")
+    p.add_argument("--disc-weight", type=float, default=0.5, help="adversarial term, times the adaptive weight")
+    p.add_argument(
+        "--feature-weight", type=float, default=1.0, help="discriminator feature matching (the offline perceptual term)"
+    )
     p.add_argument("--steps", type=int, default=2900)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
