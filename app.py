@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-from mmgen.app import Limits, build_demo, serve
-from mmgen.pipeline import MMGenPipeline, native_bf16
+from mmgen.app import Limits, ModelLoading, build_demo, serve
+from mmgen.app.compute import native_bf16
 from mmgen.tokens import default_model
 
 MAX_FILE_SIZE = "10mb"  # the default MMGEN_MAX_UPLOAD_MB; `serve` applies the Space's own
@@ -24,11 +22,30 @@ SERVER_NAME = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
 BF16 = os.environ.get("MMGEN_BF16", "auto")
 
 
-def load_pipeline(model: str) -> MMGenPipeline:
+def use_bf16() -> bool:
+    return BF16 == "1" or (BF16 == "auto" and native_bf16())
+
+
+def load_pipeline(model: str):
+    """The pipeline (importing torch's and diffusers' model code takes seconds: app.py runs this in the
+    background, while the page is already served)."""
+    import torch
+
+    from mmgen.pipeline import MMGenPipeline
+
     pipe = MMGenPipeline.from_pretrained(model)
-    if BF16 == "1" or (BF16 == "auto" and native_bf16()):
+    if use_bf16():
         pipe.set_autocast(torch.bfloat16)
     return pipe
+
+
+def model_folder(model: str) -> str:
+    """A local folder, or a Hub repo id's files (downloaded when not cached yet)."""
+    if os.path.isdir(model):
+        return model
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(model)
 
 
 def model_card(model: str) -> Path | None:
@@ -38,8 +55,9 @@ def model_card(model: str) -> Path | None:
 
 
 if __name__ == "__main__":
-    model = default_model()  # MMGEN_MODEL, or the shipped assets/mmgen-base
+    folder = model_folder(default_model())  # MMGEN_MODEL, or the shipped assets/mmgen-base
     limits = Limits.from_env()  # MMGEN_MAX_STEPS, MMGEN_QUEUE_SIZE, ...: a bad value stops here, with a message
     name = os.environ.get("MMGEN_MODEL", "mmgen-base")
-    demo = build_demo(load_pipeline(model), model_name=name, model_card=model_card(model), limits=limits)
+    loading = ModelLoading.start(folder, lambda: load_pipeline(folder), bf16=use_bf16())  # page first, model meanwhile
+    demo = build_demo(loading, model_name=name, model_card=model_card(folder), limits=limits)
     serve(demo, limits, server_name=SERVER_NAME)  # bounded queue, capped requests, no raw errors for visitors

@@ -170,7 +170,8 @@ def _script_worker(conn, steps: int, candidates: int, threads: int | None = None
     if threads:
         torch.set_num_threads(threads)
 
-    from mmgen.pipeline import MMGenPipeline, native_bf16
+    from mmgen.app.compute import native_bf16
+    from mmgen.pipeline import MMGenPipeline
     from mmgen.settings import SamplingSettings
     from mmgen.tokens import default_model
 

@@ -15,20 +15,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
+from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import snapshot_download
@@ -46,32 +38,14 @@ from .settings import (  # the defaults are re-exported: callers have always rea
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_NUM_CANDIDATES,
     DEFAULT_STEPS,
+    SCHEDULER_CLASSES,
     check_prompt,
     check_sampling,
 )
 
 logger = logging.get_logger(__name__)
 
-SCHEDULERS = {  # names for the command line and the app; any diffusers scheduler works through from_config
-    "dpm++": DPMSolverMultistepScheduler,
-    "unipc": UniPCMultistepScheduler,
-    "ddim": DDIMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "euler-ancestral": EulerAncestralDiscreteScheduler,
-    "ddpm": DDPMScheduler,
-}
-
-
-def native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast about halves the DiT's
-    time; elsewhere bf16 is emulated and slower than float32. Reads /proc/cpuinfo (Linux); False when unknown."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+SCHEDULERS = {name: getattr(diffusers, cls) for name, cls in SCHEDULER_CLASSES.items()}  # see mmgen.settings
 
 
 @dataclass

@@ -25,6 +25,17 @@ DEFAULT_GUIDANCE_INTERVAL = (250.0, 999.0)  # leave the last steps (t < 250) ung
 DEFAULT_CODEBOOK_SNAP = 0.5  # pull each step's x0 estimate halfway to its codes
 DEFAULT_NUM_CANDIDATES = 4  # best-of-4 starting noise (mmgen/candidates.py)
 
+# The samplers by short name (command line, app) -> diffusers class name; `mmgen.pipeline.SCHEDULERS` holds the
+# classes (any other diffusers scheduler works through from_config). Names here keep the app's page free of diffusers.
+SCHEDULER_CLASSES = {
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "ddpm": "DDPMScheduler",
+}
+
 MAX_STEPS = 1000  # the training schedule's length
 MAX_CANDIDATES = 16
 MAX_PROMPT_CHARS = 2000  # longer input is certainly not a caption: refused rather than tokenised

@@ -22,14 +22,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from diffusers import VQModel
-from diffusers.utils import BaseOutput
 from einops import rearrange
 
-from .models.vqvae import VQVAE
+if TYPE_CHECKING:
+    from diffusers import VQModel
+
+    from .models.vqvae import VQVAE
 
 SHIPPED_TOKENIZERS = {"mmgen-base": str(Path(__file__).resolve().parents[1] / "assets" / "mmgen-base")}
 # Public VQ tokenizers on the Hugging Face Hub (need a network the first time): display name -> (repo id, folder).
@@ -45,7 +47,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
-class TokenizerOutput(BaseOutput):
+class TokenizerOutput:
     latents: torch.Tensor  # (B, D, h, w) the code vectors of the tokens (what the decoder reads)
     indices: torch.Tensor  # (B, h, w) long token ids
     unquantized: torch.Tensor  # (B, D, h, w) the vectors the quantiser rounded to their nearest codes
@@ -221,6 +223,10 @@ def as_tokenizer(model, name: str | None = None) -> Tokenizer:
     """Wrap a loaded `VQVAE` or `VQModel` (a `Tokenizer` passes through)."""
     if isinstance(model, Tokenizer):
         return model
+    from diffusers import VQModel  # here: importing diffusers takes seconds, which the app's page need not wait
+
+    from .models.vqvae import VQVAE
+
     if isinstance(model, VQVAE):
         return MMGenTokenizer(model, name or "mmgen VQVAE")
     if isinstance(model, VQModel):
@@ -285,6 +291,10 @@ def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenize
             f"{where} holds a {cls or 'model of unknown class'}, not a VQ tokenizer (VQModel or mmgen's VQVAE); "
             "continuous autoencoders such as AutoencoderKL have no codebook"
         )
+    from diffusers import VQModel
+
+    from .models.vqvae import VQVAE
+
     model_cls = VQVAE if cls == "VQVAE" else VQModel
     try:
         model = model_cls.from_pretrained(path, subfolder=subfolder, dtype=torch.float32)

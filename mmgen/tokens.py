@@ -12,13 +12,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil
-from .models.vqvae import VQVAE
+
+if TYPE_CHECKING:
+    from .models.vqvae import VQVAE
 
 TOKENS_FORMAT = "mmgen-tokens-v1"
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "mmgen-base")
@@ -32,6 +35,8 @@ def default_model() -> str:
 
 def load_vqvae(model: str | None = None, subfolder: str = "vqvae") -> VQVAE:
     """Load the tokenizer from a local model folder or a Hugging Face Hub repo id, in float32, in eval mode."""
+    from .models.vqvae import VQVAE
+
     vq = VQVAE.from_pretrained(model or default_model(), subfolder=subfolder, dtype=torch.float32)
     return vq.eval()
 

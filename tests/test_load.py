@@ -214,7 +214,8 @@ def test_a_data_url_image_is_read_like_an_upload(served, image, refused):
     image.save(buf, "PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     done = _completed(
-        served, _join(served, [{"url": url, "path": None, "meta": {"_type": "gradio.FileData"}}], "/tokenize")
+        served,
+        _join(served, [{"url": url, "path": None, "meta": {"_type": "gradio.FileData"}}, None, None], "/tokenize"),
     )
     if refused:
         assert not done["success"] and "too large: 8000x7800 is over 500,000 pixels" in done["output"]["error"]

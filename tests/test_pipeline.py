@@ -351,7 +351,7 @@ def test_bf16_autocast_stays_close_to_float32(tiny_pipe):
 
 
 def test_native_bf16_reads_the_cpu_flags():
-    from mmgen.pipeline import native_bf16
+    from mmgen.app.compute import native_bf16
 
     assert native_bf16("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
     assert native_bf16("flags\t: fpu amx_bf16 amx_tile\n")

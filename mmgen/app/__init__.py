@@ -4,7 +4,8 @@ pipeline).
 
 One module per tab (`generate`, `trajectory`, `tokenizer`, `codebook`, `about`), each building its components
 and wiring its own events; `demo` puts them together and `serving` launches it for many visitors. Shared
-pieces: `context` (the pipeline and what every tab uses), `limits` (what one visitor may ask, from MMGEN_*
+pieces: `loading` (the pipeline, loaded in the background while the page is served), `context` (the pipeline
+and what every tab uses), `limits` (what one visitor may ask, from MMGEN_*
 variables), `jobs` (one model job per visitor, time limits), `compute` (the one thread model calls run on),
 `frames` (a run's compact trajectory, drawn on demand), `runs` (a run's settings, checked by `mmgen.settings`,
 and what a finished run leaves for the other tabs), `errors` (messages for people), `files` (scratch files for
@@ -14,6 +15,7 @@ downloads, gradio's image cache). Handlers hold no model logic: they call the pi
 
 from .demo import build_demo
 from .limits import Limits
+from .loading import ModelLoading
 from .serving import serve
 
-__all__ = ["Limits", "build_demo", "serve"]
+__all__ = ["Limits", "ModelLoading", "build_demo", "serve"]

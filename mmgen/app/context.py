@@ -1,26 +1,30 @@
-"""What every tab of the explorer shares: the pipeline (loaded once, at start), facts about its models, the app's
-limits, the one thread model calls run on, the gate that admits model jobs, the frame drawer and the tokenizers
-(the generator's own and those loaded beside it). Tabs read these from an `AppContext`; nothing here runs a model
-at import."""
+"""What every tab of the explorer shares: the pipeline (loaded once, in the background from the start), facts
+about its models, the app's limits, the one thread model calls run on, the gate that admits model jobs, the frame
+drawer and the tokenizers (the generator's own and those loaded beside it). Tabs read these from an `AppContext`;
+nothing here runs a model at import."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from ..codebook import reference_images
 from ..data.images import load_image
-from ..models.vqvae import VQVAE
-from ..pipeline import SCHEDULERS, MMGenPipeline
-from ..tokenizers import as_tokenizer
 from .compute import ModelThread
 from .frames import FrameDrawer
 from .jobs import JobGate
 from .limits import Limits
+from .loading import LOAD_FAILED, ModelFacts, ModelLoading
 from .tokenizers import TokenizerRegistry, preload_sources
+
+if TYPE_CHECKING:
+    from ..models.vqvae import VQVAE
+    from ..pipeline import MMGenPipeline
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_MODEL_CARD = ASSETS / "mmgen-base" / "README.md"
@@ -29,14 +33,23 @@ DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at 
 
 @dataclass(frozen=True)
 class AppContext:
-    """The loaded pipeline, the name it is shown (and written into run cards and token files) under, and the
-    limits it is served with."""
+    """The pipeline (loaded, or loading in the background: `loading`), the name it is shown (and written into run
+    cards and token files) under, and the limits it is served with. Building the page reads only `facts`; the
+    first model call waits for the pipeline."""
 
-    pipe: MMGenPipeline
+    loading: ModelLoading
     model_name: str
     limits: Limits = field(default_factory=Limits)
     examples_dir: Path = ASSETS / "examples"  # example uploads, and the photos of the codebook's reference set
     compute: ModelThread = field(default_factory=ModelThread)
+
+    @property
+    def pipe(self) -> MMGenPipeline:
+        return self.loading.result()
+
+    @property
+    def facts(self) -> ModelFacts:
+        return self.loading.facts
 
     @cached_property
     def jobs(self) -> JobGate:
@@ -48,11 +61,17 @@ class AppContext:
 
     @cached_property
     def tokenizers(self) -> TokenizerRegistry:
-        """The generator's tokenizer (under `model_name`), those MMGEN_TOKENIZERS names (loading in the background
-        from the first use on) and those visitors load."""
-        own = as_tokenizer(self.vq, self.model_name)
+        """The generator's tokenizer (under `model_name`, ready when the pipeline is), those MMGEN_TOKENIZERS
+        names (loading in the background from the first use on) and those visitors load."""
+        facts = self.facts
+        label = f"{self.model_name} ({facts.num_codes:,} codes, f{facts.downsample_factor}) · the generator's"
         registry = TokenizerRegistry(
-            own, self.model_name, self.compute, self.reference_set, self.limits.max_tokenizers
+            own_tokenizer(self.loading, self.model_name),
+            self.model_name,
+            self.compute,
+            self.reference_set,
+            self.limits.max_tokenizers,
+            own_label=label,
         )
         registry.preload(preload_sources())
         return registry
@@ -68,17 +87,32 @@ class AppContext:
 
     @property
     def num_codes(self) -> int:
-        return self.vq.config.num_codes
+        return self.facts.num_codes
 
     @property
     def grid_side(self) -> int:
         """Tokens per side of a generated image."""
-        return self.pipe.transformer.config.sample_size
+        return self.facts.grid_side
 
     def scheduler_name(self) -> str:
-        """The short name (SCHEDULERS key) of the pipeline's scheduler, for the dropdown's default."""
-        pipe = self.pipe
-        return next((k for k, cls in SCHEDULERS.items() if isinstance(pipe.scheduler, cls)), next(iter(SCHEDULERS)))
+        """The short name (a SCHEDULERS key) of the pipeline's scheduler, for the dropdown's default."""
+        return self.facts.scheduler
 
     def example_images(self) -> list[str]:
         return sorted(str(p) for p in self.examples_dir.glob("*.png")) if self.examples_dir.is_dir() else []
+
+
+def own_tokenizer(loading: ModelLoading, name: str) -> Future:
+    """A Future of the pipeline's tokenizer, done when the pipeline is loaded."""
+    from ..tokenizers import as_tokenizer
+
+    own: Future = Future()
+
+    def done(pipeline: Future) -> None:
+        if pipeline.exception() is not None:
+            own.set_exception(ValueError(LOAD_FAILED))
+        else:
+            own.set_result(as_tokenizer(pipeline.result().vqvae, name))
+
+    loading.future.add_done_callback(done)
+    return own

@@ -12,40 +12,48 @@ are wrapped in `errors.handler`. `serving.serve` launches the page for many visi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from ..pipeline import MMGenPipeline
 from .about import build_about_tab
 from .codebook import CodebookTab
 from .context import SHIPPED_MODEL_CARD, AppContext
 from .files import CACHE_CLEANUP, install_atomic_image_cache
 from .generate import GenerateTab
 from .limits import Limits
+from .loading import ModelLoading
 from .tokenizer import TokenizerTab
 from .trajectory import TrajectoryTab
+
+if TYPE_CHECKING:
+    from ..pipeline import MMGenPipeline
 
 TITLE = "mmgen: image tokens and diffusion, hands-on"
 
 
 def header(ctx: AppContext) -> str:
-    vq, side = ctx.vq, ctx.grid_side
+    f, side = ctx.facts.downsample_factor, ctx.grid_side
     return (
         f"# {TITLE}\nModel: `{ctx.model_name}` · codebook of {ctx.num_codes} codes · "
-        f"{vq.downsample_factor}×{vq.downsample_factor} pixels per token · "
-        f"{side}×{side} tokens per generated image · DiT matmuls in "
-        f"{'bf16' if ctx.pipe.autocast_dtype else 'float32'}"
+        f"{f}×{f} pixels per token · {side}×{side} tokens per generated image · DiT matmuls in "
+        f"{'bf16' if ctx.facts.bf16 else 'float32'}"
     )
 
 
 def build_demo(
-    pipe: MMGenPipeline, model_name: str = "mmgen-base", model_card: Path | None = None, limits: Limits | None = None
+    pipe: MMGenPipeline | ModelLoading,
+    model_name: str = "mmgen-base",
+    model_card: Path | None = None,
+    limits: Limits | None = None,
 ) -> gr.Blocks:
-    """The explorer on `pipe` (tests pass a tiny one). `model_name` is shown and written into run cards and
-    token files; `model_card`: the Markdown shown in the About tab (default: the shipped model's card);
-    `limits`: what one visitor may ask (default: `Limits.from_env()`, the Space's MMGEN_* variables)."""
-    ctx = AppContext(pipe, model_name, limits or Limits.from_env())
-    pipe.set_progress_bar_config(disable=True)
+    """The explorer on `pipe` (tests pass a tiny one), or on a pipeline still loading (`ModelLoading.start`:
+    app.py serves the page first). `model_name` is shown and written into run cards and token files;
+    `model_card`: the Markdown shown in the About tab (default: the shipped model's card); `limits`: what one
+    visitor may ask (default: `Limits.from_env()`, the Space's MMGEN_* variables)."""
+    loading = pipe if isinstance(pipe, ModelLoading) else ModelLoading.ready(pipe)
+    loading.future.add_done_callback(lambda f: f.exception() or f.result().set_progress_bar_config(disable=True))
+    ctx = AppContext(loading, model_name, limits or Limits.from_env())
     install_atomic_image_cache()
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(header(ctx))

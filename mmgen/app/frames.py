@@ -14,13 +14,16 @@ import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import PIL.Image
 import torch
 
-from ..denoising import StepOutput
 from ..viz import change_map, latent_rgb, principal_axes, step_bars, token_map, upscale_nearest
 from .compute import ModelThread
+
+if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
+    from ..denoising import StepOutput
 
 _run_ids = itertools.count()
 

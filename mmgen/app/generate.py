@@ -13,7 +13,6 @@ import gradio as gr
 import PIL.Image
 import torch
 
-from ..pipeline import SCHEDULERS
 from ..run_card import read_run_card
 from ..settings import (
     DEFAULT_CODEBOOK_SNAP,
@@ -22,6 +21,7 @@ from ..settings import (
     DEFAULT_NUM_CANDIDATES,
     DEFAULT_STEPS,
     MAX_SEED,
+    SCHEDULER_CLASSES,
 )
 from ..tokens import save_tokens
 from ..viz import cell_size, overlay_tokens, token_map, upscale_nearest
@@ -100,7 +100,7 @@ class GenerateTab:
             self.seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
             self.random_seed = gr.Checkbox(False, label="Random seed", elem_id="random-seed")
             self.scheduler = gr.Dropdown(
-                list(SCHEDULERS), value=self.ctx.scheduler_name(), label="Scheduler", elem_id="scheduler"
+                list(SCHEDULER_CLASSES), value=self.ctx.scheduler_name(), label="Scheduler", elem_id="scheduler"
             )
         self.button = gr.Button("Generate", variant="primary", elem_id="generate")
         gr.Examples(

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import PIL.Image
 import torch
 
-from ..denoising import DenoisingRun, StepOutput
 from ..run_card import make_run_card
 from ..settings import DEFAULT_GUIDANCE_INTERVAL, MAX_SEED, SamplingSettings
 from ..viz import code_histogram
 from .context import AppContext
 from .frames import Trajectory
+
+if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
+    from ..denoising import DenoisingRun, StepOutput
 
 CONTROL_FIELDS = (  # the SamplingSettings field each sampling control sets, in /generate's input order
     "prompt",

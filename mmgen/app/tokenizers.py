@@ -94,18 +94,24 @@ class TokenizerRegistry:
 
     def __init__(
         self,
-        own: Tokenizer,
+        own: Tokenizer | Future,
         own_key: str,
         compute: ModelThread,
         reference: Callable[[], list[Image.Image]],
         max_loaded: int = 4,
+        own_label: str | None = None,
     ):
-        self.own_key, self.compute, self.max_loaded = own_key, compute, max_loaded
+        """`own`: the generator's tokenizer, or a Future of it (the pipeline still loading); `own_label`: how
+        the picker shows it (default: from the loaded tokenizer)."""
+        self.own_key, self.compute, self.max_loaded, self.own_label = own_key, compute, max_loaded, own_label
         self._reference, self._reference_images = reference, None
         self._lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgen-tokenizer-loader")
         loaded: Future = Future()
-        loaded.set_result(OnModelThread(own, compute))
+        if isinstance(own, Future):
+            own.add_done_callback(functools.partial(wrap_on_model_thread, loaded, compute))
+        else:
+            loaded.set_result(OnModelThread(own, compute))
         self._entries: dict[str, Entry] = {own_key: Entry("", loaded, pinned=True)}  # in the picker's order
 
     # ---------------------------------------------------------------- loading
@@ -198,6 +204,9 @@ class TokenizerRegistry:
             entries = [(k, e) for k, e in self._entries.items() if not e.failed()]
         out = []
         for key, entry in entries:
+            if key == self.own_key and self.own_label:
+                out.append((self.own_label, key))
+                continue
             if not entry.future.done():
                 out.append((f"{key} (loading...)", key))
                 continue
@@ -208,6 +217,13 @@ class TokenizerRegistry:
 
     def keys(self) -> list[str]:
         return [key for _, key in self.choices()]
+
+
+def wrap_on_model_thread(loaded: Future, compute: ModelThread, own: Future) -> None:
+    if own.exception() is not None:
+        loaded.set_exception(own.exception())
+    else:
+        loaded.set_result(OnModelThread(own.result(), compute))
 
 
 def log_failure(source: str, future: Future) -> None:

@@ -9,11 +9,11 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import PIL.Image
 
-from ..denoising import DenoisingRun
 from ..settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, MAX_SEED, SamplingSettings, check_prompt
 from ..viz import filmstrip, save_gif, upscale_nearest
 from .context import DISPLAY_SIDE, AppContext
@@ -30,6 +30,9 @@ from .runs import (
     settings_from_controls,
     start_run,
 )
+
+if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
+    from ..denoising import DenoisingRun
 
 PLAY_FRAME_S = 0.15
 NO_RUN = "Generate an image first: its trajectory appears here"

@@ -1,0 +1,88 @@
+"""The page is served before the pipeline has loaded (`mmgen.app.loading`): what it shows comes from the model's
+config files, model events wait for the pipeline, and a failed load is a message for visitors, not a hang."""
+
+import json
+import os
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from conftest import make_tiny_pipe  # noqa: E402
+from gradio_client import Client  # noqa: E402
+
+from mmgen.app import Limits, ModelLoading, build_demo, serve  # noqa: E402
+from mmgen.app.loading import ModelFacts  # noqa: E402
+
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "mmgen-base"
+FAST = ("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 1, False)  # /generate's inputs
+
+
+def test_facts_from_the_config_files_match_the_loaded_pipeline(tmp_path):
+    facts = ModelFacts.of_folder(SHIPPED)
+    vq = json.loads((SHIPPED / "vqvae" / "config.json").read_text())
+    assert facts.num_codes == vq["num_codes"] == 512 and facts.downsample_factor == 4 and facts.grid_side == 16
+    assert facts.scheduler == "euler-ancestral" and not facts.bf16
+    tiny = make_tiny_pipe()
+    for part in ("vqvae", "transformer"):
+        getattr(tiny, part).save_config(tmp_path / part)
+    tiny.scheduler.save_config(tmp_path / "scheduler")
+    assert ModelFacts.of_folder(tmp_path) == ModelFacts.of_pipeline(tiny)
+
+
+def _serve(loading: ModelLoading):
+    limits = Limits(job_seconds=30)
+    demo = build_demo(loading, model_name="tiny-test", limits=limits)
+    serve(demo, limits, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    return demo
+
+
+def test_the_page_is_served_while_the_model_loads_and_events_wait_for_it():
+    pipe = make_tiny_pipe()
+    release = threading.Event()
+    future: Future = Future()
+    loading = ModelLoading(ModelFacts.of_pipeline(pipe), future)
+    demo = _serve(loading)
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=False)  # the page and its API: served
+        assert not loading.done()
+        job = client.submit(*FAST, api_name="/generate")
+
+        def load():
+            release.wait(10)
+            future.set_result(pipe)
+
+        threading.Thread(target=load).start()
+        release.set()
+        image, *_ = job.result(timeout=60)
+        assert image and loading.done()
+    finally:
+        demo.close()
+
+
+def test_a_model_that_failed_to_load_gets_a_message_not_a_hang():
+    pipe = make_tiny_pipe()
+    future: Future = Future()
+    future.set_exception(OSError("/secret/path/diffusion_pytorch_model.safetensors: truncated"))
+    demo = _serve(ModelLoading(ModelFacts.of_pipeline(pipe), future))
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=False)
+        with pytest.raises(Exception, match="The model could not be loaded on this Space") as refused:
+            client.predict(*FAST, api_name="/generate")
+        assert "/secret" not in str(refused.value) and "safetensors" not in str(refused.value)
+    finally:
+        demo.close()
+
+
+def test_the_page_needs_neither_diffusers_nor_transformers():
+    """What app.py imports before it serves the page: gradio and torch, not the model code (seconds)."""
+    import subprocess
+    import sys
+
+    code = "import sys, app; print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
