@@ -173,19 +173,24 @@ class AttentionRecorder:
         side = self.pipe.transformer.config.sample_size // self.pipe.transformer.config.patch_size
         return rearrange(attention, "(h w) l -> h w l", h=side)
 
-    def word_maps(self, step: int | None = None, index: int = 0) -> dict[str, np.ndarray]:
-        """{word: (H, W) float32 map at image resolution} for image `index`, in prompt order: each word's share
-        of the attention (its pieces summed), averaged over blocks, heads and steps, or at `step` alone."""
+    def word_grids(self, step: int | None = None, index: int = 0) -> dict[str, torch.Tensor]:
+        """{word: (h', w') float32 map on the patch grid} for image `index`, in prompt order: each word's share of
+        the attention (its pieces summed), averaged over blocks, heads and steps, or at `step` alone."""
         attention = self.token_attention(step, index)  # (h', w', L)
         prompt = self.prompts[index // self.num_images_per_prompt]
         words = prompt_words(self.pipe.tokenizer, prompt)
         real = int(self.steps[-1].mask[index].sum())
         if real != 2 + sum(len(p) for _, p in words):  # [CLS] + pieces + [SEP]
             raise ValueError(f"the recorded run has {real} text tokens where {prompt!r} has another count")
+        return {word: attention[..., positions].sum(-1) for word, positions in words}
+
+    def word_maps(self, step: int | None = None, index: int = 0) -> dict[str, np.ndarray]:
+        """`word_grids` upsampled (bilinear) to image resolution: {word: (H, W) float32 array}."""
+        grids = self.word_grids(step, index)
         side = self.pipe.transformer.config.sample_size * self.pipe.vqvae.downsample_factor
-        per_word = torch.stack([attention[..., positions].sum(-1) for _, positions in words])  # (words, h', w')
+        per_word = torch.stack(list(grids.values()))  # (words, h', w')
         up = F.interpolate(per_word[None], size=(side, side), mode="bilinear", align_corners=False)[0]
-        return {word: m.numpy().astype(np.float32) for (word, _), m in zip(words, up)}
+        return {word: m.numpy().astype(np.float32) for word, m in zip(grids, up)}
 
 
 def peak(word_map: np.ndarray) -> tuple[int, int]:

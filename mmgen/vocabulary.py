@@ -102,9 +102,9 @@ class Vocabulary:
 
     # ---------------------------------------------------------------- prompts
     def unknown_words(self, prompt: str, encoder=None) -> dict[str, list[str]]:
-        """{word the training captions never held: known words to try instead}, in prompt order. `encoder`:
-        (tokenizer, text encoder), to also offer the known word nearest in meaning."""
-        unknown = dict.fromkeys(w for w in split_words(prompt) if w not in self.words)
+        """{word the training captions never held (stop words aside): known words to try instead}, in prompt order.
+        `encoder`: (tokenizer, text encoder), to also offer the known word nearest in meaning."""
+        unknown = dict.fromkeys(w for w in split_words(prompt) if w not in self.words and w not in STOPWORDS)
         return {w: self.suggestions(w, encoder) for w in unknown}
 
     def suggestions(self, word: str, encoder=None) -> list[str]:

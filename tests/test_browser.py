@@ -161,6 +161,19 @@ def test_load_a_second_tokenizer_and_compare(page, tmp_path):
     assert "Traceback" not in page.content()
 
 
+def test_read_the_generated_image_back_as_text_and_see_a_words_attention(page):
+    generate(page, "a large red circle", steps=3)
+    open_tab(page, "Trajectory")
+    page.locator("#attention-word").get_by_text("circle", exact=True).click()
+    page.locator("#attention-info").get_by_text("'circle' at step").wait_for(timeout=TIMEOUT_MS)
+    open_tab(page, "Generate")
+    page.locator("#read-back").click()
+    page.locator("#caption-candidates textarea").fill("a red circle\na blue star")
+    page.locator("#rank-captions").click()
+    page.locator("#caption-info").get_by_text("Ranked 2 caption(s)").wait_for(timeout=TIMEOUT_MS)
+    assert "Traceback" not in page.content()
+
+
 def test_bad_upload_shows_a_message_not_a_traceback(page, tmp_path):
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")

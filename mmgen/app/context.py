@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..codebook import reference_images
 from ..data.images import load_image
+from ..vocabulary import Vocabulary
 from .compute import ModelThread
 from .frames import FrameDrawer
 from .jobs import JobGate
@@ -75,6 +76,11 @@ class AppContext:
         )
         registry.preload(preload_sources())
         return registry
+
+    @cached_property
+    def vocabulary(self) -> Vocabulary | None:
+        """The words of the generator's training captions (saved beside its transformer), or None."""
+        return Vocabulary.for_pipeline(self.pipe)
 
     def reference_set(self) -> list[Image.Image]:
         """What codebook usage is counted over: held-out shapes-v1 scenes and the example photos."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from .about import build_about_tab
+from .caption import CaptionTab
 from .codebook import CodebookTab
 from .context import SHIPPED_MODEL_CARD, AppContext
 from .files import CACHE_CLEANUP, install_atomic_image_cache
@@ -59,16 +60,20 @@ def build_demo(
         gr.Markdown(header(ctx))
         # The session's last finished run (runs.FinishedRun), dropped this long after it was made.
         run_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
-        generate = GenerateTab(ctx, run_state)
-        trajectory = TrajectoryTab(ctx, run_state)
-        tokenizer = TokenizerTab(ctx)
-        codebook = CodebookTab(ctx, tokenizer.uploads)  # usage over the images this session tokenized
-        build_about_tab(model_card or SHIPPED_MODEL_CARD)
+        with gr.Tabs() as tabs:
+            generate = GenerateTab(ctx, run_state)
+            trajectory = TrajectoryTab(ctx, run_state)
+            tokenizer = TokenizerTab(ctx)
+            codebook = CodebookTab(ctx, tokenizer.uploads)  # usage over the images this session tokenized
+            caption = CaptionTab(ctx)
+            build_about_tab(model_card or SHIPPED_MODEL_CARD)
 
         generate.wire(trajectory.step, trajectory.views)
         trajectory.wire(generate.controls)
         tokenizer.wire()
         codebook.wire()
+        caption.wire()
+        caption.send_from(generate.read_back, run_state, tabs)
         demo.unload(ctx.jobs.on_unload)  # a closed tab gives back its job slot
     demo.mmgen_context = ctx  # for serving (warm-up) and tests
     return demo

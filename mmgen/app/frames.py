@@ -32,16 +32,23 @@ _run_ids = itertools.count()
 class Trajectory:
     """Every step of one image's run. Dimension letters: C latent channels, h x w token grid."""
 
+    prompt: str = ""
     timesteps: list[float] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: x_t after each step
     tokens: list[torch.Tensor] = field(default_factory=list)  # (h, w) int16: each step's x0 estimate as tokens
+    words: list[str] = field(default_factory=list)  # the prompt's words, as the text encoder splits them
+    attention: list[torch.Tensor] = field(default_factory=list)  # (words, h', w') float16 on the DiT's patch grid
     key: int = field(default_factory=lambda: next(_run_ids))  # names this run in the frame cache
 
-    def record(self, pipe, out: StepOutput) -> None:
-        """Keep step `out` of image 0 (call on the model thread: finding x0's tokens is a model call)."""
+    def record(self, pipe, out: StepOutput, word_grids: dict[str, torch.Tensor] | None = None) -> None:
+        """Keep step `out` of image 0 and each word's attention at that step (`AttentionRecorder.word_grids`);
+        call on the model thread: finding x0's tokens is a model call."""
         self.timesteps.append(float(out.timestep))
         self.latents.append(out.latents[0].detach().to(torch.float16).clone())
         self.tokens.append(pipe.latents_to_tokens(out.pred_x0[:1])[0].to(torch.int16))
+        if word_grids:
+            self.words = self.words or list(word_grids)
+            self.attention.append(torch.stack(list(word_grids.values())).to(torch.float16))
 
     def __len__(self) -> int:
         return len(self.tokens)

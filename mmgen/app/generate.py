@@ -20,11 +20,13 @@ from ..settings import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_NUM_CANDIDATES,
     DEFAULT_STEPS,
+    MAX_PROMPT_CHARS,
     MAX_SEED,
     SCHEDULER_CLASSES,
 )
 from ..tokens import save_tokens
 from ..viz import cell_size, overlay_tokens, token_map, upscale_nearest
+from ..vocabulary import STOPWORDS
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import scratch_folder
@@ -34,6 +36,7 @@ from .runs import FinishedRun, advance, checked, finish_run, refused_controls, s
 
 PREVIEW_EVERY_S = 0.25  # live previews while generating: often enough to watch, rare enough to cost little
 MAX_RUN_CARD_BYTES = 64 * 1024  # a run card is about 1 kB
+KNOWN_SHOWN = 12  # known words named beside the words a prompt has that the model never saw
 EXAMPLE_PROMPTS = [
     "a large red circle in the top left on a white background",
     "a small blue star at the bottom on a black background",
@@ -59,6 +62,7 @@ class GenerateTab:
                 with gr.Column():
                     self.tokens = gr.Image(label="Its tokens", interactive=False, elem_id="image-tokens")
                     self.overlay = gr.Checkbox(False, label="Overlay the token grid on the image", elem_id="overlay")
+                    self.read_back = gr.Button("Read it back as text (Image → text)", size="sm", elem_id="read-back")
             with gr.Row():
                 self.downloads = gr.File(
                     label="Downloads: image, tokens, run card",
@@ -72,6 +76,7 @@ class GenerateTab:
 
     def _build_controls(self) -> None:
         self.prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0], max_lines=3, elem_id="prompt")
+        self.words_note = gr.Markdown(elem_id="unknown-words")
         with gr.Row():
             limits = self.ctx.limits
             self.steps = gr.Slider(1, limits.max_steps, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
@@ -125,6 +130,14 @@ class GenerateTab:
         ctx = self.ctx
         model_event = ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values))
         self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event)
+        self.prompt.change(
+            self.check_words,
+            self.prompt,
+            self.words_note,
+            api_name="check_words",
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
         self.prompt.submit(
             self.generate, inputs, outputs, api_name="generate_on_submit", api_visibility="private", **model_event
         )
@@ -158,8 +171,11 @@ class GenerateTab:
         settings = settings_from_controls(ctx, prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates)
         skip = [gr.skip()] * 9  # the outputs that wait for the end of the run
         with ctx.jobs.job(request) as deadline:
+            unknown = self.unknown_words(settings.prompt)
+            if unknown:
+                gr.Warning(unknown)  # the run goes ahead: the model may still draw what it knows
             t0 = time.perf_counter()
-            run, trajectory = start_run(ctx, settings), Trajectory()
+            run, trajectory = start_run(ctx, settings), Trajectory(settings.prompt)
             last_preview = 0.0
             while not run.done:
                 deadline.check()
@@ -182,6 +198,29 @@ class GenerateTab:
             gr.Slider(maximum=max(last, 1), value=last),
             *ctx.frames.view(trajectory, last),
         )
+
+    def unknown_words(self, prompt: str) -> str | None:
+        """ "The model never saw: cat, sofa (try: ...)", or None (every word known, or no vocabulary saved)."""
+        vocabulary = self.ctx.vocabulary
+        if vocabulary is None or not isinstance(prompt, str):
+            return None
+        pipe = self.ctx.pipe
+        message = self.ctx.compute(vocabulary.warning, prompt, (pipe.tokenizer, pipe.text_encoder))
+        if not message:
+            return None
+        known = [w for w in vocabulary.words if w not in STOPWORDS]
+        return (
+            f"{message[0].upper()}{message[1:]}: it will guess. It knows {len(known)} words, e.g. "
+            f"{', '.join(known[:KNOWN_SHOWN])}."
+        )
+
+    @handler
+    def check_words(self, prompt: str | None) -> str:
+        """A note under the prompt on the words the model never saw (the run is not blocked)."""
+        if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
+            return ""
+        message = self.unknown_words(prompt)
+        return f"⚠️ {message}" if message else ""
 
     @handler
     def toggle_overlay(self, run: FinishedRun | None, overlay: bool) -> PIL.Image.Image | None:

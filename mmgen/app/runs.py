@@ -83,14 +83,24 @@ def start_run(ctx: AppContext, settings: SamplingSettings) -> DenoisingRun:
 
 
 def advance(ctx: AppContext, run: DenoisingRun, trajectory: Trajectory) -> StepOutput:
-    """One step of `run`, recorded in `trajectory`, on the model thread."""
+    """One step of `run`, recorded in `trajectory` with each word's cross-attention, on the model thread."""
+    from ..attention import AttentionRecorder
 
     def step():
-        out = run.step()
-        trajectory.record(run.pipe, out)
+        with AttentionRecorder(run.pipe, trajectory.prompt, run=run) as recorder:
+            out = run.step()
+        trajectory.record(run.pipe, out, word_grids(recorder))
         return out
 
     return ctx.compute(step)
+
+
+def word_grids(recorder) -> dict | None:
+    """The words' attention at the step just recorded, or None (never a reason to stop a run)."""
+    try:
+        return recorder.word_grids(step=-1) if recorder.steps else None
+    except ValueError:
+        return None
 
 
 def finish_run(

@@ -1,6 +1,7 @@
 """The Trajectory tab: every step of the session's last run (the noisy latent x_t, the model's guess of the clean
-image x0, its tokens, the tokens that changed), scrubbed with a slider or played; a step mode that runs the
-sampler one step per click; a branch that continues the run from a step under other settings; exports."""
+image x0, its tokens, the tokens that changed, where each word of the prompt is read: `word_attention`),
+scrubbed with a slider or played; a step mode that runs the sampler one step per click; a branch that continues
+the run from a step under other settings; exports."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from .runs import (
     settings_from_controls,
     start_run,
 )
+from .word_attention import WordAttentionView
 
 if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
     from ..denoising import DenoisingRun
@@ -81,6 +83,7 @@ class TrajectoryTab:
                 change_plot = gr.Image(label="Tokens changed per step", interactive=False, elem_id="change-plot")
                 step_info = gr.Markdown(elem_id="step-info")
             self.views = [x_t, x0, x0_tokens, changed, change_plot, step_info]
+            self.attention = WordAttentionView(ctx)
             self._build_branch()
             with gr.Row():
                 self.gif_btn = gr.Button("Export GIF", size="sm", elem_id="export-gif")
@@ -136,6 +139,7 @@ class TrajectoryTab:
             api_name="branch",
             **ctx.jobs.model_event(self.refused_branch),
         )
+        self.attention.wire(run, step)
         self.gif_btn.click(self.export_gif, run, self.export_file, api_name="export_gif")
         self.strip_btn.click(self.export_filmstrip, run, self.export_file, api_name="export_filmstrip")
 
@@ -198,7 +202,9 @@ class TrajectoryTab:
         with ctx.jobs.job(request):
             if stepper is None or stepper.run.done or stepper.key != key:
                 settings = settings_from_controls(ctx, *key)
-                stepper = Stepper(start_run(ctx, settings), Trajectory(), key, settings, time.perf_counter())
+                stepper = Stepper(
+                    start_run(ctx, settings), Trajectory(settings.prompt), key, settings, time.perf_counter()
+                )
             run, trajectory = stepper.run, stepper.trajectory
             k = advance(ctx, run, trajectory).step
             finished = slider = gr.skip()  # the slider keeps scrubbing the last finished run until this one ends

@@ -1,0 +1,146 @@
+"""The Image → text tab: the generator read backwards. An image (uploaded, or sent from the Generate tab) is
+noised and denoised under each caption; the caption under which the DiT denoises it best is the one it finds most
+likely (`mmgen.captioning`). Rank your own captions, or let the model write one (for a shapes-v1 model, a search
+over its caption grammar)."""
+
+from __future__ import annotations
+
+import gradio as gr
+import PIL.Image
+
+from ..captioning import caption_candidates, rank_captions
+from ..data.images import ImageLoadError, load_image
+from ..viz import score_bars, upscale_nearest
+from .context import DISPLAY_SIDE, AppContext
+from .errors import handler
+from .runs import FinishedRun
+from .tokenizer import uploaded_file
+
+MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
+MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
+NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
+
+
+def fit_square(image: PIL.Image.Image, side: int) -> PIL.Image.Image:
+    """The image centre-cropped to a square and resized to side x side (the size the generator paints)."""
+    s = min(image.size)
+    left, top = (image.width - s) // 2, (image.height - s) // 2
+    square = image.crop((left, top, left + s, top + s))
+    return square if s == side else square.resize((side, side), PIL.Image.Resampling.LANCZOS)
+
+
+def parse_captions(text: str | None) -> list[str]:
+    """One caption per line, blank lines dropped, repeats kept once; too many or too long: a message."""
+    if text is not None and not isinstance(text, str):
+        raise gr.Error("Captions must be text, one per line.")
+    if text and len(text) > MAX_CAPTION_TEXT:
+        raise gr.Error(f"That is {len(text):,} characters: at most {MAX_CAPTION_TEXT:,}, {MAX_CAPTIONS} captions.")
+    captions = list(dict.fromkeys(line.strip() for line in (text or "").splitlines() if line.strip()))
+    if len(captions) > MAX_CAPTIONS:
+        raise gr.Error(f"{len(captions)} captions: rank at most {MAX_CAPTIONS} at once.")
+    return captions
+
+
+def bar_chart(ranked: list[tuple[str, float]]) -> PIL.Image.Image:
+    """Ranked captions as bars, longest for the best: each bar's length is how much lower its denoising error is
+    than the worst caption's (the best's bar is orange)."""
+    errors = [e for _, e in ranked]
+    worst = max(errors)
+    gains = [worst - e for e in errors]
+    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9))
+
+
+class CaptionTab:
+    """The tab's components and handlers."""
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+        with gr.Tab("Image → text", id="caption") as self.tab:
+            gr.Markdown(
+                "The generator read backwards: the image is noised and denoised under each caption (10 noise "
+                "levels × 2 fixed noises); the lower the denoising error, the likelier the model finds the "
+                "caption. Rank your own captions, or let the model write one."
+            )
+            with gr.Row():
+                with gr.Column():
+                    self.image = gr.Image(
+                        type="filepath",
+                        image_mode=None,  # the handler reads the header first (size checks before decoding)
+                        label="Image",
+                        sources=["upload", "clipboard"],
+                        elem_id="caption-image",
+                    )
+                    self.captions = gr.Textbox(
+                        label=f"Captions to rank, one per line (at most {MAX_CAPTIONS})",
+                        lines=5,
+                        max_length=MAX_CAPTION_TEXT,
+                        placeholder="a red circle on a white background\na blue square on a white background",
+                        elem_id="caption-candidates",
+                    )
+                    with gr.Row():
+                        self.rank_btn = gr.Button("Rank these captions", variant="primary", elem_id="rank-captions")
+                        self.caption_btn = gr.Button("Caption it", elem_id="caption-it")
+                with gr.Column():
+                    self.shown = gr.Image(label="As the model reads it", interactive=False, elem_id="caption-shown")
+                    self.chart = gr.Image(
+                        label="Captions, best first (bar: how much better than the worst)",
+                        interactive=False,
+                        elem_id="caption-chart",
+                    )
+                    self.info = gr.Markdown(elem_id="caption-info")
+
+    def wire(self) -> None:
+        outputs = [self.shown, self.chart, self.info]
+        model_event = self.ctx.jobs.model_event()  # preprocess=False: the upload arrives unopened
+        self.rank_btn.click(self.rank, [self.image, self.captions], outputs, api_name="rank_captions", **model_event)
+        self.caption_btn.click(self.caption, self.image, outputs, api_name="caption", **model_event)
+
+    def send_from(self, button: gr.Button, run_state: gr.State, tabs: gr.Tabs) -> None:
+        """`button` (on the Generate tab) sends the session's last image here and opens this tab."""
+        button.click(self.receive, run_state, [self.image, tabs], api_visibility="private")
+
+    @handler
+    def receive(self, run: FinishedRun | None):
+        if not run:
+            raise gr.Error("Generate an image first.")
+        return run.image, gr.Tabs(selected="caption")
+
+    # ------------------------------------------------------------------ handlers
+    def read_image(self, upload) -> PIL.Image.Image:
+        """The image at the generator's size, its file's size checked from the header before decoding."""
+        path = uploaded_file(upload)
+        if not path:
+            raise gr.Error(NO_IMAGE)
+        try:
+            image = load_image(path, max_pixels=self.ctx.limits.max_upload_pixels)
+        except ImageLoadError as e:
+            raise gr.Error(f"That file can't be used: {e.reason}.") from e
+        return fit_square(image, self.ctx.grid_side * self.ctx.facts.downsample_factor)
+
+    @handler
+    def rank(self, upload, text: str | None, request: gr.Request) -> tuple:
+        """The typed captions ranked by the DiT's denoising error on the image."""
+        with self.ctx.jobs.job(request):  # from the start: the visitor's slot is freed however this ends
+            captions = parse_captions(text)
+            if not captions:
+                raise gr.Error("Type the captions to rank, one per line, or press 'Caption it'.")
+            image = self.read_image(upload)
+            ranked = self.ctx.compute(rank_captions, self.ctx.pipe, image, captions)
+        return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).")
+
+    @handler
+    def caption(self, upload, request: gr.Request) -> tuple:
+        """The model's own caption: a search over its caption grammar, or a ranking of its training captions."""
+        with self.ctx.jobs.job(request):
+            image = self.read_image(upload)
+            ranked = self.ctx.compute(caption_candidates, self.ctx.pipe, image, self.ctx.vocabulary)
+        return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**")
+
+    def _shown(self, image: PIL.Image.Image, ranked: list[tuple[str, float]], title: str) -> tuple:
+        best, error = ranked[0]
+        info = (
+            f"{title}  \nBest: **{best}** (denoising error {error:.4f}"
+            + (f", {ranked[1][1] - error:.4f} below the runner-up" if len(ranked) > 1 else "")
+            + "). Errors are mean squared latent errors over 20 fixed noised copies; only their differences matter."
+        )
+        return upscale_nearest(image, DISPLAY_SIDE), bar_chart(ranked), info

@@ -1,0 +1,120 @@
+"""The Trajectory tab's per-word attention: where the DiT reads each word of the prompt, step by step.
+
+Every run records, per step, each word's share of the DiT's cross-attention on its patch grid
+(`mmgen.attention.AttentionRecorder.word_grids`, kept in the run's `Trajectory` at float16, ~1.3 kB a step);
+this section draws the chosen word's map over the predicted clean image x0 at the slider's step, and a strip of
+that word's map over the run's steps, all on one colour scale (0 to the word's largest share in the run).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+from ..viz import overlay_heatmap, upscale_nearest, word_map_strip
+from .context import DISPLAY_SIDE, AppContext
+from .errors import handler
+from .frames import Trajectory
+from .runs import FinishedRun
+
+STRIP_STEPS = 10  # steps shown in the strip, evenly spaced, the last always included
+FUNCTION_WORDS = {"a", "an", "the", "on", "in", "of", "at", "to", "and", "with", "picture", "image", "background"}
+NO_ATTENTION = "Generate an image first: each word's attention appears here."
+
+
+def default_word(words: list[str]) -> str | None:
+    """The first word that names something (a colour, a shape, a size...), else the first word."""
+    return next((w for w in words if w.lower() not in FUNCTION_WORDS), words[0] if words else None)
+
+
+def word_index(trajectory: Trajectory, word: str | None) -> int:
+    if not trajectory.attention:
+        raise gr.Error("This run recorded no attention (its prompt could not be split into words).")
+    if word not in trajectory.words:
+        raise gr.Error(f"Pick one of the prompt's words: {', '.join(trajectory.words)}.")
+    return trajectory.words.index(word)
+
+
+def strip_steps(n: int, shown: int = STRIP_STEPS) -> list[int]:
+    """At most `shown` step indices of n, evenly spaced, first and last included."""
+    return sorted({round(i * (n - 1) / max(shown - 1, 1)) for i in range(min(shown, n))})
+
+
+class WordAttentionView:
+    """The section's components (built where the Trajectory tab places them) and handlers."""
+
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+        with gr.Accordion("Which word goes where: the DiT's cross-attention per word", open=True):
+            self.word = gr.Radio([], label="Word of the prompt", elem_id="attention-word")
+            with gr.Row():
+                self.map = gr.Image(
+                    label="Its attention over x0 at this step", interactive=False, elem_id="attention-map"
+                )
+                self.info = gr.Markdown(elem_id="attention-info")
+            self.strip = gr.Image(label="The word across the steps", interactive=False, elem_id="attention-strip")
+
+    def wire(self, run_state: gr.State, step: gr.Slider) -> None:
+        outputs = [self.map, self.strip, self.info]
+        run_state.change(self.words_of, run_state, self.word, api_visibility="private")
+        # preprocess=False: the word is checked against this session's run (gradio would check the page's choices)
+        inputs = [run_state, step, self.word]
+        self.word.change(self.show, inputs, outputs, api_name="word_attention", preprocess=False)
+        step.change(self.show_step, inputs, [self.map, self.info], api_visibility="private", preprocess=False)
+
+    @handler
+    def words_of(self, run: FinishedRun | None):
+        words = run.trajectory.words if run else []
+        return gr.Radio(choices=words, value=default_word(words))
+
+    @handler
+    def show(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
+        """The word's map at step k over x0, its strip over the steps, and a line on where it peaks."""
+        trajectory = self._trajectory(run)
+        i = word_index(trajectory, word)
+        k, vmax = self._step(trajectory, k), self._vmax(trajectory, i)
+        steps = strip_steps(len(trajectory))
+        frames = [self.ctx.frames.x0(trajectory, s) for s in steps]
+        heats = [trajectory.attention[s][i].float().numpy() for s in steps]
+        strip = word_map_strip(frames, heats, 0.0, vmax)
+        image, info = self._at_step(trajectory, i, k, vmax)
+        return image, strip, info
+
+    @handler
+    def show_step(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
+        if not run or word is None or not run.trajectory.attention:
+            return gr.skip(), gr.skip()
+        trajectory = run.trajectory
+        i = word_index(trajectory, word)
+        return self._at_step(trajectory, i, self._step(trajectory, k), self._vmax(trajectory, i))
+
+    # ------------------------------------------------------------------ helpers
+    def _trajectory(self, run: FinishedRun | None) -> Trajectory:
+        if not run:
+            raise gr.Error(NO_ATTENTION)
+        return run.trajectory
+
+    @staticmethod
+    def _step(trajectory: Trajectory, k: float | None) -> int:
+        k = 0 if k is None or not np.isfinite(k) else int(k)
+        return min(max(k, 0), len(trajectory) - 1)
+
+    @staticmethod
+    def _vmax(trajectory: Trajectory, i: int) -> float:
+        return max(float(torch.stack([a[i] for a in trajectory.attention]).float().max()), 1e-6)
+
+    def _at_step(self, trajectory: Trajectory, i: int, k: int, vmax: float) -> tuple[PIL.Image.Image, str]:
+        heat = trajectory.attention[k][i].float().numpy()  # (h', w')
+        x0 = self.ctx.frames.x0(trajectory, k)
+        image = upscale_nearest(overlay_heatmap(x0, heat, 0.0, vmax), DISPLAY_SIDE)
+        row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        cell = x0.width / heat.shape[1]
+        word = trajectory.words[i]
+        info = (
+            f"**{word!r} at step {k + 1} of {len(trajectory)}**: at most {heat.max():.0%} of a patch's attention "
+            f"(the run's most: {vmax:.0%}), peak around pixel ({(col + 0.5) * cell:.0f}, {(row + 0.5) * cell:.0f}). "
+            "Bright: the patches that read this word; the shares of all words (and [CLS], [SEP]) sum to 1."
+        )
+        return image, info

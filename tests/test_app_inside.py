@@ -1,0 +1,108 @@
+"""The app's inside views, through gradio_client on a tiny pipeline: each word's attention on the Trajectory tab,
+the Image → text tab (ranked captions, the model's own caption, bad input), and the words the model never saw."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from mmgen.data.shapes import shapes_sample  # noqa: E402
+from mmgen.vocabulary import Vocabulary  # noqa: E402
+
+FAST = ("a large red circle", 4, 2.0, 0, False, "ddim", 0.5, 1, False)  # /generate's inputs
+CAPTIONS = ["a red circle", "a blue star", "a green square"]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from conftest import make_tiny_pipe
+
+    import app
+
+    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
+    ctx = demo.mmgen_context
+    ctx.__dict__["vocabulary"] = Vocabulary.from_captions(["a large red circle", "a small blue square"])
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+@pytest.fixture
+def scene(tmp_path):
+    path = tmp_path / "scene.png"
+    shapes_sample(0, 0).image.resize((32, 32)).save(path)  # the tiny pipeline paints 32x32
+    return handle_file(str(path))
+
+
+def test_each_word_has_an_attention_map_at_every_step(client):
+    client.predict(*FAST, api_name="/generate")
+    image, strip, info = client.predict(0, "circle", api_name="/word_attention")
+    assert "'circle' at step 1 of 4" in info and "peak around pixel" in info
+    assert Image.open(image).width >= 256 and Image.open(strip).width > Image.open(strip).height  # a row of steps
+    with pytest.raises(Exception, match="Pick one of the prompt's words: a, large, red, circle"):
+        client.predict(0, "square", api_name="/word_attention")
+
+
+def test_the_recorded_attention_is_the_recorders(tmp_path):
+    """The app keeps, per step, what `AttentionRecorder.word_grids` gives for that step of the same run."""
+    import torch
+    from conftest import make_tiny_pipe
+
+    from mmgen.app.frames import Trajectory
+    from mmgen.attention import AttentionRecorder
+
+    pipe = make_tiny_pipe()
+    kwargs = dict(num_inference_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    run, trajectory = pipe.stepwise("a large red circle", **kwargs), Trajectory("a large red circle")
+    with AttentionRecorder(pipe, "a large red circle") as whole:
+        while not run.done:
+            with AttentionRecorder(pipe, trajectory.prompt, run=run) as rec:
+                out = run.step()
+            trajectory.record(pipe, out, rec.word_grids(step=-1))
+    assert trajectory.words == ["a", "large", "red", "circle"] and len(trajectory.attention) == 3
+    for k in range(3):
+        expected = torch.stack(list(whole.word_grids(step=k).values())).half()
+        assert torch.allclose(trajectory.attention[k].float(), expected.float(), atol=1e-3)
+    assert trajectory.attention[0].dtype == torch.float16 and trajectory.attention[0].shape[0] == 4
+
+
+def test_rank_captions_and_the_models_own_caption(client, scene):
+    shown, chart, info = client.predict(scene, "\n".join(CAPTIONS + ["", "a red circle"]), api_name="/rank_captions")
+    assert "Ranked 3 caption(s)" in info and any(f"**{c}**" in info for c in CAPTIONS)
+    assert Image.open(chart).height > 3 * 10  # one bar per caption
+    shown, chart, info = client.predict(scene, api_name="/caption")
+    assert "The model's caption: **a" in info  # ranked from the vocabulary's captions (no grammar)
+
+
+def test_caption_bad_input_gets_messages(client, scene, tmp_path):
+    with pytest.raises(Exception, match="Type the captions to rank"):
+        client.predict(scene, "  \n ", api_name="/rank_captions")
+    with pytest.raises(Exception, match="rank at most 16 at once"):
+        client.predict(scene, "\n".join(f"a red circle {i}" for i in range(17)), api_name="/rank_captions")
+    with pytest.raises(Exception, match="Upload an image first"):
+        client.predict(None, "a red circle", api_name="/rank_captions")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(Exception, match="can't be used") as refused:
+        client.predict(handle_file(str(broken)), "a red circle", api_name="/rank_captions")
+    assert str(tmp_path) not in str(refused.value)
+
+
+def test_words_the_model_never_saw_are_flagged_without_blocking(client):
+    note = client.predict("a large cat on a sofa", api_name="/check_words")
+    assert note.startswith("⚠️ The model never saw: cat") and "sofa" in note and "It knows 6 words" in note
+    assert " on " not in note.split("It knows")[0]  # stop words are never flagged
+    assert client.predict("a large red circle", api_name="/check_words") == ""
+    image, *_ = client.predict("a large cat", *FAST[1:], api_name="/generate")  # still runs
+    assert image
