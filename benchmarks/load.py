@@ -252,7 +252,9 @@ def main(args) -> dict:
         from gradio_client import Client
 
         t = time.perf_counter()
-        Client(url, verbose=False, download_files=False).predict(*generate_args(0, 30, 4), api_name="/generate")
+        # The page is up before the model: this first call waits for it (longer than httpx's default 5 s).
+        first = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+        first.predict(*generate_args(0, 30, 4), api_name="/generate")
         report = {"cold_start": {"page_s": ready_s, "first_image_s": ready_s + time.perf_counter() - t}}
         from mmgen.app.compute import default_threads
 

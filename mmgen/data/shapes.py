@@ -164,12 +164,21 @@ def shape_coverage(shape: str, cx: float, cy: float, s: float, canvas: int = CAN
     return cov
 
 
-def render_scene(labels: dict) -> Image.Image:
-    """Render labels to a 64x64 RGB image: pure function of the labels, used by the dataset and the judge."""
-    img = np.empty((CANVAS, CANVAS, 3), dtype=np.float32)
+SCALES = (1, 2, 4)  # the spec's resolutions: 64, 128 and 256 pixels
+
+
+def render_scene(labels: dict, scale: int = 1) -> Image.Image:
+    """Render labels to a (64·scale)² RGB image: a pure function of the labels, used by the dataset and the judge.
+    At scale m every length (centres, sides) is multiplied by m; labels keep 64-pixel units (the spec's
+    Resolution section)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES} (64, 128 or 256 pixels), got {scale!r}")
+    canvas = CANVAS * scale
+    img = np.empty((canvas, canvas, 3), dtype=np.float32)
     img[:] = BACKGROUNDS[labels["background"]]
     for obj in labels["objects"]:
-        alpha = shape_coverage(obj["shape"], *obj["center"], obj["side"])[..., None]  # (H, W, 1)
+        cx, cy = obj["center"]
+        alpha = shape_coverage(obj["shape"], cx * scale, cy * scale, obj["side"] * scale, canvas)[..., None]
         img = img * (1 - alpha) + np.array(COLORS[obj["color"]], dtype=np.float32) * alpha
     return Image.fromarray(np.round(img).astype(np.uint8))
 
@@ -256,19 +265,21 @@ def shapes_annotation(seed: int, index: int) -> tuple[dict, str]:
     return labels, make_caption(labels, rng)
 
 
-def shapes_sample(seed: int, index: int) -> ShapesSample:
-    """Sample `index` of the stream `seed`: the same (seed, index) always gives the same scene and caption."""
+def shapes_sample(seed: int, index: int, scale: int = 1) -> ShapesSample:
+    """Sample `index` of the stream `seed`: the same (seed, index) always gives the same scene and caption, drawn
+    at (64·scale)² pixels."""
     labels, caption = shapes_annotation(seed, index)
-    return ShapesSample(image=render_scene(labels), caption=caption, labels=labels)
+    return ShapesSample(image=render_scene(labels, scale), caption=caption, labels=labels)
 
 
-def write_shapes(out_dir: str | Path, n: int, seed: int = 0) -> Path:
-    """Write n samples as PNGs plus a Hugging Face imagefolder `metadata.jsonl` (file_name, text, labels)."""
+def write_shapes(out_dir: str | Path, n: int, seed: int = 0, scale: int = 1) -> Path:
+    """Write n samples as PNGs (at (64·scale)² pixels) plus a Hugging Face imagefolder `metadata.jsonl`
+    (file_name, text, labels in 64-pixel units)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metadata.jsonl", "w") as f:
         for i in range(n):
-            sample = shapes_sample(seed, i)
+            sample = shapes_sample(seed, i, scale)
             name = f"{i:06d}.png"
             sample.image.save(out / name)
             record = {"file_name": name, "text": sample.caption, "labels": sample.labels, "seed": seed, "index": i}

@@ -67,7 +67,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def build_dataset(args, length: int) -> Dataset:
     if args.data == "shapes":
-        shapes = ShapesDataset(length, seed=args.seed, size=args.resolution)
+        shapes = ShapesDataset(length, seed=args.seed, size=args.resolution, scale=args.shapes_scale)
         if args.photo_fraction <= 0:
             return shapes
         photos = PhotoCrops(skimage_photos(), length, size=args.resolution, seed=args.seed)
@@ -78,7 +78,8 @@ def build_dataset(args, length: int) -> Dataset:
 def validation_batch(args, n: int = 8) -> torch.Tensor:
     """Fixed images to watch during training: held-out shapes scenes (and photo crops when training on them)."""
     if args.data == "shapes":
-        items = [ShapesDataset(n, seed=VALIDATION_SEED, size=args.resolution)[i] for i in range(n)]
+        shapes = ShapesDataset(n, seed=VALIDATION_SEED, size=args.resolution, scale=args.shapes_scale)
+        items = [shapes[i] for i in range(n)]
         if args.photo_fraction > 0:
             crops = PhotoCrops(skimage_photos(), n, size=args.resolution, seed=VALIDATION_SEED)
             items = items[: n // 2] + [crops[i] for i in range(n // 2)]
@@ -250,6 +251,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="base", choices=sorted(VQVAE_PRESETS))
     p.add_argument("--num-codes", type=int, default=None, help="codebook size (default: the preset's)")
     p.add_argument("--resolution", type=int, default=64, help="training crop size in pixels")
+    p.add_argument(
+        "--shapes-scale",
+        type=int,
+        choices=(1, 2, 4),
+        default=None,
+        help="draw shapes-v1 at 64, 128 or 256 px (x1, x2, x4) before cropping to --resolution (default: the "
+        "scale --resolution asks for)",
+    )
     p.add_argument(
         "--adversarial",
         action=argparse.BooleanOptionalAction,
