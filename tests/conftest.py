@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -90,9 +92,15 @@ def tiny_app_url():
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
 
-    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
+    with launched(app.build_demo(make_tiny_pipe(), model_name="tiny-test"), max_file_size=app.MAX_FILE_SIZE) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def launched(demo, **launch_kwargs):
+    """`demo` served on localhost (queue on, errors shown) for the `with` block: its URL; closed after."""
     demo.queue().launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True, max_file_size=app.MAX_FILE_SIZE
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True, **launch_kwargs
     )
     try:
         yield demo.local_url

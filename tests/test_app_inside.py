@@ -19,18 +19,15 @@ CAPTIONS = ["a red circle", "a blue star", "a green square"]
 
 @pytest.fixture(scope="module")
 def app_url():
-    from conftest import make_tiny_pipe
+    from conftest import launched, make_tiny_pipe
 
     import app
 
     demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
     ctx = demo.mmgen_context
     ctx.__dict__["vocabulary"] = Vocabulary.from_captions(["a large red circle", "a small blue square"])
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with launched(demo) as url:
+        yield url
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def app_url(folders):
     """A tiny app whose host preloads the vq-diffusion-like tokenizer (MMGEN_TOKENIZERS)."""
-    from conftest import make_tiny_pipe
+    from conftest import launched, make_tiny_pipe
 
     import app
 
@@ -42,11 +42,8 @@ def app_url(folders):
         demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
     finally:
         os.environ.pop("MMGEN_TOKENIZERS") if before is None else os.environ.update(MMGEN_TOKENIZERS=before)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with launched(demo) as url:
+        yield url
 
 
 @pytest.fixture

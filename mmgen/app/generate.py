@@ -129,14 +129,10 @@ class GenerateTab:
         outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads, step, *step_views]
         ctx = self.ctx
         model_event = ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values))
-        self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event)
-        self.prompt.change(
-            self.check_words,
-            self.prompt,
-            self.words_note,
-            api_name="check_words",
-            trigger_mode="always_last",
-            show_progress="hidden",
+        # After a run, the words it never saw under the prompt (a toast says so as the run starts). Not on every
+        # keystroke: an event on the prompt would clear the message a refused run shows under it.
+        self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event).success(
+            self.check_words, self.prompt, self.words_note, api_name="check_words", show_progress="hidden"
         )
         self.prompt.submit(
             self.generate, inputs, outputs, api_name="generate_on_submit", api_visibility="private", **model_event

@@ -84,7 +84,7 @@ def start_run(ctx: AppContext, settings: SamplingSettings) -> DenoisingRun:
 
 def advance(ctx: AppContext, run: DenoisingRun, trajectory: Trajectory) -> StepOutput:
     """One step of `run`, recorded in `trajectory` with each word's cross-attention, on the model thread."""
-    from ..attention import AttentionRecorder
+    from ..attention import AttentionRecorder  # here: it imports transformers, which the page is served without
 
     def step():
         with AttentionRecorder(run.pipe, trajectory.prompt, run=run) as recorder:
