@@ -100,8 +100,9 @@ def test_image_folder_errors(tmp_path):
         ImageFolder(tmp_path)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "metadata.jsonl").write_text("{broken\n")
-    with pytest.raises(ValueError, match="metadata.jsonl:1"):
-        ImageFolder(tmp_path)
+    assert ImageFolder(tmp_path).skip_summary() == (
+        "left out 1 (metadata.jsonl lines that are not a JSON object with 'file_name': 1)"
+    )
 
 
 def test_the_size_is_checked_from_the_header_before_any_decode(tmp_path, monkeypatch):
@@ -127,3 +128,55 @@ def test_a_large_jpeg_wanted_small_is_decoded_at_reduced_scale(tmp_path):
     assert load_image(path, max_pixels=1_000_000, max_side=256).size == (500, 375)  # the cap is on what is decoded
     with pytest.raises(ImageLoadError, match="too large"):
         load_image(path, max_pixels=1_000_000)
+
+
+def test_image_folder_skips_bad_data_with_counts(tmp_path):
+    """Unreadable files, bad metadata lines and (for the generator) missing or empty captions are left out and
+    counted, never a crash; a file that breaks after its header is replaced by the next image."""
+    for name in ("a", "b", "c", "d"):
+        Image.new("RGB", (20, 20), (200, 0, 0)).save(tmp_path / f"{name}.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    good = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])  # its header reads, its data does not
+    lines = [
+        {"file_name": "a.png", "text": "a red square"},
+        {"file_name": "b.png", "text": "  "},
+        {"file_name": "truncated.png", "text": "broken"},
+        {"no_file_name": 1},
+        {"file_name": "d.png", "text": 7},
+    ]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n{broken\n")
+
+    ds = ImageFolder(tmp_path, size=16)
+    assert [p.name for p in ds.paths] == ["a.png", "b.png", "c.png", "d.png", "truncated.png"]
+    assert ds.skipped == {
+        "metadata.jsonl lines that are not a JSON object with 'file_name'": 2,
+        "files Pillow cannot read": 2,
+    }
+    captioned = ImageFolder(tmp_path, size=16, captions_required=True)
+    assert [p.name for p in captioned.paths] == ["a.png", "truncated.png"]
+    assert captioned.skipped["images without a caption"] == 3
+    item = captioned[1]  # truncated.png fails to decode: a.png stands in
+    assert item["text"] == "a red square" and item["pixel_values"].shape == (3, 16, 16)
+    assert list(captioned.failed) == [str(tmp_path / "truncated.png")]
+    assert "images that failed to decode: 1" in captioned.skip_summary()
+
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(ValueError, match="no image in the folder decodes"):
+        ImageFolder(tmp_path, captions_required=True, size=16)[0]
+    (tmp_path / "truncated.png").unlink()
+    with pytest.raises(ValueError, match="no usable images; left out .*images without a caption: 3"):
+        ImageFolder(tmp_path, captions_required=True)
+
+
+def test_wide_grey_images_keep_their_range(tmp_path):
+    """16-bit grey PNGs (0..65535) become 8-bit grey, not clipped to white as Pillow's convert does."""
+    a = (np.linspace(0, 65535, 64).reshape(8, 8)).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "grey16.png")
+    rgb = np.asarray(load_image(tmp_path / "grey16.png"))
+    assert rgb.shape == (8, 8, 3) and rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
+    assert 120 <= rgb[4, 0, 0] <= 135  # the middle of the range stays in the middle
+    f = Image.fromarray(np.full((4, 4), 0.5, np.float32), "F")
+    f.save(tmp_path / "float.tiff")
+    assert np.asarray(load_image(tmp_path / "float.tiff"))[0, 0, 0] == 128

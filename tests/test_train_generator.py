@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from mmgen.cli import build_parser
 from mmgen.models.dit import DiT, DiTOutput
@@ -436,3 +437,19 @@ def test_the_trainers_defaults_are_the_shipped_recipes_first_stage():
     }
     assert len(stages) == 6 and all(s.args.init_from == recipe.model for s in stages[1:])
     assert recipe.model == "assets/mmgen-base" and recipe.scheduler == "euler-ancestral"
+
+
+def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_dir, capsys):
+    """A user's imagefolder: images without a caption and files that are not images are left out with a count."""
+    data = tmp_path / "imgs"
+    data.mkdir()
+    records = []
+    for i in range(4):
+        Image.new("RGB", (40, 40), (60 * i, 20, 200)).save(data / f"{i}.png")
+        records.append({"file_name": f"{i}.png", "text": f"colour {i}" if i < 3 else ""})
+    (data / "notes.png").write_text("not an image")
+    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    main(_args(tmp_path / "run", tiny_model_dir, "--steps", "2", "--data", str(data), "--cache-dir", ""))
+    assert (tmp_path / "run" / "transformer" / "config.json").exists()
+    out = capsys.readouterr().out
+    assert "3 captioned images used, left out 2" in out and "images without a caption: 1" in out

@@ -64,8 +64,12 @@ def test_trains_on_a_user_image_folder(tmp_path):
     data.mkdir()
     for i in range(3):
         Image.new("RGB", (48, 40), (80 * i, 20, 200)).save(data / f"{i}.jpg")
+    (data / "broken.png").write_bytes(b"\x89PNG not really")  # bad data is left out and counted, never a crash
+    Image.new("CMYK", (40, 40)).save(data / "cmyk.jpg")  # odd modes are converted
     main(_args(tmp_path / "run", "--steps", "2", "--data", str(data)))
     assert (tmp_path / "run" / "vqvae" / "config.json").exists()
+    header = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
+    assert header["data_skipped"] == {"files Pillow cannot read": 1}
 
 
 def test_a_recipe_trains_and_publishes_the_tokenizer_once(tmp_path, capsys):

@@ -79,11 +79,24 @@ def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow image -> RGB: EXIF rotation applied, transparency composited on white."""
     check_size(im.size)
     im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit grey: Pillow's own convert clips it at 255
+        im = wide_grey_to_l(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(canvas, im)
     return im.convert("RGB")
+
+
+def wide_grey_to_l(im: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit integer image (0..65535, as 16-bit PNGs and TIFFs hold) or a float one (0..1 when its
+    values say so, else 0..255) as 8-bit grey."""
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        a = a * 255 if np.nanmax(a, initial=0) <= 1 else a
+    else:
+        a = a / 257
+    return Image.fromarray(np.nan_to_num(a).clip(0, 255).round().astype(np.uint8), "L")
 
 
 def pil_to_tensor(im: Image.Image) -> torch.Tensor:
@@ -132,6 +145,16 @@ def skimage_photos() -> list[Path]:
 
     data = Path(skimage.__file__).parent / "data"
     return sorted(p for p in data.iterdir() if p.suffix in (".png", ".jpg"))
+
+
+def readable_header(path: Path) -> bool:
+    """Whether Pillow can open `path` and its size is allowed (the header only: no pixel is decoded)."""
+    try:
+        with Image.open(path) as im:
+            check_size(im.size)
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError, ImageLoadError):
+        return False
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -192,34 +215,82 @@ class PhotoCrops(Dataset):
 class ImageFolder(Dataset):
     """A user's folder of images as training data; captions from `metadata.jsonl` when present.
 
-    Images are read when needed, so a large folder costs no memory up front; item i shows image i mod n, with
-    crops and flips that vary from pass to pass.
+    Images are read when needed, so a large folder costs no memory up front (only each file's header is read, to
+    leave out what Pillow cannot open); item i shows image i mod n, with crops and flips that vary from pass to
+    pass. Bad data never stops a run: metadata lines that are not a JSON object with "file_name", files that are
+    not readable images, and (with `captions_required`, as the generator needs) images without a caption are left
+    out and counted in `skipped`; an image that fails to decode later is replaced by the next one and counted in
+    `failed` (this process's count).
     """
 
-    def __init__(self, root: str | Path, length: int | None = None, size: int = 64, seed: int = 0):
-        self.root, self.paths = Path(root), list_images(root)
-        if not self.paths:
+    def __init__(
+        self,
+        root: str | Path,
+        length: int | None = None,
+        size: int = 64,
+        seed: int = 0,
+        captions_required: bool = False,
+    ):
+        self.root, paths = Path(root), list_images(root)
+        if not paths:
             raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        captions = {}
-        meta = self.root / "metadata.jsonl"
-        if meta.exists():
-            for line_no, line in enumerate(meta.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                        captions[record["file_name"]] = record.get("text", "")
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise ValueError(f"{meta}:{line_no}: expected a JSON object with 'file_name'") from e
-        self.captions = [captions.get(p.relative_to(self.root).as_posix(), "") for p in self.paths]
+        self.skipped: dict[str, int] = {}
+        self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
+        captions = self._read_captions(self.root / "metadata.jsonl")
+        readable = [p for p in paths if readable_header(p)]
+        self._skip("files Pillow cannot read", len(paths) - len(readable))
+        texts = [captions.get(p.relative_to(self.root).as_posix(), "").strip() for p in readable]
+        keep = [bool(t) or not captions_required for t in texts]
+        self._skip("images without a caption", keep.count(False))
+        self.paths = [p for p, k in zip(readable, keep) if k]
+        self.captions = [t for t, k in zip(texts, keep) if k]
+        if not self.paths:
+            raise ValueError(f"{root}: no usable images; {self.skip_summary()}")
         self.length, self.size, self.seed = length or len(self.paths), size, seed
+
+    def _skip(self, what: str, n: int) -> None:
+        if n:
+            self.skipped[what] = self.skipped.get(what, 0) + n
+
+    def _read_captions(self, meta: Path) -> dict[str, str]:
+        """file_name -> text from metadata.jsonl (none when the file is missing); bad lines are counted."""
+        captions: dict[str, str] = {}
+        if not meta.exists():
+            return captions
+        for line in meta.read_text(errors="replace").splitlines():
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                    text = record.get("text", "")
+                    captions[str(record["file_name"])] = text if isinstance(text, str) else ""
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    self._skip("metadata.jsonl lines that are not a JSON object with 'file_name'", 1)
+        return captions
+
+    def skip_summary(self) -> str:
+        """'left out 3 (files Pillow cannot read: 2, images without a caption: 1)', or '' when nothing was."""
+        skipped = {**self.skipped, **({"images that failed to decode": len(self.failed)} if self.failed else {})}
+        if not skipped:
+            return ""
+        return f"left out {sum(skipped.values())} (" + ", ".join(f"{what}: {n}" for what, n in skipped.items()) + ")"
+
+    def _load(self, k: int) -> tuple[Image.Image, int]:
+        """Image k, or the next one that decodes (a file truncated after its header); (image, its index)."""
+        for j in [*range(k, len(self.paths)), *range(k)]:
+            if str(self.paths[j]) in self.failed:
+                continue
+            try:
+                return load_image(self.paths[j]), j
+            except ImageLoadError as e:
+                self.failed[str(self.paths[j])] = e.reason
+        raise ValueError(f"{self.root}: no image in the folder decodes; {self.skip_summary()}")
 
     def __len__(self):
         return self.length
 
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, i])
-        k = i % len(self.paths)
-        im = load_image(self.paths[k])
+        im, k = self._load(i % len(self.paths))
         if min(im.size) < self.size:
             scale = self.size / min(im.size)
             im = im.resize(

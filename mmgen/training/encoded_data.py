@@ -59,8 +59,10 @@ def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
         images, captions = [pil_to_tensor(s.image) for s in samples], [s.caption for s in samples]
     else:
         size = args.sample_size * vq.downsample_factor
-        folder = ImageFolder(args.data, length=args.num_samples, size=size, seed=data_seed(args))
+        folder = ImageFolder(args.data, args.num_samples, size, data_seed(args), captions_required=True)
         items = [folder[i] for i in range(len(folder))]
+        if folder.skip_summary():
+            print(f"{args.data}: {len(folder.paths)} captioned images used, {folder.skip_summary()}")
         images, captions = [it["pixel_values"] for it in items], [it["text"] for it in items]
     return encode_dataset(vq, tokenizer, text_encoder, images, captions)
 

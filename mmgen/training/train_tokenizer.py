@@ -72,7 +72,10 @@ def build_dataset(args, length: int) -> Dataset:
             return shapes
         photos = PhotoCrops(skimage_photos(), length, size=args.resolution, seed=args.seed)
         return Mixture(shapes, photos, args.photo_fraction, args.seed)
-    return ImageFolder(args.data, length=length, size=args.resolution, seed=args.seed)
+    folder = ImageFolder(args.data, length=length, size=args.resolution, seed=args.seed)
+    if folder.skip_summary():
+        print(f"{args.data}: {len(folder.paths)} images used, {folder.skip_summary()}")
+    return folder
 
 
 def validation_batch(args, n: int = 8) -> torch.Tensor:
@@ -160,7 +163,8 @@ def train(args: argparse.Namespace) -> Path:
 
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
-        start_log(log_path, args, config=config, gan=gan.config() if gan else None)
+        skipped = getattr(dataset, "skipped", None) or None  # a folder's files left out, counted by kind
+        start_log(log_path, args, config=config, gan=gan.config() if gan else None, data_skipped=skipped)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="tokenizer")
