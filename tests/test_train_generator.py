@@ -169,21 +169,6 @@ def test_resumed_run_matches_an_unbroken_one(tmp_path, tiny_model_dir):
     assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)
 
 
-def test_each_process_draws_its_own_batches(tmp_path, tiny_model_dir, monkeypatch):
-    """Under `accelerate launch` every process must see other batches, or N processes train like one."""
-    import mmgen.training.train_generator as trainer
-
-    class SecondProcess(trainer.Accelerator):
-        process_index = 1  # is_main_process stays True here, so this process still saves its weights
-
-    main(_args(tmp_path / "p0", tiny_model_dir, "--steps", "2"))
-    monkeypatch.setattr(trainer, "Accelerator", SecondProcess)
-    main(_args(tmp_path / "p1", tiny_model_dir, "--steps", "2"))
-    a = DiT.from_pretrained(tmp_path / "p0" / "transformer").state_dict()
-    b = DiT.from_pretrained(tmp_path / "p1" / "transformer").state_dict()
-    assert not all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_the_encoded_training_set_is_cached_and_reused(tmp_path, tiny_model_dir, capsys):
     """The second run reads the encoded set instead of encoding it again, and trains to the same weights as a run
     that encodes (`--cache-dir ''`); other data gets another file."""

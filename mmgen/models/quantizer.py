@@ -6,6 +6,8 @@ space (dimension D = 4..32), so lookup is a cosine similarity and no code can dr
 The codebook is updated by exponential moving averages of the encoder outputs assigned to each code (Razavi
 et al., VQ-VAE-2), initialised by spherical k-means on the first batch, and codes that stop being used are
 restarted on random encoder outputs. Gradients reach the encoder through the straight-through estimator.
+Under several processes (`accelerate launch`) the codebook is one: k-means and restarts see every process's
+outputs, and the EMA adds every process's hits, so N processes with batch B update it as one with batch N*B.
 
 Dimension letters: B batch, D code dim, H x W token grid, N = B*H*W flattened tokens, K codebook size.
 """
@@ -18,6 +20,22 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+
+def distributed() -> bool:
+    """Whether this process is one of several training together (torch.distributed initialised, world > 1)."""
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Every process's x (same shape everywhere, as equal batches give) concatenated along dim 0, in rank order."""
+    parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 @dataclass
@@ -80,7 +98,10 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update_codebook(self, z: torch.Tensor, indices: torch.Tensor) -> None:
-        """EMA update of the codebook from this batch, then restart of codes that went unused."""
+        """EMA update of the codebook from this batch (every process's, under several), then restart of codes
+        that went unused."""
+        if distributed():
+            z, indices = all_gather(z), all_gather(indices)  # every process now holds the global batch
         if not self.initialized:
             self.codebook.copy_(spherical_kmeans(z, self.num_codes))
             self.ema_sum.copy_(self.codebook)
@@ -88,6 +109,7 @@ class VectorQuantizer(nn.Module):
             # k-means placed well but the moving encoder leaves behind is then restarted within ~70 steps.
             self.ema_count.fill_(2 * self.dead_code_threshold)
             self.initialized.fill_(True)
+            self._share_codebook()  # k-means' random start: the first process's, everywhere
             return
         counts = torch.bincount(indices, minlength=self.num_codes).to(z.dtype)  # (K,)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, z)  # (K, D)
@@ -105,6 +127,13 @@ class VectorQuantizer(nn.Module):
             self.codebook[dead] = picks
             self.ema_sum[dead] = picks
             self.ema_count[dead] = 2 * self.dead_code_threshold
+            self._share_codebook()  # the random picks: the first process's, everywhere
+
+    def _share_codebook(self) -> None:
+        """Under several processes, the first process's codebook and EMA sums everywhere (after random choices)."""
+        if distributed():
+            for buffer in (self.codebook, self.ema_sum):
+                torch.distributed.broadcast(buffer, src=0)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantise encoder outputs z (B, D, H, W); they are l2-normalised here."""

@@ -65,19 +65,16 @@ def save_training_state(ckpt: Path, optimizer, scheduler, step: int, generator: 
     torch.save(state, Path(ckpt) / "training_state.pt")
 
 
-def load_training_state(
-    ckpt: Path, optimizer, scheduler, generator: torch.Generator | None = None, saved_generator: bool = True
-) -> int:
+def load_training_state(ckpt: Path, optimizer, scheduler, generator: torch.Generator | None = None) -> int:
     """Restore what save_training_state wrote; returns the step to continue from. With the batch RNG saved, the
-    resumed run draws the same batches as one that never stopped. A checkpoint from before it was saved, or
-    `saved_generator=False` (a process whose stream the checkpoint does not hold), reseeds `generator` with its
-    seed + step instead: other batches than an unbroken run, still reproducible."""
+    resumed run draws the same batches as one that never stopped. A checkpoint from before it was saved reseeds
+    `generator` with its seed + step instead: other batches than an unbroken run, still reproducible."""
     state = torch.load(Path(ckpt) / "training_state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if generator is not None:
-        if saved_generator and "generator_rng" in state:
+        if "generator_rng" in state:
             generator.set_state(state["generator_rng"])
         else:
             generator.manual_seed(generator.initial_seed() + state["step"])

@@ -46,6 +46,7 @@ from .checkpoints import (
 )
 from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
+from .processes import make_accelerator
 from .recipe import run_recipe
 
 VALIDATION_PROMPTS = [
@@ -144,14 +145,14 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
-    # One stream per process, so each draws its own batches: sharding by seed, no sampler needed.
-    gen = torch.Generator().manual_seed(args.seed * 1000 + 7919 * accelerator.process_index)
+    n = accelerator.num_processes  # accelerate steps a prepared scheduler once per process at every step
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps * n, args.steps * n)
+    # One stream in every process: each draws the global batch and trains on its own slice of it (below).
+    gen = torch.Generator().manual_seed(args.seed * 1000)
     start_step = 0
     if ckpt:
         ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=True))
-        # the checkpoint holds the main process's stream; the others reseed with their own seed + step
-        start_step = load_training_state(ckpt, optimizer, lr_scheduler, gen, accelerator.is_main_process)
+        start_step = load_training_state(ckpt, optimizer, lr_scheduler, gen)  # the stream every process shares
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
@@ -173,7 +174,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
 
 def train(args: argparse.Namespace) -> Path:
     """One training run (or stage) into `args.out`; returns that folder."""
-    accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
+    accelerator = make_accelerator(args)
     set_seed(args.seed)
     run = prepare_run(args, accelerator)
     out = Path(args.out)
@@ -189,12 +190,13 @@ def train(args: argparse.Namespace) -> Path:
     t0, step, running = time.time(), run.start_step, []
     model.train()
     while step < args.steps:
-        # Each process draws its own batch from its own stream (run.gen), as it draws noise and timesteps.
-        latents, ids, states, masks = draw_batch(
-            run.data, codebook, scaling, args.batch_size, args.caption_dropout, run.gen
-        )
-        noise = torch.randn(latents.shape, generator=run.gen)
-        t = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (args.batch_size,), generator=run.gen)
+        # Every process draws the same global batch (N processes x B) from the same stream, as it draws noise and
+        # timesteps, and trains on its slice: N processes train as one with batch N*B would (the same draws).
+        n, mine = accelerator.num_processes, slice(accelerator.process_index * args.batch_size, None)
+        batch = draw_batch(run.data, codebook, scaling, n * args.batch_size, args.caption_dropout, run.gen)
+        noise = torch.randn(batch[0].shape, generator=run.gen)
+        t = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (n * args.batch_size,), generator=run.gen)
+        latents, ids, states, masks, noise, t = (x[mine][: args.batch_size] for x in (*batch, noise, t))
         cells = None if args.object_loss_weight == 1 else object_cell_weights(ids, args.object_loss_weight)
         loss = diffusion_loss(
             model, run.noise_scheduler, latents, noise, t, states, masks, cell_weights=cells, device=accelerator.device
@@ -207,7 +209,7 @@ def train(args: argparse.Namespace) -> Path:
         run.optimizer.zero_grad(set_to_none=True)
         run.ema.step(model.parameters())
         step += 1
-        running.append(loss.item())
+        running.append(accelerator.reduce(loss.detach(), "mean").item())  # the global batch's loss
         bar.update(1)
 
         if step % args.log_every == 0 or step == args.steps:

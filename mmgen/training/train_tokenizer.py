@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, Dataset
@@ -40,6 +39,7 @@ from .checkpoints import (
     save_training_state,
     start_log,
 )
+from .processes import make_accelerator
 from .recipe import run_recipe
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
@@ -129,7 +129,7 @@ def main(args: argparse.Namespace) -> Path:
 
 def train(args: argparse.Namespace) -> Path:
     """One training run into `args.out`; returns the trained `OUT/vqvae` folder."""
-    accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
+    accelerator = make_accelerator(args)
     set_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,8 @@ def train(args: argparse.Namespace) -> Path:
     model = VQVAE.from_pretrained(ckpt / "vqvae") if ckpt else VQVAE(**config)
     # AdamW with a short warm-up and cosine decay: the decay's last stretch is worth ~1 dB of PSNR.
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.steps)
+    n = accelerator.num_processes  # accelerate steps a prepared scheduler once per process at every step
+    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps * n, args.steps * n)
     start_step = 0
     if ckpt:
         start_step = load_training_state(ckpt, optimizer, scheduler)
@@ -150,7 +151,9 @@ def train(args: argparse.Namespace) -> Path:
     settings = gan_settings(args)
     gan = AdversarialLoss.resume(settings, accelerator, ckpt) if settings else None
 
-    dataset = build_dataset(args, length=args.steps * args.batch_size)
+    # Item i of one sequence whatever the process count: under N processes a step's global batch is the N*B
+    # items a single process with batch N*B would see (accelerate deals batch k to process k mod N).
+    dataset = build_dataset(args, length=args.steps * args.batch_size * accelerator.num_processes)
     loader = DataLoader(
         dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers, drop_last=True
     )
@@ -186,17 +189,21 @@ def train(args: argparse.Namespace) -> Path:
         if gan is not None:
             gan_stats |= gan.discriminator_step(x, out_.sample, step)
         step += 1
-        recent_counts += torch.bincount(out_.indices.flatten(), minlength=num_codes)
+        recent_counts += torch.bincount(out_.indices.flatten(), minlength=num_codes)  # this process's hits
 
         if step % args.log_every == 0 or step == args.steps:
-            usage = (recent_counts > 0).float().mean().item()
-            p = recent_counts / recent_counts.sum()
+            # Figures of the global batch: every process's loss, PSNR and code hits together.
+            counts = accelerator.reduce(recent_counts, "sum")
+            usage = (counts > 0).float().mean().item()
+            p = counts / counts.sum()
             ppl = torch.exp(-(p * torch.log(p + 1e-10)).sum()).item()
             recent_counts.zero_()
+            batch_loss = accelerator.reduce(loss.detach(), "mean")
+            batch_psnr = accelerator.reduce(psnr(out_.sample.detach(), x).mean(), "mean")
             stats = {
                 "step": step,
-                "loss": round(loss.item(), 5),
-                "psnr": round(psnr(out_.sample.detach(), x).mean().item(), 2),
+                "loss": round(batch_loss.item(), 5),
+                "psnr": round(batch_psnr.item(), 2),
                 "usage": round(usage, 3),
                 "perplexity": round(ppl, 1),
                 "lr": scheduler.get_last_lr()[0],

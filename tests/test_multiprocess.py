@@ -1,0 +1,88 @@
+"""Both trainers under `accelerate launch` with two CPU processes (gloo): they train as one process with the
+global batch does (the same losses, within float error), only the main process writes, and --resume works.
+
+Launch on a machine without a GPU: `accelerate launch --multi_gpu --num_processes 2 -m mmgen.cli ...` (accelerate's
+multi-process launcher; mmgen runs it on the CPU when no GPU is present, mmgen/training/processes.py).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from mmgen.cli import main as cli_main
+from mmgen.models.dit import DiT
+from mmgen.models.vqvae import VQVAE
+
+LOSS_TOLERANCE = 1e-4  # absolute, per logged step: two processes' gradients are averaged in another order
+TOKENIZER = ["--preset", "tiny", "--resolution", "32", "--log-every", "1", "--val-every", "3", "--warmup-steps", "1"]
+GENERATOR = ["--preset", "tiny", "--num-samples", "32", "--log-every", "1", "--val-every", "100", "--cache-dir", ""]
+
+
+def launch(*args: str) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2 -m mmgen.cli ARGS` on the CPU, from this checkout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mmgen.cli"]
+    done = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def single(*args: str) -> None:
+    sys_argv, sys.argv = sys.argv, ["mmgen", *args]
+    try:
+        cli_main()
+    finally:
+        sys.argv = sys_argv
+
+
+def log(path) -> list[dict]:
+    return [json.loads(line) for line in (path / "train_log.jsonl").read_text().splitlines()]
+
+
+def losses(records: list[dict]) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
+def assert_same_losses(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> None:
+    assert [s for s, _ in a] == [s for s, _ in b]
+    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) <= LOSS_TOLERANCE, (a, b)
+
+
+def test_two_processes_train_the_tokenizer_as_one_with_the_global_batch(tmp_path):
+    steps = ["--steps", "6", "--checkpoint-every", "3", "--seed", "0"]
+    single("train-tokenizer", "--out", str(tmp_path / "one"), "--batch-size", "8", *TOKENIZER, *steps)
+    launch("train-tokenizer", "--out", str(tmp_path / "two"), "--batch-size", "4", *TOKENIZER, *steps)
+
+    one, two = log(tmp_path / "one"), log(tmp_path / "two")
+    assert_same_losses(losses(one), losses(two))
+    assert len(two) == 1 + 6 + 1  # the header, 6 steps, "done": written once, by the main process
+    assert [p.name for p in (tmp_path / "two" / "checkpoints").iterdir()] == ["step-3"]
+    a = VQVAE.from_pretrained(tmp_path / "one" / "vqvae").state_dict()
+    b = VQVAE.from_pretrained(tmp_path / "two" / "vqvae").state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+    launch("train-tokenizer", "--out", str(tmp_path / "two"), "--batch-size", "4", *TOKENIZER, *steps, "--resume")
+    resumed = log(tmp_path / "two")
+    assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4, 5, 6, 4, 5, 6]  # steps 4-6 again, from step 3
+    assert_same_losses(losses(resumed)[-3:], losses(two)[-3:])
+
+
+def test_two_processes_train_the_generator_as_one_with_the_global_batch(tmp_path, tiny_model_dir):
+    steps = ["--steps", "4", "--checkpoint-every", "2", "--seed", "0", "--vqvae", tiny_model_dir]
+    single("train-generator", "--out", str(tmp_path / "one"), "--batch-size", "8", *GENERATOR, *steps)
+    launch("train-generator", "--out", str(tmp_path / "two"), "--batch-size", "4", *GENERATOR, *steps)
+
+    one, two = log(tmp_path / "one"), log(tmp_path / "two")
+    assert_same_losses(losses(one), losses(two))
+    assert sum("command" in r for r in two) == 1 and len(losses(two)) == 4
+    a = DiT.from_pretrained(tmp_path / "one" / "transformer").state_dict()
+    b = DiT.from_pretrained(tmp_path / "two" / "transformer").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+    launch("train-generator", "--out", str(tmp_path / "two"), "--batch-size", "4", *GENERATOR, *steps, "--resume")
+    resumed = DiT.from_pretrained(tmp_path / "two" / "transformer").state_dict()
+    assert [s for s, _ in losses(log(tmp_path / "two"))] == [1, 2, 3, 4, 3, 4]
+    assert all(torch.allclose(b[k], resumed[k], atol=1e-5) for k in b)
