@@ -29,13 +29,11 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmgen.data.images import pil_to_tensor  # noqa: E402
-from mmgen.data.shapes import shapes_sample  # noqa: E402
 from mmgen.denoising import predict_x0  # noqa: E402
 from mmgen.models.dit import DIT_PRESETS, DiT  # noqa: E402
 from mmgen.models.text_encoder import load_text_encoder  # noqa: E402
 from mmgen.models.vqvae import VQVAE  # noqa: E402
-from mmgen.training.encoded_data import encode_dataset, latent_scaling_factor  # noqa: E402
+from mmgen.training.encoded_data import encode_dataset, latent_scaling_factor, shapes_item  # noqa: E402
 from mmgen.training.losses import diffusion_loss, training_scheduler  # noqa: E402
 
 RECIPES = {  # name: (preset, learning rate, batch size)
@@ -51,10 +49,7 @@ def cached_sets(vq: VQVAE, cache: Path) -> tuple[dict, dict]:
         tokenizer, text_encoder = load_text_encoder()
         cache.mkdir(parents=True, exist_ok=True)
         for name, seed, n in [("train", 0, 20_000), ("held", 99, 512)]:
-            scenes = [shapes_sample(seed, i) for i in range(n)]
-            data = encode_dataset(
-                vq, tokenizer, text_encoder, [pil_to_tensor(s.image) for s in scenes], [s.caption for s in scenes]
-            )
+            data = encode_dataset(vq, tokenizer, text_encoder, shapes_item(seed), n)
             save_file({k: v.contiguous() for k, v in data.items()}, cache / f"{name}.safetensors")
     return load_file(cache / "train.safetensors"), load_file(cache / "held.safetensors")
 

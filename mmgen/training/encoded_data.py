@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,27 +25,44 @@ from ..data.shapes import shapes_sample
 from ..models.text_encoder import MAX_TOKENS, encode_text
 from ..models.vqvae import VQVAE
 
+ENCODE_BATCH = 256  # images decoded and encoded at a time: memory stays flat however large the set
+
 
 @torch.no_grad()
 def encode_dataset(
-    vq: VQVAE, tokenizer, text_encoder, images: list[torch.Tensor], captions: list[str], batch_size: int = 256
+    vq: VQVAE, tokenizer, text_encoder, items: Callable[[int], tuple[torch.Tensor, str]], n: int
 ) -> dict:
-    """Token ids (N, h, w) of every image, and MiniLM states (V, L, E) of every distinct caption (plus the empty
-    one, index 0); `caption_index` (N,) points each image at its caption."""
-    ids = torch.cat(
-        [vq.encode(torch.stack(images[i : i + batch_size])).indices for i in range(0, len(images), batch_size)]
-    )
+    """Token ids (N, h, w) of the N = `n` images `items(i)` -> (image (3, H, W), caption) gives, read and encoded
+    ENCODE_BATCH at a time (never all decoded at once), and MiniLM states (V, L, E) of every distinct caption
+    (plus the empty one, index 0); `caption_index` (N,) points each image at its caption."""
+    ids, captions = [], []
+    for start in range(0, n, ENCODE_BATCH):
+        images, texts = zip(*(items(i) for i in range(start, min(n, start + ENCODE_BATCH))))
+        ids.append(vq.encode(torch.stack(images)).indices.to(torch.int16))
+        captions += texts
     vocab = [""] + sorted(set(captions) - {""}, key=lambda c: (len(c), c))  # similar lengths batch together
     index = {c: k for k, c in enumerate(vocab)}
-    states, masks = zip(
-        *[encode_text(tokenizer, text_encoder, vocab[i : i + batch_size]) for i in range(0, len(vocab), batch_size)]
-    )
+    states, masks = [], []
+    for i in range(0, len(vocab), ENCODE_BATCH):  # float16 chunk by chunk (float32 for all: 0.45 GB per 10,000)
+        state, mask = encode_text(tokenizer, text_encoder, vocab[i : i + ENCODE_BATCH])
+        states.append(state.half())
+        masks.append(mask.bool())
     return {
-        "ids": ids.to(torch.int16),
+        "ids": torch.cat(ids),
         "caption_index": torch.tensor([index[c] for c in captions]),
-        "text_states": torch.cat(states).half(),
-        "text_masks": torch.cat(masks).bool(),
+        "text_states": torch.cat(states),
+        "text_masks": torch.cat(masks),
     }
+
+
+def shapes_item(seed: int) -> Callable[[int], tuple[torch.Tensor, str]]:
+    """Scene i of shapes-v1 stream `seed` as (image, caption), for `encode_dataset`."""
+
+    def item(i: int) -> tuple[torch.Tensor, str]:
+        sample = shapes_sample(seed, i)
+        return pil_to_tensor(sample.image), sample.caption
+
+    return item
 
 
 def data_seed(args) -> int:
@@ -55,16 +73,18 @@ def data_seed(args) -> int:
 def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
     """`--num-samples` shapes-v1 scenes of stream `data_seed`, or crops of the `--data` folder, encoded."""
     if args.data == "shapes":
-        samples = [shapes_sample(data_seed(args), i) for i in range(args.num_samples)]
-        images, captions = [pil_to_tensor(s.image) for s in samples], [s.caption for s in samples]
-    else:
-        size = args.sample_size * vq.downsample_factor
-        folder = ImageFolder(args.data, args.num_samples, size, data_seed(args), captions_required=True)
-        items = [folder[i] for i in range(len(folder))]
-        if folder.skip_summary():
-            print(f"{args.data}: {len(folder.paths)} captioned images used, {folder.skip_summary()}")
-        images, captions = [it["pixel_values"] for it in items], [it["text"] for it in items]
-    return encode_dataset(vq, tokenizer, text_encoder, images, captions)
+        return encode_dataset(vq, tokenizer, text_encoder, shapes_item(data_seed(args)), args.num_samples)
+    size = args.sample_size * vq.downsample_factor
+    folder = ImageFolder(args.data, args.num_samples, size, data_seed(args), captions_required=True)
+
+    def item(i: int) -> tuple[torch.Tensor, str]:
+        it = folder[i]
+        return it["pixel_values"], it["text"]
+
+    data = encode_dataset(vq, tokenizer, text_encoder, item, len(folder))
+    if folder.skip_summary():
+        print(f"{args.data}: {len(folder.paths)} captioned images used, {folder.skip_summary()}")
+    return data
 
 
 def cache_key(args, vq: VQVAE, text_encoder) -> str:
