@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser train-tokenizer eval-tokenizer train-generator generator-weights eval-generator eval-caption bench screenshots clean
+.PHONY: demo test lint install browser emoji-font emoji-data train-tokenizer eval-tokenizer train-generator generator-weights eval-generator eval-caption bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ browser:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { echo "error: chromium is still missing"; exit 1; }
 
-test: $(STAMP) browser  ## the whole test suite, browser tests included
+# The emoji dataset's images come from Debian's Noto Color Emoji font: installed once, when needed.
+emoji-font:
+	@fc-list 2>/dev/null | grep -q NotoColorEmoji || test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || { \
+		echo "installing Debian's fonts-noto-color-emoji"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq fonts-noto-color-emoji >/dev/null; }
+
+emoji-data: $(STAMP) emoji-font  ## data/emoji (training) and data/emoji-held-out as image folders with captions
+	$(PY) -m mmgen.cli data emoji --out data/emoji --size 64
+	$(PY) -m mmgen.cli data emoji --out data/emoji-held-out --size 64 --split held-out
+
+test: $(STAMP) browser emoji-font  ## the whole test suite, browser tests included
 	$(PY) -m pytest
 
 lint: $(STAMP)

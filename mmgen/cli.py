@@ -1,6 +1,7 @@
 """The `mmgen` command line: one subcommand per task, each a thin wrapper over the package.
 
     mmgen shapes --n 100 --out data/shapes          # write shapes-v1 samples + metadata.jsonl
+    mmgen data emoji --out data/emoji                 # Noto Color Emoji + CLDR names (make emoji-data)
     mmgen encode photo.jpg --out out/               # tokens.json + reconstruction.png, prints PSNR
     mmgen decode out/tokens.json --out image.png
     mmgen encode photo.jpg --out out/ --tokenizer amused/amused-256   # any VQ tokenizer (mmgen/tokenizers.py)
@@ -23,6 +24,13 @@ import sys
 from pathlib import Path
 
 from .data.images import ImageLoadError
+
+
+def cmd_data(args):
+    from .data.emoji import write_emoji
+
+    n = write_emoji(args.out, size=args.size, split=args.split)
+    print(f"wrote {n} emoji ({args.split}, {args.size} px) and metadata.jsonl to {args.out}")
 
 
 def cmd_shapes(args):
@@ -202,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_shapes)
+
+    p = sub.add_parser("data", help="prepare a real dataset as an image folder with captions (--data DIR)")
+    p.add_argument("dataset", choices=["emoji"], help="emoji: Noto Color Emoji with CLDR names (docs/own-data.md)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, choices=[64, 128], default=64)
+    p.add_argument("--split", choices=["train", "held-out"], default="train", help="held-out: every 10th emoji")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("encode", help="turn an image into codebook tokens and back")
     p.add_argument("image")

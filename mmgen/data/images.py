@@ -239,7 +239,7 @@ class ImageFolder(Dataset):
         captions = self._read_captions(self.root / "metadata.jsonl")
         readable = [p for p in paths if readable_header(p)]
         self._skip("files Pillow cannot read", len(paths) - len(readable))
-        texts = [captions.get(p.relative_to(self.root).as_posix(), "").strip() for p in readable]
+        texts = [captions.get(p.relative_to(self.root).as_posix(), ()) for p in readable]
         keep = [bool(t) or not captions_required for t in texts]
         self._skip("images without a caption", keep.count(False))
         self.paths = [p for p, k in zip(readable, keep) if k]
@@ -252,17 +252,20 @@ class ImageFolder(Dataset):
         if n:
             self.skipped[what] = self.skipped.get(what, 0) + n
 
-    def _read_captions(self, meta: Path) -> dict[str, str]:
-        """file_name -> text from metadata.jsonl (none when the file is missing); bad lines are counted."""
-        captions: dict[str, str] = {}
+    def _read_captions(self, meta: Path) -> dict[str, tuple[str, ...]]:
+        """file_name -> its non-empty captions from metadata.jsonl ("text": a string, or a list to draw from);
+        none when the file is missing; bad lines are counted."""
+        captions: dict[str, tuple[str, ...]] = {}
         if not meta.exists():
             return captions
         for line in meta.read_text(errors="replace").splitlines():
             if line.strip():
                 try:
                     record = json.loads(line)
-                    text = record.get("text", "")
-                    captions[str(record["file_name"])] = text if isinstance(text, str) else ""
+                    texts = record.get("text", "")
+                    texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
+                    texts = tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
+                    captions[str(record["file_name"])] = texts
                 except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                     self._skip("metadata.jsonl lines that are not a JSON object with 'file_name'", 1)
         return captions
@@ -291,6 +294,8 @@ class ImageFolder(Dataset):
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, i])
         im, k = self._load(i % len(self.paths))
+        texts = self.captions[k]
+        text = texts[int(rng.integers(len(texts)))] if len(texts) > 1 else "".join(texts)
         if min(im.size) < self.size:
             scale = self.size / min(im.size)
             im = im.resize(
@@ -298,4 +303,4 @@ class ImageFolder(Dataset):
                 Image.Resampling.BICUBIC,
             )
         crop = random_crop(im, self.size, rng, scale_range=(self.size / min(im.size), 1.0))
-        return {"pixel_values": pil_to_tensor(crop), "text": self.captions[k]}
+        return {"pixel_values": pil_to_tensor(crop), "text": text}
