@@ -198,13 +198,8 @@ def cmd_eval_attention(args):
     main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .eval import eval_attention, eval_caption, eval_generator, eval_tokenizer
-    from .training import train_generator, train_tokenizer
-
-    parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_data_commands(sub) -> None:
+    """`mmgen shapes` and `mmgen data`: datasets written as image folders with captions."""
     p = sub.add_parser("shapes", help="write shapes-v1 samples as PNGs plus metadata.jsonl")
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--out", required=True)
@@ -217,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, choices=[64, 128], default=64)
     p.add_argument("--split", choices=["train", "held-out"], default="train", help="held-out: every 10th emoji")
     p.set_defaults(func=cmd_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .eval import eval_attention, eval_caption, eval_generator, eval_tokenizer
+    from .training import train_generator, train_tokenizer
+
+    parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add_data_commands(sub)
 
     p = sub.add_parser("encode", help="turn an image into codebook tokens and back")
     p.add_argument("image")

@@ -65,6 +65,18 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
+def global_stats(accelerator, loss: torch.Tensor, batch_psnr: torch.Tensor, counts: torch.Tensor) -> dict:
+    """The log's figures for the global batch: every process's loss, PSNR and code hits (K,) together."""
+    counts = accelerator.reduce(counts, "sum")
+    p = counts / counts.sum()
+    return {
+        "loss": round(accelerator.reduce(loss.detach(), "mean").item(), 5),
+        "psnr": round(accelerator.reduce(batch_psnr, "mean").item(), 2),
+        "usage": round((counts > 0).float().mean().item(), 3),
+        "perplexity": round(torch.exp(-(p * torch.log(p + 1e-10)).sum()).item(), 1),
+    }
+
+
 def build_dataset(args, length: int) -> Dataset:
     if args.data == "shapes":
         shapes = ShapesDataset(length, seed=args.seed, size=args.resolution, scale=args.shapes_scale)
@@ -192,23 +204,9 @@ def train(args: argparse.Namespace) -> Path:
         recent_counts += torch.bincount(out_.indices.flatten(), minlength=num_codes)  # this process's hits
 
         if step % args.log_every == 0 or step == args.steps:
-            # Figures of the global batch: every process's loss, PSNR and code hits together.
-            counts = accelerator.reduce(recent_counts, "sum")
-            usage = (counts > 0).float().mean().item()
-            p = counts / counts.sum()
-            ppl = torch.exp(-(p * torch.log(p + 1e-10)).sum()).item()
+            stats = global_stats(accelerator, loss, psnr(out_.sample.detach(), x).mean(), recent_counts)
             recent_counts.zero_()
-            batch_loss = accelerator.reduce(loss.detach(), "mean")
-            batch_psnr = accelerator.reduce(psnr(out_.sample.detach(), x).mean(), "mean")
-            stats = {
-                "step": step,
-                "loss": round(batch_loss.item(), 5),
-                "psnr": round(batch_psnr.item(), 2),
-                "usage": round(usage, 3),
-                "perplexity": round(ppl, 1),
-                "lr": scheduler.get_last_lr()[0],
-                "elapsed_s": round(time.time() - t0, 1),
-            }
+            stats = {"step": step, **stats, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}
             stats |= gan_stats
             bar.set_postfix(loss=stats["loss"], psnr=stats["psnr"], usage=stats["usage"], **short(gan_stats))
             if step % args.val_every == 0 or step == args.steps:
