@@ -74,8 +74,14 @@ def test_readme_shell_command_parses(argv):
     from mmgen import cli, release
 
     match argv:
-        case ["mmgen", *args] | ["accelerate", "launch", "-m", "mmgen.cli", *args]:
+        case ["mmgen", *args]:
             cli.build_parser().parse_args(args)
+        case ["accelerate", "launch", *rest] if "mmgen.cli" in rest:
+            from accelerate.commands.launch import launch_command_parser
+
+            k = rest.index("mmgen.cli")
+            launch_command_parser().parse_args(rest[: k + 1])  # accelerate's own flags, then -m mmgen.cli
+            cli.build_parser().parse_args(rest[k + 1 :])
         case ["python", "-m", "mmgen.release", *args]:
             release.build_parser().parse_args(args)
         case ["make", *targets]:

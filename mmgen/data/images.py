@@ -213,7 +213,8 @@ class PhotoCrops(Dataset):
 
 
 class ImageFolder(Dataset):
-    """A user's folder of images as training data; captions from `metadata.jsonl` when present.
+    """A user's folder of images as training data; captions from `metadata.jsonl` when present ("text": a caption,
+    or a list of captions of which each item draws one).
 
     Images are read when needed, so a large folder costs no memory up front (only each file's header is read, to
     leave out what Pillow cannot open); item i shows image i mod n, with crops and flips that vary from pass to
