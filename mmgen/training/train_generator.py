@@ -192,11 +192,12 @@ def train(args: argparse.Namespace) -> Path:
     while step < args.steps:
         # Every process draws the same global batch (N processes x B) from the same stream, as it draws noise and
         # timesteps, and trains on its slice: N processes train as one with batch N*B would (the same draws).
-        n, mine = accelerator.num_processes, slice(accelerator.process_index * args.batch_size, None)
-        batch = draw_batch(run.data, codebook, scaling, n * args.batch_size, args.caption_dropout, run.gen)
+        n, i, b = accelerator.num_processes, accelerator.process_index, args.batch_size
+        mine = slice(i * b, (i + 1) * b)
+        batch = draw_batch(run.data, codebook, scaling, n * b, args.caption_dropout, run.gen)
         noise = torch.randn(batch[0].shape, generator=run.gen)
-        t = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (n * args.batch_size,), generator=run.gen)
-        latents, ids, states, masks, noise, t = (x[mine][: args.batch_size] for x in (*batch, noise, t))
+        t = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (n * b,), generator=run.gen)
+        latents, ids, states, masks, noise, t = (x[mine] for x in (*batch, noise, t))
         cells = None if args.object_loss_weight == 1 else object_cell_weights(ids, args.object_loss_weight)
         loss = diffusion_loss(
             model, run.noise_scheduler, latents, noise, t, states, masks, cell_weights=cells, device=accelerator.device
