@@ -1,19 +1,26 @@
 """mmgen explorer: generate images from text, watch them emerge step by step, and see them as codebook tokens.
 
-Run with `make demo` (http://127.0.0.1:7860). Set MMGEN_MODEL to a model folder or Hub repo id to explore
-another model, and the MMGEN_MAX_* variables to change what one visitor may ask (`mmgen/app/limits.py`,
-docs/serving.md). This file only loads the pipeline (once, at start) and launches the app; the UI is the package
-`mmgen/app/` (one module per tab), and `build_demo(pipe)` builds it, so tests can pass a tiny pipeline.
+Run with `make demo` (http://127.0.0.1:7860). It offers the shipped models, mmgen-base (shapes) and mmgen-emoji,
+one page each; set MMGEN_MODEL to a model folder or Hub repo id to explore that model alone, or MMGEN_MODELS to a
+comma-separated list (the first on the front page). The MMGEN_MAX_* variables change what one visitor may ask
+(`mmgen/app/limits.py`, docs/serving.md). This file only loads the pipelines (once, at start) and launches the
+app; the UI is the package `mmgen/app/` (one module per tab), and `build_demo` builds it, so tests can pass a tiny
+pipeline.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from concurrent.futures import wait
 from pathlib import Path
 
-from mmgen.app import Limits, ModelLoading, build_demo, serve
+from mmgen.app import Limits, ModelLoading, ModelPage, build_demo, serve
 from mmgen.app.compute import native_bf16
-from mmgen.tokens import default_model
+from mmgen.tokens import DEFAULT_MODEL
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_MODELS = [str(ASSETS / "mmgen-base"), str(ASSETS / "mmgen-emoji")]
 
 MAX_FILE_SIZE = "10mb"  # the default MMGEN_MAX_UPLOAD_MB; `serve` applies the Space's own
 SERVER_NAME = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
@@ -54,10 +61,46 @@ def model_card(model: str) -> Path | None:
     return card if card.is_file() else None
 
 
+def example_prompts(folder: str) -> tuple[str, ...]:
+    """The model's own example prompts (`example_prompts.json` beside its weights, a list of strings), if any."""
+    path = Path(folder) / "example_prompts.json"
+    prompts = json.loads(path.read_text()) if path.is_file() else []
+    return tuple(p for p in prompts if isinstance(p, str) and p.strip())
+
+
+def chosen_models() -> list[str]:
+    """MMGEN_MODELS (comma-separated), else MMGEN_MODEL alone, else the shipped models that are present."""
+    if os.environ.get("MMGEN_MODELS", "").strip():
+        return [m.strip() for m in os.environ["MMGEN_MODELS"].split(",") if m.strip()]
+    if os.environ.get("MMGEN_MODEL", "").strip():
+        return [os.environ["MMGEN_MODEL"].strip()]
+    return [m for m in SHIPPED_MODELS if os.path.isdir(m)] or [DEFAULT_MODEL]
+
+
+def model_pages(models: list[str]) -> list[ModelPage]:
+    """One page per model; the models load one after another in the background, the front page's first."""
+    pages, previous = [], None
+    for model in models:
+        folder = model_folder(model)
+
+        def load(folder=folder, previous=previous):
+            if previous is not None:
+                wait([previous.future])  # two loads at once would slow the front page's
+            return load_pipeline(folder)
+
+        loading = ModelLoading.start(folder, load, bf16=use_bf16())
+        name = Path(model).name if os.path.isdir(model) else model
+        examples = Path(folder) / "examples"  # the model's own example images, if it has some
+        page = ModelPage(
+            name, loading, model_card(folder), example_prompts(folder), examples if examples.is_dir() else None
+        )
+        pages.append(page)
+        previous = loading
+    return pages
+
+
 if __name__ == "__main__":
-    folder = model_folder(default_model())  # MMGEN_MODEL, or the shipped assets/mmgen-base
     limits = Limits.from_env()  # MMGEN_MAX_STEPS, MMGEN_QUEUE_SIZE, ...: a bad value stops here, with a message
-    name = os.environ.get("MMGEN_MODEL", "mmgen-base")
-    loading = ModelLoading.start(folder, lambda: load_pipeline(folder), bf16=use_bf16())  # page first, model meanwhile
-    demo = build_demo(loading, model_name=name, model_card=model_card(folder), limits=limits)
+    pages = model_pages(chosen_models())  # the page first, the models meanwhile
+    demo = build_demo(pages, limits=limits)
     serve(demo, limits, server_name=SERVER_NAME)  # bounded queue, capped requests, no raw errors for visitors

@@ -198,6 +198,18 @@ def cmd_eval_attention(args):
     main(args)
 
 
+def cmd_eval_judge(args):
+    from .eval.eval_judge import main
+
+    main(args)
+
+
+def cmd_eval_retrieval(args):
+    from .eval.eval_retrieval import main
+
+    main(args)
+
+
 def add_data_commands(sub) -> None:
     """`mmgen shapes` and `mmgen data`: datasets written as image folders with captions."""
     p = sub.add_parser("shapes", help="write shapes-v1 samples as PNGs plus metadata.jsonl")
@@ -210,12 +222,17 @@ def add_data_commands(sub) -> None:
     p.add_argument("dataset", choices=["emoji"], help="emoji: Noto Color Emoji with CLDR names (docs/own-data.md)")
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, choices=[64, 128], default=64)
-    p.add_argument("--split", choices=["train", "held-out"], default="train", help="held-out: every 10th emoji")
+    p.add_argument(
+        "--split",
+        choices=["train", "held-out", "reworded"],
+        default="train",
+        help="held-out: every 10th emoji; reworded: the training emoji with evaluation captions",
+    )
     p.set_defaults(func=cmd_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .eval import eval_attention, eval_caption, eval_generator, eval_tokenizer
+    from .eval import eval_attention, eval_caption, eval_generator, eval_judge, eval_retrieval, eval_tokenizer
     from .training import train_generator, train_tokenizer
 
     parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
@@ -306,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_caption.add_arguments(p).set_defaults(func=cmd_eval_caption)
     p = sub.add_parser("eval-attention", help="measure whether each word's attention map lands on its object")
     eval_attention.add_arguments(p).set_defaults(func=cmd_eval_attention)
+    p = sub.add_parser("eval-judge", help="the scene judge on right images and deliberately wrong drawings")
+    eval_judge.add_arguments(p).set_defaults(func=cmd_eval_judge)
+    p = sub.add_parser("eval-retrieval", help="prompt fidelity on a real domain: is each image nearest its caption's?")
+    eval_retrieval.add_arguments(p).set_defaults(func=cmd_eval_retrieval)
     return parser
 
 

@@ -175,7 +175,12 @@ def training_captions(source: dict) -> list[str]:
     metadata = Path(source["data"]) / "metadata.jsonl"
     if not metadata.is_file():
         raise ValueError(f"{metadata}: the training captions are needed to write the vocabulary")
-    return [json.loads(line).get("text", "") for line in metadata.read_text().splitlines() if line.strip()]
+    captions = []
+    for line in metadata.read_text().splitlines():
+        if line.strip():
+            text = json.loads(line).get("text", "")  # a caption, or a list of captions to draw from
+            captions += [text] if isinstance(text, str) else [t for t in text if isinstance(t, str)]
+    return captions
 
 
 def vocabulary_from_log(log_path: str | Path) -> Vocabulary:
@@ -187,4 +192,7 @@ def vocabulary_from_log(log_path: str | Path) -> Vocabulary:
         f"shapes-v1 stream {s['stream']}, {s['num_samples']} scenes" if s["data"] == "shapes" else s["data"]
         for s in sources
     ]
-    return Vocabulary.from_captions(captions, grammar, described)
+    vocabulary = Vocabulary.from_captions(captions, grammar, described)
+    if grammar is None and sources[-1]["data"] != "shapes":  # fine-tuned on a folder last: rank its captions
+        vocabulary.captions = Vocabulary.from_captions(training_captions(sources[-1])).captions
+    return vocabulary

@@ -57,18 +57,6 @@ def upload(page, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, tiny_app_url, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -202,7 +190,7 @@ def screenshots(out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     import app
-    from mmgen.app.generate import EXAMPLE_PROMPTS
+    from mmgen.app.context import SHAPES_PROMPTS
     from mmgen.pipeline import MMGenPipeline
     from mmgen.tokens import default_model
 
@@ -216,7 +204,7 @@ def screenshots(out: Path) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(demo.local_url)
-            generate(page, EXAMPLE_PROMPTS[2])
+            generate(page, SHAPES_PROMPTS[2])
             page.screenshot(path=str(out / "generate.png"), full_page=True)
             open_tab(page, "Trajectory")
             number = page.locator("#step input[type=number]")

@@ -70,3 +70,26 @@ def test_a_missing_font_is_a_clear_message(monkeypatch, tmp_path):
         write_emoji(tmp_path / "out")
     with pytest.raises(ValueError, match="split must be"):
         write_emoji(tmp_path / "out", split="test")
+
+
+def test_the_reworded_split_is_the_training_emoji_with_evaluation_captions(tmp_path, every_emoji, monkeypatch):
+    monkeypatch.setattr(emoji_data, "list_emoji", lambda font: every_emoji[:20])
+    write_emoji(tmp_path / "train", size=64)
+    assert write_emoji(tmp_path / "reworded", size=64, split="reworded") == 18
+    train, reworded = (
+        [json.loads(line) for line in (tmp_path / split / "metadata.jsonl").read_text().splitlines()]
+        for split in ("train", "reworded")
+    )
+    assert [r["file_name"] for r in train] == [r["file_name"] for r in reworded]
+    assert all(not set(a["text"]) & set(b["text"]) for a, b in zip(train, reworded))
+
+
+def test_the_emoji_recipe_is_a_valid_recipe():
+    from mmgen.training import train_generator, train_tokenizer
+    from mmgen.training.recipe import load_recipe, recipe_stages
+
+    recipe = load_recipe("recipes/mmgen-emoji.toml")
+    (tokenizer,) = recipe_stages(recipe, "tokenizer", train_tokenizer.add_arguments)
+    (generator,) = recipe_stages(recipe, "generator", train_generator.add_arguments)
+    assert tokenizer.args.data == generator.args.data == "data/emoji"  # the ordinary folder path, no special case
+    assert generator.args.vqvae == recipe.model == "assets/mmgen-emoji"

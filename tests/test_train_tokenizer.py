@@ -72,6 +72,31 @@ def test_trains_on_a_user_image_folder(tmp_path):
     assert header["data_skipped"] == {"files Pillow cannot read": 1}
 
 
+def test_init_from_fine_tunes_a_trained_tokenizer_on_a_folder(tmp_path):
+    import pytest
+    import torch
+
+    from mmgen.eval.eval_tokenizer import evaluate_folder
+
+    main(_args(tmp_path / "first", "--steps", "2", "--num-codes", "32"))
+    first = VQVAE.from_pretrained(tmp_path / "first" / "vqvae")
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (80 * i, 20, 200)).save(data / f"{i}.png")
+    main(_args(tmp_path / "tuned", "--steps", "2", "--data", str(data), "--init-from", str(tmp_path / "first")))
+    tuned = VQVAE.from_pretrained(tmp_path / "tuned" / "vqvae")
+    assert tuned.config.num_codes == 32  # the model's own codebook size, not the preset's
+    assert bool(tuned.quantizer.initialized)  # no k-means restart of a trained codebook
+    assert not torch.equal(first.state_dict()["decoder.net.9.weight"], tuned.state_dict()["decoder.net.9.weight"])
+    results = evaluate_folder(tuned, data)  # `mmgen eval-tokenizer --folder`: your own held-out images
+    assert results["folder"]["n_images"] == 3 and results["folder"]["psnr"] > 0
+    with pytest.raises(ValueError, match="its codebook has 32 codes, not --num-codes 64"):
+        main(_args(tmp_path / "bad", "--steps", "1", "--init-from", str(tmp_path / "first"), "--num-codes", "64"))
+    with pytest.raises(ValueError, match="no mmgen tokenizer found"):
+        main(_args(tmp_path / "bad2", "--steps", "1", "--init-from", str(tmp_path / "nothing")))
+
+
 def test_a_recipe_trains_and_publishes_the_tokenizer_once(tmp_path, capsys):
     model, recipe = tmp_path / "model", tmp_path / "tiny.toml"
     recipe.write_text(

@@ -64,7 +64,9 @@ def test_the_shipped_vocabulary_holds_the_grammar():
 def test_vocabulary_from_a_training_log_of_several_stages(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a cat on a sofa"}\n')
+    (folder / "metadata.jsonl").write_text(
+        '{"file_name": "a.png", "text": "a cat on a sofa"}\n{"file_name": "b.png", "text": ["dog", "a dog emoji"]}\n'
+    )
     shapes = {"seed": 0, "data_seed": None, "num_samples": 30}
     log = write_log(tmp_path / "log.jsonl", [shapes, shapes | {"data_seed": 1}, shapes | {"seed": 5, "data_seed": 0}])
     assert stage_sources(log) == [
@@ -75,7 +77,9 @@ def test_vocabulary_from_a_training_log_of_several_stages(tmp_path):
     expected = {w for s in (0, 1) for i in range(30) for w in split_words(shapes_annotation(s, i)[1])}
     assert set(vocab.words) == expected and vocab.num_captions == 60 and vocab.grammar == SHAPES_V1
     mixed = vocabulary_from_log(write_log(tmp_path / "mixed.jsonl", [shapes, {"data": str(folder), "seed": 0}]))
-    assert mixed.grammar is None and "sofa" in mixed.words and "a cat on a sofa" in mixed.captions
+    assert mixed.grammar is None and "sofa" in mixed.words and "emoji" in mixed.words  # a list: every caption
+    # fine-tuned on a folder last: the captions `caption` ranks are the folder's, not the shapes it started from
+    assert sorted(mixed.captions) == ["a cat on a sofa", "a dog emoji", "dog"]
     write_log(tmp_path / "gone.jsonl", [{"data": str(tmp_path / "gone"), "seed": 0}])
     with pytest.raises(ValueError, match="metadata.jsonl"):
         vocabulary_from_log(tmp_path / "gone.jsonl")

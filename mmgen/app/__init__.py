@@ -3,7 +3,8 @@ codebook tokens. `app.py` at the repository root launches it; `build_demo(pipe)`
 pipeline).
 
 One module per tab (`generate`, `trajectory`, `tokenizer`, `codebook`, `about`), each building its components
-and wiring its own events; `demo` puts them together and `serving` launches it for many visitors. Shared
+and wiring its own events; `demo` puts them together (one page per model, picked in the navbar) and `serving`
+launches it for many visitors. Shared
 pieces: `loading` (the pipeline, loaded in the background while the page is served), `context` (the pipeline
 and what every tab uses), `limits` (what one visitor may ask, from MMGEN_*
 variables), `jobs` (one model job per visitor, time limits), `compute` (the one thread model calls run on),
@@ -13,9 +14,9 @@ downloads, gradio's image cache). Handlers hold no model logic: they call the pi
 `mmgen.tokens`, `mmgen.codebook` and the pure drawing functions of `mmgen.viz`.
 """
 
-from .demo import build_demo
+from .demo import ModelPage, build_demo
 from .limits import Limits
 from .loading import ModelLoading
 from .serving import serve
 
-__all__ = ["Limits", "ModelLoading", "build_demo", "serve"]
+__all__ = ["Limits", "ModelLoading", "ModelPage", "build_demo", "serve"]

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_MODEL_CARD = ASSETS / "mmgen-base" / "README.md"
 DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at least this side
+SHAPES_PROMPTS = (  # the Generate tab's examples for a shapes-v1 model
+    "a large red circle in the top left on a white background",
+    "a small blue star at the bottom on a black background",
+    "a green triangle to the left of a yellow square on a gray background",
+    "a purple diamond above an orange cross on a white background",
+    "a cyan circle",
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,12 @@ class AppContext:
     limits: Limits = field(default_factory=Limits)
     examples_dir: Path = ASSETS / "examples"  # example uploads, and the photos of the codebook's reference set
     compute: ModelThread = field(default_factory=ModelThread)
+    jobs: JobGate | None = None  # the gate that admits model jobs (default: one of its own, on `limits`)
+    example_prompts: tuple[str, ...] = SHAPES_PROMPTS  # the Generate tab's examples
+
+    def __post_init__(self):
+        if self.jobs is None:
+            object.__setattr__(self, "jobs", JobGate(self.limits))
 
     @property
     def pipe(self) -> MMGenPipeline:
@@ -51,10 +64,6 @@ class AppContext:
     @property
     def facts(self) -> ModelFacts:
         return self.loading.facts
-
-    @cached_property
-    def jobs(self) -> JobGate:
-        return JobGate(self.limits)
 
     @cached_property
     def frames(self) -> FrameDrawer:

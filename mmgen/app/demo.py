@@ -11,6 +11,8 @@ are wrapped in `errors.handler`. `serving.serve` launches the page for many visi
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +21,11 @@ import gradio as gr
 from .about import build_about_tab
 from .caption import CaptionTab
 from .codebook import CodebookTab
+from .compute import ModelThread
 from .context import SHIPPED_MODEL_CARD, AppContext
 from .files import CACHE_CLEANUP, install_atomic_image_cache
 from .generate import GenerateTab
+from .jobs import JobGate
 from .limits import Limits
 from .loading import ModelLoading
 from .tokenizer import TokenizerTab
@@ -42,38 +46,83 @@ def header(ctx: AppContext) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ModelPage:
+    """One model the explorer offers, on a page of its own: the first at `/`, the others at `/<name>`, picked in
+    the navbar. Every tab of a page works on its model; all pages share one model thread and one job gate."""
+
+    name: str  # shown, written into run cards and token files, and the page's path
+    loading: ModelLoading
+    card: Path | None = None  # the About tab's Markdown (default: the shipped model's card)
+    example_prompts: tuple[str, ...] = ()  # the Generate tab's examples (default: shapes-v1 prompts)
+    examples_dir: Path | None = None  # the Tokenizer tab's example images (default: assets/examples)
+
+
 def build_demo(
-    pipe: MMGenPipeline | ModelLoading,
+    pipe: MMGenPipeline | ModelLoading | list[ModelPage],
     model_name: str = "mmgen-base",
     model_card: Path | None = None,
     limits: Limits | None = None,
 ) -> gr.Blocks:
-    """The explorer on `pipe` (tests pass a tiny one), or on a pipeline still loading (`ModelLoading.start`:
-    app.py serves the page first). `model_name` is shown and written into run cards and token files;
-    `model_card`: the Markdown shown in the About tab (default: the shipped model's card); `limits`: what one
-    visitor may ask (default: `Limits.from_env()`, the Space's MMGEN_* variables)."""
-    loading = pipe if isinstance(pipe, ModelLoading) else ModelLoading.ready(pipe)
-    loading.future.add_done_callback(lambda f: f.exception() or f.result().set_progress_bar_config(disable=True))
-    ctx = AppContext(loading, model_name, limits or Limits.from_env())
+    """The explorer on `pipe` (tests pass a tiny one), on a pipeline still loading (`ModelLoading.start`: app.py
+    serves the page first), or on several models, one page each (`ModelPage`s, the first on the front page).
+    `model_name` is shown and written into run cards and token files; `model_card`: the Markdown shown in the
+    About tab (default: the shipped model's card); `limits`: what one visitor may ask (default:
+    `Limits.from_env()`, the Space's MMGEN_* variables)."""
+    if not isinstance(pipe, list):
+        loading = pipe if isinstance(pipe, ModelLoading) else ModelLoading.ready(pipe)
+        pipe = [ModelPage(model_name, loading, model_card)]
+    limits = limits or Limits.from_env()
+    compute, jobs = ModelThread(), JobGate(limits)
     install_atomic_image_cache()
-    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
-        gr.Markdown(header(ctx))
-        # The session's last finished run (runs.FinishedRun), dropped this long after it was made.
-        run_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
-        with gr.Tabs() as tabs:
-            generate = GenerateTab(ctx, run_state)
-            trajectory = TrajectoryTab(ctx, run_state)
-            tokenizer = TokenizerTab(ctx)
-            codebook = CodebookTab(ctx, tokenizer.uploads)  # usage over the images this session tokenized
-            caption = CaptionTab(ctx)
-            build_about_tab(model_card or SHIPPED_MODEL_CARD)
-
-        generate.wire(trajectory.step, trajectory.views)
-        trajectory.wire(generate.controls)
-        tokenizer.wire()
-        codebook.wire()
-        caption.wire()
-        caption.send_from(generate.read_back, run_state, tabs)
-        demo.unload(ctx.jobs.on_unload)  # a closed tab gives back its job slot
-    demo.mmgen_context = ctx  # for serving (warm-up) and tests
+    demo = gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP)
+    contexts = []
+    for i, page in enumerate(pipe):
+        page.loading.future.add_done_callback(
+            lambda f: f.exception() or f.result().set_progress_bar_config(disable=True)
+        )
+        own = {"example_prompts": page.example_prompts} if page.example_prompts else {}
+        own |= {"examples_dir": page.examples_dir} if page.examples_dir else {}
+        ctx = AppContext(page.loading, page.name, limits, compute=compute, jobs=jobs, **own)
+        with gr.Blocks() as blocks:
+            if len(pipe) > 1:  # the model picker
+                gr.Navbar(main_page_name=pipe[0].name)
+            build_page(ctx, page.card)
+        if i > 0:  # the API names of the front page's events stay as they are; another page's get its prefix
+            prefix = page_path(page.name).replace("-", "_").replace(".", "_")
+            for event in blocks.fns.values():
+                if isinstance(event.api_name, str):
+                    event.api_name = f"{prefix}_{event.api_name}"
+        with demo if i == 0 else demo.route(page.name, page_path(page.name)):
+            blocks.render()
+            if i == 0:
+                demo.unload(jobs.on_unload)  # a closed tab gives back its job slot, whatever its page
+        contexts.append(ctx)
+    demo.mmgen_context, demo.mmgen_contexts = contexts[0], contexts  # for serving (warm-up) and tests
     return demo
+
+
+def page_path(name: str) -> str:
+    """A model's page path: its name's last part, in URL-safe characters ("runs/My Model" -> "my-model")."""
+    return re.sub(r"[^a-z0-9._-]+", "-", name.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-") or "model"
+
+
+def build_page(ctx: AppContext, model_card: Path | None) -> None:
+    """One model's header and tabs, wired."""
+    gr.Markdown(header(ctx))
+    # The session's last finished run (runs.FinishedRun), dropped this long after it was made.
+    run_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
+    with gr.Tabs() as tabs:
+        generate = GenerateTab(ctx, run_state)
+        trajectory = TrajectoryTab(ctx, run_state)
+        tokenizer = TokenizerTab(ctx)
+        codebook = CodebookTab(ctx, tokenizer.uploads)  # usage over the images this session tokenized
+        caption = CaptionTab(ctx)
+        build_about_tab(model_card or SHIPPED_MODEL_CARD)
+
+    generate.wire(trajectory.step, trajectory.views)
+    trajectory.wire(generate.controls)
+    tokenizer.wire()
+    codebook.wire()
+    caption.wire()
+    caption.send_from(generate.read_back, run_state, tabs)

@@ -37,13 +37,6 @@ from .runs import FinishedRun, advance, checked, finish_run, refused_controls, s
 PREVIEW_EVERY_S = 0.25  # live previews while generating: often enough to watch, rare enough to cost little
 MAX_RUN_CARD_BYTES = 64 * 1024  # a run card is about 1 kB
 KNOWN_SHOWN = 12  # known words named beside the words a prompt has that the model never saw
-EXAMPLE_PROMPTS = [
-    "a large red circle in the top left on a white background",
-    "a small blue star at the bottom on a black background",
-    "a green triangle to the left of a yellow square on a gray background",
-    "a purple diamond above an orange cross on a white background",
-    "a cyan circle",
-]
 
 
 class GenerateTab:
@@ -75,7 +68,7 @@ class GenerateTab:
                 )
 
     def _build_controls(self) -> None:
-        self.prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPTS[0], max_lines=3, elem_id="prompt")
+        self.prompt = gr.Textbox(label="Prompt", value=self.ctx.example_prompts[0], max_lines=3, elem_id="prompt")
         self.words_note = gr.Markdown(elem_id="unknown-words")
         with gr.Row():
             limits = self.ctx.limits
@@ -109,7 +102,7 @@ class GenerateTab:
             )
         self.button = gr.Button("Generate", variant="primary", elem_id="generate")
         gr.Examples(
-            [[p] for p in EXAMPLE_PROMPTS],
+            [[p] for p in self.ctx.example_prompts],
             inputs=self.prompt,
             label="Example prompts",
             api_name="example_prompt",

@@ -101,8 +101,10 @@ def serve(demo: gr.Blocks, limits: Limits, **launch_kwargs):
     """Queue and launch `demo` (from `build_demo`) with `limits`: a bounded queue, model jobs `CONCURRENCY` at
     a time, capped uploads and requests, at most `MAX_SESSIONS` sessions kept, no raw exception text for
     visitors; the model thread warms up as soon as the pipeline is loaded."""
-    ctx = demo.mmgen_context
-    ctx.loading.future.add_done_callback(lambda f: f.exception() or ctx.compute.submit(warm_up, f.result()))
+    for ctx in demo.mmgen_contexts:  # every model's page
+        ctx.loading.future.add_done_callback(
+            lambda f, ctx=ctx: f.exception() or ctx.compute.submit(warm_up, f.result())
+        )
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=CONCURRENCY)
     middleware = Middleware(RequestSizeLimit, max_upload_bytes=limits.max_upload_bytes)
     kwargs = {

@@ -10,7 +10,8 @@ through `--data DIR` like any user's folder. The images come from Debian's `font
   short name ("cat face"), each alias ("cat"), and "a {name} emoji", "an emoji of a {name}".
 - **Held out**: every 10th emoji in code-point order (`HELD_OUT_EVERY`) is left out of the training folder and
   written by `--split held-out`, with captions worded unlike any training caption ("a picture of a cat face",
-  "{name} icon") for evaluation.
+  "{name} icon") for evaluation. `--split reworded` writes the training emoji with such captions: prompts for
+  emoji the model saw, worded as no training caption was (`mmgen eval-retrieval`).
 - **Drawing**: the font's one bitmap size (109 px), cropped to the glyph, scaled to 80 % of the side (bicubic)
   and composited on a white square.
 """
@@ -33,7 +34,7 @@ HELD_OUT_EVERY = 10
 GLYPH_SHARE = 0.8  # the glyph's longer side, as a share of the image's
 BACKGROUND = (255, 255, 255)
 SKIP_WORDS = ("skin tone", "hair", "regional indicator")  # components, not pictures
-SPLITS = ("train", "held-out")
+SPLITS = ("train", "held-out", "reworded")  # reworded: the training emoji with evaluation captions
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def write_emoji(out: str | Path, size: int = 64, split: str = "train") -> int:
     if not 16 <= size <= 512:
         raise ValueError(f"size must be between 16 and 512 pixels, got {size}")
     font = ImageFont.truetype(str(find_font()), FONT_SIZE)
-    chosen = [e for i, e in enumerate(list_emoji(font)) if split_of(i) == split]
+    chosen = [e for i, e in enumerate(list_emoji(font)) if split_of(i) == ("train" if split == "reworded" else split)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metadata.jsonl", "w") as f:

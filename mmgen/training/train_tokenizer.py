@@ -90,6 +90,20 @@ def build_dataset(args, length: int) -> Dataset:
     return folder
 
 
+def initial_tokenizer(model: str, num_codes: int | None = None) -> VQVAE:
+    """The tokenizer of a trained run or model folder (`MODEL/vqvae/`, a local path or a Hub id), to fine-tune on
+    other images: its architecture and codebook come with it (the codebook is not k-means-initialised again)."""
+    try:
+        vq = VQVAE.from_pretrained(model, subfolder="vqvae", dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--init-from {model}: no mmgen tokenizer found in {model}/vqvae ({e})") from e
+    if num_codes and num_codes != vq.config.num_codes:
+        raise ValueError(
+            f"--init-from {model}: its codebook has {vq.config.num_codes} codes, not --num-codes {num_codes}"
+        )
+    return vq
+
+
 def validation_batch(args, n: int = 8) -> torch.Tensor:
     """Fixed images to watch during training: held-out shapes scenes (and photo crops when training on them)."""
     if args.data == "shapes":
@@ -146,11 +160,16 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    config = dict(VQVAE_PRESETS[args.preset], num_codes=args.num_codes or VQVAE_PRESETS[args.preset]["num_codes"])
     ckpt = latest_checkpoint(out) if args.resume else None
     if args.resume and ckpt is None:
         accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
-    model = VQVAE.from_pretrained(ckpt / "vqvae") if ckpt else VQVAE(**config)
+    if ckpt:
+        model = VQVAE.from_pretrained(ckpt / "vqvae")
+    elif args.init_from:
+        model = initial_tokenizer(args.init_from, args.num_codes)
+    else:
+        model = VQVAE(**(VQVAE_PRESETS[args.preset] | ({"num_codes": args.num_codes} if args.num_codes else {})))
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     # AdamW with a short warm-up and cosine decay: the decay's last stretch is worth ~1 dB of PSNR.
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     n = accelerator.num_processes  # accelerate steps a prepared scheduler once per process at every step
@@ -259,6 +278,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", default="base", choices=sorted(VQVAE_PRESETS))
     p.add_argument("--num-codes", type=int, default=None, help="codebook size (default: the preset's)")
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="fine-tune the tokenizer in MODEL/vqvae (a run or model folder) instead of training one from scratch; "
+        "--preset and --num-codes then do not apply",
+    )
     p.add_argument("--resolution", type=int, default=64, help="training crop size in pixels")
     p.add_argument(
         "--shapes-scale",

@@ -1,0 +1,241 @@
+"""`mmgen eval-retrieval`: prompt fidelity of a generator trained on a real domain (e.g. `make emoji-data`), by
+retrieval (`mmgen.eval.retrieval`), on captions worded unlike any training caption.
+
+    mmgen eval-retrieval --model assets/mmgen-emoji --gallery data/emoji data/emoji-held-out \\
+        --queries data/emoji-reworded data/emoji-held-out --out assets/mmgen-emoji/eval_retrieval.json
+
+The gallery is every image of the domain (training and held-out). Each query folder is an image folder whose
+`metadata.jsonl` captions describe its images; a query is one of an image's captions (drawn with `--seed`), and
+its target is the gallery image of the same file name. Generated from the caption, the image should be nearer to
+its target than to every other gallery image (top-1), or among the 5 nearest (top-5). Chance is 1/G and 5/G.
+
+- Tuning and test: the even-numbered images of each query folder are tuning data (`--tune` sweeps the guidance
+  scale on them and picks the best top-5), the odd-numbered ones the test set, reported once (the default).
+- Checks of the evaluator itself, on the same queries: the targets' own images must score top-1 = 100 %, the
+  generated images handed to the wrong queries (shifted by one) and blank images near chance.
+- Variety: the first `--variety-prompts` test queries with `--variety-seeds` seeds each: how far apart one
+  caption's images lie, relative to how far apart two different gallery images lie (0: always the same image).
+- A picture beside the JSON (`.png`): captions, generated images and their three nearest gallery images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import write_results
+from .retrieval import FEATURES, Gallery, pairwise_distances, top_k
+
+DEFAULT_N = 100  # test queries per query folder
+TUNE_GUIDANCE = (2.0, 4.0, 7.0)
+
+
+@dataclass
+class QuerySet:
+    name: str  # the query folder's name
+    captions: list[str]
+    targets: np.ndarray  # (N,) gallery index of each caption's image
+
+
+def read_folder(folder: str | Path) -> list[tuple[str, list[str], Path]]:
+    """(file name, captions, path) of each captioned image of an image folder, in `metadata.jsonl`'s order."""
+    meta = Path(folder) / "metadata.jsonl"
+    if not meta.is_file():
+        raise ValueError(f"{folder}: no metadata.jsonl with captions")
+    items = []
+    for line in meta.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            texts = record.get("text", [])
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            items.append((record["file_name"], [t for t in texts if t.strip()], Path(folder) / record["file_name"]))
+    return items
+
+
+def load_gallery(folders: list[str]) -> tuple[list[str], list[Image.Image]]:
+    """Every image of the gallery folders (a file name seen twice counts once): names and RGB images."""
+    names, images = [], []
+    for folder in folders:
+        for name, _, path in read_folder(folder):
+            if name not in names:
+                names.append(name)
+                images.append(Image.open(path).convert("RGB"))
+    return names, images
+
+
+def load_queries(folder: str, names: list[str], half: str, n: int, seed: int) -> QuerySet:
+    """Up to `n` queries from `half` ("tuning": even-numbered images, "test": odd-numbered) of a query folder,
+    each a caption drawn at random from its image's list."""
+    index = {name: i for i, name in enumerate(names)}
+    items = [it for i, it in enumerate(read_folder(folder)) if i % 2 == (0 if half == "tuning" else 1) and it[1]]
+    missing = [name for name, _, _ in items if name not in index]
+    if missing:
+        raise ValueError(f"{folder}: {len(missing)} images are in no gallery folder (e.g. {missing[0]})")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(items), min(n, len(items)), replace=False))
+    captions = [items[i][1][int(rng.integers(len(items[i][1])))] for i in chosen]
+    return QuerySet(Path(folder).name, captions, np.array([index[items[i][0]] for i in chosen]))
+
+
+def scores(galleries: dict[str, Gallery], images: list[Image.Image], targets: np.ndarray) -> dict:
+    """{feature space: top-1, top-5, median rank} of `images` against their targets."""
+    out = {}
+    for space, gallery in galleries.items():
+        ranks = gallery.ranks(images, targets)
+        out[space] = {"top1": top_k(ranks, 1), "top5": top_k(ranks, 5), "median_rank": float(np.median(ranks))}
+    return out
+
+
+def evaluator_checks(galleries: dict[str, Gallery], gallery_images, generated, targets) -> dict:
+    """The evaluator on inputs whose answers are known: the targets' own images (top-1 must be 1), the generated
+    images handed to the wrong queries and blank images (near chance)."""
+    blank = Image.new("RGB", gallery_images[0].size, gallery_images[0].getpixel((0, 0)))
+    return {
+        "own_images": scores(galleries, [gallery_images[t] for t in targets], targets),
+        "shifted_by_one": scores(galleries, generated[1:] + generated[:1], targets),
+        "blank": scores(galleries, [blank] * len(targets), targets),
+    }
+
+
+def variety(pipe, gallery: Gallery, queries: QuerySet, n_prompts: int, n_seeds: int, sampling) -> dict:
+    """Images of one caption from several seeds: their mean pairwise distance over the mean distance between
+    gallery images (pixel space), and how many distinct nearest gallery images they have."""
+    from .accuracy import generate
+
+    captions = queries.captions[:n_prompts]
+    prompts = [c for c in captions for _ in range(n_seeds)]
+    images = generate(pipe, prompts, [1000 + s for _ in captions for s in range(n_seeds)], sampling=sampling)
+    feats = FEATURES[gallery.space](images).reshape(len(captions), n_seeds, -1)
+    within = [np.linalg.norm(f[:, None] - f[None], axis=-1)[np.triu_indices(n_seeds, 1)].mean() for f in feats]
+    between = pairwise_distances(gallery.features, gallery.features)[np.triu_indices(len(gallery.features), 1)].mean()
+    nearest = gallery.nearest(images, 1).reshape(len(captions), n_seeds)
+    ranks = gallery.ranks(images, np.repeat(queries.targets[:n_prompts], n_seeds))
+    return {
+        "prompts": len(captions),
+        "seeds": n_seeds,
+        "spread": float(np.mean(within) / between),  # 0: every seed the same image; 1: as apart as two emoji
+        "distinct_nearest": float(np.mean([len(set(row)) for row in nearest])),  # out of `seeds`
+        "top5_over_seeds": top_k(ranks, 5),
+    }
+
+
+def picture(captions, generated, nearest, gallery_images, targets, path: Path, rows: int = 12) -> None:
+    """One row per query: its target, the generated image, its 3 nearest gallery images (the target's in green),
+    and the caption."""
+    side, width = 64, 64 * 5 + 8 * 5 + 360
+    sheet = Image.new("RGB", (width, rows * (side + 8)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r in range(min(rows, len(captions))):
+        y = r * (side + 8)
+        tiles = [gallery_images[targets[r]], generated[r], *[gallery_images[k] for k in nearest[r][:3]]]
+        for c, tile in enumerate(tiles):
+            x = c * (side + 8)
+            sheet.paste(tile.resize((side, side)), (x, y))
+            if c >= 2 and nearest[r][c - 2] == targets[r]:
+                draw.rectangle((x - 2, y - 2, x + side + 1, y + side + 1), outline=(0, 160, 0), width=2)
+        draw.text((5 * (side + 8) + 4, y + side // 2 - 6), captions[r], fill="black")
+    sheet.save(path)
+
+
+def run_set(pipe, galleries, queries: QuerySet, sampling, seed: int):
+    """Generate one image per query (seed + i) and score it: (scores, generated images)."""
+    from .accuracy import generate
+
+    images = generate(pipe, queries.captions, [seed + i for i in range(len(queries.captions))], sampling=sampling)
+    return scores(galleries, images, queries.targets), images
+
+
+def tune(pipe, galleries, names, args) -> dict:
+    """The guidance scale with the best pixel top-5 on the tuning half of the first query folder."""
+    from .accuracy import Sampling
+
+    queries = load_queries(args.queries[0], names, "tuning", args.n, args.seed)
+    sweep = {}
+    for g in args.tune_guidance:
+        sweep[g], _ = run_set(pipe, galleries, queries, Sampling.defaults(guidance_scale=g), args.seed)
+        print(
+            f"guidance {g:g}: "
+            + ", ".join(f"{k} top-1 {v['top1']:.1%} top-5 {v['top5']:.1%}" for k, v in sweep[g].items())
+        )
+    best = max(sweep, key=lambda g: (sweep[g]["pixels"]["top5"], sweep[g]["pixels"]["top1"]))
+    print(f"best guidance on tuning queries: {best:g}")
+    return {
+        "half": "tuning",
+        "queries": queries.name,
+        "n": len(queries.captions),
+        "sweep": sweep,
+        "best_guidance": best,
+    }
+
+
+def test(pipe, galleries, names, gallery_images, args) -> dict:
+    """Every query folder's test half, the evaluator's checks, variety over seeds and the picture."""
+    from .accuracy import Sampling
+
+    sampling = Sampling.defaults(**({"guidance_scale": args.guidance} if args.guidance is not None else {}))
+    results = {"half": "test", "gallery": len(names), "chance": {"top1": 1 / len(names), "top5": 5 / len(names)}}
+    results["sampling"] = {k: v for k, v in sampling.call_kwargs().items()}
+    for i, folder in enumerate(args.queries):
+        queries = load_queries(folder, names, "test", args.n, args.seed)
+        found, images = run_set(pipe, galleries, queries, sampling, args.seed)
+        results[queries.name] = {"n": len(queries.captions), **found}
+        print(
+            f"{queries.name} (n={len(queries.captions)}): "
+            + ", ".join(f"{k} top-1 {v['top1']:.1%} top-5 {v['top5']:.1%}" for k, v in found.items())
+        )
+        if i == 0:
+            results["checks"] = evaluator_checks(galleries, gallery_images, images, queries.targets)
+            nearest = galleries["pixels"].nearest(images, 3)
+            results["examples"] = [
+                {"caption": c, "target": names[t], "nearest": [names[k] for k in near]}
+                for c, t, near in zip(queries.captions[:20], queries.targets, nearest)
+            ]
+            results["variety"] = variety(
+                pipe, galleries["pixels"], queries, args.variety_prompts, args.variety_seeds, sampling
+            )
+            if args.out:
+                picture(
+                    queries.captions,
+                    images,
+                    nearest,
+                    gallery_images,
+                    queries.targets,
+                    Path(args.out).with_suffix(".png"),
+                )
+    return results
+
+
+def main(args: argparse.Namespace) -> dict:
+    import torch
+
+    from ..pipeline import MMGenPipeline
+
+    torch.manual_seed(args.seed)
+    pipe = MMGenPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    names, gallery_images = load_gallery(args.gallery)
+    galleries = {space: Gallery.of(gallery_images, space) for space in FEATURES}
+    results = tune(pipe, galleries, names, args) if args.tune else test(pipe, galleries, names, gallery_images, args)
+    results["model"] = str(args.model)
+    write_results(results, args.out)
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--model", required=True, help="model folder (or Hub id) of the generator")
+    p.add_argument("--gallery", nargs="+", required=True, help="image folders holding every image of the domain")
+    p.add_argument("--queries", nargs="+", required=True, help="image folders whose captions are the prompts")
+    p.add_argument("--n", type=int, default=DEFAULT_N, help="queries per folder (each half)")
+    p.add_argument("--tune", action="store_true", help="sweep --tune-guidance on the tuning half instead")
+    p.add_argument("--tune-guidance", type=float, nargs="+", default=list(TUNE_GUIDANCE))
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--variety-prompts", type=int, default=16)
+    p.add_argument("--variety-seeds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="results JSON (a picture is written beside it)")
+    return p
