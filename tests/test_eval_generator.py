@@ -189,7 +189,7 @@ def test_evaluate_passes_its_sampling_settings_to_every_call():
     prompts = PromptSets(n_single=1, n_two=0, n_paraphrase=0, free=())
     pipe = _PerfectPipe(prompts.draw()["single"])
     sampling = Sampling.defaults(guidance_scale=2.0)
-    assert set(evaluate(pipe, prompts, sampling)) == {"single", "shape_errors", "extra_objects"}
+    assert set(evaluate(pipe, prompts, sampling)) == {"single", "strict_judge", "shape_errors", "extra_objects"}
     assert pipe.calls == [sampling.call_kwargs()]
     assert pipe.calls[0]["guidance_scale"] == 2.0 and pipe.calls[0]["num_inference_steps"] == DEFAULT_STEPS
 
@@ -208,6 +208,7 @@ def test_heldout_evaluation_writes_what_the_model_card_reads(tiny_pipe, tmp_path
         "extra_objects",
         "free",
         "paraphrase_gap",
+        "strict_judge",
         "settings",
         "tokenizer_ceiling",
     ]

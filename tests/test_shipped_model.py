@@ -63,3 +63,31 @@ def test_tokenizer_ceiling_scores_the_drawn_scenes_fully_and_the_round_trip_no_b
     text = format_ceiling(ceiling)
     assert "tokens" in text.splitlines()[1] and "own shape after the round trip" in text
     assert tokenizer_ceiling(tiny_pipe, n_single=2, n_two=2) == {}  # 32x32 images: not shapes-v1's canvas
+
+
+EMOJI = ROOT / "assets" / "mmgen-emoji"
+
+
+def test_the_emoji_model_is_shipped_small_with_its_card_examples_and_evaluation():
+    import json
+
+    from mmgen.pipeline import MMGenPipeline
+
+    files = [f for f in EMOJI.rglob("*") if f.is_file()]
+    assert files and all(f.stat().st_size < 10 * 2**20 for f in files)
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    card = (EMOJI / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "Noto Color Emoji" in card
+    prompts = json.loads((EMOJI / "example_prompts.json").read_text())
+    assert prompts and all(isinstance(p, str) for p in prompts)
+    results = json.loads((EMOJI / "eval_retrieval.json").read_text())
+    assert results["half"] == "test" and results["checks"]["own_images"]["pixels"]["top1"] == 1.0
+    pipe = MMGenPipeline.from_pretrained(EMOJI)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(prompts[0], num_inference_steps=2, num_candidates=1, generator=torch.Generator().manual_seed(0))
+    assert out.images[0].size == (64, 64) and out.tokens.shape == (1, 16, 16)
+    from mmgen.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary.for_model(EMOJI)
+    assert "emoji" in vocabulary.words and "circle" in vocabulary.words  # it started from the shapes model
+    assert vocabulary.captions and not any("background" in c for c in vocabulary.captions)  # image -> text ranks emoji

@@ -62,10 +62,11 @@ def evaluate(
     pipe, prompts: PromptSets = HELDOUT_PROMPTS, sampling: Sampling | None = None, batch_size: int = 16
 ) -> dict:
     """Judge-scored accuracy per prompt set: {"single", "paraphrased", "two": share right per measure and "n";
-    "shape_errors"; "extra_objects"; "free": distinct cells per free prompt and their "min"; "paraphrase_gap"}
+    "shape_errors"; "extra_objects"; "free": distinct cells per free prompt and their "min"; "paraphrase_gap";
+    "strict_judge": the sets' shares again, read by the strict judge (a shape no spec shape fits is wrong)}
     (a set with no prompts is left out). `sampling` None: the pipeline's defaults are what is measured."""
     pipe.set_progress_bar_config(disable=True)
-    results, pairs = {}, {}  # pairs: (read scene, prompt item) per set, for shape_errors
+    results, pairs, strict = {}, {}, {}  # pairs: (read scene, prompt item) per set, for shape_errors
     scorers = {"single": score_single, "paraphrased": score_single, "two": score_two}
     for name, items in prompts.draw().items():
         if not items:
@@ -74,6 +75,8 @@ def evaluate(
         images = generate(pipe, [it["prompt"] for it in items], seeds, sampling=sampling, batch_size=batch_size)
         pairs[name] = [(read_scene(im), it) for im, it in zip(images, items)]
         results[name] = mean_scores(pairs[name], scorers[name])
+        strict_pairs = [(read_scene(im, strict=True), it) for im, it in zip(images, items)]  # the same images
+        strict[name] = mean_scores(strict_pairs, scorers[name])
     if "single" in pairs:
         results["shape_errors"] = shape_errors(pairs["single"], pairs.get("two", []))
     if pairs:
@@ -83,6 +86,8 @@ def evaluate(
         results["free"] = {"distinct_cells_over_16_seeds": cells, "min": min(cells.values())}
     if "single" in results and "paraphrased" in results:
         results["paraphrase_gap"] = {"all": results["single"]["all"] - results["paraphrased"]["all"]}
+    if strict:
+        results["strict_judge"] = strict
     return results
 
 

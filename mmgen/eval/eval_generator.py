@@ -56,8 +56,10 @@ def main(args: argparse.Namespace) -> dict:
         "autocast": "bf16" if args.bf16 else "float32",
     }
     results["tokenizer_ceiling"] = tokenizer_ceiling(pipe, n_single=args.n_single, n_two=args.n_two)
-    skip = ("settings", "shape_errors", "extra_objects", "tokenizer_ceiling")
+    skip = ("settings", "shape_errors", "extra_objects", "tokenizer_ceiling", "strict_judge")
     print(format_table({k: v for k, v in results.items() if k not in skip}))
+    strict = results.get("strict_judge", {})
+    print("strict judge, every attribute right: " + ", ".join(f"{k} {v['all']:.1%}" for k, v in strict.items()))
     if "shape_errors" in results:
         print(format_shape_errors(results["shape_errors"]))
     if "extra_objects" in results:

@@ -195,9 +195,10 @@ def test(pipe, galleries, names, gallery_images, args) -> dict:
                 {"caption": c, "target": names[t], "nearest": [names[k] for k in near]}
                 for c, t, near in zip(queries.captions[:20], queries.targets, nearest)
             ]
-            results["variety"] = variety(
-                pipe, galleries["pixels"], queries, args.variety_prompts, args.variety_seeds, sampling
-            )
+            if args.variety_prompts > 0 and args.variety_seeds > 1:  # 0: none
+                results["variety"] = variety(
+                    pipe, galleries["pixels"], queries, args.variety_prompts, args.variety_seeds, sampling
+                )
             if args.out:
                 picture(
                     queries.captions,

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -31,6 +32,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..data.images import ImageFolder
 from ..models.dit import DIT_PRESETS, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
@@ -106,6 +108,7 @@ class Run:
     gen: torch.Generator  # batches, caption dropout, noise and timesteps
     start_step: int
     header: dict  # extra fields for the log's header
+    data_source: str = "shapes"  # --data: 'shapes' or a folder
 
 
 def prepare_run(args, accelerator: Accelerator) -> Run:
@@ -169,6 +172,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         gen=gen,
         start_step=start_step,
         header=header,
+        data_source=args.data,
     )
 
 
@@ -254,9 +258,19 @@ def _ema_model(model: DiT, ema: EMAModel) -> DiT:
     return copy.eval()
 
 
+def validation_prompts(data: str) -> list[str]:
+    """What the samples show: VALIDATION_PROMPTS for shapes-v1, else the first caption of 8 images spread over
+    the folder (its own captions: shapes prompts mean nothing to a model of your images)."""
+    if data == "shapes":
+        return VALIDATION_PROMPTS
+    folder = ImageFolder(data, captions_required=True)
+    picks = np.linspace(0, len(folder.paths) - 1, num=min(8, len(folder.paths))).round().astype(int)
+    return [folder.captions[i][0] for i in picks]
+
+
 @torch.no_grad()
 def validate(model: DiT, run: Run, out: Path, step: int) -> None:
-    """A grid of the EMA model's samples for VALIDATION_PROMPTS: `OUT/samples/step-N.png`."""
+    """A grid of the EMA model's samples for `validation_prompts`: `OUT/samples/step-N.png`."""
     pipe = MMGenPipeline(
         vqvae=run.vq,
         transformer=_ema_model(model, run.ema),
@@ -266,7 +280,10 @@ def validate(model: DiT, run: Run, out: Path, step: int) -> None:
     )
     pipe.set_progress_bar_config(disable=True)
     images = pipe(
-        VALIDATION_PROMPTS, num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="pt"
+        validation_prompts(run.data_source),
+        num_inference_steps=20,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
     ).images
     (out / "samples").mkdir(exist_ok=True)
     image_grid(images, rows=2).save(out / "samples" / f"step-{step}.png")
