@@ -92,8 +92,12 @@ def test_readme_shell_command_parses(argv):
             pytest.fail(f"a README command this test does not know how to check: {argv}")
 
 
-def test_readme_json_blocks_are_metadata_lines():
-    lines = [line for block in code_blocks("json") for line in block.splitlines() if line.strip()]
+def test_readme_metadata_examples_are_metadata_lines():
+    """Every `{"file_name": ...}` the README shows (in a json block or inline) is a valid metadata.jsonl line."""
+    import re
+
+    inline = re.findall(r"`(\{\"file_name\".*?\})`", README)
+    lines = inline + [line for block in code_blocks("json") for line in block.splitlines() if line.strip()]
     assert lines and all({"file_name", "text"} <= json.loads(line).keys() for line in lines)
 
 
@@ -119,5 +123,7 @@ def test_readme_results_are_the_evaluations():
         (f"{gen['two']['n']} two-object", f"| {gen['two']['all']:.1%} |"),
         ("free prompts", f"| {gen['free']['min']} |"),
     ]
+    emoji = json.loads((SHIPPED.parent / "mmgen-emoji" / "eval_retrieval.json").read_text())["emoji-reworded"]
+    expected.append((f"mmgen-emoji, {emoji['n']} reworded", f"| {emoji['pixels']['top5']:.1%} (chance"))
     for about, figure in expected:
         assert any(about in row and figure in row for row in rows), (about, figure)
