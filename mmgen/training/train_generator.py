@@ -108,7 +108,7 @@ class Run:
     gen: torch.Generator  # batches, caption dropout, noise and timesteps
     start_step: int
     header: dict  # extra fields for the log's header
-    data_source: str = "shapes"  # --data: 'shapes' or a folder
+    sample_prompts: list[str] | None = None  # what the validation samples show (`validation_prompts`)
 
 
 def prepare_run(args, accelerator: Accelerator) -> Run:
@@ -172,7 +172,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         gen=gen,
         start_step=start_step,
         header=header,
-        data_source=args.data,
+        sample_prompts=validation_prompts(args.data),  # a folder's headers and captions, read once
     )
 
 
@@ -270,7 +270,7 @@ def validation_prompts(data: str) -> list[str]:
 
 @torch.no_grad()
 def validate(model: DiT, run: Run, out: Path, step: int) -> None:
-    """A grid of the EMA model's samples for `validation_prompts`: `OUT/samples/step-N.png`."""
+    """A grid of the EMA model's samples for `run.sample_prompts`: `OUT/samples/step-N.png`."""
     pipe = MMGenPipeline(
         vqvae=run.vq,
         transformer=_ema_model(model, run.ema),
@@ -280,7 +280,7 @@ def validate(model: DiT, run: Run, out: Path, step: int) -> None:
     )
     pipe.set_progress_bar_config(disable=True)
     images = pipe(
-        validation_prompts(run.data_source),
+        run.sample_prompts,
         num_inference_steps=20,
         generator=torch.Generator().manual_seed(0),
         output_type="pt",
