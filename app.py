@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mmgen.app import Limits, ModelLoading, ModelPage, build_demo, serve
 from mmgen.app.compute import native_bf16
+from mmgen.tokenizers import SHIPPED_TOKENIZERS
 from mmgen.tokens import DEFAULT_MODEL
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -36,7 +37,10 @@ def use_bf16() -> bool:
 def load_pipeline(model: str):
     """The pipeline (importing torch's and diffusers' model code takes seconds: app.py runs this in the
     background, while the page is already served)."""
+    # VQModel is first imported here: diffusers' lazy imports are not thread-safe, and the tokenizers loaded on
+    # other threads (once this pipeline is) need it.
     import torch
+    from diffusers import VQModel  # noqa: F401
 
     from mmgen.pipeline import MMGenPipeline
 
@@ -77,6 +81,16 @@ def chosen_models() -> list[str]:
     return [m for m in SHIPPED_MODELS if os.path.isdir(m)] or [DEFAULT_MODEL]
 
 
+def other_tokenizers(folder: str) -> tuple[str, ...]:
+    """The shipped tokenizers besides the model's own, present here: the Tokenizer tab compares them with it."""
+    own = Path(folder).resolve()
+    return tuple(
+        name
+        for name, path in SHIPPED_TOKENIZERS.items()
+        if Path(path, "vqvae", "config.json").is_file() and Path(path).resolve() != own
+    )
+
+
 def model_pages(models: list[str]) -> list[ModelPage]:
     """One page per model; the models load one after another in the background, the front page's first."""
     pages, previous = [], None
@@ -92,7 +106,12 @@ def model_pages(models: list[str]) -> list[ModelPage]:
         name = Path(model).name if os.path.isdir(model) else model
         examples = Path(folder) / "examples"  # the model's own example images, if it has some
         page = ModelPage(
-            name, loading, model_card(folder), example_prompts(folder), examples if examples.is_dir() else None
+            name,
+            loading,
+            model_card(folder),
+            example_prompts(folder),
+            examples if examples.is_dir() else None,
+            compared_with=other_tokenizers(folder),
         )
         pages.append(page)
         previous = loading

@@ -6,7 +6,8 @@
 Sections (medians over `--repeats` timed runs after warm-up, same process, same threads):
 - t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8; one image at
   20 steps when the default is another count; 8, 4 and 1 candidate noises (best-of-N, mmgen/candidates.py).
-- tokenizer: encode + decode at 64x64 and 256x256 (batch 1).
+- tokenizer: encode + decode (batch 1) with the pipeline's tokenizer and every other shipped one, timed in turn, at
+  the size each turns into 16x16 tokens (64 px for f4, 128 for f8) and at 256x256.
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
   torch.utils.flop_counter), achieved GFLOP/s over this machine's fp32 matmul peak measured in the same run;
   the same sampling loop with diffusers' PixArtTransformer2DModel at the same width, depth, heads and tokens.
@@ -137,13 +138,31 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
     return rows
 
 
-def bench_tokenizer(vq, repeats: int) -> list[dict]:
+def bench_tokenizer(vq, model: str, repeats: int) -> list[dict]:
+    """The pipeline's tokenizer and every other shipped one, timed in turn: encode + decode of one image at the
+    size each turns into 16x16 tokens (64 px for f4, 128 for f8), and at 256x256."""
+    from mmgen.models.vqvae import VQVAE
+    from mmgen.tokenizers import SHIPPED_TOKENIZERS
+
+    named = {"the pipeline's": vq}
+    for name, folder in SHIPPED_TOKENIZERS.items():
+        if Path(folder, "vqvae", "config.json").is_file() and Path(folder).resolve() != Path(model).resolve():
+            named[name] = VQVAE.from_pretrained(folder, subfolder="vqvae").eval()
     rows = []
-    for size in (64, 256):
-        x = torch.rand(1, 3, size, size) * 2 - 1
-        with torch.inference_mode():
-            s = median_s(lambda x=x: vq.decode(vq.encode(x).latents), repeats * 4)
-        rows.append({"section": "tokenizer", "name": f"encode + decode {size}x{size}", "seconds": s})
+    for sized in ("grid", 256):
+        fns, names = [], []
+        for name, model in named.items():
+            side = 16 * model.downsample_factor if sized == "grid" else sized
+            x = torch.rand(1, 3, side, side) * 2 - 1
+
+            def run(model=model, x=x):
+                with torch.inference_mode():
+                    model.decode(model.encode(x).latents)
+
+            fns.append(run)
+            names.append(f"{name} f{model.downsample_factor}: encode + decode {side}x{side}")
+        for name, s in zip(names, interleaved_medians(fns, repeats * 4)):
+            rows.append({"section": "tokenizer", "name": name, "seconds": s})
     return rows
 
 
@@ -483,7 +502,7 @@ def main(args):
     if "t2i" in sections:
         rows += bench_t2i(pipe, args.repeats)
     if "tokenizer" in sections:
-        rows += bench_tokenizer(pipe.vqvae, args.repeats)
+        rows += bench_tokenizer(pipe.vqvae, args.model, args.repeats)
     if "dit" in sections:
         rows += bench_dit(pipe, args.repeats, peak)
     if "train" in sections:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from .model_card_tokenizer import tokenizer_rows, tokenizer_training, tokenizer_use
+
 MAX_CARD_BYTES = 15 * 1024
 REPO = "../.."  # the repository's root, seen from assets/<model>/ (where published cards live)
 
@@ -63,14 +65,24 @@ def front_matter(out: Path) -> str:
             names.append("scikit-image-sample-photos")
     names += ["shapes-v1" if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
     datasets = list(dict.fromkeys(names))  # each once, in order of first use
-    lines = ["---", "license: apache-2.0", "library_name: diffusers", "pipeline_tag: text-to-image", "tags:"]
-    lines += [f"- {tag}" for tag in TAGS]
+    lines = ["---", "license: apache-2.0", "library_name: diffusers"]
+    if _has_generator(out):
+        lines += ["pipeline_tag: text-to-image", "tags:"] + [f"- {tag}" for tag in TAGS]
+    else:  # a tokenizer alone
+        gan = any(args.get("adversarial") for args in tokenizer)
+        lines += ["tags:"] + [f"- {tag}" for tag in ("vq-gan" if gan else "vq-vae", "image-tokenizer", "cpu")]
     lines += ["datasets:"] + [f"- {d}" + (f"  # {DATASET_NOTES[d]}" if d in DATASET_NOTES else "") for d in datasets]
     return "\n".join([*lines, "---", ""])
 
 
+def _has_generator(out: Path) -> bool:
+    return (out / "model_index.json").exists()
+
+
 def intended_use(out: Path) -> str:
     """What the model is for and where it fails: shapes-v1's known limits, or a caution for a model on other data."""
+    if not _has_generator(out):
+        return tokenizer_use(any(args.get("adversarial") for args in _training_args(out, "vqvae_train_log.jsonl")))
     data = {args.get("data", "shapes") for args in _training_args(out, "generator_train_log.jsonl")}
     if data <= {"shapes"}:
         return SHAPES_USE
@@ -117,13 +129,28 @@ def description(out: Path) -> str:
     """What the model is: its components, sizes and sampling defaults."""
     vq = json.loads((out / "vqvae" / "config.json").read_text())
     factor = 2 ** (len(vq["block_channels"]) - 1)
+    gan = any(args.get("adversarial") for args in _training_args(out, "vqvae_train_log.jsonl"))
+    side = 16 * factor  # the image side the tokenizer turns into a 16x16 grid
     rows = [
         "| component | what | parameters |",
         "|---|---|---:|",
-        f"| `vqvae/` | VQ-VAE tokenizer: every {factor}x{factor} pixel patch becomes one of {vq['num_codes']} "
-        f"l2-normalised codes of dimension {vq['code_dim']} (64x64 image -> {64 // factor}x{64 // factor} tokens) "
-        f"| {_num_params(out / 'vqvae') / 1e6:.1f}M |",
+        f"| `vqvae/` | {'VQ-GAN' if gan else 'VQ-VAE'} tokenizer: every {factor}x{factor} pixel patch becomes one of "
+        f"{vq['num_codes']:,} l2-normalised codes of dimension {vq['code_dim']} ({side}x{side} image -> 16x16 "
+        f"tokens) | {_num_params(out / 'vqvae') / 1e6:.1f}M |",
     ]
+    if not _has_generator(out):
+        return (
+            f"""# {out.name}
+
+An image tokenizer made with [mmgen]({REPO}/README.md), trained from scratch: an encoder, a codebook of
+{vq["num_codes"]:,} codes and a decoder{", trained against a PatchGAN discriminator (VQ-GAN)" if gan else ""}.
+It turns any image whose sides are multiples of {factor} into a grid of token ids, and the grid back into an
+image. Weights are fp16 safetensors, loaded in float32.
+
+"""
+            + "\n".join(rows)
+            + "\n"
+        )
     text = f"""# {out.name}
 
 A small two-stage image generator made with [mmgen]({REPO}/README.md), trained from scratch. Text is encoded
@@ -145,26 +172,6 @@ image from those tokens. Weights are fp16 safetensors, loaded in float32.
         )
         rows.append(f"| `scheduler/` | `{sched['_class_name']}` on the training noise schedule | |")
     return text + "\n".join(rows) + "\n"
-
-
-def _tokenizer_training(out: Path) -> str:
-    log_path = out / "vqvae_train_log.jsonl"
-    if not log_path.exists():
-        return ""
-    (header, done), *_ = _stages(_read_jsonl(log_path))
-    args = header["args"]
-    if args.get("data", "shapes") == "shapes":
-        data = (
-            f"shapes-v1 scenes (stream {args['seed']}) mixed with random crops of the scikit-image sample photos "
-            f"({args['photo_fraction']:.0%} photos)"
-        )
-    else:
-        data = f"the images in `{args['data']}`"
-    return (
-        f"**Tokenizer.** {data}; {done.get('steps') or args.get('steps')} steps of batch {args['batch_size']} at "
-        f"{args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine decay, seed "
-        f"{args['seed']}: {_minutes(done.get('train_time_s', 0))}. Log: `vqvae_train_log.jsonl`.\n"
-    )
 
 
 def _generator_training(out: Path) -> str:
@@ -218,78 +225,33 @@ def _common_settings(stage_args: list[dict]) -> str:
     return f"Every stage: {', '.join(shared)}. " if shared else ""
 
 
+def _recipe_parts(recipe: str) -> list[str]:
+    """The parts ("tokenizer", "generator") a recipe trains, in order; both when it cannot be read here."""
+    from .training.recipe import PARTS, load_recipe
+
+    try:
+        return [part for part in PARTS if part in load_recipe(recipe).parts]
+    except ValueError:
+        return list(PARTS)
+
+
 def training_section(out: Path, recipe: str | None = None) -> str:
     """How the weights were made: the recipe that rebuilds them, then each stage's data, steps and time."""
     if recipe:
+        commands = [f"`mmgen train-{part} --recipe {recipe}`" for part in _recipe_parts(recipe)]
         rebuild = (
-            f"`{recipe}` rebuilds these weights exactly (seeded): `mmgen train-tokenizer --recipe {recipe}`, then "
-            f"`mmgen train-generator --recipe {recipe}` (`make train-tokenizer`, `make train-generator`); each stage "
-            "publishes into this folder."
+            f"`{recipe}` rebuilds these weights exactly (seeded): {', then '.join(commands)}; each stage publishes "
+            "into this folder."
         )
     else:
         rebuild = "Each stage's exact command is the first line of its stage in the training logs beside the weights."
-    parts = [_tokenizer_training(out), _generator_training(out)]
+    parts = [tokenizer_training(out), _generator_training(out)]
     return "## Training\n\n" + rebuild + "\n\n" + "\n".join(p for p in parts if p)
 
 
 def _row(component: str, what: str, value: str, target: str = "", met: bool | None = None) -> str:
     mark = "" if met is None else ("yes" if met else "**no**")
     return f"| {component} | {what} | {value} | {target} | {mark} |"
-
-
-def _tokenizer_rows(ev: dict) -> list[str]:
-    """The tokenizer's held-out figures against the targets `mmgen eval-tokenizer` checks."""
-    from .eval.eval_tokenizer import TARGETS
-
-    sh, ph, cb = ev["shapes"], ev.get("photos"), ev["codebook"]
-    target = {(s, m): t for s, m, t in TARGETS} | {("codebook", "perplexity"): cb["num_codes"] / 2}
-    readable = [sh[f"readable_{a}"] for a in ("color", "size", "position")]
-    rows = [
-        _row(
-            f"tokenizer: shapes-v1, {sh['n_images']} scenes (stream {sh['seed']})",
-            "PSNR",
-            f"{sh['psnr']:.2f} dB",
-            f">= {target['shapes', 'psnr']:g} dB",
-            sh["psnr"] >= target["shapes", "psnr"],
-        ),
-        _row("", "SSIM", f"{sh['ssim']:.3f}"),
-        _row(
-            "",
-            "colour / size / position read back",
-            " / ".join(f"{r:.1%}" for r in readable),
-            "100%",
-            min(readable) >= 1,
-        ),
-        _row("", "shape read back", f"{sh['readable_shape']:.1%}"),
-    ]
-    if ph:
-        rows.append(
-            _row(
-                f"tokenizer: natural photos, {ph['n_images']} at {ph['size']}x{ph['size']}",
-                "PSNR",
-                f"{ph['psnr']:.2f} dB",
-                f">= {target['photos', 'psnr']:g} dB",
-                ph["psnr"] >= target["photos", "psnr"],
-            )
-        )
-    usage, perplexity = target["codebook", "usage"], target["codebook", "perplexity"]
-    rows += [
-        _row(
-            "tokenizer: codebook, both sets",
-            "codes used",
-            f"{cb['usage']:.1%}",
-            f">= {usage:.0%}",
-            cb["usage"] >= usage,
-        ),
-        _row(
-            "",
-            "perplexity",
-            f"{cb['perplexity']:.0f} of {cb['num_codes']}",
-            f">= {perplexity:g}",
-            cb["perplexity"] >= perplexity,
-        ),
-    ]
-    return rows
 
 
 # (prompt set in eval_generator.json, its label, the metrics shown): one row per metric
@@ -354,7 +316,8 @@ def evaluation_section(out: Path) -> str:
     if tok is not None:
         text += (
             " Tokenizer (`mmgen eval-tokenizer`): shapes-v1 scenes of a held-out stream and natural photos that are "
-            "not scikit-image's."
+            "not scikit-image's; *detail kept* is the reconstruction's mean horizontal + vertical gradient over the "
+            "original's (grayscale), 1 as sharp."
         )
     if gen is not None:
         text += (
@@ -372,7 +335,7 @@ def evaluation_section(out: Path) -> str:
             )
         text += "."
     rows = ["| set | figure | value | target | met |", "|---|---|---:|---:|:---:|"]
-    rows += _tokenizer_rows(tok) if tok else []
+    rows += tokenizer_rows(tok) if tok else []
     rows += _generator_rows(gen) if gen else []
     files = ", ".join(f"`{f.name}`" for f in (out / "eval_tokenizer.json", out / "eval_generator.json") if f.exists())
     text += "\n\n" + "\n".join(rows) + f"\n\nFull results: {files}. "

@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 
     from .models.vqvae import VQVAE
 
-SHIPPED_TOKENIZERS = {"mmgen-base": str(Path(__file__).resolve().parents[1] / "assets" / "mmgen-base")}
+_ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# The tokenizers this repository ships: mmgen-base's f4 VQ-VAE (64 px -> 16x16 tokens) and the VQ-GAN f8
+# (128 px -> 16x16 tokens, recipes/vqgan-f8.toml).
+SHIPPED_TOKENIZERS = {name: str(_ASSETS / name) for name in ("mmgen-base", "vqgan-f8")}
 # Public VQ tokenizers on the Hugging Face Hub (need a network the first time): display name -> (repo id, folder).
 HUB_TOKENIZERS = {
     "aMUSEd VQGAN (f16, 8,192 codes)": ("amused/amused-256", "vqvae"),

@@ -152,3 +152,20 @@ def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(fol
     with pytest.raises(ValueError, match="no tokenizer here"):
         registry.get(bad)
     assert bad not in registry.keys() and registry.atlas(None).num_codes == tiny_vq.config.num_codes
+
+
+def test_preloads_are_listed_at_once_and_load_after_the_pipeline(folders, tiny_vq):
+    from concurrent.futures import Future
+
+    from mmgen.app.compute import ModelThread
+    from mmgen.app.tokenizers import TokenizerRegistry
+    from mmgen.tokenizers import as_tokenizer
+
+    pipeline = Future()  # diffusers' lazy imports are not thread-safe: tokenizers load once the pipeline has
+    registry = TokenizerRegistry(as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), list)
+    registry.preload([str(folders["vqdiff"]), "own"], after=pipeline)
+    assert registry.preloaded == ["vqdiff"]  # listed (and compared by default) before it loads; never "own" twice
+    _, future = registry.load(str(folders["vqdiff"]))
+    assert not future.done()
+    pipeline.set_result(None)
+    assert future.result(timeout=60).num_codes == 48

@@ -1,4 +1,5 @@
 from mmgen.eval.eval_tokenizer import evaluate, format_table, heldout_photos
+from mmgen.models.vqvae import VQVAE
 
 
 def test_heldout_photos_are_not_from_scikit_image():
@@ -18,3 +19,13 @@ def test_evaluate_reports_every_figure(tiny_vq):
     assert 0 < results["codebook"]["usage"] <= 1
     table = format_table(results)
     assert "psnr" in table and ">= 34" in table and ">= 32" in table  # perplexity target: K/2 = 32
+
+
+def test_an_f8_tokenizer_is_scored_on_128_px_scenes_against_its_own_targets():
+    f8 = VQVAE(block_channels=(8, 8, 16, 16), encoder_layers=(0, 0, 1, 1), decoder_layers=(0, 0, 1, 1), num_codes=64)
+    results = evaluate(f8.eval(), n_shapes=2)
+    assert results["shapes"]["size"] == 128 and results["codebook"]["downsample_factor"] == 8
+    assert 0 <= results["photos"]["detail_kept"] < 5
+    table = format_table(results)
+    assert ">= 22" in table and ">= 0.9" in table  # photos PSNR and detail kept
+    assert ">= 34" not in table and ">= 32" not in table  # the f4's shapes PSNR and perplexity targets

@@ -180,3 +180,18 @@ def test_wide_grey_images_keep_their_range(tmp_path):
     f = Image.fromarray(np.full((4, 4), 0.5, np.float32), "F")
     f.save(tmp_path / "float.tiff")
     assert np.asarray(load_image(tmp_path / "float.tiff"))[0, 0, 0] == 128
+
+
+def test_crops_of_large_scenes_hold_an_object_whole():
+    from mmgen.data.images import object_crop
+    from mmgen.data.shapes import COLORS, shapes_sample
+
+    def pixels(image, color):  # pixels of exactly this palette colour (an object's interior)
+        return int((np.asarray(image) == COLORS[color]).all(-1).sum())
+
+    for i in range(60):
+        s = shapes_sample(3, i, scale=2)
+        crop = object_crop(s.image, s.labels, 64, 2, np.random.default_rng(i))
+        assert crop.size == (64, 64)
+        colors = [o["color"] for o in s.labels["objects"]]
+        assert any(pixels(crop, c) == pixels(s.image, c) > 0 for c in colors), i  # one object whole

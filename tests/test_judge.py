@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from PIL import Image
 
 from mmgen.data.shapes import POSITIONS, render_scene, shapes_sample
@@ -24,6 +25,14 @@ def test_judge_notices_wrong_attributes():
         "objects": [dict(obj, position=target, center=list(POSITIONS[target]))],
     }
     assert not score_scene(read_scene(render_scene(moved)), s.labels)["objects"][0]["position"]
+
+
+def test_judge_reads_128_px_scenes_and_refuses_other_shapes():
+    samples = [shapes_sample(5, i, scale=2) for i in range(40)]
+    assert samples[0].image.size == (128, 128)
+    assert all(score_scene(read_scene(s.image, strict=True), s.labels)["all"] for s in samples)
+    with pytest.raises(ValueError, match="square"):
+        read_scene(Image.new("RGB", (128, 100)))
 
 
 def test_judge_on_an_empty_canvas_finds_no_object():

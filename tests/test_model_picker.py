@@ -98,3 +98,20 @@ def test_the_navbar_picks_the_model_in_a_browser(two_models, browser):
         page.locator("#generate-info").get_by_text("steps of").wait_for(timeout=TIMEOUT_MS)
     finally:
         page.close()
+
+
+def test_a_page_compares_its_tokenizer_with_the_other_shipped_ones(tiny_model_dir, monkeypatch):
+    from conftest import make_tiny_pipe
+
+    import app
+
+    pages = [ModelPage("tiny-a", ModelLoading.ready(make_tiny_pipe()), compared_with=(tiny_model_dir,))]
+    demo = build_demo(pages)
+    picker = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "compare-tokenizers")
+    key = os.path.basename(tiny_model_dir)
+    assert picker.value == ["tiny-a", key]  # loaded at start, compared by default
+    assert demo.mmgen_contexts[0].tokenizers.get(key).num_codes == 64
+    # app.py: the shipped tokenizers present, besides the model's own
+    monkeypatch.setattr(app, "SHIPPED_TOKENIZERS", {"own": tiny_model_dir, "other": tiny_model_dir, "gone": "/nope"})
+    assert app.other_tokenizers("/somewhere/else") == ("own", "other")
+    assert app.other_tokenizers(tiny_model_dir) == ()

@@ -123,6 +123,17 @@ def test_readme_results_are_the_evaluations():
         (f"{gen['two']['n']} two-object", f"| {gen['two']['all']:.1%} |"),
         ("free prompts", f"| {gen['free']['min']} |"),
     ]
+    f8 = json.loads((SHIPPED.parent / "vqgan-f8" / "eval_tokenizer.json").read_text())
+    expected += [
+        (
+            f"VQ-GAN f8, {f8['shapes']['n_images']} shapes-v1 scenes at 128 px",
+            f"| {f8['shapes']['readable_all']:.1%} |",
+        ),
+        (
+            f"VQ-GAN f8, {f8['photos']['n_images']} natural photos",
+            f"{f8['photos']['psnr']:.2f} dB / {f8['photos']['detail_kept']:.2f}",
+        ),
+    ]
     emoji = json.loads((SHIPPED.parent / "mmgen-emoji" / "eval_retrieval.json").read_text())["emoji-reworded"]
     expected.append((f"mmgen-emoji, {emoji['n']} reworded", f"| {emoji['pixels']['top5']:.1%} (chance"))
     for about, figure in expected:

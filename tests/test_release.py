@@ -38,7 +38,8 @@ def check_card(card: str, tok: dict, gen: dict | None) -> None:
     assert len(card.encode()) <= MAX_CARD_BYTES
     meta = front_matter(card)
     assert meta["license"] == "apache-2.0" and meta["library_name"] == "diffusers"
-    assert meta["pipeline_tag"] == "text-to-image" and meta["tags"] and "shapes-v1" in meta["datasets"]
+    assert meta["tags"] and "shapes-v1" in meta["datasets"]
+    assert meta.get("pipeline_tag") == ("text-to-image" if gen else None)  # a tokenizer alone is not text-to-image
     for section in ("## Intended use and limits", "## Training", "## Evaluation", "## How to load"):
         assert section in card
     sh, cb = tok["shapes"], tok["codebook"]
@@ -87,6 +88,22 @@ def test_release_vqvae_ships_fp16_weights_log_and_a_tokenizer_card(tmp_path, tin
     assert "2 steps of batch 4 at 32x32" in card and "1.0 min" in card and "50% photos" in card
     assert "`mmgen train-tokenizer --recipe recipes/tiny.toml`" in card
     assert "`transformer/`" not in card  # no generator published yet
+    assert "VQ-VAE tokenizer" in card and "vq-vae" in front_matter(card)["tags"] and "discriminator" not in card
+
+
+def test_an_adversarially_trained_tokenizer_has_a_vq_gan_card(tmp_path, tiny_model_dir):
+    from mmgen.model_card import model_card
+
+    out = tmp_path / "vqgan-f8"
+    VQVAE.from_pretrained(tiny_model_dir, subfolder="vqvae").save_pretrained(out / "vqvae")
+    gan = {"adversarial": True, "disc_start": 100, "disc_weight": 0.5, "feature_weight": 1.0, "shapes_scale": 2}
+    args = {"data": "shapes", "seed": 0, "photo_fraction": 0.45, "batch_size": 16, "resolution": 64, "lr": 0.001}
+    header = {"command": "mmgen train-tokenizer --adversarial", "args": args | gan}
+    write_log(out / "vqvae_train_log.jsonl", [header, {"done": True, "steps": 300, "train_time_s": 600}])
+    card = model_card(out)
+    assert "VQ-GAN tokenizer" in card and "vq-gan" in front_matter(card)["tags"]
+    assert "scenes drawn at 128 px" in card and "From step 100 on, a PatchGAN discriminator" in card
+    assert "An adversarial decoder paints" in card
 
 
 def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_path, tiny_pipe):

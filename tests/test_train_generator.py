@@ -438,3 +438,16 @@ def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_
     assert (tmp_path / "run" / "transformer" / "config.json").exists()
     out = capsys.readouterr().out
     assert "3 captioned images used, left out 2" in out and "images without a caption: 1" in out
+
+
+def test_an_f8_tokenizer_trains_on_128_px_scenes(tmp_path):
+    from mmgen.models.vqvae import VQVAE
+
+    f8 = VQVAE(block_channels=(8, 8, 16, 16), encoder_layers=(0, 0, 1, 1), decoder_layers=(0, 0, 1, 1), num_codes=64)
+    f8.eval().save_pretrained(tmp_path / "f8" / "vqvae")
+    out = tmp_path / "gen"
+    main(_args(out, str(tmp_path / "f8"), "--steps", "1"))
+    assert DiT.from_pretrained(out / "transformer").config.sample_size == 16  # 16x16 latents of 128-px scenes
+    assert Image.open(out / "samples" / "step-1.png").height >= 2 * 128  # two rows of 128-px samples
+    with pytest.raises(ValueError, match="64, 128 or 256 px"):  # 8x8 f8 latents would be 64-px scenes
+        main(_args(tmp_path / "bad", str(tmp_path / "f8"), "--steps", "1", "--sample-size", "10"))

@@ -40,7 +40,7 @@ class CompareSection:
             with gr.Row():
                 self.names = gr.Dropdown(
                     self.registry.choices(),
-                    value=[self.registry.own_key],
+                    value=[self.registry.own_key, *self.registry.preloaded][:MAX_COMPARED],
                     multiselect=True,
                     max_choices=MAX_COMPARED,
                     allow_custom_value=True,  # keys loaded in other sessions too; `compare` checks them

@@ -52,6 +52,7 @@ class AppContext:
     compute: ModelThread = field(default_factory=ModelThread)
     jobs: JobGate | None = None  # the gate that admits model jobs (default: one of its own, on `limits`)
     example_prompts: tuple[str, ...] = SHAPES_PROMPTS  # the Generate tab's examples
+    compared_with: tuple[str, ...] = ()  # tokenizers loaded at start and compared with the model's own by default
 
     def __post_init__(self):
         if self.jobs is None:
@@ -83,7 +84,7 @@ class AppContext:
             self.limits.max_tokenizers,
             own_label=label,
         )
-        registry.preload(preload_sources())
+        registry.preload([*self.compared_with, *preload_sources()], after=self.loading.future)
         return registry
 
     @cached_property

@@ -56,6 +56,7 @@ class ModelPage:
     card: Path | None = None  # the About tab's Markdown (default: the shipped model's card)
     example_prompts: tuple[str, ...] = ()  # the Generate tab's examples (default: shapes-v1 prompts)
     examples_dir: Path | None = None  # the Tokenizer tab's example images (default: assets/examples)
+    compared_with: tuple[str, ...] = ()  # tokenizers (names, folders, Hub ids) compared with the model's by default
 
 
 def build_demo(
@@ -83,6 +84,7 @@ def build_demo(
         )
         own = {"example_prompts": page.example_prompts} if page.example_prompts else {}
         own |= {"examples_dir": page.examples_dir} if page.examples_dir else {}
+        own |= {"compared_with": page.compared_with}
         ctx = AppContext(page.loading, page.name, limits, compute=compute, jobs=jobs, **own)
         with gr.Blocks() as blocks:
             if len(pipe) > 1:  # the model picker

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,7 @@ class TokenizerRegistry:
         """`own`: the generator's tokenizer, or a Future of it (the pipeline still loading); `own_label`: how
         the picker shows it (default: from the loaded tokenizer)."""
         self.own_key, self.compute, self.max_loaded, self.own_label = own_key, compute, max_loaded, own_label
+        self.preloaded: list[str] = []  # the keys of those loaded at start, in order (compared by default)
         self._reference, self._reference_images = reference, None
         self._lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgen-tokenizer-loader")
@@ -115,9 +116,9 @@ class TokenizerRegistry:
         self._entries: dict[str, Entry] = {own_key: Entry("", loaded, pinned=True)}  # in the picker's order
 
     # ---------------------------------------------------------------- loading
-    def load(self, source: str, pinned: bool = False) -> tuple[str, Future]:
+    def load(self, source: str, pinned: bool = False, after: Future | None = None) -> tuple[str, Future]:
         """Start loading `source` on the loader thread (or find it loaded or loading): its key and a Future of
-        its tokenizer, which fails with a ValueError saying why for people."""
+        its tokenizer, which fails with a ValueError saying why for people. `after`: the load waits for it."""
         source = check_source(source)
         with self._lock:
             if source == self.own_key:
@@ -128,24 +129,28 @@ class TokenizerRegistry:
                     return key, entry.future
             self._entries = {k: e for k, e in self._entries.items() if not e.failed()}  # a failed one may retry
             key = self._new_key(source)
-            self._entries[key] = Entry(source, self._loader.submit(self._load, source), pinned)
+            self._entries[key] = Entry(source, self._loader.submit(self._load, source, after), pinned)
             visitors = sorted((e.used, k) for k, e in self._entries.items() if not e.pinned and k != key)
             for _, k in visitors[: max(0, len(visitors) + (not pinned) - self.max_loaded)]:
                 del self._entries[k]  # with its atlas; a session still showing it is told to load it again
             future = self._entries[key].future
         return key, future
 
-    def preload(self, sources: list[str]) -> None:
-        """Load these at start, in the background; a failure is logged for the host."""
+    def preload(self, sources: list[str], after: Future | None = None) -> None:
+        """Load these in the background once `after` is done (the generator's pipeline: diffusers' lazy imports
+        are not safe from two threads at once), listed in the picker at once; a failure is logged for the host."""
         for source in sources:
             try:
-                key, future = self.load(source, pinned=True)
+                key, future = self.load(source, pinned=True, after=after)
             except ValueError as e:
                 logger.error("%s=%r: %s", PRELOAD_ENV, source, e)
                 continue
+            self.preloaded += [key] if key not in self.preloaded and key != self.own_key else []
             future.add_done_callback(functools.partial(log_failure, source))
 
-    def _load(self, source: str) -> OnModelThread:
+    def _load(self, source: str, after: Future | None = None) -> OnModelThread:
+        if after is not None:
+            wait([after])
         t = time.perf_counter()
         try:
             tok = load_tokenizer(source)

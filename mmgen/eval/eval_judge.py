@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.shapes import CANVAS, shapes_sample
+from ..data.shapes import shapes_sample
 from . import write_results
 from .deformed import DEFORMATIONS, deformed_sample
 from .judge import read_scene, score_scene
@@ -24,15 +24,9 @@ from .judge import read_scene, score_scene
 STREAMS = {"tuning": {"renders": 7, "drawings": 0}, "held-out": {"renders": 2, "drawings": 1}}
 
 
-def _at_64(image: Image.Image) -> Image.Image:
-    return image if image.width == CANVAS else image.resize((CANVAS, CANVAS), Image.Resampling.BOX)
-
-
 def right_images(renders: list, images: list[Image.Image], strict: bool) -> float:
     """The share of images read right in every attribute (their labels: the renders')."""
-    return float(
-        np.mean([score_scene(read_scene(_at_64(im), strict), s.labels)["all"] for im, s in zip(images, renders)])
-    )
+    return float(np.mean([score_scene(read_scene(im, strict), s.labels)["all"] for im, s in zip(images, renders)]))
 
 
 def named_broken(kind: str, stream: int, n: int, scale: int, strict: bool) -> float:
@@ -41,7 +35,7 @@ def named_broken(kind: str, stream: int, n: int, scale: int, strict: bool) -> fl
     for i in range(n):
         sample = deformed_sample(kind, stream, i, scale)
         broken = sample.labels["objects"][0]["shape"]
-        named += any(o["shape"] == broken for o in read_scene(_at_64(sample.image), strict)["objects"])
+        named += any(o["shape"] == broken for o in read_scene(sample.image, strict)["objects"])
     return named / n
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..data.shapes import BACKGROUNDS, CELL_COORDS, COLORS, POSITIONS, SHAPES, SIZES, shape_coverage
+from ..data.shapes import BACKGROUNDS, CANVAS, CELL_COORDS, COLORS, POSITIONS, SHAPES, SIZES, shape_coverage
 
 # A pixel seeds an object only when this close to a palette colour (RGB distance). Palette colours are at
 # least 75 apart, so anti-aliased edge pixels, halfway between two colours, seed nothing.
@@ -81,14 +81,26 @@ def misfit_pixels(alpha: np.ndarray, fit: ShapeFit) -> int:
     return int(np.bincount(parts.ravel())[1:].max()) if n else 0
 
 
+def at_judge_size(image: Image.Image) -> Image.Image:
+    """A square scene at the 64 px the judge reads: one drawn at 128 or 256 px (every length x2, x4: the spec's
+    Resolution) box-averaged, a smaller one (a tiny test model's) enlarged; a 64-px image as it is."""
+    if image.size == (CANVAS, CANVAS):
+        return image
+    if image.width != image.height:
+        raise ValueError(f"a shapes-v1 scene is square, got {image.width}x{image.height}")
+    resample = Image.Resampling.BOX if image.width > CANVAS else Image.Resampling.BILINEAR
+    return image.resize((CANVAS, CANVAS), resample)
+
+
 def read_scene(image: Image.Image, strict: bool = False) -> dict:
-    """Read a 64x64 scene: {"background": name, "objects": [{"color", "shape", "size", "position", "center",
-    "side", "score", "area", "misfit"}]}, objects in decreasing area. `center` is (x, y) and `side` the shape's
-    side, in pixels; `score` the soft IoU of the best-fitting shape; `area` the object's coverage summed, in
-    pixels; `misfit` the largest part (pixels) where object and fit differ (`misfit_pixels`). `strict`: the shape
-    is "none" when no spec shape fits (score under MIN_FIT_IOU or misfit over MAX_MISFIT_PIXELS), as a person
+    """Read a square scene at 64 px (others are resized to 64 first, `at_judge_size`):
+    {"background": name, "objects": [{"color", "shape", "size", "position", "center", "side", "score", "area",
+    "misfit"}]}, objects in decreasing area. `center` is (x, y) and `side` the shape's side, in 64-px units;
+    `score` the soft IoU of the best-fitting shape; `area` the object's coverage summed, in pixels; `misfit` the
+    largest part (pixels) where object and fit differ (`misfit_pixels`). `strict`: the shape is "none" when no spec
+    shape fits (score under MIN_FIT_IOU or misfit over MAX_MISFIT_PIXELS), as a person
     would not name a star missing a point or a square with a notch."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
+    arr = np.asarray(at_judge_size(image).convert("RGB"), dtype=np.float32)  # (64, 64, 3)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     background = _nearest(np.median(border, axis=0), BACKGROUNDS)
     bg = np.array(BACKGROUNDS[background], dtype=np.float32)

@@ -55,11 +55,11 @@ def encode_dataset(
     }
 
 
-def shapes_item(seed: int) -> Callable[[int], tuple[torch.Tensor, str]]:
-    """Scene i of shapes-v1 stream `seed` as (image, caption), for `encode_dataset`."""
+def shapes_item(seed: int, scale: int = 1) -> Callable[[int], tuple[torch.Tensor, str]]:
+    """Scene i of shapes-v1 stream `seed`, drawn at (64·scale)² pixels, as (image, caption), for `encode_dataset`."""
 
     def item(i: int) -> tuple[torch.Tensor, str]:
-        sample = shapes_sample(seed, i)
+        sample = shapes_sample(seed, i, scale)
         return pil_to_tensor(sample.image), sample.caption
 
     return item
@@ -71,10 +71,17 @@ def data_seed(args) -> int:
 
 
 def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
-    """`--num-samples` shapes-v1 scenes of stream `data_seed`, or crops of the `--data` folder, encoded."""
-    if args.data == "shapes":
-        return encode_dataset(vq, tokenizer, text_encoder, shapes_item(data_seed(args)), args.num_samples)
+    """`--num-samples` shapes-v1 scenes of stream `data_seed` (drawn at the size the latent grid decodes to: 64 px
+    for 16x16 f4 latents, 128 for f8), or crops of the `--data` folder, encoded."""
     size = args.sample_size * vq.downsample_factor
+    if args.data == "shapes":
+        if size not in (64, 128, 256):
+            raise ValueError(
+                f"shapes-v1 is drawn at 64, 128 or 256 px, but a {args.sample_size}x{args.sample_size} latent grid of "
+                f"an f{vq.downsample_factor} tokenizer decodes to {size} px: change --sample-size"
+            )
+        item = shapes_item(data_seed(args), size // 64)
+        return encode_dataset(vq, tokenizer, text_encoder, item, args.num_samples)
     folder = ImageFolder(args.data, args.num_samples, size, data_seed(args), captions_required=True)
 
     def item(i: int) -> tuple[torch.Tensor, str]:

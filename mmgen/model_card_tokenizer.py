@@ -1,0 +1,120 @@
+"""The tokenizer's parts of a model card (`mmgen.model_card`): its use and limits when it ships alone, its training
+paragraph (VQ-VAE or VQ-GAN) and its rows of held-out figures against the targets for its downsampling factor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def tokenizer_use(gan: bool) -> str:
+    """The Intended use section of a tokenizer shipped alone (`gan`: trained against a discriminator)."""
+    text = """## Intended use and limits
+
+Made for learning and tinkering: put an image through it in the mmgen app's Tokenizer tab, see its tokens, and
+compare it with other tokenizers on the same image. It also serves as the tokenizer of a generator trained on its
+latents.
+
+- **Trained on little.** shapes-v1 scenes and crops of the 14 scikit-image sample photos: it reconstructs other
+  photos, but fine detail and faces are redrawn, not kept (the *detail kept* and PSNR rows below).
+"""
+    if gan:
+        text += """- **An adversarial decoder paints.** Where a VQ-VAE blurs, a VQ-GAN draws edges and texture the
+  discriminator finds plausible: they need not be the original's pixels, and a briefly trained one leaves thin
+  halos and tints along edges.
+"""
+    return text
+
+
+def tokenizer_training(out: Path) -> str:
+    """The Training section's tokenizer paragraph, from OUT/vqvae_train_log.jsonl (empty without one)."""
+    from .model_card import _minutes, _read_jsonl, _stages
+
+    log_path = out / "vqvae_train_log.jsonl"
+    if not log_path.exists():
+        return ""
+    (header, done), *_ = _stages(_read_jsonl(log_path))
+    args = header["args"]
+    if args.get("data", "shapes") == "shapes":
+        data = (
+            f"shapes-v1 scenes (stream {args['seed']}) mixed with random crops of the scikit-image sample photos "
+            f"({args['photo_fraction']:.0%} photos)"
+        )
+    else:
+        data = f"the images in `{args['data']}`"
+    if args.get("shapes_scale"):
+        data = data.replace("scenes", f"scenes drawn at {64 * args['shapes_scale']} px", 1)
+    gan = ""
+    if args.get("adversarial"):
+        gan = (
+            f" From step {args['disc_start']} on, a PatchGAN discriminator trained in turn (hinge loss), the "
+            f"adversarial term at {args['disc_weight']:g} times the adaptive weight (reconstruction over adversarial "
+            f"gradient norm at the decoder's last layer), and discriminator feature matching at "
+            f"{args['feature_weight']:g} in place of a perceptual loss (no pretrained network)."
+        )
+    return (
+        f"**Tokenizer.** {data}; {done.get('steps') or args.get('steps')} steps of batch {args['batch_size']} at "
+        f"{args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine decay, seed "
+        f"{args['seed']}: {_minutes(done.get('train_time_s', 0))}.{gan} Log: `vqvae_train_log.jsonl`.\n"
+    )
+
+
+def tokenizer_rows(ev: dict) -> list[str]:
+    """The tokenizer's held-out figures against the targets `mmgen eval-tokenizer` checks for its factor."""
+    from .eval.eval_tokenizer import TARGETS
+    from .model_card import _row
+
+    sh, ph, cb = ev["shapes"], ev.get("photos"), ev["codebook"]
+    f = cb.get("downsample_factor", 4)
+    target = {(s, m): t for s, m, t in TARGETS.get(f, [])}
+    target |= {("codebook", "perplexity"): cb["num_codes"] / 2} if f == 4 else {}
+
+    def row(component: str, part: str, metric: str, what: str, shown: str, unit: str = "") -> str:
+        value, goal = ev[part][metric], target.get((part, metric))
+        if goal is None:
+            return _row(component, what, shown)
+        goal_text = f"{goal:.0%}" if metric == "usage" else f"{goal:g}{unit}"
+        return _row(component, what, shown, f">= {goal_text}", value >= goal)
+
+    readable = [sh[f"readable_{a}"] for a in ("color", "size", "position")]
+    side = sh.get("size", 64)
+    rows = [
+        row(
+            f"tokenizer: shapes-v1, {sh['n_images']} scenes at {side} px (stream {sh['seed']})",
+            "shapes",
+            "psnr",
+            "PSNR",
+            f"{sh['psnr']:.2f} dB",
+            " dB",
+        ),
+        _row("", "SSIM", f"{sh['ssim']:.3f}"),
+        _row(
+            "",
+            "colour / size / position read back",
+            " / ".join(f"{r:.1%}" for r in readable),
+            "100%",
+            min(readable) >= 1,
+        ),
+        _row(
+            "",
+            "shape read back (lenient / strict judge)",
+            f"{sh['readable_shape']:.1%}"
+            + (f" / {sh['readable_shape_strict']:.1%}" if "readable_shape_strict" in sh else ""),
+        ),
+    ]
+    if ph:
+        rows += [
+            row(
+                f"tokenizer: natural photos, {ph['n_images']} at {ph['size']}x{ph['size']}",
+                "photos",
+                "psnr",
+                "PSNR",
+                f"{ph['psnr']:.2f} dB",
+                " dB",
+            ),
+            _row("", "SSIM", f"{ph['ssim']:.3f}"),
+        ]
+        if "detail_kept" in ph:
+            rows.append(row("", "photos", "detail_kept", "detail kept (1 = as sharp)", f"{ph['detail_kept']:.2f}"))
+    rows.append(row("tokenizer: codebook, both sets", "codebook", "usage", "codes used", f"{cb['usage']:.1%}"))
+    rows.append(row("", "codebook", "perplexity", "perplexity", f"{cb['perplexity']:.0f} of {cb['num_codes']}"))
+    return rows

@@ -1,0 +1,64 @@
+"""A 128-pixel pipeline: an f8 tokenizer under a 16x16 latent grid. Every pipeline feature the app builds on
+(candidates, codebook snap, the trajectory, step mode, inpainting, token round trips) works at that size."""
+
+import pytest
+import torch
+
+from mmgen.callbacks import TrajectoryRecorder
+from mmgen.models.vqvae import VQVAE
+
+
+@pytest.fixture(scope="module")
+def pipe128():
+    from conftest import make_tiny_pipe
+
+    from mmgen.models.dit import DIT_PRESETS, DiT
+
+    pipe = make_tiny_pipe()
+    torch.manual_seed(0)
+    f8 = VQVAE(
+        block_channels=(8, 8, 16, 16),
+        encoder_layers=(0, 0, 1, 1),
+        decoder_layers=(0, 0, 1, 1),
+        num_codes=64,
+        code_dim=4,
+    )
+    f8.train()
+    f8(torch.rand(4, 3, 64, 64) * 2 - 1)  # the codebook's k-means start
+    dit = DiT(sample_size=16, in_channels=4, text_dim=32, scaling_factor=2.0, **DIT_PRESETS["tiny"])
+    for p in dit.proj_out.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    pipe.register_modules(vqvae=f8.eval(), transformer=dit.eval())
+    return pipe
+
+
+def test_images_are_128_px_over_16x16_tokens_with_every_sampling_option(pipe128):
+    rec = TrajectoryRecorder()
+    out = pipe128(
+        "a red circle",
+        num_inference_steps=3,
+        num_candidates=2,
+        codebook_snap=0.5,
+        generator=torch.Generator().manual_seed(0),
+        callback_on_step_end=rec,
+        callback_on_step_end_tensor_inputs=rec.tensor_inputs,
+    )
+    assert out.images[0].size == (128, 128) and out.tokens.shape == (1, 16, 16)
+    assert rec.steps[-1].images[0].size == (128, 128) and rec.steps[-1].tokens.shape[-2:] == (16, 16)
+    assert list(pipe128.decode_tokens(out.tokens)[0].getdata()) == list(out.images[0].getdata())
+
+
+def test_step_mode_and_inpainting_at_128_px(pipe128):
+    kwargs = dict(num_inference_steps=3, guidance_scale=3.0)
+    run = pipe128.stepwise("a red circle", generator=torch.Generator().manual_seed(0), **kwargs)
+    while not run.done:
+        run.step()
+    full = pipe128("a red circle", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(run.result().tokens, full.tokens)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[4:10, 6:12] = True
+    painted = pipe128.inpaint(
+        "a blue star", full.tokens[0], mask, generator=torch.Generator().manual_seed(1), **kwargs
+    )
+    assert painted.images[0].size == (128, 128)
+    assert torch.equal(painted.tokens[0][~mask], full.tokens[0][~mask])
