@@ -69,8 +69,9 @@ def front_matter(out: Path) -> str:
     if _has_generator(out):
         lines += ["pipeline_tag: text-to-image", "tags:"] + [f"- {tag}" for tag in TAGS]
     else:  # a tokenizer alone
-        gan = any(args.get("adversarial") for args in tokenizer)
-        lines += ["tags:"] + [f"- {tag}" for tag in ("vq-gan" if gan else "vq-vae", "image-tokenizer", "cpu")]
+        lines += ["tags:"] + [
+            f"- {tag}" for tag in ("vq-gan" if _adversarial(out) else "vq-vae", "image-tokenizer", "cpu")
+        ]
     lines += ["datasets:"] + [f"- {d}" + (f"  # {DATASET_NOTES[d]}" if d in DATASET_NOTES else "") for d in datasets]
     return "\n".join([*lines, "---", ""])
 
@@ -79,10 +80,15 @@ def _has_generator(out: Path) -> bool:
     return (out / "model_index.json").exists()
 
 
+def _adversarial(out: Path) -> bool:
+    """Whether the tokenizer was trained against a discriminator (a VQ-GAN), as its training log says."""
+    return any(args.get("adversarial") for args in _training_args(out, "vqvae_train_log.jsonl"))
+
+
 def intended_use(out: Path) -> str:
     """What the model is for and where it fails: shapes-v1's known limits, or a caution for a model on other data."""
     if not _has_generator(out):
-        return tokenizer_use(any(args.get("adversarial") for args in _training_args(out, "vqvae_train_log.jsonl")))
+        return tokenizer_use(_adversarial(out))
     data = {args.get("data", "shapes") for args in _training_args(out, "generator_train_log.jsonl")}
     if data <= {"shapes"}:
         return SHAPES_USE
@@ -129,7 +135,7 @@ def description(out: Path) -> str:
     """What the model is: its components, sizes and sampling defaults."""
     vq = json.loads((out / "vqvae" / "config.json").read_text())
     factor = 2 ** (len(vq["block_channels"]) - 1)
-    gan = any(args.get("adversarial") for args in _training_args(out, "vqvae_train_log.jsonl"))
+    gan = _adversarial(out)
     side = 16 * factor  # the image side the tokenizer turns into a 16x16 grid
     rows = [
         "| component | what | parameters |",

@@ -143,7 +143,7 @@ class TokenizerRegistry:
             try:
                 key, future = self.load(source, pinned=True, after=after)
             except ValueError as e:
-                logger.error("%s=%r: %s", PRELOAD_ENV, source, e)
+                logger.error("preloading the tokenizer %r: %s", source, e)
                 continue
             self.preloaded += [key] if key not in self.preloaded and key != self.own_key else []
             future.add_done_callback(functools.partial(log_failure, source))
@@ -233,7 +233,7 @@ def wrap_on_model_thread(loaded: Future, compute: ModelThread, own: Future) -> N
 
 def log_failure(source: str, future: Future) -> None:
     if future.exception() is not None:
-        logger.error("%s=%r did not load: %s", PRELOAD_ENV, source, future.exception())
+        logger.error("the preloaded tokenizer %r did not load: %s", source, future.exception())
 
 
 def check_source(source) -> str:
