@@ -1,11 +1,11 @@
 """mmgen explorer: generate images from text, watch them emerge step by step, and see them as codebook tokens.
 
-Run with `make demo` (http://127.0.0.1:7860). It offers the shipped models, mmgen-base (shapes) and mmgen-emoji,
-one page each; set MMGEN_MODEL to a model folder or Hub repo id to explore that model alone, or MMGEN_MODELS to a
-comma-separated list (the first on the front page). The MMGEN_MAX_* variables change what one visitor may ask
-(`mmgen/app/limits.py`, docs/serving.md). This file only loads the pipelines (once, at start) and launches the
-app; the UI is the package `mmgen/app/` (one module per tab), and `build_demo` builds it, so tests can pass a tiny
-pipeline.
+Run with `make demo` (http://127.0.0.1:7860). It offers the shipped models, one page each: mmgen-base (shapes,
+64 px), mmgen-base-128 (shapes, 128 px) and mmgen-emoji. Set MMGEN_MODEL to a model folder or Hub repo id to
+explore that model alone, or MMGEN_MODELS to a comma-separated list (the first on the front page). The MMGEN_MAX_*
+variables change what one visitor may ask (`mmgen/app/limits.py`, docs/serving.md). This file only loads the
+pipelines (once, at start) and launches the app; the UI is the package `mmgen/app/` (one module per tab), and
+`build_demo` builds it, so tests can pass a tiny pipeline.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mmgen.tokenizers import SHIPPED_TOKENIZERS
 from mmgen.tokens import DEFAULT_MODEL
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-SHIPPED_MODELS = [str(ASSETS / "mmgen-base"), str(ASSETS / "mmgen-emoji")]
+SHIPPED_MODELS = [str(ASSETS / name) for name in ("mmgen-base", "mmgen-base-128", "mmgen-emoji")]
 
 MAX_FILE_SIZE = "10mb"  # the default MMGEN_MAX_UPLOAD_MB; `serve` applies the Space's own
 SERVER_NAME = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")

@@ -6,6 +6,8 @@
 Sections (medians over `--repeats` timed runs after warm-up, same process, same threads):
 - t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8; one image at
   20 steps when the default is another count; 8, 4 and 1 candidate noises (best-of-N, mmgen/candidates.py).
+- sizes: text-to-image with the defaults (batch 1) with every shipped model, timed in turn: the 128-px model (f8
+  tokenizer) against the 64-px ones (f4), same DiT size and 16x16 latent grid; ratio over the first 64-px one.
 - tokenizer: encode + decode (batch 1) with the pipeline's tokenizer and every other shipped one, timed in turn, at
   the size each turns into 16x16 tokens (64 px for f4, 128 for f8) and at 256x256.
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
@@ -136,6 +138,29 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
         pipe, repeats, "codebook_snap", (DEFAULT_CODEBOOK_SNAP, 0.0), "codebook_snap={:g}", "vs_no_snap"
     )
     return rows
+
+
+def bench_sizes(repeats: int) -> list[dict]:
+    """Default text-to-image with each shipped model (assets/*/model_index.json), timed in turn within every repeat:
+    only the decoder's cost should differ between 64 and 128 px."""
+    folders = sorted(p.parent for p in (ROOT / "assets").glob("*/model_index.json"))
+    pipes = [MMGenPipeline.from_pretrained(f) for f in folders]
+    for p in pipes:
+        p.set_progress_bar_config(disable=True)
+    calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0)) for p in pipes]
+    with torch.inference_mode():
+        times = interleaved_medians(calls, repeats)
+    sides = [16 * p.vqvae.downsample_factor for p in pipes]
+    base = next((t for t, side in zip(times, sides) if side == 64), times[0])
+    return [
+        {
+            "section": "sizes",
+            "name": f"{f.name}: {side}x{side} image, defaults, batch 1 (paired)",
+            "seconds": t,
+            "vs_64px": t / base,
+        }
+        for f, side, t in zip(folders, sides, times)
+    ]
 
 
 def bench_tokenizer(vq, model: str, repeats: int) -> list[dict]:
@@ -460,6 +485,8 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{r['vs_one_candidate']:.2f}x the time of one candidate")
         if "vs_every_step" in r:
             notes.append(f"{r['vs_every_step']:.2f}x the time guided at every step")
+        if "vs_64px" in r:
+            notes.append(f"{r['vs_64px']:.2f}x the time of the 64-px model")
         if "vs_no_snap" in r:
             notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:
@@ -485,7 +512,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def main(args):
-    everything = {"t2i", "tokenizer", "dit", "train", "cold", "atlas", "caption"}
+    everything = {"t2i", "sizes", "tokenizer", "dit", "train", "cold", "atlas", "caption"}
     sections = set(args.only.split(",")) if args.only else everything
     pipe = MMGenPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -501,6 +528,8 @@ def main(args):
     )
     if "t2i" in sections:
         rows += bench_t2i(pipe, args.repeats)
+    if "sizes" in sections:
+        rows += bench_sizes(args.repeats)
     if "tokenizer" in sections:
         rows += bench_tokenizer(pipe.vqvae, args.model, args.repeats)
     if "dit" in sections:
@@ -530,7 +559,7 @@ def main(args):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=default_model())
-    p.add_argument("--only", help="comma-separated sections: t2i, tokenizer, dit, train, cold, atlas, caption")
+    p.add_argument("--only", help="comma-separated sections: t2i, sizes, tokenizer, dit, train, cold, atlas, caption")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     main(p.parse_args())

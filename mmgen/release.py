@@ -46,6 +46,19 @@ def release_vqvae(src: str | Path, out: str | Path) -> Path:
     return dest
 
 
+def adopt_tokenizer(src: str | Path, out: str | Path) -> Path:
+    """Copy the published tokenizer of model folder `src` (its vqvae/ and training log) into OUT, for a generator
+    trained on it: a model folder always holds the tokenizer its DiT was trained with."""
+    src, out = Path(src), Path(out)
+    if not (src / "vqvae").is_dir():
+        raise ValueError(f"{src} holds no vqvae/ folder to publish beside the generator")
+    shutil.rmtree(out / "vqvae", ignore_errors=True)
+    shutil.copytree(src / "vqvae", out / "vqvae")
+    if (src / "vqvae_train_log.jsonl").exists():
+        shutil.copy(src / "vqvae_train_log.jsonl", out / "vqvae_train_log.jsonl")
+    return out / "vqvae"
+
+
 def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++") -> Path:
     """Add a trained generator (`run`/transformer, EMA weights) to the model folder holding vqvae/: fp16
     transformer/, the sampling `scheduler/` (a SCHEDULERS name, with the training noise schedule) and

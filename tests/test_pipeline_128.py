@@ -62,3 +62,11 @@ def test_step_mode_and_inpainting_at_128_px(pipe128):
     )
     assert painted.images[0].size == (128, 128)
     assert torch.equal(painted.tokens[0][~mask], full.tokens[0][~mask])
+
+
+def test_the_tokenizer_ceiling_draws_its_scenes_at_128_px(pipe128):
+    from mmgen.eval.ceiling import tokenizer_ceiling
+
+    ceiling = tokenizer_ceiling(pipe128, n_single=2, n_two=2)
+    assert ceiling["single"]["rendered"]["all"] == 1.0 and ceiling["two"]["rendered"]["all"] == 1.0
+    assert ceiling["two"]["tokenized"]["n"] == 2  # the tiny f8's round trip, scored like any other

@@ -134,6 +134,20 @@ def test_readme_results_are_the_evaluations():
             f"{f8['photos']['psnr']:.2f} dB / {f8['photos']['detail_kept']:.2f}",
         ),
     ]
+    g128 = json.loads((SHIPPED.parent / "mmgen-base-128" / "eval_generator.json").read_text())
+    strict, strict128 = gen["strict_judge"], g128["strict_judge"]
+    expected += [
+        (
+            f"mmgen-base-128, {g128['single']['n']} single / {g128['two']['n']} two-object",
+            f"| {g128['single']['all']:.1%} / {g128['two']['all']:.1%} (64 px: {single['all']:.1%} / "
+            f"{gen['two']['all']:.1%}) |",
+        ),
+        (
+            "read by the strict judge",
+            f"| {strict128['single']['all']:.1%} / {strict128['two']['all']:.1%} (64 px: "
+            f"{strict['single']['all']:.1%} / {strict['two']['all']:.1%}) |",
+        ),
+    ]
     emoji = json.loads((SHIPPED.parent / "mmgen-emoji" / "eval_retrieval.json").read_text())["emoji-reworded"]
     expected.append((f"mmgen-emoji, {emoji['n']} reworded", f"| {emoji['pixels']['top5']:.1%} (chance"))
     for about, figure in expected:

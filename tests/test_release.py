@@ -164,6 +164,7 @@ def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_
         "paraphrased": {"position": 0.5, "all": 0.25, "n": 4},
         "two": {"relation": 1.0, "count": 0.75, "shapes": 0.5, "all": 0.625, "n": 8},
         "free": {"min": 4},
+        "strict_judge": {"single": {"all": 0.5, "n": 8}, "two": {"all": 0.125, "n": 8}},
         "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0, "num_candidates": 4},
     }
     (out / "eval_tokenizer.json").write_text(json.dumps(tok))
@@ -180,8 +181,20 @@ def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_
     assert table_row(card, "| 2 | 200 | 4 | 0.0001 | 10 shapes-v1 scenes, stream 1 | 4x | 1.0 min |")
     assert "in 2 stages" in card and "loss weighting min-snr-1" in card
     assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus 2.0 min encoding the data." in card
+    assert table_row(card, "read by the strict judge", "single object: all right", "50.0%")
+    assert table_row(card, "two objects: all right", "12.5%")
     assert "Each stage's exact command" in card  # no recipe named: the logs hold the commands
     assert f'from_pretrained("{out.as_posix()}")' in card
+
+    # a DiT continued on another tokenizer's latents (the 128-px model): each stage names its tokenizer
+    moved = stage2 | {"args": stage2["args"] | {"vqvae": "assets/vqgan-f8"}}
+    write_log(
+        out / "generator_train_log.jsonl",
+        [stage1 | {"args": args | {"vqvae": "assets/mmgen-base"}}, done1, moved, done2],
+    )
+    card = model_card(out)
+    assert table_row(card, "| 2 | 200 |", "stream 1, tokenizer of `vqgan-f8`")
+    assert table_row(card, "| 1 | 500 |", "stream 0, tokenizer of `mmgen-base`")
 
     # a generator trained on a user's folder: the metadata and the limits say so, not shapes-v1's
     stages = [stage1, done1, stage2, done2]

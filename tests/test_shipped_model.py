@@ -91,3 +91,27 @@ def test_the_emoji_model_is_shipped_small_with_its_card_examples_and_evaluation(
     vocabulary = Vocabulary.for_model(EMOJI)
     assert "emoji" in vocabulary.words and "circle" in vocabulary.words  # it started from the shapes model
     assert vocabulary.captions and not any("background" in c for c in vocabulary.captions)  # image -> text ranks emoji
+
+
+BASE_128 = ROOT / "assets" / "mmgen-base-128"
+
+
+@pytest.mark.skipif(not (BASE_128 / "model_index.json").exists(), reason="no 128-px model yet")
+def test_the_128px_model_ships_the_vqgan_f8_and_draws_128px_images_from_16x16_tokens():
+    from safetensors.torch import load_file
+
+    from mmgen.pipeline import MMGenPipeline
+
+    files = [f for f in BASE_128.rglob("*") if f.is_file()]
+    assert all(f.stat().st_size < 10 * 2**20 for f in files)
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    own = load_file(BASE_128 / "vqvae" / "diffusion_pytorch_model.safetensors")
+    f8 = load_file(ROOT / "assets" / "vqgan-f8" / "vqvae" / "diffusion_pytorch_model.safetensors")
+    assert own.keys() == f8.keys() and all(torch.equal(own[k], f8[k]) for k in f8)  # the tokenizer it trained on
+    pipe = MMGenPipeline.from_pretrained(BASE_128)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    assert out.images[0].size == (128, 128) and out.tokens.shape == (1, 16, 16)
+    assert list(pipe.decode_tokens(out.tokens)[0].getdata()) == list(out.images[0].getdata())
+    card = (BASE_128 / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "128" in card

@@ -6,7 +6,9 @@ import torch
 from PIL import Image
 
 from mmgen.cli import build_parser
+from mmgen.data.shapes import shapes_sample
 from mmgen.models.dit import DiT, DiTOutput
+from mmgen.models.vqvae import VQVAE
 from mmgen.training.checkpoints import log_stages
 from mmgen.training.losses import diffusion_loss, loss_weights, object_cell_weights, training_scheduler
 from mmgen.training.train_generator import main
@@ -424,6 +426,18 @@ def test_the_trainers_defaults_are_the_shipped_recipes_first_stage():
     assert recipe.model == "assets/mmgen-base" and recipe.scheduler == "euler-ancestral"
 
 
+def test_the_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
+    from pathlib import Path
+
+    from mmgen.training import train_generator
+    from mmgen.training.recipe import load_recipe, recipe_stages
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base-128.toml")
+    (stage,) = recipe_stages(recipe, "generator", train_generator.add_arguments)
+    assert recipe.model == "assets/mmgen-base-128" and stage.args.vqvae == "assets/vqgan-f8"
+    assert stage.args.init_from == "assets/mmgen-base" and stage.args.sample_size == 16
+
+
 def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_dir, capsys):
     """A user's imagefolder: images without a caption and files that are not images are left out with a count."""
     data = tmp_path / "imgs"
@@ -441,8 +455,6 @@ def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_
 
 
 def test_an_f8_tokenizer_trains_on_128_px_scenes(tmp_path):
-    from mmgen.models.vqvae import VQVAE
-
     f8 = VQVAE(block_channels=(8, 8, 16, 16), encoder_layers=(0, 0, 1, 1), decoder_layers=(0, 0, 1, 1), num_codes=64)
     f8.eval().save_pretrained(tmp_path / "f8" / "vqvae")
     out = tmp_path / "gen"
@@ -451,3 +463,36 @@ def test_an_f8_tokenizer_trains_on_128_px_scenes(tmp_path):
     assert Image.open(out / "samples" / "step-1.png").height >= 2 * 128  # two rows of 128-px samples
     with pytest.raises(ValueError, match="64, 128 or 256 px"):  # 8x8 f8 latents would be 64-px scenes
         main(_args(tmp_path / "bad", str(tmp_path / "f8"), "--steps", "1", "--sample-size", "10"))
+
+
+def test_a_recipe_continues_a_dit_on_another_tokenizer(tmp_path, tiny_model_dir, capsys):
+    """As the 128-px model continues the 64-px one on the f8 VQ-GAN: the DiT keeps its weights but gets the new
+    tokenizer's scaling factor, and the model folder ships the tokenizer it was trained on."""
+    import shutil
+
+    from mmgen.data.images import pil_to_tensor
+    from mmgen.models.vqvae import VQVAE_PRESETS
+
+    first, second, other = tmp_path / "first", tmp_path / "second", tmp_path / "other"
+    shutil.copytree(tiny_model_dir, first)
+    main(_args(tmp_path / "runs" / "first", str(first), "--steps", "1"))
+    from mmgen.release import release_generator
+
+    release_generator(tmp_path / "runs" / "first", first)
+    torch.manual_seed(1)
+    vq = VQVAE(**VQVAE_PRESETS["tiny"]).train()
+    vq(torch.stack([pil_to_tensor(shapes_sample(3, i).image) * 0.5 for i in range(8)]))  # another codebook
+    vq.eval().save_pretrained(other / "vqvae")
+    recipe = tmp_path / "second.toml"
+    recipe.write_text(
+        f'model = "{second}"\nscheduler = "euler-ancestral"\n\n[generator]\nvqvae = "{other}"\npreset = "tiny"\n'
+        f"num_samples = 16\nbatch_size = 4\nwarmup_steps = 1\nval_every = 100\n\n[[generator.stages]]\n"
+        f'out = "{tmp_path}/runs/second"\ninit_from = "{first}"\nsteps = 1\n'
+    )
+    assert main(_recipe_args(recipe)) == second
+    assert "has another tokenizer: scaling factor measured again" in capsys.readouterr().out
+    old = DiT.from_pretrained(first / "transformer").config.scaling_factor
+    new = DiT.from_pretrained(second / "transformer").config.scaling_factor
+    assert abs(new - old) > 0.01 * old
+    shipped = VQVAE.from_pretrained(second / "vqvae").quantizer.codebook
+    assert torch.equal(shipped, vq.quantizer.codebook.half().float())

@@ -9,11 +9,16 @@ import gradio as gr
 ABOUT = """
 ## How mmgen makes an image
 
-**Stage 1: a tokenizer (VQ-VAE).** An encoder turns every 4×4 patch of pixels into a vector, and each vector
-is replaced by the nearest of 512 learned *code vectors*, the codebook. A 64×64 image becomes a 16×16 grid of
-code ids: its tokens. A decoder paints the image back from those ids alone. The Tokenizer tab shows this on
-your own images, the Codebook tab shows what each code looks like.
+**Stage 1: a tokenizer (VQ-VAE or VQ-GAN).** An encoder turns every patch of pixels (4×4 for an f4 tokenizer,
+8×8 for an f8) into a vector, and each vector is replaced by the nearest of the learned *code vectors*, the
+codebook (512 in the f4 VQ-VAE, 1,024 in the VQ-GAN f8). Either way an image becomes a 16×16 grid of code ids,
+its tokens: a 64×64 image through the f4, a 128×128 one through the f8. A decoder paints the image back from
+those ids alone. The VQ-GAN is the same network trained with a second loss: a small discriminator judges
+patches of its reconstructions against real ones, which pushes the decoder to draw sharp edges rather than the
+blurred average that a pixel loss alone prefers, so fewer tokens suffice. The Tokenizer tab shows this on your
+own images, side by side; the Codebook tab shows what each code looks like.
 ([VQ-VAE, van den Oord et al. 2017](https://arxiv.org/abs/1711.00937);
+[VQGAN, Esser et al. 2021](https://arxiv.org/abs/2012.09841);
 [ViT-VQGAN's l2-normalised codes, Yu et al. 2021](https://arxiv.org/abs/2110.04627))
 
 **Stage 2: a diffusion transformer (DiT).** Generation starts from pure noise in the tokenizer's latent space

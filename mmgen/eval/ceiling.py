@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..data.images import pil_to_tensor
-from ..data.shapes import CANVAS, relation, render_scene, shapes_annotation
+from ..data.shapes import CANVAS, SCALES, relation, render_scene, shapes_annotation
 from .judge import read_scene
 from .prompts import PromptItem
 from .report import format_by_shape
@@ -45,16 +45,18 @@ def tokenizer_ceiling(
     """The judge's scores on correct scenes, as drawn ("rendered": the judge's own check, ~100 %) and after the
     tokenizer's round trip ("tokenized"): {"single": {"rendered": scores, "tokenized": scores}, "two": {...,
     "by_shape": {"rendered": ..., "tokenized": ...}}}. What the tokenizer loses (small stars, drawn as blobs) no
-    generator gets back. The scenes are shapes-v1's (sizes and places as in training); 64x64 models only (else
-    {})."""
-    if pipe.transformer.config.sample_size * pipe.vqvae.downsample_factor != CANVAS:
+    generator gets back. The scenes are shapes-v1's (sizes and places as in training), drawn at the model's image
+    size (64 or 128 px; else {})."""
+    side = pipe.transformer.config.sample_size * pipe.vqvae.downsample_factor
+    scale = side // CANVAS
+    if side % CANVAS or scale not in SCALES:
         return {}
     results = {}
     scorers = {"single": score_single, "two": score_two}
     for name, scenes in ceiling_scenes(n_single, n_two, seed).items():
         if not scenes:
             continue
-        rendered = [render_scene(labels) for labels, _ in scenes]
+        rendered = [render_scene(labels, scale) for labels, _ in scenes]
         x = torch.stack([pil_to_tensor(im) for im in rendered]).to(pipe.vqvae.device, pipe.vqvae.dtype)  # (N, 3, H, W)
         ids = torch.cat([pipe.vqvae.encode(x[i : i + batch_size]).indices for i in range(0, len(x), batch_size)])
         results[name] = {}

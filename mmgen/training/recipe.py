@@ -168,7 +168,7 @@ def finished(stage: Stage) -> bool:
     return True
 
 
-def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Path], object]) -> None:
+def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Stage], object]) -> None:
     """Train each unfinished stage and publish it. Before a stage trains, the finished stage before it is published
     again (seconds), so the model folder holds what that stage starts from even if a run stopped while publishing."""
     state, previous, trained = PartialState(cpu=stages[0].args.cpu), None, False
@@ -190,24 +190,26 @@ def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Path], o
 def _publish(state: PartialState, publish: Callable, stage: Stage) -> None:
     if state.is_main_process:  # under `accelerate launch`, one process writes the model folder
         state.print(f"{stage.name}: publishing {stage.out}")
-        publish(stage.out)
+        publish(stage)
     state.wait_for_everyone()
 
 
 def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callable) -> Path:
     """What `mmgen train-tokenizer/train-generator --recipe FILE` runs: the recipe's `part`, stage by stage, each
     published into the recipe's model folder. Returns that folder."""
-    from ..release import release_generator, release_vqvae
+    from ..release import adopt_tokenizer, release_generator, release_vqvae
 
     recipe = load_recipe(args.recipe)
     stages = recipe_stages(recipe, part, add_arguments, args)
     model = Path(recipe.model)
 
-    def publish(run: Path) -> None:
+    def publish(stage: Stage) -> None:
         if part == "tokenizer":
-            release_vqvae(run / "vqvae", model)
-        else:
-            release_generator(run, model, recipe.scheduler)
+            release_vqvae(stage.out / "vqvae", model)
+            return
+        if Path(stage.args.vqvae).resolve() != model.resolve():  # a DiT on another folder's tokenizer: ship that
+            adopt_tokenizer(stage.args.vqvae, model)
+        release_generator(stage.out, model, recipe.scheduler)
 
     run_stages(stages, train, publish)
     return model

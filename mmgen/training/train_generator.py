@@ -69,7 +69,8 @@ FIXED_SETTINGS = {"prediction_type": "v_prediction", "loss_weighting": "min-snr-
 def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> DiT:
     """The DiT of a trained run or model folder (`MODEL/transformer/`, a local path or a Hub id), in float32, to
     train further: its architecture and scaling factor come with it, so --preset and --text-refiner-layers do not
-    apply. It must fit this tokenizer's codes and this text encoder."""
+    apply (`same_tokenizer` says when the factor is measured again). It must fit this tokenizer's code size and
+    this text encoder."""
     try:
         dit = DiT.from_pretrained(model, subfolder="transformer", dtype=torch.float32)
     except (OSError, ValueError) as e:
@@ -81,6 +82,18 @@ def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> Di
             f"--init-from {model}: its DiT takes {got}, but this tokenizer, text encoder and --sample-size give {want}"
         )
     return dit
+
+
+def same_tokenizer(model: str, vq: VQVAE) -> bool:
+    """Whether the --init-from folder's own tokenizer (`MODEL/vqvae/`) has this codebook. A DiT trained on another
+    tokenizer's codes (e.g. the 64-px model's f4, continued on the f8 VQ-GAN's 128-px latents) keeps its weights
+    but needs this tokenizer's scaling factor; a folder without a tokenizer keeps its factor."""
+    try:
+        own = VQVAE.from_pretrained(model, subfolder="vqvae", dtype=torch.float32)
+    except (OSError, ValueError):
+        return True
+    a, b = own.quantizer.codebook, vq.quantizer.codebook
+    return a.shape == b.shape and torch.equal(a, b)
 
 
 def previous_log(model: str | None) -> list[str]:
@@ -129,6 +142,9 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         model = DiT.from_pretrained(ckpt / "transformer")
     elif init is not None:
         model = init
+        if not same_tokenizer(args.init_from, vq):
+            model.register_to_config(scaling_factor=latent_scaling_factor(vq, data["ids"]))
+            accelerator.print(f"--init-from {args.init_from} has another tokenizer: scaling factor measured again")
     else:
         model = DiT(
             sample_size=args.sample_size,
