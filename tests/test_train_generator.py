@@ -480,8 +480,8 @@ def test_a_recipe_continues_a_dit_on_another_tokenizer(tmp_path, tiny_model_dir,
 
     release_generator(tmp_path / "runs" / "first", first)
     torch.manual_seed(1)
-    vq = VQVAE(**VQVAE_PRESETS["tiny"]).train()
-    vq(torch.stack([pil_to_tensor(shapes_sample(3, i).image) * 0.5 for i in range(8)]))  # another codebook
+    vq = VQVAE(**VQVAE_PRESETS["tiny"] | {"num_codes": 32}).train()  # another design, not a fine-tuned copy
+    vq(torch.stack([pil_to_tensor(shapes_sample(3, i).image) * 0.5 for i in range(8)]))
     vq.eval().save_pretrained(other / "vqvae")
     recipe = tmp_path / "second.toml"
     recipe.write_text(
@@ -496,3 +496,8 @@ def test_a_recipe_continues_a_dit_on_another_tokenizer(tmp_path, tiny_model_dir,
     assert abs(new - old) > 0.01 * old
     shipped = VQVAE.from_pretrained(second / "vqvae").quantizer.codebook
     assert torch.equal(shipped, vq.quantizer.codebook.half().float())
+    from mmgen.training.train_generator import same_tokenizer
+
+    tuned = VQVAE.from_pretrained(first, subfolder="vqvae")  # a fine-tuned copy (mmgen-emoji's) keeps the factor
+    tuned.quantizer.codebook.mul_(0.9)
+    assert same_tokenizer(str(first), tuned) and not same_tokenizer(str(first), vq)

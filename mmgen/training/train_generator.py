@@ -85,15 +85,16 @@ def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> Di
 
 
 def same_tokenizer(model: str, vq: VQVAE) -> bool:
-    """Whether the --init-from folder's own tokenizer (`MODEL/vqvae/`) has this codebook. A DiT trained on another
-    tokenizer's codes (e.g. the 64-px model's f4, continued on the f8 VQ-GAN's 128-px latents) keeps its weights
-    but needs this tokenizer's scaling factor; a folder without a tokenizer keeps its factor."""
+    """Whether the --init-from folder's own tokenizer (`MODEL/vqvae/`) is this tokenizer or a fine-tuned copy of
+    it (same design: codebook size, code size, downsampling). A DiT trained on another tokenizer's codes (the 64-px
+    model's f4, continued on the f8 VQ-GAN's 128-px latents) keeps its weights but needs this tokenizer's scaling
+    factor; a fine-tune (mmgen-emoji's) and a folder without a tokenizer keep theirs."""
     try:
-        own = VQVAE.from_pretrained(model, subfolder="vqvae", dtype=torch.float32)
+        own = VQVAE.load_config(model, subfolder="vqvae")
     except (OSError, ValueError):
         return True
-    a, b = own.quantizer.codebook, vq.quantizer.codebook
-    return a.shape == b.shape and torch.equal(a, b)
+    keys = ("num_codes", "code_dim", "block_channels")
+    return all(tuple(np.ravel(own.get(k))) == tuple(np.ravel(vq.config.get(k))) for k in keys)
 
 
 def previous_log(model: str | None) -> list[str]:
