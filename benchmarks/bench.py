@@ -150,7 +150,7 @@ def bench_sizes(repeats: int) -> list[dict]:
     calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0)) for p in pipes]
     with torch.inference_mode():
         times = interleaved_medians(calls, repeats)
-    sides = [16 * p.vqvae.downsample_factor for p in pipes]
+    sides = [p.transformer.config.sample_size * p.vqvae.downsample_factor for p in pipes]  # each model's image side
     base = next((t for t, side in zip(times, sides) if side == 64), times[0])
     return [
         {
