@@ -303,7 +303,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--disc-start", type=int, default=1000, help="steps before the discriminator starts")
     p.add_argument("--disc-weight", type=float, default=0.5, help="adversarial term, times the adaptive weight")
     p.add_argument(
-        "--feature-weight", type=float, default=1.0, help="discriminator feature matching (offline perceptual term)"
+        "--feature-weight",
+        type=float,
+        default=0.05,
+        help="discriminator feature matching (offline perceptual term); at 0.05 about the size of the pixel loss",
     )
     p.add_argument("--steps", type=int, default=2900)
     p.add_argument("--batch-size", type=int, default=32)
