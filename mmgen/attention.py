@@ -11,6 +11,7 @@ recomputes softmax(q k^T / sqrt(d)) from the hooked inputs (the DiT's fused atte
         out = pipe(prompt, generator=torch.Generator().manual_seed(0))
     maps = rec.word_maps()        # {"a": (64, 64) float array, "large": ..., "red": ..., ...}, prompt order
     maps = rec.word_maps(step=5)  # one step
+    words, grids = replay_word_grids(pipe, prompt, inputs, timesteps)  # after a run, from the DiT's inputs
 
 Words are the text encoder's words: WordPiece pieces ("cy", "##an") are summed into their word ("cyan"), [CLS],
 [SEP] and padding are left out, and a word that appears twice keys as "a", "a (2)". A map holds the share of
@@ -191,6 +192,28 @@ class AttentionRecorder:
         per_word = torch.stack(list(grids.values()))  # (words, h', w')
         up = F.interpolate(per_word[None], size=(side, side), mode="bilinear", align_corners=False)[0]
         return {word: m.numpy().astype(np.float32) for word, m in zip(grids, up)}
+
+
+@torch.no_grad()
+def replay_word_grids(
+    pipe, prompt: str, inputs: torch.Tensor, timesteps: torch.Tensor, batch_size: int = 32
+) -> tuple[list[str], torch.Tensor]:
+    """Each word's attention at steps already taken, from what the DiT read at them: `inputs` (N, C, h, w), the
+    conditional rows of the DiT's input at N steps (`DenoisingRun.model_input`), at `timesteps` (N,). The DiT runs
+    again on the conditional text alone, batch_size steps at a time; a row's attention does not depend on the
+    rest of its batch, so this is the run's own attention (`word_grids` at each step), computed when someone
+    looks. Returns (the words, (N, words, h', w') float32)."""
+    device = pipe._execution_device
+    _, context = pipe.prepare_text_context(prompt, device, min(batch_size, len(inputs)), guidance_scale=1.0)
+    grids = []
+    for start in range(0, len(inputs), batch_size):
+        x = inputs[start : start + batch_size].to(device, pipe.transformer.dtype)
+        t = timesteps[start : start + batch_size].to(device)
+        with AttentionRecorder(pipe, prompt, num_images_per_prompt=len(x)) as recorder, pipe.autocast(device):
+            pipe.transformer(x, t, text_context=context.rows(slice(0, len(x))))
+        per_row = [recorder.word_grids(step=-1, index=i) for i in range(len(x))]
+        grids += [torch.stack(list(g.values())) for g in per_row]
+    return list(per_row[0]), torch.stack(grids)
 
 
 def peak(word_map: np.ndarray) -> tuple[int, int]:

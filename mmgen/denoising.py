@@ -121,6 +121,7 @@ class DenoisingRun:
         if start_step and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_step)
         self.next_step = start_step
+        self.model_input: torch.Tensor | None = None  # what the DiT read at the last step (see `model_output`)
 
     # kept as attributes for run cards and the app's info line
     @property
@@ -154,6 +155,7 @@ class DenoisingRun:
         if g.enabled and not guided:
             context = context.rows(slice(latents.shape[0], None))  # the conditional half
         model_in = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
+        self.model_input = model_in[-latents.shape[0] :]  # (B, C, h, w) the conditional rows, to replay the step
         with pipe.autocast(latents.device):
             out = pipe.transformer(model_in, t.expand(model_in.shape[0]), text_context=context).sample
         out = out.to(latents.dtype)

@@ -408,10 +408,10 @@ def test_a_finished_run_is_small_and_frames_are_drawn_on_demand(tiny_pipe):
     run = tiny_pipe.stepwise("a red circle", num_inference_steps=6, num_candidates=1)
     trajectory = Trajectory()
     while not run.done:
-        trajectory.record(run.pipe, run.step())
-    per_step = sum(t.nbytes for t in trajectory.latents + trajectory.tokens) / len(trajectory)
+        trajectory.record(run.pipe, run.step(), run.model_input)
+    per_step = sum(t.nbytes for t in trajectory.latents + trajectory.tokens + trajectory.inputs) / len(trajectory)
     c, h, w = trajectory.latents[0].shape
-    assert per_step == c * h * w * 2 + h * w * 2  # float16 x_t and int16 tokens, nothing else
+    assert per_step == 2 * c * h * w * 2 + h * w * 2  # float16 x_t and DiT input, int16 tokens, nothing else
     drawer = FrameDrawer(tiny_pipe, ModelThread(), display_side=64, cache_size=4)
     x_t, x0, tokens, changed, plot, info = drawer.view(trajectory, 5)
     assert x0.size == (64, 64) and "Step 6 of 6" in info

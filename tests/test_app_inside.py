@@ -51,8 +51,9 @@ def test_each_word_has_an_attention_map_at_every_step(client):
         client.predict(0, "square", api_name="/word_attention")
 
 
-def test_the_recorded_attention_is_the_recorders(tmp_path):
-    """The app keeps, per step, what `AttentionRecorder.word_grids` gives for that step of the same run."""
+def test_the_replayed_attention_is_the_runs_own(tmp_path):
+    """Each word's attention, found after the run from the DiT's recorded inputs, is what `AttentionRecorder`
+    sees at each step of the same run (guidance on: the conditional rows of each step's batch)."""
     import torch
     from conftest import make_tiny_pipe
 
@@ -64,14 +65,19 @@ def test_the_recorded_attention_is_the_recorders(tmp_path):
     run, trajectory = pipe.stepwise("a large red circle", **kwargs), Trajectory("a large red circle")
     with AttentionRecorder(pipe, "a large red circle") as whole:
         while not run.done:
-            with AttentionRecorder(pipe, trajectory.prompt, run=run) as rec:
-                out = run.step()
-            trajectory.record(pipe, out, rec.word_grids(step=-1))
+            trajectory.record(pipe, run.step(), run.model_input)
+    assert trajectory.attention == [] and len(trajectory.inputs) == 3
+    trajectory.replay_attention(pipe)
     assert trajectory.words == ["a", "large", "red", "circle"] and len(trajectory.attention) == 3
     for k in range(3):
-        expected = torch.stack(list(whole.word_grids(step=k).values())).half()
-        assert torch.allclose(trajectory.attention[k].float(), expected.float(), atol=1e-3)
+        expected = torch.stack(list(whole.word_grids(step=k).values()))
+        assert torch.allclose(trajectory.attention[k].float(), expected, atol=2e-3)
     assert trajectory.attention[0].dtype == torch.float16 and trajectory.attention[0].shape[0] == 4
+    # a wrong step's input gives another map: the check can fail
+    trajectory.attention, trajectory.inputs[0] = [], torch.randn_like(trajectory.inputs[0]) * 3
+    trajectory.replay_attention(pipe)
+    first = torch.stack(list(whole.word_grids(step=0).values()))
+    assert not torch.allclose(trajectory.attention[0].float(), first, atol=2e-3)
 
 
 def test_rank_captions_and_the_models_own_caption(client, scene):

@@ -2,8 +2,9 @@
 
 A session keeps its last run for the Trajectory tab. Drawn frames (x_t, x0, tokens, changes: four images a step)
 took about 290 kB a step, 8.6 MB a default run, and lived as long as the session. A `Trajectory` keeps what
-the frames are drawn from: per step, x_t in float16 (also where a branch starts) and the x0 estimate's tokens in
-int16, about 4.6 kB a step for a 16x16 grid. `FrameDrawer` draws a step when it is shown; the only model call,
+the frames are drawn from: per step, x_t in float16 (also where a branch starts), the x0 estimate's tokens in
+int16 and the DiT's input in float16 (each word's attention is found from it when shown), about 8.7 kB a step for
+a 16x16 grid. `FrameDrawer` draws a step when it is shown; the only model call,
 decoding x0's tokens, runs on the model thread and its image is kept in one cache for the whole app, bounded,
 so scrubbing back and forth decodes each step once.
 """
@@ -36,19 +37,33 @@ class Trajectory:
     timesteps: list[float] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: x_t after each step
     tokens: list[torch.Tensor] = field(default_factory=list)  # (h, w) int16: each step's x0 estimate as tokens
+    inputs: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: what the DiT read at each step
     words: list[str] = field(default_factory=list)  # the prompt's words, as the text encoder splits them
-    attention: list[torch.Tensor] = field(default_factory=list)  # (words, h', w') float16 on the DiT's patch grid
+    attention: list[torch.Tensor] = field(default_factory=list)  # (words, h', w') float16, once `replay_attention`
     key: int = field(default_factory=lambda: next(_run_ids))  # names this run in the frame cache
 
-    def record(self, pipe, out: StepOutput, word_grids: dict[str, torch.Tensor] | None = None) -> None:
-        """Keep step `out` of image 0 and each word's attention at that step (`AttentionRecorder.word_grids`);
-        call on the model thread: finding x0's tokens is a model call."""
+    def record(self, pipe, out: StepOutput, model_input: torch.Tensor | None = None) -> None:
+        """Keep step `out` of image 0 and the DiT's input at that step (`DenoisingRun.model_input`), from which
+        `replay_attention` finds each word's attention when someone looks; call on the model thread: finding
+        x0's tokens is a model call."""
         self.timesteps.append(float(out.timestep))
         self.latents.append(out.latents[0].detach().to(torch.float16).clone())
         self.tokens.append(pipe.latents_to_tokens(out.pred_x0[:1])[0].to(torch.int16))
-        if word_grids:
-            self.words = self.words or list(word_grids)
-            self.attention.append(torch.stack(list(word_grids.values())).to(torch.float16))
+        if model_input is not None:
+            self.inputs.append(model_input[0].detach().to(torch.float16).clone())
+
+    def replay_attention(self, pipe) -> None:
+        """Each word's attention at every step, from the DiT's inputs (`attention.replay_word_grids`), once: on
+        the model thread. Left empty when the prompt cannot be split into words."""
+        from ..attention import replay_word_grids  # imports transformers, which the page is served without
+
+        if len(self.attention) == len(self.inputs) or len(self.inputs) != len(self):
+            return
+        try:
+            words, grids = replay_word_grids(pipe, self.prompt, torch.stack(self.inputs), torch.tensor(self.timesteps))
+        except ValueError:
+            return  # the prompt's words do not match its tokens: no attention view (never an error)
+        self.words, self.attention = words, list(grids.to(torch.float16))
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -37,7 +37,7 @@ CONTROL_FIELDS = (  # the SamplingSettings field each sampling control sets, in 
 @dataclass(eq=False)
 class FinishedRun:
     """The last finished run of a session: what the Trajectory tab scrubs, branches from and exports. Small by
-    design (about 4.6 kB a step): frames are drawn when shown (`frames.FrameDrawer`)."""
+    design (about 10 kB a step): frames are drawn when shown (`frames.FrameDrawer`)."""
 
     image: PIL.Image.Image
     tokens: torch.Tensor  # (h, w) its exact token grid
@@ -83,24 +83,15 @@ def start_run(ctx: AppContext, settings: SamplingSettings) -> DenoisingRun:
 
 
 def advance(ctx: AppContext, run: DenoisingRun, trajectory: Trajectory) -> StepOutput:
-    """One step of `run`, recorded in `trajectory` with each word's cross-attention, on the model thread."""
-    from ..attention import AttentionRecorder  # here: it imports transformers, which the page is served without
+    """One step of `run`, recorded in `trajectory` (each word's attention is found from it when shown), on the
+    model thread."""
 
     def step():
-        with AttentionRecorder(run.pipe, trajectory.prompt, run=run) as recorder:
-            out = run.step()
-        trajectory.record(run.pipe, out, word_grids(recorder))
+        out = run.step()
+        trajectory.record(run.pipe, out, run.model_input)
         return out
 
     return ctx.compute(step)
-
-
-def word_grids(recorder) -> dict | None:
-    """The words' attention at the step just recorded, or None (never a reason to stop a run)."""
-    try:
-        return recorder.word_grids(step=-1) if recorder.steps else None
-    except ValueError:
-        return None
 
 
 def finish_run(

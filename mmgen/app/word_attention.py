@@ -1,9 +1,11 @@
 """The Trajectory tab's per-word attention: where the DiT reads each word of the prompt, step by step.
 
-Every run records, per step, each word's share of the DiT's cross-attention on its patch grid
-(`mmgen.attention.AttentionRecorder.word_grids`, kept in the run's `Trajectory` at float16, ~1.3 kB a step);
-this section draws the chosen word's map over the predicted clean image x0 at the slider's step, and a strip of
-that word's map over the run's steps, all on one colour scale (0 to the word's largest share in the run).
+Every run records, per step, what the DiT read; when this section is first shown for a run, the DiT reads it
+again in one batch on the model thread, and each word's share of its cross-attention on the patch grid at every
+step (`mmgen.attention.replay_word_grids`) is kept in the run's `Trajectory` (float16, ~1.3 kB a step). Finding
+it after the run rather than at every step keeps it out of the time to the image. The section draws the chosen
+word's map over the predicted clean image x0 at the slider's step, and a strip of that word's map over the run's
+steps, all on one colour scale (0 to the word's largest share in the run).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class WordAttentionView:
 
     @handler
     def words_of(self, run: FinishedRun | None):
-        words = run.trajectory.words if run else []
+        words = self._trajectory(run).words if run else []
         return gr.Radio(choices=words, value=default_word(words))
 
     @handler
@@ -84,16 +86,20 @@ class WordAttentionView:
 
     @handler
     def show_step(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
-        if not run or word is None or not run.trajectory.attention:
+        if not run or word is None:
             return gr.skip(), gr.skip()
-        trajectory = run.trajectory
+        trajectory = self._trajectory(run)
+        if not trajectory.attention:
+            return gr.skip(), gr.skip()
         i = word_index(trajectory, word)
         return self._at_step(trajectory, i, self._step(trajectory, k), self._vmax(trajectory, i))
 
     # ------------------------------------------------------------------ helpers
     def _trajectory(self, run: FinishedRun | None) -> Trajectory:
+        """The run's trajectory with each word's attention found (once, on the model thread)."""
         if not run:
             raise gr.Error(NO_ATTENTION)
+        self.ctx.compute(run.trajectory.replay_attention, self.ctx.pipe)
         return run.trajectory
 
     @staticmethod
