@@ -66,16 +66,18 @@ def test_the_replayed_attention_is_the_runs_own(tmp_path):
     with AttentionRecorder(pipe, "a large red circle") as whole:
         while not run.done:
             trajectory.record(pipe, run.step(), run.model_input)
-    assert trajectory.attention == [] and len(trajectory.inputs) == 3
-    trajectory.replay_attention(pipe)
-    assert trajectory.words == ["a", "large", "red", "circle"] and len(trajectory.attention) == 3
+    assert trajectory.attention == {} and len(trajectory.inputs) == 3
+    trajectory.replay_attention(pipe, [2, 0])  # only the steps asked for
+    assert trajectory.words == ["a", "large", "red", "circle"] and sorted(trajectory.attention) == [0, 2]
+    trajectory.replay_attention(pipe, [0, 1, 2, 7])  # the missing one, and no step past the run's end
+    assert sorted(trajectory.attention) == [0, 1, 2]
     for k in range(3):
         expected = torch.stack(list(whole.word_grids(step=k).values()))
         assert torch.allclose(trajectory.attention[k].float(), expected, atol=2e-3)
     assert trajectory.attention[0].dtype == torch.float16 and trajectory.attention[0].shape[0] == 4
     # a wrong step's input gives another map: the check can fail
-    trajectory.attention, trajectory.inputs[0] = [], torch.randn_like(trajectory.inputs[0]) * 3
-    trajectory.replay_attention(pipe)
+    trajectory.attention, trajectory.inputs[0] = {}, torch.randn_like(trajectory.inputs[0]) * 3
+    trajectory.replay_attention(pipe, [0])
     first = torch.stack(list(whole.word_grids(step=0).values()))
     assert not torch.allclose(trajectory.attention[0].float(), first, atol=2e-3)
 

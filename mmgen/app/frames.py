@@ -39,7 +39,7 @@ class Trajectory:
     tokens: list[torch.Tensor] = field(default_factory=list)  # (h, w) int16: each step's x0 estimate as tokens
     inputs: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: what the DiT read at each step
     words: list[str] = field(default_factory=list)  # the prompt's words, as the text encoder splits them
-    attention: list[torch.Tensor] = field(default_factory=list)  # (words, h', w') float16, once `replay_attention`
+    attention: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (words, h', w') float16, once shown
     key: int = field(default_factory=lambda: next(_run_ids))  # names this run in the frame cache
 
     def record(self, pipe, out: StepOutput, model_input: torch.Tensor | None = None) -> None:
@@ -52,18 +52,23 @@ class Trajectory:
         if model_input is not None:
             self.inputs.append(model_input[0].detach().to(torch.float16).clone())
 
-    def replay_attention(self, pipe) -> None:
-        """Each word's attention at every step, from the DiT's inputs (`attention.replay_word_grids`), once: on
-        the model thread. Left empty when the prompt cannot be split into words."""
+    def replay_attention(self, pipe, steps: list[int]) -> None:
+        """Each word's attention at `steps` not found yet, from the DiT's inputs there, in one batch
+        (`attention.replay_word_grids`): on the model thread. A replayed row costs what the step's conditional
+        half did, so only the steps someone looks at are replayed. Nothing is found when the prompt cannot be
+        split into words."""
         from ..attention import replay_word_grids  # imports transformers, which the page is served without
 
-        if len(self.attention) == len(self.inputs) or len(self.inputs) != len(self):
+        missing = [k for k in steps if k not in self.attention and 0 <= k < len(self.inputs)]
+        if not missing:
             return
+        inputs, timesteps = torch.stack([self.inputs[k] for k in missing]), torch.tensor(self.timesteps)[missing]
         try:
-            words, grids = replay_word_grids(pipe, self.prompt, torch.stack(self.inputs), torch.tensor(self.timesteps))
+            words, grids = replay_word_grids(pipe, self.prompt, inputs, timesteps)
         except ValueError:
             return  # the prompt's words do not match its tokens: no attention view (never an error)
-        self.words, self.attention = words, list(grids.to(torch.float16))
+        self.words = words
+        self.attention.update(zip(missing, grids.to(torch.float16)))
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -1,11 +1,12 @@
 """The Trajectory tab's per-word attention: where the DiT reads each word of the prompt, step by step.
 
-Every run records, per step, what the DiT read; when this section is first shown for a run, the DiT reads it
-again in one batch on the model thread, and each word's share of its cross-attention on the patch grid at every
-step (`mmgen.attention.replay_word_grids`) is kept in the run's `Trajectory` (float16, ~1.3 kB a step). Finding
-it after the run rather than at every step keeps it out of the time to the image. The section draws the chosen
-word's map over the predicted clean image x0 at the slider's step, and a strip of that word's map over the run's
-steps, all on one colour scale (0 to the word's largest share in the run).
+Every run records, per step, what the DiT read. When this section shows a step of a run, the DiT reads that step
+again on the model thread, and each word's share of its cross-attention on the patch grid
+(`mmgen.attention.replay_word_grids`) is kept in the run's `Trajectory` (float16, ~1.3 kB a step). Finding it
+after the run keeps it out of the time to the image, and only the steps shown are replayed (a replayed step costs
+what its conditional half did in the run, about 12 ms for mmgen-base). The section draws the chosen word's map
+over the predicted clean image x0 at the slider's step, and a strip of that word's map over the run's steps, all
+on one colour scale (0 to the word's largest share at the strip's steps).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class WordAttentionView:
     @handler
     def show(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
         """The word's map at step k over x0, its strip over the steps, and a line on where it peaks."""
-        trajectory = self._trajectory(run)
+        trajectory = self._trajectory(run, k)
         i = word_index(trajectory, word)
         k, vmax = self._step(trajectory, k), self._vmax(trajectory, i)
         steps = strip_steps(len(trajectory))
@@ -88,19 +89,22 @@ class WordAttentionView:
     def show_step(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
         if not run or word is None:
             return gr.skip(), gr.skip()
-        trajectory = self._trajectory(run)
+        trajectory = self._trajectory(run, k)
         if not trajectory.attention:
             return gr.skip(), gr.skip()
         i = word_index(trajectory, word)
         return self._at_step(trajectory, i, self._step(trajectory, k), self._vmax(trajectory, i))
 
     # ------------------------------------------------------------------ helpers
-    def _trajectory(self, run: FinishedRun | None) -> Trajectory:
-        """The run's trajectory with each word's attention found (once, on the model thread)."""
+    def _trajectory(self, run: FinishedRun | None, k: float | None = None) -> Trajectory:
+        """The run's trajectory with each word's attention found at the strip's steps and step k (each step
+        once, on the model thread)."""
         if not run:
             raise gr.Error(NO_ATTENTION)
-        self.ctx.compute(run.trajectory.replay_attention, self.ctx.pipe)
-        return run.trajectory
+        trajectory = run.trajectory
+        steps = strip_steps(len(trajectory)) + ([] if k is None else [self._step(trajectory, k)])
+        self.ctx.compute(trajectory.replay_attention, self.ctx.pipe, steps)
+        return trajectory
 
     @staticmethod
     def _step(trajectory: Trajectory, k: float | None) -> int:
@@ -109,7 +113,9 @@ class WordAttentionView:
 
     @staticmethod
     def _vmax(trajectory: Trajectory, i: int) -> float:
-        return max(float(torch.stack([a[i] for a in trajectory.attention]).float().max()), 1e-6)
+        """The colour scale's top: the word's largest share at the strip's steps."""
+        shown = [trajectory.attention[s][i] for s in strip_steps(len(trajectory))]
+        return max(float(torch.stack(shown).float().max()), 1e-6)
 
     def _at_step(self, trajectory: Trajectory, i: int, k: int, vmax: float) -> tuple[PIL.Image.Image, str]:
         heat = trajectory.attention[k][i].float().numpy()  # (h', w')
@@ -120,7 +126,8 @@ class WordAttentionView:
         word = trajectory.words[i]
         info = (
             f"**{word!r} at step {k + 1} of {len(trajectory)}**: at most {heat.max():.0%} of a patch's attention "
-            f"(the run's most: {vmax:.0%}), peak around pixel ({(col + 0.5) * cell:.0f}, {(row + 0.5) * cell:.0f}). "
+            f"(its most at the strip's steps: {vmax:.0%}), "
+            f"peak around pixel ({(col + 0.5) * cell:.0f}, {(row + 0.5) * cell:.0f}). "
             "Bright: the patches that read this word; the shares of all words (and [CLS], [SEP]) sum to 1."
         )
         return image, info
