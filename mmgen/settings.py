@@ -117,8 +117,6 @@ class SamplingSettings:
 
     def checked(self, max_steps: int = MAX_STEPS, max_candidates: int = MAX_CANDIDATES) -> SamplingSettings:
         """A copy with every field checked and of its proper type; ValueError with a message for people."""
-        from .pipeline import SCHEDULERS  # the pipeline imports this module
-
         steps, guidance, interval, snap, candidates = check_sampling(
             self.num_inference_steps,
             self.guidance_scale,
@@ -128,8 +126,10 @@ class SamplingSettings:
             max_steps,
             max_candidates,
         )
-        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
-            raise ValueError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
+        # SCHEDULER_CLASSES, not the pipeline's SCHEDULERS: the app checks a visitor's settings while the model may
+        # still be loading, and importing diffusers on two threads at once breaks its lazy imports for good
+        if self.scheduler is not None and self.scheduler not in SCHEDULER_CLASSES:
+            raise ValueError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_CLASSES)}.")
         return dataclasses.replace(
             self,
             prompt=check_prompt(self.prompt),

@@ -86,3 +86,21 @@ def test_the_page_needs_neither_diffusers_nor_transformers():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_checking_a_visitors_settings_imports_no_model_code():
+    """A visitor's settings are checked while the model may still load on its own thread; importing diffusers on
+    two threads at once broke its lazy imports (accelerate's circular ones) and the model never loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app\n"
+        "from mmgen.app.limits import Limits\n"
+        "from mmgen.settings import SamplingSettings\n"
+        "Limits().check_sampling(SamplingSettings('a red circle', scheduler='euler-ancestral'))\n"
+        "print(sorted(m for m in ('diffusers', 'transformers', 'accelerate') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
