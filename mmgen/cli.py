@@ -204,6 +204,12 @@ def cmd_eval_judge(args):
     main(args)
 
 
+def cmd_train_verifier(args):
+    from .eval.train_verifier import main
+
+    main(args)
+
+
 def cmd_eval_retrieval(args):
     from .eval.eval_retrieval import main
 
@@ -231,9 +237,41 @@ def add_data_commands(sub) -> None:
     p.set_defaults(func=cmd_data)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .eval import eval_attention, eval_caption, eval_generator, eval_judge, eval_retrieval, eval_tokenizer
+def add_train_and_eval_commands(sub) -> None:
+    """The trainers (`mmgen train-*`) and the evaluations (`mmgen eval-*`), each module's own options."""
+    from .eval import (
+        eval_attention,
+        eval_caption,
+        eval_generator,
+        eval_judge,
+        eval_retrieval,
+        eval_tokenizer,
+        train_verifier,
+    )
     from .training import train_generator, train_tokenizer
+
+    p = sub.add_parser("train-tokenizer", help="train the VQ-VAE (accelerate)")
+    train_tokenizer.add_arguments(p).set_defaults(func=cmd_train_tokenizer)
+    p = sub.add_parser("train-generator", help="train the text-conditioned DiT (accelerate)")
+    train_generator.add_arguments(p).set_defaults(func=cmd_train_generator)
+    p = sub.add_parser("eval-tokenizer", help="evaluate a tokenizer on held-out data")
+    eval_tokenizer.add_arguments(p).set_defaults(func=cmd_eval_tokenizer)
+    p = sub.add_parser("eval-generator", help="evaluate text-to-image with the scene judge")
+    eval_generator.add_arguments(p).set_defaults(func=cmd_eval_generator)
+    p = sub.add_parser("eval-caption", help="evaluate image-to-text (caption ranking and search) on held-out scenes")
+    eval_caption.add_arguments(p).set_defaults(func=cmd_eval_caption)
+    p = sub.add_parser("eval-attention", help="measure whether each word's attention map lands on its object")
+    eval_attention.add_arguments(p).set_defaults(func=cmd_eval_attention)
+    p = sub.add_parser("eval-judge", help="the scene judge on right images and deliberately wrong drawings")
+    eval_judge.add_arguments(p).set_defaults(func=cmd_eval_judge)
+    p = sub.add_parser("train-verifier", help="train the strict judge's shape verifier and calibrate it on labels")
+    train_verifier.add_arguments(p).set_defaults(func=cmd_train_verifier)
+    p = sub.add_parser("eval-retrieval", help="prompt fidelity on a real domain: is each image nearest its caption's?")
+    eval_retrieval.add_arguments(p).set_defaults(func=cmd_eval_retrieval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .eval import eval_generator
 
     parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,22 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.set_defaults(func=cmd_caption)
 
-    p = sub.add_parser("train-tokenizer", help="train the VQ-VAE (accelerate)")
-    train_tokenizer.add_arguments(p).set_defaults(func=cmd_train_tokenizer)
-    p = sub.add_parser("train-generator", help="train the text-conditioned DiT (accelerate)")
-    train_generator.add_arguments(p).set_defaults(func=cmd_train_generator)
-    p = sub.add_parser("eval-tokenizer", help="evaluate a tokenizer on held-out data")
-    eval_tokenizer.add_arguments(p).set_defaults(func=cmd_eval_tokenizer)
-    p = sub.add_parser("eval-generator", help="evaluate text-to-image with the scene judge")
-    eval_generator.add_arguments(p).set_defaults(func=cmd_eval_generator)
-    p = sub.add_parser("eval-caption", help="evaluate image-to-text (caption ranking and search) on held-out scenes")
-    eval_caption.add_arguments(p).set_defaults(func=cmd_eval_caption)
-    p = sub.add_parser("eval-attention", help="measure whether each word's attention map lands on its object")
-    eval_attention.add_arguments(p).set_defaults(func=cmd_eval_attention)
-    p = sub.add_parser("eval-judge", help="the scene judge on right images and deliberately wrong drawings")
-    eval_judge.add_arguments(p).set_defaults(func=cmd_eval_judge)
-    p = sub.add_parser("eval-retrieval", help="prompt fidelity on a real domain: is each image nearest its caption's?")
-    eval_retrieval.add_arguments(p).set_defaults(func=cmd_eval_retrieval)
+    add_train_and_eval_commands(sub)
     return parser
 
 

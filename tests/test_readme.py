@@ -148,6 +148,15 @@ def test_readme_results_are_the_evaluations():
             f"{strict['single']['all']:.1%} / {strict['two']['all']:.1%}) |",
         ),
     ]
+    people = json.loads((SHIPPED.parent / "shape-verifier" / "eval_judge.json").read_text())["people"].values()
+    n = sum(g["objects"] for g in people)
+    agrees = {k: sum(g[k] * g["objects"] for g in people) / n for k in ("strict_agrees", "lenient_agrees")}
+    expected.append(
+        (
+            f"strict judge vs a person, {n} objects labelled blind",
+            f"| {agrees['strict_agrees']:.1%} (lenient: {agrees['lenient_agrees']:.1%}) |",
+        )
+    )
     emoji = json.loads((SHIPPED.parent / "mmgen-emoji" / "eval_retrieval.json").read_text())["emoji-reworded"]
     expected.append((f"mmgen-emoji, {emoji['n']} reworded", f"| {emoji['pixels']['top5']:.1%} (chance"))
     for about, figure in expected:

@@ -1,6 +1,7 @@
 """Evaluations: the shapes-v1 scene judge, the tokenizer's and the generator's evaluation commands.
 
-- `judge`: reads a shapes-v1 scene back from pixels;
+- `judge`: reads a shapes-v1 scene back from pixels (`verifier`: its strict reading's learned shape check, trained by
+  `train_verifier` on `verifier_data`'s drawings; `eval_judge`: `mmgen eval-judge`);
 - `eval_tokenizer`: `mmgen eval-tokenizer`, the VQ-VAE on held-out scenes and photos;
 - `eval_generator`: `mmgen eval-generator`, the text-to-image pipeline, held-out or sweeping settings, built from
   `prompts` (the prompt sets), `accuracy` (generate and score a draw of prompts), `scoring` (a read scene against

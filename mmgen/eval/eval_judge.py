@@ -1,16 +1,22 @@
 """`mmgen eval-judge`: the scene judge against answers known in advance, lenient and strict side by side.
 
-    mmgen eval-judge --out docs/judge.json        # held-out streams; `--tuning` reads the streams settings came from
+    mmgen eval-judge --out assets/shape-verifier/eval_judge.json   # held-out streams and labels; `--tuning`: the
+                                                                   # streams and labels settings came from
 
 Right images must read right: held-out shapes-v1 renders, and the shipped tokenizer's reconstructions of them (a
 person still names a shape whose tips the tokenizer softened). Wrong drawings (`mmgen.eval.deformed`) must not
 read as the shape they break: the share that still does is the judge's leniency. Both at 64 px and, box-downsampled,
-at 128 px.
+at 128 px. And generated images must read as a person reads them: the share of objects where the judge's shape
+verdict agrees with a person's (`docs/judge-labels-tuning.json`, which the strict reading's threshold was chosen
+on; `docs/judge-labels-check.json`, a second set of both shapes models' images, labelled blind and used for
+nothing else).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +25,11 @@ from PIL import Image
 from ..data.shapes import shapes_sample
 from . import write_results
 from .deformed import DEFORMATIONS, deformed_sample
-from .judge import read_scene, score_scene
+from .judge import fit_shape, object_coverages, read_scene, score_scene
+from .verifier import load_verifier
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK_LABELS = ROOT / "docs" / "judge-labels-check.json"
 
 STREAMS = {"tuning": {"renders": 7, "drawings": 0}, "held-out": {"renders": 2, "drawings": 1}}
 
@@ -37,6 +47,58 @@ def named_broken(kind: str, stream: int, n: int, scale: int, strict: bool) -> fl
         broken = sample.labels["objects"][0]["shape"]
         named += any(o["shape"] == broken for o in read_scene(sample.image, strict)["objects"])
     return named / n
+
+
+def check_objects(labels_path: Path = CHECK_LABELS) -> list[dict]:
+    """The check set's labelled objects, each with its coverage map (`alpha`), its images read from the grids
+    its file names (images in order, row by row), an object matched by image, colour and rank by area."""
+    labels = json.loads(labels_path.read_text())
+    objects = []
+    for name, grid in labels["grids"].items():
+        sheet, side = Image.open(labels_path.parent / grid["file"]).convert("RGB"), grid["side"]
+        per_row = sheet.width // side
+        for r in (r for r in labels["objects"] if r["model"] == name and r["person"] != "not found"):
+            i = r["image"]
+            image = sheet.crop(
+                ((i % per_row) * side, (i // per_row) * side, (i % per_row + 1) * side, (i // per_row + 1) * side)
+            )
+            same = sorted((a for c, a in object_coverages(image)[1] if c == r["color"]), key=lambda a: -a.sum())
+            if len(same) > r["k"]:
+                alpha = same[r["k"]]
+                lenient = fit_shape(alpha).shape
+                objects.append(r | {"alpha": alpha, "lenient": lenient, "person_names_it": r["person"] == lenient})
+    return objects
+
+
+def person_agreement(objects: list[dict]) -> dict:
+    """How often the lenient and the strict reading agree with a person on whether each object is the fitted
+    shape, with the strict reading's two kinds of disagreement counted."""
+    verifier = load_verifier()
+    person = np.array([o["person_names_it"] for o in objects])
+    kept = np.array([verifier.shape_prob(o["alpha"], o["lenient"]) >= verifier.config.threshold for o in objects])
+    return {
+        "objects": len(objects),
+        "person_names": float(person.mean()),
+        "lenient_agrees": float(person.mean()),  # the lenient reading always names the fitted shape
+        "strict_agrees": float((kept == person).mean()),
+        "strict_refuses_named": int((~kept & person).sum()),
+        "strict_names_refused": int((kept & ~person).sum()),
+    }
+
+
+def evaluate_people(split: str) -> dict:
+    """`person_agreement` on the tuning labels (mmgen-base's images, generated again) or, held out, on the check
+    set, for each model, single- and two-object images apart."""
+    if split == "tuning":
+        from .train_verifier import TUNING_LABELS, labelled_objects
+
+        objects = [
+            o | {"model": "mmgen-base"} for o in labelled_objects(TUNING_LABELS, str(ROOT / "assets" / "mmgen-base"))
+        ]
+    else:
+        objects = check_objects()
+    groups = sorted({(o["model"], o["set"]) for o in objects})
+    return {f"{m} {s}": person_agreement([o for o in objects if (o["model"], o["set"]) == (m, s)]) for m, s in groups}
 
 
 def evaluate(model: str, split: str = "held-out", n_renders: int = 200, n_drawings: int = 60) -> dict:
@@ -61,6 +123,7 @@ def evaluate(model: str, split: str = "held-out", n_renders: int = 200, n_drawin
                 for scale in (1, 2)
             },
         }
+    results["people"] = evaluate_people(split)
     return results
 
 
@@ -74,6 +137,9 @@ def format_table(results: dict) -> str:
         for kind in DEFORMATIONS:
             row = f"{kind} ({px}) named"
             lines.append(f"{row:<34}" + "".join(f"{results[j][px][kind]:>9.1%}" for j in ("lenient", "strict")))
+    lines += ["", f"{'agrees with a person':<34}{'lenient':>9}{'strict':>9}{'objects':>9}", "-" * 61]
+    for group, r in results["people"].items():
+        lines.append(f"{group:<34}{r['lenient_agrees']:>9.1%}{r['strict_agrees']:>9.1%}{r['objects']:>9}")
     return "\n".join(lines)
 
 

@@ -27,14 +27,10 @@ SIZE_THRESHOLD = (SIZES["small"] + SIZES["large"]) / 2
 POSITION_NAMES = {xy: name for name, xy in POSITIONS.items()}
 SIDE_SEARCH = (-1, 0, 1, 2, 3)  # pixels around the measured box side (thin star tips shrink the box)
 SHIFT_SEARCH = (-1.0, 0.0, 1.0)  # pixels around the box centre (a star's box sits above its centre)
-# The strict reading (`read_scene(..., strict=True)`) answers "none" for an object no spec shape fits: a soft IoU
-# under MIN_FIT_IOU, or a part of the object (or of the fit) that the other lacks, larger than MAX_MISFIT_PIXELS
-# once differences a pixel wide are opened away (anti-aliasing and a tokenizer's softened tips are that thin).
-# Chosen on tuning streams (renders 7, deformed drawings 0, the shipped tokenizer's reconstructions): every
-# render and 99 % of reconstructions still read, most wrong drawings do not (docs/judge.md).
-MIN_FIT_IOU = 0.7
-MISFIT_COVERAGE = 0.5  # a pixel misfits when object and fit differ by more than half its coverage
-MAX_MISFIT_PIXELS = 4
+# The strict reading (`read_scene(..., strict=True)`) answers "none" for an object a person would not call the
+# fitted shape, by the shape verifier (`mmgen.eval.verifier`, docs/judge.md): thresholds on the fit (its IoU, the
+# size of the part that misfits) refused lumpy small shapes a person still names, and let wrong ones through.
+MISFIT_COVERAGE = 0.5  # `misfit_pixels`: a pixel misfits when object and fit differ by more than half its coverage
 NO_SHAPE = "none"
 
 
@@ -55,7 +51,7 @@ class ShapeFit(NamedTuple):
     iou: float  # soft IoU of the spec rendering with the object's coverage, 0..1
 
 
-def _fit_shape(alpha: np.ndarray) -> ShapeFit:
+def fit_shape(alpha: np.ndarray) -> ShapeFit:
     """The spec rendering that best overlaps one object's (H, W) coverage map."""
     ys, xs = np.nonzero(alpha >= 0.5)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
@@ -92,14 +88,9 @@ def at_judge_size(image: Image.Image) -> Image.Image:
     return image.resize((CANVAS, CANVAS), resample)
 
 
-def read_scene(image: Image.Image, strict: bool = False) -> dict:
-    """Read a square scene at 64 px (others are resized to 64 first, `at_judge_size`):
-    {"background": name, "objects": [{"color", "shape", "size", "position", "center", "side", "score", "area",
-    "misfit"}]}, objects in decreasing area. `center` is (x, y) and `side` the shape's side, in 64-px units;
-    `score` the soft IoU of the best-fitting shape; `area` the object's coverage summed, in pixels; `misfit` the
-    largest part (pixels) where object and fit differ (`misfit_pixels`). `strict`: the shape is "none" when no spec
-    shape fits (score under MIN_FIT_IOU or misfit over MAX_MISFIT_PIXELS), as a person
-    would not name a star missing a point or a square with a notch."""
+def object_coverages(image: Image.Image) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """A square scene's background name and its objects as (colour name, (64, 64) float32 coverage map), one per
+    partly covered region around a large enough seed of that colour (`read_scene` reads each)."""
     arr = np.asarray(at_judge_size(image).convert("RGB"), dtype=np.float32)  # (64, 64, 3)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     background = _nearest(np.median(border, axis=0), BACKGROUNDS)
@@ -130,24 +121,42 @@ def read_scene(image: Image.Image, strict: bool = False) -> dict:
         # a scene, so a second such region is a second object of that colour (a duplicate), not a fragment.
         big_seeds = 1 + np.flatnonzero(areas >= MIN_AREA)
         for r in np.setdiff1d(region[np.isin(seeds, big_seeds)], [0]):
-            alpha_r = np.where(region == r, alpha, 0.0).astype(np.float32)
-            fit = _fit_shape(alpha_r)
-            cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in fit.center)
-            misfit = misfit_pixels(alpha_r, fit)
-            fits = fit.iou >= MIN_FIT_IOU and misfit <= MAX_MISFIT_PIXELS
-            objects.append(
-                {
-                    "color": color,
-                    "shape": fit.shape if fits or not strict else NO_SHAPE,
-                    "size": "small" if fit.side < SIZE_THRESHOLD else "large",
-                    "position": POSITION_NAMES[cell],
-                    "center": [float(fit.center[0]), float(fit.center[1])],
-                    "side": float(fit.side),
-                    "score": round(fit.iou, 3),
-                    "area": float(alpha_r.sum()),
-                    "misfit": misfit,
-                }
-            )
+            objects.append((color, np.where(region == r, alpha, 0.0).astype(np.float32)))
+    return background, objects
+
+
+def read_scene(image: Image.Image, strict: bool = False) -> dict:
+    """Read a square scene at 64 px (others are resized to 64 first, `at_judge_size`):
+    {"background": name, "objects": [{"color", "shape", "size", "position", "center", "side", "score", "area",
+    "misfit", "verified"}]}, objects in decreasing area. `center` is (x, y) and `side` the shape's side, in 64-px
+    units; `score` the soft IoU of the best-fitting shape; `area` the object's coverage summed, in pixels;
+    `misfit` the largest part (pixels) where object and fit differ (`misfit_pixels`); `verified` the shape
+    verifier's probability that a person calls the object the fitted shape (`mmgen.eval.verifier`; strict
+    readings only, else None). `strict`: the shape is "none" when that probability is under the verifier's
+    calibrated threshold, as a person would not name a star missing a point or a square with a notch."""
+    from .verifier import load_verifier  # torch and diffusers: only a strict reading needs them
+
+    background, coverages = object_coverages(image)
+    verifier = load_verifier() if strict else None
+    objects = []
+    for color, alpha in coverages:
+        fit = fit_shape(alpha)
+        cell = tuple(min(CELL_COORDS, key=lambda c: abs(c - v)) for v in fit.center)
+        verified = None if verifier is None else verifier.shape_prob(alpha, fit.shape)
+        objects.append(
+            {
+                "color": color,
+                "shape": fit.shape if verified is None or verified >= verifier.config.threshold else NO_SHAPE,
+                "size": "small" if fit.side < SIZE_THRESHOLD else "large",
+                "position": POSITION_NAMES[cell],
+                "center": [float(fit.center[0]), float(fit.center[1])],
+                "side": float(fit.side),
+                "score": round(fit.iou, 3),
+                "area": float(alpha.sum()),
+                "misfit": misfit_pixels(alpha, fit),
+                "verified": None if verified is None else round(verified, 3),
+            }
+        )
     objects.sort(key=lambda o: -o["area"])
     return {"background": background, "objects": objects}
 

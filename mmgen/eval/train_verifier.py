@@ -1,0 +1,152 @@
+"""`mmgen train-verifier`: train the shape verifier on drawings, then calibrate it against a person's labels.
+
+    mmgen train-verifier --out assets/shape-verifier      # `make shape-verifier`: the shipped one, seeded
+
+1. Training: `--samples` drawings (`mmgen.eval.verifier_data`, seeded), `--steps` AdamW steps of cross-entropy over
+   the six shapes and "none", each crop flipped left-right at random (every spec shape is symmetric so) and moved
+   by up to a pixel.
+2. Calibration: the threshold on the fitted shape's probability under which the strict judge answers "none",
+   chosen where the strict reading agrees most with a person on `docs/judge-labels-tuning.json` (tuning prompts
+   only; the images are generated again as that file says). A second labelled set, never used here, checks it
+   (`docs/judge-labels-check.json`, docs/judge.md).
+
+The weights, `config.json` (with the threshold), `train_log.jsonl` and a model card go to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+
+from .verifier import CLASSES, ShapeVerifier, object_crop
+from .verifier_data import verifier_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+TUNING_LABELS = ROOT / "docs" / "judge-labels-tuning.json"
+THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the calibration's choices
+
+
+def _augment(crops: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each (N, 1, C, C) crop flipped left-right at random and rolled by -1..1 pixels on each axis."""
+    flip = torch.rand(len(crops), generator=gen) < 0.5
+    crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
+    return crops.roll((dy, dx), dims=(2, 3))
+
+
+def train(args, log) -> ShapeVerifier:
+    rng, gen = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    t = time.perf_counter()
+    crops, labels = verifier_batch(rng, args.samples)  # (N, C, C), (N,)
+    x, y = torch.from_numpy(crops[:, None]), torch.from_numpy(labels)
+    log(
+        {
+            "drawn": args.samples,
+            "drawing_s": round(time.perf_counter() - t, 1),
+            "none_share": round(float((labels == CLASSES.index("none")).mean()), 3),
+        }
+    )
+    model = ShapeVerifier(width=args.width)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    schedule = get_cosine_schedule_with_warmup(optimizer, args.steps // 20, args.steps)
+    t = time.perf_counter()
+    for step in (bar := tqdm(range(1, args.steps + 1), desc="verifier")):
+        idx = torch.randint(len(y), (args.batch_size,), generator=gen)
+        logits = model(_augment(x[idx], gen))
+        loss = F.cross_entropy(logits, y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == args.steps:
+            acc = float((logits.argmax(-1) == y[idx]).float().mean())
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+            log({"step": step, "loss": round(loss.item(), 4), "batch_accuracy": round(acc, 4)})
+    log({"train_s": round(time.perf_counter() - t, 1)})
+    return model.eval()
+
+
+def labelled_objects(labels_path: Path, model: str) -> list[dict]:
+    """The labelled objects of `labels_path`, each with its coverage map (`alpha`), from images generated again
+    as the file says (PromptSets.tuning(n_single=64, n_two=96, free=False), image i from seed i, the pipeline's
+    defaults, `model`). An object is matched by set, image, and colour."""
+    from ..pipeline import MMGenPipeline
+    from .accuracy import generate
+    from .judge import object_coverages
+    from .prompts import PromptSets
+
+    records = json.loads(labels_path.read_text())["objects"]
+    prompts = PromptSets.tuning(n_single=64, n_two=96, free=False).draw()
+    pipe = MMGenPipeline.from_pretrained(model)
+    objects = []
+    for name in ("single", "two"):
+        texts = [p["prompt"] for p in prompts[name]]
+        images = generate(pipe, texts, list(range(len(texts))))
+        for r in (r for r in records if r["set"] == name):
+            if texts[r["index"]] != r["prompt"]:
+                raise ValueError(f"{labels_path} was labelled on other prompts than these: {r['prompt']!r}")
+            same = [a for c, a in object_coverages(images[r["index"]])[1] if c == r["color"]]
+            if same:  # two objects of one colour: the larger one is the labelled one (the judge's order)
+                objects.append(r | {"alpha": max(same, key=lambda a: a.sum())})
+    return objects
+
+
+def agreement(probs: np.ndarray, person: np.ndarray, threshold: float) -> float:
+    """The share of objects where the strict reading (keep the fitted shape when its probability >= threshold)
+    agrees with whether a person names that shape."""
+    return float(((probs >= threshold) == person).mean())
+
+
+def calibrate(model: ShapeVerifier, objects: list[dict], log) -> float:
+    """The threshold of THRESHOLDS where the strict reading agrees most with the person (the lowest of equals):
+    a coarse grid, so that a handful of labels does not pick it."""
+    probs = model.shape_probs([object_crop(o["alpha"]) for o in objects])
+    fitted = np.array([probs[k, CLASSES.index(o["lenient"])] for k, o in enumerate(objects)])
+    person = np.array([o["person_names_it"] for o in objects])
+    scores = [agreement(fitted, person, t) for t in THRESHOLDS]
+    best = THRESHOLDS[int(np.argmax(scores))]
+    grid = {str(t): round(a, 4) for t, a in zip(THRESHOLDS, scores)}
+    log({"calibration": grid, "threshold": best, "agreement": max(scores), "objects": len(objects)})
+    return best
+
+
+def main(args: argparse.Namespace) -> ShapeVerifier:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.jsonl"
+    log_path.write_text(json.dumps({"command": "train-verifier", "args": vars(args) | {"func": None}}) + "\n")
+
+    def log(record: dict) -> None:
+        with log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    model = train(args, log)
+    model.register_to_config(threshold=calibrate(model, labelled_objects(Path(args.labels), args.model), log))
+    model.save_pretrained(out)
+    log({"done": True})
+    print(f"shape verifier saved to {out} (threshold {model.config.threshold})")
+    return model
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--out", default="assets/shape-verifier")
+    p.add_argument("--samples", type=int, default=24000, help="drawings to train on")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=32, help="the CNN's channels (x2 in its last blocks)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", default=str(TUNING_LABELS), help="a person's labels to calibrate the threshold on")
+    p.add_argument(
+        "--model", default=str(ROOT / "assets" / "mmgen-base"), help="the model the labels' images are from"
+    )
+    return p
