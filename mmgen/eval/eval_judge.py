@@ -25,7 +25,7 @@ from PIL import Image
 from ..data.shapes import shapes_sample
 from . import write_results
 from .deformed import DEFORMATIONS, deformed_sample
-from .judge import fit_shape, object_coverages, read_scene, score_scene
+from .judge import coverage_of, fit_shape, read_scene, score_scene
 from .verifier import load_verifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,9 +62,8 @@ def check_objects(labels_path: Path = CHECK_LABELS) -> list[dict]:
             image = sheet.crop(
                 ((i % per_row) * side, (i // per_row) * side, (i % per_row + 1) * side, (i // per_row + 1) * side)
             )
-            same = sorted((a for c, a in object_coverages(image)[1] if c == r["color"]), key=lambda a: -a.sum())
-            if len(same) > r["k"]:
-                alpha = same[r["k"]]
+            alpha = coverage_of(image, r["color"], r["k"])
+            if alpha is not None:
                 lenient = fit_shape(alpha).shape
                 objects.append(r | {"alpha": alpha, "lenient": lenient, "person_names_it": r["person"] == lenient})
     return objects

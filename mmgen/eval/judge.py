@@ -125,6 +125,13 @@ def object_coverages(image: Image.Image) -> tuple[str, list[tuple[str, np.ndarra
     return background, objects
 
 
+def coverage_of(image: Image.Image, color: str, rank: int = 0) -> np.ndarray | None:
+    """The (64, 64) coverage map of the scene's `rank`-th largest object of `color` (0: the largest; two of one
+    colour are a duplicate), or None when it has fewer: how a labelled object is found again."""
+    same = sorted((a for c, a in object_coverages(image)[1] if c == color), key=lambda a: -a.sum())
+    return same[rank] if len(same) > rank else None
+
+
 def read_scene(image: Image.Image, strict: bool = False) -> dict:
     """Read a square scene at 64 px (others are resized to 64 first, `at_judge_size`):
     {"background": name, "objects": [{"color", "shape", "size", "position", "center", "side", "score", "area",

@@ -81,7 +81,7 @@ def labelled_objects(labels_path: Path, model: str) -> list[dict]:
     defaults, `model`). An object is matched by set, image, and colour."""
     from ..pipeline import MMGenPipeline
     from .accuracy import generate
-    from .judge import object_coverages
+    from .judge import coverage_of
     from .prompts import PromptSets
 
     records = json.loads(labels_path.read_text())["objects"]
@@ -94,9 +94,9 @@ def labelled_objects(labels_path: Path, model: str) -> list[dict]:
         for r in (r for r in records if r["set"] == name):
             if texts[r["index"]] != r["prompt"]:
                 raise ValueError(f"{labels_path} was labelled on other prompts than these: {r['prompt']!r}")
-            same = [a for c, a in object_coverages(images[r["index"]])[1] if c == r["color"]]
-            if same:  # two objects of one colour: the larger one is the labelled one (the judge's order)
-                objects.append(r | {"alpha": max(same, key=lambda a: a.sum())})
+            alpha = coverage_of(images[r["index"]], r["color"])  # of two, the larger (the judge's order)
+            if alpha is not None:
+                objects.append(r | {"alpha": alpha})
     return objects
 
 

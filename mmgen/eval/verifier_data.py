@@ -97,7 +97,7 @@ def _unnamed(cx, cy, s, rng) -> Inside:
         angle, depth = rng.uniform(0, 2 * math.pi), s / 2 - rng.uniform(0.25, 0.45) * s
         nx, ny = math.cos(angle), math.sin(angle)
         return lambda X, Y: whole(X, Y) & ((X - cx) * nx + (Y - cy) * ny < depth)
-    # merged with a neighbour (another shape, or a splash of 1-2 discs), overlapping its edge
+    # merged with a neighbour (another shape, or a splash: one disc), overlapping its edge
     angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.8) * s
     ox, oy = cx + dist * math.cos(angle), cy + dist * math.sin(angle)
     if rng.random() < 0.5:
