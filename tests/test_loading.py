@@ -104,3 +104,31 @@ def test_checking_a_visitors_settings_imports_no_model_code():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_model_load_of_the_app_takes_its_turn(monkeypatch, tmp_path):
+    """diffusers builds models under accelerate's `init_empty_weights`, which patches torch for the whole process:
+    the next page's text encoder, built on another thread meanwhile, got "meta" parameters and that page never
+    loaded (5 cold starts in 6). Each page's pipeline and each tokenizer loads holding MODEL_LOADS."""
+    import app
+    from mmgen.app import tokenizers
+    from mmgen.app.compute import ModelThread
+    from mmgen.app.loading import MODEL_LOADS
+    from mmgen.pipeline import MMGenPipeline
+    from mmgen.tokenizers import as_tokenizer
+
+    held = []
+    pipe = make_tiny_pipe()
+
+    def record(*args, **kwargs):
+        held.append(MODEL_LOADS.locked())
+        return pipe
+
+    monkeypatch.setattr(MMGenPipeline, "from_pretrained", record)
+    monkeypatch.setattr(tokenizers, "load_tokenizer", lambda source: record() and as_tokenizer(pipe.vqvae, source))
+
+    assert app.load_pipeline(str(tmp_path)) is pipe
+    registry = tokenizers.TokenizerRegistry(as_tokenizer(pipe.vqvae, "own"), "own", ModelThread(threads=1), list)
+    _, future = registry.load(str(tmp_path))
+    future.result(timeout=30)
+    assert held == [True, True] and not MODEL_LOADS.locked()

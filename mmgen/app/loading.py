@@ -9,6 +9,8 @@ waits for it (`ModelLoading.result`), and the model thread warms up right after 
     loading.facts.num_codes                                              # from vqvae/config.json
     pipe = loading.result()                                              # waits while it loads
     ModelLoading.ready(pipe)                                             # an already loaded pipeline (tests)
+
+Every model the app loads (each page's pipeline, each tokenizer) loads under `MODEL_LOADS`, one at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from pathlib import Path
 from ..settings import SCHEDULER_CLASSES
 
 logger = logging.getLogger("mmgen.app")
+# One model load at a time, process-wide. diffusers builds a model under accelerate's `init_empty_weights`, which
+# patches torch.nn.Module.register_parameter for the whole process while it runs: a model that transformers builds
+# on another thread meanwhile (the text encoder of the next page's pipeline) gets parameters on the "meta" device
+# and fails to load. A cold start of the three-page app lost a page this way 5 times in 6.
+MODEL_LOADS = threading.Lock()
 LOAD_FAILED = "The model could not be loaded on this Space: its host can read why in the server's log."
 
 

@@ -38,6 +38,7 @@ from ..tokenizers import HUB_TOKENIZERS, SHIPPED_TOKENIZERS, Tokenizer, load_tok
 from ..viz import code_histogram
 from .compute import ModelThread
 from .errors import handler
+from .loading import MODEL_LOADS
 
 logger = logging.getLogger("mmgen.app")
 
@@ -153,7 +154,8 @@ class TokenizerRegistry:
             wait([after])
         t = time.perf_counter()
         try:
-            tok = load_tokenizer(source)
+            with MODEL_LOADS:  # never beside another model's load (mmgen.app.loading)
+                tok = load_tokenizer(source)
         except ValueError as e:
             raise ValueError(load_failure(source, e)) from None
         except Exception as e:  # e.g. a truncated weights file: tell the host, not the visitor, what broke
