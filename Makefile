@@ -72,8 +72,8 @@ eval-mmgen-base-128: $(STAMP)
 	$(PY) -m mmgen.release --out assets/mmgen-base-128 --card
 
 # The strict judge's shape verifier, assets/shape-verifier (about 8 min on the 2-core CPU): trained on drawings,
-# calibrated on a person's labels of mmgen-base's images (docs/judge-labels-tuning.json). Then the judge's check
-# on right images and wrong drawings, and on a second labelled set (docs/judge.md).
+# calibrated on two labellers' verdicts on generated images (docs/judge-labels-tuning*.json). Then the judge's
+# check on right images and wrong drawings, and on a third labelled set, labelled blind (docs/judge.md).
 shape-verifier: $(STAMP)
 	$(PY) -m mmgen.cli train-verifier --out assets/shape-verifier
 	$(MAKE) eval-judge

@@ -7,9 +7,9 @@ Right images must read right: held-out shapes-v1 renders, and the shipped tokeni
 person still names a shape whose tips the tokenizer softened). Wrong drawings (`mmgen.eval.deformed`) must not
 read as the shape they break: the share that still does is the judge's leniency. Both at 64 px and, box-downsampled,
 at 128 px. And generated images must read as a person reads them: the share of objects where the judge's shape
-verdict agrees with a person's (`docs/judge-labels-tuning.json`, which the strict reading's threshold was chosen
-on; `docs/judge-labels-check.json`, a second set of both shapes models' images, labelled blind and used for
-nothing else).
+verdict agrees with a person's, and how often each names the shape: on `docs/judge-labels-check.json` (both shapes
+models' images, labelled blind and used for nothing else), or with `--tuning` on the two sets the strict reading's
+threshold was chosen on (`docs/judge-labels-tuning.json`, `docs/judge-labels-tuning-2.json`).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def person_agreement(objects: list[dict]) -> dict:
         "objects": len(objects),
         "person_names": float(person.mean()),
         "lenient_agrees": float(person.mean()),  # the lenient reading always names the fitted shape
+        "strict_names": float(kept.mean()),
         "strict_agrees": float((kept == person).mean()),
         "strict_refuses_named": int((~kept & person).sum()),
         "strict_names_refused": int((kept & ~person).sum()),
@@ -86,18 +87,19 @@ def person_agreement(objects: list[dict]) -> dict:
 
 
 def evaluate_people(split: str) -> dict:
-    """`person_agreement` on the tuning labels (mmgen-base's images, generated again) or, held out, on the check
-    set, for each model, single- and two-object images apart."""
-    if split == "tuning":
-        from .train_verifier import TUNING_LABELS, labelled_objects
+    """`person_agreement` for each model, single- and two-object images apart: held out, on the check set; on
+    the tuning split, on each set the threshold was calibrated on (named "tuning: ...", "tuning-2: ...")."""
+    from .train_verifier import TUNING_LABELS, TUNING_LABELS_2, calibration_objects
 
-        objects = [
-            o | {"model": "mmgen-base"} for o in labelled_objects(TUNING_LABELS, str(ROOT / "assets" / "mmgen-base"))
-        ]
-    else:
-        objects = check_objects()
-    groups = sorted({(o["model"], o["set"]) for o in objects})
-    return {f"{m} {s}": person_agreement([o for o in objects if (o["model"], o["set"]) == (m, s)]) for m, s in groups}
+    files = {"tuning": TUNING_LABELS, "tuning-2": TUNING_LABELS_2} if split == "tuning" else {"": CHECK_LABELS}
+    results = {}
+    for name, path in files.items():
+        objects = calibration_objects([path], str(ROOT / "assets" / "mmgen-base"))  # the tuning set's model
+        objects = [o | {"model": o.get("model", "mmgen-base")} for o in objects]
+        for m, s in sorted({(o["model"], o["set"]) for o in objects}):
+            group = [o for o in objects if (o["model"], o["set"]) == (m, s)]
+            results[f"{name}: {m} {s}" if name else f"{m} {s}"] = person_agreement(group)
+    return results
 
 
 def evaluate(model: str, split: str = "held-out", n_renders: int = 200, n_drawings: int = 60) -> dict:
@@ -136,9 +138,13 @@ def format_table(results: dict) -> str:
         for kind in DEFORMATIONS:
             row = f"{kind} ({px}) named"
             lines.append(f"{row:<34}" + "".join(f"{results[j][px][kind]:>9.1%}" for j in ("lenient", "strict")))
-    lines += ["", f"{'agrees with a person':<34}{'lenient':>9}{'strict':>9}{'objects':>9}", "-" * 61]
+    head = (
+        f"{'agrees with a person / names it':<34}{'lenient':>9}{'strict':>9}{'person':>9}{'strict':>9}{'objects':>9}"
+    )
+    lines += ["", head, "-" * len(head)]
     for group, r in results["people"].items():
-        lines.append(f"{group:<34}{r['lenient_agrees']:>9.1%}{r['strict_agrees']:>9.1%}{r['objects']:>9}")
+        agrees = f"{r['lenient_agrees']:>9.1%}{r['strict_agrees']:>9.1%}"
+        lines.append(f"{group:<34}{agrees}{r['person_names']:>9.1%}{r['strict_names']:>9.1%}{r['objects']:>9}")
     return "\n".join(lines)
 
 

@@ -5,10 +5,11 @@
 1. Training: `--samples` drawings (`mmgen.eval.verifier_data`, seeded), `--steps` AdamW steps of cross-entropy over
    the six shapes and "none", each crop flipped left-right at random (every spec shape is symmetric so) and moved
    by up to a pixel.
-2. Calibration: the threshold on the fitted shape's probability under which the strict judge answers "none",
-   chosen where the strict reading agrees most with a person on `docs/judge-labels-tuning.json` (tuning prompts
-   only; the images are generated again as that file says). A second labelled set, never used here, checks it
-   (`docs/judge-labels-check.json`, docs/judge.md).
+2. Calibration: the threshold on the fitted shape's probability under which the strict judge answers "none":
+   the lowest at which the strict reading names the fitted shape no more often than people do, on the objects
+   two labellers judged (`docs/judge-labels-tuning.json`, whose images are generated again as it says, and
+   `docs/judge-labels-tuning-2.json`, whose images it keeps). A third set, labelled blind and never used here,
+   checks it (`docs/judge-labels-check.json`, docs/judge.md).
 
 The weights, `config.json` (with the threshold), `train_log.jsonl` and a model card go to `--out`.
 """
@@ -30,7 +31,8 @@ from .verifier import CLASSES, ShapeVerifier, object_crop
 from .verifier_data import verifier_batch
 
 ROOT = Path(__file__).resolve().parents[2]
-TUNING_LABELS = ROOT / "docs" / "judge-labels-tuning.json"
+TUNING_LABELS = ROOT / "docs" / "judge-labels-tuning.json"  # regenerated images: {"objects": [...]}
+TUNING_LABELS_2 = ROOT / "docs" / "judge-labels-tuning-2.json"  # kept images: {"grids": ..., "objects": [...]}
 THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the calibration's choices
 
 
@@ -107,16 +109,41 @@ def agreement(probs: np.ndarray, person: np.ndarray, threshold: float) -> float:
 
 
 def calibrate(model: ShapeVerifier, objects: list[dict], log) -> float:
-    """The threshold of THRESHOLDS where the strict reading agrees most with the person (the lowest of equals):
-    a coarse grid, so that a handful of labels does not pick it."""
+    """The lowest threshold of THRESHOLDS at which the strict reading names the fitted shape no more often than
+    the person does: a judge never kinder than people on the labelled objects, so that its share of right
+    shapes is not above theirs. (The threshold of most agreement was kinder: it named 47 objects people
+    refused and refused 22 they named.) A coarse grid, so that a handful of labels does not pick it."""
     probs = model.shape_probs([object_crop(o["alpha"]) for o in objects])
     fitted = np.array([probs[k, CLASSES.index(o["lenient"])] for k, o in enumerate(objects)])
     person = np.array([o["person_names_it"] for o in objects])
-    scores = [agreement(fitted, person, t) for t in THRESHOLDS]
-    best = THRESHOLDS[int(np.argmax(scores))]
-    grid = {str(t): round(a, 4) for t, a in zip(THRESHOLDS, scores)}
-    log({"calibration": grid, "threshold": best, "agreement": max(scores), "objects": len(objects)})
+    named = [float((fitted >= t).mean()) for t in THRESHOLDS]
+    best = next((t for t, n in zip(THRESHOLDS, named) if n <= person.mean()), THRESHOLDS[-1])
+    grid = {
+        str(t): {"agreement": round(agreement(fitted, person, t), 4), "named": round(n, 4)}
+        for t, n in zip(THRESHOLDS, named)
+    }
+    log(
+        {
+            "calibration": grid,
+            "threshold": best,
+            "agreement": agreement(fitted, person, best),
+            "person_names": float(person.mean()),
+            "objects": len(objects),
+        }
+    )
     return best
+
+
+def calibration_objects(labels: list[Path], model: str) -> list[dict]:
+    """The labelled objects of every file in `labels`, each with its coverage map: a file with `grids` keeps its
+    images (`eval_judge.check_objects`), one without has them generated again by `model`."""
+    from .eval_judge import check_objects
+
+    objects = []
+    for path in labels:
+        kept = "grids" in json.loads(Path(path).read_text())
+        objects += check_objects(Path(path)) if kept else labelled_objects(Path(path), model)
+    return objects
 
 
 def main(args: argparse.Namespace) -> ShapeVerifier:
@@ -130,7 +157,8 @@ def main(args: argparse.Namespace) -> ShapeVerifier:
             f.write(json.dumps(record) + "\n")
 
     model = train(args, log)
-    model.register_to_config(threshold=calibrate(model, labelled_objects(Path(args.labels), args.model), log))
+    objects = calibration_objects(args.labels, args.model)
+    model.register_to_config(threshold=calibrate(model, objects, log))
     model.save_pretrained(out)
     log({"done": True})
     print(f"shape verifier saved to {out} (threshold {model.config.threshold})")
@@ -145,8 +173,15 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=int, default=32, help="the CNN's channels (x2 in its last blocks)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--labels", default=str(TUNING_LABELS), help="a person's labels to calibrate the threshold on")
     p.add_argument(
-        "--model", default=str(ROOT / "assets" / "mmgen-base"), help="the model the labels' images are from"
+        "--labels",
+        nargs="+",
+        default=[str(TUNING_LABELS), str(TUNING_LABELS_2)],
+        help="people's labels to calibrate the threshold on",
+    )
+    p.add_argument(
+        "--model",
+        default=str(ROOT / "assets" / "mmgen-base"),
+        help="the model that generates again the images of a labels file that does not keep them",
     )
     return p
