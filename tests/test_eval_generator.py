@@ -270,10 +270,13 @@ def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, cap
     assert all(r["n_single"] == 2 and r["n_two"] == 2 and 0 <= r["two_all"] <= 1 for r in rows)
     assert all(r["two_drawn_twice"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 two-object prompts
     assert all(r["single_color"] in (0.0, 0.5, 1.0) for r in rows)  # of 2 single-object prompts
+    # the same images read by the strict judge, which only ever refuses a shape the lenient reading names
+    assert all(r["single_all_strict"] <= r["single_all"] and r["two_all_strict"] <= r["two_all"] for r in rows)
     # a sweep that names no interval runs at the pipeline's default one, and its rows say so
     default = None if DEFAULT_GUIDANCE_INTERVAL is None else list(DEFAULT_GUIDANCE_INTERVAL)
     assert all(r.get("guidance_interval") == default for r in rows)
-    assert "snap" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "snap" in printed and "2-strict" in printed
 
 
 def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):

@@ -18,7 +18,7 @@ SWEEP_SCHEDULERS = ("dpm++", "unipc", "ddim", "euler", "euler-ancestral", "ddpm"
 SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
 SWEEP_HEADER = (
     f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'color':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'2-dup':>8}"
-    f"{'free':>6}{'sec':>7}"
+    f"{'free':>6}{'sec':>7}{'1-strict':>9}{'2-strict':>9}"
 )
 
 
@@ -81,6 +81,8 @@ def sweep_row(
         "single_position": results["single"]["position"],
         "two_all": results["two"]["all"],
         "two_drawn_twice": results["extra_objects"]["two"]["a named object drawn twice"],
+        "single_all_strict": results["strict_judge"]["single"]["all"],  # the same images read by the strict judge
+        "two_all_strict": results["strict_judge"]["two"]["all"],
         "n_single": prompts.n_single,
         "n_two": prompts.n_two,
     }
@@ -101,6 +103,8 @@ def format_row(row: dict) -> str:
         f"{row['single_color']:>8.3f}{row['single_shape']:>8.3f}{row['single_position']:>8.3f}{row['two_all']:>8.3f}"
         f"{row['two_drawn_twice']:>8.3f}{row.get('free_min', '-'):>6}{row['seconds']:>7.1f}"
     )
+    if "single_all_strict" in row:  # rows written before the strict judge have none
+        text += f"{row['single_all_strict']:>9.3f}{row['two_all_strict']:>9.3f}"
     if "guidance_interval" in row:
         text += "  guided in {:g}..{:g}".format(*row["guidance_interval"])
     if "num_candidates" in row:
