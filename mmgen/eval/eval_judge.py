@@ -94,8 +94,7 @@ def evaluate_people(split: str) -> dict:
     files = {"tuning": TUNING_LABELS, "tuning-2": TUNING_LABELS_2} if split == "tuning" else {"": CHECK_LABELS}
     results = {}
     for name, path in files.items():
-        objects = calibration_objects([path], str(ROOT / "assets" / "mmgen-base"))  # the tuning set's model
-        objects = [o | {"model": o.get("model", "mmgen-base")} for o in objects]
+        objects = calibration_objects([path])
         for m, s in sorted({(o["model"], o["set"]) for o in objects}):
             group = [o for o in objects if (o["model"], o["set"]) == (m, s)]
             results[f"{name}: {m} {s}" if name else f"{m} {s}"] = person_agreement(group)

@@ -7,9 +7,9 @@
    by up to a pixel.
 2. Calibration: the threshold on the fitted shape's probability under which the strict judge answers "none":
    the lowest at which the strict reading names the fitted shape no more often than people do, on the objects
-   two labellers judged (`docs/judge-labels-tuning.json`, whose images are generated again as it says, and
-   `docs/judge-labels-tuning-2.json`, whose images it keeps). A third set, labelled blind and never used here,
-   checks it (`docs/judge-labels-check.json`, docs/judge.md).
+   two labellers judged (`docs/judge-labels-tuning.json`, `docs/judge-labels-tuning-2.json`; each keeps its
+   images, so a retrained model does not change them). A third set, labelled blind and never used here, checks it
+   (`docs/judge-labels-check.json`, docs/judge.md).
 
 The weights, `config.json` (with the threshold), `train_log.jsonl` and a model card go to `--out`.
 """
@@ -31,8 +31,8 @@ from .verifier import CLASSES, ShapeVerifier, object_crop
 from .verifier_data import verifier_batch
 
 ROOT = Path(__file__).resolve().parents[2]
-TUNING_LABELS = ROOT / "docs" / "judge-labels-tuning.json"  # regenerated images: {"objects": [...]}
-TUNING_LABELS_2 = ROOT / "docs" / "judge-labels-tuning-2.json"  # kept images: {"grids": ..., "objects": [...]}
+TUNING_LABELS = ROOT / "docs" / "judge-labels-tuning.json"
+TUNING_LABELS_2 = ROOT / "docs" / "judge-labels-tuning-2.json"
 THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the calibration's choices
 
 
@@ -77,31 +77,6 @@ def train(args, log) -> ShapeVerifier:
     return model.eval()
 
 
-def labelled_objects(labels_path: Path, model: str) -> list[dict]:
-    """The labelled objects of `labels_path`, each with its coverage map (`alpha`), from images generated again
-    as the file says (PromptSets.tuning(n_single=64, n_two=96, free=False), image i from seed i, the pipeline's
-    defaults, `model`). An object is matched by set, image, and colour."""
-    from ..pipeline import MMGenPipeline
-    from .accuracy import generate
-    from .judge import coverage_of
-    from .prompts import PromptSets
-
-    records = json.loads(labels_path.read_text())["objects"]
-    prompts = PromptSets.tuning(n_single=64, n_two=96, free=False).draw()
-    pipe = MMGenPipeline.from_pretrained(model)
-    objects = []
-    for name in ("single", "two"):
-        texts = [p["prompt"] for p in prompts[name]]
-        images = generate(pipe, texts, list(range(len(texts))))
-        for r in (r for r in records if r["set"] == name):
-            if texts[r["index"]] != r["prompt"]:
-                raise ValueError(f"{labels_path} was labelled on other prompts than these: {r['prompt']!r}")
-            alpha = coverage_of(images[r["index"]], r["color"])  # of two, the larger (the judge's order)
-            if alpha is not None:
-                objects.append(r | {"alpha": alpha})
-    return objects
-
-
 def agreement(probs: np.ndarray, person: np.ndarray, threshold: float) -> float:
     """The share of objects where the strict reading (keep the fitted shape when its probability >= threshold)
     agrees with whether a person names that shape."""
@@ -134,16 +109,11 @@ def calibrate(model: ShapeVerifier, objects: list[dict], log) -> float:
     return best
 
 
-def calibration_objects(labels: list[Path], model: str) -> list[dict]:
-    """The labelled objects of every file in `labels`, each with its coverage map: a file with `grids` keeps its
-    images (`eval_judge.check_objects`), one without has them generated again by `model`."""
+def calibration_objects(labels: list[Path]) -> list[dict]:
+    """The labelled objects of every file in `labels`, each with its coverage map, from the images it keeps."""
     from .eval_judge import check_objects
 
-    objects = []
-    for path in labels:
-        kept = "grids" in json.loads(Path(path).read_text())
-        objects += check_objects(Path(path)) if kept else labelled_objects(Path(path), model)
-    return objects
+    return [o for path in labels for o in check_objects(Path(path))]
 
 
 def main(args: argparse.Namespace) -> ShapeVerifier:
@@ -157,7 +127,7 @@ def main(args: argparse.Namespace) -> ShapeVerifier:
             f.write(json.dumps(record) + "\n")
 
     model = train(args, log)
-    objects = calibration_objects(args.labels, args.model)
+    objects = calibration_objects(args.labels)
     model.register_to_config(threshold=calibrate(model, objects, log))
     model.save_pretrained(out)
     log({"done": True})
@@ -178,10 +148,5 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="+",
         default=[str(TUNING_LABELS), str(TUNING_LABELS_2)],
         help="people's labels to calibrate the threshold on",
-    )
-    p.add_argument(
-        "--model",
-        default=str(ROOT / "assets" / "mmgen-base"),
-        help="the model that generates again the images of a labels file that does not keep them",
     )
     return p
