@@ -89,12 +89,12 @@ def person_agreement(objects: list[dict]) -> dict:
 def evaluate_people(split: str) -> dict:
     """`person_agreement` for each model, single- and two-object images apart: held out, on the check set; on
     the tuning split, on each set the threshold was calibrated on (named "tuning: ...", "tuning-2: ...")."""
-    from .train_verifier import TUNING_LABELS, TUNING_LABELS_2, calibration_objects
+    from .train_verifier import TUNING_LABELS, TUNING_LABELS_2
 
     files = {"tuning": TUNING_LABELS, "tuning-2": TUNING_LABELS_2} if split == "tuning" else {"": CHECK_LABELS}
     results = {}
     for name, path in files.items():
-        objects = calibration_objects([path])
+        objects = check_objects(path)
         for m, s in sorted({(o["model"], o["set"]) for o in objects}):
             group = [o for o in objects if (o["model"], o["set"]) == (m, s)]
             results[f"{name}: {m} {s}" if name else f"{m} {s}"] = person_agreement(group)
