@@ -10,15 +10,23 @@ pipelines (once, at start) and launches the app; the UI is the package `mmgen/ap
 
 from __future__ import annotations
 
-import json
 import os
-from concurrent.futures import wait
-from pathlib import Path
 
-from mmgen.app import Limits, ModelLoading, ModelPage, build_demo, serve
-from mmgen.app.compute import native_bf16
-from mmgen.tokenizers import SHIPPED_TOKENIZERS
-from mmgen.tokens import DEFAULT_MODEL
+if __name__ == "__main__":
+    # Before torch loads: one OpenMP thread is every thread's default (loaders, gradio's workers); the model thread
+    # sets its own count (MMGEN_TORCH_THREADS). Otherwise a thread whose first torch op is an MKL call (e.g. a
+    # scheduler's sqrt) starts a team of all cores, and with more OpenMP threads than cores libgomp's idle workers
+    # sleep instead of spinning: the model's own team is then woken by the kernel at every op (docs/serving.md).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json  # noqa: E402
+from concurrent.futures import wait  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mmgen.app import Limits, ModelLoading, ModelPage, build_demo, serve  # noqa: E402
+from mmgen.app.compute import native_bf16  # noqa: E402
+from mmgen.tokenizers import SHIPPED_TOKENIZERS  # noqa: E402
+from mmgen.tokens import DEFAULT_MODEL  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODELS = [str(ASSETS / name) for name in ("mmgen-base", "mmgen-base-128", "mmgen-emoji")]

@@ -377,6 +377,64 @@ def test_limits_come_from_the_environment_and_bad_values_stop_the_start():
         default_threads({"MMGEN_TORCH_THREADS": "0"})
 
 
+def test_only_the_model_thread_runs_torch_on_several_threads():
+    """torch.set_num_threads on the model thread also sets the count every later thread adopts; each such thread
+    would start an OpenMP team of its own, and libgomp then lets the model team's worker sleep at every op."""
+    import threading
+
+    import torch
+
+    from mmgen.app.compute import ModelThread
+
+    main_before = torch.get_num_threads()
+    compute = ModelThread(threads=3)
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))  # a gradio worker, a loader
+    later.start()
+    later.join()
+    assert compute(torch.get_num_threads) == 3 and seen == [1]
+    assert torch.get_num_threads() == main_before  # the thread that built it keeps its own count
+
+
+def test_app_py_gives_every_thread_one_openmp_thread_before_torch_loads():
+    """Run as a script, app.py sets OMP_NUM_THREADS=1 (unless the host set it) before anything imports torch."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "app.py").read_text())
+    first_import = next(  # the first import of anything but os and __future__: mmgen and torch come after it
+        i
+        for i, n in enumerate(tree.body)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        and not (isinstance(n, ast.Import) and [a.name for a in n.names] == ["os"])
+        and getattr(n, "module", None) != "__future__"
+    )
+    sets = [
+        i
+        for i, n in enumerate(tree.body)
+        if isinstance(n, ast.If)
+        and "__main__" in ast.unparse(n.test)
+        and "os.environ.setdefault('OMP_NUM_THREADS', '1')" in ast.unparse(n)
+    ]
+    assert sets and sets[0] < first_import
+
+
+def test_the_queue_does_not_poll_every_millisecond():
+    import gradio as gr
+
+    from mmgen.app.serving import PROGRESS_POLL_S, QUEUE_POLL_S, quiet_queue
+
+    with gr.Blocks() as demo:
+        gr.Textbox()
+    demo.queue()
+    assert demo._queue.sleep_when_free < QUEUE_POLL_S  # gradio's own: 1 ms; it still has the attribute
+    quiet_queue(demo)
+    assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (
+        QUEUE_POLL_S,
+        PROGRESS_POLL_S,
+    )
+
+
 def test_job_gate_admits_one_job_per_session():
     from types import SimpleNamespace
 

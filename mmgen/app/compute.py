@@ -8,11 +8,13 @@ So handlers hand their model work to `ModelThread`: one thread, one team; concur
 step (each waits for the others' current step, never for their whole run); drawing, encoding and sending stay in
 gradio's threads.
 
-The team leaves one core to the server itself (gradio encodes images, streams previews and serves files while a
-model runs): on a 2-vCPU Space the model runs on one core, and no barrier of its team spins while gradio holds
-the other. On the project's 2-core machine, shared with other jobs, one default generation took 3.3 s in the app
-with one thread against 3.7 s with two, and `pipe(...)` in a script 2.4 s against 2.9 s (medians, timed in
-turn; docs/serving.md). MMGEN_TORCH_THREADS sets another count (e.g. on a machine of its own with more cores).
+The team uses every core (MMGEN_TORCH_THREADS sets another count), and it is the process's only team with
+more than one thread: `one_thread_elsewhere` gives every other thread one. Until it did, the model thread's count
+became every thread's default, each loader and gradio worker that touched torch started a team of its own, and
+with more OpenMP threads than cores libgomp makes idle workers sleep at once instead of spinning: the model
+team's worker was woken by the kernel at every op, and a 2-thread model ran slower in the app than a 1-thread one.
+Now, on the project's 2-core machine, one default generation takes 0.98 s in the app with two threads against
+1.13 s with one, and 0.85 s in a script (medians, timed in turn; docs/serving.md).
 
     compute = ModelThread()
     out = compute(run.step)  # runs on the model thread, returns its result (or raises its exception)
@@ -33,14 +35,14 @@ T = TypeVar("T")
 
 
 def default_threads(environ=os.environ) -> int:
-    """MMGEN_TORCH_THREADS, else every core but one (at least one)."""
+    """MMGEN_TORCH_THREADS, else every core this process may use."""
     if environ.get("MMGEN_TORCH_THREADS", "").strip():
         threads = int(environ["MMGEN_TORCH_THREADS"])
         if threads < 1:
             raise ValueError(f"MMGEN_TORCH_THREADS must be at least 1, got {threads}")
         return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, cores)
 
 
 def native_bf16(cpuinfo: str | None = None) -> bool:
@@ -55,13 +57,30 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def one_thread_elsewhere() -> None:
+    """Make one intra-op thread the count every thread adopts at its first torch op, the model thread excepted.
+
+    `torch.set_num_threads` sets two things: the calling thread's OpenMP team size, and the size that every thread
+    which has not yet run a parallel op takes when it first does. So after the model thread asked for 2, each
+    thread that later touched torch (a loader copying weights, a gradio worker drawing a frame) started a team of
+    its own, whose idle worker stays. With more OpenMP threads than cores, libgomp makes idle workers sleep after
+    about 100 spins instead of spinning for milliseconds, so the model team's worker was woken through the kernel
+    at every op: about 10,000 context switches per generation, and a 2-thread model slower than a 1-thread one
+    (docs/serving.md). Called from a short-lived thread, so the caller's own count is left as it is."""
+    helper = threading.Thread(target=torch.set_num_threads, args=(1,), name="mmgen-threads-default")
+    helper.start()
+    helper.join()
+
+
 class ModelThread:
     def __init__(self, threads: int | None = None, name: str = "mmgen-model"):
         self.threads = threads or default_threads()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._ident = self._pool.submit(self._start).result()
+        one_thread_elsewhere()  # _start's count became every later thread's default too: give it back
 
     def _start(self) -> int:
+        torch.get_num_threads()  # ATen reads the default count on a thread's first use: let it, before setting ours
         torch.set_num_threads(self.threads)  # ATen's intra-op count: this thread's team (the only one) uses it
         return threading.get_ident()
 

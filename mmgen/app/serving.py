@@ -19,6 +19,9 @@ from starlette.middleware import Middleware
 from ..settings import DEFAULT_NUM_CANDIDATES
 from .limits import CONCURRENCY, MAX_REQUEST_KB, Limits
 
+QUEUE_POLL_S = 0.01  # how often an idle queue looks for a new job (gradio's own: 1 ms)
+PROGRESS_POLL_S = 0.1  # how often it looks for progress to send (gradio's own: 10 ms; the app sends none)
+
 MAX_SESSIONS = (
     256  # sessions gradio keeps (its default: 10,000), ~190 kB each even without state; least recent go first
 )
@@ -97,6 +100,18 @@ def warm_up(pipe) -> None:
     pipe.with_scheduler()("warm-up", num_inference_steps=4, num_candidates=DEFAULT_NUM_CANDIDATES)
 
 
+def quiet_queue(demo: gr.Blocks) -> None:
+    """gradio's queue looks for a new job every millisecond while none waits (`Queue.sleep_when_free`), and for
+    progress to send every 10 ms: about 1,100 wake-ups a second of the server's event loop, idle or not, each
+    taking the GIL, and a core from the model's threads. Every QUEUE_POLL_S and PROGRESS_POLL_S instead: a job
+    starts at most 10 ms later, and the app sends no progress bars (its previews are its progress)."""
+    queue = demo._queue
+    for name, seconds in (("sleep_when_free", QUEUE_POLL_S), ("progress_update_sleep_when_free", PROGRESS_POLL_S)):
+        if not isinstance(getattr(queue, name, None), float):  # a gradio that renamed it fails tests/test_serving.py
+            raise RuntimeError(f"gradio's queue has no {name}: see mmgen.app.serving.quiet_queue")
+        setattr(queue, name, seconds)
+
+
 def serve(demo: gr.Blocks, limits: Limits, **launch_kwargs):
     """Queue and launch `demo` (from `build_demo`) with `limits`: a bounded queue, model jobs `CONCURRENCY` at
     a time, capped uploads and requests, at most `MAX_SESSIONS` sessions kept, no raw exception text for
@@ -106,6 +121,7 @@ def serve(demo: gr.Blocks, limits: Limits, **launch_kwargs):
             lambda f, ctx=ctx: f.exception() or ctx.compute.submit(warm_up, f.result())
         )
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=CONCURRENCY)
+    quiet_queue(demo)
     middleware = Middleware(RequestSizeLimit, max_upload_bytes=limits.max_upload_bytes)
     kwargs = {
         "max_file_size": limits.max_upload_bytes,
