@@ -303,6 +303,9 @@ def test_scratch_folders_for_downloads_are_pruned_once_old(tmp_path, monkeypatch
     (old / "image.png").write_bytes(b"x")
     stale = time.time() - files.SCRATCH_MAX_AGE_S - 60
     os.utime(old, (stale, stale))
+    monkeypatch.setattr(files, "_swept_at", time.time() - 1)  # swept a second ago: not yet again
+    assert files.scratch_folder("run-") and old.exists()
+    monkeypatch.setattr(files, "_swept_at", time.time() - files.SWEEP_EVERY_S)
     new = files.scratch_folder("trajectory-")
     assert not old.exists() and recent.exists() and new.exists() and new.parent == tmp_path / "scratch"
     assert files.CACHE_CLEANUP[1] >= files.SCRATCH_MAX_AGE_S  # gradio's cached copies outlive the scratch files

@@ -14,21 +14,27 @@ from PIL import Image
 
 SCRATCH_ROOT = Path(tempfile.gettempdir()) / "mmgen-app"
 SCRATCH_MAX_AGE_S = 3600
+SWEEP_EVERY_S = 60  # how often scratch_folder looks for old folders
+_swept_at = 0.0  # when it last did
 CACHE_CLEANUP = (900, 7200)  # gradio's delete_cache: every 15 min, drop files (outputs, uploads) older than 2 h
 
 
 def scratch_folder(prefix: str) -> Path:
     """A new folder for files handed to gradio (downloads, exports). gradio copies each one into its own cache
     (pruned by `CACHE_CLEANUP`), so these are needed only until the event returns; folders older than
-    `SCRATCH_MAX_AGE_S` are removed here so that a Space that runs for weeks does not fill its disk."""
+    `SCRATCH_MAX_AGE_S` are removed here, at most once every `SWEEP_EVERY_S`, so that a Space that runs for weeks
+    does not fill its disk."""
+    global _swept_at
     SCRATCH_ROOT.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for old in SCRATCH_ROOT.iterdir():
-        try:
-            if now - old.stat().st_mtime > SCRATCH_MAX_AGE_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:  # another event removed it first
-            pass
+    if now - _swept_at >= SWEEP_EVERY_S:  # a sweep stats every folder: 3.5 ms with 800, one a generation
+        _swept_at = now
+        for old in SCRATCH_ROOT.iterdir():
+            try:
+                if now - old.stat().st_mtime > SCRATCH_MAX_AGE_S:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another event removed it first
+                pass
     return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH_ROOT))
 
 
