@@ -15,9 +15,9 @@ import os
 if __name__ == "__main__":
     # Before torch loads: one OpenMP thread is every thread's default (loaders, gradio's workers); the model thread
     # sets its own count (MMGEN_TORCH_THREADS). Otherwise a thread whose first torch op is an MKL call (e.g. a
-    # scheduler's sqrt) starts a team of all cores, and with more OpenMP threads than cores libgomp's idle workers
+    # scheduler's sqrt) starts a team of its own, and with more OpenMP threads than cores libgomp's idle workers
     # sleep instead of spinning: the model's own team is then woken by the kernel at every op (docs/serving.md).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import json  # noqa: E402
 from concurrent.futures import wait  # noqa: E402
