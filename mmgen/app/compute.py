@@ -65,8 +65,10 @@ def one_thread_elsewhere() -> None:
     thread that later touched torch (a loader copying weights, a gradio worker drawing a frame) started a team of
     its own, whose idle worker stays. With more OpenMP threads than cores, libgomp makes idle workers sleep after
     about 100 spins instead of spinning for milliseconds, so the model team's worker was woken through the kernel
-    at every op: about 10,000 context switches per generation, and a 2-thread model slower than a 1-thread one
-    (docs/serving.md). Called from a short-lived thread, so the caller's own count is left as it is."""
+    at every op: about 30,000 context switches a generation in the server, and a 2-thread model slower than a
+    1-thread one (docs/serving.md). A thread whose first op is an MKL call reads OpenMP's own default instead,
+    which `app.py` sets to one (OMP_NUM_THREADS) before torch loads. Called from a short-lived thread, so the
+    caller's own count is left as it is."""
     helper = threading.Thread(target=torch.set_num_threads, args=(1,), name="mmgen-threads-default")
     helper.start()
     helper.join()

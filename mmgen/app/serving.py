@@ -107,7 +107,7 @@ def quiet_queue(demo: gr.Blocks) -> None:
     starts at most 10 ms later, and the app sends no progress bars (its previews are its progress)."""
     queue = demo._queue
     for name, seconds in (("sleep_when_free", QUEUE_POLL_S), ("progress_update_sleep_when_free", PROGRESS_POLL_S)):
-        if not isinstance(getattr(queue, name, None), float):  # a gradio that renamed it fails tests/test_serving.py
+        if not isinstance(getattr(queue, name, None), float):  # tests/test_app.py fails on a gradio that renames it
             raise RuntimeError(f"gradio's queue has no {name}: see mmgen.app.serving.quiet_queue")
         setattr(queue, name, seconds)
 
