@@ -95,6 +95,14 @@ def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
     assert all(os.path.exists(p) for p in (tokens, x_t, x0, x0_tokens, changed, plot))
 
 
+def test_a_generation_streams_a_live_preview_before_its_image(client):
+    job = client.submit(*GENERATE, api_name="/generate")
+    final = job.result()
+    previews = job.outputs()[:-1]
+    assert previews and previews[0][2] == "step 1 of 4 ..." and _pixels(previews[0][0]).shape[0] >= 256
+    assert "4 steps of ddim" in final[2]
+
+
 def test_same_seed_same_image_and_random_seed_is_reported(client):
     a = client.predict(*GENERATE, api_name="/generate")
     b = client.predict(*GENERATE, api_name="/generate")

@@ -34,7 +34,7 @@ from .frames import Trajectory
 from .limits import MAX_GUIDANCE
 from .runs import FinishedRun, advance, checked, finish_run, refused_controls, settings_from_controls, start_run
 
-PREVIEW_EVERY_S = 0.25  # live previews while generating: often enough to watch, rare enough to cost little
+PREVIEW_EVERY_S = 0.5  # live previews while generating: twice a second, each a decode and an image sent
 MAX_RUN_CARD_BYTES = 64 * 1024  # a run card is about 1 kB
 KNOWN_SHOWN = 12  # known words named beside the words a prompt has that the model never saw
 
