@@ -8,13 +8,10 @@ So handlers hand their model work to `ModelThread`: one thread, one team; concur
 step (each waits for the others' current step, never for their whole run); drawing, encoding and sending stay in
 gradio's threads.
 
-The team uses every core (MMGEN_TORCH_THREADS sets another count), and it is the process's only team with
-more than one thread: `one_thread_elsewhere` gives every other thread one. Until it did, the model thread's count
-became every thread's default, each loader and gradio worker that touched torch started a team of its own, and
-with more OpenMP threads than cores libgomp makes idle workers sleep at once instead of spinning: the model
-team's worker was woken by the kernel at every op, and a 2-thread model ran slower in the app than a 1-thread one.
-Now, on the project's 2-core machine, one default generation takes 0.98 s in the app with two threads against
-1.13 s with one, and 0.85 s in a script (medians, timed in turn; docs/serving.md).
+The team uses every core (MMGEN_TORCH_THREADS sets another count), and it is the process's only team with more
+than one thread (`one_thread_elsewhere` says why that matters). On the project's 2-core machine one default
+generation takes 0.98 s in the app with two threads against 1.13 s with one, and 0.85 s in a script (medians,
+timed in turn; docs/serving.md).
 
     compute = ModelThread()
     out = compute(run.step)  # runs on the model thread, returns its result (or raises its exception)
