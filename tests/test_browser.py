@@ -36,7 +36,8 @@ TIMEOUT_MS = 60_000
 
 # ---------------------------------------------------------------- page helpers (tests and the screenshot script)
 def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
+    # .first: while the page re-measures its tab bar (e.g. as a run streams images), a tab can be listed twice
+    page.get_by_role("tab", name=name).first.click()
 
 
 def generate(page, prompt: str, steps: int | None = None) -> None:
@@ -91,6 +92,45 @@ def test_scrub_the_trajectory_slider(page):
     page.locator("#prev").click()
     page.locator("#step-info").get_by_text("Step 1 of 4").wait_for()
     assert page.locator("#x0 img").get_attribute("src") and page.locator("#x-t img").get_attribute("src")
+
+
+def test_the_trajectory_tab_draws_only_while_it_is_open(page, monkeypatch):
+    """A visitor who only generates costs no drawing of trajectory frames and no replay of the DiT for the word
+    attention; opening the tab draws the last run, and a run that ends while the tab is open is drawn too."""
+    import time
+
+    from mmgen.app import generate as generate_tab
+    from mmgen.app.frames import FrameDrawer, Trajectory
+
+    calls = {"view": 0, "replay": 0}
+    view, replay, advance = FrameDrawer.view, Trajectory.replay_attention, generate_tab.advance
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(FrameDrawer, "view", counted("view", view))
+    monkeypatch.setattr(Trajectory, "replay_attention", counted("replay", replay))
+    generate(page, "a large red circle", steps=3)
+    generate(page, "a small blue star", steps=4)
+    time.sleep(1.0)  # the events a finished run sets off (the old page replayed the attention here)
+    assert calls == {"view": 0, "replay": 0}
+    open_tab(page, "Trajectory")
+    page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()
+    page.locator("#attention-info").get_by_text("'small' at step 4 of 4").wait_for()
+    assert calls["view"] >= 1 and calls["replay"] >= 1
+
+    # A run of as many steps (the slider stays where it is) that finishes after the visitor came back to the tab
+    monkeypatch.setattr(generate_tab, "advance", lambda *a: (time.sleep(0.3), advance(*a))[1])
+    open_tab(page, "Generate")
+    page.locator("#prompt textarea").fill("a green square")
+    page.locator("#generate").click()
+    open_tab(page, "Trajectory")
+    page.locator("#attention-word").get_by_text("square", exact=True).wait_for()
+    page.locator("#attention-info").get_by_text("'green' at step 4 of 4").wait_for()
 
 
 def test_step_mode(page):

@@ -3,10 +3,11 @@
 Tabs build their own components and wire their own events; what they share is explicit: the `AppContext` (the
 pipeline, the model's name, the limits, the model thread, the job gate), the session's last finished run
 (`run_state`, written by the Generate tab and by step mode, read by the Trajectory tab), the Trajectory tab's
-slider and views (filled by the Generate tab's runs) and the Generate tab's sampling controls (read by step
-mode). A new tab is a module with a class that builds its components in `__init__` and wires its events in
-`wire()`; model calls go through `ctx.compute`, model events get `validator=ctx.jobs.admission(...)`, handlers
-are wrapped in `errors.handler`. `serving.serve` launches the page for many visitors.
+slider (moved by the Generate tab's runs), the page's tabs (the Trajectory tab draws only while it is open) and
+the Generate tab's sampling controls (read by step mode). A new tab is a module with a class that builds its
+components in `__init__` and wires its events in `wire()`; model calls go through `ctx.compute`, model events get
+`validator=ctx.jobs.admission(...)`, handlers are wrapped in `errors.handler`. `serving.serve` launches the page
+for many visitors.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def build_page(ctx: AppContext, model_card: Path | None) -> None:
         caption = CaptionTab(ctx)
         build_about_tab(model_card or SHIPPED_MODEL_CARD)
 
-    generate.wire(trajectory.step, trajectory.views)
-    trajectory.wire(generate.controls)
+    generate.wire(trajectory.step)
+    trajectory.wire(generate.controls, tabs)
     tokenizer.wire()
     codebook.wire()
     caption.wire()

@@ -115,11 +115,11 @@ class GenerateTab:
         c = self
         return [c.prompt, c.steps, c.guidance, c.seed, c.random_seed, c.scheduler, c.snap, c.candidates]
 
-    def wire(self, step: gr.Slider, step_views: list[gr.components.Component]) -> None:
-        """The tab's events. A finished run moves the Trajectory tab's `step` slider to its last step and fills
-        `step_views` (x_t, x0, its tokens, changed tokens, the changes plot, the step's info)."""
+    def wire(self, step: gr.Slider) -> None:
+        """The tab's events. A finished run moves the Trajectory tab's `step` slider to its last step (that tab
+        draws the step when someone looks at it)."""
         inputs = [*self.controls, self.overlay]
-        outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads, step, *step_views]
+        outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads, step]
         ctx = self.ctx
         model_event = ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values))
         # After a run, the words it never saw under the prompt (a toast says so as the run starts). Not on every
@@ -153,12 +153,12 @@ class GenerateTab:
         request: gr.Request,
     ) -> Iterator[tuple]:
         """Text -> image, streamed: a preview of the predicted image while it runs, then the final image, its
-        tokens, downloads and the trajectory's last step (the Trajectory tab draws the others when shown). With
+        tokens, downloads and the Trajectory slider at the run's last step (that tab draws it when shown). With
         candidates, the pipeline first picks the most likely of that many starting noises (before the first
         preview). Every model call runs on the model thread; a run past the Space's time limit is stopped."""
         ctx = self.ctx
         settings = settings_from_controls(ctx, prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates)
-        skip = [gr.skip()] * 9  # the outputs that wait for the end of the run
+        skip = [gr.skip()] * 3  # the outputs that wait for the end of the run
         with ctx.jobs.job(request) as deadline:
             unknown = self.unknown_words(settings.prompt)
             if unknown:
@@ -185,7 +185,6 @@ class GenerateTab:
             finished,
             self.write_run_files(finished),
             gr.Slider(maximum=max(last, 1), value=last),
-            *ctx.frames.view(trajectory, last),
         )
 
     def unknown_words(self, prompt: str) -> str | None:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
 
 PLAY_FRAME_S = 0.15
 NO_RUN = "Generate an image first: its trajectory appears here"
+TAB_LABEL = "Trajectory"
 
 
 @dataclass
@@ -52,13 +53,18 @@ class Stepper:
 
 
 class TrajectoryTab:
-    """The tab's components and handlers. `step` and `views` are filled by the Generate tab's runs too;
-    `run_state` holds the session's last finished run (a `FinishedRun`)."""
+    """The tab's components and handlers. `step` is moved by the Generate tab's runs too; `run_state` holds the
+    session's last finished run (a `FinishedRun`).
+
+    The views are drawn only while a visitor looks at the tab (`shown`): when it opens, and when a run finishes or
+    the slider moves while it is open. A visitor who only generates costs no drawing, no decode and no replay of
+    the DiT for the word attention. API clients draw a step with /show_step."""
 
     def __init__(self, ctx: AppContext, run_state: gr.State):
         self.ctx, self.run_state = ctx, run_state
         self.stepper_state = gr.State(None, time_to_live=ctx.limits.session_seconds)  # step mode: a `Stepper`
-        with gr.Tab("Trajectory", id="trajectory"):
+        self.shown = gr.State(False)  # whether this visitor has the tab open
+        with gr.Tab(TAB_LABEL, id="trajectory"):
             gr.Markdown(
                 "Every step of the last run: the noisy latent x_t (its 8 channels projected on the codebook's"
                 " 3 main axes), the model's guess of the clean image x0, that guess's tokens, and which "
@@ -83,6 +89,7 @@ class TrajectoryTab:
                 change_plot = gr.Image(label="Tokens changed per step", interactive=False, elem_id="change-plot")
                 step_info = gr.Markdown(elem_id="step-info")
             self.views = [x_t, x0, x0_tokens, changed, change_plot, step_info]
+            self.show_step_api = gr.Button(visible=False)  # /show_step's trigger: API clients only
             self.attention = WordAttentionView(ctx)
             self._build_branch()
             with gr.Row():
@@ -116,10 +123,18 @@ class TrajectoryTab:
                 self.branch_out = gr.Image(label="Branch", interactive=False, elem_id="branch-result")
             self.branch_info = gr.Markdown(elem_id="branch-info")
 
-    def wire(self, controls: list[gr.components.Component]) -> None:
-        """The tab's events; step mode reads the Generate tab's sampling `controls` (in /generate's order)."""
+    def wire(self, controls: list[gr.components.Component], tabs: gr.Tabs) -> None:
+        """The tab's events; step mode reads the Generate tab's sampling `controls` (in /generate's order), and
+        `tabs` (the page's) tells when this tab opens or closes."""
         ctx, run, step, views = self.ctx, self.run_state, self.step, self.views
-        step.change(self.show_step, [run, step], views, api_name="show_step")
+        word, drawn = self.attention.word, [*views, *self.attention.outputs]
+        # preprocess=False: the attention's word is checked against the session's run, not the page's choices
+        tabs.select(
+            self.tab_selected, [run, step, word], [self.shown, *drawn], api_visibility="private", preprocess=False
+        )
+        run.change(self.new_run, [run, step, word, self.shown], drawn, api_visibility="private", preprocess=False)
+        step.change(self.show_step_if_shown, [run, step, self.shown], views, api_visibility="private")
+        self.show_step_api.click(self.show_step, [run, step], views, api_name="show_step")
         self.prev_btn.click(self.previous_step, [run, step], step, api_name="previous_step")
         self.next_btn.click(self.next_step, [run, step], step, api_name="next_step")
         self.play_btn.click(
@@ -139,15 +154,45 @@ class TrajectoryTab:
             api_name="branch",
             **ctx.jobs.model_event(self.refused_branch),
         )
-        self.attention.wire(run, step)
+        self.attention.wire(run, step, self.shown)
         self.gif_btn.click(self.export_gif, run, self.export_file, api_name="export_gif")
         self.strip_btn.click(self.export_filmstrip, run, self.export_file, api_name="export_filmstrip")
+
+    # ------------------------------------------------------------------ drawn when shown
+    @handler
+    def tab_selected(self, run: FinishedRun | None, k: float, word: str | None, event: gr.SelectData) -> tuple:
+        """A tab of the page was picked: whether it is this one and, if so, everything drawn."""
+        if event.value != TAB_LABEL:
+            return False, *self._skipped()
+        return True, *self._draw(run, k, word)
+
+    @handler
+    def new_run(self, run: FinishedRun | None, k: float, word: str | None, shown: bool) -> tuple:
+        """A run finished (or the session's run expired): drawn if the tab is open."""
+        return self._draw(run, k, word) if shown else self._skipped()
+
+    def _draw(self, run: FinishedRun | None, k: float, word: str | None) -> tuple:
+        """The step views and the word attention at step k, or a note when there is no run yet."""
+        if not run:
+            return *[None] * (len(self.views) - 1), f"{NO_RUN}.", *self.attention.refresh(None, k, word)
+        k = self._step(run, k, clamp=True)
+        return *self.ctx.frames.view(run.trajectory, k), *self.attention.refresh(run, k, word)
+
+    def _skipped(self) -> tuple:
+        return tuple(gr.skip() for _ in range(len(self.views) + len(self.attention.outputs)))
 
     # ------------------------------------------------------------------ scrubbing (no model call but decoding)
     @handler
     def show_step(self, run: FinishedRun | None, k: float) -> tuple:
         """The trajectory at step k: x_t, predicted x0, its tokens, tokens changed since step k-1."""
         return self.ctx.frames.view(self._trajectory(run), self._step(run, k, clamp=True))
+
+    @handler
+    def show_step_if_shown(self, run: FinishedRun | None, k: float, shown: bool) -> tuple:
+        """The slider moved: step k drawn if the tab is open (and there is a run)."""
+        if not shown or not run:
+            return tuple(gr.skip() for _ in self.views)
+        return self.show_step(run, k)
 
     @handler
     def previous_step(self, run: FinishedRun | None, k: float) -> int:

@@ -59,18 +59,33 @@ class WordAttentionView:
                 self.info = gr.Markdown(elem_id="attention-info")
             self.strip = gr.Image(label="The word across the steps", interactive=False, elem_id="attention-strip")
 
-    def wire(self, run_state: gr.State, step: gr.Slider) -> None:
-        outputs = [self.map, self.strip, self.info]
-        run_state.change(self.words_of, run_state, self.word, api_visibility="private")
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        """What `refresh` fills: the word picker, the map, the strip and the info line."""
+        return [self.word, self.map, self.strip, self.info]
+
+    def wire(self, run_state: gr.State, step: gr.Slider, shown: gr.State) -> None:
+        """The section's events. `shown` (the Trajectory tab is open) keeps a moved slider from replaying the
+        DiT for a visitor who is not looking; the tab calls `refresh` when it opens and on a new run."""
         # preprocess=False: the word is checked against this session's run (gradio would check the page's choices)
         inputs = [run_state, step, self.word]
-        self.word.change(self.show, inputs, outputs, api_name="word_attention", preprocess=False)
-        step.change(self.show_step, inputs, [self.map, self.info], api_visibility="private", preprocess=False)
+        self.word.change(
+            self.show, inputs, [self.map, self.strip, self.info], api_name="word_attention", preprocess=False
+        )
+        step.change(
+            self.show_step, [*inputs, shown], [self.map, self.info], api_visibility="private", preprocess=False
+        )
 
-    @handler
-    def words_of(self, run: FinishedRun | None):
-        words = self._trajectory(run).words if run else []
-        return gr.Radio(choices=words, value=default_word(words))
+    def refresh(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
+        """The word picker for `run`'s words (keeping `word` if the prompt has it, else its first word that names
+        something) and that word's map, strip and info line at step k; a note when there is no run yet."""
+        if not run:
+            return gr.Radio(choices=[], value=None), None, None, NO_ATTENTION
+        words = self._trajectory(run, k).words
+        word = word if word in words else default_word(words)
+        if word is None:
+            return gr.Radio(choices=[], value=None), None, None, "This run recorded no attention."
+        return gr.Radio(choices=words, value=word), *self.show(run, k, word)
 
     @handler
     def show(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
@@ -86,8 +101,9 @@ class WordAttentionView:
         return image, strip, info
 
     @handler
-    def show_step(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
-        if not run or word is None:
+    def show_step(self, run: FinishedRun | None, k: float | None, word: str | None, shown: bool = True) -> tuple:
+        """The word's map and info line at step k (the strip stays), while the tab is shown."""
+        if not shown or not run or word is None:
             return gr.skip(), gr.skip()
         trajectory = self._trajectory(run, k)
         if not trajectory.attention:
