@@ -65,6 +65,9 @@ class StepOutput(BaseOutput):
     latents: torch.Tensor  # (B, C, h, w) x_t after the step (and after the callback, if it replaced them)
     pred_x0: torch.Tensor  # (B, C, h, w) the clean-latent estimate at this step
     noise_pred: torch.Tensor  # (B, C, h, w) the guided model output (epsilon or v)
+    # (B, h, w) pred_x0's nearest codes, when the step snapped x0 toward them (a move toward its nearest code keeps
+    # it nearest, so these are pred_x0's own); None without codebook snap
+    tokens: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class DenoisingRun:
             self.scheduler.set_begin_index(start_step)
         self.next_step = start_step
         self.model_input: torch.Tensor | None = None  # what the DiT read at the last step (see `model_output`)
+        self.x0_tokens: torch.Tensor | None = None  # (B, h, w) the last step's x0 codes, when it snapped
 
     # kept as attributes for run cards and the app's info line
     @property
@@ -162,9 +166,11 @@ class DenoisingRun:
         if guided:
             uncond, cond = out.chunk(2)
             out = uncond + g.scale * (cond - uncond)
+        self.x0_tokens = None
         if g.codebook_snap > 0:
             x0 = predict_x0(self.scheduler, latents, out, t)
-            x0 = torch.lerp(x0, pipe.snap_latents(x0), g.codebook_snap)
+            self.x0_tokens = pipe.latents_to_tokens(x0)
+            x0 = torch.lerp(x0, pipe.tokens_to_latents(self.x0_tokens).to(x0.dtype), g.codebook_snap)
             out = model_output_for_x0(self.scheduler, latents, x0, t)
         return out
 
@@ -187,7 +193,7 @@ class DenoisingRun:
             result = self.callback(self.pipe, i, t, {k: local[k] for k in self.callback_inputs}) or {}
             self.latents = result.pop("latents", self.latents)
         self.next_step += 1
-        return StepOutput(step=i, timestep=t, latents=self.latents, pred_x0=pred_x0, noise_pred=noise_pred)
+        return StepOutput(i, t, self.latents, pred_x0, noise_pred, self.x0_tokens)
 
     @torch.no_grad()
     def result(self, output_type: str = "pil"):

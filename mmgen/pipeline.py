@@ -206,10 +206,13 @@ class MMGenPipeline(DiffusionPipeline):
         """Scaled latents (B, C, h, w) -> nearest code ids (B, h, w)."""
         return self.vqvae.quantizer.eval()(latents / self.scaling_factor).indices
 
+    def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Code ids (B, h, w) -> their scaled code vectors (B, C, h, w)."""
+        return self.vqvae.quantizer.indices_to_codes(tokens) * self.scaling_factor
+
     def snap_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> the scaled code vectors of their nearest codes (same shape)."""
-        codes = self.vqvae.quantizer.indices_to_codes(self.latents_to_tokens(latents)) * self.scaling_factor
-        return codes.to(latents.dtype)
+        return self.tokens_to_latents(self.latents_to_tokens(latents)).to(latents.dtype)
 
     def decode_tokens(self, tokens: torch.Tensor, output_type: str = "pil"):
         images = self.vqvae.decode_indices(tokens)  # (B, 3, H, W) in [-1, 1]

@@ -443,3 +443,17 @@ def test_stepwise_run_snaps_like_the_full_call(tiny_pipe):
     assert not torch.equal(
         one.tokens, _run(tiny_pipe, num_inference_steps=3, guidance_scale=2.0, num_candidates=1).tokens
     )
+
+
+@pytest.mark.parametrize("snap", [0.3, 0.9])
+def test_a_snapped_step_returns_its_x0_tokens(tiny_pipe, snap):
+    """A step that snaps x0 toward its nearest codes returns those codes (the Trajectory records them without a
+    second lookup): they are the nearest codes of the step's pred_x0 too. Without the snap, none."""
+    kwargs = dict(num_inference_steps=4, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
+    run = tiny_pipe.stepwise("a red circle", codebook_snap=snap, **kwargs)
+    while not run.done:
+        out = run.step()
+        assert out.tokens.shape == out.pred_x0.shape[:1] + out.pred_x0.shape[2:]
+        assert torch.equal(out.tokens, tiny_pipe.latents_to_tokens(out.pred_x0))
+    plain = tiny_pipe.stepwise("a red circle", codebook_snap=0.0, **kwargs).step()
+    assert plain.tokens is None

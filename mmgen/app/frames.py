@@ -45,10 +45,11 @@ class Trajectory:
     def record(self, pipe, out: StepOutput, model_input: torch.Tensor | None = None) -> None:
         """Keep step `out` of image 0 and the DiT's input at that step (`DenoisingRun.model_input`), from which
         `replay_attention` finds each word's attention when someone looks; call on the model thread: finding
-        x0's tokens is a model call."""
+        x0's tokens is a model call (unless the step snapped: then they come with it)."""
         self.timesteps.append(float(out.timestep))
         self.latents.append(out.latents[0].detach().to(torch.float16).clone())
-        self.tokens.append(pipe.latents_to_tokens(out.pred_x0[:1])[0].to(torch.int16))
+        tokens = out.tokens if out.tokens is not None else pipe.latents_to_tokens(out.pred_x0[:1])  # (B, h, w)
+        self.tokens.append(tokens[0].to(torch.int16))
         if model_input is not None:
             self.inputs.append(model_input[0].detach().to(torch.float16).clone())
 
