@@ -8,6 +8,8 @@ It starts `python app.py` on 127.0.0.1 and reports, in one run on this machine:
 - in-app vs script: one visitor's generation (gradio_client round trip) and the same `pipe(...)` call in a
   process of its own (with torch's default threads, as the app's model thread has, and with one), timed in turn
   on an idle server: medians of wall and CPU seconds (the ratio is what the app adds);
+- a browser visitor: Debian's Chromium (Playwright) clicks Generate on the page: the server's CPU seconds per
+  generation, everything the page sets off included (skipped without Chromium);
 - load: each visitor is a `gradio_client.Client` (a session of its own) in a thread, making its generations one
   after another (a visitor refused by a full queue waits a second and asks again, as a person would): errors,
   refusals, p50/p95 latency (queue wait included), throughput;
@@ -245,6 +247,38 @@ def in_app_vs_script(
     return {**report, "times": times}
 
 
+def in_browser(url: str, pid: int, generations: int = 5, settle_s: float = 1.5) -> dict:
+    """One visitor in Chromium generating `generations` times (after a warm-up), each with a prompt of its own:
+    medians of the wall seconds from the click to the image and of the server's CPU seconds per generation,
+    counted until `settle_s` after the image (the events a finished run sets off) less the idle server's."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(url)
+        page.locator("#generate").wait_for()
+        c = cpu_s(pid)
+        time.sleep(2.0)
+        idle_per_s = (cpu_s(pid) - c) / 2.0
+        for i in range(generations + 1):
+            page.locator("#prompt textarea").fill(PROMPTS[i % len(PROMPTS)])
+            page.locator("#seed input").fill(str(i))
+            t, c = time.perf_counter(), cpu_s(pid)
+            page.locator("#generate").click()
+            page.locator("#generate-info").get_by_text(f"seed {i} ").wait_for(timeout=120_000)
+            wall = time.perf_counter() - t
+            time.sleep(settle_s)
+            times.append((wall, cpu_s(pid) - c - idle_per_s * (time.perf_counter() - t)))
+        browser.close()
+    times = times[1:]  # the first one is a warm-up
+    return {"wall_s": statistics.median(w for w, _ in times), "cpu_s": statistics.median(c for _, c in times)}
+
+
 def main(args) -> dict:
     env = {"MMGEN_SESSION_MINUTES": str(args.expire_s / 60)} if args.expire_s else {}
     proc, url, ready_s = start_app(env, Path(args.app_dir))
@@ -258,6 +292,10 @@ def main(args) -> dict:
         report = {"cold_start": {"page_s": ready_s, "first_image_s": ready_s + time.perf_counter() - t}}
         scripts = {"script": None, "script_1_thread": 1}  # torch's default threads (the app's too), and one
         report["in_app_vs_script"] = in_app_vs_script({"in_app": (url, proc.pid)}, args.repeats, scripts=scripts)
+        try:
+            report["in_browser"] = in_browser(url, proc.pid)
+        except Exception as e:  # noqa: BLE001 - no Chromium or Playwright here: the rest still runs
+            print(f"browser visitor skipped: {e}", file=sys.stderr)
         report["rss_mb"] = {"before": rss_mb(proc.pid)}
         for round_ in (1, 2):
             load = run_visitors(url, args.visitors, args.generations, args.steps, args.candidates)
@@ -284,6 +322,16 @@ def table(report: dict) -> str:
         (
             "the same, CPU seconds (server process vs script process)",
             f"{r['in_app_cpu_s']:.2f} s vs {r['script_cpu_s']:.2f} s: {r['in_app_cpu_ratio']:.2f}x",
+        ),
+        *(
+            [
+                (
+                    "a visitor in Chromium: click to image / server CPU per generation (vs the script's CPU)",
+                    f"{b['wall_s']:.2f} s / {b['cpu_s']:.2f} s: {b['cpu_s'] / r['script_cpu_s']:.2f}x",
+                )
+            ]
+            if (b := report.get("in_browser"))
+            else []
         ),
         (
             "`pipe(...)` with one torch thread, wall / CPU",
