@@ -49,7 +49,7 @@ eval-emoji: $(STAMP)
 	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --tune --out assets/mmgen-emoji/eval_retrieval_tuning.json
 	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --guidance 7 --out assets/mmgen-emoji/eval_retrieval.json  # the tuning sweep's best
 
-# The VQ-GAN f8 tokenizer, assets/vqgan-f8 (recipes/vqgan-f8.toml, 34 to 60 min on the 2-core CPU): 128-px images
+# The VQ-GAN f8 tokenizer, assets/vqgan-f8 (recipes/vqgan-f8.toml, 38 to 65 min on the 2-core CPU): 128-px images
 # to the same 16x16 tokens as the f4 VQ-VAE makes of 64-px ones. Then its held-out evaluation and card.
 vqgan-f8: $(STAMP)
 	$(PY) -m mmgen.cli train-tokenizer --recipe recipes/vqgan-f8.toml

@@ -26,14 +26,22 @@ latents.
 
 
 def tokenizer_training(out: Path) -> str:
-    """The Training section's tokenizer paragraph, from OUT/vqvae_train_log.jsonl (empty without one)."""
-    from .model_card import _minutes, _read_jsonl, _stages
+    """The Training section's tokenizer paragraph, one sentence group per stage, from OUT/vqvae_train_log.jsonl
+    (empty without one)."""
+    from .model_card import _read_jsonl, _stages
 
     log_path = out / "vqvae_train_log.jsonl"
     if not log_path.exists():
         return ""
-    (header, done), *_ = _stages(_read_jsonl(log_path))
-    args = header["args"]
+    stages = _stages(_read_jsonl(log_path))
+    text = " ".join(_stage_text(header["args"], done, i, len(stages)) for i, (header, done) in enumerate(stages, 1))
+    return f"**Tokenizer.** {text} Log: `vqvae_train_log.jsonl`.\n"
+
+
+def _stage_text(args: dict, done: dict, i: int, n: int) -> str:
+    """What one training stage did: data, steps, optimizer, the discriminator's part, time."""
+    from .model_card import _minutes
+
     if args.get("data", "shapes") == "shapes":
         data = (
             f"shapes-v1 scenes (stream {args['seed']}) mixed with random crops of the scikit-image sample photos "
@@ -43,6 +51,11 @@ def tokenizer_training(out: Path) -> str:
         data = f"the images in `{args['data']}`"
     if args.get("shapes_scale"):
         data = data.replace("scenes", f"scenes drawn at {64 * args['shapes_scale']} px", 1)
+    trained = (
+        "the decoder alone (the encoder and codebook as the stage before left them, so every image's tokens too)"
+        if args.get("decoder_only")
+        else ""
+    )
     gan = ""
     if args.get("adversarial"):
         gan = (
@@ -51,10 +64,11 @@ def tokenizer_training(out: Path) -> str:
             f"gradient norm at the decoder's last layer), and discriminator feature matching at "
             f"{args['feature_weight']:g} in place of a perceptual loss (no pretrained network)."
         )
+    stage = f"Stage {i}: " if n > 1 else ""
     return (
-        f"**Tokenizer.** {data}; {done.get('steps') or args.get('steps')} steps of batch {args['batch_size']} at "
-        f"{args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine decay, seed "
-        f"{args['seed']}: {_minutes(done.get('train_time_s', 0))}.{gan} Log: `vqvae_train_log.jsonl`.\n"
+        f"{stage}{trained + ' on ' if trained else ''}{data}; {done.get('steps') or args.get('steps')} steps of batch "
+        f"{args['batch_size']} at {args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine "
+        f"decay, seed {args['seed']}: {_minutes(done.get('train_time_s', 0))}.{gan}"
     )
 
 

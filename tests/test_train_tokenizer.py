@@ -97,6 +97,26 @@ def test_init_from_fine_tunes_a_trained_tokenizer_on_a_folder(tmp_path):
         main(_args(tmp_path / "bad2", "--steps", "1", "--init-from", str(tmp_path / "nothing")))
 
 
+def test_decoder_only_keeps_every_images_tokens(tmp_path):
+    """--decoder-only (with the GAN on, which steps through the decoder's last layer) trains the decoder alone:
+    the encoder and the codebook are unchanged, so every image's tokens are, while the decoder learned."""
+    import pytest
+    import torch
+
+    main(_args(tmp_path / "first", "--steps", "2"))
+    first = VQVAE.from_pretrained(tmp_path / "first" / "vqvae")
+    extra = ("--steps", "4", "--init-from", str(tmp_path / "first"), "--decoder-only", "--adversarial")
+    main(_args(tmp_path / "tuned", *extra, "--disc-start", "1", "--lr", "1e-2"))
+    tuned = VQVAE.from_pretrained(tmp_path / "tuned" / "vqvae")
+    before, after = first.state_dict(), tuned.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("decoder."))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(first.eval().encode(x).indices, tuned.eval().encode(x).indices)
+    with pytest.raises(ValueError, match="name it with --init-from"):
+        main(_args(tmp_path / "bad", "--steps", "1", "--decoder-only"))
+
+
 def test_a_recipe_trains_and_publishes_the_tokenizer_once(tmp_path, capsys):
     model, recipe = tmp_path / "model", tmp_path / "tiny.toml"
     recipe.write_text(
@@ -113,6 +133,36 @@ def test_a_recipe_trains_and_publishes_the_tokenizer_once(tmp_path, capsys):
     main(args)  # finished: skipped
     assert "already finished, skipped" in capsys.readouterr().out
     assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == len(log)
+
+
+def test_a_recipe_trains_a_tokenizer_in_stages(tmp_path, capsys):
+    """[[tokenizer.stages]]: shared options, each stage's own winning; the decoder-only second stage starts from
+    the first's run and is what the model folder holds at the end, with the first stage's tokens."""
+    import torch
+
+    model, recipe, first, second = tmp_path / "model", tmp_path / "staged.toml", tmp_path / "a", tmp_path / "b"
+    recipe.write_text(
+        f'model = "{model}"\n[tokenizer]\nresolution = 32\nbatch_size = 4\nwarmup_steps = 1\n'
+        "channels_last = false\n"
+        f'[[tokenizer.stages]]\nout = "{first}"\npreset = "tiny"\nsteps = 2\n'
+        f'[[tokenizer.stages]]\nout = "{second}"\ninit_from = "{first}"\ndecoder_only = true\nsteps = 2\n'
+        "lr = 0.01\n"
+    )
+    main(build_parser().parse_args(["train-tokenizer", "--recipe", str(recipe)]))
+    out = capsys.readouterr().out
+    assert "tokenizer stage 1: training" in out and "tokenizer stage 2: training" in out
+    a, b = VQVAE.from_pretrained(first / "vqvae"), VQVAE.from_pretrained(second / "vqvae")
+    published = VQVAE.from_pretrained(model / "vqvae")
+    assert torch.equal(published.decoder.net[-1].weight.float(), b.decoder.net[-1].weight.half().float())
+    assert not torch.equal(a.decoder.net[-1].weight, b.decoder.net[-1].weight)
+    assert torch.equal(a.quantizer.codebook, b.quantizer.codebook)
+    # the published log holds both stages (an --init-from run starts with its parent's log), and so does the card
+    from mmgen.model_card_tokenizer import tokenizer_training
+
+    log = [json.loads(line) for line in (model / "vqvae_train_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log if "command" in r] == [1, 2] and log[-1]["done"]
+    card = tokenizer_training(model)
+    assert "Stage 1: shapes-v1" in card and "Stage 2: the decoder alone" in card and card.count("2 steps") == 2
 
 
 def test_the_trainers_defaults_are_the_shipped_recipes_tokenizer():

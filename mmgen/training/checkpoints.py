@@ -36,6 +36,16 @@ def start_log(path: Path, args, previous: list[str] = (), **extra) -> None:
     Path(path).write_text("".join(line.rstrip("\n") + "\n" for line in previous) + header + "\n")
 
 
+def previous_log(model: str | None, published: str) -> list[str]:
+    """The training log of the run or model folder an --init-from run starts from (a run's `train_log.jsonl`, a
+    model folder's `published` log, e.g. `generator_train_log.jsonl`), so the new log tells the whole story; none
+    for a Hub id."""
+    for name in ("train_log.jsonl", published):
+        if model and (Path(model) / name).is_file():
+            return (Path(model) / name).read_text().splitlines()
+    return []
+
+
 def log_stages(lines: list[dict]) -> list[list[dict]]:
     """A log's records split into its stages, each starting with its header (the line with "command")."""
     stages = []

@@ -4,10 +4,12 @@
     mmgen train-generator --recipe recipes/mmgen-base.toml   # every [[generator.stages]] run, in order
 
 A recipe holds `model`, the folder that every stage publishes into (`mmgen.release`); `scheduler`, the sampler
-published with the generator; a [tokenizer] table of train-tokenizer's options; and for the generator, a [generator]
-table of options shared by every stage plus one [[generator.stages]] table per stage, whose own options win. Keys
-are the trainers' options as their run logs spell them (`--batch-size 64` is `batch_size = 64`, `--compile` is
-`compile = true`), and every stage names its own run folder, `out`. Paths are relative to where the command runs.
+published with the generator; a [tokenizer] table of train-tokenizer's options (or, for a tokenizer trained in
+stages, options shared by every stage plus one [[tokenizer.stages]] table per stage); and for the generator, a
+[generator] table of options shared by every stage plus one [[generator.stages]] table per stage, whose own
+options win. Keys are the trainers' options as their run logs spell them (`--batch-size 64` is `batch_size = 64`,
+`--compile` is `compile = true`), and every stage names its own run folder, `out`. Paths are relative to where the
+command runs.
 
 Re-running a recipe continues it: a stage whose run finished (its log's last record is `done`) is skipped, and an
 interrupted one resumes from its last checkpoint. Other options on the command line apply to every stage (e.g.
@@ -68,21 +70,30 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ValueError(f"{where}: `model` must name the model folder that every stage publishes into")
     parts = {}
     if "tokenizer" in raw:
-        parts["tokenizer"] = [_options(raw["tokenizer"], f"{where}, [tokenizer]")]
+        table = _table(raw["tokenizer"], f"{where}, [tokenizer]")
+        # one run, or stages like the generator's (e.g. the decoder fine-tuned after the whole tokenizer)
+        parts["tokenizer"] = (
+            _stages(raw, "tokenizer", where) if "stages" in table else [_options(table, f"{where}, [tokenizer]")]
+        )
     if "generator" in raw:
-        shared = dict(_table(raw["generator"], f"{where}, [generator]"))
-        stages = shared.pop("stages", None)
-        if not isinstance(stages, list) or not stages:
-            raise ValueError(f"{where}: [generator] needs at least one [[generator.stages]] table")
-        if "out" in shared:
-            raise ValueError(f"{where}: `out` belongs in each [[generator.stages]] table, not in [generator]")
-        shared = _options(shared, f"{where}, [generator]")
-        parts["generator"] = [shared | _options(s, f"{where}, generator stage {i}") for i, s in enumerate(stages, 1)]
+        parts["generator"] = _stages(raw, "generator", where)
         from ..pipeline import SCHEDULERS
 
         if raw.get("scheduler") not in SCHEDULERS:
             raise ValueError(f"{where}: `scheduler` must be one of {', '.join(sorted(SCHEDULERS))}")
     return Recipe(path, raw["model"], raw.get("scheduler"), parts)
+
+
+def _stages(raw: dict, part: str, where: str) -> list[dict]:
+    """[part] options shared by every stage, each [[part.stages]] table's own options winning."""
+    shared = dict(_table(raw[part], f"{where}, [{part}]"))
+    stages = shared.pop("stages", None)
+    if not isinstance(stages, list) or not stages:
+        raise ValueError(f"{where}: [{part}] needs at least one [[{part}.stages]] table")
+    if "out" in shared:
+        raise ValueError(f"{where}: `out` belongs in each [[{part}.stages]] table, not in [{part}]")
+    shared = _options(shared, f"{where}, [{part}]")
+    return [shared | _options(s, f"{where}, {part} stage {i}") for i, s in enumerate(stages, 1)]
 
 
 def _table(value, where: str) -> dict:
@@ -114,7 +125,7 @@ def recipe_stages(recipe: Recipe, part: str, add_arguments, command_line=None) -
     }
     stages, outs = [], set()
     for i, options in enumerate(recipe.parts[part], 1):
-        name = part if part == "tokenizer" else f"{part} stage {i}"
+        name = f"{part} stage {i}" if part == "generator" or len(recipe.parts[part]) > 1 else part
         where = f"recipe {recipe.path}, {name}"
         argv = []
         for key, value in options.items():

@@ -42,6 +42,7 @@ from .checkpoints import (
     append_log,
     latest_checkpoint,
     load_training_state,
+    previous_log,
     prune_checkpoints,
     save_training_state,
     start_log,
@@ -95,15 +96,6 @@ def same_tokenizer(model: str, vq: VQVAE) -> bool:
         return True
     keys = ("num_codes", "code_dim", "block_channels")
     return all(tuple(np.ravel(own.get(k))) == tuple(np.ravel(vq.config.get(k))) for k in keys)
-
-
-def previous_log(model: str | None) -> list[str]:
-    """The training log of the run or model folder an --init-from run starts from (a run's `train_log.jsonl`,
-    a model folder's `generator_train_log.jsonl`), so the new log tells the whole story; none for a Hub id."""
-    for name in ("train_log.jsonl", "generator_train_log.jsonl"):
-        if model and (Path(model) / name).is_file():
-            return (Path(model) / name).read_text().splitlines()
-    return []
 
 
 @dataclass
@@ -203,7 +195,7 @@ def train(args: argparse.Namespace) -> Path:
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and run.start_step == 0:
         settings = argparse.Namespace(**vars(args), **FIXED_SETTINGS)
-        start_log(log_path, settings, previous=previous_log(args.init_from), **run.header)
+        start_log(log_path, settings, previous=previous_log(args.init_from, "generator_train_log.jsonl"), **run.header)
 
     model, codebook = run.model, run.vq.quantizer.codebook
     scaling = _plain(accelerator, model).config.scaling_factor  # a loaded DiT keeps the one it was trained with

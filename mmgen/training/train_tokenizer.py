@@ -35,6 +35,7 @@ from .checkpoints import (
     append_log,
     latest_checkpoint,
     load_training_state,
+    previous_log,
     prune_checkpoints,
     save_training_state,
     start_log,
@@ -155,6 +156,8 @@ def main(args: argparse.Namespace) -> Path:
 
 def train(args: argparse.Namespace) -> Path:
     """One training run into `args.out`; returns the trained `OUT/vqvae` folder."""
+    if args.decoder_only and not args.init_from:
+        raise ValueError("--decoder-only fine-tunes a trained tokenizer's decoder: name it with --init-from")
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     out = Path(args.out)
@@ -170,8 +173,11 @@ def train(args: argparse.Namespace) -> Path:
     else:
         model = VQVAE(**(VQVAE_PRESETS[args.preset] | ({"num_codes": args.num_codes} if args.num_codes else {})))
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    trained = model.decoder if args.decoder_only else model
+    if args.decoder_only:  # the encoder and the codebook (an EMA, updated only in training mode) stay as they are
+        model.encoder.requires_grad_(False)
     # AdamW with a short warm-up and cosine decay: the decay's last stretch is worth ~1 dB of PSNR.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     n = accelerator.num_processes  # accelerate steps a prepared scheduler once per process at every step
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps * n, args.steps * n)
     start_step = 0
@@ -198,12 +204,16 @@ def train(args: argparse.Namespace) -> Path:
     log_path = out / "train_log.jsonl"
     if accelerator.is_main_process and start_step == 0:
         skipped = getattr(dataset, "skipped", None) or None  # a folder's files left out, counted by kind
-        start_log(log_path, args, config=config, gan=gan.config() if gan else None, data_skipped=skipped)
+        previous = previous_log(args.init_from, "vqvae_train_log.jsonl")  # the tokenizer it starts from
+        start_log(log_path, args, previous, config=config, gan=gan.config() if gan else None, data_skipped=skipped)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="tokenizer")
     t0, step = time.time(), start_step
     model.train()
+    if args.decoder_only:
+        accelerator.unwrap_model(model).encoder.eval()
+        accelerator.unwrap_model(model).quantizer.eval()
     for batch in loader:
         x = batch["pixel_values"].contiguous(memory_format=memory_format)
         out_ = model(x)
@@ -250,9 +260,11 @@ def train(args: argparse.Namespace) -> Path:
 @torch.no_grad()
 def validate(accelerator, model, images: torch.Tensor, out: Path, step: int) -> float:
     vq = accelerator.unwrap_model(model)
+    modes = [m.training for m in vq.modules()]  # restored after: with --decoder-only, part stays in eval mode
     vq.eval()
     recon = vq.decode(vq.encode(images).latents)
-    vq.train()
+    for m, mode in zip(vq.modules(), modes):
+        m.train(mode)
     if accelerator.is_main_process:
         (out / "samples").mkdir(exist_ok=True)
         image_grid(torch.cat([images, recon]), rows=2).save(out / "samples" / f"step-{step}.png")
@@ -283,6 +295,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="MODEL",
         help="fine-tune the tokenizer in MODEL/vqvae (a run or model folder) instead of training one from scratch; "
         "--preset and --num-codes then do not apply",
+    )
+    p.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="with --init-from: train the decoder alone; the encoder and codebook, so every image's tokens, stay "
+        "the same (a generator trained on them keeps working)",
     )
     p.add_argument("--resolution", type=int, default=64, help="training crop size in pixels")
     p.add_argument(
