@@ -78,14 +78,17 @@ class WordAttentionView:
 
     def refresh(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
         """The word picker for `run`'s words (keeping `word` if the prompt has it, else its first word that names
-        something) and that word's map, strip and info line at step k; a note when there is no run yet."""
+        something) and that word's map, strip and info line at step k (drawn by the picker's change event when the
+        word changes); a note when there is no run yet."""
         if not run:
             return gr.Radio(choices=[], value=None), None, None, NO_ATTENTION
         words = self._trajectory(run, k).words
-        word = word if word in words else default_word(words)
-        if word is None:
+        shown = word if word in words else default_word(words)
+        if shown is None:
             return gr.Radio(choices=[], value=None), None, None, "This run recorded no attention."
-        return gr.Radio(choices=words, value=word), *self.show(run, k, word)
+        if shown != word:  # the picker's change event draws it
+            return gr.Radio(choices=words, value=shown), gr.skip(), gr.skip(), gr.skip()
+        return gr.Radio(choices=words, value=shown), *self.show(run, k, shown)
 
     @handler
     def show(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:

@@ -105,6 +105,15 @@ def initial_tokenizer(model: str, num_codes: int | None = None) -> VQVAE:
     return vq
 
 
+def starting_tokenizer(args, ckpt: Path | None) -> VQVAE:
+    """The tokenizer a run starts from: its latest checkpoint, the --init-from model, or a new one of --preset."""
+    if ckpt:
+        return VQVAE.from_pretrained(ckpt / "vqvae")
+    if args.init_from:
+        return initial_tokenizer(args.init_from, args.num_codes)
+    return VQVAE(**(VQVAE_PRESETS[args.preset] | ({"num_codes": args.num_codes} if args.num_codes else {})))
+
+
 def validation_batch(args, n: int = 8) -> torch.Tensor:
     """Fixed images to watch during training: held-out shapes scenes (and photo crops when training on them)."""
     if args.data == "shapes":
@@ -166,12 +175,7 @@ def train(args: argparse.Namespace) -> Path:
     ckpt = latest_checkpoint(out) if args.resume else None
     if args.resume and ckpt is None:
         accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
-    if ckpt:
-        model = VQVAE.from_pretrained(ckpt / "vqvae")
-    elif args.init_from:
-        model = initial_tokenizer(args.init_from, args.num_codes)
-    else:
-        model = VQVAE(**(VQVAE_PRESETS[args.preset] | ({"num_codes": args.num_codes} if args.num_codes else {})))
+    model = starting_tokenizer(args, ckpt)
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     trained = model.decoder if args.decoder_only else model
     if args.decoder_only:  # the encoder and the codebook (an EMA, updated only in training mode) stay as they are
