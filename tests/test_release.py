@@ -165,6 +165,7 @@ def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_
         "two": {"relation": 1.0, "count": 0.75, "shapes": 0.5, "all": 0.625, "n": 8},
         "free": {"min": 4},
         "strict_judge": {"single": {"all": 0.5, "n": 8}, "two": {"all": 0.125, "n": 8}},
+        "tokenizer_ceiling": {"two": {"tokenized": {"all": 0.875}, "tokenized_strict": {"all": 0.75}}},
         "settings": {"scheduler": "UniPCMultistepScheduler", "steps": 30, "guidance_scale": 4.0, "num_candidates": 4},
     }
     (out / "eval_tokenizer.json").write_text(json.dumps(tok))
@@ -183,6 +184,8 @@ def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_
     assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus 2.0 min encoding the data." in card
     assert table_row(card, "read by the strict judge", "single object: all right", "50.0%")
     assert table_row(card, "two objects: all right", "12.5%")
+    assert table_row(card, "tokenizer ceiling: real two-object scenes, tokenized", "all at once", "87.5%")
+    assert table_row(card, "the same, read by the strict judge", "75.0%")
     assert "Each stage's exact command" in card  # no recipe named: the logs hold the commands
     assert f'from_pretrained("{out.as_posix()}")' in card
 

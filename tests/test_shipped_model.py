@@ -59,9 +59,11 @@ def test_tokenizer_ceiling_scores_the_drawn_scenes_fully_and_the_round_trip_no_b
     for kinds in ceiling.values():
         assert all(v == 1.0 for k, v in kinds["rendered"].items() if k != "n")  # the judge's own check
         assert all(kinds["tokenized"][k] <= v for k, v in kinds["rendered"].items())
+        # the strict reading only ever takes a shape's name away
+        assert all(kinds["tokenized_strict"][k] <= v for k, v in kinds["tokenized"].items() if k != "n")
     assert set(ceiling["two"]["by_shape"]["rendered"].values()) == {1.0}
     text = format_ceiling(ceiling)
-    assert "tokens" in text.splitlines()[1] and "own shape after the round trip" in text
+    assert "strict" in text.splitlines()[1] and "own shape after the round trip" in text and "the same, strict" in text
     assert tokenizer_ceiling(tiny_pipe, n_single=2, n_two=2) == {}  # 32x32 images: not shapes-v1's canvas
 
 

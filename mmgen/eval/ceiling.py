@@ -43,10 +43,11 @@ def tokenizer_ceiling(
     pipe, n_single: int = 144, n_two: int = 256, seed: int = CEILING_SEED, batch_size: int = 128
 ) -> dict:
     """The judge's scores on correct scenes, as drawn ("rendered": the judge's own check, ~100 %) and after the
-    tokenizer's round trip ("tokenized"): {"single": {"rendered": scores, "tokenized": scores}, "two": {...,
-    "by_shape": {"rendered": ..., "tokenized": ...}}}. What the tokenizer loses (small stars, drawn as blobs) no
-    generator gets back. The scenes are shapes-v1's (sizes and places as in training), drawn at the model's image
-    size (64 or 128 px; else {})."""
+    tokenizer's round trip, read leniently ("tokenized") and strictly ("tokenized_strict": the ceiling of the strict
+    figures): {"single": {"rendered": scores, "tokenized": scores, "tokenized_strict": scores}, "two": {...,
+    "by_shape": {"rendered": ..., "tokenized": ..., "tokenized_strict": ...}}}. What the tokenizer loses (small
+    stars, drawn as blobs) no generator gets back. The scenes are shapes-v1's (sizes and places as in training),
+    drawn at the model's image size (64 or 128 px; else {})."""
     side = pipe.transformer.config.sample_size * pipe.vqvae.downsample_factor
     scale = side // CANVAS
     if side % CANVAS or scale not in SCALES:
@@ -60,8 +61,13 @@ def tokenizer_ceiling(
         x = torch.stack([pil_to_tensor(im) for im in rendered]).to(pipe.vqvae.device, pipe.vqvae.dtype)  # (N, 3, H, W)
         ids = torch.cat([pipe.vqvae.encode(x[i : i + batch_size]).indices for i in range(0, len(x), batch_size)])
         results[name] = {}
-        for kind, images in (("rendered", rendered), ("tokenized", pipe.decode_tokens(ids))):
-            pairs = [(read_scene(im), item) for im, (_, item) in zip(images, scenes)]
+        decoded = pipe.decode_tokens(ids)
+        for kind, images, strict in (
+            ("rendered", rendered, False),
+            ("tokenized", decoded, False),
+            ("tokenized_strict", decoded, True),
+        ):
+            pairs = [(read_scene(im, strict=strict), item) for im, (_, item) in zip(images, scenes)]
             results[name][kind] = mean_scores(pairs, scorers[name])
             if name == "two":  # beside the generated images' own (shape_errors' two_shape_by_shape)
                 results[name].setdefault("by_shape", {})[kind] = shape_by_shape(pairs)
@@ -72,12 +78,14 @@ def format_ceiling(ceiling: dict) -> str:
     """`tokenizer_ceiling` as a plain-text table: each measure as drawn and after the round trip."""
     lines = [
         "tokenizer ceiling: the judge on correct shapes-v1 scenes, as drawn and after the tokenizer's round trip",
-        f"{'set':<13}{'metric':<12}{'drawn':>8}{'tokens':>8}",
-        "-" * 41,
+        f"{'set':<13}{'metric':<12}{'drawn':>8}{'tokens':>8}{'strict':>8}",
+        "-" * 49,
     ]
     for name, kinds in ceiling.items():
-        drawn, tokens = kinds["rendered"], kinds["tokenized"]
-        lines += [f"{name:<13}{m:<12}{drawn[m]:>8.3f}{tokens[m]:>8.3f}" for m in drawn if m != "n"]
+        drawn, tokens, strict = kinds["rendered"], kinds["tokenized"], kinds["tokenized_strict"]
+        lines += [f"{name:<13}{m:<12}{drawn[m]:>8.3f}{tokens[m]:>8.3f}{strict[m]:>8.3f}" for m in drawn if m != "n"]
         if "by_shape" in kinds:
-            lines.append(f"{name}, own shape after the round trip: {format_by_shape(kinds['by_shape']['tokenized'])}")
+            by_shape = kinds["by_shape"]
+            lines.append(f"{name}, own shape after the round trip: {format_by_shape(by_shape['tokenized'])}")
+            lines.append(f"{name}, the same, strict: {format_by_shape(by_shape['tokenized_strict'])}")
     return "\n".join(lines)
