@@ -59,6 +59,35 @@ def test_dead_codes_are_restarted_on_data():
     assert (flat @ q.codebook[0]).max() > 0.95, "the dead code should have been moved onto an encoder output"
 
 
+def test_a_batch_with_fewer_tokens_than_codes_trains():
+    """f16's 2,048 codes against a batch of small crops (16 crops of 4x4 tokens): k-means starts the codebook from
+    repeated vectors instead of failing, and every code stays a unit vector."""
+    q = VectorQuantizer(num_codes=64, code_dim=4).train()
+    out = q(torch.randn(1, 4, 4, 4))  # 16 tokens, 64 codes
+    assert q.initialized and q.codebook.shape == (64, 4) and out.indices.shape == (1, 4, 4)
+    assert torch.allclose(q.codebook.norm(dim=1), torch.ones(64), atol=1e-5)
+
+
+def test_codes_used_as_often_as_the_rest_are_not_restarted_when_batches_are_small():
+    """With 16 tokens a batch and 64 codes, a code is hit a quarter of a time per batch on average: an absolute
+    restart threshold of 0.5 would restart every code over and over (codes jumping to random outputs); the
+    threshold is at most half a uniform code's share, so a codebook that fits the data stays put."""
+    torch.manual_seed(0)
+    centres = F.normalize(torch.randn(64, 4), dim=1)
+    q = VectorQuantizer(num_codes=64, code_dim=4).train()
+    q(centres.T.reshape(1, 4, 8, 8))  # init on all 64 centres at once: one code per centre
+    moved = torch.zeros(64, dtype=torch.bool)
+    for step in range(400):
+        picks = torch.randint(64, (16,))
+        z = F.normalize(centres[picks] + 0.01 * torch.randn(16, 4), dim=1)
+        before = q.codebook.clone()
+        q(z.T.reshape(1, 4, 4, 4))
+        if step >= 300:  # long after the counts settled: which codes jumped (a restart), not drifted (the EMA)
+            moved |= (q.codebook * before).sum(dim=1) < 0.9
+    assert moved.sum() <= 6, f"{int(moved.sum())} of 64 codes restarted although each is used like the rest"
+    assert (q.lookup(centres).unique().numel()) >= 60  # and the codebook still serves every centre
+
+
 def test_perplexity_bounds():
     q = VectorQuantizer(num_codes=64, code_dim=4).eval()
     out = q(torch.randn(4, 4, 8, 8))

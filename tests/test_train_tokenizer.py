@@ -49,6 +49,12 @@ def test_trains_checkpoints_and_resumes(tmp_path):
     assert steps == [2, 4, 4, 6], steps
 
 
+def test_a_codebook_larger_than_a_batch_of_tokens_trains(tmp_path):
+    """f16 (2,048 codes) on small crops: 4 crops of 8x8 tokens are 256 tokens for 512 codes here."""
+    main(_args(tmp_path / "run", "--steps", "2", "--num-codes", "512"))
+    assert VQVAE.from_pretrained(tmp_path / "run" / "vqvae").config.num_codes == 512
+
+
 def test_same_seed_same_weights(tmp_path):
     import torch
 

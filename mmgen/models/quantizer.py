@@ -47,9 +47,14 @@ class QuantizerOutput:
 
 
 def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None):
-    """k-means with cosine similarity on unit vectors x (N, D); returns unit centroids (K, D)."""
-    perm = torch.randperm(x.shape[0], generator=generator, device="cpu")[:k].to(x.device)
-    centroids = x[perm].clone()  # (K, D)
+    """k-means with cosine similarity on unit vectors x (N, D); returns unit centroids (K, D). With fewer vectors
+    than centroids (N < K: a small batch of small crops for a large codebook), some start on the same vector; the
+    quantizer's dead-code restarts spread them out as training goes."""
+    if x.shape[0] >= k:
+        start = torch.randperm(x.shape[0], generator=generator, device="cpu")[:k]
+    else:
+        start = torch.randint(x.shape[0], (k,), generator=generator, device="cpu")
+    centroids = x[start.to(x.device)].clone()  # (K, D)
     for _ in range(iters):
         assign = (x @ centroids.T).argmax(dim=1)  # (N,)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # (K, D)
@@ -67,7 +72,9 @@ class VectorQuantizer(nn.Module):
         code_dim: code dimension D (4..32: low dimension keeps every code in use, ViT-VQGAN sec. 3.2).
         decay: EMA decay of the codebook statistics.
         commitment_weight: beta in VQ-VAE's loss, weighting || z - sg[e] ||^2.
-        dead_code_threshold: a code whose EMA usage (expected hits per batch) drops below this is restarted.
+        dead_code_threshold: a code whose EMA usage (hits per batch) drops below this is restarted; at most half a
+            uniform code's share of the batch (N / 2K), so a batch with fewer tokens than codes does not restart
+            codes that are used as often as the rest.
     """
 
     def __init__(
@@ -102,12 +109,13 @@ class VectorQuantizer(nn.Module):
         that went unused."""
         if distributed():
             z, indices = all_gather(z), all_gather(indices)  # every process now holds the global batch
+        threshold = min(self.dead_code_threshold, 0.5 * z.shape[0] / self.num_codes)
         if not self.initialized:
             self.codebook.copy_(spherical_kmeans(z, self.num_codes))
             self.ema_sum.copy_(self.codebook)
             # Start each count just above the restart threshold, not at the expected N/K hits: a code that
             # k-means placed well but the moving encoder leaves behind is then restarted within ~70 steps.
-            self.ema_count.fill_(2 * self.dead_code_threshold)
+            self.ema_count.fill_(2 * threshold)
             self.initialized.fill_(True)
             self._share_codebook()  # k-means' random start: the first process's, everywhere
             return
@@ -117,7 +125,7 @@ class VectorQuantizer(nn.Module):
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         self.codebook.copy_(F.normalize(self.ema_sum, dim=1))
 
-        dead = self.ema_count < self.dead_code_threshold
+        dead = self.ema_count < threshold
         if dead.any():
             # Restart on the worst-served encoder outputs, drawn in proportion to their quantisation error:
             # a restart on a random output would land in the dense flat-colour regions and starve again.
@@ -126,7 +134,7 @@ class VectorQuantizer(nn.Module):
             picks = z[torch.multinomial(error, n_dead, replacement=n_dead > z.shape[0])]
             self.codebook[dead] = picks
             self.ema_sum[dead] = picks
-            self.ema_count[dead] = 2 * self.dead_code_threshold
+            self.ema_count[dead] = 2 * threshold
             self._share_codebook()  # the random picks: the first process's, everywhere
 
     def _share_codebook(self) -> None:
