@@ -129,6 +129,7 @@ def tokenizer_rows(ev: dict) -> list[str]:
         ]
         if "detail_kept" in ph:
             rows.append(row("", "photos", "detail_kept", "detail kept (1 = as sharp)", f"{ph['detail_kept']:.2f}"))
-    rows.append(row("tokenizer: codebook, both sets", "codebook", "usage", "codes used", f"{cb['usage']:.1%}"))
+    tokens = f" of {cb['num_codes']:,} over {cb['tokens']:,} tokens" if "tokens" in cb else ""
+    rows.append(row("tokenizer: codebook, both sets", "codebook", "usage", "codes used", f"{cb['usage']:.1%}{tokens}"))
     rows.append(row("", "codebook", "perplexity", "perplexity", f"{cb['perplexity']:.0f} of {cb['num_codes']}"))
     return rows

@@ -1,4 +1,7 @@
-from mmgen.eval.eval_tokenizer import evaluate, format_table, heldout_photos
+import pytest
+import torch
+
+from mmgen.eval.eval_tokenizer import evaluate, even_usage, format_table, heldout_photos
 from mmgen.models.vqvae import VQVAE
 
 
@@ -29,3 +32,20 @@ def test_an_f8_tokenizer_is_scored_on_128_px_scenes_against_its_own_targets():
     table = format_table(results)
     assert ">= 22" in table and ">= 0.9" in table  # photos PSNR and detail kept
     assert ">= 34" not in table and ">= 32" not in table  # the f4's shapes PSNR and perplexity targets
+
+
+def test_even_usage_is_the_share_an_evenly_used_codebook_shows():
+    assert even_usage(2048, 3840) == pytest.approx(0.847, abs=1e-3)  # an f16's 15 photo views: too few tokens
+    assert even_usage(1024, 100_000) == pytest.approx(1.0)
+    assert even_usage(64, 1) == pytest.approx(1 / 64)
+
+
+def test_an_f16_tokenizer_counts_whole_photos_and_is_held_to_95_percent_codebook_use():
+    f16 = VQVAE(block_channels=(4, 8, 8, 8, 8), encoder_layers=(0,) * 5, decoder_layers=(0,) * 5, num_codes=64)
+    f16.quantizer.codebook.copy_(torch.nn.functional.normalize(torch.ones(64, f16.config.code_dim), dim=1))
+    results = evaluate(f16.eval(), n_shapes=2)  # every code the same vector: one code ever chosen
+    views = 15 * (256 // 16) ** 2
+    assert results["photos"]["size"] == 256 and results["codebook"]["tokens"] > 2 * 256 + views
+    assert results["codebook"]["usage"] == 1 / 64 and results["codebook"]["usage_even"] == pytest.approx(1.0)
+    row = next(line for line in format_table(results).splitlines() if line.startswith("codebook  usage "))
+    assert ">= 0.95" in row and row.endswith("NO")  # a collapsed codebook fails

@@ -60,7 +60,7 @@ def test_dead_codes_are_restarted_on_data():
 
 
 def test_a_batch_with_fewer_tokens_than_codes_trains():
-    """f16's 2,048 codes against a batch of small crops (16 crops of 4x4 tokens): k-means starts the codebook from
+    """A codebook larger than a batch (e.g. 2,048 codes, 16 crops of 4x4 tokens): k-means starts the codebook from
     repeated vectors instead of failing, and every code stays a unit vector."""
     q = VectorQuantizer(num_codes=64, code_dim=4).train()
     out = q(torch.randn(1, 4, 4, 4))  # 16 tokens, 64 codes

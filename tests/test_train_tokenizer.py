@@ -50,7 +50,7 @@ def test_trains_checkpoints_and_resumes(tmp_path):
 
 
 def test_a_codebook_larger_than_a_batch_of_tokens_trains(tmp_path):
-    """f16 (2,048 codes) on small crops: 4 crops of 8x8 tokens are 256 tokens for 512 codes here."""
+    """A codebook larger than a batch of small crops: 4 crops of 8x8 tokens are 256 tokens for 512 codes here."""
     main(_args(tmp_path / "run", "--steps", "2", "--num-codes", "512"))
     assert VQVAE.from_pretrained(tmp_path / "run" / "vqvae").config.num_codes == 512
 

@@ -292,7 +292,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=0.45,
         help="share of scikit-image photo crops mixed into shapes-v1 (0 = scenes only)",
     )
-    p.add_argument("--preset", default="base", choices=sorted(VQVAE_PRESETS))
+    p.add_argument(
+        "--preset",
+        default="base",
+        choices=sorted(VQVAE_PRESETS),
+        help="the tokenizer's size: base = f4 (a 16x16 token grid from 64 px), f8 (from 128 px), f16 (from 256 px); "
+        "tiny for tests",
+    )
     p.add_argument("--num-codes", type=int, default=None, help="codebook size (default: the preset's)")
     p.add_argument(
         "--init-from",
