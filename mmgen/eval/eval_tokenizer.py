@@ -16,7 +16,7 @@ Held-out sets:
 - codebook usage (share of codes used at least once) and perplexity, per set and over both. Usage is also counted
   over each held-out photo whole at three sizes: an f16 tokenizer makes 256 tokens of a 256x256 view, so the 15
   views alone give under 2 per code of a 2,048-code book, where even a perfectly evenly used codebook would show
-  only 85 %. `usage_even` is that share for the tokens counted: a usage figure is only as good as it is near 1.
+  only 85 %. `usage_even` is that share for the tokens counted: usage means something only where it is near 1.
 """
 
 from __future__ import annotations
