@@ -358,7 +358,8 @@ def evaluation_section(out: Path) -> str:
         text += (
             " Tokenizer (`mmgen eval-tokenizer`): shapes-v1 scenes of a held-out stream and natural photos that are "
             "not scikit-image's; *detail kept* is the reconstruction's mean horizontal + vertical gradient over the "
-            "original's (grayscale), 1 as sharp."
+            "original's (grayscale), 1 as sharp; *edges in place* how much of the original's edges it draws where "
+            "they are (invented texture counts for detail kept, not here)."
         )
     if gen is not None:
         text += (

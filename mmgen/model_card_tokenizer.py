@@ -129,6 +129,9 @@ def tokenizer_rows(ev: dict) -> list[str]:
         ]
         if "detail_kept" in ph:
             rows.append(row("", "photos", "detail_kept", "detail kept (1 = as sharp)", f"{ph['detail_kept']:.2f}"))
+        if "edges_in_place" in ph:
+            shown = f"{ph['edges_in_place']:.2f}"
+            rows.append(row("", "photos", "edges_in_place", "edges in place (1 = every edge where it was)", shown))
     tokens = f" of {cb['num_codes']:,} over {cb['tokens']:,} tokens" if "tokens" in cb else ""
     rows.append(row("tokenizer: codebook, both sets", "codebook", "usage", "codes used", f"{cb['usage']:.1%}{tokens}"))
     rows.append(row("", "codebook", "perplexity", "perplexity", f"{cb['perplexity']:.0f} of {cb['num_codes']}"))

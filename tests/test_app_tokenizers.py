@@ -69,7 +69,7 @@ def test_compare_the_generators_tokenizer_with_a_preloaded_one(client, scene):
     assert rows["tiny-test"]["grid"] == "16×16" and rows["vqdiff"]["grid"] == "8×8"  # f4 and f8
     assert rows["vqdiff"]["codes"] == 48 and rows["vqdiff"]["bits"] == round(64 * math.log2(48))
     assert rows["vqdiff"]["compression ×"] == round(64 * 64 * 24 / (64 * math.log2(48)), 1)
-    assert all(isinstance(r["PSNR dB"], float) for r in rows.values())
+    assert all(isinstance(r["PSNR dB"], float) and isinstance(r["edges in place"], float) for r in rows.values())
     original, recon = shapes_sample(0, 0).image.resize((64, 64)), Image.open(sheet)
     assert recon.width > 3 * 128 and recon.height > 2 * 128  # 3 columns, 2 rows, each enlarged to 128 px
     assert np.asarray(original).shape == (64, 64, 3)

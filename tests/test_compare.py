@@ -14,6 +14,7 @@ from mmgen.compare import (
     compare_tokenizers,
     compression_ratio,
     detail_kept,
+    edges_in_place,
     error_map,
     format_table,
     quantization_ambiguity,
@@ -34,12 +35,29 @@ def test_figures_of_a_known_case(photo):
     assert detail_kept(photo, photo) == pytest.approx(1.0)
     assert detail_kept(photo, photo.filter(ImageFilter.GaussianBlur(2))) < 0.5
     assert math.isnan(detail_kept(Image.new("RGB", (8, 8), "red"), photo.crop((0, 0, 8, 8))))
+    assert edges_in_place(photo, photo) == pytest.approx(1.0)
+    assert math.isnan(edges_in_place(Image.new("RGB", (8, 8), "red"), photo.crop((0, 0, 8, 8))))
     assert bits_per_image((16, 16), 512) == 16 * 16 * 9
     assert compression_ratio((64, 64), 16 * 16 * 9) == pytest.approx(64 * 64 * 24 / 2304)
     errors = error_map(photo, Image.new("RGB", photo.size, (0, 0, 0)))
     assert errors.shape == (52, 70) and np.allclose(errors, np.asarray(photo, dtype=np.float32).mean(2))
     with pytest.raises(ValueError, match="differ in size"):
         error_map(photo, photo.crop((0, 0, 8, 8)))
+
+
+def test_invented_texture_is_detail_but_not_edges_in_place():
+    """A deliberately wrong reconstruction: the photo blurred, then noise added. It looks worse than the blur
+    alone to anyone, and detail kept calls it sharper than the original; edges in place is not fooled."""
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).resize((128, 128), Image.BICUBIC)
+    blurred = photo.filter(ImageFilter.GaussianBlur(1.5))
+    noise = rng.normal(0, 12, (128, 128, 1))
+    noisy = Image.fromarray(np.clip(np.asarray(blurred, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
+    assert detail_kept(photo, blurred) < 0.7 and detail_kept(photo, noisy) > 1.0
+    assert edges_in_place(photo, noisy) == pytest.approx(edges_in_place(photo, blurred), abs=0.05)
+    assert edges_in_place(photo, noisy) < 0.7
+    shifted = Image.fromarray(np.roll(np.asarray(photo), 5, axis=1))  # every edge drawn, in the wrong place
+    assert detail_kept(photo, shifted) == pytest.approx(1.0, abs=0.05) and edges_in_place(photo, shifted) < 0.3
 
 
 def test_ambiguity_by_hand():

@@ -1,7 +1,7 @@
 """Tokenizers side by side on the Tokenizer tab's image (`mmgen.compare`): reconstructions, PSNR, SSIM, detail
-kept, token grid, bits per image, compression and error maps, as a table and one sheet of images; and the drawing
-of the tokenized image's quantisation ambiguity (per token: the distance to its code and the margin to the
-second-nearest code, `mmgen.compare.quantization_ambiguity`)."""
+kept, edges in place, token grid, bits per image, compression and error maps, as a table and one sheet of
+images; and the drawing of the tokenized image's quantisation ambiguity (per token: the distance to its code and
+the margin to the second-nearest code, `mmgen.compare.quantization_ambiguity`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,18 @@ from .errors import handler
 from .tokenizers import UploadUsage
 
 MIN_COMPARED, MAX_COMPARED = 2, 4
-HEADERS = ["tokenizer", "PSNR dB", "SSIM", "detail kept", "grid", "codes", "bits", "compression ×", "seconds"]
+HEADERS = [
+    "tokenizer",
+    "PSNR dB",
+    "SSIM",
+    "detail kept",
+    "edges in place",
+    "grid",
+    "codes",
+    "bits",
+    "compression ×",
+    "seconds",
+]
 LABEL_SIDE = 128  # sheet columns are enlarged to at least this width, so their labels fit
 NEARLY_FLIPPED = 0.1  # a margin under this share of the median margin: the token nearly took its runner-up
 
@@ -107,6 +118,7 @@ def table_row(r: Reconstruction) -> list:
         number(r.psnr, 2),
         number(r.ssim, 3),
         number(r.detail_kept, 2),
+        number(r.edges_in_place, 2),
         f"{h}×{w}",
         r.num_codes,
         round(r.bits),
