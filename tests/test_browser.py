@@ -186,6 +186,7 @@ def test_load_a_second_tokenizer_and_compare(page, tmp_path):
     page.locator("#compare-info").get_by_text("Compared at").wait_for(timeout=TIMEOUT_MS)
     table = page.locator("#compare-table").inner_text()
     assert "tiny-test" in table and "second" in table and "8×8" in table and "16×16" in table
+    assert "edges in place" in table and "edges in place" in page.locator("#compare-info").inner_text()
     assert "Traceback" not in page.content()
 
 
