@@ -46,7 +46,7 @@ def detail_kept(original: Image.Image, reconstruction: Image.Image) -> float:
     Blind to where the edges are: noise or a hatched texture count as detail (`edges_in_place` does not)."""
 
     def energy(im: Image.Image) -> float:
-        return float(sum(np.abs(d).mean() for d in _gradients(im) if d.size)) if min(im.size) > 1 else 0.0
+        return float(sum(np.abs(d).mean() for d in _gradients(im))) if min(im.size) > 1 else 0.0
 
     base = energy(original)
     return energy(reconstruction) / base if base > 0 else float("nan")
