@@ -59,7 +59,7 @@ eval-vqgan-f8: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/vqgan-f8 --out assets/vqgan-f8/eval_tokenizer.json
 	$(PY) -m mmgen.release --out assets/vqgan-f8 --card
 
-# The 128-px shapes model, assets/mmgen-base-128 (recipes/mmgen-base-128.toml, about 2 h on the 2-core CPU): the
+# The 128-px shapes model, assets/mmgen-base-128 (recipes/mmgen-base-128.toml, 72 min on the 2-core CPU): the
 # 64-px model's DiT continued on the VQ-GAN f8's latents. Needs assets/mmgen-base and assets/vqgan-f8. Then its
 # held-out evaluation (the 64-px model's sampling defaults) and card.
 mmgen-base-128: $(STAMP)

@@ -433,12 +433,14 @@ def test_the_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
     from mmgen.training.recipe import load_recipe, recipe_stages
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base-128.toml")
-    first, second = recipe_stages(recipe, "generator", train_generator.add_arguments)
-    assert recipe.model == "assets/mmgen-base-128" and first.args.vqvae == second.args.vqvae == "assets/vqgan-f8"
+    first, *later = recipe_stages(recipe, "generator", train_generator.add_arguments)
+    assert recipe.model == "assets/mmgen-base-128" and later
+    assert {s.args.vqvae for s in (first, *later)} == {"assets/vqgan-f8"}
     assert first.args.init_from == "assets/mmgen-base" and first.args.sample_size == 16
-    # the second stage continues the first's published weights on the same encoded scenes, with another seed
-    assert second.args.init_from == "assets/mmgen-base-128" and second.args.seed != first.args.seed
-    assert (second.args.data_seed, second.args.num_samples) == (first.args.data_seed, first.args.num_samples)
+    # every later stage continues the published weights on the same encoded scenes, each with a seed of its own
+    assert all(s.args.init_from == "assets/mmgen-base-128" for s in later)
+    assert len({s.args.seed for s in (first, *later)}) == 1 + len(later)
+    assert all((s.args.data_seed, s.args.num_samples) == (first.args.data_seed, first.args.num_samples) for s in later)
 
 
 def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_dir, capsys):
