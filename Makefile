@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser emoji-font emoji-data emoji-model eval-emoji vqgan-f8 eval-vqgan-f8 mmgen-base-128 eval-mmgen-base-128 shape-verifier eval-judge train-tokenizer eval-tokenizer train-generator generator-weights eval-generator eval-caption bench screenshots clean
+.PHONY: demo test lint install browser emoji-font emoji-data emoji-model eval-emoji vqgan-f8 eval-vqgan-f8 mmgen-base \
+	eval-mmgen-base mmgen-base-64 eval-mmgen-base-64 shape-verifier eval-judge eval-caption bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +37,7 @@ emoji-data: $(STAMP) emoji-font  ## data/emoji (training), data/emoji-held-out a
 	$(PY) -m mmgen.cli data emoji --out data/emoji-held-out --size 64 --split held-out
 	$(PY) -m mmgen.cli data emoji --out data/emoji-reworded --size 64 --split reworded
 
-# The second shipped model, assets/mmgen-emoji (recipes/mmgen-emoji.toml): the tokenizer and the DiT of mmgen-base
+# The emoji model, assets/mmgen-emoji (recipes/mmgen-emoji.toml): the tokenizer and the DiT of mmgen-base-64
 # fine-tuned on the emoji folder, then evaluated by retrieval on captions worded unlike the training ones.
 emoji-model: emoji-data
 	$(PY) -m mmgen.cli train-tokenizer --recipe recipes/mmgen-emoji.toml
@@ -59,17 +60,17 @@ eval-vqgan-f8: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/vqgan-f8 --out assets/vqgan-f8/eval_tokenizer.json
 	$(PY) -m mmgen.release --out assets/vqgan-f8 --card
 
-# The 128-px shapes model, assets/mmgen-base-128 (recipes/mmgen-base-128.toml, 72 min on the 2-core CPU): the
-# 64-px model's DiT continued on the VQ-GAN f8's latents. Needs assets/mmgen-base and assets/vqgan-f8. Then its
+# The shipped model, assets/mmgen-base (recipes/mmgen-base.toml, 83 min on the 2-core CPU): 128-px shapes, the
+# 64-px model's DiT continued on the VQ-GAN f8's latents. Needs assets/mmgen-base-64 and assets/vqgan-f8. Then its
 # held-out evaluation (the 64-px model's sampling defaults) and card.
-mmgen-base-128: $(STAMP)
-	$(PY) -m mmgen.cli train-generator --recipe recipes/mmgen-base-128.toml
-	$(MAKE) eval-mmgen-base-128
+mmgen-base: $(STAMP)
+	$(PY) -m mmgen.cli train-generator --recipe recipes/mmgen-base.toml
+	$(MAKE) eval-mmgen-base
 
-eval-mmgen-base-128: $(STAMP)
-	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base-128 --out assets/mmgen-base-128/eval_tokenizer.json
-	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base-128 --out assets/mmgen-base-128/eval_generator.json
-	$(PY) -m mmgen.release --out assets/mmgen-base-128 --card
+eval-mmgen-base: $(STAMP)
+	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --out assets/mmgen-base/eval_generator.json
+	$(PY) -m mmgen.release --out assets/mmgen-base --card
 
 # The strict judge's shape verifier, assets/shape-verifier (about 8 min on the 2-core CPU): trained on drawings,
 # calibrated on two labellers' verdicts on generated images (docs/judge-labels-tuning*.json). Then the judge's
@@ -88,43 +89,34 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The shipped model's rebuild as data: every training run, its settings and why.
-RECIPE ?= recipes/mmgen-base.toml
-
-# Rebuild the shipped tokenizer exactly (seeded), publish it, evaluate it and rewrite the model card.
-train-tokenizer: $(STAMP)
-	$(PY) -m mmgen.cli train-tokenizer --recipe $(RECIPE)
-	$(MAKE) eval-tokenizer
-
-eval-tokenizer: $(STAMP)
-	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
-	$(PY) -m mmgen.release --out assets/mmgen-base --card
-
-# Rebuild the shipped generator exactly (seeded): `generator-weights` trains the recipe's six stages, each published
-# into assets/mmgen-base (about 118 min on the 2-core CPU, encoding included; machines of this kind vary: one ran
-# the same steps 1.9x slower than another), then `eval-generator` evaluates it and rewrites the card (~47 min: three
-# sweeps on tuning prompts, 41.7 min on run 30, then the held-out evaluation). Re-running continues where it stopped:
-# finished stages (runs/generator*) are skipped, an interrupted one resumes.
-train-generator: generator-weights
-	$(MAKE) eval-generator
-
-generator-weights: $(STAMP)
-	$(PY) -m mmgen.cli train-generator --recipe $(RECIPE)
+# The 64-px shapes model, assets/mmgen-base-64 (recipes/mmgen-base-64.toml), rebuilt from nothing, exactly
+# (seeded): its f4 VQ-VAE (31 min on the 2-core CPU), then its DiT's six stages (about 118 min, encoding included;
+# machines of this kind vary: one ran the same steps 1.9x slower than another), each published into the folder.
+# Re-running continues where it stopped: finished runs (runs/vqvae-base, runs/generator*) are skipped, an
+# interrupted one resumes. Then `eval-mmgen-base-64` evaluates it and rewrites its card (~47 min: three sweeps on
+# tuning prompts that chose the sampling defaults, 41.7 min on run 30, then the held-out evaluation).
+mmgen-base-64: $(STAMP)
+	$(PY) -m mmgen.cli train-tokenizer --recipe recipes/mmgen-base-64.toml
+	$(PY) -m mmgen.cli train-generator --recipe recipes/mmgen-base-64.toml
+	$(MAKE) eval-mmgen-base-64
 
 # The sampler and snap sweeps use one starting noise per image (--sweep-candidates 1), as when they were chosen;
 # the third sweep chooses num_candidates (best-of-N starting noise) at the chosen sampler, guidance and snap.
-eval-generator: $(STAMP)
-	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-candidates 1 --out assets/mmgen-base/generator_sweep.json
-	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-candidates 1 --sweep-schedulers euler-ancestral --sweep-guidance 3 4 5 --sweep-codebook-snap 0 0.25 0.5 0.75 --sweep-n-single 96 --sweep-n-two 256 --sweep-free --out assets/mmgen-base/generator_snap_sweep.json
-	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-schedulers euler-ancestral --sweep-guidance 4 --sweep-codebook-snap 0.5 --sweep-candidates 1 4 8 --sweep-n-single 192 --sweep-n-two 512 --sweep-free --out assets/mmgen-base/generator_candidates_sweep.json
-	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --out assets/mmgen-base/eval_generator.json
-	$(PY) -m mmgen.release --out assets/mmgen-base --card
+M64 := assets/mmgen-base-64
+eval-mmgen-base-64: $(STAMP)
+	$(PY) -m mmgen.cli eval-tokenizer --model $(M64) --out $(M64)/eval_tokenizer.json
+	$(PY) -m mmgen.cli eval-generator --model $(M64) --sweep --sweep-candidates 1 --out $(M64)/generator_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model $(M64) --sweep --sweep-candidates 1 --sweep-schedulers euler-ancestral --sweep-guidance 3 4 5 --sweep-codebook-snap 0 0.25 0.5 0.75 --sweep-n-single 96 --sweep-n-two 256 --sweep-free --out $(M64)/generator_snap_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model $(M64) --sweep --sweep-schedulers euler-ancestral --sweep-guidance 4 --sweep-codebook-snap 0.5 --sweep-candidates 1 4 8 --sweep-n-single 192 --sweep-n-two 512 --sweep-free --out $(M64)/generator_candidates_sweep.json
+	$(PY) -m mmgen.cli eval-generator --model $(M64) --out $(M64)/eval_generator.json
+	$(PY) -m mmgen.release --out $(M64) --card
 
 # Inside the DiT (docs/captioning.md): the generator read backwards as a captioner on held-out shapes-v1 scenes, and
-# whether each word's attention map lands on its object. `--tune` on the first command redoes the settings study.
+# whether each word's attention map lands on its object (measured on the 64-px model). `--tune` on the first
+# command redoes the settings study.
 eval-caption: $(STAMP)
-	$(PY) -m mmgen.cli eval-caption --model assets/mmgen-base --out assets/mmgen-base/eval_caption.json
-	$(PY) -m mmgen.cli eval-attention --model assets/mmgen-base --out assets/mmgen-base/eval_attention.json
+	$(PY) -m mmgen.cli eval-caption --model $(M64) --out $(M64)/eval_caption.json
+	$(PY) -m mmgen.cli eval-attention --model $(M64) --out $(M64)/eval_attention.json
 
 bench: $(STAMP)  ## speed and memory, side by side (benchmarks/results.json)
 	$(PY) benchmarks/bench.py

@@ -1,7 +1,7 @@
 """mmgen explorer: generate images from text, watch them emerge step by step, and see them as codebook tokens.
 
 Run with `make demo` (http://127.0.0.1:7860). It offers the shipped models, one page each: mmgen-base (shapes,
-64 px), mmgen-base-128 (shapes, 128 px) and mmgen-emoji. Set MMGEN_MODEL to a model folder or Hub repo id to
+128 px), mmgen-base-64 (shapes, 64 px) and mmgen-emoji. Set MMGEN_MODEL to a model folder or Hub repo id to
 explore that model alone, or MMGEN_MODELS to a comma-separated list (the first on the front page). The MMGEN_MAX_*
 variables change what one visitor may ask (`mmgen/app/limits.py`, docs/serving.md). This file only loads the
 pipelines (once, at start) and launches the app; the UI is the package `mmgen/app/` (one module per tab), and
@@ -29,7 +29,7 @@ from mmgen.tokenizers import SHIPPED_TOKENIZERS  # noqa: E402
 from mmgen.tokens import DEFAULT_MODEL  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-SHIPPED_MODELS = [str(ASSETS / name) for name in ("mmgen-base", "mmgen-base-128", "mmgen-emoji")]
+SHIPPED_MODELS = [str(ASSETS / name) for name in ("mmgen-base", "mmgen-base-64", "mmgen-emoji")]
 
 MAX_FILE_SIZE = "10mb"  # the default MMGEN_MAX_UPLOAD_MB; `serve` applies the Space's own
 SERVER_NAME = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
@@ -92,13 +92,20 @@ def chosen_models() -> list[str]:
 
 
 def other_tokenizers(folder: str) -> tuple[str, ...]:
-    """The shipped tokenizers besides the model's own, present here: the Tokenizer tab compares them with it."""
-    own = Path(folder).resolve()
+    """The shipped tokenizers besides the model's own, present here: the Tokenizer tab compares them with it. One
+    whose files are the model's own (mmgen-base ships a copy of vqgan-f8) is the same tokenizer, not another."""
+    own = _tokenizer_files(folder)
     return tuple(
         name
         for name, path in SHIPPED_TOKENIZERS.items()
-        if Path(path, "vqvae", "config.json").is_file() and Path(path).resolve() != own
+        if Path(path, "vqvae", "config.json").is_file() and _tokenizer_files(path) != own
     )
+
+
+def _tokenizer_files(folder: str) -> dict[str, bytes]:
+    """The files of a model folder's vqvae/ (a few MB), by name; empty when it has none."""
+    vqvae = Path(folder, "vqvae")
+    return {f.name: f.read_bytes() for f in sorted(vqvae.iterdir()) if f.is_file()} if vqvae.is_dir() else {}
 
 
 def model_pages(models: list[str]) -> list[ModelPage]:

@@ -13,8 +13,8 @@ Sections (medians over `--repeats` timed runs after warm-up, same process, same 
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
   torch.utils.flop_counter), achieved GFLOP/s over this machine's fp32 matmul peak measured in the same run;
   the same sampling loop with diffusers' PixArtTransformer2DModel at the same width, depth, heads and tokens.
-- train: one training step of the shipped DiT (batch 64, bf16 autocast, eager; `make train-generator` also
-  compiles it) with attention in float32 (`mmgen.models.dit.attention`, the shipped code) and with PyTorch's bf16
+- train: one training step of the shipped DiT (batch 64, bf16 autocast, eager; the recipes also
+  compile it) with attention in float32 (`mmgen.models.dit.attention`, the shipped code) and with PyTorch's bf16
   CPU kernel (what autocast picks by itself), timed in turn.
 - cold: a fresh process from `import` through model load to the first image, and its peak resident memory.
 - caption: image -> text (`mmgen.captioning`) on a held-out shapes-v1 scene: `rank_captions` of the true caption

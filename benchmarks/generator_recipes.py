@@ -122,7 +122,7 @@ def main() -> None:
     p.add_argument("--cache", default=str(ROOT / "build" / "recipes"))
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args()
-    vq = VQVAE.from_pretrained(ROOT / "assets" / "mmgen-base", subfolder="vqvae", dtype=torch.float32).eval()
+    vq = VQVAE.from_pretrained(ROOT / "assets" / "mmgen-base-64", subfolder="vqvae", dtype=torch.float32).eval()
     train, held = cached_sets(vq, Path(args.cache))
     rows = []
     print(f"{'recipe':<14}{'preset':<7}{'lr':>8}{'batch':>6}{'params':>8}{'steps':>7}{'s/step':>8}{'x0_mid':>8}")

@@ -5,7 +5,7 @@
     mmgen encode photo.jpg --out out/               # tokens.json + reconstruction.png, prints PSNR
     mmgen decode out/tokens.json --out image.png
     mmgen encode photo.jpg --out out/ --tokenizer amused/amused-256   # any VQ tokenizer (mmgen/tokenizers.py)
-    mmgen compare-tokenizers photo.jpg --tokenizer mmgen-base --tokenizer some/vq-model   # table + PNG
+    mmgen compare-tokenizers photo.jpg --tokenizer mmgen-base-64 --tokenizer vqgan-f8   # table + PNG
     mmgen export-hub assets/mmgen-base --out export/   # a folder plain diffusers loads (trust_remote_code)
     mmgen train-tokenizer --out runs/vqvae          # see mmgen/training/train_tokenizer.py
     mmgen train-generator --out runs/generator      # see mmgen/training/train_generator.py
@@ -281,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="turn an image into codebook tokens and back")
     p.add_argument("image")
     p.add_argument("--out", required=True, help="folder for tokens.json and reconstruction.png")
-    tokenizer_help = "a VQ tokenizer: model or pipeline folder, Hub id, or mmgen-base (default: $MMGEN_MODEL's)"
+    tokenizer_help = (
+        "a VQ tokenizer: model or pipeline folder, Hub id, or a shipped one: mmgen-base-64, vqgan-f8 "
+        "(default: $MMGEN_MODEL's)"
+    )
     p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=tokenizer_help)
     p.add_argument("--max-side", type=int, default=512, help="downscale larger images to this longer side")
     p.set_defaults(func=cmd_encode)
@@ -343,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("caption", help="image to text: rank captions by the generator's denoising error")
-    p.add_argument("image", help="an image the generator's size (64x64 for mmgen-base)")
+    p.add_argument("image", help="an image the generator's size (128x128 for mmgen-base)")
     p.add_argument("--captions", help="a text file of captions to rank, one per line (default: the model's own)")
     p.add_argument("--top", type=int, default=10, help="print at most this many")
     p.add_argument("--model", default=None)

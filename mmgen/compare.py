@@ -1,6 +1,6 @@
 """Tokenizers side by side: what each keeps of one image, what its tokens cost, and which tokens nearly flipped.
 
-    rows = compare_tokenizers(image, [load_tokenizer("mmgen-base"), load_tokenizer("some/vq-model")])
+    rows = compare_tokenizers(image, [load_tokenizer("mmgen-base-64"), load_tokenizer("some/vq-model")])
     print(format_table(rows))      # PSNR, SSIM, detail kept, edges in place, grid, bits, compression, time
     rows[0].reconstruction, error_map(rows[0].image, rows[0].reconstruction)
 
@@ -227,7 +227,7 @@ def add_arguments(p):
         "--tokenizer",
         action="append",
         required=True,
-        help="a model folder, pipeline folder, Hub repo id or 'mmgen-base'; repeat for each tokenizer",
+        help="a model folder, pipeline folder, Hub repo id, 'mmgen-base-64' or 'vqgan-f8'; repeat for each tokenizer",
     )
     p.add_argument("--out", default="compare.png", help="the side-by-side PNG")
     p.add_argument("--max-side", type=int, default=MAX_SIDE, help="downscale larger images to this longer side")

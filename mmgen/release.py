@@ -1,6 +1,6 @@
 """Publish trained weights into a model folder: fp16 safetensors in the diffusers layout, training logs beside.
 
-    python -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base
+    python -m mmgen.release --vqvae runs/vqvae-base/vqvae --out assets/mmgen-base-64
     python -m mmgen.release --generator runs/generator --scheduler euler-ancestral --out assets/mmgen-base
     python -m mmgen.release --out assets/mmgen-base --card  # rewrite the model card (mmgen/model_card.py)
     python -m mmgen.release --out assets/mmgen-base --vocabulary  # rewrite transformer/vocabulary.json

@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from .models.vqvae import VQVAE
 
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
-# The tokenizers this repository ships: mmgen-base's f4 VQ-VAE (64 px -> 16x16 tokens) and the VQ-GAN f8
-# (128 px -> 16x16 tokens, recipes/vqgan-f8.toml).
-SHIPPED_TOKENIZERS = {name: str(_ASSETS / name) for name in ("mmgen-base", "vqgan-f8")}
+# The tokenizers this repository ships: mmgen-base-64's f4 VQ-VAE (64 px -> 16x16 tokens) and the VQ-GAN f8
+# (128 px -> 16x16 tokens, recipes/vqgan-f8.toml), which mmgen-base uses.
+SHIPPED_TOKENIZERS = {name: str(_ASSETS / name) for name in ("mmgen-base-64", "vqgan-f8")}
 # Public VQ tokenizers on the Hugging Face Hub (need a network the first time): display name -> (repo id, folder).
 HUB_TOKENIZERS = {
     "aMUSEd VQGAN (f16, 8,192 codes)": ("amused/amused-256", "vqvae"),
@@ -68,7 +68,7 @@ class Tokenizer:
 
     def __init__(self, model: torch.nn.Module, name: str):
         self.model = model.eval()
-        self.name = name  # e.g. "mmgen-base" or "amused/amused-256"
+        self.name = name  # e.g. "vqgan-f8" or "amused/amused-256"
 
     # ---------------------------------------------------------------- facts
     @property
@@ -239,7 +239,7 @@ def as_tokenizer(model, name: str | None = None) -> Tokenizer:
 
 # -------------------------------------------------------------------- loading
 def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer:
-    """A tokenizer from a shipped name ("mmgen-base"), a local folder or a Hugging Face Hub repo id.
+    """A tokenizer from a shipped name ("vqgan-f8"), a local folder or a Hugging Face Hub repo id.
 
     A folder may hold the model itself (`config.json`) or a pipeline (`model_index.json`) whose tokenizer sits in
     `vqvae/` or `movq/` (or any component of class VQModel or VQVAE); `subfolder` picks one explicitly. Weights

@@ -148,7 +148,9 @@ def test_on_the_shipped_model_the_colour_word_lands_on_its_object():
     from mmgen.eval.judge import read_scene
     from mmgen.pipeline import MMGenPipeline
 
-    pipe = MMGenPipeline.from_pretrained(Path(__file__).resolve().parents[1] / "assets" / "mmgen-base")
+    pipe = MMGenPipeline.from_pretrained(
+        Path(__file__).resolve().parents[1] / "assets" / "mmgen-base-64"
+    )  # as eval-attention
     pipe.set_progress_bar_config(disable=True)
     prompt = "a large red circle in the top left on a white background"
     rec, out = _generate(pipe, prompt, num_inference_steps=30, num_candidates=1)

@@ -213,6 +213,17 @@ def test_bad_upload_shows_a_message_not_a_traceback(page, tmp_path):
     assert "Traceback" not in page.content()
 
 
+def test_the_tab_bar_keeps_its_tabs_as_they_are_opened(page):
+    """A component between gr.Tabs and its tabs (a gr.State) shifted gradio's tab order: opening Trajectory showed
+    its label in Codebook's place, and Codebook could no longer be opened."""
+    labels = [tab.inner_text() for tab in page.get_by_role("tab").all()]
+    assert len(set(labels)) == len(labels) and "Codebook" in labels
+    for name in ("Trajectory", "Tokenizer", "Codebook", "Image → text", "Generate"):
+        open_tab(page, name)
+        page.locator("[role=tab][aria-selected=true]", has_text=name).first.wait_for(timeout=TIMEOUT_MS)
+        assert [tab.inner_text() for tab in page.get_by_role("tab").all()] == labels, name
+
+
 def test_a_refused_request_says_why_under_its_control(page):
     """The app's one check runs when the job asks to join the queue; the browser shows its message under the
     control it concerns, and nothing runs."""
@@ -248,10 +259,14 @@ def screenshots(out: Path) -> None:
             generate(page, SHAPES_PROMPTS[2])
             page.screenshot(path=str(out / "generate.png"), full_page=True)
             open_tab(page, "Trajectory")
+            page.locator("#step-info").get_by_text("Step 30 of 30").wait_for()  # the run's frames are in
+            page.locator("#attention-info").get_by_text("at step 30 of 30").wait_for()  # and the word's map
             number = page.locator("#step input[type=number]")
             number.fill("6")
             number.press("Enter")
             page.locator("#step-info").get_by_text("Step 7 of").wait_for()
+            page.locator("#attention-info").get_by_text("at step 7 of 30").wait_for()
+            page.wait_for_timeout(1000)  # the step's images, drawn
             page.screenshot(path=str(out / "trajectory.png"), full_page=True)
             upload(page, ROOT / "assets" / "examples" / "coffee.png")
             page.locator("#token-map img").click(position={"x": 120, "y": 90})

@@ -22,7 +22,7 @@ from mmgen.data.shapes import render_scene, shapes_annotation
 from mmgen.eval.eval_caption import distractors, one_changes, score_caption
 from mmgen.vocabulary import SHAPES_V1, Vocabulary, split_words
 
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "mmgen-base"
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "mmgen-base-64"  # 64-px scenes, as eval-caption
 CAPTIONS = ["a red circle", "a blue square on the left", "a small green star at the top on a black background"]
 ONE = {
     "background": "white",

@@ -52,6 +52,8 @@ def load_without_mmgen(tmp_path, folders) -> list[dict]:
     jobs = [(str(f), str(tmp_path / f"{f.name}.npz")) for f in folders]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_"))}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_MODULES_CACHE=str(tmp_path / "modules"))
+    # one thread, as this process (conftest.py): the f8 decoder's convolutions round differently with two
+    env.update(OMP_NUM_THREADS=str(torch.get_num_threads()))
     code = LOADER.format(prompt=PROMPT, call=CALL)
     run = subprocess.run(
         [sys.executable, "-I", "-c", code, json.dumps(jobs)], capture_output=True, text=True, cwd=tmp_path, env=env

@@ -24,7 +24,7 @@ FAST = ("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 1, False)  # /generate's 
 def test_facts_from_the_config_files_match_the_loaded_pipeline(tmp_path):
     facts = ModelFacts.of_folder(SHIPPED)
     vq = json.loads((SHIPPED / "vqvae" / "config.json").read_text())
-    assert facts.num_codes == vq["num_codes"] == 512 and facts.downsample_factor == 4 and facts.grid_side == 16
+    assert facts.num_codes == vq["num_codes"] == 1024 and facts.downsample_factor == 8 and facts.grid_side == 16
     assert facts.scheduler == "euler-ancestral" and not facts.bf16
     tiny = make_tiny_pipe()
     for part in ("vqvae", "transformer"):

@@ -3,6 +3,8 @@ example prompts, API names prefixed by the page, one job gate and one model thre
 models from MMGEN_MODELS / MMGEN_MODEL."""
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +102,7 @@ def test_the_navbar_picks_the_model_in_a_browser(two_models, browser):
         page.close()
 
 
-def test_a_page_compares_its_tokenizer_with_the_other_shipped_ones(tiny_model_dir, monkeypatch):
+def test_a_page_compares_its_tokenizer_with_the_other_shipped_ones(tiny_model_dir, monkeypatch, tmp_path):
     from conftest import make_tiny_pipe
 
     import app
@@ -115,3 +117,8 @@ def test_a_page_compares_its_tokenizer_with_the_other_shipped_ones(tiny_model_di
     monkeypatch.setattr(app, "SHIPPED_TOKENIZERS", {"own": tiny_model_dir, "other": tiny_model_dir, "gone": "/nope"})
     assert app.other_tokenizers("/somewhere/else") == ("own", "other")
     assert app.other_tokenizers(tiny_model_dir) == ()
+    copy = tmp_path / "copy"  # a model shipping a copy of a shipped tokenizer: the same one, not compared with itself
+    shutil.copytree(Path(tiny_model_dir, "vqvae"), copy / "vqvae")
+    assert app.other_tokenizers(str(copy)) == ()
+    (copy / "vqvae" / "config.json").write_text("{}")  # another tokenizer in the same place
+    assert app.other_tokenizers(str(copy)) == ("own", "other")

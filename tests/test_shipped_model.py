@@ -1,4 +1,4 @@
-"""The shipped model in assets/mmgen-base: loads offline from a fresh clone, round-trips, stays under 10 MB."""
+"""The shipped model, assets/mmgen-base (128 px): loads offline from a fresh clone, round-trips, files under 10 MB."""
 
 from pathlib import Path
 
@@ -31,9 +31,9 @@ def test_loads_offline_with_the_bundled_text_encoder(pipe):
     assert pipe.transformer.dtype == torch.float32  # fp16 on disk, float32 in memory
 
 
-def test_generates_64px_images_with_exact_tokens(pipe):
+def test_generates_128px_images_from_16x16_tokens_exactly(pipe):
     out = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0))
-    assert out.images[0].size == (64, 64) and out.tokens.shape == (1, 16, 16)
+    assert out.images[0].size == (128, 128) and out.tokens.shape == (1, 16, 16)
     again = pipe.decode_tokens(out.tokens)[0]
     assert list(again.getdata()) == list(out.images[0].getdata())  # the image is its tokens, decoded
 
@@ -95,25 +95,26 @@ def test_the_emoji_model_is_shipped_small_with_its_card_examples_and_evaluation(
     assert vocabulary.captions and not any("background" in c for c in vocabulary.captions)  # image -> text ranks emoji
 
 
-BASE_128 = ROOT / "assets" / "mmgen-base-128"
+BASE_64 = ROOT / "assets" / "mmgen-base-64"
 
 
-@pytest.mark.skipif(not (BASE_128 / "model_index.json").exists(), reason="no 128-px model yet")
-def test_the_128px_model_ships_the_vqgan_f8_and_draws_128px_images_from_16x16_tokens():
+def test_the_shipped_model_is_the_vqgan_f8_under_a_dit_and_the_64px_model_ships_beside_it():
     from safetensors.torch import load_file
 
     from mmgen.pipeline import MMGenPipeline
 
-    files = [f for f in BASE_128.rglob("*") if f.is_file()]
-    assert all(f.stat().st_size < 10 * 2**20 for f in files)
-    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
-    own = load_file(BASE_128 / "vqvae" / "diffusion_pytorch_model.safetensors")
+    own = load_file(MODEL / "vqvae" / "diffusion_pytorch_model.safetensors")
     f8 = load_file(ROOT / "assets" / "vqgan-f8" / "vqvae" / "diffusion_pytorch_model.safetensors")
     assert own.keys() == f8.keys() and all(torch.equal(own[k], f8[k]) for k in f8)  # the tokenizer it trained on
-    pipe = MMGenPipeline.from_pretrained(BASE_128)
+    card = (MODEL / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "128" in card
+    files = [f for f in BASE_64.rglob("*") if f.is_file()]
+    assert all(f.stat().st_size < 10 * 2**20 for f in files)
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    pipe = MMGenPipeline.from_pretrained(BASE_64)
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0))
-    assert out.images[0].size == (128, 128) and out.tokens.shape == (1, 16, 16)
-    assert list(pipe.decode_tokens(out.tokens)[0].getdata()) == list(out.images[0].getdata())
-    card = (BASE_128 / "README.md").read_text()
-    assert card.startswith("---\nlicense: apache-2.0\n") and "128" in card
+    assert out.images[0].size == (64, 64) and out.tokens.shape == (1, 16, 16)
+    assert pipe.vqvae.config.num_codes == 512 and pipe.vqvae.downsample_factor == 4  # the f4 VQ-VAE
+    card = (BASE_64 / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "64" in card

@@ -74,13 +74,16 @@ def test_spatial_norm_decoder_reads_the_codes(tmp_path):
 
 
 def test_shipped_model_is_mmgens_tokenizer():
-    tok = load_tokenizer("assets/mmgen-base")
+    tok = load_tokenizer("assets/mmgen-base-64")
     assert (
-        isinstance(tok, MMGenTokenizer) and tok.name == "mmgen-base" and load_tokenizer("mmgen-base").name == tok.name
+        isinstance(tok, MMGenTokenizer)
+        and tok.name == "mmgen-base-64"
+        and load_tokenizer("mmgen-base-64").name == tok.name
     )
     assert (tok.num_codes, tok.code_dim, tok.downsample_factor) == (512, 8, 4)
-    assert tok.label == "mmgen-base (512 codes, f4)"
-    vq = VQVAE.from_pretrained("assets/mmgen-base", subfolder="vqvae", dtype=torch.float32).eval()
+    assert tok.label == "mmgen-base-64 (512 codes, f4)"
+    assert load_tokenizer("assets/mmgen-base").label == "mmgen-base (1,024 codes, f8)"  # the shipped model's
+    vq = VQVAE.from_pretrained("assets/mmgen-base-64", subfolder="vqvae", dtype=torch.float32).eval()
     x = images()
     enc = tok.encode(x)
     with torch.no_grad():

@@ -406,15 +406,15 @@ def test_command_line_options_apply_to_every_stage_unless_the_recipe_sets_them(t
         recipe_stages(recipe, "generator", train_generator.add_arguments, _recipe_args(recipe.path, "--steps", "5"))
 
 
-def test_the_trainers_defaults_are_the_shipped_recipes_first_stage():
-    """`mmgen train-generator` with no options trains stage 1 of recipes/mmgen-base.toml, less the machine choices;
-    every later stage starts from what the stage before it published."""
+def test_the_trainers_defaults_are_the_64px_recipes_first_stage():
+    """`mmgen train-generator` with no options trains stage 1 of recipes/mmgen-base-64.toml (from nothing), less the
+    machine choices; every later stage starts from what the stage before it published."""
     from pathlib import Path
 
     from mmgen.training import train_generator
     from mmgen.training.recipe import load_recipe, recipe_stages
 
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base.toml")
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base-64.toml")
     stages = recipe_stages(recipe, "generator", train_generator.add_arguments)
     defaults = vars(train_generator.add_arguments(argparse.ArgumentParser()).parse_args([]))
     first = vars(stages[0].args)
@@ -423,22 +423,22 @@ def test_the_trainers_defaults_are_the_shipped_recipes_first_stage():
         k: v for k, v in defaults.items() if k not in machine
     }
     assert len(stages) == 6 and all(s.args.init_from == recipe.model for s in stages[1:])
-    assert recipe.model == "assets/mmgen-base" and recipe.scheduler == "euler-ancestral"
+    assert recipe.model == "assets/mmgen-base-64" and recipe.scheduler == "euler-ancestral"
 
 
-def test_the_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
+def test_the_shipped_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
     from pathlib import Path
 
     from mmgen.training import train_generator
     from mmgen.training.recipe import load_recipe, recipe_stages
 
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base-128.toml")
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base.toml")
     first, *later = recipe_stages(recipe, "generator", train_generator.add_arguments)
-    assert recipe.model == "assets/mmgen-base-128" and later
+    assert recipe.model == "assets/mmgen-base" and later
     assert {s.args.vqvae for s in (first, *later)} == {"assets/vqgan-f8"}
-    assert first.args.init_from == "assets/mmgen-base" and first.args.sample_size == 16
+    assert first.args.init_from == "assets/mmgen-base-64" and first.args.sample_size == 16
     # every later stage continues the published weights on the same encoded scenes, each with a seed of its own
-    assert all(s.args.init_from == "assets/mmgen-base-128" for s in later)
+    assert all(s.args.init_from == "assets/mmgen-base" for s in later)
     assert len({s.args.seed for s in (first, *later)}) == 1 + len(later)
     assert all((s.args.data_seed, s.args.num_samples) == (first.args.data_seed, first.args.num_samples) for s in later)
 

@@ -178,7 +178,7 @@ def test_the_trainers_defaults_are_the_shipped_recipes_tokenizer():
     from mmgen.training import train_tokenizer
     from mmgen.training.recipe import load_recipe, recipe_stages
 
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base.toml")
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base-64.toml")
     (stage,) = recipe_stages(recipe, "tokenizer", train_tokenizer.add_arguments)
     defaults = vars(train_tokenizer.add_arguments(argparse.ArgumentParser()).parse_args([]))
     assert vars(stage.args) == defaults | {"out": "runs/vqvae-base", "num_codes": 512, "resume": True}

@@ -54,7 +54,7 @@ def test_suggestions_by_meaning_with_minilm():
 
 def test_the_shipped_vocabulary_holds_the_grammar():
     vocab = Vocabulary.for_model(SHIPPED)
-    assert vocab.grammar == SHAPES_V1 and vocab.num_captions == 120_000
+    assert vocab.grammar == SHAPES_V1 and vocab.num_captions == 120_000 + 24_000  # the 64-px DiT's, then the 128-px
     grammar = {*COLORS, *SHAPES, *SIZES, *BACKGROUNDS, "background", "above", "below"}
     grammar |= {w for wordings in POSITION_WORDINGS.values() for phrase in wordings for w in split_words(phrase)}
     assert grammar <= set(vocab.words)

@@ -16,7 +16,7 @@ from .tokenizers import TokenizerPicker, UploadUsage
 
 CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
 SORT_BY_USAGE, SORT_BY_ID = "usage (most used first)", "code id"
-ONE_PAGE_UP_TO = 512  # codebooks this small show whole, on one page (mmgen-base's 512 codes)
+ONE_PAGE_UP_TO = 512  # codebooks this small show whole, on one page (mmgen-base-64's 512 codes)
 PER_PAGE = 256  # larger ones a page at a time: 256 tiles of a K = 16,384 MoVQ-like decoder in 0.3-1.6 s (bench)
 MAX_USAGE_BARS = 2048
 DEAD_LISTED = 24  # dead code ids written out
@@ -45,8 +45,8 @@ class CodebookTab:
     def __init__(self, ctx: AppContext, uploads: gr.State | None = None):
         self.ctx, self.registry = ctx, ctx.tokenizers
         # The Tokenizer tab's count of this session's codes; a tab of its own when built alone.
-        self.uploads = uploads if uploads is not None else gr.State(UploadUsage())
         with gr.Tab("Codebook", id="codebook") as self.tab:
+            self.uploads = uploads if uploads is not None else gr.State(UploadUsage())  # inside: see tokenizer.py
             self.picker = TokenizerPicker(self.registry, "codebook-tokenizer")
             self.info = gr.Markdown(elem_id="codebook-info")
             with gr.Row():

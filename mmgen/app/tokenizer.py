@@ -84,10 +84,12 @@ class TokenizerTab:
 
     def __init__(self, ctx: AppContext):
         self.ctx, self.registry = ctx, ctx.tokenizers
-        self.grid_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
-        # This session's code usage over the images it tokenized or compared (read by the Codebook tab).
-        self.uploads = gr.State(UploadUsage(), time_to_live=ctx.limits.session_seconds)
         with gr.Tab("Tokenizer", id="tokenizer") as self.tab:
+            # States live inside the tab: a component between gr.Tabs and its tabs shifts gradio's tab order
+            # (the tab bar then shows a selected tab's label in another's place).
+            self.grid_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
+            # This session's code usage over the images it tokenized or compared (read by the Codebook tab).
+            self.uploads = gr.State(UploadUsage(), time_to_live=ctx.limits.session_seconds)
             with gr.Row():
                 with gr.Column():
                     # image_mode=None: gradio passes the file on unconverted; the handler reads its header first

@@ -62,9 +62,10 @@ class TrajectoryTab:
 
     def __init__(self, ctx: AppContext, run_state: gr.State):
         self.ctx, self.run_state = ctx, run_state
-        self.stepper_state = gr.State(None, time_to_live=ctx.limits.session_seconds)  # step mode: a `Stepper`
-        self.shown = gr.State(False)  # whether this visitor has the tab open
         with gr.Tab(TAB_LABEL, id="trajectory"):
+            # inside the tab, as every tab's states: between gr.Tabs and its tabs they shift gradio's tab order
+            self.stepper_state = gr.State(None, time_to_live=ctx.limits.session_seconds)  # step mode: a `Stepper`
+            self.shown = gr.State(False)  # whether this visitor has the tab open
             gr.Markdown(
                 "Every step of the last run: the noisy latent x_t (its 8 channels projected on the codebook's"
                 " 3 main axes), the model's guess of the clean image x0, that guess's tokens, and which "

@@ -1,6 +1,6 @@
 """`mmgen eval-attention`: does each word's attention map land where the word's object is drawn?
 
-    mmgen eval-attention --model assets/mmgen-base --out assets/mmgen-base/eval_attention.json
+    mmgen eval-attention --model assets/mmgen-base-64 --out assets/mmgen-base-64/eval_attention.json
 
 For single-object prompts naming every attribute ("a large red circle in the top left on a white background"),
 one image each at the pipeline's defaults, recorded by `mmgen.AttentionRecorder`; the scene judge reads where the

@@ -1,6 +1,6 @@
 """`mmgen eval-caption`: the generator read backwards, as a captioner, on held-out shapes-v1 scenes.
 
-    mmgen eval-caption --model assets/mmgen-base --out assets/mmgen-base/eval_caption.json
+    mmgen eval-caption --model assets/mmgen-base-64 --out assets/mmgen-base-64/eval_caption.json
     mmgen eval-caption --model assets/mmgen-base --tune     # how many timesteps and noises, on tuning scenes
 
 Two measures (`mmgen.captioning`; docs/captioning.md):

@@ -155,7 +155,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base", help="model folder whose tokenizer reconstructs")
+    p.add_argument("--model", default="assets/mmgen-base-64", help="model folder whose tokenizer reconstructs")
     p.add_argument("--tuning", action="store_true", help="the tuning streams the strict settings were chosen on")
     p.add_argument("--n-renders", type=int, default=200)
     p.add_argument("--n-drawings", type=int, default=60, help="wrong drawings of each kind")

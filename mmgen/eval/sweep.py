@@ -1,6 +1,6 @@
 """The settings sweep: accuracy of each sampler x guidance x codebook_snap (x interval x best-of-N) on tuning prompts.
 
-This is how the pipeline's defaults are chosen (`make eval-generator` runs three sweeps), on prompts drawn from
+This is how the pipeline's defaults are chosen (`make eval-mmgen-base-64` runs three sweeps), on prompts drawn from
 their own seed (`mmgen.eval.prompts.TUNE_SEED`), so the reported held-out evaluation never informs the choice.
 Each setting gives one row of the results JSON, from which the docs' tables are written.
 """

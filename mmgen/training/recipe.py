@@ -1,7 +1,7 @@
 """Recipes: a shipped model's whole rebuild as data, one TOML file per model, read with the stdlib's `tomllib`.
 
-    mmgen train-tokenizer --recipe recipes/mmgen-base.toml   # the [tokenizer] run, published into `model`
-    mmgen train-generator --recipe recipes/mmgen-base.toml   # every [[generator.stages]] run, in order
+    mmgen train-tokenizer --recipe recipes/mmgen-base-64.toml   # the [tokenizer] run, published into `model`
+    mmgen train-generator --recipe recipes/mmgen-base-64.toml   # every [[generator.stages]] run, in order
 
 A recipe holds `model`, the folder that every stage publishes into (`mmgen.release`); `scheduler`, the sampler
 published with the generator; a [tokenizer] table of train-tokenizer's options (or, for a tokenizer trained in

@@ -1,13 +1,13 @@
 """Train the text-conditioned DiT in the frozen tokenizer's latent space (shapes-v1 by default, or your folder).
 
-    mmgen train-generator --recipe recipes/mmgen-base.toml          # rebuild the shipped generator, all stages
+    mmgen train-generator --recipe recipes/mmgen-base.toml             # rebuild the shipped generator, all stages
     mmgen train-generator --out runs/generator --mixed-precision bf16 --compile   # its first stage alone
     mmgen train-generator --data my_images/ --out runs/mine          # imagefolder with metadata.jsonl captions
     accelerate launch -m mmgen.cli train-generator --out runs/generator --batch-size 256
     mmgen train-generator --out runs/generator --resume
     mmgen train-generator --out runs/stage2 --init-from runs/generator --steps 2000 --lr 2e-4  # a second stage
 
-The defaults are the first stage of `recipes/mmgen-base.toml`. Before the loop, the training set is encoded once
+The defaults are the first stage of `recipes/mmgen-base-64.toml`. Before the loop, the training set is encoded once
 (`mmgen.training.encoded_data`: token ids, MiniLM states per distinct caption) and cached on disk. Latents are the
 ids' code vectors times `scaling_factor`, the factor that brings them to unit variance. The loss is v-prediction
 with capped Min-SNR weights (`mmgen.training.losses`). EMA weights (diffusers `EMAModel`) are what gets saved and
@@ -307,17 +307,17 @@ def _save_checkpoint(model: DiT, run: Run, step: int, out: Path, keep: int = 2) 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options; their defaults are the first stage of `recipes/mmgen-base.toml` (less the machine choices:
+    """The options; their defaults are the first stage of `recipes/mmgen-base-64.toml` (less the machine choices:
     --mixed-precision, --compile)."""
     p.add_argument(
         "--recipe",
         default=None,
         metavar="FILE",
-        help="run every generator stage of a recipe (e.g. recipes/mmgen-base.toml), each published into its "
+        help="run every generator stage of a recipe (e.g. recipes/mmgen-base-64.toml), each published into its "
         "model folder; finished stages are skipped and an interrupted one resumes",
     )
     p.add_argument("--out", default="runs/generator")
-    p.add_argument("--vqvae", default="assets/mmgen-base", help="model folder holding the frozen vqvae/")
+    p.add_argument("--vqvae", default="assets/mmgen-base-64", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
     p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))

@@ -2,7 +2,7 @@
 
 Runs on accelerate, so the same command runs on a laptop CPU or, unchanged, on many GPUs:
 
-    mmgen train-tokenizer --recipe recipes/mmgen-base.toml    # rebuild the shipped tokenizer and publish it
+    mmgen train-tokenizer --recipe recipes/mmgen-base-64.toml    # rebuild the shipped f4 tokenizer, publish it
     mmgen train-tokenizer --out runs/vqvae                    # CPU, shapes-v1 + scikit-image photo crops
     accelerate launch -m mmgen.cli train-tokenizer --out runs/vqvae --batch-size 64
     mmgen train-tokenizer --data my_images/ --out runs/mine   # a folder of your own images
@@ -11,7 +11,7 @@ Runs on accelerate, so the same command runs on a laptop CPU or, unchanged, on m
 Writes `OUT/vqvae/` (diffusers layout, loadable with `VQVAE.from_pretrained`), `OUT/checkpoints/step-N/`,
 validation grids `OUT/samples/step-N.png` (originals above, reconstructions below) and `OUT/train_log.jsonl`.
 Every sample is a pure function of (seed, index), so a seeded run is reproducible and resumes exactly. The
-defaults are the [tokenizer] run of `recipes/mmgen-base.toml`.
+defaults are the [tokenizer] run of `recipes/mmgen-base-64.toml`.
 """
 
 from __future__ import annotations
@@ -276,12 +276,12 @@ def validate(accelerator, model, images: torch.Tensor, out: Path, step: int) -> 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options; their defaults are the [tokenizer] run of `recipes/mmgen-base.toml`."""
+    """The options; their defaults are the [tokenizer] run of `recipes/mmgen-base-64.toml`."""
     p.add_argument(
         "--recipe",
         default=None,
         metavar="FILE",
-        help="train the tokenizer of a recipe (e.g. recipes/mmgen-base.toml) and publish it into its model "
+        help="train the tokenizer of a recipe (e.g. recipes/mmgen-base-64.toml) and publish it into its model "
         "folder; a finished run is skipped and an interrupted one resumes",
     )
     p.add_argument("--out", default="runs/vqvae", help="output folder (model, checkpoints, samples, log)")
