@@ -133,6 +133,25 @@ def test_the_trajectory_tab_draws_only_while_it_is_open(page, monkeypatch):
     page.locator("#attention-info").get_by_text("'green' at step 4 of 4").wait_for()
 
 
+def test_a_step_moved_as_the_tab_opens_keeps_the_word_map_at_that_step(page, monkeypatch):
+    """Opening the tab draws the word's map and strip at the last step; a step moved meanwhile is drawn last."""
+    import time
+
+    from mmgen.app import word_attention
+
+    strip = word_attention.word_map_strip
+    monkeypatch.setattr(word_attention, "word_map_strip", lambda *a: (time.sleep(1.0), strip(*a))[1])
+    generate(page, "a small blue star", steps=4)
+    open_tab(page, "Trajectory")
+    page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()
+    number = page.locator("#step input[type=number]")
+    number.fill("1")
+    number.press("Enter")
+    page.locator("#step-info").get_by_text("Step 2 of 4").wait_for()
+    time.sleep(2.0)  # the strip's draw (1 s) has finished: without the redraw its step-4 map would be on top
+    page.locator("#attention-info").get_by_text("at step 2 of 4").wait_for(timeout=2000)
+
+
 def test_step_mode(page):
     open_tab(page, "Generate")
     page.locator("#steps input[type=number]").fill("3")

@@ -69,9 +69,11 @@ class WordAttentionView:
         DiT for a visitor who is not looking; the tab calls `refresh` when it opens and on a new run."""
         # preprocess=False: the word is checked against this session's run (gradio would check the page's choices)
         inputs = [run_state, step, self.word]
+        # then: the map again at the slider's step now (the step may have moved while the word's strip was drawn,
+        # e.g. just after the tab opened, and that step's own draw would otherwise be overwritten)
         self.word.change(
             self.show, inputs, [self.map, self.strip, self.info], api_name="word_attention", preprocess=False
-        )
+        ).then(self.show_step, [*inputs, shown], [self.map, self.info], api_visibility="private", preprocess=False)
         step.change(
             self.show_step, [*inputs, shown], [self.map, self.info], api_visibility="private", preprocess=False
         )
