@@ -40,6 +40,14 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).first.click()
 
 
+def to_step(page, k: int, shown: str) -> None:
+    """Type step k (from 0) into the Trajectory slider's box and wait for its info line to say `shown`."""
+    number = page.locator("#step input[type=number]")
+    number.fill(str(k))
+    number.press("Enter")
+    page.locator("#step-info").get_by_text(shown).wait_for()
+
+
 def generate(page, prompt: str, steps: int | None = None) -> None:
     open_tab(page, "Generate")
     box = page.locator("#prompt textarea")
@@ -85,10 +93,7 @@ def test_scrub_the_trajectory_slider(page):
     generate(page, "a blue star", steps=4)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()
-    number = page.locator("#step input[type=number]")
-    number.fill("1")
-    number.press("Enter")
-    page.locator("#step-info").get_by_text("Step 2 of 4").wait_for()
+    to_step(page, 1, "Step 2 of 4")
     page.locator("#prev").click()
     page.locator("#step-info").get_by_text("Step 1 of 4").wait_for()
     assert page.locator("#x0 img").get_attribute("src") and page.locator("#x-t img").get_attribute("src")
@@ -144,10 +149,7 @@ def test_a_step_moved_as_the_tab_opens_keeps_the_word_map_at_that_step(page, mon
     generate(page, "a small blue star", steps=4)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()
-    number = page.locator("#step input[type=number]")
-    number.fill("1")
-    number.press("Enter")
-    page.locator("#step-info").get_by_text("Step 2 of 4").wait_for()
+    to_step(page, 1, "Step 2 of 4")
     time.sleep(2.0)  # the strip's draw (1 s) has finished: without the redraw its step-4 map would be on top
     page.locator("#attention-info").get_by_text("at step 2 of 4").wait_for(timeout=2000)
 
@@ -280,10 +282,7 @@ def screenshots(out: Path) -> None:
             open_tab(page, "Trajectory")
             page.locator("#step-info").get_by_text("Step 30 of 30").wait_for()  # the run's frames are in
             page.locator("#attention-info").get_by_text("at step 30 of 30").wait_for()  # and the word's map
-            number = page.locator("#step input[type=number]")
-            number.fill("6")
-            number.press("Enter")
-            page.locator("#step-info").get_by_text("Step 7 of").wait_for()
+            to_step(page, 6, "Step 7 of")
             page.locator("#attention-info").get_by_text("at step 7 of 30").wait_for()
             page.wait_for_timeout(1000)  # the step's images, drawn
             page.screenshot(path=str(out / "trajectory.png"), full_page=True)
