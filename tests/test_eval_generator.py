@@ -11,7 +11,15 @@ from mmgen.cli import main
 from mmgen.data.shapes import POSITIONS, SHAPES, SIZES, render_scene
 from mmgen.eval.accuracy import Sampling, evaluate
 from mmgen.eval.judge import read_scene
-from mmgen.eval.prompts import FREE_PROMPTS, TUNE_FREE_PROMPTS, PromptSets, single_prompts, two_object_prompts
+from mmgen.eval.prompts import (
+    FREE_PROMPTS,
+    HELDOUT_REWORDING,
+    TUNE_FREE_PROMPTS,
+    TUNE_REWORDING,
+    PromptSets,
+    single_prompts,
+    two_object_prompts,
+)
 from mmgen.eval.report import format_extra_objects, format_shape_errors
 from mmgen.eval.scoring import extra_objects, score_single, score_two, shape_errors, two_object_size_shares
 from mmgen.pipeline import (
@@ -37,8 +45,9 @@ def test_single_object_scoring_is_perfect_on_ground_truth():
 
 
 def test_paraphrases_differ_from_the_template():
-    items = single_prompts(30, np.random.default_rng(0), paraphrase=True)
-    assert not any(" on a " in it["prompt"] and " background" in it["prompt"] for it in items)
+    for rewording in (HELDOUT_REWORDING, TUNE_REWORDING):
+        items = single_prompts(30, np.random.default_rng(0), rewording)
+        assert not any(" on a " in it["prompt"] and " background" in it["prompt"] for it in items)
 
 
 def test_two_object_scoring_is_perfect_on_ground_truth():
@@ -419,3 +428,17 @@ def test_two_object_size_shares_follow_the_spec():
     shares = two_object_size_shares(n_scenes=1000)
     assert set(shares) == set(SIZES) and abs(sum(shares.values()) - 1) < 1e-9
     assert 0.52 < shares["small"] < 0.7
+
+
+def test_sweep_reads_its_own_reworded_prompts_when_asked(tiny_pipe, tmp_path, capsys):
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "sweep.json"
+    args = ["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "1", "--out", str(out)]
+    args += ["--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-n-single", "1", "--sweep-n-two", "1"]
+    assert main([*args, "--sweep-n-reworded", "2"]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["n_reworded"] == 2 and 0 <= row["reworded_all_strict"] <= row["reworded_all"] <= 1
+    assert "reworded" in capsys.readouterr().out
+    assert main(args) == 0  # none asked for: the row has none
+    (row,) = json.loads(out.read_text())["rows"]
+    assert "reworded_all" not in row

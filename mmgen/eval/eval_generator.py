@@ -81,7 +81,7 @@ def main_sweep(pipe, args: argparse.Namespace) -> list[dict]:
         num_candidates=tuple(args.sweep_candidates or (None,)),
         steps=args.steps,
     )
-    prompts = PromptSets.tuning(args.sweep_n_single, args.sweep_n_two, free=args.sweep_free)
+    prompts = PromptSets.tuning(args.sweep_n_single, args.sweep_n_two, args.sweep_free, args.sweep_n_reworded)
     print(SWEEP_HEADER)
     rows = sweep(pipe, grid, prompts)
     write_results({"model": str(args.model), "prompt_seed": prompts.seed, "rows": rows}, args.out)
@@ -129,6 +129,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--sweep-n-single", type=int, default=TUNING_PROMPTS.n_single, help="single-object tuning prompts")
     p.add_argument(
         "--sweep-n-two", type=int, default=TUNING_PROMPTS.n_two, help="two-object tuning prompts per setting"
+    )
+    p.add_argument(
+        "--sweep-n-reworded", type=int, default=0, help="single-object tuning prompts in reworded phrasings"
     )
     p.add_argument(
         "--sweep-free",

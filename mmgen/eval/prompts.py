@@ -2,7 +2,7 @@
 
 Four sets; the first three are drawn, in this order, from one random stream:
 - single: one object, every attribute named ("a large red circle in the top left on a white background");
-- paraphrased: the single-object facts in wordings the training templates never use;
+- paraphrased: the single-object facts in wordings training captions never use;
 - two: two objects and a relation ("a red circle to the left of a blue square on a black background");
 - free: attributes left out ("a red circle"), to count how many cells appear over 16 seeds.
 The held-out prompts (EVAL_SEED, FREE_PROMPTS) are only ever reported; the settings sweep draws its own tuning
@@ -12,7 +12,7 @@ prompts (TUNE_SEED, TUNE_FREE_PROMPTS), so the defaults are chosen without looki
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NotRequired, TypedDict
+from typing import NamedTuple, NotRequired, TypedDict
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, relatio
 
 EVAL_SEED = 12345  # the held-out prompts
 TUNE_SEED = 777  # the sweep's tuning prompts: drawn apart from the held-out ones
+TUNE_REWORDING_SEED = 778  # the sweep's reworded prompts: a stream of their own leaves the others as they were
 FREE_PROMPTS = ("a red circle", "a blue square", "a small green star", "a large yellow triangle")
 # The sweep's own free prompts (other colours and shapes than FREE_PROMPTS), so that variety counts when the
 # defaults are chosen without looking at the reported evaluation's prompts.
@@ -33,22 +34,53 @@ TUNE_FREE_PROMPTS = (
 )
 FREE_SEEDS = 16  # images per free prompt (the results' key "distinct_cells_over_16_seeds" names it)
 
-PARAPHRASES = [  # wordings absent from the training templates (mmgen.data.shapes._POSITION_PARAPHRASES)
-    "{size} {color} {shape}, placed {where}, with a plain {bg} backdrop",
-    "draw one {size} {color} {shape} {where} against {bg}",
-    "{where_cap} there is a {size} {color} {shape}; the background is {bg}",
-]
-WHERE = {
-    "top left": "in the upper left corner",
-    "top": "at the top edge",
-    "top right": "in the upper right corner",
-    "left": "at the left side",
-    "center": "right in the middle",
-    "right": "at the right side",
-    "bottom left": "in the lower left corner",
-    "bottom": "along the bottom",
-    "bottom right": "in the lower right corner",
-}
+
+class Rewording(NamedTuple):
+    """Sentence templates ({size} {color} {shape} {where} {where_cap} {bg}) and a phrase per position."""
+
+    templates: tuple[str, ...]
+    where: dict[str, str]
+
+
+# Wordings absent from every training caption (shapes-v1's templates, mmgen.data.shapes._POSITION_PARAPHRASES,
+# and mmgen.data.rewording's); the held-out set and the tuning set share no word either (tests check both).
+HELDOUT_REWORDING = Rewording(
+    templates=(
+        "{size} {color} {shape}, placed {where}, with a plain {bg} backdrop",
+        "draw one {size} {color} {shape} {where} against {bg}",
+        "{where_cap} there is a {size} {color} {shape}; the background is {bg}",
+    ),
+    where={
+        "top left": "in the upper left corner",
+        "top": "at the top edge",
+        "top right": "in the upper right corner",
+        "left": "at the left side",
+        "center": "right in the middle",
+        "right": "at the right side",
+        "bottom left": "in the lower left corner",
+        "bottom": "along the bottom",
+        "bottom right": "in the lower right corner",
+    },
+)
+# The sweep's reworded prompts, to choose by (written after the held-out ones, in words of their own).
+TUNE_REWORDING = Rewording(
+    templates=(
+        "{size} {color} {shape} located {where}, {bg} surroundings",
+        "a {bg} scene holding a {size} {color} {shape} {where}",
+        "{where_cap}: a {size} {color} {shape}, {bg} all around",
+    ),
+    where={  # rows in words training never uses, as the held-out set's "upper" and "lower"
+        "top left": "up high on the left",
+        "top": "up high",
+        "top right": "up high on the right",
+        "left": "over on the left",
+        "center": "at the very center",
+        "right": "over on the right",
+        "bottom left": "down low on the left",
+        "bottom": "down low",
+        "bottom right": "down low on the right",
+    },
+)
 PREPOSITION = {"top": "at the", "bottom": "at the", "left": "on the", "right": "on the"}
 RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 
@@ -68,8 +100,8 @@ def _where(position: str) -> str:
     return f"{PREPOSITION.get(position, 'in the')} {position}"
 
 
-def single_prompts(n: int, rng: np.random.Generator, paraphrase: bool = False) -> list[PromptItem]:
-    """`n` one-object prompts naming colour, shape, size, cell and background; `paraphrase`: in PARAPHRASES."""
+def single_prompts(n: int, rng: np.random.Generator, rewording: Rewording | None = None) -> list[PromptItem]:
+    """`n` one-object prompts naming colour, shape, size, cell and background, in `rewording`'s words if given."""
     items = []
     for _ in range(n):
         obj = {
@@ -79,9 +111,9 @@ def single_prompts(n: int, rng: np.random.Generator, paraphrase: bool = False) -
             "position": str(rng.choice(list(POSITIONS))),
         }
         bg = str(rng.choice(list(BACKGROUNDS)))
-        if paraphrase:
-            template = str(rng.choice(PARAPHRASES))
-            where = WHERE[obj["position"]]
+        if rewording:
+            template = str(rng.choice(rewording.templates))
+            where = rewording.where[obj["position"]]
             text = template.format(where=where, where_cap=where[0].upper() + where[1:], bg=bg, **obj)
         else:
             text = f"a {obj['size']} {obj['color']} {obj['shape']} {_where(obj['position'])} on a {bg} background"
@@ -114,17 +146,26 @@ class PromptSets:
     n_paraphrase: int = 72
     free: tuple[str, ...] = FREE_PROMPTS  # empty: no free prompts
     seed: int = EVAL_SEED
+    rewording: Rewording = HELDOUT_REWORDING
+    rewording_seed: int | None = None  # None: reworded prompts come from `seed`'s stream, between single and two
 
     @classmethod
-    def tuning(cls, n_single: int, n_two: int, free: bool) -> PromptSets:
-        """The sweep's prompts: no paraphrases, TUNE_FREE_PROMPTS if `free`, drawn from TUNE_SEED."""
-        return cls(n_single, n_two, n_paraphrase=0, free=TUNE_FREE_PROMPTS if free else (), seed=TUNE_SEED)
+    def tuning(cls, n_single: int, n_two: int, free: bool, n_paraphrase: int = 0) -> PromptSets:
+        """The sweep's prompts: TUNE_REWORDING's, TUNE_FREE_PROMPTS if `free`, drawn from TUNE_SEED."""
+        free_prompts = TUNE_FREE_PROMPTS if free else ()
+        return cls(
+            n_single, n_two, n_paraphrase, free_prompts, TUNE_SEED, TUNE_REWORDING, rewording_seed=TUNE_REWORDING_SEED
+        )
 
     def draw(self) -> dict[str, list[PromptItem]]:
-        """The single, paraphrased and two-object prompts, in that order from one stream of `seed`."""
+        """The single, paraphrased and two-object prompts, in that order from one stream of `seed` (the reworded
+        ones from their own stream if `rewording_seed` is set, so that asking for them changes no other prompt)."""
         rng = np.random.default_rng(self.seed)
         single = single_prompts(self.n_single, rng)
-        paraphrased = single_prompts(self.n_paraphrase, rng, paraphrase=True)
+        own = self.rewording_seed is not None
+        paraphrased = single_prompts(
+            self.n_paraphrase, np.random.default_rng(self.rewording_seed) if own else rng, self.rewording
+        )
         return {"single": single, "paraphrased": paraphrased, "two": two_object_prompts(self.n_two, rng)}
 
 

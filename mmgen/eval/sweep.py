@@ -90,6 +90,10 @@ def sweep_row(
         row["guidance_interval"] = list(sampling.guidance_interval)
     if with_candidates:
         row["num_candidates"] = sampling.num_candidates
+    if "paraphrased" in results:
+        row["reworded_all"] = results["paraphrased"]["all"]
+        row["reworded_all_strict"] = results["strict_judge"]["paraphrased"]["all"]
+        row["n_reworded"] = prompts.n_paraphrase
     if prompts.free:
         row["free_min"] = results["free"]["min"]
         row["free_cells"] = results["free"]["distinct_cells_over_16_seeds"]
@@ -105,6 +109,8 @@ def format_row(row: dict) -> str:
     )
     if "single_all_strict" in row:  # rows written before the strict judge have none
         text += f"{row['single_all_strict']:>9.3f}{row['two_all_strict']:>9.3f}"
+    if "reworded_all" in row:
+        text += f"  reworded {row['reworded_all']:.3f} (strict {row['reworded_all_strict']:.3f})"
     if "guidance_interval" in row:
         text += "  guided in {:g}..{:g}".format(*row["guidance_interval"])
     if "num_candidates" in row:
