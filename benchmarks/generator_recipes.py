@@ -55,7 +55,7 @@ def cached_sets(vq: VQVAE, cache: Path) -> tuple[dict, dict]:
 
 
 def batch(data: dict, pick: torch.Tensor, codebook: torch.Tensor, scaling: float, gen, drop: float = 0.0):
-    caption = data["caption_index"].reshape(len(data["ids"]), -1)[pick, 0].long()  # (N,) or (N, K) caches: the first
+    caption = data["caption_index"][pick].long().clone()
     caption[torch.rand(len(pick), generator=gen) < drop] = 0
     latents = F.embedding(data["ids"][pick].long(), codebook).permute(0, 3, 1, 2) * scaling
     return latents, data["text_states"][caption].float(), data["text_masks"][caption].bool()

@@ -65,8 +65,8 @@ _POSITION_PHRASES = {
     "bottom right": "in the bottom right",
 }
 # Training-caption paraphrases the spec welcomes, so the generator learns the attribute rather than one
-# wording. Evaluation prompts (mmgen.eval.prompts.PARAPHRASES) use other words on purpose: none of
-# "upper", "lower", "corner", "edge", "side", "backdrop", "against" appears here.
+# wording. Evaluation prompts (mmgen.eval.prompts.HELDOUT_REWORDING, TUNE_REWORDING) use other words on purpose:
+# none of "upper", "lower", "corner", "edge", "side", "high", "low", "up", "down", "over" appears here.
 _POSITION_PARAPHRASES = {
     "top left": ["in the top-left", "at top left"],
     "top": ["at the top of the image", "near the top"],

@@ -42,8 +42,8 @@ class Rewording(NamedTuple):
     where: dict[str, str]
 
 
-# Wordings absent from every training caption (shapes-v1's templates, mmgen.data.shapes._POSITION_PARAPHRASES,
-# and mmgen.data.rewording's); the held-out set and the tuning set share no word either (tests check both).
+# Wordings absent from every training caption (shapes-v1's templates and mmgen.data.shapes._POSITION_PARAPHRASES);
+# the held-out set and the tuning set share no word either (tests/test_reworded_prompts.py checks both).
 HELDOUT_REWORDING = Rewording(
     templates=(
         "{size} {color} {shape}, placed {where}, with a plain {bg} backdrop",
@@ -62,7 +62,8 @@ HELDOUT_REWORDING = Rewording(
         "bottom right": "in the lower right corner",
     },
 )
-# The sweep's reworded prompts, to choose by (written after the held-out ones, in words of their own).
+# The sweep's reworded prompts, to choose by (`--sweep-n-reworded`; written after the held-out ones, in words of
+# their own, places said as unlike training's as the held-out "upper" and "lower").
 TUNE_REWORDING = Rewording(
     templates=(
         "{size} {color} {shape} located {where}, {bg} surroundings",

@@ -5,8 +5,7 @@ everything it depends on: a resumed run, a second stage or another run on the sa
 Files are written atomically (a killed run leaves no half file), and any change of data, tokenizer or text
 encoder gives another key, so a stale cache is never read.
 
-Dimension letters: N images, h x w token grid, K captions per image, V distinct captions, L text tokens, E
-text-encoder width.
+Dimension letters: N images, h x w token grid, V distinct captions, L text tokens, E text-encoder width.
 """
 
 from __future__ import annotations
@@ -17,36 +16,31 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..data.images import ImageFolder, pil_to_tensor
-from ..data.rewording import reword
 from ..data.shapes import shapes_sample
 from ..models.text_encoder import MAX_TOKENS, encode_text
 from ..models.vqvae import VQVAE
 
-REWORDING_STREAM = 1  # a random stream per scene for its rewordings, apart from the scene's own [seed, i]
-REWORDING_VERSION = 2  # bump when mmgen.data.rewording changes what it writes: a new cache key
 ENCODE_BATCH = 256  # images decoded and encoded at a time: memory stays flat however large the set
 
 
 @torch.no_grad()
 def encode_dataset(
-    vq: VQVAE, tokenizer, text_encoder, items: Callable[[int], tuple[torch.Tensor, list[str]]], n: int
+    vq: VQVAE, tokenizer, text_encoder, items: Callable[[int], tuple[torch.Tensor, str]], n: int
 ) -> dict:
-    """Token ids (N, h, w) of the N = `n` images `items(i)` -> (image (3, H, W), its K captions) gives, read and
-    encoded ENCODE_BATCH at a time (never all decoded at once), and MiniLM states (V, L, E) of every distinct caption
-    (plus the empty one, index 0); `caption_index` (N, K) points each image at its captions."""
+    """Token ids (N, h, w) of the N = `n` images `items(i)` -> (image (3, H, W), caption) gives, read and encoded
+    ENCODE_BATCH at a time (never all decoded at once), and MiniLM states (V, L, E) of every distinct caption
+    (plus the empty one, index 0); `caption_index` (N,) points each image at its caption."""
     ids, captions = [], []
     for start in range(0, n, ENCODE_BATCH):
         images, texts = zip(*(items(i) for i in range(start, min(n, start + ENCODE_BATCH))))
         ids.append(vq.encode(torch.stack(images)).indices.to(torch.int16))
         captions += texts
-    distinct = {c for texts in captions for c in texts} - {""}
-    vocab = [""] + sorted(distinct, key=lambda c: (len(c), c))  # similar lengths batch together
+    vocab = [""] + sorted(set(captions) - {""}, key=lambda c: (len(c), c))  # similar lengths batch together
     index = {c: k for k, c in enumerate(vocab)}
     states, masks = [], []
     for i in range(0, len(vocab), ENCODE_BATCH):  # float16 chunk by chunk (float32 for all: 0.45 GB per 10,000)
@@ -55,20 +49,18 @@ def encode_dataset(
         masks.append(mask.bool())
     return {
         "ids": torch.cat(ids),
-        "caption_index": torch.tensor([[index[c] for c in texts] for texts in captions]),
+        "caption_index": torch.tensor([index[c] for c in captions]),
         "text_states": torch.cat(states),
         "text_masks": torch.cat(masks),
     }
 
 
-def shapes_item(seed: int, scale: int = 1, rewordings: int = 0) -> Callable[[int], tuple[torch.Tensor, list[str]]]:
-    """Scene i of shapes-v1 stream `seed`, drawn at (64·scale)² pixels, as (image, [its caption, and `rewordings`
-    more in other words (`mmgen.data.rewording`)]), for `encode_dataset`."""
+def shapes_item(seed: int, scale: int = 1) -> Callable[[int], tuple[torch.Tensor, str]]:
+    """Scene i of shapes-v1 stream `seed`, drawn at (64·scale)² pixels, as (image, caption), for `encode_dataset`."""
 
-    def item(i: int) -> tuple[torch.Tensor, list[str]]:
+    def item(i: int) -> tuple[torch.Tensor, str]:
         sample = shapes_sample(seed, i, scale)
-        rng = np.random.default_rng([seed, i, REWORDING_STREAM])
-        return pil_to_tensor(sample.image), [sample.caption] + [reword(sample.labels, rng) for _ in range(rewordings)]
+        return pil_to_tensor(sample.image), sample.caption
 
     return item
 
@@ -88,13 +80,13 @@ def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
                 f"shapes-v1 is drawn at 64, 128 or 256 px, but a {args.sample_size}x{args.sample_size} latent grid of "
                 f"an f{vq.downsample_factor} tokenizer decodes to {size} px: change --sample-size"
             )
-        item = shapes_item(data_seed(args), size // 64, args.rewordings)
+        item = shapes_item(data_seed(args), size // 64)
         return encode_dataset(vq, tokenizer, text_encoder, item, args.num_samples)
     folder = ImageFolder(args.data, args.num_samples, size, data_seed(args), captions_required=True)
 
-    def item(i: int) -> tuple[torch.Tensor, list[str]]:
+    def item(i: int) -> tuple[torch.Tensor, str]:
         it = folder[i]
-        return it["pixel_values"], [it["text"]]
+        return it["pixel_values"], it["text"]
 
     data = encode_dataset(vq, tokenizer, text_encoder, item, len(folder))
     if folder.skip_summary():
@@ -116,8 +108,6 @@ def cache_key(args, vq: VQVAE, text_encoder) -> str:
         data = [str(Path(args.data).resolve()), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
     image_size = args.sample_size * vq.downsample_factor
     key = [data, data_seed(args), args.num_samples, image_size, text_encoder.name_or_path, MAX_TOKENS]
-    if args.rewordings:  # appended only when asked for, so the caches of runs without them stay valid
-        key.append(["rewordings", args.rewordings, REWORDING_VERSION])
     h.update(json.dumps(key).encode())
     return h.hexdigest()[:16]
 
@@ -131,8 +121,6 @@ def cached_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
     if path.exists():
         data = load_file(path)
         data.pop("num_objects", None)  # caches written before the two-object share was removed hold it
-        if data["caption_index"].dim() == 1:  # caches written before rewordings: one caption per image
-            data["caption_index"] = data["caption_index"][:, None]
         states = data.pop("text_states")  # stored up to the longest caption; padded back to MAX_TOKENS
         data["text_states"] = F.pad(states, (0, 0, 0, MAX_TOKENS - states.shape[1]))
         data["text_masks"] = F.pad(data["text_masks"], (0, MAX_TOKENS - states.shape[1]))
@@ -158,15 +146,10 @@ def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
 
 def draw_batch(data: dict, codebook: torch.Tensor, scaling: float, batch_size: int, caption_dropout: float, gen):
     """A training batch drawn uniformly from `gen`: latents (B, C, h, w) scaled to unit variance, their token ids
-    (B, h, w), and text states (B, L, E) and masks (B, L) of one of each image's K captions, drawn uniformly, replaced
-    by the empty prompt with probability `caption_dropout` (which teaches the null condition that classifier-free
-    guidance uses)."""
+    (B, h, w), and text states (B, L, E) and masks (B, L), each caption replaced by the empty prompt with
+    probability `caption_dropout` (which teaches the null condition that classifier-free guidance uses)."""
     pick = torch.randint(0, len(data["ids"]), (batch_size,), generator=gen)
-    captions = data["caption_index"][pick]  # (B, K)
-    if captions.shape[1] == 1:  # one caption each: no draw, so runs without rewordings keep their random stream
-        caption = captions[:, 0].clone()
-    else:
-        caption = captions.gather(1, torch.randint(0, captions.shape[1], (batch_size, 1), generator=gen))[:, 0]
+    caption = data["caption_index"][pick].clone()
     caption[torch.rand(batch_size, generator=gen) < caption_dropout] = 0  # 0 = the empty prompt
     ids = data["ids"][pick].long()
     latents = F.embedding(ids, codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)

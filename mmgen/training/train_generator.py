@@ -121,8 +121,6 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     """Load the frozen models, encode (or read) the training set, build or load the DiT, its EMA and optimizer,
     and restore a checkpoint with --resume. Bad options fail before minutes of encoding."""
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
-    if args.rewordings and args.data != "shapes":
-        raise ValueError(f"--rewordings rewords shapes-v1's scenes from their labels; {args.data} has captions only")
     vq = VQVAE.from_pretrained(args.vqvae, subfolder="vqvae", dtype=torch.float32).eval().requires_grad_(False)
     tokenizer, text_encoder = load_text_encoder()
     init = initial_weights(args.init_from, vq, text_encoder, args.sample_size) if args.init_from else None
@@ -322,13 +320,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--vqvae", default="assets/mmgen-base-64", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
-    p.add_argument(
-        "--rewordings",
-        type=int,
-        default=0,
-        help="shapes-v1 only: this many more captions per scene in other words (mmgen.data.rewording), one of "
-        "them or the scene's own caption drawn per sample",
-    )
     p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument(
