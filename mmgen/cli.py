@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def cmd_generate(args):
     pipe = MMGenPipeline.from_pretrained(model)
     if settings.scheduler:
         pipe.use_scheduler(settings.scheduler)
+    if args.known_words:
+        settings = dataclasses.replace(settings, prompt=prompt_in_known_words(pipe, settings.prompt))
     warn_unknown_words(pipe, settings.prompt)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
     attention = AttentionRecorder(pipe, settings.prompt) if args.attention else contextlib.nullcontext()
@@ -129,6 +132,21 @@ def cmd_generate(args):
     if args.attention:
         word_map_grid(out.images[0], attention.word_maps()).save(args.attention)
         print(f"wrote {args.attention} (each word's attention map, {len(attention.steps)} steps)")
+
+
+def prompt_in_known_words(pipe, prompt: str) -> str:
+    """`prompt` in the model's training words (`Vocabulary.in_known_words`), said on stderr when it changed."""
+    from .vocabulary import Vocabulary, split_words
+
+    vocabulary = Vocabulary.for_pipeline(pipe)
+    if vocabulary is None:
+        raise ValueError("--known-words: this model was published without transformer/vocabulary.json")
+    known = vocabulary.in_known_words(prompt, (pipe.tokenizer, pipe.text_encoder))
+    if not known.strip():
+        raise ValueError(f"--known-words: no word of {prompt!r} is one the model knows, or near one")
+    if known != " ".join(split_words(prompt)):
+        print(f"in known words: {known}", file=sys.stderr)
+    return known
 
 
 def warn_unknown_words(pipe, prompt: str) -> None:
@@ -342,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")
     p.add_argument("--tokens", help="also write the image's token grid as JSON")
     p.add_argument("--attention", metavar="PNG", help="also write where each word of the prompt went (a grid)")
+    p.add_argument(
+        "--known-words",
+        action="store_true",
+        help="draw the prompt in the model's training words: each word it never saw becomes the known word nearest "
+        "in spelling or meaning ('upper' -> 'top')",
+    )
     p.add_argument("--model", default=None)
     p.set_defaults(func=cmd_generate)
 

@@ -35,8 +35,9 @@ edit tokens and browse the codebook.
 - **One small world.** The generator knows only shapes-v1: {side}x{side} scenes of one or two flat shapes (circle,
   square, triangle, diamond, star, cross; 8 colours, 2 sizes, a 3x3 grid of positions, 3 backgrounds). Any other
   prompt still gives such a scene. It is not a general text-to-image model.
-- **Wording.** Captions come from templates; prompts worded otherwise, position words above all, are read far
-  less reliably (the *reworded* row below).
+- **Wording.** Captions come from templates; words it never trained on, for places above all ("upper", "lower"),
+  are read far less reliably (the *reworded* rows below). `mmgen generate --known-words`, or the app's button under
+  the prompt, first says the prompt in words it knows, each new word swapped for the nearest known one.
 - **Shapes.** Small stars and crosses are the weak spot of both stages; in two-object scenes the shapes, not the
   colours or the layout, are what goes wrong.
 - **Photos.** The tokenizer reconstructs natural photos (any size divisible by {factor}){photo_psnr}: fine detail
@@ -283,6 +284,7 @@ def _row(component: str, what: str, value: str, target: str = "", met: bool | No
 GENERATOR_ROWS = [
     ("single", "single object, every attribute named", ("color", "shape", "size", "position", "background", "all")),
     ("paraphrased", "the same facts, reworded", ("position", "all")),
+    ("paraphrased_known_words", "the reworded prompts in its training words (`--known-words`)", ("position", "all")),
     ("two", "two objects and a relation", ("relation", "count", "shapes", "all")),
 ]
 METRIC_NAMES = {

@@ -10,6 +10,7 @@ the run.
     vocab = Vocabulary.for_pipeline(pipe)              # None for a model published without one
     vocab.unknown_words("a cat on a sofa")            # {"cat": [], "sofa": []}
     vocab.warning("a tiny violet circle", encoder)    # "the model never saw: tiny (try: small), violet (try: ...)"
+    vocab.in_known_words("a tiny red circle", encoder)  # "a small red circle": what `--known-words` draws
 
 A vocabulary of shapes-v1 captions also names that grammar, so `mmgen.captioning.caption` searches it; for other
 data it keeps the most common distinct captions, which `caption` ranks.
@@ -116,6 +117,19 @@ class Vocabulary:
             if similarity >= MEANING_CUTOFF and nearest not in found:
                 found.append(nearest)
         return found
+
+    def in_known_words(self, prompt: str, encoder=None) -> str:
+        """`prompt` in the words the model was trained on: each unknown word becomes its first suggestion (by
+        spelling, then meaning) or goes, a word said twice in a row once ("up high" -> "top top" -> "top").
+        Lower case, punctuation dropped; a prompt of known words only comes back as its words. The DiT follows
+        the words it was trained on, and MiniLM finds them for words it was not ("lower" -> "bottom")."""
+        words = []
+        for word in split_words(prompt):
+            if word not in self.words and word not in STOPWORDS:
+                word = next(iter(self.suggestions(word, encoder)), None)
+            if word and (not words or words[-1] != word):
+                words.append(word)
+        return " ".join(words)
 
     def warning(self, prompt: str, encoder=None) -> str | None:
         """ "the model never saw: cat, tiny (try: small)", or None when every word is known."""

@@ -111,3 +111,15 @@ def test_words_the_model_never_saw_are_flagged_without_blocking(client):
     assert client.predict("a large red circle", api_name="/check_words") == ""
     image, *_ = client.predict("a large cat", *FAST[1:], api_name="/generate")  # still runs
     assert image
+
+
+def test_a_prompt_put_in_the_words_the_model_knows(client):
+    known = {"a", "large", "red", "circle", "small", "blue", "square", "on"}  # stop words stay as they are
+    assert client.predict("A large red circle!", api_name="/in_known_words") == "a large red circle"
+    assert client.predict("a lagre red squre", api_name="/in_known_words") == "a large red square"  # by spelling
+    rewritten = client.predict("a large cat on a sofa", api_name="/in_known_words")
+    assert set(rewritten.split()) <= known  # (the tiny encoder's matches by meaning are noise: only known words)
+    with pytest.raises(Exception, match="Type a prompt first"):
+        client.predict("  ", api_name="/in_known_words")
+    with pytest.raises(Exception, match="at most"):
+        client.predict("a red circle " * 200, api_name="/in_known_words")

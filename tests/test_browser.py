@@ -257,6 +257,34 @@ def test_a_refused_request_says_why_under_its_control(page):
     page.locator("#generate-info").get_by_text("steps of").wait_for(timeout=TIMEOUT_MS)
 
 
+def test_a_prompt_with_words_the_model_never_saw_can_be_put_in_words_it_knows(browser):
+    """After a run, the note under the prompt names the words the model never saw, and a button puts the prompt
+    in words it knows; once used, note and button go."""
+    from conftest import launched, make_tiny_pipe
+
+    import app
+    from mmgen.vocabulary import Vocabulary
+
+    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
+    demo.mmgen_context.__dict__["vocabulary"] = Vocabulary.from_captions(["a large red circle", "a small blue square"])
+    with launched(demo) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        button = page.locator("#use-known-words")
+        generate(page, "a large red circle", steps=2)
+        page.locator("#generate-info").get_by_text("2 steps of").wait_for()
+        assert not button.is_visible()  # every word known: no note, no button
+        generate(page, "a lagre red squre", steps=2)
+        page.locator("#unknown-words").get_by_text("never saw").wait_for()
+        button.click()
+        page.wait_for_function("document.querySelector('#prompt textarea').value === 'a large red square'")
+        button.wait_for(state="hidden")
+        assert "never saw" not in page.locator("#unknown-words").inner_text()
+        context.close()
+
+
 # ---------------------------------------------------------------- README screenshots (real model)
 def screenshots(out: Path) -> None:
     """Launch the app on the shipped model and capture each tab after a typical action."""

@@ -442,3 +442,28 @@ def test_sweep_reads_its_own_reworded_prompts_when_asked(tiny_pipe, tmp_path, ca
     assert main(args) == 0  # none asked for: the row has none
     (row,) = json.loads(out.read_text())["rows"]
     assert "reworded_all" not in row
+
+
+def test_given_its_vocabulary_evaluate_also_reads_the_reworded_prompts_in_known_words():
+    from mmgen.models.text_encoder import load_text_encoder
+    from mmgen.vocabulary import Vocabulary
+
+    prompts = PromptSets(n_single=2, n_two=0, n_paraphrase=3, free=())
+    sets = prompts.draw()
+    vocabulary = Vocabulary.from_captions(it["prompt"] for it in sets["single"])
+    encoder = load_text_encoder()
+    known = [vocabulary.in_known_words(it["prompt"], encoder) for it in sets["paraphrased"]]
+    assert all(k != it["prompt"].lower() for k, it in zip(known, sets["paraphrased"]))
+    # a pipe that draws the rewritten prompts right and the reworded ones in the wrong cell
+    wrong = [{**it, "objects": [{**it["objects"][0], "position": "center"}]} for it in sets["paraphrased"]]
+    wrong = [
+        {**w, "objects": [{**w["objects"][0], "position": "top"}]} if r == w else w
+        for w, r in zip(wrong, sets["paraphrased"])
+    ]
+    pipe = _PerfectPipe([{**it, "prompt": p} for it, p in zip(sets["paraphrased"], known)] + sets["single"] + wrong)
+    pipe.tokenizer, pipe.text_encoder = encoder
+    results = evaluate(pipe, prompts, vocabulary=vocabulary)
+    assert results["paraphrased"]["all"] == 0.0
+    assert results["paraphrased_known_words"]["n"] == 3 and results["paraphrased_known_words"]["all"] == 1.0
+    assert "paraphrased_known_words" in results["strict_judge"]
+    assert "paraphrased_known_words" not in evaluate(_PerfectPipe(sets["single"]), PromptSets(2, 0, 0, free=()))

@@ -99,3 +99,35 @@ def test_the_model_folder_carries_it_and_the_cli_warns_without_blocking(tiny_pip
 
     assert Vocabulary.for_pipeline(MMGenPipeline.from_pretrained(model)).num_captions == 20
     assert Vocabulary.for_pipeline(tiny_pipe) is None  # built in memory
+
+
+def test_a_prompt_in_known_words():
+    vocab = Vocabulary.from_captions(CAPTIONS + ["a small green triangle at the top"])
+    assert vocab.in_known_words("A red circle, on the left!") == "a red circle on the left"  # all known: its words
+    assert vocab.in_known_words("a red squre") == "a red square"  # an unknown word: its suggestion
+    assert vocab.in_known_words("a red cat circle") == "a red circle"  # none near enough: left out
+    assert vocab.in_known_words("a red squre square") == "a red square"  # a word twice in a row: once
+    assert vocab.in_known_words("zebra") == ""
+
+
+def test_in_known_words_with_minilm_finds_the_places_training_said_otherwise():
+    from mmgen.models.text_encoder import load_text_encoder
+
+    vocab, encoder = Vocabulary.for_model(SHIPPED), load_text_encoder()
+    assert vocab.in_known_words("a tiny grey oval down low", encoder) == "a small gray circle bottom"
+    assert vocab.in_known_words("a large red star in the top left", encoder) == "a large red star in the top left"
+
+
+def test_generate_known_words_draws_the_rewritten_prompt_or_says_why_not(tiny_pipe, tmp_path, capsys):
+    model = tmp_path / "pipe"
+    tiny_pipe.save_pretrained(model)
+    args = ["generate", "a red squre", "--model", str(model), "--out", str(tmp_path / "i.png"), "--steps", "1"]
+    assert main([*args, "--known-words"]) == 2
+    assert "published without transformer/vocabulary.json" in capsys.readouterr().err
+    write_log(model / "generator_train_log.jsonl", [{"seed": 0, "num_samples": 20}])
+    write_vocabulary(model)
+    assert main([*args, "--known-words"]) == 0
+    err = capsys.readouterr().err
+    assert "in known words: a red square" in err and "never saw" not in err
+    assert main([*args[:1], "?!", *args[2:], "--known-words"]) == 2  # (the tiny encoder finds some word near any)
+    assert "no word of '?!'" in capsys.readouterr().err

@@ -70,6 +70,9 @@ class GenerateTab:
     def _build_controls(self) -> None:
         self.prompt = gr.Textbox(label="Prompt", value=self.ctx.example_prompts[0], max_lines=3, elem_id="prompt")
         self.words_note = gr.Markdown(elem_id="unknown-words")
+        self.use_known_words = gr.Button(
+            "Say it in words the model knows", size="sm", visible=False, elem_id="use-known-words"
+        )
         with gr.Row():
             limits = self.ctx.limits
             self.steps = gr.Slider(1, limits.max_steps, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
@@ -126,7 +129,10 @@ class GenerateTab:
         # keystroke: an event on the prompt would clear the message a refused run shows under it.
         self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event).success(
             self.check_words, self.prompt, self.words_note, api_name="check_words", show_progress="hidden"
-        )
+        ).success(lambda note: gr.Button(visible=bool(note)), self.words_note, self.use_known_words, queue=False)
+        self.use_known_words.click(
+            self.in_known_words, self.prompt, self.prompt, api_name="in_known_words", show_progress="hidden"
+        ).success(lambda: ("", gr.Button(visible=False)), None, [self.words_note, self.use_known_words], queue=False)
         self.prompt.submit(
             self.generate, inputs, outputs, api_name="generate_on_submit", api_visibility="private", **model_event
         )
@@ -209,6 +215,23 @@ class GenerateTab:
             return ""
         message = self.unknown_words(prompt)
         return f"⚠️ {message}" if message else ""
+
+    @handler
+    def in_known_words(self, prompt: str | None) -> str:
+        """The prompt in the model's training words: each word it never saw becomes the known word nearest in
+        spelling or meaning, or goes (`Vocabulary.in_known_words`)."""
+        vocabulary = self.ctx.vocabulary
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise gr.Error("Type a prompt first.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise gr.Error(f"The prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS} are read.")
+        if vocabulary is None:
+            raise gr.Error("This model was published without its vocabulary: its training words are not known.")
+        pipe = self.ctx.pipe
+        known = self.ctx.compute(vocabulary.in_known_words, prompt, (pipe.tokenizer, pipe.text_encoder))
+        if not known:
+            raise gr.Error("No word of the prompt is one the model knows, or near one.")
+        return known
 
     @handler
     def toggle_overlay(self, run: FinishedRun | None, overlay: bool) -> PIL.Image.Image | None:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from .. import pipeline as mmgen_pipeline
 from ..data.shapes import cell_of
+from ..vocabulary import Vocabulary
 from .judge import read_scene
 from .prompts import FREE_SEEDS, HELDOUT_PROMPTS, PromptSets
 from .scoring import extra_objects, mean_scores, score_single, score_two, shape_errors
@@ -59,16 +60,22 @@ def generate(
 
 
 def evaluate(
-    pipe, prompts: PromptSets = HELDOUT_PROMPTS, sampling: Sampling | None = None, batch_size: int = 16
+    pipe,
+    prompts: PromptSets = HELDOUT_PROMPTS,
+    sampling: Sampling | None = None,
+    batch_size: int = 16,
+    vocabulary: Vocabulary | None = None,
 ) -> dict:
-    """Judge-scored accuracy per prompt set: {"single", "paraphrased", "two": share right per measure and "n";
+    """Judge-scored accuracy per prompt set: {"single", "paraphrased", "two" (and, given the model's `vocabulary`,
+    "paraphrased_known_words"): share right per measure and "n";
     "shape_errors"; "extra_objects"; "free": distinct cells per free prompt and their "min"; "paraphrase_gap";
     "strict_judge": the sets' shares again, read by the strict judge (a shape no spec shape fits is wrong)}
     (a set with no prompts is left out). `sampling` None: the pipeline's defaults are what is measured."""
     pipe.set_progress_bar_config(disable=True)
     results, pairs, strict = {}, {}, {}  # pairs: (read scene, prompt item) per set, for shape_errors
     scorers = {"single": score_single, "paraphrased": score_single, "two": score_two}
-    for name, items in prompts.draw().items():
+    scorers["paraphrased_known_words"] = score_single
+    for name, items in with_known_words(pipe, prompts.draw(), vocabulary).items():
         if not items:
             continue
         seeds = list(range(len(items)))
@@ -89,6 +96,16 @@ def evaluate(
     if strict:
         results["strict_judge"] = strict
     return results
+
+
+def with_known_words(pipe, sets: dict[str, list], vocabulary: Vocabulary | None) -> dict[str, list]:
+    """`sets` and, given the model's `vocabulary`, "paraphrased_known_words": the reworded prompts in its training
+    words (`Vocabulary.in_known_words`, what `mmgen generate --known-words` draws), with the same seeds."""
+    if vocabulary is None or not sets.get("paraphrased"):
+        return sets
+    encoder = (pipe.tokenizer, pipe.text_encoder)
+    known = [{**it, "prompt": vocabulary.in_known_words(it["prompt"], encoder)} for it in sets["paraphrased"]]
+    return {**sets, "paraphrased_known_words": known}
 
 
 def free_cells(pipe, prompt: str, *, sampling: Sampling | None = None, batch_size: int = 16) -> int:

@@ -15,6 +15,7 @@ import argparse
 
 import torch
 
+from ..vocabulary import Vocabulary
 from . import write_results
 from .accuracy import Sampling, evaluate
 from .ceiling import format_ceiling, tokenizer_ceiling
@@ -44,7 +45,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.bf16:
         pipe.set_autocast(torch.bfloat16)
     sampling = Sampling.defaults(**({} if args.steps is None else {"num_inference_steps": args.steps}))
-    results = evaluate(pipe, PromptSets(args.n_single, args.n_two, args.n_paraphrase), sampling)
+    prompts = PromptSets(args.n_single, args.n_two, args.n_paraphrase)
+    results = evaluate(pipe, prompts, sampling, vocabulary=Vocabulary.for_pipeline(pipe))
     results["settings"] = {
         "model": str(args.model),
         "scheduler": type(pipe.scheduler).__name__,
@@ -83,7 +85,7 @@ def main_sweep(pipe, args: argparse.Namespace) -> list[dict]:
     )
     prompts = PromptSets.tuning(args.sweep_n_single, args.sweep_n_two, args.sweep_free, args.sweep_n_reworded)
     print(SWEEP_HEADER)
-    rows = sweep(pipe, grid, prompts)
+    rows = sweep(pipe, grid, prompts, Vocabulary.for_pipeline(pipe))
     write_results({"model": str(args.model), "prompt_seed": prompts.seed, "rows": rows}, args.out)
     return rows
 

@@ -19,14 +19,15 @@ TARGETS = {  # (prompt set, metric): the least value that meets the target (a sh
 
 def format_table(results: dict) -> str:
     """One row per prompt set and metric (dict-valued entries and counts left out), with its target if any."""
-    lines = [f"{'set':<13}{'metric':<12}{'value':>8}{'target':>9}  ok", "-" * 46]
+    w = max([13, *(len(name) + 1 for name in results)])
+    lines = [f"{'set':<{w}}{'metric':<12}{'value':>8}{'target':>9}  ok", "-" * (w + 33)]
     for name, metrics in results.items():
         for metric, value in metrics.items():
             if isinstance(value, dict) or metric == "n":
                 continue
             target = TARGETS.get((name, metric))
             ok = "" if target is None else ("yes" if value >= target else "NO")
-            lines.append(f"{name:<13}{metric:<12}{value:>8.3f}{'' if target is None else f'>= {target}':>9}  {ok}")
+            lines.append(f"{name:<{w}}{metric:<12}{value:>8.3f}{'' if target is None else f'>= {target}':>9}  {ok}")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass
 
+from ..vocabulary import Vocabulary
 from .accuracy import Sampling, evaluate
 from .prompts import TUNING_PROMPTS, PromptSets
 
@@ -37,7 +38,9 @@ class SweepGrid:
     steps: int | None = None  # None: the pipeline's default
 
 
-def sweep(pipe, grid: SweepGrid = SweepGrid(), prompts: PromptSets = TUNING_PROMPTS) -> list[dict]:
+def sweep(
+    pipe, grid: SweepGrid = SweepGrid(), prompts: PromptSets = TUNING_PROMPTS, vocabulary: Vocabulary | None = None
+) -> list[dict]:
     """One row per setting of `grid`, measured on tuning `prompts` (`PromptSets.tuning`; with free prompts, each
     setting also counts their fewest distinct cells over 16 seeds: 96 more images per setting). Prints each row
     under SWEEP_HEADER as it comes."""
@@ -57,7 +60,7 @@ def sweep(pipe, grid: SweepGrid = SweepGrid(), prompts: PromptSets = TUNING_PROM
                 changes["num_candidates"] = n_cand
             t0 = time.perf_counter()
             sampling = Sampling.defaults(**changes)
-            results = evaluate(pipe, prompts, sampling)
+            results = evaluate(pipe, prompts, sampling, vocabulary=vocabulary)
             row = sweep_row(scheduler, sampling, results, prompts, with_candidates=n_cand is not None)
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
@@ -94,6 +97,9 @@ def sweep_row(
         row["reworded_all"] = results["paraphrased"]["all"]
         row["reworded_all_strict"] = results["strict_judge"]["paraphrased"]["all"]
         row["n_reworded"] = prompts.n_paraphrase
+    if "paraphrased_known_words" in results:
+        row["reworded_known_words_all"] = results["paraphrased_known_words"]["all"]
+        row["reworded_known_words_all_strict"] = results["strict_judge"]["paraphrased_known_words"]["all"]
     if prompts.free:
         row["free_min"] = results["free"]["min"]
         row["free_cells"] = results["free"]["distinct_cells_over_16_seeds"]
@@ -111,6 +117,9 @@ def format_row(row: dict) -> str:
         text += f"{row['single_all_strict']:>9.3f}{row['two_all_strict']:>9.3f}"
     if "reworded_all" in row:
         text += f"  reworded {row['reworded_all']:.3f} (strict {row['reworded_all_strict']:.3f})"
+    if "reworded_known_words_all" in row:
+        text += f", in known words {row['reworded_known_words_all']:.3f}"
+        text += f" (strict {row['reworded_known_words_all_strict']:.3f})"
     if "guidance_interval" in row:
         text += "  guided in {:g}..{:g}".format(*row["guidance_interval"])
     if "num_candidates" in row:
