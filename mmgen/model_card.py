@@ -36,8 +36,9 @@ edit tokens and browse the codebook.
   square, triangle, diamond, star, cross; 8 colours, 2 sizes, a 3x3 grid of positions, 3 backgrounds). Any other
   prompt still gives such a scene. It is not a general text-to-image model.
 - **Wording.** Captions come from templates; words it never trained on, for places above all ("upper", "lower"),
-  are read far less reliably (the *reworded* rows below). `mmgen generate --known-words`, or the app's button under
-  the prompt, first says the prompt in words it knows, each new word swapped for the nearest known one.
+  are read far less reliably (the *reworded* figures below). `mmgen generate --known-words`, or the app's button
+  under the prompt, first says the prompt in words it knows: each new word becomes the known word nearest in
+  spelling or meaning, or goes. The nearest can be wrong ("corner" becomes "center"); the prompt drawn is shown.
 - **Shapes.** Small stars and crosses are the weak spot of both stages; in two-object scenes the shapes, not the
   colours or the layout, are what goes wrong.
 - **Photos.** The tokenizer reconstructs natural photos (any size divisible by {factor}){photo_psnr}: fine detail

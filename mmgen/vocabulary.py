@@ -120,9 +120,9 @@ class Vocabulary:
 
     def in_known_words(self, prompt: str, encoder=None) -> str:
         """`prompt` in the words the model was trained on: each unknown word becomes its first suggestion (by
-        spelling, then meaning) or goes, a word said twice in a row once ("up high" -> "top top" -> "top").
-        Lower case, punctuation dropped; a prompt of known words only comes back as its words. The DiT follows
-        the words it was trained on, and MiniLM finds them for words it was not ("lower" -> "bottom")."""
+        spelling, then meaning) or goes, and a word twice in a row is said once ("up high" -> "top top" -> "top").
+        Lower case, punctuation dropped: a prompt of known words comes back as its words (repeats once). The DiT
+        follows the words it was trained on, and MiniLM finds them for words it was not ("lower" -> "bottom")."""
         words = []
         for word in split_words(prompt):
             if word not in self.words and word not in STOPWORDS:

@@ -282,6 +282,10 @@ def test_a_prompt_with_words_the_model_never_saw_can_be_put_in_words_it_knows(br
         page.wait_for_function("document.querySelector('#prompt textarea').value === 'a large red square'")
         button.wait_for(state="hidden")
         assert "never saw" not in page.locator("#unknown-words").inner_text()
+        page.locator("#prompt textarea").fill("a small blue circel")
+        page.locator("#prompt textarea").press("Enter")  # a run started by Enter says so too
+        button.wait_for(state="visible")
+        page.locator("#unknown-words").get_by_text("circel").wait_for()
         context.close()
 
 

@@ -125,22 +125,34 @@ class GenerateTab:
         outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads, step]
         ctx = self.ctx
         model_event = ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values))
-        # After a run, the words it never saw under the prompt (a toast says so as the run starts). Not on every
-        # keystroke: an event on the prompt would clear the message a refused run shows under it.
-        self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event).success(
-            self.check_words, self.prompt, self.words_note, api_name="check_words", show_progress="hidden"
-        ).success(lambda note: gr.Button(visible=bool(note)), self.words_note, self.use_known_words, queue=False)
+        # After a run, the words it never saw under the prompt (a toast says so as the run starts), and the button
+        # that says the prompt in words it knows. Not on every keystroke: an event on the prompt would clear the
+        # message a refused run shows under it.
+        self._note_words(self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event), True)
+        self._note_words(
+            self.prompt.submit(
+                self.generate, inputs, outputs, api_name="generate_on_submit", api_visibility="private", **model_event
+            )
+        )
         self.use_known_words.click(
             self.in_known_words, self.prompt, self.prompt, api_name="in_known_words", show_progress="hidden"
-        ).success(lambda: ("", gr.Button(visible=False)), None, [self.words_note, self.use_known_words], queue=False)
-        self.prompt.submit(
-            self.generate, inputs, outputs, api_name="generate_on_submit", api_visibility="private", **model_event
-        )
+        ).success(self.hide_words_note, None, [self.words_note, self.use_known_words], api_visibility="private")
         self.overlay.change(
             self.toggle_overlay, [self.run_state, self.overlay], self.tokens, api_name="toggle_overlay"
         )
-        self.card_upload.upload(self.load_run_card, self.card_upload, self.controls, api_name="load_run_card").success(
-            self.generate, inputs, outputs, api_name="generate_from_card", api_visibility="private", **model_event
+        card = self.card_upload.upload(self.load_run_card, self.card_upload, self.controls, api_name="load_run_card")
+        self._note_words(
+            card.success(
+                self.generate, inputs, outputs, api_name="generate_from_card", api_visibility="private", **model_event
+            )
+        )
+
+    def _note_words(self, run: gr.events.Dependency, public: bool = False) -> None:
+        """After `run` succeeds: the note on the words the model never saw (one public /check_words endpoint),
+        then the button that puts the prompt in words it knows, shown while there is a note."""
+        visibility = {"api_name": "check_words"} if public else {"api_visibility": "private"}
+        run.success(self.check_words, self.prompt, self.words_note, show_progress="hidden", **visibility).success(
+            self.words_button, self.words_note, self.use_known_words, api_visibility="private", queue=False
         )
 
     # ------------------------------------------------------------------ handlers
@@ -215,6 +227,14 @@ class GenerateTab:
             return ""
         message = self.unknown_words(prompt)
         return f"⚠️ {message}" if message else ""
+
+    @staticmethod
+    def words_button(note: str) -> gr.Button:
+        return gr.Button(visible=bool(note))
+
+    @staticmethod
+    def hide_words_note() -> tuple[str, gr.Button]:
+        return "", gr.Button(visible=False)
 
     @handler
     def in_known_words(self, prompt: str | None) -> str:

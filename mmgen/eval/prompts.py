@@ -1,6 +1,7 @@
 """The generator evaluation's prompts, written here from shapes-v1's vocabulary and never read from training captions.
 
-Four sets; the first three are drawn, in this order, from one random stream:
+Four sets; the first three are drawn, in this order, from one random stream (the tuning set's reworded prompts
+from a stream of their own):
 - single: one object, every attribute named ("a large red circle in the top left on a white background");
 - paraphrased: the single-object facts in wordings training captions never use;
 - two: two objects and a relation ("a red circle to the left of a blue square on a black background");
@@ -152,7 +153,8 @@ class PromptSets:
 
     @classmethod
     def tuning(cls, n_single: int, n_two: int, free: bool, n_paraphrase: int = 0) -> PromptSets:
-        """The sweep's prompts: TUNE_REWORDING's, TUNE_FREE_PROMPTS if `free`, drawn from TUNE_SEED."""
+        """The sweep's prompts, drawn from TUNE_SEED (the reworded ones, in TUNE_REWORDING's words, from
+        TUNE_REWORDING_SEED), with TUNE_FREE_PROMPTS if `free`."""
         free_prompts = TUNE_FREE_PROMPTS if free else ()
         return cls(
             n_single, n_two, n_paraphrase, free_prompts, TUNE_SEED, TUNE_REWORDING, rewording_seed=TUNE_REWORDING_SEED
