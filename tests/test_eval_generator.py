@@ -454,12 +454,13 @@ def test_given_its_vocabulary_evaluate_also_reads_the_reworded_prompts_in_known_
     encoder = load_text_encoder()
     known = [vocabulary.in_known_words(it["prompt"], encoder) for it in sets["paraphrased"]]
     assert all(k != it["prompt"].lower() for k, it in zip(known, sets["paraphrased"]))
+
     # a pipe that draws the rewritten prompts right and the reworded ones in the wrong cell
-    wrong = [{**it, "objects": [{**it["objects"][0], "position": "center"}]} for it in sets["paraphrased"]]
-    wrong = [
-        {**w, "objects": [{**w["objects"][0], "position": "top"}]} if r == w else w
-        for w, r in zip(wrong, sets["paraphrased"])
-    ]
+    def elsewhere(it):  # the item's scene with its object moved to another cell
+        obj = it["objects"][0]
+        return {**it, "objects": [{**obj, "position": "top" if obj["position"] == "center" else "center"}]}
+
+    wrong = [elsewhere(it) for it in sets["paraphrased"]]
     pipe = _PerfectPipe([{**it, "prompt": p} for it, p in zip(sets["paraphrased"], known)] + sets["single"] + wrong)
     pipe.tokenizer, pipe.text_encoder = encoder
     results = evaluate(pipe, prompts, vocabulary=vocabulary)

@@ -23,6 +23,7 @@ from ..settings import (
     MAX_PROMPT_CHARS,
     MAX_SEED,
     SCHEDULER_CLASSES,
+    check_prompt,
 )
 from ..tokens import save_tokens
 from ..viz import cell_size, overlay_tokens, token_map, upscale_nearest
@@ -240,11 +241,7 @@ class GenerateTab:
     def in_known_words(self, prompt: str | None) -> str:
         """The prompt in the model's training words: each word it never saw becomes the known word nearest in
         spelling or meaning, or goes (`Vocabulary.in_known_words`)."""
-        vocabulary = self.ctx.vocabulary
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise gr.Error("Type a prompt first.")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise gr.Error(f"The prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS} are read.")
+        prompt, vocabulary = check_prompt(prompt), self.ctx.vocabulary
         if vocabulary is None:
             raise gr.Error("This model was published without its vocabulary: its training words are not known.")
         pipe = self.ctx.pipe
