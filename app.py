@@ -93,7 +93,7 @@ def chosen_models() -> list[str]:
 
 def other_tokenizers(folder: str) -> tuple[str, ...]:
     """The shipped tokenizers besides the model's own, present here: the Tokenizer tab compares them with it. One
-    whose files are the model's own (mmgen-base ships a copy of vqgan-f8) is the same tokenizer, not another."""
+    whose files are the model's own (a model folder that ships a copy of one) is the same tokenizer, not another."""
     own = _tokenizer_files(folder)
     return tuple(
         name

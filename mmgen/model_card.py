@@ -247,15 +247,16 @@ def _common_settings(stage_args: list[dict]) -> str:
 
 def _recipe_parts(recipe: str) -> tuple[list[str], list[str]]:
     """The parts ("tokenizer", "generator") a recipe trains, in order (both when it cannot be read here), and the
-    other model folders its generator starts from (`init_from`, `vqvae`), which their own recipes rebuild."""
+    other model folders each part's first stage starts from (`init_from`, `vqvae`), which their own recipes
+    rebuild."""
     from .training.recipe import PARTS, load_recipe
 
     try:
         r = load_recipe(recipe)
     except ValueError:
         return list(PARTS), []
-    first = r.parts.get("generator", [{}])[0]
-    inputs = [first[k] for k in ("init_from", "vqvae") if first.get(k) not in (None, r.model)]
+    firsts = [r.parts[part][0] for part in PARTS if part in r.parts]
+    inputs = [first[k] for first in firsts for k in ("init_from", "vqvae") if first.get(k) not in (None, r.model)]
     return [part for part in PARTS if part in r.parts], list(dict.fromkeys(inputs))
 
 

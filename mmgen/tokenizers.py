@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # The tokenizers this repository ships: mmgen-base-64's f4 VQ-VAE (64 px -> 16x16 tokens) and the VQ-GAN f8
-# (128 px -> 16x16 tokens, recipes/vqgan-f8.toml), which mmgen-base uses.
+# (128 px -> 16x16 tokens, recipes/vqgan-f8.toml), whose tokens mmgen-base uses (with its decoder trained on shapes).
 SHIPPED_TOKENIZERS = {name: str(_ASSETS / name) for name in ("mmgen-base-64", "vqgan-f8")}
 # Public VQ tokenizers on the Hugging Face Hub (need a network the first time): display name -> (repo id, folder).
 HUB_TOKENIZERS = {

@@ -432,10 +432,14 @@ def test_the_shipped_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
     from mmgen.training import train_generator
     from mmgen.training.recipe import load_recipe, recipe_stages
 
+    from mmgen.training import train_tokenizer
+
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base.toml")
+    (decoder,) = recipe_stages(recipe, "tokenizer", train_tokenizer.add_arguments)
+    assert decoder.args.init_from == "assets/vqgan-f8" and decoder.args.decoder_only  # vqgan-f8's tokens
     first, *later = recipe_stages(recipe, "generator", train_generator.add_arguments)
     assert recipe.model == "assets/mmgen-base" and later
-    assert {s.args.vqvae for s in (first, *later)} == {"assets/vqgan-f8"}
+    assert {s.args.vqvae for s in (first, *later)} == {"assets/mmgen-base"}  # the tokenizer the recipe published
     assert first.args.init_from == "assets/mmgen-base-64" and first.args.sample_size == 16
     # every later stage continues the published weights on the same encoded scenes, each with a seed of its own
     assert all(s.args.init_from == "assets/mmgen-base" for s in later)
