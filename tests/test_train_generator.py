@@ -429,10 +429,8 @@ def test_the_trainers_defaults_are_the_64px_recipes_first_stage():
 def test_the_shipped_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
     from pathlib import Path
 
-    from mmgen.training import train_generator
+    from mmgen.training import train_generator, train_tokenizer
     from mmgen.training.recipe import load_recipe, recipe_stages
-
-    from mmgen.training import train_tokenizer
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base.toml")
     (decoder,) = recipe_stages(recipe, "tokenizer", train_tokenizer.add_arguments)
