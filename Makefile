@@ -60,7 +60,7 @@ eval-vqgan-f8: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/vqgan-f8 --out assets/vqgan-f8/eval_tokenizer.json
 	$(PY) -m mmgen.release --out assets/vqgan-f8 --card
 
-# The shipped model, assets/mmgen-base (recipes/mmgen-base.toml, about 95 min on the 2-core CPU): 128-px shapes,
+# The shipped model, assets/mmgen-base (recipes/mmgen-base.toml, about 87 min on the 2-core CPU): 128-px shapes,
 # the VQ-GAN f8 with its decoder fine-tuned on shapes, and the 64-px model's DiT continued on the f8's latents. Needs
 # assets/mmgen-base-64 and assets/vqgan-f8. Then its held-out evaluation (the 64-px model's sampling defaults) and card.
 mmgen-base: $(STAMP)

@@ -256,7 +256,12 @@ def _recipe_parts(recipe: str) -> tuple[list[str], list[str]]:
     except ValueError:
         return list(PARTS), []
     firsts = [r.parts[part][0] for part in PARTS if part in r.parts]
-    inputs = [first[k] for first in firsts for k in ("init_from", "vqvae") if first.get(k) not in (None, r.model)]
+    inputs = [
+        first[k]
+        for first in firsts
+        for k in ("init_from", "vqvae")
+        if first.get(k) is not None and Path(first[k]).resolve() != Path(r.model).resolve()
+    ]
     return [part for part in PARTS if part in r.parts], list(dict.fromkeys(inputs))
 
 

@@ -43,10 +43,9 @@ def _stage_text(args: dict, done: dict, i: int, n: int) -> str:
     from .model_card import _minutes
 
     if args.get("data", "shapes") == "shapes":
-        data = (
-            f"shapes-v1 scenes (stream {args['seed']}) mixed with random crops of the scikit-image sample photos "
-            f"({args['photo_fraction']:.0%} photos)"
-        )
+        data = f"shapes-v1 scenes (stream {args['seed']})"
+        if args.get("photo_fraction", 0) > 0:
+            data += f" mixed with random crops of the scikit-image sample photos ({args['photo_fraction']:.0%} photos)"
     else:
         data = f"the images in `{args['data']}`"
     if args.get("shapes_scale"):

@@ -98,7 +98,7 @@ def test_the_emoji_model_is_shipped_small_with_its_card_examples_and_evaluation(
 BASE_64 = ROOT / "assets" / "mmgen-base-64"
 
 
-def test_the_shipped_model_is_the_vqgan_f8_under_a_dit_and_the_64px_model_ships_beside_it():
+def test_the_shipped_model_is_vqgan_f8s_tokens_with_a_shapes_decoder_under_a_dit_and_the_64px_model_beside_it():
     from safetensors.torch import load_file
 
     from mmgen.pipeline import MMGenPipeline

@@ -508,3 +508,23 @@ def test_a_recipe_continues_a_dit_on_another_tokenizer(tmp_path, tiny_model_dir,
     tuned = VQVAE.from_pretrained(first, subfolder="vqvae")  # a fine-tuned copy (mmgen-emoji's) keeps the factor
     tuned.quantizer.codebook.mul_(0.9)
     assert same_tokenizer(str(first), tuned) and not same_tokenizer(str(first), vq)
+
+
+def test_the_encoded_scenes_cache_is_keyed_on_the_encoder_and_codebook_not_the_decoder(tiny_vq):
+    from types import SimpleNamespace
+
+    from mmgen.training.encoded_data import cache_key
+
+    args = SimpleNamespace(data="shapes", seed=0, data_seed=None, num_samples=16, sample_size=8)
+    text_encoder = SimpleNamespace(name_or_path="all-MiniLM-L6-v2")
+    key = cache_key(args, tiny_vq, text_encoder)
+    with torch.no_grad():
+        next(tiny_vq.decoder.parameters()).add_(1.0)
+    assert cache_key(args, tiny_vq, text_encoder) == key  # a decoder trained on: the same latents
+    with torch.no_grad():
+        tiny_vq.quantizer.codebook.add_(1.0)
+    moved = cache_key(args, tiny_vq, text_encoder)
+    assert moved != key
+    with torch.no_grad():
+        next(tiny_vq.encoder.parameters()).add_(1.0)
+    assert cache_key(args, tiny_vq, text_encoder) != moved
