@@ -211,6 +211,7 @@ def _generator_training(out: Path) -> str:
         data = args.get("data", "shapes")
         data = f"{args.get('num_samples', '?')} shapes-v1 scenes, stream {stream}" if data == "shapes" else data
         data += f", tokenizer of `{tokenizers[k - 1]}`" if on else ""
+        data += f", DiT deepened to {args['grow_depth']} blocks first" if args.get("grow_depth") else ""
         lines.append(
             f"| {k} | {done.get('steps') or args.get('steps')} | {args['batch_size']} | {args['lr']:g} | {data} | "
             f"{args.get('object_loss_weight', 1.0):g}x | {_minutes(done.get('train_time_s', 0))} |"
@@ -380,7 +381,7 @@ def evaluation_section(out: Path) -> str:
             interval = st.get("guidance_interval")
             guided = "" if interval is None else " at timesteps {:g}..{:g}".format(*interval)
             text += (
-                f"; the pipeline's defaults: `{st['scheduler']}`, {st['steps']} steps, guidance "
+                f"; sampled with `{st['scheduler']}`, {st['steps']} steps, guidance "
                 f"{st['guidance_scale']:g}{guided}, codebook snap {st.get('codebook_snap', 0):g}, best of "
                 f"{st.get('num_candidates', 1)} starting noises"
             )

@@ -250,7 +250,7 @@ class MMGenPipeline(DiffusionPipeline):
             guidance_interval: (low, high) in training timesteps (0..999): guide only the steps whose timestep
                 lies in it, and the conditional prediction alone (one pass) elsewhere (Kynkaanniemi et al., 2024,
                 https://arxiv.org/abs/2404.07724). Guided, the least noisy steps draw small shapes too dark or
-                pale, so the default leaves t < 250 (the last 8 of 30 steps) unguided. None: guide every step.
+                pale, so the default leaves t < 250 (the last 13 of 50 steps) unguided. None: guide every step.
             codebook_snap: at every step, move the predicted clean latent this fraction of the way to its nearest
                 codes before the scheduler's step (0: off, 1: onto the codes). Like Imagen's dynamic
                 thresholding, which clips the x0 estimate, but projecting onto the codebook, where the final

@@ -19,7 +19,7 @@ import torch
 
 # Defaults of every entry point, chosen by measured accuracy on tuning prompts (`mmgen eval-generator --sweep`;
 # docs/history.md says how).
-DEFAULT_STEPS = 30  # 30 beat 20 on tuning prompts
+DEFAULT_STEPS = 50  # 30 beat 20, and 50 beat 30 and 75 for mmgen-base (docs/generator-runs.md, run 7)
 DEFAULT_GUIDANCE_SCALE = 4.0
 DEFAULT_GUIDANCE_INTERVAL = (250.0, 999.0)  # leave the last steps (t < 250) unguided: small shapes keep their colour
 DEFAULT_CODEBOOK_SNAP = 0.5  # pull each step's x0 estimate halfway to its codes

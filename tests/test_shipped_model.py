@@ -1,5 +1,6 @@
 """The shipped model, assets/mmgen-base (128 px): loads offline from a fresh clone, round-trips, files under 10 MB."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -119,5 +120,7 @@ def test_the_shipped_model_is_vqgan_f8s_tokens_with_a_shapes_decoder_under_a_dit
     out = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0))
     assert out.images[0].size == (64, 64) and out.tokens.shape == (1, 16, 16)
     assert pipe.vqvae.config.num_codes == 512 and pipe.vqvae.downsample_factor == 4  # the f4 VQ-VAE
+    deeper = json.loads((MODEL / "transformer" / "config.json").read_text())
+    assert (pipe.transformer.config.depth, deeper["depth"]) == (6, 9)  # the recipe's last stage deepened the DiT
     card = (BASE_64 / "README.md").read_text()
     assert card.startswith("---\nlicense: apache-2.0\n") and "64" in card

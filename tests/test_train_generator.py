@@ -10,6 +10,7 @@ from mmgen.data.shapes import shapes_sample
 from mmgen.models.dit import DiT, DiTOutput
 from mmgen.models.vqvae import VQVAE
 from mmgen.training.checkpoints import log_stages
+from mmgen.training.deepen import deepen, insertion_points
 from mmgen.training.losses import diffusion_loss, loss_weights, object_cell_weights, training_scheduler
 from mmgen.training.train_generator import main
 
@@ -443,6 +444,7 @@ def test_the_shipped_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
     assert all(s.args.init_from == "assets/mmgen-base" for s in later)
     assert len({s.args.seed for s in (first, *later)}) == 1 + len(later)
     assert all((s.args.data_seed, s.args.num_samples) == (first.args.data_seed, first.args.num_samples) for s in later)
+    assert [s.args.grow_depth for s in later] == [None] * (len(later) - 1) + [9]  # the last stage deepens the DiT
 
 
 def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_dir, capsys):
@@ -528,3 +530,60 @@ def test_the_encoded_scenes_cache_is_keyed_on_the_encoder_and_codebook_not_the_d
     with torch.no_grad():
         next(tiny_vq.encoder.parameters()).add_(1.0)
     assert cache_key(args, tiny_vq, text_encoder) != moved
+
+
+def test_grow_depth_starts_from_the_same_function_and_trains_the_new_blocks(tmp_path, tiny_model_dir):
+    """--grow-depth inserts zero-gated copies of blocks: the deeper DiT computes what the trained one did, each copy
+    sits after its source, the copies are trained with the rest, a resumed run takes its checkpoint, and bad depths
+    fail before any encoding."""
+    first = tmp_path / "first"
+    main(_args(first, tiny_model_dir, "--steps", "2"))
+    trained = DiT.from_pretrained(first / "transformer")
+    depth = trained.config.depth
+    deeper = deepen(trained, depth + 1)
+    assert deeper.config.depth == depth + 1 and insertion_points(6, 9) == [1, 3, 5]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, trained.config.in_channels, trained.config.sample_size, trained.config.sample_size, generator=g)
+    text, t = torch.randn(2, 5, trained.config.text_dim, generator=g), torch.tensor([900, 100])
+    with torch.no_grad():
+        torch.testing.assert_close(deeper(x, t, text).sample, trained(x, t, text).sample)
+        broken = deepen(trained, depth + 1)
+        broken.blocks[-1].ada[-1].bias.data.fill_(0.5)  # a copy that is not the identity changes the output
+        assert not torch.allclose(broken(x, t, text).sample, trained(x, t, text).sample)
+
+    # Where the blocks land: each original in order, each copy after its source with the same attention and MLP
+    doubled = deepen(trained, 2 * depth)
+    layout = [entry for i in range(depth) for entry in ((i, False), (i, True))]
+    for j, (i, copy) in enumerate(layout):
+        new, old = doubled.blocks[j].state_dict(), trained.blocks[i].state_dict()
+        for k in old:
+            zeroed = copy and k.startswith(("ada.", "cross.out."))
+            assert torch.equal(new[k], torch.zeros_like(old[k]) if zeroed else old[k]), (j, k)
+
+    grown_dir = tmp_path / "grown"
+    grow = ("--grow-depth", str(depth + 1))
+    main(_args(grown_dir, tiny_model_dir, "--steps", "3", "--init-from", str(first), *grow))
+    grown = DiT.from_pretrained(grown_dir / "transformer")
+    assert grown.config.depth == depth + 1
+    assert grown.blocks[-1].ada[-1].weight.abs().sum() > 0  # the new block (all zero at the start) learnt
+    # resumed from its checkpoint, even once --init-from holds the deeper DiT (as a recipe publishes it)
+    main(_args(grown_dir, tiny_model_dir, "--steps", "4", "--resume", "--init-from", str(grown_dir), *grow))
+    assert DiT.from_pretrained(grown_dir / "transformer").config.depth == depth + 1
+
+    for bad, message in ((depth, "already has"), (2 * depth + 1, "at most twice")):
+        with pytest.raises(ValueError, match=message):
+            main(
+                _args(
+                    tmp_path / "bad",
+                    tiny_model_dir,
+                    "--steps",
+                    "1",
+                    "--init-from",
+                    str(first),
+                    "--grow-depth",
+                    str(bad),
+                )
+            )
+    with pytest.raises(ValueError, match="--init-from"):
+        main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--grow-depth", "4"))
+    assert not (tmp_path / "bad" / "train_log.jsonl").exists()

@@ -76,7 +76,8 @@ class GenerateTab:
         )
         with gr.Row():
             limits = self.ctx.limits
-            self.steps = gr.Slider(1, limits.max_steps, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
+            steps = min(DEFAULT_STEPS, limits.max_steps)  # a Space may cap the steps under the default
+            self.steps = gr.Slider(1, limits.max_steps, value=steps, step=1, label="Steps", elem_id="steps")
             self.guidance = gr.Slider(
                 0, MAX_GUIDANCE, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="guidance"
             )

@@ -157,7 +157,8 @@ def tune(pipe, galleries, names, args) -> dict:
     queries = load_queries(args.queries[0], names, "tuning", args.n, args.seed)
     sweep = {}
     for g in args.tune_guidance:
-        sweep[g], _ = run_set(pipe, galleries, queries, Sampling.defaults(guidance_scale=g), args.seed)
+        changes = {"guidance_scale": g} | ({"num_inference_steps": args.steps} if args.steps else {})
+        sweep[g], _ = run_set(pipe, galleries, queries, Sampling.defaults(**changes), args.seed)
         print(
             f"guidance {g:g}: "
             + ", ".join(f"{k} top-1 {v['top1']:.1%} top-5 {v['top5']:.1%}" for k, v in sweep[g].items())
@@ -177,7 +178,8 @@ def test(pipe, galleries, names, gallery_images, args) -> dict:
     """Every query folder's test half, the evaluator's checks, variety over seeds and the picture."""
     from .accuracy import Sampling
 
-    sampling = Sampling.defaults(**({"guidance_scale": args.guidance} if args.guidance is not None else {}))
+    changes = {"guidance_scale": args.guidance, "num_inference_steps": args.steps}
+    sampling = Sampling.defaults(**{k: v for k, v in changes.items() if v is not None})
     results = {"half": "test", "gallery": len(names), "chance": {"top1": 1 / len(names), "top5": 5 / len(names)}}
     results["sampling"] = {k: v for k, v in sampling.call_kwargs().items()}
     for i, folder in enumerate(args.queries):
@@ -235,6 +237,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true", help="sweep --tune-guidance on the tuning half instead")
     p.add_argument("--tune-guidance", type=float, nargs="+", default=list(TUNE_GUIDANCE))
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--variety-prompts", type=int, default=16)
     p.add_argument("--variety-seeds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)

@@ -40,7 +40,7 @@ from torch import nn
 
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
-    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # shipped (+ 2 text-refiner layers): 13k steps, ~62 min
+    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # mmgen-base-64 (+ 2 text refiner layers); mmgen-base 9 deep
     "S/2": dict(hidden_size=256, depth=8, num_heads=4),
     "B/2": dict(hidden_size=384, depth=12, num_heads=6),  # a step up, for a GPU
 }

@@ -47,6 +47,7 @@ from .checkpoints import (
     save_training_state,
     start_log,
 )
+from .deepen import deepen
 from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import make_accelerator
@@ -121,16 +122,22 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     """Load the frozen models, encode (or read) the training set, build or load the DiT, its EMA and optimizer,
     and restore a checkpoint with --resume. Bad options fail before minutes of encoding."""
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
+    if args.grow_depth is not None and not args.init_from:
+        raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
     vq = VQVAE.from_pretrained(args.vqvae, subfolder="vqvae", dtype=torch.float32).eval().requires_grad_(False)
     tokenizer, text_encoder = load_text_encoder()
-    init = initial_weights(args.init_from, vq, text_encoder, args.sample_size) if args.init_from else None
+    ckpt = latest_checkpoint(args.out) if args.resume else None
+    init = None  # a resumed run's DiT is its checkpoint's (already deepened: --init-from may hold it by now)
+    if args.init_from and not ckpt:
+        init = initial_weights(args.init_from, vq, text_encoder, args.sample_size)
+        if args.grow_depth is not None:
+            init = deepen(init, args.grow_depth, source=args.init_from)
     t0 = time.time()
     data = cached_training_set(args, vq, tokenizer, text_encoder)
     encoding_s = round(time.time() - t0, 1)  # logged: a rebuild's time is its stages' training plus this
     accelerator.print(
         f"{len(data['ids'])} encoded images, {len(data['text_states'])} distinct captions, {encoding_s:.0f} s"
     )
-    ckpt = latest_checkpoint(args.out) if args.resume else None
     if ckpt:
         model = DiT.from_pretrained(ckpt / "transformer")
     elif init is not None:
@@ -358,6 +365,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="MODEL",
         help="start from the DiT in MODEL/transformer (a run or model folder) instead of random weights: "
         "a second, fine-tuning stage with its own steps and learning rate",
+    )
+    p.add_argument(
+        "--grow-depth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --init-from: deepen its DiT to N blocks (up to twice as many), inserting zero-gated copies of "
+        "its blocks, so training starts from exactly the model it had",
     )
     p.add_argument(
         "--cache-dir",

@@ -1,0 +1,45 @@
+"""Deepen a trained DiT without changing what it computes: more blocks, to train on from where it stands.
+
+Each new block is a copy of the block before it with its adaLN-Zero modulation and its cross-attention output set
+to zero, so it starts as the identity (DiT's own initialisation, sec. 3) and the deeper model's output is exactly
+the trained one's. The copies are spread evenly through the stack: growing 6 blocks to 9 inserts one after blocks
+1, 3 and 5 (0-based).
+
+    deeper = deepen(dit, depth=9)   # (B, C, H, W) outputs equal dit's at every input, then train on
+"""
+
+from __future__ import annotations
+
+from ..models.dit import DiT
+
+
+def insertion_points(depth: int, new_depth: int) -> list[int]:
+    """The blocks (0-based, of the old stack) each new block is inserted after, one entry per new block."""
+    added = new_depth - depth
+    return [(k + 1) * depth // added - 1 for k in range(added)]
+
+
+def deepen(dit: DiT, depth: int, source: str = "the DiT") -> DiT:
+    """A copy of `dit` with `depth` blocks, the new ones zero-gated copies of their predecessors. `source` names
+    `dit` in error messages (the --init-from folder)."""
+    old_depth = dit.config.depth
+    if depth <= old_depth:
+        raise ValueError(
+            f"--grow-depth {depth}: {source} already has {old_depth} blocks; ask for more (or leave --grow-depth out "
+            "to train it as it is)"
+        )
+    if depth > 2 * old_depth:
+        raise ValueError(f"--grow-depth {depth}: at most twice the {old_depth} blocks of {source} (one copy of each)")
+    deeper = DiT.from_config(dit.config, depth=depth)
+    state = {k: v for k, v in dit.state_dict().items() if not k.startswith("blocks.")}
+    after = insertion_points(old_depth, depth)
+    sources = [(i, copy) for i in range(old_depth) for copy in [False] + [True] * after.count(i)]
+    for j, (i, copy) in enumerate(sources):
+        block = {k: v.clone() for k, v in dit.blocks[i].state_dict().items()}
+        if copy:  # shift, scale and gates of both branches, and the text read, all zero: the identity
+            for k in block:
+                if k.startswith(("ada.", "cross.out.")):
+                    block[k].zero_()
+        state |= {f"blocks.{j}.{k}": v for k, v in block.items()}
+    deeper.load_state_dict(state)
+    return deeper
