@@ -121,15 +121,23 @@ class Vocabulary:
     def in_known_words(self, prompt: str, encoder=None) -> str:
         """`prompt` in the words the model was trained on: each unknown word becomes its first suggestion (by
         spelling, then meaning) or goes, and a word twice in a row is said once ("up high" -> "top top" -> "top").
-        Lower case, punctuation dropped: a prompt of known words comes back as its words (repeats once). The DiT
-        follows the words it was trained on, and MiniLM finds them for words it was not ("lower" -> "bottom")."""
+        Lower case, punctuation dropped: a prompt of known words comes back as its words (repeats once); "" when
+        only stop words are left ("a cat on a sofa"). The DiT follows the words it was trained on, and MiniLM
+        finds them for words it was not ("lower" -> "bottom"). For a shapes-v1 model the prompt is read into the
+        grammar first (`mmgen.scene_parse`) and said in its canonical wording; word by word only when it cannot."""
+        if self.grammar == SHAPES_V1:
+            from .scene_parse import parse_scene  # here: scene_parse reads this module's split_words and STOPWORDS
+
+            scene = parse_scene(prompt, self, encoder)
+            if scene is not None:
+                return scene.text
         words = []
         for word in split_words(prompt):
             if word not in self.words and word not in STOPWORDS:
                 word = next(iter(self.suggestions(word, encoder)), None)
             if word and (not words or words[-1] != word):
                 words.append(word)
-        return " ".join(words)
+        return " ".join(words) if any(w not in STOPWORDS for w in words) else ""  # "a cat on a sofa": nothing
 
     def warning(self, prompt: str, encoder=None) -> str | None:
         """ "the model never saw: cat, tiny (try: small)", or None when every word is known."""
