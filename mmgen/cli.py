@@ -143,7 +143,7 @@ def prompt_in_known_words(pipe, prompt: str) -> str:
         raise ValueError("--known-words: this model was published without transformer/vocabulary.json")
     known = vocabulary.in_known_words(prompt, (pipe.tokenizer, pipe.text_encoder))
     if not known.strip():
-        raise ValueError(f"--known-words: no word of {prompt!r} is one the model knows, or near one")
+        raise ValueError(f"--known-words: {prompt!r} names nothing the model knows, or anything near it")
     if known != " ".join(split_words(prompt)):
         print(f"in known words: {known}", file=sys.stderr)
     return known

@@ -123,14 +123,7 @@ class Vocabulary:
         spelling, then meaning) or goes, and a word twice in a row is said once ("up high" -> "top top" -> "top").
         Lower case, punctuation dropped: a prompt of known words comes back as its words (repeats once); "" when
         only stop words are left ("a cat on a sofa"). The DiT follows the words it was trained on, and MiniLM
-        finds them for words it was not ("lower" -> "bottom"). For a shapes-v1 model the prompt is read into the
-        grammar first (`mmgen.scene_parse`) and said in its canonical wording; word by word only when it cannot."""
-        if self.grammar == SHAPES_V1:
-            from .scene_parse import parse_scene  # here: scene_parse reads this module's split_words and STOPWORDS
-
-            scene = parse_scene(prompt, self, encoder)
-            if scene is not None:
-                return scene.text
+        finds them for words it was not ("lower" -> "bottom")."""
         words = []
         for word in split_words(prompt):
             if word not in self.words and word not in STOPWORDS:

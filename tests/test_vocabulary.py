@@ -108,6 +108,7 @@ def test_a_prompt_in_known_words():
     assert vocab.in_known_words("a red cat circle") == "a red circle"  # none near enough: left out
     assert vocab.in_known_words("a red squre square") == "a red square"  # a word twice in a row: once
     assert vocab.in_known_words("zebra") == ""
+    assert vocab.in_known_words("a zebra on the sofa") == ""  # stop words alone say nothing
 
 
 def test_in_known_words_with_minilm_finds_the_places_training_said_otherwise():
@@ -130,4 +131,4 @@ def test_generate_known_words_draws_the_rewritten_prompt_or_says_why_not(tiny_pi
     err = capsys.readouterr().err
     assert "in known words: a red square" in err and "never saw" not in err
     assert main([*args[:1], "?!", *args[2:], "--known-words"]) == 2  # (the tiny encoder finds some word near any)
-    assert "no word of '?!'" in capsys.readouterr().err
+    assert "'?!' names nothing the model knows" in capsys.readouterr().err

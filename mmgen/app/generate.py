@@ -248,7 +248,7 @@ class GenerateTab:
         pipe = self.ctx.pipe
         known = self.ctx.compute(vocabulary.in_known_words, prompt, (pipe.tokenizer, pipe.text_encoder))
         if not known:
-            raise gr.Error("No word of the prompt is one the model knows, or near one.")
+            raise gr.Error("The prompt names nothing the model knows, or anything near it.")
         return known
 
     @handler
