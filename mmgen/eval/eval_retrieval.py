@@ -160,7 +160,6 @@ def sampling_of(args, guidance: float | None):
 
 def tune(pipe, galleries, names, args) -> dict:
     """The guidance scale with the best pixel top-5 on the tuning half of the first query folder."""
-
     queries = load_queries(args.queries[0], names, "tuning", args.n, args.seed)
     sweep = {}
     for g in args.tune_guidance:
@@ -182,7 +181,6 @@ def tune(pipe, galleries, names, args) -> dict:
 
 def test(pipe, galleries, names, gallery_images, args) -> dict:
     """Every query folder's test half, the evaluator's checks, variety over seeds and the picture."""
-
     sampling = sampling_of(args, guidance=args.guidance)
     results = {"half": "test", "gallery": len(names), "chance": {"top1": 1 / len(names), "top5": 5 / len(names)}}
     results["sampling"] = {k: v for k, v in sampling.call_kwargs().items()}
