@@ -44,12 +44,12 @@ emoji-model: emoji-data
 	$(PY) -m mmgen.cli train-generator --recipe recipes/mmgen-emoji.toml
 	$(MAKE) eval-emoji
 
-# 30 sampling steps: the default when mmgen-emoji was evaluated (50 since mmgen-base's run 7)
-EMOJI_EVAL := --model assets/mmgen-emoji --gallery data/emoji data/emoji-held-out --queries data/emoji-reworded data/emoji-held-out --steps 30
+# At the model's own sampling (its recipe's [sampling]: 30 steps, guidance 7, the tuning sweep's best).
+EMOJI_EVAL := --model assets/mmgen-emoji --gallery data/emoji data/emoji-held-out --queries data/emoji-reworded data/emoji-held-out
 eval-emoji: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-emoji --folder data/emoji-held-out --out assets/mmgen-emoji/eval_tokenizer.json
 	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --tune --out assets/mmgen-emoji/eval_retrieval_tuning.json
-	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --guidance 7 --out assets/mmgen-emoji/eval_retrieval.json  # the tuning sweep's best
+	$(PY) -m mmgen.cli eval-retrieval $(EMOJI_EVAL) --out assets/mmgen-emoji/eval_retrieval.json
 
 # The VQ-GAN f8 tokenizer, assets/vqgan-f8 (recipes/vqgan-f8.toml, 38 to 65 min on the 2-core CPU): 128-px images
 # to the same 16x16 tokens as the f4 VQ-VAE makes of 64-px ones. Then its held-out evaluation and card.

@@ -6,8 +6,8 @@
 Sections (medians over `--repeats` timed runs after warm-up, same process, same threads):
 - t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8; one image at
   20 steps when the default is another count; 8, 4 and 1 candidate noises (best-of-N, mmgen/candidates.py).
-- sizes: text-to-image with the defaults (batch 1) with every shipped model, timed in turn: the 128-px model (f8
-  tokenizer) against the 64-px ones (f4), same DiT size and 16x16 latent grid; ratio over the first 64-px one.
+- sizes: text-to-image at the library's default settings (batch 1) with every shipped model, timed in turn: the
+  128-px model (f8 tokenizer) against the 64-px ones (f4), 16x16 latent grids; ratio over the first 64-px one.
 - tokenizer: encode + decode (batch 1) with the pipeline's tokenizer and every other shipped one, timed in turn, at
   the size each turns into 16x16 tokens (64 px for f4, 128 for f8) and at 256x256.
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
@@ -44,7 +44,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_STEPS, MMGenPipeline  # noqa: E402
+from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL, MMGenPipeline  # noqa: E402
+from mmgen.settings import model_sampling_defaults  # noqa: E402
 from mmgen.tokens import default_model  # noqa: E402
 
 PROMPT = "a large red circle in the top left on a white background"
@@ -101,7 +102,7 @@ def paired_t2i(pipe, repeats: int, arg: str, values, label: str, ratio: str) -> 
 
 
 def bench_t2i(pipe, repeats: int) -> list[dict]:
-    rows = []
+    rows, steps = [], pipe.sampling_defaults["num_inference_steps"]
     for variant, dtype in (("float32", None), ("bf16 autocast", torch.bfloat16)):
         run = pipe.with_scheduler()
         run.set_autocast(dtype)
@@ -112,14 +113,14 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
             rows.append(
                 {
                     "section": "t2i",
-                    "name": f"defaults ({DEFAULT_STEPS} steps), {variant}, batch {batch}",
+                    "name": f"defaults ({steps} steps), {variant}, batch {batch}",
                     "seconds": s,
                     "per_image_s": s / batch,
                     "images_per_s": batch / s,
                 }
             )
-    if DEFAULT_STEPS != 20:  # the issue's reference figure, 20 steps, against the default count
-        rows += paired_t2i(pipe, repeats, "num_inference_steps", (DEFAULT_STEPS, 20), "{} steps", "vs_20_steps")
+    if steps != 20:  # the issue's reference figure, 20 steps, against the default count
+        rows += paired_t2i(pipe, repeats, "num_inference_steps", (steps, 20), "{} steps", "vs_20_steps")
     # What best-of-N starting noise costs: the call with 8, 4 and 1 candidate noises.
     rows += paired_t2i(pipe, repeats, "num_candidates", (8, 4, 1), "num_candidates={}", "vs_one_candidate")
     # What the guidance interval saves: the default call, whose last steps run the conditional half alone, and
@@ -141,13 +142,14 @@ def bench_t2i(pipe, repeats: int) -> list[dict]:
 
 
 def bench_sizes(repeats: int) -> list[dict]:
-    """Default text-to-image with each shipped model (assets/*/model_index.json), timed in turn within every repeat:
-    only the decoder's cost should differ between 64 and 128 px."""
+    """Text-to-image with each shipped model (assets/*/model_index.json) at the same settings (the library's
+    defaults), timed in turn within every repeat: only the decoder's cost should differ between 64 and 128 px."""
     folders = sorted(p.parent for p in (ROOT / "assets").glob("*/model_index.json"))
     pipes = [MMGenPipeline.from_pretrained(f) for f in folders]
     for p in pipes:
         p.set_progress_bar_config(disable=True)
-    calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0)) for p in pipes]
+    same = model_sampling_defaults()  # the library's settings for all: a model's own (fewer steps) is not its cost
+    calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0), **same) for p in pipes]
     with torch.inference_mode():
         times = interleaved_medians(calls, repeats)
     sides = [p.transformer.config.sample_size * p.vqvae.downsample_factor for p in pipes]  # each model's image side
@@ -155,7 +157,7 @@ def bench_sizes(repeats: int) -> list[dict]:
     return [
         {
             "section": "sizes",
-            "name": f"{f.name}: {side}x{side} image, defaults, batch 1 (paired)",
+            "name": f"{f.name}: {side}x{side} image, {same['num_inference_steps']} steps, batch 1 (paired)",
             "seconds": t,
             "vs_64px": t / base,
         }
@@ -236,9 +238,8 @@ def bench_dit(pipe, repeats: int, peak: float) -> list[dict]:
     autocast, and diffusers' PixArt transformer at the same size."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mmgen.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
-
-    steps, guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE_SCALE
+    own = pipe.sampling_defaults
+    steps, guidance = own["num_inference_steps"], own["guidance_scale"]
     dit = pipe.transformer.eval()
     ref = pixart_like(dit)
     text, mask = _text(pipe, 1)

@@ -33,14 +33,15 @@ from .models.dit import DiT
 from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder
 from .models.vqvae import VQVAE
 from .settings import (  # the defaults are re-exported: callers have always read them here
-    DEFAULT_CODEBOOK_SNAP,
+    DEFAULT_CODEBOOK_SNAP,  # noqa: F401
     DEFAULT_GUIDANCE_INTERVAL,
-    DEFAULT_GUIDANCE_SCALE,
-    DEFAULT_NUM_CANDIDATES,
-    DEFAULT_STEPS,
+    DEFAULT_GUIDANCE_SCALE,  # noqa: F401
+    DEFAULT_NUM_CANDIDATES,  # noqa: F401
+    DEFAULT_STEPS,  # noqa: F401
     SCHEDULER_CLASSES,
     check_prompt,
     check_sampling,
+    model_sampling_defaults,
 )
 
 logger = logging.get_logger(__name__)
@@ -58,11 +59,19 @@ class MMGenPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ["latents", "noise_pred", "pred_x0", "prompt_embeds"]
 
-    def __init__(self, vqvae: VQVAE, transformer: DiT, text_encoder, tokenizer, scheduler):
+    def __init__(self, vqvae: VQVAE, transformer: DiT, text_encoder, tokenizer, scheduler, sampling_defaults=None):
+        """`sampling_defaults`: the settings this model samples at when a call leaves them out, where they are not
+        mmgen.settings' (keys of MODEL_SAMPLING_KEYS, e.g. {"num_inference_steps": 30}); saved in model_index.json."""
         super().__init__()
         self.register_modules(
             vqvae=vqvae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
         )
+        sampling_defaults = dict(sampling_defaults) if sampling_defaults else None
+        try:  # a bad entry fails here, when the model loads
+            model_sampling_defaults(sampling_defaults)
+        except ValueError as e:
+            raise ValueError(f"The model's sampling_defaults (model_index.json) are not usable: {e}") from None
+        self.register_to_config(sampling_defaults=sampling_defaults)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -95,7 +104,9 @@ class MMGenPipeline(DiffusionPipeline):
         if name is not None and name not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
         cls = SCHEDULERS[name] if name else type(self.scheduler)
-        pipe = type(self)(**{**self.components, "scheduler": cls.from_config(self.scheduler.config)})
+        scheduler = cls.from_config(self.scheduler.config)
+        own = self.config.sampling_defaults
+        pipe = type(self)(**self.components | {"scheduler": scheduler}, sampling_defaults=own)
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         pipe.set_autocast(self.autocast_dtype)
         return pipe
@@ -103,6 +114,18 @@ class MMGenPipeline(DiffusionPipeline):
     @property
     def scaling_factor(self) -> float:
         return self.transformer.config.scaling_factor
+
+    @property
+    def sampling_defaults(self) -> dict:
+        """What a call samples at when it leaves a setting out: mmgen.settings' defaults, with this model's own in
+        their place ({"num_inference_steps": ..., "guidance_scale": ..., "guidance_interval": ...,
+        "codebook_snap": ..., "num_candidates": ...})."""
+        return model_sampling_defaults(self.config.get("sampling_defaults"))
+
+    def _with_defaults(self, **settings) -> list:
+        """`settings` with each None replaced by this model's default for it (see `sampling_defaults`)."""
+        defaults = self.sampling_defaults
+        return [defaults[k] if v is None else v for k, v in settings.items()]
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(
@@ -226,11 +249,11 @@ class MMGenPipeline(DiffusionPipeline):
     def __call__(
         self,
         prompt: str | list[str],
-        num_inference_steps: int = DEFAULT_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
-        codebook_snap: float = DEFAULT_CODEBOOK_SNAP,
-        num_candidates: int = DEFAULT_NUM_CANDIDATES,
+        codebook_snap: float | None = None,
+        num_candidates: int | None = None,
         negative_prompt: str = "",
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -245,7 +268,8 @@ class MMGenPipeline(DiffusionPipeline):
 
         Args:
             prompt: one text or a list.
-            num_inference_steps: sampler steps (1..1000).
+            num_inference_steps: sampler steps (1..1000). This and the guidance scale, codebook snap and
+                candidates are the model's defaults when left out (None): see `sampling_defaults`.
             guidance_scale: classifier-free guidance weight; 0 or 1 disables the unconditional pass.
             guidance_interval: (low, high) in training timesteps (0..999): guide only the steps whose timestep
                 lies in it, and the conditional prediction alone (one pass) elsewhere (Kynkaanniemi et al., 2024,
@@ -268,7 +292,13 @@ class MMGenPipeline(DiffusionPipeline):
                 dict that replaces tensors (e.g. {"latents": ...}). Tensor inputs: "latents" (after the step),
                 "noise_pred" (the guided output, epsilon or v), "pred_x0" (the x0 estimate), "prompt_embeds".
         """
-        # 1. Check inputs
+        # 1. Check inputs (a setting left out is the model's default)
+        num_inference_steps, guidance_scale, codebook_snap, num_candidates = self._with_defaults(
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            codebook_snap=codebook_snap,
+            num_candidates=num_candidates,
+        )
         self.check_inputs(
             prompt,
             num_inference_steps,
@@ -336,15 +366,15 @@ class MMGenPipeline(DiffusionPipeline):
     def stepwise(
         self,
         prompt,
-        num_inference_steps: int = DEFAULT_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         negative_prompt: str = "",
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         start_step: int = 0,
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
-        codebook_snap: float = DEFAULT_CODEBOOK_SNAP,
-        num_candidates: int = DEFAULT_NUM_CANDIDATES,
+        codebook_snap: float | None = None,
+        num_candidates: int | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> DenoisingRun:
@@ -352,6 +382,12 @@ class MMGenPipeline(DiffusionPipeline):
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other. With
         `num_candidates` > 1 the starting noise is chosen first, as `__call__` chooses it, and the run is the
         winner's ordinary run (it lands where `__call__` does)."""
+        num_inference_steps, guidance_scale, codebook_snap, num_candidates = self._with_defaults(
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            codebook_snap=codebook_snap,
+            num_candidates=num_candidates,
+        )
         self.check_inputs(
             prompt,
             num_inference_steps,

@@ -4,6 +4,7 @@
     python -m mmgen.release --generator runs/generator --scheduler euler-ancestral --out assets/mmgen-base
     python -m mmgen.release --out assets/mmgen-base --card  # rewrite the model card (mmgen/model_card.py)
     python -m mmgen.release --out assets/mmgen-base --vocabulary  # rewrite transformer/vocabulary.json
+    python -m mmgen.release --out assets/mmgen-base-64 --sampling  # its recipe's [sampling] into model_index.json
     python -m mmgen.release --examples assets/examples    # the app's example images (mmgen/examples.py)
 
 fp16 halves the files, and larger weights are split into safetensors shards (every shipped file must stay under
@@ -15,6 +16,7 @@ so the figures describe exactly what ships. A generator goes out with the words 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -59,10 +61,13 @@ def adopt_tokenizer(src: str | Path, out: str | Path) -> Path:
     return out / "vqvae"
 
 
-def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++") -> Path:
+def release_generator(
+    run: str | Path, out: str | Path, scheduler: str = "dpm++", sampling: dict | None = None
+) -> Path:
     """Add a trained generator (`run`/transformer, EMA weights) to the model folder holding vqvae/: fp16
     transformer/, the sampling `scheduler/` (a SCHEDULERS name, with the training noise schedule) and
-    model_index.json. The text encoder is not copied: from_pretrained uses the bundled MiniLM."""
+    model_index.json, with the model's own `sampling` defaults if any (a recipe's [sampling]). The text encoder
+    is not copied: from_pretrained uses the bundled MiniLM."""
     from .models.dit import DiT
     from .pipeline import SCHEDULERS, MMGenPipeline
     from .training.train_generator import training_scheduler
@@ -75,7 +80,8 @@ def release_generator(run: str | Path, out: str | Path, scheduler: str = "dpm++"
     trained = run / "scheduler"
     config = SCHEDULERS["ddpm"].load_config(trained) if trained.exists() else training_scheduler("epsilon").config
     sched = SCHEDULERS[scheduler].from_config(config)
-    pipe = MMGenPipeline(vqvae=vq, transformer=transformer, text_encoder=None, tokenizer=None, scheduler=sched)
+    parts = {"vqvae": vq, "transformer": transformer, "text_encoder": None, "tokenizer": None, "scheduler": sched}
+    pipe = MMGenPipeline(**parts, sampling_defaults=sampling)
     pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
     if (run / "train_log.jsonl").exists():
         shutil.copy(run / "train_log.jsonl", out / "generator_train_log.jsonl")
@@ -91,6 +97,21 @@ def write_vocabulary(out: str | Path) -> Path:
 
     out = Path(out)
     return vocabulary_from_log(out / "generator_train_log.jsonl").save(out / "transformer" / VOCABULARY_FILE)
+
+
+def write_sampling_defaults(out: str | Path, recipe: str | Path | None) -> Path:
+    """Set OUT/model_index.json's `sampling_defaults` to the recipe's [sampling] table (no table: removed, so the
+    model samples at the library's defaults). What publishing a generator writes, for a folder already published."""
+    from .training.recipe import load_recipe
+
+    sampling = load_recipe(recipe).sampling if recipe else None
+    index_file = Path(out) / "model_index.json"
+    index = json.loads(index_file.read_text())
+    index.pop("sampling_defaults", None)
+    if sampling:
+        index["sampling_defaults"] = dict(sorted(sampling.items()))
+    index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
+    return index_file
 
 
 def default_recipe(out: str | Path) -> str | None:
@@ -109,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vocabulary", action="store_true", help="(re)write OUT/transformer/vocabulary.json from the training log"
     )
-    p.add_argument("--recipe", help="the recipe file named in the card (default: recipes/<OUT's name>.toml if any)")
+    p.add_argument(
+        "--sampling", action="store_true", help="(re)write OUT/model_index.json's sampling defaults from the recipe"
+    )
+    p.add_argument(
+        "--recipe", help="the recipe named in the card, read by --sampling (default: recipes/<OUT's name>.toml if any)"
+    )
     p.add_argument("--examples", help="write the app's example images to this folder")
     return p
 
@@ -122,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {release_generator(args.generator, args.out, args.scheduler)}")
     if args.vocabulary:
         print(f"wrote {write_vocabulary(args.out)}")
+    if args.sampling:
+        print(f"wrote {write_sampling_defaults(args.out, args.recipe or default_recipe(args.out))}")
     if args.card:
         from .model_card import write_model_card
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,10 @@ SCHEDULER_CLASSES = {
     "euler-ancestral": "EulerAncestralDiscreteScheduler",
     "ddpm": "DDPMScheduler",
 }
+
+# What a model folder may set for itself (model_index.json's `sampling_defaults`, written from its recipe's
+# [sampling] table): a model tuned at other settings than the defaults above samples at its own.
+MODEL_SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "codebook_snap", "num_candidates")
 
 MAX_STEPS = 1000  # the training schedule's length
 MAX_CANDIDATES = 16
@@ -102,6 +107,25 @@ def check_sampling(
     )
 
 
+def model_sampling_defaults(model_defaults: Mapping | None = None) -> dict:
+    """The default sampling arguments of a model, by `MMGenPipeline.__call__`'s names: the defaults above, with
+    what the model sets for itself (`model_defaults`, keys of MODEL_SAMPLING_KEYS) in their place. ValueError for
+    a key a model cannot set or a value out of bounds."""
+    model_defaults = dict(model_defaults or {})
+    unknown = sorted(set(model_defaults) - set(MODEL_SAMPLING_KEYS))
+    if unknown:
+        raise ValueError(f"A model's sampling defaults can set {', '.join(MODEL_SAMPLING_KEYS)}; not {unknown}.")
+    values = {
+        "num_inference_steps": DEFAULT_STEPS,
+        "guidance_scale": DEFAULT_GUIDANCE_SCALE,
+        "guidance_interval": DEFAULT_GUIDANCE_INTERVAL,
+        "codebook_snap": DEFAULT_CODEBOOK_SNAP,
+        "num_candidates": DEFAULT_NUM_CANDIDATES,
+    } | model_defaults
+    checked = check_sampling(*values.values())
+    return dict(zip(values, checked, strict=True))
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """Everything that decides a generated image besides the model: what a run card records."""
@@ -114,6 +138,13 @@ class SamplingSettings:
     num_candidates: int = DEFAULT_NUM_CANDIDATES
     seed: int = 0
     scheduler: str | None = None  # a short name (mmgen.pipeline.SCHEDULERS); None: the model's own
+
+    @classmethod
+    def of_model(cls, model_defaults: Mapping, prompt: str, **given) -> SamplingSettings:
+        """Settings with the `given` values and the model's defaults (`model_sampling_defaults`) for the rest; a
+        MODEL_SAMPLING_KEYS value of None counts as not given."""
+        given = {k: v for k, v in given.items() if not (k in MODEL_SAMPLING_KEYS and v is None)}
+        return cls(prompt=prompt, **{k: v for k, v in model_defaults.items() if k not in given}, **given)
 
     def checked(self, max_steps: int = MAX_STEPS, max_candidates: int = MAX_CANDIDATES) -> SamplingSettings:
         """A copy with every field checked and of its proper type; ValueError with a message for people."""

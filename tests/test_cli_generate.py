@@ -118,3 +118,16 @@ def test_guidance_interval_reaches_the_pipeline(pipe_dir, tmp_path, monkeypatch,
         with pytest.raises(SystemExit) as e:
             main(["generate", "a red circle", "--model", pipe_dir, "--guidance-interval", bad])
         assert e.value.code == 2 and "LOW,HIGH" in capsys.readouterr().err
+
+
+def test_generate_samples_at_the_models_own_defaults_unless_told(tiny_pipe, tmp_path, capsys):
+    from mmgen.pipeline import MMGenPipeline
+
+    own = MMGenPipeline(**tiny_pipe.components, sampling_defaults={"num_inference_steps": 3})
+    own.save_pretrained(tmp_path / "pipe")
+    base = ["generate", "a red circle", "--model", str(tmp_path / "pipe"), "--candidates", "1"]
+    for extra, steps in (([], 3), (["--steps", "2"], 2)):
+        assert main([*base, "--out", str(tmp_path / "x.png"), "--trajectory", str(tmp_path / "t.gif"), *extra]) == 0
+        assert f"({steps} steps)" in capsys.readouterr().out  # the trajectory's frames
+    assert main([*base, "--steps", "0"]) == 2  # a bad value is refused before the model loads
+    assert "Steps must be a whole number" in capsys.readouterr().err

@@ -321,11 +321,13 @@ def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
     assert row["free_min"] == min(row["free_cells"].values()) and all(0 <= n <= 9 for n in row["free_cells"].values())
 
 
-def test_sweep_without_steps_runs_at_the_pipelines_default(tiny_pipe, tmp_path, monkeypatch):
-    import mmgen.pipeline
+def test_sweep_without_steps_runs_at_the_models_own_default(tiny_pipe, tmp_path):
+    from mmgen.pipeline import MMGenPipeline
 
-    monkeypatch.setattr(mmgen.pipeline, "DEFAULT_STEPS", 1)  # the sweep reads it when it runs
-    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    # a model folder that sets its own steps (model_index.json's sampling_defaults): the sweep samples at them
+    MMGenPipeline(**tiny_pipe.components, sampling_defaults={"num_inference_steps": 1}).save_pretrained(
+        tmp_path / "pipe"
+    )
     out = tmp_path / "sweep.json"
     assert (
         main(

@@ -16,6 +16,7 @@ from gradio_client import Client  # noqa: E402
 
 from mmgen.app import Limits, ModelLoading, build_demo, serve  # noqa: E402
 from mmgen.app.loading import ModelFacts  # noqa: E402
+from mmgen.pipeline import MMGenPipeline  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "mmgen-base"
 FAST = ("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 1, False)  # /generate's inputs
@@ -27,10 +28,14 @@ def test_facts_from_the_config_files_match_the_loaded_pipeline(tmp_path):
     assert facts.num_codes == vq["num_codes"] == 1024 and facts.downsample_factor == 8 and facts.grid_side == 16
     assert facts.scheduler == "euler-ancestral" and not facts.bf16
     tiny = make_tiny_pipe()
+    tiny = MMGenPipeline(**tiny.components, sampling_defaults={"num_inference_steps": 3, "guidance_scale": 6})
     for part in ("vqvae", "transformer"):
         getattr(tiny, part).save_config(tmp_path / part)
     tiny.scheduler.save_config(tmp_path / "scheduler")
-    assert ModelFacts.of_folder(tmp_path) == ModelFacts.of_pipeline(tiny)
+    tiny.save_config(tmp_path)  # model_index.json, with the model's own sampling defaults
+    facts = ModelFacts.of_folder(tmp_path)
+    assert facts == ModelFacts.of_pipeline(tiny)
+    assert facts.sampling["num_inference_steps"] == 3 and facts.sampling["guidance_scale"] == 6.0
 
 
 def _serve(loading: ModelLoading):

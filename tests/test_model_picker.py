@@ -28,6 +28,8 @@ def two_models():
     with torch.no_grad():
         for p in b.transformer.parameters():  # a second model that draws otherwise
             p.add_(torch.randn_like(p) * 0.05)
+    b = type(b)(**b.components, sampling_defaults={"num_inference_steps": 3, "guidance_scale": 6})  # its own settings
+    b.set_progress_bar_config(disable=True)
     pages = [
         ModelPage("tiny-a", ModelLoading.ready(a)),
         ModelPage("runs/Tiny B", ModelLoading.ready(b), example_prompts=("a grinning face emoji", "a cat icon")),
@@ -46,6 +48,16 @@ def test_each_model_has_a_page_and_its_own_examples(two_models):
     a, b = demo.mmgen_contexts
     assert a.model_name == "tiny-a" and b.model_name == "runs/Tiny B"
     assert a.jobs is b.jobs and a.compute is b.compute  # one visitor, one job, whatever the page
+
+
+def test_each_pages_controls_start_at_its_models_own_settings(two_models):
+    demo, _, (a, _) = two_models
+    shown = {
+        (b.page, b.elem_id): getattr(b, "value", None) for b in demo.blocks.values() if getattr(b, "elem_id", None)
+    }
+    assert shown["", "steps"] == a.sampling_defaults["num_inference_steps"] and shown["", "guidance"] == 4.0
+    assert shown["tiny-b", "steps"] == 3 and shown["tiny-b", "guidance"] == 6.0  # model b sets its own
+    assert shown["tiny-b", "branch-guidance"] == 6.0 and shown["tiny-b", "codebook-snap"] == shown["", "codebook-snap"]
 
 
 def test_every_page_generates_with_its_own_model(two_models):

@@ -139,6 +139,35 @@ def test_save_load_round_trip(tiny_pipe, tmp_path):
     assert torch.equal(_run(tiny_pipe).tokens, _run(loaded).tokens)
 
 
+def test_a_model_samples_at_its_own_defaults_where_it_sets_them(tiny_pipe, tmp_path):
+    import json
+
+    own = MMGenPipeline(**tiny_pipe.components, sampling_defaults={"num_inference_steps": 3, "guidance_scale": 6})
+    own.save_pretrained(tmp_path / "p")
+    index = json.loads((tmp_path / "p" / "model_index.json").read_text())
+    assert index["sampling_defaults"] == {"guidance_scale": 6, "num_inference_steps": 3}
+    loaded = MMGenPipeline.from_pretrained(tmp_path / "p")
+    loaded.set_progress_bar_config(disable=True)
+    for pipe in (loaded, loaded.with_scheduler("ddim")):  # a pipeline with another sampler keeps them
+        assert pipe.sampling_defaults == tiny_pipe.sampling_defaults | {"num_inference_steps": 3, "guidance_scale": 6}
+
+    def steps_run(pipe, **kw) -> int:
+        seen = []
+        pipe("a red circle", num_candidates=1, callback_on_step_end=lambda p, i, t, k: seen.append(i) or {}, **kw)
+        return len(seen)
+
+    assert steps_run(loaded) == 3 and loaded.guidance_scale == 6.0  # left out: the model's own
+    assert steps_run(loaded, num_inference_steps=2, guidance_scale=1.5) == 2 and loaded.guidance_scale == 1.5
+    run = loaded.stepwise("a red circle", num_candidates=1)
+    assert run.num_steps == 3
+    assert steps_run(tiny_pipe) == tiny_pipe.sampling_defaults["num_inference_steps"]  # none set: the library's
+
+    index["sampling_defaults"] = {"num_inference_steps": 0}  # a hand-edited folder: refused when it loads
+    (tmp_path / "p" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"sampling_defaults \(model_index.json\) are not usable: Steps"):
+        MMGenPipeline.from_pretrained(tmp_path / "p")
+
+
 def test_loading_takes_a_dtype_without_deprecation_warnings(tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path / "p")
     with warnings.catch_warnings():

@@ -258,3 +258,27 @@ def test_examples_are_the_shipped_ones(tmp_path):
     assert [p.name for p in paths] == ["shapes-0.png", "shapes-3.png", "shapes-5.png", "coffee.png", "astronaut.png"]
     for p in paths:
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(ROOT / "assets" / "examples" / p.name)))
+
+
+def test_a_recipes_sampling_table_is_written_into_a_published_folder(tmp_path, tiny_pipe):
+    from mmgen.pipeline import MMGenPipeline
+    from mmgen.release import main as release_main
+
+    model, recipe = tmp_path / "m", tmp_path / "m.toml"
+    tiny_pipe.save_pretrained(model)
+    recipe.write_text('model = "m"\n[sampling]\nnum_inference_steps = 30\nguidance_scale = 7.0\n')
+    assert release_main(["--out", str(model), "--sampling", "--recipe", str(recipe)]) == 0
+    own = MMGenPipeline.from_pretrained(model, text_encoder=tiny_pipe.text_encoder).sampling_defaults
+    assert own == tiny_pipe.sampling_defaults | {"num_inference_steps": 30, "guidance_scale": 7.0}
+    recipe.write_text('model = "m"\n')  # the table gone: the library's defaults again
+    assert release_main(["--out", str(model), "--sampling", "--recipe", str(recipe)]) == 0
+    assert "sampling_defaults" not in json.loads((model / "model_index.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["mmgen-base", "mmgen-base-64", "mmgen-emoji"])
+def test_each_shipped_model_samples_at_its_recipes_settings(name):
+    """model_index.json's sampling_defaults are the recipe's [sampling] (`python -m mmgen.release --sampling`)."""
+    from mmgen.training.recipe import load_recipe
+
+    index = json.loads((ROOT / "assets" / name / "model_index.json").read_text())
+    assert index.get("sampling_defaults") == load_recipe(ROOT / "recipes" / f"{name}.toml").sampling

@@ -49,3 +49,34 @@ def test_an_entry_point_may_tighten_the_bounds():
         SamplingSettings("a red circle", num_inference_steps=101).checked(max_steps=100)
     with pytest.raises(ValueError, match=r"1\.\.8"):
         SamplingSettings("a red circle", num_candidates=9).checked(max_candidates=8)
+
+
+def test_a_model_sets_its_own_defaults_and_a_given_value_wins():
+    from mmgen.settings import DEFAULT_CODEBOOK_SNAP, DEFAULT_STEPS, model_sampling_defaults
+
+    library = model_sampling_defaults()
+    assert library["num_inference_steps"] == DEFAULT_STEPS and library["codebook_snap"] == DEFAULT_CODEBOOK_SNAP
+    own = model_sampling_defaults({"num_inference_steps": 30, "guidance_scale": 7})
+    assert own == library | {"num_inference_steps": 30, "guidance_scale": 7.0}
+    # settings given (not None) win over the model's; a guidance interval of None still means "every step"
+    s = SamplingSettings.of_model(
+        own, "a red circle", num_inference_steps=None, guidance_scale=2, guidance_interval=None
+    )
+    assert (s.num_inference_steps, s.guidance_scale, s.guidance_interval) == (30, 2, None)
+    assert s.codebook_snap == DEFAULT_CODEBOOK_SNAP
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"steps": 30}, r"can set num_inference_steps, .*not \['steps'\]"),
+        ({"guidance_interval": None}, "not"),  # the interval stays the library's
+        ({"num_inference_steps": 0}, "Steps"),
+        ({"codebook_snap": 2}, "Codebook snap"),
+    ],
+)
+def test_a_models_bad_defaults_are_refused(entry, message):
+    from mmgen.settings import model_sampling_defaults
+
+    with pytest.raises(ValueError, match=message):
+        model_sampling_defaults(entry)

@@ -268,6 +268,9 @@ TINY_RECIPE = """
 model = "{model}"
 scheduler = "euler-ancestral"
 
+[sampling]  # the settings the model samples at, published with it
+num_inference_steps = 30
+
 [generator]  # shared by both stages
 vqvae = "{model}"
 preset = "tiny"
@@ -324,6 +327,7 @@ def test_a_recipe_runs_its_stages_in_order_and_continues_where_it_stopped(
     assert all(torch.equal(published[k], final[k].half().float()) for k in final)
     scheduler = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["_class_name"] == "EulerAncestralDiscreteScheduler"
+    assert json.loads((model / "model_index.json").read_text())["sampling_defaults"] == {"num_inference_steps": 30}
 
     def no_training(args):
         raise AssertionError(f"trained {args.out} again")
@@ -373,6 +377,9 @@ RECIPE = 'model = "m"\nscheduler = "euler-ancestral"\n[generator]\npreset = "tin
         (RECIPE + "steps = [1, 2]\n", "must be a string, number or boolean"),
         (RECIPE.replace("[[generator.stages]]\n", 'out = "r0"\n[[generator.stages]]\n'), "`out` belongs in each"),
         (RECIPE + "[[generator.stages]]\nsteps = 2\n", "generator stage 2: every stage needs its own run folder"),
+        (RECIPE + "[sampling]\nsteps = 30\n", r"\[sampling\]: .*can set num_inference_steps.*not \['steps'\]"),
+        (RECIPE + "[sampling]\nguidance_scale = -1\n", r"\[sampling\]: Guidance must be a number"),
+        ("sampling = 30\n" + RECIPE, r"\[sampling\] must be a table"),
         (RECIPE + '[[generator.stages]]\nout = "r1"\n', "generator stage 2: every stage needs its own run folder"),
     ],
 )

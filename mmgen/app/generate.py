@@ -15,11 +15,7 @@ import torch
 
 from ..run_card import read_run_card
 from ..settings import (
-    DEFAULT_CODEBOOK_SNAP,
     DEFAULT_GUIDANCE_INTERVAL,
-    DEFAULT_GUIDANCE_SCALE,
-    DEFAULT_NUM_CANDIDATES,
-    DEFAULT_STEPS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     SCHEDULER_CLASSES,
@@ -75,16 +71,16 @@ class GenerateTab:
             "Say it in words the model knows", size="sm", visible=False, elem_id="use-known-words"
         )
         with gr.Row():
-            limits = self.ctx.limits
-            steps = min(DEFAULT_STEPS, limits.max_steps)  # a Space may cap the steps under the default
+            limits, defaults = self.ctx.limits, self.ctx.facts.sampling  # the model's own defaults
+            steps = min(defaults["num_inference_steps"], limits.max_steps)  # a Space may cap them under the default
             self.steps = gr.Slider(1, limits.max_steps, value=steps, step=1, label="Steps", elem_id="steps")
             self.guidance = gr.Slider(
-                0, MAX_GUIDANCE, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance", elem_id="guidance"
+                0, MAX_GUIDANCE, value=defaults["guidance_scale"], step=0.5, label="Guidance", elem_id="guidance"
             )
             self.snap = gr.Slider(
                 0,
                 1,
-                value=DEFAULT_CODEBOOK_SNAP,
+                value=defaults["codebook_snap"],
                 step=0.05,
                 label="Codebook snap",
                 info="How far each step's x0 guess moves to its nearest codes (0: off)",
@@ -93,7 +89,7 @@ class GenerateTab:
             self.candidates = gr.Slider(
                 1,
                 limits.max_candidates,
-                value=DEFAULT_NUM_CANDIDATES,
+                value=min(defaults["num_candidates"], limits.max_candidates),
                 step=1,
                 label="Candidates",
                 info="Starting noises tried; the likeliest is kept",

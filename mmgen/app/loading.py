@@ -21,10 +21,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..settings import SCHEDULER_CLASSES
+from ..settings import SCHEDULER_CLASSES, model_sampling_defaults
 
 logger = logging.getLogger("mmgen.app")
 # One model load at a time, process-wide. diffusers builds a model under accelerate's `init_empty_weights`, which
@@ -44,13 +44,14 @@ class ModelFacts:
     grid_side: int  # tokens per side of a generated image
     scheduler: str  # the sampler's short name (a SCHEDULERS key)
     bf16: bool = False  # the DiT's matmuls under bf16 autocast
+    sampling: dict = field(default_factory=model_sampling_defaults)  # the model's sampling defaults (the sliders')
 
     @classmethod
     def of_pipeline(cls, pipe) -> ModelFacts:
         name = next((k for k, c in SCHEDULER_CLASSES.items() if type(pipe.scheduler).__name__ == c), "dpm++")
         vq = pipe.vqvae
         side, bf16 = pipe.transformer.config.sample_size, pipe.autocast_dtype is not None
-        return cls(vq.config.num_codes, vq.downsample_factor, side, name, bf16)
+        return cls(vq.config.num_codes, vq.downsample_factor, side, name, bf16, pipe.sampling_defaults)
 
     @classmethod
     def of_folder(cls, folder: str | Path, bf16: bool = False) -> ModelFacts:
@@ -63,7 +64,9 @@ class ModelFacts:
         vq, dit = config("vqvae"), config("transformer")
         sched = config("scheduler", "scheduler_config.json")["_class_name"]
         name = next((k for k, c in SCHEDULER_CLASSES.items() if c == sched), "dpm++")
-        return cls(vq["num_codes"], 2 ** (len(vq["block_channels"]) - 1), dit["sample_size"], name, bf16)
+        index = json.loads((folder / "model_index.json").read_text())
+        sampling = model_sampling_defaults(index.get("sampling_defaults"))
+        return cls(vq["num_codes"], 2 ** (len(vq["block_channels"]) - 1), dit["sample_size"], name, bf16, sampling)
 
 
 class ModelLoading:

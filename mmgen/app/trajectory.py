@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 import PIL.Image
 
-from ..settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, MAX_SEED, SamplingSettings, check_prompt
+from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..viz import filmstrip, save_gif, upscale_nearest
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
@@ -78,7 +78,8 @@ class TrajectoryTab:
                 self.step_btn = gr.Button(
                     "Step mode: run one step", variant="secondary", elem_id="step-once", size="sm"
                 )
-            self.step = gr.Slider(0, DEFAULT_STEPS - 1, value=0, step=1, label="Step", elem_id="step")
+            last = ctx.facts.sampling["num_inference_steps"] - 1
+            self.step = gr.Slider(0, last, value=0, step=1, label="Step", elem_id="step")
             with gr.Row():
                 x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
                 x0 = gr.Image(label="Predicted clean image x0", interactive=False, elem_id="x0")
@@ -105,7 +106,7 @@ class TrajectoryTab:
                 self.branch_guidance = gr.Slider(
                     0,
                     MAX_GUIDANCE,
-                    value=DEFAULT_GUIDANCE_SCALE,
+                    value=self.ctx.facts.sampling["guidance_scale"],
                     step=0.5,
                     label="Guidance",
                     elem_id="branch-guidance",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .. import pipeline as mmgen_pipeline
 from ..data.shapes import cell_of
+from ..settings import model_sampling_defaults
 from ..vocabulary import Vocabulary
 from .judge import read_scene
 from .prompts import FREE_SEEDS, HELDOUT_PROMPTS, PromptSets
@@ -32,16 +32,11 @@ class Sampling:
     num_candidates: int  # best-of-N starting noise
 
     @classmethod
-    def defaults(cls, **changes) -> Sampling:
-        """The pipeline's defaults (read when called, not when imported), with `changes` made."""
-        defaults = cls(
-            num_inference_steps=mmgen_pipeline.DEFAULT_STEPS,
-            guidance_scale=mmgen_pipeline.DEFAULT_GUIDANCE_SCALE,
-            guidance_interval=mmgen_pipeline.DEFAULT_GUIDANCE_INTERVAL,
-            codebook_snap=mmgen_pipeline.DEFAULT_CODEBOOK_SNAP,
-            num_candidates=mmgen_pipeline.DEFAULT_NUM_CANDIDATES,
-        )
-        return dataclasses.replace(defaults, **changes)
+    def defaults(cls, pipe=None, **changes) -> Sampling:
+        """`pipe`'s defaults (its model's own where the model sets them: `MMGenPipeline.sampling_defaults`; no
+        pipe: mmgen.settings'), with `changes` made."""
+        values = model_sampling_defaults() if pipe is None else pipe.sampling_defaults
+        return dataclasses.replace(cls(**values), **changes)
 
     def call_kwargs(self) -> dict:
         return dataclasses.asdict(self)

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> dict:
         return {"rows": main_sweep(pipe, args)}
     if args.bf16:
         pipe.set_autocast(torch.bfloat16)
-    sampling = Sampling.defaults(**({} if args.steps is None else {"num_inference_steps": args.steps}))
+    sampling = Sampling.defaults(pipe, **({} if args.steps is None else {"num_inference_steps": args.steps}))
     prompts = PromptSets(args.n_single, args.n_two, args.n_paraphrase)
     results = evaluate(pipe, prompts, sampling, vocabulary=Vocabulary.for_pipeline(pipe))
     results["settings"] = {

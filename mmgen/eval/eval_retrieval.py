@@ -150,12 +150,12 @@ def run_set(pipe, galleries, queries: QuerySet, sampling, seed: int):
     return scores(galleries, images, queries.targets), images
 
 
-def sampling_of(args, guidance: float | None):
-    """The pipeline's defaults with this guidance scale and --steps, where given."""
+def sampling_of(pipe, args, guidance: float | None):
+    """The pipeline's defaults (its model's own) with this guidance scale and --steps, where given."""
     from .accuracy import Sampling
 
     changes = {"guidance_scale": guidance, "num_inference_steps": args.steps}
-    return Sampling.defaults(**{k: v for k, v in changes.items() if v is not None})
+    return Sampling.defaults(pipe, **{k: v for k, v in changes.items() if v is not None})
 
 
 def tune(pipe, galleries, names, args) -> dict:
@@ -163,7 +163,7 @@ def tune(pipe, galleries, names, args) -> dict:
     queries = load_queries(args.queries[0], names, "tuning", args.n, args.seed)
     sweep = {}
     for g in args.tune_guidance:
-        sweep[g], _ = run_set(pipe, galleries, queries, sampling_of(args, guidance=g), args.seed)
+        sweep[g], _ = run_set(pipe, galleries, queries, sampling_of(pipe, args, guidance=g), args.seed)
         print(
             f"guidance {g:g}: "
             + ", ".join(f"{k} top-1 {v['top1']:.1%} top-5 {v['top5']:.1%}" for k, v in sweep[g].items())
@@ -181,7 +181,7 @@ def tune(pipe, galleries, names, args) -> dict:
 
 def test(pipe, galleries, names, gallery_images, args) -> dict:
     """Every query folder's test half, the evaluator's checks, variety over seeds and the picture."""
-    sampling = sampling_of(args, guidance=args.guidance)
+    sampling = sampling_of(pipe, args, guidance=args.guidance)
     results = {"half": "test", "gallery": len(names), "chance": {"top1": 1 / len(names), "top5": 5 / len(names)}}
     results["sampling"] = {k: v for k, v in sampling.call_kwargs().items()}
     for i, folder in enumerate(args.queries):

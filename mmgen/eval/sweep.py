@@ -46,7 +46,7 @@ def sweep(
     under SWEEP_HEADER as it comes."""
     intervals = grid.guidance_intervals
     if intervals is None:
-        intervals = (Sampling.defaults().guidance_interval,)
+        intervals = (Sampling.defaults(pipe).guidance_interval,)
     rows = []
     for scheduler in grid.schedulers:
         pipe.use_scheduler(scheduler)
@@ -59,7 +59,7 @@ def sweep(
             if n_cand is not None:
                 changes["num_candidates"] = n_cand
             t0 = time.perf_counter()
-            sampling = Sampling.defaults(**changes)
+            sampling = Sampling.defaults(pipe, **changes)
             results = evaluate(pipe, prompts, sampling, vocabulary=vocabulary)
             row = sweep_row(scheduler, sampling, results, prompts, with_candidates=n_cand is not None)
             row["seconds"] = round(time.perf_counter() - t0, 1)

@@ -4,12 +4,13 @@
     mmgen train-generator --recipe recipes/mmgen-base-64.toml   # every [[generator.stages]] run, in order
 
 A recipe holds `model`, the folder that every stage publishes into (`mmgen.release`); `scheduler`, the sampler
-published with the generator; a [tokenizer] table of train-tokenizer's options (or, for a tokenizer trained in
-stages, options shared by every stage plus one [[tokenizer.stages]] table per stage); and for the generator, a
-[generator] table of options shared by every stage plus one [[generator.stages]] table per stage, whose own
-options win. Keys are the trainers' options as their run logs spell them (`--batch-size 64` is `batch_size = 64`,
-`--compile` is `compile = true`), and every stage names its own run folder, `out`. Paths are relative to where the
-command runs.
+published with the generator; optionally a [sampling] table, the settings the model samples at where they are not
+the library's defaults (`num_inference_steps = 30`: chosen on tuning prompts, published in model_index.json); a
+[tokenizer] table of train-tokenizer's options (or, for a tokenizer trained in stages, options shared by every
+stage plus one [[tokenizer.stages]] table per stage); and for the generator, a [generator] table of options shared
+by every stage plus one [[generator.stages]] table per stage, whose own options win. Keys are the trainers'
+options as their run logs spell them (`--batch-size 64` is `batch_size = 64`, `--compile` is `compile = true`),
+and every stage names its own run folder, `out`. Paths are relative to where the command runs.
 
 Re-running a recipe continues it: a stage whose run finished (its log's last record is `done`) is skipped, and an
 interrupted one resumes from its last checkpoint. Other options on the command line apply to every stage (e.g.
@@ -30,7 +31,7 @@ from accelerate import PartialState
 from .checkpoints import log_stages
 
 PARTS = ("tokenizer", "generator")
-RECIPE_KEYS = ("model", "scheduler", *PARTS)
+RECIPE_KEYS = ("model", "scheduler", "sampling", *PARTS)
 RUNNER_OPTIONS = ("recipe", "resume")  # the runner sets them; a recipe cannot
 
 
@@ -40,6 +41,7 @@ class Recipe:
     model: str  # the model folder every stage publishes into
     scheduler: str | None  # the sampler published with the generator
     parts: dict[str, list[dict]]  # "tokenizer" / "generator": each stage's options (shared ones merged in)
+    sampling: dict | None = None  # the model's own sampling defaults (MMGenPipeline's `sampling_defaults`)
 
 
 @dataclass
@@ -81,7 +83,15 @@ def load_recipe(path: str | Path) -> Recipe:
 
         if raw.get("scheduler") not in SCHEDULERS:
             raise ValueError(f"{where}: `scheduler` must be one of {', '.join(sorted(SCHEDULERS))}")
-    return Recipe(path, raw["model"], raw.get("scheduler"), parts)
+    sampling = raw.get("sampling")
+    if sampling is not None:
+        from ..settings import model_sampling_defaults
+
+        try:
+            model_sampling_defaults(_table(sampling, f"{where}, [sampling]"))
+        except ValueError as e:
+            raise ValueError(f"{where}, [sampling]: {e}") from None
+    return Recipe(path, raw["model"], raw.get("scheduler"), parts, sampling)
 
 
 def _stages(raw: dict, part: str, where: str) -> list[dict]:
@@ -220,7 +230,7 @@ def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callab
             return
         if Path(stage.args.vqvae).resolve() != model.resolve():  # a DiT on another folder's tokenizer: ship that
             adopt_tokenizer(stage.args.vqvae, model)
-        release_generator(stage.out, model, recipe.scheduler)
+        release_generator(stage.out, model, recipe.scheduler, recipe.sampling)
 
     run_stages(stages, train, publish)
     return model
