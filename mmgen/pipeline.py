@@ -66,11 +66,11 @@ class MMGenPipeline(DiffusionPipeline):
         self.register_modules(
             vqvae=vqvae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
         )
-        sampling_defaults = dict(sampling_defaults) if sampling_defaults else None
         try:  # a bad entry fails here, when the model loads
             model_sampling_defaults(sampling_defaults)
         except ValueError as e:
             raise ValueError(f"The model's sampling_defaults (model_index.json) are not usable: {e}") from None
+        sampling_defaults = dict(sampling_defaults) if sampling_defaults else None
         self.register_to_config(sampling_defaults=sampling_defaults)
 
     @classmethod
@@ -122,10 +122,20 @@ class MMGenPipeline(DiffusionPipeline):
         "codebook_snap": ..., "num_candidates": ...})."""
         return model_sampling_defaults(self.config.get("sampling_defaults"))
 
-    def _with_defaults(self, **settings) -> list:
-        """`settings` with each None replaced by this model's default for it (see `sampling_defaults`)."""
-        defaults = self.sampling_defaults
-        return [defaults[k] if v is None else v for k, v in settings.items()]
+    def _checked_sampling(
+        self, prompt, steps, guidance_scale, interval, snap, candidates, start_step, latents, tensor_inputs
+    ) -> tuple[int, Guidance, int]:
+        """A call's sampling settings, each None replaced by this model's default (`sampling_defaults`), checked:
+        (steps, Guidance, candidates)."""
+        own = self.sampling_defaults
+        steps = own["num_inference_steps"] if steps is None else steps
+        guidance_scale = own["guidance_scale"] if guidance_scale is None else guidance_scale
+        snap = own["codebook_snap"] if snap is None else snap
+        candidates = own["num_candidates"] if candidates is None else candidates
+        self.check_inputs(
+            prompt, steps, guidance_scale, start_step, latents, tensor_inputs, interval, snap, candidates
+        )
+        return steps, Guidance(guidance_scale, interval, snap), candidates
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(
@@ -293,27 +303,20 @@ class MMGenPipeline(DiffusionPipeline):
                 "noise_pred" (the guided output, epsilon or v), "pred_x0" (the x0 estimate), "prompt_embeds".
         """
         # 1. Check inputs (a setting left out is the model's default)
-        num_inference_steps, guidance_scale, codebook_snap, num_candidates = self._with_defaults(
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            codebook_snap=codebook_snap,
-            num_candidates=num_candidates,
-        )
-        self.check_inputs(
+        num_inference_steps, guidance, num_candidates = self._checked_sampling(
             prompt,
             num_inference_steps,
             guidance_scale,
-            start_step,
-            latents,
-            callback_on_step_end_tensor_inputs,
             guidance_interval,
             codebook_snap,
             num_candidates,
+            start_step,
+            latents,
+            callback_on_step_end_tensor_inputs,
         )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
-        self._guidance_scale, self._num_timesteps = guidance_scale, num_inference_steps
-        guidance = Guidance(guidance_scale, guidance_interval, codebook_snap)
+        self._guidance_scale, self._num_timesteps = guidance.scale, num_inference_steps
 
         # 2. With candidates, choose each image's starting noise (a run of their own through the first steps)
         if num_candidates > 1 and latents is None:
@@ -382,24 +385,17 @@ class MMGenPipeline(DiffusionPipeline):
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other. With
         `num_candidates` > 1 the starting noise is chosen first, as `__call__` chooses it, and the run is the
         winner's ordinary run (it lands where `__call__` does)."""
-        num_inference_steps, guidance_scale, codebook_snap, num_candidates = self._with_defaults(
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            codebook_snap=codebook_snap,
-            num_candidates=num_candidates,
-        )
-        self.check_inputs(
+        num_inference_steps, guidance, num_candidates = self._checked_sampling(
             prompt,
             num_inference_steps,
             guidance_scale,
-            start_step,
-            latents,
-            callback_on_step_end_tensor_inputs,
             guidance_interval,
             codebook_snap,
             num_candidates,
+            start_step,
+            latents,
+            callback_on_step_end_tensor_inputs,
         )
-        guidance = Guidance(guidance_scale, guidance_interval, codebook_snap)
         if num_candidates > 1 and latents is None:
             generator = best_generators(
                 self, prompt, 1, num_candidates, num_inference_steps, guidance, negative_prompt, generator

@@ -99,19 +99,27 @@ def write_vocabulary(out: str | Path) -> Path:
     return vocabulary_from_log(out / "generator_train_log.jsonl").save(out / "transformer" / VOCABULARY_FILE)
 
 
-def write_sampling_defaults(out: str | Path, recipe: str | Path | None) -> Path:
-    """Set OUT/model_index.json's `sampling_defaults` to the recipe's [sampling] table (no table: removed, so the
-    model samples at the library's defaults). What publishing a generator writes, for a folder already published."""
+def write_sampling_defaults(out: str | Path, recipe: str | Path) -> Path:
+    """Set OUT/model_index.json's `sampling_defaults` to the recipe's [sampling] table (none: null, so the model
+    samples at the library's defaults). What publishing a generator writes, for a folder already published."""
     from .training.recipe import load_recipe
 
-    sampling = load_recipe(recipe).sampling if recipe else None
+    sampling = load_recipe(recipe).sampling
     index_file = Path(out) / "model_index.json"
+    if not index_file.is_file():
+        raise ValueError(f"{out} holds no model_index.json: publish a generator into it first (--generator)")
     index = json.loads(index_file.read_text())
-    index.pop("sampling_defaults", None)
-    if sampling:
-        index["sampling_defaults"] = dict(sorted(sampling.items()))
+    index["sampling_defaults"] = dict(sorted(sampling.items())) if sampling else None
     index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
     return index_file
+
+
+def recipe_sampling(out: str | Path, recipe: str | None) -> dict | None:
+    """The [sampling] table of `recipe` (default: recipes/<OUT's name>.toml, if there is one), or None."""
+    from .training.recipe import load_recipe
+
+    recipe = recipe or default_recipe(out)
+    return load_recipe(recipe).sampling if recipe else None
 
 
 def default_recipe(out: str | Path) -> str | None:
@@ -134,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampling", action="store_true", help="(re)write OUT/model_index.json's sampling defaults from the recipe"
     )
     p.add_argument(
-        "--recipe", help="the recipe named in the card, read by --sampling (default: recipes/<OUT's name>.toml if any)"
+        "--recipe",
+        help="the recipe named in the card, whose [sampling] --generator and --sampling publish (default: "
+        "recipes/<OUT's name>.toml if any)",
     )
     p.add_argument("--examples", help="write the app's example images to this folder")
     return p
@@ -142,14 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        publish(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def publish(args: argparse.Namespace) -> None:
+    """What the command line asks for, in order: tokenizer, generator, vocabulary, sampling, card, examples."""
     if args.vqvae:
         print(f"wrote {release_vqvae(args.vqvae, args.out)}")
     if args.generator:
-        print(f"wrote {release_generator(args.generator, args.out, args.scheduler)}")
+        sampling = recipe_sampling(args.out, args.recipe)
+        print(f"wrote {release_generator(args.generator, args.out, args.scheduler, sampling)}")
     if args.vocabulary:
         print(f"wrote {write_vocabulary(args.out)}")
     if args.sampling:
-        print(f"wrote {write_sampling_defaults(args.out, args.recipe or default_recipe(args.out))}")
+        recipe = args.recipe or default_recipe(args.out)
+        if recipe is None:
+            raise ValueError(
+                f"--sampling reads a recipe's [sampling] table: name one (--recipe), none is at "
+                f"recipes/{Path(args.out).name}.toml"
+            )
+        print(f"wrote {write_sampling_defaults(args.out, recipe)}")
     if args.card:
         from .model_card import write_model_card
 
@@ -158,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         from .examples import write_examples
 
         print(f"wrote {len(write_examples(args.examples))} images to {args.examples}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ validate through `check_sampling` (or `SamplingSettings.checked`, which also nor
 accepted or refused with the same message wherever it comes from. An entry point with tighter limits (the app's
 sliders) passes its own maxima; it never re-implements the check.
 
-    settings = SamplingSettings("a red circle", num_inference_steps=20).checked()
+The DEFAULT_* values below are the library's; a model may set its own (`model_sampling_defaults`, read by
+`MMGenPipeline.sampling_defaults`), which a call's left-out settings then take:
+
+    settings = SamplingSettings.of_model(pipe.sampling_defaults, "a red circle", num_inference_steps=20).checked()
     out = pipe(**settings.pipeline_kwargs(), generator=settings.generator())
 """
 
@@ -111,7 +114,10 @@ def model_sampling_defaults(model_defaults: Mapping | None = None) -> dict:
     """The default sampling arguments of a model, by `MMGenPipeline.__call__`'s names: the defaults above, with
     what the model sets for itself (`model_defaults`, keys of MODEL_SAMPLING_KEYS) in their place. ValueError for
     a key a model cannot set or a value out of bounds."""
-    model_defaults = dict(model_defaults or {})
+    if model_defaults is None:
+        model_defaults = {}
+    if not isinstance(model_defaults, Mapping):
+        raise ValueError(f"A model's sampling defaults must be a table of settings, got {model_defaults!r}.")
     unknown = sorted(set(model_defaults) - set(MODEL_SAMPLING_KEYS))
     if unknown:
         raise ValueError(f"A model's sampling defaults can set {', '.join(MODEL_SAMPLING_KEYS)}; not {unknown}.")
@@ -121,7 +127,7 @@ def model_sampling_defaults(model_defaults: Mapping | None = None) -> dict:
         "guidance_interval": DEFAULT_GUIDANCE_INTERVAL,
         "codebook_snap": DEFAULT_CODEBOOK_SNAP,
         "num_candidates": DEFAULT_NUM_CANDIDATES,
-    } | model_defaults
+    } | dict(model_defaults)
     checked = check_sampling(*values.values())
     return dict(zip(values, checked, strict=True))
 

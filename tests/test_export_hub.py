@@ -17,7 +17,7 @@ from mmgen.export_hub import export_hub
 from mmgen.pipeline import MMGenPipeline
 
 PROMPT = "a large red circle in the top left on a white background"
-CALL = dict(num_inference_steps=3, num_candidates=1, output_type="np")
+CALL = dict(num_candidates=1, output_type="np")  # steps: each model's own (the tiny one's 3, mmgen-base's 50)
 
 # Runs in a fresh interpreter: `-I` drops PYTHONPATH, the user site and the working directory from sys.path, and
 # the finder below refuses mmgen (installed in editable mode, mmgen would otherwise import through a .pth file).
@@ -79,8 +79,11 @@ def imports_mmgen(path) -> bool:
 
 
 def test_plain_diffusers_loads_the_export_and_matches_mmgen(tmp_path):
-    make_tiny_pipe().save_pretrained(tmp_path / "tiny")  # carries its own tiny text encoder
+    tiny = make_tiny_pipe()  # carries its own tiny text encoder, and samples at its own steps (CALL sets none)
+    own = {"num_inference_steps": 3}
+    MMGenPipeline(**tiny.components, sampling_defaults=own).save_pretrained(tmp_path / "tiny")
     tiny = export_hub(tmp_path / "tiny", tmp_path / "tiny-export")
+    assert json.loads((tiny / "model_index.json").read_text())["sampling_defaults"] == own
     assert main(["export-hub", "assets/mmgen-base", "--out", str(tmp_path / "base-export")]) == 0
     base = tmp_path / "base-export"
 

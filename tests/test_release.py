@@ -1,6 +1,7 @@
 """Publishing (mmgen/release.py), the model card (mmgen/model_card.py) and the app's examples (mmgen/examples.py)."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -272,7 +273,28 @@ def test_a_recipes_sampling_table_is_written_into_a_published_folder(tmp_path, t
     assert own == tiny_pipe.sampling_defaults | {"num_inference_steps": 30, "guidance_scale": 7.0}
     recipe.write_text('model = "m"\n')  # the table gone: the library's defaults again
     assert release_main(["--out", str(model), "--sampling", "--recipe", str(recipe)]) == 0
-    assert "sampling_defaults" not in json.loads((model / "model_index.json").read_text())
+    assert json.loads((model / "model_index.json").read_text())["sampling_defaults"] is None
+    loaded = MMGenPipeline.from_pretrained(model, text_encoder=tiny_pipe.text_encoder)
+    assert loaded.sampling_defaults == tiny_pipe.sampling_defaults
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sampling"], r"--sampling reads a recipe's \[sampling\] table: name one"),
+        (["--sampling", "--recipe", "{tmp}/none.toml"], "recipe .*none.toml not found"),
+        (["--sampling", "--recipe", "{tmp}/bad.toml"], r"\[sampling\]: Steps must be a whole number"),
+    ],
+)
+def test_release_refuses_a_missing_or_bad_sampling_table_with_a_message(tmp_path, tiny_pipe, capsys, args, message):
+    from mmgen.release import main as release_main
+
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    (tmp_path / "bad.toml").write_text('model = "m"\n[sampling]\nnum_inference_steps = 0\n')
+    before = (tmp_path / "m" / "model_index.json").read_text()
+    assert release_main(["--out", str(tmp_path / "m"), *(a.format(tmp=tmp_path) for a in args)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert (tmp_path / "m" / "model_index.json").read_text() == before  # nothing written
 
 
 @pytest.mark.parametrize("name", ["mmgen-base", "mmgen-base-64", "mmgen-emoji"])

@@ -80,3 +80,20 @@ def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes):
     assert results["checks"]["own_images"]["pixels"]["top1"] == 1.0  # the evaluator finds right answers
     assert results["variety"]["seeds"] == 2 and 0 <= results["variety"]["spread"]
     assert out.with_suffix(".png").is_file()
+
+
+def test_the_test_half_samples_at_the_models_own_settings_unless_told(tiny_pipe):
+    import argparse
+
+    from mmgen.eval.eval_retrieval import sampling_of
+    from mmgen.pipeline import MMGenPipeline
+
+    own = MMGenPipeline(**tiny_pipe.components, sampling_defaults={"num_inference_steps": 30, "guidance_scale": 7})
+    s = sampling_of(own, argparse.Namespace(steps=None), guidance=None)
+    assert (s.num_inference_steps, s.guidance_scale) == (30, 7.0)
+    s = sampling_of(own, argparse.Namespace(steps=12), guidance=2.0)  # --steps and --guidance win
+    assert (s.num_inference_steps, s.guidance_scale, s.codebook_snap) == (
+        12,
+        2.0,
+        own.sampling_defaults["codebook_snap"],
+    )

@@ -70,7 +70,10 @@ def test_a_model_sets_its_own_defaults_and_a_given_value_wins():
     "entry, message",
     [
         ({"steps": 30}, r"can set num_inference_steps, .*not \['steps'\]"),
-        ({"guidance_interval": None}, "not"),  # the interval stays the library's
+        ({"guidance_interval": None}, r"not \['guidance_interval'\]"),  # the interval stays the library's
+        (30, "must be a table of settings, got 30"),
+        ("fast", "must be a table of settings"),
+        ([["num_inference_steps", 3]], "must be a table of settings"),
         ({"num_inference_steps": 0}, "Steps"),
         ({"codebook_snap": 2}, "Codebook snap"),
     ],

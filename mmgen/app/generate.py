@@ -75,7 +75,12 @@ class GenerateTab:
             steps = min(defaults["num_inference_steps"], limits.max_steps)  # a Space may cap them under the default
             self.steps = gr.Slider(1, limits.max_steps, value=steps, step=1, label="Steps", elem_id="steps")
             self.guidance = gr.Slider(
-                0, MAX_GUIDANCE, value=defaults["guidance_scale"], step=0.5, label="Guidance", elem_id="guidance"
+                0,
+                MAX_GUIDANCE,
+                value=min(defaults["guidance_scale"], MAX_GUIDANCE),
+                step=0.5,
+                label="Guidance",
+                elem_id="guidance",
             )
             self.snap = gr.Slider(
                 0,

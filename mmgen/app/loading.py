@@ -65,7 +65,10 @@ class ModelFacts:
         sched = config("scheduler", "scheduler_config.json")["_class_name"]
         name = next((k for k, c in SCHEDULER_CLASSES.items() if c == sched), "dpm++")
         index = json.loads((folder / "model_index.json").read_text())
-        sampling = model_sampling_defaults(index.get("sampling_defaults"))
+        try:
+            sampling = model_sampling_defaults(index.get("sampling_defaults"))
+        except ValueError as e:
+            raise ValueError(f"{folder / 'model_index.json'}: its sampling_defaults are not usable: {e}") from None
         return cls(vq["num_codes"], 2 ** (len(vq["block_channels"]) - 1), dit["sample_size"], name, bf16, sampling)
 
 

@@ -16,7 +16,6 @@ import json
 import gradio as gr
 from starlette.middleware import Middleware
 
-from ..settings import DEFAULT_NUM_CANDIDATES
 from .limits import CONCURRENCY, MAX_REQUEST_KB, Limits
 
 QUEUE_POLL_S = 0.01  # how often an idle queue looks for a new job (gradio's own: 1 ms)
@@ -94,10 +93,10 @@ class RequestSizeLimit:
 
 
 def warm_up(pipe) -> None:
-    """A short generation with the default candidates, so that the first visitor does not pay for torch's first
-    calls: its thread pool, and the kernels of each batch shape a default run uses (the candidates' batch, the
-    guided pair, the unguided last steps, the decoder)."""
-    pipe.with_scheduler()("warm-up", num_inference_steps=4, num_candidates=DEFAULT_NUM_CANDIDATES)
+    """A short generation with the model's own settings but its steps, so that the first visitor does not pay for
+    torch's first calls: its thread pool, and the kernels of each batch shape a default run uses (the candidates'
+    batch, the guided pair, the unguided last steps, the decoder)."""
+    pipe.with_scheduler()("warm-up", num_inference_steps=4)
 
 
 def quiet_queue(demo: gr.Blocks) -> None:

@@ -78,7 +78,7 @@ class TrajectoryTab:
                 self.step_btn = gr.Button(
                     "Step mode: run one step", variant="secondary", elem_id="step-once", size="sm"
                 )
-            last = ctx.facts.sampling["num_inference_steps"] - 1
+            last = max(min(ctx.facts.sampling["num_inference_steps"], ctx.limits.max_steps) - 1, 1)
             self.step = gr.Slider(0, last, value=0, step=1, label="Step", elem_id="step")
             with gr.Row():
                 x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
@@ -106,7 +106,7 @@ class TrajectoryTab:
                 self.branch_guidance = gr.Slider(
                     0,
                     MAX_GUIDANCE,
-                    value=self.ctx.facts.sampling["guidance_scale"],
+                    value=min(self.ctx.facts.sampling["guidance_scale"], MAX_GUIDANCE),
                     step=0.5,
                     label="Guidance",
                     elem_id="branch-guidance",

@@ -87,8 +87,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if sampling is not None:
         from ..settings import model_sampling_defaults
 
+        sampling = _table(sampling, f"{where}, [sampling]")
         try:
-            model_sampling_defaults(_table(sampling, f"{where}, [sampling]"))
+            model_sampling_defaults(sampling)
         except ValueError as e:
             raise ValueError(f"{where}, [sampling]: {e}") from None
     return Recipe(path, raw["model"], raw.get("scheduler"), parts, sampling)
