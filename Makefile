@@ -63,7 +63,8 @@ eval-vqgan-f8: $(STAMP)
 
 # The shipped model, assets/mmgen-base (recipes/mmgen-base.toml, about 110 min on the 2-core CPU): 128-px shapes,
 # the VQ-GAN f8 with its decoder fine-tuned on shapes, and the 64-px model's DiT continued on the f8's latents, then
-# deepened to 9 blocks. Needs assets/mmgen-base-64 and assets/vqgan-f8. Then its held-out evaluation and card.
+# deepened to 9 blocks. Needs assets/mmgen-base-64 and assets/vqgan-f8. Then its evaluation and card (~80 min: the
+# tuning sweep behind its recipe's [sampling], then held-out prompts).
 mmgen-base: $(STAMP)
 	$(PY) -m mmgen.cli train-tokenizer --recipe recipes/mmgen-base.toml
 	$(PY) -m mmgen.cli train-generator --recipe recipes/mmgen-base.toml
@@ -71,6 +72,7 @@ mmgen-base: $(STAMP)
 
 eval-mmgen-base: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/mmgen-base --out assets/mmgen-base/eval_tokenizer.json
+	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --sweep --sweep-schedulers euler-ancestral --sweep-guidance 4 5 --sweep-codebook-snap 0.5 0.7 --sweep-n-single 192 --sweep-n-two 512 --out assets/mmgen-base/generator_sweep.json
 	$(PY) -m mmgen.cli eval-generator --model assets/mmgen-base --out assets/mmgen-base/eval_generator.json
 	$(PY) -m mmgen.release --out assets/mmgen-base --card
 

@@ -7,7 +7,8 @@ Sections (medians over `--repeats` timed runs after warm-up, same process, same 
 - t2i: text-to-image with the pipeline's default settings; latency of one image, images/s at batch 8; one image at
   20 steps when the default is another count; 8, 4 and 1 candidate noises (best-of-N, mmgen/candidates.py).
 - sizes: text-to-image at the library's default settings (batch 1) with every shipped model, timed in turn: the
-  128-px model (f8 tokenizer) against the 64-px ones (f4), 16x16 latent grids; ratio over the first 64-px one.
+  128-px model (f8 tokenizer) against the 64-px ones (f4), 16x16 latent grids; ratio over the first 64-px one;
+  then each at its own settings (a recipe's [sampling]: what a user of that model waits).
 - tokenizer: encode + decode (batch 1) with the pipeline's tokenizer and every other shipped one, timed in turn, at
   the size each turns into 16x16 tokens (64 px for f4, 128 for f8) and at 256x256.
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
@@ -150,8 +151,10 @@ def bench_sizes(repeats: int) -> list[dict]:
         p.set_progress_bar_config(disable=True)
     same = model_sampling_defaults()  # the library's settings for all: a model's own (fewer steps) is not its cost
     calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0), **same) for p in pipes]
+    own = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0)) for p in pipes]  # what a user waits
     with torch.inference_mode():
         times = interleaved_medians(calls, repeats)
+        own_times = interleaved_medians(own, repeats)
     sides = [p.transformer.config.sample_size * p.vqvae.downsample_factor for p in pipes]  # each model's image side
     base = next((t for t, side in zip(times, sides) if side == 64), times[0])
     return [
@@ -160,8 +163,10 @@ def bench_sizes(repeats: int) -> list[dict]:
             "name": f"{f.name}: {side}x{side} image, {same['num_inference_steps']} steps, batch 1 (paired)",
             "seconds": t,
             "vs_64px": t / base,
+            "own_settings_s": o,
+            "own_steps": p.sampling_defaults["num_inference_steps"],
         }
-        for f, side, t in zip(folders, sides, times)
+        for f, p, side, t, o in zip(folders, pipes, sides, times, own_times)
     ]
 
 
@@ -488,6 +493,7 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{r['vs_every_step']:.2f}x the time guided at every step")
         if "vs_64px" in r:
             notes.append(f"{r['vs_64px']:.2f}x the time of the 64-px model")
+            notes.append(f"at its own settings ({r['own_steps']} steps) {r['own_settings_s']:.3f} s")
         if "vs_no_snap" in r:
             notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:

@@ -70,8 +70,7 @@ class MMGenPipeline(DiffusionPipeline):
             model_sampling_defaults(sampling_defaults)
         except ValueError as e:
             raise ValueError(f"The model's sampling_defaults (model_index.json) are not usable: {e}") from None
-        sampling_defaults = dict(sampling_defaults) if sampling_defaults else None
-        self.register_to_config(sampling_defaults=sampling_defaults)
+        self.register_to_config(sampling_defaults=dict(sampling_defaults) if sampling_defaults else None)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -117,16 +116,14 @@ class MMGenPipeline(DiffusionPipeline):
 
     @property
     def sampling_defaults(self) -> dict:
-        """What a call samples at when it leaves a setting out: mmgen.settings' defaults, with this model's own in
-        their place ({"num_inference_steps": ..., "guidance_scale": ..., "guidance_interval": ...,
-        "codebook_snap": ..., "num_candidates": ...})."""
+        """What a call samples at when it leaves a setting out: mmgen.settings' defaults with this model's own in
+        their place (`model_sampling_defaults`: `__call__`'s five sampling keyword arguments)."""
         return model_sampling_defaults(self.config.get("sampling_defaults"))
 
     def _checked_sampling(
         self, prompt, steps, guidance_scale, interval, snap, candidates, start_step, latents, tensor_inputs
     ) -> tuple[int, Guidance, int]:
-        """A call's sampling settings, each None replaced by this model's default (`sampling_defaults`), checked:
-        (steps, Guidance, candidates)."""
+        """A call's settings, a None the model's own (`sampling_defaults`), checked: (steps, Guidance, candidates)."""
         own = self.sampling_defaults
         steps = own["num_inference_steps"] if steps is None else steps
         guidance_scale = own["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -278,8 +275,7 @@ class MMGenPipeline(DiffusionPipeline):
 
         Args:
             prompt: one text or a list.
-            num_inference_steps: sampler steps (1..1000). This and the guidance scale, codebook snap and
-                candidates are the model's defaults when left out (None): see `sampling_defaults`.
+            num_inference_steps: sampler steps (1..1000; None, as for guidance, snap and candidates: the model's own).
             guidance_scale: classifier-free guidance weight; 0 or 1 disables the unconditional pass.
             guidance_interval: (low, high) in training timesteps (0..999): guide only the steps whose timestep
                 lies in it, and the conditional prediction alone (one pass) elsewhere (Kynkaanniemi et al., 2024,
