@@ -114,14 +114,6 @@ def write_sampling_defaults(out: str | Path, recipe: str | Path) -> Path:
     return index_file
 
 
-def recipe_sampling(out: str | Path, recipe: str | None) -> dict | None:
-    """The [sampling] table of `recipe` (default: recipes/<OUT's name>.toml, if there is one), or None."""
-    from .training.recipe import load_recipe
-
-    recipe = recipe or default_recipe(out)
-    return load_recipe(recipe).sampling if recipe else None
-
-
 def default_recipe(out: str | Path) -> str | None:
     """recipes/<model name>.toml, where the working directory holds one (the Makefile runs from the repository)."""
     recipe = Path("recipes") / f"{Path(out).name}.toml"
@@ -162,15 +154,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def publish(args: argparse.Namespace) -> None:
     """What the command line asks for, in order: tokenizer, generator, vocabulary, sampling, card, examples."""
+    recipe = args.recipe or default_recipe(args.out)
     if args.vqvae:
         print(f"wrote {release_vqvae(args.vqvae, args.out)}")
     if args.generator:
-        sampling = recipe_sampling(args.out, args.recipe)
+        from .training.recipe import load_recipe
+
+        sampling = load_recipe(recipe).sampling if recipe else None
         print(f"wrote {release_generator(args.generator, args.out, args.scheduler, sampling)}")
     if args.vocabulary:
         print(f"wrote {write_vocabulary(args.out)}")
     if args.sampling:
-        recipe = args.recipe or default_recipe(args.out)
         if recipe is None:
             raise ValueError(
                 f"--sampling reads a recipe's [sampling] table: name one (--recipe), none is at "
@@ -180,7 +174,7 @@ def publish(args: argparse.Namespace) -> None:
     if args.card:
         from .model_card import write_model_card
 
-        print(f"wrote {write_model_card(args.out, args.recipe or default_recipe(args.out))}")
+        print(f"wrote {write_model_card(args.out, recipe)}")
     if args.examples:
         from .examples import write_examples
 
