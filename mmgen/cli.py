@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def cmd_encode(args):
 
     image = load_image(args.image)  # fail on a bad file before paying for the model load
     vq = load_tokenizer(args.model or default_model())
+    if args.max_side < 0:
+        raise ValueError(f"--max-side must be 0 (no limit) or a side in pixels, got {args.max_side}")
     result = encode_image(vq, image, max_side=args.max_side)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,11 +75,40 @@ def cmd_decode(args):
     from .tokenizers import load_tokenizer
     from .tokens import decode_tokens, default_model, read_tokens
 
+    output_file(args.out, "--out", IMAGE_SUFFIXES)
     vq = load_tokenizer(args.model or default_model())
     image = decode_tokens(vq, read_tokens(args.tokens, num_codes=vq.num_codes))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     image.save(args.out)
     print(f"wrote {args.out} ({image.width}x{image.height})")
+
+
+IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+)  # what `generate` and `decode` write images as
+
+
+def output_file(path: str | None, option: str, suffixes: tuple[str, ...]) -> None:
+    """Check (and make the folder of) a file the command will write, before any model loads: a run's minutes are
+    not lost to a name that cannot be written. None: the option was not given."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option} {path} is a folder: give a file name such as {p / ('image' + suffixes[0])}")
+    if p.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} {path}: the name must end in {' or '.join(suffixes)}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{option} {path}: cannot make its folder ({e.strerror or e})") from None
+    if not os.access(p.parent, os.W_OK):
+        raise ValueError(f"{option} {path}: its folder is not writable")
 
 
 def cmd_generate(args):
@@ -97,6 +129,10 @@ def cmd_generate(args):
         "scheduler": args.scheduler,
     }
     SamplingSettings.of_model(model_sampling_defaults(), args.prompt, **given).checked()  # before the model load
+    output_file(args.out, "--out", IMAGE_SUFFIXES)
+    output_file(args.tokens, "--tokens", (".json",))
+    output_file(args.trajectory, "--trajectory", (".gif",))
+    output_file(args.attention, "--attention", IMAGE_SUFFIXES)
     model = args.model or default_model()
     pipe = MMGenPipeline.from_pretrained(model)
     settings = SamplingSettings.of_model(pipe.sampling_defaults, args.prompt, **given).checked()  # its defaults
@@ -114,7 +150,6 @@ def cmd_generate(args):
             callback_on_step_end=recorder,
             callback_on_step_end_tensor_inputs=recorder.tensor_inputs,
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.images[0].save(args.out)
     print(f"wrote {args.out}")
     if args.tokens:
@@ -166,10 +201,15 @@ def cmd_caption(args):
     from .pipeline import MMGenPipeline
     from .tokens import default_model
 
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
     image = load_image(args.image)  # fail on a bad file (or captions file) before paying for the model load
     captions = None
     if args.captions:
-        lines = Path(args.captions).read_text().splitlines()
+        try:
+            lines = Path(args.captions).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ValueError(f"{args.captions}: not a UTF-8 text file (one caption per line)") from None
         captions = [c.strip() for c in lines if c.strip() and not c.lstrip().startswith("#")]
         if not captions:
             raise ValueError(f"{args.captions} holds no captions (one per line)")

@@ -13,7 +13,6 @@ shared with the step-by-step run (`stepwise`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import diffusers
@@ -23,12 +22,12 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import snapshot_download
 
 from . import captioning
 from .callbacks import LatentInpainter
 from .candidates import best_generators
 from .denoising import DenoisingRun, Guidance, model_output_for_x0, predict_x0  # noqa: F401
+from .model_paths import local_model_folder
 from .models.dit import DiT
 from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder
 from .models.vqvae import VQVAE
@@ -77,10 +76,9 @@ class MMGenPipeline(DiffusionPipeline):
         """As DiffusionPipeline.from_pretrained; the text encoder and tokenizer default to the bundled MiniLM
         when the model folder does not hold them (the shipped model does not copy the 90 MB encoder)."""
         hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
-        if not os.path.isdir(pretrained_model_name_or_path):
-            # A Hub repo id: fetch the whole folder first. diffusers' own download step filters files by the
-            # library named in model_index.json, which it cannot do for our third-party `mmgen` classes.
-            pretrained_model_name_or_path = snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs)
+        # A shipped name or a folder; a Hub repo id is fetched whole first: diffusers' own download step filters
+        # files by the library named in model_index.json, which it cannot do for our third-party `mmgen` classes.
+        pretrained_model_name_or_path = local_model_folder(pretrained_model_name_or_path, **hub_kwargs)
         # Weights ship in fp16; compute in float32 on CPU unless the caller asks for a dtype (`torch_dtype` is
         # the name diffusers used before 0.42; setting ours beside a caller's would be an error there).
         if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:

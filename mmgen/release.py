@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .models.vqvae import VQVAE
+from .settings import SCHEDULER_CLASSES
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_SHARD = "8MB"  # safetensors shards (diffusers' sharded checkpoints) keep every shipped file under 10 MB
@@ -72,7 +73,11 @@ def release_generator(
     from .pipeline import SCHEDULERS, MMGenPipeline
     from .training.train_generator import training_scheduler
 
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}: one of {', '.join(sorted(SCHEDULERS))}")
     run, out = Path(run), Path(out)
+    if not (out / "vqvae" / "config.json").is_file():
+        raise ValueError(f"{out} holds no vqvae/: publish the generator's tokenizer into it first (--vqvae)")
     transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
     vq = VQVAE.from_pretrained(out / "vqvae", dtype=torch.float16)
     # The sampling schedule is the run's noise schedule (prediction type, leading timestep spacing: see
@@ -123,9 +128,9 @@ def default_recipe(out: str | Path) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mmgen.release", description=__doc__.splitlines()[0])
     p.add_argument("--vqvae", help="a trained vqvae/ folder (save_pretrained output)")
-    p.add_argument("--out", default="assets/mmgen-base", help="the model folder to publish into")
+    p.add_argument("--out", help="the model folder to publish into (needed by everything but --examples)")
     p.add_argument("--generator", help="a train-generator output folder (transformer/, scheduler/, train_log.jsonl)")
-    p.add_argument("--scheduler", default="dpm++", help="the sampling scheduler to ship (a SCHEDULERS name)")
+    p.add_argument("--scheduler", default="dpm++", choices=sorted(SCHEDULER_CLASSES), help="the sampler to ship")
     p.add_argument("--card", action="store_true", help="(re)write OUT/README.md from the logs and evaluations")
     p.add_argument(
         "--vocabulary", action="store_true", help="(re)write OUT/transformer/vocabulary.json from the training log"
@@ -154,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def publish(args: argparse.Namespace) -> None:
     """What the command line asks for, in order: tokenizer, generator, vocabulary, sampling, card, examples."""
-    recipe = args.recipe or default_recipe(args.out)
+    into_model = [f"--{n}" for n in ("vqvae", "generator", "vocabulary", "sampling", "card") if getattr(args, n)]
+    if not into_model and not args.examples:
+        raise ValueError("nothing to do: give --vqvae, --generator, --vocabulary, --sampling, --card or --examples")
+    if into_model and not args.out:
+        raise ValueError(f"{' '.join(into_model)}: name the model folder to publish into (--out)")
+    recipe = args.recipe or (default_recipe(args.out) if args.out else None)
     if args.vqvae:
         print(f"wrote {release_vqvae(args.vqvae, args.out)}")
     if args.generator:

@@ -96,6 +96,9 @@ def save_tokens(tokens: torch.Tensor, path: str | Path, **meta) -> Path:
     return Path(path)
 
 
+MAX_GRID_SIDE = 256  # tokens a side `decode` accepts: 2048 px at f8 (a bigger grid takes minutes and GBs)
+
+
 def tokens_from_dict(data: dict, num_codes: int) -> torch.Tensor:
     """Validate a tokens document and return its (h, w) grid; ValueError says what is wrong."""
     if not isinstance(data, dict) or "tokens" not in data:
@@ -105,6 +108,8 @@ def tokens_from_dict(data: dict, num_codes: int) -> torch.Tensor:
         raise ValueError("'tokens' must be a non-empty list of non-empty rows")
     if len({len(r) for r in grid}) != 1:
         raise ValueError("'tokens' rows have different lengths; the grid must be rectangular")
+    if max(len(grid), len(grid[0])) > MAX_GRID_SIDE:
+        raise ValueError(f"a {len(grid)}x{len(grid[0])} grid: at most {MAX_GRID_SIDE} tokens a side are decoded")
     if not all(isinstance(v, int) and not isinstance(v, bool) for r in grid for v in r):
         raise ValueError("'tokens' must hold integer code ids")
     tokens = torch.tensor(grid, dtype=torch.long)

@@ -87,3 +87,23 @@ def test_console_script_is_installed():
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("shapes", "encode", "decode", "train-tokenizer", "eval-tokenizer"):
         assert cmd in out
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["decode", "{tmp}/huge.json", "--out", "{tmp}/d.png"], "a 300x300 grid: at most 256 tokens a side"),
+        (["decode", "{tmp}/ok.json", "--out", "{tmp}"], "--out {tmp} is a folder"),
+        (["encode", "{tmp}/scene.png", "--out", "{tmp}/o", "--max-side", "-1"], "--max-side must be 0 (no limit)"),
+        (["caption", "{tmp}/scene.png", "--top", "0"], "--top must be at least 1, got 0"),
+        (["caption", "{tmp}/scene.png", "--captions", "{tmp}/latin1.txt"], "latin1.txt: not a UTF-8 text file"),
+    ],
+)
+def test_out_of_range_numbers_and_names_are_one_clear_line(
+    tiny_model_dir, scene_png, tmp_path, capsys, command, message
+):
+    (tmp_path / "huge.json").write_text(json.dumps({"tokens": [[0] * 300] * 300}))
+    (tmp_path / "ok.json").write_text(json.dumps({"tokens": [[0] * 4] * 4}))
+    (tmp_path / "latin1.txt").write_bytes("a red circle \xe9\n".encode("latin-1"))
+    assert main([a.format(tmp=tmp_path) for a in command] + ["--model", tiny_model_dir]) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err

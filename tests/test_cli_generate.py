@@ -131,3 +131,35 @@ def test_generate_samples_at_the_models_own_defaults_unless_told(tiny_pipe, tmp_
         assert f"({steps} steps)" in capsys.readouterr().out  # the trajectory's frames
     assert main([*base, "--steps", "0"]) == 2  # a bad value is refused before the model loads
     assert "Steps must be a whole number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "{tmp}/folder"], "--out {tmp}/folder is a folder: give a file name such as {tmp}/folder/image.png"),
+        (["--out", "{tmp}/a.txt"], "--out {tmp}/a.txt: the name must end in .png or .jpg"),
+        (["--out", "{tmp}/file/x.png"], "--out {tmp}/file/x.png: cannot make its folder"),
+        (["--trajectory", "{tmp}/t.png"], "--trajectory {tmp}/t.png: the name must end in .gif"),
+        (["--tokens", "{tmp}/folder"], "--tokens {tmp}/folder is a folder"),
+        (["--attention", "{tmp}/file/w.png"], "--attention {tmp}/file/w.png: cannot make its folder"),
+    ],
+)
+def test_generate_checks_every_output_name_before_loading_the_model(tmp_path, capsys, monkeypatch, extra, message):
+    import mmgen.pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(mmgen.pipeline.MMGenPipeline, "from_pretrained", never)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    args = ["generate", "a red circle", "--out", str(tmp_path / "ok.png")] + [a.format(tmp=tmp_path) for a in extra]
+    assert main(args) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_generate_makes_the_folders_of_every_output(pipe_dir, tmp_path):
+    args = ["generate", "a red circle", "--model", pipe_dir, "--steps", "2", "--candidates", "1"]
+    outs = ["--out", "a/x.png", "--trajectory", "b/t.gif", "--tokens", "c/t.json", "--attention", "d/w.png"]
+    assert main(args + [o if o.startswith("--") else str(tmp_path / o) for o in outs]) == 0
+    assert all((tmp_path / p).is_file() for p in ("a/x.png", "b/t.gif", "c/t.json", "d/w.png"))

@@ -191,12 +191,12 @@ def test_with_scheduler_shares_models_but_not_scheduler_state(tiny_pipe):
 
 def test_hub_ids_are_fetched_as_a_whole_folder(tiny_pipe, tmp_path, monkeypatch):
     """A repo id goes through snapshot_download (faked here: tests never touch the network)."""
-    import mmgen.pipeline
+    import mmgen.model_paths
 
     tiny_pipe.save_pretrained(tmp_path / "snapshot")
     asked = []
     monkeypatch.setattr(
-        mmgen.pipeline, "snapshot_download", lambda repo, **kw: asked.append(repo) or str(tmp_path / "snapshot")
+        mmgen.model_paths, "snapshot_download", lambda repo, **kw: asked.append(repo) or str(tmp_path / "snapshot")
     )
     loaded = MMGenPipeline.from_pretrained("someone/mmgen-model")
     assert asked == ["someone/mmgen-model"]

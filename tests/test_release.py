@@ -304,3 +304,30 @@ def test_each_shipped_model_samples_at_its_recipes_settings(name):
 
     index = json.loads((ROOT / "assets" / name / "model_index.json").read_text())
     assert index.get("sampling_defaults") == load_recipe(ROOT / "recipes" / f"{name}.toml").sampling
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "nothing to do: give --vqvae"),
+        (["--card"], r"--card: name the model folder to publish into \(--out\)"),
+        (["--generator", "{tmp}/run", "--out", "{tmp}/empty"], "empty holds no vqvae/: publish the generator's"),
+    ],
+)
+def test_release_without_a_destination_or_a_tokenizer_says_so_and_writes_nothing(tmp_path, capsys, args, message):
+    from mmgen.release import main as release_main
+
+    (tmp_path / "empty").mkdir()
+    assert release_main([a.format(tmp=tmp_path) for a in args]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_release_knows_its_schedulers_by_name(capsys):
+    from mmgen.release import build_parser, release_generator
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--generator", "run", "--out", "m", "--scheduler", "euler_ancestral"])
+    assert "invalid choice: 'euler_ancestral'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown scheduler 'bogus'"):
+        release_generator("run", "m", "bogus")

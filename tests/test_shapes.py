@@ -144,6 +144,19 @@ def test_write_shapes_makes_an_imagefolder(tmp_path):
     assert rec["text"] == shapes_sample(2, 0).caption and rec["labels"] == shapes_sample(2, 0).labels
 
 
+def test_write_shapes_refuses_a_folder_holding_someone_elses_dataset(tmp_path):
+    (tmp_path / "cat.png").write_bytes(b"")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "cat.png", "text": "a cat"}\n')
+    with pytest.raises(ValueError, match=r"already holds other files \(cat.png\): write into a new or empty folder"):
+        write_shapes(tmp_path, 2)
+    assert (tmp_path / "metadata.jsonl").read_text() == '{"file_name": "cat.png", "text": "a cat"}\n'
+    write_shapes(tmp_path / "new", 3)
+    write_shapes(tmp_path / "new", 2)  # its own folder again: rewritten
+    assert len((tmp_path / "new" / "metadata.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="a file, not a folder"):
+        write_shapes(tmp_path / "cat.png", 1)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_each_shape_renders_inside_its_box(shape):
     labels = {

@@ -19,10 +19,13 @@ through `--data DIR` like any user's folder. The images come from Debian's `font
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .images import new_dataset_folder
 
 FONT_PATHS = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",  # Debian, Ubuntu
@@ -124,8 +127,7 @@ def write_emoji(out: str | Path, size: int = 64, split: str = "train") -> int:
         raise ValueError(f"size must be between 16 and 512 pixels, got {size}")
     font = ImageFont.truetype(str(find_font()), FONT_SIZE)
     chosen = [e for i, e in enumerate(list_emoji(font)) if split_of(i) == ("train" if split == "reworded" else split)]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = new_dataset_folder(out, re.compile(r"[0-9a-f]+(-[0-9a-f]+)*\.png"))
     with open(out / "metadata.jsonl", "w") as f:
         for e in chosen:
             render(e, size, font).save(out / e.file_name)

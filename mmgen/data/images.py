@@ -15,6 +15,7 @@ Every dataset yields dicts with `pixel_values` (3, S, S) in [-1, 1] and `text`.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,21 @@ def readable_header(path: Path) -> bool:
         return True
     except (OSError, ValueError, Image.DecompressionBombError, ImageLoadError):
         return False
+
+
+def new_dataset_folder(out: str | Path, ours: re.Pattern) -> Path:
+    """`out`, created, for a writer of a captioned folder whose image names match `ours`; a ValueError when it
+    already holds other files (someone's dataset, whose metadata.jsonl the writer would overwrite)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: a file, not a folder")
+    found = out.iterdir() if out.is_dir() else []
+    theirs = sorted(p.name for p in found if p.name != "metadata.jsonl" and not ours.fullmatch(p.name))
+    if theirs:
+        named = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
+        raise ValueError(f"{out} already holds other files ({named}): write into a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def list_images(root: str | Path) -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,8 +276,9 @@ def shapes_sample(seed: int, index: int, scale: int = 1) -> ShapesSample:
 def write_shapes(out_dir: str | Path, n: int, seed: int = 0, scale: int = 1) -> Path:
     """Write n samples as PNGs (at (64·scale)² pixels) plus a Hugging Face imagefolder `metadata.jsonl`
     (file_name, text, labels in 64-pixel units)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .images import new_dataset_folder  # images.py reads this module
+
+    out = new_dataset_folder(out_dir, re.compile(r"\d{6}\.png"))
     with open(out / "metadata.jsonl", "w") as f:
         for i in range(n):
             sample = shapes_sample(seed, i, scale)

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from ..data.shapes import shapes_sample
+from ..model_paths import model_path
 from . import write_results
 from .deformed import DEFORMATIONS, deformed_sample
 from .judge import coverage_of, fit_shape, read_scene, score_scene
@@ -109,7 +110,7 @@ def evaluate(model: str, split: str = "held-out", n_renders: int = 200, n_drawin
 
     streams = STREAMS[split]
     renders = [shapes_sample(streams["renders"], i) for i in range(n_renders)]
-    vq = VQVAE.from_pretrained(model, subfolder="vqvae", dtype=torch.float32).eval()
+    vq = VQVAE.from_pretrained(model_path(model), subfolder="vqvae", dtype=torch.float32).eval()
     recons = reconstruct(vq, [s.image for s in renders]).images
     results = {"split": split, "streams": streams, "tokenizer": model}
     for name, strict in (("lenient", False), ("strict", True)):

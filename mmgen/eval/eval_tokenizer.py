@@ -36,6 +36,7 @@ from ..codebook import usage_stats
 from ..compare import detail_kept, edges_in_place
 from ..data.images import load_image, pil_to_tensor, tensor_to_pil
 from ..data.shapes import shapes_sample
+from ..model_paths import model_path
 from ..models.vqvae import VQVAE
 from . import write_results
 from .judge import read_scene, score_scene
@@ -252,7 +253,7 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    vq = VQVAE.from_pretrained(args.model, subfolder=args.subfolder, dtype=torch.float32)
+    vq = VQVAE.from_pretrained(model_path(args.model), subfolder=args.subfolder, dtype=torch.float32)
     if args.folder:
         results = evaluate_folder(vq, args.folder)
     else:

@@ -29,6 +29,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from .checkpoints import log_stages
+from .run_options import check_run_options
 
 PARTS = ("tokenizer", "generator")
 RECIPE_KEYS = ("model", "scheduler", "sampling", *PARTS)
@@ -175,11 +176,26 @@ def _argv(action: argparse.Action, key: str, value, where: str) -> list[str]:
     return [f"{action.option_strings[0]}={value}"]  # `=`: a value starting with '-' stays a value
 
 
+def read_log(log: Path) -> list[dict]:
+    """A run's JSON-lines log; a last line cut short (a run killed mid-write) is left out, as the run did not
+    finish; any other line that is not JSON is a ValueError naming it."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                break
+            raise ValueError(f"{log}: line {i} is not JSON ({e}); delete that line to go on") from None
+    return records
+
+
 def finished(stage: Stage) -> bool:
     """Whether the stage's run finished (its log's last record is `done`). A run that finished with other settings
     than the recipe's is an error: it would stand in for a stage it is not."""
     log = stage.out / "train_log.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    records = read_log(log) if log.is_file() else []
     if not records or not records[-1].get("done"):
         return False
     logged = log_stages(records)[-1][0].get("args", {})  # this run's header (an --init-from run logs its parents')
@@ -223,6 +239,8 @@ def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callab
 
     recipe = load_recipe(args.recipe)
     stages = recipe_stages(recipe, part, add_arguments, args)
+    for stage in stages:  # every stage's numbers, before the first trains
+        check_run_options(stage.args)
     model = Path(recipe.model)
 
     def publish(stage: Stage) -> None:

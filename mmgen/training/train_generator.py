@@ -33,6 +33,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder
+from ..model_paths import model_path
 from ..models.dit import DIT_PRESETS, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
@@ -52,6 +53,7 @@ from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import make_accelerator
 from .recipe import run_recipe
+from .run_options import check_run_options
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -74,7 +76,7 @@ def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> Di
     apply (`same_tokenizer` says when the factor is measured again). It must fit this tokenizer's code size and
     this text encoder."""
     try:
-        dit = DiT.from_pretrained(model, subfolder="transformer", dtype=torch.float32)
+        dit = DiT.from_pretrained(model_path(model), subfolder="transformer", dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ValueError(f"--init-from {model}: no DiT found in {model}/transformer ({e})") from e
     want = {"in_channels": vq.config.code_dim, "text_dim": text_encoder.config.hidden_size, "sample_size": sample_size}
@@ -124,7 +126,11 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
     if args.grow_depth is not None and not args.init_from:
         raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
-    vq = VQVAE.from_pretrained(args.vqvae, subfolder="vqvae", dtype=torch.float32).eval().requires_grad_(False)
+    vq = (
+        VQVAE.from_pretrained(model_path(args.vqvae), subfolder="vqvae", dtype=torch.float32)
+        .eval()
+        .requires_grad_(False)
+    )
     tokenizer, text_encoder = load_text_encoder()
     ckpt = latest_checkpoint(args.out) if args.resume else None
     init = None  # a resumed run's DiT is its checkpoint's (already deepened: --init-from may hold it by now)
@@ -194,6 +200,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
 
 def train(args: argparse.Namespace) -> Path:
     """One training run (or stage) into `args.out`; returns that folder."""
+    check_run_options(args)
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     run = prepare_run(args, accelerator)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder, PhotoCrops, ShapesDataset, skimage_photos
+from ..model_paths import model_path
 from ..models.vqvae import VQVAE, VQVAE_PRESETS
 from ..viz import image_grid
 from .adversarial import AdversarialLoss, GANSettings
@@ -42,6 +43,7 @@ from .checkpoints import (
 )
 from .processes import make_accelerator
 from .recipe import run_recipe
+from .run_options import check_run_options
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -95,7 +97,7 @@ def initial_tokenizer(model: str, num_codes: int | None = None) -> VQVAE:
     """The tokenizer of a trained run or model folder (`MODEL/vqvae/`, a local path or a Hub id), to fine-tune on
     other images: its architecture and codebook come with it (the codebook is not k-means-initialised again)."""
     try:
-        vq = VQVAE.from_pretrained(model, subfolder="vqvae", dtype=torch.float32)
+        vq = VQVAE.from_pretrained(model_path(model), subfolder="vqvae", dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ValueError(f"--init-from {model}: no mmgen tokenizer found in {model}/vqvae ({e})") from e
     if num_codes and num_codes != vq.config.num_codes:
@@ -165,6 +167,7 @@ def main(args: argparse.Namespace) -> Path:
 
 def train(args: argparse.Namespace) -> Path:
     """One training run into `args.out`; returns the trained `OUT/vqvae` folder."""
+    check_run_options(args)
     if args.decoder_only and not args.init_from:
         raise ValueError("--decoder-only fine-tunes a trained tokenizer's decoder: name it with --init-from")
     accelerator = make_accelerator(args)

@@ -1,0 +1,74 @@
+"""Where a model named on the command line is: a folder, a shipped model's name, or a Hugging Face Hub repo id.
+
+    model_path("mmgen-base-64")       # ".../assets/mmgen-base-64": a shipped model, from any working folder
+    model_path("assets/mmgen-base")   # the folder itself, here or under the repository root (the defaults)
+    model_path("owner/name")          # unchanged: diffusers fetches it from the Hub
+    model_path("/no/such/folder")     # ValueError: no such folder (shipped models: ...)
+
+`local_model_folder` also downloads a Hub repo and says why, in one line, when the Hub cannot give it (offline, no
+such repo), instead of the Hub client's retries and messages about repo-id syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from huggingface_hub import snapshot_download
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository (or installed tree) holding assets/
+ASSETS = ROOT / "assets"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name: what the Hub serves models under
+
+
+def shipped_models() -> list[str]:
+    """The names of the model folders under assets/ (a pipeline or a lone component)."""
+    if not ASSETS.is_dir():
+        return []
+    marks = ("model_index.json", "config.json", "vqvae/config.json")
+    return sorted(d.name for d in ASSETS.iterdir() if any((d / m).is_file() for m in marks))
+
+
+def model_path(name_or_path: str | os.PathLike) -> str:
+    """A model folder for `name_or_path`, or a Hub repo id left as it is; a clear ValueError for anything else."""
+    given = str(name_or_path).strip()
+    if not given:
+        raise ValueError("no model given: pass a model folder, a shipped model's name or a Hub repo id")
+    if os.path.isdir(os.path.expanduser(given)):
+        return os.path.expanduser(given)
+    if not os.path.isabs(given) and (ROOT / given).is_dir():  # "assets/mmgen-base" from another working folder
+        return str(ROOT / given)
+    if given in shipped_models():
+        return str(ASSETS / given)
+    if os.path.exists(given):
+        raise ValueError(f"{given}: a file, not a model folder")
+    if HUB_ID.match(given) and not given.startswith(("./", "../")) and not os.path.isabs(given):
+        return given
+    shipped = ", ".join(shipped_models()) or "none here"
+    raise ValueError(
+        f"{given}: no such model folder (shipped models: {shipped}), and not a Hugging Face Hub repo id (owner/name)"
+    )
+
+
+def local_model_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
+    """`model_path`, with a Hub repo downloaded (cached) into a local folder; ValueError saying why it cannot be."""
+    path = model_path(name_or_path)
+    if not os.path.isdir(path):
+        try:
+            path = snapshot_download(path, **hub_kwargs)
+        except Exception as e:  # offline, no such repo, gated, a server error: all one answer for the user
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"{path}: not a local folder, and the Hugging Face Hub could not give it ({first_line})"
+            ) from None
+    index = Path(path) / "model_index.json"
+    if index.is_file():
+        try:
+            config = json.loads(index.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{index}: not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{index}: expected a JSON object (a pipeline's components), got {type(config).__name__}")
+    return path

@@ -1,0 +1,61 @@
+"""Where a model named on the command line is (mmgen/model_paths.py): folders, shipped names, Hub ids, and the
+clear one-line errors for anything else."""
+
+import json
+
+import pytest
+
+import mmgen.model_paths
+from mmgen.model_paths import ASSETS, local_model_folder, model_path, shipped_models
+
+
+def test_shipped_names_and_the_repository_paths_resolve_from_any_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert {"mmgen-base", "mmgen-base-64", "vqgan-f8"} <= set(shipped_models())
+    assert model_path("mmgen-base-64") == str(ASSETS / "mmgen-base-64")
+    assert model_path("assets/mmgen-base") == str(ASSETS / "mmgen-base")  # the commands' defaults
+    (tmp_path / "mine").mkdir()
+    assert model_path("mine") == "mine"  # the user's own folder comes first
+    assert model_path("someone/their-model") == "someone/their-model"  # left to the Hub
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("/no/such/folder", "no such model folder .*shipped models: .*mmgen-base-64"),
+        ("mmgen-bsae", "no such model folder"),  # a typo of a shipped name is not sent to the Hub
+        ("./someone/model", "no such model folder"),
+        ("  ", "no model given"),
+    ],
+)
+def test_names_that_are_nowhere_get_one_clear_line(given, message):
+    with pytest.raises(ValueError, match=message):
+        model_path(given)
+
+
+def test_a_file_is_not_a_model_folder(tmp_path):
+    (tmp_path / "README.md").write_text("hi")
+    with pytest.raises(ValueError, match="a file, not a model folder"):
+        model_path(tmp_path / "README.md")
+
+
+def test_the_hub_failing_is_one_line_naming_the_repo(monkeypatch):
+    def offline(repo, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'.\nCheck your internet connection.")
+
+    monkeypatch.setattr(mmgen.model_paths, "snapshot_download", offline)
+    with pytest.raises(ValueError, match=r"^someone/model: not a local folder, .*couldn't connect[^\n]*$"):
+        local_model_folder("someone/model")
+
+
+def test_a_model_index_that_is_not_an_object_is_refused(tmp_path):
+    from mmgen.pipeline import MMGenPipeline
+
+    (tmp_path / "model_index.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="model_index.json: expected a JSON object"):
+        MMGenPipeline.from_pretrained(tmp_path)
+    (tmp_path / "model_index.json").write_text("{")
+    with pytest.raises(ValueError, match="model_index.json: not valid JSON"):
+        local_model_folder(tmp_path)
+    with pytest.raises(ValueError, match="no such model folder"):
+        MMGenPipeline.from_pretrained("/no/such/folder")

@@ -1,0 +1,56 @@
+"""A training run's numbers are checked before anything loads (mmgen/training/run_options.py)."""
+
+import pytest
+
+from mmgen.cli import build_parser
+from mmgen.training.run_options import check_run_options
+
+
+@pytest.mark.parametrize("command", ["train-tokenizer", "train-generator"])
+def test_the_defaults_pass(command):
+    check_run_options(build_parser().parse_args([command]))
+
+
+@pytest.mark.parametrize(
+    "command, option, value, message",
+    [
+        ("train-generator", "--log-every", "0", "--log-every must be at least 1, got 0"),
+        ("train-generator", "--checkpoint-every", "0", "--checkpoint-every must be at least 1"),
+        ("train-tokenizer", "--val-every", "0", "--val-every must be at least 1"),
+        ("train-generator", "--steps", "0", "--steps must be at least 1"),
+        ("train-tokenizer", "--lr", "-1e-3", "--lr must be 0 or more"),
+        ("train-generator", "--lr", "nan", "--lr must be a finite number"),
+        ("train-generator", "--ema-decay", "1.5", "--ema-decay must be between 0 and 1"),
+        ("train-generator", "--caption-dropout", "-0.1", "--caption-dropout must be between 0 and 1"),
+        ("train-tokenizer", "--warmup-steps", "-5", "--warmup-steps must be 0 or more"),
+    ],
+)
+def test_numbers_out_of_range_are_one_clear_line(command, option, value, message):
+    args = build_parser().parse_args([command, f"{option}={value}"])
+    with pytest.raises(ValueError, match=message):
+        check_run_options(args)
+
+
+def test_a_recipe_stage_out_of_range_fails_before_the_first_stage_trains(tmp_path):
+    from mmgen.training.train_generator import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'model = "{tmp_path / "m"}"\nscheduler = "ddpm"\n[generator]\nsteps = 2\n'
+        f'[[generator.stages]]\nout = "{tmp_path / "a"}"\n'
+        f'[[generator.stages]]\nout = "{tmp_path / "b"}"\nlog_every = 0\n'
+    )
+    with pytest.raises(ValueError, match="--log-every must be at least 1"):
+        main(build_parser().parse_args(["train-generator", "--recipe", str(recipe)]))
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_log_cut_short_is_a_run_not_finished_and_a_broken_line_is_named(tmp_path):
+    from mmgen.training.recipe import read_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"command": "x"}\n{"step": 50, "loss": 0.1}\n{"step": 1')
+    assert read_log(log) == [{"command": "x"}, {"step": 50, "loss": 0.1}]
+    log.write_text('{"command": "x"}\n{"step": 1\n{"done": true}\n')
+    with pytest.raises(ValueError, match=r"train_log.jsonl: line 2 is not JSON .*delete that line to go on"):
+        read_log(log)
