@@ -61,12 +61,10 @@ def load_pipeline(model: str):
 
 
 def model_folder(model: str) -> str:
-    """A local folder, or a Hub repo id's files (downloaded when not cached yet)."""
-    if os.path.isdir(model):
-        return model
-    from huggingface_hub import snapshot_download
+    """A local folder, a shipped model's name, or a Hub repo id's files (downloaded when not cached yet)."""
+    from mmgen.model_paths import local_model_folder
 
-    return snapshot_download(model)
+    return local_model_folder(model)
 
 
 def model_card(model: str) -> Path | None:

@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from .data.images import ImageLoadError
+from .data.images import IMAGE_EXTENSIONS, ImageLoadError
 
 
 def cmd_data(args):
@@ -49,10 +49,10 @@ def cmd_encode(args):
     from .tokenizers import load_tokenizer
     from .tokens import default_model, encode_image, save_tokens
 
-    image = load_image(args.image)  # fail on a bad file before paying for the model load
-    vq = load_tokenizer(args.model or default_model())
     if args.max_side < 0:
         raise ValueError(f"--max-side must be 0 (no limit) or a side in pixels, got {args.max_side}")
+    image = load_image(args.image)  # fail on a bad file before paying for the model load
+    vq = load_tokenizer(args.model or default_model())
     result = encode_image(vq, image, max_side=args.max_side)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,26 +82,19 @@ def cmd_decode(args):
     print(f"wrote {args.out} ({image.width}x{image.height})")
 
 
-IMAGE_SUFFIXES = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".webp",
-    ".bmp",
-    ".tif",
-    ".tiff",
-)  # what `generate` and `decode` write images as
+IMAGE_SUFFIXES = (".png", *sorted(IMAGE_EXTENSIONS - {".png"}))  # what images are read and written as
 
 
-def output_file(path: str | None, option: str, suffixes: tuple[str, ...]) -> None:
+def output_file(path: str | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
     """Check (and make the folder of) a file the command will write, before any model loads: a run's minutes are
     not lost to a name that cannot be written. None: the option was not given."""
     if path is None:
         return
     p = Path(path)
     if p.is_dir():
-        raise ValueError(f"{option} {path} is a folder: give a file name such as {p / ('image' + suffixes[0])}")
-    if p.suffix.lower() not in suffixes:
+        example = p / ("image" + suffixes[0] if suffixes else "tokens.json")
+        raise ValueError(f"{option} {path} is a folder: give a file name such as {example}")
+    if suffixes and p.suffix.lower() not in suffixes:
         raise ValueError(f"{option} {path}: the name must end in {' or '.join(suffixes)}")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +123,8 @@ def cmd_generate(args):
     }
     SamplingSettings.of_model(model_sampling_defaults(), args.prompt, **given).checked()  # before the model load
     output_file(args.out, "--out", IMAGE_SUFFIXES)
-    output_file(args.tokens, "--tokens", (".json",))
-    output_file(args.trajectory, "--trajectory", (".gif",))
+    output_file(args.tokens, "--tokens")
+    output_file(args.trajectory, "--trajectory", (".gif", ".webp", ".png"))  # animated
     output_file(args.attention, "--attention", IMAGE_SUFFIXES)
     model = args.model or default_model()
     pipe = MMGenPipeline.from_pretrained(model)

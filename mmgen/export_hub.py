@@ -144,9 +144,9 @@ def component_code(folder: str, module: str, cls: str) -> tuple[str, dict[str, s
 
 def export_hub(model: str | Path, out: str | Path) -> Path:
     """Write `out`: `model` (a model folder or Hub id holding an MMGenPipeline) with its code and text encoder."""
-    from huggingface_hub import snapshot_download
+    from .model_paths import local_model_folder
 
-    src = Path(model) if Path(model).is_dir() else Path(snapshot_download(str(model)))
+    src = Path(local_model_folder(model))
     index_path = src / "model_index.json"
     if not index_path.is_file():
         raise ValueError(f"{model}: no model_index.json; export-hub needs an mmgen model folder")

@@ -27,21 +27,23 @@ def shipped_models() -> list[str]:
     """The names of the model folders under assets/ (a pipeline or a lone component)."""
     if not ASSETS.is_dir():
         return []
-    marks = ("model_index.json", "config.json", "vqvae/config.json")
+    marks = ("model_index.json", "vqvae/config.json")  # a pipeline or a tokenizer (not the judge's verifier)
     return sorted(d.name for d in ASSETS.iterdir() if any((d / m).is_file() for m in marks))
 
 
-def model_path(name_or_path: str | os.PathLike) -> str:
-    """A model folder for `name_or_path`, or a Hub repo id left as it is; a clear ValueError for anything else."""
+def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
+    """A model folder for `name_or_path`, or a Hub repo id left as it is; a clear ValueError for anything else.
+    `shipped=False`: a check only, the name comes back as given (the trainers log and compare what was typed)."""
     given = str(name_or_path).strip()
     if not given:
         raise ValueError("no model given: pass a model folder, a shipped model's name or a Hub repo id")
     if os.path.isdir(os.path.expanduser(given)):
         return os.path.expanduser(given)
-    if not os.path.isabs(given) and (ROOT / given).is_dir():  # "assets/mmgen-base" from another working folder
-        return str(ROOT / given)
-    if given in shipped_models():
-        return str(ASSETS / given)
+    name = given.removeprefix("assets/")  # "assets/mmgen-base", the commands' defaults, from another folder
+    if name in shipped_models():
+        if shipped:
+            return str(ASSETS / name)
+        raise ValueError(f"{given}: no such folder here (the shipped one is {ASSETS / name})")
     if os.path.exists(given):
         raise ValueError(f"{given}: a file, not a model folder")
     if HUB_ID.match(given) and not given.startswith(("./", "../")) and not os.path.isabs(given):

@@ -28,15 +28,16 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .model_paths import ASSETS, shipped_models
+
 if TYPE_CHECKING:
     from diffusers import VQModel
 
     from .models.vqvae import VQVAE
 
-_ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # The tokenizers this repository ships: mmgen-base-64's f4 VQ-VAE (64 px -> 16x16 tokens) and the VQ-GAN f8
 # (128 px -> 16x16 tokens, recipes/vqgan-f8.toml), whose tokens mmgen-base uses (with its decoder trained on shapes).
-SHIPPED_TOKENIZERS = {name: str(_ASSETS / name) for name in ("mmgen-base-64", "vqgan-f8")}
+SHIPPED_TOKENIZERS = {name: str(ASSETS / name) for name in ("mmgen-base-64", "vqgan-f8")}
 # Public VQ tokenizers on the Hugging Face Hub (need a network the first time): display name -> (repo id, folder).
 HUB_TOKENIZERS = {
     "aMUSEd VQGAN (f16, 8,192 codes)": ("amused/amused-256", "vqvae"),
@@ -251,6 +252,8 @@ def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer
         )
     name_or_path = str(name_or_path).strip()
     path = SHIPPED_TOKENIZERS.get(name_or_path, name_or_path)
+    if not os.path.isdir(path) and path.removeprefix("assets/") in shipped_models():  # mmgen-emoji, from anywhere
+        path = str(ASSETS / path.removeprefix("assets/"))
     if os.path.isdir(path):
         subfolder = subfolder or find_tokenizer_folder(path)
         config = _read_config(Path(path) / (subfolder or "") / "config.json", name_or_path)

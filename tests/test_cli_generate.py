@@ -137,10 +137,13 @@ def test_generate_samples_at_the_models_own_defaults_unless_told(tiny_pipe, tmp_
     "extra, message",
     [
         (["--out", "{tmp}/folder"], "--out {tmp}/folder is a folder: give a file name such as {tmp}/folder/image.png"),
-        (["--out", "{tmp}/a.txt"], "--out {tmp}/a.txt: the name must end in .png or .jpg"),
+        (["--out", "{tmp}/a.txt"], "--out {tmp}/a.txt: the name must end in .png or "),
         (["--out", "{tmp}/file/x.png"], "--out {tmp}/file/x.png: cannot make its folder"),
-        (["--trajectory", "{tmp}/t.png"], "--trajectory {tmp}/t.png: the name must end in .gif"),
-        (["--tokens", "{tmp}/folder"], "--tokens {tmp}/folder is a folder"),
+        (["--trajectory", "{tmp}/t.mp4"], "--trajectory {tmp}/t.mp4: the name must end in .gif or .webp or .png"),
+        (
+            ["--tokens", "{tmp}/folder"],
+            "--tokens {tmp}/folder is a folder: give a file name such as {tmp}/folder/tokens.json",
+        ),
         (["--attention", "{tmp}/file/w.png"], "--attention {tmp}/file/w.png: cannot make its folder"),
     ],
 )

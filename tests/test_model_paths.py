@@ -17,6 +17,18 @@ def test_shipped_names_and_the_repository_paths_resolve_from_any_working_folder(
     (tmp_path / "mine").mkdir()
     assert model_path("mine") == "mine"  # the user's own folder comes first
     assert model_path("someone/their-model") == "someone/their-model"  # left to the Hub
+    assert "shape-verifier" not in shipped_models()  # the judge's network is not a model to draw with
+    with pytest.raises(ValueError, match="no such model folder"):
+        model_path("tests")  # a folder of the repository is not a model: only assets/ is looked in
+    with pytest.raises(ValueError, match=r"no such folder here \(the shipped one is .*assets/mmgen-base-64\)"):
+        model_path("mmgen-base-64", shipped=False)  # the trainers' check: the name comes back as typed, or fails
+
+
+def test_every_shipped_model_is_a_tokenizer_by_name_too(tmp_path, monkeypatch):
+    from mmgen.tokenizers import load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    assert load_tokenizer("mmgen-emoji").num_codes == load_tokenizer("assets/mmgen-emoji").num_codes
 
 
 @pytest.mark.parametrize(

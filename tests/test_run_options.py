@@ -54,3 +54,13 @@ def test_a_log_cut_short_is_a_run_not_finished_and_a_broken_line_is_named(tmp_pa
     log.write_text('{"command": "x"}\n{"step": 1\n{"done": true}\n')
     with pytest.raises(ValueError, match=r"train_log.jsonl: line 2 is not JSON .*delete that line to go on"):
         read_log(log)
+
+
+def test_a_resumed_run_drops_the_line_cut_short_before_it_appends(tmp_path):
+    from mmgen.training.checkpoints import append_log
+    from mmgen.training.recipe import read_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"command": "x"}\n{"step": 1')
+    append_log(log, {"step": 2})
+    assert read_log(log) == [{"command": "x"}, {"step": 2}]

@@ -132,18 +132,3 @@ def test_generate_known_words_draws_the_rewritten_prompt_or_says_why_not(tiny_pi
     assert "in known words: a red square" in err and "never saw" not in err
     assert main([*args[:1], "?!", *args[2:], "--known-words"]) == 2  # (the tiny encoder finds some word near any)
     assert "'?!' names nothing the model knows" in capsys.readouterr().err
-
-
-def test_words_of_any_script_are_words_so_unknown_ones_are_named():
-    assert split_words("Ein roter Kreis, красный круг; top-left_2") == [
-        "ein",
-        "roter",
-        "kreis",
-        "красный",
-        "круг",
-        "top",
-        "left",
-        "2",
-    ]
-    vocabulary = Vocabulary.from_captions(["a red circle"])
-    assert vocabulary.unknown_words("красный круг") == {"красный": [], "круг": []}

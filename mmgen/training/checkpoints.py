@@ -57,6 +57,11 @@ def log_stages(lines: list[dict]) -> list[list[dict]]:
 
 
 def append_log(path: Path, record: dict) -> None:
+    """One JSON line more; a last line cut short by a killed run (no newline) is dropped first, as `read_log`
+    leaves it out."""
+    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        text = path.read_bytes()
+        path.write_bytes(text[: text.rfind(b"\n") + 1])
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 

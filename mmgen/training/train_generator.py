@@ -76,7 +76,7 @@ def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> Di
     apply (`same_tokenizer` says when the factor is measured again). It must fit this tokenizer's code size and
     this text encoder."""
     try:
-        dit = DiT.from_pretrained(model_path(model), subfolder="transformer", dtype=torch.float32)
+        dit = DiT.from_pretrained(model_path(model, shipped=False), subfolder="transformer", dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ValueError(f"--init-from {model}: no DiT found in {model}/transformer ({e})") from e
     want = {"in_channels": vq.config.code_dim, "text_dim": text_encoder.config.hidden_size, "sample_size": sample_size}
@@ -127,7 +127,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     if args.grow_depth is not None and not args.init_from:
         raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
     vq = (
-        VQVAE.from_pretrained(model_path(args.vqvae), subfolder="vqvae", dtype=torch.float32)
+        VQVAE.from_pretrained(model_path(args.vqvae, shipped=False), subfolder="vqvae", dtype=torch.float32)
         .eval()
         .requires_grad_(False)
     )

@@ -97,7 +97,7 @@ def initial_tokenizer(model: str, num_codes: int | None = None) -> VQVAE:
     """The tokenizer of a trained run or model folder (`MODEL/vqvae/`, a local path or a Hub id), to fine-tune on
     other images: its architecture and codebook come with it (the codebook is not k-means-initialised again)."""
     try:
-        vq = VQVAE.from_pretrained(model_path(model), subfolder="vqvae", dtype=torch.float32)
+        vq = VQVAE.from_pretrained(model_path(model, shipped=False), subfolder="vqvae", dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ValueError(f"--init-from {model}: no mmgen tokenizer found in {model}/vqvae ({e})") from e
     if num_codes and num_codes != vq.config.num_codes:
