@@ -48,9 +48,9 @@ def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
         raise ValueError(f"{given}: a file, not a model folder")
     if HUB_ID.match(given) and not given.startswith(("./", "../")) and not os.path.isabs(given):
         return given
-    shipped = ", ".join(shipped_models()) or "none here"
+    names = ", ".join(shipped_models()) or "none here"
     raise ValueError(
-        f"{given}: no such model folder (shipped models: {shipped}), and not a Hugging Face Hub repo id (owner/name)"
+        f"{given}: no such model folder (shipped models: {names}), and not a Hugging Face Hub repo id (owner/name)"
     )
 
 

@@ -59,9 +59,13 @@ def log_stages(lines: list[dict]) -> list[list[dict]]:
 def append_log(path: Path, record: dict) -> None:
     """One JSON line more; a last line cut short by a killed run (no newline) is dropped first, as `read_log`
     leaves it out."""
-    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-        text = path.read_bytes()
-        path.write_bytes(text[: text.rfind(b"\n") + 1])
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            cut = f.read(1) != b"\n"
+        if cut:  # rare: read the whole log only then
+            text = path.read_bytes()
+            path.write_bytes(text[: text.rfind(b"\n") + 1])
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
