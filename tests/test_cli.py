@@ -107,3 +107,19 @@ def test_out_of_range_numbers_and_names_are_one_clear_line(
     (tmp_path / "latin1.txt").write_bytes("a red circle \xe9\n".encode("latin-1"))
     assert main([a.format(tmp=tmp_path) for a in command] + ["--model", tiny_model_dir]) == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_ctrl_c_is_a_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import mmgen.data.shapes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mmgen.data.shapes, "write_shapes", interrupted)
+    assert main(["shapes", "--n", "2", "--out", str(tmp_path / "s")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    import mmgen.training.train_tokenizer
+
+    monkeypatch.setattr(mmgen.training.train_tokenizer, "main", interrupted)
+    assert main(["train-tokenizer", "--out", str(tmp_path / "run")]) == 130
+    assert "--resume, or the recipe again, continues from the last checkpoint" in capsys.readouterr().err
