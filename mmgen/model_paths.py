@@ -31,6 +31,12 @@ def shipped_models() -> list[str]:
     return sorted(d.name for d in ASSETS.iterdir() if any((d / m).is_file() for m in marks))
 
 
+def shipped_folder(name: str) -> str | None:
+    """assets/NAME for a shipped model's name, with or without "assets/" (the commands' defaults); else None."""
+    name = name.removeprefix("assets/")
+    return str(ASSETS / name) if name in shipped_models() else None
+
+
 def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
     """A model folder for `name_or_path`, or a Hub repo id left as it is; a clear ValueError for anything else.
     `shipped=False`: a check only, the name comes back as given (the trainers log and compare what was typed)."""
@@ -39,11 +45,10 @@ def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
         raise ValueError("no model given: pass a model folder, a shipped model's name or a Hub repo id")
     if os.path.isdir(os.path.expanduser(given)):
         return os.path.expanduser(given)
-    name = given.removeprefix("assets/")  # "assets/mmgen-base", the commands' defaults, from another folder
-    if name in shipped_models():
+    if folder := shipped_folder(given):  # also "assets/mmgen-base", the commands' defaults, from another folder
         if shipped:
-            return str(ASSETS / name)
-        raise ValueError(f"{given}: no such folder here (the shipped one is {ASSETS / name})")
+            return folder
+        raise ValueError(f"{given}: no such folder here (the shipped one is {folder})")
     if os.path.exists(given):
         raise ValueError(f"{given}: a file, not a model folder")
     if HUB_ID.match(given) and not given.startswith(("./", "../")) and not os.path.isabs(given):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .model_paths import ASSETS, shipped_models
+from .model_paths import ASSETS, shipped_folder
 
 if TYPE_CHECKING:
     from diffusers import VQModel
@@ -252,8 +252,8 @@ def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer
         )
     name_or_path = str(name_or_path).strip()
     path = SHIPPED_TOKENIZERS.get(name_or_path, name_or_path)
-    if not os.path.isdir(path) and path.removeprefix("assets/") in shipped_models():  # mmgen-emoji, from anywhere
-        path = str(ASSETS / path.removeprefix("assets/"))
+    if not os.path.isdir(path):
+        path = shipped_folder(path) or path  # mmgen-emoji, from anywhere
     if os.path.isdir(path):
         subfolder = subfolder or find_tokenizer_folder(path)
         config = _read_config(Path(path) / (subfolder or "") / "config.json", name_or_path)
