@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .captioning import image_side
 from .models.text_encoder import MAX_TOKENS
 
 
@@ -188,7 +189,7 @@ class AttentionRecorder:
     def word_maps(self, step: int | None = None, index: int = 0) -> dict[str, np.ndarray]:
         """`word_grids` upsampled (bilinear) to image resolution: {word: (H, W) float32 array}."""
         grids = self.word_grids(step, index)
-        side = self.pipe.transformer.config.sample_size * self.pipe.vqvae.downsample_factor
+        side = image_side(self.pipe)
         per_word = torch.stack(list(grids.values()))  # (words, h', w')
         up = F.interpolate(per_word[None], size=(side, side), mode="bilinear", align_corners=False)[0]
         return {word: m.numpy().astype(np.float32) for word, m in zip(grids, up)}

@@ -153,6 +153,7 @@ def export_hub(model: str | Path, out: str | Path) -> Path:
     index = json.loads(index_path.read_text())
     if index.get("_class_name") != PIPELINE[1] or any(name not in index for name in COMPONENTS):
         raise ValueError(f"{model}: not an {PIPELINE[1]} folder with {' and '.join(COMPONENTS)}")
+    _check_weights(src, model)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} already exists and is not empty; choose a new folder")
@@ -170,6 +171,22 @@ def export_hub(model: str | Path, out: str | Path) -> Path:
             shutil.rmtree(out, ignore_errors=True)
         raise
     return out
+
+
+def _check_weights(src: Path, model) -> None:
+    """ValueError naming the first weights file that safetensors cannot read (a copy cut short, a file that is not
+    safetensors): the export copies the files as they are, and the folder would fail only where it is loaded."""
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(src.rglob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{model}: no .safetensors weights; export-hub needs a saved mmgen model folder")
+    for path in files:
+        try:
+            with safe_open(str(path), "pt") as weights:
+                weights.keys()
+        except SafetensorError as e:
+            raise ValueError(f"{path}: the weights cannot be read ({e}); copy or rebuild the model folder") from None
 
 
 def _write(src: Path, out: Path, index: dict, code: dict[Path, str]) -> None:

@@ -38,8 +38,9 @@ SHAPES_V1 = "shapes-v1"
 
 
 def split_words(text: str) -> list[str]:
-    """The words of a text, lower-cased, in order: runs of letters and digits ("top-left" is "top", "left")."""
-    return re.findall(r"[a-z0-9]+", text.lower())
+    """The words of a text, lower-cased, in order: runs of letters and digits in any script ("top-left" is "top",
+    "left"; "piñata" and "красный" are one word each)."""
+    return re.findall(r"[^\W_]+", text.lower())
 
 
 @dataclass

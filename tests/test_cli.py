@@ -123,3 +123,20 @@ def test_ctrl_c_is_a_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mmgen.training.train_tokenizer, "main", interrupted)
     assert main(["train-tokenizer", "--out", str(tmp_path / "run")]) == 130
     assert "--resume, or the recipe again, continues from the last checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["eval-attention", "--n", "0"], "argument --n: must be at least 1, got 0"),
+        (["eval-tokenizer", "--n-shapes", "-3"], "argument --n-shapes: must be at least 1, got -3"),
+        (["eval-generator", "--sweep", "--sweep-n-two", "0"], "argument --sweep-n-two: must be at least 1"),
+        (["eval-judge", "--n-drawings", "many"], "argument --n-drawings: expected a whole number, got 'many'"),
+        (["train-verifier", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
+    ],
+)
+def test_evaluations_refuse_counts_below_one_before_loading_anything(command, message, capsys):
+    """`--n 0` used to run the evaluation and end in numpy's mean of nothing (a nan, or a traceback)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

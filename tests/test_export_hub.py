@@ -4,6 +4,7 @@ imported, against mmgen's own pipeline on the same folder."""
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -123,3 +124,16 @@ def test_export_refuses_what_it_cannot_export(tmp_path, capsys):
         export_hub("assets/mmgen-base", tmp_path / "full")
     assert main(["export-hub", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_export_refuses_weights_cut_short(tmp_path, capsys):
+    """A model folder whose weights were copied only in part used to export and report success; the export failed
+    only where it was loaded."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree("assets/mmgen-base-64", damaged)
+    weights = sorted((damaged / "vqvae").glob("*.safetensors"))[0]
+    weights.write_bytes(weights.read_bytes()[:5000])
+    assert main(["export-hub", str(damaged), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and weights.name in err and "cannot be read" in err
+    assert not (tmp_path / "o").exists()

@@ -70,3 +70,13 @@ def test_the_tokenizer_ceiling_draws_its_scenes_at_128_px(pipe128):
     ceiling = tokenizer_ceiling(pipe128, n_single=2, n_two=2)
     assert ceiling["single"]["rendered"]["all"] == 1.0 and ceiling["two"]["rendered"]["all"] == 1.0
     assert ceiling["two"]["tokenized"]["n"] == 2  # the tiny f8's round trip, scored like any other
+
+
+def test_eval_caption_draws_its_scenes_at_the_models_size(pipe128):
+    """`mmgen eval-caption` on a 128-px model (its default, mmgen-base) ranks scenes drawn at 128 px; it used to draw
+    them at 64 and stop at the first with the captioner's size error."""
+    from mmgen.eval.eval_caption import rank_scenes
+
+    ranked = rank_scenes(pipe128, seed=3131, n_single=1, n_two=1)
+    assert ranked["single"]["n"] == 1 and ranked["two"]["n"] == 1
+    assert 0.0 <= ranked["two"]["top1"] <= 1.0

@@ -41,6 +41,9 @@ def test_unknown_words_and_suggestions():
     assert vocab.unknown_words("a blue cat")["cat"] == []  # never "at" or "a": too short a match, or a stopword
     assert vocab.warning("a red circle") is None
     assert vocab.warning("a cat on a squre") == "the model never saw: cat, squre (try: square)"
+    # words in any script are words: they used to vanish or split ("красный" was nothing, "piñata" "pi" + "ata")
+    assert split_words("Красный круг, piñata!") == ["красный", "круг", "piñata"]
+    assert list(vocab.unknown_words("a красный circle")) == ["красный"]
 
 
 def test_suggestions_by_meaning_with_minilm():

@@ -9,8 +9,25 @@
   ceiling).
 """
 
+import argparse
 import json
 from pathlib import Path
+
+
+def count(minimum: int):
+    """An argparse type for a number of prompts, scenes or steps: a whole number of at least `minimum`, else
+    argparse's one-line error (`--n 0` used to reach numpy as a mean of nothing)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def write_results(results: dict, path: str | Path | None) -> None:

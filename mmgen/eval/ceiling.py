@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..captioning import image_side
 from ..data.images import pil_to_tensor
 from ..data.shapes import CANVAS, SCALES, relation, render_scene, shapes_annotation
 from .judge import read_scene
@@ -48,7 +49,7 @@ def tokenizer_ceiling(
     "by_shape": {"rendered": ..., "tokenized": ..., "tokenized_strict": ...}}}. What the tokenizer loses (small
     stars, drawn as blobs) no generator gets back. The scenes are shapes-v1's (sizes and places as in training),
     drawn at the model's image size (64 or 128 px; else {})."""
-    side = pipe.transformer.config.sample_size * pipe.vqvae.downsample_factor
+    side = image_side(pipe)
     scale = side // CANVAS
     if side % CANVAS or scale not in SCALES:
         return {}

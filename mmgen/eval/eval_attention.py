@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..attention import AttentionRecorder, peak
-from . import write_results
+from . import count, write_results
 from .judge import read_scene
 from .prompts import single_prompts
 
@@ -135,6 +135,6 @@ def main(args: argparse.Namespace) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base")
-    p.add_argument("--n", type=int, default=100, help="single-object prompts, one image each")
+    p.add_argument("--n", type=count(1), default=100, help="single-object prompts, one image each")
     p.add_argument("--out", default="eval/attention.json")
     return p

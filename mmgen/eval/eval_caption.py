@@ -26,12 +26,13 @@ from ..captioning import (
     SceneCaption,
     SearchSettings,
     image_latents,
+    image_side,
     rank_captions,
     sample_errors,
     search_stages,
 )
-from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, relation, render_scene
-from . import write_results
+from ..data.shapes import BACKGROUNDS, CANVAS, COLORS, POSITIONS, SHAPES, SIZES, relation, render_scene
+from . import count, write_results
 from .ceiling import ceiling_scenes
 
 CAPTION_SEED = 3131  # the held-out scenes' shapes-v1 stream: no training run, evaluation or tuning reads it
@@ -98,7 +99,7 @@ def rank_scenes(pipe, seed: int, n_single: int, n_two: int) -> dict:
             chosen = distractors(truth, labels, np.random.default_rng([seed, i]))
             captions = [truth.text] + [c.text for _, c in chosen]
             start = time.perf_counter()
-            scores = dict(rank_captions(pipe, render_scene(labels), captions))
+            scores = dict(rank_captions(pipe, render_scene(labels, image_side(pipe) // CANVAS), captions))
             seconds.append(time.perf_counter() - start)
             top1.append(min(scores, key=scores.get) == truth.text)
             for kind, c in chosen:
@@ -139,7 +140,7 @@ def caption_scenes(pipe, seed: int, n_single: int, n_two: int, settings: SearchS
         scores, seconds, scored = {"greedy": [], "refined": []}, [], []
         for _, labels in items:
             start = time.perf_counter()
-            stages = search_stages(pipe, render_scene(labels), settings)
+            stages = search_stages(pipe, render_scene(labels, image_side(pipe) // CANVAS), settings)
             seconds.append(time.perf_counter() - start)
             scored.append(stages["captions_scored"])
             for stage in scores:
@@ -175,7 +176,7 @@ def tune(pipe, n_single: int, n_two: int, seed: int = TUNE_SEED) -> dict:
         for i, labels in items:
             truth = SceneCaption.from_labels(labels)
             captions = [truth.text] + [c.text for _, c in distractors(truth, labels, np.random.default_rng([seed, i]))]
-            x0 = image_latents(pipe, render_scene(labels))
+            x0 = image_latents(pipe, render_scene(labels, image_side(pipe) // CANVAS))
             e = sample_errors(pipe, x0, captions, timesteps=TUNE_TIMESTEPS, num_noises=TUNE_NOISES)
             errors.append(e.view(len(captions), len(TUNE_TIMESTEPS), TUNE_NOISES).numpy())
         errors = np.stack(errors)  # (scenes, 8, timesteps, noises)
@@ -253,10 +254,10 @@ def main(args: argparse.Namespace) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base")
-    p.add_argument("--n-single", type=int, default=200, help="one-object scenes ranked against distractors")
-    p.add_argument("--n-two", type=int, default=100, help="two-object scenes ranked against distractors")
-    p.add_argument("--n-caption-single", type=int, default=100, help="one-object scenes captioned by search")
-    p.add_argument("--n-caption-two", type=int, default=50, help="two-object scenes captioned by search")
+    p.add_argument("--n-single", type=count(1), default=200, help="one-object scenes ranked against distractors")
+    p.add_argument("--n-two", type=count(1), default=100, help="two-object scenes ranked against distractors")
+    p.add_argument("--n-caption-single", type=count(1), default=100, help="one-object scenes captioned by search")
+    p.add_argument("--n-caption-two", type=count(1), default=50, help="two-object scenes captioned by search")
     p.add_argument(
         "--tune", action="store_true", help="on tuning scenes instead: the timestep and noise study, and the search's"
     )

@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from ..vocabulary import Vocabulary
-from . import write_results
+from . import count, write_results
 from .accuracy import Sampling, evaluate
 from .ceiling import format_ceiling, tokenizer_ceiling
 from .prompts import HELDOUT_PROMPTS, TUNING_PROMPTS, PromptSets
@@ -106,10 +106,11 @@ def guidance_interval(text: str) -> tuple[float, float] | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base")
-    p.add_argument("--n-single", type=int, default=HELDOUT_PROMPTS.n_single, help="held-out single-object prompts")
-    p.add_argument("--n-two", type=int, default=HELDOUT_PROMPTS.n_two, help="held-out two-object prompts")
-    p.add_argument("--n-paraphrase", type=int, default=HELDOUT_PROMPTS.n_paraphrase, help="held-out reworded prompts")
-    p.add_argument("--steps", type=int, help="override the pipeline's default number of steps (sweep too)")
+    held_out = HELDOUT_PROMPTS
+    p.add_argument("--n-single", type=count(0), default=held_out.n_single, help="held-out single-object prompts")
+    p.add_argument("--n-two", type=count(0), default=held_out.n_two, help="held-out two-object prompts")
+    p.add_argument("--n-paraphrase", type=count(0), default=held_out.n_paraphrase, help="held-out reworded prompts")
+    p.add_argument("--steps", type=count(1), help="override the pipeline's default number of steps (sweep too)")
     p.add_argument("--bf16", action="store_true", help="the optional bf16 autocast path (pipe.set_autocast)")
     p.add_argument(
         "--sweep",
@@ -128,12 +129,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="S",
         help="default 0: the samplers alone (the snap is then chosen at the chosen sampler)",
     )
-    p.add_argument("--sweep-n-single", type=int, default=TUNING_PROMPTS.n_single, help="single-object tuning prompts")
     p.add_argument(
-        "--sweep-n-two", type=int, default=TUNING_PROMPTS.n_two, help="two-object tuning prompts per setting"
+        "--sweep-n-single", type=count(1), default=TUNING_PROMPTS.n_single, help="single-object tuning prompts"
     )
     p.add_argument(
-        "--sweep-n-reworded", type=int, default=0, help="single-object tuning prompts in reworded phrasings"
+        "--sweep-n-two", type=count(1), default=TUNING_PROMPTS.n_two, help="two-object tuning prompts per setting"
+    )
+    p.add_argument(
+        "--sweep-n-reworded", type=count(0), default=0, help="single-object tuning prompts in reworded phrasings"
     )
     p.add_argument(
         "--sweep-free",

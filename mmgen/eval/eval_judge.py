@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..data.shapes import shapes_sample
 from ..model_paths import model_path
-from . import write_results
+from . import count, write_results
 from .deformed import DEFORMATIONS, deformed_sample
 from .judge import coverage_of, fit_shape, read_scene, score_scene
 from .verifier import load_verifier
@@ -158,7 +158,7 @@ def main(args: argparse.Namespace) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base-64", help="model folder whose tokenizer reconstructs")
     p.add_argument("--tuning", action="store_true", help="the tuning streams the strict settings were chosen on")
-    p.add_argument("--n-renders", type=int, default=200)
-    p.add_argument("--n-drawings", type=int, default=60, help="wrong drawings of each kind")
+    p.add_argument("--n-renders", type=count(1), default=200)
+    p.add_argument("--n-drawings", type=count(1), default=60, help="wrong drawings of each kind")
     p.add_argument("--out", default=None)
     return p

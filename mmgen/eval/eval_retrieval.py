@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import write_results
+from . import count, write_results
 from .retrieval import FEATURES, Gallery, pairwise_distances, top_k
 
 DEFAULT_N = 100  # test queries per query folder
@@ -235,13 +235,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder (or Hub id) of the generator")
     p.add_argument("--gallery", nargs="+", required=True, help="image folders holding every image of the domain")
     p.add_argument("--queries", nargs="+", required=True, help="image folders whose captions are the prompts")
-    p.add_argument("--n", type=int, default=DEFAULT_N, help="queries per folder (each half)")
+    p.add_argument("--n", type=count(1), default=DEFAULT_N, help="queries per folder (each half)")
     p.add_argument("--tune", action="store_true", help="sweep --tune-guidance on the tuning half instead")
     p.add_argument("--tune-guidance", type=float, nargs="+", default=list(TUNE_GUIDANCE))
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    p.add_argument("--variety-prompts", type=int, default=16)
-    p.add_argument("--variety-seeds", type=int, default=4)
+    p.add_argument("--steps", type=count(1), default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--variety-prompts", type=count(1), default=16)
+    p.add_argument("--variety-seeds", type=count(1), default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="results JSON (a picture is written beside it)")
     return p

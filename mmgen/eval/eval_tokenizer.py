@@ -38,7 +38,7 @@ from ..data.images import load_image, pil_to_tensor, tensor_to_pil
 from ..data.shapes import shapes_sample
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE
-from . import write_results
+from . import count, write_results
 from .judge import read_scene, score_scene
 
 HELDOUT_SHAPES_SEED = 2
@@ -267,7 +267,7 @@ def main(args: argparse.Namespace) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base", help="model folder (or Hub id) holding vqvae/")
     p.add_argument("--subfolder", default="vqvae")
-    p.add_argument("--n-shapes", type=int, default=256, help="held-out shapes-v1 scenes to score")
+    p.add_argument("--n-shapes", type=count(1), default=256, help="held-out shapes-v1 scenes to score")
     p.add_argument("--shapes-seed", type=int, default=HELDOUT_SHAPES_SEED)
     p.add_argument("--no-photos", action="store_true", help="skip the natural-photo set")
     p.add_argument(

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
+from . import count
 from .verifier import CLASSES, ShapeVerifier, object_crop
 from .verifier_data import verifier_batch
 
@@ -137,11 +138,11 @@ def main(args: argparse.Namespace) -> ShapeVerifier:
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default="assets/shape-verifier")
-    p.add_argument("--samples", type=int, default=24000, help="drawings to train on")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--samples", type=count(1), default=24000, help="drawings to train on")
+    p.add_argument("--steps", type=count(1), default=3000)
+    p.add_argument("--batch-size", type=count(1), default=128)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=32, help="the CNN's channels (x2 in its last blocks)")
+    p.add_argument("--width", type=count(1), default=32, help="the CNN's channels (x2 in its last blocks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--labels",

@@ -20,6 +20,7 @@ interrupted one resumes from its last checkpoint. Other options on the command l
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import tomllib
 from collections.abc import Callable
@@ -34,6 +35,15 @@ from .run_options import check_run_options
 PARTS = ("tokenizer", "generator")
 RECIPE_KEYS = ("model", "scheduler", "sampling", *PARTS)
 RUNNER_OPTIONS = ("recipe", "resume")  # the runner sets them; a recipe cannot
+# diffusers' training scripts' names for the trainers' options, so a recipe written in them gets the name it needs
+DIFFUSERS_NAMES = {
+    "learning_rate": "lr",
+    "train_batch_size": "batch_size",
+    "max_train_steps": "steps",
+    "output_dir": "out",
+    "lr_warmup_steps": "warmup_steps",
+    "checkpointing_steps": "checkpoint_every",
+}
 
 
 @dataclass
@@ -142,7 +152,7 @@ def recipe_stages(recipe: Recipe, part: str, add_arguments, command_line=None) -
         argv = []
         for key, value in options.items():
             if key not in actions or key in RUNNER_OPTIONS:
-                raise ValueError(f"{where}: unknown option {key!r} (keys are the options of train-{part})")
+                raise ValueError(f"{where}: unknown option {key!r}{_did_you_mean(key, actions)}")
             argv += _argv(actions[key], key, value, where)
         try:
             args = parser.parse_args(argv)
@@ -161,6 +171,20 @@ def recipe_stages(recipe: Recipe, part: str, add_arguments, command_line=None) -
         args.recipe, args.resume = None, True  # an interrupted stage resumes from its last checkpoint
         stages.append(Stage(name, args, {key: getattr(args, key) for key in options}))
     return stages
+
+
+def _did_you_mean(key: str, actions: dict) -> str:
+    """The end of an unknown option's message: the option meant, where one is close (`batch-size`, `--lr`,
+    `learning_rate` -> ...), else where the keys come from."""
+    spelled = key.lstrip("-").replace("-", "_")
+    if spelled in RUNNER_OPTIONS:
+        return f" (the recipe runner sets {spelled} itself: `mmgen train-... --recipe FILE` resumes every stage)"
+    keys = [k for k in actions if k not in RUNNER_OPTIONS]
+    spelled = DIFFUSERS_NAMES.get(spelled, spelled)
+    close = [spelled] if spelled in keys else difflib.get_close_matches(spelled, keys, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}? (keys are the trainer's options with _ for -)"
+    return " (keys are the trainer's options with _ for -, e.g. batch_size for --batch-size)"
 
 
 def _argv(action: argparse.Action, key: str, value, where: str) -> list[str]:
