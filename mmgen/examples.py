@@ -3,7 +3,9 @@
     python -m mmgen.release --examples assets/examples
 
 The scenes come from stream 2, which no training run draws from (the tokenizer trains on stream 0, the generator
-on streams 0 and 1), so the Tokenizer tab shows reconstructions of images the model never saw.
+on streams 0 and 1), so the Tokenizer tab shows reconstructions of images the model never saw. Each is written at
+64 px (`shapes-N.png`) and at 128 (`shapes-N-128.png`): the app offers a model the scenes at the size it paints,
+whose token grids its repaint takes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def write_examples(out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = {f"shapes-{i}": shapes_sample(HELD_OUT_STREAM, i).image for i in SCENES}
+    images |= {f"shapes-{i}-128": shapes_sample(HELD_OUT_STREAM, i, scale=2).image for i in SCENES}
     photos = {p.stem: p for p in skimage_photos()}
     # coffee is 4:3: scale its height to PHOTO_SIDE, then crop the centre square around the cup
     coffee = load_image(photos["coffee"]).resize((341, PHOTO_SIDE), Image.Resampling.LANCZOS)

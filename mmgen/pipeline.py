@@ -29,7 +29,7 @@ from .candidates import best_generators
 from .denoising import DenoisingRun, Guidance, model_output_for_x0, predict_x0  # noqa: F401
 from .model_paths import local_model_folder
 from .models.dit import DiT
-from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder
+from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder, unread_text
 from .models.vqvae import VQVAE
 from .settings import (  # the defaults are re-exported: callers have always read them here
     DEFAULT_CODEBOOK_SNAP,  # noqa: F401
@@ -172,9 +172,8 @@ class MMGenPipeline(DiffusionPipeline):
         """Text -> (prompt_embeds (B, L, E), mask (B, L), negative_embeds, negative_mask); the negative is the
         null condition used in training (the empty prompt) unless `negative_prompt` says otherwise."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        ids = self.tokenizer(prompts, truncation=False)["input_ids"]
-        if any(len(i) > MAX_TOKENS for i in ids):
-            logger.warning(f"prompt longer than {MAX_TOKENS} tokens: truncated")
+        for unread in filter(None, (unread_text(self.tokenizer, p) for p in prompts)):
+            logger.warning(f"the model reads {MAX_TOKENS - 2} word pieces of a prompt: {unread!r} is ignored")
 
         def encode(texts):
             embeds, mask = encode_text_cached(self.tokenizer, self.text_encoder, texts)

@@ -77,9 +77,17 @@ def read_run_card(
     the caller will run with (a note when the card's differs). `limits`: tighter bounds (`max_steps`, ...)."""
     if isinstance(card, str | Path):
         try:
-            card = json.loads(Path(card).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"Not a run card: {e}") from e
+            text = Path(card).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("Not a run card: the file is not text (a run card is a .json file).") from None
+        except OSError as e:
+            raise ValueError(f"The run card could not be read: {e.strerror or e}.") from None
+        if not text.strip():
+            raise ValueError("Not a run card: the file is empty.")
+        try:
+            card = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Not a run card: the file is not JSON (line {e.lineno}, column {e.colno}).") from None
     if not isinstance(card, dict) or card.get("format") != RUN_CARD_FORMAT:
         raise ValueError(f"Not an mmgen run card (expected format {RUN_CARD_FORMAT!r}).")
     settings = SamplingSettings(

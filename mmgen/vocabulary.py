@@ -134,10 +134,13 @@ class Vocabulary:
         return " ".join(words) if any(w not in STOPWORDS for w in words) else ""  # "a cat on a sofa": nothing
 
     def warning(self, prompt: str, encoder=None) -> str | None:
-        """ "the model never saw: cat, tiny (try: small)", or None when every word is known."""
+        """ "the model never saw: cat, tiny (try: small)"; "the prompt names nothing the model knows" for one of
+        symbols or stop words alone ("🔴 ⭐", "the a of"); None when the prompt names something and every word
+        is known."""
         unknown = self.unknown_words(prompt, encoder)
         if not unknown:
-            return None
+            named = any(w in self.words and w not in STOPWORDS for w in split_words(prompt))
+            return None if named else "the prompt names nothing the model knows"
         parts = [w + (f" (try: {', '.join(s)})" if s else "") for w, s in unknown.items()]
         return "the model never saw: " + ", ".join(parts)
 

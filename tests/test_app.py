@@ -185,6 +185,14 @@ def test_generate_bad_input_gets_a_message_before_it_is_queued(client, args, mes
         client.predict(*args, api_name="/generate")
 
 
+def test_an_input_the_check_cannot_read_is_refused_and_frees_the_visitor(client):
+    """A list sent for the scheduler used to crash the check, be admitted, fail in the handler before its job
+    began, and leave the visitor's slot taken: every later run refused as busy for about 17 minutes."""
+    with pytest.raises(ValidationError, match="could not be read"):
+        client.predict("a red circle", 4, 2.0, 0, False, ["ddim"], 0.5, 1, False, api_name="/generate")
+    assert client.predict(*GENERATE, api_name="/generate")[2]  # admitted: the info line of a finished run
+
+
 # ---------------------------------------------------------------- Trajectory
 def test_scrub_step_through_and_play(client):
     client.predict(*GENERATE, api_name="/generate")
@@ -268,8 +276,11 @@ def test_repaint_keeps_unselected_cells(client, tmp_path):
 def test_repaint_needs_the_generators_grid(client, tmp_path):
     client.predict(_scene(tmp_path, size=64), api_name="/tokenize")  # 16x16 tokens; the tiny generator does 8x8
     client.predict("1,1", api_name="/select_cells")
-    with pytest.raises(Exception, match="paints 8×8 token grids"):
+    with pytest.raises(Exception, match="repaints 8×8-token grids .32×32 images.; this image makes 16×16 tokens"):
         client.predict("a red circle", 0, api_name="/repaint")
+    client.predict(_scene(tmp_path, size=32), api_name="/tokenize")  # refused before the job: the slot is free
+    client.predict("1,1", api_name="/select_cells")
+    assert "Repainted 1 selected cell(s)" in client.predict("a red circle", 0, api_name="/repaint")[2]
 
 
 # ---------------------------------------------------------------- Codebook

@@ -102,6 +102,12 @@ def test_caption_bad_input_gets_messages(client, scene, tmp_path):
     with pytest.raises(Exception, match="can't be used") as refused:
         client.predict(handle_file(str(broken)), "a red circle", api_name="/rank_captions")
     assert str(tmp_path) not in str(refused.value)
+    Image.new("RGB", (7, 7), "red").save(tmp_path / "tiny.png")  # it used to be scaled up and captioned
+    with pytest.raises(Exception, match="7×7: too small to read"):
+        client.predict(handle_file(str(tmp_path / "tiny.png")), api_name="/caption")
+    shapes_sample(0, 1).image.resize((96, 32)).save(tmp_path / "wide.png")  # its crop is said, not silent
+    *_, info = client.predict(handle_file(str(tmp_path / "wide.png")), "a red circle", api_name="/rank_captions")
+    assert "The image (96×32) was cut to its middle 32×32 square." in info
 
 
 def test_words_the_model_never_saw_are_flagged_without_blocking(client):
@@ -109,6 +115,14 @@ def test_words_the_model_never_saw_are_flagged_without_blocking(client):
     assert note.startswith("⚠️ The model never saw: cat") and "sofa" in note and "It knows 6 words" in note
     assert " on " not in note.split("It knows")[0]  # stop words are never flagged
     assert client.predict("a large red circle", api_name="/check_words") == ""
+    # symbols or stop words alone name nothing, which used to pass without a word
+    for nothing in ("🔴 ⭐", "the a of on"):
+        assert "names nothing the model knows" in client.predict(nothing, api_name="/check_words")
+    # a prompt past the 30 word pieces the model reads: the note says what it never reads
+    long = "a large red circle " * 7 + "on a small blue square"  # 28 + 5 word pieces
+    assert client.predict(long, api_name="/check_words") == (
+        "⚠️ It reads the first 30 word pieces of a prompt: 'small blue square' is ignored."
+    )
     image, *_ = client.predict("a large cat", *FAST[1:], api_name="/generate")  # still runs
     assert image
 

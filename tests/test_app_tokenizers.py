@@ -131,6 +131,8 @@ def test_bad_folders_and_hub_ids_get_messages(client, tmp_path, monkeypatch):
     assert "LocalEntryNotFoundError" not in str(refused.value)
     with pytest.raises(Exception, match="Type a model folder"):
         client.predict("  ", api_name="/load_tokenizer")
+    with pytest.raises(Exception, match="no tokenizer here"):  # the root's name is "": it read as the generator's
+        client.predict("/", api_name="/load_tokenizer")
 
 
 def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(folders, tiny_vq, tmp_path):

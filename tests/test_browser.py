@@ -225,13 +225,18 @@ def test_read_the_generated_image_back_as_text_and_see_a_words_attention(page):
 
 
 def test_bad_upload_shows_a_message_not_a_traceback(page, tmp_path):
+    """... and clears the image before it: token edits used to apply to it while the new file was shown."""
+    from mmgen.data.shapes import shapes_sample
+
+    shapes_sample(0, 1).image.save(tmp_path / "scene.png")
+    upload(page, tmp_path / "scene.png")
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    open_tab(page, "Tokenizer")
     page.locator("#upload input[type=file]").set_input_files(str(path))
-    toast = page.get_by_text("not an image", exact=False).or_(page.get_by_text("could not", exact=False)).first
-    toast.wait_for(timeout=TIMEOUT_MS)
-    assert "Traceback" not in page.content()
+    page.locator("#stats").get_by_text("can't be used", exact=False).wait_for(timeout=TIMEOUT_MS)
+    assert "PSNR" not in page.locator("#stats").inner_text() and "Traceback" not in page.content()
+    page.locator("#set-code").click()
+    page.get_by_text("Tokenize an image first", exact=False).first.wait_for(timeout=TIMEOUT_MS)
 
 
 def test_the_tab_bar_keeps_its_tabs_as_they_are_opened(page):

@@ -110,6 +110,10 @@ def test_the_navbar_picks_the_model_in_a_browser(two_models, browser):
         assert "Model: `runs/Tiny B`" in page.content() or page.get_by_text("runs/Tiny B").count() > 0
         page.locator("#generate").click()
         page.locator("#generate-info").get_by_text("steps of").wait_for(timeout=TIMEOUT_MS)
+        # a typed prompt follows the visitor to the other model's page (each page starts afresh: it was lost)
+        page.locator("#prompt textarea").fill("a red circle on a cat")
+        page.get_by_role("link", name="tiny-a").click()
+        page.wait_for_function("document.querySelector('#prompt textarea')?.value == 'a red circle on a cat'")
     finally:
         page.close()
 

@@ -256,7 +256,8 @@ def test_examples_are_the_shipped_ones(tmp_path):
     from mmgen.examples import write_examples
 
     paths = write_examples(tmp_path)
-    assert [p.name for p in paths] == ["shapes-0.png", "shapes-3.png", "shapes-5.png", "coffee.png", "astronaut.png"]
+    scenes = ["shapes-0.png", "shapes-3.png", "shapes-5.png", "shapes-0-128.png", "shapes-3-128.png", "shapes-5-128.png"]
+    assert [p.name for p in paths] == [*scenes, "coffee.png", "astronaut.png"]
     for p in paths:
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(ROOT / "assets" / "examples" / p.name)))
 

@@ -53,9 +53,17 @@ def test_a_missing_field_and_a_broken_file_get_messages(tmp_path):
     del card["prompt"]
     with pytest.raises(ValueError, match="lacks a valid field: prompt"):
         read_run_card(card)
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="Not a run card"):
-        read_run_card(tmp_path / "bad.json")
+    # each in words, never the parser's own ("Expecting value: line 1 column 1 (char 0)", "'utf-8' codec ...")
+    for content, message in (
+        (b"{not json", r"Not a run card: the file is not JSON \(line 1, column 2\)\.$"),
+        (b"", "Not a run card: the file is empty."),
+        (b"\xff\xfe\x00binary", r"Not a run card: the file is not text"),
+    ):
+        (tmp_path / "bad.json").write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            read_run_card(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="could not be read"):
+        read_run_card(tmp_path / "missing.json")
 
 
 def test_a_card_within_the_library_bounds_can_exceed_an_apps():

@@ -44,6 +44,7 @@ def test_unknown_words_and_suggestions():
     # words in any script are words: they used to vanish or split ("красный" was nothing, "piñata" "pi" + "ata")
     assert split_words("Красный круг, piñata!") == ["красный", "круг", "piñata"]
     assert list(vocab.unknown_words("a красный circle")) == ["красный"]
+    assert vocab.warning("🔴 ⭐") == vocab.warning("the a of on") == "the prompt names nothing the model knows"
 
 
 def test_suggestions_by_meaning_with_minilm():

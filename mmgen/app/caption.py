@@ -16,6 +16,7 @@ from .errors import handler
 from .runs import FinishedRun
 from .tokenizer import uploaded_file
 
+MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a few blurred blocks
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
 MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
 NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
@@ -106,8 +107,9 @@ class CaptionTab:
         return run.image, gr.Tabs(selected="caption")
 
     # ------------------------------------------------------------------ handlers
-    def read_image(self, upload) -> PIL.Image.Image:
-        """The image at the generator's size, its file's size checked from the header before decoding."""
+    def read_image(self, upload) -> tuple[PIL.Image.Image, str]:
+        """The image at the generator's size, its file's size checked from the header before decoding, and a note
+        when it was cut to a square."""
         path = uploaded_file(upload)
         if not path:
             raise gr.Error(NO_IMAGE)
@@ -115,7 +117,17 @@ class CaptionTab:
             image = load_image(path, max_pixels=self.ctx.limits.max_upload_pixels)
         except ImageLoadError as e:
             raise gr.Error(f"That file can't be used: {e.reason}.") from e
-        return fit_square(image, self.ctx.grid_side * self.ctx.facts.downsample_factor)
+        side = self.ctx.grid_side * self.ctx.facts.downsample_factor
+        if min(image.size) < MIN_SIDE:
+            raise gr.Error(
+                f"That image is {image.width}×{image.height}: too small to read (the model reads {side}×{side} "
+                f"images; at least {MIN_SIDE} px a side)."
+            )
+        note = ""
+        if image.width != image.height:
+            s = min(image.size)
+            note = f" The image ({image.width}×{image.height}) was cut to its middle {s}×{s} square."
+        return fit_square(image, side), note
 
     @handler
     def rank(self, upload, text: str | None, request: gr.Request) -> tuple:
@@ -124,17 +136,17 @@ class CaptionTab:
             captions = parse_captions(text)
             if not captions:
                 raise gr.Error("Type the captions to rank, one per line, or press 'Caption it'.")
-            image = self.read_image(upload)
+            image, note = self.read_image(upload)
             ranked = self.ctx.compute(rank_captions, self.ctx.pipe, image, captions)
-        return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).")
+        return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).{note}")
 
     @handler
     def caption(self, upload, request: gr.Request) -> tuple:
         """The model's own caption: a search over its caption grammar, or a ranking of its training captions."""
         with self.ctx.jobs.job(request):
-            image = self.read_image(upload)
+            image, note = self.read_image(upload)
             ranked = self.ctx.compute(caption_candidates, self.ctx.pipe, image, self.ctx.vocabulary)
-        return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**")
+        return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**.{note}")
 
     def _shown(self, image: PIL.Image.Image, ranked: list[tuple[str, float]], title: str) -> tuple:
         best, error = ranked[0]

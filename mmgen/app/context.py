@@ -5,6 +5,7 @@ nothing here runs a model at import."""
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -115,7 +116,14 @@ class AppContext:
         return self.facts.scheduler
 
     def example_images(self) -> list[str]:
-        return sorted(str(p) for p in self.examples_dir.glob("*.png")) if self.examples_dir.is_dir() else []
+        """The example uploads: the photos, and the shapes scenes drawn at the size the generator paints (64 px:
+        shapes-N.png, 128: shapes-N-128.png), so that their token grids are the ones its repaint takes."""
+        if not self.examples_dir.is_dir():
+            return []
+        side = self.facts.grid_side * self.facts.downsample_factor
+        sized = re.compile(r"shapes-\d+" + ("" if side == 64 else f"-{side}") + r"\.png")
+        paths = sorted(self.examples_dir.glob("*.png"))
+        return [str(p) for p in paths if not p.name.startswith("shapes-") or sized.fullmatch(p.name)]
 
 
 def own_tokenizer(loading: ModelLoading, name: str) -> Future:

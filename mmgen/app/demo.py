@@ -90,14 +90,16 @@ def build_demo(
         with gr.Blocks() as blocks:
             if len(pipe) > 1:  # the model picker
                 gr.Navbar(main_page_name=pipe[0].name)
-            build_page(ctx, page.card)
-        if i > 0:  # the API names of the front page's events stay as they are; another page's get its prefix
-            prefix = page_path(page.name).replace("-", "_").replace(".", "_")
-            for event in blocks.fns.values():
-                if isinstance(event.api_name, str):
-                    event.api_name = f"{prefix}_{event.api_name}"
+            generate = build_page(ctx, page.card)
+        # The API names of the front page's events stay as they are; another page's get its prefix.
+        prefix = "" if i == 0 else page_path(page.name).replace("-", "_").replace(".", "_") + "_"
+        for event in blocks.fns.values():
+            if isinstance(event.api_name, str):
+                event.api_name = f"{prefix}{event.api_name}"
         with demo if i == 0 else demo.route(page.name, page_path(page.name)):
             blocks.render()
+            # on this page's load (the load event of a page rendered into another never fires)
+            generate.restore_typed_prompt(demo, api_name=f"{prefix}restore_typed_prompt")
             if i == 0:
                 demo.unload(jobs.on_unload)  # a closed tab gives back its job slot, whatever its page
         contexts.append(ctx)
@@ -110,8 +112,8 @@ def page_path(name: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", name.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-") or "model"
 
 
-def build_page(ctx: AppContext, model_card: Path | None) -> None:
-    """One model's header and tabs, wired."""
+def build_page(ctx: AppContext, model_card: Path | None) -> GenerateTab:
+    """One model's header and tabs, wired; its Generate tab (its prompt is restored when the page loads)."""
     gr.Markdown(header(ctx))
     # The session's last finished run (runs.FinishedRun), dropped this long after it was made.
     run_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
@@ -129,3 +131,4 @@ def build_page(ctx: AppContext, model_card: Path | None) -> None:
     codebook.wire()
     caption.wire()
     caption.send_from(generate.read_back, run_state, tabs)
+    return generate

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import gradio as gr
 import PIL.Image
 import torch
 
+from ..models.text_encoder import MAX_TOKENS, unread_text
 from ..run_card import read_run_card
 from ..settings import (
     DEFAULT_GUIDANCE_INTERVAL,
@@ -34,6 +36,7 @@ from .runs import FinishedRun, advance, checked, finish_run, refused_controls, s
 PREVIEW_EVERY_S = 0.5  # live previews while generating: twice a second, each a decode and an image sent
 MAX_RUN_CARD_BYTES = 64 * 1024  # a run card is about 1 kB
 KNOWN_SHOWN = 12  # known words named beside the words a prompt has that the model never saw
+BROWSER_SECRET = secrets.token_hex(16)  # this server's key for what it keeps in visitors' browsers
 
 
 class GenerateTab:
@@ -66,6 +69,9 @@ class GenerateTab:
 
     def _build_controls(self) -> None:
         self.prompt = gr.Textbox(label="Prompt", value=self.ctx.example_prompts[0], max_lines=3, elem_id="prompt")
+        # The visitor's last prompt, kept in the browser: it follows them to another model's page and across
+        # reloads (each page is a page load: its components start afresh). One secret for all pages: each reads it.
+        self.typed_prompt = gr.BrowserState("", storage_key="mmgen-prompt", secret=BROWSER_SECRET)
         self.words_note = gr.Markdown(elem_id="unknown-words")
         self.use_known_words = gr.Button(
             "Say it in words the model knows", size="sm", visible=False, elem_id="use-known-words"
@@ -132,6 +138,8 @@ class GenerateTab:
         # that says the prompt in words it knows. Not on every keystroke: an event on the prompt would clear the
         # message a refused run shows under it.
         self._note_words(self.button.click(self.generate, inputs, outputs, api_name="generate", **model_event), True)
+        # whatever fills the box (typing, an example, a run card), kept by the browser alone: no request per key
+        self.prompt.change(None, self.prompt, self.typed_prompt, js="(p) => p", api_visibility="private")
         self._note_words(
             self.prompt.submit(
                 self.generate, inputs, outputs, api_name="generate_on_submit", api_visibility="private", **model_event
@@ -178,9 +186,10 @@ class GenerateTab:
         candidates, the pipeline first picks the most likely of that many starting noises (before the first
         preview). Every model call runs on the model thread; a run past the Space's time limit is stopped."""
         ctx = self.ctx
-        settings = settings_from_controls(ctx, prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates)
         skip = [gr.skip()] * 3  # the outputs that wait for the end of the run
-        with ctx.jobs.job(request) as deadline:
+        with ctx.jobs.job(request) as deadline:  # first: the visitor's slot is freed however this ends
+            controls = prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates
+            settings = settings_from_controls(ctx, *controls)
             unknown = self.unknown_words(settings.prompt)
             if unknown:
                 gr.Warning(unknown)  # the run goes ahead: the model may still draw what it knows
@@ -209,19 +218,23 @@ class GenerateTab:
         )
 
     def unknown_words(self, prompt: str) -> str | None:
-        """ "The model never saw: cat, sofa (try: ...)", or None (every word known, or no vocabulary saved)."""
-        vocabulary = self.ctx.vocabulary
-        if vocabulary is None or not isinstance(prompt, str):
+        """ "The model never saw: cat, sofa (try: ...)" and/or what of a long prompt it never reads, or None
+        (every word known, or no vocabulary saved, and the whole prompt read)."""
+        if not isinstance(prompt, str):
             return None
-        pipe = self.ctx.pipe
-        message = self.ctx.compute(vocabulary.warning, prompt, (pipe.tokenizer, pipe.text_encoder))
-        if not message:
-            return None
-        known = [w for w in vocabulary.words if w not in STOPWORDS]
-        return (
-            f"{message[0].upper()}{message[1:]}: it will guess. It knows {len(known)} words, e.g. "
-            f"{', '.join(known[:KNOWN_SHOWN])}."
-        )
+        pipe, vocabulary, notes = self.ctx.pipe, self.ctx.vocabulary, []
+        message = vocabulary and self.ctx.compute(vocabulary.warning, prompt, (pipe.tokenizer, pipe.text_encoder))
+        if message:
+            known = [w for w in vocabulary.words if w not in STOPWORDS]
+            notes.append(
+                f"{message[0].upper()}{message[1:]}: it will guess. It knows {len(known)} words, e.g. "
+                f"{', '.join(known[:KNOWN_SHOWN])}."
+            )
+        unread = self.ctx.compute(unread_text, pipe.tokenizer, prompt)  # the tokenizer's one thread: the model's
+        if unread:
+            shown = unread if len(unread) <= 60 else unread[:57] + "..."
+            notes.append(f"It reads the first {MAX_TOKENS - 2} word pieces of a prompt: {shown!r} is ignored.")
+        return " ".join(notes) or None
 
     @handler
     def check_words(self, prompt: str | None) -> str:
@@ -230,6 +243,17 @@ class GenerateTab:
             return ""
         message = self.unknown_words(prompt)
         return f"⚠️ {message}" if message else ""
+
+    def restore_typed_prompt(self, demo: gr.Blocks, api_name: str) -> None:
+        """On each load of `demo`'s page holding this tab: the prompt the visitor last typed, on any model's page."""
+        demo.load(
+            lambda typed: typed if isinstance(typed, str) and typed.strip() else gr.skip(),
+            self.typed_prompt,
+            self.prompt,
+            api_name=api_name,
+            api_visibility="private",
+            queue=False,
+        )
 
     @staticmethod
     def words_button(note: str) -> gr.Button:

@@ -27,8 +27,10 @@ from contextlib import contextmanager
 
 import gradio as gr
 
+from .errors import for_people
 from .limits import ENV, Limits
 
+UNREADABLE = "These inputs could not be read: one of them is not a value of its kind (sent through the API?)."
 BUSY = "You already have a job queued or running: wait for it to finish, then try again (one at a time per visitor)."
 
 
@@ -107,8 +109,10 @@ class JobGate:
         def validate(request: gr.Request, *values):
             try:
                 refused = check(*values) if check is not None else None
-            except Exception:  # a check must refuse with a message, never fail: let the handler report it
-                refused = None
+            except ValueError as e:
+                refused = 0, for_people(str(e))
+            except Exception:  # a check that cannot even read the inputs (an API call sent a list for a name)
+                refused = 0, UNREADABLE
             if refused is None:
                 try:
                     self.admit(getattr(request, "session_hash", None))

@@ -106,8 +106,9 @@ def finish_run(
     h, w = tokens.shape
     s = settings
     best_of = f", best of {s.num_candidates} noises" if s.num_candidates > 1 else ""
+    steps = f"{s.num_inference_steps} step" + "s" * (s.num_inference_steps != 1)
     info = (
-        f"{s.num_inference_steps} steps of {s.scheduler}, guidance {s.guidance_scale:g}, codebook snap "
+        f"{steps} of {s.scheduler or ctx.scheduler_name()}, guidance {s.guidance_scale:g}, codebook snap "
         f"{s.codebook_snap:g}{best_of}, seed {s.seed} · {seconds:.2f} s · {h}×{w} tokens, {used} distinct codes"
     )
     return finished, info

@@ -223,9 +223,16 @@ class TokenizerTab:
 
     @handler
     def tokenize_or_clear(self, upload, tokenizer: str | None = None, uploads: UploadUsage | None = None) -> tuple:
-        if upload:
+        """A new upload, a clicked example or another tokenizer: tokenize at once. No upload, or one that cannot
+        be used, clears the outputs and the session's grid: no edit may apply to an image no longer shown."""
+        cleared = None, None, "", None, None, None, None, "", gr.skip()
+        if not upload:
+            return cleared
+        try:
             return self.tokenize(upload, tokenizer, uploads)
-        return None, None, "", None, None, None, None, "", gr.skip()
+        except gr.Error as e:
+            gr.Warning(e.message)
+            return None, None, e.message, *cleared[3:]
 
     def read_image(self, upload: dict | str | None) -> PIL.Image.Image:
         """The uploaded image, its size checked from its header before it is decoded, downscaled towards MAX_SIDE."""
@@ -334,6 +341,13 @@ class TokenizerTab:
         if grid.tokenizer not in ("", self.registry.own_key):
             own = self.registry.own_key
             return 1, f"The generator repaints {own}'s tokens: tokenize the image with {own} first."
+        side, (h, w) = self.ctx.grid_side, (len(grid.tokens), len(grid.tokens[0]))
+        if (h, w) != (side, side):
+            px = side * self.ctx.facts.downsample_factor
+            return 1, (
+                f"The generator repaints {side}×{side}-token grids ({px}×{px} images); this image makes {h}×{w} "
+                f"tokens. Try a shapes example, or upload a {px}×{px} image."
+            )
         for index, check in ((1, lambda: check_prompt(prompt)), (2, lambda: repaint_settings(prompt, seed))):
             try:
                 check()
@@ -345,21 +359,17 @@ class TokenizerTab:
     def repaint(self, grid: TokenGrid | None, prompt: str | None, seed: float | None, request: gr.Request) -> tuple:
         """Inpainting in the latent space: the generator repaints the selected cells under a prompt; every
         other cell keeps its code."""
-        refused = self.refused_repaint(grid, prompt, seed)
-        if refused is not None:
-            raise gr.Error(refused[1])
-        settings = repaint_settings(prompt, seed)
-        tokens = torch.tensor(grid.tokens)
-        mask = torch.zeros(tokens.shape, dtype=torch.bool)
-        for r, c in grid.selected:
-            mask[r, c] = True
-        pipe = self.ctx.pipe.with_scheduler()
-        try:
-            with self.ctx.jobs.job(request):
-                out = self.ctx.compute(pipe.inpaint, settings.prompt, tokens, mask, generator=settings.generator())
-        except ValueError as e:
-            hint = " Try a shapes example." if str(e).startswith("The generator paints") else ""
-            raise gr.Error(f"{e}{hint}") from e
+        with self.ctx.jobs.job(request):  # first: the visitor's slot is freed however this ends
+            refused = self.refused_repaint(grid, prompt, seed)
+            if refused is not None:
+                raise gr.Error(refused[1])
+            settings = repaint_settings(prompt, seed)
+            tokens = torch.tensor(grid.tokens)
+            mask = torch.zeros(tokens.shape, dtype=torch.bool)
+            for r, c in grid.selected:
+                mask[r, c] = True
+            pipe = self.ctx.pipe.with_scheduler()
+            out = self.ctx.compute(pipe.inpaint, settings.prompt, tokens, mask, generator=settings.generator())
         grid = dataclasses.replace(grid, tokens=out.tokens[0].tolist())
         changed = int((out.tokens[0] != tokens).sum())
         info = f"Repainted {int(mask.sum())} selected cell(s) under {settings.prompt!r}: {changed} token(s) changed."

@@ -165,7 +165,9 @@ class TokenizerRegistry:
         return OnModelThread(tok, self.compute)
 
     def _new_key(self, source: str) -> str:
-        base = Path(source).resolve().name if os.path.isdir(source) and source not in SHIPPED_TOKENIZERS else source
+        """The picker's name for `source`: a folder's name (the root's path: never "", the generator's key)."""
+        folder = os.path.isdir(source) and source not in SHIPPED_TOKENIZERS
+        base = (Path(source).resolve().name or str(Path(source).resolve())) if folder else source
         key, n = base, 2
         while key in self._entries:  # another folder of the same name
             key, n = f"{base} ({n})", n + 1

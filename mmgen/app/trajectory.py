@@ -303,8 +303,8 @@ class TrajectoryTab:
     ) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
         """Continue the current run from step k with another prompt, guidance or seed for the noise still to
         come; returns the original and the branch side by side."""
-        k, settings = self._branch_settings(run, k, prompt, guidance, seed)
-        with self.ctx.jobs.job(request) as deadline:
+        with self.ctx.jobs.job(request) as deadline:  # first: the visitor's slot is freed however this ends
+            k, settings = self._branch_settings(run, k, prompt, guidance, seed)
             pipe = self.ctx.pipe.with_scheduler(settings.scheduler)
             out = self.ctx.compute(
                 pipe,

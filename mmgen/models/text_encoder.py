@@ -41,6 +41,14 @@ def load_text_encoder(name_or_path: str | None = None):
     return tokenizer, encoder
 
 
+def unread_text(tokenizer, text: str) -> str:
+    """The end of `text` past the MAX_TOKENS word pieces the generator reads (as the tokenizer writes it: lower
+    case), which it never sees; "" when the whole text is read."""
+    ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
+    kept = MAX_TOKENS - 2  # [CLS] and [SEP] take two
+    return tokenizer.decode(ids[kept:]) if len(ids) > kept else ""
+
+
 @torch.no_grad()
 def encode_text(tokenizer, encoder, texts: list[str], max_tokens: int = MAX_TOKENS):
     """Texts -> (states (B, L, E), attention mask (B, L) long), L = max_tokens so shapes stay fixed.
