@@ -99,10 +99,10 @@ class Limits:
                 raise ValueError(
                     f"{value:g} {what} is over this Space's limit of {limit} ({env}): choose fewer {what}."
                 )
-        checked = settings.checked(max_steps=self.max_steps, max_candidates=self.max_candidates)
-        if checked.guidance_scale > MAX_GUIDANCE:
-            raise ValueError(f"Guidance must be a number 0..{MAX_GUIDANCE:g}, got {settings.guidance_scale!r}.")
-        return checked
+        guidance = settings.guidance_scale
+        if _number(guidance) and not 0 <= guidance <= MAX_GUIDANCE:  # the slider's range, whichever end is passed
+            raise ValueError(f"Guidance must be a number 0..{MAX_GUIDANCE:g}, got {guidance!r}.")
+        return settings.checked(max_steps=self.max_steps, max_candidates=self.max_candidates)
 
     def field_error(self, settings: SamplingSettings) -> tuple[str, str] | None:
         """(field, message) of the first field of `settings` that `check_sampling` refuses, else None: which

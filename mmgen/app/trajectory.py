@@ -116,7 +116,7 @@ class TrajectoryTab:
                     precision=0,
                     minimum=0,
                     maximum=MAX_SEED,
-                    label="Seed of the noise to come",
+                    label="Seed of the noise to come (empty: the run's)",
                     elem_id="branch-seed",
                 )
                 self.branch_btn = gr.Button("Branch", elem_id="branch")
@@ -285,6 +285,7 @@ class TrajectoryTab:
             check_prompt(prompt)
         except ValueError as e:
             raise _InputError(2, str(e)) from e
+        seed = run.settings.seed if seed is None else seed  # empty, as the prompt: the run's own
         settings = dataclasses.replace(run.settings, prompt=prompt, guidance_scale=guidance, seed=seed)
         error = self.ctx.limits.field_error(settings)
         if error is not None:

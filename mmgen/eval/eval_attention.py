@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from ..attention import AttentionRecorder, peak
+from ..data.shapes import CANVAS
 from . import count, write_results
 from .judge import read_scene
 from .prompts import single_prompts
 
 ATTENTION_SEED = 2468  # the prompts' random stream: apart from the generator evaluation's (12345) and tuning (777)
 WORDS = ("shape", "color", "size")  # the object's words, read from the prompt item
-NEAR_PX = 4  # half a DiT patch (8 px): the maps' own resolution; a shape word often peaks on the outline
 
 
 def in_box(xy: tuple[int, int], obj: dict, margin: float = 0.0) -> bool:
@@ -41,6 +41,12 @@ def box_mask(obj: dict, side: int) -> np.ndarray:
     centres = np.arange(side) + 0.5
     inside = [np.abs(centres - c) <= obj["side"] / 2 for c in obj["center"]]  # x, then y
     return inside[1][:, None] & inside[0][None, :]
+
+
+def in_image_pixels(obj: dict, image_side: int) -> dict:
+    """The judge's object with its box (centre and side, in 64-px units) in the pixels of an image_side image."""
+    scale = image_side / CANVAS
+    return obj | {"center": [c * scale for c in obj["center"]], "side": obj["side"] * scale}
 
 
 def _phase_maps(rec: AttentionRecorder) -> dict[str, dict[str, np.ndarray]]:
@@ -63,6 +69,9 @@ def evaluate_attention(pipe, n: int, seed: int = ATTENTION_SEED) -> dict:
     word's by the object's size), the background word's peak-off-object rate, chance and the shape word's mean
     peak distance from the object's centre in pixels."""
     items = single_prompts(n, np.random.default_rng(seed))
+    # "near": within half a DiT patch (8 px at 64, 16 at 128), the maps' own resolution; a shape word often peaks
+    # on the outline
+    near_px = pipe.transformer.config.patch_size * pipe.vqvae.downsample_factor / 2
     hits, near, share, by_size = defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(list)
     phases = defaultdict(lambda: defaultdict(list))
     background, distance, area, missing = [], [], [], 0
@@ -74,10 +83,10 @@ def evaluate_attention(pipe, n: int, seed: int = ATTENTION_SEED) -> dict:
         if not found:
             missing += 1
             continue
-        obj, maps = found[0], rec.word_maps()
+        obj, maps = in_image_pixels(found[0], image.width), rec.word_maps()
         for kind in WORDS:
             hits[kind].append(in_box(peak(maps[want[kind]]), obj))
-            near[kind].append(in_box(peak(maps[want[kind]]), obj, NEAR_PX))
+            near[kind].append(in_box(peak(maps[want[kind]]), obj, near_px))
             share[kind].append(float(maps[want[kind]][box_mask(obj, image.width)].mean()))
         by_size[obj["size"]].append(hits["shape"][-1])
         for phase, phase_maps in _phase_maps(rec).items():
@@ -97,6 +106,8 @@ def evaluate_attention(pipe, n: int, seed: int = ATTENTION_SEED) -> dict:
         "background_peak_off_object": float(np.mean(background)),
         "chance": float(np.mean(area)),
         "shape_peak_distance_px": float(np.mean(distance)),
+        "image_side": image.width,
+        "near_px": near_px,
         "n": n - missing,
         "no_object_found": missing,
         "seed": seed,
@@ -107,7 +118,7 @@ def format_attention(results: dict) -> str:
     lines = [f"word attention on {results['n']} images (judge found no object in {results['no_object_found']})"]
     near = results["peak_near_object"]
     lines += [
-        f"  {k + ' word':<16}peaks on the object {v:.1%}, within {NEAR_PX} px of it {near[k]:.1%}"
+        f"  {k + ' word':<16}peaks on the object {v:.1%}, within {results['near_px']:g} px of it {near[k]:.1%}"
         for k, v in results["peak_on_object"].items()
     ]
     lines.append(f"  chance: the share of the image in the object's box, {results['chance']:.1%}")
@@ -118,7 +129,10 @@ def format_attention(results: dict) -> str:
     by_size = ", ".join(f"{k} {v:.1%}" for k, v in results["shape_peak_on_object_by_size"].items())
     lines.append(f"  shape word by the object's size: {by_size}")
     lines.append(f"  background colour word peaks off the object {results['background_peak_off_object']:.1%}")
-    lines.append(f"  shape word's peak to object centre: {results['shape_peak_distance_px']:.1f} px on average")
+    lines.append(
+        f"  shape word's peak to object centre: {results['shape_peak_distance_px']:.1f} px on average "
+        f"({results['image_side']}-px images)"
+    )
     return "\n".join(lines)
 
 
