@@ -14,7 +14,6 @@ import gradio as gr
 import PIL.Image
 import torch
 
-from ..models.text_encoder import MAX_TOKENS, unread_text
 from ..run_card import read_run_card
 from ..settings import (
     DEFAULT_GUIDANCE_INTERVAL,
@@ -220,6 +219,8 @@ class GenerateTab:
     def unknown_words(self, prompt: str) -> str | None:
         """ "The model never saw: cat, sofa (try: ...)" and/or what of a long prompt it never reads, or None
         (every word known, or no vocabulary saved, and the whole prompt read)."""
+        from ..models.text_encoder import MAX_TOKENS, unread_text  # transformers: not before the model loads
+
         if not isinstance(prompt, str):
             return None
         pipe, vocabulary, notes = self.ctx.pipe, self.ctx.vocabulary, []
