@@ -22,7 +22,7 @@ REPO = "../.."  # the repository's root, seen from assets/<model>/ (where publis
 
 TAGS = ["vq-vae", "image-tokenizer", "dit", "diffusion", "text-to-image", "cpu"]
 DATASET_NOTES = {  # data a trainer names "shapes" (its default), as the card lists it
-    "shapes-v1": "synthetic scenes drawn from a seed by mmgen.data.shapes (spec: shared/specs/shapes-v1.md)",
+    "shapes-v1": "synthetic scenes drawn from a seed by mmgen.data.shapes (spec: docs/shapes-v1.md)",
     "scikit-image-sample-photos": "the tokenizer's natural images (skimage.data), cropped at random",
 }
 

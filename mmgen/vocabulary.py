@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ SHAPES_V1 = "shapes-v1"
 def split_words(text: str) -> list[str]:
     """The words of a text, lower-cased, in order: runs of letters and digits in any script ("top-left" is "top",
     "left"; "piñata" and "красный" are one word each)."""
-    return re.findall(r"[^\W_]+", text.lower())
+    return re.findall(r"[^\W_]+", unicodedata.normalize("NFC", text).lower())  # "n" + U+0303 is "ñ"
 
 
 @dataclass

@@ -484,6 +484,25 @@ def test_job_gate_admits_one_job_per_session():
     gate.admit("a")
 
 
+def test_a_refusal_of_no_one_input_appears_under_the_first_one_a_visitor_sees():
+    """Repaint's and branch's first input is a gr.State, which shows nothing: a busy visitor, or inputs the check
+    could not read, are told under the input the event names instead."""
+    from types import SimpleNamespace
+
+    from mmgen.app import Limits
+    from mmgen.app.jobs import BUSY, UNREADABLE, JobGate
+
+    gate, request = JobGate(Limits()), SimpleNamespace(session_hash="a")
+
+    def shown(verdicts):  # the (index, message) of the one refused input
+        return [(i, v["message"]) for i, v in enumerate(verdicts) if not v["is_valid"]]
+
+    assert shown(gate.admission(lambda *values: 1 / 0, message_at=1)(request, None, "p", 0)) == [(1, UNREADABLE)]
+    gate.admit("a")
+    assert shown(gate.admission(None, message_at=1)(request, None, "p", 0)) == [(1, BUSY)]
+    assert shown(gate.admission(lambda *values: (2, "bad seed"))(request, None, "p", 0)) == [(2, "bad seed")]
+
+
 def test_a_finished_run_is_small_and_frames_are_drawn_on_demand(tiny_pipe):
     """A session keeps tokens and fp16 latents (bytes per step), never drawn frames; the cache of decoded
     frames is bounded for the whole app."""

@@ -256,7 +256,7 @@ def test_examples_are_the_shipped_ones(tmp_path):
     from mmgen.examples import write_examples
 
     paths = write_examples(tmp_path)
-    scenes = ["shapes-0.png", "shapes-3.png", "shapes-5.png", "shapes-0-128.png", "shapes-3-128.png", "shapes-5-128.png"]
+    scenes = [f"shapes-{i}{size}.png" for size in ("", "-128") for i in (0, 3, 5)]  # 64 px, then 128
     assert [p.name for p in paths] == [*scenes, "coffee.png", "astronaut.png"]
     for p in paths:
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(ROOT / "assets" / "examples" / p.name)))

@@ -1,6 +1,7 @@
-"""shapes-v1 conformance: every rule of shared/specs/shapes-v1.md that a sample can be checked against."""
+"""shapes-v1 conformance: every rule of docs/shapes-v1.md that a sample can be checked against."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,13 @@ def test_a_128_pixel_scene_is_the_64_pixel_scene_with_every_length_doubled():
         assert score_scene(read_scene(back), big.labels)["all"]
     with pytest.raises(ValueError, match="scale must be one of"):
         shapes_sample(0, 0, scale=3)
+
+
+def test_the_spec_in_docs_is_the_shared_contract():
+    """docs/shapes-v1.md is a copy, for readers of this repository, of the contract the project follows (the shared
+    spec beside it, where this checkout has one): the two must never drift apart."""
+    root = Path(__file__).resolve().parents[1]
+    shared = root.parent / "shared" / "specs" / "shapes-v1.md"
+    if not shared.is_file():
+        pytest.skip("no shared spec beside this checkout")
+    assert (root / "docs" / "shapes-v1.md").read_text() == shared.read_text()

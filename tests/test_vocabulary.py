@@ -43,6 +43,7 @@ def test_unknown_words_and_suggestions():
     assert vocab.warning("a cat on a squre") == "the model never saw: cat, squre (try: square)"
     # words in any script are words: they used to vanish or split ("красный" was nothing, "piñata" "pi" + "ata")
     assert split_words("Красный круг, piñata!") == ["красный", "круг", "piñata"]
+    assert split_words("pin\u0303ata") == ["piñata"]  # "n" and a combining tilde (NFD) are one letter
     assert list(vocab.unknown_words("a красный circle")) == ["красный"]
     assert vocab.warning("🔴 ⭐") == vocab.warning("the a of on") == "the prompt names nothing the model knows"
 
@@ -136,3 +137,13 @@ def test_generate_known_words_draws_the_rewritten_prompt_or_says_why_not(tiny_pi
     assert "in known words: a red square" in err and "never saw" not in err
     assert main([*args[:1], "?!", *args[2:], "--known-words"]) == 2  # (the tiny encoder finds some word near any)
     assert "'?!' names nothing the model knows" in capsys.readouterr().err
+
+
+def test_the_unread_end_of_a_long_prompt_is_quoted_as_typed(tiny_pipe):
+    """What the generator never reads of a long prompt (past 30 word pieces), in the visitor's own characters:
+    decoded pieces would have read '##…', '[UNK]' for an emoji and 'pinata' for 'Piñata'."""
+    from mmgen.models.text_encoder import unread_text
+
+    assert unread_text(tiny_pipe.tokenizer, "a red circle") == ""
+    long = "a large red circle " * 7 + "on a Small Piñata 🎉"  # 28 + 2 pieces are read
+    assert unread_text(tiny_pipe.tokenizer, long) == "Small Piñata 🎉"

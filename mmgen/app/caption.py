@@ -117,7 +117,7 @@ class CaptionTab:
             image = load_image(path, max_pixels=self.ctx.limits.max_upload_pixels)
         except ImageLoadError as e:
             raise gr.Error(f"That file can't be used: {e.reason}.") from e
-        side = self.ctx.grid_side * self.ctx.facts.downsample_factor
+        side = self.ctx.facts.image_side
         if min(image.size) < MIN_SIDE:
             raise gr.Error(
                 f"That image is {image.width}×{image.height}: too small to read (the model reads {side}×{side} "

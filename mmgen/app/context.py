@@ -120,7 +120,7 @@ class AppContext:
         shapes-N.png, 128: shapes-N-128.png), so that their token grids are the ones its repaint takes."""
         if not self.examples_dir.is_dir():
             return []
-        side = self.facts.grid_side * self.facts.downsample_factor
+        side = self.facts.image_side
         sized = re.compile(r"shapes-\d+" + ("" if side == 64 else f"-{side}") + r"\.png")
         paths = sorted(self.examples_dir.glob("*.png"))
         return [str(p) for p in paths if not p.name.startswith("shapes-") or sized.fullmatch(p.name)]

@@ -224,14 +224,18 @@ class GenerateTab:
         if not isinstance(prompt, str):
             return None
         pipe, vocabulary, notes = self.ctx.pipe, self.ctx.vocabulary, []
-        message = vocabulary and self.ctx.compute(vocabulary.warning, prompt, (pipe.tokenizer, pipe.text_encoder))
+
+        def read() -> tuple[str | None, str]:  # the tokenizer on the model's thread, as every use of it
+            warning = vocabulary and vocabulary.warning(prompt, (pipe.tokenizer, pipe.text_encoder))
+            return warning, unread_text(pipe.tokenizer, prompt)
+
+        message, unread = self.ctx.compute(read)
         if message:
             known = [w for w in vocabulary.words if w not in STOPWORDS]
             notes.append(
                 f"{message[0].upper()}{message[1:]}: it will guess. It knows {len(known)} words, e.g. "
                 f"{', '.join(known[:KNOWN_SHOWN])}."
             )
-        unread = self.ctx.compute(unread_text, pipe.tokenizer, prompt)  # the tokenizer's one thread: the model's
         if unread:
             shown = unread if len(unread) <= 60 else unread[:57] + "..."
             notes.append(f"It reads the first {MAX_TOKENS - 2} word pieces of a prompt: {shown!r} is ignored.")
@@ -239,7 +243,8 @@ class GenerateTab:
 
     @handler
     def check_words(self, prompt: str | None) -> str:
-        """A note under the prompt on the words the model never saw (the run is not blocked)."""
+        """A note under the prompt on the words the model never saw and what of a long prompt it never reads (the
+        run is not blocked)."""
         if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
             return ""
         message = self.unknown_words(prompt)

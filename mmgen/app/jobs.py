@@ -97,27 +97,29 @@ class JobGate:
         """`demo.unload`: a closed browser tab gives its slot back."""
         self.forget(getattr(request, "session_hash", None))
 
-    def model_event(self, check: Callable[..., tuple[int, str] | None] | None = None) -> dict:
+    def model_event(self, check: Callable[..., tuple[int, str] | None] | None = None, message_at: int = 0) -> dict:
         """The event options of a model event (see the module's docstring): `button.click(fn, ..., **these)`."""
-        return {"concurrency_id": "model", "validator": self.admission(check), "preprocess": False}
+        return {"concurrency_id": "model", "validator": self.admission(check, message_at), "preprocess": False}
 
-    def admission(self, check: Callable[..., tuple[int, str] | None] | None = None) -> Callable:
+    def admission(self, check: Callable[..., tuple[int, str] | None] | None = None, message_at: int = 0) -> Callable:
         """A gradio validator for a model event: `check(*inputs)` returns (index of the input, message) when the
         inputs are refused, else None; then the session is admitted (`admit`). The refusal appears under that
-        input in the browser, and as the error's message for API clients."""
+        input in the browser, and as the error's message for API clients. A refusal that concerns no one input
+        (the visitor is busy; a check that raised, or could not read an input) appears under input `message_at`:
+        the first one a visitor sees (an event whose first input is a gr.State names another)."""
 
         def validate(request: gr.Request, *values):
             try:
                 refused = check(*values) if check is not None else None
             except ValueError as e:
-                refused = 0, for_people(str(e))
+                refused = message_at, for_people(str(e))
             except Exception:  # a check that cannot even read the inputs (an API call sent a list for a name)
-                refused = 0, UNREADABLE
+                refused = message_at, UNREADABLE
             if refused is None:
                 try:
                     self.admit(getattr(request, "session_hash", None))
                 except ValueError as e:
-                    refused = 0, str(e)
+                    refused = message_at, str(e)
             if refused is None:
                 return [gr.validate(True, "")] * len(values)
             index, message = refused

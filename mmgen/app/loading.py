@@ -46,6 +46,11 @@ class ModelFacts:
     bf16: bool = False  # the DiT's matmuls under bf16 autocast
     sampling: dict = field(default_factory=model_sampling_defaults)  # the model's sampling defaults (the sliders')
 
+    @property
+    def image_side(self) -> int:
+        """Pixels per side of a generated image (and of the images its repaint and captioning read)."""
+        return self.grid_side * self.downsample_factor
+
     @classmethod
     def of_pipeline(cls, pipe) -> ModelFacts:
         name = next((k for k, c in SCHEDULER_CLASSES.items() if type(pipe.scheduler).__name__ == c), "dpm++")

@@ -189,7 +189,7 @@ class TokenizerTab:
             [state, self.repaint_prompt, self.repaint_seed],
             edits,
             api_name="repaint",
-            **self.ctx.jobs.model_event(self.refused_repaint),
+            **self.ctx.jobs.model_event(self.refused_repaint, message_at=1),  # under the prompt (0: the state)
         )
 
     # ------------------------------------------------------------------ handlers
@@ -343,10 +343,11 @@ class TokenizerTab:
             return 1, f"The generator repaints {own}'s tokens: tokenize the image with {own} first."
         side, (h, w) = self.ctx.grid_side, (len(grid.tokens), len(grid.tokens[0]))
         if (h, w) != (side, side):
-            px = side * self.ctx.facts.downsample_factor
+            px = self.ctx.facts.image_side
+            examples = "a shapes example" if any("shapes-" in p for p in self.ctx.example_images()) else "an example"
             return 1, (
                 f"The generator repaints {side}×{side}-token grids ({px}×{px} images); this image makes {h}×{w} "
-                f"tokens. Try a shapes example, or upload a {px}×{px} image."
+                f"tokens. Try {examples}, or upload a {px}×{px} image."
             )
         for index, check in ((1, lambda: check_prompt(prompt)), (2, lambda: repaint_settings(prompt, seed))):
             try:

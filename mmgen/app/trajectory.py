@@ -116,7 +116,7 @@ class TrajectoryTab:
                     precision=0,
                     minimum=0,
                     maximum=MAX_SEED,
-                    label="Seed of the noise to come (empty: the run's)",
+                    label="Seed of the noise to come (empty: the run's seed, drawn afresh from the branch on)",
                     elem_id="branch-seed",
                 )
                 self.branch_btn = gr.Button("Branch", elem_id="branch")
@@ -154,7 +154,7 @@ class TrajectoryTab:
             [run, step, self.branch_prompt, self.branch_guidance, self.branch_seed],
             [self.original_out, self.branch_out, self.branch_info],
             api_name="branch",
-            **ctx.jobs.model_event(self.refused_branch),
+            **ctx.jobs.model_event(self.refused_branch, message_at=1),  # under the step (0: the run's state)
         )
         self.attention.wire(run, step, self.shown)
         self.gif_btn.click(self.export_gif, run, self.export_file, api_name="export_gif")
@@ -285,7 +285,8 @@ class TrajectoryTab:
             check_prompt(prompt)
         except ValueError as e:
             raise _InputError(2, str(e)) from e
-        seed = run.settings.seed if seed is None else seed  # empty, as the prompt: the run's own
+        # empty, as the prompt: the run's seed (a new generator from it: an ancestral sampler's noise differs)
+        seed = run.settings.seed if seed is None else seed
         settings = dataclasses.replace(run.settings, prompt=prompt, guidance_scale=guidance, seed=seed)
         error = self.ctx.limits.field_error(settings)
         if error is not None:

@@ -2,7 +2,7 @@
 
 Every sample is a 64x64 RGB scene of one or two flat-coloured shapes on a plain background, with a templated
 caption and structured labels, drawn from a seed: the dataset is infinite and exactly reproducible. This module
-is the reference implementation of the contract in `shared/specs/shapes-v1.md`; any change is a new version.
+is the reference implementation of the contract in `docs/shapes-v1.md`; any change is a new version.
 
     >>> sample = shapes_sample(seed=0, index=3)
     >>> sample.image.size, sample.caption, sample.labels["objects"][0]["shape"]

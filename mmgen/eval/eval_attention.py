@@ -69,8 +69,8 @@ def evaluate_attention(pipe, n: int, seed: int = ATTENTION_SEED) -> dict:
     word's by the object's size), the background word's peak-off-object rate, chance and the shape word's mean
     peak distance from the object's centre in pixels."""
     items = single_prompts(n, np.random.default_rng(seed))
-    # "near": within half a DiT patch (8 px at 64, 16 at 128), the maps' own resolution; a shape word often peaks
-    # on the outline
+    # "near": within half a DiT patch (a patch is 8 px at 64, 16 at 128), the maps' own resolution; a shape word
+    # often peaks on the outline
     near_px = pipe.transformer.config.patch_size * pipe.vqvae.downsample_factor / 2
     hits, near, share, by_size = defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(list)
     phases = defaultdict(lambda: defaultdict(list))

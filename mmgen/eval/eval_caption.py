@@ -31,7 +31,7 @@ from ..captioning import (
     sample_errors,
     search_stages,
 )
-from ..data.shapes import BACKGROUNDS, CANVAS, COLORS, POSITIONS, SHAPES, SIZES, relation, render_scene
+from ..data.shapes import BACKGROUNDS, CANVAS, COLORS, POSITIONS, SCALES, SHAPES, SIZES, relation, render_scene
 from . import count, write_results
 from .ceiling import ceiling_scenes
 
@@ -82,6 +82,15 @@ def distractors(truth: SceneCaption, labels: dict, rng: np.random.Generator, k: 
     return chosen
 
 
+def scene_scale(pipe) -> int:
+    """How much larger than shapes-v1's 64 px the model's images are (1, 2 or 4: the spec's resolutions): the
+    scenes are drawn at the size the model paints."""
+    side = image_side(pipe)
+    if side % CANVAS or side // CANVAS not in SCALES:
+        raise ValueError(f"eval-caption draws shapes-v1 scenes at 64, 128 or 256 px; this model paints {side} px")
+    return side // CANVAS
+
+
 def scenes(seed: int, n_single: int, n_two: int) -> dict[str, list[tuple[int, dict]]]:
     """{"single", "two"}: (scene number, labels) of the first scenes of each kind in shapes-v1 stream `seed`."""
     drawn = ceiling_scenes(n_single, n_two, seed)
@@ -99,7 +108,7 @@ def rank_scenes(pipe, seed: int, n_single: int, n_two: int) -> dict:
             chosen = distractors(truth, labels, np.random.default_rng([seed, i]))
             captions = [truth.text] + [c.text for _, c in chosen]
             start = time.perf_counter()
-            scores = dict(rank_captions(pipe, render_scene(labels, image_side(pipe) // CANVAS), captions))
+            scores = dict(rank_captions(pipe, render_scene(labels, scene_scale(pipe)), captions))
             seconds.append(time.perf_counter() - start)
             top1.append(min(scores, key=scores.get) == truth.text)
             for kind, c in chosen:
@@ -140,7 +149,7 @@ def caption_scenes(pipe, seed: int, n_single: int, n_two: int, settings: SearchS
         scores, seconds, scored = {"greedy": [], "refined": []}, [], []
         for _, labels in items:
             start = time.perf_counter()
-            stages = search_stages(pipe, render_scene(labels, image_side(pipe) // CANVAS), settings)
+            stages = search_stages(pipe, render_scene(labels, scene_scale(pipe)), settings)
             seconds.append(time.perf_counter() - start)
             scored.append(stages["captions_scored"])
             for stage in scores:
@@ -176,7 +185,7 @@ def tune(pipe, n_single: int, n_two: int, seed: int = TUNE_SEED) -> dict:
         for i, labels in items:
             truth = SceneCaption.from_labels(labels)
             captions = [truth.text] + [c.text for _, c in distractors(truth, labels, np.random.default_rng([seed, i]))]
-            x0 = image_latents(pipe, render_scene(labels, image_side(pipe) // CANVAS))
+            x0 = image_latents(pipe, render_scene(labels, scene_scale(pipe)))
             e = sample_errors(pipe, x0, captions, timesteps=TUNE_TIMESTEPS, num_noises=TUNE_NOISES)
             errors.append(e.view(len(captions), len(TUNE_TIMESTEPS), TUNE_NOISES).numpy())
         errors = np.stack(errors)  # (scenes, 8, timesteps, noises)

@@ -1,6 +1,6 @@
 """A judge for shapes-v1 images: reads back every object's colour, shape, size and cell, and the background.
 
-Written from the spec alone (`shared/specs/shapes-v1.md`), so it can score any image, generated or
+Written from the spec alone (`docs/shapes-v1.md`), so it can score any image, generated or
 reconstructed. The background is the palette colour nearest the border. For each blob of an object colour (one
 object per blob: shapes-v1 never repeats a colour in a scene, so a second blob of one colour is an object drawn
 twice, which a generator can do), it estimates every pixel's coverage (how far the pixel lies from the

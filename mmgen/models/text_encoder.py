@@ -42,11 +42,15 @@ def load_text_encoder(name_or_path: str | None = None):
 
 
 def unread_text(tokenizer, text: str) -> str:
-    """The end of `text` past the MAX_TOKENS word pieces the generator reads (as the tokenizer writes it: lower
-    case), which it never sees; "" when the whole text is read."""
-    ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
-    kept = MAX_TOKENS - 2  # [CLS] and [SEP] take two
-    return tokenizer.decode(ids[kept:]) if len(ids) > kept else ""
+    """The end of `text`, as typed, that the generator never sees: what follows its first MAX_TOKENS - 2 word
+    pieces ([CLS] and [SEP] take the other two); "" when the whole text is read."""
+    kept = MAX_TOKENS - 2
+    if not tokenizer.is_fast:  # no offsets: the pieces themselves, as the tokenizer writes them
+        ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
+        return tokenizer.decode(ids[kept:]) if len(ids) > kept else ""
+    pieces = tokenizer(text, truncation=False, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = pieces["offset_mapping"]
+    return text[offsets[kept][0] :].strip() if len(offsets) > kept else ""
 
 
 @torch.no_grad()

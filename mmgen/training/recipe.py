@@ -178,7 +178,7 @@ def _did_you_mean(key: str, actions: dict) -> str:
     `learning_rate` -> ...), else where the keys come from."""
     spelled = key.lstrip("-").replace("-", "_")
     if spelled in RUNNER_OPTIONS:
-        return f" (the recipe runner sets {spelled} itself: `mmgen train-... --recipe FILE` resumes every stage)"
+        return f" (the recipe runner sets {spelled} itself: a recipe runs with --recipe FILE and resumes each stage)"
     keys = [k for k in actions if k not in RUNNER_OPTIONS]
     spelled = DIFFUSERS_NAMES.get(spelled, spelled)
     close = [spelled] if spelled in keys else difflib.get_close_matches(spelled, keys, n=1)
