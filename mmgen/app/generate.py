@@ -251,7 +251,7 @@ class GenerateTab:
         return f"⚠️ {message}" if message else ""
 
     def restore_typed_prompt(self, demo: gr.Blocks, api_name: str) -> None:
-        """On each load of `demo`'s page holding this tab: the prompt the visitor last typed, on any model's page."""
+        """On each load of `demo`'s page holding this tab: the visitor's last prompt, from any model's page."""
         demo.load(
             lambda typed: typed if isinstance(typed, str) and typed.strip() else gr.skip(),
             self.typed_prompt,

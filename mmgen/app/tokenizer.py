@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -344,7 +345,8 @@ class TokenizerTab:
         side, (h, w) = self.ctx.grid_side, (len(grid.tokens), len(grid.tokens[0]))
         if (h, w) != (side, side):
             px = self.ctx.facts.image_side
-            examples = "a shapes example" if any("shapes-" in p for p in self.ctx.example_images()) else "an example"
+            shapes = any(Path(p).name.startswith("shapes-") for p in self.ctx.example_images())
+            examples = "a shapes example" if shapes else "an example"
             return 1, (
                 f"The generator repaints {side}×{side}-token grids ({px}×{px} images); this image makes {h}×{w} "
                 f"tokens. Try {examples}, or upload a {px}×{px} image."
