@@ -39,6 +39,13 @@ def ceiling_scenes(n_single: int, n_two: int, seed: int = CEILING_SEED) -> dict[
     return scenes
 
 
+def scene_scale(pipe) -> int | None:
+    """How many times shapes-v1's 64 px the model's images are (1, 2 or 4: the spec's resolutions), to draw its
+    scenes at the size the model paints; None for another size."""
+    side = image_side(pipe)
+    return side // CANVAS if side % CANVAS == 0 and side // CANVAS in SCALES else None
+
+
 @torch.no_grad()
 def tokenizer_ceiling(
     pipe, n_single: int = 144, n_two: int = 256, seed: int = CEILING_SEED, batch_size: int = 128
@@ -49,9 +56,8 @@ def tokenizer_ceiling(
     "by_shape": {"rendered": ..., "tokenized": ..., "tokenized_strict": ...}}}. What the tokenizer loses (small
     stars, drawn as blobs) no generator gets back. The scenes are shapes-v1's (sizes and places as in training),
     drawn at the model's image size (64 or 128 px; else {})."""
-    side = image_side(pipe)
-    scale = side // CANVAS
-    if side % CANVAS or scale not in SCALES:
+    scale = scene_scale(pipe)
+    if scale is None:
         return {}
     results = {}
     scorers = {"single": score_single, "two": score_two}

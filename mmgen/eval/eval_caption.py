@@ -31,9 +31,9 @@ from ..captioning import (
     sample_errors,
     search_stages,
 )
-from ..data.shapes import BACKGROUNDS, CANVAS, COLORS, POSITIONS, SCALES, SHAPES, SIZES, relation, render_scene
+from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, relation, render_scene
 from . import count, write_results
-from .ceiling import ceiling_scenes
+from .ceiling import ceiling_scenes, scene_scale
 
 CAPTION_SEED = 3131  # the held-out scenes' shapes-v1 stream: no training run, evaluation or tuning reads it
 TUNE_SEED = 3132  # the tuning scenes' stream
@@ -82,13 +82,14 @@ def distractors(truth: SceneCaption, labels: dict, rng: np.random.Generator, k: 
     return chosen
 
 
-def scene_scale(pipe) -> int:
-    """How much larger than shapes-v1's 64 px the model's images are (1, 2 or 4: the spec's resolutions): the
-    scenes are drawn at the size the model paints."""
-    side = image_side(pipe)
-    if side % CANVAS or side // CANVAS not in SCALES:
-        raise ValueError(f"eval-caption draws shapes-v1 scenes at 64, 128 or 256 px; this model paints {side} px")
-    return side // CANVAS
+def drawn(pipe, labels: dict):
+    """A scene drawn at the size the model paints (shapes-v1 at 64, 128 or 256 px)."""
+    scale = scene_scale(pipe)
+    if scale is None:
+        raise ValueError(
+            f"eval-caption draws shapes-v1 scenes at 64, 128 or 256 px; this model paints {image_side(pipe)} px"
+        )
+    return render_scene(labels, scale)
 
 
 def scenes(seed: int, n_single: int, n_two: int) -> dict[str, list[tuple[int, dict]]]:
@@ -108,7 +109,7 @@ def rank_scenes(pipe, seed: int, n_single: int, n_two: int) -> dict:
             chosen = distractors(truth, labels, np.random.default_rng([seed, i]))
             captions = [truth.text] + [c.text for _, c in chosen]
             start = time.perf_counter()
-            scores = dict(rank_captions(pipe, render_scene(labels, scene_scale(pipe)), captions))
+            scores = dict(rank_captions(pipe, drawn(pipe, labels), captions))
             seconds.append(time.perf_counter() - start)
             top1.append(min(scores, key=scores.get) == truth.text)
             for kind, c in chosen:
@@ -149,7 +150,7 @@ def caption_scenes(pipe, seed: int, n_single: int, n_two: int, settings: SearchS
         scores, seconds, scored = {"greedy": [], "refined": []}, [], []
         for _, labels in items:
             start = time.perf_counter()
-            stages = search_stages(pipe, render_scene(labels, scene_scale(pipe)), settings)
+            stages = search_stages(pipe, drawn(pipe, labels), settings)
             seconds.append(time.perf_counter() - start)
             scored.append(stages["captions_scored"])
             for stage in scores:
@@ -185,7 +186,7 @@ def tune(pipe, n_single: int, n_two: int, seed: int = TUNE_SEED) -> dict:
         for i, labels in items:
             truth = SceneCaption.from_labels(labels)
             captions = [truth.text] + [c.text for _, c in distractors(truth, labels, np.random.default_rng([seed, i]))]
-            x0 = image_latents(pipe, render_scene(labels, scene_scale(pipe)))
+            x0 = image_latents(pipe, drawn(pipe, labels))
             e = sample_errors(pipe, x0, captions, timesteps=TUNE_TIMESTEPS, num_noises=TUNE_NOISES)
             errors.append(e.view(len(captions), len(TUNE_TIMESTEPS), TUNE_NOISES).numpy())
         errors = np.stack(errors)  # (scenes, 8, timesteps, noises)
