@@ -15,6 +15,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from .model_card_inside import inside_rows
 from .model_card_tokenizer import tokenizer_rows, tokenizer_training, tokenizer_use
 
 MAX_CARD_BYTES = 15 * 1024
@@ -359,7 +360,7 @@ def _generator_rows(ev: dict) -> list[str]:
 
 
 def evaluation_section(out: Path) -> str:
-    """One table of held-out figures and targets, from eval_tokenizer.json and eval_generator.json."""
+    """One table of held-out figures and targets, from eval_tokenizer.json, eval_generator.json and the rest."""
     tok, gen = _read_json(out / "eval_tokenizer.json"), _read_json(out / "eval_generator.json")
     if tok is None and gen is None:
         return ""
@@ -389,7 +390,9 @@ def evaluation_section(out: Path) -> str:
     rows = ["| set | figure | value | target | met |", "|---|---|---:|---:|:---:|"]
     rows += tokenizer_rows(tok) if tok and "shapes" in tok else []  # a folder's evaluation is not tabled here
     rows += _generator_rows(gen) if gen else []
-    files = ", ".join(f"`{f.name}`" for f in (out / "eval_tokenizer.json", out / "eval_generator.json") if f.exists())
+    rows += inside_rows(out)  # image -> text and word attention, where measured (docs/captioning.md)
+    names = ("tokenizer", "generator", "caption", "attention")
+    files = ", ".join(f"`{f.name}`" for f in (out / f"eval_{n}.json" for n in names) if f.exists())
     text += "\n\n" + "\n".join(rows) + f"\n\nFull results: {files}. "
     return text + f"How the defaults were chosen, and every earlier run: [docs/]({REPO}/docs/evaluation.md).\n"
 

@@ -230,6 +230,9 @@ def test_the_shipped_cards_are_current(monkeypatch, name):
     assert card == model_card(f"assets/{name}", recipe=recipe), "rerun: python -m mmgen.release --card"
     tok, gen = (json.loads((folder / f"eval_{n}.json").read_text()) for n in ("tokenizer", "generator"))
     check_card(card, tok, gen)
+    caption, attention = (json.loads((folder / f"eval_{n}.json").read_text()) for n in ("caption", "attention"))
+    two = f"| its own caption (`caption()`): every attribute | {caption['captioning']['two']['all']:.1%} |"
+    assert two in card and f"| {attention['peak_on_object']['color']:.1%} / " in card
     assert (ROOT / recipe).exists() and f"`{recipe}` rebuilds these weights" in card
     assert not list(folder.glob("*runs.md"))  # run-by-run notes live in docs/, not beside the weights
 
