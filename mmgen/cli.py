@@ -414,9 +414,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_loading() -> None:
+    """No progress bars while weights load (diffusers' and transformers' own: one per component, one per weights
+    shard): a command says what it did. The sampling loop's bar stays, and so do the Hub's download bars."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    enable_progress_bars()  # transformers' switch turns the Hub's off as well
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in ("shapes", "data"):  # the commands that load no model
+            quiet_loading()
         args.func(args)
     except (ImageLoadError, ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

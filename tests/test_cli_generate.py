@@ -166,3 +166,15 @@ def test_generate_makes_the_folders_of_every_output(pipe_dir, tmp_path):
     outs = ["--out", "a/x.png", "--trajectory", "b/t.gif", "--tokens", "c/t.json", "--attention", "d/w.png"]
     assert main(args + [o if o.startswith("--") else str(tmp_path / o) for o in outs]) == 0
     assert all((tmp_path / p).is_file() for p in ("a/x.png", "b/t.gif", "c/t.json", "d/w.png"))
+
+
+def test_generate_shows_the_sampling_bar_but_no_loading_bars(pipe_dir, tmp_path, capsys):
+    """Loading printed a bar per component and per weights shard ("Loading checkpoint shards"); the command now
+    prints what it did and the sampling loop's bar."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.enable_progress_bar()  # as in a fresh process (another test may have turned it off)
+    out = str(tmp_path / "x.png")
+    assert main(["generate", "a red circle", "--steps", "2", "--model", pipe_dir, "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert "Loading pipeline components" not in err and "2/2" in err
