@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import torch
+from run_helpers import interrupt
 
 from mmgen.cli import main as cli_main
 from mmgen.models.dit import DiT
@@ -64,6 +65,7 @@ def test_two_processes_train_the_tokenizer_as_one_with_the_global_batch(tmp_path
     b = VQVAE.from_pretrained(tmp_path / "two" / "vqvae").state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
 
+    interrupt(tmp_path / "two", "vqvae")  # as if killed after step 6, before saving
     launch("train-tokenizer", "--out", str(tmp_path / "two"), "--batch-size", "4", *TOKENIZER, *steps, "--resume")
     resumed = log(tmp_path / "two")
     assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4, 5, 6, 4, 5, 6]  # steps 4-6 again, from step 3
@@ -82,6 +84,7 @@ def test_two_processes_train_the_generator_as_one_with_the_global_batch(tmp_path
     b = DiT.from_pretrained(tmp_path / "two" / "transformer").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
+    interrupt(tmp_path / "two", "transformer")
     launch("train-generator", "--out", str(tmp_path / "two"), "--batch-size", "4", *GENERATOR, *steps, "--resume")
     resumed = DiT.from_pretrained(tmp_path / "two" / "transformer").state_dict()
     assert [s for s, _ in losses(log(tmp_path / "two"))] == [1, 2, 3, 4, 3, 4]

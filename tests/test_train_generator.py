@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 from PIL import Image
+from run_helpers import interrupt
 
 from mmgen.cli import build_parser
 from mmgen.data.shapes import shapes_sample
@@ -61,9 +62,18 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
     # the loss settings that are no longer options are logged with the options (the model card reads them)
     assert log[0]["args"]["loss_weighting"] == "min-snr-1" and log[0]["args"]["snr_gamma"] == 5.0
 
-    main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
+    with pytest.raises(ValueError, match="holds a finished run: --resume continues an interrupted one"):
+        main(_args(out, tiny_model_dir, "--steps", "3", "--resume"))
+    with pytest.raises(ValueError, match="already holds a trained model"):
+        main(_args(out, tiny_model_dir, "--steps", "3"))  # a new run would overwrite it
+    interrupt(out, "transformer")  # as if killed after step 3, before saving
+    with pytest.raises(ValueError, match="already holds an unfinished run"):
+        main(_args(out, tiny_model_dir, "--steps", "3"))
+    with pytest.raises(ValueError, match=r"these differ: --text-refiner-layers 2 \(the run: 1\), --steps 4 \(the"):
+        main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
+    main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1", "--resume"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 3, 4]
+    assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 3]
     resumed = DiT.from_pretrained(out / "transformer").config  # the architecture comes from the checkpoint
     assert resumed.text_refiner_layers == 1
 
@@ -165,6 +175,7 @@ def test_resumed_run_matches_an_unbroken_one(tmp_path, tiny_model_dir):
     out = tmp_path / "gen"
     main(_args(out, tiny_model_dir, "--steps", "4"))  # checkpoint at step 2
     unbroken = DiT.from_pretrained(out / "transformer").state_dict()
+    interrupt(out, "transformer")
     main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 4, 3, 4]
@@ -577,7 +588,8 @@ def test_grow_depth_starts_from_the_same_function_and_trains_the_new_blocks(tmp_
     assert grown.config.depth == depth + 1
     assert grown.blocks[-1].ada[-1].weight.abs().sum() > 0  # the new block (all zero at the start) learnt
     # resumed from its checkpoint, even once --init-from holds the deeper DiT (as a recipe publishes it)
-    main(_args(grown_dir, tiny_model_dir, "--steps", "4", "--resume", "--init-from", str(grown_dir), *grow))
+    interrupt(grown_dir, "transformer")
+    main(_args(grown_dir, tiny_model_dir, "--steps", "3", "--resume", "--init-from", str(grown_dir), *grow))
     assert DiT.from_pretrained(grown_dir / "transformer").config.depth == depth + 1
 
     for bad, message in ((depth, "already has"), (2 * depth + 1, "at most twice")):

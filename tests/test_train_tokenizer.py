@@ -1,6 +1,8 @@
 import json
 
+import pytest
 from PIL import Image
+from run_helpers import interrupt
 
 from mmgen.cli import build_parser
 from mmgen.models.vqvae import VQVAE
@@ -43,10 +45,16 @@ def test_trains_checkpoints_and_resumes(tmp_path):
     assert log[0]["command"].startswith(("mmgen", "pytest", "python", "__main__"))
     assert {"loss", "psnr", "usage", "perplexity"} <= set(log[1])
 
-    main(_args(out, "--steps", "6", "--resume"))  # continues from step-3, not from scratch
+    with pytest.raises(ValueError, match="holds a finished run"):
+        main(_args(out, "--steps", "4", "--resume"))  # it has a checkpoint, but a finished run is not resumed
+    interrupt(out, "vqvae")  # as if killed after step 4, before saving
+    with pytest.raises(ValueError, match=r"these differ: --steps 6 \(the run: 4\)"):
+        main(_args(out, "--steps", "6", "--resume"))
+    main(_args(out, "--steps", "4", "--resume"))  # continues from step-3, not from scratch
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in log if "step" in r]
-    assert steps == [2, 4, 4, 6], steps
+    assert steps == [2, 4, 4], steps
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3"]  # no partial checkpoint left
 
 
 def test_a_codebook_larger_than_a_batch_of_tokens_trains(tmp_path):
@@ -198,11 +206,12 @@ def test_vqgan_trains_the_discriminator_in_turn_and_resumes_it(tmp_path):
     saved = out / "checkpoints" / "step-3"
     assert (saved / "discriminator_state.pt").is_file()
     before = PatchDiscriminator.from_pretrained(saved / "discriminator").state_dict()
-    main(_args(out, "--steps", "6", "--resume", *gan))
+    interrupt(out, "vqvae")
+    main(_args(out, "--steps", "4", "--resume", *gan))
     after = PatchDiscriminator.from_pretrained(out / "checkpoints" / "step-3" / "discriminator").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # resumed from it, the checkpoint untouched
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if "step" in r] == [2, 4, 4, 6] and "d_loss" in log[-2]
+    assert [r["step"] for r in log if "step" in r] == [2, 4, 4] and "d_loss" in log[-2]
 
 
 def test_gan_losses_and_the_adaptive_weight():

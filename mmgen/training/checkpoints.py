@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,6 +25,79 @@ def latest_checkpoint(out: Path) -> Path | None:
 def prune_checkpoints(out: Path, keep: int = 2) -> None:
     for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old)
+
+
+@contextmanager
+def writing_checkpoint(out: Path, step: int, keep: int = 2) -> Iterator[Path]:
+    """The folder to write step `step`'s checkpoint into. It is written under a hidden name and renamed to
+    `step-N` only once whole, so a run killed while writing leaves no half checkpoint for --resume to trip on;
+    then all but the newest `keep` are removed."""
+    partial = Path(out) / "checkpoints" / f".step-{step}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    yield partial
+    final = partial.with_name(f"step-{step}")
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    prune_checkpoints(out, keep)
+
+
+# Options a resumed run may change: where and how fast it runs, how often it reports. A resumed run's weights
+# come from its checkpoint, so --init-from (and --grow-depth) no longer matter either.
+RESUME_MAY_CHANGE = frozenset(
+    {"resume", "recipe", "log_every", "val_every", "checkpoint_every", "num_workers", "cache_dir", "compile"}
+    | {"mixed_precision", "cpu", "init_from", "grow_depth"}
+)
+
+
+def run_to_continue(args, weights: str, say: Callable[[str], object] = print) -> Path | None:
+    """The checkpoint a run into `args.out` continues from (None: it starts from step 0), or ValueError where
+    training would overwrite work: a finished run or a trained model (`OUT/weights`, e.g. "transformer"), or,
+    without --resume, an unfinished run's checkpoints. --resume with other settings than the run's log is refused
+    too (RESUME_MAY_CHANGE aside): they would be ignored, or would change the run halfway."""
+    out = Path(args.out)
+    records = _log_records(out / "train_log.jsonl")
+    done = bool(records) and bool(records[-1].get("done"))
+    ckpt = latest_checkpoint(out) if out.is_dir() else None
+    model = (out / weights / "config.json").is_file()
+    if not args.resume:
+        if done or model or ckpt:
+            held = "a trained model" if done or not ckpt else f"an unfinished run (its last checkpoint: {ckpt.name})"
+            raise ValueError(
+                f"--out {out} already holds {held}. Train into another --out, continue an unfinished run with "
+                "--resume, or delete the folder to start again."
+            )
+        return None
+    if done or (model and ckpt is None):
+        raise ValueError(
+            f"--out {out} holds a finished run: --resume continues an interrupted one. To train it further, start a "
+            f"new run from it: --init-from {out} --out ANOTHER_FOLDER."
+        )
+    if ckpt is None:
+        say(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+        return None
+    headers = [r for r in records if "command" in r]
+    logged = headers[-1].get("args", {}) if headers else {}
+    given = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
+    differ = [k for k in logged if k in given and k not in RESUME_MAY_CHANGE and given[k] != logged[k]]
+    if differ:
+        said = ", ".join(f"--{k.replace('_', '-')} {given[k]} (the run: {logged[k]})" for k in differ)
+        raise ValueError(
+            f"--resume continues {out} with the settings it started with; these differ: {said}. Give the run's "
+            f"values (its command heads {out / 'train_log.jsonl'}), or start a new run."
+        )
+    return ckpt
+
+
+def _log_records(path: Path) -> list[dict]:
+    """A run log's records; a line that is not JSON (a killed run's last, cut short) is left out."""
+    records = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def start_log(path: Path, args, previous: list[str] = (), **extra) -> None:

@@ -41,12 +41,12 @@ from ..pipeline import MMGenPipeline
 from ..viz import image_grid
 from .checkpoints import (
     append_log,
-    latest_checkpoint,
     load_training_state,
     previous_log,
-    prune_checkpoints,
+    run_to_continue,
     save_training_state,
     start_log,
+    writing_checkpoint,
 )
 from .deepen import deepen
 from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
@@ -126,13 +126,13 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
     if args.grow_depth is not None and not args.init_from:
         raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
+    ckpt = run_to_continue(args, "transformer", accelerator.print)
     vq = (
         VQVAE.from_pretrained(model_path(args.vqvae, shipped=False), subfolder="vqvae", dtype=torch.float32)
         .eval()
         .requires_grad_(False)
     )
     tokenizer, text_encoder = load_text_encoder()
-    ckpt = latest_checkpoint(args.out) if args.resume else None
     init = None  # a resumed run's DiT is its checkpoint's (already deepened: --init-from may hold it by now)
     if args.init_from and not ckpt:
         init = initial_weights(args.init_from, vq, text_encoder, args.sample_size)
@@ -313,11 +313,10 @@ def validate(model: DiT, run: Run, out: Path, step: int) -> None:
 
 
 def _save_checkpoint(model: DiT, run: Run, step: int, out: Path, keep: int = 2) -> None:
-    ckpt = out / "checkpoints" / f"step-{step}"
-    model.save_pretrained(ckpt / "transformer")
-    torch.save(run.ema.state_dict(), ckpt / "ema.pt")
-    save_training_state(ckpt, run.optimizer, run.lr_scheduler, step, run.gen)
-    prune_checkpoints(out, keep)
+    with writing_checkpoint(out, step, keep) as ckpt:
+        model.save_pretrained(ckpt / "transformer")
+        torch.save(run.ema.state_dict(), ckpt / "ema.pt")
+        save_training_state(ckpt, run.optimizer, run.lr_scheduler, step, run.gen)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -34,12 +34,12 @@ from ..viz import image_grid
 from .adversarial import AdversarialLoss, GANSettings
 from .checkpoints import (
     append_log,
-    latest_checkpoint,
     load_training_state,
     previous_log,
-    prune_checkpoints,
+    run_to_continue,
     save_training_state,
     start_log,
+    writing_checkpoint,
 )
 from .processes import make_accelerator
 from .recipe import run_recipe
@@ -139,12 +139,11 @@ def save_model(model: VQVAE, path: Path, memory_format=torch.contiguous_format) 
 def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, out: Path, memory_format, gan, keep: int = 2):
     """Model in safetensors (diffusers layout) plus optimizer state, and the discriminator with its optimizer
     when training a VQ-GAN; only tensors, so loadable with weights_only."""
-    ckpt = out / "checkpoints" / f"step-{step}"
-    save_model(accelerator.unwrap_model(model), ckpt / "vqvae", memory_format)
-    save_training_state(ckpt, optimizer, scheduler, step)
-    if gan is not None:
-        gan.save(ckpt)
-    prune_checkpoints(out, keep)
+    with writing_checkpoint(out, step, keep) as ckpt:
+        save_model(accelerator.unwrap_model(model), ckpt / "vqvae", memory_format)
+        save_training_state(ckpt, optimizer, scheduler, step)
+        if gan is not None:
+            gan.save(ckpt)
 
 
 def short(gan_stats: dict) -> dict:
@@ -173,11 +172,8 @@ def train(args: argparse.Namespace) -> Path:
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     out = Path(args.out)
+    ckpt = run_to_continue(args, "vqvae", accelerator.print)
     out.mkdir(parents=True, exist_ok=True)
-
-    ckpt = latest_checkpoint(out) if args.resume else None
-    if args.resume and ckpt is None:
-        accelerator.print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
     model = starting_tokenizer(args, ckpt)
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     trained = model.decoder if args.decoder_only else model
