@@ -101,8 +101,35 @@ def test_image_folder_errors(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "metadata.jsonl").write_text("{broken\n")
     assert ImageFolder(tmp_path).skip_summary() == (
-        "left out 1 (metadata.jsonl lines that are not a JSON object with 'file_name': 1)"
+        "left out 1 (metadata.jsonl lines that are not a JSON object with 'file_name': 1, e.g. line 1)"
     )
+
+
+def test_image_folder_reads_metadata_as_users_write_it(tmp_path):
+    """A BOM (Notepad, Excel) and "./" names are read; text in another encoding is refused with the line, never
+    read with replacement characters; entries for absent files are counted and named; with no caption at all, the
+    error says where captions come from."""
+    for name in ("cafe", "tea", "cup"):
+        Image.new("RGB", (20, 20), (200, 0, 0)).save(tmp_path / f"{name}.png")
+    lines = [
+        {"file_name": "./cafe.png", "text": "an astronaut in a café"},
+        {"file_name": "tea.png", "text": "green tea"},
+        {"file_name": "Cup.PNG", "text": "a cup"},
+    ]
+    meta = tmp_path / "metadata.jsonl"
+    meta.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\n", encoding="utf-8-sig")
+    ds = ImageFolder(tmp_path, captions_required=True)
+    assert [p.name for p in ds.paths] == ["cafe.png", "tea.png"] and ds.captions[0] == ("an astronaut in a café",)
+    assert ds.skip_summary() == (
+        "left out 2 (metadata.jsonl entries for no image in the folder: 1, e.g. Cup.PNG; "
+        "images without a caption: 1, e.g. cup.png)"
+    )
+    meta.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\n", encoding="latin-1")
+    with pytest.raises(ValueError, match="line 1 is not UTF-8 text; save the file as UTF-8"):
+        ImageFolder(tmp_path)
+    meta.write_text(json.dumps({"file_name": "tea.png", "caption": "green tea"}) + "\n")
+    with pytest.raises(ValueError, match=r"images without a caption: 3, .*one JSON object per line: \{\"file_name\""):
+        ImageFolder(tmp_path, captions_required=True)
 
 
 def test_the_size_is_checked_from_the_header_before_any_decode(tmp_path, monkeypatch):

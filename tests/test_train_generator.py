@@ -481,7 +481,10 @@ def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_
     main(_args(tmp_path / "run", tiny_model_dir, "--steps", "2", "--data", str(data), "--cache-dir", ""))
     assert (tmp_path / "run" / "transformer" / "config.json").exists()
     out = capsys.readouterr().out
-    assert "3 captioned images used, left out 2" in out and "images without a caption: 1" in out
+    assert "3 captioned images used, left out 2" in out and "images without a caption: 1, e.g. 3.png" in out
+    assert "--num-samples" not in out  # 16 crops of 3 images: every image is used
+    main(_args(tmp_path / "few", tiny_model_dir, "--steps", "1", "--data", str(data), "--num-samples", "2"))
+    assert "--num-samples 2 encodes the first 2 of its 3 images" in capsys.readouterr().out
 
 
 def test_an_f8_tokenizer_trains_on_128_px_scenes(tmp_path):

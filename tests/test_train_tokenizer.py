@@ -73,17 +73,22 @@ def test_same_seed_same_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_trains_on_a_user_image_folder(tmp_path):
+def test_trains_on_a_user_image_folder(tmp_path, capsys):
     data = tmp_path / "imgs"
     data.mkdir()
     for i in range(3):
         Image.new("RGB", (48, 40), (80 * i, 20, 200)).save(data / f"{i}.jpg")
     (data / "broken.png").write_bytes(b"\x89PNG not really")  # bad data is left out and counted, never a crash
     Image.new("CMYK", (40, 40)).save(data / "cmyk.jpg")  # odd modes are converted
+    Image.new("RGB", (48, 40), (200, 20, 20)).save(tmp_path / "whole.png")
+    whole = (tmp_path / "whole.png").read_bytes()
+    (data / "trunc.png").write_bytes(whole[: len(whole) // 2])  # its header reads, its data does not
     main(_args(tmp_path / "run", "--steps", "2", "--data", str(data)))
     assert (tmp_path / "run" / "vqvae" / "config.json").exists()
-    header = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
-    assert header["data_skipped"] == {"files Pillow cannot read": 1}
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["data_skipped"] == {"files Pillow cannot read": 1}
+    assert log[-1]["done"] and log[-1]["failed_to_decode"] == 1  # found in training, said at the end
+    assert "1 images failed to decode; their neighbours stood in (e.g. trunc.png)" in capsys.readouterr().out
 
 
 def test_init_from_fine_tunes_a_trained_tokenizer_on_a_folder(tmp_path):

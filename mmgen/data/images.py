@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -245,6 +245,12 @@ class PhotoCrops(Dataset):
         return {"pixel_values": pil_to_tensor(random_crop(im, self.size, rng)), "text": ""}
 
 
+CAPTIONS_HINT = (
+    '. Captions come from metadata.jsonl in the folder, one JSON object per line: {"file_name": "cat.png", "text": '
+    '"a cat on a sofa"} (docs/own-data.md)'
+)
+
+
 class ImageFolder(Dataset):
     """A user's folder of images as training data; captions from `metadata.jsonl` when present ("text": a caption,
     or a list of captions of which each item draws one).
@@ -269,22 +275,29 @@ class ImageFolder(Dataset):
         if not paths:
             raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.skipped: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}  # a few of the names behind each count, to show
         self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
         captions = self._read_captions(self.root / "metadata.jsonl")
+        names = {p: p.relative_to(self.root).as_posix() for p in paths}
         readable = [p for p in paths if readable_header(p)]
-        self._skip("files Pillow cannot read", len(paths) - len(readable))
-        texts = [captions.get(p.relative_to(self.root).as_posix(), ()) for p in readable]
+        self._skip("files Pillow cannot read", [names[p] for p in paths if p not in readable])
+        self._skip("metadata.jsonl entries for no image in the folder", sorted(set(captions) - set(names.values())))
+        texts = [captions.get(names[p], ()) for p in readable]
         keep = [bool(t) or not captions_required for t in texts]
-        self._skip("images without a caption", keep.count(False))
+        self._skip("images without a caption", [names[p] for p, k in zip(readable, keep) if not k])
         self.paths = [p for p, k in zip(readable, keep) if k]
         self.captions = [t for t, k in zip(texts, keep) if k]
         if not self.paths:
-            raise ValueError(f"{root}: no usable images; {self.skip_summary()}")
+            hint = CAPTIONS_HINT if "images without a caption" in self.skipped else ""
+            raise ValueError(f"{root}: no usable images; {self.skip_summary()}{hint}")
         self.length, self.size, self.seed = length or len(self.paths), size, seed
 
-    def _skip(self, what: str, n: int) -> None:
+    def _skip(self, what: str, names: list[str] | int) -> None:
+        """Count `names` (or a number of nameless items) as left out for the reason `what`."""
+        n = names if isinstance(names, int) else len(names)
         if n:
             self.skipped[what] = self.skipped.get(what, 0) + n
+            self.examples.setdefault(what, []).extend([] if isinstance(names, int) else names[:3])
 
     def _read_captions(self, meta: Path) -> dict[str, tuple[str, ...]]:
         """file_name -> its non-empty captions from metadata.jsonl ("text": a string, or a list to draw from);
@@ -292,24 +305,35 @@ class ImageFolder(Dataset):
         captions: dict[str, tuple[str, ...]] = {}
         if not meta.exists():
             return captions
-        for line in meta.read_text(errors="replace").splitlines():
+        try:
+            lines = meta.read_bytes().decode("utf-8-sig").splitlines()  # "-sig": Notepad's and Excel's BOM
+        except UnicodeDecodeError as e:
+            line = meta.read_bytes()[: e.start].count(b"\n") + 1
+            raise ValueError(f"{meta}: line {line} is not UTF-8 text; save the file as UTF-8") from None
+        for i, line in enumerate(lines, 1):
             if line.strip():
                 try:
                     record = json.loads(line)
                     texts = record.get("text", "")
                     texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
                     texts = tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
-                    captions[str(record["file_name"])] = texts
+                    captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
                 except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                    self._skip("metadata.jsonl lines that are not a JSON object with 'file_name'", 1)
+                    self._skip("metadata.jsonl lines that are not a JSON object with 'file_name'", [f"line {i}"])
         return captions
 
     def skip_summary(self) -> str:
         """'left out 3 (files Pillow cannot read: 2, images without a caption: 1)', or '' when nothing was."""
         skipped = {**self.skipped, **({"images that failed to decode": len(self.failed)} if self.failed else {})}
+        examples = self.examples | {"images that failed to decode": [Path(p).name for p in list(self.failed)[:3]]}
         if not skipped:
             return ""
-        return f"left out {sum(skipped.values())} (" + ", ".join(f"{what}: {n}" for what, n in skipped.items()) + ")"
+
+        def counted(what: str, n: int) -> str:
+            named = examples.get(what, [])
+            return f"{what}: {n}" + (f", e.g. {', '.join(named[:3])}" if named else "")
+
+        return f"left out {sum(skipped.values())} (" + "; ".join(counted(w, n) for w, n in skipped.items()) + ")"
 
     def _load(self, k: int) -> tuple[Image.Image, int]:
         """Image k, or the next one that decodes (a file truncated after its header); (image, its index)."""

@@ -255,7 +255,15 @@ def train(args: argparse.Namespace) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), out / "vqvae")
-        append_log(log_path, {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)})
+        failed = getattr(dataset, "failed", {})  # a folder's images that broke after their header (no workers)
+        if failed:
+            named = ", ".join(Path(p).name for p in list(failed)[:3])
+            accelerator.print(f"{len(failed)} images failed to decode; their neighbours stood in (e.g. {named})")
+        append_log(
+            log_path,
+            {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}
+            | ({"failed_to_decode": len(failed)} if failed else {}),
+        )
         accelerator.print(f"saved {out / 'vqvae'} after {step} steps in {time.time() - t0:.0f} s")
     return out / "vqvae"
 
