@@ -3,6 +3,7 @@
     model_path("mmgen-base-64")       # ".../assets/mmgen-base-64": a shipped model, from any working folder
     model_path("assets/mmgen-base")   # the folder itself, here or under the repository root (the defaults)
     model_path("owner/name")          # unchanged: diffusers fetches it from the Hub
+    model_path("runs/gen2")           # ValueError where runs/ is a folder here: a mistyped path, not a Hub id
     model_path("/no/such/folder")     # ValueError: no such folder (shipped models: ...)
 
 `local_model_folder` also downloads a Hub repo and says why, in one line, when the Hub cannot give it (offline, no
@@ -52,7 +53,14 @@ def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
     if os.path.exists(given):
         raise ValueError(f"{given}: a file, not a model folder")
     if HUB_ID.match(given) and not given.startswith(("./", "../")) and not os.path.isabs(given):
-        return given
+        parent = Path(given).parent
+        if not parent.is_dir():
+            return given
+        # "runs/gen2" where runs/ is a folder here: a mistyped path far more likely than a Hub repo (and the Hub
+        # client would retry for half a minute offline before saying so)
+        here = sorted(p.name for p in parent.iterdir() if p.is_dir())
+        held = f"; it holds {', '.join(here[:8])}{', ...' if len(here) > 8 else ''}" if here else ""
+        raise ValueError(f"{given}: no such folder in {parent}/{held}")
     names = ", ".join(shipped_models()) or "none here"
     raise ValueError(
         f"{given}: no such model folder (shipped models: {names}), and not a Hugging Face Hub repo id (owner/name)"
@@ -71,6 +79,11 @@ def local_model_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
                 f"{path}: not a local folder, and the Hugging Face Hub could not give it ({first_line})"
             ) from None
     index = Path(path) / "model_index.json"
+    if not index.is_file() and (Path(path) / "train_log.jsonl").is_file():
+        raise ValueError(
+            f"{path} is a training run's folder, not a published model: publish it first (python -m mmgen.release "
+            "--generator RUN --out MODEL, docs/own-data.md) and load MODEL"
+        )
     if index.is_file():
         try:
             config = json.loads(index.read_text())

@@ -45,6 +45,25 @@ def test_names_that_are_nowhere_get_one_clear_line(given, message):
         model_path(given)
 
 
+def test_a_mistyped_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    """ "runs/gen2" where runs/ is a folder here is a typo, answered at once (offline, the Hub client retries for
+    half a minute first); an id whose owner is no folder here still goes to the Hub."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "gen").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"^runs/gen2: no such folder in runs/; it holds gen$"):
+        model_path("runs/gen2", shipped=False)
+    assert model_path("someone/gen2") == "someone/gen2"
+
+
+def test_a_training_run_is_not_loaded_as_a_model(tmp_path):
+    from mmgen.pipeline import MMGenPipeline
+
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "train_log.jsonl").write_text("{}\n")
+    with pytest.raises(ValueError, match="a training run's folder, not a published model: publish it first"):
+        MMGenPipeline.from_pretrained(tmp_path)
+
+
 def test_a_file_is_not_a_model_folder(tmp_path):
     (tmp_path / "README.md").write_text("hi")
     with pytest.raises(ValueError, match="a file, not a model folder"):

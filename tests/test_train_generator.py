@@ -612,3 +612,18 @@ def test_grow_depth_starts_from_the_same_function_and_trains_the_new_blocks(tmp_
     with pytest.raises(ValueError, match="--init-from"):
         main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--grow-depth", "4"))
     assert not (tmp_path / "bad" / "train_log.jsonl").exists()
+
+
+def test_a_vqvae_that_is_no_tokenizer_is_named(tmp_path, tiny_model_dir):
+    """--vqvae naming a generator's run (no vqvae/ in it) is one line before anything else loads."""
+    run = tmp_path / "gen-run"
+    (run / "transformer").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"^--vqvae .*gen-run: no mmgen tokenizer in .*gen-run/vqvae \("):
+        main(_args(tmp_path / "out", str(run), "--steps", "1"))
+
+
+def test_an_odd_sample_size_and_an_init_from_without_a_dit_are_named(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match="--sample-size must be even .* got 7"):
+        main(_args(tmp_path / "out", tiny_model_dir, "--steps", "1", "--sample-size", "7"))
+    with pytest.raises(ValueError, match=r"--init-from .*vqvae: no DiT found in .*vqvae/transformer \(a generator"):
+        main(_args(tmp_path / "out", tiny_model_dir, "--steps", "1", "--init-from", f"{tiny_model_dir}/vqvae"))

@@ -76,7 +76,10 @@ def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> Di
     apply (`same_tokenizer` says when the factor is measured again). It must fit this tokenizer's code size and
     this text encoder."""
     try:
-        dit = DiT.from_pretrained(model_path(model, shipped=False), subfolder="transformer", dtype=torch.float32)
+        folder = model_path(model, shipped=False)
+        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "transformer", "config.json")):
+            raise ValueError("a generator's run or model folder holds one")  # not a DiT built from another config
+        dit = DiT.from_pretrained(folder, subfolder="transformer", dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ValueError(f"--init-from {model}: no DiT found in {model}/transformer ({e})") from e
     want = {"in_channels": vq.config.code_dim, "text_dim": text_encoder.config.hidden_size, "sample_size": sample_size}
@@ -126,12 +129,19 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
     if args.grow_depth is not None and not args.init_from:
         raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
+    if args.sample_size % 2:
+        raise ValueError(
+            f"--sample-size must be even (the DiT reads the latent grid in 2x2 patches), got {args.sample_size}"
+        )
     ckpt = run_to_continue(args, "transformer", accelerator.print)
-    vq = (
-        VQVAE.from_pretrained(model_path(args.vqvae, shipped=False), subfolder="vqvae", dtype=torch.float32)
-        .eval()
-        .requires_grad_(False)
-    )
+    try:
+        vq = VQVAE.from_pretrained(model_path(args.vqvae, shipped=False), subfolder="vqvae", dtype=torch.float32)
+    except OSError as e:  # a folder without vqvae/ (a generator's run, say); model_path's ValueErrors say it all
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--vqvae {args.vqvae}: no mmgen tokenizer in {args.vqvae}/vqvae ({reason})") from None
+    vq.eval().requires_grad_(False)
+    side = args.sample_size * vq.downsample_factor
+    accelerator.print(f"training at {side}x{side} px: {args.sample_size}x{args.sample_size} tokens of {args.vqvae}")
     tokenizer, text_encoder = load_text_encoder()
     init = None  # a resumed run's DiT is its checkpoint's (already deepened: --init-from may hold it by now)
     if args.init_from and not ckpt:
