@@ -108,8 +108,13 @@ def test_init_from_fine_tunes_a_trained_tokenizer_on_a_folder(tmp_path):
     assert tuned.config.num_codes == 32  # the model's own codebook size, not the preset's
     assert bool(tuned.quantizer.initialized)  # no k-means restart of a trained codebook
     assert not torch.equal(first.state_dict()["decoder.net.9.weight"], tuned.state_dict()["decoder.net.9.weight"])
+    whole = (data / "0.png").read_bytes()
+    (data / "cut.png").write_bytes(whole[: len(whole) // 2])  # unreadable, and a strip too thin for SSIM:
+    Image.new("RGB", (1000, 20)).save(data / "strip.png")  # each is left out and named, the rest evaluated
     results = evaluate_folder(tuned, data)  # `mmgen eval-tokenizer --folder`: your own held-out images
     assert results["folder"]["n_images"] == 3 and results["folder"]["psnr"] > 0
+    assert list(results["folder"]["left_out"]) == ["cut.png", "strip.png"]
+    assert "SSIM needs 7 a side" in results["folder"]["left_out"]["strip.png"]
     with pytest.raises(ValueError, match="its codebook has 32 codes, not --num-codes 64"):
         main(_args(tmp_path / "bad", "--steps", "1", "--init-from", str(tmp_path / "first"), "--num-codes", "64"))
     with pytest.raises(ValueError, match="no mmgen tokenizer found"):

@@ -34,7 +34,7 @@ from skimage.metrics import structural_similarity
 
 from ..codebook import usage_stats
 from ..compare import detail_kept, edges_in_place
-from ..data.images import load_image, pil_to_tensor, tensor_to_pil
+from ..data.images import ImageLoadError, load_image, pil_to_tensor, tensor_to_pil
 from ..data.shapes import shapes_sample
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE
@@ -234,13 +234,27 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
     from ..data.images import ImageFolder, fit_to_multiple
 
     vq.eval()
-    images = [fit_to_multiple(load_image(p), vq.downsample_factor, FOLDER_SIDE) for p in ImageFolder(folder).paths]
+    images, skipped = [], {}  # skipped: file -> why (unreadable, or too thin for SSIM's 7x7 window once fitted)
+    for path in ImageFolder(folder).paths:
+        try:
+            im = fit_to_multiple(load_image(path), vq.downsample_factor, FOLDER_SIDE)
+            if min(im.size) < 7:
+                raise ImageLoadError(f"{im.width}x{im.height} px once fitted to whole tokens; SSIM needs 7 a side")
+            images.append(im)
+        except ImageLoadError as e:
+            skipped[Path(path).relative_to(folder).as_posix()] = e.reason
+    if skipped:
+        named = "; ".join(f"{name}: {why}" for name, why in list(skipped.items())[:3])
+        print(f"{folder}: left out {len(skipped)} images ({named}{'; ...' if len(skipped) > 3 else ''})")
+    if not images:
+        raise ValueError(f"{folder}: no image could be evaluated")
     done = [reconstruct(vq, [im]) for im in images]  # one at a time: a folder's images may differ in size
     recons, ids = [d.images[0] for d in done], [d.indices for d in done]
     pairs = [(np.asarray(a), np.asarray(b)) for a, b in zip(images, recons)]
     counts = np.bincount(np.concatenate([i.ravel() for i in ids]), minlength=vq.config.num_codes)
     stats = {
         "n_images": len(images),
+        "left_out": skipped,
         "psnr": float(np.mean([psnr_np(a, b) for a, b in pairs])),
         "psnr_min": float(np.min([psnr_np(a, b) for a, b in pairs])),
         "ssim": float(np.mean([ssim_np(a, b) for a, b in pairs])),
