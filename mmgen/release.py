@@ -62,6 +62,21 @@ def adopt_tokenizer(src: str | Path, out: str | Path) -> Path:
     return out / "vqvae"
 
 
+def check_same_codebook(run: Path, out: Path, vq: VQVAE) -> None:
+    """ValueError when `run`'s DiT was trained on another codebook than OUT/vqvae's (its log's header records the
+    fingerprint; runs from before it was recorded are not checked): it would draw nonsense through that tokenizer."""
+    log = run / "train_log.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    headers = [json.loads(line) for line in lines if '"command"' in line]
+    trained = headers[-1].get("codebook_fingerprint") if headers else None
+    if trained and trained != vq.codebook_fingerprint:
+        used = headers[-1].get("args", {}).get("vqvae")
+        raise ValueError(
+            f"{run} was trained on the codes of another tokenizer than {out}/vqvae (--vqvae {used}): publish that "
+            "one into the model folder first (--vqvae), or a new folder for this generator"
+        )
+
+
 def release_generator(
     run: str | Path, out: str | Path, scheduler: str = "dpm++", sampling: dict | None = None
 ) -> Path:
@@ -80,6 +95,7 @@ def release_generator(
         raise ValueError(f"{out} holds no vqvae/: publish the generator's tokenizer into it first (--vqvae)")
     transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
     vq = VQVAE.from_pretrained(out / "vqvae", dtype=torch.float16)
+    check_same_codebook(run, out, vq)
     # The sampling schedule is the run's noise schedule (prediction type, leading timestep spacing: see
     # training_scheduler); runs older than the prediction-type option trained epsilon.
     trained = run / "scheduler"

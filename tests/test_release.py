@@ -335,3 +335,22 @@ def test_release_knows_its_schedulers_by_name(capsys):
     assert "invalid choice: 'euler_ancestral'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown scheduler 'bogus'"):
         release_generator("run", "m", "bogus")
+
+
+def test_a_generator_is_published_only_beside_the_codebook_it_trained_on(tmp_path, tiny_pipe):
+    """The run's log names its codebook's fingerprint: the fp32 tokenizer it trained on, published in fp16, fits;
+    another tokenizer's codebook is refused (its images would be nonsense); a log without the fingerprint passes."""
+    run, out = tmp_path / "run", tmp_path / "model"
+    tiny_pipe.transformer.save_pretrained(run / "transformer")
+    tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
+    fingerprint = tiny_pipe.vqvae.to(torch.float32).codebook_fingerprint
+    args = {"seed": 0, "num_samples": 4, "vqvae": "runs/tok"}
+    header = {"command": "mmgen train-generator", "args": args, "codebook_fingerprint": fingerprint}
+    done = {"done": True, "steps": 1, "train_time_s": 1.0}
+    write_log(run / "train_log.jsonl", [header, done])
+    release_generator(run, out)
+    write_log(run / "train_log.jsonl", [header | {"codebook_fingerprint": "0123456789abcdef"}, done])
+    with pytest.raises(ValueError, match=r"trained on the codes of another tokenizer than .*model/vqvae \(--vqvae"):
+        release_generator(run, out)
+    write_log(run / "train_log.jsonl", [{"command": "mmgen train-generator", "args": args}, done])
+    release_generator(run, out)

@@ -623,6 +623,9 @@ def test_a_vqvae_that_is_no_tokenizer_is_named(tmp_path, tiny_model_dir):
 
 
 def test_an_odd_sample_size_and_an_init_from_without_a_dit_are_named(tmp_path, tiny_model_dir):
+    (tmp_path / "afile.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--out .*afile.txt is a file, not a folder"):  # before any loading
+        main(_args(tmp_path / "afile.txt", tiny_model_dir, "--steps", "1"))
     with pytest.raises(ValueError, match="--sample-size must be even .* got 7"):
         main(_args(tmp_path / "out", tiny_model_dir, "--steps", "1", "--sample-size", "7"))
     with pytest.raises(ValueError, match=r"--init-from .*vqvae: no DiT found in .*vqvae/transformer \(a generator"):

@@ -15,6 +15,7 @@ Dimension letters: B batch, C channels, H x W pixels (or token grid), D code dim
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -150,6 +151,13 @@ class VQVAE(ModelMixin, ConfigMixin):
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.config.block_channels) - 1)
+
+    @property
+    def codebook_fingerprint(self) -> str:
+        """A short hash of the codebook at float16 precision. A generator's latents are these vectors, so a DiT
+        fits the tokenizers with its codebook's fingerprint: a fine-tuned decoder or fp16 publishing keeps it."""
+        codes = self.quantizer.codebook.detach().to("cpu", torch.float16).contiguous()
+        return hashlib.sha256(codes.numpy().tobytes()).hexdigest()[:16]
 
     def _check_image(self, x: torch.Tensor) -> None:
         f = self.downsample_factor

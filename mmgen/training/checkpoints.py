@@ -56,6 +56,8 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print) ->
     without --resume, an unfinished run's checkpoints. --resume with other settings than the run's log is refused
     too (RESUME_MAY_CHANGE aside): they would be ignored, or would change the run halfway."""
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     records = _log_records(out / "train_log.jsonl")
     done = bool(records) and bool(records[-1].get("done"))
     ckpt = latest_checkpoint(out) if out.is_dir() else None

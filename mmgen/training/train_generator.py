@@ -174,6 +174,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     header = {
         "scaling_factor": model.config.scaling_factor,
+        "codebook_fingerprint": vq.codebook_fingerprint,  # `release` pairs the DiT only with this codebook
         "distinct_captions": len(data["text_states"]),
         "encoding_s": encoding_s,
     }
