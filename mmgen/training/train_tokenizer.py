@@ -255,17 +255,21 @@ def train(args: argparse.Namespace) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), out / "vqvae")
-        failed = getattr(dataset, "failed", {})  # a folder's images that broke after their header (no workers)
-        if failed:
-            named = ", ".join(Path(p).name for p in list(failed)[:3])
-            accelerator.print(f"{len(failed)} images failed to decode; their neighbours stood in (e.g. {named})")
-        append_log(
-            log_path,
-            {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}
-            | ({"failed_to_decode": len(failed)} if failed else {}),
-        )
+        done = {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}
+        append_log(log_path, done | failed_to_decode(dataset, accelerator.print))
         accelerator.print(f"saved {out / 'vqvae'} after {step} steps in {time.time() - t0:.0f} s")
     return out / "vqvae"
+
+
+def failed_to_decode(dataset, say) -> dict:
+    """A folder's images that broke after their header in training (counted with no loader workers), said, and
+    as a log field; {} when none did."""
+    failed = getattr(dataset, "failed", {})
+    if not failed:
+        return {}
+    named = ", ".join(Path(p).name for p in list(failed)[:3])
+    say(f"{len(failed)} images failed to decode; their neighbours stood in (e.g. {named})")
+    return {"failed_to_decode": len(failed)}
 
 
 @torch.no_grad()
