@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils import BaseOutput
 
+from .settings import check_batch
+
 
 def _noise_level(scheduler, latents_t: torch.Tensor, timestep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(sigma, None) for the Euler family (x = x0 + sigma eps), (None, alpha_bar) for the alpha family."""
@@ -111,7 +113,7 @@ class DenoisingRun:
         self.callback = callback_on_step_end
         self.callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         device = pipe._execution_device
-        batch_size = (1 if isinstance(prompt, str) else len(prompt)) * num_images_per_prompt
+        batch_size = check_batch(1 if isinstance(prompt, str) else len(prompt), num_images_per_prompt, generator)
         self.prompt_embeds, self.text_context = pipe.prepare_text_context(
             prompt, device, num_images_per_prompt, guidance.scale, negative_prompt
         )

@@ -2,7 +2,7 @@
 
     pipe = MMGenPipeline.from_pretrained("assets/mmgen-base")
     out = pipe("a large red circle in the top left on a white background", generator=torch.Generator().manual_seed(0))
-    out.images[0], out.tokens[0]          # a 64x64 PIL image and its exact 16x16 token grid
+    out.images[0], out.tokens[0]          # a 128x128 PIL image and its exact 16x16 token grid
 
 The sampler runs in the tokenizer's continuous code space (latents are code vectors times `scaling_factor`);
 the final latent is snapped to the nearest codes, so every image has an exact token grid. Inference only:
@@ -41,6 +41,7 @@ from .settings import (  # the defaults are re-exported: callers have always rea
     check_prompt,
     check_sampling,
     model_sampling_defaults,
+    negative_prompts,
 )
 
 logger = logging.get_logger(__name__)
@@ -127,7 +128,7 @@ class MMGenPipeline(DiffusionPipeline):
         guidance_scale = own["guidance_scale"] if guidance_scale is None else guidance_scale
         snap = own["codebook_snap"] if snap is None else snap
         candidates = own["num_candidates"] if candidates is None else candidates
-        self.check_inputs(
+        steps, guidance_scale, interval, snap, candidates = self.check_inputs(
             prompt, steps, guidance_scale, start_step, latents, tensor_inputs, interval, snap, candidates
         )
         return steps, Guidance(guidance_scale, interval, snap), candidates
@@ -146,19 +147,20 @@ class MMGenPipeline(DiffusionPipeline):
         num_candidates: int = 1,
     ):
         """ValueError with a message for people on any bad input (the settings go through `mmgen.settings`,
-        the one check every entry point shares)."""
+        the one check every entry point shares); returns the sampling settings normalised (`check_sampling`)."""
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise ValueError("`prompt` must be a string or a non-empty list of strings")
         for p in [prompt] if isinstance(prompt, str) else prompt:
             check_prompt(p)
-        check_sampling(num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates)
-        if not 0 <= start_step < num_inference_steps:
-            raise ValueError(f"`start_step` must be in 0..{num_inference_steps - 1}, got {start_step}")
+        checked = check_sampling(num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates)
+        if isinstance(start_step, float) or not 0 <= start_step < num_inference_steps:
+            raise ValueError(f"`start_step` must be a whole number in 0..{num_inference_steps - 1}, got {start_step}")
         if start_step > 0 and latents is None:
             raise ValueError("starting from a later step needs the `latents` of that step")
         bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if bad:
             raise ValueError(f"callback tensor inputs {bad} are not in {self._callback_tensor_inputs}")
+        return checked
 
     @torch.no_grad()
     def encode_prompt(
@@ -175,17 +177,17 @@ class MMGenPipeline(DiffusionPipeline):
         for unread in filter(None, (unread_text(self.tokenizer, p) for p in prompts)):
             logger.warning(f"the model reads {MAX_TOKENS - 2} word pieces of a prompt: {unread!r} is ignored")
 
-        def encode(texts):
+        def encode(texts):  # in the DiT's dtype: the bundled MiniLM stays float32 whatever the pipeline's
             embeds, mask = encode_text_cached(self.tokenizer, self.text_encoder, texts)
             return (
-                embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0),
+                embeds.to(device, self.transformer.dtype).repeat_interleave(num_images_per_prompt, dim=0),
                 mask.to(device).repeat_interleave(num_images_per_prompt, dim=0),
             )
 
         embeds, mask = encode(prompts)
         neg_embeds = neg_mask = None
         if do_classifier_free_guidance:
-            neg_embeds, neg_mask = encode([negative_prompt] * len(prompts))
+            neg_embeds, neg_mask = encode(negative_prompts(negative_prompt, len(prompts)))
         return embeds, mask, neg_embeds, neg_mask
 
     def prepare_text_context(

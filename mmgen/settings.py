@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ MODEL_SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "codebook_snap",
 
 MAX_STEPS = 1000  # the training schedule's length
 MAX_CANDIDATES = 16
+MAX_IMAGES_PER_CALL = 1024  # images per prompt in one call: far more than any memory holds
 MAX_PROMPT_CHARS = 2000  # longer input is certainly not a caption: refused rather than tokenised
 MAX_SEED = 2**31 - 1
 NUM_TRAIN_TIMESTEPS = 1000
@@ -61,18 +63,38 @@ def check_prompt(prompt) -> str:
 
 
 def _whole(value, name: str, low: int, high: int) -> int:
-    whole = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    whole = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)  # numpy's too
     if not whole or value != int(value) or not low <= value <= high:
         raise ValueError(f"{name} must be a whole number in {low}..{high}, got {value!r}.")
     return int(value)
 
 
 def _number(value, name: str, low: float, high: float, hint: str = "") -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not low <= value <= high:
         shown = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
         raise ValueError(f"{name} must be a number {shown}{hint}, got {value!r}.")
     return float(value)
+
+
+def negative_prompts(negative, n: int) -> list[str]:
+    """The negative prompt of each of `n` prompts: None or "" is the null condition (the empty prompt), a text
+    goes with every prompt, a list gives one per prompt (as in diffusers); ValueError otherwise."""
+    texts = [negative or ""] * n if negative is None or isinstance(negative, str) else negative
+    if not isinstance(texts, list | tuple) or len(texts) != n or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"`negative_prompt` must be a text or a list of {n} texts (one per prompt), got {negative!r}")
+    if longest := max((len(t) for t in texts if len(t) > MAX_PROMPT_CHARS), default=0):
+        raise ValueError(f"The negative prompt has {longest} characters: too long (at most {MAX_PROMPT_CHARS}).")
+    return list(texts)
+
+
+def check_batch(n_prompts: int, num_images_per_prompt, generator=None) -> int:
+    """The batch size of a call (prompts x images per prompt); ValueError for a count that is not a whole number
+    from 1, or a list of generators that is not one per image."""
+    batch = n_prompts * _whole(num_images_per_prompt, "`num_images_per_prompt`", 1, MAX_IMAGES_PER_CALL)
+    if isinstance(generator, list) and len(generator) != batch:
+        raise ValueError(f"got {len(generator)} generators for a batch of {batch} images (one per image)")
+    return batch
 
 
 def check_interval(interval) -> tuple[float, float] | None:

@@ -274,7 +274,7 @@ class DiT(ModelMixin, ConfigMixin):
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(B)
 
         x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
-        x = self.patch_embed(x) + self.pos_embed  # (B, T, D)
+        x = self.patch_embed(x) + self.pos_embed.to(x.dtype)  # (B, T, D); a buffer not saved: float32 at load
         c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
         for block, kv in zip(self.blocks, text_context.kv):  # text keys and values computed once per prompt
             x = block(x, c, kv, text_context.mask)

@@ -100,6 +100,12 @@ class VectorQuantizer(nn.Module):
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Exact inverse of the quantizer's indices: (B, H, W) long -> (B, D, H, W) codes."""
+        if indices.ndim != 3:
+            raise ValueError(f"token ids must be a (B, H, W) batch of grids, got shape {tuple(indices.shape)}")
+        if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < len(self.codebook):
+            raise ValueError(
+                f"token ids must lie in 0..{len(self.codebook) - 1}, got {int(indices.min())}..{int(indices.max())}"
+            )
         codes = F.embedding(indices, self.codebook)  # (B, H, W, D)
         return rearrange(codes, "b h w d -> b d h w")
 

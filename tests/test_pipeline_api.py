@@ -1,0 +1,85 @@
+"""The pipeline used as a diffusers user would: half precision, negative prompts, generator lists, numpy numbers,
+and wrong values that must be one clear ValueError rather than an error from deep inside torch."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_pipe
+
+from mmgen.pipeline import MMGenPipeline
+
+PROMPT = "a large red circle in the top left on a white background"
+FAST = {"num_inference_steps": 2, "num_candidates": 1, "output_type": "latent"}
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_shipped_model_loads_and_draws_in_half_precision(dtype):
+    """The bundled MiniLM stays float32 and the DiT's position table is not saved with its weights: both met the
+    half-precision DiT in a matmul of mixed dtypes."""
+    pipe = MMGenPipeline.from_pretrained("assets/mmgen-base", torch_dtype=dtype)
+    out = pipe(PROMPT, generator=seeded(0), num_inference_steps=2, num_candidates=1)
+    assert out.images[0].size == (128, 128) and out.tokens.shape == (1, 16, 16)
+
+
+def test_changing_precision_after_a_call_keeps_working():
+    """The prompt cache keeps float32 states; they are cast to the DiT's dtype when used."""
+    pipe = make_tiny_pipe()
+    pipe(PROMPT, generator=seeded(0), **FAST)
+    pipe.to(torch.bfloat16)
+    assert pipe("a blue square at the bottom", generator=seeded(0), **FAST).images.dtype == torch.bfloat16
+    pipe.to(torch.float32)
+    pipe(PROMPT, generator=seeded(0), **FAST)
+
+
+def test_negative_prompts_as_in_diffusers():
+    """None is the null condition (the empty prompt), a list gives one negative per prompt."""
+    pipe = make_tiny_pipe()
+
+    def negatives(negative):
+        return pipe.encode_prompt([PROMPT, PROMPT], "cpu", 1, True, negative)[2]
+
+    empty, blue = negatives(""), negatives("blue")
+    assert torch.equal(negatives(None), empty)
+    each = negatives(["", "blue"])
+    assert torch.equal(each[0], empty[0]) and torch.equal(each[1], blue[1]) and not torch.equal(each[0], each[1])
+    pipe([PROMPT, PROMPT], negative_prompt=None, generator=[seeded(0), seeded(1)], **FAST)
+    with pytest.raises(ValueError, match=r"`negative_prompt` must be a text or a list of 2 texts"):
+        pipe([PROMPT, PROMPT], negative_prompt=["blue"], **FAST)
+    with pytest.raises(ValueError, match="The negative prompt has 5000 characters: too long"):
+        pipe(PROMPT, negative_prompt="x" * 5000, **FAST)
+
+
+def test_counts_and_generators_are_checked_and_numpy_numbers_accepted():
+    pipe = make_tiny_pipe()
+    with pytest.raises(ValueError, match="got 3 generators for a batch of 2 images"):
+        pipe([PROMPT, PROMPT], generator=[seeded(0), seeded(1), seeded(2)], **FAST)
+    with pytest.raises(ValueError, match="got 2 generators for a batch of 4 images"):
+        pipe([PROMPT, PROMPT], num_images_per_prompt=2, generator=[seeded(0), seeded(1)], **FAST)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="`num_images_per_prompt` must be a whole number"):
+            pipe(PROMPT, num_images_per_prompt=bad, **FAST)
+    with pytest.raises(ValueError, match=r"`start_step` must be a whole number in 0..1, got 1.0"):
+        pipe(PROMPT, start_step=1.0, latents=torch.zeros(1, 4, 8, 8), **FAST)
+    same = {"generator": seeded(0), "output_type": "latent"}
+    a = pipe(PROMPT, num_inference_steps=np.int64(2), guidance_scale=np.float32(4), num_candidates=2.0, **same)
+    b = pipe(
+        PROMPT, num_inference_steps=2, guidance_scale=4.0, num_candidates=2, generator=seeded(0), output_type="latent"
+    )
+    assert torch.equal(a.images, b.images)  # checked values are the ones used (2.0 candidates reached randint)
+    with pytest.raises(ValueError, match="guidance interval must be"):
+        pipe(PROMPT, guidance_interval=("low", "999"), **FAST)
+
+
+def test_token_ids_out_of_range_are_named():
+    pipe = make_tiny_pipe()
+    grid = torch.zeros(1, 8, 8, dtype=torch.long)
+    pipe.decode_tokens(grid)
+    for bad in (grid + 5000, grid - 1):
+        with pytest.raises(ValueError, match=r"token ids must lie in 0\.\.\d+, got"):
+            pipe.decode_tokens(bad)
+    with pytest.raises(ValueError, match=r"token ids must be a \(B, H, W\) batch of grids, got shape \(8, 8\)"):
+        pipe.tokens_to_latents(grid[0])
