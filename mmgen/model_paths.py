@@ -91,4 +91,4 @@ def local_model_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
             raise ValueError(f"{index}: not valid JSON ({e})") from None
         if not isinstance(config, dict):
             raise ValueError(f"{index}: expected a JSON object (a pipeline's components), got {type(config).__name__}")
-    return path
+    return os.path.abspath(path)  # files found beside the weights later (vocabulary.json) survive a chdir
