@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import PIL.Image
 import torch
 
@@ -107,3 +108,22 @@ class LatentInpainter:
         else:
             known = self.known
         return {"latents": torch.where(self.mask, callback_kwargs["latents"], known.to(callback_kwargs["latents"]))}
+
+
+def inpaint_grids(tokens, mask, side: int, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (side, side) long, mask (side, side) bool) from what `MMGenPipeline.inpaint` is given: tensors or
+    arrays, a batch of one allowed, a float mask thresholded at 0.5 (as diffusers' masks are); a ValueError naming
+    the one that is not the generator's grid (`factor`: pixels per token)."""
+    grids = []
+    for name, value in (("token grid", tokens), ("mask", mask)):
+        grid = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        grid = grid[0] if grid.ndim == 3 and len(grid) == 1 else grid
+        if tuple(grid.shape) != (side, side):
+            got = "×".join(map(str, grid.shape)) or "a single number"
+            px = side * factor
+            raise ValueError(
+                f"The generator paints {side}×{side} token grids ({px}×{px} px images); the {name} is {got}."
+            )
+        grids.append(grid)
+    tokens, mask = grids
+    return tokens.long(), (mask > 0.5 if mask.is_floating_point() else mask.bool())

@@ -24,7 +24,7 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import captioning
-from .callbacks import LatentInpainter
+from .callbacks import LatentInpainter, inpaint_grids
 from .candidates import best_generators
 from .denoising import DenoisingRun, Guidance, model_output_for_x0, predict_x0  # noqa: F401
 from .model_paths import local_model_folder
@@ -415,14 +415,10 @@ class MMGenPipeline(DiffusionPipeline):
         """Repaint the cells of a token grid `tokens` (h, w) where `mask` (h, w) is True under `prompt`; every
         other cell keeps its code exactly (`LatentInpainter`: RePaint in the latent space). Other keyword
         arguments go to `__call__`. The grid must be the generator's own size."""
-        side = self.transformer.config.sample_size
-        if tuple(tokens.shape) != (side, side) or tuple(mask.shape) != (side, side):
-            image_side = side * self.vqvae.downsample_factor
-            raise ValueError(
-                f"The generator paints {side}×{side} token grids ({image_side}×{image_side} px images); got "
-                f"{tokens.shape[0]}×{tokens.shape[1]} tokens."
-            )
-        known = self.vqvae.quantizer.indices_to_codes(tokens[None].long()) * self.scaling_factor  # (1, C, h, w)
+        tokens, mask = inpaint_grids(tokens, mask, self.transformer.config.sample_size, self.vqvae.downsample_factor)
+        if "callback_on_step_end" in kwargs or isinstance(generator, list):
+            raise ValueError("inpaint takes one torch.Generator and no callback_on_step_end (it steps with its own)")
+        known = self.vqvae.quantizer.indices_to_codes(tokens[None]) * self.scaling_factor  # (1, C, h, w)
         inpainter = LatentInpainter(known, mask, generator=generator)
         return self(
             prompt,

@@ -83,3 +83,22 @@ def test_token_ids_out_of_range_are_named():
             pipe.decode_tokens(bad)
     with pytest.raises(ValueError, match=r"token ids must be a \(B, H, W\) batch of grids, got shape \(8, 8\)"):
         pipe.tokens_to_latents(grid[0])
+
+
+def test_inpaint_takes_grids_as_users_hold_them():
+    """A batch of one, numpy masks and soft masks (at 0.5, as diffusers) are read; a wrong grid is named."""
+    pipe = make_tiny_pipe()
+    tokens = torch.randint(0, pipe.vqvae.config.num_codes, (8, 8), generator=seeded(1))
+    mask = np.zeros((8, 8), dtype=np.float32)
+    mask[2:5, 3:7] = 0.9
+    mask[0, 0] = 0.3  # under 0.5: kept
+    run = {"generator": seeded(0), "num_inference_steps": 2, "num_candidates": 1}
+    out = pipe.inpaint(PROMPT, tokens[None], mask, **run)
+    kept = torch.as_tensor(mask) <= 0.5
+    assert torch.equal(out.tokens[0][kept], tokens[kept])
+    with pytest.raises(ValueError, match=r"paints 8×8 token grids \(32×32 px images\); the mask is 16×16"):
+        pipe.inpaint(PROMPT, tokens, np.zeros((16, 16)), **run)
+    with pytest.raises(ValueError, match="the token grid is 4×8"):
+        pipe.inpaint(PROMPT, tokens[:4], mask, **run)
+    with pytest.raises(ValueError, match="inpaint takes one torch.Generator and no callback_on_step_end"):
+        pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=lambda *a: {}, num_inference_steps=2)
