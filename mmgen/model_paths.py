@@ -38,6 +38,18 @@ def shipped_folder(name: str) -> str | None:
     return str(ASSETS / name) if name in shipped_models() else None
 
 
+def mistyped_path(given: str) -> str | None:
+    """Why `given`, an owner/name that is no folder here, is a mistyped local path rather than a Hub repo id: its
+    first part is a folder here ("runs/gen2" beside runs/); None when it is not. (Offline, the Hub client would
+    retry for half a minute before saying anything.)"""
+    parent = Path(given).parent
+    if parent == Path(".") or not parent.is_dir():
+        return None
+    here = sorted(p.name for p in parent.iterdir() if p.is_dir())
+    held = f"; it holds {', '.join(here[:8])}{', ...' if len(here) > 8 else ''}" if here else ""
+    return f"{given}: no such folder in {parent}/{held}"
+
+
 def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
     """A model folder for `name_or_path`, or a Hub repo id left as it is; a clear ValueError for anything else.
     `shipped=False`: a check only, the name comes back as given (the trainers log and compare what was typed)."""
@@ -53,14 +65,9 @@ def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
     if os.path.exists(given):
         raise ValueError(f"{given}: a file, not a model folder")
     if HUB_ID.match(given) and not given.startswith(("./", "../")) and not os.path.isabs(given):
-        parent = Path(given).parent
-        if not parent.is_dir():
-            return given
-        # "runs/gen2" where runs/ is a folder here: a mistyped path far more likely than a Hub repo (and the Hub
-        # client would retry for half a minute offline before saying so)
-        here = sorted(p.name for p in parent.iterdir() if p.is_dir())
-        held = f"; it holds {', '.join(here[:8])}{', ...' if len(here) > 8 else ''}" if here else ""
-        raise ValueError(f"{given}: no such folder in {parent}/{held}")
+        if typo := mistyped_path(given):
+            raise ValueError(typo)
+        return given
     names = ", ".join(shipped_models()) or "none here"
     raise ValueError(
         f"{given}: no such model folder (shipped models: {names}), and not a Hugging Face Hub repo id (owner/name)"

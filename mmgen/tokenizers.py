@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .model_paths import ASSETS, shipped_folder
+from .model_paths import ASSETS, HUB_ID, mistyped_path, shipped_folder
 
 if TYPE_CHECKING:
     from diffusers import VQModel
@@ -47,7 +46,6 @@ HUB_TOKENIZERS = {
 }
 TOKENIZER_FOLDERS = ("vqvae", "movq")  # where pipelines keep their tokenizer, in the order they are looked for
 TOKENIZER_CLASSES = {"VQVAE", "VQModel"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
@@ -260,6 +258,8 @@ def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer
         name = name_or_path if name_or_path in SHIPPED_TOKENIZERS else Path(path).resolve().name
     elif os.path.exists(path) or not HUB_ID.match(path):
         raise ValueError(f"{path}: not a tokenizer folder (no such folder, and not a Hugging Face Hub repo id)")
+    elif typo := mistyped_path(path):
+        raise ValueError(typo)
     else:
         subfolder, config = _hub_config(path, subfolder)
         name = path
