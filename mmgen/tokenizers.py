@@ -115,6 +115,12 @@ class Tokenizer:
     # ---------------------------------------------------------------- encode / decode
     def check_images(self, x: torch.Tensor) -> None:
         f = self.downsample_factor
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(
+                f"expected a (B, 3, H, W) tensor in [-1, 1], got {type(x).__name__} (from a PIL image: pil_to_tensor)"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"expected float images in [-1, 1], got {x.dtype} (pixels 0..255: x / 127.5 - 1)")
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % f or x.shape[-1] % f:

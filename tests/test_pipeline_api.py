@@ -102,3 +102,17 @@ def test_inpaint_takes_grids_as_users_hold_them():
         pipe.inpaint(PROMPT, tokens[:4], mask, **run)
     with pytest.raises(ValueError, match="inpaint takes one torch.Generator and no callback_on_step_end"):
         pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=lambda *a: {}, num_inference_steps=2)
+
+
+def test_tokenizers_refuse_images_they_cannot_read():
+    """A PIL image or 0..255 integers go wrong deep inside a convolution, or worse, silently: one line instead."""
+    from PIL import Image
+
+    from mmgen.tokenizers import as_tokenizer
+
+    pipe = make_tiny_pipe()
+    for encode in (pipe.vqvae.encode, as_tokenizer(pipe.vqvae).encode):
+        with pytest.raises(ValueError, match=r"got Image \(from a PIL image: pil_to_tensor\)"):
+            encode(Image.new("RGB", (32, 32)))
+        with pytest.raises(ValueError, match="torch.uint8"):
+            encode(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))

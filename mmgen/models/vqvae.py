@@ -161,6 +161,11 @@ class VQVAE(ModelMixin, ConfigMixin):
 
     def _check_image(self, x: torch.Tensor) -> None:
         f = self.downsample_factor
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"expected float images (B, 3, H, W) in [-1, 1], got {got} (from a PIL image: pil_to_tensor)"
+            )
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected images of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % f or x.shape[-1] % f:
