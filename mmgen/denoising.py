@@ -200,4 +200,8 @@ class DenoisingRun:
     @torch.no_grad()
     def result(self, output_type: str = "pil"):
         """The current latents snapped to their nearest codes and decoded (`MMGenPipelineOutput`)."""
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
+        if not torch.isfinite(self.latents).all():  # a callback's or the caller's NaN would snap to code 0 unseen
+            raise ValueError("the latents hold NaN or infinite values: no token grid can be read from them")
         return self.pipe.snap_and_decode(self.latents, output_type)

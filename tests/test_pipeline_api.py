@@ -116,3 +116,13 @@ def test_tokenizers_refuse_images_they_cannot_read():
             encode(Image.new("RGB", (32, 32)))
         with pytest.raises(ValueError, match="torch.uint8"):
             encode(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_non_finite_latents_are_not_read_as_code_zero():
+    pipe = make_tiny_pipe()
+    bad = torch.full((1, 4, 8, 8), float("nan"))
+    with pytest.raises(ValueError, match="the latents hold NaN or infinite values"):
+        pipe(PROMPT, latents=bad, **FAST)
+    run = pipe.stepwise(PROMPT, num_inference_steps=2, num_candidates=1)
+    with pytest.raises(ValueError, match="`output_type` must be pil, np, pt or latent, got 'foo'"):
+        run.result("foo")
