@@ -14,6 +14,7 @@ shared with the step-by-step run (`stepwise`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import diffusers
 import numpy as np
@@ -43,6 +44,7 @@ from .settings import (  # the defaults are re-exported: callers have always rea
     model_sampling_defaults,
     negative_prompts,
 )
+from .vocabulary import VOCABULARY_FILE, Vocabulary
 
 logger = logging.get_logger(__name__)
 
@@ -80,17 +82,21 @@ class MMGenPipeline(DiffusionPipeline):
         # A shipped name or a folder; a Hub repo id is fetched whole first: diffusers' own download step filters
         # files by the library named in model_index.json, which it cannot do for our third-party `mmgen` classes.
         pretrained_model_name_or_path = local_model_folder(pretrained_model_name_or_path, **hub_kwargs)
-        # Weights ship in fp16; compute in float32 on CPU unless the caller asks for a dtype (`torch_dtype` is
-        # the name diffusers used before 0.42; setting ours beside a caller's would be an error there).
+        # Weights ship in fp16; compute in float32 unless the caller asks for a dtype (or the older `torch_dtype`).
         if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
             kwargs["dtype"] = torch.float32
         index = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
         missing = [n for n in ("text_encoder", "tokenizer") if kwargs.get(n) is None and not any(index.get(n) or [])]
         if missing:
-            tokenizer, text_encoder = load_text_encoder()
-            defaults = {"text_encoder": text_encoder, "tokenizer": tokenizer}
+            defaults = dict(zip(("tokenizer", "text_encoder"), load_text_encoder()))
             kwargs.update({n: defaults[n] for n in missing})
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """diffusers' save, with the training captions' vocabulary beside the transformer (`caption` reads it)."""
+        super().save_pretrained(save_directory, **kwargs)
+        if vocabulary := Vocabulary.for_pipeline(self):
+            vocabulary.save(Path(save_directory) / "transformer" / VOCABULARY_FILE)
 
     def use_scheduler(self, name: str) -> None:
         """Swap in a scheduler by its short name (see SCHEDULERS), keeping the trained noise schedule."""
@@ -146,8 +152,7 @@ class MMGenPipeline(DiffusionPipeline):
         codebook_snap=0.0,
         num_candidates: int = 1,
     ):
-        """ValueError with a message for people on any bad input (the settings go through `mmgen.settings`,
-        the one check every entry point shares); returns the sampling settings normalised (`check_sampling`)."""
+        """ValueError with a message for people on bad input; returns the sampling settings normalised."""
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise ValueError("`prompt` must be a string or a non-empty list of strings")
         for p in [prompt] if isinstance(prompt, str) else prompt:

@@ -126,3 +126,14 @@ def test_non_finite_latents_are_not_read_as_code_zero():
     run = pipe.stepwise(PROMPT, num_inference_steps=2, num_candidates=1)
     with pytest.raises(ValueError, match="`output_type` must be pil, np, pt or latent, got 'foo'"):
         run.result("foo")
+
+
+def test_a_saved_pipeline_keeps_its_vocabulary(tmp_path):
+    """save_pretrained writes transformer/vocabulary.json beside the weights: unknown-word notes and caption() work on
+    the copy as on the original (diffusers' save alone dropped it)."""
+    from mmgen.vocabulary import Vocabulary
+
+    pipe = MMGenPipeline.from_pretrained("assets/mmgen-base-64")
+    pipe.save_pretrained(tmp_path / "copy")
+    words = Vocabulary.for_pipeline(MMGenPipeline.from_pretrained(tmp_path / "copy")).words
+    assert words == Vocabulary.for_pipeline(pipe).words and "circle" in words
