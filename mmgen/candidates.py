@@ -27,7 +27,11 @@ import math
 
 import torch
 
-from .settings import MAX_CANDIDATES  # noqa: F401  (re-exported: callers have read it here)
+from .settings import (
+    MAX_CANDIDATES,  # noqa: F401  (re-exported: callers have read it here)
+    check_batch,
+    negative_prompts,
+)
 
 SELECT_FRACTION = 0.3  # run the candidates through this share of the steps (9 of 30): the layout is set by then
 SCORE_TIMESTEPS = (50, 150, 300, 450, 600, 750, 900)  # training timesteps at which x0 is re-noised and scored
@@ -75,7 +79,7 @@ def choose_generators(
     num_candidates: int,
     num_inference_steps: int,
     guidance_scale: float,
-    negative_prompt: str = "",
+    negative_prompt: str | list[str] | None = "",
     generator=None,
     guidance_interval=None,
     codebook_snap: float = 0.0,
@@ -86,12 +90,13 @@ def choose_generators(
     batch_size, device = len(prompts), pipe._execution_device
     seeds = _candidate_seeds(generator, batch_size, num_candidates)  # (B, N)
     flat_prompts = [p for p in prompts for _ in range(num_candidates)]  # image-major: (B * N,)
+    flat_negatives = [n for n in negative_prompts(negative_prompt, batch_size) for _ in range(num_candidates)]
     flat_gens = [torch.Generator(device=device).manual_seed(s) for row in seeds for s in row]
     run = pipe.stepwise(
         flat_prompts,
         num_inference_steps,
         guidance_scale,
-        negative_prompt,
+        flat_negatives,
         generator=flat_gens,
         guidance_interval=guidance_interval,
         codebook_snap=codebook_snap,
@@ -112,22 +117,21 @@ def best_generators(
     num_candidates: int,
     num_inference_steps: int,
     guidance,
-    negative_prompt: str = "",
+    negative_prompt: str | list[str] | None = "",
     generator=None,
 ) -> list[torch.Generator]:
     """`choose_generators` for a pipeline call: per image of the batch (`num_images_per_prompt` per prompt, in
     `encode_prompt`'s order), the generator of the most likely candidate. `guidance`: a `denoising.Guidance`."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-    if isinstance(generator, list) and len(generator) != len(prompts):
-        raise ValueError(f"got {len(generator)} generators for a batch of {len(prompts)} images")
+    per_prompt = check_batch(len(prompts), num_images_per_prompt, generator) // len(prompts)
+    negatives = [n for n in negative_prompts(negative_prompt, len(prompts)) for _ in range(per_prompt)]
     winners, _ = choose_generators(
         pipe,
-        prompts,
+        [p for p in prompts for _ in range(per_prompt)],
         num_candidates,
         num_inference_steps,
         guidance.scale,
-        negative_prompt,
+        negatives,
         generator,
         guidance.interval,
         guidance.codebook_snap,

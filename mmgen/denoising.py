@@ -104,7 +104,7 @@ class DenoisingRun:
         generator=None,
         latents: torch.Tensor | None = None,
         start_step: int = 0,
-        negative_prompt: str = "",
+        negative_prompt: str | list[str] | None = "",
         num_images_per_prompt: int = 1,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
@@ -113,7 +113,9 @@ class DenoisingRun:
         self.callback = callback_on_step_end
         self.callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         device = pipe._execution_device
-        batch_size = check_batch(1 if isinstance(prompt, str) else len(prompt), num_images_per_prompt, generator)
+        n_prompts = 1 if isinstance(prompt, str) else len(prompt)
+        batch_size = check_batch(n_prompts, num_images_per_prompt, generator)
+        num_images_per_prompt = batch_size // n_prompts  # a whole number now (2.0 -> 2)
         self.prompt_embeds, self.text_context = pipe.prepare_text_context(
             prompt, device, num_images_per_prompt, guidance.scale, negative_prompt
         )

@@ -45,9 +45,7 @@ def mistyped_path(given: str) -> str | None:
     parent = Path(given).parent
     if parent == Path(".") or not parent.is_dir():
         return None
-    here = sorted(p.name for p in parent.iterdir() if p.is_dir())
-    held = f"; it holds {', '.join(here[:8])}{', ...' if len(here) > 8 else ''}" if here else ""
-    return f"{given}: no such folder in {parent}/{held}"
+    return f"{given}: no such folder in {parent}/"  # not what it holds: the app shows this to visitors
 
 
 def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
@@ -89,7 +87,7 @@ def local_model_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
     if not index.is_file() and (Path(path) / "train_log.jsonl").is_file():
         raise ValueError(
             f"{path} is a training run's folder, not a published model: publish it first (python -m mmgen.release "
-            "--generator RUN --out MODEL, docs/own-data.md) and load MODEL"
+            "--vqvae or --generator, docs/own-data.md) and load the folder it writes"
         )
     if index.is_file():
         try:

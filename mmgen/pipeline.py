@@ -13,6 +13,7 @@ shared with the step-by-step run (`stepwise`).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from . import captioning
 from .callbacks import LatentInpainter, inpaint_grids
 from .candidates import best_generators
 from .denoising import DenoisingRun, Guidance, model_output_for_x0, predict_x0  # noqa: F401
+from .latent_tokens import LatentTokens
 from .model_paths import local_model_folder
 from .models.dit import DiT
 from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder, unread_text
@@ -57,7 +59,7 @@ class MMGenPipelineOutput(BaseOutput):
     tokens: torch.Tensor  # (B, h, w) long: the exact token grid of each image
 
 
-class MMGenPipeline(DiffusionPipeline):
+class MMGenPipeline(LatentTokens, DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ["latents", "noise_pred", "pred_x0", "prompt_embeds"]
 
@@ -116,10 +118,6 @@ class MMGenPipeline(DiffusionPipeline):
         return pipe
 
     @property
-    def scaling_factor(self) -> float:
-        return self.transformer.config.scaling_factor
-
-    @property
     def sampling_defaults(self) -> dict:
         """What a call samples at when it leaves a setting out: mmgen.settings' defaults with this model's own in
         their place (`model_sampling_defaults`: `__call__`'s five sampling keyword arguments)."""
@@ -158,8 +156,9 @@ class MMGenPipeline(DiffusionPipeline):
         for p in [prompt] if isinstance(prompt, str) else prompt:
             check_prompt(p)
         checked = check_sampling(num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates)
-        if isinstance(start_step, float) or not 0 <= start_step < num_inference_steps:
-            raise ValueError(f"`start_step` must be a whole number in 0..{num_inference_steps - 1}, got {start_step}")
+        last = int(checked[0]) - 1
+        if isinstance(start_step, bool) or not isinstance(start_step, numbers.Integral) or not 0 <= start_step <= last:
+            raise ValueError(f"`start_step` must be a whole number in 0..{last}, got {start_step!r}")
         if start_step > 0 and latents is None:
             raise ValueError("starting from a later step needs the `latents` of that step")
         bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
@@ -174,7 +173,7 @@ class MMGenPipeline(DiffusionPipeline):
         device,
         num_images_per_prompt: int = 1,
         do_classifier_free_guidance: bool = True,
-        negative_prompt: str = "",
+        negative_prompt: str | list[str] | None = "",
     ):
         """Text -> (prompt_embeds (B, L, E), mask (B, L), negative_embeds, negative_mask); the negative is the
         null condition used in training (the empty prompt) unless `negative_prompt` says otherwise."""
@@ -196,7 +195,12 @@ class MMGenPipeline(DiffusionPipeline):
         return embeds, mask, neg_embeds, neg_mask
 
     def prepare_text_context(
-        self, prompt, device, num_images_per_prompt: int, guidance_scale: float, negative_prompt: str = ""
+        self,
+        prompt,
+        device,
+        num_images_per_prompt: int,
+        guidance_scale: float,
+        negative_prompt: str | list[str] | None = "",
     ):
         """Prompt -> (text states, the DiT's TextContext). With guidance (> 1), the null condition's half comes
         first, so one batched pass gives both predictions; the context is computed once per run, not per step."""
@@ -235,26 +239,6 @@ class MMGenPipeline(DiffusionPipeline):
             return latents.to(device=device, dtype=dtype)
         return randn_tensor(shape, generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
-    # ---------------------------------------------------------------- latents <-> tokens
-    def latents_to_tokens(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents (B, C, h, w) -> nearest code ids (B, h, w)."""
-        return self.vqvae.quantizer.eval()(latents / self.scaling_factor).indices
-
-    def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Code ids (B, h, w) -> their scaled code vectors (B, C, h, w)."""
-        return self.vqvae.quantizer.indices_to_codes(tokens) * self.scaling_factor
-
-    def snap_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> the scaled code vectors of their nearest codes (same shape)."""
-        return self.tokens_to_latents(self.latents_to_tokens(latents)).to(latents.dtype)
-
-    def decode_tokens(self, tokens: torch.Tensor, output_type: str = "pil"):
-        images = self.vqvae.decode_indices(tokens)  # (B, 3, H, W) in [-1, 1]
-        if output_type == "pt":
-            return images
-        arr = ((images.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-        return [PIL.Image.fromarray(a) for a in arr] if output_type == "pil" else arr.astype(np.float32) / 255
-
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def __call__(
@@ -265,7 +249,7 @@ class MMGenPipeline(DiffusionPipeline):
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
         codebook_snap: float | None = None,
         num_candidates: int | None = None,
-        negative_prompt: str = "",
+        negative_prompt: str | list[str] | None = "",
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -294,6 +278,8 @@ class MMGenPipeline(DiffusionPipeline):
                 own conditional denoising error; `mmgen/candidates.py`). Measured cost: 2.1x one noise's time at
                 4, 2.8x at 8 (`make bench`). 1: the generator's own noise. Ignored when `latents` are given (the
                 noise is then fixed).
+            negative_prompt: what guidance steers from (a text, or a list of one per prompt); None: the empty one.
+            num_images_per_prompt: images drawn for each prompt (a whole number from 1).
             latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
                 with `start_step=k`, the x_t of step k - 1 of an earlier run (replay or branch from there).
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
@@ -371,7 +357,7 @@ class MMGenPipeline(DiffusionPipeline):
         prompt,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        negative_prompt: str = "",
+        negative_prompt: str | list[str] | None = "",
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         start_step: int = 0,
@@ -421,7 +407,7 @@ class MMGenPipeline(DiffusionPipeline):
         other cell keeps its code exactly (`LatentInpainter`: RePaint in the latent space). Other keyword
         arguments go to `__call__`. The grid must be the generator's own size."""
         tokens, mask = inpaint_grids(tokens, mask, self.transformer.config.sample_size, self.vqvae.downsample_factor)
-        if "callback_on_step_end" in kwargs or isinstance(generator, list):
+        if kwargs.pop("callback_on_step_end", None) is not None or isinstance(generator, list):
             raise ValueError("inpaint takes one torch.Generator and no callback_on_step_end (it steps with its own)")
         known = self.vqvae.quantizer.indices_to_codes(tokens[None]) * self.scaling_factor  # (1, C, h, w)
         inpainter = LatentInpainter(known, mask, generator=generator)

@@ -126,7 +126,8 @@ def test_image_folder_reads_metadata_as_users_write_it(tmp_path):
     )
     meta.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\n", encoding="latin-1")
     with pytest.raises(ValueError, match="line 1 is not UTF-8 text; save the file as UTF-8"):
-        ImageFolder(tmp_path)
+        ImageFolder(tmp_path, captions_required=True)
+    assert len(ImageFolder(tmp_path).paths) == 3  # the tokenizer needs no captions: it goes on without them
     meta.write_text(json.dumps({"file_name": "tea.png", "caption": "green tea"}) + "\n")
     with pytest.raises(ValueError, match=r"images without a caption: 3, .*one JSON object per line: \{\"file_name\""):
         ImageFolder(tmp_path, captions_required=True)

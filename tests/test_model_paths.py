@@ -50,12 +50,12 @@ def test_a_mistyped_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
     half a minute first); an id whose owner is no folder here still goes to the Hub."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "gen").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"^runs/gen2: no such folder in runs/; it holds gen$"):
+    with pytest.raises(ValueError, match=r"^runs/gen2: no such folder in runs/$"):
         model_path("runs/gen2", shipped=False)
     assert model_path("someone/gen2") == "someone/gen2"
     from mmgen.tokenizers import load_tokenizer
 
-    with pytest.raises(ValueError, match=r"^runs/gen2: no such folder in runs/; it holds gen$"):
+    with pytest.raises(ValueError, match=r"^runs/gen2: no such folder in runs/$"):
         load_tokenizer("runs/gen2")
     with pytest.raises(ValueError, match="nope: not a tokenizer folder .*not a Hugging Face Hub repo id"):
         load_tokenizer("nope")  # every VQ tokenizer on the Hub is owner/name

@@ -47,6 +47,8 @@ def test_negative_prompts_as_in_diffusers():
     each = negatives(["", "blue"])
     assert torch.equal(each[0], empty[0]) and torch.equal(each[1], blue[1]) and not torch.equal(each[0], each[1])
     pipe([PROMPT, PROMPT], negative_prompt=None, generator=[seeded(0), seeded(1)], **FAST)
+    chosen = FAST | {"num_candidates": 2}  # the candidates' runs take one negative per prompt too
+    pipe([PROMPT, PROMPT], negative_prompt=["", "blue"], num_images_per_prompt=2, **chosen)
     with pytest.raises(ValueError, match=r"`negative_prompt` must be a text or a list of 2 texts"):
         pipe([PROMPT, PROMPT], negative_prompt=["blue"], **FAST)
     with pytest.raises(ValueError, match="The negative prompt has 5000 characters: too long"):
@@ -60,8 +62,10 @@ def test_counts_and_generators_are_checked_and_numpy_numbers_accepted():
     with pytest.raises(ValueError, match="got 2 generators for a batch of 4 images"):
         pipe([PROMPT, PROMPT], num_images_per_prompt=2, generator=[seeded(0), seeded(1)], **FAST)
     for bad in (0, -1, 2.5):
-        with pytest.raises(ValueError, match="`num_images_per_prompt` must be a whole number"):
-            pipe(PROMPT, num_images_per_prompt=bad, **FAST)
+        for candidates in (1, 2):  # checked before the candidates' runs too
+            with pytest.raises(ValueError, match="`num_images_per_prompt` must be a whole number"):
+                pipe(PROMPT, num_images_per_prompt=bad, **FAST | {"num_candidates": candidates})
+    assert len(pipe(PROMPT, num_images_per_prompt=2.0, **FAST).images) == 2
     with pytest.raises(ValueError, match=r"`start_step` must be a whole number in 0..1, got 1.0"):
         pipe(PROMPT, start_step=1.0, latents=torch.zeros(1, 4, 8, 8), **FAST)
     same = {"generator": seeded(0), "output_type": "latent"}
@@ -102,6 +106,7 @@ def test_inpaint_takes_grids_as_users_hold_them():
         pipe.inpaint(PROMPT, tokens[:4], mask, **run)
     with pytest.raises(ValueError, match="inpaint takes one torch.Generator and no callback_on_step_end"):
         pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=lambda *a: {}, num_inference_steps=2)
+    pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=None, **run)  # forwarded keyword arguments
 
 
 def test_tokenizers_refuse_images_they_cannot_read():

@@ -1,5 +1,6 @@
 """Publishing (mmgen/release.py), the model card (mmgen/model_card.py) and the app's examples (mmgen/examples.py)."""
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -342,8 +343,10 @@ def test_a_generator_is_published_only_beside_the_codebook_it_trained_on(tmp_pat
     another tokenizer's codebook is refused (its images would be nonsense); a log without the fingerprint passes."""
     run, out = tmp_path / "run", tmp_path / "model"
     tiny_pipe.transformer.save_pretrained(run / "transformer")
-    tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
-    fingerprint = tiny_pipe.vqvae.to(torch.float32).codebook_fingerprint
+    vq = copy.deepcopy(tiny_pipe.vqvae).float()
+    vq.quantizer.codebook.data += 1e-4 * torch.randn_like(vq.quantizer.codebook)  # fp32 digits fp16 rounds away
+    fingerprint = vq.codebook_fingerprint  # the fp32 tokenizer the run trained on, before publishing
+    vq.to(torch.float16).save_pretrained(out / "vqvae")
     args = {"seed": 0, "num_samples": 4, "vqvae": "runs/tok"}
     header = {"command": "mmgen train-generator", "args": args, "codebook_fingerprint": fingerprint}
     done = {"done": True, "steps": 1, "train_time_s": 1.0}

@@ -71,7 +71,7 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
         main(_args(out, tiny_model_dir, "--steps", "3"))
     with pytest.raises(ValueError, match=r"these differ: --text-refiner-layers 2 \(the run: 1\), --steps 4 \(the"):
         main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
-    main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1", "--resume"))
+    main(_args(f"{out}/", tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1", "--resume"))  # "gen/" is gen
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 3]
     resumed = DiT.from_pretrained(out / "transformer").config  # the architecture comes from the checkpoint

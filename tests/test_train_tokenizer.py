@@ -235,3 +235,23 @@ def test_gan_losses_and_the_adaptive_weight():
     w = torch.ones(3, requires_grad=True)
     rec, adv = (w * 4).sum(), (w * 0.5).sum()  # gradients 4 and 0.5 per element: ratio 8
     assert abs(adaptive_weight(rec, adv, w).item() - 8.0) < 1e-2
+
+
+def test_a_checkpoint_is_whole_or_absent(tmp_path):
+    """A checkpoint is written under a hidden name and renamed once whole: a failure while writing leaves nothing,
+    and a partial folder a killed run left is removed with the old checkpoints."""
+    import pytest
+
+    from mmgen.training.checkpoints import checkpoints, writing_checkpoint
+
+    with writing_checkpoint(tmp_path, 1) as ckpt:
+        (ckpt / "weights").write_text("w")
+    with pytest.raises(OSError), writing_checkpoint(tmp_path, 2) as ckpt:
+        (ckpt / "weights").write_text("half")
+        raise OSError("no space left on device")
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-1"]
+    (tmp_path / "checkpoints" / ".step-3.partial").mkdir()  # as a killed run leaves it
+    with writing_checkpoint(tmp_path, 4, keep=2) as ckpt:
+        (ckpt / "weights").write_text("w")
+    assert [p.name for p in checkpoints(tmp_path)] == ["step-1", "step-4"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-1", "step-4"]

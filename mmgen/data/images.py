@@ -277,10 +277,11 @@ class ImageFolder(Dataset):
         self.skipped: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}  # a few of the names behind each count, to show
         self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
-        captions = self._read_captions(self.root / "metadata.jsonl")
+        captions = self._read_captions(self.root / "metadata.jsonl", captions_required)
         names = {p: p.relative_to(self.root).as_posix() for p in paths}
         readable = [p for p in paths if readable_header(p)]
-        self._skip("files Pillow cannot read", [names[p] for p in paths if p not in readable])
+        unreadable = set(paths) - set(readable)
+        self._skip("files Pillow cannot read", [names[p] for p in paths if p in unreadable])
         self._skip("metadata.jsonl entries for no image in the folder", sorted(set(captions) - set(names.values())))
         texts = [captions.get(names[p], ()) for p in readable]
         keep = [bool(t) or not captions_required for t in texts]
@@ -299,9 +300,9 @@ class ImageFolder(Dataset):
             self.skipped[what] = self.skipped.get(what, 0) + n
             self.examples.setdefault(what, []).extend([] if isinstance(names, int) else names[:3])
 
-    def _read_captions(self, meta: Path) -> dict[str, tuple[str, ...]]:
+    def _read_captions(self, meta: Path, required: bool) -> dict[str, tuple[str, ...]]:
         """file_name -> its non-empty captions from metadata.jsonl ("text": a string, or a list to draw from);
-        none when the file is missing; bad lines are counted."""
+        none when the file is missing, or not UTF-8 where they are not `required`; bad lines are counted."""
         captions: dict[str, tuple[str, ...]] = {}
         if not meta.exists():
             return captions
@@ -309,7 +310,11 @@ class ImageFolder(Dataset):
             lines = meta.read_bytes().decode("utf-8-sig").splitlines()  # "-sig": Notepad's and Excel's BOM
         except UnicodeDecodeError as e:
             line = meta.read_bytes()[: e.start].count(b"\n") + 1
-            raise ValueError(f"{meta}: line {line} is not UTF-8 text; save the file as UTF-8") from None
+            said = f"{meta}: line {line} is not UTF-8 text; save the file as UTF-8"
+            if required:  # the generator: captions read with replacement characters would be trained on
+                raise ValueError(said) from None
+            print(f"{said} (its captions are not used here)")
+            return captions
         for i, line in enumerate(lines, 1):
             if line.strip():
                 try:

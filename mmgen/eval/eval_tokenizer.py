@@ -226,6 +226,7 @@ def format_table(results: dict) -> str:
 
 
 FOLDER_SIDE = 256
+SSIM_WINDOW = 7  # skimage's structural_similarity compares 7x7 windows: a smaller side cannot be scored
 
 
 def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
@@ -238,7 +239,7 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
     for path in ImageFolder(folder).paths:
         try:
             im = fit_to_multiple(load_image(path), vq.downsample_factor, FOLDER_SIDE)
-            if min(im.size) < 7:
+            if min(im.size) < SSIM_WINDOW:
                 raise ImageLoadError(f"{im.width}x{im.height} px once fitted to whole tokens; SSIM needs 7 a side")
             images.append(im)
         except ImageLoadError as e:

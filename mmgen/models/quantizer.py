@@ -102,10 +102,9 @@ class VectorQuantizer(nn.Module):
         """Exact inverse of the quantizer's indices: (B, H, W) long -> (B, D, H, W) codes."""
         if indices.ndim != 3:
             raise ValueError(f"token ids must be a (B, H, W) batch of grids, got shape {tuple(indices.shape)}")
-        if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < len(self.codebook):
-            raise ValueError(
-                f"token ids must lie in 0..{len(self.codebook) - 1}, got {int(indices.min())}..{int(indices.max())}"
-            )
+        low, high = torch.stack(torch.aminmax(indices)).tolist() if indices.numel() else (0, 0)  # one device sync
+        if not 0 <= low <= high < len(self.codebook):
+            raise ValueError(f"token ids must lie in 0..{len(self.codebook) - 1}, got {low}..{high}")
         codes = F.embedding(indices, self.codebook)  # (B, H, W, D)
         return rearrange(codes, "b h w d -> b d h w")
 

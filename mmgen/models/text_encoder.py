@@ -78,7 +78,7 @@ def encode_text_cached(tokenizer, encoder, texts: list[str]) -> tuple[torch.Tens
             key = (tokenizer.name_or_path, text)
             if key not in cache:
                 states, mask = encode_text(tokenizer, encoder, [text])
-                cache[key] = (states[0], mask[0])
+                cache[key] = (states[0].float(), mask[0])  # float32 whatever the encoder's dtype at the time
             cache.move_to_end(key)
             rows.append(cache[key])
         while len(cache) > PROMPT_CACHE_SIZE:

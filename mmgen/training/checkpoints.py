@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -23,7 +24,8 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def prune_checkpoints(out: Path, keep: int = 2) -> None:
-    for old in checkpoints(out)[:-keep]:
+    """All but the newest `keep` checkpoints removed, and any partial one a killed run left."""
+    for old in [*checkpoints(out)[:-keep], *(Path(out) / "checkpoints").glob(".step-*.partial")]:
         shutil.rmtree(old)
 
 
@@ -35,7 +37,11 @@ def writing_checkpoint(out: Path, step: int, keep: int = 2) -> Iterator[Path]:
     partial = Path(out) / "checkpoints" / f".step-{step}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    yield partial
+    try:
+        yield partial
+    except BaseException:  # a full disk, an interrupt: no half checkpoint stays behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     final = partial.with_name(f"step-{step}")
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
@@ -46,7 +52,7 @@ def writing_checkpoint(out: Path, step: int, keep: int = 2) -> Iterator[Path]:
 # come from its checkpoint, so --init-from (and --grow-depth) no longer matter either.
 RESUME_MAY_CHANGE = frozenset(
     {"resume", "recipe", "log_every", "val_every", "checkpoint_every", "num_workers", "cache_dir", "compile"}
-    | {"mixed_precision", "cpu", "init_from", "grow_depth"}
+    | {"mixed_precision", "channels_last", "cpu", "init_from", "grow_depth", "out"}
 )
 
 
@@ -70,18 +76,20 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print) ->
                 "--resume, or delete the folder to start again."
             )
         return None
-    if done or (model and ckpt is None):
+    if done:
         raise ValueError(
             f"--out {out} holds a finished run: --resume continues an interrupted one. To train it further, start a "
             f"new run from it: --init-from {out} --out ANOTHER_FOLDER."
         )
+    if model and ckpt is None:
+        raise ValueError(f"--out {out}: its run stopped while saving and left no checkpoint; delete it to train again")
     if ckpt is None:
         say(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
         return None
     headers = [r for r in records if "command" in r]
     logged = headers[-1].get("args", {}) if headers else {}
     given = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
-    differ = [k for k in logged if k in given and k not in RESUME_MAY_CHANGE and given[k] != logged[k]]
+    differ = [k for k in logged if k in given and k not in RESUME_MAY_CHANGE and not _same(given[k], logged[k])]
     if differ:
         said = ", ".join(f"--{k.replace('_', '-')} {given[k]} (the run: {logged[k]})" for k in differ)
         raise ValueError(
@@ -89,6 +97,13 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print) ->
             f"values (its command heads {out / 'train_log.jsonl'}), or start a new run."
         )
     return ckpt
+
+
+def _same(given, logged) -> bool:
+    """Whether an option has its logged value; paths as written differently ("runs/x/", "./runs/x") are equal."""
+    if isinstance(given, str) and isinstance(logged, str) and given and logged:
+        return os.path.normpath(given) == os.path.normpath(logged)
+    return given == logged
 
 
 def _log_records(path: Path) -> list[dict]:

@@ -91,7 +91,8 @@ def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
     data = encode_dataset(vq, tokenizer, text_encoder, item, len(folder))
     n = len(folder.paths)
     if folder.skip_summary():
-        print(f"{args.data}: {n - len(folder.failed)} captioned images used, {folder.skip_summary()}")
+        used = min(n, args.num_samples) - len(folder.failed)
+        print(f"{args.data}: {used} captioned images used, {folder.skip_summary()}")
     if args.num_samples < n:
         print(f"{args.data}: --num-samples {args.num_samples} encodes the first {args.num_samples} of its {n} images")
     return data
