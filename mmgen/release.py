@@ -25,6 +25,7 @@ import torch
 
 from .models.vqvae import VQVAE
 from .settings import SCHEDULER_CLASSES
+from .training.checkpoints import read_records
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_SHARD = "8MB"  # safetensors shards (diffusers' sharded checkpoints) keep every shipped file under 10 MB
@@ -65,9 +66,7 @@ def adopt_tokenizer(src: str | Path, out: str | Path) -> Path:
 def check_same_codebook(run: Path, out: Path, vq: VQVAE) -> None:
     """ValueError when `run`'s DiT was trained on another codebook than OUT/vqvae's (its log's header records the
     fingerprint; runs from before it was recorded are not checked): it would draw nonsense through that tokenizer."""
-    log = run / "train_log.jsonl"
-    lines = log.read_text().splitlines() if log.is_file() else []
-    headers = [json.loads(line) for line in lines if '"command"' in line]
+    headers = [r for r in read_records(run / "train_log.jsonl") if "command" in r]
     trained = headers[-1].get("codebook_fingerprint") if headers else None
     if trained and trained != vq.codebook_fingerprint:
         used = headers[-1].get("args", {}).get("vqvae")

@@ -64,7 +64,7 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print) ->
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
-    records = _log_records(out / "train_log.jsonl")
+    records = read_records(out / "train_log.jsonl")
     done = bool(records) and bool(records[-1].get("done"))
     ckpt = latest_checkpoint(out) if out.is_dir() else None
     model = (out / weights / "config.json").is_file()
@@ -106,7 +106,7 @@ def _same(given, logged) -> bool:
     return given == logged
 
 
-def _log_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
     """A run log's records; a line that is not JSON (a killed run's last, cut short) is left out."""
     records = []
     for line in path.read_text().splitlines() if path.is_file() else []:
