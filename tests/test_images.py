@@ -105,6 +105,18 @@ def test_image_folder_errors(tmp_path):
     )
 
 
+def test_a_training_run_inside_the_folder_is_not_data(tmp_path):
+    """An --out inside --data: the run's sample grids are left out and counted, never trained on."""
+    Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    (run / "train_log.jsonl").write_text("{}\n")
+    Image.new("RGB", (20, 20)).save(run / "samples" / "step-2.png")
+    ds = ImageFolder(tmp_path)
+    assert [p.name for p in ds.paths] == ["a.png"]
+    assert ds.skip_summary() == "left out 1 (images in a training run's folder: 1, e.g. run/samples/step-2.png)"
+
+
 def test_image_folder_reads_metadata_as_users_write_it(tmp_path):
     """A BOM (Notepad, Excel) and "./" names are read; text in another encoding is refused with the line, never
     read with replacement characters; entries for absent files are counted and named; with no caption at all, the

@@ -272,10 +272,14 @@ class ImageFolder(Dataset):
         captions_required: bool = False,
     ):
         self.root, paths = Path(root), list_images(root)
-        if not paths:
-            raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.skipped: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}  # a few of the names behind each count, to show
+        runs = {log.parent for log in self.root.rglob("train_log.jsonl")}  # an --out inside the folder
+        in_runs = {p for p in paths if runs.intersection(p.parents)}  # its sample grids are not data
+        self._skip("images in a training run's folder", sorted(p.relative_to(self.root).as_posix() for p in in_runs))
+        paths = [p for p in paths if p not in in_runs]
+        if not paths:
+            raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
         captions = self._read_captions(self.root / "metadata.jsonl", captions_required)
         names = {p: p.relative_to(self.root).as_posix() for p in paths}
