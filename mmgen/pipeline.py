@@ -156,7 +156,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         for p in [prompt] if isinstance(prompt, str) else prompt:
             check_prompt(p)
         checked = check_sampling(num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates)
-        last = int(checked[0]) - 1
+        last = checked[0] - 1  # the steps, checked
         if isinstance(start_step, bool) or not isinstance(start_step, numbers.Integral) or not 0 <= start_step <= last:
             raise ValueError(f"`start_step` must be a whole number in 0..{last}, got {start_step!r}")
         if start_step > 0 and latents is None:

@@ -283,9 +283,9 @@ class ImageFolder(Dataset):
         self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
         captions = self._read_captions(self.root / "metadata.jsonl", captions_required)
         names = {p: p.relative_to(self.root).as_posix() for p in paths}
-        readable = [p for p in paths if readable_header(p)]
-        unreadable = set(paths) - set(readable)
-        self._skip("files Pillow cannot read", [names[p] for p in paths if p in unreadable])
+        opens = {p: readable_header(p) for p in paths}
+        readable = [p for p in paths if opens[p]]
+        self._skip("files Pillow cannot read", [names[p] for p in paths if not opens[p]])
         self._skip("metadata.jsonl entries for no image in the folder", sorted(set(captions) - set(names.values())))
         texts = [captions.get(names[p], ()) for p in readable]
         keep = [bool(t) or not captions_required for t in texts]
@@ -297,12 +297,11 @@ class ImageFolder(Dataset):
             raise ValueError(f"{root}: no usable images; {self.skip_summary()}{hint}")
         self.length, self.size, self.seed = length or len(self.paths), size, seed
 
-    def _skip(self, what: str, names: list[str] | int) -> None:
-        """Count `names` (or a number of nameless items) as left out for the reason `what`."""
-        n = names if isinstance(names, int) else len(names)
-        if n:
-            self.skipped[what] = self.skipped.get(what, 0) + n
-            self.examples.setdefault(what, []).extend([] if isinstance(names, int) else names[:3])
+    def _skip(self, what: str, names: list[str]) -> None:
+        """Count `names` as left out for the reason `what`, keeping the first few to show."""
+        if names:
+            self.skipped[what] = self.skipped.get(what, 0) + len(names)
+            self.examples.setdefault(what, []).extend(names[:3])
 
     def _read_captions(self, meta: Path, required: bool) -> dict[str, tuple[str, ...]]:
         """file_name -> its non-empty captions from metadata.jsonl ("text": a string, or a list to draw from);

@@ -240,7 +240,8 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
         try:
             im = fit_to_multiple(load_image(path), vq.downsample_factor, FOLDER_SIDE)
             if min(im.size) < SSIM_WINDOW:
-                raise ImageLoadError(f"{im.width}x{im.height} px once fitted to whole tokens; SSIM needs 7 a side")
+                fitted = f"{im.width}x{im.height} px once fitted to whole tokens"
+                raise ImageLoadError(f"{fitted}; SSIM needs {SSIM_WINDOW} a side")
             images.append(im)
         except ImageLoadError as e:
             skipped[Path(path).relative_to(folder).as_posix()] = e.reason
