@@ -8,7 +8,8 @@ Sections (medians over `--repeats` timed runs after warm-up, same process, same 
   20 steps when the default is another count; 8, 4 and 1 candidate noises (best-of-N, mmgen/candidates.py).
 - sizes: text-to-image at the library's default settings (batch 1) with every shipped model, timed in turn: the
   128-px model (f8 tokenizer) against the 64-px ones (f4), 16x16 latent grids; ratio over the first 64-px one;
-  then each at its own settings (a recipe's [sampling]: what a user of that model waits).
+  then each at its own settings (a recipe's [sampling]: what a user of that model waits), and each at the same
+  settings with the first-block cache (`set_first_block_cache`, mmgen/step_cache.py).
 - tokenizer: encode + decode (batch 1) with the pipeline's tokenizer and every other shipped one, timed in turn, at
   the size each turns into 16x16 tokens (64 px for f4, 128 for f8) and at 256x256.
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
@@ -50,6 +51,7 @@ from mmgen.settings import model_sampling_defaults  # noqa: E402
 from mmgen.tokens import default_model  # noqa: E402
 
 PROMPT = "a large red circle in the top left on a white background"
+FIRST_BLOCK_CACHE = 0.2  # mmgen/step_cache.py: the threshold measured at mmgen-base's accuracy (docs/speed.md)
 
 
 def median_s(fn, repeats: int, warmup: int = 2) -> float:
@@ -150,10 +152,14 @@ def bench_sizes(repeats: int) -> list[dict]:
     for p in pipes:
         p.set_progress_bar_config(disable=True)
     same = model_sampling_defaults()  # the library's settings for all: a model's own (fewer steps) is not its cost
-    calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0), **same) for p in pipes]
+    cached = [p.with_scheduler() for p in pipes]  # the same models, their runs with the first-block cache
+    for p in cached:
+        p.set_first_block_cache(FIRST_BLOCK_CACHE)
+    calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0), **same) for p in pipes + cached]
     own = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0)) for p in pipes]  # what a user waits
     with torch.inference_mode():
         times = interleaved_medians(calls, repeats)
+        times, cached_times = times[: len(pipes)], times[len(pipes) :]
         own_times = interleaved_medians(own, repeats)
     sides = [p.transformer.config.sample_size * p.vqvae.downsample_factor for p in pipes]  # each model's image side
     base = next((t for t, side in zip(times, sides) if side == 64), times[0])
@@ -165,8 +171,10 @@ def bench_sizes(repeats: int) -> list[dict]:
             "vs_64px": t / base,
             "own_settings_s": o,
             "own_steps": p.sampling_defaults["num_inference_steps"],
+            "cached_s": c,
+            "cached_vs_64px": c / base,
         }
-        for f, p, side, t, o in zip(folders, pipes, sides, times, own_times)
+        for f, p, side, t, o, c in zip(folders, pipes, sides, times, own_times, cached_times)
     ]
 
 
@@ -494,6 +502,8 @@ def format_rows(rows: list[dict]) -> str:
         if "vs_64px" in r:
             notes.append(f"{r['vs_64px']:.2f}x the time of the 64-px model")
             notes.append(f"at its own settings ({r['own_steps']} steps) {r['own_settings_s']:.3f} s")
+            cache = f"with the first-block cache ({FIRST_BLOCK_CACHE:g}) {r['cached_s']:.3f} s"
+            notes.append(f"{cache} = {r['cached_vs_64px']:.2f}x the 64-px model's time without it")
         if "vs_no_snap" in r:
             notes.append(f"{r['vs_no_snap']:.2f}x the time without the snap")
         if "mfu" in r:

@@ -128,6 +128,7 @@ def cmd_generate(args):
     output_file(args.attention, "--attention", IMAGE_SUFFIXES)
     model = args.model or default_model()
     pipe = MMGenPipeline.from_pretrained(model)
+    pipe.set_first_block_cache(args.first_block_cache)
     settings = SamplingSettings.of_model(pipe.sampling_defaults, args.prompt, **given).checked()  # its defaults
     if settings.scheduler:
         pipe.use_scheduler(settings.scheduler)
@@ -214,60 +215,6 @@ def cmd_caption(args):
         print(f"{error:.5f}  {text}")
 
 
-def cmd_train_tokenizer(args):
-    from .training.train_tokenizer import main
-
-    main(args)
-
-
-def cmd_train_generator(args):
-    from .training.train_generator import main
-
-    main(args)
-
-
-def cmd_eval_tokenizer(args):
-    from .eval.eval_tokenizer import main
-
-    main(args)
-
-
-def cmd_eval_generator(args):
-    from .eval.eval_generator import main
-
-    main(args)
-
-
-def cmd_eval_caption(args):
-    from .eval.eval_caption import main
-
-    main(args)
-
-
-def cmd_eval_attention(args):
-    from .eval.eval_attention import main
-
-    main(args)
-
-
-def cmd_eval_judge(args):
-    from .eval.eval_judge import main
-
-    main(args)
-
-
-def cmd_train_verifier(args):
-    from .eval.train_verifier import main
-
-    main(args)
-
-
-def cmd_eval_retrieval(args):
-    from .eval.eval_retrieval import main
-
-    main(args)
-
-
 def add_data_commands(sub) -> None:
     """`mmgen shapes` and `mmgen data`: datasets written as image folders with captions."""
     p = sub.add_parser("shapes", help="write shapes-v1 samples as PNGs plus metadata.jsonl")
@@ -303,23 +250,23 @@ def add_train_and_eval_commands(sub) -> None:
     from .training import train_generator, train_tokenizer
 
     p = sub.add_parser("train-tokenizer", help="train the VQ-VAE (accelerate)")
-    train_tokenizer.add_arguments(p).set_defaults(func=cmd_train_tokenizer)
+    train_tokenizer.add_arguments(p).set_defaults(func=train_tokenizer.main)
     p = sub.add_parser("train-generator", help="train the text-conditioned DiT (accelerate)")
-    train_generator.add_arguments(p).set_defaults(func=cmd_train_generator)
+    train_generator.add_arguments(p).set_defaults(func=train_generator.main)
     p = sub.add_parser("eval-tokenizer", help="evaluate a tokenizer on held-out data")
-    eval_tokenizer.add_arguments(p).set_defaults(func=cmd_eval_tokenizer)
+    eval_tokenizer.add_arguments(p).set_defaults(func=eval_tokenizer.main)
     p = sub.add_parser("eval-generator", help="evaluate text-to-image with the scene judge")
-    eval_generator.add_arguments(p).set_defaults(func=cmd_eval_generator)
+    eval_generator.add_arguments(p).set_defaults(func=eval_generator.main)
     p = sub.add_parser("eval-caption", help="evaluate image-to-text (caption ranking and search) on held-out scenes")
-    eval_caption.add_arguments(p).set_defaults(func=cmd_eval_caption)
+    eval_caption.add_arguments(p).set_defaults(func=eval_caption.main)
     p = sub.add_parser("eval-attention", help="measure whether each word's attention map lands on its object")
-    eval_attention.add_arguments(p).set_defaults(func=cmd_eval_attention)
+    eval_attention.add_arguments(p).set_defaults(func=eval_attention.main)
     p = sub.add_parser("eval-judge", help="the scene judge on right images and deliberately wrong drawings")
-    eval_judge.add_arguments(p).set_defaults(func=cmd_eval_judge)
+    eval_judge.add_arguments(p).set_defaults(func=eval_judge.main)
     p = sub.add_parser("train-verifier", help="train the strict judge's shape verifier and calibrate it on labels")
-    train_verifier.add_arguments(p).set_defaults(func=cmd_train_verifier)
+    train_verifier.add_arguments(p).set_defaults(func=train_verifier.main)
     p = sub.add_parser("eval-retrieval", help="prompt fidelity on a real domain: is each image nearest its caption's?")
-    eval_retrieval.add_arguments(p).set_defaults(func=cmd_eval_retrieval)
+    eval_retrieval.add_arguments(p).set_defaults(func=eval_retrieval.main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
+    p.add_argument(
+        "--first-block-cache", type=eval_generator.cache_threshold, metavar="T", help=eval_generator.CACHE_HELP
+    )
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")
     p.add_argument("--tokens", help="also write the image's token grid as JSON")
     p.add_argument("--attention", metavar="PNG", help="also write where each word of the prompt went (a grid)")

@@ -18,6 +18,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .settings import check_batch
+from .step_cache import FirstBlockCache
 
 
 def _noise_level(scheduler, latents_t: torch.Tensor, timestep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -130,6 +131,8 @@ class DenoisingRun:
         self.next_step = start_step
         self.model_input: torch.Tensor | None = None  # what the DiT read at the last step (see `model_output`)
         self.x0_tokens: torch.Tensor | None = None  # (B, h, w) the last step's x0 codes, when it snapped
+        threshold = getattr(pipe, "first_block_cache", None)  # the run's own cache: no other run or call sees it
+        self.step_cache = FirstBlockCache(threshold) if threshold else None
 
     # kept as attributes for run cards and the app's info line
     @property
@@ -165,7 +168,10 @@ class DenoisingRun:
         model_in = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
         self.model_input = model_in[-latents.shape[0] :]  # (B, C, h, w) the conditional rows, to replay the step
         with pipe.autocast(latents.device):
-            out = pipe.transformer(model_in, t.expand(model_in.shape[0]), text_context=context).sample
+            out = pipe.transformer(
+                model_in, t.expand(model_in.shape[0]), text_context=context, step_cache=self.step_cache
+            )
+            out = out.sample
         out = out.to(latents.dtype)
         if guided:
             uncond, cond = out.chunk(2)

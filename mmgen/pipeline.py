@@ -46,6 +46,7 @@ from .settings import (  # the defaults are re-exported: callers have always rea
     model_sampling_defaults,
     negative_prompts,
 )
+from .step_cache import FirstBlockCache
 from .vocabulary import VOCABULARY_FILE, Vocabulary
 
 logger = logging.get_logger(__name__)
@@ -115,6 +116,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         pipe = type(self)(**self.components | {"scheduler": scheduler}, sampling_defaults=own)
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         pipe.set_autocast(self.autocast_dtype)
+        pipe.set_first_block_cache(self.first_block_cache)
         return pipe
 
     @property
@@ -222,6 +224,16 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
     def autocast_dtype(self) -> torch.dtype | None:
         """The dtype of the transformer's matmuls under autocast (see `set_autocast`); None: float32."""
         return getattr(self, "_autocast_dtype", None)
+
+    def set_first_block_cache(self, threshold: float | None) -> None:
+        """Let each sampling run skip the DiT's blocks after the first on steps where its first block's residual
+        moved less than `threshold` (relative) since the last full step (`mmgen/step_cache.py`); None: off."""
+        self._first_block_cache = threshold if threshold is None else FirstBlockCache(threshold).threshold
+
+    @property
+    def first_block_cache(self) -> float | None:
+        """The first-block cache threshold of this pipeline's runs (see `set_first_block_cache`); None: off."""
+        return getattr(self, "_first_block_cache", None)
 
     def autocast(self, device):
         """The autocast context the transformer runs in (a no-op without `set_autocast`)."""

@@ -38,6 +38,8 @@ from diffusers.utils import BaseOutput
 from einops import rearrange
 from torch import nn
 
+from ..step_cache import FirstBlockCache
+
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
     "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # mmgen-base-64 (+ 2 text refiner layers); mmgen-base 9 deep
@@ -250,6 +252,20 @@ class DiT(ModelMixin, ConfigMixin):
         kv = [block.cross.keys_values(text) for block in self.blocks]
         return TextContext(kv=kv, pooled=self.text_pool(pooled), mask=mask)
 
+    def run_blocks(self, x, c, text_context: TextContext, step_cache: FirstBlockCache | None = None):
+        """x (R, T, D) through every block, or through the first alone when `step_cache` says the rest may be
+        skipped (their residual at its last full step is added instead)."""
+        kv, mask = text_context.kv, text_context.mask  # text keys and values: computed once per prompt
+        first = self.blocks[0](x, c, kv[0], mask)
+        if step_cache is not None and step_cache.can_skip(first - x):
+            return step_cache.skip(first)
+        out = first
+        for block, block_kv in zip(self.blocks[1:], kv[1:]):
+            out = block(out, c, block_kv, mask)
+        if step_cache is not None:
+            step_cache.store(first - x, out - first)
+        return out
+
     def forward(
         self,
         sample,
@@ -258,9 +274,11 @@ class DiT(ModelMixin, ConfigMixin):
         encoder_attention_mask=None,
         text_context: TextContext | None = None,
         return_dict=True,
+        step_cache: FirstBlockCache | None = None,
     ):
         """sample (B, C, H, W), timestep (B,) or scalar, encoder_hidden_states (B, L, E), mask (B, L) of 1/0;
-        or, instead of the last two, `text_context` from `prepare_text` (same result, less work per step)."""
+        or, instead of the last two, `text_context` from `prepare_text` (same result, less work per step).
+        `step_cache`: a sampling run's `FirstBlockCache`, which may skip the blocks after the first."""
         B, C, H, W = sample.shape
         p = self.config.patch_size
         if H != self.config.sample_size or W != self.config.sample_size:
@@ -276,8 +294,7 @@ class DiT(ModelMixin, ConfigMixin):
         x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
         x = self.patch_embed(x) + self.pos_embed.to(x.dtype)  # (B, T, D); a buffer not saved: float32 at load
         c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
-        for block, kv in zip(self.blocks, text_context.kv):  # text keys and values computed once per prompt
-            x = block(x, c, kv, text_context.mask)
+        x = self.run_blocks(x, c, text_context, step_cache)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T, p*p*C)
         out = rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=H // p, p=p, q=p)

@@ -1,0 +1,136 @@
+"""The first-block cache (mmgen/step_cache.py): a step like the last skips the later blocks, any other runs them all,
+and nothing outside a sampling run ever sees a run's cache."""
+
+import math
+
+import pytest
+import torch
+
+from mmgen.cli import main
+from mmgen.models.dit import DIT_PRESETS, DiT
+from mmgen.step_cache import FirstBlockCache
+
+
+@pytest.fixture
+def dit():
+    """A tiny DiT whose every block does something (adaLN-Zero would leave each one the identity at init)."""
+    torch.manual_seed(0)
+    model = DiT(sample_size=8, in_channels=4, text_dim=32, **DIT_PRESETS["tiny"] | {"depth": 3}).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.2)
+    return model
+
+
+def inputs(dit, rows=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 4, 8, 8, generator=g)
+    return x, dit.prepare_text(torch.randn(rows, 5, 32, generator=g))
+
+
+@torch.no_grad()
+def test_a_step_like_the_last_skips_the_later_blocks(dit):
+    x, context = inputs(dit)
+    full = dit(x, 500, text_context=context).sample
+    cache = FirstBlockCache(0.05)
+    first = dit(x, 500, text_context=context, step_cache=cache).sample  # nothing cached yet: runs in full
+    again = dit(x, 500, text_context=context, step_cache=cache).sample  # the same question: skipped
+    assert (cache.computed, cache.skipped) == (1, 1)
+    torch.testing.assert_close(first, full, rtol=0, atol=0)
+    torch.testing.assert_close(again, full)
+
+
+@torch.no_grad()
+def test_a_skipped_step_reuses_the_last_residual_and_a_changed_one_runs_in_full(dit):
+    x, context = inputs(dit)
+    cache = FirstBlockCache(0.2)
+    dit(x, 500, text_context=context, step_cache=cache)
+    nearby = x + 0.01 * torch.randn_like(x)
+    skipped = dit(nearby, 500, text_context=context, step_cache=cache).sample
+    exact = dit(nearby, 500, text_context=context).sample
+    assert cache.skipped == 1
+    assert not torch.allclose(skipped, exact, atol=1e-6)  # the later blocks did not run ...
+    assert (skipped - exact).abs().mean() < 0.05 * exact.abs().mean()  # ... and what they added barely moved
+    far = torch.randn_like(x) * 3
+    out = dit(far, 900, text_context=context, step_cache=cache).sample
+    assert (cache.computed, cache.skipped) == (2, 1)
+    torch.testing.assert_close(out, dit(far, 900, text_context=context).sample, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_batches_of_other_sizes_are_cached_apart(dit):
+    """Guided steps run both halves (2B rows), unguided ones the conditional half (B): never one's residual for the
+    other."""
+    x, context = inputs(dit, rows=2)
+    cache = FirstBlockCache(0.5)
+    dit(x, 500, text_context=context, step_cache=cache)
+    dit(x[1:], 500, text_context=context.rows(slice(1, None)), step_cache=cache)
+    assert (cache.computed, cache.skipped) == (2, 0)
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, math.nan, True, "0.2", None])
+def test_a_threshold_outside_0_1_is_refused(bad):
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        FirstBlockCache(bad)
+
+
+def randomise_blocks(pipe):
+    with torch.no_grad():
+        for p in pipe.transformer.blocks.parameters():
+            p.normal_(std=0.1)
+
+
+def latents(pipe, **kwargs):
+    out = pipe("a red circle", num_inference_steps=12, num_candidates=1, output_type="latent", **kwargs)
+    return out.images
+
+
+def test_a_pipeline_run_with_the_cache(tiny_pipe):
+    randomise_blocks(tiny_pipe)
+    seed = dict(generator=torch.Generator().manual_seed(3))
+    plain = latents(tiny_pipe, **seed)
+    tiny_pipe.set_first_block_cache(1e-9)  # never close enough to skip: every step exactly as without the cache
+    assert torch.equal(latents(tiny_pipe, generator=torch.Generator().manual_seed(3)), plain)
+
+    tiny_pipe.set_first_block_cache(0.9)
+    cached = latents(tiny_pipe, generator=torch.Generator().manual_seed(3))
+    run = tiny_pipe.stepwise("a red circle", 12, generator=torch.Generator().manual_seed(3), num_candidates=1)
+    while not run.done:
+        run.step()
+    assert run.step_cache.skipped > 0 and run.step_cache.computed + run.step_cache.skipped == 12
+    assert not torch.equal(cached, plain)
+    assert torch.equal(run.result("latent").images, cached)  # a run stepped by hand lands where the call does
+    assert tiny_pipe.with_scheduler("ddim").first_block_cache == 0.9  # the app's per-run pipelines keep it
+
+    tiny_pipe.set_first_block_cache(None)
+    assert tiny_pipe.stepwise("a red circle", 12, num_candidates=1).step_cache is None
+    assert torch.equal(latents(tiny_pipe, generator=torch.Generator().manual_seed(3)), plain)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        tiny_pipe.set_first_block_cache(0)
+
+
+@pytest.mark.parametrize("value, message", [("1.5", "between 0 and 1"), ("fast", "such as 0.2")])
+def test_the_command_line_refuses_a_bad_threshold(value, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "a red circle", "--first-block-cache", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_the_command_line_samples_with_the_cache(tiny_pipe, tmp_path, monkeypatch):
+    from mmgen.denoising import DenoisingRun
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    caches, init = [], DenoisingRun.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        caches.append(self.step_cache)
+
+    monkeypatch.setattr(DenoisingRun, "__init__", spy)
+    out = tmp_path / "x.png"
+    argv = ["generate", "a red circle", "--model", str(tmp_path / "pipe"), "--out", str(out), "--steps", "3"]
+    assert main(argv + ["--first-block-cache", "0.2"]) == 0 and out.exists()
+    assert caches and all(c is not None and c.threshold == 0.2 for c in caches)  # the candidates' runs too
+    caches.clear()
+    assert main(argv) == 0 and caches and all(c is None for c in caches)
