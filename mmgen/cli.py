@@ -135,6 +135,9 @@ def cmd_generate(args):
     if args.known_words:
         settings = dataclasses.replace(settings, prompt=prompt_in_known_words(pipe, settings.prompt))
     warn_unknown_words(pipe, settings.prompt)
+    if args.attention and args.first_block_cache:
+        skipped = "with --first-block-cache, a step that skips blocks adds its first block's attention alone"
+        print(f"warning: {skipped}", file=sys.stderr)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
     attention = AttentionRecorder(pipe, settings.prompt) if args.attention else contextlib.nullcontext()
     with attention:

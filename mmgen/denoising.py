@@ -132,7 +132,7 @@ class DenoisingRun:
         self.model_input: torch.Tensor | None = None  # what the DiT read at the last step (see `model_output`)
         self.x0_tokens: torch.Tensor | None = None  # (B, h, w) the last step's x0 codes, when it snapped
         threshold = getattr(pipe, "first_block_cache", None)  # the run's own cache: no other run or call sees it
-        self.step_cache = FirstBlockCache(threshold) if threshold else None
+        self.step_cache = FirstBlockCache(threshold, batch_size) if threshold else None
 
     # kept as attributes for run cards and the app's info line
     @property
@@ -168,11 +168,8 @@ class DenoisingRun:
         model_in = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
         self.model_input = model_in[-latents.shape[0] :]  # (B, C, h, w) the conditional rows, to replay the step
         with pipe.autocast(latents.device):
-            out = pipe.transformer(
-                model_in, t.expand(model_in.shape[0]), text_context=context, step_cache=self.step_cache
-            )
-            out = out.sample
-        out = out.to(latents.dtype)
+            out = pipe.transformer(model_in, t.expand(len(model_in)), text_context=context, step_cache=self.step_cache)
+        out = out.sample.to(latents.dtype)
         if guided:
             uncond, cond = out.chunk(2)
             out = uncond + g.scale * (cond - uncond)

@@ -228,7 +228,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
     def set_first_block_cache(self, threshold: float | None) -> None:
         """Let each sampling run skip the DiT's blocks after the first on steps where its first block's residual
         moved less than `threshold` (relative) since the last full step (`mmgen/step_cache.py`); None: off."""
-        self._first_block_cache = threshold if threshold is None else FirstBlockCache(threshold).threshold
+        self._first_block_cache = threshold if threshold is None else FirstBlockCache(threshold, 1).threshold
 
     @property
     def first_block_cache(self) -> float | None:

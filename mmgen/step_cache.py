@@ -7,7 +7,8 @@ first block at every step and compares its residual (output - input) with the on
 full: when the mean absolute change, relative to that residual's mean size, is under `threshold`, the other blocks
 are skipped and the residual they added at that step is added again. The first step, and every step after too
 large a change, run in full, so the cache adapts to the run: at 0.2, mmgen-base runs its first six or seven steps
-in full, then fewer and fewer, 13 to 16 of 50 in all. One decision covers the whole batch.
+in full, then fewer and fewer, 13 to 16 of 50 in all. Each image decides for itself (over both guidance halves):
+an image comes out the same in any batch, and the later blocks run on the rows that need them.
 
 diffusers has the same method as a model hook (`diffusers.hooks.FirstBlockCacheConfig`). It is written out here
 because mmgen's DiT is also called outside a sampling run (scoring candidate noises, attention maps, captioning),
@@ -31,33 +32,49 @@ import torch
 
 
 class FirstBlockCache:
-    """One sampling run's cache. Rows of different batch sizes (guided steps run both guidance halves, unguided
-    ones the conditional half alone) are cached apart."""
+    """One sampling run's cache, decided image by image: each image skips or runs its later blocks by its own
+    change, so an image never depends on the rest of its batch (nor a candidate's run on the other candidates).
+    A guided step runs each image twice (rows i and images + i: the two guidance halves), an unguided one once;
+    the two are cached apart."""
 
-    def __init__(self, threshold: float):
+    def __init__(self, threshold: float, images: int):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
             raise ValueError(f"the first-block cache threshold must be between 0 and 1 (e.g. 0.2), got {threshold!r}")
-        self.threshold = float(threshold)
-        self.head: dict[int, torch.Tensor] = {}  # rows -> (R, T, D) the first block's residual at the last full step
+        self.threshold, self.images = float(threshold), images
+        self.head: dict[
+            int, torch.Tensor
+        ] = {}  # rows -> (R, T, D) each row's first-block residual at its last full step
         self.tail: dict[int, torch.Tensor] = {}  # rows -> (R, T, D) what the other blocks added at that step
-        self.computed = 0  # steps run in full
+        self.computed = 0  # images run in full, summed over steps
         self.skipped = 0
 
-    def can_skip(self, head_residual: torch.Tensor) -> bool:
-        """Whether the blocks after the first may be skipped at this step, given its first block's residual."""
-        last = self.head.get(head_residual.shape[0])
+    def rows_to_run(self, head_residual: torch.Tensor) -> torch.Tensor:
+        """(n,) the rows whose later blocks must run at this step, given every row's first-block residual (R, T, D):
+        all rows of each image whose residual moved by `threshold` or more (mean absolute change over its rows,
+        relative to their mean size) since its last full step; every row at the first step of its kind."""
+        rows, last = head_residual.shape[0], self.head.get(head_residual.shape[0])
+        if rows % self.images:
+            raise ValueError(f"a run of {self.images} images cannot hold a DiT batch of {rows} rows")
+        groups = rows // self.images  # 2 with both guidance halves, else 1
         if last is None:
-            return False
-        change = (head_residual - last).abs().mean() / last.abs().mean().clamp_min(1e-12)
-        return change.item() < self.threshold
+            run = torch.ones(self.images, dtype=torch.bool, device=head_residual.device)
+        else:
+            per_image = lambda t: t.float().abs().reshape(groups, self.images, -1).mean(dim=(0, 2))  # noqa: E731
+            run = per_image(head_residual - last) >= self.threshold * per_image(last).clamp_min(1e-12)  # (images,)
+        n = int(run.sum())
+        self.computed, self.skipped = self.computed + n, self.skipped + self.images - n
+        return run.repeat(groups).nonzero().squeeze(1)  # row g * images + i is image i's row in group g
 
-    def skip(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The first block's output (R, T, D) plus the residual the other blocks added at the last full step."""
-        self.skipped += 1
-        return hidden + self.tail[hidden.shape[0]]
+    def reused(self, first: torch.Tensor) -> torch.Tensor:
+        """(R, T, D): each row's first-block output plus what the other blocks added at its last full step."""
+        tail = self.tail.get(first.shape[0])
+        return first if tail is None else first + tail
 
-    def store(self, head_residual: torch.Tensor, tail_residual: torch.Tensor) -> None:
-        """Record a step run in full: its first block's residual and what the others added (R, T, D) each."""
-        self.computed += 1
-        self.head[head_residual.shape[0]] = head_residual
-        self.tail[head_residual.shape[0]] = tail_residual
+    def store(self, rows: torch.Tensor, head_residual: torch.Tensor, first: torch.Tensor, out: torch.Tensor) -> None:
+        """Record the rows run in full (`rows`, (n,)): their first-block residual, from `head_residual` (R, T, D),
+        and what the other blocks added, `out` (n, T, D) over `first` (R, T, D)."""
+        key = head_residual.shape[0]
+        if key not in self.head:  # the first step of its kind runs every row
+            self.head[key], self.tail[key] = head_residual, torch.zeros_like(first)
+        self.head[key][rows] = head_residual[rows]
+        self.tail[key][rows] = out - first[rows]

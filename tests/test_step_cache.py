@@ -32,10 +32,10 @@ def inputs(dit, rows=2, seed=0):
 def test_a_step_like_the_last_skips_the_later_blocks(dit):
     x, context = inputs(dit)
     full = dit(x, 500, text_context=context).sample
-    cache = FirstBlockCache(0.05)
+    cache = FirstBlockCache(0.05, images=2)
     first = dit(x, 500, text_context=context, step_cache=cache).sample  # nothing cached yet: runs in full
     again = dit(x, 500, text_context=context, step_cache=cache).sample  # the same question: skipped
-    assert (cache.computed, cache.skipped) == (1, 1)
+    assert (cache.computed, cache.skipped) == (2, 2)  # images, summed over the two steps
     torch.testing.assert_close(first, full, rtol=0, atol=0)
     torch.testing.assert_close(again, full)
 
@@ -43,35 +43,53 @@ def test_a_step_like_the_last_skips_the_later_blocks(dit):
 @torch.no_grad()
 def test_a_skipped_step_reuses_the_last_residual_and_a_changed_one_runs_in_full(dit):
     x, context = inputs(dit)
-    cache = FirstBlockCache(0.2)
+    cache = FirstBlockCache(0.2, images=2)
     dit(x, 500, text_context=context, step_cache=cache)
     nearby = x + 0.01 * torch.randn_like(x)
     skipped = dit(nearby, 500, text_context=context, step_cache=cache).sample
     exact = dit(nearby, 500, text_context=context).sample
-    assert cache.skipped == 1
+    assert cache.skipped == 2
     assert not torch.allclose(skipped, exact, atol=1e-6)  # the later blocks did not run ...
     assert (skipped - exact).abs().mean() < 0.05 * exact.abs().mean()  # ... and what they added barely moved
     far = torch.randn_like(x) * 3
     out = dit(far, 900, text_context=context, step_cache=cache).sample
-    assert (cache.computed, cache.skipped) == (2, 1)
+    assert (cache.computed, cache.skipped) == (4, 2)
     torch.testing.assert_close(out, dit(far, 900, text_context=context).sample, rtol=0, atol=0)
 
 
 @torch.no_grad()
-def test_batches_of_other_sizes_are_cached_apart(dit):
-    """Guided steps run both halves (2B rows), unguided ones the conditional half (B): never one's residual for the
-    other."""
-    x, context = inputs(dit, rows=2)
-    cache = FirstBlockCache(0.5)
+def test_guided_and_unguided_steps_are_cached_apart(dit):
+    """A guided step runs an image twice (both guidance halves), an unguided one once: never one's residual for
+    the other."""
+    x, context = inputs(dit, rows=2)  # one image's two guidance halves
+    cache = FirstBlockCache(0.5, images=1)
     dit(x, 500, text_context=context, step_cache=cache)
     dit(x[1:], 500, text_context=context.rows(slice(1, None)), step_cache=cache)
     assert (cache.computed, cache.skipped) == (2, 0)
+    with pytest.raises(ValueError, match="3 rows"):
+        FirstBlockCache(0.5, images=2).rows_to_run(torch.zeros(3, 16, 32))
+
+
+@torch.no_grad()
+def test_each_image_decides_for_itself(dit):
+    """Of a guided batch of two images (rows 0, 1 unconditional, 2, 3 conditional), the one whose input changed
+    runs every block on both its rows; the other reuses, as it would in a batch of its own."""
+    x, context = inputs(dit, rows=4)
+    cache = FirstBlockCache(0.2, images=2)
+    dit(x, 500, text_context=context, step_cache=cache)
+    moved = x.clone()
+    moved[[1, 3]] = torch.randn_like(x[:2]) * 3  # image 1, both halves
+    out = dit(moved, 500, text_context=context, step_cache=cache).sample
+    assert (cache.computed, cache.skipped) == (3, 1)
+    alone = dit(moved[[1, 3]], 500, text_context=context.rows(torch.tensor([1, 3]))).sample
+    torch.testing.assert_close(out[[1, 3]], alone)
+    torch.testing.assert_close(out[[0, 2]], dit(x, 500, text_context=context).sample[[0, 2]])
 
 
 @pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, math.nan, True, "0.2", None])
 def test_a_threshold_outside_0_1_is_refused(bad):
     with pytest.raises(ValueError, match="between 0 and 1"):
-        FirstBlockCache(bad)
+        FirstBlockCache(bad, images=1)
 
 
 def randomise_blocks(pipe):
@@ -99,6 +117,14 @@ def test_a_pipeline_run_with_the_cache(tiny_pipe):
         run.step()
     assert run.step_cache.skipped > 0 and run.step_cache.computed + run.step_cache.skipped == 12
     assert not torch.equal(cached, plain)
+    pair = tiny_pipe(  # an image does not depend on the rest of its batch
+        ["a red circle", "a blue square"],
+        num_inference_steps=12,
+        num_candidates=1,
+        output_type="latent",
+        generator=[torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)],
+    ).images
+    torch.testing.assert_close(pair[:1], cached)
     assert torch.equal(run.result("latent").images, cached)  # a run stepped by hand lands where the call does
     assert tiny_pipe.with_scheduler("ddim").first_block_cache == 0.9  # the app's per-run pipelines keep it
 

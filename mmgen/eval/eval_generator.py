@@ -98,7 +98,7 @@ def main_sweep(pipe, args: argparse.Namespace) -> list[dict]:
 
 CACHE_HELP = (
     "skip the DiT's blocks after the first on steps where its first block's output moved by under T, relative "
-    "(mmgen/step_cache.py; 0.2: the same accuracy, fewer DiT blocks run, docs/speed.md); default: off"
+    "(mmgen/step_cache.py; 0.2: about 0.6x the time, a little less accurate, docs/speed.md); default: off"
 )
 
 
@@ -109,7 +109,7 @@ def cache_threshold(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 such as 0.2, got {text!r}") from None
     try:
-        return FirstBlockCache(value).threshold
+        return FirstBlockCache(value, 1).threshold
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

@@ -61,7 +61,7 @@ class TextContext:
     pooled: torch.Tensor  # (B, D) pooled text, projected; added to the timestep embedding
     mask: torch.Tensor | None  # (B, L) bool, True = a real token
 
-    def rows(self, rows: slice) -> TextContext:
+    def rows(self, rows: slice | torch.Tensor) -> TextContext:
         """The context of part of the batch, e.g. the conditional half of a guidance batch."""
         mask = None if self.mask is None else self.mask[rows]
         return TextContext(kv=[(k[rows], v[rows]) for k, v in self.kv], pooled=self.pooled[rows], mask=mask)
@@ -253,18 +253,25 @@ class DiT(ModelMixin, ConfigMixin):
         return TextContext(kv=kv, pooled=self.text_pool(pooled), mask=mask)
 
     def run_blocks(self, x, c, text_context: TextContext, step_cache: FirstBlockCache | None = None):
-        """x (R, T, D) through every block, or through the first alone when `step_cache` says the rest may be
-        skipped (their residual at its last full step is added instead)."""
-        kv, mask = text_context.kv, text_context.mask  # text keys and values: computed once per prompt
-        first = self.blocks[0](x, c, kv[0], mask)
-        if step_cache is not None and step_cache.can_skip(first - x):
-            return step_cache.skip(first)
-        out = first
-        for block, block_kv in zip(self.blocks[1:], kv[1:]):
-            out = block(out, c, block_kv, mask)
-        if step_cache is not None:
-            step_cache.store(first - x, out - first)
+        """x (R, T, D) through every block; with a `step_cache`, the rows it lets skip the blocks after the first
+        take the residual those added at the rows' last full step instead. c: (R, D) the conditioning vector."""
+        first = self.blocks[0](x, c, text_context.kv[0], text_context.mask)
+        if step_cache is None:
+            return self.later_blocks(first, c, text_context)
+        head = first - x
+        rows = step_cache.rows_to_run(head)  # (n,)
+        out = step_cache.reused(first)
+        if len(rows):
+            ran = self.later_blocks(first[rows], c[rows], text_context.rows(rows))  # (n, T, D)
+            step_cache.store(rows, head, first, ran)
+            out = out.index_copy(0, rows, ran)
         return out
+
+    def later_blocks(self, x, c, text_context: TextContext):
+        """x (R, T, D) through every block but the first (text keys and values: computed once per prompt)."""
+        for block, kv in zip(self.blocks[1:], text_context.kv[1:]):
+            x = block(x, c, kv, text_context.mask)
+        return x
 
     def forward(
         self,
