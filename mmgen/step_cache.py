@@ -41,9 +41,7 @@ class FirstBlockCache:
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
             raise ValueError(f"the first-block cache threshold must be between 0 and 1 (e.g. 0.2), got {threshold!r}")
         self.threshold, self.images = float(threshold), images
-        self.head: dict[
-            int, torch.Tensor
-        ] = {}  # rows -> (R, T, D) each row's first-block residual at its last full step
+        self.head: dict[int, torch.Tensor] = {}  # rows -> (R, T, D) each row's first-block residual, last full step
         self.tail: dict[int, torch.Tensor] = {}  # rows -> (R, T, D) what the other blocks added at that step
         self.computed = 0  # images run in full, summed over steps
         self.skipped = 0
@@ -59,8 +57,8 @@ class FirstBlockCache:
         if last is None:
             run = torch.ones(self.images, dtype=torch.bool, device=head_residual.device)
         else:
-            per_image = lambda t: t.float().abs().reshape(groups, self.images, -1).mean(dim=(0, 2))  # noqa: E731
-            run = per_image(head_residual - last) >= self.threshold * per_image(last).clamp_min(1e-12)  # (images,)
+            change = _mean_abs_per_image(head_residual.float() - last.float(), self.images)  # (images,)
+            run = change >= self.threshold * _mean_abs_per_image(last.float(), self.images).clamp_min(1e-12)
         n = int(run.sum())
         self.computed, self.skipped = self.computed + n, self.skipped + self.images - n
         return run.repeat(groups).nonzero().squeeze(1)  # row g * images + i is image i's row in group g
@@ -78,3 +76,8 @@ class FirstBlockCache:
             self.head[key], self.tail[key] = head_residual, torch.zeros_like(first)
         self.head[key][rows] = head_residual[rows]
         self.tail[key][rows] = out - first[rows]
+
+
+def _mean_abs_per_image(t: torch.Tensor, images: int) -> torch.Tensor:
+    """(images,) the mean absolute value of each image's rows of t (R, T, D), row g * images + i being image i's."""
+    return t.abs().reshape(-1, images, t[0].numel()).mean(dim=(0, 2))

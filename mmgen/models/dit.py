@@ -260,6 +260,10 @@ class DiT(ModelMixin, ConfigMixin):
             return self.later_blocks(first, c, text_context)
         head = first - x
         rows = step_cache.rows_to_run(head)  # (n,)
+        if len(rows) == len(x):  # every row runs: no gathering
+            out = self.later_blocks(first, c, text_context)
+            step_cache.store(rows, head, first, out)
+            return out
         out = step_cache.reused(first)
         if len(rows):
             ran = self.later_blocks(first[rows], c[rows], text_context.rows(rows))  # (n, T, D)
