@@ -46,7 +46,7 @@ from .settings import (  # the defaults are re-exported: callers have always rea
     model_sampling_defaults,
     negative_prompts,
 )
-from .step_cache import FirstBlockCache
+from .step_cache import check_threshold
 from .vocabulary import VOCABULARY_FILE, Vocabulary
 
 logger = logging.get_logger(__name__)
@@ -228,7 +228,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
     def set_first_block_cache(self, threshold: float | None) -> None:
         """Let each sampling run skip the DiT's blocks after the first on steps where its first block's residual
         moved less than `threshold` (relative) since the last full step (`mmgen/step_cache.py`); None: off."""
-        self._first_block_cache = threshold if threshold is None else FirstBlockCache(threshold, 1).threshold
+        self._first_block_cache = threshold if threshold is None else check_threshold(threshold)
 
     @property
     def first_block_cache(self) -> float | None:

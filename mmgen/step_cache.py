@@ -31,6 +31,13 @@ import numbers
 import torch
 
 
+def check_threshold(threshold) -> float:
+    """The threshold as a float; ValueError with a message for people unless it is a number between 0 and 1."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
+        raise ValueError(f"the first-block cache threshold must be between 0 and 1 (e.g. 0.2), got {threshold!r}")
+    return float(threshold)
+
+
 class FirstBlockCache:
     """One sampling run's cache, decided image by image: each image skips or runs its later blocks by its own
     change, so an image never depends on the rest of its batch (nor a candidate's run on the other candidates).
@@ -38,9 +45,7 @@ class FirstBlockCache:
     the two are cached apart."""
 
     def __init__(self, threshold: float, images: int):
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
-            raise ValueError(f"the first-block cache threshold must be between 0 and 1 (e.g. 0.2), got {threshold!r}")
-        self.threshold, self.images = float(threshold), images
+        self.threshold, self.images = check_threshold(threshold), images
         self.head: dict[int, torch.Tensor] = {}  # rows -> (R, T, D) each row's first-block residual, last full step
         self.tail: dict[int, torch.Tensor] = {}  # rows -> (R, T, D) what the other blocks added at that step
         self.computed = 0  # images run in full, summed over steps

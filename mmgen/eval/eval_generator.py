@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from ..step_cache import FirstBlockCache
+from ..step_cache import check_threshold
 from ..vocabulary import Vocabulary
 from . import count, write_results
 from .accuracy import Sampling, evaluate
@@ -109,7 +109,7 @@ def cache_threshold(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 such as 0.2, got {text!r}") from None
     try:
-        return FirstBlockCache(value, 1).threshold
+        return check_threshold(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
