@@ -9,7 +9,7 @@ Sections (medians over `--repeats` timed runs after warm-up, same process, same 
 - sizes: text-to-image at the library's default settings (batch 1) with every shipped model, timed in turn: the
   128-px model (f8 tokenizer) against the 64-px ones (f4), 16x16 latent grids; ratio over the first 64-px one;
   then each at its own settings (a recipe's [sampling]: what a user of that model waits), and each at the same
-  settings with the first-block cache (`set_first_block_cache`, mmgen/step_cache.py).
+  settings with the first-block cache (`first_block_cache=`, mmgen/step_cache.py).
 - tokenizer: encode + decode (batch 1) with the pipeline's tokenizer and every other shipped one, timed in turn, at
   the size each turns into 16x16 tokens (64 px for f4, 128 for f8) and at 256x256.
 - dit: one DiT forward at the sampler's batch (2: guidance's two halves), its FLOPs (counted by
@@ -152,10 +152,12 @@ def bench_sizes(repeats: int) -> list[dict]:
     for p in pipes:
         p.set_progress_bar_config(disable=True)
     same = model_sampling_defaults()  # the library's settings for all: a model's own (fewer steps) is not its cost
-    cached = [p.with_scheduler() for p in pipes]  # the same models, their runs with the first-block cache
-    for p in cached:
-        p.set_first_block_cache(FIRST_BLOCK_CACHE)
-    calls = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0), **same) for p in pipes + cached]
+    cached = same | {"first_block_cache": FIRST_BLOCK_CACHE}  # the same settings with the first-block cache
+    calls = [
+        lambda p=p, kw=kw: p([PROMPT], generator=torch.Generator().manual_seed(0), **kw)
+        for kw in (same, cached)
+        for p in pipes
+    ]
     own = [lambda p=p: p([PROMPT], generator=torch.Generator().manual_seed(0)) for p in pipes]  # what a user waits
     with torch.inference_mode():
         times = interleaved_medians(calls, repeats)
@@ -163,6 +165,7 @@ def bench_sizes(repeats: int) -> list[dict]:
         own_times = interleaved_medians(own, repeats)
     sides = [p.transformer.config.sample_size * p.vqvae.downsample_factor for p in pipes]  # each model's image side
     base = next((t for t, side in zip(times, sides) if side == 64), times[0])
+    base_own = next((t for t, side in zip(own_times, sides) if side == 64), own_times[0])
     return [
         {
             "section": "sizes",
@@ -170,7 +173,9 @@ def bench_sizes(repeats: int) -> list[dict]:
             "seconds": t,
             "vs_64px": t / base,
             "own_settings_s": o,
+            "own_vs_64px": o / base_own,  # each at its own settings against the first 64-px model at its own
             "own_steps": p.sampling_defaults["num_inference_steps"],
+            "own_first_block_cache": p.sampling_defaults["first_block_cache"],
             "cached_s": c,
             "cached_vs_64px": c / base,
         }
@@ -501,7 +506,8 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{r['vs_every_step']:.2f}x the time guided at every step")
         if "vs_64px" in r:
             notes.append(f"{r['vs_64px']:.2f}x the time of the 64-px model")
-            notes.append(f"at its own settings ({r['own_steps']} steps) {r['own_settings_s']:.3f} s")
+            own = f"{r['own_steps']} steps" + (f", cache {c:g}" if (c := r["own_first_block_cache"]) else "")
+            notes.append(f"at its own settings ({own}) {r['own_settings_s']:.3f} s = {r['own_vs_64px']:.2f}x")
             cache = f"with the first-block cache ({FIRST_BLOCK_CACHE:g}) {r['cached_s']:.3f} s"
             notes.append(f"{cache} = {r['cached_vs_64px']:.2f}x the 64-px model's time without it")
         if "vs_no_snap" in r:

@@ -83,6 +83,7 @@ def choose_generators(
     generator=None,
     guidance_interval=None,
     codebook_snap: float = 0.0,
+    first_block_cache: float = 0.0,
 ) -> tuple[list[torch.Generator], torch.Tensor]:
     """For each prompt, the generator of the most likely of `num_candidates` starting noises, set to where it
     started (pass it as `generator=` to sample that candidate), and the (B, N) denoising errors."""
@@ -101,6 +102,7 @@ def choose_generators(
         guidance_interval=guidance_interval,
         codebook_snap=codebook_snap,
         num_candidates=1,
+        first_block_cache=first_block_cache,  # each candidate's steps are those its own run would take
     )
     for _ in range(select_steps(num_inference_steps)):
         x0 = run.step()["pred_x0"]
@@ -135,5 +137,6 @@ def best_generators(
         generator,
         guidance.interval,
         guidance.codebook_snap,
+        guidance.first_block_cache,
     )
     return winners

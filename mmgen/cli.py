@@ -120,6 +120,7 @@ def cmd_generate(args):
         "num_candidates": args.candidates,
         "seed": args.seed,
         "scheduler": args.scheduler,
+        "first_block_cache": args.first_block_cache,
     }
     SamplingSettings.of_model(model_sampling_defaults(), args.prompt, **given).checked()  # before the model load
     output_file(args.out, "--out", IMAGE_SUFFIXES)
@@ -128,15 +129,14 @@ def cmd_generate(args):
     output_file(args.attention, "--attention", IMAGE_SUFFIXES)
     model = args.model or default_model()
     pipe = MMGenPipeline.from_pretrained(model)
-    pipe.set_first_block_cache(args.first_block_cache)
     settings = SamplingSettings.of_model(pipe.sampling_defaults, args.prompt, **given).checked()  # its defaults
     if settings.scheduler:
         pipe.use_scheduler(settings.scheduler)
     if args.known_words:
         settings = dataclasses.replace(settings, prompt=prompt_in_known_words(pipe, settings.prompt))
     warn_unknown_words(pipe, settings.prompt)
-    if args.attention and args.first_block_cache:
-        skipped = "with --first-block-cache, a step that skips blocks adds its first block's attention alone"
+    if args.attention and settings.first_block_cache:
+        skipped = "with the first-block cache, a step that skips blocks adds its first block's attention alone"
         print(f"warning: {skipped}", file=sys.stderr)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
     attention = AttentionRecorder(pipe, settings.prompt) if args.attention else contextlib.nullcontext()

@@ -75,11 +75,13 @@ class StepOutput(BaseOutput):
 
 @dataclass(frozen=True)
 class Guidance:
-    """How each step combines the conditional and unconditional predictions, and pulls x0 to the codebook."""
+    """How each step combines the conditional and unconditional predictions, pulls x0 to the codebook, and
+    reuses the DiT's later blocks."""
 
     scale: float  # classifier-free guidance weight; <= 1: the conditional prediction alone
     interval: tuple[float, float] | None = None  # guide only timesteps in [low, high]; None: every step
     codebook_snap: float = 0.0  # move each x0 estimate this fraction of the way to its nearest codes
+    first_block_cache: float = 0.0  # the run's first-block cache threshold (mmgen/step_cache.py); 0: off
 
     @property
     def enabled(self) -> bool:
@@ -131,7 +133,7 @@ class DenoisingRun:
         self.next_step = start_step
         self.model_input: torch.Tensor | None = None  # what the DiT read at the last step (see `model_output`)
         self.x0_tokens: torch.Tensor | None = None  # (B, h, w) the last step's x0 codes, when it snapped
-        threshold = getattr(pipe, "first_block_cache", None)  # the run's own cache: no other run or call sees it
+        threshold = guidance.first_block_cache  # the run's own cache: no other run or call sees it
         self.step_cache = FirstBlockCache(threshold, batch_size) if threshold else None
 
     # kept as attributes for run cards and the app's info line

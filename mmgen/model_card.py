@@ -386,6 +386,7 @@ def evaluation_section(out: Path) -> str:
                 f"{st['guidance_scale']:g}{guided}, codebook snap {st.get('codebook_snap', 0):g}, best of "
                 f"{st.get('num_candidates', 1)} starting noises"
             )
+            text += f", first-block cache {cache:g}" if (cache := st.get("first_block_cache")) else ""
         text += "."
     rows = ["| set | figure | value | target | met |", "|---|---|---:|---:|:---:|"]
     rows += tokenizer_rows(tok) if tok and "shapes" in tok else []  # a folder's evaluation is not tabled here

@@ -116,17 +116,16 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         pipe = type(self)(**self.components | {"scheduler": scheduler}, sampling_defaults=own)
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         pipe.set_autocast(self.autocast_dtype)
-        pipe.set_first_block_cache(self.first_block_cache)
         return pipe
 
     @property
     def sampling_defaults(self) -> dict:
         """What a call samples at when it leaves a setting out: mmgen.settings' defaults with this model's own in
-        their place (`model_sampling_defaults`: `__call__`'s five sampling keyword arguments)."""
+        their place (`model_sampling_defaults`: `__call__`'s six sampling keyword arguments)."""
         return model_sampling_defaults(self.config.get("sampling_defaults"))
 
     def _checked_sampling(
-        self, prompt, steps, guidance_scale, interval, snap, candidates, start_step, latents, tensor_inputs
+        self, prompt, steps, guidance_scale, interval, snap, candidates, cache, start_step, latents, tensor_inputs
     ) -> tuple[int, Guidance, int]:
         """A call's settings, a None the model's own (`sampling_defaults`), checked: (steps, Guidance, candidates)."""
         own = self.sampling_defaults
@@ -134,10 +133,11 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         guidance_scale = own["guidance_scale"] if guidance_scale is None else guidance_scale
         snap = own["codebook_snap"] if snap is None else snap
         candidates = own["num_candidates"] if candidates is None else candidates
+        cache = check_threshold(own["first_block_cache"] if cache is None else cache)
         steps, guidance_scale, interval, snap, candidates = self.check_inputs(
             prompt, steps, guidance_scale, start_step, latents, tensor_inputs, interval, snap, candidates
         )
-        return steps, Guidance(guidance_scale, interval, snap), candidates
+        return steps, Guidance(guidance_scale, interval, snap, cache), candidates
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(
@@ -225,16 +225,6 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         """The dtype of the transformer's matmuls under autocast (see `set_autocast`); None: float32."""
         return getattr(self, "_autocast_dtype", None)
 
-    def set_first_block_cache(self, threshold: float | None) -> None:
-        """Let each sampling run skip the DiT's blocks after the first on steps where its first block's residual
-        moved less than `threshold` (relative) since the last full step (`mmgen/step_cache.py`); None: off."""
-        self._first_block_cache = threshold if threshold is None else check_threshold(threshold)
-
-    @property
-    def first_block_cache(self) -> float | None:
-        """The first-block cache threshold of this pipeline's runs (see `set_first_block_cache`); None: off."""
-        return getattr(self, "_first_block_cache", None)
-
     def autocast(self, device):
         """The autocast context the transformer runs in (a no-op without `set_autocast`)."""
         dtype = self.autocast_dtype
@@ -261,6 +251,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
         codebook_snap: float | None = None,
         num_candidates: int | None = None,
+        first_block_cache: float | None = None,
         negative_prompt: str | list[str] | None = "",
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -277,19 +268,17 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
             prompt: one text or a list.
             num_inference_steps: sampler steps (1..1000; None, as for guidance, snap and candidates: the model's own).
             guidance_scale: classifier-free guidance weight; 0 or 1 disables the unconditional pass.
-            guidance_interval: (low, high) in training timesteps (0..999): guide only the steps whose timestep
-                lies in it, and the conditional prediction alone (one pass) elsewhere (Kynkaanniemi et al., 2024,
-                https://arxiv.org/abs/2404.07724). Guided, the least noisy steps draw small shapes too dark or
-                pale, so the default leaves t < 250 (the last 13 of 50 steps) unguided. None: guide every step.
+            guidance_interval: (low, high) training timesteps (0..999) to guide in, one conditional pass elsewhere
+                (Kynkaanniemi et al., 2024, https://arxiv.org/abs/2404.07724); the default leaves t < 250 unguided
+                (guided, the last steps draw small shapes too dark or pale). None: guide every step.
             codebook_snap: at every step, move the predicted clean latent this fraction of the way to its nearest
-                codes before the scheduler's step (0: off, 1: onto the codes). Like Imagen's dynamic
-                thresholding, which clips the x0 estimate, but projecting onto the codebook, where the final
-                latent must land anyway.
+                codes before the scheduler's step (0: off, 1: onto the codes); Imagen's dynamic thresholding clips
+                x0, this projects it where the final latent must land anyway.
             num_candidates: best-of-N starting noise: draw this many noises per image, run each through the first
-                30 % of the steps and sample the one whose clean-latent estimate the model finds most likely (its
-                own conditional denoising error; `mmgen/candidates.py`). Measured cost: 2.1x one noise's time at
-                4, 2.8x at 8 (`make bench`). 1: the generator's own noise. Ignored when `latents` are given (the
-                noise is then fixed).
+                30 % of the steps and sample the one the model finds most likely (`mmgen/candidates.py`; 2.1x one
+                noise's time at 4). 1: the generator's own noise. Ignored when `latents` are given.
+            first_block_cache: skip the DiT's blocks after the first on steps where its first block's output moved
+                by under this share since its last full step (`mmgen/step_cache.py`; 0.2: ~0.65x the time); 0: off.
             negative_prompt: what guidance steers from (a text, or a list of one per prompt); None: the empty one.
             num_images_per_prompt: images drawn for each prompt (a whole number from 1).
             latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
@@ -308,6 +297,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
             guidance_interval,
             codebook_snap,
             num_candidates,
+            first_block_cache,
             start_step,
             latents,
             callback_on_step_end_tensor_inputs,
@@ -376,6 +366,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
         codebook_snap: float | None = None,
         num_candidates: int | None = None,
+        first_block_cache: float | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> DenoisingRun:
@@ -390,6 +381,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
             guidance_interval,
             codebook_snap,
             num_candidates,
+            first_block_cache,
             start_step,
             latents,
             callback_on_step_end_tensor_inputs,

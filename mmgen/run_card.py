@@ -5,8 +5,9 @@
     loaded.settings, loaded.notes          # the SamplingSettings to rerun, and what may make the image differ
 
 The format is versioned (`RUN_CARD_FORMAT`). Cards written before a setting existed load with the value the run
-had then: no codebook snap (0), one starting noise, guidance at every step. Every value goes through the same
-check as any other entry point (`SamplingSettings.checked`), so a hand-edited card gets the same messages.
+had then: no codebook snap (0), one starting noise, guidance at every step, no first-block cache. Every value goes
+through the same check as any other entry point (`SamplingSettings.checked`), so a hand-edited card gets the same
+messages.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from .settings import SamplingSettings
 
 RUN_CARD_FORMAT = "mmgen-run-v1"
 # What a card from before each setting existed was made with.
-LEGACY_DEFAULTS = {"codebook_snap": 0.0, "num_candidates": 1, "guidance_interval": None, "scheduler": None}
+LEGACY_DEFAULTS = {
+    "codebook_snap": 0.0,
+    "num_candidates": 1,
+    "guidance_interval": None,
+    "scheduler": None,
+    "first_block_cache": 0.0,
+}
 NULLABLE = ("guidance_interval", "scheduler")  # None: guidance at every step; the model's own scheduler
 
 
@@ -38,6 +45,7 @@ def make_run_card(settings: SamplingSettings, model: str, scheduler_config: dict
         "codebook_snap": settings.codebook_snap,
         "num_candidates": settings.num_candidates,
         "guidance_interval": None if interval is None else list(interval),
+        "first_block_cache": settings.first_block_cache,
         "scheduler_config": dict(scheduler_config or {}),
     }
 
@@ -69,12 +77,17 @@ def _interval(value) -> tuple[float, float]:
 
 
 def read_run_card(
-    card, model: str | None = None, app_interval: tuple[float, float] | None = None, **limits
+    card,
+    model: str | None = None,
+    app_interval: tuple[float, float] | None = None,
+    app_cache: float | None = None,
+    **limits,
 ) -> LoadedRunCard:
     """A card (a dict, or the path of a JSON file) -> the settings to rerun it, checked, and notes for people.
     ValueError with a message for people when it is not a run card or a field is missing or bad. `model`: the
     model that will run it (a note says so when the card names another); `app_interval`: the guidance interval
-    the caller will run with (a note when the card's differs). `limits`: tighter bounds (`max_steps`, ...)."""
+    the caller will run with (a note when the card's differs), `app_cache` its first-block cache (the same).
+    `limits`: tighter bounds (`max_steps`, ...)."""
     if isinstance(card, str | Path):
         try:
             text = Path(card).read_text(encoding="utf-8")
@@ -99,10 +112,13 @@ def read_run_card(
         num_candidates=_field(card, "num_candidates", _whole),
         seed=_field(card, "seed", _whole),
         scheduler=_field(card, "scheduler", str),
+        first_block_cache=_field(card, "first_block_cache", float),
     ).checked(**limits)
     notes = []
     if model is not None and card.get("model") != model:
         notes.append(f"made with model {card.get('model')!r}, this is {model!r}")
     if app_interval is not None and settings.guidance_interval != app_interval:
         notes.append("made with another guidance interval than this app's, so the image may differ")
+    if app_cache is not None and settings.first_block_cache != app_cache:
+        notes.append("made with another first-block cache than this app's, so the image may differ")
     return LoadedRunCard(settings, notes)

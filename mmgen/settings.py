@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .step_cache import check_threshold
+
 # Defaults of every entry point, chosen by measured accuracy on tuning prompts (`mmgen eval-generator --sweep`;
 # docs/history.md says how).
 DEFAULT_STEPS = 50  # 30 beat 20, and 50 beat 30 and 75 for mmgen-base (docs/generator-runs.md, run 7)
@@ -29,6 +31,7 @@ DEFAULT_GUIDANCE_SCALE = 4.0
 DEFAULT_GUIDANCE_INTERVAL = (250.0, 999.0)  # leave the last steps (t < 250) unguided: small shapes keep their colour
 DEFAULT_CODEBOOK_SNAP = 0.5  # pull each step's x0 estimate halfway to its codes
 DEFAULT_NUM_CANDIDATES = 4  # best-of-4 starting noise (mmgen/candidates.py)
+DEFAULT_FIRST_BLOCK_CACHE = 0.0  # off; a model may turn it on for itself (mmgen-base: 0.2; mmgen/step_cache.py)
 
 # The samplers by short name (command line, app) -> diffusers class name; `mmgen.pipeline.SCHEDULERS` holds the
 # classes (any other diffusers scheduler works through from_config). Names here keep the app's page free of diffusers.
@@ -43,7 +46,7 @@ SCHEDULER_CLASSES = {
 
 # What a model folder may set for itself (model_index.json's `sampling_defaults`, written from its recipe's
 # [sampling] table): a model tuned at other settings than the defaults above samples at its own.
-MODEL_SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "codebook_snap", "num_candidates")
+MODEL_SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "codebook_snap", "num_candidates", "first_block_cache")
 
 MAX_STEPS = 1000  # the training schedule's length
 MAX_CANDIDATES = 16
@@ -150,8 +153,9 @@ def model_sampling_defaults(model_defaults: Mapping | None = None) -> dict:
         "codebook_snap": DEFAULT_CODEBOOK_SNAP,
         "num_candidates": DEFAULT_NUM_CANDIDATES,
     } | dict(model_defaults)
+    cache = check_threshold(values.pop("first_block_cache", DEFAULT_FIRST_BLOCK_CACHE))
     checked = check_sampling(*values.values())
-    return dict(zip(values, checked, strict=True))
+    return dict(zip(values, checked, strict=True)) | {"first_block_cache": cache}
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ class SamplingSettings:
     num_candidates: int = DEFAULT_NUM_CANDIDATES
     seed: int = 0
     scheduler: str | None = None  # a short name (mmgen.pipeline.SCHEDULERS); None: the model's own
+    first_block_cache: float = DEFAULT_FIRST_BLOCK_CACHE  # 0: off (mmgen/step_cache.py)
 
     @classmethod
     def of_model(cls, model_defaults: Mapping, prompt: str, **given) -> SamplingSettings:
@@ -198,6 +203,7 @@ class SamplingSettings:
             codebook_snap=snap,
             num_candidates=candidates,
             seed=_whole(self.seed, "The seed", 0, MAX_SEED),
+            first_block_cache=check_threshold(self.first_block_cache),
         )
 
     def pipeline_kwargs(self) -> dict:
@@ -210,6 +216,7 @@ class SamplingSettings:
             "guidance_interval": self.guidance_interval,
             "codebook_snap": self.codebook_snap,
             "num_candidates": self.num_candidates,
+            "first_block_cache": self.first_block_cache,
         }
 
     def generator(self, device: str | torch.device = "cpu") -> torch.Generator:

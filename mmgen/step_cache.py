@@ -18,8 +18,9 @@ cache and hands it to the DiT (`DiT.forward(..., step_cache=...)`), and nothing 
 What it changes: a run's images (slightly: mmgen-base reads as well at 0.1 and 0.2 on tuning prompts, and 0.3
 draws more duplicates; docs/speed.md); a replay from a later step (`start_step`), which starts with an empty cache
 and so computes steps the original run skipped; and attention maps recorded during sampling, which hold the first
-block alone on a skipped step. A run stepped by hand (`stepwise`) still lands where the call does. Off unless asked
-for (`MMGenPipeline.set_first_block_cache`, `mmgen generate --first-block-cache 0.2`).
+block alone on a skipped step. A run stepped by hand (`stepwise`) still lands where the call does. A sampling
+setting like the others: `pipe(..., first_block_cache=0.2)`, `mmgen generate --first-block-cache 0.2`, recorded in
+run cards; off by default, and a model may turn it on for itself (mmgen-base samples at 0.2; 0 turns it off).
 
 Dimension letters: R rows of a DiT batch, T image patches, D model width.
 """
@@ -32,9 +33,12 @@ import torch
 
 
 def check_threshold(threshold) -> float:
-    """The threshold as a float; ValueError with a message for people unless it is a number between 0 and 1."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
-        raise ValueError(f"the first-block cache threshold must be between 0 and 1 (e.g. 0.2), got {threshold!r}")
+    """The threshold as a float (0: off); ValueError with a message for people unless it is a number from 0 to
+    under 1."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold < 1:
+        raise ValueError(
+            f"The first-block cache threshold must be 0 (off) or between 0 and 1 (e.g. 0.2), got {threshold!r}."
+        )
     return float(threshold)
 
 

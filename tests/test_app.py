@@ -89,6 +89,7 @@ def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
     assert card["prompt"] == "a red circle" and card["seed"] == 7 and card["scheduler"] == "ddim"
     assert card["steps"] == 4 and card["guidance_scale"] == 2.0 and card["model"] == "tiny-test"
     assert card["codebook_snap"] == DEFAULT_CODEBOOK_SNAP and card["num_candidates"] == 1
+    assert card["first_block_cache"] == 0.0 and "first-block cache" not in info  # the tiny model's own: off
     x_t, x0, x0_tokens, changed, plot, step_info = client.predict(3, api_name="/show_step")
     assert "Step 4 of 4" in step_info
     assert all(os.path.exists(p) for p in (tokens, x_t, x0, x0_tokens, changed, plot))
@@ -108,6 +109,20 @@ def test_same_seed_same_image_and_random_seed_is_reported(client):
     assert (_pixels(a[0]) == _pixels(b[0])).all()
     c = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", 0.5, 1, False, api_name="/generate")
     assert f"seed {int(c[3])}" in c[2]
+
+
+def test_the_app_samples_with_the_models_own_first_block_cache():
+    """No control: a Generate run takes the model's threshold (mmgen-base: 0.2), and its run card records it."""
+    from types import SimpleNamespace
+
+    from mmgen.app.limits import Limits
+    from mmgen.app.runs import settings_from_controls
+    from mmgen.settings import model_sampling_defaults
+
+    facts = SimpleNamespace(sampling=model_sampling_defaults({"first_block_cache": 0.2}))
+    ctx = SimpleNamespace(facts=facts, limits=Limits())
+    settings = settings_from_controls(ctx, "a red circle", 4, 2.0, 7, False, "ddim", 0.5, 1)
+    assert settings.first_block_cache == 0.2 and settings.pipeline_kwargs()["first_block_cache"] == 0.2
 
 
 def test_run_card_reproduces_the_run(client, tmp_path):

@@ -232,7 +232,7 @@ def test_heldout_evaluation_writes_what_the_model_card_reads(tiny_pipe, tmp_path
         "codebook_snap": DEFAULT_CODEBOOK_SNAP,
         "num_candidates": DEFAULT_NUM_CANDIDATES,
         "autocast": "float32",
-        "first_block_cache": None,
+        "first_block_cache": 0.0,
     }
     assert results["tokenizer_ceiling"] == {}  # 32x32 images: not shapes-v1's canvas
     printed = capsys.readouterr().out

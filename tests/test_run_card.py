@@ -7,26 +7,28 @@ import pytest
 from mmgen.run_card import RUN_CARD_FORMAT, make_run_card, read_run_card
 from mmgen.settings import DEFAULT_GUIDANCE_INTERVAL, SamplingSettings
 
-SETTINGS = SamplingSettings("a blue star", 3, 3.0, DEFAULT_GUIDANCE_INTERVAL, 0.25, 3, 11, "euler-ancestral")
+SETTINGS = SamplingSettings("a blue star", 3, 3.0, DEFAULT_GUIDANCE_INTERVAL, 0.25, 3, 11, "euler-ancestral", 0.2)
 
 
 def test_a_card_round_trips_through_json(tmp_path):
     card = make_run_card(SETTINGS, model="tiny", scheduler_config={"beta_schedule": "squaredcos_cap_v2"})
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card))
-    loaded = read_run_card(str(path), model="tiny", app_interval=DEFAULT_GUIDANCE_INTERVAL)
+    loaded = read_run_card(str(path), model="tiny", app_interval=DEFAULT_GUIDANCE_INTERVAL, app_cache=0.2)
     assert loaded.settings == SETTINGS and loaded.notes == []
     assert card["format"] == RUN_CARD_FORMAT and card["guidance_interval"] == list(DEFAULT_GUIDANCE_INTERVAL)
+    assert card["first_block_cache"] == 0.2
 
 
 def test_an_old_card_loads_with_what_its_run_had():
     card = make_run_card(SETTINGS, model="other")
-    for key in ("codebook_snap", "num_candidates", "guidance_interval"):
+    for key in ("codebook_snap", "num_candidates", "guidance_interval", "first_block_cache"):
         del card[key]
-    loaded = read_run_card(card, model="tiny", app_interval=DEFAULT_GUIDANCE_INTERVAL)
+    loaded = read_run_card(card, model="tiny", app_interval=DEFAULT_GUIDANCE_INTERVAL, app_cache=0.2)
     assert (loaded.settings.codebook_snap, loaded.settings.num_candidates) == (0.0, 1)
-    assert loaded.settings.guidance_interval is None
+    assert loaded.settings.guidance_interval is None and loaded.settings.first_block_cache == 0.0
     assert any("'other'" in n for n in loaded.notes) and any("guidance interval" in n for n in loaded.notes)
+    assert any("first-block cache" in n for n in loaded.notes)
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,8 @@ def test_an_old_card_loads_with_what_its_run_had():
         ({"guidance_scale": float("nan")}, "Guidance"),
         ({"prompt": "x" * 5000}, "too long"),
         ({"scheduler": "bogus"}, "Unknown scheduler"),
+        ({"first_block_cache": 1.5}, "first-block cache threshold"),
+        ({"first_block_cache": "fast"}, "first_block_cache"),
     ],
 )
 def test_a_bad_card_gets_a_message(change, message):

@@ -8,7 +8,7 @@ import torch
 
 from mmgen.cli import main
 from mmgen.models.dit import DIT_PRESETS, DiT
-from mmgen.step_cache import FirstBlockCache
+from mmgen.step_cache import FirstBlockCache, check_threshold
 
 
 @pytest.fixture
@@ -86,10 +86,11 @@ def test_each_image_decides_for_itself(dit):
     torch.testing.assert_close(out[[0, 2]], dit(x, 500, text_context=context).sample[[0, 2]])
 
 
-@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, math.nan, True, "0.2", None])
+@pytest.mark.parametrize("bad", [1, 1.5, -0.1, math.nan, True, "0.2", None])
 def test_a_threshold_outside_0_1_is_refused(bad):
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(ValueError, match="0 \\(off\\) or between 0 and 1"):
         FirstBlockCache(bad, images=1)
+    assert check_threshold(0) == 0.0 and check_threshold(0.2) == 0.2  # 0: off
 
 
 def randomise_blocks(pipe):
@@ -107,12 +108,13 @@ def test_a_pipeline_run_with_the_cache(tiny_pipe):
     randomise_blocks(tiny_pipe)
     seed = dict(generator=torch.Generator().manual_seed(3))
     plain = latents(tiny_pipe, **seed)
-    tiny_pipe.set_first_block_cache(1e-9)  # never close enough to skip: every step exactly as without the cache
-    assert torch.equal(latents(tiny_pipe, generator=torch.Generator().manual_seed(3)), plain)
+    # never close enough to skip: every step exactly as without the cache
+    assert torch.equal(latents(tiny_pipe, generator=torch.Generator().manual_seed(3), first_block_cache=1e-9), plain)
 
-    tiny_pipe.set_first_block_cache(0.9)
-    cached = latents(tiny_pipe, generator=torch.Generator().manual_seed(3))
-    run = tiny_pipe.stepwise("a red circle", 12, generator=torch.Generator().manual_seed(3), num_candidates=1)
+    cached = latents(tiny_pipe, generator=torch.Generator().manual_seed(3), first_block_cache=0.9)
+    run = tiny_pipe.stepwise(
+        "a red circle", 12, generator=torch.Generator().manual_seed(3), num_candidates=1, first_block_cache=0.9
+    )
     while not run.done:
         run.step()
     assert run.step_cache.skipped > 0 and run.step_cache.computed + run.step_cache.skipped == 12
@@ -121,18 +123,35 @@ def test_a_pipeline_run_with_the_cache(tiny_pipe):
         ["a red circle", "a blue square"],
         num_inference_steps=12,
         num_candidates=1,
+        first_block_cache=0.9,
         output_type="latent",
         generator=[torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)],
     ).images
     torch.testing.assert_close(pair[:1], cached)
     assert torch.equal(run.result("latent").images, cached)  # a run stepped by hand lands where the call does
-    assert tiny_pipe.with_scheduler("ddim").first_block_cache == 0.9  # the app's per-run pipelines keep it
 
-    tiny_pipe.set_first_block_cache(None)
-    assert tiny_pipe.stepwise("a red circle", 12, num_candidates=1).step_cache is None
-    assert torch.equal(latents(tiny_pipe, generator=torch.Generator().manual_seed(3)), plain)
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        tiny_pipe.set_first_block_cache(0)
+    assert tiny_pipe.stepwise("a red circle", 12, num_candidates=1, first_block_cache=0).step_cache is None
+    assert torch.equal(latents(tiny_pipe, generator=torch.Generator().manual_seed(3), first_block_cache=0), plain)
+    for bad in (1, -0.1, "0.2", True):
+        with pytest.raises(ValueError, match="0 \\(off\\) or between 0 and 1"):
+            latents(tiny_pipe, first_block_cache=bad)
+
+
+def test_a_model_can_turn_the_cache_on_for_itself(tiny_pipe, tmp_path):
+    """A model's sampling_defaults may set the threshold (mmgen-base: 0.2); a call's 0 turns it off."""
+    randomise_blocks(tiny_pipe)
+    tiny_pipe.register_to_config(sampling_defaults={"first_block_cache": 0.9})
+    assert tiny_pipe.sampling_defaults["first_block_cache"] == 0.9
+    assert tiny_pipe.with_scheduler("ddim").sampling_defaults["first_block_cache"] == 0.9  # the app's runs keep it
+    run = tiny_pipe.stepwise("a red circle", 12, generator=torch.Generator().manual_seed(3), num_candidates=2)
+    assert run.guidance.first_block_cache == 0.9 and run.step_cache is not None
+    model_default = latents(tiny_pipe, generator=torch.Generator().manual_seed(3))
+    asked = latents(tiny_pipe, generator=torch.Generator().manual_seed(3), first_block_cache=0.9)
+    assert torch.equal(model_default, asked)
+    off = latents(tiny_pipe, generator=torch.Generator().manual_seed(3), first_block_cache=0)
+    assert not torch.equal(off, model_default)
+    with pytest.raises(ValueError, match="sampling_defaults"):
+        type(tiny_pipe)(**tiny_pipe.components, sampling_defaults={"first_block_cache": 2})
 
 
 @pytest.mark.parametrize("value, message", [("1.5", "between 0 and 1"), ("fast", "such as 0.2")])

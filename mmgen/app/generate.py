@@ -296,7 +296,10 @@ class GenerateTab:
             raise gr.Error("Choose a run card (.json) first.")
         if os.path.getsize(path) > MAX_RUN_CARD_BYTES:
             raise gr.Error(f"Not a run card: the file is over {MAX_RUN_CARD_BYTES // 1024} kB (a run card is ~1 kB).")
-        loaded = read_run_card(path, model=self.ctx.model_name, app_interval=DEFAULT_GUIDANCE_INTERVAL)
+        cache = self.ctx.facts.sampling["first_block_cache"]
+        loaded = read_run_card(
+            path, model=self.ctx.model_name, app_interval=DEFAULT_GUIDANCE_INTERVAL, app_cache=cache
+        )
         s = checked(self.ctx, loaded.settings)
         gr.Info(f"Run card loaded{''.join(f' ({note})' for note in loaded.notes)}: generating.")
         scheduler = s.scheduler or self.ctx.scheduler_name()  # cards without one ran the model's own

@@ -5,6 +5,7 @@ tokens, its compact trajectory, its run card)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,8 +66,10 @@ def checked(ctx: AppContext, settings: SamplingSettings) -> SamplingSettings:
 
 
 def settings_from_controls(ctx: AppContext, *controls) -> SamplingSettings:
-    """The Generate tab's controls (in /generate's order) as checked settings."""
-    return checked(ctx, controls_settings(*controls))
+    """The Generate tab's controls (in /generate's order) as checked settings, with the model's own first-block
+    cache (no control: a speed setting the model chose, recorded in the run card)."""
+    cache = ctx.facts.sampling["first_block_cache"]
+    return checked(ctx, dataclasses.replace(controls_settings(*controls), first_block_cache=cache))
 
 
 def refused_controls(ctx: AppContext, *controls) -> tuple[int, str] | None:
@@ -107,8 +110,13 @@ def finish_run(
     s = settings
     best_of = f", best of {s.num_candidates} noises" if s.num_candidates > 1 else ""
     steps = f"{s.num_inference_steps} step" + "s" * (s.num_inference_steps != 1)
+    cache = run.step_cache
+    skipped = (
+        f", {cache.skipped} of {cache.skipped + cache.computed} steps from the first-block cache" if cache else ""
+    )
     info = (
         f"{steps} of {s.scheduler or ctx.scheduler_name()}, guidance {s.guidance_scale:g}, codebook snap "
-        f"{s.codebook_snap:g}{best_of}, seed {s.seed} · {seconds:.2f} s · {h}×{w} tokens, {used} distinct codes"
+        f"{s.codebook_snap:g}{best_of}{skipped}, seed {s.seed} · {seconds:.2f} s · {h}×{w} tokens, "
+        f"{used} distinct codes"
     )
     return finished, info

@@ -30,6 +30,7 @@ class Sampling:
     guidance_interval: tuple[float, float] | None  # training timesteps (0..999) to guide in; None: every step
     codebook_snap: float  # 0: off, 1: each step's x0 estimate moved onto its codes
     num_candidates: int  # best-of-N starting noise
+    first_block_cache: float = 0.0  # the first-block cache threshold (mmgen/step_cache.py); 0: off
 
     @classmethod
     def defaults(cls, pipe=None, **changes) -> Sampling:

@@ -41,12 +41,12 @@ def main(args: argparse.Namespace) -> dict:
     from ..pipeline import MMGenPipeline
 
     pipe = MMGenPipeline.from_pretrained(args.model)
-    pipe.set_first_block_cache(args.first_block_cache)
     if args.sweep:
         return {"rows": main_sweep(pipe, args)}
     if args.bf16:
         pipe.set_autocast(torch.bfloat16)
-    sampling = Sampling.defaults(pipe, **({} if args.steps is None else {"num_inference_steps": args.steps}))
+    given = {"num_inference_steps": args.steps, "first_block_cache": args.first_block_cache}
+    sampling = Sampling.defaults(pipe, **{k: v for k, v in given.items() if v is not None})
     prompts = PromptSets(args.n_single, args.n_two, args.n_paraphrase)
     results = evaluate(pipe, prompts, sampling, vocabulary=Vocabulary.for_pipeline(pipe))
     results["settings"] = {
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> dict:
         "codebook_snap": sampling.codebook_snap,
         "num_candidates": sampling.num_candidates,
         "autocast": "bf16" if args.bf16 else "float32",
-        "first_block_cache": args.first_block_cache,
+        "first_block_cache": sampling.first_block_cache,
     }
     results["tokenizer_ceiling"] = tokenizer_ceiling(pipe, n_single=args.n_single, n_two=args.n_two)
     skip = ("settings", "shape_errors", "extra_objects", "tokenizer_ceiling", "strict_judge")
@@ -85,11 +85,12 @@ def main_sweep(pipe, args: argparse.Namespace) -> list[dict]:
         guidance_intervals=None if intervals is None else tuple(intervals),
         num_candidates=tuple(args.sweep_candidates or (None,)),
         steps=args.steps,
+        first_block_cache=args.first_block_cache,
     )
     prompts = PromptSets.tuning(args.sweep_n_single, args.sweep_n_two, args.sweep_free, args.sweep_n_reworded)
     print(SWEEP_HEADER)
     rows = sweep(pipe, grid, prompts, Vocabulary.for_pipeline(pipe))
-    cache = args.first_block_cache
+    cache = Sampling.defaults(pipe).first_block_cache if args.first_block_cache is None else args.first_block_cache
     write_results(
         {"model": str(args.model), "prompt_seed": prompts.seed, "first_block_cache": cache, "rows": rows}, args.out
     )
@@ -98,7 +99,8 @@ def main_sweep(pipe, args: argparse.Namespace) -> list[dict]:
 
 CACHE_HELP = (
     "skip the DiT's blocks after the first on steps where its first block's output moved by under T, relative "
-    "(mmgen/step_cache.py; 0.2: about 0.6x the time, a little less accurate, docs/speed.md); default: off"
+    "(mmgen/step_cache.py; 0.2: about 0.65x the time, docs/speed.md); 0: off; default: the model's own (mmgen-base: "
+    "0.2, the other models: off)"
 )
 
 
@@ -107,7 +109,9 @@ def cache_threshold(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 such as 0.2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected 0 (off) or a number between 0 and 1 such as 0.2, got {text!r}"
+        ) from None
     try:
         return check_threshold(value)
     except ValueError as e:

@@ -36,6 +36,7 @@ class SweepGrid:
     # best-of-N starting noise; an entry None for the pipeline's default (its rows carry no `num_candidates`)
     num_candidates: tuple[int | None, ...] = (None,)
     steps: int | None = None  # None: the pipeline's default
+    first_block_cache: float | None = None  # None: the pipeline's default (mmgen/step_cache.py)
 
 
 def sweep(
@@ -56,6 +57,8 @@ def sweep(
             changes = {"guidance_scale": guidance, "codebook_snap": snap, "guidance_interval": interval}
             if grid.steps is not None:
                 changes["num_inference_steps"] = grid.steps
+            if grid.first_block_cache is not None:
+                changes["first_block_cache"] = grid.first_block_cache
             if n_cand is not None:
                 changes["num_candidates"] = n_cand
             t0 = time.perf_counter()
