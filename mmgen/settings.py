@@ -31,7 +31,7 @@ DEFAULT_GUIDANCE_SCALE = 4.0
 DEFAULT_GUIDANCE_INTERVAL = (250.0, 999.0)  # leave the last steps (t < 250) unguided: small shapes keep their colour
 DEFAULT_CODEBOOK_SNAP = 0.5  # pull each step's x0 estimate halfway to its codes
 DEFAULT_NUM_CANDIDATES = 4  # best-of-4 starting noise (mmgen/candidates.py)
-DEFAULT_FIRST_BLOCK_CACHE = 0.0  # off; a model may turn it on for itself (mmgen-base: 0.2; mmgen/step_cache.py)
+DEFAULT_FIRST_BLOCK_CACHE = 0.0  # off; a model may turn it on for itself (no shipped one does: docs/speed.md)
 
 # The samplers by short name (command line, app) -> diffusers class name; `mmgen.pipeline.SCHEDULERS` holds the
 # classes (any other diffusers scheduler works through from_config). Names here keep the app's page free of diffusers.

@@ -20,7 +20,7 @@ draws more duplicates; docs/speed.md); a replay from a later step (`start_step`)
 and so computes steps the original run skipped; and attention maps recorded during sampling, which hold the first
 block alone on a skipped step. A run stepped by hand (`stepwise`) still lands where the call does. A sampling
 setting like the others: `pipe(..., first_block_cache=0.2)`, `mmgen generate --first-block-cache 0.2`, recorded in
-run cards; off by default, and a model may turn it on for itself (mmgen-base samples at 0.2; 0 turns it off).
+run cards; off by default (0), and a model may turn it on for itself (no shipped model does: docs/speed.md).
 
 Dimension letters: R rows of a DiT batch, T image patches, D model width.
 """

@@ -112,7 +112,7 @@ def test_same_seed_same_image_and_random_seed_is_reported(client):
 
 
 def test_the_app_samples_with_the_models_own_first_block_cache():
-    """No control: a Generate run takes the model's threshold (mmgen-base: 0.2), and its run card records it."""
+    """No control: a Generate run takes the model's threshold (e.g. 0.1), and its run card records it."""
     from types import SimpleNamespace
 
     from mmgen.app.limits import Limits

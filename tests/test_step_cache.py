@@ -138,7 +138,7 @@ def test_a_pipeline_run_with_the_cache(tiny_pipe):
 
 
 def test_a_model_can_turn_the_cache_on_for_itself(tiny_pipe, tmp_path):
-    """A model's sampling_defaults may set the threshold (mmgen-base: 0.2); a call's 0 turns it off."""
+    """A model's sampling_defaults may set the threshold (e.g. 0.1); a call's 0 turns it off."""
     randomise_blocks(tiny_pipe)
     tiny_pipe.register_to_config(sampling_defaults={"first_block_cache": 0.9})
     assert tiny_pipe.sampling_defaults["first_block_cache"] == 0.9

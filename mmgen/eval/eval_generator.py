@@ -99,8 +99,8 @@ def main_sweep(pipe, args: argparse.Namespace) -> list[dict]:
 
 CACHE_HELP = (
     "skip the DiT's blocks after the first on steps where its first block's output moved by under T, relative "
-    "(mmgen/step_cache.py; 0.2: about 0.65x the time, docs/speed.md); 0: off; default: the model's own (mmgen-base: "
-    "0.2, the other models: off)"
+    "(mmgen/step_cache.py; 0.2: about 0.65x the time, docs/speed.md); 0: off; default: the model's own (off for "
+    "every shipped model)"
 )
 
 
