@@ -136,7 +136,7 @@ def cmd_generate(args):
         settings = dataclasses.replace(settings, prompt=prompt_in_known_words(pipe, settings.prompt))
     warn_unknown_words(pipe, settings.prompt)
     if args.attention and settings.first_block_cache:
-        skipped = "with the first-block cache, a step that skips blocks adds its first block's attention alone"
+        skipped = "with the first-block cache, a skipped step adds its first block's attention alone (0: off)"
         print(f"warning: {skipped}", file=sys.stderr)
     recorder = TrajectoryRecorder(decode=bool(args.trajectory))
     attention = AttentionRecorder(pipe, settings.prompt) if args.attention else contextlib.nullcontext()
@@ -311,10 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "generate",
         help="text to image with the DiT pipeline",
-        description="Text to image. Steps, guidance, codebook snap and candidates default to the model's own, "
+        description="Text to image. Steps, guidance, codebook snap, candidates and the first-block cache default to "
+        "the model's own, "
         "where its folder sets them (model_index.json's sampling_defaults: mmgen-base-64 samples at 30 steps), "
         f"else to {defaults['num_inference_steps']}, {defaults['guidance_scale']:g}, {defaults['codebook_snap']:g} "
-        f"and {defaults['num_candidates']}.",
+        f"and {defaults['num_candidates']}, cache off.",
     )
     p.add_argument("prompt")
     p.add_argument("--out", default="image.png")

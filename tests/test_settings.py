@@ -36,6 +36,9 @@ def test_checked_normalises_types():
         (dict(seed=-1), "seed"),
         (dict(seed=MAX_SEED + 1), "seed"),
         (dict(scheduler="bogus"), "Unknown scheduler"),
+        (dict(first_block_cache=1), "first-block cache threshold must be 0 \\(off\\) or between 0 and 1"),
+        (dict(first_block_cache="0.2"), "first-block cache threshold"),
+        (dict(first_block_cache=None), "first-block cache threshold"),
     ],
 )
 def test_every_bad_value_gets_a_message(change, message):
@@ -64,6 +67,9 @@ def test_a_model_sets_its_own_defaults_and_a_given_value_wins():
     )
     assert (s.num_inference_steps, s.guidance_scale, s.guidance_interval) == (30, 2, None)
     assert s.codebook_snap == DEFAULT_CODEBOOK_SNAP
+    cached = model_sampling_defaults({"first_block_cache": 0.1})  # a model's cache, taken unless a call says
+    assert SamplingSettings.of_model(cached, "a red circle", first_block_cache=None).first_block_cache == 0.1
+    assert SamplingSettings.of_model(cached, "a red circle", first_block_cache=0).first_block_cache == 0
 
 
 @pytest.mark.parametrize(
@@ -76,6 +82,8 @@ def test_a_model_sets_its_own_defaults_and_a_given_value_wins():
         ([["num_inference_steps", 3]], "must be a table of settings"),
         ({"num_inference_steps": 0}, "Steps"),
         ({"codebook_snap": 2}, "Codebook snap"),
+        ({"first_block_cache": 1.5}, "first-block cache threshold"),
+        ({"first_block_cache": None}, "first-block cache threshold"),
     ],
 )
 def test_a_models_bad_defaults_are_refused(entry, message):

@@ -1,6 +1,7 @@
 """The first-block cache (mmgen/step_cache.py): a step like the last skips the later blocks, any other runs them all,
 and nothing outside a sampling run ever sees a run's cache."""
 
+import json
 import math
 
 import pytest
@@ -90,7 +91,10 @@ def test_each_image_decides_for_itself(dit):
 def test_a_threshold_outside_0_1_is_refused(bad):
     with pytest.raises(ValueError, match="0 \\(off\\) or between 0 and 1"):
         FirstBlockCache(bad, images=1)
-    assert check_threshold(0) == 0.0 and check_threshold(0.2) == 0.2  # 0: off
+
+
+def test_zero_is_off_and_a_fraction_is_a_threshold():
+    assert check_threshold(0) == 0.0 and check_threshold(0.2) == 0.2
 
 
 def randomise_blocks(pipe):
@@ -137,7 +141,7 @@ def test_a_pipeline_run_with_the_cache(tiny_pipe):
             latents(tiny_pipe, first_block_cache=bad)
 
 
-def test_a_model_can_turn_the_cache_on_for_itself(tiny_pipe, tmp_path):
+def test_a_model_can_turn_the_cache_on_for_itself(tiny_pipe):
     """A model's sampling_defaults may set the threshold (e.g. 0.1); a call's 0 turns it off."""
     randomise_blocks(tiny_pipe)
     tiny_pipe.register_to_config(sampling_defaults={"first_block_cache": 0.9})
@@ -179,3 +183,53 @@ def test_the_command_line_samples_with_the_cache(tiny_pipe, tmp_path, monkeypatc
     assert caches and all(c is not None and c.threshold == 0.2 for c in caches)  # the candidates' runs too
     caches.clear()
     assert main(argv) == 0 and caches and all(c is None for c in caches)
+
+
+def test_the_evaluation_samples_with_the_cache_it_records(tiny_pipe, tmp_path, monkeypatch):
+    """`eval-generator --first-block-cache T`: every run has the cache, the results and the card say so."""
+    from mmgen.denoising import DenoisingRun
+    from mmgen.model_card import evaluation_section
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    caches, init = [], DenoisingRun.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        caches.append(self.step_cache)
+
+    monkeypatch.setattr(DenoisingRun, "__init__", spy)
+    argv = ["eval-generator", "--model", str(tmp_path / "pipe"), "--steps", "1", "--first-block-cache", "0.3"]
+    out = tmp_path / "pipe" / "eval_generator.json"
+    assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-paraphrase", "1", "--out", str(out)]) == 0
+    assert caches and all(c is not None and c.threshold == 0.3 for c in caches)
+    assert json.loads(out.read_text())["settings"]["first_block_cache"] == 0.3
+    assert "first-block cache 0.3." in evaluation_section(tmp_path / "pipe")
+    sweep = tmp_path / "sweep.json"
+    caches.clear()
+    tuning = ["--sweep", "--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-codebook-snap", "0"]
+    assert main(argv + tuning + ["--sweep-n-single", "1", "--sweep-n-two", "1", "--out", str(sweep)]) == 0
+    assert caches and all(c is not None and c.threshold == 0.3 for c in caches)
+    assert json.loads(sweep.read_text())["first_block_cache"] == 0.3
+
+
+def test_the_apps_run_says_what_the_cache_skipped_and_its_card_records_it(tiny_pipe):
+    from types import SimpleNamespace
+
+    from mmgen.app.frames import Trajectory
+    from mmgen.app.runs import finish_run
+    from mmgen.settings import SamplingSettings
+
+    randomise_blocks(tiny_pipe)
+    settings = SamplingSettings("a red circle", 12, 4.0, num_candidates=1, first_block_cache=0.9).checked()
+    run = tiny_pipe.stepwise(**settings.pipeline_kwargs(), generator=settings.generator())
+    while not run.done:
+        run.step()
+    ctx = SimpleNamespace(
+        compute=lambda fn, *a, **k: fn(*a, **k),
+        model_name="tiny",
+        num_codes=tiny_pipe.vqvae.config.num_codes,
+        scheduler_name=lambda: "ddim",
+    )
+    finished, info = finish_run(ctx, run, Trajectory(settings.prompt), settings, 0.1)
+    assert f", {run.step_cache.skipped} of 12 steps from the first-block cache" in info and run.step_cache.skipped
+    assert finished.card["first_block_cache"] == 0.9

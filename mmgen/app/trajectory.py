@@ -321,6 +321,8 @@ class TrajectoryTab:
             f"Branched after step {k + 1} of {steps}: {settings.prompt!r}, guidance {settings.guidance_scale:g}, "
             f"seed {settings.seed}. Only Euler ancestral and DDPM draw noise from this seed."
         )
+        if settings.first_block_cache:
+            info += " The first-block cache starts afresh at the branch, so its first steps run in full."
         return upscale_nearest(run.image, DISPLAY_SIDE), upscale_nearest(out.images[0], DISPLAY_SIDE), info
 
     # ------------------------------------------------------------------ exports

@@ -77,7 +77,8 @@ def evaluate_attention(pipe, n: int, seed: int = ATTENTION_SEED) -> dict:
     background, distance, area, missing = [], [], [], 0
     for i, item in enumerate(items):
         with AttentionRecorder(pipe, item["prompt"]) as rec:
-            image = pipe(item["prompt"], generator=torch.Generator().manual_seed(i)).images[0]
+            # every block at every step: a skipped step would record the first block's maps alone
+            image = pipe(item["prompt"], generator=torch.Generator().manual_seed(i), first_block_cache=0).images[0]
         want = item["objects"][0]
         found = [o for o in read_scene(image)["objects"] if o["color"] == want["color"]]
         if not found:
