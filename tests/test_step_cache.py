@@ -166,17 +166,23 @@ def test_the_command_line_refuses_a_bad_threshold(value, message, capsys):
     assert e.value.code == 2 and message in err and "Traceback" not in err
 
 
-def test_the_command_line_samples_with_the_cache(tiny_pipe, tmp_path, monkeypatch):
+@pytest.fixture
+def caches(monkeypatch):
+    """The step cache of every sampling run started while the test runs (None: a run without one)."""
     from mmgen.denoising import DenoisingRun
 
-    tiny_pipe.save_pretrained(tmp_path / "pipe")
-    caches, init = [], DenoisingRun.__init__
+    seen, init = [], DenoisingRun.__init__
 
     def spy(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        caches.append(self.step_cache)
+        seen.append(self.step_cache)
 
     monkeypatch.setattr(DenoisingRun, "__init__", spy)
+    return seen
+
+
+def test_the_command_line_samples_with_the_cache(tiny_pipe, tmp_path, caches):
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "x.png"
     argv = ["generate", "a red circle", "--model", str(tmp_path / "pipe"), "--out", str(out), "--steps", "3"]
     assert main(argv + ["--first-block-cache", "0.2"]) == 0 and out.exists()
@@ -185,19 +191,11 @@ def test_the_command_line_samples_with_the_cache(tiny_pipe, tmp_path, monkeypatc
     assert main(argv) == 0 and caches and all(c is None for c in caches)
 
 
-def test_the_evaluation_samples_with_the_cache_it_records(tiny_pipe, tmp_path, monkeypatch):
+def test_the_evaluation_samples_with_the_cache_it_records(tiny_pipe, tmp_path, caches):
     """`eval-generator --first-block-cache T`: every run has the cache, the results and the card say so."""
-    from mmgen.denoising import DenoisingRun
     from mmgen.model_card import evaluation_section
 
     tiny_pipe.save_pretrained(tmp_path / "pipe")
-    caches, init = [], DenoisingRun.__init__
-
-    def spy(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        caches.append(self.step_cache)
-
-    monkeypatch.setattr(DenoisingRun, "__init__", spy)
     argv = ["eval-generator", "--model", str(tmp_path / "pipe"), "--steps", "1", "--first-block-cache", "0.3"]
     out = tmp_path / "pipe" / "eval_generator.json"
     assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-paraphrase", "1", "--out", str(out)]) == 0
