@@ -64,7 +64,9 @@ def model_folder(model: str) -> str:
     """A local folder, a shipped model's name, or a Hub repo id's files (downloaded when not cached yet)."""
     from mmgen.model_paths import local_model_folder
 
-    return local_model_folder(model)
+    if Path(folder := local_model_folder(model), "model_index.json").is_file():
+        return folder
+    raise ValueError(f"{model}: not a text-to-image model (no model_index.json), such as {DEFAULT_MODEL}")
 
 
 def model_card(model: str) -> Path | None:
@@ -83,7 +85,9 @@ def example_prompts(folder: str) -> tuple[str, ...]:
 def chosen_models() -> list[str]:
     """MMGEN_MODELS (comma-separated), else MMGEN_MODEL alone, else the shipped models that are present."""
     if os.environ.get("MMGEN_MODELS", "").strip():
-        return [m.strip() for m in os.environ["MMGEN_MODELS"].split(",") if m.strip()]
+        if models := [m.strip() for m in os.environ["MMGEN_MODELS"].split(",") if m.strip()]:
+            return models
+        raise ValueError(f"MMGEN_MODELS={os.environ['MMGEN_MODELS']!r} names no model: e.g. {DEFAULT_MODEL}")
     if os.environ.get("MMGEN_MODEL", "").strip():
         return [os.environ["MMGEN_MODEL"].strip()]
     return [m for m in SHIPPED_MODELS if os.path.isdir(m)] or [DEFAULT_MODEL]
@@ -133,8 +137,14 @@ def model_pages(models: list[str]) -> list[ModelPage]:
     return pages
 
 
+def main_pages() -> tuple[Limits, list[ModelPage]]:
+    try:  # MMGEN_MAX_STEPS, MMGEN_MODELS, ...: a bad setting ends the program with a one-line message
+        return Limits.from_env(), model_pages(chosen_models())  # the page first, the models meanwhile
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 if __name__ == "__main__":
-    limits = Limits.from_env()  # MMGEN_MAX_STEPS, MMGEN_QUEUE_SIZE, ...: a bad value stops here, with a message
-    pages = model_pages(chosen_models())  # the page first, the models meanwhile
+    limits, pages = main_pages()
     demo = build_demo(pages, limits=limits)
     serve(demo, limits, server_name=SERVER_NAME)  # bounded queue, capped requests, no raw errors for visitors

@@ -21,11 +21,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .data.images import IMAGE_EXTENSIONS, ImageLoadError
+from .data.images import IMAGE_EXTENSIONS, ImageLoadError, check_max_side
+
+if TYPE_CHECKING:
+    from .tokenizers import Tokenizer
 
 
 def cmd_data(args):
@@ -49,13 +52,15 @@ def cmd_encode(args):
     from .tokenizers import load_tokenizer
     from .tokens import default_model, encode_image, save_tokens
 
-    if args.max_side < 0:
-        raise ValueError(f"--max-side must be 0 (no limit) or a side in pixels, got {args.max_side}")
+    check_max_side(args.max_side)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is a file: give a folder, for its tokens.json and reconstruction.png")
+    output_file(str(out / "tokens.json"), "--out")
+    output_file(str(out / "reconstruction.png"), "--out")
     image = load_image(args.image)  # fail on a bad file before paying for the model load
     vq = load_tokenizer(args.model or default_model())
     result = encode_image(vq, image, max_side=args.max_side)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     save_tokens(
         result.tokens,
         out / "tokens.json",
@@ -72,14 +77,33 @@ def cmd_encode(args):
 
 
 def cmd_decode(args):
-    from .tokenizers import load_tokenizer
-    from .tokens import decode_tokens, default_model, read_tokens
+    from .tokens import decode_tokens, load_tokens_file, tokens_from_dict
 
     output_file(args.out, "--out", IMAGE_SUFFIXES)
-    vq = load_tokenizer(args.model or default_model())
-    image = decode_tokens(vq, read_tokens(args.tokens, num_codes=vq.num_codes))
+    data = load_tokens_file(args.tokens)
+    vq = decoding_tokenizer(args.model, data.get("model") if isinstance(data, dict) else None)
+    image = decode_tokens(vq, tokens_from_dict(data, num_codes=vq.num_codes))
     image.save(args.out)
     print(f"wrote {args.out} ({image.width}x{image.height})")
+
+
+def decoding_tokenizer(given: str | None, recorded) -> Tokenizer:
+    """The tokenizer to decode with: the one given, else the one the tokens file names (encode and generate record
+    it), else the default; a note when the given one is not the file's, or the file's cannot be loaded."""
+    from .tokenizers import load_tokenizer
+    from .tokens import default_model
+
+    recorded = recorded.strip() if isinstance(recorded, str) and recorded.strip() else None
+    if given:
+        if recorded and Path(given.rstrip("/")).name != Path(recorded.rstrip("/")).name:
+            print(f"note: these tokens were made with {recorded}; decoding them with {given}", file=sys.stderr)
+        return load_tokenizer(given)
+    if recorded:
+        try:
+            return load_tokenizer(recorded)
+        except ValueError as e:
+            print(f"note: the file's tokenizer cannot be loaded ({e}); trying {default_model()}", file=sys.stderr)
+    return load_tokenizer(default_model())
 
 
 IMAGE_SUFFIXES = (".png", *sorted(IMAGE_EXTENSIONS - {".png"}))  # what images are read and written as
@@ -91,7 +115,11 @@ def output_file(path: str | None, option: str, suffixes: tuple[str, ...] = ()) -
     if path is None:
         return
     p = Path(path)
-    if p.is_dir():
+    try:
+        is_dir = p.is_dir()
+    except OSError as e:  # a name too long
+        raise ValueError(f"{option} {path}: cannot be written ({e.strerror or e})") from None
+    if is_dir:
         example = p / ("image" + suffixes[0] if suffixes else "tokens.json")
         raise ValueError(f"{option} {path} is a folder: give a file name such as {example}")
     if suffixes and p.suffix.lower() not in suffixes:
@@ -100,8 +128,14 @@ def output_file(path: str | None, option: str, suffixes: tuple[str, ...] = ()) -
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"{option} {path}: cannot make its folder ({e.strerror or e})") from None
-    if not os.access(p.parent, os.W_OK):
-        raise ValueError(f"{option} {path}: its folder is not writable")
+    try:  # really open it (appending writes nothing): permissions alone pass root, and miss a name too long
+        existed = p.exists()
+        with open(p, "ab"):
+            pass
+        if not existed:
+            p.unlink()
+    except OSError as e:
+        raise ValueError(f"{option} {path}: cannot be written ({e.strerror or e})") from None
 
 
 def cmd_generate(args):
@@ -294,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="turn a tokens.json back into an image")
     p.add_argument("tokens")
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=tokenizer_help)
+    decode_help = tokenizer_help.replace("(default: ", "(default: the one the tokens file names, else ")
+    p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=decode_help)
     p.set_defaults(func=cmd_decode)
 
     from . import compare, export_hub
@@ -380,9 +415,18 @@ def quiet_loading() -> None:
     enable_progress_bars()  # transformers' switch turns the Hub's off as well
 
 
+def check_results_file(args) -> None:
+    """Every evaluation's --out (results JSON) and compare-tokenizers' (a picture), checked before minutes of work."""
+    if args.command.startswith("eval-"):
+        output_file(args.out, "--out")
+    elif args.command == "compare-tokenizers":
+        output_file(args.out, "--out", IMAGE_SUFFIXES)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_results_file(args)
         if args.command not in ("shapes", "data"):  # the commands that load no model
             quiet_loading()
         args.func(args)

@@ -236,10 +236,11 @@ def add_arguments(p):
 
 def main(args) -> None:
     """`mmgen compare-tokenizers`: a table per image on stdout, one PNG with every reconstruction and error map."""
-    from .data.images import load_image
+    from .data.images import check_max_side, load_image
     from .tokenizers import load_tokenizer
     from .viz import colorbar, heatmap, side_by_side
 
+    check_max_side(args.max_side)
     images = [load_image(p) for p in args.images]  # a bad file fails before the models load
     tokenizers = [load_tokenizer(name) for name in args.tokenizer]
     results = []

@@ -62,6 +62,10 @@ def check_prompt(prompt) -> str:
         raise ValueError("Type a prompt first: it is empty (e.g. 'a red circle on a white background').")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"The prompt has {len(prompt)} characters: too long (at most {MAX_PROMPT_CHARS}).")
+    try:  # a terminal in another encoding hands Python undecodable bytes as lone surrogates
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("The prompt holds bytes that are not UTF-8 text: type it in a UTF-8 terminal.") from None
     return prompt.strip()
 
 

@@ -33,12 +33,23 @@ def default_model() -> str:
     return os.environ.get("MMGEN_MODEL", DEFAULT_MODEL)
 
 
-def load_vqvae(model: str | None = None, subfolder: str = "vqvae") -> VQVAE:
-    """Load the tokenizer from a local model folder or a Hugging Face Hub repo id, in float32, in eval mode."""
+def load_vqvae(model: str | None = None, subfolder: str | None = "vqvae") -> VQVAE:
+    """Load mmgen's tokenizer from a local model folder or a Hugging Face Hub repo id, in float32, in eval mode.
+    ValueError, saying what is there instead, when `model/subfolder` is no mmgen VQVAE (diffusers would read a
+    folder without `subfolder` as the model itself, and fail later on its weights)."""
     from .models.vqvae import VQVAE
 
-    vq = VQVAE.from_pretrained(model or default_model(), subfolder=subfolder, dtype=torch.float32)
-    return vq.eval()
+    model = model or default_model()
+    where = f"{model}/{subfolder}" if subfolder else str(model)
+    try:
+        cls = VQVAE.load_config(model, subfolder=subfolder).get("_class_name")
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"no mmgen tokenizer found in {where} ({reason})") from None
+    if cls != "VQVAE":
+        held = cls or "model of unknown class"
+        raise ValueError(f"no mmgen tokenizer found in {where}: it holds a {held}, not a VQVAE")
+    return VQVAE.from_pretrained(model, subfolder=subfolder, dtype=torch.float32).eval()
 
 
 @dataclass
@@ -112,22 +123,28 @@ def tokens_from_dict(data: dict, num_codes: int) -> torch.Tensor:
         raise ValueError(f"a {len(grid)}x{len(grid[0])} grid: at most {MAX_GRID_SIDE} tokens a side are decoded")
     if not all(isinstance(v, int) and not isinstance(v, bool) for r in grid for v in r):
         raise ValueError("'tokens' must hold integer code ids")
-    tokens = torch.tensor(grid, dtype=torch.long)
     if data.get("num_codes") not in (None, num_codes):
-        raise ValueError(f"these tokens come from a codebook of {data['num_codes']} codes; this model has {num_codes}")
-    if tokens.min() < 0 or tokens.max() >= num_codes:
-        raise ValueError(f"code ids must lie in 0..{num_codes - 1}; found {tokens.min()}..{tokens.max()}")
-    if "shape" in data and list(data["shape"]) != list(tokens.shape):
-        raise ValueError(f"'shape' says {data['shape']} but the grid is {list(tokens.shape)}")
+        given = data["num_codes"]
+        raise ValueError(f"these tokens come from a codebook of {given!r} codes; this model has {num_codes}")
+    low, high = min(min(r) for r in grid), max(max(r) for r in grid)
+    if low < 0 or high >= num_codes:
+        raise ValueError(f"code ids must lie in 0..{num_codes - 1}; found {low}..{high}")
+    tokens = torch.tensor(grid, dtype=torch.long)
+    if "shape" in data and data["shape"] != list(tokens.shape):
+        raise ValueError(f"'shape' says {data['shape']!r} but the grid is {list(tokens.shape)}")
     return tokens
 
 
-def read_tokens(path: str | Path, num_codes: int) -> torch.Tensor:
+def load_tokens_file(path: str | Path):
+    """A tokens file's JSON, unchecked (`tokens_from_dict` checks it); ValueError when it is missing or not JSON."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return tokens_from_dict(data, num_codes)
+
+
+def read_tokens(path: str | Path, num_codes: int) -> torch.Tensor:
+    return tokens_from_dict(load_tokens_file(path), num_codes)

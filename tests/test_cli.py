@@ -54,6 +54,10 @@ def test_encode_bad_file_is_a_clear_error(tiny_model_dir, tmp_path, capsys, cont
         ({"tokens": [[0, 1.5]]}, "integer"),
         ({"tokens": []}, "non-empty"),
         ({"tokens": [[1]], "num_codes": 7}, "codebook of 7"),
+        ({"tokens": [[1]], "num_codes": "64"}, "codebook of '64'"),  # a string, said as one
+        ({"tokens": [[0, 10**23]]}, "code ids must lie"),  # beyond int64
+        ({"tokens": [[0, 1]], "shape": 8}, "'shape' says 8"),
+        ({"tokens": [[0, 1]], "shape": None}, "'shape' says None"),
         ([1, 2], "not an mmgen tokens file"),
     ],
 )

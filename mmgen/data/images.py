@@ -112,6 +112,13 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
+def check_max_side(max_side: int) -> int:
+    """A `--max-side` as typed: 0 means no limit."""
+    if max_side < 0:
+        raise ValueError(f"--max-side must be 0 (no limit) or a side in pixels, got {max_side}")
+    return max_side
+
+
 def fit_to_multiple(im: Image.Image, multiple: int, max_side: int | None = None) -> Image.Image:
     """Downscale so the longer side is at most max_side, then centre-crop to sides divisible by `multiple`."""
     if max_side and max(im.size) > max_side:

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..data.shapes import shapes_sample
@@ -105,12 +104,12 @@ def evaluate_people(split: str) -> dict:
 def evaluate(model: str, split: str = "held-out", n_renders: int = 200, n_drawings: int = 60) -> dict:
     """{"lenient"/"strict": {"renders", "reconstructions": share read right; "64px"/"128px": {kind: share
     read as the broken shape}}}."""
-    from ..models.vqvae import VQVAE
+    from ..tokens import load_vqvae
     from .eval_tokenizer import reconstruct
 
     streams = STREAMS[split]
     renders = [shapes_sample(streams["renders"], i) for i in range(n_renders)]
-    vq = VQVAE.from_pretrained(model_path(model), subfolder="vqvae", dtype=torch.float32).eval()
+    vq = load_vqvae(model_path(model))
     recons = reconstruct(vq, [s.image for s in renders]).images
     results = {"split": split, "streams": streams, "tokenizer": model}
     for name, strict in (("lenient", False), ("strict", True)):

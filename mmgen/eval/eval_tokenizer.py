@@ -38,6 +38,7 @@ from ..data.images import ImageLoadError, load_image, pil_to_tensor, tensor_to_p
 from ..data.shapes import shapes_sample
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE
+from ..tokens import load_vqvae
 from . import count, write_results
 from .judge import read_scene, score_scene
 
@@ -269,7 +270,7 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    vq = VQVAE.from_pretrained(model_path(args.model), subfolder=args.subfolder, dtype=torch.float32)
+    vq = load_vqvae(model_path(args.model), subfolder=args.subfolder)
     if args.folder:
         results = evaluate_folder(vq, args.folder)
     else:

@@ -111,13 +111,22 @@ def calibrate(model: ShapeVerifier, objects: list[dict], log) -> float:
 
 
 def calibration_objects(labels: list[Path]) -> list[dict]:
-    """The labelled objects of every file in `labels`, each with its coverage map, from the images it keeps."""
+    """The labelled objects of every file in `labels`, each with its coverage map, from the images it keeps;
+    ValueError naming the file that cannot be read as one."""
     from .eval_judge import check_objects
 
-    return [o for path in labels for o in check_objects(Path(path))]
+    objects = []
+    for path in labels:
+        try:
+            objects += check_objects(Path(path))
+        except (OSError, ValueError, KeyError, TypeError) as e:  # JSON errors are ValueErrors
+            example, reason = "docs/judge-labels-tuning.json", f"{type(e).__name__}: {e}"
+            raise ValueError(f"--labels {path}: not a labels file such as {example} ({reason})") from None
+    return objects
 
 
 def main(args: argparse.Namespace) -> ShapeVerifier:
+    objects = calibration_objects(args.labels)  # a bad file fails now, not after the training
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
@@ -128,7 +137,6 @@ def main(args: argparse.Namespace) -> ShapeVerifier:
             f.write(json.dumps(record) + "\n")
 
     model = train(args, log)
-    objects = calibration_objects(args.labels)
     model.register_to_config(threshold=calibrate(model, objects, log))
     model.save_pretrained(out)
     log({"done": True})

@@ -38,6 +38,7 @@ from ..models.dit import DIT_PRESETS, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
+from ..tokens import load_vqvae
 from ..viz import image_grid
 from .checkpoints import (
     append_log,
@@ -134,12 +135,11 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
             f"--sample-size must be even (the DiT reads the latent grid in 2x2 patches), got {args.sample_size}"
         )
     ckpt = run_to_continue(args, "transformer", accelerator.print)
-    try:
-        vq = VQVAE.from_pretrained(model_path(args.vqvae, shipped=False), subfolder="vqvae", dtype=torch.float32)
-    except OSError as e:  # a folder without vqvae/ (a generator's run, say); model_path's ValueErrors say it all
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--vqvae {args.vqvae}: no mmgen tokenizer in {args.vqvae}/vqvae ({reason})") from None
-    vq.eval().requires_grad_(False)
+    try:  # a folder without vqvae/ (a generator's run, say) or another model's; model_path's errors say it all
+        vq = load_vqvae(model_path(args.vqvae, shipped=False))
+    except ValueError as e:
+        raise ValueError(f"--vqvae {args.vqvae}: {e}") from None
+    vq.requires_grad_(False)
     side = args.sample_size * vq.downsample_factor
     accelerator.print(f"training at {side}x{side} px: {args.sample_size}x{args.sample_size} tokens of {args.vqvae}")
     tokenizer, text_encoder = load_text_encoder()

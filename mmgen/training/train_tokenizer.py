@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..data.images import ImageFolder, PhotoCrops, ShapesDataset, skimage_photos
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE, VQVAE_PRESETS
+from ..tokens import load_vqvae
 from ..viz import image_grid
 from .adversarial import AdversarialLoss, GANSettings
 from .checkpoints import (
@@ -93,13 +94,28 @@ def build_dataset(args, length: int) -> Dataset:
     return folder
 
 
+MAX_CODES = 65536  # token ids then fit 16 bits; the largest VQGAN codebooks have 16,384
+MAX_RESOLUTION = 1024  # the training crop's side (the shipped recipes use 64)
+
+
+def check_sizes(args: argparse.Namespace, downsample_factor: int = 1) -> None:
+    """The codebook's size and the crop's side (a multiple of the tokenizer's downsampling, once it is known)."""
+    if args.num_codes is not None and not 2 <= args.num_codes <= MAX_CODES:
+        raise ValueError(f"--num-codes must be between 2 and {MAX_CODES}, got {args.num_codes}")
+    if args.resolution > MAX_RESOLUTION:
+        raise ValueError(f"--resolution is the training crop's side: at most {MAX_RESOLUTION}, got {args.resolution}")
+    if args.resolution % downsample_factor:
+        f = downsample_factor
+        raise ValueError(f"--resolution must be a multiple of {f}, its downsampling; got {args.resolution}")
+
+
 def initial_tokenizer(model: str, num_codes: int | None = None) -> VQVAE:
     """The tokenizer of a trained run or model folder (`MODEL/vqvae/`, a local path or a Hub id), to fine-tune on
     other images: its architecture and codebook come with it (the codebook is not k-means-initialised again)."""
     try:
-        vq = VQVAE.from_pretrained(model_path(model, shipped=False), subfolder="vqvae", dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--init-from {model}: no mmgen tokenizer found in {model}/vqvae ({e})") from e
+        vq = load_vqvae(model_path(model, shipped=False))
+    except ValueError as e:
+        raise ValueError(f"--init-from {model}: {e}") from None
     if num_codes and num_codes != vq.config.num_codes:
         raise ValueError(
             f"--init-from {model}: its codebook has {vq.config.num_codes} codes, not --num-codes {num_codes}"
@@ -169,12 +185,14 @@ def train(args: argparse.Namespace) -> Path:
     check_run_options(args)
     if args.decoder_only and not args.init_from:
         raise ValueError("--decoder-only fine-tunes a trained tokenizer's decoder: name it with --init-from")
+    check_sizes(args)
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     out = Path(args.out)
     ckpt = run_to_continue(args, "vqvae", accelerator.print)
-    out.mkdir(parents=True, exist_ok=True)
     model = starting_tokenizer(args, ckpt)
+    check_sizes(args, model.downsample_factor)
+    out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     trained = model.decoder if args.decoder_only else model
     if args.decoder_only:  # the encoder and the codebook (an EMA, updated only in training mode) stay as they are

@@ -1,0 +1,134 @@
+"""Bad input a user may type: one clear line, before any work that it would waste (found by a probe of the CLI)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmgen.cli import main
+
+LONG = "a" * 300  # a file name longer than any file system allows
+
+
+@pytest.fixture
+def other_model_dir(tmp_path) -> str:
+    """A folder whose config is some other model's (a DiT), with no vqvae/ inside."""
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "DiT"}))
+    return str(tmp_path)
+
+
+def test_a_model_that_is_no_tokenizer_is_named_not_loaded(other_model_dir, tmp_path, capsys):
+    """diffusers reads a folder without vqvae/ as the model itself: it used to fail later on meta tensors."""
+    args = ["--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "run")]
+    assert main(["train-tokenizer", "--init-from", other_model_dir, *args]) == 2
+    err = capsys.readouterr().err
+    assert f"--init-from {other_model_dir}: no mmgen tokenizer found in" in err
+    assert "it holds a DiT, not a VQVAE" in err
+    assert main(["eval-tokenizer", "--model", other_model_dir, "--folder", str(tmp_path)]) == 2
+    assert "it holds a DiT, not a VQVAE" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--num-codes", "0"], "--num-codes must be between 2 and 65536, got 0"),
+        (["--num-codes", "-5"], "--num-codes must be between 2 and 65536, got -5"),
+        (["--resolution", "100000"], "--resolution is the training crop's side: at most 1024, got 100000"),
+        (["--resolution", "30"], "--resolution must be a multiple of 4, its downsampling; got 30"),
+    ],
+)
+def test_tokenizer_training_refuses_sizes_out_of_range(tmp_path, capsys, option, message):
+    assert main(["train-tokenizer", "--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "r"), *option]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """Permissions alone pass root and miss a name too long: the file is really opened (and not left behind)."""
+    import mmgen.pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model loaded before --out was checked")
+
+    monkeypatch.setattr(mmgen.pipeline.MMGenPipeline, "from_pretrained", never)
+    for option in ("--out", "--tokens"):
+        extra = ["--out", str(tmp_path / "ok.png")] if option == "--tokens" else []
+        assert main(["generate", "a red circle", *extra, option, str(tmp_path / f"{LONG}.png")]) == 2
+        assert f"{option} {tmp_path}/{LONG}.png: cannot be written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # ok.png was only tried
+    kept = tmp_path / "kept.png"
+    kept.write_bytes(b"old")
+    with pytest.raises(AssertionError, match="the model loaded"):  # an existing file passes, untouched
+        main(["generate", "a red circle", "--out", str(kept)])
+    assert kept.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["eval-tokenizer", "--out", "{tmp}/" + LONG + ".json"], "--out {tmp}/" + LONG + ".json: cannot be written"),
+        (["eval-generator", "--out", "{tmp}/f/" + LONG], ": cannot be written"),
+        (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--out", "{tmp}/c.txt"], "must end in .png"),
+        (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--max-side", "-2"], "--max-side must be 0"),
+        (["encode", "{tmp}/x.png", "--out", "{tmp}/file"], "--out {tmp}/file is a file: give a folder"),
+    ],
+)
+def test_results_files_are_checked_before_the_work(tmp_path, capsys, command, message):
+    """These used to print the whole evaluation's table (minutes) and then fail to write it."""
+    (tmp_path / "file").write_text("")
+    assert main([a.format(tmp=tmp_path) for a in command]) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_prompt_of_undecodable_bytes_is_refused():
+    """A Latin-1 terminal's "é" reaches Python as a lone surrogate; the text encoder's tokenizer raised a TypeError."""
+    from mmgen.settings import check_prompt
+
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        check_prompt("a red caf\udce9 circle")
+    assert check_prompt(" a red café circle ") == "a red café circle"
+
+
+def test_a_bad_labels_file_fails_before_the_verifier_trains(tmp_path, capsys):
+    (tmp_path / "fake.png").write_bytes(b"\x89PNG")
+    args = ["--samples", "4", "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "v")]
+    assert main(["train-verifier", *args, "--labels", str(tmp_path / "fake.png")]) == 2
+    assert f"--labels {tmp_path}/fake.png: not a labels file" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+
+
+def test_decode_uses_the_tokenizer_its_file_names(tiny_model_dir, tmp_path, capsys):
+    """Without --tokenizer, tokens decode with the model encode recorded (the default has another codebook)."""
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "red.png")
+    assert main(["encode", str(tmp_path / "red.png"), "--out", str(tmp_path / "e"), "--model", tiny_model_dir]) == 0
+    assert main(["decode", str(tmp_path / "e" / "tokens.json"), "--out", str(tmp_path / "d.png")]) == 0
+    assert Image.open(tmp_path / "d.png").size == (32, 32)
+    capsys.readouterr()
+    data = json.loads((tmp_path / "e" / "tokens.json").read_text())
+    other = Path(tiny_model_dir).parent / "elsewhere"
+    Path(tiny_model_dir).rename(other)  # the recorded model is gone: a note, then the default
+    assert main(["decode", str(tmp_path / "e" / "tokens.json"), "--out", str(tmp_path / "d2.png")]) == 2
+    err = capsys.readouterr().err
+    assert "note: the file's tokenizer cannot be loaded" in err and "error: these tokens come from a codebook" in err
+    tokens = str(tmp_path / "e" / "tokens.json")
+    assert main(["decode", tokens, "--out", str(tmp_path / "d3.png"), "--model", str(other)]) == 0
+    assert f"note: these tokens were made with {data['model']}; decoding them with {other}" in capsys.readouterr().err
+
+
+def test_the_app_stops_on_a_bad_setting_with_one_line(monkeypatch, tmp_path):
+    import app
+
+    monkeypatch.delenv("MMGEN_MODEL", raising=False)
+    monkeypatch.setenv("MMGEN_MODELS", ",,")
+    with pytest.raises(SystemExit, match="error: MMGEN_MODELS=',,' names no model"):
+        app.main_pages()
+    (tmp_path / "vqvae").mkdir()
+    monkeypatch.setenv("MMGEN_MODELS", str(tmp_path))
+    with pytest.raises(SystemExit, match="not a text-to-image model \\(no model_index.json\\)"):
+        app.main_pages()
+    monkeypatch.setenv("MMGEN_MAX_STEPS", "abc")
+    with pytest.raises(SystemExit, match="error: MMGEN_MAX_STEPS must be a number"):
+        app.main_pages()
