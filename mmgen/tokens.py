@@ -45,10 +45,10 @@ def load_vqvae(model: str | None = None, subfolder: str | None = "vqvae") -> VQV
         cls = VQVAE.load_config(model, subfolder=subfolder).get("_class_name")
     except (OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"no mmgen tokenizer found in {where} ({reason})") from None
+        raise ValueError(f"no mmgen tokenizer in {where} ({reason})") from None
     if cls != "VQVAE":
         held = cls or "model of unknown class"
-        raise ValueError(f"no mmgen tokenizer found in {where}: it holds a {held}, not a VQVAE")
+        raise ValueError(f"no mmgen tokenizer in {where}: it holds a {held}, not a VQVAE")
     return VQVAE.from_pretrained(model, subfolder=subfolder, dtype=torch.float32).eval()
 
 

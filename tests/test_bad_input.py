@@ -22,7 +22,7 @@ def test_a_model_that_is_no_tokenizer_is_named_not_loaded(other_model_dir, tmp_p
     args = ["--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "run")]
     assert main(["train-tokenizer", "--init-from", other_model_dir, *args]) == 2
     err = capsys.readouterr().err
-    assert f"--init-from {other_model_dir}: no mmgen tokenizer found in" in err
+    assert f"--init-from {other_model_dir}: no mmgen tokenizer in" in err
     assert "it holds a DiT, not a VQVAE" in err
     assert main(["eval-tokenizer", "--model", other_model_dir, "--folder", str(tmp_path)]) == 2
     assert "it holds a DiT, not a VQVAE" in capsys.readouterr().err
