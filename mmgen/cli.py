@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .data.images import IMAGE_EXTENSIONS, ImageLoadError, check_max_side
+from .eval import count
 
 if TYPE_CHECKING:
     from .tokenizers import Tokenizer
@@ -257,7 +258,7 @@ def add_data_commands(sub) -> None:
     p = sub.add_parser("shapes", help="write shapes-v1 samples as PNGs plus metadata.jsonl")
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("data", help="prepare a real dataset as an image folder with captions (--data DIR)")

@@ -132,3 +132,20 @@ def test_the_app_stops_on_a_bad_setting_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("MMGEN_MAX_STEPS", "abc")
     with pytest.raises(SystemExit, match="error: MMGEN_MAX_STEPS must be a number"):
         app.main_pages()
+
+
+@pytest.mark.parametrize(
+    "command, option",
+    [
+        (["shapes", "--n", "2", "--out", "x"], "--seed"),
+        (["train-tokenizer"], "--seed"),
+        (["train-generator"], "--data-seed"),
+        (["eval-tokenizer"], "--shapes-seed"),
+        (["eval-retrieval", "--model", "m", "--queries", "q"], "--seed"),
+    ],
+)
+def test_a_negative_seed_names_its_option(capsys, command, option):
+    """numpy used to say "expected non-negative integer", naming no option (and only once a run had begun)."""
+    with pytest.raises(SystemExit):
+        main([*command, option, "-1"])
+    assert f"argument {option}: must be at least 0, got -1" in capsys.readouterr().err

@@ -242,6 +242,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=count(1), default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--variety-prompts", type=count(1), default=16)
     p.add_argument("--variety-seeds", type=count(1), default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--out", default=None, help="results JSON (a picture is written beside it)")
     return p

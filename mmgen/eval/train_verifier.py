@@ -151,7 +151,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count(1), default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=count(1), default=32, help="the CNN's channels (x2 in its last blocks)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument(
         "--labels",
         nargs="+",

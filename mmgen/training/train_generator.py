@@ -33,6 +33,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder
+from ..eval import count
 from ..model_paths import model_path
 from ..models.dit import DIT_PRESETS, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
@@ -365,10 +366,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "relative to the others; each image's total weight is kept (1: the plain mean)",
     )
     p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument(
         "--data-seed",
-        type=int,
+        type=count(0),
         default=None,
         help="the shapes-v1 stream of the training scenes, or a folder's crops (default: --seed)",
     )

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder, PhotoCrops, ShapesDataset, skimage_photos
+from ..eval import count
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE, VQVAE_PRESETS
 from ..tokens import load_vqvae
@@ -369,7 +370,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--checkpoint-every", type=int, default=500)
