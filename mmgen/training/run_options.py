@@ -34,3 +34,43 @@ def check_run_options(args: argparse.Namespace) -> None:
     for name in FRACTIONS:
         if (value := given(name)) is not None and not 0 <= value <= 1:
             refuse(name, value, "between 0 and 1")
+
+
+def add_run_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    log_every: int,
+    val_every: int,
+    checkpoint_every: int,
+) -> None:
+    """The options every trainer has, with its own defaults: how long and how fast it trains, how often it logs,
+    validates and checkpoints, and where it runs."""
+    from ..eval import count
+
+    p.add_argument("--steps", type=int, default=steps, help="optimizer steps")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help="images per step on each process (N processes under `accelerate launch` train on N times as many)",
+    )
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW; linear warm-up, then cosine to 0)")
+    p.add_argument("--warmup-steps", type=int, default=warmup_steps, help="steps of linear warm-up")
+    p.add_argument(
+        "--seed", type=count(0), default=0, help="seeds the initial weights, the data and the noise: a run repeats"
+    )
+    p.add_argument("--log-every", type=int, default=log_every, help="steps between lines of train_log.jsonl")
+    p.add_argument("--val-every", type=int, default=val_every, help="steps between validations and sample grids")
+    p.add_argument("--checkpoint-every", type=int, default=checkpoint_every, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        default="no",
+        help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
+    )
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")

@@ -55,7 +55,7 @@ from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import make_accelerator
 from .recipe import run_recipe
-from .run_options import check_run_options
+from .run_options import add_run_arguments, check_run_options
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -353,10 +353,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=2,
         help="trainable transformer layers over the text encoder's states (0: a linear map)",
     )
-    p.add_argument("--steps", type=int, default=13_000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=int, default=250)
+    add_run_arguments(
+        p, steps=13_000, batch_size=64, lr=1e-3, warmup_steps=250, log_every=50, val_every=1000, checkpoint_every=1000
+    )
     p.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty prompts (for guidance)")
     p.add_argument(
         "--object-loss-weight",
@@ -365,18 +364,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="weight of latent cells whose code is not the image's most common one (its background), "
         "relative to the others; each image's total weight is kept (1: the plain mean)",
     )
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--ema-decay", type=float, default=0.999, help="decay of the weights' moving average, which ships")
     p.add_argument(
         "--data-seed",
         type=count(0),
         default=None,
         help="the shapes-v1 stream of the training scenes, or a folder's crops (default: --seed)",
     )
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--val-every", type=int, default=1000)
-    p.add_argument("--checkpoint-every", type=int, default=1000)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument(
         "--init-from",
         default=None,
@@ -399,17 +393,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "$MMGEN_CACHE or ~/.cache/mmgen)",
     )
     p.add_argument(
-        "--mixed-precision",
-        choices=["no", "bf16", "fp16"],
-        default="no",
-        help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
-    )
-    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the DiT: ~1.14x faster steps on a 2-core CPU, ~1 min to compile",
     )
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     return p
 
 

@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder, PhotoCrops, ShapesDataset, skimage_photos
-from ..eval import count
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE, VQVAE_PRESETS
 from ..tokens import load_vqvae
@@ -45,7 +44,7 @@ from .checkpoints import (
 )
 from .processes import make_accelerator
 from .recipe import run_recipe
-from .run_options import check_run_options
+from .run_options import add_run_arguments, check_run_options
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -366,29 +365,16 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=0.05,
         help="discriminator feature matching (offline perceptual term); at 0.05 about the size of the pixel loss",
     )
-    p.add_argument("--steps", type=int, default=2900)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--seed", type=count(0), default=0)
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--val-every", type=int, default=250)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_run_arguments(
+        p, steps=2900, batch_size=32, lr=1e-3, warmup_steps=100, log_every=25, val_every=250, checkpoint_every=500
+    )
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="channels-last convolutions (faster on CPU)",
     )
-    p.add_argument(
-        "--mixed-precision",
-        choices=["no", "bf16", "fp16"],
-        default="no",
-        help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
-    )
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     return p
 
 
