@@ -256,15 +256,15 @@ def cmd_caption(args):
 def add_data_commands(sub) -> None:
     """`mmgen shapes` and `mmgen data`: datasets written as image folders with captions."""
     p = sub.add_parser("shapes", help="write shapes-v1 samples as PNGs plus metadata.jsonl")
-    p.add_argument("--n", type=int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--n", type=int, required=True, help="how many scenes")
+    p.add_argument("--out", required=True, help="the folder to write into (holding no other files)")
+    p.add_argument("--seed", type=count(0), default=0, help="the shapes-v1 stream: 0 trains, others are held out")
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("data", help="prepare a real dataset as an image folder with captions (--data DIR)")
     p.add_argument("dataset", choices=["emoji"], help="emoji: Noto Color Emoji with CLDR names (docs/own-data.md)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--size", type=int, choices=[64, 128], default=64)
+    p.add_argument("--out", required=True, help="the folder to write into (holding no other files)")
+    p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image side in pixels")
     p.add_argument(
         "--split",
         choices=["train", "held-out", "reworded"],
@@ -316,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
 
     p = sub.add_parser("encode", help="turn an image into codebook tokens and back")
-    p.add_argument("image")
+    p.add_argument("image", help="an image file (PNG, JPEG, ...)")
     p.add_argument("--out", required=True, help="folder for tokens.json and reconstruction.png")
+    model_help = "a generator: model folder or Hub id (default: $MMGEN_MODEL, else assets/mmgen-base)"
     tokenizer_help = (
         "a VQ tokenizer: model or pipeline folder, Hub id, or a shipped one: mmgen-base-64, vqgan-f8 "
         "(default: $MMGEN_MODEL's)"
@@ -327,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="turn a tokens.json back into an image")
-    p.add_argument("tokens")
+    p.add_argument("tokens", help="a tokens.json written by encode or generate --tokens")
     p.add_argument("--out", required=True, help="output PNG")
     decode_help = tokenizer_help.replace("(default: ", "(default: the one the tokens file names, else ")
     p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=decode_help)
@@ -353,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"else to {defaults['num_inference_steps']}, {defaults['guidance_scale']:g}, {defaults['codebook_snap']:g} "
         f"and {defaults['num_candidates']}, cache off.",
     )
-    p.add_argument("prompt")
-    p.add_argument("--out", default="image.png")
+    p.add_argument("prompt", help='what to draw, e.g. "a large red circle at the top left on a white background"')
+    p.add_argument("--out", default="image.png", help="output PNG")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     shown = "all" if DEFAULT_GUIDANCE_INTERVAL is None else "{:g},{:g}".format(*DEFAULT_GUIDANCE_INTERVAL)
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"best-of-N starting noise (1..{MAX_CANDIDATES}): sample the one the model finds most likely "
         "(default: the model's)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the starting noise: the same seed draws the same image")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
     p.add_argument(
         "--first-block-cache", type=eval_generator.cache_threshold, metavar="T", help=eval_generator.CACHE_HELP
@@ -390,14 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the prompt in the model's training words: each word it never saw becomes the known word nearest "
         "in spelling or meaning ('upper' -> 'top')",
     )
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help=model_help)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("caption", help="image to text: rank captions by the generator's denoising error")
     p.add_argument("image", help="an image the generator's size (128x128 for mmgen-base)")
     p.add_argument("--captions", help="a text file of captions to rank, one per line (default: the model's own)")
     p.add_argument("--top", type=int, default=10, help="print at most this many")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help=model_help)
     p.set_defaults(func=cmd_caption)
 
     add_train_and_eval_commands(sub)
