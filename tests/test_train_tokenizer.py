@@ -35,6 +35,8 @@ def _args(out, *extra):
 
 
 def test_trains_checkpoints_and_resumes(tmp_path):
+    import torch
+
     out = tmp_path / "run"
     main(_args(out, "--steps", "4"))
     assert VQVAE.from_pretrained(out / "vqvae").config.num_codes == 64
@@ -47,13 +49,19 @@ def test_trains_checkpoints_and_resumes(tmp_path):
 
     with pytest.raises(ValueError, match="holds a finished run"):
         main(_args(out, "--steps", "4", "--resume"))  # it has a checkpoint, but a finished run is not resumed
+    unbroken = VQVAE.from_pretrained(out / "vqvae").state_dict()
     interrupt(out, "vqvae")  # as if killed after step 4, before saving
+    log[1]["elapsed_s"] = 1000.0  # as if step 2 came after a long while
+    (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log[:-1]))
     with pytest.raises(ValueError, match=r"these differ: --steps 6 \(the run: 4\)"):
         main(_args(out, "--steps", "6", "--resume"))
     main(_args(out, "--steps", "4", "--resume"))  # continues from step-3, not from scratch
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in log if "step" in r]
-    assert steps == [2, 4, 4], steps
+    assert steps == [2, 4], steps  # step 4, logged before the stop, is logged once: by the resumed run
+    assert log[-2]["elapsed_s"] >= 1000 and log[-1]["train_time_s"] >= 1000  # the time counts on from step 2's
+    resumed = VQVAE.from_pretrained(out / "vqvae").state_dict()
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)  # it goes on exactly as the unbroken run
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3"]  # no partial checkpoint left
 
 
@@ -216,12 +224,15 @@ def test_vqgan_trains_the_discriminator_in_turn_and_resumes_it(tmp_path):
     saved = out / "checkpoints" / "step-3"
     assert (saved / "discriminator_state.pt").is_file()
     before = PatchDiscriminator.from_pretrained(saved / "discriminator").state_dict()
+    unbroken = VQVAE.from_pretrained(out / "vqvae").state_dict()
     interrupt(out, "vqvae")
     main(_args(out, "--steps", "4", "--resume", *gan))
     after = PatchDiscriminator.from_pretrained(out / "checkpoints" / "step-3" / "discriminator").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # resumed from it, the checkpoint untouched
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if "step" in r] == [2, 4, 4] and "d_loss" in log[-2]
+    assert [r["step"] for r in log if "step" in r] == [2, 4] and "d_loss" in log[-2]
+    resumed = VQVAE.from_pretrained(out / "vqvae").state_dict()
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)  # the discriminator's build drew no RNG
 
 
 def test_gan_losses_and_the_adaptive_weight():

@@ -148,6 +148,17 @@ def log_stages(lines: list[dict]) -> list[list[dict]]:
     return stages
 
 
+def resume_log(path: Path, step: int) -> float:
+    """A resumed run's log cut back to its checkpoint's `step`: the records of the steps after it, logged before
+    the run stopped and about to be logged again, go. Returns the training time at the checkpoint (its last kept
+    record's elapsed_s), for the resumed run to count on from."""
+    records = read_records(Path(path))
+    header = max((i for i, r in enumerate(records) if "command" in r), default=-1)  # this stage's
+    kept = records[: header + 1] + [r for r in records[header + 1 :] if r.get("step", 0) <= step]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return next((r["elapsed_s"] for r in reversed(kept[header + 1 :]) if "elapsed_s" in r), 0.0)
+
+
 def append_log(path: Path, record: dict) -> None:
     """One JSON line more; a last line cut short by a killed run (no newline) is dropped first, as `read_log`
     leaves it out."""

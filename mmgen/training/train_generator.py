@@ -45,6 +45,7 @@ from .checkpoints import (
     append_log,
     load_training_state,
     previous_log,
+    resume_log,
     run_to_continue,
     save_training_state,
     start_log,
@@ -219,14 +220,17 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
+    trained_s = 0.0  # training time before this process started (a resumed run's, up to its checkpoint)
     if accelerator.is_main_process and run.start_step == 0:
         settings = argparse.Namespace(**vars(args), **FIXED_SETTINGS)
         start_log(log_path, settings, previous=previous_log(args.init_from, "generator_train_log.jsonl"), **run.header)
+    elif accelerator.is_main_process:
+        trained_s = resume_log(log_path, run.start_step)
 
     model, codebook = run.model, run.vq.quantizer.codebook
     scaling = _plain(accelerator, model).config.scaling_factor  # a loaded DiT keeps the one it was trained with
     bar = tqdm(total=args.steps, initial=run.start_step, disable=not accelerator.is_main_process, desc="generator")
-    t0, step, running = time.time(), run.start_step, []
+    t0, step, running = time.time() - trained_s, run.start_step, []
     model.train()
     while step < args.steps:
         # Every process draws the same global batch (N processes x B) from the same stream, as it draws noise and

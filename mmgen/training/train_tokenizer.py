@@ -37,6 +37,7 @@ from .checkpoints import (
     append_log,
     load_training_state,
     previous_log,
+    resume_log,
     run_to_continue,
     save_training_state,
     start_log,
@@ -204,6 +205,7 @@ def train(args: argparse.Namespace) -> Path:
     start_step = 0
     if ckpt:
         start_step = load_training_state(ckpt, optimizer, scheduler)
+        rng_at_checkpoint = torch.get_rng_state()  # set again at the first step (below)
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
 
     settings = gan_settings(args)
@@ -223,19 +225,25 @@ def train(args: argparse.Namespace) -> Path:
     val_images = validation_batch(args).to(accelerator.device)
 
     log_path = out / "train_log.jsonl"
+    trained_s = 0.0  # training time before this process started (a resumed run's, up to its checkpoint)
     if accelerator.is_main_process and start_step == 0:
         skipped = getattr(dataset, "skipped", None) or None  # a folder's files left out, counted by kind
         previous = previous_log(args.init_from, "vqvae_train_log.jsonl")  # the tokenizer it starts from
         start_log(log_path, args, previous, config=config, gan=gan.config() if gan else None, data_skipped=skipped)
+    elif accelerator.is_main_process:
+        trained_s = resume_log(log_path, start_step)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="tokenizer")
-    t0, step = time.time(), start_step
+    t0, step = time.time() - trained_s, start_step
     model.train()
     if args.decoder_only:
         accelerator.unwrap_model(model).encoder.eval()
         accelerator.unwrap_model(model).quantizer.eval()
-    for batch in loader:
+    batches = iter(loader)  # draws a seed from the global RNG
+    if ckpt:  # that draw and building the discriminator moved the RNG on from the checkpoint's: back to it, so the
+        torch.set_rng_state(rng_at_checkpoint)  # resumed run goes on exactly as an unbroken one
+    for batch in batches:
         x = batch["pixel_values"].contiguous(memory_format=memory_format)
         out_ = model(x)
         loss = out_.recon_loss + out_.commit_loss
