@@ -232,7 +232,8 @@ def finished(stage: Stage) -> bool:
 
 def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Stage], object]) -> None:
     """Train each unfinished stage and publish it. Before a stage trains, the finished stage before it is published
-    again (seconds), so the model folder holds what that stage starts from even if a run stopped while publishing."""
+    again (seconds), so the model folder holds what that stage starts from even if a run stopped while publishing;
+    with every stage finished, the last one is, so a rerun mends a publish that was cut short."""
     state, previous, trained = PartialState(cpu=stages[0].args.cpu), None, False
     for stage in stages:
         if finished(stage):
@@ -246,7 +247,11 @@ def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Stage], 
         _publish(state, publish, stage)
         previous, trained = None, True
     if not trained:
-        state.print("every stage has finished: nothing to do (delete a stage's run folder to train it again)")
+        state.print(
+            "every stage has finished: nothing to do but publish the last again (delete a stage's run folder to "
+            "train it again)"
+        )
+        _publish(state, publish, previous)
 
 
 def _publish(state: PartialState, publish: Callable, stage: Stage) -> None:
