@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -11,11 +12,48 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+
+CHECKPOINT_NAME = re.compile(r"step-(\d+)")
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)  # torch.save says a full disk with a RuntimeError
 
 
 def checkpoints(out: Path) -> list[Path]:
-    """OUT/checkpoints/step-N folders, oldest first."""
-    return sorted((Path(out) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    """OUT/checkpoints/step-N folders, oldest first (other names there, e.g. a copy someone made, are not ones)."""
+    found = [p for p in (Path(out) / "checkpoints").glob("step-*") if CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why `ckpt` cannot be resumed from (a file cut short, say by a full disk, or unreadable), or None. Reads each
+    file as resuming will: safetensors' headers, which cover the file's length, and the .pt states whole."""
+    path = ckpt / "training_state.pt"
+    try:
+        if not path.is_file():
+            return "no training_state.pt"
+        for path in sorted(ckpt.rglob("*")):
+            if path.suffix == ".safetensors":
+                with safe_open(path, "pt"):
+                    pass
+            elif path.suffix == ".pt":
+                torch.load(path, weights_only=True, map_location="cpu")
+    except (*WRITE_ERRORS, EOFError, ValueError) as e:
+        return f"{path.relative_to(ckpt)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return None
+
+
+def usable_checkpoint(out: Path, say: Callable[[str], object] = print) -> Path | None:
+    """The newest checkpoint in OUT that can be resumed from (None: there is none), saying which were passed over;
+    ValueError when there are checkpoints and none is whole."""
+    found = checkpoints(out)
+    for ckpt in reversed(found):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        say(f"checkpoint {ckpt} is damaged ({problem}): passed over")
+    if found:
+        raise ValueError(f"no checkpoint in {Path(out) / 'checkpoints'} is whole: delete the folder to train again")
+    return None
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -39,13 +77,28 @@ def writing_checkpoint(out: Path, step: int, keep: int = 2) -> Iterator[Path]:
     partial.mkdir(parents=True)
     try:
         yield partial
-    except BaseException:  # a full disk, an interrupt: no half checkpoint stays behind
+    except WRITE_ERRORS as e:  # a full disk: no half checkpoint stays behind, and the run says why it stopped
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OSError(f"could not write the checkpoint of step {step} into {out}: {e}") from e
+    except BaseException:  # an interrupt
         shutil.rmtree(partial, ignore_errors=True)
         raise
     final = partial.with_name(f"step-{step}")
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     prune_checkpoints(out, keep)
+
+
+@contextmanager
+def saving_model(path: Path) -> Iterator[None]:
+    """Around the save of a run's trained model: a full disk ends the run with one line that says how to go on."""
+    try:
+        yield
+    except WRITE_ERRORS as e:
+        raise OSError(
+            f"could not save the trained model into {path}: {e}. Make room, then run the same command with --resume: "
+            "it continues from the last checkpoint"
+        ) from e
 
 
 # Options a resumed run may change: where and how fast it runs, how often it reports. A resumed run's weights
@@ -67,6 +120,8 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print) ->
     records = read_records(out / "train_log.jsonl")
     done = bool(records) and bool(records[-1].get("done"))
     ckpt = latest_checkpoint(out) if out.is_dir() else None
+    if args.resume and ckpt is not None and not done:
+        ckpt = usable_checkpoint(out, say)
     model = (out / weights / "config.json").is_file()
     if not args.resume:
         if done or model or ckpt:

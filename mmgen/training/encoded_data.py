@@ -10,6 +10,7 @@ Dimension letters: N images, h x w token grid, V distinct captions, L text token
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..data.images import ImageFolder, pil_to_tensor
@@ -126,22 +128,31 @@ def cached_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
         return load_training_set(args, vq, tokenizer, text_encoder)
     path = Path(args.cache_dir).expanduser() / f"encoded-{cache_key(args, vq, text_encoder)}.safetensors"
     if path.exists():
-        data = load_file(path)
-        data.pop("num_objects", None)  # caches written before the two-object share was removed hold it
-        states = data.pop("text_states")  # stored up to the longest caption; padded back to MAX_TOKENS
-        data["text_states"] = F.pad(states, (0, 0, 0, MAX_TOKENS - states.shape[1]))
-        data["text_masks"] = F.pad(data["text_masks"], (0, MAX_TOKENS - states.shape[1]))
-        print(f"read the encoded training set from {path}")
-        return data
+        try:
+            data = load_file(path)
+            data.pop("num_objects", None)  # caches written before the two-object share was removed hold it
+            states = data.pop("text_states")  # stored up to the longest caption; padded back to MAX_TOKENS
+            data["text_states"] = F.pad(states, (0, 0, 0, MAX_TOKENS - states.shape[1]))
+            data["text_masks"] = F.pad(data["text_masks"], (0, MAX_TOKENS - states.shape[1]))
+            print(f"read the encoded training set from {path}")
+            return data
+        except (SafetensorError, OSError, KeyError) as e:  # cut short, say by a full disk: it is only a cache
+            print(f"the cached training set {path} is unreadable ({e}): encoding it again")
     data = load_training_set(args, vq, tokenizer, text_encoder)
     longest = int(data["text_masks"].sum(1).max())
     tensors = {k: v.contiguous() for k, v in data.items()}
     tensors["text_states"] = data["text_states"][:, :longest].contiguous()
     tensors["text_masks"] = data["text_masks"][:, :longest].contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")  # a run killed while writing leaves no half file behind
-    save_file(tensors, partial)
-    partial.rename(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, partial)
+        partial.replace(path)
+    except (SafetensorError, OSError) as e:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        print(f"could not cache the encoded training set in {path.parent} ({e}): training goes on without it")
+        return data
     print(f"cached the encoded training set in {path} ({path.stat().st_size / 2**20:.0f} MiB)")
     return data
 

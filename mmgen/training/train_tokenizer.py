@@ -40,6 +40,7 @@ from .checkpoints import (
     resume_log,
     run_to_continue,
     save_training_state,
+    saving_model,
     start_log,
     writing_checkpoint,
 )
@@ -280,7 +281,8 @@ def train(args: argparse.Namespace) -> Path:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), out / "vqvae")
+        with saving_model(out / "vqvae"):
+            save_model(accelerator.unwrap_model(model), out / "vqvae")
         done = {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}
         append_log(log_path, done | failed_to_decode(dataset, accelerator.print))
         accelerator.print(f"saved {out / 'vqvae'} after {step} steps in {time.time() - t0:.0f} s")

@@ -1,0 +1,99 @@
+"""Damaged checkpoints, full disks and stray folders: a run says what happened and goes on where it can."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from run_helpers import interrupt
+
+from mmgen.cli import build_parser
+from mmgen.models.vqvae import VQVAE
+from mmgen.training.checkpoints import checkpoints, saving_model, writing_checkpoint
+from mmgen.training.train_tokenizer import main
+
+TINY = ["--preset", "tiny", "--resolution", "32", "--batch-size", "4", "--log-every", "1", "--warmup-steps", "1"]
+
+
+def _args(out, *extra):
+    return build_parser().parse_args(["train-tokenizer", "--out", str(out), *TINY, "--val-every", "100", *extra])
+
+
+def _cut_short(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_resume_passes_over_a_damaged_checkpoint_to_the_one_before(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(_args(out, "--steps", "4", "--checkpoint-every", "1"))  # keeps step-2 and step-3
+    unbroken = VQVAE.from_pretrained(out / "vqvae").state_dict()
+    interrupt(out, "vqvae")
+    _cut_short(out / "checkpoints" / "step-3" / "training_state.pt")  # as a full disk leaves it
+    capsys.readouterr()
+    main(_args(out, "--steps", "4", "--checkpoint-every", "1", "--resume"))
+    said = capsys.readouterr().out
+    assert "step-3 is damaged (training_state.pt:" in said and "resumed from" in said and "step-2" in said
+    resumed = VQVAE.from_pretrained(out / "vqvae").state_dict()
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)  # from step 2, exactly as the unbroken run
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_when_no_checkpoint_is_whole(tmp_path):
+    out = tmp_path / "run"
+    main(_args(out, "--steps", "3", "--checkpoint-every", "1"))  # keeps step-1 and step-2
+    interrupt(out, "vqvae")
+    _cut_short(out / "checkpoints" / "step-2" / "vqvae" / "diffusion_pytorch_model.safetensors")
+    (out / "checkpoints" / "step-1" / "training_state.pt").unlink()
+    with pytest.raises(ValueError, match="no checkpoint in .* is whole: delete the folder to train again"):
+        main(_args(out, "--steps", "3", "--checkpoint-every", "1", "--resume"))
+
+
+def test_a_stray_folder_among_the_checkpoints_is_not_one(tmp_path):
+    out = tmp_path / "run"
+    main(_args(out, "--steps", "3", "--checkpoint-every", "2"))
+    interrupt(out, "vqvae")
+    shutil.copytree(out / "checkpoints" / "step-2", out / "checkpoints" / "step-2 copy")  # a user's backup
+    assert [p.name for p in checkpoints(out)] == ["step-2"]
+    main(_args(out, "--steps", "3", "--checkpoint-every", "2", "--resume"))
+    assert (out / "vqvae" / "config.json").is_file()
+
+
+def test_a_full_disk_while_saving_says_so_and_leaves_no_half_checkpoint(tmp_path):
+    def full_disk():
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    with pytest.raises(OSError, match="could not write the checkpoint of step 5 into .*: .enforce fail"):
+        with writing_checkpoint(tmp_path, 5) as ckpt:
+            (ckpt / "half").write_text("x")
+            full_disk()
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+    with pytest.raises(OSError, match="could not save the trained model into .*--resume: it continues"):
+        with saving_model(tmp_path / "vqvae"):
+            full_disk()
+
+
+def test_a_damaged_or_unwritable_cache_of_the_encoded_set_costs_an_encoding_not_the_run(
+    tmp_path, tiny_model_dir, capsys
+):
+    from mmgen.models.dit import DiT
+    from mmgen.training.train_generator import main as train_generator
+
+    def run(out, cache):
+        extra = ["--num-samples", "16", "--steps", "2", "--val-every", "100", "--cache-dir", str(cache)]
+        args = ["train-generator", "--out", str(tmp_path / out), "--vqvae", tiny_model_dir, *TINY[:2], *extra]
+        train_generator(build_parser().parse_args([*args, "--batch-size", "4", "--warmup-steps", "1"]))
+        return DiT.from_pretrained(tmp_path / out / "transformer").state_dict()
+
+    cache = tmp_path / "cache"
+    first = run("a", cache)
+    (cached,) = cache.iterdir()
+    _cut_short(cached)
+    capsys.readouterr()
+    again = run("b", cache)
+    assert "is unreadable" in capsys.readouterr().out and cached.stat().st_size > 0  # encoded and cached again
+    (tmp_path / "a-file").write_text("")
+    unwritable = run("c", tmp_path / "a-file")
+    assert "could not cache the encoded training set" in capsys.readouterr().out
+    assert all(torch.equal(first[k], w[k]) for w in (again, unwritable) for k in first)
