@@ -435,10 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ImageLoadError, ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint
+    except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint
         train = args.command.startswith("train")
         resume = " (the same command with --resume, or the recipe again, continues from the last checkpoint)"
-        print("interrupted" + (resume if train else ""), file=sys.stderr)
+        print("interrupted" + (f": {e}" if str(e) else "") + (resume if train else ""), file=sys.stderr)
         return 130
     return 0
 

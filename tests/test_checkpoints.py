@@ -1,4 +1,4 @@
-"""Damaged checkpoints, full disks and stray folders: a run says what happened and goes on where it can."""
+"""Stops, damaged checkpoints, full disks and stray folders: a run says what happened and goes on where it can."""
 
 import json
 import shutil
@@ -97,3 +97,62 @@ def test_a_damaged_or_unwritable_cache_of_the_encoded_set_costs_an_encoding_not_
     unwritable = run("c", tmp_path / "a-file")
     assert "could not cache the encoded training set" in capsys.readouterr().out
     assert all(torch.equal(first[k], w[k]) for w in (again, unwritable) for k in first)
+
+
+def test_a_stop_asked_for_saves_the_step_and_resume_goes_on_exactly(tmp_path, monkeypatch, capsys):
+    from mmgen import cli
+    from mmgen.training import train_tokenizer
+
+    main(_args(tmp_path / "unbroken", "--steps", "4", "--checkpoint-every", "3"))
+    unbroken = VQVAE.from_pretrained(tmp_path / "unbroken" / "vqvae").state_dict()
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_tokenizer, "stop_requested", lambda: True)  # as if Ctrl-C came during step 1
+    argv = [
+        "train-tokenizer",
+        "--out",
+        str(out),
+        *TINY,
+        "--val-every",
+        "100",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "3",
+    ]
+    assert cli.main(argv) == 130
+    assert "interrupted: " + str(out) + " has a checkpoint of step 1 (the same command with --resume" in (
+        capsys.readouterr().err
+    )
+    assert [p.name for p in checkpoints(out)] == ["step-1"] and not (out / "vqvae").exists()
+    monkeypatch.undo()
+    main(_args(out, "--steps", "4", "--checkpoint-every", "3", "--resume"))
+    resumed = VQVAE.from_pretrained(out / "vqvae").state_dict()
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)
+
+
+def test_ctrl_c_or_sigterm_asks_once_and_a_second_ctrl_c_stops_at_once():
+    import os
+    import signal
+
+    from mmgen.training.stopping import graceful_stop, stop_requested
+
+    before = signal.getsignal(signal.SIGINT)
+    with graceful_stop():
+        assert not stop_requested()
+        os.kill(os.getpid(), signal.SIGTERM)  # a cluster's preemption: no exception, a request
+        assert stop_requested()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert not stop_requested() and signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_generator_stops_with_a_checkpoint_of_its_step(tmp_path, tiny_model_dir, monkeypatch):
+    from mmgen.training import train_generator
+    from mmgen.training.stopping import StopRequested
+
+    monkeypatch.setattr(train_generator, "stop_requested", lambda: True)
+    extra = ["--num-samples", "16", "--steps", "3", "--val-every", "100", "--cache-dir", ""]
+    argv = ["train-generator", "--out", str(tmp_path / "g"), "--vqvae", tiny_model_dir, *TINY[:2], *extra]
+    with pytest.raises(StopRequested, match="has a checkpoint of step 1"):
+        train_generator.main(build_parser().parse_args([*argv, "--batch-size", "4", "--warmup-steps", "1"]))
+    assert [p.name for p in checkpoints(tmp_path / "g")] == ["step-1"]

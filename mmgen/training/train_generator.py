@@ -58,6 +58,7 @@ from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_sch
 from .processes import make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options
+from .stopping import StopRequested, graceful_stop, stop_requested
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -267,6 +268,10 @@ def train(args: argparse.Namespace) -> Path:
             validate(_plain(accelerator, model), run, out, step)
         if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
             _save_checkpoint(_plain(accelerator, model), run, step, out)
+        if stop_requested() and step < args.steps:  # Ctrl-C or SIGTERM: this step's checkpoint, then stop
+            if step % args.checkpoint_every:
+                _save_checkpoint(_plain(accelerator, model), run, step, out)
+            raise StopRequested(f"{out} has a checkpoint of step {step}")
     bar.close()
 
     accelerator.wait_for_everyone()
@@ -281,9 +286,10 @@ def train(args: argparse.Namespace) -> Path:
 
 def main(args: argparse.Namespace) -> Path:
     """`train(args)`, or with --recipe every generator stage of the recipe, each published into its model."""
-    if args.recipe:
-        return run_recipe(args, "generator", add_arguments, train)
-    return train(args)
+    with graceful_stop():
+        if args.recipe:
+            return run_recipe(args, "generator", add_arguments, train)
+        return train(args)
 
 
 def _plain(accelerator: Accelerator, model) -> DiT:

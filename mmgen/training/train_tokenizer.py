@@ -47,6 +47,7 @@ from .checkpoints import (
 from .processes import make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options
+from .stopping import StopRequested, graceful_stop, stop_requested
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -177,9 +178,10 @@ def gan_settings(args) -> GANSettings | None:
 
 def main(args: argparse.Namespace) -> Path:
     """`train(args)`, or with --recipe the recipe's tokenizer run, published into its model folder."""
-    if args.recipe:
-        return run_recipe(args, "tokenizer", add_arguments, train)
-    return train(args)
+    with graceful_stop():
+        if args.recipe:
+            return run_recipe(args, "tokenizer", add_arguments, train)
+        return train(args)
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -277,6 +279,10 @@ def train(args: argparse.Namespace) -> Path:
         bar.update(1)
         if step >= args.steps:
             break
+        if stop_requested():  # Ctrl-C or SIGTERM: this step's checkpoint, then stop
+            if step % args.checkpoint_every:
+                save_checkpoint(accelerator, model, optimizer, scheduler, step, out, memory_format, gan)
+            raise StopRequested(f"{out} has a checkpoint of step {step}")
     bar.close()
 
     accelerator.wait_for_everyone()
