@@ -101,12 +101,12 @@ def test_a_damaged_or_unwritable_cache_of_the_encoded_set_costs_an_encoding_not_
 
 def test_a_stop_asked_for_saves_the_step_and_resume_goes_on_exactly(tmp_path, monkeypatch, capsys):
     from mmgen import cli
-    from mmgen.training import train_tokenizer
+    from mmgen.training import stopping
 
     main(_args(tmp_path / "unbroken", "--steps", "4", "--checkpoint-every", "3"))
     unbroken = VQVAE.from_pretrained(tmp_path / "unbroken" / "vqvae").state_dict()
     out = tmp_path / "run"
-    monkeypatch.setattr(train_tokenizer, "stop_requested", lambda: True)  # as if Ctrl-C came during step 1
+    monkeypatch.setattr(stopping, "stop_requested", lambda: True)  # as if Ctrl-C came during step 1
     argv = [
         "train-tokenizer",
         "--out",
@@ -147,12 +147,11 @@ def test_ctrl_c_or_sigterm_asks_once_and_a_second_ctrl_c_stops_at_once():
 
 
 def test_the_generator_stops_with_a_checkpoint_of_its_step(tmp_path, tiny_model_dir, monkeypatch):
-    from mmgen.training import train_generator
-    from mmgen.training.stopping import StopRequested
+    from mmgen.training import stopping, train_generator
 
-    monkeypatch.setattr(train_generator, "stop_requested", lambda: True)
+    monkeypatch.setattr(stopping, "stop_requested", lambda: True)
     extra = ["--num-samples", "16", "--steps", "3", "--val-every", "100", "--cache-dir", ""]
     argv = ["train-generator", "--out", str(tmp_path / "g"), "--vqvae", tiny_model_dir, *TINY[:2], *extra]
-    with pytest.raises(StopRequested, match="has a checkpoint of step 1"):
+    with pytest.raises(stopping.StopRequested, match="has a checkpoint of step 1"):
         train_generator.main(build_parser().parse_args([*argv, "--batch-size", "4", "--warmup-steps", "1"]))
     assert [p.name for p in checkpoints(tmp_path / "g")] == ["step-1"]

@@ -203,6 +203,15 @@ def log_stages(lines: list[dict]) -> list[list[dict]]:
     return stages
 
 
+def open_run_log(path: Path, args, start_step: int, previous: list[str] = (), **header) -> float:
+    """A run's log as it starts: a new one, its header after `previous` (the log of the run it starts from), or a
+    resumed run's, cut back to its checkpoint. Returns the training time spent before (0 for a new run)."""
+    if start_step == 0:
+        start_log(path, args, previous, **header)
+        return 0.0
+    return resume_log(path, start_step)
+
+
 def resume_log(path: Path, step: int) -> float:
     """A resumed run's log cut back to its checkpoint's `step`: the records of the steps after it, logged before
     the run stopped and about to be logged again, go. Returns the training time at the checkpoint (its last kept

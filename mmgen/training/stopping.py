@@ -3,9 +3,8 @@ step under way finish, saves a checkpoint of it and ends the run, so `--resume` 
 stops at once.
 
     with graceful_stop():          # around a trainer's run (its `main`)
-        ...
-        if stop_requested():       # in the loop, after a step
-            save a checkpoint; raise StopRequested(...)
+        ...                        # in the loop, after a step:
+        stop_if_asked(step, args.checkpoint_every, out, save_this_steps_checkpoint)
 
 Single-process runs only: under `accelerate launch` every process would have to stop at the same step, so there a
 signal ends the run at once, as without this (its last checkpoint stays).
@@ -17,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _requested = False
@@ -56,3 +55,11 @@ def graceful_stop() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
         _requested = False
+
+
+def stop_if_asked(step: int, checkpoint_every: int, out, save_checkpoint: Callable[[], object]) -> None:
+    """After a step: if a stop was asked for, `save_checkpoint()` (unless the run saved one at this step) and stop."""
+    if stop_requested():
+        if step % checkpoint_every:
+            save_checkpoint()
+        raise StopRequested(f"{out} has a checkpoint of step {step}")

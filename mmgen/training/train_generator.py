@@ -21,6 +21,7 @@ import argparse
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +45,11 @@ from ..viz import image_grid
 from .checkpoints import (
     append_log,
     load_training_state,
+    open_run_log,
     previous_log,
-    resume_log,
     run_to_continue,
     save_training_state,
     saving_model,
-    start_log,
     writing_checkpoint,
 )
 from .deepen import deepen
@@ -58,7 +58,7 @@ from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_sch
 from .processes import make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options
-from .stopping import StopRequested, graceful_stop, stop_requested
+from .stopping import graceful_stop, stop_if_asked
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -222,12 +222,11 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
-    trained_s = 0.0  # training time before this process started (a resumed run's, up to its checkpoint)
-    if accelerator.is_main_process and run.start_step == 0:
+    trained_s = 0.0  # the time a resumed run trained before
+    if accelerator.is_main_process:
         settings = argparse.Namespace(**vars(args), **FIXED_SETTINGS)
-        start_log(log_path, settings, previous=previous_log(args.init_from, "generator_train_log.jsonl"), **run.header)
-    elif accelerator.is_main_process:
-        trained_s = resume_log(log_path, run.start_step)
+        previous = previous_log(args.init_from, "generator_train_log.jsonl")  # the DiT it starts from
+        trained_s = open_run_log(log_path, settings, run.start_step, previous, **run.header)
 
     model, codebook = run.model, run.vq.quantizer.codebook
     scaling = _plain(accelerator, model).config.scaling_factor  # a loaded DiT keeps the one it was trained with
@@ -268,10 +267,9 @@ def train(args: argparse.Namespace) -> Path:
             validate(_plain(accelerator, model), run, out, step)
         if accelerator.is_main_process and step % args.checkpoint_every == 0 and step < args.steps:
             _save_checkpoint(_plain(accelerator, model), run, step, out)
-        if stop_requested() and step < args.steps:  # Ctrl-C or SIGTERM: this step's checkpoint, then stop
-            if step % args.checkpoint_every:
-                _save_checkpoint(_plain(accelerator, model), run, step, out)
-            raise StopRequested(f"{out} has a checkpoint of step {step}")
+        if step < args.steps:  # Ctrl-C or SIGTERM: this step's checkpoint, then stop
+            checkpoint = partial(_save_checkpoint, _plain(accelerator, model), run, step, out)
+            stop_if_asked(step, args.checkpoint_every, out, checkpoint)
     bar.close()
 
     accelerator.wait_for_everyone()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +37,17 @@ from .adversarial import AdversarialLoss, GANSettings
 from .checkpoints import (
     append_log,
     load_training_state,
+    open_run_log,
     previous_log,
-    resume_log,
     run_to_continue,
     save_training_state,
     saving_model,
-    start_log,
     writing_checkpoint,
 )
 from .processes import make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options
-from .stopping import StopRequested, graceful_stop, stop_requested
+from .stopping import graceful_stop, stop_if_asked
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -224,25 +224,21 @@ def train(args: argparse.Namespace) -> Path:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    saved = (accelerator, model, optimizer, scheduler)  # what a checkpoint holds, the GAN aside
     loader = accelerator.skip_first_batches(loader, start_step) if start_step else loader
     val_images = validation_batch(args).to(accelerator.device)
 
-    log_path = out / "train_log.jsonl"
-    trained_s = 0.0  # training time before this process started (a resumed run's, up to its checkpoint)
-    if accelerator.is_main_process and start_step == 0:
+    log_path, trained_s = out / "train_log.jsonl", 0.0  # trained_s: the time a resumed run trained before
+    if accelerator.is_main_process:
         skipped = getattr(dataset, "skipped", None) or None  # a folder's files left out, counted by kind
         previous = previous_log(args.init_from, "vqvae_train_log.jsonl")  # the tokenizer it starts from
-        start_log(log_path, args, previous, config=config, gan=gan.config() if gan else None, data_skipped=skipped)
-    elif accelerator.is_main_process:
-        trained_s = resume_log(log_path, start_step)
+        header = {"config": config, "gan": gan.config() if gan else None, "data_skipped": skipped}
+        trained_s = open_run_log(log_path, args, start_step, previous, **header)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="tokenizer")
     t0, step = time.time() - trained_s, start_step
-    model.train()
-    if args.decoder_only:
-        accelerator.unwrap_model(model).encoder.eval()
-        accelerator.unwrap_model(model).quantizer.eval()
+    training_mode(accelerator.unwrap_model(model), args.decoder_only)
     batches = iter(loader)  # draws a seed from the global RNG
     if ckpt:  # that draw and building the discriminator moved the RNG on from the checkpoint's: back to it, so the
         torch.set_rng_state(rng_at_checkpoint)  # resumed run goes on exactly as an unbroken one
@@ -275,24 +271,35 @@ def train(args: argparse.Namespace) -> Path:
             if accelerator.is_main_process:
                 append_log(log_path, stats)
         if step % args.checkpoint_every == 0 and step < args.steps and accelerator.is_main_process:
-            save_checkpoint(accelerator, model, optimizer, scheduler, step, out, memory_format, gan)
+            save_checkpoint(*saved, step, out, memory_format, gan)
         bar.update(1)
         if step >= args.steps:
             break
-        if stop_requested():  # Ctrl-C or SIGTERM: this step's checkpoint, then stop
-            if step % args.checkpoint_every:
-                save_checkpoint(accelerator, model, optimizer, scheduler, step, out, memory_format, gan)
-            raise StopRequested(f"{out} has a checkpoint of step {step}")
+        checkpoint = partial(save_checkpoint, *saved, step, out, memory_format, gan)
+        stop_if_asked(step, args.checkpoint_every, out, checkpoint)  # Ctrl-C or SIGTERM: this step's, then stop
     bar.close()
-
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with saving_model(out / "vqvae"):
-            save_model(accelerator.unwrap_model(model), out / "vqvae")
-        done = {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)}
-        append_log(log_path, done | failed_to_decode(dataset, accelerator.print))
-        accelerator.print(f"saved {out / 'vqvae'} after {step} steps in {time.time() - t0:.0f} s")
+        failed = failed_to_decode(dataset, accelerator.print)
+        finish(accelerator.unwrap_model(model), out, step, time.time() - t0, failed)
     return out / "vqvae"
+
+
+def training_mode(vq: VQVAE, decoder_only: bool) -> None:
+    """Training mode; with --decoder-only, the encoder and the codebook (an EMA, updated in training mode) stay in
+    eval mode."""
+    vq.train()
+    if decoder_only:
+        vq.encoder.eval()
+        vq.quantizer.eval()
+
+
+def finish(model: VQVAE, out: Path, step: int, train_time_s: float, extra: dict) -> None:
+    """Save the trained tokenizer as OUT/vqvae and close the run's log."""
+    with saving_model(out / "vqvae"):
+        save_model(model, out / "vqvae")
+    append_log(out / "train_log.jsonl", {"done": True, "steps": step, "train_time_s": round(train_time_s, 1)} | extra)
+    print(f"saved {out / 'vqvae'} after {step} steps in {train_time_s:.0f} s")
 
 
 def failed_to_decode(dataset, say) -> dict:
