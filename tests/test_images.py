@@ -235,3 +235,41 @@ def test_crops_of_large_scenes_hold_an_object_whole():
         assert crop.size == (64, 64)
         colors = [o["color"] for o in s.labels["objects"]]
         assert any(pixels(crop, c) == pixels(s.image, c) > 0 for c in colors), i  # one object whole
+
+
+def test_own_data_that_used_to_stop_a_run_is_read_or_counted(tmp_path):
+    """A bad EXIF block, a PNG text chunk too large to decode, a long thin strip, a named pipe, a caption with half
+    a surrogate pair and JSON that breaks the parser: each is read, or left out and counted, never a crash or a
+    hang."""
+    import os
+
+    Image.new("RGB", (20, 20), (0, 0, 200)).save(tmp_path / "a.png")
+    Image.new("RGB", (20, 20), (0, 200, 0)).save(tmp_path / "exif.png", exif=b"\xff" * 30)  # not a TIFF block
+    assert load_image(tmp_path / "exif.png").getpixel((0, 0)) == (0, 200, 0)  # the pixels are fine
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("huge", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)
+    Image.new("RGB", (20, 20)).save(tmp_path / "chunk.png", pnginfo=info)
+    with pytest.raises(ImageLoadError, match="chunk.png: could not decode the image"):
+        load_image(tmp_path / "chunk.png")
+    Image.new("RGB", (1, 200_000), (250, 0, 0)).save(tmp_path / "strip.png")  # scaled whole: 64 x 12.8M pixels
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would wait for a writer forever
+    lines = [
+        '{"file_name": "a.png", "text": "a blue square"}',
+        '{"file_name": "exif.png", "text": "a \\ud800 green square"}',
+        "[" * 100_000,
+        '{"file_name": "strip.png", "text": "' + "a red strip " * 300 + '"}',
+    ]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+    ds = ImageFolder(tmp_path, size=64, captions_required=True)
+    assert [p.name for p in ds.paths] == ["a.png", "strip.png"]
+    assert ds.skipped == {
+        "files Pillow cannot read": 2,  # the pipe, and chunk.png (its text chunk comes before the pixels here)
+        "captions with a broken character (a lone surrogate)": 1,
+        "metadata.jsonl lines that are not a JSON object with 'file_name'": 1,
+        "images without a caption": 1,  # exif.png, once its only caption went
+    }
+    strip = ds[1]["pixel_values"]
+    assert strip.shape == (3, 64, 64) and strip[0].min() > 0.9  # a square of the strip, scaled up

@@ -633,3 +633,17 @@ def test_an_odd_sample_size_and_an_init_from_without_a_dit_are_named(tmp_path, t
         main(_args(tmp_path / "out", tiny_model_dir, "--steps", "1", "--sample-size", "7"))
     with pytest.raises(ValueError, match=r"--init-from .*vqvae: no DiT found in .*vqvae/transformer \(a generator"):
         main(_args(tmp_path / "out", tiny_model_dir, "--steps", "1", "--init-from", f"{tiny_model_dir}/vqvae"))
+
+
+def test_a_long_caption_trains_and_samples_cut_to_a_prompt(tmp_path):
+    """A folder's captions are the sample prompts; one over the prompt limit used to fail validation and lose the
+    run (validation came before that step's checkpoint)."""
+    from PIL import Image
+
+    from mmgen.settings import MAX_PROMPT_CHARS, check_prompt
+    from mmgen.training.train_generator import validation_prompts
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "a cat " * 1000}) + "\n")
+    (prompt,) = validation_prompts(str(tmp_path))
+    assert len(prompt) == MAX_PROMPT_CHARS and check_prompt(prompt)

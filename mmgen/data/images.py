@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -63,7 +64,7 @@ def load_image(path: str | Path, max_pixels: int | None = None, max_side: int | 
         raise ImageLoadError(f"image too large (over {MAX_PIXELS:,} pixels)", path) from e
     except UnidentifiedImageError as e:
         raise ImageLoadError("not an image file Pillow can read", path) from e
-    except OSError as e:  # truncated or corrupt data
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:  # truncated or corrupt data
         reason = str(e).replace(str(path), path.name)
         raise ImageLoadError(f"could not decode the image ({reason})", path) from e
 
@@ -79,7 +80,10 @@ def check_size(size: tuple[int, int], max_pixels: int | None = None) -> None:
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow image -> RGB: EXIF rotation applied, transparency composited on white."""
     check_size(im.size)
-    im = ImageOps.exif_transpose(im)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except (SyntaxError, ValueError, EOFError, IndexError, struct.error):  # an EXIF block Pillow cannot parse: the
+        pass  # pixels are fine, the orientation is unknown
     if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit grey: Pillow's own convert clips it at 255
         im = wide_grey_to_l(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -173,6 +177,8 @@ def skimage_photos() -> list[Path]:
 
 def readable_header(path: Path) -> bool:
     """Whether Pillow can open `path` and its size is allowed (the header only: no pixel is decoded)."""
+    if not path.is_file():  # a named pipe would block the read; a broken link is no image
+        return False
     try:
         with Image.open(path) as im:
             check_size(im.size)
@@ -250,6 +256,15 @@ class PhotoCrops(Dataset):
         rng = np.random.default_rng([self.seed, i])
         im = self.images[int(rng.integers(len(self.images)))]
         return {"pixel_values": pil_to_tensor(random_crop(im, self.size, rng)), "text": ""}
+
+
+def _unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (JSON's "\ud800" escapes give half a surrogate pair, which cannot)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 CAPTIONS_HINT = (
@@ -332,8 +347,11 @@ class ImageFolder(Dataset):
                     texts = record.get("text", "")
                     texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
                     texts = tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
+                    if not all(_unicode(t) for t in texts):  # "\ud800": half an emoji, cut by a script
+                        self._skip("captions with a broken character (a lone surrogate)", [f"line {i}"])
+                        texts = tuple(t for t in texts if _unicode(t))
                     captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
-                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: bad JSON too
                     self._skip("metadata.jsonl lines that are not a JSON object with 'file_name'", [f"line {i}"])
         return captions
 
@@ -369,11 +387,9 @@ class ImageFolder(Dataset):
         im, k = self._load(i % len(self.paths))
         texts = self.captions[k]
         text = texts[int(rng.integers(len(texts)))] if len(texts) > 1 else "".join(texts)
-        if min(im.size) < self.size:
-            scale = self.size / min(im.size)
-            im = im.resize(
-                (max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))),
-                Image.Resampling.BICUBIC,
-            )
+        if min(im.size) < self.size:  # a square of its short side, scaled up (cut first: a long strip costs nothing)
+            side = min(im.size)
+            left, top = int(rng.integers(0, im.width - side + 1)), int(rng.integers(0, im.height - side + 1))
+            im = im.crop((left, top, left + side, top + side)).resize((self.size, self.size), Image.Resampling.BICUBIC)
         crop = random_crop(im, self.size, rng, scale_range=(self.size / min(im.size), 1.0))
         return {"pixel_values": pil_to_tensor(crop), "text": text}

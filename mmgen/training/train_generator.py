@@ -40,6 +40,7 @@ from ..models.dit import DIT_PRESETS, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
+from ..settings import MAX_PROMPT_CHARS
 from ..tokens import load_vqvae
 from ..viz import image_grid
 from .checkpoints import (
@@ -310,7 +311,7 @@ def validation_prompts(data: str) -> list[str]:
         return VALIDATION_PROMPTS
     folder = ImageFolder(data, captions_required=True)
     picks = np.linspace(0, len(folder.paths) - 1, num=min(8, len(folder.paths))).round().astype(int)
-    return [folder.captions[i][0] for i in picks]
+    return [folder.captions[i][0][:MAX_PROMPT_CHARS] for i in picks]  # a long caption trains, cut as a prompt
 
 
 @torch.no_grad()
