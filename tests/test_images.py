@@ -238,9 +238,9 @@ def test_crops_of_large_scenes_hold_an_object_whole():
 
 
 def test_own_data_that_used_to_stop_a_run_is_read_or_counted(tmp_path):
-    """A bad EXIF block, a PNG text chunk too large to decode, a long thin strip, a named pipe, a caption with half
-    a surrogate pair and JSON that breaks the parser: each is read, or left out and counted, never a crash or a
-    hang."""
+    """A bad EXIF block, a PNG text chunk too large to decode, a long thin strip, a named pipe, hidden files, a
+    caption with half a surrogate pair and JSON that breaks the parser: each is read, or left out and counted, never
+    a crash or a hang."""
     import os
 
     Image.new("RGB", (20, 20), (0, 0, 200)).save(tmp_path / "a.png")
@@ -255,6 +255,9 @@ def test_own_data_that_used_to_stop_a_run_is_read_or_counted(tmp_path):
         load_image(tmp_path / "chunk.png")
     Image.new("RGB", (1, 200_000), (250, 0, 0)).save(tmp_path / "strip.png")  # scaled whole: 64 x 12.8M pixels
     os.mkfifo(tmp_path / "pipe.png")  # opening it would wait for a writer forever
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # Jupyter's copies, and macOS's ._ files: not data
+    Image.new("RGB", (20, 20)).save(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")
     lines = [
         '{"file_name": "a.png", "text": "a blue square"}',
         '{"file_name": "exif.png", "text": "a \\ud800 green square"}',
@@ -266,6 +269,7 @@ def test_own_data_that_used_to_stop_a_run_is_read_or_counted(tmp_path):
     ds = ImageFolder(tmp_path, size=64, captions_required=True)
     assert [p.name for p in ds.paths] == ["a.png", "strip.png"]
     assert ds.skipped == {
+        "hidden files (.ipynb_checkpoints/, macOS's ._ files)": 2,
         "files Pillow cannot read": 2,  # the pipe, and chunk.png (its text chunk comes before the pixels here)
         "captions with a broken character (a lone surrogate)": 1,
         "metadata.jsonl lines that are not a JSON object with 'file_name'": 1,

@@ -299,7 +299,9 @@ class ImageFolder(Dataset):
         runs = {log.parent for log in self.root.rglob("train_log.jsonl")}  # an --out inside the folder
         in_runs = {p for p in paths if runs.intersection(p.parents)}  # its sample grids are not data
         self._skip("images in a training run's folder", sorted(p.relative_to(self.root).as_posix() for p in in_runs))
-        paths = [p for p in paths if p not in in_runs]
+        hidden = {p for p in paths if any(part.startswith(".") for part in p.relative_to(self.root).parts)}
+        self._skip("hidden files (.ipynb_checkpoints/, macOS's ._ files)", sorted(p.name for p in hidden))
+        paths = [p for p in paths if p not in in_runs | hidden]
         if not paths:
             raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
