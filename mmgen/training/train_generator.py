@@ -59,7 +59,7 @@ from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_sch
 from .processes import make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options
-from .stopping import graceful_stop, stop_if_asked
+from .stopping import graceful_stop, stop_if_asked, stoppable
 
 VALIDATION_PROMPTS = [
     "a large red circle in the top left on a white background",
@@ -234,7 +234,7 @@ def train(args: argparse.Namespace) -> Path:
     bar = tqdm(total=args.steps, initial=run.start_step, disable=not accelerator.is_main_process, desc="generator")
     t0, step, running = time.time() - trained_s, run.start_step, []
     model.train()
-    while step < args.steps:
+    for _ in stoppable(range(step, args.steps)):
         # Every process draws the same global batch (N processes x B) from the same stream, as it draws noise and
         # timesteps, and trains on its slice: N processes train as one with batch N*B would (the same draws).
         n, i, b = accelerator.num_processes, accelerator.process_index, args.batch_size

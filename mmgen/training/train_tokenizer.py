@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from functools import partial
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from .checkpoints import (
 from .processes import make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options
-from .stopping import graceful_stop, stop_if_asked
+from .stopping import graceful_stop, stop_if_asked, stoppable
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
 
@@ -239,10 +240,11 @@ def train(args: argparse.Namespace) -> Path:
     bar = tqdm(total=args.steps, initial=start_step, disable=not accelerator.is_main_process, desc="tokenizer")
     t0, step = time.time() - trained_s, start_step
     training_mode(accelerator.unwrap_model(model), args.decoder_only)
-    batches = iter(loader)  # draws a seed from the global RNG
+    batches = iter(loader)
+    first = [next(batches, None)]  # the loader draws its seed from the global RNG at its first batch
     if ckpt:  # that draw and building the discriminator moved the RNG on from the checkpoint's: back to it, so the
         torch.set_rng_state(rng_at_checkpoint)  # resumed run goes on exactly as an unbroken one
-    for batch in batches:
+    for batch in stoppable(chain(first if first[0] is not None else [], batches)):
         x = batch["pixel_values"].contiguous(memory_format=memory_format)
         out_ = model(x)
         loss = out_.recon_loss + out_.commit_loss
