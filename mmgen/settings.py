@@ -62,11 +62,19 @@ def check_prompt(prompt) -> str:
         raise ValueError("Type a prompt first: it is empty (e.g. 'a red circle on a white background').")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"The prompt has {len(prompt)} characters: too long (at most {MAX_PROMPT_CHARS}).")
-    try:  # a terminal in another encoding hands Python undecodable bytes as lone surrogates
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("The prompt holds bytes that are not UTF-8 text: type it in a UTF-8 terminal.") from None
+    if not is_utf8(prompt):  # a terminal in another encoding hands Python undecodable bytes as lone surrogates
+        raise ValueError("The prompt holds bytes that are not UTF-8 text: type it in a UTF-8 terminal.")
     return prompt.strip()
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: not with a lone surrogate (undecodable bytes a terminal handed over,
+    or JSON's "\ud800", half an emoji cut by a script)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _whole(value, name: str, low: int, high: int) -> int:

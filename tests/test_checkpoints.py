@@ -45,7 +45,7 @@ def test_resume_refuses_when_no_checkpoint_is_whole(tmp_path):
     main(_args(out, "--steps", "3", "--checkpoint-every", "1"))  # keeps step-1 and step-2
     interrupt(out, "vqvae")
     _cut_short(out / "checkpoints" / "step-2" / "vqvae" / "diffusion_pytorch_model.safetensors")
-    (out / "checkpoints" / "step-1" / "training_state.pt").unlink()
+    (out / "checkpoints" / "step-1" / "training_state.pt").write_bytes(bytes(1000))  # zeros, as after a power cut
     with pytest.raises(ValueError, match="no checkpoint in .* is whole: delete the folder to train again"):
         main(_args(out, "--steps", "3", "--checkpoint-every", "1", "--resume"))
 
@@ -69,9 +69,15 @@ def test_a_full_disk_while_saving_says_so_and_leaves_no_half_checkpoint(tmp_path
             (ckpt / "half").write_text("x")
             full_disk()
     assert list((tmp_path / "checkpoints").iterdir()) == []
-    with pytest.raises(OSError, match="could not save the trained model into .*--resume: it continues"):
+    with pytest.raises(
+        OSError,
+        match=r"could not save the trained model into .* \(is the disk full\?\).*recipe\): it continues",
+    ):
         with saving_model(tmp_path / "vqvae"):
+            (tmp_path / "vqvae").mkdir()
+            (tmp_path / "vqvae" / "config.json").write_text("{}")  # half a model would read as a trained one
             full_disk()
+    assert not (tmp_path / "vqvae").exists()
 
 
 def test_a_damaged_or_unwritable_cache_of_the_encoded_set_costs_an_encoding_not_the_run(

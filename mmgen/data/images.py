@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..settings import is_utf8
 from .shapes import CANVAS, SCALES, shapes_sample
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -258,15 +259,6 @@ class PhotoCrops(Dataset):
         return {"pixel_values": pil_to_tensor(random_crop(im, self.size, rng)), "text": ""}
 
 
-def _unicode(text: str) -> bool:
-    """Whether `text` can be written as UTF-8 (JSON's "\ud800" escapes give half a surrogate pair, which cannot)."""
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
 CAPTIONS_HINT = (
     '. Captions come from metadata.jsonl in the folder, one JSON object per line: {"file_name": "cat.png", "text": '
     '"a cat on a sofa"} (docs/own-data.md)'
@@ -300,7 +292,8 @@ class ImageFolder(Dataset):
         in_runs = {p for p in paths if runs.intersection(p.parents)}  # its sample grids are not data
         self._skip("images in a training run's folder", sorted(p.relative_to(self.root).as_posix() for p in in_runs))
         hidden = {p for p in paths if any(part.startswith(".") for part in p.relative_to(self.root).parts)}
-        self._skip("hidden files (.ipynb_checkpoints/, macOS's ._ files)", sorted(p.name for p in hidden))
+        names = sorted(p.relative_to(self.root).as_posix() for p in hidden - in_runs)
+        self._skip("hidden files (.ipynb_checkpoints/, macOS's ._ files)", names)
         paths = [p for p in paths if p not in in_runs | hidden]
         if not paths:
             raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -325,7 +318,8 @@ class ImageFolder(Dataset):
         """Count `names` as left out for the reason `what`, keeping the first few to show."""
         if names:
             self.skipped[what] = self.skipped.get(what, 0) + len(names)
-            self.examples.setdefault(what, []).extend(names[:3])
+            shown = [n.encode("utf-8", "backslashreplace").decode() for n in names[:3]]  # a name not in UTF-8
+            self.examples.setdefault(what, []).extend(shown)
 
     def _read_captions(self, meta: Path, required: bool) -> dict[str, tuple[str, ...]]:
         """file_name -> its non-empty captions from metadata.jsonl ("text": a string, or a list to draw from);
@@ -349,9 +343,9 @@ class ImageFolder(Dataset):
                     texts = record.get("text", "")
                     texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
                     texts = tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
-                    if not all(_unicode(t) for t in texts):  # "\ud800": half an emoji, cut by a script
+                    if not all(is_utf8(t) for t in texts):  # "\ud800": half an emoji, cut by a script
                         self._skip("captions with a broken character (a lone surrogate)", [f"line {i}"])
-                        texts = tuple(t for t in texts if _unicode(t))
+                        texts = tuple(t for t in texts if is_utf8(t))
                     captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
                 except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: bad JSON too
                     self._skip("metadata.jsonl lines that are not a JSON object with 'file_name'", [f"line {i}"])
@@ -389,9 +383,6 @@ class ImageFolder(Dataset):
         im, k = self._load(i % len(self.paths))
         texts = self.captions[k]
         text = texts[int(rng.integers(len(texts)))] if len(texts) > 1 else "".join(texts)
-        if min(im.size) < self.size:  # a square of its short side, scaled up (cut first: a long strip costs nothing)
-            side = min(im.size)
-            left, top = int(rng.integers(0, im.width - side + 1)), int(rng.integers(0, im.height - side + 1))
-            im = im.crop((left, top, left + side, top + side)).resize((self.size, self.size), Image.Resampling.BICUBIC)
-        crop = random_crop(im, self.size, rng, scale_range=(self.size / min(im.size), 1.0))
+        # An image smaller than the crop gives a square of its short side, scaled up (cut first: a strip costs nothing)
+        crop = random_crop(im, self.size, rng, scale_range=(min(1.0, self.size / min(im.size)), 1.0))
         return {"pixel_values": pil_to_tensor(crop), "text": text}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -37,7 +38,7 @@ def checkpoint_problem(ckpt: Path) -> str | None:
                     pass
             elif path.suffix == ".pt":
                 torch.load(path, weights_only=True, map_location="cpu")
-    except (*WRITE_ERRORS, EOFError, ValueError) as e:
+    except (*WRITE_ERRORS, EOFError, ValueError, pickle.UnpicklingError) as e:  # zeros after a power cut: unpickling
         return f"{path.relative_to(ckpt)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return None
 
@@ -79,7 +80,7 @@ def writing_checkpoint(out: Path, step: int, keep: int = 2) -> Iterator[Path]:
         yield partial
     except WRITE_ERRORS as e:  # a full disk: no half checkpoint stays behind, and the run says why it stopped
         shutil.rmtree(partial, ignore_errors=True)
-        raise OSError(f"could not write the checkpoint of step {step} into {out}: {e}") from e
+        raise OSError(f"could not write the checkpoint of step {step} into {out} (is the disk full?): {e}") from e
     except BaseException:  # an interrupt
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -95,9 +96,10 @@ def saving_model(path: Path) -> Iterator[None]:
     try:
         yield
     except WRITE_ERRORS as e:
+        shutil.rmtree(path, ignore_errors=True)  # half a model would read as a trained one
         raise OSError(
-            f"could not save the trained model into {path}: {e}. Make room, then run the same command with --resume: "
-            "it continues from the last checkpoint"
+            f"could not save the trained model into {path} (is the disk full?): {e}. Make room, then run the same "
+            "command again (with --resume, unless it is a recipe): it continues from the last checkpoint"
         ) from e
 
 
@@ -219,7 +221,9 @@ def resume_log(path: Path, step: int) -> float:
     records = read_records(Path(path))
     header = max((i for i, r in enumerate(records) if "command" in r), default=-1)  # this stage's
     kept = records[: header + 1] + [r for r in records[header + 1 :] if r.get("step", 0) <= step]
-    Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
+    partial = Path(path).with_suffix(".partial")  # the log is the run's record: never left half written
+    partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    partial.replace(path)
     return next((r["elapsed_s"] for r in reversed(kept[header + 1 :]) if "elapsed_s" in r), 0.0)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..eval import count
+
 AT_LEAST_ONE = ("steps", "batch_size", "log_every", "val_every", "checkpoint_every", "num_samples", "resolution")
 AT_LEAST_ZERO = ("lr", "warmup_steps", "disc_start", "num_workers", "feature_weight", "disc_weight")
 FRACTIONS = ("caption_dropout", "photo_fraction", "ema_decay")  # in [0, 1]
@@ -49,8 +51,6 @@ def add_run_arguments(
 ) -> None:
     """The options every trainer has, with its own defaults: how long and how fast it trains, how often it logs,
     validates and checkpoints, and where it runs."""
-    from ..eval import count
-
     p.add_argument("--steps", type=int, default=steps, help="optimizer steps")
     p.add_argument(
         "--batch-size",
@@ -71,6 +71,6 @@ def add_run_arguments(
         "--mixed-precision",
         choices=["no", "bf16", "fp16"],
         default="no",
-        help="autocast matmuls and convs (bf16 is ~2.5x faster for the DiT on CPUs with AVX512-BF16)",
+        help="autocast matmuls and convs (bf16: the DiT trains ~2.5x faster on CPUs with AVX512-BF16)",
     )
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")

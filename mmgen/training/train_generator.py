@@ -275,9 +275,10 @@ def train(args: argparse.Namespace) -> Path:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        ema_model = _ema_model(_plain(accelerator, model), run.ema)
         with saving_model(out / "transformer"):
-            _ema_model(_plain(accelerator, model), run.ema).save_pretrained(out / "transformer")
-            DPMSolverMultistepScheduler.from_config(run.noise_scheduler.config).save_pretrained(out / "scheduler")
+            ema_model.save_pretrained(out / "transformer")
+        DPMSolverMultistepScheduler.from_config(run.noise_scheduler.config).save_pretrained(out / "scheduler")
         append_log(log_path, {"done": True, "steps": step, "train_time_s": round(time.time() - t0, 1)})
         accelerator.print(f"saved {out / 'transformer'} after {step} steps in {time.time() - t0:.0f} s")
     return out
