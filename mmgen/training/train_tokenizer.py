@@ -241,10 +241,10 @@ def train(args: argparse.Namespace) -> Path:
     t0, step = time.time() - trained_s, start_step
     training_mode(accelerator.unwrap_model(model), args.decoder_only)
     batches = iter(loader)
-    first = [next(batches, None)]  # the loader draws its seed from the global RNG at its first batch
+    first = next(batches, None)  # the loader draws its seed from the global RNG at its first batch
     if ckpt:  # that draw and building the discriminator moved the RNG on from the checkpoint's: back to it, so the
         torch.set_rng_state(rng_at_checkpoint)  # resumed run goes on exactly as an unbroken one
-    for batch in stoppable(chain(first if first[0] is not None else [], batches)):
+    for batch in stoppable(chain([first] if first is not None else [], batches)):
         x = batch["pixel_values"].contiguous(memory_format=memory_format)
         out_ = model(x)
         loss = out_.recon_loss + out_.commit_loss
