@@ -277,3 +277,20 @@ def test_own_data_that_used_to_stop_a_run_is_read_or_counted(tmp_path):
     }
     strip = ds[1]["pixel_values"]
     assert strip.shape == (3, 64, 64) and strip[0].min() > 0.9  # a square of the strip, scaled up
+
+
+def test_captions_from_metadata_csv_as_hugging_face_imagefolder_writes_it(tmp_path):
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (20, 20)).save(tmp_path / f"{name}.png")
+    (tmp_path / "metadata.csv").write_text(
+        'file_name,text\na.png,"a cat, on a sofa"\nb.png,\n,a caption for no file\nghost.png,a ghost\n'
+    )
+    ds = ImageFolder(tmp_path, size=16, captions_required=True)
+    assert [p.name for p in ds.paths] == ["a.png"] and ds.captions == [("a cat, on a sofa",)]
+    assert ds.skipped == {
+        "metadata.csv rows without a file_name": 1,
+        "metadata.csv entries for no image in the folder": 1,
+        "images without a caption": 2,
+    }
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "b.png", "text": "a dog"}) + "\n")
+    assert ImageFolder(tmp_path, size=16, captions_required=True).captions == [("a dog",)]  # jsonl first

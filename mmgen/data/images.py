@@ -14,6 +14,8 @@ Every dataset yields dicts with `pixel_values` (3, S, S) in [-1, 1] and `text`.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import struct
@@ -261,7 +263,7 @@ class PhotoCrops(Dataset):
 
 CAPTIONS_HINT = (
     '. Captions come from metadata.jsonl in the folder, one JSON object per line: {"file_name": "cat.png", "text": '
-    '"a cat on a sofa"} (docs/own-data.md)'
+    '"a cat on a sofa"}, or from metadata.csv with columns file_name and text (docs/own-data.md)'
 )
 
 
@@ -298,12 +300,14 @@ class ImageFolder(Dataset):
         if not paths:
             raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
-        captions = self._read_captions(self.root / "metadata.jsonl", captions_required)
+        jsonl, csv_file = self.root / "metadata.jsonl", self.root / "metadata.csv"  # imagefolder's two forms
+        meta = csv_file if csv_file.exists() and not jsonl.exists() else jsonl
+        captions = self._read_captions(meta, captions_required)
         names = {p: p.relative_to(self.root).as_posix() for p in paths}
         opens = {p: readable_header(p) for p in paths}
         readable = [p for p in paths if opens[p]]
         self._skip("files Pillow cannot read", [names[p] for p in paths if not opens[p]])
-        self._skip("metadata.jsonl entries for no image in the folder", sorted(set(captions) - set(names.values())))
+        self._skip(f"{meta.name} entries for no image in the folder", sorted(set(captions) - set(names.values())))
         texts = [captions.get(names[p], ()) for p in readable]
         keep = [bool(t) or not captions_required for t in texts]
         self._skip("images without a caption", [names[p] for p, k in zip(readable, keep) if not k])
@@ -322,24 +326,55 @@ class ImageFolder(Dataset):
             self.examples.setdefault(what, []).extend(shown)
 
     def _read_captions(self, meta: Path, required: bool) -> dict[str, tuple[str, ...]]:
-        """file_name -> its non-empty captions from metadata.jsonl ("text": a string, or a list to draw from);
-        none when the file is missing, or not UTF-8 where they are not `required`; bad lines are counted."""
+        """file_name -> its non-empty captions from metadata.jsonl ("text": a string, or a list to draw from) or
+        metadata.csv (columns file_name and text); none when the file is missing, or not UTF-8 or not CSV where they
+        are not `required`; bad lines are counted."""
         captions: dict[str, tuple[str, ...]] = {}
         if not meta.exists():
             return captions
         try:
-            lines = meta.read_bytes().decode("utf-8-sig").splitlines()  # "-sig": Notepad's and Excel's BOM
-        except UnicodeDecodeError as e:
-            line = meta.read_bytes()[: e.start].count(b"\n") + 1
-            said = f"{meta}: line {line} is not UTF-8 text; save the file as UTF-8"
+            text = meta.read_bytes().decode("utf-8-sig")  # "-sig": Notepad's and Excel's BOM
+            if meta.suffix == ".csv":
+                reader = csv.DictReader(io.StringIO(text))
+                rows = [(reader.line_num, row) for row in reader]
+            else:
+                rows = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        except (UnicodeDecodeError, csv.Error) as e:
+            if isinstance(e, UnicodeDecodeError):
+                line = meta.read_bytes()[: e.start].count(b"\n") + 1
+                said = f"{meta}: line {line} is not UTF-8 text; save the file as UTF-8"
+            else:
+                said = f"{meta}: not a CSV file ({e})"
             if required:  # the generator: captions read with replacement characters would be trained on
                 raise ValueError(said) from None
             print(f"{said} (its captions are not used here)")
             return captions
-        for i, line in enumerate(lines, 1):
-            if line.strip():
+        bad = (
+            f"{meta.name} rows without a file_name"
+            if meta.suffix == ".csv"
+            else (f"{meta.name} lines that are not a JSON object with 'file_name'")
+        )
+        for i, row in rows:
+            try:
+                record = row if isinstance(row, dict) else json.loads(row)
+                texts = record.get("text", "")
+                texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
+                texts = tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
+                if not all(is_utf8(t) for t in texts):  # "\ud800": half an emoji, cut by a script
+                    self._skip("captions with a broken character (a lone surrogate)", [f"line {i}"])
+                    texts = tuple(t for t in texts if is_utf8(t))
+                if record["file_name"] in (None, ""):  # a CSV row short of the column, or with it empty
+                    raise KeyError("file_name")
+                captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: bad JSON too
+                self._skip(bad, [f"line {i}"])
+        return captions
+        bad = f"{meta.name} lines that are not a JSON object with 'file_name'"
+        bad = bad if meta.suffix != ".csv" else f"{meta.name} rows without a file_name"
+        for i, line in rows:
+            if True:
                 try:
-                    record = json.loads(line)
+                    record = line if isinstance(line, dict) else json.loads(line)
                     texts = record.get("text", "")
                     texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
                     texts = tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
@@ -348,7 +383,7 @@ class ImageFolder(Dataset):
                         texts = tuple(t for t in texts if is_utf8(t))
                     captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
                 except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: bad JSON too
-                    self._skip("metadata.jsonl lines that are not a JSON object with 'file_name'", [f"line {i}"])
+                    self._skip(bad, [f"line {i}"])
         return captions
 
     def skip_summary(self) -> str:
