@@ -349,11 +349,8 @@ class ImageFolder(Dataset):
                 raise ValueError(said) from None
             print(f"{said} (its captions are not used here)")
             return captions
-        bad = (
-            f"{meta.name} rows without a file_name"
-            if meta.suffix == ".csv"
-            else (f"{meta.name} lines that are not a JSON object with 'file_name'")
-        )
+        bad = f"{meta.name} lines that are not a JSON object with 'file_name'"
+        bad = f"{meta.name} rows without a file_name" if meta.suffix == ".csv" else bad
         for i, row in rows:
             try:
                 record = row if isinstance(row, dict) else json.loads(row)
@@ -368,22 +365,6 @@ class ImageFolder(Dataset):
                 captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: bad JSON too
                 self._skip(bad, [f"line {i}"])
-        return captions
-        bad = f"{meta.name} lines that are not a JSON object with 'file_name'"
-        bad = bad if meta.suffix != ".csv" else f"{meta.name} rows without a file_name"
-        for i, line in rows:
-            if True:
-                try:
-                    record = line if isinstance(line, dict) else json.loads(line)
-                    texts = record.get("text", "")
-                    texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
-                    texts = tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
-                    if not all(is_utf8(t) for t in texts):  # "\ud800": half an emoji, cut by a script
-                        self._skip("captions with a broken character (a lone surrogate)", [f"line {i}"])
-                        texts = tuple(t for t in texts if is_utf8(t))
-                    captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
-                except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: bad JSON too
-                    self._skip(bad, [f"line {i}"])
         return captions
 
     def skip_summary(self) -> str:
