@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import PIL.Image
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from .viz import change_map, latent_rgb, principal_axes, token_map
 
@@ -99,7 +100,8 @@ class LatentInpainter:
         True where the generator paints."""
         self.known = known_latents
         self.mask = mask.bool().reshape(-1, 1, *mask.shape[-2:])
-        self.noise = torch.randn(known_latents.shape, generator=generator, dtype=known_latents.dtype)
+        known = self.known
+        self.noise = randn_tensor(known.shape, generator=generator, device=known.device, dtype=known.dtype)
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         timesteps = pipe.scheduler.timesteps
@@ -107,7 +109,8 @@ class LatentInpainter:
             known = pipe.scheduler.add_noise(self.known, self.noise, timesteps[step + 1 : step + 2])
         else:
             known = self.known
-        return {"latents": torch.where(self.mask, callback_kwargs["latents"], known.to(callback_kwargs["latents"]))}
+        latents = callback_kwargs["latents"]
+        return {"latents": torch.where(self.mask.to(latents.device), latents, known.to(latents))}
 
 
 def inpaint_grids(tokens, mask, side: int, factor: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,10 +11,12 @@ Dimension letters: B batch, C latent channels (the code dimension), h x w latent
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 
 import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
 from .settings import check_batch
@@ -91,6 +93,14 @@ class Guidance:
         return self.enabled and (self.interval is None or self.interval[0] <= float(t) <= self.interval[1])
 
 
+def callback_tensor_inputs(callback, names: list[str] | None) -> list[str]:
+    """The tensors a step callback is handed: a diffusers `PipelineCallback` names its own (as in diffusers'
+    pipelines); otherwise `names`, by default the latents alone."""
+    if isinstance(callback, PipelineCallback | MultiPipelineCallbacks):
+        return list(callback.tensor_inputs)
+    return names or ["latents"]
+
+
 class DenoisingRun:
     """A sampling run in progress (made by `MMGenPipeline.stepwise`, and driven to the end by `__call__`).
 
@@ -114,7 +124,8 @@ class DenoisingRun:
     ):
         self.pipe, self.scheduler, self.guidance = pipe, pipe.scheduler, guidance
         self.callback = callback_on_step_end
-        self.callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        self.callback_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        pipe._guidance_scale, pipe._num_timesteps = guidance.scale, num_inference_steps  # what callbacks read
         device = pipe._execution_device
         n_prompts = 1 if isinstance(prompt, str) else len(prompt)
         batch_size = check_batch(n_prompts, num_images_per_prompt, generator)
@@ -122,9 +133,10 @@ class DenoisingRun:
         self.prompt_embeds, self.text_context = pipe.prepare_text_context(
             prompt, device, num_images_per_prompt, guidance.scale, negative_prompt
         )
+        self.null_half = guidance.enabled  # the text context holds the unconditional rows first
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self.timesteps = self.scheduler.timesteps
-        self.latents = pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents)
+        self.latents = pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents, start_step)
         self.extra_step_kwargs = {}
         if "generator" in inspect.signature(self.scheduler.step).parameters:
             self.extra_step_kwargs["generator"] = generator
@@ -165,7 +177,7 @@ class DenoisingRun:
         that fraction of the way to the nearest codes."""
         pipe, g = self.pipe, self.guidance
         guided, context = g.applies_at(t), self.text_context
-        if g.enabled and not guided:
+        if self.null_half and not guided:
             context = context.rows(slice(latents.shape[0], None))  # the conditional half
         model_in = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
         self.model_input = model_in[-latents.shape[0] :]  # (B, C, h, w) the conditional rows, to replay the step
@@ -199,10 +211,41 @@ class DenoisingRun:
                 "pred_x0": pred_x0,
                 "prompt_embeds": self.prompt_embeds,
             }
-            result = self.callback(self.pipe, i, t, {k: local[k] for k in self.callback_inputs}) or {}
-            self.latents = result.pop("latents", self.latents)
+            self._take(self.callback(self.pipe, i, t, {k: local[k] for k in self.callback_inputs}) or {})
         self.next_step += 1
         return StepOutput(i, t, self.latents, pred_x0, noise_pred, self.x0_tokens)
+
+    def _take(self, result: dict) -> None:
+        """What a step callback changed: the latents; the text states (`prompt_embeds`: all of them, or only the
+        conditional rows, as diffusers' `SDCFGCutoffCallback` returns with guidance turned off); the guidance
+        scale, which diffusers' callbacks set as `pipe._guidance_scale`."""
+        result = dict(result)
+        self.latents = result.pop("latents", self.latents)
+        if "prompt_embeds" in result:
+            self._replace_text(result.pop("prompt_embeds"))
+        if result:
+            raise ValueError(f"a step callback may return latents and prompt_embeds; it returned {sorted(result)}")
+        scale = float(self.pipe._guidance_scale)
+        if scale != self.guidance.scale:
+            if scale > 1 and not self.null_half:
+                raise ValueError("a step callback cannot turn guidance on: the run has no unconditional text states")
+            self.guidance = dataclasses.replace(self.guidance, scale=scale)
+
+    def _replace_text(self, embeds: torch.Tensor) -> None:
+        """New text states (B or 2B, L, E) from a callback: the text context is computed again from them."""
+        rows, half = len(self.prompt_embeds), len(self.prompt_embeds) // 2
+        allowed = (rows, half) if self.null_half else (rows,)
+        if embeds.shape[1:] != self.prompt_embeds.shape[1:] or len(embeds) not in allowed:
+            raise ValueError(
+                f"a step callback's prompt_embeds must have shape ({' or '.join(map(str, allowed))}, "
+                f"{', '.join(map(str, self.prompt_embeds.shape[1:]))}), got {tuple(embeds.shape)}"
+            )
+        mask = self.text_context.mask
+        if len(embeds) < rows:  # the conditional rows alone: no unconditional pass from here on
+            mask, self.null_half = (None if mask is None else mask[half:]), False
+        self.prompt_embeds = embeds
+        with self.pipe.autocast(embeds.device):
+            self.text_context = self.pipe.transformer.prepare_text(embeds, mask)
 
     @torch.no_grad()
     def result(self, output_type: str = "pil"):

@@ -20,7 +20,7 @@ class LatentTokens:
 
     def latents_to_tokens(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents (B, C, h, w) -> nearest code ids (B, h, w)."""
-        return self.vqvae.quantizer.eval()(latents / self.scaling_factor).indices
+        return self.vqvae.quantizer.eval()(latents.float() / self.scaling_factor).indices  # float32: see `lookup`
 
     def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
         """Code ids (B, h, w) -> their scaled code vectors (B, C, h, w)."""

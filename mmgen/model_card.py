@@ -379,8 +379,7 @@ def evaluation_section(out: Path) -> str:
         )
         st = gen.get("settings")
         if st:
-            interval = st.get("guidance_interval")
-            guided = "" if interval is None else " at timesteps {:g}..{:g}".format(*interval)
+            guided = " at timesteps {:g}..{:g}".format(*st["guidance_interval"]) if st.get("guidance_interval") else ""
             text += (
                 f"; sampled with `{st['scheduler']}`, {st['steps']} steps, guidance "
                 f"{st['guidance_scale']:g}{guided}, codebook snap {st.get('codebook_snap', 0):g}, best of "
@@ -395,7 +394,8 @@ def evaluation_section(out: Path) -> str:
     names = ("tokenizer", "generator", "caption", "attention")
     files = ", ".join(f"`{f.name}`" for f in (out / f"eval_{n}.json" for n in names) if f.exists())
     text += "\n\n" + "\n".join(rows) + f"\n\nFull results: {files}. "
-    return text + f"How the defaults were chosen, and every earlier run: [docs/]({REPO}/docs/evaluation.md).\n"
+    page = f"{'generator' if gen else 'tokenizer'}-runs.md"
+    return text + f"How it was chosen, run by run: [docs/{page}]({REPO}/docs/{page}).\n"
 
 
 def how_to_load(out: str | Path) -> str:

@@ -14,7 +14,7 @@ Made for learning and tinkering: put an image through it in the mmgen app's Toke
 compare it with other tokenizers on the same image. It also serves as the tokenizer of a generator trained on its
 latents.
 
-- **Trained on little.** shapes-v1 scenes and crops of the 14 scikit-image sample photos: it reconstructs other
+- **Trained on little.** shapes-v1 scenes and crops of scikit-image's 26 sample photos: it reconstructs other
   photos, but fine detail and faces are redrawn, not kept (the *detail kept* and PSNR rows below).
 """
     if gan:

@@ -28,7 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from . import captioning
 from .callbacks import LatentInpainter, inpaint_grids
 from .candidates import best_generators
-from .denoising import DenoisingRun, Guidance, model_output_for_x0, predict_x0  # noqa: F401
+from .denoising import DenoisingRun, Guidance, callback_tensor_inputs, model_output_for_x0, predict_x0  # noqa: F401
 from .latent_tokens import LatentTokens
 from .model_paths import local_model_folder
 from .models.dit import DiT
@@ -61,8 +61,12 @@ class MMGenPipelineOutput(BaseOutput):
 
 
 class MMGenPipeline(LatentTokens, DiffusionPipeline):
-    model_cpu_offload_seq = "text_encoder->transformer->vqvae"
     _callback_tensor_inputs = ["latents", "noise_pred", "pred_x0", "prompt_embeds"]
+
+    def enable_model_cpu_offload(self, *args, **kwargs):
+        raise NotImplementedError("mmgen's models take a few MB and stay on one device: use `pipe.to(device)`")
+
+    enable_sequential_cpu_offload = enable_model_cpu_offload
 
     def __init__(self, vqvae: VQVAE, transformer: DiT, text_encoder, tokenizer, scheduler, sampling_defaults=None):
         """`sampling_defaults`: the settings this model samples at when a call leaves them out, where they are not
@@ -232,14 +236,17 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
             device_type=torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
         )
 
-    def prepare_latents(self, batch_size, dtype, device, generator, latents=None):
+    def prepare_latents(self, batch_size, dtype, device, generator, latents=None, start_step: int = 0):
+        """A run's first latents (B, C, h, w): fresh or given unit noise times the scheduler's `init_noise_sigma`
+        (diffusers' pipelines scale both), or, from a later step, that step's given x_t as it is."""
         c, s = self.transformer.config.in_channels, self.transformer.config.sample_size
         shape = (batch_size, c, s, s)
-        if latents is not None:
-            if tuple(latents.shape) != shape:
-                raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
-            return latents.to(device=device, dtype=dtype)
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device=device, dtype=dtype)
+        return latents if start_step else latents * self.scheduler.init_noise_sigma
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -281,8 +288,9 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
                 by under this share since its last full step (`mmgen/step_cache.py`; 0.2: ~0.65x the time); 0: off.
             negative_prompt: what guidance steers from (a text, or a list of one per prompt); None: the empty one.
             num_images_per_prompt: images drawn for each prompt (a whole number from 1).
-            latents: start from these (B, C, h, w) latents instead of fresh noise: the noise of step 0, or,
-                with `start_step=k`, the x_t of step k - 1 of an earlier run (replay or branch from there).
+            latents: start from these (B, C, h, w) latents instead of fresh noise: unit noise for step 0 (scaled
+                by the scheduler's `init_noise_sigma`, as in diffusers), or, with `start_step=k`, the x_t after
+                step k - 1 of an earlier run, as it is (replay or branch from there).
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
             output_type: "pil", "np" (float in [0, 1]), "pt" ([-1, 1]) or "latent" (the final snapped latents).
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs)` after each step; it may return a
@@ -300,11 +308,10 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
             first_block_cache,
             start_step,
             latents,
-            callback_on_step_end_tensor_inputs,
+            callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs),
         )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
-        self._guidance_scale, self._num_timesteps = guidance.scale, num_inference_steps
 
         # 2. With candidates, choose each image's starting noise (a run of their own through the first steps)
         if num_candidates > 1 and latents is None:
@@ -384,7 +391,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
             first_block_cache,
             start_step,
             latents,
-            callback_on_step_end_tensor_inputs,
+            callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs),
         )
         if num_candidates > 1 and latents is None:
             generator = best_generators(
@@ -413,6 +420,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         tokens, mask = inpaint_grids(tokens, mask, self.transformer.config.sample_size, self.vqvae.downsample_factor)
         if kwargs.pop("callback_on_step_end", None) is not None or isinstance(generator, list):
             raise ValueError("inpaint takes one torch.Generator and no callback_on_step_end (it steps with its own)")
+        tokens, mask = tokens.to(self._execution_device), mask.to(self._execution_device)
         known = self.vqvae.quantizer.indices_to_codes(tokens[None]) * self.scaling_factor  # (1, C, h, w)
         inpainter = LatentInpainter(known, mask, generator=generator)
         return self(

@@ -271,6 +271,24 @@ def test_tokenize_rejects_a_non_image_with_a_message(client, tmp_path):
         client.predict(handle_file(str(path)), api_name="/tokenize")
 
 
+def test_image_inputs_read_only_uploads_not_other_server_files(client, tmp_path):
+    """The image inputs are handed over unprocessed: a client that names a file of the server (a bare FileData
+    without gradio's `meta`, or a path) must not get it read back, nor learn whether it exists."""
+    secret = tmp_path / "secret.png"
+    shapes_sample(0, 0).image.save(secret)
+    for value in ({"path": str(secret)}, {"path": str(tmp_path / "missing.png")}):
+        for api in ("/tokenize", "/caption"):  # /compare_tokenizers: tests/test_app_tokenizers.py
+            with pytest.raises(Exception, match="reads only files uploaded to it"):
+                client.predict(value, api_name=api)
+    import gradio as gr
+
+    from mmgen.app.files import uploaded_file
+
+    with pytest.raises(gr.Error, match="reads only files uploaded to it"):  # a bare path, past gradio's validation
+        uploaded_file(str(secret))
+    assert uploaded_file(None) is None
+
+
 def test_token_surgery_sets_codes_and_decodes(client, tmp_path):
     client.predict(_scene(tmp_path), api_name="/tokenize")
     with pytest.raises(Exception, match="Select cells first"):

@@ -62,6 +62,14 @@ def _value(x):
     return x["value"] if isinstance(x, dict) and x.get("__type__") == "update" else x
 
 
+def test_compare_reads_only_uploads(client, tmp_path):
+    """A file of the server named by path (no gradio upload) is refused, not compared and shown."""
+    secret = tmp_path / "secret.png"
+    shapes_sample(0, 0).image.save(secret)
+    with pytest.raises(Exception, match="reads only files uploaded to it"):
+        client.predict({"path": str(secret)}, ["tiny-test", "vqdiff"], api_name="/compare_tokenizers")
+
+
 def test_compare_the_generators_tokenizer_with_a_preloaded_one(client, scene):
     table, sheet, info = client.predict(scene, ["tiny-test", "vqdiff"], api_name="/compare_tokenizers")
     rows = {row[0].split(" (")[0]: dict(zip(table["headers"], row)) for row in table["data"]}

@@ -23,6 +23,10 @@ def test_a_shipped_model_loads_and_draws_in_half_precision(dtype):
     pipe = MMGenPipeline.from_pretrained("assets/mmgen-base", torch_dtype=dtype)
     out = pipe(PROMPT, generator=seeded(0), num_inference_steps=2, num_candidates=1)
     assert out.images[0].size == (128, 128) and out.tokens.shape == (1, 16, 16)
+    # Every code's own vector reads back as that code (in bfloat16 the codes are no longer unit vectors and 34 of
+    # mmgen-base's 1,024 read as a near twin; inpainting's "every other cell keeps its code" rests on this).
+    codes = torch.arange(pipe.vqvae.quantizer.num_codes).view(1, -1, 1)
+    assert torch.equal(pipe.latents_to_tokens(pipe.tokens_to_latents(codes)), codes)
 
 
 def test_changing_precision_after_a_call_keeps_working():
@@ -142,3 +146,64 @@ def test_a_saved_pipeline_keeps_its_vocabulary(tmp_path):
     pipe.save_pretrained(tmp_path / "copy")
     words = Vocabulary.for_pipeline(MMGenPipeline.from_pretrained(tmp_path / "copy")).words
     assert words == Vocabulary.for_pipeline(pipe).words and "circle" in words
+
+
+def test_given_noise_is_scaled_as_in_diffusers():
+    """`latents` for step 0 are unit noise, scaled by the scheduler's init_noise_sigma as diffusers' pipelines scale
+    them: the generator's own draw, passed in, gives the generator's image (here Euler: a sigma of about 14)."""
+    pipe = make_tiny_pipe()
+    pipe.use_scheduler("euler")
+    noise = torch.randn(1, 4, 8, 8, generator=seeded(3))
+    given = pipe(PROMPT, latents=noise, **FAST)
+    seeded_run = pipe(PROMPT, generator=seeded(3), **FAST)
+    assert pipe.scheduler.init_noise_sigma > 2
+    torch.testing.assert_close(given.images, seeded_run.images)
+
+
+def test_diffusers_cfg_cutoff_callback_turns_guidance_off():
+    """diffusers' SDCFGCutoffCallback sets `pipe._guidance_scale` and hands back the conditional text states: from
+    the cut-off on the run is the unguided one, as if guidance applied to the first step only."""
+    from diffusers.callbacks import SDCFGCutoffCallback
+
+    pipe = make_tiny_pipe()
+    for block in pipe.transformer.blocks:  # wake the zero-initialised layers, so that the text matters
+        for layer in (block.ada[-1], block.cross.out):
+            torch.nn.init.normal_(layer.weight, std=0.2)
+
+    def final_latents(**kwargs) -> torch.Tensor:
+        run = pipe.stepwise(PROMPT, num_inference_steps=4, guidance_scale=5.0, num_candidates=1, **kwargs)
+        while not run.done:
+            run.step()
+        return run.latents
+
+    cut = final_latents(generator=seeded(0), callback_on_step_end=SDCFGCutoffCallback(cutoff_step_ratio=0.0))
+    pipe.scheduler.set_timesteps(4)
+    first = float(pipe.scheduler.timesteps[0])
+    torch.testing.assert_close(cut, final_latents(generator=seeded(0), guidance_interval=(first, first)))
+    assert not torch.allclose(cut, final_latents(generator=seeded(0), guidance_interval=None), atol=1e-3)
+
+
+def test_step_callbacks_read_the_run_and_may_change_only_what_it_uses():
+    """Under `stepwise` too, a callback reads `pipe.num_timesteps` and `pipe.guidance_scale`; a key the run would
+    silently ignore is a clear ValueError, and so is guidance turned on where the run has no unconditional half."""
+    pipe = make_tiny_pipe()
+    seen = []
+
+    def read(p, i, t, kwargs):
+        seen.append((p.num_timesteps, p.guidance_scale))
+        return {}
+
+    run = pipe.stepwise(PROMPT, num_inference_steps=3, guidance_scale=4.0, num_candidates=1, callback_on_step_end=read)
+    run.step()
+    assert seen == [(3, 4.0)]
+    with pytest.raises(ValueError, match="may return latents and prompt_embeds"):
+        pipe(PROMPT, callback_on_step_end=lambda p, i, t, k: {"noise_pred": k["latents"]}, **FAST)
+
+    def guide(p, i, t, kwargs):
+        p._guidance_scale = 5.0
+        return {}
+
+    with pytest.raises(ValueError, match="cannot turn guidance on"):
+        pipe(PROMPT, guidance_scale=1.0, callback_on_step_end=guide, **FAST)
+    with pytest.raises(NotImplementedError, match="pipe.to"):
+        pipe.enable_model_cpu_offload()

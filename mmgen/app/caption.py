@@ -13,8 +13,8 @@ from ..data.images import ImageLoadError, load_image
 from ..viz import score_bars, upscale_nearest
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
+from .files import uploaded_file
 from .runs import FinishedRun
-from .tokenizer import uploaded_file
 
 MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a few blurred blocks
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost

@@ -1,8 +1,10 @@
 """Files the explorer hands to gradio: scratch folders for downloads and exports, pruned once old, and a safe
-replacement for gradio's image cache writer (`install_atomic_image_cache`)."""
+replacement for gradio's image cache writer (`install_atomic_image_cache`); and the files visitors send it
+(`uploaded_file`: their uploads, never another file of the server)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
 SCRATCH_ROOT = Path(tempfile.gettempdir()) / "mmgen-app"
@@ -62,3 +65,25 @@ def save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "
 def install_atomic_image_cache() -> None:
     """Route every image output (gr.Image, gr.Gallery) of this process through `save_pil_to_cache_atomically`."""
     gr.processing_utils.save_pil_to_cache = save_pil_to_cache_atomically
+
+
+def uploaded_file(upload: dict | str | None) -> str | None:
+    """The path of an image input's value as sent (inputs that gradio hands over unprocessed): a FileData dict or
+    a path, which must lie in gradio's upload folder (or be one of this app's scratch files); a `data:` URL (its
+    size capped with the request's) is written to a scratch file as it is. gradio checks the path of a FileData
+    that says it is one, but not of a bare path or a dict without that `meta`: any other file of the server would
+    be read and shown, so it is refused here."""
+    if isinstance(upload, dict) and (upload.get("url") or "").startswith("data:"):
+        try:
+            data = base64.b64decode(upload["url"].split(",", 1)[1], validate=True)
+        except (IndexError, ValueError) as e:
+            raise gr.Error("That data: URL holds no image: upload the file instead.") from e
+        path = scratch_folder("upload-") / "image"
+        path.write_bytes(data)
+        return str(path)
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    if not isinstance(path, str) or not path:
+        return None
+    if not any(is_in_or_equal(path, folder) for folder in (get_upload_folder(), SCRATCH_ROOT)):
+        raise gr.Error("The app reads only files uploaded to it: upload the image.")
+    return path

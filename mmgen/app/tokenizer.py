@@ -6,7 +6,6 @@ several of them side by side in the Compare panel (`compare.CompareSection`)."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from ..viz import cell_size, code_histogram, token_map, upscale_nearest, usage_b
 from .compare import CompareSection, ambiguity_info, ambiguity_sheet
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
-from .files import scratch_folder
+from .files import uploaded_file
 from .tokenizers import TokenizerPicker, UploadUsage
 
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
@@ -45,23 +44,6 @@ class TokenGrid:
     distance: np.ndarray | None = None  # (h, w) float32: each token's distance to its code, as encoded
     margin: np.ndarray | None = None  # (h, w) float32: the distance to the runner-up code minus `distance`
     metric: str = "euclidean"
-
-
-def uploaded_file(upload: dict | str | None) -> str | None:
-    """The path of an image input's value as sent (a FileData dict, gradio having checked that the file is one
-    of its uploads); a `data:` URL (its size capped with the request's) is written to a scratch file as it is."""
-    if not isinstance(upload, dict):
-        return upload if isinstance(upload, str) else None
-    url = upload.get("url") or ""
-    if url.startswith("data:"):
-        try:
-            data = base64.b64decode(url.split(",", 1)[1], validate=True)
-        except (IndexError, ValueError) as e:
-            raise gr.Error("That data: URL holds no image: upload the file instead.") from e
-        path = scratch_folder("upload-") / "image"
-        path.write_bytes(data)
-        return str(path)
-    return upload.get("path")
 
 
 @torch.inference_mode()

@@ -95,8 +95,10 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
 
     def lookup(self, z: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest (highest cosine) code for unit vectors z (N, D) -> (N,)."""
-        return (z @ self.codebook.T).argmax(dim=1)
+        """Index of the nearest (highest cosine) code for unit vectors z (N, D) -> (N,), in float32 whatever the
+        model's dtype: in bfloat16 the codes are no longer unit vectors and cosines near 1 tie, so a code's own
+        vector could read as another code."""
+        return (z.float() @ F.normalize(self.codebook.float(), dim=1).T).argmax(dim=1)
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Exact inverse of the quantizer's indices: (B, H, W) long -> (B, D, H, W) codes."""
@@ -151,11 +153,12 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantise encoder outputs z (B, D, H, W); they are l2-normalised here."""
         B, D, H, W = z.shape
-        z = F.normalize(z, dim=1)
+        unit = F.normalize(z.float(), dim=1)  # float32 for the lookup (see `lookup`)
+        z = unit.to(z.dtype)
         flat = rearrange(z, "b d h w -> (b h w) d")  # (N, D)
         if self.training:
             self._update_codebook(flat.detach(), self.lookup(flat.detach()))
-        indices = self.lookup(flat)  # (N,)
+        indices = self.lookup(rearrange(unit, "b d h w -> (b h w) d"))  # (N,)
         codes = rearrange(self.codebook[indices], "(b h w) d -> b d h w", b=B, h=H, w=W)
 
         commit_loss = self.commitment_weight * F.mse_loss(z, codes.detach())
