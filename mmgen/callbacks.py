@@ -95,10 +95,13 @@ class LatentInpainter:
 
     tensor_inputs = ["latents"]
 
-    def __init__(self, known_latents: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None):
+    def __init__(
+        self, known_latents: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None, then=None
+    ):
         """known_latents (B, C, h, w) already scaled (codes x scaling_factor); mask (h, w) or (B, 1, h, w),
-        True where the generator paints."""
-        self.known = known_latents
+        True where the generator paints; `then`: another step callback, called after this one with its latents
+        (e.g. an app's time limit)."""
+        self.known, self.then = known_latents, then
         self.mask = mask.bool().reshape(-1, 1, *mask.shape[-2:])
         known = self.known
         self.noise = randn_tensor(known.shape, generator=generator, device=known.device, dtype=known.dtype)
@@ -110,7 +113,8 @@ class LatentInpainter:
         else:
             known = self.known
         latents = callback_kwargs["latents"]
-        return {"latents": torch.where(self.mask.to(latents.device), latents, known.to(latents))}
+        out = {"latents": torch.where(self.mask.to(latents.device), latents, known.to(latents))}
+        return out | ((self.then(pipe, step, timestep, dict(out)) or {}) if self.then is not None else {})
 
 
 def inpaint_grids(tokens, mask, side: int, factor: int) -> tuple[torch.Tensor, torch.Tensor]:

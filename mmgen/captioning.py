@@ -81,9 +81,10 @@ def noised_samples(pipe, x0: torch.Tensor, timesteps=RANK_TIMESTEPS, num_noises:
 
 
 @torch.no_grad()
-def sample_errors(pipe, x0: torch.Tensor, captions: list[str], **noise) -> torch.Tensor:
+def sample_errors(pipe, x0: torch.Tensor, captions: list[str], check=None, **noise) -> torch.Tensor:
     """(N, S) the DiT's denoising error (mean squared, per sample) of latents x0 (1, C, h, w) under each caption,
-    at every (timestep, noise) sample of `noised_samples` (keyword arguments go there)."""
+    at every (timestep, noise) sample of `noised_samples` (keyword arguments go there). `check()`, if given, is
+    called before each batch of the DiT and may raise to stop the work (an app's time limit per job)."""
     x_t, t, target = noised_samples(pipe, x0, **noise)
     device, S = x0.device, x_t.shape[0]
     embeds, mask, _, _ = pipe.encode_prompt(captions, device, do_classifier_free_guidance=False)
@@ -92,6 +93,8 @@ def sample_errors(pipe, x0: torch.Tensor, captions: list[str], **noise) -> torch
     rows = torch.arange(len(captions), device=device).repeat_interleave(S)  # (N * S,) caption-major
     errors = []
     for start in range(0, len(rows), BATCH_ROWS):
+        if check is not None:
+            check()
         r = rows[start : start + BATCH_ROWS]
         s = torch.arange(start, start + len(r), device=device) % S  # each row's sample
         with pipe.autocast(device):
@@ -106,16 +109,16 @@ def check_captions(captions) -> list[str]:
     return [check_prompt(c) for c in captions]
 
 
-def caption_errors(pipe, image, captions: list[str], **noise) -> torch.Tensor:
+def caption_errors(pipe, image, captions: list[str], check=None, **noise) -> torch.Tensor:
     """(N,) the mean denoising error of `image` (a PIL image the generator's size) under each caption: lower means
-    the model finds the caption more likely."""
-    return sample_errors(pipe, image_latents(pipe, image), check_captions(captions), **noise).mean(dim=1)
+    the model finds the caption more likely (`check`: see `sample_errors`)."""
+    return sample_errors(pipe, image_latents(pipe, image), check_captions(captions), check=check, **noise).mean(dim=1)
 
 
-def rank_captions(pipe, image, captions: list[str], **noise) -> list[tuple[str, float]]:
+def rank_captions(pipe, image, captions: list[str], check=None, **noise) -> list[tuple[str, float]]:
     """[(caption, error)] best first: the captions ranked by `caption_errors`."""
     captions = check_captions(captions)
-    errors = caption_errors(pipe, image, captions, **noise).tolist()
+    errors = caption_errors(pipe, image, captions, check, **noise).tolist()
     return sorted(zip(captions, errors), key=lambda pair: pair[1])
 
 
@@ -179,8 +182,8 @@ class SearchSettings:
 class _Scorer:
     """Scores captions of one image on fixed samples, remembering every score (the search repeats captions)."""
 
-    def __init__(self, pipe, x0: torch.Tensor, timesteps: tuple[int, ...], num_noises: int):
-        self.pipe, self.x0, self.noise = pipe, x0, {"timesteps": timesteps, "num_noises": num_noises}
+    def __init__(self, pipe, x0: torch.Tensor, timesteps: tuple[int, ...], num_noises: int, check=None):
+        self.pipe, self.x0, self.noise = pipe, x0, {"timesteps": timesteps, "num_noises": num_noises, "check": check}
         self.scores: dict[str, float] = {}
 
     def ranked(self, options: list[SceneCaption]) -> list[SceneCaption]:
@@ -207,20 +210,20 @@ def _greedy(scorer: _Scorer, scene: SceneCaption, attributes: list[tuple[str, in
     return scene
 
 
-def search_stages(pipe, image, settings: SearchSettings = SearchSettings()) -> dict[str, list]:
+def search_stages(pipe, image, settings: SearchSettings = SearchSettings(), check=None) -> dict[str, list]:
     """The shapes-v1 caption search, stage by stage: {"greedy": [(caption, error)] of the best one-object and
     two-object captions after the greedy pass, best first; "refined": the same after the second pass (with
     `settings.refine`); "captions_scored": how many captions were scored}. The 48 "a {colour} {shape}" captions are
     ranked first; the best is the one-object hypothesis and, with the best of another colour, the two-object one.
     Each hypothesis then gets its background, sizes and position (one object) or relation (two), greedily, one
     attribute at a time; the refining pass chooses each object's colour, shape and size (and the relation) again,
-    everything else named. The lower error decides how many objects."""
+    everything else named. The lower error decides how many objects. `check`: see `sample_errors`."""
     x0 = image_latents(pipe, image)
-    cheap = _Scorer(pipe, x0, settings.object_timesteps, settings.noises)
+    cheap = _Scorer(pipe, x0, settings.object_timesteps, settings.noises, check)
     objects = cheap.ranked([SceneCaption((ObjectCaption(c, s),)) for c in COLORS for s in SHAPES])
     first = objects[0].objects[0]
     second = next(o.objects[0] for o in objects if o.objects[0].color != first.color)
-    scorer = _Scorer(pipe, x0, settings.timesteps, settings.noises)
+    scorer = _Scorer(pipe, x0, settings.timesteps, settings.noises, check)
     one = _greedy(scorer, objects[0], [("background", 0), ("size", 0), ("position", 0)])
     two = SceneCaption((first, second), relation="left of")
     two = _greedy(scorer, two, [("relation", 0), ("background", 0), ("size", 0), ("size", 1)])
@@ -237,17 +240,18 @@ def search_stages(pipe, image, settings: SearchSettings = SearchSettings()) -> d
 
 
 def search_shapes_caption(
-    pipe, image, settings: SearchSettings = SearchSettings()
+    pipe, image, settings: SearchSettings = SearchSettings(), check=None
 ) -> list[tuple[SceneCaption, float]]:
     """[(caption, error)] of the search's best one-object and two-object captions, best first (`search_stages`)."""
-    stages = search_stages(pipe, image, settings)
+    stages = search_stages(pipe, image, settings, check)
     return stages["refined" if settings.refine else "greedy"]
 
 
-def caption_candidates(pipe, image, vocabulary=None, settings: SearchSettings = SearchSettings()):
+def caption_candidates(pipe, image, vocabulary=None, settings: SearchSettings = SearchSettings(), check=None):
     """[(caption, error)] best first: for a model trained on shapes-v1 (its vocabulary names the grammar), the
     grammar search's best one-object and two-object captions; for another model, its MAX_RANKED most common
-    training captions, ranked. `vocabulary`: a `mmgen.vocabulary.Vocabulary`, by default the model's own."""
+    training captions, ranked. `vocabulary`: a `mmgen.vocabulary.Vocabulary`, by default the model's own; `check`:
+    see `sample_errors`."""
     from .vocabulary import SHAPES_V1, Vocabulary
 
     image = check_image(pipe, image)
@@ -258,10 +262,10 @@ def caption_candidates(pipe, image, vocabulary=None, settings: SearchSettings = 
             "to choose from: rank your own with rank_captions"
         )
     if vocabulary.grammar == SHAPES_V1:
-        return [(scene.text, error) for scene, error in search_shapes_caption(pipe, image, settings)]
+        return [(scene.text, error) for scene, error in search_shapes_caption(pipe, image, settings, check)]
     if not vocabulary.captions:
         raise ValueError("the model's vocabulary holds no captions to rank")
-    return rank_captions(pipe, image, vocabulary.captions[:MAX_RANKED])
+    return rank_captions(pipe, image, vocabulary.captions[:MAX_RANKED], check)
 
 
 def caption(pipe, image, vocabulary=None, settings: SearchSettings = SearchSettings()) -> str:

@@ -418,11 +418,11 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         other cell keeps its code exactly (`LatentInpainter`: RePaint in the latent space). Other keyword
         arguments go to `__call__`. The grid must be the generator's own size."""
         tokens, mask = inpaint_grids(tokens, mask, self.transformer.config.sample_size, self.vqvae.downsample_factor)
-        if kwargs.pop("callback_on_step_end", None) is not None or isinstance(generator, list):
-            raise ValueError("inpaint takes one torch.Generator and no callback_on_step_end (it steps with its own)")
+        if isinstance(generator, list) or kwargs.get("callback_on_step_end_tensor_inputs") is not None:
+            raise ValueError("inpaint takes one torch.Generator; its callback_on_step_end is handed the latents alone")
         tokens, mask = tokens.to(self._execution_device), mask.to(self._execution_device)
         known = self.vqvae.quantizer.indices_to_codes(tokens[None]) * self.scaling_factor  # (1, C, h, w)
-        inpainter = LatentInpainter(known, mask, generator=generator)
+        inpainter = LatentInpainter(known, mask, generator, then=kwargs.pop("callback_on_step_end", None))
         return self(
             prompt,
             generator=generator,

@@ -13,6 +13,8 @@ messages.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,13 +62,24 @@ def _field(card: dict, key: str, cast):
     try:
         value = card[key] if key not in LEGACY_DEFAULTS else card.get(key, LEGACY_DEFAULTS[key])
         return None if value is None and key in NULLABLE else cast(value)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"The run card lacks a valid field: {key} ({e})") from e
 
 
+def _text(value) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{str(value)[:40]!r} is not text")
+    return value
+
+
 def _whole(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise ValueError(f"{value!r} is not a whole number")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise ValueError(f"{str(value)[:40]} is not a whole number")
     return int(value)
 
 
@@ -81,16 +94,16 @@ def read_run_card(
     model: str | None = None,
     app_interval: tuple[float, float] | None = None,
     app_cache: float | None = None,
-    **limits,
+    check: Callable[[SamplingSettings], SamplingSettings] = SamplingSettings.checked,
 ) -> LoadedRunCard:
     """A card (a dict, or the path of a JSON file) -> the settings to rerun it, checked, and notes for people.
     ValueError with a message for people when it is not a run card or a field is missing or bad. `model`: the
     model that will run it (a note says so when the card names another); `app_interval`: the guidance interval
     the caller will run with (a note when the card's differs), `app_cache` its first-block cache (the same).
-    `limits`: tighter bounds (`max_steps`, ...)."""
+    `check`: how the settings are checked (by default the library's bounds; an app passes its own limits')."""
     if isinstance(card, str | Path):
         try:
-            text = Path(card).read_text(encoding="utf-8")
+            text = Path(card).read_text(encoding="utf-8-sig")  # a byte-order mark (Notepad's) is no problem
         except UnicodeDecodeError:
             raise ValueError("Not a run card: the file is not text (a run card is a .json file).") from None
         except OSError as e:
@@ -101,19 +114,24 @@ def read_run_card(
             card = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"Not a run card: the file is not JSON (line {e.lineno}, column {e.colno}).") from None
+        except (ValueError, RecursionError):  # a number of thousands of digits; arrays nested thousands deep
+            raise ValueError(
+                "Not a run card: the file holds JSON no run card has (huge numbers or deep nesting)."
+            ) from None
     if not isinstance(card, dict) or card.get("format") != RUN_CARD_FORMAT:
         raise ValueError(f"Not an mmgen run card (expected format {RUN_CARD_FORMAT!r}).")
     settings = SamplingSettings(
-        prompt=_field(card, "prompt", str),
+        prompt=_field(card, "prompt", _text),
         num_inference_steps=_field(card, "steps", _whole),
         guidance_scale=_field(card, "guidance_scale", float),
         guidance_interval=_field(card, "guidance_interval", _interval),
         codebook_snap=_field(card, "codebook_snap", float),
         num_candidates=_field(card, "num_candidates", _whole),
         seed=_field(card, "seed", _whole),
-        scheduler=_field(card, "scheduler", str),
+        scheduler=_field(card, "scheduler", _text),
         first_block_cache=_field(card, "first_block_cache", float),
-    ).checked(**limits)
+    )
+    settings = check(settings)
     notes = []
     if model is not None and card.get("model") != model:
         notes.append(f"made with model {card.get('model')!r}, this is {model!r}")

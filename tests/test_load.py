@@ -128,6 +128,41 @@ def test_a_job_past_the_time_limit_is_stopped_with_a_message(slow):
         slow.client().predict("a red circle", 30, 2.0, 0, False, "ddim", 0.5, 1, False, api_name="/generate")
 
 
+def test_captions_and_repaints_past_the_time_limit_are_stopped_too(slow, tmp_path):
+    """Model jobs that are not generations (ranking captions: batches of the DiT; a repaint: an inpainting run)
+    stop at the time limit with its message, as generations do."""
+    client = slow.client()
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "white.png")
+    image = handle_file(str(tmp_path / "white.png"))
+    limit = r"ran past this Space's limit of 2 s per job"
+    client.predict(image, api_name="/tokenize")
+    client.predict("2,2", api_name="/select_cells")
+    with pytest.raises(Exception, match=limit):  # 50 steps (and 4 candidates' first 15) at 0.1 s a step
+        client.predict("a red circle", 0, api_name="/repaint")
+    slow.delay = 2.5  # per DiT forward: 16 captions x 20 noised samples are two forwards (of 256 rows at most)
+    captions = "\n".join(f"a red circle {i}" for i in range(16))
+    with pytest.raises(Exception, match=limit):  # checked before each forward: the second comes after 2.5 s
+        client.predict(image, captions, api_name="/rank_captions")
+
+
+def test_one_play_or_export_per_visitor(served):
+    """The trajectory's play holds a queue slot for seconds: a visitor may not queue a second one (or an export)
+    beside it, so that no one visitor fills the shared queue; another visitor may."""
+    client = served.client()
+    client.predict("a red circle", 30, 2.0, 0, False, "ddim", 0.5, 1, False, api_name="/generate")
+    play = client.submit(api_name="/play")  # 31 frames at 0.15 s: about 5 s
+    _wait_until_joined(play)
+    for api in ("/play", "/export_gif"):
+        with pytest.raises(ValidationError, match="already have a job queued or running"):
+            client.predict(api_name=api)
+    other = served.client()
+    other.predict(*FAST, api_name="/generate")
+    assert other.predict(api_name="/export_gif")
+    play.result()
+    client.predict(*FAST, api_name="/generate")  # (the first run has expired: LIMITS keeps runs 4 s)
+    assert client.predict(api_name="/export_gif")  # the slot is free again
+
+
 def test_a_full_queue_refuses_with_busy(slow):
     """2 jobs run and LIMITS.queue_size wait; a visitor who comes next is told the queue is full."""
     jobs = []

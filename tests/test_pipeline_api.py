@@ -108,9 +108,24 @@ def test_inpaint_takes_grids_as_users_hold_them():
         pipe.inpaint(PROMPT, tokens, np.zeros((16, 16)), **run)
     with pytest.raises(ValueError, match="the token grid is 4×8"):
         pipe.inpaint(PROMPT, tokens[:4], mask, **run)
-    with pytest.raises(ValueError, match="inpaint takes one torch.Generator and no callback_on_step_end"):
-        pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=lambda *a: {}, num_inference_steps=2)
+    with pytest.raises(ValueError, match="inpaint takes one torch.Generator"):
+        pipe.inpaint(PROMPT, tokens, mask, generator=[seeded(0)], num_inference_steps=2)
     pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=None, **run)  # forwarded keyword arguments
+    # A callback of the caller's runs after the inpainter's, on its latents (at the last step the kept cells are
+    # their codes exactly); an exception it raises stops the run, as an app's time limit does.
+    got = {}
+
+    def record(p, i, t, kwargs):
+        got[i] = kwargs["latents"].clone()
+        if i == 2:
+            raise TimeoutError("past the limit")
+        return {}
+
+    pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=record, **run)
+    known = pipe.tokens_to_latents(tokens[None])
+    assert sorted(got) == [0, 1] and torch.equal(got[1][:, :, kept], known[:, :, kept])
+    with pytest.raises(TimeoutError):
+        pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=record, **{**run, "num_inference_steps": 4})
 
 
 def test_tokenizers_refuse_images_they_cannot_read():

@@ -45,6 +45,11 @@ def test_an_old_card_loads_with_what_its_run_had():
         ({"scheduler": "bogus"}, "Unknown scheduler"),
         ({"first_block_cache": 1.5}, "first-block cache threshold"),
         ({"first_block_cache": "fast"}, "first_block_cache"),
+        ({"steps": float("inf")}, "steps"),
+        ({"seed": float("-inf")}, "seed"),
+        ({"guidance_scale": 10**400}, "guidance_scale"),
+        ({"prompt": ["a red circle"]}, "prompt"),
+        ({"scheduler": ["ddim"]}, "scheduler"),
     ],
 )
 def test_a_bad_card_gets_a_message(change, message):
@@ -68,10 +73,20 @@ def test_a_missing_field_and_a_broken_file_get_messages(tmp_path):
             read_run_card(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="could not be read"):
         read_run_card(tmp_path / "missing.json")
+    for content in (b"[" * 20000, b'{"steps": ' + b"9" * 5000 + b"}"):  # RecursionError; int-digits ValueError
+        (tmp_path / "bad.json").write_bytes(content)
+        with pytest.raises(ValueError, match="Not a run card: the file holds JSON no run card has"):
+            read_run_card(tmp_path / "bad.json")
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(make_run_card(SETTINGS, model="tiny")).encode())
+    assert read_run_card(tmp_path / "bom.json").settings.prompt == SETTINGS.prompt  # as Notepad saves it
 
 
 def test_a_card_within_the_library_bounds_can_exceed_an_apps():
     card = make_run_card(SamplingSettings("a red circle", num_inference_steps=500), model="tiny")
     assert read_run_card(card).settings.num_inference_steps == 500
     with pytest.raises(ValueError, match=r"1\.\.100"):
-        read_run_card(card, max_steps=100)
+        read_run_card(card, check=lambda s: s.checked(max_steps=100))
+    from mmgen.app.limits import Limits  # an app's check: its limits, named
+
+    with pytest.raises(ValueError, match=r"over this Space's limit of 100 \(MMGEN_MAX_STEPS\)"):
+        read_run_card({**card, "steps": 5000}, check=Limits().check_sampling)

@@ -132,20 +132,21 @@ class CaptionTab:
     @handler
     def rank(self, upload, text: str | None, request: gr.Request) -> tuple:
         """The typed captions ranked by the DiT's denoising error on the image."""
-        with self.ctx.jobs.job(request):  # from the start: the visitor's slot is freed however this ends
+        with self.ctx.jobs.job(request) as deadline:  # from the start: the slot is freed however this ends
             captions = parse_captions(text)
             if not captions:
                 raise gr.Error("Type the captions to rank, one per line, or press 'Caption it'.")
             image, note = self.read_image(upload)
-            ranked = self.ctx.compute(rank_captions, self.ctx.pipe, image, captions)
+            ranked = self.ctx.compute(rank_captions, self.ctx.pipe, image, captions, deadline.check)
         return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).{note}")
 
     @handler
     def caption(self, upload, request: gr.Request) -> tuple:
         """The model's own caption: a search over its caption grammar, or a ranking of its training captions."""
-        with self.ctx.jobs.job(request):
+        with self.ctx.jobs.job(request) as deadline:
             image, note = self.read_image(upload)
-            ranked = self.ctx.compute(caption_candidates, self.ctx.pipe, image, self.ctx.vocabulary)
+            vocabulary = self.ctx.vocabulary
+            ranked = self.ctx.compute(caption_candidates, self.ctx.pipe, image, vocabulary, check=deadline.check)
         return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**.{note}")
 
     def _shown(self, image: PIL.Image.Image, ranked: list[tuple[str, float]], title: str) -> tuple:

@@ -47,7 +47,7 @@ class CodebookTab:
         # The Tokenizer tab's count of this session's codes; a tab of its own when built alone.
         with gr.Tab("Codebook", id="codebook") as self.tab:
             self.uploads = uploads if uploads is not None else gr.State(UploadUsage())  # inside: see tokenizer.py
-            self.picker = TokenizerPicker(self.registry, "codebook-tokenizer")
+            self.picker = TokenizerPicker(self.registry, "codebook-tokenizer", ctx.jobs)
             self.info = gr.Markdown(elem_id="codebook-info")
             with gr.Row():
                 self.sort_by = gr.Radio(

@@ -30,7 +30,7 @@ from .errors import handler
 from .files import scratch_folder
 from .frames import Trajectory
 from .limits import MAX_GUIDANCE
-from .runs import FinishedRun, advance, checked, finish_run, refused_controls, settings_from_controls, start_run
+from .runs import FinishedRun, advance, finish_run, refused_controls, settings_from_controls, start_run
 
 PREVIEW_EVERY_S = 0.5  # live previews while generating: twice a second, each a decode and an image sent
 MAX_RUN_CARD_BYTES = 64 * 1024  # a run card is about 1 kB
@@ -297,10 +297,9 @@ class GenerateTab:
         if os.path.getsize(path) > MAX_RUN_CARD_BYTES:
             raise gr.Error(f"Not a run card: the file is over {MAX_RUN_CARD_BYTES // 1024} kB (a run card is ~1 kB).")
         cache = self.ctx.facts.sampling["first_block_cache"]
-        loaded = read_run_card(
-            path, model=self.ctx.model_name, app_interval=DEFAULT_GUIDANCE_INTERVAL, app_cache=cache
-        )
-        s = checked(self.ctx, loaded.settings)
+        limits = self.ctx.limits.check_sampling  # the Space's limits, with their messages, not the library's
+        loaded = read_run_card(path, self.ctx.model_name, DEFAULT_GUIDANCE_INTERVAL, cache, check=limits)
+        s = loaded.settings
         gr.Info(f"Run card loaded{''.join(f' ({note})' for note in loaded.notes)}: generating.")
         scheduler = s.scheduler or self.ctx.scheduler_name()  # cards without one ran the model's own
         values = (s.prompt, s.num_inference_steps, s.guidance_scale, s.seed, False, scheduler, s.codebook_snap)

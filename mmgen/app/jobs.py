@@ -16,6 +16,10 @@ the session's slot when the job ends, however it ends, and gives it a `Deadline`
         with gate.job(request) as deadline:
             ...
             deadline.check()  # between steps: stops a job past MMGEN_MAX_JOB_SECONDS with a message
+
+Events that are no model job but hold a queue slot a while (the trajectory's play, its exports, loading a
+tokenizer) are wired with `JobGate.wait_event(...)` and run inside `JobGate.job(request, WAIT)`: one of them per
+visitor too, queued or running, so that no visitor can fill the shared queue with them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .limits import ENV, Limits
 
 UNREADABLE = "These inputs could not be read: one of them is not a value of its kind (sent through the API?)."
 BUSY = "You already have a job queued or running: wait for it to finish, then try again (one at a time per visitor)."
+MODEL, WAIT = "model", "wait"  # the kinds of job a visitor may have one of each of
 
 
 class JobTimeLimit(gr.Error):
@@ -63,45 +68,55 @@ class JobGate:
     def __init__(self, limits: Limits):
         self.limits = limits
         self.stale_after_s = limits.queue_size * limits.job_seconds + 60
-        self._since: dict[str, float] = {}  # session -> when its job was admitted or started
+        self._since: dict[tuple[str, str], float] = {}  # (kind, session) -> when its job was admitted or started
         self._lock = threading.Lock()
 
-    def admit(self, session: str | None) -> None:
-        """Take the session's slot for a job about to join the queue; ValueError(BUSY) when it holds one."""
+    def admit(self, session: str | None, kind: str = MODEL) -> None:
+        """Take the session's slot of `kind` for a job about to join the queue; ValueError(BUSY) when it holds it."""
         now = time.monotonic()
         with self._lock:
-            since = self._since.get(session)
+            since = self._since.get((kind, session))
             if session is not None and since is not None and now - since < self.stale_after_s:
                 raise ValueError(BUSY)
             self._since = {s: t for s, t in self._since.items() if now - t < self.stale_after_s}
             if session is not None:
-                self._since[session] = now
+                self._since[kind, session] = now
 
     @contextmanager
-    def job(self, request: gr.Request | None) -> Iterator[Deadline]:
-        """The session's job, running: its deadline; the slot is freed when the job ends."""
+    def job(self, request: gr.Request | None, kind: str = MODEL) -> Iterator[Deadline]:
+        """The session's job of `kind`, running: its deadline; the slot is freed when the job ends."""
         session = getattr(request, "session_hash", None)
         if session is not None:
             with self._lock:
-                self._since[session] = time.monotonic()
+                self._since[kind, session] = time.monotonic()
         try:
             yield Deadline(self.limits.job_seconds)
         finally:
-            self.forget(session)
+            self.forget(session, kind)
 
-    def forget(self, session: str | None) -> None:
+    def forget(self, session: str | None, kind: str | None = None) -> None:
+        """Free the session's slot of `kind` (None: of every kind)."""
         with self._lock:
-            self._since.pop(session, None)
+            for k in (MODEL, WAIT) if kind is None else (kind,):
+                self._since.pop((k, session), None)
 
     def on_unload(self, request: gr.Request) -> None:
-        """`demo.unload`: a closed browser tab gives its slot back."""
+        """`demo.unload`: a closed browser tab gives its slots back."""
         self.forget(getattr(request, "session_hash", None))
 
     def model_event(self, check: Callable[..., tuple[int, str] | None] | None = None, message_at: int = 0) -> dict:
         """The event options of a model event (see the module's docstring): `button.click(fn, ..., **these)`."""
         return {"concurrency_id": "model", "validator": self.admission(check, message_at), "preprocess": False}
 
-    def admission(self, check: Callable[..., tuple[int, str] | None] | None = None, message_at: int = 0) -> Callable:
+    def wait_event(self, concurrency_id: str, **options) -> dict:
+        """The event options of an event that holds a queue slot a while without a model job (see the module's
+        docstring), in its own concurrency group: one per visitor, queued or running."""
+        validator = self.admission(kind=WAIT)
+        return {"concurrency_id": concurrency_id, "validator": validator, "preprocess": False, **options}
+
+    def admission(
+        self, check: Callable[..., tuple[int, str] | None] | None = None, message_at: int = 0, kind: str = MODEL
+    ) -> Callable:
         """A gradio validator for a model event: `check(*inputs)` returns (index of the input, message) when the
         inputs are refused, else None; then the session is admitted (`admit`). The refusal appears under that
         input in the browser, and as the error's message for API clients. A refusal that concerns no one input
@@ -117,12 +132,11 @@ class JobGate:
                 refused = message_at, UNREADABLE
             if refused is None:
                 try:
-                    self.admit(getattr(request, "session_hash", None))
+                    self.admit(getattr(request, "session_hash", None), kind)
                 except ValueError as e:
                     refused = message_at, str(e)
-            if refused is None:
-                return [gr.validate(True, "")] * len(values)
-            index, message = refused
-            return [gr.validate(i != index, message if i == index else "") for i in range(len(values))]
+            index, message = refused if refused is not None else (-1, "")
+            results = [gr.validate(i != index, message if i == index else "") for i in range(len(values))]
+            return results[0] if len(results) == 1 else results  # gradio reads one input's as a single output
 
         return validate

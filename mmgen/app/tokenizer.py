@@ -83,7 +83,7 @@ class TokenizerTab:
                         sources=["upload", "clipboard"],
                         elem_id="upload",
                     )
-                    self.picker = TokenizerPicker(self.registry, "tokenizer-picker")
+                    self.picker = TokenizerPicker(self.registry, "tokenizer-picker", ctx.jobs)
                     self.tokenize_btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
                 self.original = gr.Image(label="As encoded", interactive=False, elem_id="original")
                 self.recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
@@ -344,7 +344,7 @@ class TokenizerTab:
     def repaint(self, grid: TokenGrid | None, prompt: str | None, seed: float | None, request: gr.Request) -> tuple:
         """Inpainting in the latent space: the generator repaints the selected cells under a prompt; every
         other cell keeps its code."""
-        with self.ctx.jobs.job(request):  # first: the visitor's slot is freed however this ends
+        with self.ctx.jobs.job(request) as deadline:  # first: the visitor's slot is freed however this ends
             refused = self.refused_repaint(grid, prompt, seed)
             if refused is not None:
                 raise gr.Error(refused[1])
@@ -354,7 +354,8 @@ class TokenizerTab:
             for r, c in grid.selected:
                 mask[r, c] = True
             pipe = self.ctx.pipe.with_scheduler()
-            out = self.ctx.compute(pipe.inpaint, settings.prompt, tokens, mask, generator=settings.generator())
+            generator, stop = settings.generator(), deadline.callback
+            out = self.ctx.compute(pipe.inpaint, settings.prompt, tokens, mask, generator, callback_on_step_end=stop)
         grid = dataclasses.replace(grid, tokens=out.tokens[0].tolist())
         changed = int((out.tokens[0] != tokens).sum())
         info = f"Repainted {int(mask.sum())} selected cell(s) under {settings.prompt!r}: {changed} token(s) changed."

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.utils import is_in_or_equal
 from PIL import Image
 
 from ..codebook import CodebookAtlas
@@ -38,6 +39,7 @@ from ..tokenizers import HUB_TOKENIZERS, SHIPPED_TOKENIZERS, Tokenizer, load_tok
 from ..viz import code_histogram
 from .compute import ModelThread
 from .errors import handler
+from .jobs import WAIT, JobGate
 from .loading import MODEL_LOADS
 
 logger = logging.getLogger("mmgen.app")
@@ -176,6 +178,8 @@ class TokenizerRegistry:
     # ---------------------------------------------------------------- using
     def get(self, key: str | None, wait_s: float = LOAD_WAIT_S) -> OnModelThread:
         """The tokenizer under `key` (None or "": the generator's), waiting for it while it loads."""
+        if key is not None and not isinstance(key, str):  # an API call's list
+            raise ValueError(f"A tokenizer is named by text, got {str(key)[:40]}.")
         key = key or self.own_key
         with self._lock:
             entry = self._entries.get(key)
@@ -248,6 +252,19 @@ def check_source(source) -> str:
     return source.strip()
 
 
+def visitor_source(source) -> str:
+    """What a visitor may load (checked): a Hub repo id, a shipped tokenizer's name, or a folder inside the app's
+    own (its working directory), never another folder of the server, which the page would load by path and tell
+    apart from a missing one. The host names other folders in MMGEN_TOKENIZERS."""
+    source = check_source(source)
+    if not is_in_or_equal(Path.cwd() / Path(source).expanduser(), Path.cwd()):
+        raise ValueError(
+            f"{source}: folders outside this app's own folder can't be loaded from the page. Name a Hugging Face "
+            f"Hub repo id or one of {', '.join(SHIPPED_TOKENIZERS)} (the host can list others in MMGEN_TOKENIZERS)."
+        )
+    return source
+
+
 def load_failure(source: str, e: ValueError) -> str:
     """The library's reason why `source` did not load, for people: its own messages pass (not a VQ tokenizer, no
     tokenizer in this folder); a failed download says whether the Space is offline."""
@@ -276,8 +293,8 @@ SUGGESTION_LABELS = list(SHIPPED_TOKENIZERS) + list(HUB_TOKENIZERS)
 class TokenizerPicker:
     """A dropdown of the loaded tokenizers and a box to load another; `dropdown`'s value is a registry key."""
 
-    def __init__(self, registry: TokenizerRegistry, elem_id: str):
-        self.registry = registry
+    def __init__(self, registry: TokenizerRegistry, elem_id: str, jobs: JobGate):
+        self.registry, self.jobs = registry, jobs  # a load is a WAIT job: one at a time per visitor
         self.dropdown = gr.Dropdown(
             registry.choices(),
             value=registry.own_key,
@@ -287,7 +304,7 @@ class TokenizerPicker:
         )
         with gr.Accordion("Load another tokenizer", open=False, elem_id=f"{elem_id}-load-box"):
             self.source = gr.Textbox(
-                label="A model folder on this Space, or a Hugging Face Hub repo id (when the Space is online)",
+                label="A model folder inside this app's folder, or a Hugging Face Hub repo id (when the Space is online)",
                 placeholder="amused/amused-256",
                 max_length=MAX_SOURCE_CHARS,
                 elem_id=f"{elem_id}-source",
@@ -305,7 +322,7 @@ class TokenizerPicker:
 
     def wire(self, api_name: str, public: bool = True):
         """The load events (button and Enter); returns the button's, to chain on (`.success`)."""
-        options = {"concurrency_id": "tokenizer-load", "concurrency_limit": 4}
+        options = self.jobs.wait_event("tokenizer-load", concurrency_limit=4)
         outputs = [self.status, self.dropdown]
         self.source.submit(self.load, self.source, outputs, api_visibility="private", **options)
         visibility = "public" if public else "private"
@@ -318,9 +335,13 @@ class TokenizerPicker:
         return gr.update(choices=self.registry.choices())
 
     @handler
-    def load(self, source: str | None):
+    def load(self, source: str | None, request: gr.Request):
         """Load a tokenizer by folder or Hub id; yields "Loading ... (n s)" until it is ready, then picks it."""
-        key, future = self.registry.load(source)
+        with self.jobs.job(request, WAIT):
+            yield from self._load(source)
+
+    def _load(self, source: str | None):
+        key, future = self.registry.load(visitor_source(source))
         start = time.monotonic()
         while not future.done():
             elapsed = time.monotonic() - start

@@ -21,6 +21,7 @@ from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import scratch_folder
 from .frames import Trajectory
+from .jobs import WAIT
 from .limits import MAX_GUIDANCE
 from .runs import (
     FinishedRun,
@@ -140,7 +141,7 @@ class TrajectoryTab:
         self.prev_btn.click(self.previous_step, [run, step], step, api_name="previous_step")
         self.next_btn.click(self.next_step, [run, step], step, api_name="next_step")
         self.play_btn.click(
-            self.play, run, [step, *views], api_name="play", concurrency_id="play", concurrency_limit=4
+            self.play, run, [step, *views], api_name="play", **ctx.jobs.wait_event("play", concurrency_limit=4)
         )
         self.step_btn.click(
             self.step_once,
@@ -157,8 +158,9 @@ class TrajectoryTab:
             **ctx.jobs.model_event(self.refused_branch, message_at=1),  # under the step (0: the run's state)
         )
         self.attention.wire(run, step, self.shown)
-        self.gif_btn.click(self.export_gif, run, self.export_file, api_name="export_gif")
-        self.strip_btn.click(self.export_filmstrip, run, self.export_file, api_name="export_filmstrip")
+        exports = ctx.jobs.wait_event("export")
+        self.gif_btn.click(self.export_gif, run, self.export_file, api_name="export_gif", **exports)
+        self.strip_btn.click(self.export_filmstrip, run, self.export_file, api_name="export_filmstrip", **exports)
 
     # ------------------------------------------------------------------ drawn when shown
     @handler
@@ -205,12 +207,13 @@ class TrajectoryTab:
         return self._step(run, k, clamp=True, delta=+1)
 
     @handler
-    def play(self, run: FinishedRun | None) -> Iterator[tuple]:
+    def play(self, run: FinishedRun | None, request: gr.Request) -> Iterator[tuple]:
         """Animate the slider over every step (each frame drawn as it is shown)."""
-        trajectory = self._trajectory(run)
-        for k in range(len(trajectory)):
-            yield k, *self.ctx.frames.view(trajectory, k)
-            time.sleep(PLAY_FRAME_S)
+        with self.ctx.jobs.job(request, WAIT):  # one play or export per visitor at a time
+            trajectory = self._trajectory(run)
+            for k in range(len(trajectory)):
+                yield k, *self.ctx.frames.view(trajectory, k)
+                time.sleep(PLAY_FRAME_S)
 
     def _trajectory(self, run: FinishedRun | None) -> Trajectory:
         if not run:
@@ -327,15 +330,17 @@ class TrajectoryTab:
 
     # ------------------------------------------------------------------ exports
     @handler
-    def export_gif(self, run: FinishedRun | None) -> str:
-        frames = self._x0_frames(run)
+    def export_gif(self, run: FinishedRun | None, request: gr.Request) -> str:
+        with self.ctx.jobs.job(request, WAIT):
+            frames = self._x0_frames(run)
         path = scratch_folder("trajectory-") / "trajectory.gif"
         save_gif(frames, path)
         return str(path)
 
     @handler
-    def export_filmstrip(self, run: FinishedRun | None) -> str:
-        frames = self._x0_frames(run)
+    def export_filmstrip(self, run: FinishedRun | None, request: gr.Request) -> str:
+        with self.ctx.jobs.job(request, WAIT):
+            frames = self._x0_frames(run)
         path = scratch_folder("trajectory-") / "trajectory.png"
         filmstrip(frames).save(path)
         return str(path)
