@@ -304,7 +304,7 @@ class TokenizerPicker:
         )
         with gr.Accordion("Load another tokenizer", open=False, elem_id=f"{elem_id}-load-box"):
             self.source = gr.Textbox(
-                label="A model folder inside this app's folder, or a Hugging Face Hub repo id (when the Space is online)",
+                label="A folder inside this app's folder, or a Hugging Face Hub repo id (if the Space is online)",
                 placeholder="amused/amused-256",
                 max_length=MAX_SOURCE_CHARS,
                 elem_id=f"{elem_id}-source",
