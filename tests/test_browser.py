@@ -188,12 +188,13 @@ def test_open_the_codebook(page):
     page.locator("#code-info").get_by_text("occurrences").wait_for()
 
 
-def test_load_a_second_tokenizer_and_compare(page, tmp_path):
+def test_load_a_second_tokenizer_and_compare(page, tmp_path, monkeypatch):
     """A visitor loads a folder through the load box; it joins the comparison beside the generator's own."""
     from tokenizer_families import make_family
 
     from mmgen.data.shapes import shapes_sample
 
+    monkeypatch.chdir(tmp_path)  # visitors load folders inside the app's own (its working directory)
     make_family("vq-diffusion").save_pretrained(tmp_path / "second")
     path = tmp_path / "scene.png"
     shapes_sample(0, 1).image.save(path)

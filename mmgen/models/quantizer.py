@@ -96,9 +96,13 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, z: torch.Tensor) -> torch.Tensor:
         """Index of the nearest (highest cosine) code for unit vectors z (N, D) -> (N,), in float32 whatever the
-        model's dtype: in bfloat16 the codes are no longer unit vectors and cosines near 1 tie, so a code's own
-        vector could read as another code."""
-        return (z.float() @ F.normalize(self.codebook.float(), dim=1).T).argmax(dim=1)
+        model's dtype. A codebook held in half precision is rounded off the unit sphere (in bfloat16 by up to
+        0.4 %), so that a code's own vector could read as a longer near twin: it is put back on it first. In
+        float32 the codes are used as they are (as every shipped model was trained and evaluated)."""
+        codebook = self.codebook.float()
+        if self.codebook.dtype != torch.float32:
+            codebook = F.normalize(codebook, dim=1)
+        return (z.float() @ codebook.T).argmax(dim=1)
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Exact inverse of the quantizer's indices: (B, H, W) long -> (B, D, H, W) codes."""
