@@ -10,7 +10,9 @@ source, copied module by module with package-relative imports flattened (`from .
 code this mmgen runs, and nothing in it imports `mmgen`.
 
 For a local folder, diffusers copies only the modules that the loaded file itself imports; the pipeline file
-therefore also names the modules further down its import chain. The text encoder (all-MiniLM-L6-v2, which
+therefore also names the modules further down its import chain. From the Hub it downloads a component's entry
+file alone, none beside it: each component's code is therefore one file, its module and the mmgen modules it
+imports merged (`merged_source`), and the pipeline imports the component's class from the same file. The text encoder (all-MiniLM-L6-v2, which
 mmgen's model folders leave out) is saved into `text_encoder/` and `tokenizer/`, so the folder works offline.
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 PIPELINE = ("mmgen.pipeline", "MMGenPipeline")
 COMPONENTS = {"transformer": ("mmgen.models.dit", "DiT"), "vqvae": ("mmgen.models.vqvae", "VQVAE")}
+COMPONENT_MODULES = {module for module, _ in COMPONENTS.values()}
 PREFIX = "mmgen"  # every exported module's file name starts with it: no clash with other custom code
 IMPORT_HEAD = re.compile(r"from\s+[.\w]+\s+import")
 COPY_NOTE = (
@@ -51,7 +54,10 @@ Requirements: `torch`, `diffusers`, `transformers`, `einops`, `numpy`, `pillow`.
 
 
 def flat_name(module: str) -> str:
-    """mmgen.models.dit -> mmgen_models_dit: the exported file (and module) name of an mmgen module."""
+    """mmgen.models.dit -> modeling_mmgen_dit (a component's module: its one merged file, `component_code`);
+    mmgen.settings -> mmgen_settings: the exported file (and module) name of an mmgen module."""
+    if module in COMPONENT_MODULES:
+        return f"modeling_{PREFIX}_{module.rpartition('.')[2]}"
     return module.replace(".", "_")
 
 
@@ -123,23 +129,77 @@ def bundled_source(module: str, chain: list[str] | None = None) -> str:
 
 
 def pipeline_code(top: str) -> dict[str, str]:
-    """`top` and its closure as flat files: {file name: source}."""
+    """`top` and its closure as flat files: {file name: source}. A component's module is its merged file, the same
+    as in its folder: loaded from a local folder, diffusers then makes one module of the two, and the pipeline's
+    type check and the loaded component see one class."""
     chain = closure(top)
-    return {f"{flat_name(m)}.py": bundled_source(m, chain if m == top else None) for m in chain}
+    files = {f"{flat_name(m)}.py": bundled_source(m, chain if m == top else None) for m in chain}
+    for folder, (module, cls) in COMPONENTS.items():
+        if module in chain:
+            files.update(component_code(folder, module, cls)[1])
+    return files
 
 
 def component_code(folder: str, module: str, cls: str) -> tuple[str, dict[str, str]]:
-    """A component's code: `module` and its closure, and a small entry file re-exporting `cls`; returns the entry's
-    module name and {file name: source}. diffusers runs the entry file afresh for each component, and an entry that
-    only imports keeps one class object for the pipeline's type check and the loaded component alike."""
-    chain = closure(module)
-    files = {f"{flat_name(m)}.py": bundled_source(m) for m in chain}
-    entry = f"modeling_{PREFIX}_{module.rpartition('.')[2]}"
-    lines = [f'"""The `{folder}` component: {module}.{cls}, exported by `mmgen export-hub`."""\n\n']
-    lines.append(f"from .{flat_name(module)} import {cls}  # noqa: F401\n")
-    lines += [f"from .{flat_name(m)} import __name__ as _{flat_name(m)}  # noqa: F401\n" for m in chain[1:]]
-    files[f"{entry}.py"] = "".join(lines)
-    return entry, files
+    """A component's code: one file holding `module` and its closure (`merged_source`); returns the file's module
+    name and {file name: source}. From the Hub, diffusers downloads a custom component's entry file and nothing
+    else of its folder, so the entry must not import files beside it."""
+    entry = flat_name(module)
+    header = f'"""The `{folder}` component: {module}.{cls} and the mmgen code it needs, by `mmgen export-hub`."""\n\n'
+    # diffusers executes the file again into the same module for each load: the class of the first execution is
+    # kept, so that the pipeline's own import and the loaded component are one class (its type check passes)
+    keep = f"\n\n_first_{cls} = globals().get('_first_{cls}') or {cls}\n{cls} = _first_{cls}\n"
+    return entry, {f"{entry}.py": header + merged_source(module) + keep}
+
+
+def _top_level_imports(module: str) -> list[str]:
+    tree = _parse(module)[1]
+    return [t for node, targets, _ in _mmgen_imports(module, tree) if node in tree.body for t in targets]
+
+
+def merged_source(module: str) -> str:
+    """`module` and every mmgen module it imports as one source, each module after those it imports at its top
+    level, their imports of one another dropped (an `as` name kept by an assignment) and `from __future__ import
+    annotations` once at the top. ValueError where merging would change the code: two modules defining the same
+    top-level name (the later would replace the earlier's), or an mmgen module imported as a module object."""
+    order: list[str] = []
+
+    def visit(m: str) -> None:
+        if m not in order:
+            for dependency in _top_level_imports(m):
+                visit(dependency)
+            order.append(m)
+
+    for m in closure(module):
+        visit(m)
+    parts, defined = ["from __future__ import annotations\n"], {}
+    for m in order:
+        text, tree = _parse(m)
+        lines = text.splitlines(keepends=True)
+        for name in _top_level_names(tree):
+            if defined.setdefault(name, m) != m:
+                raise ValueError(f"{defined[name]} and {m} both define {name}: rename one to export them as one file")
+        drop = [(node, None) for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "__future__"]
+        drop += [(node, statement) for node, _, statement in _mmgen_imports(m, tree)]
+        for node, statement in sorted(drop, key=lambda d: -d[0].lineno):  # bottom up: line numbers hold
+            if statement is not None:
+                raise ValueError(f"{m}, line {node.lineno}: import names, not modules, to export it as one file")
+            aliases = "; ".join(f"{a.asname} = {a.name}" for a in node.names if a.asname and a.asname != a.name)
+            indent = lines[node.lineno - 1][: node.col_offset]
+            lines[node.lineno - 1 : node.end_lineno] = [f"{indent}{aliases or 'pass'}  # merged: {m}'s import\n"]
+        parts.append(f"\n\n# ---- {m} ----\n" + "".join(lines))
+    return "".join(parts)
+
+
+def _top_level_names(tree: ast.Module) -> list[str]:
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
 
 
 def export_hub(model: str | Path, out: str | Path) -> Path:

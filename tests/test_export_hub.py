@@ -105,7 +105,22 @@ def test_plain_diffusers_loads_the_export_and_matches_mmgen(tmp_path):
         ]
         assert all((path.parent / f"{name}.py").is_file() for name in names), path
 
-    outputs = load_without_mmgen(tmp_path, [tiny, base])
+    # What a download from the Hub holds: diffusers fetches a custom component's entry file and weights but no
+    # other file of its folder (the root's code it fetches by following the pipeline file's imports)
+    hub = tmp_path / "tiny-hub"
+    shutil.copytree(tiny, hub)
+    for folder in ("transformer", "vqvae"):
+        for extra in (hub / folder).iterdir():
+            if extra.suffix in (".py", ".json") and extra.name != "config.json" and extra.stem != index[folder][0]:
+                extra.unlink()
+    assert sorted(p.name for p in (hub / "vqvae").iterdir()) == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "modeling_mmgen_vqvae.py",
+    ]
+
+    outputs = load_without_mmgen(tmp_path, [tiny, base, hub])
+    assert np.array_equal(outputs[2]["tokens"], outputs[0]["tokens"])
     for out, folder in zip(outputs, ["tiny", "assets/mmgen-base"]):
         expected = reference(tmp_path / folder if folder == "tiny" else folder)
         assert str(out["cls"]).startswith("diffusers_modules.")
