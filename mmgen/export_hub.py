@@ -12,8 +12,9 @@ code this mmgen runs, and nothing in it imports `mmgen`.
 For a local folder, diffusers copies only the modules that the loaded file itself imports; the pipeline file
 therefore also names the modules further down its import chain. From the Hub it downloads a component's entry
 file alone, none beside it: each component's code is therefore one file, its module and the mmgen modules it
-imports merged (`merged_source`), and the pipeline imports the component's class from the same file. The text encoder (all-MiniLM-L6-v2, which
-mmgen's model folders leave out) is saved into `text_encoder/` and `tokenizer/`, so the folder works offline.
+imports merged (`merged_source`), and the pipeline imports the component's class from the same file. The text
+encoder (all-MiniLM-L6-v2, which mmgen's model folders leave out) is saved into `text_encoder/` and
+`tokenizer/`, so the folder works offline.
 """
 
 from __future__ import annotations
