@@ -117,10 +117,10 @@ class LatentInpainter:
         return out | ((self.then(pipe, step, timestep, dict(out)) or {}) if self.then is not None else {})
 
 
-def inpaint_grids(tokens, mask, side: int, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens (side, side) long, mask (side, side) bool) from what `MMGenPipeline.inpaint` is given: tensors or
-    arrays, a batch of one allowed, a float mask thresholded at 0.5 (as diffusers' masks are); a ValueError naming
-    the one that is not the generator's grid (`factor`: pixels per token)."""
+def inpaint_grids(tokens, mask, side: int, factor: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (side, side) long, mask (side, side) bool), on `device`, from what `MMGenPipeline.inpaint` is given:
+    tensors or arrays, a batch of one allowed, a float mask thresholded at 0.5 (as diffusers' masks are); a
+    ValueError naming the one that is not the generator's grid (`factor`: pixels per token)."""
     grids = []
     for name, value in (("token grid", tokens), ("mask", mask)):
         grid = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
@@ -132,5 +132,5 @@ def inpaint_grids(tokens, mask, side: int, factor: int) -> tuple[torch.Tensor, t
                 f"The generator paints {side}×{side} token grids ({px}×{px} px images); the {name} is {got}."
             )
         grids.append(grid)
-    tokens, mask = grids
+    tokens, mask = (grid.to(device) for grid in grids)
     return tokens.long(), (mask > 0.5 if mask.is_floating_point() else mask.bool())

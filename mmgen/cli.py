@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from safetensors import SafetensorError
+
 from .data.images import IMAGE_EXTENSIONS, ImageLoadError, check_max_side
 from .eval import count
 
@@ -432,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command not in ("shapes", "data"):  # the commands that load no model
             quiet_loading()
         args.func(args)
-    except (ImageLoadError, ValueError, FileNotFoundError, OSError) as e:
+    except (ImageLoadError, ValueError, OSError, SafetensorError) as e:  # SafetensorError: e.g. a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint

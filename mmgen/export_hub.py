@@ -227,11 +227,39 @@ def export_hub(model: str | Path, out: str | Path) -> Path:
     created = not out.exists()
     try:
         _write(src, out, index, code)
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+    except BaseException:  # (a full disk, Ctrl-C): no half export left, in a new folder or one that was empty
+        shutil.rmtree(out, ignore_errors=True)
+        if not created:
+            out.mkdir()
         raise
     return out
+
+
+def is_export(index: dict) -> bool:
+    """Whether a model_index.json is one `export_hub` wrote (the pipeline names its own code)."""
+    return index.get("_class_name") == [flat_name(PIPELINE[0]), PIPELINE[1]]
+
+
+def load_export(cls, folder: str | Path, index: dict, kwargs: dict):
+    """An exported folder loaded by mmgen (`MMGenPipeline.from_pretrained`) with its own classes, where diffusers
+    would ask to run the folder's copy of them as remote code: each component from its folder (or as passed in
+    `kwargs`), the DiT and tokenizer in the dtype asked for (float32 by default), the text encoder in float32."""
+    import diffusers
+    import torch
+    import transformers
+
+    from .models.dit import DiT
+    from .models.vqvae import VQVAE
+
+    own, parts = {"transformer": DiT, "vqvae": VQVAE}, {}
+    for name in ("vqvae", "transformer", "text_encoder", "tokenizer", "scheduler"):
+        library, class_name = index[name]
+        loader = own.get(name) or getattr(diffusers if library == "diffusers" else transformers, class_name)
+        parts[name] = kwargs.get(name) or loader.from_pretrained(str(Path(folder) / name))
+    dtype = kwargs.get("dtype") or kwargs.get("torch_dtype") or torch.float32
+    for name in own:
+        parts[name] = parts[name].to(dtype)
+    return cls(**parts, sampling_defaults=index.get("sampling_defaults"))
 
 
 def _check_weights(src: Path, model) -> None:

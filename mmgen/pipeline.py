@@ -29,6 +29,7 @@ from . import captioning
 from .callbacks import LatentInpainter, inpaint_grids
 from .candidates import best_generators
 from .denoising import DenoisingRun, Guidance, callback_tensor_inputs, model_output_for_x0, predict_x0  # noqa: F401
+from .export_hub import is_export, load_export
 from .latent_tokens import LatentTokens
 from .model_paths import local_model_folder
 from .models.dit import DiT
@@ -93,6 +94,8 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
             kwargs["dtype"] = torch.float32
         index = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
+        if is_export(index):  # written by `mmgen export-hub`: mmgen's own classes, not the folder's copy of them
+            return load_export(cls, pretrained_model_name_or_path, index, kwargs)
         missing = [n for n in ("text_encoder", "tokenizer") if kwargs.get(n) is None and not any(index.get(n) or [])]
         if missing:
             defaults = dict(zip(("tokenizer", "text_encoder"), load_text_encoder()))
@@ -232,9 +235,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
     def autocast(self, device):
         """The autocast context the transformer runs in (a no-op without `set_autocast`)."""
         dtype = self.autocast_dtype
-        return torch.autocast(
-            device_type=torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
-        )
+        return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     def prepare_latents(self, batch_size, dtype, device, generator, latents=None, start_step: int = 0):
         """A run's first latents (B, C, h, w): fresh or given unit noise times the scheduler's `init_noise_sigma`
@@ -417,10 +418,10 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         """Repaint the cells of a token grid `tokens` (h, w) where `mask` (h, w) is True under `prompt`; every
         other cell keeps its code exactly (`LatentInpainter`: RePaint in the latent space). Other keyword
         arguments go to `__call__`. The grid must be the generator's own size."""
-        tokens, mask = inpaint_grids(tokens, mask, self.transformer.config.sample_size, self.vqvae.downsample_factor)
+        grid = self.transformer.config.sample_size, self.vqvae.downsample_factor, self._execution_device
+        tokens, mask = inpaint_grids(tokens, mask, *grid)
         if isinstance(generator, list) or kwargs.get("callback_on_step_end_tensor_inputs") is not None:
             raise ValueError("inpaint takes one torch.Generator; its callback_on_step_end is handed the latents alone")
-        tokens, mask = tokens.to(self._execution_device), mask.to(self._execution_device)
         known = self.vqvae.quantizer.indices_to_codes(tokens[None]) * self.scaling_factor  # (1, C, h, w)
         inpainter = LatentInpainter(known, mask, generator, then=kwargs.pop("callback_on_step_end", None))
         return self(

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .models.vqvae import VQVAE
 from .settings import SCHEDULER_CLASSES
@@ -35,18 +36,44 @@ def check_file_sizes(folder: Path) -> None:
     """Refuse any file under `folder` over the 10 MB limit for shipped files (the Hub and git both prefer less)."""
     for f in folder.rglob("*"):
         if f.is_file() and f.stat().st_size > MAX_FILE_BYTES:
-            raise SystemExit(f"{f} is {f.stat().st_size / 2**20:.1f} MB: over the 10 MB limit for shipped files")
+            raise ValueError(f"{f} is {f.stat().st_size / 2**20:.1f} MB: over the 10 MB limit for shipped files")
+
+
+def check_folder(path: Path, class_name: str, what: str) -> None:
+    """ValueError unless `path` is a saved `class_name` (its config.json says so), before anything is written."""
+    config = path / "config.json"
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such folder ({what})")
+    found = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+    if found != class_name:
+        raise ValueError(f"{path} is not a saved {class_name} ({what}): its config.json names {found}")
 
 
 def release_vqvae(src: str | Path, out: str | Path) -> Path:
-    """Publish a trained tokenizer (`src`, a save_pretrained folder) as OUT/vqvae in fp16, its log beside."""
+    """Publish a trained tokenizer (`src`, a save_pretrained folder) as OUT/vqvae in fp16, its log beside; the
+    old OUT/vqvae is replaced only once the new one is written whole."""
+    src, out = Path(src), Path(out)
+    check_folder(src, "VQVAE", "--vqvae: a trained vqvae/ folder")
     vq = VQVAE.from_pretrained(src).to(torch.float16)
-    dest = Path(out) / "vqvae"
-    vq.save_pretrained(dest)
-    log = Path(src).parent / "train_log.jsonl"
-    if log.exists():
-        shutil.copy(log, Path(out) / "vqvae_train_log.jsonl")
-    check_file_sizes(dest)
+    dest, staging = out / "vqvae", out / ".vqvae-publishing"
+    if (out / "transformer").is_dir() and (dest / "config.json").is_file():
+        if VQVAE.from_pretrained(dest).codebook_fingerprint != vq.codebook_fingerprint:
+            print(
+                f"warning: {out}/transformer was trained on the codes of the tokenizer this replaces: publish a "
+                "generator trained on the new one next (--generator), or the model draws nonsense",
+                file=sys.stderr,
+            )
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        vq.save_pretrained(staging)
+        check_file_sizes(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    if (src.parent / "train_log.jsonl").exists():
+        shutil.copy(src.parent / "train_log.jsonl", out / "vqvae_train_log.jsonl")
     return dest
 
 
@@ -92,6 +119,7 @@ def release_generator(
     run, out = Path(run), Path(out)
     if not (out / "vqvae" / "config.json").is_file():
         raise ValueError(f"{out} holds no vqvae/: publish the generator's tokenizer into it first (--vqvae)")
+    check_folder(run / "transformer", "DiT", "--generator: a train-generator output folder")
     transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
     vq = VQVAE.from_pretrained(out / "vqvae", dtype=torch.float16)
     check_same_codebook(run, out, vq)
@@ -166,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         publish(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, SafetensorError) as e:  # SafetensorError: e.g. a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -119,6 +119,10 @@ def test_plain_diffusers_loads_the_export_and_matches_mmgen(tmp_path):
         "modeling_mmgen_vqvae.py",
     ]
 
+    # mmgen reads an export (one fetched from the Hub, say) with its own classes, not as remote code
+    assert type(MMGenPipeline.from_pretrained(hub).transformer).__module__ == "mmgen.models.dit"
+    assert np.array_equal(reference(hub)["tokens"], reference(tmp_path / "tiny")["tokens"])
+
     outputs = load_without_mmgen(tmp_path, [tiny, base, hub])
     assert np.array_equal(outputs[2]["tokens"], outputs[0]["tokens"])
     for out, folder in zip(outputs, ["tiny", "assets/mmgen-base"]):
@@ -139,6 +143,28 @@ def test_export_refuses_what_it_cannot_export(tmp_path, capsys):
         export_hub("assets/mmgen-base", tmp_path / "full")
     assert main(["export-hub", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), "safetensors"])
+def test_a_failed_write_leaves_no_half_export(tmp_path, capsys, monkeypatch, error):
+    """A disk that fills up (an OSError, or safetensors' own error) is one line, and the folder given, new or
+    empty, holds nothing after: a rerun used to be refused as "not empty"."""
+    from safetensors import SafetensorError
+
+    from mmgen import export_hub as module
+
+    def fail(src, out, index, code):
+        (out / "text_encoder").mkdir(parents=True)
+        (out / "model_index.json").write_text("{}")
+        raise error if isinstance(error, OSError) else SafetensorError("File too large (os error 27)")
+
+    monkeypatch.setattr(module, "_write", fail)
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        assert main(["export-hub", "assets/mmgen-base-64", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "new").exists() and list((tmp_path / "empty").iterdir()) == []
 
 
 def test_export_refuses_weights_cut_short(tmp_path, capsys):

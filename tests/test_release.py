@@ -328,6 +328,35 @@ def test_release_without_a_destination_or_a_tokenizer_says_so_and_writes_nothing
     assert list((tmp_path / "empty").iterdir()) == []
 
 
+def test_release_checks_what_it_publishes_before_it_writes(tmp_path, tiny_pipe, capsys):
+    """A folder that is not a trained tokenizer or generator, or none at all, is one line, and the model folder is
+    left as it was (a DiT folder given as --vqvae used to overwrite vqvae/config.json, then fail on its weights);
+    a tokenizer of another codebook under a published DiT is published with a warning (a rebuild publishes the new
+    generator next)."""
+    from mmgen.release import main as release_main
+
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    tiny_pipe.transformer.save_pretrained(tmp_path / "run" / "transformer")
+    before = {p: p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    for args, message in (
+        (["--vqvae", str(model / "transformer")], r"is not a saved VQVAE .*names DiT"),
+        (["--vqvae", str(tmp_path / "missing")], r"missing: no such folder \(--vqvae"),
+        (["--generator", str(tmp_path / "missing")], r"missing/transformer: no such folder \(--generator"),
+    ):
+        code = release_main([*args, "--out", str(model)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and re.search(message, err) and "Traceback" not in err
+        assert {p: p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
+    other = copy.deepcopy(tiny_pipe.vqvae)
+    other.quantizer.codebook.data = other.quantizer.codebook.data.flip(0)  # the same codes, other ids
+    other.save_pretrained(tmp_path / "other")
+    assert release_main(["--vqvae", str(tmp_path / "other"), "--out", str(model)]) == 0
+    assert "was trained on the codes of the tokenizer this replaces" in capsys.readouterr().err
+    assert not (model / ".vqvae-publishing").exists()
+
+
 def test_release_knows_its_schedulers_by_name(capsys):
     from mmgen.release import build_parser, release_generator
 
