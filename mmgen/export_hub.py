@@ -292,7 +292,17 @@ def _write(src: Path, out: Path, index: dict, code: dict[Path, str]) -> None:
         index["tokenizer"] = [type(tokenizer).__module__.split(".")[0], type(tokenizer).__name__]
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     card = out / "README.md"
-    card.write_text((card.read_text() if card.exists() else f"# {src.name}\n") + USAGE.format(folder=out.name))
+    card.write_text(
+        (export_card(card.read_text()) if card.exists() else f"# {src.name}\n") + USAGE.format(folder=out.name)
+    )
+
+
+def export_card(text: str) -> str:
+    """The model card as the export holds it: tagged `custom_code` (the Hub's tag for code-carrying models), the text
+    encoder said to be in it, and links into the mmgen repository (`../../...`, dead on the Hub) left as their text."""
+    text = text.replace("\ntags:\n", "\ntags:\n- custom_code\n", 1)
+    text = text.replace("package, not copied here)", "package; in this export: `text_encoder/`, `tokenizer/`)")
+    return re.sub(r"(?<!!)\[([^\]]+)\]\(\.\./\.\./[^)]*\)", r"\1", text)  # (pictures stay: none points there)
 
 
 def add_arguments(p):

@@ -95,7 +95,8 @@ def test_plain_diffusers_loads_the_export_and_matches_mmgen(tmp_path):
     )
     assert index["text_encoder"][0] == "transformers" and (base / "text_encoder" / "config.json").is_file()
     assert (base / "tokenizer" / "tokenizer_config.json").is_file()  # MiniLM, which the shipped folder leaves out
-    assert "trust_remote_code=True" in (base / "README.md").read_text()
+    card = (base / "README.md").read_text()
+    assert "trust_remote_code=True" in card and "\n- custom_code\n" in card and "](../../" not in card
     code = list(base.rglob("*.py"))
     assert len(code) > 10 and not [p.name for p in code if imports_mmgen(p)]
     for path in code:  # every relative import names a file beside it (what diffusers copies into its cache)
