@@ -96,6 +96,11 @@ class Tokenizer:
         return self.codebook.device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype, which the model computes in (images and codes are cast to it, results are float32)."""
+        return next(self.model.parameters()).dtype
+
+    @property
     def label(self) -> str:
         """A display name: the name, codebook size and downsampling factor."""
         return f"{self.name} ({self.num_codes:,} codes, f{self.downsample_factor})"
@@ -138,12 +143,13 @@ class Tokenizer:
     def encode(self, x: torch.Tensor) -> TokenizerOutput:
         """Images (B, 3, H, W) in [-1, 1] -> code vectors, token ids and the unquantised vectors."""
         self.check_images(x)
-        return self._encode(x.to(self.device, torch.float32))
+        out = self._encode(x.to(self.device, self.dtype))
+        return TokenizerOutput(out.latents.float(), out.indices, out.unquantized.float())
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Code vectors (B, D, h, w) -> images (B, 3, h*f, w*f) clamped to [-1, 1]."""
-        return self._decode(latents.to(self.device, torch.float32)).clamp(-1, 1)
+        return self._decode(latents.to(self.device, self.dtype)).float().clamp(-1, 1)
 
     @torch.inference_mode()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
@@ -154,6 +160,7 @@ class Tokenizer:
     @torch.inference_mode()
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, h, w) long -> (B, D, h, w) code vectors."""
+        self.check_indices(indices)
         return self._lookup(indices.to(self.device))
 
     def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
@@ -194,9 +201,15 @@ class MMGenTokenizer(Tokenizer):
 
 
 class DiffusersTokenizer(Tokenizer):
-    """A diffusers `VQModel`; encode and decode run the model's own modules in the order `VQModel.decode` does."""
+    """A diffusers `VQModel`; encode and decode run the model's own modules in the order `VQModel.decode` does.
+    aMUSEd's VQ-GAN (the family with `lookup_from_codebook`) reads and draws pixels in [0, 1], as its pipelines
+    feed it (`do_normalize=False`): images are mapped there and back, so every tokenizer takes [-1, 1]."""
 
     model: VQModel
+
+    @property
+    def unit_pixels(self) -> bool:
+        return bool(self.model.config.lookup_from_codebook)
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -213,7 +226,7 @@ class DiffusersTokenizer(Tokenizer):
         return ", ".join(["diffusers VQModel", *flags])
 
     def _encode(self, x):
-        h = self.model.encode(x).latents  # (B, D, h, w) before quantisation
+        h = self.model.encode((x + 1) / 2 if self.unit_pixels else x).latents  # (B, D, h, w) before quantisation
         _, _, (_, _, ids) = self.model.quantize(h)  # ids: (B*h*w,)
         indices = ids.view(h.shape[0], h.shape[2], h.shape[3])
         return TokenizerOutput(self._lookup(indices), indices, h)
@@ -224,7 +237,8 @@ class DiffusersTokenizer(Tokenizer):
 
     def _decode(self, latents):
         spatial = self.model.config.norm_type == "spatial"  # MoVQ's decoder reads the codes in every norm layer
-        return self.model.decoder(self.model.post_quant_conv(latents), latents if spatial else None)
+        images = self.model.decoder(self.model.post_quant_conv(latents), latents if spatial else None)
+        return images * 2 - 1 if self.unit_pixels else images
 
 
 def as_tokenizer(model, name: str | None = None) -> Tokenizer:
@@ -298,9 +312,9 @@ def find_tokenizer_folder(path: str | Path) -> str | None:
 def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenizer:
     cls = config.get("_class_name")
     if cls not in TOKENIZER_CLASSES:
-        where = f"{name}/{subfolder}" if subfolder else name
+        where = f"{name}/{subfolder}" if subfolder and not name.endswith(f"/{subfolder}") else name  # named once
         raise ValueError(
-            f"{where} holds a {cls or 'model of unknown class'}, not a VQ tokenizer (VQModel or mmgen's VQVAE); "
+            f"{where} holds {cls or 'a model of unknown class'}, not a VQ tokenizer (VQModel or mmgen's VQVAE); "
             "continuous autoencoders such as AutoencoderKL have no codebook"
         )
     from diffusers import VQModel
@@ -313,6 +327,19 @@ def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenize
     except OSError as e:
         raise ValueError(f"could not load the tokenizer {name}: {e}") from e
     return as_tokenizer(model, name)
+
+
+def _hub_bare_config(fetch) -> tuple[str | None, dict]:
+    """A repo without model_index.json: the tokenizer at its root, or in vqvae/ or movq/ (as a local folder is
+    read, `find_tokenizer_folder`; e.g. vqgan-f8's layout)."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    for folder in (None, *TOKENIZER_FOLDERS):
+        try:
+            return folder, fetch("config.json", folder)
+        except EntryNotFoundError as e:
+            if isinstance(e, LocalEntryNotFoundError) or folder == TOKENIZER_FOLDERS[-1]:
+                raise
 
 
 def _hub_config(repo_id: str, subfolder: str | None) -> tuple[str | None, dict]:
@@ -330,7 +357,7 @@ def _hub_config(repo_id: str, subfolder: str | None) -> tuple[str | None, dict]:
             except EntryNotFoundError as e:
                 if isinstance(e, LocalEntryNotFoundError):  # offline and not cached: not a missing file
                     raise
-                return None, fetch("config.json")
+                return _hub_bare_config(fetch)
             found = next((f for f in TOKENIZER_FOLDERS if f in index), None)
             found = found or next(
                 (k for k, v in index.items() if isinstance(v, list) and v[-1] in TOKENIZER_CLASSES), None

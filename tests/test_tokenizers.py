@@ -1,6 +1,7 @@
 """One tokenizer interface over mmgen's VQVAE and diffusers' VQModel: ids and decodes equal each model's own path."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from tokenizer_families import FACTORS, FAMILIES, make_family
 from mmgen.data.images import pil_to_tensor
 from mmgen.data.shapes import shapes_sample
 from mmgen.models.vqvae import VQVAE
-from mmgen.tokenizers import DiffusersTokenizer, MMGenTokenizer, load_tokenizer
+from mmgen.tokenizers import DiffusersTokenizer, MMGenTokenizer, as_tokenizer, load_tokenizer
 
 # How each family is saved: a bare model folder, a pipeline folder (model_index.json) with vqvae/ or movq/, or a
 # vqvae/ folder alone; so every way of finding a tokenizer is exercised once.
@@ -42,11 +43,12 @@ def test_ids_and_decodes_equal_diffusers_own_path(family, tmp_path):
     x = images()
     enc = tok.encode(x)
     f = FACTORS[family]
+    unit = family == "amused"  # aMUSEd's VQ-GAN works in [0, 1] pixels, as its pipelines feed it
     assert enc.indices.dtype == torch.long and enc.indices.shape == (2, 64 // f, 64 // f)
     assert enc.indices.unique().numel() > 2  # tokens differ: the equalities below mean something
 
     with torch.no_grad():
-        h = vq.encode(x).latents  # diffusers' own path: encode, quantize, decode
+        h = vq.encode((x + 1) / 2 if unit else x).latents  # diffusers' own path: encode, quantize, decode
         _, _, (_, _, ids) = vq.quantize(h)
         assert torch.equal(enc.indices.flatten(), ids)
         assert torch.equal(enc.unquantized, h)
@@ -56,11 +58,27 @@ def test_ids_and_decodes_equal_diffusers_own_path(family, tmp_path):
         else:  # the ids' code vectors in
             reference = vq.decode(vq.quantize.get_codebook_entry(ids, shape), force_not_quantize=True).sample
         requantized = vq.decode(h).sample  # the default path quantises again (straight-through arithmetic)
+        if unit:
+            reference, requantized = reference * 2 - 1, requantized * 2 - 1
     decoded = tok.decode_indices(enc.indices)
     assert decoded.shape == x.shape and decoded.abs().max() <= 1
     assert torch.equal(decoded, reference.clamp(-1, 1))
     assert torch.equal(tok.decode(enc.latents), decoded)
     torch.testing.assert_close(decoded, requantized.clamp(-1, 1), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_computes_in_its_dtype(dtype):
+    """A model loaded in half precision (a pipeline's vqvae, say) used to fail on a float32 input; it computes in
+    its own dtype, takes the ids its own encode gives, and hands back float32."""
+    vq = VQVAE.from_pretrained("assets/vqgan-f8", subfolder="vqvae", dtype=dtype).eval()
+    tok = as_tokenizer(vq)
+    x = images()
+    enc = tok.encode(x)
+    with torch.no_grad():
+        assert torch.equal(enc.indices, vq.encode(x.to(dtype)).indices)
+    decoded = tok.decode_indices(enc.indices)
+    assert enc.latents.dtype == decoded.dtype == torch.float32 and decoded.shape == x.shape
 
 
 def test_spatial_norm_decoder_reads_the_codes(tmp_path):
@@ -125,3 +143,22 @@ def test_loading_failures_say_why(tmp_path, monkeypatch):
     for name, message in cases.items():
         with pytest.raises(ValueError, match=message):
             load_tokenizer(name)
+
+
+def test_a_hub_repo_is_read_as_a_local_folder_is(monkeypatch):
+    """A Hub repo laid out as vqgan-f8 is (no model_index.json, the tokenizer in vqvae/) loaded by folder but was
+    refused by Hub id; the Hub is served here from the shipped folder."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from mmgen import tokenizers
+
+    def download(repo_id, filename, subfolder=None, **kwargs):
+        path = Path("assets/vqgan-f8") / (subfolder or "") / filename
+        if not path.is_file():
+            raise EntryNotFoundError(f"{path} is not in the repo")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    subfolder, config = tokenizers._hub_config("me/vqgan-f8", None)
+    assert subfolder == "vqvae" and config["_class_name"] == "VQVAE"
