@@ -62,15 +62,11 @@ def cmd_encode(args):
     output_file(str(out / "tokens.json"), "--out")
     output_file(str(out / "reconstruction.png"), "--out")
     image = load_image(args.image)  # fail on a bad file before paying for the model load
-    vq = load_tokenizer(args.model or default_model())
+    model = args.model or default_model()  # (MMGEN_MODEL's, recorded in the tokens file, which decode reads)
+    vq = load_tokenizer(model)
     result = encode_image(vq, image, max_side=args.max_side)
-    save_tokens(
-        result.tokens,
-        out / "tokens.json",
-        model_id=args.model or "mmgen-base",
-        num_codes=vq.num_codes,
-        downsample_factor=vq.downsample_factor,
-    )
+    meta = {"model_id": model, "num_codes": vq.num_codes, "downsample_factor": vq.downsample_factor}
+    save_tokens(result.tokens, out / "tokens.json", **meta)
     result.reconstruction.save(out / "reconstruction.png")
     if result.image.size != image.size:
         print(f"note: encoded at {result.image.width}x{result.image.height} (from {image.width}x{image.height})")
@@ -123,7 +119,7 @@ def output_file(path: str | None, option: str, suffixes: tuple[str, ...] = ()) -
     except OSError as e:  # a name too long
         raise ValueError(f"{option} {path}: cannot be written ({e.strerror or e})") from None
     if is_dir:
-        example = p / ("image" + suffixes[0] if suffixes else "tokens.json")
+        example = p / ("image" + suffixes[0] if suffixes[:1] not in ((), (".json",)) else option[2:] + ".json")
         raise ValueError(f"{option} {path} is a folder: give a file name such as {example}")
     if suffixes and p.suffix.lower() not in suffixes:
         raise ValueError(f"{option} {path}: the name must end in {' or '.join(suffixes)}")
@@ -160,8 +156,11 @@ def cmd_generate(args):
         "first_block_cache": args.first_block_cache,
     }
     SamplingSettings.of_model(model_sampling_defaults(), args.prompt, **given).checked()  # before the model load
+    named = [Path(p).resolve() for p in (args.out, args.tokens, args.trajectory, args.attention) if p]
+    if len(set(named)) < len(named):  # one would overwrite another
+        raise ValueError("--out, --tokens, --trajectory and --attention must name different files")
     output_file(args.out, "--out", IMAGE_SUFFIXES)
-    output_file(args.tokens, "--tokens")
+    output_file(args.tokens, "--tokens", (".json",))
     output_file(args.trajectory, "--trajectory", (".gif", ".webp", ".png"))  # animated
     output_file(args.attention, "--attention", IMAGE_SUFFIXES)
     model = args.model or default_model()

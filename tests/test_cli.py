@@ -30,6 +30,13 @@ def test_encode_then_decode_round_trip(tiny_model_dir, scene_png, tmp_path, caps
     assert np.array_equal(decoded, np.asarray(Image.open(out / "reconstruction.png")))
 
 
+def test_encode_records_the_model_mmgen_model_names(tiny_model_dir, scene_png, tmp_path, monkeypatch):
+    """With MMGEN_MODEL set and no --model, the tokens file named mmgen-base, so decode took the wrong tokenizer."""
+    monkeypatch.setenv("MMGEN_MODEL", tiny_model_dir)
+    assert main(["encode", str(scene_png), "--out", str(tmp_path / "enc")]) == 0
+    assert json.loads((tmp_path / "enc" / "tokens.json").read_text())["model"] == tiny_model_dir
+
+
 def test_encode_handles_odd_sizes_and_modes(tiny_model_dir, tmp_path, capsys):
     path = tmp_path / "odd.png"
     Image.new("P", (70, 45)).save(path)

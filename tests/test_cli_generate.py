@@ -145,6 +145,8 @@ def test_generate_samples_at_the_models_own_defaults_unless_told(tiny_pipe, tmp_
             "--tokens {tmp}/folder is a folder: give a file name such as {tmp}/folder/tokens.json",
         ),
         (["--attention", "{tmp}/file/w.png"], "--attention {tmp}/file/w.png: cannot make its folder"),
+        (["--tokens", "-"], "--tokens -: the name must end in .json"),  # wrote a file named "-"
+        (["--out", "{tmp}/x.png", "--trajectory", "{tmp}/x.png"], "must name different files"),  # one lost
     ],
 )
 def test_generate_checks_every_output_name_before_loading_the_model(tmp_path, capsys, monkeypatch, extra, message):

@@ -152,8 +152,9 @@ def test_write_shapes_refuses_a_folder_holding_someone_elses_dataset(tmp_path):
         write_shapes(tmp_path, 2)
     assert (tmp_path / "metadata.jsonl").read_text() == '{"file_name": "cat.png", "text": "a cat"}\n'
     write_shapes(tmp_path / "new", 3)
-    write_shapes(tmp_path / "new", 2)  # its own folder again: rewritten
+    write_shapes(tmp_path / "new", 2)  # its own folder again: rewritten, the third image of before gone
     assert len((tmp_path / "new" / "metadata.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["000000.png", "000001.png", "metadata.jsonl"]
     with pytest.raises(ValueError, match="a file, not a folder"):
         write_shapes(tmp_path / "cat.png", 1)
 

@@ -191,16 +191,20 @@ def readable_header(path: Path) -> bool:
 
 
 def new_dataset_folder(out: str | Path, ours: re.Pattern) -> Path:
-    """`out`, created, for a writer of a captioned folder whose image names match `ours`; a ValueError when it
-    already holds other files (someone's dataset, whose metadata.jsonl the writer would overwrite)."""
+    """`out`, created and emptied, for a writer of a captioned folder whose image names match `ours`: the images of
+    an earlier run are removed (a rerun with fewer images, or another split, would leave them to be read as part
+    of the new set, e.g. training emoji in a held-out folder). A ValueError when it holds other files (someone's
+    dataset, whose metadata.jsonl the writer would overwrite)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: a file, not a folder")
-    found = out.iterdir() if out.is_dir() else []
+    found = list(out.iterdir()) if out.is_dir() else []
     theirs = sorted(p.name for p in found if p.name != "metadata.jsonl" and not ours.fullmatch(p.name))
     if theirs:
         named = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
         raise ValueError(f"{out} already holds other files ({named}): write into a new or empty folder")
+    for earlier in found:
+        earlier.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
 
