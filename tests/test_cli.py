@@ -151,3 +151,17 @@ def test_evaluations_refuse_counts_below_one_before_loading_anything(command, me
     with pytest.raises(SystemExit) as exit_:
         main(command)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from mmgen.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bare = {
+        name: [a.option_strings[-1] if a.option_strings else a.dest for a in sub._actions if not a.help]
+        for name, sub in commands.items()
+    }
+    assert {name: options for name, options in bare.items() if options} == {}

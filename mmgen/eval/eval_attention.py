@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base")
+    p.add_argument("--model", default="assets/mmgen-base", help="model folder, shipped name or Hub id")
     p.add_argument("--n", type=count(1), default=100, help="single-object prompts, one image each")
-    p.add_argument("--out", default="eval/attention.json")
+    p.add_argument("--out", default="eval/attention.json", help="results JSON")
     return p

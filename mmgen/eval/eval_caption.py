@@ -263,7 +263,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base")
+    p.add_argument("--model", default="assets/mmgen-base", help="model folder, shipped name or Hub id")
     p.add_argument("--n-single", type=count(1), default=200, help="one-object scenes ranked against distractors")
     p.add_argument("--n-two", type=count(1), default=100, help="two-object scenes ranked against distractors")
     p.add_argument("--n-caption-single", type=count(1), default=100, help="one-object scenes captioned by search")
@@ -271,5 +271,5 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--tune", action="store_true", help="on tuning scenes instead: the timestep and noise study, and the search's"
     )
-    p.add_argument("--out", default="eval/caption.json")
+    p.add_argument("--out", default="eval/caption.json", help="results JSON")
     return p

@@ -133,7 +133,7 @@ def guidance_interval(text: str) -> tuple[float, float] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base")
+    p.add_argument("--model", default="assets/mmgen-base", help="model folder, shipped name or Hub id")
     held_out = HELDOUT_PROMPTS
     p.add_argument("--n-single", type=count(0), default=held_out.n_single, help="held-out single-object prompts")
     p.add_argument("--n-two", type=count(0), default=held_out.n_two, help="held-out two-object prompts")
@@ -147,9 +147,16 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="accuracy of every scheduler x guidance x codebook_snap below, on tuning prompts",
     )
     p.add_argument(
-        "--sweep-schedulers", nargs="+", default=list(SWEEP_SCHEDULERS), choices=SWEEP_SCHEDULERS, metavar="NAME"
+        "--sweep-schedulers",
+        nargs="+",
+        default=list(SWEEP_SCHEDULERS),
+        choices=SWEEP_SCHEDULERS,
+        metavar="NAME",
+        help="schedulers the sweep tries",
     )
-    p.add_argument("--sweep-guidance", nargs="+", type=float, default=list(SWEEP_GUIDANCE), metavar="G")
+    p.add_argument(
+        "--sweep-guidance", nargs="+", type=float, default=list(SWEEP_GUIDANCE), metavar="G", help="guidance scales"
+    )
     p.add_argument(
         "--sweep-codebook-snap",
         nargs="+",
@@ -187,5 +194,5 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="N",
         help="also sweep num_candidates (best-of-N starting noise; default: the pipeline's)",
     )
-    p.add_argument("--out", default="eval/generator.json")
+    p.add_argument("--out", default="eval/generator.json", help="results JSON")
     return p

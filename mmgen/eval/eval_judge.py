@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base-64", help="model folder whose tokenizer reconstructs")
     p.add_argument("--tuning", action="store_true", help="the tuning streams the strict settings were chosen on")
-    p.add_argument("--n-renders", type=count(1), default=200)
+    p.add_argument("--n-renders", type=count(1), default=200, help="right scenes, as shapes-v1 renders them")
     p.add_argument("--n-drawings", type=count(1), default=60, help="wrong drawings of each kind")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="results JSON (default: printed only)")
     return p

@@ -283,9 +283,9 @@ def main(args: argparse.Namespace) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="assets/mmgen-base", help="model folder (or Hub id) holding vqvae/")
-    p.add_argument("--subfolder", default="vqvae")
+    p.add_argument("--subfolder", default="vqvae", help="the model folder's tokenizer subfolder")
     p.add_argument("--n-shapes", type=count(1), default=256, help="held-out shapes-v1 scenes to score")
-    p.add_argument("--shapes-seed", type=count(0), default=HELDOUT_SHAPES_SEED)
+    p.add_argument("--shapes-seed", type=count(0), default=HELDOUT_SHAPES_SEED, help="shapes-v1 stream of the scenes")
     p.add_argument("--no-photos", action="store_true", help="skip the natural-photo set")
     p.add_argument(
         "--folder", default=None, help="a folder of your own held-out images to score instead of shapes and photos"

@@ -145,13 +145,15 @@ def main(args: argparse.Namespace) -> ShapeVerifier:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--out", default="assets/shape-verifier")
+    p.add_argument(
+        "--out", default="assets/shape-verifier", help="where the verifier is written (the shipped one's folder)"
+    )
     p.add_argument("--samples", type=count(1), default=24000, help="drawings to train on")
-    p.add_argument("--steps", type=count(1), default=3000)
-    p.add_argument("--batch-size", type=count(1), default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=count(1), default=3000, help="optimiser steps")
+    p.add_argument("--batch-size", type=count(1), default=128, help="drawings per step")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--width", type=count(1), default=32, help="the CNN's channels (x2 in its last blocks)")
-    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--seed", type=count(0), default=0, help="seed of the weights and the drawings")
     p.add_argument(
         "--labels",
         nargs="+",

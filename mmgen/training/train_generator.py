@@ -353,11 +353,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="run every generator stage of a recipe (e.g. recipes/mmgen-base-64.toml), each published into its "
         "model folder; finished stages are skipped and an interrupted one resumes",
     )
-    p.add_argument("--out", default="runs/generator")
+    p.add_argument("--out", default="runs/generator", help="the run's folder: checkpoints, log, trained weights")
     p.add_argument("--vqvae", default="assets/mmgen-base-64", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
-    p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS))
+    p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS), help="the size of a new DiT")
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument(
         "--text-refiner-layers",
