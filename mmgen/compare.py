@@ -248,14 +248,15 @@ def main(args) -> None:
         results.append(compare_tokenizers(image, tokenizers, args.max_side))
         print(f"\n{path} ({results[-1][0].image.width}x{results[-1][0].image.height} as compared)")
         print(format_table(results[-1]))
-    scale = max(1, -(-128 // min(rows[0].image.width for rows in results)))  # room for the column labels
-
-    def big(im: Image.Image) -> Image.Image:
-        return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-
     sheet_rows = []
     for rows in results:
         fitted = rows[0].image
+        scale = max(1, -(-128 // fitted.width))  # room for the column labels; each image its own (a tiny one
+        # beside a photo once blew the whole sheet up: 12,304 x 8,482 px and 1.4 GB)
+
+        def big(im: Image.Image, scale=scale) -> Image.Image:
+            return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+
         errors = [heatmap(error_map(fitted, r.reconstruction), 0, ERROR_RANGE) for r in rows]
         legend = colorbar(0, ERROR_RANGE, "mean |error| (of 255)", width=min(fitted.width * scale, 256))
         sheet_rows += [[big(fitted)] + [big(r.reconstruction) for r in rows], [legend] + [big(e) for e in errors]]

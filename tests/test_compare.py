@@ -111,6 +111,11 @@ def test_cli_compare_tokenizers(photo, tiny_model_dir, tmp_path, capsys):
     # 3 columns (original, 2 tokenizers) of 128 px: images enlarged 2x so that the labels fit; per image a row of
     # reconstructions and a row of error maps (64x48 and 64x64 as compared)
     assert sheet.size == (4 + 3 * (128 + 4), 14 + 2 * 96 + 2 * 128 + 5 * 4)
+    # each image is enlarged by its own factor: a 16-px image beside the photo once enlarged the photo 8x too
+    shapes_sample(0, 0).image.resize((16, 16)).save(tmp_path / "tiny.png")
+    tokenizers = ["--tokenizer", tiny_model_dir, "--tokenizer", str(tmp_path / "vqd"), "--out", str(out)]
+    assert main(["compare-tokenizers", str(tmp_path / "photo.png"), str(tmp_path / "tiny.png"), *tokenizers]) == 0
+    assert Image.open(out).width == 4 + 3 * (128 + 4)
 
     assert main([*args, "--tokenizer", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
