@@ -18,7 +18,6 @@ Bad input (a missing or broken file, a malformed tokens file) ends with a one-li
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import sys
@@ -27,8 +26,7 @@ from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError
 
-from .data.images import IMAGE_EXTENSIONS, ImageLoadError, check_max_side
-from .eval import count
+from .cli_parser import build_parser, command_of
 
 if TYPE_CHECKING:
     from .tokenizers import Tokenizer
@@ -51,7 +49,7 @@ def cmd_shapes(args):
 
 
 def cmd_encode(args):
-    from .data.images import load_image
+    from .data.images import check_max_side, load_image
     from .tokenizers import load_tokenizer
     from .tokens import default_model, encode_image, save_tokens
 
@@ -78,7 +76,7 @@ def cmd_encode(args):
 def cmd_decode(args):
     from .tokens import decode_tokens, load_tokens_file, tokens_from_dict
 
-    output_file(args.out, "--out", IMAGE_SUFFIXES)
+    output_file(args.out, "--out", image_suffixes())
     data = load_tokens_file(args.tokens)
     vq = decoding_tokenizer(args.model, data.get("model") if isinstance(data, dict) else None)
     image = decode_tokens(vq, tokens_from_dict(data, num_codes=vq.num_codes))
@@ -105,7 +103,11 @@ def decoding_tokenizer(given: str | None, recorded) -> Tokenizer:
     return load_tokenizer(default_model())
 
 
-IMAGE_SUFFIXES = (".png", *sorted(IMAGE_EXTENSIONS - {".png"}))  # what images are read and written as
+def image_suffixes() -> tuple[str, ...]:
+    """The names images are read and written as, .png first (what an example names)."""
+    from .data.images import IMAGE_EXTENSIONS
+
+    return (".png", *sorted(IMAGE_EXTENSIONS - {".png"}))
 
 
 def output_file(path: str | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
@@ -159,10 +161,10 @@ def cmd_generate(args):
     named = [Path(p).resolve() for p in (args.out, args.tokens, args.trajectory, args.attention) if p]
     if len(set(named)) < len(named):  # one would overwrite another
         raise ValueError("--out, --tokens, --trajectory and --attention must name different files")
-    output_file(args.out, "--out", IMAGE_SUFFIXES)
+    output_file(args.out, "--out", image_suffixes())
     output_file(args.tokens, "--tokens", (".json",))
     output_file(args.trajectory, "--trajectory", (".gif", ".webp", ".png"))  # animated
-    output_file(args.attention, "--attention", IMAGE_SUFFIXES)
+    output_file(args.attention, "--attention", image_suffixes())
     model = args.model or default_model()
     pipe = MMGenPipeline.from_pretrained(model)
     settings = SamplingSettings.of_model(pipe.sampling_defaults, args.prompt, **given).checked()  # its defaults
@@ -254,158 +256,6 @@ def cmd_caption(args):
         print(f"{error:.5f}  {text}")
 
 
-def add_data_commands(sub) -> None:
-    """`mmgen shapes` and `mmgen data`: datasets written as image folders with captions."""
-    p = sub.add_parser("shapes", help="write shapes-v1 samples as PNGs plus metadata.jsonl")
-    p.add_argument("--n", type=int, required=True, help="how many scenes")
-    p.add_argument("--out", required=True, help="the folder to write into (holding no other files)")
-    p.add_argument("--seed", type=count(0), default=0, help="the shapes-v1 stream: 0 trains, others are held out")
-    p.set_defaults(func=cmd_shapes)
-
-    p = sub.add_parser("data", help="prepare a real dataset as an image folder with captions (--data DIR)")
-    p.add_argument("dataset", choices=["emoji"], help="emoji: Noto Color Emoji with CLDR names (docs/own-data.md)")
-    p.add_argument("--out", required=True, help="the folder to write into (holding no other files)")
-    p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image side in pixels")
-    p.add_argument(
-        "--split",
-        choices=["train", "held-out", "reworded"],
-        default="train",
-        help="held-out: every 10th emoji; reworded: the training emoji with evaluation captions",
-    )
-    p.set_defaults(func=cmd_data)
-
-
-def add_train_and_eval_commands(sub) -> None:
-    """The trainers (`mmgen train-*`) and the evaluations (`mmgen eval-*`), each module's own options."""
-    from .eval import (
-        eval_attention,
-        eval_caption,
-        eval_generator,
-        eval_judge,
-        eval_retrieval,
-        eval_tokenizer,
-        train_verifier,
-    )
-    from .training import train_generator, train_tokenizer
-
-    p = sub.add_parser("train-tokenizer", help="train the VQ-VAE (accelerate)")
-    train_tokenizer.add_arguments(p).set_defaults(func=train_tokenizer.main)
-    p = sub.add_parser("train-generator", help="train the text-conditioned DiT (accelerate)")
-    train_generator.add_arguments(p).set_defaults(func=train_generator.main)
-    p = sub.add_parser("eval-tokenizer", help="evaluate a tokenizer on held-out data")
-    eval_tokenizer.add_arguments(p).set_defaults(func=eval_tokenizer.main)
-    p = sub.add_parser("eval-generator", help="evaluate text-to-image with the scene judge")
-    eval_generator.add_arguments(p).set_defaults(func=eval_generator.main)
-    p = sub.add_parser("eval-caption", help="evaluate image-to-text (caption ranking and search) on held-out scenes")
-    eval_caption.add_arguments(p).set_defaults(func=eval_caption.main)
-    p = sub.add_parser("eval-attention", help="measure whether each word's attention map lands on its object")
-    eval_attention.add_arguments(p).set_defaults(func=eval_attention.main)
-    p = sub.add_parser("eval-judge", help="the scene judge on right images and deliberately wrong drawings")
-    eval_judge.add_arguments(p).set_defaults(func=eval_judge.main)
-    p = sub.add_parser("train-verifier", help="train the strict judge's shape verifier and calibrate it on labels")
-    train_verifier.add_arguments(p).set_defaults(func=train_verifier.main)
-    p = sub.add_parser("eval-retrieval", help="prompt fidelity on a real domain: is each image nearest its caption's?")
-    eval_retrieval.add_arguments(p).set_defaults(func=eval_retrieval.main)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .eval import eval_generator
-
-    parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    add_data_commands(sub)
-
-    p = sub.add_parser("encode", help="turn an image into codebook tokens and back")
-    p.add_argument("image", help="an image file (PNG, JPEG, ...)")
-    p.add_argument("--out", required=True, help="folder for tokens.json and reconstruction.png")
-    model_help = "a generator: model folder or Hub id (default: $MMGEN_MODEL, else assets/mmgen-base)"
-    tokenizer_help = (
-        "a VQ tokenizer: model or pipeline folder, Hub id, or a shipped one: mmgen-base-64, vqgan-f8 "
-        "(default: $MMGEN_MODEL's)"
-    )
-    p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=tokenizer_help)
-    p.add_argument("--max-side", type=int, default=512, help="downscale larger images to this longer side")
-    p.set_defaults(func=cmd_encode)
-
-    p = sub.add_parser("decode", help="turn a tokens.json back into an image")
-    p.add_argument("tokens", help="a tokens.json written by encode or generate --tokens")
-    p.add_argument("--out", required=True, help="output PNG")
-    decode_help = tokenizer_help.replace("(default: ", "(default: the one the tokens file names, else ")
-    p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=decode_help)
-    p.set_defaults(func=cmd_decode)
-
-    from . import compare, export_hub
-
-    p = sub.add_parser("compare-tokenizers", help="images through several tokenizers: a table and a side-by-side PNG")
-    compare.add_arguments(p).set_defaults(func=compare.main)
-    p = sub.add_parser("export-hub", help="write a model folder that plain diffusers loads (trust_remote_code)")
-    export_hub.add_arguments(p).set_defaults(func=export_hub.main)
-
-    from .pipeline import DEFAULT_GUIDANCE_INTERVAL, SCHEDULERS
-    from .settings import MAX_CANDIDATES, model_sampling_defaults
-
-    defaults = model_sampling_defaults()
-    p = sub.add_parser(
-        "generate",
-        help="text to image with the DiT pipeline",
-        description="Text to image. Steps, guidance, codebook snap, candidates and the first-block cache default to "
-        "the model's own, "
-        "where its folder sets them (model_index.json's sampling_defaults: mmgen-base-64 samples at 30 steps), "
-        f"else to {defaults['num_inference_steps']}, {defaults['guidance_scale']:g}, {defaults['codebook_snap']:g} "
-        f"and {defaults['num_candidates']}, cache off.",
-    )
-    p.add_argument("prompt", help='what to draw, e.g. "a large red circle at the top left on a white background"')
-    p.add_argument("--out", default="image.png", help="output PNG")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
-    shown = "all" if DEFAULT_GUIDANCE_INTERVAL is None else "{:g},{:g}".format(*DEFAULT_GUIDANCE_INTERVAL)
-    p.add_argument(
-        "--guidance-interval",
-        type=eval_generator.guidance_interval,
-        default=DEFAULT_GUIDANCE_INTERVAL,
-        metavar="LOW,HIGH",
-        help=f"guide only the steps whose timestep (0..999) lies in LOW..HIGH; all: every step (default: {shown})",
-    )
-    p.add_argument(
-        "--codebook-snap",
-        type=float,
-        help="move each step's predicted clean latent this fraction of the way to its codes (default: the model's)",
-    )
-    p.add_argument(
-        "--candidates",
-        type=int,
-        help=f"best-of-N starting noise (1..{MAX_CANDIDATES}): sample the one the model finds most likely "
-        "(default: the model's)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="the starting noise: the same seed draws the same image")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's")
-    p.add_argument(
-        "--first-block-cache", type=eval_generator.cache_threshold, metavar="T", help=eval_generator.CACHE_HELP
-    )
-    p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")
-    p.add_argument("--tokens", help="also write the image's token grid as JSON")
-    p.add_argument("--attention", metavar="PNG", help="also write where each word of the prompt went (a grid)")
-    p.add_argument(
-        "--known-words",
-        action="store_true",
-        help="draw the prompt in the model's training words: each word it never saw becomes the known word nearest "
-        "in spelling or meaning ('upper' -> 'top')",
-    )
-    p.add_argument("--model", default=None, help=model_help)
-    p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser("caption", help="image to text: rank captions by the generator's denoising error")
-    p.add_argument("image", help="an image the generator's size (128x128 for mmgen-base)")
-    p.add_argument("--captions", help="a text file of captions to rank, one per line (default: the model's own)")
-    p.add_argument("--top", type=int, default=10, help="print at most this many")
-    p.add_argument("--model", default=None, help=model_help)
-    p.set_defaults(func=cmd_caption)
-
-    add_train_and_eval_commands(sub)
-    return parser
-
-
 def quiet_loading() -> None:
     """No progress bars while weights load (diffusers' and transformers' own: one per component, one per weights
     shard): a command says what it did. The sampling loop's bar stays, and so do the Hub's download bars."""
@@ -423,17 +273,26 @@ def check_results_file(args) -> None:
     if args.command.startswith("eval-"):
         output_file(args.out, "--out")
     elif args.command == "compare-tokenizers":
-        output_file(args.out, "--out", IMAGE_SUFFIXES)
+        output_file(args.out, "--out", image_suffixes())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:  # builds the options of the command named only: its modules (torch, diffusers) load here
+        args = build_parser(command_of(argv)).parse_args(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     try:
         check_results_file(args)
         if args.command not in ("shapes", "data"):  # the commands that load no model
             quiet_loading()
         args.func(args)
-    except (ImageLoadError, ValueError, OSError, SafetensorError) as e:  # SafetensorError: e.g. a full disk
+    except (
+        ValueError,
+        OSError,
+        SafetensorError,
+    ) as e:  # an ImageLoadError is a ValueError; SafetensorError: a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint

@@ -165,3 +165,47 @@ def test_every_option_of_every_command_says_what_it_does():
         for name, sub in commands.items()
     }
     assert {name: options for name, options in bare.items() if options} == {}
+
+
+def test_the_command_list_is_quick_and_each_command_builds_its_own_options_only():
+    """`mmgen --help` used to import torch, diffusers and every trainer (7 s) to list the commands."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom mmgen.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "generate" in out and "train-generator" in out and out.split()[-2:] == ["False", "False"]
+
+    from mmgen.cli_parser import build_parser
+
+    shapes = build_parser("shapes")
+    assert shapes.parse_args(["shapes", "--n", "3", "--out", "x"]).n == 3
+    with pytest.raises(SystemExit):  # the other commands' options were not built
+        shapes.parse_args(["encode", "image.png", "--out", "x"])
+
+
+def test_help_says_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["shapes", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the shapes-v1 stream: 0 trains, others are held out (default: 0)" in text
+    assert "--n N how many scenes" in text and "how many scenes (default" not in text  # required: no default
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 250,999)" in text and "image.png" in text and ") (default:" not in text  # said once
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
+    from mmgen import cli_parser
+
+    def interrupted(parser):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_parser.COMMANDS, "shapes", ("write shapes-v1 samples", interrupted))
+    assert main(["shapes", "--n", "1", "--out", "x"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
