@@ -97,7 +97,7 @@ def choose_generators(
         flat_prompts,
         num_inference_steps,
         guidance_scale,
-        flat_negatives,
+        negative_prompt=flat_negatives,
         generator=flat_gens,
         guidance_interval=guidance_interval,
         codebook_snap=codebook_snap,

@@ -367,21 +367,21 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         prompt,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        negative_prompt: str | list[str] | None = "",
-        generator: torch.Generator | None = None,
-        latents: torch.Tensor | None = None,
-        start_step: int = 0,
         guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
         codebook_snap: float | None = None,
         num_candidates: int | None = None,
         first_block_cache: float | None = None,
+        negative_prompt: str | list[str] | None = "",
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        start_step: int = 0,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> DenoisingRun:
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other. With
         `num_candidates` > 1 the starting noise is chosen first, as `__call__` chooses it, and the run is the
-        winner's ordinary run (it lands where `__call__` does)."""
+        winner's ordinary run (it lands where `__call__` does). Its arguments are `__call__`'s, in the same order."""
         num_inference_steps, guidance, num_candidates = self._checked_sampling(
             prompt,
             num_inference_steps,

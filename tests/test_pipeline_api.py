@@ -222,3 +222,15 @@ def test_step_callbacks_read_the_run_and_may_change_only_what_it_uses():
         pipe(PROMPT, guidance_scale=1.0, callback_on_step_end=guide, **FAST)
     with pytest.raises(NotImplementedError, match="pipe.to"):
         pipe.enable_model_cpu_offload()
+
+
+def test_stepwise_takes_the_arguments_of_call_in_the_same_order():
+    """A call moved from `pipe(...)` to `pipe.stepwise(...)` must mean the same: the fourth argument of stepwise
+    was the negative prompt, where `__call__`'s is the guidance interval."""
+    import inspect
+
+    from mmgen.pipeline import MMGenPipeline
+
+    call = list(inspect.signature(MMGenPipeline.__call__).parameters)
+    stepwise = list(inspect.signature(MMGenPipeline.stepwise).parameters)
+    assert stepwise == [name for name in call if name not in ("num_images_per_prompt", "output_type", "return_dict")]

@@ -27,12 +27,12 @@ image tokens, D model width, L text tokens, E text-encoder width.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from einops import rearrange
@@ -78,14 +78,6 @@ def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
         angles = coord[:, None] * freqs[None]  # (h*w, dim/4)
         parts += [angles.sin(), angles.cos()]
     return torch.cat(parts, dim=1).float()  # (h*w, dim)
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps: (B,) -> (B, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([args.cos(), args.sin()], dim=1)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -304,7 +296,8 @@ class DiT(ModelMixin, ConfigMixin):
 
         x = rearrange(sample, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)  # (B, T, p*p*C)
         x = self.patch_embed(x) + self.pos_embed.to(x.dtype)  # (B, T, D); a buffer not saved: float32 at load
-        c = self.t_embed(timestep_embedding(timestep, 256).to(x.dtype)) + text_context.pooled  # (B, D)
+        t_freq = get_timestep_embedding(timestep, 256, flip_sin_to_cos=True, downscale_freq_shift=0)  # (B, 256), DiT's
+        c = self.t_embed(t_freq.to(x.dtype)) + text_context.pooled  # (B, D)
         x = self.run_blocks(x, c, text_context, step_cache)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, T, p*p*C)
