@@ -25,10 +25,10 @@ from pathlib import Path  # noqa: E402
 
 from mmgen.app import Limits, ModelLoading, ModelPage, build_demo, serve  # noqa: E402
 from mmgen.app.compute import native_bf16  # noqa: E402
+from mmgen.model_paths import ASSETS  # noqa: E402
 from mmgen.tokenizers import SHIPPED_TOKENIZERS  # noqa: E402
 from mmgen.tokens import DEFAULT_MODEL  # noqa: E402
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODELS = [str(ASSETS / name) for name in ("mmgen-base", "mmgen-base-64", "mmgen-emoji")]
 
 MAX_FILE_SIZE = "10mb"  # the default MMGEN_MAX_UPLOAD_MB; `serve` applies the Space's own

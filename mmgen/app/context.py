@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..codebook import reference_images
 from ..data.images import load_image
+from ..model_paths import ASSETS
 from ..vocabulary import Vocabulary
 from .compute import ModelThread
 from .frames import FrameDrawer
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from ..models.vqvae import VQVAE
     from ..pipeline import MMGenPipeline
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_MODEL_CARD = ASSETS / "mmgen-base" / "README.md"
 DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at least this side
 SHAPES_PROMPTS = (  # the Generate tab's examples for a shapes-v1 model
