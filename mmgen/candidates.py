@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from .denoising import training_noised
 from .settings import (
     MAX_CANDIDATES,  # noqa: F401  (re-exported: callers have read it here)
     check_batch,
@@ -48,18 +49,14 @@ def denoising_error(pipe, x0: torch.Tensor, text_context) -> torch.Tensor:
     """(B,) the conditional denoising error of clean latents x0 (B, C, h, w), summed over SCORE_TIMESTEPS: the
     model's -log p(x0 | text) up to weighting; lower is more likely. `text_context`: the conditional context of
     each row of x0 (no null half)."""
-    # the training schedule: every DDPM-family scheduler keeps it (set_timesteps leaves it alone)
-    alphas_cumprod = pipe.scheduler.alphas_cumprod.to(x0.device)
-    v_prediction = pipe.scheduler.config.prediction_type == "v_prediction"
     generator = torch.Generator(device=x0.device).manual_seed(SCORE_SEED)
     error = torch.zeros(x0.shape[0], device=x0.device)
     for t in SCORE_TIMESTEPS:
         eps = torch.randn(x0.shape[1:], generator=generator, device=x0.device, dtype=x0.dtype).expand_as(x0)
-        a = alphas_cumprod[t].to(x0.dtype)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # the training forward process
-        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_prediction else eps
+        timesteps = torch.full((x0.shape[0],), t, device=x0.device)  # (B,)
+        x_t, target = training_noised(pipe.scheduler, x0, eps, timesteps)
         with pipe.autocast(x0.device):
-            pred = pipe.transformer(x_t, torch.full((x0.shape[0],), t, device=x0.device), text_context=text_context)
+            pred = pipe.transformer(x_t, timesteps, text_context=text_context)
         error += ((pred.sample.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
     return error
 

@@ -28,6 +28,7 @@ import torch
 
 from .data.images import pil_to_tensor
 from .data.shapes import BACKGROUNDS, COLORS, POSITION_WORDINGS, POSITIONS, SHAPES, SIZES
+from .denoising import training_noised
 from .settings import check_prompt
 
 RANK_TIMESTEPS = tuple(range(50, 1000, 100))  # training timesteps the image is noised to (docs/captioning.md)
@@ -73,10 +74,7 @@ def noised_samples(pipe, x0: torch.Tensor, timesteps=RANK_TIMESTEPS, num_noises:
     eps = torch.randn((num_noises, *x0.shape[1:]), generator=generator).to(x0)  # (noises, C, h, w)
     t = torch.tensor(timesteps, device=x0.device).repeat_interleave(num_noises)  # (S,)
     eps = eps.repeat(len(timesteps), 1, 1, 1)  # (S, C, h, w): noise k at every timestep
-    a = pipe.scheduler.alphas_cumprod.to(x0.device)[t].to(x0.dtype)[:, None, None, None]  # (S, 1, 1, 1)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # the training forward process
-    v_prediction = pipe.scheduler.config.prediction_type == "v_prediction"
-    target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_prediction else eps
+    x_t, target = training_noised(pipe.scheduler, x0.expand_as(eps), eps, t)
     return x_t, t, target
 
 

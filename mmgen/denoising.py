@@ -61,6 +61,18 @@ def model_output_for_x0(scheduler, latents_t: torch.Tensor, x0: torch.Tensor, ti
     return (latents_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
 
 
+def training_noised(scheduler, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Clean latents x0 (B, C, h, w) noised with `eps` (B, C, h, w) to training timesteps `t` (B,) by the forward
+    process the DiT was trained on, and what it learnt to predict there (v or epsilon): (x_t, target), both
+    (B, C, h, w). The model's denoising error on them is its -log p(x0 | text) up to weighting, which best-of-N
+    (`mmgen.candidates`) and captioning (`mmgen.captioning`) read. Every DDPM-family scheduler keeps the training
+    schedule (`alphas_cumprod`; set_timesteps leaves it alone)."""
+    a = scheduler.alphas_cumprod.to(x0.device)[t].to(x0.dtype)[:, None, None, None]  # (B, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    target = a.sqrt() * eps - (1 - a).sqrt() * x0 if scheduler.config.prediction_type == "v_prediction" else eps
+    return x_t, target
+
+
 @dataclass
 class StepOutput(BaseOutput):
     """What one step produced (also readable as a dict: `out["pred_x0"]`)."""

@@ -107,3 +107,20 @@ def test_bad_candidate_counts_are_clear_errors(pipe, n):
 def test_one_generator_per_image(pipe):
     with pytest.raises(ValueError, match="generators for a batch of 2"):
         pipe(PROMPTS, num_inference_steps=2, num_candidates=2, generator=_gens(0))
+
+
+def test_the_scoring_noise_is_the_training_forward_process():
+    """Best-of-N and captioning score x0 by noising it as training did (diffusers' DDPMScheduler.add_noise) and
+    comparing with what training asked for (get_velocity for v, the noise for epsilon)."""
+    from diffusers import DDPMScheduler
+
+    from mmgen.denoising import training_noised
+
+    for prediction_type in ("v_prediction", "epsilon"):
+        ddpm = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
+        x0, eps = torch.randn(2, 2, 8, 4, 4)  # each (B=2, C=8, 4, 4)
+        t = torch.tensor([50, 900])
+        x_t, target = training_noised(ddpm, x0, eps, t)
+        assert torch.allclose(x_t, ddpm.add_noise(x0, eps, t), atol=1e-6)
+        expected = ddpm.get_velocity(x0, eps, t) if prediction_type == "v_prediction" else eps
+        assert torch.allclose(target, expected, atol=1e-6)
