@@ -62,8 +62,9 @@ class TrajectoryRecorder:
         return record.images
 
     def render_step(self, pipe, k: int, index: int = 0, cell: int = 8) -> dict:
-        """Step k of image `index`, drawn: x_t in colour (the latent projected on the codebook's top 3 principal
-        axes), the decoded x0 estimate, its token map, the changed-token map and how many tokens changed."""
+        """Step k of image `index`, drawn: x_t in colour (the latents after step k, which step k + 1 reads,
+        projected on the codebook's top 3 principal axes), the decoded x0 estimate, its token map, the changed-token
+        map and how many tokens changed. (The app's Trajectory tab shows the DiT's own input at step k instead.)"""
         record = self.steps[k]
         if self._axes is None:
             self._axes = principal_axes(pipe.vqvae.quantizer.codebook.detach())

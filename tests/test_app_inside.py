@@ -137,3 +137,30 @@ def test_a_prompt_put_in_the_words_the_model_knows(client):
         client.predict("  ", api_name="/in_known_words")
     with pytest.raises(Exception, match="at most"):
         client.predict("a red circle " * 200, api_name="/in_known_words")
+
+
+def test_each_x_t_frame_is_what_the_dit_read_at_its_timestep():
+    """Frame k's x_t used to be the latents after step k (the next timestep's) beside step k's timestep, so the
+    starting noise was never shown; and Euler's x0 + sigma noise (sigma up to 15) was drawn mostly clipped."""
+    import torch
+    from conftest import make_tiny_pipe
+
+    from mmgen.app.frames import FrameDrawer, Trajectory
+    from mmgen.viz import latent_rgb, principal_axes
+
+    pipe = make_tiny_pipe().with_scheduler("euler-ancestral")
+    kwargs = dict(num_inference_steps=4, guidance_scale=2.0, num_candidates=1)
+    run = pipe.stepwise("a red circle", generator=torch.Generator().manual_seed(0), **kwargs)
+    noise = run.latents.clone()  # the starting noise, x0 + sigma_max noise for Euler
+    trajectory = Trajectory("a red circle")
+    while not run.done:
+        trajectory.record(pipe, run.step(), run.model_input)
+    drawer = FrameDrawer(pipe, lambda f, *a: f(*a), 64)
+    axes = principal_axes(pipe.vqvae.quantizer.codebook.detach())
+
+    def drawn(latents):
+        return latent_rgb(latents.float() / pipe.scaling_factor, axes, scale=1.0).tobytes()
+
+    sigma = run.scheduler.sigmas[0]
+    assert drawer.x_t(trajectory, 0).tobytes() == drawn((noise[0] / (sigma**2 + 1) ** 0.5).half())  # the start
+    assert drawer.x_t(trajectory, 1).tobytes() != drawn(trajectory.latents[1])  # not the step after's

@@ -35,9 +35,9 @@ class Trajectory:
 
     prompt: str = ""
     timesteps: list[float] = field(default_factory=list)
-    latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: x_t after each step
+    latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: after each step (a branch's start)
     tokens: list[torch.Tensor] = field(default_factory=list)  # (h, w) int16: each step's x0 estimate as tokens
-    inputs: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: what the DiT read at each step
+    inputs: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: x_t, what the DiT read at each step
     words: list[str] = field(default_factory=list)  # the prompt's words, as the text encoder splits them
     attention: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (words, h', w') float16, once shown
     key: int = field(default_factory=lambda: next(_run_ids))  # names this run in the frame cache
@@ -140,7 +140,11 @@ class FrameDrawer:
         )
 
     def x_t(self, traj: Trajectory, k: int) -> PIL.Image.Image:
-        """x_t in colour: the latent projected on the codebook's top 3 principal axes."""
+        """x_t at step k's timestep in colour, projected on the codebook's top 3 principal axes: what the DiT read
+        there (the scheduler's scaled input: sqrt(abar) x0 + sqrt(1 - abar) noise for every sampler, so an
+        Euler-family x0 + sigma noise is not drawn saturated). Step 0 is the starting noise. The latents after the
+        step, which the run kept before, are the next step's input."""
         if self._axes is None:
             self._axes = principal_axes(self.pipe.vqvae.quantizer.codebook.detach())
-        return latent_rgb(traj.latents[k].float() / self.pipe.scaling_factor, self._axes, scale=1.0)
+        x_t = traj.inputs[k] if k < len(traj.inputs) else traj.latents[k]  # (C, h, w)
+        return latent_rgb(x_t.float() / self.pipe.scaling_factor, self._axes, scale=1.0)
