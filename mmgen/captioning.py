@@ -28,7 +28,6 @@ import torch
 
 from .data.images import pil_to_tensor
 from .data.shapes import BACKGROUNDS, COLORS, POSITION_WORDINGS, POSITIONS, SHAPES, SIZES
-from .denoising import training_noised
 from .settings import check_prompt
 
 RANK_TIMESTEPS = tuple(range(50, 1000, 100))  # training timesteps the image is noised to (docs/captioning.md)
@@ -70,6 +69,8 @@ def image_latents(pipe, image) -> torch.Tensor:
 def noised_samples(pipe, x0: torch.Tensor, timesteps=RANK_TIMESTEPS, num_noises: int = RANK_NOISES, seed=RANK_SEED):
     """x0 (1, C, h, w) noised at every (timestep, noise) pair: (x_t (S, C, h, w), t (S,), target (S, C, h, w)),
     the target being what the model is trained to predict there (epsilon or v). S = len(timesteps) x num_noises."""
+    from .denoising import training_noised  # imports diffusers, which the app's page is served without
+
     generator = torch.Generator().manual_seed(seed)
     eps = torch.randn((num_noises, *x0.shape[1:]), generator=generator).to(x0)  # (noises, C, h, w)
     t = torch.tensor(timesteps, device=x0.device).repeat_interleave(num_noises)  # (S,)
