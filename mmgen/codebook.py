@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from .data.images import pil_to_tensor, tensor_to_pil
-from .data.shapes import shapes_sample
+from .data.shapes import SCALES, shapes_sample
 from .tokenizers import Tokenizer, as_tokenizer
 
 REFERENCE_SHAPES_SEED = 2  # held-out shapes-v1 stream, as in the tokenizer's evaluation
@@ -46,9 +46,14 @@ def usage_stats(counts: np.ndarray) -> dict:
     }
 
 
-def reference_images(n_shapes: int = 48, photos: list[Image.Image] | None = None) -> list[Image.Image]:
-    """The reference set: held-out shapes-v1 scenes plus any photos given (e.g. the app's examples)."""
-    return [shapes_sample(REFERENCE_SHAPES_SEED, i).image for i in range(n_shapes)] + list(photos or [])
+def reference_images(
+    n_shapes: int = 48, photos: list[Image.Image] | None = None, downsample_factor: int = 4
+) -> list[Image.Image]:
+    """The reference set: held-out shapes-v1 scenes plus any photos given (e.g. the app's examples). The scenes are
+    drawn at the size the tokenizer turns into 16x16 tokens, as its generator draws them (64 px at f4, 128 at f8,
+    256 at f16): on 64-px scenes mmgen-base's f8 leaves a third of the codes it uses on 128-px ones unused."""
+    scale = min(SCALES, key=lambda m: abs(16 * downsample_factor - 64 * m))
+    return [shapes_sample(REFERENCE_SHAPES_SEED, i, scale=scale).image for i in range(n_shapes)] + list(photos or [])
 
 
 def default_tile_tokens(downsample_factor: int) -> int:

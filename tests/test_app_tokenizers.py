@@ -158,7 +158,9 @@ def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(fol
     from mmgen.tokenizers import as_tokenizer
 
     (tmp_path / "copy").symlink_to(folders["vqdiff"], target_is_directory=True)
-    registry = TokenizerRegistry(as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), list, max_loaded=1)
+    registry = TokenizerRegistry(
+        as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), lambda f: [], max_loaded=1
+    )
     registry.preload([str(folders["ldm600"])])
     key, future = registry.load(str(folders["vqdiff"]))
     assert future.result().num_codes == 48 and registry.load(str(folders["vqdiff"]))[0] == key  # loaded once
@@ -181,7 +183,7 @@ def test_preloads_are_listed_at_once_and_load_after_the_pipeline(folders, tiny_v
     from mmgen.tokenizers import as_tokenizer
 
     pipeline = Future()  # diffusers' lazy imports are not thread-safe: tokenizers load once the pipeline has
-    registry = TokenizerRegistry(as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), list)
+    registry = TokenizerRegistry(as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), lambda f: [])
     registry.preload([str(folders["vqdiff"]), "own"], after=pipeline)
     assert registry.preloaded == ["vqdiff"]  # listed (and compared by default) before it loads; never "own" twice
     _, future = registry.load(str(folders["vqdiff"]))

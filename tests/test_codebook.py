@@ -35,3 +35,12 @@ def test_neighbours_and_examples(atlas):
 def test_usage_stats():
     s = usage_stats(np.array([5, 5, 0, 0]))
     assert s == {"usage": 0.5, "perplexity": pytest.approx(2.0), "dead_codes": 2}
+
+
+def test_the_reference_scenes_are_drawn_at_the_size_each_tokenizer_makes_16x16_tokens_of():
+    """mmgen-base's f8 had its usage counted on 64-px scenes, which its generator never draws."""
+    assert [reference_images(n_shapes=1, downsample_factor=f)[0].size for f in (4, 8, 16)] == [
+        (64, 64),
+        (128, 128),
+        (256, 256),
+    ]

@@ -133,7 +133,9 @@ def test_every_model_load_of_the_app_takes_its_turn(monkeypatch, tmp_path):
     monkeypatch.setattr(tokenizers, "load_tokenizer", lambda source: record() and as_tokenizer(pipe.vqvae, source))
 
     assert app.load_pipeline(str(tmp_path)) is pipe
-    registry = tokenizers.TokenizerRegistry(as_tokenizer(pipe.vqvae, "own"), "own", ModelThread(threads=1), list)
+    registry = tokenizers.TokenizerRegistry(
+        as_tokenizer(pipe.vqvae, "own"), "own", ModelThread(threads=1), lambda f: []
+    )
     _, future = registry.load(str(tmp_path))
     future.result(timeout=30)
     assert held == [True, True] and not MODEL_LOADS.locked()

@@ -93,10 +93,11 @@ class AppContext:
         """The words of the generator's training captions (saved beside its transformer), or None."""
         return Vocabulary.for_pipeline(self.pipe)
 
-    def reference_set(self) -> list[Image.Image]:
-        """What codebook usage is counted over: held-out shapes-v1 scenes and the example photos."""
+    def reference_set(self, downsample_factor: int) -> list[Image.Image]:
+        """What a tokenizer's codebook usage is counted over: held-out shapes-v1 scenes at its size, and the
+        example photos."""
         photos = [load_image(p) for p in self.example_images() if "shapes" not in Path(p).name]
-        return reference_images(photos=photos)
+        return reference_images(photos=photos, downsample_factor=downsample_factor)
 
     @property
     def vq(self) -> VQVAE:

@@ -100,7 +100,7 @@ class TokenizerRegistry:
         own: Tokenizer | Future,
         own_key: str,
         compute: ModelThread,
-        reference: Callable[[], list[Image.Image]],
+        reference: Callable[[int], list[Image.Image]],
         max_loaded: int = 4,
         own_label: str | None = None,
     ):
@@ -108,7 +108,7 @@ class TokenizerRegistry:
         the picker shows it (default: from the loaded tokenizer)."""
         self.own_key, self.compute, self.max_loaded, self.own_label = own_key, compute, max_loaded, own_label
         self.preloaded: list[str] = []  # the keys of those loaded at start, in order (compared by default)
-        self._reference, self._reference_images = reference, None
+        self._reference, self._reference_images = reference, {}  # downsample factor -> its reference set
         self._lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgen-tokenizer-loader")
         loaded: Future = Future()
@@ -201,9 +201,10 @@ class TokenizerRegistry:
         tok = self.get(key)
         with self._lock:
             entry = self._entries.get(key or self.own_key)
-            if self._reference_images is None:
-                self._reference_images = self._reference()
-            images = self._reference_images
+            f = tok.downsample_factor
+            if f not in self._reference_images:
+                self._reference_images[f] = self._reference(f)
+            images = self._reference_images[f]
         if entry is None:  # dropped meanwhile: build one for this call
             return CodebookAtlas.build(tok, images)
         with entry.atlas_lock:
