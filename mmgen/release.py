@@ -113,6 +113,7 @@ def release_generator(
     from .models.dit import DiT
     from .pipeline import SCHEDULERS, MMGenPipeline
     from .training.train_generator import training_scheduler
+    from .vocabulary import VOCABULARY_FILE, vocabulary_from_log
 
     if scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}: one of {', '.join(sorted(SCHEDULERS))}")
@@ -123,6 +124,8 @@ def release_generator(
     transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
     vq = VQVAE.from_pretrained(out / "vqvae", dtype=torch.float16)
     check_same_codebook(run, out, vq)
+    log = run / "train_log.jsonl"
+    vocabulary = vocabulary_from_log(log) if log.exists() else None  # before anything is written: all or nothing
     # The sampling schedule is the run's noise schedule (prediction type, leading timestep spacing: see
     # training_scheduler); runs older than the prediction-type option trained epsilon.
     trained = run / "scheduler"
@@ -131,9 +134,9 @@ def release_generator(
     parts = {"vqvae": vq, "transformer": transformer, "text_encoder": None, "tokenizer": None, "scheduler": sched}
     pipe = MMGenPipeline(**parts, sampling_defaults=sampling)
     pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
-    if (run / "train_log.jsonl").exists():
-        shutil.copy(run / "train_log.jsonl", out / "generator_train_log.jsonl")
-        write_vocabulary(out)
+    if vocabulary is not None:
+        shutil.copy(log, out / "generator_train_log.jsonl")
+        vocabulary.save(out / "transformer" / VOCABULARY_FILE)
     check_file_sizes(out)
     return out
 

@@ -183,8 +183,8 @@ def stage_sources(log_path: str | Path) -> list[dict]:
         if args.get("data", "shapes") == "shapes":
             stream = args["seed"] if args.get("data_seed") is None else args["data_seed"]
             source = {"data": "shapes", "stream": stream, "num_samples": args["num_samples"]}
-        else:
-            source = {"data": args["data"]}
+        else:  # the folder as training resolved it (older logs: as given, from where training ran)
+            source = {"data": record.get("data_folder", args["data"])}
         if source not in sources:
             sources.append(source)
     if not sources:
@@ -193,20 +193,20 @@ def stage_sources(log_path: str | Path) -> list[dict]:
 
 
 def training_captions(source: dict) -> list[str]:
-    """The captions a stage trained on: the shapes-v1 stream's, or the folder's metadata.jsonl texts."""
+    """The captions a stage trained on: the shapes-v1 stream's, or the folder's, read as training read them
+    (`ImageFolder`: metadata.jsonl or metadata.csv, its lines that are left out left out here too)."""
     if source["data"] == "shapes":
         from .data.shapes import shapes_annotation
 
         return [shapes_annotation(source["stream"], i)[1] for i in range(source["num_samples"])]
-    metadata = Path(source["data"]) / "metadata.jsonl"
-    if not metadata.is_file():
-        raise ValueError(f"{metadata}: the training captions are needed to write the vocabulary")
-    captions = []
-    for line in metadata.read_text().splitlines():
-        if line.strip():
-            text = json.loads(line).get("text", "")  # a caption, or a list of captions to draw from
-            captions += [text] if isinstance(text, str) else [t for t in text if isinstance(t, str)]
-    return captions
+    from .data.images import ImageFolder
+
+    if not Path(source["data"]).is_dir():
+        raise ValueError(
+            f"{source['data']}: the folder the generator trained on is needed to write its vocabulary (a log from "
+            "before 2026-12-07 names it as given: run this from the folder training ran in)"
+        )
+    return [text for texts in ImageFolder(source["data"], captions_required=True).captions for text in texts]
 
 
 def vocabulary_from_log(log_path: str | Path) -> Vocabulary:

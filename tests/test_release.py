@@ -386,3 +386,16 @@ def test_a_generator_is_published_only_beside_the_codebook_it_trained_on(tmp_pat
         release_generator(run, out)
     write_log(run / "train_log.jsonl", [{"command": "mmgen train-generator", "args": args}, done])
     release_generator(run, out)
+
+
+def test_a_generator_whose_captions_cannot_be_read_is_not_published_half(tmp_path, tiny_pipe):
+    """The vocabulary was written after the weights, so a failure there left transformer/ and model_index.json
+    without transformer/vocabulary.json: a folder that looked published."""
+    run, out = tmp_path / "run", tmp_path / "model"
+    tiny_pipe.transformer.save_pretrained(run / "transformer")
+    tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
+    args = {"seed": 0, "num_samples": 4, "data": str(tmp_path / "moved-away")}
+    write_log(run / "train_log.jsonl", [{"command": "mmgen train-generator", "args": args}, {"done": True}])
+    with pytest.raises(ValueError, match="the folder the generator trained on is needed"):
+        release_generator(run, out)
+    assert sorted(p.name for p in out.iterdir()) == ["vqvae"]

@@ -97,3 +97,20 @@ def test_the_test_half_samples_at_the_models_own_settings_unless_told(tiny_pipe)
         2.0,
         own.sampling_defaults["codebook_snap"],
     )
+
+
+def test_a_folder_is_read_as_training_reads_it(tmp_path, scenes):
+    """Its own reader refused a BOM, a line that is not JSON or not an object (a traceback) and metadata.csv,
+    all of which a folder that trained may hold."""
+    from mmgen.eval.eval_retrieval import read_folder
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(3):
+        scenes[i].save(folder / f"{i}.png")
+    lines = ['{"file_name": "2.png", "text": "c"}', "not json", '["1.png", "x"]', '{"file_name": "0.png", "text": "a"}']
+    (folder / "metadata.jsonl").write_text("\ufeff" + "\n".join(lines), encoding="utf-8")
+    assert [(name, texts) for name, texts, _ in read_folder(folder)] == [("2.png", ["c"]), ("0.png", ["a"])]
+    (folder / "metadata.jsonl").unlink()
+    (folder / "metadata.csv").write_text("file_name,text\n1.png,b\n0.png,a\n")
+    assert [name for name, _, _ in read_folder(folder)] == ["1.png", "0.png"]  # the metadata's order

@@ -647,3 +647,29 @@ def test_a_long_caption_trains_and_samples_cut_to_a_prompt(tmp_path):
     (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "a cat " * 1000}) + "\n")
     (prompt,) = validation_prompts(str(tmp_path))
     assert len(prompt) == MAX_PROMPT_CHARS and check_prompt(prompt)
+
+
+def test_a_run_inside_its_data_folder_does_not_change_the_cache_key(tiny_vq, tmp_path, capsys, monkeypatch):
+    """The key hashed every file under --data, a run's own log and checkpoints too: with --out inside the folder
+    each resume and later stage encoded the whole set again into another cache file."""
+    from types import SimpleNamespace
+
+    from mmgen.training.encoded_data import cache_key
+    from mmgen.training.run_options import check_run_options
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    args = SimpleNamespace(data=str(tmp_path), seed=0, data_seed=None, num_samples=16, sample_size=8)
+    text_encoder = SimpleNamespace(name_or_path="all-MiniLM-L6-v2")
+    key = cache_key(args, tiny_vq, text_encoder)
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-10").mkdir(parents=True)
+    (run / "train_log.jsonl").write_text("{}\n")
+    (run / "checkpoints" / "step-10" / "model.safetensors").write_bytes(b"y")
+    assert cache_key(args, tiny_vq, text_encoder) == key
+    (tmp_path / "b.png").write_bytes(b"z")
+    assert cache_key(args, tiny_vq, text_encoder) != key  # a new image is a new training set
+    # a folder named "shapes" where --data shapes is given: said, not silently passed over
+    (tmp_path / "shapes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    check_run_options(SimpleNamespace(data="shapes"))
+    assert "give ./shapes" in capsys.readouterr().out

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mmgen.cli import main
 from mmgen.data.shapes import BACKGROUNDS, COLORS, POSITION_WORDINGS, SHAPES, SIZES, shapes_annotation
@@ -69,6 +70,8 @@ def test_the_shipped_vocabulary_holds_the_grammar():
 def test_vocabulary_from_a_training_log_of_several_stages(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(folder / name)
     (folder / "metadata.jsonl").write_text(
         '{"file_name": "a.png", "text": "a cat on a sofa"}\n{"file_name": "b.png", "text": ["dog", "a dog emoji"]}\n'
     )
@@ -86,8 +89,37 @@ def test_vocabulary_from_a_training_log_of_several_stages(tmp_path):
     # fine-tuned on a folder last: the captions `caption` ranks are the folder's, not the shapes it started from
     assert sorted(mixed.captions) == ["a cat on a sofa", "a dog emoji", "dog"]
     write_log(tmp_path / "gone.jsonl", [{"data": str(tmp_path / "gone"), "seed": 0}])
-    with pytest.raises(ValueError, match="metadata.jsonl"):
+    with pytest.raises(ValueError, match="the folder the generator trained on is needed"):
         vocabulary_from_log(tmp_path / "gone.jsonl")
+
+
+@pytest.mark.parametrize(
+    "file, text",
+    [
+        ("metadata.csv", "file_name,text\na.png,a cat on a sofa\nb.png,a dog\n"),  # imagefolder's other form
+        (
+            "metadata.jsonl",
+            '\ufeff{"file_name": "a.png", "text": "a cat on a sofa"}\n{"file_name": "b.png", "text": "a dog"}',
+        ),
+        ("metadata.jsonl", '{"file_name": "a.png", "text": "a cat on a sofa"}\nnot json\n["b.png", "x"]\n'),
+    ],
+)
+def test_the_vocabulary_reads_the_captions_as_training_did(tmp_path, monkeypatch, file, text):
+    """Publishing read metadata.jsonl strictly where training (`ImageFolder`) reads a CSV, a BOM and bad lines:
+    a model that trained could not be published (and a recipe stuck at that stage); the folder is found where
+    training ran, not from where `release` runs."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(folder / name)
+    (folder / file).write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "log.jsonl"
+    header = {"command": "train-generator", "args": {"data": "mine", "seed": 0}, "data_folder": str(folder)}
+    log.write_text(json.dumps(header) + "\n")
+    monkeypatch.chdir(folder)  # `release` run elsewhere: "mine" is no folder here
+    vocab = vocabulary_from_log(log)
+    assert {"cat", "sofa"} <= set(vocab.words) and "x" not in vocab.words
 
 
 def test_the_model_folder_carries_it_and_the_cli_warns_without_blocking(tiny_pipe, tmp_path, capsys):

@@ -307,6 +307,7 @@ class ImageFolder(Dataset):
         jsonl, csv_file = self.root / "metadata.jsonl", self.root / "metadata.csv"  # imagefolder's two forms
         meta = csv_file if csv_file.exists() and not jsonl.exists() else jsonl
         captions = self._read_captions(meta, captions_required)
+        self.listed = list(captions)  # the captioned file names in the metadata's order
         names = {p: p.relative_to(self.root).as_posix() for p in paths}
         opens = {p: readable_header(p) for p in paths}
         readable = [p for p in paths if opens[p]]

@@ -21,7 +21,6 @@ its target than to every other gallery image (top-1), or among the 5 nearest (to
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,18 +42,17 @@ class QuerySet:
 
 
 def read_folder(folder: str | Path) -> list[tuple[str, list[str], Path]]:
-    """(file name, captions, path) of each captioned image of an image folder, in `metadata.jsonl`'s order."""
-    meta = Path(folder) / "metadata.jsonl"
-    if not meta.is_file():
-        raise ValueError(f"{folder}: no metadata.jsonl with captions")
-    items = []
-    for line in meta.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            texts = record.get("text", [])
-            texts = [texts] if isinstance(texts, str) else list(texts)
-            items.append((record["file_name"], [t for t in texts if t.strip()], Path(folder) / record["file_name"]))
-    return items
+    """(file name, captions, path) of each captioned image of an image folder, in its metadata's order, read as
+    training reads it (`ImageFolder`: metadata.jsonl or metadata.csv; lines and files it leaves out, left out)."""
+    from ..data.images import ImageFolder
+
+    images = ImageFolder(folder)
+    if not images.listed:
+        raise ValueError(f"{folder}: no captions (metadata.jsonl or metadata.csv)")
+    if images.skipped:
+        print(f"{folder}: {images.skip_summary()}")
+    found = {p.relative_to(images.root).as_posix(): (list(t), p) for p, t in zip(images.paths, images.captions)}
+    return [(name, *found[name]) for name in images.listed if name in found]
 
 
 def load_gallery(folders: list[str]) -> tuple[list[str], list[Image.Image]]:

@@ -237,7 +237,10 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
 
     vq.eval()
     images, skipped = [], {}  # skipped: file -> why (unreadable, or too thin for SSIM's 7x7 window once fitted)
-    for path in ImageFolder(folder).paths:
+    listing = ImageFolder(folder)
+    if listing.skipped:
+        print(f"{folder}: {listing.skip_summary()}")
+    for path in listing.paths:
         try:
             im = fit_to_multiple(load_image(path), vq.downsample_factor, FOLDER_SIDE)
             if min(im.size) < SSIM_WINDOW:
@@ -257,7 +260,7 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
     counts = np.bincount(np.concatenate([i.ravel() for i in ids]), minlength=vq.config.num_codes)
     stats = {
         "n_images": len(images),
-        "left_out": skipped,
+        "left_out": {name: why for why, names in listing.examples.items() for name in names} | skipped,
         "psnr": float(np.mean([psnr_np(a, b) for a, b in pairs])),
         "psnr_min": float(np.min([psnr_np(a, b) for a, b in pairs])),
         "ssim": float(np.mean([ssim_np(a, b) for a, b in pairs])),

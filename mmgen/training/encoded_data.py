@@ -112,8 +112,9 @@ def cache_key(args, vq: VQVAE, text_encoder) -> str:
         h.update(name.encode() + tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     if args.data == "shapes":
         data = ["shapes-v1"]
-    else:  # the folder's files; the seed picks the crops
-        files = sorted(p for p in Path(args.data).rglob("*") if p.is_file())
+    else:  # the folder's files (not a training run's inside it: its checkpoints change); the seed picks the crops
+        runs = {log.parent for log in Path(args.data).rglob("train_log.jsonl")}
+        files = sorted(p for p in Path(args.data).rglob("*") if p.is_file() and not runs.intersection(p.parents))
         data = [str(Path(args.data).resolve()), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
     image_size = args.sample_size * vq.downsample_factor
     key = [data, data_seed(args), args.num_samples, image_size, text_encoder.name_or_path, MAX_TOKENS]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ..eval import count
 
@@ -36,6 +37,8 @@ def check_run_options(args: argparse.Namespace) -> None:
     for name in FRACTIONS:
         if (value := given(name)) is not None and not 0 <= value <= 1:
             refuse(name, value, "between 0 and 1")
+    if getattr(args, "data", None) == "shapes" and Path("shapes").is_dir():  # `mmgen shapes --out shapes` makes one
+        print("note: --data shapes draws shapes-v1 scenes; to train on the folder named shapes here, give ./shapes")
 
 
 def add_run_arguments(

@@ -183,6 +183,8 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         "distinct_captions": len(data["text_states"]),
         "encoding_s": encoding_s,
     }
+    if args.data != "shapes":  # where the folder is, wherever `release` later runs (it reads the captions again)
+        header["data_folder"] = str(Path(args.data).resolve())
     if args.compile:  # same parameters, fused kernels; unwrap_model gives back the plain DiT for saving
         model = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
