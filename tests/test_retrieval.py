@@ -108,7 +108,8 @@ def test_a_folder_is_read_as_training_reads_it(tmp_path, scenes):
     folder.mkdir()
     for i in range(3):
         scenes[i].save(folder / f"{i}.png")
-    lines = ['{"file_name": "2.png", "text": "c"}', "not json", '["1.png", "x"]', '{"file_name": "0.png", "text": "a"}']
+    lines = ['{"file_name": "2.png", "text": "c"}', "not json", '["1.png", "x"]']
+    lines.append('{"file_name": "0.png", "text": "a"}')
     (folder / "metadata.jsonl").write_text("\ufeff" + "\n".join(lines), encoding="utf-8")
     assert [(name, texts) for name, texts, _ in read_folder(folder)] == [("2.png", ["c"]), ("0.png", ["a"])]
     (folder / "metadata.jsonl").unlink()
