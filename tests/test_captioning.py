@@ -220,3 +220,18 @@ def test_score_bars():
     assert tuple(np.asarray(bars)[8, 0]) == (255, 140, 0) and tuple(row[90]) == (90, 110, 160)
     with pytest.raises(ValueError, match="labels"):
         score_bars(["a"], [0.1, 0.2], 0, 1)
+
+
+def test_a_caption_of_nothing_the_model_knows_explains_nothing():
+    """The Image -> text tab named two stars on a blank white canvas as confidently as a real scene: the share of
+    the empty prompt's error the caption takes away tells them apart (and the tab warns under 5 %)."""
+    from mmgen.captioning import explained
+    from mmgen.data.shapes import shapes_sample
+    from mmgen.pipeline import MMGenPipeline
+
+    pipe = MMGenPipeline.from_pretrained(SHIPPED)
+    scenes = [shapes_sample(1, 2000 + i) for i in range(4)]
+    assert all(explained(pipe, s.image, s.caption) > 0.05 for s in scenes)
+    blank = Image.new("RGB", (64, 64), "white")
+    assert explained(pipe, blank, "a small pink star to the right of a small red star on a white background") < 0.05
+    assert explained(pipe, scenes[0].image, scenes[1].caption) < explained(pipe, scenes[0].image, scenes[0].caption)

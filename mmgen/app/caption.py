@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 import PIL.Image
 
-from ..captioning import caption_candidates, rank_captions
+from ..captioning import RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..data.images import ImageLoadError, load_image
 from ..viz import score_bars, upscale_nearest
 from .context import DISPLAY_SIDE, AppContext
@@ -19,6 +19,11 @@ from .runs import FinishedRun
 MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a few blurred blocks
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
 MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
+SAMPLES = len(RANK_TIMESTEPS) * RANK_NOISES  # noised copies each ranked caption is scored on
+# Under this share of the empty prompt's error taken away, the best caption is said to be a guess. On mmgen-base a
+# white or black canvas, noise and photos read -0.06 to -0.01 (a gray canvas 0.09: not caught), and 1 of 64 tuning
+# scenes with its own caption is under it (docs/captioning.md).
+NAMES_NOTHING = 0.05
 NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
 
 
@@ -138,7 +143,11 @@ class CaptionTab:
                 raise gr.Error("Type the captions to rank, one per line, or press 'Caption it'.")
             image, note = self.read_image(upload)
             ranked = self.ctx.compute(rank_captions, self.ctx.pipe, image, captions, deadline.check)
-        return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).{note}")
+            share = self.ctx.compute(explained, self.ctx.pipe, image, ranked[0][0], deadline.check)
+        errors = (
+            f"Errors are mean squared latent errors over {SAMPLES} fixed noised copies; only their differences matter."
+        )
+        return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).{note}", errors, share)
 
     @handler
     def caption(self, upload, request: gr.Request) -> tuple:
@@ -147,13 +156,25 @@ class CaptionTab:
             image, note = self.read_image(upload)
             vocabulary = self.ctx.vocabulary
             ranked = self.ctx.compute(caption_candidates, self.ctx.pipe, image, vocabulary, check=deadline.check)
-        return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**.{note}")
+            share = self.ctx.compute(explained, self.ctx.pipe, image, ranked[0][0], deadline.check)
+        errors = (
+            "Errors are mean squared latent errors over fixed noised copies (the search uses fewer than 'Rank': "
+            "compare them only with each other)."
+        )
+        return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**.{note}", errors, share)
 
-    def _shown(self, image: PIL.Image.Image, ranked: list[tuple[str, float]], title: str) -> tuple:
+    def _shown(self, image: PIL.Image.Image, ranked: list[tuple[str, float]], title: str, errors: str, share) -> tuple:
+        """The image, the ranking's chart and its info line: the best caption, its error and the share of the
+        empty prompt's error it takes away (`captioning.explained`), with a warning where that is next to none."""
         best, error = ranked[0]
         info = (
             f"{title}  \nBest: **{best}** (denoising error {error:.4f}"
             + (f", {ranked[1][1] - error:.4f} below the runner-up" if len(ranked) > 1 else "")
-            + "). Errors are mean squared latent errors over 20 fixed noised copies; only their differences matter."
+            + f"; it takes away {share:.0%} of the error the empty prompt leaves). {errors}"
         )
+        if share < NAMES_NOTHING:
+            info += (
+                "  \n⚠️ The model finds this caption hardly more likely than no caption at all: the image may hold "
+                "nothing it knows how to name (a blank canvas, a photo). The caption is its best guess, not a reading."
+            )
         return upscale_nearest(image, DISPLAY_SIDE), bar_chart(ranked), info
