@@ -55,6 +55,17 @@ def test_two_object_scoring_is_perfect_on_ground_truth():
     assert all(score_two(read_scene(_render(it)), it)["all"] for it in items)
 
 
+def test_a_two_object_scene_on_the_wrong_background_fails():
+    """score_two left the background out of "all": the right pair on white passed a prompt asking for black."""
+    from mmgen.data.shapes import BACKGROUNDS
+
+    for item in two_object_prompts(6, np.random.default_rng(3)):
+        colors = {o["color"] for o in item["objects"]}
+        other = next(b for b in BACKGROUNDS if b != item["background"] and b not in colors)
+        score = score_two(read_scene(_render(dict(item, background=other))), item)
+        assert score["shapes"] and score["relation"] and not score["background"] and not score["all"]
+
+
 def test_scoring_notices_a_wrong_scene():
     item = single_prompts(1, np.random.default_rng(2))[0]
     wrong = dict(

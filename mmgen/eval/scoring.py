@@ -41,19 +41,22 @@ def score_single(read: dict, item: PromptItem) -> dict[str, bool]:
 
 
 def score_two(read: dict, item: PromptItem) -> dict[str, bool]:
-    """Both colours found, both shapes right, the relation true, exactly two objects, and `all` of these."""
+    """Both colours found, both shapes right, the relation true, exactly two objects, the background asked for,
+    and `all` of these (the background used to be left out of `all`: a scene on the wrong one passed)."""
     a, b = item["objects"]
     ga, gb = _find(read, a["color"]), _find(read, b["color"])
     both = ga is not None and gb is not None
     rel_ok = both and item["relation"] in relation(ga, gb)
     shapes_ok = both and ga["shape"] == a["shape"] and gb["shape"] == b["shape"]
     count_ok = len(read["objects"]) == 2  # no object drawn twice, no third one
+    background_ok = read["background"] == item["background"]
     return {
         "colors": both,
         "shapes": shapes_ok,
         "relation": rel_ok,
         "count": count_ok,
-        "all": both and shapes_ok and rel_ok and count_ok,
+        "background": background_ok,
+        "all": both and shapes_ok and rel_ok and count_ok and background_ok,
     }
 
 
