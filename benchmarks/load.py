@@ -16,7 +16,7 @@ It starts `python app.py` on 127.0.0.1 and reports, in one run on this machine:
 - the server's resident memory (VmRSS) before the load, after it, after a second identical round (it should
   plateau: sessions and their runs are bounded and expire), and after `--expire-s` idle seconds.
 
-`run_visitors` and `rss_mb` are what tests/test_load.py uses against an app on the tiny pipeline.
+`run_visitors` and `rss_mb` are what tests/test_serving_load.py uses against an app on the tiny pipeline.
 """
 
 from __future__ import annotations

@@ -28,11 +28,7 @@ import math
 import torch
 
 from .denoising import training_noised
-from .settings import (
-    MAX_CANDIDATES,  # noqa: F401  (re-exported: callers have read it here)
-    check_batch,
-    negative_prompts,
-)
+from .settings import check_batch, negative_prompts
 
 SELECT_FRACTION = 0.3  # run the candidates through this share of the steps (9 of 30): the layout is set by then
 SCORE_TIMESTEPS = (50, 150, 300, 450, 600, 750, 900)  # training timesteps at which x0 is re-noised and scored
