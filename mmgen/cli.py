@@ -231,7 +231,7 @@ def warn_unknown_words(pipe, prompt: str) -> None:
 
 
 def cmd_caption(args):
-    from .captioning import caption_candidates
+    from .captioning import NAMES_NOTHING, caption_candidates, explained
     from .data.images import load_image
     from .pipeline import MMGenPipeline
     from .tokens import default_model
@@ -254,6 +254,13 @@ def cmd_caption(args):
     print("denoising error (lower: the model finds the caption more likely)")
     for text, error in ranked[: args.top]:
         print(f"{error:.5f}  {text}")
+    share = explained(pipe, image, ranked[0][0])
+    print(f"the best caption takes away {share:.0%} of the error the empty prompt leaves")
+    if share < NAMES_NOTHING:
+        print(
+            "warning: hardly more likely than no caption: the image may hold nothing the model can name",
+            file=sys.stderr,
+        )
 
 
 def quiet_loading() -> None:

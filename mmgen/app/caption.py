@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 import PIL.Image
 
-from ..captioning import RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
+from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..data.images import ImageLoadError, load_image
 from ..viz import score_bars, upscale_nearest
 from .context import DISPLAY_SIDE, AppContext
@@ -20,10 +20,6 @@ MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a fe
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
 MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
 SAMPLES = len(RANK_TIMESTEPS) * RANK_NOISES  # noised copies each ranked caption is scored on
-# Under this share of the empty prompt's error taken away, the best caption is said to be a guess. On mmgen-base a
-# white or black canvas, noise and photos read -0.06 to -0.01 (a gray canvas 0.09: not caught), and 1 of 64 tuning
-# scenes with its own caption is under it (docs/captioning.md).
-NAMES_NOTHING = 0.05
 NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
 
 
