@@ -257,10 +257,8 @@ def cmd_caption(args):
     share = explained(pipe, image, ranked[0][0])
     print(f"the best caption takes away {share:.0%} of the error the empty prompt leaves")
     if share < NAMES_NOTHING:
-        print(
-            "warning: hardly more likely than no caption: the image may hold nothing the model can name",
-            file=sys.stderr,
-        )
+        why = "they may not describe the image" if captions else "the image may hold nothing the model can name"
+        print(f"warning: hardly more likely than no caption: {why}", file=sys.stderr)
 
 
 def quiet_loading() -> None:

@@ -192,8 +192,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {  
 
 
 def command_of(argv: list[str]) -> str:
-    """The subcommand `argv` names: its first word not an option (the top level has no option but --help)."""
-    return next((a for a in argv if not a.startswith("-")), "")
+    """The subcommand `argv` names: its first word not an option (the top level has no option but --help); none
+    when --help comes first (`mmgen -h generate` is the command list)."""
+    first = next((a for a in argv if not a.startswith("-") or a in ("-h", "--help")), "")
+    return "" if first in ("-h", "--help") else first
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ Scales to K = 16,384 codes (Kandinsky's MoVQ): building an atlas encodes the ref
 bounded cache, so an app shows the first page of a large codebook in well under a second at small widths
 (`make bench`, section "atlas").
 
-    atlas = CodebookAtlas.build(tokenizer, reference_images())   # any `mmgen.tokenizers.Tokenizer` (or a VQVAE)
+    atlas = CodebookAtlas.build(tok, reference_images(downsample_factor=tok.downsample_factor))  # any Tokenizer
     page = atlas.page(0, per_page=256, by="usage")  # page.codes, page.tiles: this page's codes and their tiles
     atlas.tiles[k]                  # one code's tile (16x16 px: a flat grid of 16/f x 16/f tokens)
     atlas.counts, atlas.stats       # occurrences over the reference set; usage, perplexity, dead codes

@@ -173,7 +173,7 @@ class Vocabulary:
 # ---------------------------------------------------------------- a run's training captions
 def stage_sources(log_path: str | Path) -> list[dict]:
     """The distinct training sets of every stage in a generator's training log (its header lines): {"data":
-    "shapes", "stream": seed, "num_samples": n} or {"data": folder}."""
+    "shapes", "stream": seed, "num_samples": n} or {"data": folder as given, "path": where it was}."""
     sources = []
     for line in Path(log_path).read_text().splitlines():
         record = json.loads(line)
@@ -183,8 +183,8 @@ def stage_sources(log_path: str | Path) -> list[dict]:
         if args.get("data", "shapes") == "shapes":
             stream = args["seed"] if args.get("data_seed") is None else args["data_seed"]
             source = {"data": "shapes", "stream": stream, "num_samples": args["num_samples"]}
-        else:  # the folder as training resolved it (older logs: as given, from where training ran)
-            source = {"data": record.get("data_folder", args["data"])}
+        else:  # named as given; read where training resolved it (older logs: from where training ran)
+            source = {"data": args["data"], "path": record.get("data_folder", args["data"])}
         if source not in sources:
             sources.append(source)
     if not sources:
@@ -201,12 +201,13 @@ def training_captions(source: dict) -> list[str]:
         return [shapes_annotation(source["stream"], i)[1] for i in range(source["num_samples"])]
     from .data.images import ImageFolder
 
-    if not Path(source["data"]).is_dir():
+    path = source.get("path", source["data"])
+    if not Path(path).is_dir():
         raise ValueError(
-            f"{source['data']}: the folder the generator trained on is needed to write its vocabulary (a log from "
-            "before 2026-12-07 names it as given: run this from the folder training ran in)"
+            f"{path}: the folder the generator trained on is needed to write its vocabulary (a log from before "
+            "2026-12-07 names it as given: run this from the folder training ran in)"
         )
-    return [text for texts in ImageFolder(source["data"], captions_required=True).captions for text in texts]
+    return [text for texts in ImageFolder(path, captions_required=True).captions for text in texts]
 
 
 def vocabulary_from_log(log_path: str | Path) -> Vocabulary:

@@ -50,3 +50,18 @@ def test_an_f16_tokenizer_counts_whole_photos_and_is_held_to_95_percent_codebook
     assert results["codebook"]["usage"] == 1 / 64 and results["codebook"]["usage_even"] == pytest.approx(1.0)
     row = next(line for line in format_table(results).splitlines() if line.startswith("codebook  usage "))
     assert ">= 0.95" in row and row.endswith("NO")  # a collapsed codebook fails
+
+
+def test_a_folder_evaluation_names_every_file_it_left_out(tiny_vq, tmp_path):
+    """Files Pillow cannot read went unmentioned (and at first only the first three were named)."""
+    from PIL import Image
+
+    from mmgen.eval.eval_tokenizer import evaluate_folder
+
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(tmp_path / f"ok{i}.png")
+    for i in range(5):
+        (tmp_path / f"bad{i}.png").write_bytes(b"not an image")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "gone.png", "text": "x"}\nnot json\n')
+    stats = evaluate_folder(tiny_vq, tmp_path)["folder"]
+    assert stats["n_images"] == 2 and sorted(stats["left_out"]) == [f"bad{i}.png" for i in range(5)]

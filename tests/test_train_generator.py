@@ -655,7 +655,7 @@ def test_a_run_inside_its_data_folder_does_not_change_the_cache_key(tiny_vq, tmp
     from types import SimpleNamespace
 
     from mmgen.training.encoded_data import cache_key
-    from mmgen.training.run_options import check_run_options
+    from mmgen.training.run_options import note_shapes_folder
 
     (tmp_path / "a.png").write_bytes(b"x")
     args = SimpleNamespace(data=str(tmp_path), seed=0, data_seed=None, num_samples=16, sample_size=8)
@@ -671,5 +671,5 @@ def test_a_run_inside_its_data_folder_does_not_change_the_cache_key(tiny_vq, tmp
     # a folder named "shapes" where --data shapes is given: said, not silently passed over
     (tmp_path / "shapes").mkdir()
     monkeypatch.chdir(tmp_path)
-    check_run_options(SimpleNamespace(data="shapes"))
+    note_shapes_folder(SimpleNamespace(data="shapes"))
     assert "give ./shapes" in capsys.readouterr().out

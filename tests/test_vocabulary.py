@@ -120,6 +120,7 @@ def test_the_vocabulary_reads_the_captions_as_training_did(tmp_path, monkeypatch
     monkeypatch.chdir(folder)  # `release` run elsewhere: "mine" is no folder here
     vocab = vocabulary_from_log(log)
     assert {"cat", "sofa"} <= set(vocab.words) and "x" not in vocab.words
+    assert vocab.sources == ["mine"]  # as given: a published file names no folder of the machine it was made on
 
 
 def test_the_model_folder_carries_it_and_the_cli_warns_without_blocking(tiny_pipe, tmp_path, capsys):

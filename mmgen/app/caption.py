@@ -11,6 +11,7 @@ import PIL.Image
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..data.images import ImageLoadError, load_image
 from ..viz import score_bars, upscale_nearest
+from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import uploaded_file
@@ -20,6 +21,7 @@ MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a fe
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
 MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
 SAMPLES = len(RANK_TIMESTEPS) * RANK_NOISES  # noised copies each ranked caption is scored on
+RANKED_ERRORS = f"Errors are mean squared latent errors over {SAMPLES} fixed noised copies; only differences matter."
 NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
 
 
@@ -140,10 +142,7 @@ class CaptionTab:
             image, note = self.read_image(upload)
             ranked = self.ctx.compute(rank_captions, self.ctx.pipe, image, captions, deadline.check)
             share = self.ctx.compute(explained, self.ctx.pipe, image, ranked[0][0], deadline.check)
-        errors = (
-            f"Errors are mean squared latent errors over {SAMPLES} fixed noised copies; only their differences matter."
-        )
-        return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).{note}", errors, share)
+        return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).{note}", RANKED_ERRORS, share, own=False)
 
     @handler
     def caption(self, upload, request: gr.Request) -> tuple:
@@ -153,13 +152,16 @@ class CaptionTab:
             vocabulary = self.ctx.vocabulary
             ranked = self.ctx.compute(caption_candidates, self.ctx.pipe, image, vocabulary, check=deadline.check)
             share = self.ctx.compute(explained, self.ctx.pipe, image, ranked[0][0], deadline.check)
-        errors = (
-            "Errors are mean squared latent errors over fixed noised copies (the search uses fewer than 'Rank': "
-            "compare them only with each other)."
-        )
-        return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**.{note}", errors, share)
+        if vocabulary is not None and vocabulary.grammar == SHAPES_V1:  # `caption_candidates` searched the grammar
+            errors = (
+                "Errors are mean squared latent errors over fixed noised copies (the search uses fewer than "
+                "'Rank': compare them only with each other)."
+            )
+        else:  # it ranked the model's training captions, as 'Rank' ranks
+            errors = RANKED_ERRORS
+        return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**.{note}", errors, share, own=True)
 
-    def _shown(self, image: PIL.Image.Image, ranked: list[tuple[str, float]], title: str, errors: str, share) -> tuple:
+    def _shown(self, image: PIL.Image.Image, ranked: list, title: str, errors: str, share: float, own: bool) -> tuple:
         """The image, the ranking's chart and its info line: the best caption, its error and the share of the
         empty prompt's error it takes away (`captioning.explained`), with a warning where that is next to none."""
         best, error = ranked[0]
@@ -168,9 +170,14 @@ class CaptionTab:
             + (f", {ranked[1][1] - error:.4f} below the runner-up" if len(ranked) > 1 else "")
             + f"; it takes away {share:.0%} of the error the empty prompt leaves). {errors}"
         )
-        if share < NAMES_NOTHING:
+        if share < NAMES_NOTHING and own:
             info += (
-                "  \n⚠️ The model finds this caption hardly more likely than no caption at all: the image may hold "
-                "nothing it knows how to name (a blank canvas, a photo). The caption is its best guess, not a reading."
+                "  \n⚠️ The model finds its best caption hardly more likely than no caption at all: the image may hold "
+                "nothing it knows how to name (a blank canvas, a photo). The caption is its guess, not a reading."
+            )
+        elif share < NAMES_NOTHING:
+            info += (
+                "  \n⚠️ The model finds none of these captions much more likely than no caption at all: they may not "
+                "describe the image, or it holds nothing the model knows how to name."
             )
         return upscale_nearest(image, DISPLAY_SIDE), bar_chart(ranked), info

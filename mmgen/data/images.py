@@ -311,7 +311,8 @@ class ImageFolder(Dataset):
         names = {p: p.relative_to(self.root).as_posix() for p in paths}
         opens = {p: readable_header(p) for p in paths}
         readable = [p for p in paths if opens[p]]
-        self._skip("files Pillow cannot read", [names[p] for p in paths if not opens[p]])
+        self.unreadable = [names[p] for p in paths if not opens[p]]  # every one (`skipped` counts, `examples` shows 3)
+        self._skip("files Pillow cannot read", self.unreadable)
         self._skip(f"{meta.name} entries for no image in the folder", sorted(set(captions) - set(names.values())))
         texts = [captions.get(names[p], ()) for p in readable]
         keep = [bool(t) or not captions_required for t in texts]

@@ -260,7 +260,7 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
     counts = np.bincount(np.concatenate([i.ravel() for i in ids]), minlength=vq.config.num_codes)
     stats = {
         "n_images": len(images),
-        "left_out": {name: why for why, names in listing.examples.items() for name in names} | skipped,
+        "left_out": dict.fromkeys(listing.unreadable, "not an image Pillow can read") | skipped,
         "psnr": float(np.mean([psnr_np(a, b) for a, b in pairs])),
         "psnr_min": float(np.min([psnr_np(a, b) for a, b in pairs])),
         "ssim": float(np.mean([ssim_np(a, b) for a, b in pairs])),

@@ -158,6 +158,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--labels",
         nargs="+",
         default=[str(TUNING_LABELS), str(TUNING_LABELS_2)],
-        help="people's labels to calibrate the threshold on",
+        help="people's labels to calibrate the threshold on (default: the two tuning sets in docs/)",
     )
     return p

@@ -37,8 +37,6 @@ def check_run_options(args: argparse.Namespace) -> None:
     for name in FRACTIONS:
         if (value := given(name)) is not None and not 0 <= value <= 1:
             refuse(name, value, "between 0 and 1")
-    if getattr(args, "data", None) == "shapes" and Path("shapes").is_dir():  # `mmgen shapes --out shapes` makes one
-        print("note: --data shapes draws shapes-v1 scenes; to train on the folder named shapes here, give ./shapes")
 
 
 def add_run_arguments(
@@ -77,3 +75,10 @@ def add_run_arguments(
         help="autocast matmuls and convs (bf16: the DiT trains ~2.5x faster on CPUs with AVX512-BF16)",
     )
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+
+
+def note_shapes_folder(args: argparse.Namespace) -> None:
+    """`--data shapes` draws shapes-v1 scenes; a folder named shapes here (`mmgen shapes --out shapes` makes one) is
+    not read: said once, where the data is read."""
+    if args.data == "shapes" and Path("shapes").is_dir():
+        print("note: --data shapes draws shapes-v1 scenes; to train on the folder named shapes here, give ./shapes")

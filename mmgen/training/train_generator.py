@@ -58,7 +58,7 @@ from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import make_accelerator
 from .recipe import run_recipe
-from .run_options import add_run_arguments, check_run_options
+from .run_options import add_run_arguments, check_run_options, note_shapes_folder
 from .stopping import graceful_stop, stop_if_asked, stoppable
 
 VALIDATION_PROMPTS = [
@@ -221,6 +221,8 @@ def train(args: argparse.Namespace) -> Path:
     check_run_options(args)
     accelerator = make_accelerator(args)
     set_seed(args.seed)
+    if accelerator.is_main_process:
+        note_shapes_folder(args)
     run = prepare_run(args, accelerator)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from .checkpoints import (
 )
 from .processes import make_accelerator
 from .recipe import run_recipe
-from .run_options import add_run_arguments, check_run_options
+from .run_options import add_run_arguments, check_run_options, note_shapes_folder
 from .stopping import graceful_stop, stop_if_asked, stoppable
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
@@ -86,6 +86,7 @@ def global_stats(accelerator, loss: torch.Tensor, batch_psnr: torch.Tensor, coun
 
 
 def build_dataset(args, length: int) -> Dataset:
+    note_shapes_folder(args)
     if args.data == "shapes":
         shapes = ShapesDataset(length, seed=args.seed, size=args.resolution, scale=args.shapes_scale)
         if args.photo_fraction <= 0:
