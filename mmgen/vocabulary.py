@@ -207,7 +207,8 @@ def training_captions(source: dict) -> list[str]:
             f"{path}: the folder the generator trained on is needed to write its vocabulary (a log from before "
             "2026-12-07 names it as given: run this from the folder training ran in)"
         )
-    return [text for texts in ImageFolder(path, captions_required=True).captions for text in texts]
+    folder = ImageFolder(path, captions_required=True)
+    return [text for _, texts, _ in folder.in_metadata_order() for text in texts]  # ties ranked as listed
 
 
 def vocabulary_from_log(log_path: str | Path) -> Vocabulary:

@@ -180,3 +180,18 @@ def test_the_unread_end_of_a_long_prompt_is_quoted_as_typed(tiny_pipe):
     assert unread_text(tiny_pipe.tokenizer, "a red circle") == ""
     long = "a large red circle " * 7 + "on a Small Piñata 🎉"  # 28 + 2 pieces are read
     assert unread_text(tiny_pipe.tokenizer, long) == "Small Piñata 🎉"
+
+
+def test_a_folders_captions_keep_the_metadatas_order(tmp_path):
+    """Captions seen once each tie: the model's own caption ranking keeps the first MAX_CAPTIONS in the metadata's
+    order (as the reader before `ImageFolder` did), not the folder's file order."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (8, 8)).save(folder / name)
+    lines = [
+        {"file_name": n, "text": f"a {w} thing"} for n, w in (("c.png", "third"), ("a.png", "first"), ("b.png", "x"))
+    ]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    log = write_log(tmp_path / "log.jsonl", [{"data": str(folder), "seed": 0}])
+    assert vocabulary_from_log(log).captions == ["a third thing", "a first thing", "a x thing"]

@@ -373,6 +373,12 @@ class ImageFolder(Dataset):
                 self._skip(bad, [f"line {i}"])
         return captions
 
+    def in_metadata_order(self) -> list[tuple[str, tuple[str, ...], Path]]:
+        """(name, captions, path) of each image kept, in the order its metadata lists them (`paths` is the folder's
+        order): what an evaluation's halves and a vocabulary's ties are drawn by."""
+        kept = {p.relative_to(self.root).as_posix(): (texts, p) for p, texts in zip(self.paths, self.captions)}
+        return [(name, *kept[name]) for name in self.listed if name in kept]
+
     def skip_summary(self) -> str:
         """'left out 3 (files Pillow cannot read: 2, images without a caption: 1)', or '' when nothing was."""
         skipped = {**self.skipped, **({"images that failed to decode": len(self.failed)} if self.failed else {})}

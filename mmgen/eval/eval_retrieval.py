@@ -51,8 +51,7 @@ def read_folder(folder: str | Path) -> list[tuple[str, list[str], Path]]:
         raise ValueError(f"{folder}: no captions (metadata.jsonl or metadata.csv)")
     if images.skipped:
         print(f"{folder}: {images.skip_summary()}")
-    found = {p.relative_to(images.root).as_posix(): (list(t), p) for p, t in zip(images.paths, images.captions)}
-    return [(name, *found[name]) for name in images.listed if name in found]
+    return [(name, list(texts), path) for name, texts, path in images.in_metadata_order()]
 
 
 def load_gallery(folders: list[str]) -> tuple[list[str], list[Image.Image]]:
