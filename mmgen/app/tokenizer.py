@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
@@ -60,6 +61,20 @@ def encode_with_ambiguity(tok: Tokenizer, image: PIL.Image.Image) -> tuple[Encod
 def repaint_settings(prompt, seed) -> SamplingSettings:
     """The repaint's prompt and seed (an empty seed field: 0), checked like any run's."""
     return SamplingSettings(prompt, seed=0 if seed is None else seed).checked()
+
+
+class Tokenized(NamedTuple):
+    """What a tokenize shows, in the order of the tab's outputs (`TokenizerTab.wire`)."""
+
+    image: PIL.Image.Image | None  # the image as encoded (fitted to whole tokens), enlarged
+    reconstruction: PIL.Image.Image | None  # decoded from its tokens, enlarged
+    stats: str  # PSNR, SSIM, size, tokens, codes used
+    token_map: PIL.Image.Image | None  # each cell coloured by its code
+    usage: PIL.Image.Image | None  # how often each code occurs
+    grid: TokenGrid | None  # the session's token grid, which edits change
+    edited: PIL.Image.Image | None  # the edited image: none until an edit
+    info: str
+    uploads: object  # this visitor's `UploadUsage` (gr.skip(): left as it was)
 
 
 class TokenizerTab:
@@ -179,10 +194,9 @@ class TokenizerTab:
     @handler
     def tokenize(
         self, upload: dict | str | None, tokenizer: str | None = None, uploads: UploadUsage | None = None
-    ) -> tuple:
-        """Encode an uploaded image with the picked tokenizer (default: the generator's); returns the image as
-        encoded, its reconstruction, stats, token map, usage. The image's size is read from its header and
-        checked before it is decoded."""
+    ) -> Tokenized:
+        """Encode an uploaded image with the picked tokenizer (default: the generator's). The image's size is read
+        from its header and checked before it is decoded."""
         image = self.read_image(upload)
         key = tokenizer or self.registry.own_key
         tok = self.registry.get(key)
@@ -202,20 +216,20 @@ class TokenizerTab:
         grid = TokenGrid(result.tokens.tolist(), tokenizer=key, distance=distance, margin=margin, metric=tok.metric)
         uploads = (uploads or UploadUsage()).add(key, image, result.tokens, num_codes)
         info = "Click cells of the token map to select them."
-        return *shown, stats, tmap, usage_bars(counts), grid, None, info, uploads
+        return Tokenized(*shown, stats, tmap, usage_bars(counts), grid, None, info, uploads)
 
     @handler
-    def tokenize_or_clear(self, upload, tokenizer: str | None = None, uploads: UploadUsage | None = None) -> tuple:
+    def tokenize_or_clear(self, upload, tokenizer: str | None = None, uploads: UploadUsage | None = None) -> Tokenized:
         """A new upload, a clicked example or another tokenizer: tokenize at once. No upload, or one that cannot
         be used, clears the outputs and the session's grid: no edit may apply to an image no longer shown."""
-        cleared = None, None, "", None, None, None, None, "", gr.skip()
+        cleared = Tokenized(None, None, "", None, None, None, None, "", gr.skip())
         if not upload:
             return cleared
         try:
             return self.tokenize(upload, tokenizer, uploads)
         except gr.Error as e:
             gr.Warning(e.message)
-            return None, None, e.message, *cleared[3:]
+            return cleared._replace(stats=e.message)
 
     def read_image(self, upload: dict | str | None) -> PIL.Image.Image:
         """The uploaded image, its size checked from its header before it is decoded, downscaled towards MAX_SIDE."""
