@@ -417,20 +417,18 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
     ) -> MMGenPipelineOutput:
         """Repaint the cells of a token grid `tokens` (h, w) where `mask` (h, w) is True under `prompt`; every
         other cell keeps its code exactly (`LatentInpainter`: RePaint in the latent space). Other keyword
-        arguments go to `__call__`. The grid must be the generator's own size."""
+        arguments go to `__call__`, but for `num_candidates`: one starting noise, as best-of-N would choose it by a
+        run that keeps none of the cells. The grid must be the generator's own size."""
         grid = self.transformer.config.sample_size, self.vqvae.downsample_factor, self._execution_device
         tokens, mask = inpaint_grids(tokens, mask, *grid)
         if isinstance(generator, list) or kwargs.get("callback_on_step_end_tensor_inputs") is not None:
             raise ValueError("inpaint takes one torch.Generator; its callback_on_step_end is handed the latents alone")
+        if kwargs.pop("num_candidates", None) not in (None, 1):
+            raise ValueError("inpaint draws one starting noise: best-of-N (num_candidates) chooses by whole scenes")
         known = self.vqvae.quantizer.indices_to_codes(tokens[None]) * self.scaling_factor  # (1, C, h, w)
         inpainter = LatentInpainter(known, mask, generator, then=kwargs.pop("callback_on_step_end", None))
-        return self(
-            prompt,
-            generator=generator,
-            callback_on_step_end=inpainter,
-            callback_on_step_end_tensor_inputs=inpainter.tensor_inputs,
-            **kwargs,
-        )
+        kwargs.update(callback_on_step_end=inpainter, callback_on_step_end_tensor_inputs=inpainter.tensor_inputs)
+        return self(prompt, generator=generator, num_candidates=1, **kwargs)
 
     def rank_captions(self, image, captions: list[str]) -> list[tuple[str, float]]:
         """[(caption, denoising error)] best first: how well the DiT explains `image` under each caption."""

@@ -316,6 +316,22 @@ def test_inpaint_method_repaints_only_the_mask(tiny_pipe):
         tiny_pipe.inpaint("a red circle", tokens[:4], mask[:4])
 
 
+def test_inpaint_draws_one_starting_noise(tiny_pipe, monkeypatch):
+    """Best-of-N would choose the noise by a run that keeps none of the cells: inpainting never runs it."""
+    import mmgen.pipeline
+
+    def no_candidates(*args, **kwargs):
+        raise AssertionError("best-of-N ran for an inpainting")
+
+    monkeypatch.setattr(mmgen.pipeline, "best_generators", no_candidates)
+    tokens = torch.zeros(8, 8, dtype=torch.long)
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[:2] = True
+    tiny_pipe.inpaint("a red circle", tokens, mask, num_inference_steps=2)  # the model's own candidates: 4
+    with pytest.raises(ValueError, match="one starting noise"):
+        tiny_pipe.inpaint("a red circle", tokens, mask, num_inference_steps=2, num_candidates=4)
+
+
 def test_stepwise_run_takes_step_callbacks_like_the_call(tiny_pipe):
     """One step function serves both: a callback sees the same steps and tensors, and its replacement latents
     steer a stepwise run exactly as they steer __call__."""
