@@ -117,7 +117,7 @@ def test_a_training_run_inside_the_folder_is_not_data(tmp_path):
     assert ds.skip_summary() == "left out 1 (images in a training run's folder: 1, e.g. run/samples/step-2.png)"
 
 
-def test_image_folder_reads_metadata_as_users_write_it(tmp_path):
+def test_image_folder_reads_metadata_as_users_write_it(tmp_path, capsys):
     """A BOM (Notepad, Excel) and "./" names are read; text in another encoding is refused with the line, never
     read with replacement characters; entries for absent files are counted and named; with no caption at all, the
     error says where captions come from."""
@@ -139,7 +139,10 @@ def test_image_folder_reads_metadata_as_users_write_it(tmp_path):
     meta.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\n", encoding="latin-1")
     with pytest.raises(ValueError, match="line 1 is not UTF-8 text; save the file as UTF-8"):
         ImageFolder(tmp_path, captions_required=True)
+    capsys.readouterr()
     assert len(ImageFolder(tmp_path).paths) == 3  # the tokenizer needs no captions: it goes on without them
+    assert len(ImageFolder(tmp_path).paths) == 3  # its validation set reads the folder again: the note is said once
+    assert capsys.readouterr().out.count("is not UTF-8 text") == 1
     meta.write_text(json.dumps({"file_name": "tea.png", "caption": "green tea"}) + "\n")
     with pytest.raises(ValueError, match=r"images without a caption: 3, .*one JSON object per line: \{\"file_name\""):
         ImageFolder(tmp_path, captions_required=True)

@@ -31,6 +31,7 @@ from .shapes import CANVAS, SCALES, shapes_sample
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 64_000_000  # Pillow's decompression-bomb guard, stated explicitly (about 8000 x 8000)
+_NOTED: set[str] = set()  # notes about a folder already printed in this process
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
@@ -353,7 +354,9 @@ class ImageFolder(Dataset):
                 said = f"{meta}: not a CSV file ({e})"
             if required:  # the generator: captions read with replacement characters would be trained on
                 raise ValueError(said) from None
-            print(f"{said} (its captions are not used here)")
+            if said not in _NOTED:  # once, where a run reads the folder twice (training and validation sets)
+                print(f"{said} (its captions are not used here)")
+                _NOTED.add(said)
             return captions
         bad = f"{meta.name} lines that are not a JSON object with 'file_name'"
         bad = f"{meta.name} rows without a file_name" if meta.suffix == ".csv" else bad
