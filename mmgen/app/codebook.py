@@ -5,6 +5,8 @@ on first use and decodes a page's tiles when the page is first shown, so K = 16,
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gradio as gr
 import PIL.Image
 
@@ -20,6 +22,27 @@ ONE_PAGE_UP_TO = 512  # codebooks this small show whole, on one page (mmgen-base
 PER_PAGE = 256  # larger ones a page at a time: 256 tiles of a K = 16,384 MoVQ-like decoder in 0.3-1.6 s (bench)
 MAX_USAGE_BARS = 2048
 DEAD_LISTED = 24  # dead code ids written out
+
+
+class CodebookPage(NamedTuple):
+    """A page of the codebook, in the order of the tab's outputs (`CodebookTab.wire`)."""
+
+    grid: PIL.Image.Image  # the page's tiles
+    usage: PIL.Image.Image  # how often each code occurs in the reference set
+    info: str  # the summary: codes used, perplexity, dead codes
+    page: dict  # the page selector's update (bounds, value, shown when there are pages)
+    code_id: dict  # the code id box's update (this tokenizer's bounds)
+
+
+class CodeDetails(NamedTuple):
+    """One code, in the order of the tab's outputs for a code (`CodebookTab.wire`)."""
+
+    tile: PIL.Image.Image  # the code decoded alone, enlarged
+    info: str  # its usage, rank and nearest codes
+    neighbours: list  # [(tile, label)] of its nearest codes
+    occurrences: list  # [(patch, "")] where it occurs in the reference set
+    grid: PIL.Image.Image  # its page, the code outlined
+    code: int
 
 
 def per_page(num_codes: int) -> int:
@@ -118,14 +141,13 @@ class CodebookTab:
         self, sort_by: str, tokenizer: str | None = None, page: float | None = 1, uploads: UploadUsage | None = None
     ) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
         """The page of the tokenizer's codebook (whole, up to 512 codes), its usage bars and a summary."""
-        return self.codebook_page(tokenizer, sort_by, page, uploads)[:3]
+        return self.codebook_page(tokenizer, sort_by, page, uploads)[:3]  # grid, usage, info
 
     @handler
     def codebook_page(
         self, tokenizer: str | None, sort_by: str, page: float | None = 1, uploads: UploadUsage | None = None
-    ) -> tuple:
-        """Page `page` (from 1) of the codebook: the grid, usage bars, summary, the page selector and the code
-        id's bounds for this tokenizer."""
+    ) -> CodebookPage:
+        """Page `page` (from 1) of the codebook, the page selector and the code id's bounds for this tokenizer."""
         key, atlas = self.atlas(tokenizer)
         size = per_page(atlas.num_codes)
         number = page_index(page, atlas.num_pages(size))
@@ -134,16 +156,16 @@ class CodebookTab:
         usage = usage_bars(atlas.counts, max_bars=min(atlas.num_codes, MAX_USAGE_BARS), bar_width=1)
         info = self.summary(key, atlas, shown, sort_by, uploads)
         slider = gr.update(maximum=max(shown.num_pages, 2), value=number + 1, visible=shown.num_pages > 1)
-        return grid, usage, info, slider, gr.update(maximum=atlas.num_codes - 1)
+        return CodebookPage(grid, usage, info, slider, gr.update(maximum=atlas.num_codes - 1))
 
     @handler
-    def first_page(self, tokenizer: str | None, sort_by: str, uploads: UploadUsage | None = None) -> tuple:
+    def first_page(self, tokenizer: str | None, sort_by: str, uploads: UploadUsage | None = None) -> CodebookPage:
         return self.codebook_page(tokenizer, sort_by, 1, uploads)
 
     @handler
     def code_details(
         self, code: float | None, sort_by: str, tokenizer: str | None = None, uploads: UploadUsage | None = None
-    ) -> tuple:
+    ) -> CodeDetails:
         """One code: its tile, usage and rank, its nearest codes and where it occurs; the grid shows its page,
         the code outlined."""
         key, atlas = self.atlas(tokenizer)
@@ -169,7 +191,7 @@ class CodebookTab:
         tiles = atlas.tiles.get(c for c, _ in nearest)
         neighbours = [(upscale_nearest(t, 64), f"code {c} · {unit} {s:.2f}") for t, (c, s) in zip(tiles, nearest)]
         examples = [(upscale_nearest(im, 80), "") for im in atlas.examples(code)]
-        return upscale_nearest(atlas.tiles[code], 96), info, neighbours, examples, grid, code
+        return CodeDetails(upscale_nearest(atlas.tiles[code], 96), info, neighbours, examples, grid, code)
 
     @handler
     def page_of(self, code: float | None, sort_by: str, tokenizer: str | None = None) -> int:
@@ -179,7 +201,7 @@ class CodebookTab:
     @handler
     def click_code(
         self, sort_by: str, tokenizer: str | None, page: float | None, uploads: UploadUsage | None, evt: gr.SelectData
-    ) -> tuple:
+    ) -> CodeDetails:
         _, atlas = self.atlas(tokenizer)
         size = per_page(atlas.num_codes)
         number = page_index(page, atlas.num_pages(size))

@@ -15,7 +15,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import PIL.Image
 import torch
@@ -27,6 +27,17 @@ if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
     from ..denoising import StepOutput
 
 _run_ids = itertools.count()
+
+
+class StepView(NamedTuple):
+    """One step of a run, in the order of the Trajectory tab's step views (`TrajectoryTab.views`)."""
+
+    x_t: PIL.Image.Image  # what the DiT read at the step, on the codebook's top 3 principal axes
+    x0: PIL.Image.Image  # the step's clean-image estimate, decoded from its tokens
+    tokens: PIL.Image.Image  # the estimate's token map
+    changed: PIL.Image.Image  # the tokens changed since the previous step
+    changes: PIL.Image.Image  # tokens changed per step, the step marked
+    info: str
 
 
 @dataclass(eq=False)
@@ -120,9 +131,8 @@ class FrameDrawer:
     def cached(self) -> int:
         return len(self._x0)
 
-    def view(self, traj: Trajectory, k: int, title: str | None = None) -> tuple:
-        """Step k for the Trajectory tab's views: x_t, x0, its tokens, the changed tokens, the changes-per-step
-        plot and an info line (`title` replaces the line's start)."""
+    def view(self, traj: Trajectory, k: int, title: str | None = None) -> StepView:
+        """Step k for the Trajectory tab's views (`title` replaces the info line's start)."""
         side = self.display_side
         tokens = traj.tokens[k]
         cell = max(2, side // max(tokens.shape))
@@ -130,7 +140,7 @@ class FrameDrawer:
         n, total = int(changed.sum()), tokens.numel()
         title = title or f"**Step {k + 1} of {len(traj)}**"
         info = f"{title} (timestep {traj.timesteps[k]:.0f}) · {n} of {total} tokens changed since the previous step"
-        return (
+        return StepView(
             upscale_nearest(self.x_t(traj, k), side),
             upscale_nearest(self.x0(traj, k), side),
             token_map(tokens, self.pipe.vqvae.config.num_codes, cell=cell),
