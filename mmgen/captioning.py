@@ -26,7 +26,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .data.images import pil_to_tensor
+from .data.images import pil_to_tensor, to_rgb
 from .data.shapes import BACKGROUNDS, COLORS, POSITION_WORDINGS, POSITIONS, SHAPES, SIZES
 from .settings import check_prompt
 
@@ -60,7 +60,7 @@ def check_image(pipe, image) -> PIL.Image.Image:
         raise ValueError(
             f"this model reads {side}x{side} images (the size it paints); got {image.width}x{image.height}"
         )
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 @torch.no_grad()

@@ -63,13 +63,14 @@ def cmd_encode(args):
     model = args.model or default_model()  # (MMGEN_MODEL's, recorded in the tokens file, which decode reads)
     vq = load_tokenizer(model)
     result = encode_image(vq, image, max_side=args.max_side)
-    meta = {"model_id": model, "num_codes": vq.num_codes, "downsample_factor": vq.downsample_factor}
+    recorded = str(Path(model).resolve()) if Path(model).is_dir() else model  # decode may run from another folder
+    meta = {"model_id": recorded, "num_codes": vq.num_codes, "downsample_factor": vq.downsample_factor}
     save_tokens(result.tokens, out / "tokens.json", **meta)
     result.reconstruction.save(out / "reconstruction.png")
     if result.image.size != image.size:
         print(f"note: encoded at {result.image.width}x{result.image.height} (from {image.width}x{image.height})")
     h, w = result.tokens.shape
-    print(f"{h}x{w} tokens, {len(result.tokens.unique())} distinct codes; PSNR {result.psnr:.2f} dB")
+    print(f"{w}x{h} tokens, {len(result.tokens.unique())} distinct codes; PSNR {result.psnr:.2f} dB")
     print(f"wrote {out / 'tokens.json'} and {out / 'reconstruction.png'}")
 
 

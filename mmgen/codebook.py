@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import pil_to_tensor, tensor_to_pil
+from .data.images import pil_to_tensor, tensor_to_pil, to_rgb
 from .data.shapes import SCALES, shapes_sample
 from .tokenizers import Tokenizer, as_tokenizer
 
@@ -147,10 +147,11 @@ class CodebookAtlas:
         occurrences: list[list[tuple[int, int, int]]] = [[] for _ in range(k)]
         encoded = []
         for i, image in enumerate(images):
+            image = to_rgb(image)  # EXIF rotation first: it may swap the sides
             w, h = (image.width // f) * f, (image.height // f) * f
             if not w or not h:
                 raise ValueError(f"reference image {i} is {image.width}x{image.height}, smaller than a token ({f} px)")
-            image = image.convert("RGB").crop((0, 0, w, h))
+            image = image.crop((0, 0, w, h))
             encoded.append(image)
             grid = tok.encode(pil_to_tensor(image)[None]).indices[0].cpu().numpy()  # (h, w)
             counts += np.bincount(grid.ravel(), minlength=k)

@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil
+from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
 from .tokenizers import Tokenizer
 from .tokens import psnr_pil, ssim_pil
 
@@ -153,7 +153,7 @@ class Reconstruction:
             "ssim": self.ssim,
             "detail_kept": self.detail_kept,
             "edges_in_place": self.edges_in_place,
-            "grid": f"{h}x{w}",
+            "grid": f"{w}x{h}",  # columns x rows, as an image's size is width x height
             "codes": self.num_codes,
             "bits": self.bits,
             "compression": self.compression,
@@ -189,7 +189,7 @@ def common_crop(image: Image.Image, tokenizers: list[Tokenizer], max_side: int =
     """The image as every tokenizer will see it: downscaled to `max_side`, centre-cropped to a multiple of all
     their downsampling factors."""
     multiple = math.lcm(*(t.downsample_factor for t in tokenizers))
-    return fit_to_multiple(image.convert("RGB"), multiple, max_side)
+    return fit_to_multiple(to_rgb(image), multiple, max_side)  # EXIF rotation, alpha on white, 16-bit grey
 
 
 def compare_tokenizers(
@@ -211,7 +211,7 @@ def format_table(rows: list[Reconstruction]) -> str:
         h, w = r.grid
         lines.append(
             f"{r.name[:39]:<40}{r.psnr:>8.2f}{r.ssim:>7.3f}{r.detail_kept:>7.2f}{r.edges_in_place:>7.2f}"
-            f"{f'{h}x{w}':>8}"
+            f"{f'{w}x{h}':>8}"
             f"{r.bits:>9,.0f}{r.compression:>6.1f}x{r.seconds:>7.2f}"
         )
     return "\n".join(lines)

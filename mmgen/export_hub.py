@@ -255,7 +255,8 @@ def load_export(cls, folder: str | Path, index: dict, kwargs: dict):
     for name in ("vqvae", "transformer", "text_encoder", "tokenizer", "scheduler"):
         library, class_name = index[name]
         loader = own.get(name) or getattr(diffusers if library == "diffusers" else transformers, class_name)
-        parts[name] = kwargs.get(name) or loader.from_pretrained(str(Path(folder) / name))
+        weights = {"use_safetensors": True} if name in ("vqvae", "transformer", "text_encoder") else {}  # no pickle
+        parts[name] = kwargs.get(name) or loader.from_pretrained(str(Path(folder) / name), **weights)
     dtype = kwargs.get("dtype") or kwargs.get("torch_dtype") or torch.float32
     for name in own:
         parts[name] = parts[name].to(dtype)

@@ -299,6 +299,11 @@ def find_tokenizer_folder(path: str | Path) -> str | None:
         for folder in TOKENIZER_FOLDERS + tuple(k for k, v in components.items() if v[1] in TOKENIZER_CLASSES):
             if folder in components and (path / folder / "config.json").is_file():
                 return folder
+        listed = [f for f in TOKENIZER_FOLDERS if f in components]
+        if listed:  # a pipeline that names its tokenizer, whose folder lacks the config
+            raise ValueError(
+                f"{path}: its pipeline names a {listed[0]}/ tokenizer, but {listed[0]}/config.json is missing"
+            )
         raise ValueError(
             f"{path}: this pipeline has no VQ tokenizer (no vqvae/ or movq/ component); it holds "
             + ", ".join(components)
@@ -322,11 +327,33 @@ def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenize
     from .models.vqvae import VQVAE
 
     model_cls = VQVAE if cls == "VQVAE" else VQModel
+    weights = weights_to_load(Path(path) / (subfolder or ""), name) if os.path.isdir(path) else SAFE_WEIGHTS
     try:
-        model = model_cls.from_pretrained(path, subfolder=subfolder, dtype=torch.float32)
+        model = model_cls.from_pretrained(path, subfolder=subfolder, dtype=torch.float32, **weights)
     except OSError as e:
         raise ValueError(f"could not load the tokenizer {name}: {e}") from e
     return as_tokenizer(model, name)
+
+
+SAFE_WEIGHTS = {"use_safetensors": True}  # a .bin file is a pickle, which can run code: never loaded
+
+
+def weights_to_load(folder: Path, name: str) -> dict:
+    """`from_pretrained`'s keyword arguments for a local tokenizer folder's weights: safetensors only, and a
+    variant's file (diffusion_pytorch_model.fp16.safetensors) where it is the only one. ValueError for a folder
+    whose weights are pickles alone."""
+    stem = "diffusion_pytorch_model"
+    if (folder / f"{stem}.safetensors").is_file() or (folder / f"{stem}.safetensors.index.json").is_file():
+        return SAFE_WEIGHTS
+    variants = sorted(p.name.split(".")[1] for p in folder.glob(f"{stem}.*.safetensors") if p.name.count(".") == 2)
+    if variants:
+        return SAFE_WEIGHTS | {"variant": "fp16" if "fp16" in variants else variants[0]}
+    if any(folder.glob("*.bin")):
+        raise ValueError(
+            f"{name}: its weights are pickle files (.bin), which can run code when loaded, so mmgen does not load "
+            "them; save the model again with safetensors (model.save_pretrained(folder), diffusers' default)"
+        )
+    return SAFE_WEIGHTS
 
 
 def _hub_bare_config(fetch) -> tuple[str | None, dict]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil
+from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
 
 if TYPE_CHECKING:
     from .models.vqvae import VQVAE
@@ -49,7 +49,7 @@ def load_vqvae(model: str | None = None, subfolder: str | None = "vqvae") -> VQV
     if cls != "VQVAE":
         held = cls or "model of unknown class"
         raise ValueError(f"no mmgen tokenizer in {where}: it holds a {held}, not a VQVAE")
-    return VQVAE.from_pretrained(model, subfolder=subfolder, dtype=torch.float32).eval()
+    return VQVAE.from_pretrained(model, subfolder=subfolder, dtype=torch.float32, use_safetensors=True).eval()
 
 
 @dataclass
@@ -78,7 +78,7 @@ def ssim_pil(a: Image.Image, b: Image.Image) -> float:
 @torch.inference_mode()
 def encode_image(vq: VQVAE, image: Image.Image, max_side: int = MAX_SIDE) -> EncodedImage:
     """Tokenize one RGB image (any size: downscaled to max_side, centre-cropped to a multiple of f)."""
-    image = fit_to_multiple(image.convert("RGB"), vq.downsample_factor, max_side)
+    image = fit_to_multiple(to_rgb(image), vq.downsample_factor, max_side)  # EXIF, alpha, 16-bit grey
     enc = vq.encode(pil_to_tensor(image)[None])
     recon = tensor_to_pil(vq.decode(enc.latents)[0])
     return EncodedImage(image, enc.indices[0], recon, psnr_pil(image, recon), ssim_pil(image, recon))

@@ -297,7 +297,7 @@ def test_token_surgery_sets_codes_and_decodes(client, tmp_path):
     assert "3 cell(s) selected" in info
     edited, tmap, info = client.predict(5, api_name="/set_code")
     assert "Set 3 cell(s) to code 5" in info and os.path.exists(edited)
-    with pytest.raises(Exception, match="inside the 16×16 grid"):
+    with pytest.raises(Exception, match="inside the grid .16 rows, 16 columns."):
         client.predict("99,0", api_name="/select_cells")
     _, info = client.predict(api_name="/clear_selection")
     assert "cleared" in info

@@ -145,11 +145,32 @@ def test_bad_folders_and_hub_ids_get_messages(client, tmp_path, monkeypatch):
     with pytest.raises(Exception, match="not a VQ tokenizer"):
         client.predict(str(tmp_path / "kl"), api_name="/load_tokenizer")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the server runs in this process
-    with pytest.raises(Exception, match="this Space is offline") as refused:
+    with pytest.raises(Exception, match="can't reach the Hugging Face Hub") as refused:
         client.predict("someone/no-such-tokenizer", api_name="/load_tokenizer")
     assert "LocalEntryNotFoundError" not in str(refused.value)
     with pytest.raises(Exception, match="Type a model folder"):
         client.predict("  ", api_name="/load_tokenizer")
+
+
+def test_a_hub_id_the_host_cannot_reach_is_said_to_be_unreachable_not_mistyped():
+    """No network and HF_HUB_OFFLINE unset: the Hub's retries end in LocalEntryNotFoundError, which used to read
+    "check the repo id"."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from mmgen.app.tokenizers import load_failure
+
+    try:
+        try:
+            raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+        except LocalEntryNotFoundError as cause:
+            raise ValueError("amused/amused-256: could not be loaded from the Hugging Face Hub") from cause
+    except ValueError as e:
+        said = load_failure("amused/amused-256", e)
+    assert "can't reach the Hugging Face Hub" in said and "check the repo id" not in said
+    try:
+        raise ValueError("someone/x: could not be loaded") from OSError("401 Client Error")
+    except ValueError as e:
+        assert "check the repo id" in load_failure("someone/x", e)
 
 
 def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(folders, tiny_vq, tmp_path):

@@ -1,5 +1,6 @@
 """Tokenizers side by side: the comparison's figures, the ambiguity map and `mmgen compare-tokenizers`."""
 
+import io
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from tokenizer_families import make_family
 from mmgen.cli import main
 from mmgen.compare import (
     bits_per_image,
+    common_crop,
     compare_tokenizers,
     compression_ratio,
     detail_kept,
@@ -94,8 +96,40 @@ def test_compare_sees_the_same_pixels(photo, tiny_model_dir):
     for r in rows:
         assert r.reconstruction.size == (64, 48) and np.isfinite(r.psnr) and r.detail_kept > 0
     table = format_table(rows)
-    assert "amused-like (64 codes, f16)" in table and "3x4" in table and len(table.splitlines()) == 4
-    assert rows[0].row()["grid"] == "12x16"
+    assert "amused-like (64 codes, f16)" in table and "4x3" in table and len(table.splitlines()) == 4
+    assert rows[0].row()["grid"] == "16x12"  # columns x rows, as the image is 64x48
+
+
+def test_images_handed_in_are_read_as_files_are(tiny_model_dir):
+    """A PIL image given to the library directly: transparency on white (not black), 16-bit grey scaled (not clipped
+    white), EXIF rotation applied, as `load_image` reads files."""
+    from mmgen.tokens import encode_image
+
+    tok = load_tokenizer(tiny_model_dir)
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[:, 16:] = (255, 0, 0, 255)  # the left half transparent, black underneath
+    grey16 = Image.fromarray(np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1)))
+    turned = Image.new("RGB", (64, 32), (0, 128, 255))
+    exif = turned.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    turned.info["exif"] = exif.tobytes()
+    turned = Image.open(_saved(turned, exif))
+    for image, mean, size in [
+        (Image.fromarray(rgba, "RGBA"), (255, 127.5, 127.5), (32, 32)),
+        (grey16, (127.5,) * 3, (32, 32)),
+        (turned, None, (32, 64)),
+    ]:
+        seen = common_crop(image, [tok])
+        assert seen.size == size and encode_image(tok, image).image.size == size
+        if mean:
+            assert np.asarray(seen, np.float32).mean((0, 1)) == pytest.approx(mean, abs=1)
+
+
+def _saved(image: Image.Image, exif) -> io.BytesIO:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    buffer.seek(0)
+    return buffer
 
 
 def test_cli_compare_tokenizers(photo, tiny_model_dir, tmp_path, capsys):
@@ -137,6 +171,19 @@ def test_cli_encode_and_decode_with_another_tokenizer(tmp_path, capsys):
     assert np.array_equal(
         np.asarray(Image.open(decoded)), np.asarray(Image.open(tmp_path / "enc" / "reconstruction.png"))
     )
+
+
+def test_encode_records_where_its_tokenizer_is_for_a_decode_run_elsewhere(tmp_path, monkeypatch):
+    """A folder given relative to one working directory: decode, run from another, finds it by the file alone."""
+    make_family("ldm-f4").save_pretrained(tmp_path / "ldm" / "vqvae")
+    shapes_sample(0, 1).image.save(tmp_path / "scene.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["encode", "scene.png", "--out", "enc", "--tokenizer", "ldm"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["decode", str(tmp_path / "enc" / "tokens.json"), "--out", "dec.png"]) == 0
+    shown = np.asarray(Image.open(tmp_path / "enc" / "reconstruction.png"))
+    assert np.array_equal(np.asarray(Image.open("dec.png")), shown)
 
 
 def test_heat_pictures_are_pure_and_sized():

@@ -145,6 +145,25 @@ def test_loading_failures_say_why(tmp_path, monkeypatch):
             load_tokenizer(name)
 
 
+def test_weights_load_from_safetensors_only(tmp_path):
+    """A .bin file is a pickle, which can run code when loaded: refused, with what to do; a folder holding only a
+    variant's safetensors (diffusion_pytorch_model.fp16.safetensors) loads; a pipeline naming a vqvae/ without its
+    config says so."""
+    vq = make_family("ldm-f4")
+    vq.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    with pytest.raises(ValueError, match=r"pickle files \(\.bin\).*save the model again with safetensors"):
+        load_tokenizer(str(tmp_path / "bin"))
+    vq.save_pretrained(tmp_path / "variant", variant="fp16")
+    saved = [p.name for p in (tmp_path / "variant").glob("*.safetensors")]
+    assert saved == ["diffusion_pytorch_model.fp16.safetensors"]
+    ids = load_tokenizer(str(tmp_path / "variant")).encode(images(1)).indices
+    assert torch.equal(ids, as_tokenizer(vq).encode(images(1)).indices)
+    save_family(vq, tmp_path / "pipe", "pipeline:vqvae")
+    (tmp_path / "pipe" / "vqvae" / "config.json").unlink()
+    with pytest.raises(ValueError, match="names a vqvae/ tokenizer, but vqvae/config.json is missing"):
+        load_tokenizer(str(tmp_path / "pipe"))
+
+
 def test_a_hub_repo_is_read_as_a_local_folder_is(monkeypatch):
     """A Hub repo laid out as vqgan-f8 is (no model_index.json, the tokenizer in vqvae/) loaded by folder but was
     refused by Hub id; the Hub is served here from the shipped folder."""

@@ -121,7 +121,7 @@ def table_row(r: Reconstruction) -> list:
         number(r.ssim, 3),
         number(r.detail_kept, 2),
         number(r.edges_in_place, 2),
-        f"{h}×{w}",
+        f"{w}×{h}",  # columns × rows, as the image's width × height
         r.num_codes,
         round(r.bits),
         number(r.compression, 1),

@@ -116,7 +116,7 @@ def finish_run(
     )
     info = (
         f"{steps} of {s.scheduler or ctx.scheduler_name()}, guidance {s.guidance_scale:g}, codebook snap "
-        f"{s.codebook_snap:g}{best_of}{skipped}, seed {s.seed} · {seconds:.2f} s · {h}×{w} tokens, "
+        f"{s.codebook_snap:g}{best_of}{skipped}, seed {s.seed} · {seconds:.2f} s · {w}×{h} tokens, "
         f"{used} distinct codes"
     )
     return finished, info

@@ -208,7 +208,7 @@ class TokenizerTab:
         h, w = result.tokens.shape
         stats = (
             f"**PSNR {result.psnr:.2f} dB · SSIM {result.ssim:.3f}** · {result.image.width}×{result.image.height}"
-            f" px → {h}×{w} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
+            f" px → {w}×{h} tokens · {int((counts > 0).sum())} of {num_codes} codes used · perplexity "
             f"{perplexity:.1f} · tokenizer {key}"
         )
         tmap = token_map(result.tokens, num_codes, cell=cell_size(result.tokens.shape))
@@ -291,7 +291,7 @@ class TokenizerTab:
         h, w = len(grid.tokens), len(grid.tokens[0])
         text = text if isinstance(text, str) else ""
         if len(text) > MAX_CELLS_TEXT:
-            raise gr.Error(f"That is {len(text):,} characters: type at most {MAX_CELLS_TEXT:,} (the {h}×{w} cells).")
+            raise gr.Error(f"That is {len(text):,} characters: type at most {MAX_CELLS_TEXT:,} (the {h * w} cells).")
         try:
             cells = [[int(v) for v in part.split(",")] for part in text.split(";") if part.strip()]
         except ValueError as e:
@@ -299,7 +299,7 @@ class TokenizerTab:
         bad = [c for c in cells if len(c) != 2 or not (0 <= c[0] < h and 0 <= c[1] < w)]
         if bad or not cells:
             shown = text if len(text) <= 40 else text[:37] + "..."
-            raise gr.Error(f"Cells must be 'row,col' pairs inside the {h}×{w} grid; got {shown!r}.")
+            raise gr.Error(f"Cells must be 'row,col' pairs inside the grid ({h} rows, {w} columns); got {shown!r}.")
         cells = [list(c) for c in dict.fromkeys(map(tuple, cells))]  # each cell once, in the order typed
         grid = dataclasses.replace(grid, selected=cells, highlight=None)
         return self.draw_map(grid), f"{len(cells)} cell(s) selected.", grid
@@ -344,7 +344,7 @@ class TokenizerTab:
             shapes = any(Path(p).name.startswith("shapes-") for p in self.ctx.example_images())
             examples = "a shapes example" if shapes else "an example"
             return 1, (
-                f"The generator repaints {side}×{side}-token grids ({px}×{px} images); this image makes {h}×{w} "
+                f"The generator repaints {side}×{side}-token grids ({px}×{px} images); this image makes {w}×{h} "
                 f"tokens. Try {examples}, or upload a {px}×{px} image."
             )
         for index, check in ((1, lambda: check_prompt(prompt)), (2, lambda: repaint_settings(prompt, seed))):

@@ -275,15 +275,24 @@ def load_failure(source: str, e: ValueError) -> str:
         return str(e)
     if os.path.isdir(source):
         return f"{source}: its weights could not be read (missing or incomplete files)."
-    if constants.is_offline_mode():
+    if constants.is_offline_mode() or _unreachable(e):
         return (
-            f"{source} is not a folder on this Space, and this Space is offline (HF_HUB_OFFLINE), so it can't "
-            "fetch it from the Hugging Face Hub: load a local folder or a tokenizer already in its Hub cache."
+            f"{source} is not a folder on this Space, and this Space can't reach the Hugging Face Hub (offline, "
+            "or no network), so it can't fetch it: load a local folder or a tokenizer already in its Hub cache."
         )
     return (
         f"{source} could not be loaded from the Hugging Face Hub: check the repo id (e.g. amused/amused-256); "
         "private or gated repos can't be loaded here."
     )
+
+
+def _unreachable(e: BaseException) -> bool:
+    """Whether a failed load could not reach the Hub (no network, and the files are not in the cache)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    while e is not None and not isinstance(e, LocalEntryNotFoundError):
+        e = e.__cause__ or e.__context__
+    return e is not None
 
 
 # -------------------------------------------------------------------- the picker
