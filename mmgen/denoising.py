@@ -19,8 +19,36 @@ import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
-from .settings import check_batch
+from .settings import OTHER_SCHEDULERS, SCHEDULER_CLASSES, check_batch
 from .step_cache import FirstBlockCache
+
+LOWEST_START = 0.75  # of the training timesteps: a run that starts lower starts too far from pure noise
+
+
+def set_schedule(scheduler, num_inference_steps: int, device=None) -> None:
+    """`scheduler.set_timesteps`, or a ValueError saying why the run would not draw an image: a scheduler whose
+    clean-image estimate mmgen does not read (flow matching, EDM, interpolated sigmas), or a step count whose first
+    timestep is far from pure noise. The trained schedule's "leading" spacing (chosen: 30 steps start at t = 966,
+    not at 999, where solvers blow small errors up) starts 1 step at t = 0, 2 at 500, 600 at 599, and DPM-Solver++
+    and UniPC put all 1,000 at 0; the message names the nearest count that starts high enough."""
+    name = type(scheduler).__name__
+    if name not in (*SCHEDULER_CLASSES.values(), *OTHER_SCHEDULERS):
+        known = ", ".join(sorted((*SCHEDULER_CLASSES.values(), *OTHER_SCHEDULERS)))
+        raise ValueError(f"{name} is not a scheduler mmgen can sample with; use one of {known}")
+    if _first_timestep(scheduler, num_inference_steps, device) >= LOWEST_START * scheduler.config.num_train_timesteps:
+        return
+    start, top = float(scheduler.timesteps[0]), scheduler.config.num_train_timesteps
+    tries = (n for d in range(1000) for n in (num_inference_steps - d, num_inference_steps + d) if 0 < n <= 1000)
+    near = next(n for n in tries if _first_timestep(scheduler, n) >= LOWEST_START * top)
+    steps = f"{num_inference_steps} steps of {name} start" if num_inference_steps > 1 else f"1 step of {name} starts"
+    raise ValueError(
+        f"{steps} at timestep {start:.0f} of {top - 1}, too far from pure noise to draw an image; try {near} steps"
+    )
+
+
+def _first_timestep(scheduler, num_inference_steps: int, device=None) -> float:
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    return float(scheduler.timesteps[0])
 
 
 def _noise_level(scheduler, latents_t: torch.Tensor, timestep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -146,7 +174,7 @@ class DenoisingRun:
             prompt, device, num_images_per_prompt, guidance.scale, negative_prompt
         )
         self.null_half = guidance.enabled  # the text context holds the unconditional rows first
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        set_schedule(self.scheduler, num_inference_steps, device)
         self.timesteps = self.scheduler.timesteps
         self.latents = pipe.prepare_latents(batch_size, pipe.transformer.dtype, device, generator, latents, start_step)
         self.extra_step_kwargs = {}

@@ -93,6 +93,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         # Weights ship in fp16; compute in float32 unless the caller asks for a dtype (or the older `torch_dtype`).
         if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
             kwargs["dtype"] = torch.float32
+        kwargs.setdefault("use_safetensors", True)  # a .bin is a pickle, which can run code when loaded
         index = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
         if is_export(index):  # written by `mmgen export-hub`: mmgen's own classes, not the folder's copy of them
             return load_export(cls, pretrained_model_name_or_path, index, kwargs)
@@ -274,8 +275,9 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
 
         Args:
             prompt: one text or a list.
-            num_inference_steps: sampler steps (1..1000; None, as for guidance, snap and candidates: the model's own).
-            guidance_scale: classifier-free guidance weight; 0 or 1 disables the unconditional pass.
+            num_inference_steps: sampler steps (None, as for guidance, snap and candidates: the model's own); a
+                count whose schedule starts far from pure noise is refused (1 to 3 with the shipped schedule).
+            guidance_scale: classifier-free guidance weight; at most 1 disables the unconditional pass.
             guidance_interval: (low, high) training timesteps (0..999) to guide in, one conditional pass elsewhere
                 (Kynkaanniemi et al., 2024, https://arxiv.org/abs/2404.07724); the default leaves t < 250 unguided
                 (guided, the last steps draw small shapes too dark or pale). None: guide every step.

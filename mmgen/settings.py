@@ -34,7 +34,8 @@ DEFAULT_NUM_CANDIDATES = 4  # best-of-4 starting noise (mmgen/candidates.py)
 DEFAULT_FIRST_BLOCK_CACHE = 0.0  # off; a model may turn it on for itself (no shipped one does: docs/speed.md)
 
 # The samplers by short name (command line, app) -> diffusers class name; `mmgen.pipeline.SCHEDULERS` holds the
-# classes (any other diffusers scheduler works through from_config). Names here keep the app's page free of diffusers.
+# classes. Names here keep the app's page free of diffusers. Three more run through from_config (OTHER_SCHEDULERS);
+# the rest are refused (`mmgen.denoising.set_schedule`).
 SCHEDULER_CLASSES = {
     "dpm++": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",
@@ -43,6 +44,8 @@ SCHEDULER_CLASSES = {
     "euler-ancestral": "EulerAncestralDiscreteScheduler",
     "ddpm": "DDPMScheduler",
 }
+# Read right too (their x0 estimate checked against the scheduler's own): a pipeline's scheduler may be one of these.
+OTHER_SCHEDULERS = ("HeunDiscreteScheduler", "LMSDiscreteScheduler", "PNDMScheduler")
 
 # What a model folder may set for itself (model_index.json's `sampling_defaults`, written from its recipe's
 # [sampling] table): a model tuned at other settings than the defaults above samples at its own.

@@ -21,7 +21,7 @@ def test_a_shipped_model_loads_and_draws_in_half_precision(dtype):
     """The bundled MiniLM stays float32 and the DiT's position table is not saved with its weights: both met the
     half-precision DiT in a matmul of mixed dtypes."""
     pipe = MMGenPipeline.from_pretrained("assets/mmgen-base", torch_dtype=dtype)
-    out = pipe(PROMPT, generator=seeded(0), num_inference_steps=2, num_candidates=1)
+    out = pipe(PROMPT, generator=seeded(0), num_inference_steps=4, num_candidates=1)  # the fewest its schedule takes
     assert out.images[0].size == (128, 128) and out.tokens.shape == (1, 16, 16)
     # Every code's own vector reads back as that code (in bfloat16 the codes are no longer unit vectors and 34 of
     # mmgen-base's 1,024 read as a near twin; inpainting's "every other cell keeps its code" rests on this).
@@ -234,3 +234,26 @@ def test_stepwise_takes_the_arguments_of_call_in_the_same_order():
     call = list(inspect.signature(MMGenPipeline.__call__).parameters)
     stepwise = list(inspect.signature(MMGenPipeline.stepwise).parameters)
     assert stepwise == [name for name in call if name not in ("num_images_per_prompt", "output_type", "return_dict")]
+
+
+def test_step_counts_that_start_far_from_noise_are_refused_with_one_that_does_not():
+    """The shipped schedule's "leading" spacing starts 1 step at t = 0 and 2 at 500 (a pure-noise image), and
+    DPM-Solver++ puts all 1,000 steps at t = 0 (an IndexError deep in diffusers); schedulers whose x0 mmgen does
+    not read (interpolated sigmas, flow matching) would draw wrong images."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler, KDPM2DiscreteScheduler
+
+    shipped = DDPMScheduler.from_pretrained("assets/mmgen-base-64/scheduler").config
+    pipe = make_tiny_pipe()
+    pipe.scheduler = DDPMScheduler.from_config(shipped)
+    euler = pipe.with_scheduler("euler-ancestral")
+    with pytest.raises(ValueError, match="1 step of EulerAncestralDiscrete.* starts at timestep 0 .*try 4 steps"):
+        euler(PROMPT, num_inference_steps=1, num_candidates=1)
+    with pytest.raises(ValueError, match="600 steps .* at timestep 599 of 999.*try 500 steps"):
+        euler.stepwise(PROMPT, num_inference_steps=600)
+    with pytest.raises(ValueError, match="1000 steps of DPMSolverMultistepScheduler start at timestep 0"):
+        pipe.with_scheduler("dpm++")(PROMPT, num_inference_steps=1000, num_candidates=1)
+    euler(PROMPT, generator=seeded(0), num_inference_steps=4, num_candidates=1, output_type="latent")
+    for cls in (KDPM2DiscreteScheduler, FlowMatchEulerDiscreteScheduler):
+        pipe.scheduler = cls()
+        with pytest.raises(ValueError, match="not a scheduler mmgen can sample with"):
+            pipe(PROMPT, **FAST)
