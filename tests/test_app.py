@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+import httpx
 import numpy as np
 import pytest
 
@@ -297,6 +298,9 @@ def test_token_surgery_sets_codes_and_decodes(client, tmp_path):
     assert "3 cell(s) selected" in info
     edited, tmap, info = client.predict(5, api_name="/set_code")
     assert "Set 3 cell(s) to code 5" in info and os.path.exists(edited)
+    for bad in (2.5, -1, 64):
+        with pytest.raises(Exception, match="whole number between 0 and 63"):
+            client.predict(bad, api_name="/set_code")
     with pytest.raises(Exception, match="inside the grid .16 rows, 16 columns."):
         client.predict("99,0", api_name="/select_cells")
     _, info = client.predict(api_name="/clear_selection")
@@ -326,8 +330,18 @@ def test_codebook_and_code_details(client):
     assert "Reference set" in info and "perplexity" in info and os.path.exists(grid)
     big, code_info, neighbours, examples, grid2, code = client.predict(3, "code id", api_name="/code_details")
     assert "**Code 3**" in code_info and code == 3 and len(neighbours) == 8
-    with pytest.raises(Exception, match="greater than maximum value 63"):
+    with pytest.raises(Exception, match="whole number between 0 and 63"):
         client.predict(10_000, "code id", api_name="/code_details")
+    for bad in ("NaN", "-Infinity"):  # over plain HTTP (gradio_client sends JSON only): gradio's check said nothing
+        assert "whole number between 0 and 63" in _called(client, "code_details", f'[{bad}, "code id", null, null]')
+
+
+def _called(client: Client, api: str, data: str) -> str:
+    """What an event streams back when called over plain HTTP with `data`, a JSON list as text."""
+    url = f"{client.src.rstrip('/')}/gradio_api/call/{api}"
+    started = httpx.post(url, content=f'{{"data": {data}}}', headers={"content-type": "application/json"}, timeout=30)
+    with httpx.stream("GET", f"{url}/{started.json()['event_id']}", timeout=60) as events:
+        return " ".join(events.iter_lines())
 
 
 # ---------------------------------------------------------------- gradio's image cache
@@ -410,10 +424,12 @@ def test_the_handler_wrapper_turns_any_failure_into_a_message(caplog):
     with pytest.raises(gr.Error) as e:
         broken("value")
     assert e.value.message == "'photo.png': not an image"
+    assert not e.value.print_exception  # a message for people leaves no traceback in the server's log
     with pytest.raises(gr.Error) as e:
         broken("other")
     assert e.value.message == UNEXPECTED and "internal detail" in caplog.text  # logged for the host, not shown
     assert for_people(r"could not read C:\Users\me\card.json") == "could not read 'card.json'"
+    assert for_people("../../etc: outside the app's folder") == "../../etc: outside the app's folder"  # as typed
 
 
 # ---------------------------------------------------------------- limits, jobs, frames (no server)

@@ -4,6 +4,7 @@ quantisation ambiguity map and the paged codebook, called through gradio_client.
 
 import math
 import os
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -185,14 +186,18 @@ def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(fol
     registry.preload([str(folders["ldm600"])])
     key, future = registry.load(str(folders["vqdiff"]))
     assert future.result().num_codes == 48 and registry.load(str(folders["vqdiff"]))[0] == key  # loaded once
-    other, _ = registry.load(str(tmp_path / "copy"))  # another folder of the same name
-    assert other == "vqdiff (2)" and registry.get(other).num_codes == 48
+    gate = Future()  # the load waits for it: still loading, for sure, until it is set
+    other, loading = registry.load(str(tmp_path / "copy"), after=gate)  # another folder of the same name
+    with pytest.raises(ValueError, match="still loading: try again in a moment"):
+        registry.get(other)  # an event does not hold one of the queue's workers while a load runs
+    gate.set_result(None)
+    assert other == "vqdiff (2)" and loading.result().num_codes == registry.get(other).num_codes == 48
     assert registry.keys() == ["own", "ldm600", "vqdiff (2)"]  # the visitor's first was dropped; pinned stay
     with pytest.raises(ValueError, match="not loaded on this Space"):
         registry.get("vqdiff")
     bad, future = registry.load(str(tmp_path))
     with pytest.raises(ValueError, match="no tokenizer here"):
-        registry.get(bad)
+        registry.get(bad, wait_s=60)
     assert bad not in registry.keys() and registry.atlas(None).num_codes == tiny_vq.config.num_codes
 
 

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -64,6 +65,9 @@ def test_the_page_is_served_while_the_model_loads_and_events_wait_for_it():
         release.set()
         image, *_ = job.result(timeout=60)
         assert image and loading.done()
+        # Only through the queue: gradio's /run/ routes ran a job outside it, its size and every visitor limit
+        direct = httpx.post(f"{demo.local_url}gradio_api/run/generate", json={"data": list(FAST)}, timeout=30)
+        assert direct.status_code == 404
     finally:
         demo.close()
 

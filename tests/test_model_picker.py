@@ -128,7 +128,7 @@ def test_a_page_compares_its_tokenizer_with_the_other_shipped_ones(tiny_model_di
     picker = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "compare-tokenizers")
     key = os.path.basename(tiny_model_dir)
     assert picker.value == ["tiny-a", key]  # loaded at start, compared by default
-    assert demo.mmgen_contexts[0].tokenizers.get(key).num_codes == 64
+    assert demo.mmgen_contexts[0].tokenizers.get(key, wait_s=60).num_codes == 64
     # app.py: the shipped tokenizers present, besides the model's own
     monkeypatch.setattr(app, "SHIPPED_TOKENIZERS", {"own": tiny_model_dir, "other": tiny_model_dir, "gone": "/nope"})
     assert app.other_tokenizers("/somewhere/else") == ("own", "other")

@@ -5,6 +5,7 @@ on first use and decodes a page's tiles when the page is first shown, so K = 16,
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import gradio as gr
@@ -51,6 +52,15 @@ def per_page(num_codes: int) -> int:
 
 def sort_key(sort_by: str | None) -> str:
     return "id" if sort_by == SORT_BY_ID else "usage"
+
+
+def code_number(code, num_codes: int) -> int:
+    """A code id typed or sent by an API call, checked here: gradio's own check of a Number refuses NaN and infinity
+    with a blank error, so these events skip it (`preprocess=False`)."""
+    whole = isinstance(code, int | float) and not isinstance(code, bool) and math.isfinite(code) and code == int(code)
+    if not whole or not 0 <= int(code) < num_codes:
+        raise gr.Error(f"The code id must be a whole number between 0 and {num_codes - 1}.")
+    return int(code)
 
 
 def page_index(page, num_pages: int) -> int:
@@ -130,7 +140,11 @@ class CodebookTab:
         self.picker.wire("load_codebook_tokenizer", public=False)
         details = [self.code_big, self.code_info, self.neighbours, self.occurrences, self.grid, self.code_id]
         self.code_btn.click(
-            self.code_details, [self.code_id, self.sort_by, tok, uploads], details, api_name="code_details"
+            self.code_details,
+            [self.code_id, self.sort_by, tok, uploads],
+            details,
+            api_name="code_details",
+            preprocess=False,  # any number: the handler says what a code id must be (`code_number`)
         ).success(self.page_of, [self.code_id, self.sort_by, tok], self.page, api_visibility="private")
         self.grid.select(self.click_code, [self.sort_by, tok, self.page, uploads], details, api_visibility="private")
 
@@ -169,9 +183,7 @@ class CodebookTab:
         """One code: its tile, usage and rank, its nearest codes and where it occurs; the grid shows its page,
         the code outlined."""
         key, atlas = self.atlas(tokenizer)
-        if code is None or not 0 <= int(code) < atlas.num_codes:
-            raise gr.Error(f"The code id must be between 0 and {atlas.num_codes - 1}.")
-        code, by, size = int(code), sort_key(sort_by), per_page(atlas.num_codes)
+        code, by, size = code_number(code, atlas.num_codes), sort_key(sort_by), per_page(atlas.num_codes)
         shown = atlas.page(atlas.page_of(code, size, by), size, by)
         at = shown.codes.index(code)
         grid = tile_grid(

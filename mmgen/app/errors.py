@@ -21,7 +21,8 @@ import gradio as gr
 logger = logging.getLogger("mmgen.app")
 
 UNEXPECTED = "Something went wrong on our side; please try again. If it keeps happening, try other settings."
-PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-~+@]+){2,}[\\/]?")  # /tmp/gradio/abc/x.png, C:\Users\me\x.png
+# /tmp/gradio/abc/x.png, C:\Users\me\x.png; not a relative path a visitor typed (../../etc, user/repo)
+PATH = re.compile(r"(?<![\w.~\-])(?:[A-Za-z]:)?(?:[\\/][\w.\-~+@]+){2,}[\\/]?")
 
 
 def for_people(message: str) -> str:
@@ -32,11 +33,12 @@ def for_people(message: str) -> str:
 
 
 def _as_gr_error(e: Exception) -> gr.Error:
+    """A message for people; an expected refusal prints no traceback in the server's log (gradio's default)."""
     if isinstance(e, gr.Error):
-        e.message = for_people(e.message)
+        e.message, e.print_exception = for_people(e.message), False
         return e
     if isinstance(e, ValueError):
-        return gr.Error(for_people(str(e)))
+        return gr.Error(for_people(str(e)), print_exception=False)
     logger.exception("unexpected error in an event handler")
     return gr.Error(UNEXPECTED)
 

@@ -119,7 +119,8 @@ def serve(demo: gr.Blocks, limits: Limits, **launch_kwargs):
         ctx.loading.future.add_done_callback(
             lambda f, ctx=ctx: f.exception() or ctx.compute.submit(warm_up, f.result())
         )
-    demo.queue(max_size=limits.queue_size, default_concurrency_limit=CONCURRENCY)
+    # api_open=False: no /gradio_api/run/ routes, which ran a job outside the queue, its size and every visitor limit
+    demo.queue(max_size=limits.queue_size, default_concurrency_limit=CONCURRENCY, api_open=False)
     quiet_queue(demo)
     middleware = Middleware(RequestSizeLimit, max_upload_bytes=limits.max_upload_bytes)
     kwargs = {

@@ -23,6 +23,7 @@ from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..tokenizers import Tokenizer
 from ..tokens import EncodedImage, psnr_pil, ssim_pil
 from ..viz import cell_size, code_histogram, token_map, upscale_nearest, usage_bars
+from .codebook import code_number
 from .compare import CompareSection, ambiguity_info, ambiguity_sheet
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
@@ -181,7 +182,7 @@ class TokenizerTab:
             self.select_cells, [state, self.cells_text], [tmap, info, state], api_name="select_cells"
         )
         edits = [self.edited, tmap, info, state]
-        self.set_btn.click(self.set_code, [state, self.new_code], edits, api_name="set_code")
+        self.set_btn.click(self.set_code, [state, self.new_code], edits, api_name="set_code", preprocess=False)
         self.repaint_btn.click(
             self.repaint,
             [state, self.repaint_prompt, self.repaint_seed],
@@ -320,14 +321,13 @@ class TokenizerTab:
             raise gr.Error("Select cells first: click them on the token map.")
         tok = self.tokenizer_of(grid)
         num_codes = tok.num_codes
-        if code is None or not 0 <= int(code) < num_codes:
-            raise gr.Error(f"The code id must be between 0 and {num_codes - 1}.")
+        code = code_number(code, num_codes)
         tokens = torch.tensor(grid.tokens)
         for r, c in grid.selected:
-            tokens[r, c] = int(code)
+            tokens[r, c] = code
         grid = dataclasses.replace(grid, tokens=tokens.tolist())
         edited = upscale_nearest(tensor_to_pil(tok.decode_indices(tokens[None])[0]), DISPLAY_SIDE)
-        return edited, self.draw_map(grid), f"Set {len(grid.selected)} cell(s) to code {int(code)}.", grid
+        return edited, self.draw_map(grid), f"Set {len(grid.selected)} cell(s) to code {code}.", grid
 
     def refused_repaint(self, grid, prompt, seed) -> tuple[int, str] | None:
         """For the repaint's validator: (index of the input, message) when a repaint would be refused."""

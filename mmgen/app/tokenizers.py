@@ -47,6 +47,9 @@ logger = logging.getLogger("mmgen.app")
 PRELOAD_ENV = "MMGEN_TOKENIZERS"
 MAX_SOURCE_CHARS = 300  # a folder path or a Hub repo id
 LOAD_WAIT_S = 600  # a visitor's load event waits this long, then says the tokenizer is still loading
+# Any other event (tokenize, compare, codebook) waits this long for a tokenizer still loading, then says so: it holds
+# one of the queue's few workers meanwhile, which a load of a large Hub repo would keep from everyone for minutes.
+EVENT_WAIT_S = 2.0
 PROGRESS_EVERY_S = 1.0  # the load box's "Loading ... (12 s)" line
 
 
@@ -176,8 +179,8 @@ class TokenizerRegistry:
         return key
 
     # ---------------------------------------------------------------- using
-    def get(self, key: str | None, wait_s: float = LOAD_WAIT_S) -> OnModelThread:
-        """The tokenizer under `key` (None or "": the generator's), waiting for it while it loads."""
+    def get(self, key: str | None, wait_s: float = EVENT_WAIT_S) -> OnModelThread:
+        """The tokenizer under `key` (None or "": the generator's), waiting up to `wait_s` for it while it loads."""
         if key is not None and not isinstance(key, str):  # an API call's list
             raise ValueError(f"A tokenizer is named by text, got {str(key)[:40]}.")
         key = key or self.own_key
