@@ -83,27 +83,42 @@ def noised_samples(pipe, x0: torch.Tensor, timesteps=RANK_TIMESTEPS, num_noises:
     return x_t, t, target
 
 
+def inline(fn, *args):
+    """The default `turn`: run the model work here, now."""
+    return fn(*args)
+
+
 @torch.no_grad()
-def sample_errors(pipe, x0: torch.Tensor, captions: list[str], check=None, **noise) -> torch.Tensor:
+def sample_errors(pipe, x0: torch.Tensor, captions: list[str], turn=inline, **noise) -> torch.Tensor:
     """(N, S) the DiT's denoising error (mean squared, per sample) of latents x0 (1, C, h, w) under each caption,
-    at every (timestep, noise) sample of `noised_samples` (keyword arguments go there). `check()`, if given, is
-    called before each batch of the DiT and may raise to stop the work (an app's time limit per job)."""
+    at every (timestep, noise) sample of `noised_samples` (keyword arguments go there). Each piece of model work
+    (the captions' text states, each batch of the DiT) runs as `turn(fn, *args)`: an app runs it on its model
+    thread after checking the job's time limit, so other visitors' jobs take turns with this one, batch by batch."""
     x_t, t, target = noised_samples(pipe, x0, **noise)
     device, S = x0.device, x_t.shape[0]
-    embeds, mask, _, _ = pipe.encode_prompt(captions, device, do_classifier_free_guidance=False)
-    with pipe.autocast(device):
-        context = pipe.transformer.prepare_text(embeds, mask)  # (N, ...) computed once per caption
+    context = turn(_text_context, pipe, captions, device)  # (N, ...) computed once per caption
     rows = torch.arange(len(captions), device=device).repeat_interleave(S)  # (N * S,) caption-major
     errors = []
     for start in range(0, len(rows), BATCH_ROWS):
-        if check is not None:
-            check()
         r = rows[start : start + BATCH_ROWS]
         s = torch.arange(start, start + len(r), device=device) % S  # each row's sample
-        with pipe.autocast(device):
-            pred = pipe.transformer(x_t[s], t[s], text_context=context.rows(r)).sample
-        errors.append(((pred.float() - target[s].float()) ** 2).mean(dim=(1, 2, 3)))
+        errors.append(turn(_batch_errors, pipe, x_t[s], t[s], context, r, target[s]))
     return torch.cat(errors).view(len(captions), S)
+
+
+@torch.no_grad()
+def _text_context(pipe, captions: list[str], device):
+    embeds, mask, _, _ = pipe.encode_prompt(captions, device, do_classifier_free_guidance=False)
+    with pipe.autocast(device):
+        return pipe.transformer.prepare_text(embeds, mask)
+
+
+@torch.no_grad()
+def _batch_errors(pipe, x_t: torch.Tensor, t: torch.Tensor, context, rows: torch.Tensor, target: torch.Tensor):
+    """(B,) mean squared errors of the DiT's predictions for x_t (B, C, h, w) at t (B,) under `context`'s `rows`."""
+    with pipe.autocast(x_t.device):
+        pred = pipe.transformer(x_t, t, text_context=context.rows(rows)).sample
+    return ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
 
 
 def check_captions(captions) -> list[str]:
@@ -112,26 +127,28 @@ def check_captions(captions) -> list[str]:
     return [check_prompt(c) for c in captions]
 
 
-def caption_errors(pipe, image, captions: list[str], check=None, **noise) -> torch.Tensor:
+def caption_errors(pipe, image, captions: list[str], turn=inline, **noise) -> torch.Tensor:
     """(N,) the mean denoising error of `image` (a PIL image the generator's size) under each caption: lower means
-    the model finds the caption more likely (`check`: see `sample_errors`)."""
-    return sample_errors(pipe, image_latents(pipe, image), check_captions(captions), check=check, **noise).mean(dim=1)
+    the model finds the caption more likely (`turn`: see `sample_errors`)."""
+    x0 = turn(image_latents, pipe, image)
+    return sample_errors(pipe, x0, check_captions(captions), turn=turn, **noise).mean(dim=1)
 
 
-def explained(pipe, image, caption: str, check=None) -> float:
+def explained(pipe, image, caption: str, turn=inline) -> float:
     """The share of `image`'s denoising error under no caption (the empty prompt, the null condition) that
     `caption` takes away, on the ranking's fixed samples: 1 - error(caption) / error(""). A caption the model
     reads in the image takes some away (mmgen-base, 64 tuning scenes with their own captions: 0.28 on average, 3
     under 0.1); near 0 or below, the model finds it no more likely than no caption at all, as for a blank canvas
     or a photo (-0.06 to 0.09 for the grammar search's best caption; docs/captioning.md)."""
-    errors = sample_errors(pipe, image_latents(pipe, image), ["", check_prompt(caption)], check=check).mean(dim=1)
+    x0 = turn(image_latents, pipe, image)
+    errors = sample_errors(pipe, x0, ["", check_prompt(caption)], turn=turn).mean(dim=1)
     return float(1 - errors[1] / errors[0])
 
 
-def rank_captions(pipe, image, captions: list[str], check=None, **noise) -> list[tuple[str, float]]:
+def rank_captions(pipe, image, captions: list[str], turn=inline, **noise) -> list[tuple[str, float]]:
     """[(caption, error)] best first: the captions ranked by `caption_errors`."""
     captions = check_captions(captions)
-    errors = caption_errors(pipe, image, captions, check, **noise).tolist()
+    errors = caption_errors(pipe, image, captions, turn, **noise).tolist()
     return sorted(zip(captions, errors), key=lambda pair: pair[1])
 
 
@@ -195,8 +212,8 @@ class SearchSettings:
 class _Scorer:
     """Scores captions of one image on fixed samples, remembering every score (the search repeats captions)."""
 
-    def __init__(self, pipe, x0: torch.Tensor, timesteps: tuple[int, ...], num_noises: int, check=None):
-        self.pipe, self.x0, self.noise = pipe, x0, {"timesteps": timesteps, "num_noises": num_noises, "check": check}
+    def __init__(self, pipe, x0: torch.Tensor, timesteps: tuple[int, ...], num_noises: int, turn=inline):
+        self.pipe, self.x0, self.noise = pipe, x0, {"timesteps": timesteps, "num_noises": num_noises, "turn": turn}
         self.scores: dict[str, float] = {}
 
     def ranked(self, options: list[SceneCaption]) -> list[SceneCaption]:
@@ -223,20 +240,20 @@ def _greedy(scorer: _Scorer, scene: SceneCaption, attributes: list[tuple[str, in
     return scene
 
 
-def search_stages(pipe, image, settings: SearchSettings = SearchSettings(), check=None) -> dict[str, list]:
+def search_stages(pipe, image, settings: SearchSettings = SearchSettings(), turn=inline) -> dict[str, list]:
     """The shapes-v1 caption search, stage by stage: {"greedy": [(caption, error)] of the best one-object and
     two-object captions after the greedy pass, best first; "refined": the same after the second pass (with
     `settings.refine`); "captions_scored": how many captions were scored}. The 48 "a {colour} {shape}" captions are
     ranked first; the best is the one-object hypothesis and, with the best of another colour, the two-object one.
     Each hypothesis then gets its background, sizes and position (one object) or relation (two), greedily, one
     attribute at a time; the refining pass chooses each object's colour, shape and size (and the relation) again,
-    everything else named. The lower error decides how many objects. `check`: see `sample_errors`."""
-    x0 = image_latents(pipe, image)
-    cheap = _Scorer(pipe, x0, settings.object_timesteps, settings.noises, check)
+    everything else named. The lower error decides how many objects. `turn`: see `sample_errors`."""
+    x0 = turn(image_latents, pipe, image)
+    cheap = _Scorer(pipe, x0, settings.object_timesteps, settings.noises, turn)
     objects = cheap.ranked([SceneCaption((ObjectCaption(c, s),)) for c in COLORS for s in SHAPES])
     first = objects[0].objects[0]
     second = next(o.objects[0] for o in objects if o.objects[0].color != first.color)
-    scorer = _Scorer(pipe, x0, settings.timesteps, settings.noises, check)
+    scorer = _Scorer(pipe, x0, settings.timesteps, settings.noises, turn)
     one = _greedy(scorer, objects[0], [("background", 0), ("size", 0), ("position", 0)])
     two = SceneCaption((first, second), relation="left of")
     two = _greedy(scorer, two, [("relation", 0), ("background", 0), ("size", 0), ("size", 1)])
@@ -253,17 +270,17 @@ def search_stages(pipe, image, settings: SearchSettings = SearchSettings(), chec
 
 
 def search_shapes_caption(
-    pipe, image, settings: SearchSettings = SearchSettings(), check=None
+    pipe, image, settings: SearchSettings = SearchSettings(), turn=inline
 ) -> list[tuple[SceneCaption, float]]:
     """[(caption, error)] of the search's best one-object and two-object captions, best first (`search_stages`)."""
-    stages = search_stages(pipe, image, settings, check)
+    stages = search_stages(pipe, image, settings, turn)
     return stages["refined" if settings.refine else "greedy"]
 
 
-def caption_candidates(pipe, image, vocabulary=None, settings: SearchSettings = SearchSettings(), check=None):
+def caption_candidates(pipe, image, vocabulary=None, settings: SearchSettings = SearchSettings(), turn=inline):
     """[(caption, error)] best first: for a model trained on shapes-v1 (its vocabulary names the grammar), the
     grammar search's best one-object and two-object captions; for another model, its MAX_RANKED most common
-    training captions, ranked. `vocabulary`: a `mmgen.vocabulary.Vocabulary`, by default the model's own; `check`:
+    training captions, ranked. `vocabulary`: a `mmgen.vocabulary.Vocabulary`, by default the model's own; `turn`:
     see `sample_errors`."""
     from .vocabulary import SHAPES_V1, Vocabulary
 
@@ -275,10 +292,10 @@ def caption_candidates(pipe, image, vocabulary=None, settings: SearchSettings = 
             "to choose from: rank your own with rank_captions"
         )
     if vocabulary.grammar == SHAPES_V1:
-        return [(scene.text, error) for scene, error in search_shapes_caption(pipe, image, settings, check)]
+        return [(scene.text, error) for scene, error in search_shapes_caption(pipe, image, settings, turn)]
     if not vocabulary.captions:
         raise ValueError("the model's vocabulary holds no captions to rank")
-    return rank_captions(pipe, image, vocabulary.captions[:MAX_RANKED], check)
+    return rank_captions(pipe, image, vocabulary.captions[:MAX_RANKED], turn)
 
 
 def caption(pipe, image, vocabulary=None, settings: SearchSettings = SearchSettings()) -> str:

@@ -79,6 +79,20 @@ def test_errors_are_the_dits_own_batched_or_not(tiny_pipe, image, monkeypatch):
     torch.testing.assert_close(sample_errors(tiny_pipe, x0, CAPTIONS, timesteps=(200, 700), num_noises=2), errors)
 
 
+def test_model_work_comes_in_turns_another_job_can_come_between(tiny_pipe, image, monkeypatch):
+    """An app runs each piece on its model thread: the image's latents, the captions' text, each DiT batch."""
+    turns = []
+
+    def turn(fn, *args):
+        turns.append(fn.__name__)
+        return fn(*args)
+
+    monkeypatch.setattr(captioning, "BATCH_ROWS", 5)
+    ranked = rank_captions(tiny_pipe, image, CAPTIONS, turn, timesteps=(200, 700), num_noises=2)  # 12 rows
+    assert turns == ["image_latents", "_text_context"] + ["_batch_errors"] * 3
+    assert ranked == rank_captions(tiny_pipe, image, CAPTIONS, timesteps=(200, 700), num_noises=2)
+
+
 def test_rank_captions_is_sorted_paired_and_reproducible(tiny_pipe, image):
     ranked = rank_captions(tiny_pipe, image, CAPTIONS)
     assert sorted(c for c, _ in ranked) == sorted(CAPTIONS)

@@ -15,6 +15,7 @@ from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import uploaded_file
+from .jobs import Deadline
 from .runs import FinishedRun
 
 MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a few blurred blocks
@@ -140,8 +141,9 @@ class CaptionTab:
             if not captions:
                 raise gr.Error("Type the captions to rank, one per line, or press 'Caption it'.")
             image, note = self.read_image(upload)
-            ranked = self.ctx.compute(rank_captions, self.ctx.pipe, image, captions, deadline.check)
-            share = self.ctx.compute(explained, self.ctx.pipe, image, ranked[0][0], deadline.check)
+            turn = self.turns(deadline)
+            ranked = rank_captions(self.ctx.pipe, image, captions, turn)
+            share = explained(self.ctx.pipe, image, ranked[0][0], turn)
         return self._shown(image, ranked, f"Ranked {len(ranked)} caption(s).{note}", RANKED_ERRORS, share, own=False)
 
     @handler
@@ -150,8 +152,9 @@ class CaptionTab:
         with self.ctx.jobs.job(request) as deadline:
             image, note = self.read_image(upload)
             vocabulary = self.ctx.vocabulary
-            ranked = self.ctx.compute(caption_candidates, self.ctx.pipe, image, vocabulary, check=deadline.check)
-            share = self.ctx.compute(explained, self.ctx.pipe, image, ranked[0][0], deadline.check)
+            turn = self.turns(deadline)
+            ranked = caption_candidates(self.ctx.pipe, image, vocabulary, turn=turn)
+            share = explained(self.ctx.pipe, image, ranked[0][0], turn)
         if vocabulary is not None and vocabulary.grammar == SHAPES_V1:  # `caption_candidates` searched the grammar
             errors = (
                 "Errors are mean squared latent errors over fixed noised copies (the search uses fewer than "
@@ -160,6 +163,16 @@ class CaptionTab:
         else:  # it ranked the model's training captions, as 'Rank' ranks
             errors = RANKED_ERRORS
         return self._shown(image, ranked, f"The model's caption: **{ranked[0][0]}**.{note}", errors, share, own=True)
+
+    def turns(self, deadline: Deadline):
+        """`captioning`'s `turn`: each piece of model work on the model thread, after the job's time check, so a
+        caption search (a minute on mmgen-base) takes turns with other visitors' jobs instead of holding the thread."""
+
+        def turn(fn, *args):
+            deadline.check()
+            return self.ctx.compute(fn, *args)
+
+        return turn
 
     def _shown(self, image: PIL.Image.Image, ranked: list, title: str, errors: str, share: float, own: bool) -> tuple:
         """The image, the ranking's chart and its info line: the best caption, its error and the share of the
