@@ -533,6 +533,30 @@ def test_job_gate_admits_one_job_per_session():
     gate.admit("a")
 
 
+def test_a_running_job_that_stops_checking_in_gives_its_slot_back(monkeypatch):
+    """gradio leaves a cancelled handler's generator suspended, so its `finally` never frees the slot: a job that
+    checks its deadline and then stops for QUIET_S (a minute) was cancelled."""
+    from types import SimpleNamespace
+
+    from mmgen.app import Limits, jobs
+
+    now = [1000.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: now[0])
+    gate = jobs.JobGate(Limits())
+    cancelled = gate.job(SimpleNamespace(session_hash="a"))
+    deadline = cancelled.__enter__()  # never exited, as a suspended generator's `with`
+    deadline.check()
+    now[0] += jobs.QUIET_S - 1
+    with pytest.raises(ValueError, match="already have a job"):
+        gate.admit("a")
+    deadline.check()  # still running: it checked in
+    now[0] += jobs.QUIET_S + 1
+    gate.admit("a")  # quiet for over a minute: its slot is free
+    now[0] += 1
+    with pytest.raises(ValueError, match="already have a job"):
+        gate.admit("a")  # the new job holds it, queued (no beat yet)
+
+
 def test_a_refusal_of_no_one_input_appears_under_the_first_one_a_visitor_sees():
     """Repaint's and branch's first input is a gr.State, which shows nothing: a busy visitor, or inputs the check
     could not read, are told under the input the event names instead."""

@@ -24,6 +24,7 @@ visitor too, queued or running, so that no visitor can fill the shared queue wit
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,9 @@ from .limits import ENV, Limits
 UNREADABLE = "These inputs could not be read: one of them is not a value of its kind (sent through the API?)."
 BUSY = "You already have a job queued or running: wait for it to finish, then try again (one at a time per visitor)."
 MODEL, WAIT = "model", "wait"  # the kinds of job a visitor may have one of each of
+# A running job that checks its deadline (each step, each batch, each frame) and has not for this long was cancelled
+# (gradio leaves a cancelled handler's generator suspended, so its `finally` never frees the slot): its slot is free.
+QUIET_S = 60.0
 
 
 class JobTimeLimit(gr.Error):
@@ -44,10 +48,17 @@ class JobTimeLimit(gr.Error):
 
 
 class Deadline:
-    def __init__(self, seconds: float):
-        self.seconds, self.end = seconds, time.monotonic() + seconds
+    def __init__(self, seconds: float, beat: Callable[[], None] | None = None):
+        self.seconds, self.end, self._beat = seconds, time.monotonic() + seconds, beat
+
+    def beat(self) -> None:
+        """Say the job still runs (a job that stops saying so for QUIET_S gives its slot back)."""
+        if self._beat is not None:
+            self._beat()
 
     def check(self) -> None:
+        """Stop a job past the limit; else `beat`."""
+        self.beat()
         if time.monotonic() > self.end:
             raise JobTimeLimit(
                 f"This job ran past this Space's limit of {self.seconds:g} s per job ({ENV['job_seconds']}) and "
@@ -69,18 +80,25 @@ class JobGate:
         self.limits = limits
         self.stale_after_s = limits.queue_size * limits.job_seconds + 60
         self._since: dict[tuple[str, str], float] = {}  # (kind, session) -> when its job was admitted or started
+        self._beats: dict[tuple[str, str], float] = {}  # (kind, session) -> when its running job last checked in
         self._lock = threading.Lock()
 
     def admit(self, session: str | None, kind: str = MODEL) -> None:
         """Take the session's slot of `kind` for a job about to join the queue; ValueError(BUSY) when it holds it."""
         now = time.monotonic()
         with self._lock:
-            since = self._since.get((kind, session))
-            if session is not None and since is not None and now - since < self.stale_after_s:
+            self._since = {k: t for k, t in self._since.items() if self._holds(k, t, now)}
+            self._beats = {k: t for k, t in self._beats.items() if k in self._since}
+            if session is not None and (kind, session) in self._since:
                 raise ValueError(BUSY)
-            self._since = {s: t for s, t in self._since.items() if now - t < self.stale_after_s}
             if session is not None:
                 self._since[kind, session] = now
+
+    def _holds(self, key: tuple[str, str], since: float, now: float) -> bool:
+        """Whether a slot is still taken: neither stale (a queued job whose client left) nor quiet (a running job
+        that stopped checking in: cancelled)."""
+        beat = self._beats.get(key)
+        return now - since < self.stale_after_s and (beat is None or now - beat < QUIET_S)
 
     @contextmanager
     def job(self, request: gr.Request | None, kind: str = MODEL) -> Iterator[Deadline]:
@@ -89,16 +107,23 @@ class JobGate:
         if session is not None:
             with self._lock:
                 self._since[kind, session] = time.monotonic()
+        beat = None if session is None else functools.partial(self._beat, (kind, session))
         try:
-            yield Deadline(self.limits.job_seconds)
+            yield Deadline(self.limits.job_seconds, beat)
         finally:
             self.forget(session, kind)
+
+    def _beat(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            if key in self._since:
+                self._beats[key] = time.monotonic()
 
     def forget(self, session: str | None, kind: str | None = None) -> None:
         """Free the session's slot of `kind` (None: of every kind)."""
         with self._lock:
             for k in (MODEL, WAIT) if kind is None else (kind,):
                 self._since.pop((k, session), None)
+                self._beats.pop((k, session), None)
 
     def on_unload(self, request: gr.Request) -> None:
         """`demo.unload`: a closed browser tab gives its slots back."""

@@ -350,13 +350,14 @@ class TokenizerPicker:
     @handler
     def load(self, source: str | None, request: gr.Request):
         """Load a tokenizer by folder or Hub id; yields "Loading ... (n s)" until it is ready, then picks it."""
-        with self.jobs.job(request, WAIT):
-            yield from self._load(source)
+        with self.jobs.job(request, WAIT) as deadline:
+            yield from self._load(source, deadline.beat)
 
-    def _load(self, source: str | None):
+    def _load(self, source: str | None, beat=lambda: None):
         key, future = self.registry.load(visitor_source(source))
         start = time.monotonic()
         while not future.done():
+            beat()  # a load its visitor cancelled stops beating: its slot is free in a minute
             elapsed = time.monotonic() - start
             if elapsed > LOAD_WAIT_S:
                 raise gr.Error(f"{key} is still loading after {elapsed:.0f} s: it will appear in the list when ready.")

@@ -209,9 +209,10 @@ class TrajectoryTab:
     @handler
     def play(self, run: FinishedRun | None, request: gr.Request) -> Iterator[tuple]:
         """Animate the slider over every step (each frame drawn as it is shown)."""
-        with self.ctx.jobs.job(request, WAIT):  # one play or export per visitor at a time
+        with self.ctx.jobs.job(request, WAIT) as deadline:  # one play or export per visitor at a time
             trajectory = self._trajectory(run)
             for k in range(len(trajectory)):
+                deadline.beat()  # a play its visitor cancelled stops beating: its slot is free in a minute
                 yield k, *self.ctx.frames.view(trajectory, k)
                 time.sleep(PLAY_FRAME_S)
 
