@@ -251,7 +251,10 @@ class DenoisingRun:
                 "pred_x0": pred_x0,
                 "prompt_embeds": self.prompt_embeds,
             }
-            self._take(self.callback(self.pipe, i, t, {k: local[k] for k in self.callback_inputs}) or {})
+            handed = {k: local[k] for k in self.callback_inputs}
+            returned = self.callback(self.pipe, i, t, dict(handed)) or {}
+            # diffusers' callbacks end `return callback_kwargs`: what comes back unchanged is no change
+            self._take({k: v for k, v in returned.items() if not (k in handed and v is handed[k])})
         self.next_step += 1
         return StepOutput(i, t, self.latents, pred_x0, noise_pred, self.x0_tokens)
 

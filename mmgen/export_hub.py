@@ -240,6 +240,17 @@ def is_export(index: dict) -> bool:
     return index.get("_class_name") == [flat_name(PIPELINE[0]), PIPELINE[1]]
 
 
+def check_savable(pipe) -> None:
+    """ValueError for a pipeline that runs an exported folder's own code (loaded by diffusers with
+    trust_remote_code): diffusers would save a folder that names that code without carrying it, which nothing
+    loads."""
+    if type(pipe.transformer).__module__.startswith("diffusers_modules."):  # diffusers' home of remote code
+        raise ValueError(
+            "this pipeline runs an exported folder's own code (mmgen export-hub), which save_pretrained cannot "
+            "write: copy that folder instead, or load it with mmgen (MMGenPipeline.from_pretrained) and save that"
+        )
+
+
 def load_export(cls, folder: str | Path, index: dict, kwargs: dict):
     """An exported folder loaded by mmgen (`MMGenPipeline.from_pretrained`) with its own classes, where diffusers
     would ask to run the folder's copy of them as remote code: each component from its folder (or as passed in

@@ -29,7 +29,7 @@ from . import captioning
 from .callbacks import LatentInpainter, inpaint_grids
 from .candidates import best_generators
 from .denoising import DenoisingRun, Guidance, callback_tensor_inputs, model_output_for_x0, predict_x0  # noqa: F401
-from .export_hub import is_export, load_export
+from .export_hub import check_savable, is_export, load_export
 from .latent_tokens import LatentTokens
 from .model_paths import local_model_folder
 from .models.dit import DiT
@@ -105,6 +105,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
 
     def save_pretrained(self, save_directory, **kwargs):
         """diffusers' save, with the training captions' vocabulary beside the transformer (`caption` reads it)."""
+        check_savable(self)
         super().save_pretrained(save_directory, **kwargs)
         if vocabulary := Vocabulary.for_pipeline(self):
             vocabulary.save(Path(save_directory) / "transformer" / VOCABULARY_FILE)

@@ -213,6 +213,17 @@ def test_step_callbacks_read_the_run_and_may_change_only_what_it_uses():
     assert seen == [(3, 4.0)]
     with pytest.raises(ValueError, match="may return latents and prompt_embeds"):
         pipe(PROMPT, callback_on_step_end=lambda p, i, t, k: {"noise_pred": k["latents"]}, **FAST)
+    # diffusers' callbacks end `return callback_kwargs`: read-only tensors handed back unchanged are no change
+    everything = ["latents", "pred_x0", "noise_pred", "prompt_embeds"]
+    same = pipe(PROMPT, generator=seeded(0), callback_on_step_end=lambda p, i, t, k: k, **FAST)
+    handed = pipe(
+        PROMPT,
+        generator=seeded(0),
+        callback_on_step_end=lambda p, i, t, k: k,
+        **FAST,
+        callback_on_step_end_tensor_inputs=everything,
+    )
+    assert torch.equal(same.images, handed.images)
 
     def guide(p, i, t, kwargs):
         p._guidance_scale = 5.0
