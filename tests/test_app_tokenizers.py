@@ -4,6 +4,7 @@ quantisation ambiguity map and the paged codebook, called through gradio_client.
 
 import math
 import os
+import shutil
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -179,15 +180,17 @@ def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(fol
     from mmgen.app.tokenizers import TokenizerRegistry
     from mmgen.tokenizers import as_tokenizer
 
-    (tmp_path / "copy").symlink_to(folders["vqdiff"], target_is_directory=True)
+    shutil.copytree(folders["vqdiff"], tmp_path / "copy" / "vqdiff")
     registry = TokenizerRegistry(
         as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), lambda f: [], max_loaded=1
     )
     registry.preload([str(folders["ldm600"])])
     key, future = registry.load(str(folders["vqdiff"]))
     assert future.result().num_codes == 48 and registry.load(str(folders["vqdiff"]))[0] == key  # loaded once
+    (tmp_path / "link").symlink_to(folders["vqdiff"], target_is_directory=True)
+    assert registry.load(str(tmp_path / "link") + "/")[0] == key  # however the folder is spelt
     gate = Future()  # the load waits for it: still loading, for sure, until it is set
-    other, loading = registry.load(str(tmp_path / "copy"), after=gate)  # another folder of the same name
+    other, loading = registry.load(str(tmp_path / "copy" / "vqdiff"), after=gate)  # another folder, the same name
     with pytest.raises(ValueError, match="still loading: try again in a moment"):
         registry.get(other)  # an event does not hold one of the queue's workers while a load runs
     gate.set_result(None)

@@ -130,7 +130,7 @@ class TokenizerRegistry:
             if source == self.own_key:
                 return self.own_key, self._entries[self.own_key].future
             for key, entry in self._entries.items():
-                if entry.source == source and not entry.failed():
+                if same_source(entry.source, source) and not entry.failed():
                     entry.pinned, entry.used = entry.pinned or pinned, time.monotonic()
                     return key, entry.future
             self._entries = {k: e for k, e in self._entries.items() if not e.failed()}  # a failed one may retry
@@ -246,6 +246,17 @@ def wrap_on_model_thread(loaded: Future, compute: ModelThread, own: Future) -> N
 def log_failure(source: str, future: Future) -> None:
     if future.exception() is not None:
         logger.error("the preloaded tokenizer %r did not load: %s", source, future.exception())
+
+
+def same_source(a: str, b: str) -> bool:
+    """Whether two sources name one tokenizer: the same text, or the same folder however spelt ("assets/vqgan-f8",
+    "./assets/vqgan-f8/", "vqgan-f8"), so that no visitor loads, and builds an atlas of, one folder many times."""
+
+    def where(source: str) -> str:
+        path = SHIPPED_TOKENIZERS.get(source, source)
+        return os.path.realpath(path) if os.path.isdir(path) else source
+
+    return a == b or where(a) == where(b)
 
 
 def check_source(source) -> str:
