@@ -250,10 +250,14 @@ def as_tokenizer(model, name: str | None = None) -> Tokenizer:
     from .models.vqvae import VQVAE
 
     if isinstance(model, VQVAE):
-        return MMGenTokenizer(model, name or "mmgen VQVAE")
-    if isinstance(model, VQModel):
-        return DiffusersTokenizer(model, name or "VQModel")
-    raise ValueError(f"not a VQ tokenizer: {type(model).__name__} (expected mmgen's VQVAE or a diffusers VQModel)")
+        tok = MMGenTokenizer(model, name or "mmgen VQVAE")
+    elif isinstance(model, VQModel):
+        tok = DiffusersTokenizer(model, name or "VQModel")
+    else:
+        raise ValueError(f"not a VQ tokenizer: {type(model).__name__} (expected mmgen's VQVAE or a diffusers VQModel)")
+    if tok.num_codes < 2:  # every token the same code: 0 bits a token, no second-nearest code to compare with
+        raise ValueError(f"{tok.name}: a codebook of {tok.num_codes} code holds no information (0 bits a token)")
+    return tok
 
 
 # -------------------------------------------------------------------- loading

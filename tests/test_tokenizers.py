@@ -145,6 +145,11 @@ def test_loading_failures_say_why(tmp_path, monkeypatch):
             load_tokenizer(name)
 
 
+def test_a_codebook_of_one_code_is_refused():
+    with pytest.raises(ValueError, match="a codebook of 1 code holds no information"):
+        as_tokenizer(make_family("ldm-f4", num_vq_embeddings=1), "one-code")
+
+
 def test_weights_load_from_safetensors_only(tmp_path):
     """A .bin file is a pickle, which can run code when loaded: refused, with what to do; a folder holding only a
     variant's safetensors (diffusion_pytorch_model.fp16.safetensors) loads; a pipeline naming a vqvae/ without its
