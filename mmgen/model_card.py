@@ -16,7 +16,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from .model_card_inside import inside_rows
-from .model_card_tokenizer import tokenizer_rows, tokenizer_training, tokenizer_use
+from .model_card_tokenizer import global_batch, tokenizer_rows, tokenizer_training, tokenizer_use
 
 MAX_CARD_BYTES = 15 * 1024
 REPO = "../.."  # the repository's root, seen from assets/<model>/ (where published cards live)
@@ -214,7 +214,7 @@ def _generator_training(out: Path) -> str:
         data += f", tokenizer of `{tokenizers[k - 1]}`" if on else ""
         data += f", DiT deepened to {args['grow_depth']} blocks first" if args.get("grow_depth") else ""
         lines.append(
-            f"| {k} | {done.get('steps') or args.get('steps')} | {args['batch_size']} | {args['lr']:g} | {data} | "
+            f"| {k} | {done.get('steps') or args.get('steps')} | {global_batch(header)} | {args['lr']:g} | {data} | "
             f"{args.get('object_loss_weight', 1.0):g}x | {_minutes(done.get('train_time_s', 0))} |"
         )
     train_s = sum(done.get("train_time_s", 0) for _, done in stages)
@@ -223,7 +223,7 @@ def _generator_training(out: Path) -> str:
     encoded = f"{_minutes(sum(encoding))} encoding the data" if None not in encoding else "encoding the data"
     lines += [
         "",
-        f"{_common_settings([header['args'] for header, _ in stages])}Training time in all: {_minutes(train_s)} on "
+        f"{_common_settings([header for header, _ in stages])}Training time in all: {_minutes(train_s)} on "
         f"a 2-core CPU (no GPU), plus {encoded}. Log: `generator_train_log.jsonl`.",
     ]
     return "\n".join(lines) + "\n"
@@ -237,13 +237,13 @@ COMMON_SETTINGS = [  # (training argument, how the card names it)
 ]
 
 
-def _common_settings(stage_args: list[dict]) -> str:
-    """The settings every stage shares, in a sentence; one that differs between stages is left out."""
+def _common_settings(headers: list[dict]) -> str:
+    """The settings every stage shares, in a sentence; a header's own (mixed_precision: what ran) beats the option."""
     shared = []
     for key, name in COMMON_SETTINGS:
-        values = {json.dumps(args.get(key)) for args in stage_args}
-        if len(values) == 1 and stage_args[0].get(key) is not None:
-            shared.append(f"{name} {stage_args[0][key]}")
+        values = [header.get(key, header["args"].get(key)) for header in headers]
+        if len({json.dumps(v) for v in values}) == 1 and values[0] is not None:
+            shared.append(f"{name} {values[0]}")
     return f"Every stage: {', '.join(shared)}. " if shared else ""
 
 

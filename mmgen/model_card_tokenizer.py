@@ -34,14 +34,23 @@ def tokenizer_training(out: Path) -> str:
     if not log_path.exists():
         return ""
     stages = _stages(_read_jsonl(log_path))
-    text = " ".join(_stage_text(header["args"], done, i, len(stages)) for i, (header, done) in enumerate(stages, 1))
+    text = " ".join(_stage_text(header, done, i, len(stages)) for i, (header, done) in enumerate(stages, 1))
     return f"**Tokenizer.** {text} Log: `vqvae_train_log.jsonl`.\n"
 
 
-def _stage_text(args: dict, done: dict, i: int, n: int) -> str:
+def global_batch(header: dict) -> str:
+    """A stage's batch as it trained, from its log header: `--batch-size` is per process, so under several the
+    global batch is batch_size x num_processes, said with both. A log without num_processes (logged since) ran
+    one process: the batch as given, as before."""
+    size, n = header["args"]["batch_size"], header.get("num_processes", 1)
+    return f"{size * n} ({n} processes x {size})" if n > 1 else str(size)
+
+
+def _stage_text(header: dict, done: dict, i: int, n: int) -> str:
     """What one training stage did: data, steps, optimizer, the discriminator's part, time."""
     from .model_card import _minutes
 
+    args = header["args"]
     if args.get("data", "shapes") == "shapes":
         data = f"shapes-v1 scenes (stream {args['seed']})"
         if args.get("photo_fraction", 0) > 0:
@@ -66,7 +75,7 @@ def _stage_text(args: dict, done: dict, i: int, n: int) -> str:
     stage = f"Stage {i}: " if n > 1 else ""
     return (
         f"{stage}{trained + ' on ' if trained else ''}{data}; {done.get('steps') or args.get('steps')} steps of batch "
-        f"{args['batch_size']} at {args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine "
+        f"{global_batch(header)} at {args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine "
         f"decay, seed {args['seed']}: {_minutes(done.get('train_time_s', 0))}.{gan}"
     )
 

@@ -187,3 +187,19 @@ def test_the_generator_stops_with_a_checkpoint_of_its_step(tmp_path, tiny_model_
     with pytest.raises(stopping.StopRequested, match="has a checkpoint of step 1"):
         train_generator.main(build_parser().parse_args([*argv, "--batch-size", "4", "--warmup-steps", "1"]))
     assert [p.name for p in checkpoints(tmp_path / "g")] == ["step-1"]
+
+
+def test_resume_under_another_number_of_processes_is_refused(tmp_path):
+    """The LR schedule is built over steps x processes and the global batch is batch_size x processes: a resume
+    under another count would change both halfway. The log's header holds the count the run trained with."""
+    out = tmp_path / "run"
+    main(_args(out, "--steps", "4", "--checkpoint-every", "3"))
+    interrupt(out, "vqvae")  # as if killed after step 4, before saving
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["num_processes"] == 1
+    (out / "train_log.jsonl").write_text("\n".join([json.dumps(header | {"num_processes": 2}), *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"trained with 2 process\(es\), this run has 1.*--num_processes 2"):
+        main(_args(out, "--steps", "4", "--resume"))
+    (out / "train_log.jsonl").write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    main(_args(out, "--steps", "4", "--resume"))  # the same count: resumes

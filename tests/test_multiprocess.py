@@ -22,13 +22,15 @@ TOKENIZER = ["--preset", "tiny", "--resolution", "32", "--log-every", "1", "--va
 GENERATOR = ["--preset", "tiny", "--num-samples", "32", "--log-every", "1", "--val-every", "100", "--cache-dir", ""]
 
 
-def launch(*args: str) -> None:
-    """`accelerate launch --multi_gpu --num_processes 2 -m mmgen.cli ARGS` on the CPU, from this checkout."""
+def launch(*args: str) -> str:
+    """`accelerate launch --multi_gpu --num_processes 2 -m mmgen.cli ARGS` on the CPU, from this checkout; returns
+    what both processes printed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mmgen.cli"]
     done = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def single(*args: str) -> None:
@@ -60,6 +62,7 @@ def test_two_processes_train_the_tokenizer_as_one_with_the_global_batch(tmp_path
     one, two = log(tmp_path / "one"), log(tmp_path / "two")
     assert_same_losses(losses(one), losses(two))
     assert len(two) == 1 + 6 + 1  # the header, 6 steps, "done": written once, by the main process
+    assert two[0]["num_processes"] == 2 and one[0]["num_processes"] == 1  # the global batch is 2 x --batch-size
     assert [p.name for p in (tmp_path / "two" / "checkpoints").iterdir()] == ["step-3"]
     a = VQVAE.from_pretrained(tmp_path / "one" / "vqvae").state_dict()
     b = VQVAE.from_pretrained(tmp_path / "two" / "vqvae").state_dict()
@@ -75,7 +78,11 @@ def test_two_processes_train_the_tokenizer_as_one_with_the_global_batch(tmp_path
 def test_two_processes_train_the_generator_as_one_with_the_global_batch(tmp_path, tiny_model_dir):
     steps = ["--steps", "4", "--checkpoint-every", "2", "--seed", "0", "--vqvae", tiny_model_dir]
     single("train-generator", "--out", str(tmp_path / "one"), "--batch-size", "8", *GENERATOR, *steps)
-    launch("train-generator", "--out", str(tmp_path / "two"), "--batch-size", "4", *GENERATOR, *steps)
+    cache = ["--cache-dir", str(tmp_path / "cache")]  # the main process encodes and caches it, the other reads it
+    two_args = ["--out", str(tmp_path / "two"), "--batch-size", "4", *GENERATOR, *steps, *cache]
+    printed = launch("train-generator", *two_args)
+    assert printed.count("cached the encoded training set") == 1, printed
+    assert printed.count("read the encoded training set") == 1, printed
 
     one, two = log(tmp_path / "one"), log(tmp_path / "two")
     assert_same_losses(losses(one), losses(two))
@@ -85,7 +92,31 @@ def test_two_processes_train_the_generator_as_one_with_the_global_batch(tmp_path
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
     interrupt(tmp_path / "two", "transformer")
-    launch("train-generator", "--out", str(tmp_path / "two"), "--batch-size", "4", *GENERATOR, *steps, "--resume")
+    launch("train-generator", *two_args, "--resume")
     resumed = DiT.from_pretrained(tmp_path / "two" / "transformer").state_dict()
     assert [s for s, _ in losses(log(tmp_path / "two"))] == [1, 2, 3, 4]  # 3 and 4 again, logged once
     assert all(torch.allclose(b[k], resumed[k], atol=1e-5) for k in b)
+
+
+def test_a_vqgan_recipe_under_two_processes_trains_as_one_with_the_global_batch(tmp_path):
+    """A recipe under `accelerate launch` without a GPU: one main process (the recipe runner's state and the
+    trainer's agree on the CPU), which alone writes the run and publishes it. The VQ-GAN's adaptive weight is the
+    global batch's (both processes' gradients at the decoder's last layer, averaged), so the losses are a single
+    process's with the global batch."""
+    gan = ["--adversarial", "--disc-start", "1", "--photo-fraction", "0"]
+    steps = ["--steps", "3", "--checkpoint-every", "2", "--seed", "0"]
+    single("train-tokenizer", "--out", str(tmp_path / "one"), "--batch-size", "8", *TOKENIZER, *steps, *gan)
+    recipe = tmp_path / "vqgan.toml"
+    recipe.write_text(
+        f'model = "{tmp_path / "model"}"\n[tokenizer]\nout = "{tmp_path / "two"}"\npreset = "tiny"\nresolution = 32\n'
+        "batch_size = 4\nlog_every = 1\nval_every = 3\nwarmup_steps = 1\nsteps = 3\ncheckpoint_every = 2\n"
+        "seed = 0\nadversarial = true\ndisc_start = 1\nphoto_fraction = 0\n"
+    )
+    printed = launch("train-tokenizer", "--recipe", str(recipe))
+    assert printed.count("tokenizer: training in") == 1, printed  # said by the main process alone
+
+    one, two = log(tmp_path / "one"), log(tmp_path / "two")
+    assert sum("command" in r for r in two) == 1 and two[0]["num_processes"] == 2
+    assert "adaptive_weight" in two[2]  # the discriminator's part from step 1 on
+    assert_same_losses(losses(one), losses(two))
+    assert (tmp_path / "model" / "vqvae" / "config.json").is_file()  # published

@@ -64,3 +64,19 @@ def test_a_resumed_run_drops_the_line_cut_short_before_it_appends(tmp_path):
     log.write_text('{"command": "x"}\n{"step": 1')
     append_log(log, {"step": 2})
     assert read_log(log) == [{"command": "x"}, {"step": 2}]
+
+
+@pytest.mark.parametrize("command", ["train-tokenizer", "train-generator"])
+def test_fp16_on_the_cpu_is_refused_rather_than_trained_in_float32(command, tmp_path, monkeypatch):
+    """accelerate turns fp16 autocast off on the CPU: the run would log fp16 and train in float32. Refused, whether
+    --mixed-precision or accelerate's own setting (`accelerate launch --mixed_precision fp16`) asks for it."""
+    from mmgen.training.processes import make_accelerator
+
+    args = build_parser().parse_args([command, "--out", str(tmp_path), "--mixed-precision", "fp16", "--cpu"])
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        make_accelerator(args)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    args = build_parser().parse_args([command, "--out", str(tmp_path), "--cpu"])
+    assert args.mixed_precision is None  # the option's default leaves it to accelerate
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        make_accelerator(args)

@@ -673,3 +673,22 @@ def test_a_run_inside_its_data_folder_does_not_change_the_cache_key(tiny_vq, tmp
     monkeypatch.chdir(tmp_path)
     note_shapes_folder(SimpleNamespace(data="shapes"))
     assert "give ./shapes" in capsys.readouterr().out
+
+
+def test_the_card_says_the_global_batch_and_the_precision_that_ran(tmp_path):
+    """--batch-size is per process: stage 2, run by 4 processes of 16, trained batches of 64. Its option left mixed
+    precision to accelerate (null); the header logs what ran. Stage 1's log, from before either was logged, reads
+    as it always did."""
+    from mmgen.model_card import _generator_training
+
+    args = {"seed": 0, "num_samples": 10, "caption_dropout": 0.1, "batch_size": 16, "lr": 3e-4, "steps": 50}
+    args |= {"ema_decay": 0.99, "loss_weighting": "min-snr-1", "vqvae": "assets/x"}
+    done = {"done": True, "steps": 50, "train_time_s": 60.0}
+    stage1 = {"command": "mmgen train-generator", "args": args | {"mixed_precision": "bf16"}}
+    stage2 = {"command": "mmgen train-generator", "args": args | {"mixed_precision": None}}
+    stage2 |= {"num_processes": 4, "mixed_precision": "bf16"}
+    lines = [stage1, done, stage2, done]
+    (tmp_path / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    card = _generator_training(tmp_path)
+    assert "| 1 | 50 | 16 | 0.0003 |" in card and "| 2 | 50 | 64 (4 processes x 16) | 0.0003 |" in card
+    assert "mixed precision bf16" in card

@@ -266,3 +266,78 @@ def test_a_checkpoint_is_whole_or_absent(tmp_path):
         (ckpt / "weights").write_text("w")
     assert [p.name for p in checkpoints(tmp_path)] == ["step-1", "step-4"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-1", "step-4"]
+
+
+def _header(out):
+    return json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+
+
+def test_mixed_precision_bf16_trains_and_the_log_says_what_ran(tmp_path, monkeypatch):
+    """bf16 autocast on the CPU: accelerate rebuilds the models' outputs from dicts and the codebook's EMA takes
+    bfloat16 encoder outputs. bf16 set by accelerate (`accelerate launch --mixed_precision bf16` sets this variable)
+    applies when --mixed-precision is not given, and a later run in the same process gets its own precision."""
+    gan = ["--adversarial", "--disc-start", "0", "--photo-fraction", "0"]
+    main(_args(tmp_path / "a", "--steps", "2", "--mixed-precision", "bf16", *gan))
+    assert (tmp_path / "a" / "vqvae" / "config.json").is_file()  # trained to the end
+    header = _header(tmp_path / "a")
+    assert header["mixed_precision"] == "bf16" and header["num_processes"] == 1
+    assert {"g_adv", "d_loss"} <= set(json.loads((tmp_path / "a" / "train_log.jsonl").read_text().splitlines()[-2]))
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    main(_args(tmp_path / "b", "--steps", "1", "--photo-fraction", "0"))
+    assert _header(tmp_path / "b")["mixed_precision"] == "bf16"  # accelerate's setting, not dropped for "no"
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    main(_args(tmp_path / "c", "--steps", "1", "--photo-fraction", "0"))
+    assert _header(tmp_path / "c")["mixed_precision"] == "no"  # not the bf16 of the runs before in this process
+
+
+def test_validation_follows_val_every_not_log_every(tmp_path):
+    out = tmp_path / "run"
+    main(_args(out, "--steps", "4", "--log-every", "3", "--val-every", "2", "--photo-fraction", "0"))
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in records if "step" in r}
+    assert sorted(steps) == [2, 3, 4]
+    assert set(steps[2]) == {"step", "val_psnr"} and "val_psnr" not in steps[3] and "loss" not in steps[2]
+    assert {"loss", "val_psnr"} <= set(steps[4])  # the last step: both
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-2.png", "step-4.png"]
+
+
+def test_the_card_says_the_global_batch_of_a_multi_process_run(tmp_path):
+    """--batch-size is per process: a stage run by 2 processes of 16 trained batches of 32. A log from before the
+    process count was logged ran one process, and reads as before."""
+    from mmgen.model_card_tokenizer import tokenizer_training
+
+    args = {"seed": 0, "batch_size": 16, "resolution": 64, "lr": 1e-3, "steps": 10, "photo_fraction": 0}
+    for n, said in ((2, "batch 32 (2 processes x 16) at"), (None, "batch 16 at")):
+        header = {"command": "mmgen train-tokenizer", "args": args} | ({"num_processes": n} if n else {})
+        lines = [header, {"done": True, "steps": 10, "train_time_s": 60.0}]
+        (tmp_path / "vqvae_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        assert said in tokenizer_training(tmp_path)
+
+
+def test_the_recipe_runner_takes_the_cpu_as_the_trainers_do(tmp_path, monkeypatch):
+    """Without a GPU the trainers' Accelerator uses the CPU (cpu=True); the recipe runner's PartialState, made first,
+    must too, or under `accelerate launch --multi_gpu` each process would be a main process of its own."""
+    import argparse
+
+    from mmgen.training import processes, recipe
+
+    made = []
+
+    class State:
+        is_main_process = True
+
+        def __init__(self, cpu):
+            made.append(cpu)
+
+        def print(self, *_):
+            pass
+
+        def wait_for_everyone(self):
+            pass
+
+    monkeypatch.setattr(recipe, "PartialState", State)
+    monkeypatch.setattr(processes, "gpu_present", lambda: False)
+    stage = recipe.Stage("tokenizer", argparse.Namespace(cpu=False, out=str(tmp_path / "run")), {})
+    recipe.run_stages([stage], train=lambda args: None, publish=lambda stage: None)
+    assert made == [True]

@@ -26,8 +26,11 @@ from torch import nn
 
 @dataclass
 class DiscriminatorOutput(BaseOutput):
+    """`features` defaults to None, as in diffusers' outputs, so that accelerate can rebuild the output from a dict
+    under mixed precision (see `VQVAEOutput`); the forward always sets it."""
+
     logits: torch.Tensor  # (B, 1, h, w), one per patch
-    features: list[torch.Tensor]  # (B, C_i, h_i, w_i) after each hidden layer
+    features: list[torch.Tensor] = None  # (B, C_i, h_i, w_i) after each hidden layer
 
 
 def _block(c_in: int, c_out: int, stride: int, norm: bool) -> nn.Sequential:

@@ -117,7 +117,9 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _update_codebook(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         """EMA update of the codebook from this batch (every process's, under several), then restart of codes
-        that went unused."""
+        that went unused. z (N, D) is taken in float32, the codebook's dtype: under mixed precision the encoder's
+        outputs arrive in bfloat16, which index_add_ into the float32 sums refuses (a no-op in float32)."""
+        z = z.float()
         if distributed():
             z, indices = all_gather(z), all_gather(indices)  # every process now holds the global batch
         threshold = min(self.dead_code_threshold, 0.5 * z.shape[0] / self.num_codes)

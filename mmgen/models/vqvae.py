@@ -63,11 +63,15 @@ class VQVAEEncoderOutput(BaseOutput):
 
 @dataclass
 class VQVAEOutput(BaseOutput):
+    """The training forward's output. The fields after the first default to None, as diffusers' own outputs' do:
+    under mixed precision accelerate rebuilds the output from a dict (`VQVAEOutput({...})`), which BaseOutput
+    unpacks only when the other fields may be left out. The forward always sets every field."""
+
     sample: torch.Tensor  # (B, 3, H, W) reconstruction
-    indices: torch.Tensor  # (B, h, w)
-    recon_loss: torch.Tensor
-    commit_loss: torch.Tensor
-    perplexity: torch.Tensor
+    indices: torch.Tensor = None  # (B, h, w) long
+    recon_loss: torch.Tensor = None  # scalar
+    commit_loss: torch.Tensor = None  # scalar
+    perplexity: torch.Tensor = None  # scalar
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.discriminator import PatchDiscriminator
+from ..models.quantizer import distributed
 
 ADAPTIVE_WEIGHT_MAX = 1e4  # taming-transformers' clamp: early on, tiny adversarial gradients would blow it up
 
@@ -51,9 +52,16 @@ def feature_matching_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) ->
 
 
 def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
-    """||d rec / d last_layer|| / (||d adv / d last_layer|| + 1e-4), clamped, without gradient."""
+    """||d rec / d last_layer|| / (||d adv / d last_layer|| + 1e-4), clamped, without gradient. Under several
+    processes both gradients are first averaged over them: each loss is a mean over a process's equal share of the
+    global batch, so the averages are the global batch's gradients, and the weight is the one a single process
+    with that batch computes (a norm of each process's own gradient would not be); one process is unchanged."""
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     adv_grad = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
+    if distributed():
+        grads = torch.stack([rec_grad, adv_grad])  # (2, *last_layer.shape): one collective for both
+        torch.distributed.all_reduce(grads)
+        rec_grad, adv_grad = grads / torch.distributed.get_world_size()
     return (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0.0, ADAPTIVE_WEIGHT_MAX).detach()
 
 

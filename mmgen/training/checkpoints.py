@@ -111,11 +111,14 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 
-def run_to_continue(args, weights: str, say: Callable[[str], object] = print) -> Path | None:
+def run_to_continue(args, weights: str, say: Callable[[str], object] = print, num_processes: int = 1) -> Path | None:
     """The checkpoint a run into `args.out` continues from (None: it starts from step 0), or ValueError where
     training would overwrite work: a finished run or a trained model (`OUT/weights`, e.g. "transformer"), or,
     without --resume, an unfinished run's checkpoints. --resume with other settings than the run's log is refused
-    too (RESUME_MAY_CHANGE aside): they would be ignored, or would change the run halfway."""
+    too (RESUME_MAY_CHANGE aside): they would be ignored, or would change the run halfway. So is a resume under
+    another number of processes than the run's header logs (`num_processes`; a log without it ran before it was
+    logged, and is not checked): the global batch would change, and the LR schedule, built over steps x processes,
+    would go on at the old count's position."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
@@ -144,6 +147,13 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print) ->
         say(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
         return None
     headers = [r for r in records if "command" in r]
+    ran = headers[-1].get("num_processes", num_processes) if headers else num_processes
+    if ran != num_processes:
+        raise ValueError(
+            f"--resume: {out} trained with {ran} process(es), this run has {num_processes}; another count would "
+            f"change its global batch and LR schedule halfway. Resume it with {ran} (`accelerate launch "
+            f"--num_processes {ran}`), or start a new run."
+        )
     logged = headers[-1].get("args", {}) if headers else {}
     given = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
     differ = [k for k in logged if k in given and k not in RESUME_MAY_CHANGE and not _same(given[k], logged[k])]

@@ -5,18 +5,40 @@ them on the CPU (gloo) only when the Accelerator is told `cpu=True`, so that is 
 present (a single process on the CPU is unchanged by it). Under N processes each step's global batch is N times
 `--batch-size`, gradients are averaged across processes, logged figures are the global batch's, and only the
 main process writes logs, samples and checkpoints (tests/test_multiprocess.py).
+
+Mixed precision: `--mixed-precision` where given, else accelerate's own setting (`accelerate launch
+--mixed_precision`, `accelerate config`), else none. The run log's header records what ran
+(`accelerator.mixed_precision`), and the process count.
 """
 
 from __future__ import annotations
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 
 def gpu_present() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
 
 
+def use_cpu(args) -> bool:
+    """`--cpu` forces the CPU; without a GPU the CPU is used anyway (and several processes can share it). The
+    recipe runner's first `PartialState` must be told the same, or under `accelerate launch` without a GPU every
+    process would take itself for the only one."""
+    return bool(args.cpu) or not gpu_present()
+
+
 def make_accelerator(args) -> Accelerator:
-    """`--cpu` forces the CPU; without a GPU the CPU is used anyway (and several processes can share it)."""
-    return Accelerator(cpu=args.cpu or not gpu_present(), mixed_precision=args.mixed_precision)
+    """The run's Accelerator, in its own precision: accelerate keeps one precision per Python process and would
+    refuse (or, for an option left to accelerate, silently keep) a second run's, so the state of a run before this
+    one in the same process (a recipe's earlier stage, a test) is dropped first; the processes' group stays.
+    ValueError for fp16 on the CPU, where accelerate trains in float32 instead (autocast to fp16 is off there)."""
+    AcceleratorState._reset_state()  # not PartialState's: the distributed group outlives a run
+    accelerator = Accelerator(cpu=use_cpu(args), mixed_precision=args.mixed_precision)
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError(
+            "mixed precision fp16 needs a GPU: on the CPU accelerate would train in float32 instead; "
+            "use --mixed-precision bf16 or no"
+        )
+    return accelerator

@@ -30,6 +30,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from .checkpoints import log_stages
+from .processes import use_cpu
 from .run_options import check_run_options
 
 PARTS = ("tokenizer", "generator")
@@ -234,7 +235,9 @@ def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Stage], 
     """Train each unfinished stage and publish it. Before a stage trains, the finished stage before it is published
     again (seconds), so the model folder holds what that stage starts from even if a run stopped while publishing;
     with every stage finished, the last one is, so a rerun mends a publish that was cut short."""
-    state, previous, trained = PartialState(cpu=stages[0].args.cpu), None, False
+    # The CPU exactly when the trainers' Accelerator will use it: the first PartialState fixes the processes' group,
+    # and one made for a GPU that is absent leaves every process of `accelerate launch` on its own, as the main one.
+    state, previous, trained = PartialState(cpu=use_cpu(stages[0].args)), None, False
     for stage in stages:
         if finished(stage):
             state.print(f"{stage.name}: {stage.out} already finished, skipped")

@@ -18,6 +18,7 @@ sampled. Writes `OUT/transformer/`, `OUT/scheduler/`, `OUT/checkpoints/step-N/`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         raise ValueError(
             f"--sample-size must be even (the DiT reads the latent grid in 2x2 patches), got {args.sample_size}"
         )
-    ckpt = run_to_continue(args, "transformer", accelerator.print)
+    ckpt = run_to_continue(args, "transformer", accelerator.print, accelerator.num_processes)
     try:  # a folder without vqvae/ (a generator's run, say) or another model's; model_path's errors say it all
         vq = load_vqvae(model_path(args.vqvae, shipped=False))
     except ValueError as e:
@@ -154,7 +155,10 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         if args.grow_depth is not None:
             init = deepen(init, args.grow_depth, source=args.init_from)
     t0 = time.time()
-    data = cached_training_set(args, vq, tokenizer, text_encoder)
+    # Under N processes the main one encodes and caches the set first, and the others read it (without a cache,
+    # --cache-dir '', each encodes its own at once: waiting would gain nothing).
+    with accelerator.main_process_first() if args.cache_dir else contextlib.nullcontext():
+        data = cached_training_set(args, vq, tokenizer, text_encoder)
     encoding_s = round(time.time() - t0, 1)  # logged: a rebuild's time is its stages' training plus this
     accelerator.print(
         f"{len(data['ids'])} encoded images, {len(data['text_states'])} distinct captions, {encoding_s:.0f} s"
@@ -182,6 +186,8 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         "codebook_fingerprint": vq.codebook_fingerprint,  # `release` pairs the DiT only with this codebook
         "distinct_captions": len(data["text_states"]),
         "encoding_s": encoding_s,
+        "num_processes": accelerator.num_processes,  # the global batch is batch_size x num_processes
+        "mixed_precision": accelerator.mixed_precision,  # what ran: the option, else accelerate's setting
     }
     if args.data != "shapes":  # where the folder is, wherever `release` later runs (it reads the captions again)
         header["data_folder"] = str(Path(args.data).resolve())

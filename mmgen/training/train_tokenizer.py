@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -195,7 +196,7 @@ def train(args: argparse.Namespace) -> Path:
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     out = Path(args.out)
-    ckpt = run_to_continue(args, "vqvae", accelerator.print)
+    ckpt = run_to_continue(args, "vqvae", accelerator.print, accelerator.num_processes)
     model = starting_tokenizer(args, ckpt)
     check_sizes(args, model.downsample_factor)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,7 @@ def train(args: argparse.Namespace) -> Path:
         skipped = getattr(dataset, "skipped", None) or None  # a folder's files left out, counted by kind
         previous = previous_log(args.init_from, "vqvae_train_log.jsonl")  # the tokenizer it starts from
         header = {"config": config, "gan": gan.config() if gan else None, "data_skipped": skipped}
+        header |= {"num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision}
         trained_s = open_run_log(log_path, args, start_step, previous, **header)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
@@ -263,16 +265,10 @@ def train(args: argparse.Namespace) -> Path:
         step += 1
         recent_counts += torch.bincount(out_.indices.flatten(), minlength=num_codes)  # this process's hits
 
-        if step % args.log_every == 0 or step == args.steps:
-            stats = global_stats(accelerator, loss, psnr(out_.sample.detach(), x).mean(), recent_counts)
-            recent_counts.zero_()
-            stats = {"step": step, **stats, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}
-            stats |= gan_stats
-            bar.set_postfix(loss=stats["loss"], psnr=stats["psnr"], usage=stats["usage"], **short(gan_stats))
-            if step % args.val_every == 0 or step == args.steps:
-                stats["val_psnr"] = round(validate(accelerator, model, val_images, out, step), 2)
-            if accelerator.is_main_process:
-                append_log(log_path, stats)
+        figures = partial(training_figures, accelerator, loss, out_, x, recent_counts, scheduler, t0, gan_stats, bar)
+        record = step_record(args, step, figures, partial(validate, accelerator, model, val_images, out, step))
+        if record and accelerator.is_main_process:
+            append_log(log_path, record)
         if step % args.checkpoint_every == 0 and step < args.steps and accelerator.is_main_process:
             save_checkpoint(*saved, step, out, memory_format, gan)
         bar.update(1)
@@ -286,6 +282,28 @@ def train(args: argparse.Namespace) -> Path:
         failed = failed_to_decode(dataset, accelerator.print)
         finish(accelerator.unwrap_model(model), out, step, time.time() - t0, failed)
     return out / "vqvae"
+
+
+def training_figures(accelerator, loss, out_, x, counts, scheduler, t0: float, gan_stats: dict, bar) -> dict:
+    """A log step's figures for the global batch (loss, PSNR of images x (B, 3, H, W), code usage over the window
+    of `counts` (K,), which starts again), the LR, the time and the GAN's; shown on the progress bar too."""
+    stats = global_stats(accelerator, loss, psnr(out_.sample.detach(), x).mean(), counts)
+    counts.zero_()
+    stats = {**stats, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)} | gan_stats
+    bar.set_postfix(loss=stats["loss"], psnr=stats["psnr"], usage=stats["usage"], **short(gan_stats))
+    return stats
+
+
+def step_record(args, step: int, figures: Callable[[], dict], validation: Callable[[], float]) -> dict | None:
+    """The log record of `step`: the training figures every --log-every steps, the validation PSNR every
+    --val-every steps, each on its own schedule (the last step has both); None on a step with neither. The figures are
+    gathered from every process, so every process calls this at every step; only the main one writes the record."""
+    record = {"step": step}
+    if step % args.log_every == 0 or step == args.steps:
+        record |= figures()
+    if step % args.val_every == 0 or step == args.steps:
+        record["val_psnr"] = round(validation(), 2)
+    return record if len(record) > 1 else None
 
 
 def training_mode(vq: VQVAE, decoder_only: bool) -> None:
