@@ -276,8 +276,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
 
         Args:
             prompt: one text or a list.
-            num_inference_steps: sampler steps (None, as for guidance, snap and candidates: the model's own); a
-                count whose schedule starts far from pure noise is refused (1 to 3 with the shipped schedule).
+            num_inference_steps: sampler steps (None, as below: the model's own); too few to start near noise: refused.
             guidance_scale: classifier-free guidance weight; at most 1 disables the unconditional pass.
             guidance_interval: (low, high) training timesteps (0..999) to guide in, one conditional pass elsewhere
                 (Kynkaanniemi et al., 2024, https://arxiv.org/abs/2404.07724); the default leaves t < 250 unguided

@@ -141,8 +141,8 @@ def test_run_card_reproduces_the_run(client, tmp_path):
 def test_codebook_snap_changes_the_run_and_old_cards_load_without_it(client, tmp_path):
     """The snap slider reaches the sampler (snap 0 and 1 give other images from one seed), and a run card written
     before the snap existed loads with the snap off, the way it was made."""
-    off = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 0.0, 1, False, api_name="/generate")
-    full = client.predict("a blue star", 3, 3.0, 11, False, "ddim", 1.0, 1, False, api_name="/generate")
+    off = client.predict("a blue star", 4, 3.0, 11, False, "ddim", 0.0, 1, False, api_name="/generate")
+    full = client.predict("a blue star", 4, 3.0, 11, False, "ddim", 1.0, 1, False, api_name="/generate")
     assert "codebook snap 0," in off[2] and "codebook snap 1," in full[2]
     assert not (_pixels(off[0]) == _pixels(full[0])).all()
     card = json.loads(open(next(f for f in off[4] if f.endswith("run_card.json"))).read())

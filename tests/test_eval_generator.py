@@ -313,7 +313,7 @@ def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
                 "--sweep",
                 "--sweep-free",
                 "--steps",
-                "1",
+                "4",  # DDIM's fewest from the tiny model's schedule ("leading" spacing starts 3 steps at t = 666)
                 "--sweep-schedulers",
                 "ddim",
                 "--sweep-guidance",
@@ -337,7 +337,7 @@ def test_sweep_without_steps_runs_at_the_models_own_default(tiny_pipe, tmp_path)
     from mmgen.pipeline import MMGenPipeline
 
     # a model folder that sets its own steps (model_index.json's sampling_defaults): the sweep samples at them
-    MMGenPipeline(**tiny_pipe.components, sampling_defaults={"num_inference_steps": 1}).save_pretrained(
+    MMGenPipeline(**tiny_pipe.components, sampling_defaults={"num_inference_steps": 4}).save_pretrained(
         tmp_path / "pipe"
     )
     out = tmp_path / "sweep.json"
@@ -362,7 +362,7 @@ def test_sweep_without_steps_runs_at_the_models_own_default(tiny_pipe, tmp_path)
         )
         == 0
     )
-    assert [r["steps"] for r in json.loads(out.read_text())["rows"]] == [1]
+    assert [r["steps"] for r in json.loads(out.read_text())["rows"]] == [4]
 
 
 def test_sweep_guidance_interval_is_a_setting_and_bad_intervals_are_refused(tiny_pipe, tmp_path, capsys):
@@ -447,7 +447,7 @@ def test_two_object_size_shares_follow_the_spec():
 def test_sweep_reads_its_own_reworded_prompts_when_asked(tiny_pipe, tmp_path, capsys):
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "sweep.json"
-    args = ["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "1", "--out", str(out)]
+    args = ["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--steps", "4", "--out", str(out)]
     args += ["--sweep-schedulers", "ddim", "--sweep-guidance", "2", "--sweep-n-single", "1", "--sweep-n-two", "1"]
     assert main([*args, "--sweep-n-reworded", "2"]) == 0
     (row,) = json.loads(out.read_text())["rows"]

@@ -196,7 +196,7 @@ def test_the_evaluation_samples_with_the_cache_it_records(tiny_pipe, tmp_path, c
     from mmgen.model_card import evaluation_section
 
     tiny_pipe.save_pretrained(tmp_path / "pipe")
-    argv = ["eval-generator", "--model", str(tmp_path / "pipe"), "--steps", "1", "--first-block-cache", "0.3"]
+    argv = ["eval-generator", "--model", str(tmp_path / "pipe"), "--steps", "4", "--first-block-cache", "0.3"]
     out = tmp_path / "pipe" / "eval_generator.json"
     assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-paraphrase", "1", "--out", str(out)]) == 0
     assert caches and all(c is not None and c.threshold == 0.3 for c in caches)

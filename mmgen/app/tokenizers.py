@@ -48,8 +48,9 @@ PRELOAD_ENV = "MMGEN_TOKENIZERS"
 MAX_SOURCE_CHARS = 300  # a folder path or a Hub repo id
 LOAD_WAIT_S = 600  # a visitor's load event waits this long, then says the tokenizer is still loading
 # Any other event (tokenize, compare, codebook) waits this long for a tokenizer still loading, then says so: it holds
-# one of the queue's few workers meanwhile, which a load of a large Hub repo would keep from everyone for minutes.
-EVENT_WAIT_S = 2.0
+# one of the queue's few workers meanwhile, which a load of a large Hub repo would keep from everyone for minutes;
+# the host's preloaded folders, still loading just after the start, take seconds.
+EVENT_WAIT_S = 30.0
 PROGRESS_EVERY_S = 1.0  # the load box's "Loading ... (12 s)" line
 
 
