@@ -311,10 +311,11 @@ def _write(src: Path, out: Path, index: dict, code: dict[Path, str]) -> None:
 
 def export_card(text: str) -> str:
     """The model card as the export holds it: tagged `custom_code` (the Hub's tag for code-carrying models), the text
-    encoder said to be in it, and links into the mmgen repository (`../../...`, dead on the Hub) left as their text."""
+    encoder said to be in it, and links into the mmgen repository (`../...`: its docs, another model's card; dead on
+    the Hub) left as their text."""
     text = text.replace("\ntags:\n", "\ntags:\n- custom_code\n", 1)
     text = text.replace("package, not copied here)", "package; in this export: `text_encoder/`, `tokenizer/`)")
-    return re.sub(r"(?<!!)\[([^\]]+)\]\(\.\./\.\./[^)]*\)", r"\1", text)  # (pictures stay: none points there)
+    return re.sub(r"(?<!!)\[([^\]]+)\]\(\.\./[^)]*\)", r"\1", text)  # (pictures stay: none points there)
 
 
 def add_arguments(p):

@@ -16,6 +16,7 @@ so the figures describe exactly what ships. A generator goes out with the words 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -49,12 +50,25 @@ def check_folder(path: Path, class_name: str, what: str) -> None:
         raise ValueError(f"{path} is not a saved {class_name} ({what}): its config.json names {found}")
 
 
+@contextlib.contextmanager
+def quiet_diffusers():
+    """diffusers' info and warnings off for the block: what it says there is expected, and read as a failure."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
 def release_vqvae(src: str | Path, out: str | Path) -> Path:
     """Publish a trained tokenizer (`src`, a save_pretrained folder) as OUT/vqvae in fp16, its log beside; the
     old OUT/vqvae is replaced only once the new one is written whole."""
     src, out = Path(src), Path(out)
     check_folder(src, "VQVAE", "--vqvae: a trained vqvae/ folder")
-    vq = VQVAE.from_pretrained(src).to(torch.float16)
+    vq = VQVAE.from_pretrained(src, dtype=torch.float16)
     dest, staging = out / "vqvae", out / ".vqvae-publishing"
     if (out / "transformer").is_dir() and (dest / "config.json").is_file():
         if VQVAE.from_pretrained(dest).codebook_fingerprint != vq.codebook_fingerprint:
@@ -121,7 +135,7 @@ def release_generator(
     if not (out / "vqvae" / "config.json").is_file():
         raise ValueError(f"{out} holds no vqvae/: publish the generator's tokenizer into it first (--vqvae)")
     check_folder(run / "transformer", "DiT", "--generator: a train-generator output folder")
-    transformer = DiT.from_pretrained(run / "transformer").to(torch.float16)
+    transformer = DiT.from_pretrained(run / "transformer", dtype=torch.float16)
     vq = VQVAE.from_pretrained(out / "vqvae", dtype=torch.float16)
     check_same_codebook(run, out, vq)
     log = run / "train_log.jsonl"
@@ -133,7 +147,8 @@ def release_generator(
     sched = SCHEDULERS[scheduler].from_config(config)
     parts = {"vqvae": vq, "transformer": transformer, "text_encoder": None, "tokenizer": None, "scheduler": sched}
     pipe = MMGenPipeline(**parts, sampling_defaults=sampling)
-    pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
+    with quiet_diffusers():  # its note that text_encoder=None is not saved: by design (the bundled MiniLM)
+        pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
     if vocabulary is not None:
         shutil.copy(log, out / "generator_train_log.jsonl")
         vocabulary.save(out / "transformer" / VOCABULARY_FILE)

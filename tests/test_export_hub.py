@@ -14,7 +14,7 @@ import torch
 from conftest import make_tiny_pipe
 
 from mmgen.cli import main
-from mmgen.export_hub import export_hub
+from mmgen.export_hub import export_card, export_hub
 from mmgen.pipeline import MMGenPipeline
 
 PROMPT = "a large red circle in the top left on a white background"
@@ -101,7 +101,8 @@ def test_plain_diffusers_loads_the_export_and_matches_mmgen(tmp_path):
     assert index["text_encoder"][0] == "transformers" and (base / "text_encoder" / "config.json").is_file()
     assert (base / "tokenizer" / "tokenizer_config.json").is_file()  # MiniLM, which the shipped folder leaves out
     card = (base / "README.md").read_text()
-    assert "trust_remote_code=True" in card and "\n- custom_code\n" in card and "](../../" not in card
+    assert "trust_remote_code=True" in card and "\n- custom_code\n" in card and "](../" not in card
+    assert export_card("from [mmgen-base-64](../mmgen-base-64/README.md)'s DiT") == "from mmgen-base-64's DiT"
     code = list(base.rglob("*.py"))
     assert len(code) > 10 and not [p.name for p in code if imports_mmgen(p)]
     for path in code:  # every relative import names a file beside it (what diffusers copies into its cache)

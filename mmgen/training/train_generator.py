@@ -161,7 +161,8 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         data = cached_training_set(args, vq, tokenizer, text_encoder)
     encoding_s = round(time.time() - t0, 1)  # logged: a rebuild's time is its stages' training plus this
     accelerator.print(
-        f"{len(data['ids'])} encoded images, {len(data['text_states'])} distinct captions, {encoding_s:.0f} s"
+        f"{len(data['ids'])} encoded images (crops, for a folder), {len(data['text_states']) - 1} distinct captions "
+        f"and the empty one (guidance's), {encoding_s:.0f} s"
     )
     if ckpt:
         model = DiT.from_pretrained(ckpt / "transformer")
