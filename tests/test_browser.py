@@ -307,7 +307,9 @@ def screenshots(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     limits = app.Limits()
-    demo = app.build_demo(MMGenPipeline.from_pretrained(default_model()), limits=limits)
+    pipe = MMGenPipeline.from_pretrained(default_model())
+    steps = pipe.sampling_defaults["num_inference_steps"]  # what the page samples at: the model's own
+    demo = app.build_demo(pipe, limits=limits)
     app.serve(demo, limits, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         with sync_playwright() as p:
@@ -318,10 +320,10 @@ def screenshots(out: Path) -> None:
             generate(page, SHAPES_PROMPTS[2])
             page.screenshot(path=str(out / "generate.png"), full_page=True)
             open_tab(page, "Trajectory")
-            page.locator("#step-info").get_by_text("Step 30 of 30").wait_for()  # the run's frames are in
-            page.locator("#attention-info").get_by_text("at step 30 of 30").wait_for()  # and the word's map
+            page.locator("#step-info").get_by_text(f"Step {steps} of {steps}").wait_for()  # the run's frames are in
+            page.locator("#attention-info").get_by_text(f"at step {steps} of {steps}").wait_for()  # the word's map
             to_step(page, 6, "Step 7 of")
-            page.locator("#attention-info").get_by_text("at step 7 of 30").wait_for()
+            page.locator("#attention-info").get_by_text(f"at step 7 of {steps}").wait_for()
             page.wait_for_timeout(1000)  # the step's images, drawn
             page.screenshot(path=str(out / "trajectory.png"), full_page=True)
             upload(page, ROOT / "assets" / "examples" / "coffee.png")
