@@ -476,11 +476,10 @@ def bench_atlas() -> list[dict]:
 def bench_caption(pipe, repeats: int) -> list[dict]:
     """Seconds per image for ranking 8 captions and for the caption search, on one held-out scene."""
     from mmgen.captioning import SceneCaption, search_stages
-    from mmgen.data.shapes import render_scene
-    from mmgen.eval.eval_caption import CAPTION_SEED, distractors, scenes
+    from mmgen.eval.eval_caption import CAPTION_SEED, distractors, drawn, scenes
 
     labels = scenes(CAPTION_SEED, 1, 0)["single"][0][1]
-    image, truth = render_scene(labels), SceneCaption.from_labels(labels)
+    image, truth = drawn(pipe, labels), SceneCaption.from_labels(labels)  # at the size the model paints
     captions = [truth.text] + [c.text for _, c in distractors(truth, labels, np.random.default_rng(0))]
     with torch.inference_mode():
         rank = median_s(lambda: pipe.rank_captions(image, captions), repeats, warmup=1)

@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint
         train = args.command.startswith("train")
         resume = " (the same command with --resume, or the recipe again, continues from the last checkpoint)"
-        print("interrupted" + (f": {e}" if str(e) else "") + (resume if train else ""), file=sys.stderr)
+        said = "interrupted" + (f": {e}" if str(e) else "") + (resume if train else "")
+        print("\n" + said if train else said, file=sys.stderr)  # a training run's progress bar holds the line
         return 130
     return 0
 

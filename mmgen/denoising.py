@@ -39,11 +39,10 @@ def set_schedule(scheduler, num_inference_steps: int, device=None) -> None:
         return
     start, top = float(scheduler.timesteps[0]), scheduler.config.num_train_timesteps
     tries = (n for d in range(1000) for n in (num_inference_steps - d, num_inference_steps + d) if 0 < n <= 1000)
-    near = next(n for n in tries if _first_timestep(scheduler, n) >= LOWEST_START * top)
+    near = next((n for n in tries if _first_timestep(scheduler, n) >= LOWEST_START * top), None)
     steps = f"{num_inference_steps} steps of {name} start" if num_inference_steps > 1 else f"1 step of {name} starts"
-    raise ValueError(
-        f"{steps} at timestep {start:.0f} of {top - 1}, too far from pure noise to draw an image; try {near} steps"
-    )
+    far = f"{steps} at timestep {start:.0f} of {top - 1}, too far from pure noise to draw an image"
+    raise ValueError(f"{far}; try {near} steps" if near else f"{far}; try another scheduler")
 
 
 def _first_timestep(scheduler, num_inference_steps: int, device=None) -> float:

@@ -154,6 +154,47 @@ def test_bad_folders_and_hub_ids_get_messages(client, tmp_path, monkeypatch):
         client.predict("  ", api_name="/load_tokenizer")
 
 
+def test_a_visitors_hub_tokenizer_is_checked_for_size_before_its_download(monkeypatch, folders, tiny_vq):
+    """The Hub's file list (no download) says how large the tokenizer's weights are: over the Space's limit, the
+    load is refused; the host's preloads, folders and shipped names are not looked up."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from mmgen.app import tokenizers
+    from mmgen.app.compute import ModelThread
+    from mmgen.app.tokenizers import TokenizerRegistry, check_download
+    from mmgen.tokenizers import as_tokenizer
+
+    files = [
+        ("vqvae/diffusion_pytorch_model.safetensors", 600),
+        ("movq/a.safetensors", 100),
+        ("unet/b.safetensors", 900),
+    ]
+    siblings = [SimpleNamespace(rfilename=name, size=mb * 2**20) for name, mb in files]
+    looked_up = []
+
+    class Hub:
+        def model_info(self, repo_id, files_metadata=False):
+            looked_up.append(repo_id)
+            return SimpleNamespace(siblings=siblings)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    monkeypatch.setattr(tokenizers, "load_tokenizer", lambda source: as_tokenizer(tiny_vq, source))  # no network
+    check_download("someone/vq", max_mb=600)  # the largest tokenizer folder, not the pipeline's other parts
+    with pytest.raises(ValueError, match="its tokenizer's weights are 600 MB, over this Space's limit of 500 MB"):
+        check_download("someone/vq", max_mb=500)
+    registry = TokenizerRegistry(
+        as_tokenizer(tiny_vq, "own"), "own", ModelThread(threads=1), lambda f: [], 4, None, 500
+    )
+    with pytest.raises(ValueError, match="MMGEN_MAX_TOKENIZER_MB"):
+        registry.load("someone/vq")[1].result(timeout=60)
+    looked_up.clear()
+    registry.load(str(folders["vqdiff"]))[1].result(timeout=60)
+    registry.load("someone/vq", pinned=True)[1].result(timeout=60)
+    assert looked_up == []  # a folder is not looked up, nor is what the host preloads (pinned)
+
+
 def test_a_hub_id_the_host_cannot_reach_is_said_to_be_unreachable_not_mistyped():
     """No network and HF_HUB_OFFLINE unset: the Hub's retries end in LocalEntryNotFoundError, which used to read
     "check the repo id"."""

@@ -133,7 +133,11 @@ def test_ctrl_c_is_a_line_not_a_traceback(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(mmgen.training.train_tokenizer, "main", interrupted)
     assert main(["train-tokenizer", "--out", str(tmp_path / "run")]) == 130
-    assert "--resume, or the recipe again, continues from the last checkpoint" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert (
+        said.startswith("\ninterrupted")
+        and "--resume, or the recipe again, continues from the last checkpoint" in said
+    )
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,7 @@ class AppContext:
             self.reference_set,
             self.limits.max_tokenizers,
             own_label=label,
+            max_download_mb=self.limits.max_tokenizer_mb,
         )
         registry.preload([*self.compared_with, *preload_sources()], after=self.loading.future)
         return registry

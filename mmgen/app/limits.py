@@ -12,6 +12,7 @@ raises or lowers them without touching code:
 | MMGEN_MAX_UPLOAD_MB | 10 | an uploaded file |
 | MMGEN_MAX_UPLOAD_MEGAPIXELS | 16 | an uploaded image, read from its header before anything is decoded |
 | MMGEN_MAX_TOKENIZERS | 4 | tokenizers that visitors loaded, kept at once (least recently used go first) |
+| MMGEN_MAX_TOKENIZER_MB | 1024 | a tokenizer a visitor loads from the Hub (its weights, checked before the download) |
 
 `Limits.check_sampling` is the app's one check of sampling settings: the library's (`mmgen.settings`) with the
 sliders' bounds, every entry point (controls, API, run cards) alike; a value over the budget is refused with a
@@ -38,6 +39,7 @@ ENV = {  # field -> the environment variable that sets it
     "max_upload_mb": "MMGEN_MAX_UPLOAD_MB",
     "max_upload_megapixels": "MMGEN_MAX_UPLOAD_MEGAPIXELS",
     "max_tokenizers": "MMGEN_MAX_TOKENIZERS",
+    "max_tokenizer_mb": "MMGEN_MAX_TOKENIZER_MB",
 }
 BUDGET = (("num_inference_steps", "max_steps", "steps"), ("num_candidates", "max_candidates", "candidates"))
 LIBRARY_MAX = {"max_steps": MAX_STEPS, "max_candidates": MAX_CANDIDATES}  # what the pipeline itself accepts
@@ -55,6 +57,7 @@ class Limits:
     max_upload_mb: float = 10.0
     max_upload_megapixels: float = 16.0  # a 16 MP PNG decodes to 48 MB; larger JPEGs are decoded at 1/2..1/8 scale
     max_tokenizers: int = 4  # besides the generator's and MMGEN_TOKENIZERS'; Kandinsky's MoVQ is ~270 MB in float32
+    max_tokenizer_mb: float = 1024.0  # what one visitor's Hub load may download (and keep in the Space's disk cache)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -35,11 +35,12 @@ from gradio.utils import is_in_or_equal
 from PIL import Image
 
 from ..codebook import CodebookAtlas
-from ..tokenizers import HUB_TOKENIZERS, SHIPPED_TOKENIZERS, Tokenizer, load_tokenizer
+from ..tokenizers import HUB_TOKENIZERS, SHIPPED_TOKENIZERS, TOKENIZER_FOLDERS, Tokenizer, load_tokenizer
 from ..viz import code_histogram
 from .compute import ModelThread
 from .errors import handler
 from .jobs import WAIT, JobGate
+from .limits import ENV
 from .loading import MODEL_LOADS
 
 logger = logging.getLogger("mmgen.app")
@@ -107,10 +108,13 @@ class TokenizerRegistry:
         reference: Callable[[int], list[Image.Image]],
         max_loaded: int = 4,
         own_label: str | None = None,
+        max_download_mb: float | None = None,
     ):
         """`own`: the generator's tokenizer, or a Future of it (the pipeline still loading); `own_label`: how
-        the picker shows it (default: from the loaded tokenizer)."""
+        the picker shows it (default: from the loaded tokenizer); `max_download_mb`: the largest Hub tokenizer a
+        visitor may load (the host's preloads are not checked)."""
         self.own_key, self.compute, self.max_loaded, self.own_label = own_key, compute, max_loaded, own_label
+        self.max_download_mb = max_download_mb
         self.preloaded: list[str] = []  # the keys of those loaded at start, in order (compared by default)
         self._reference, self._reference_images = reference, {}  # downsample factor -> its reference set
         self._lock = threading.Lock()
@@ -136,7 +140,8 @@ class TokenizerRegistry:
                     return key, entry.future
             self._entries = {k: e for k, e in self._entries.items() if not e.failed()}  # a failed one may retry
             key = self._new_key(source)
-            self._entries[key] = Entry(source, self._loader.submit(self._load, source, after), pinned)
+            limit = None if pinned else self.max_download_mb
+            self._entries[key] = Entry(source, self._loader.submit(self._load, source, after, limit), pinned)
             visitors = sorted((e.used, k) for k, e in self._entries.items() if not e.pinned and k != key)
             for _, k in visitors[: max(0, len(visitors) + (not pinned) - self.max_loaded)]:
                 del self._entries[k]  # with its atlas; a session still showing it is told to load it again
@@ -155,9 +160,11 @@ class TokenizerRegistry:
             self.preloaded += [key] if key not in self.preloaded and key != self.own_key else []
             future.add_done_callback(functools.partial(log_failure, source))
 
-    def _load(self, source: str, after: Future | None = None) -> OnModelThread:
+    def _load(self, source: str, after: Future | None = None, max_mb: float | None = None) -> OnModelThread:
         if after is not None:
             wait([after])
+        if max_mb is not None:
+            check_download(source, max_mb)
         t = time.perf_counter()
         try:
             with MODEL_LOADS:  # never beside another model's load (mmgen.app.loading)
@@ -247,6 +254,31 @@ def wrap_on_model_thread(loaded: Future, compute: ModelThread, own: Future) -> N
 def log_failure(source: str, future: Future) -> None:
     if future.exception() is not None:
         logger.error("the preloaded tokenizer %r did not load: %s", source, future.exception())
+
+
+def check_download(source: str, max_mb: float) -> None:
+    """ValueError when `source`, a Hub repo id, holds a tokenizer whose weights (the safetensors files of its root,
+    vqvae/ or movq/, whichever is largest) exceed `max_mb`, read from the Hub's file list before any download. A
+    folder, a shipped name, an offline Space or a failed look-up are left to the load itself to report."""
+    from huggingface_hub import HfApi, constants
+
+    if os.path.isdir(source) or source in SHIPPED_TOKENIZERS or constants.is_offline_mode():
+        return
+    try:
+        files = HfApi().model_info(source, files_metadata=True).siblings or []
+    except Exception:  # unknown, private or unreachable: the load says which
+        return
+    sizes: dict[str, int] = {}
+    for f in files:
+        folder, _, name = f.rfilename.rpartition("/")
+        if folder in ("", *TOKENIZER_FOLDERS) and name.endswith(".safetensors"):
+            sizes[folder] = sizes.get(folder, 0) + (f.size or 0)
+    mb = max(sizes.values(), default=0) / 2**20
+    if mb > max_mb:
+        raise ValueError(
+            f"{source}: its tokenizer's weights are {mb:,.0f} MB, over this Space's limit of {max_mb:,.0f} MB for "
+            f"a tokenizer loaded from the page ({ENV['max_tokenizer_mb']})."
+        )
 
 
 def same_source(a: str, b: str) -> bool:
