@@ -120,7 +120,7 @@ def tokens_from_dict(data: dict, num_codes: int) -> torch.Tensor:
     if len({len(r) for r in grid}) != 1:
         raise ValueError("'tokens' rows have different lengths; the grid must be rectangular")
     if max(len(grid), len(grid[0])) > MAX_GRID_SIDE:
-        raise ValueError(f"a {len(grid)}x{len(grid[0])} grid: at most {MAX_GRID_SIDE} tokens a side are decoded")
+        raise ValueError(f"a {len(grid[0])}x{len(grid)} grid: at most {MAX_GRID_SIDE} tokens a side are decoded")
     if not all(isinstance(v, int) and not isinstance(v, bool) for r in grid for v in r):
         raise ValueError("'tokens' must hold integer code ids")
     if data.get("num_codes") not in (None, num_codes):

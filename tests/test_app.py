@@ -541,7 +541,7 @@ def test_a_running_job_that_stops_checking_in_gives_its_slot_back(monkeypatch):
     from mmgen.app import Limits, jobs
 
     now = [1000.0]
-    monkeypatch.setattr(jobs.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(monotonic=lambda: now[0]))  # this module's clock alone
     gate = jobs.JobGate(Limits())
     cancelled = gate.job(SimpleNamespace(session_hash="a"))
     deadline = cancelled.__enter__()  # never exited, as a suspended generator's `with`
@@ -555,6 +555,16 @@ def test_a_running_job_that_stops_checking_in_gives_its_slot_back(monkeypatch):
     now[0] += 1
     with pytest.raises(ValueError, match="already have a job"):
         gate.admit("a")  # the new job holds it, queued (no beat yet)
+    # The old job was not cancelled after all: it wakes, checks in (past its time limit) and ends. Neither its check
+    # nor its end may touch the new job's slot, or the visitor could queue a third job beside it.
+    with pytest.raises(jobs.JobTimeLimit):
+        deadline.check()
+    cancelled.__exit__(None, None, None)
+    with pytest.raises(ValueError, match="already have a job"):
+        gate.admit("a")
+    with gate.job(SimpleNamespace(session_hash="a")):
+        pass  # the new job runs and ends: the slot is free
+    gate.admit("a")
 
 
 def test_a_refusal_of_no_one_input_appears_under_the_first_one_a_visitor_sees():

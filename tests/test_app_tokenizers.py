@@ -168,6 +168,7 @@ def test_a_visitors_hub_tokenizer_is_checked_for_size_before_its_download(monkey
 
     files = [
         ("vqvae/diffusion_pytorch_model.safetensors", 600),
+        ("vqvae/diffusion_pytorch_model.fp16.safetensors", 300),  # another copy: not downloaded, not counted
         ("movq/a.safetensors", 100),
         ("unet/b.safetensors", 900),
     ]
@@ -175,7 +176,8 @@ def test_a_visitors_hub_tokenizer_is_checked_for_size_before_its_download(monkey
     looked_up = []
 
     class Hub:
-        def model_info(self, repo_id, files_metadata=False):
+        def model_info(self, repo_id, files_metadata=False, timeout=None):
+            assert timeout  # a Hub that never answers must not hold the loader thread
             looked_up.append(repo_id)
             return SimpleNamespace(siblings=siblings)
 

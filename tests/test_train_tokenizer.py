@@ -327,8 +327,9 @@ def test_the_recipe_runner_takes_the_cpu_as_the_trainers_do(tmp_path, monkeypatc
     class State:
         is_main_process = True
 
-        def __init__(self, cpu):
+        def __init__(self, cpu, timeout):
             made.append(cpu)
+            assert timeout == processes.GROUP_TIMEOUT  # the main process encodes while the others wait
 
         def print(self, *_):
             pass

@@ -81,6 +81,7 @@ class JobGate:
         self.stale_after_s = limits.queue_size * limits.job_seconds + 60
         self._since: dict[tuple[str, str], float] = {}  # (kind, session) -> when its job was admitted or started
         self._beats: dict[tuple[str, str], float] = {}  # (kind, session) -> when its running job last checked in
+        self._owners: dict[tuple[str, str], object] = {}  # (kind, session) -> the running job's token
         self._lock = threading.Lock()
 
     def admit(self, session: str | None, kind: str = MODEL) -> None:
@@ -89,6 +90,7 @@ class JobGate:
         with self._lock:
             self._since = {k: t for k, t in self._since.items() if self._holds(k, t, now)}
             self._beats = {k: t for k, t in self._beats.items() if k in self._since}
+            self._owners = {k: t for k, t in self._owners.items() if k in self._since}
             if session is not None and (kind, session) in self._since:
                 raise ValueError(BUSY)
             if session is not None:
@@ -102,28 +104,35 @@ class JobGate:
 
     @contextmanager
     def job(self, request: gr.Request | None, kind: str = MODEL) -> Iterator[Deadline]:
-        """The session's job of `kind`, running: its deadline; the slot is freed when the job ends."""
-        session = getattr(request, "session_hash", None)
+        """The session's job of `kind`, running: its deadline; the slot is freed when the job ends. The job holds
+        a token: a job given up as cancelled (quiet) that runs on neither checks in for, nor frees, the slot of the
+        visitor's next job."""
+        session, token = getattr(request, "session_hash", None), object()
         if session is not None:
             with self._lock:
-                self._since[kind, session] = time.monotonic()
-        beat = None if session is None else functools.partial(self._beat, (kind, session))
+                self._since[kind, session], self._owners[kind, session] = time.monotonic(), token
+        beat = None if session is None else functools.partial(self._beat, (kind, session), token)
         try:
             yield Deadline(self.limits.job_seconds, beat)
         finally:
-            self.forget(session, kind)
+            with self._lock:
+                if session is not None and self._owners.get((kind, session)) is token:
+                    self._drop((kind, session))
 
-    def _beat(self, key: tuple[str, str]) -> None:
+    def _beat(self, key: tuple[str, str], token: object) -> None:
         with self._lock:
-            if key in self._since:
+            if self._owners.get(key) is token:
                 self._beats[key] = time.monotonic()
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        for held in (self._since, self._beats, self._owners):
+            held.pop(key, None)
 
     def forget(self, session: str | None, kind: str | None = None) -> None:
         """Free the session's slot of `kind` (None: of every kind)."""
         with self._lock:
             for k in (MODEL, WAIT) if kind is None else (kind,):
-                self._since.pop((k, session), None)
-                self._beats.pop((k, session), None)
+                self._drop((k, session))
 
     def on_unload(self, request: gr.Request) -> None:
         """`demo.unload`: a closed browser tab gives its slots back."""

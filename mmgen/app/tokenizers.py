@@ -35,6 +35,7 @@ from gradio.utils import is_in_or_equal
 from PIL import Image
 
 from ..codebook import CodebookAtlas
+from ..model_paths import HUB_ID
 from ..tokenizers import HUB_TOKENIZERS, SHIPPED_TOKENIZERS, TOKENIZER_FOLDERS, Tokenizer, load_tokenizer
 from ..viz import code_histogram
 from .compute import ModelThread
@@ -53,6 +54,7 @@ LOAD_WAIT_S = 600  # a visitor's load event waits this long, then says the token
 # the host's preloaded folders, still loading just after the start, take seconds.
 EVENT_WAIT_S = 30.0
 PROGRESS_EVERY_S = 1.0  # the load box's "Loading ... (12 s)" line
+HUB_LOOKUP_S = 10.0  # the Hub's file list, read before a visitor's download
 
 
 def preload_sources(environ=os.environ) -> list[str]:
@@ -110,9 +112,8 @@ class TokenizerRegistry:
         own_label: str | None = None,
         max_download_mb: float | None = None,
     ):
-        """`own`: the generator's tokenizer, or a Future of it (the pipeline still loading); `own_label`: how
-        the picker shows it (default: from the loaded tokenizer); `max_download_mb`: the largest Hub tokenizer a
-        visitor may load (the host's preloads are not checked)."""
+        """`own`: the generator's tokenizer, or a Future of it (the pipeline still loading); `own_label`: how the
+        picker shows it (default: its own); `max_download_mb`: the largest Hub tokenizer a visitor may load."""
         self.own_key, self.compute, self.max_loaded, self.own_label = own_key, compute, max_loaded, own_label
         self.max_download_mb = max_download_mb
         self.preloaded: list[str] = []  # the keys of those loaded at start, in order (compared by default)
@@ -257,28 +258,33 @@ def log_failure(source: str, future: Future) -> None:
 
 
 def check_download(source: str, max_mb: float) -> None:
-    """ValueError when `source`, a Hub repo id, holds a tokenizer whose weights (the safetensors files of its root,
-    vqvae/ or movq/, whichever is largest) exceed `max_mb`, read from the Hub's file list before any download. A
-    folder, a shipped name, an offline Space or a failed look-up are left to the load itself to report."""
+    """ValueError when the Hub repo `source`'s tokenizer weights (its root's, vqvae/'s or movq/'s, the largest) exceed
+    `max_mb`, read from the Hub's file list before any download; anything else is left to the load to report."""
     from huggingface_hub import HfApi, constants
 
-    if os.path.isdir(source) or source in SHIPPED_TOKENIZERS or constants.is_offline_mode():
+    if not HUB_ID.match(source) or os.path.isdir(source) or constants.is_offline_mode():  # a Hub id, online only
         return
-    try:
-        files = HfApi().model_info(source, files_metadata=True).siblings or []
+    try:  # a timeout: a Hub that never answers would hold the one loader thread, and every load behind it
+        files = HfApi().model_info(source, files_metadata=True, timeout=HUB_LOOKUP_S).siblings or []
     except Exception:  # unknown, private or unreachable: the load says which
         return
-    sizes: dict[str, int] = {}
+    weights: dict[str, dict[str, int]] = {}  # folder -> {file name: bytes}
     for f in files:
         folder, _, name = f.rfilename.rpartition("/")
         if folder in ("", *TOKENIZER_FOLDERS) and name.endswith(".safetensors"):
-            sizes[folder] = sizes.get(folder, 0) + (f.size or 0)
-    mb = max(sizes.values(), default=0) / 2**20
+            weights.setdefault(folder, {})[name] = f.size or 0
+    mb = max((downloaded(names) for names in weights.values()), default=0) / 2**20
     if mb > max_mb:
         raise ValueError(
             f"{source}: its tokenizer's weights are {mb:,.0f} MB, over this Space's limit of {max_mb:,.0f} MB for "
             f"a tokenizer loaded from the page ({ENV['max_tokenizer_mb']})."
         )
+
+
+def downloaded(files: dict[str, int]) -> int:
+    """Bytes a load fetches of one folder's safetensors {name: bytes}: the plain file or its shards, else a variant."""
+    plain = [n for n in files if n.split(".")[0].split("-")[0] == "diffusion_pytorch_model" and n.count(".") == 1]
+    return sum(files[n] for n in plain) if plain else max(files.values(), default=0)
 
 
 def same_source(a: str, b: str) -> bool:

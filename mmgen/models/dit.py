@@ -286,7 +286,7 @@ class DiT(ModelMixin, ConfigMixin):
         p = self.config.patch_size
         if H != self.config.sample_size or W != self.config.sample_size:
             raise ValueError(
-                f"expected a {self.config.sample_size}x{self.config.sample_size} latent grid, got {H}x{W}"
+                f"expected a {self.config.sample_size}x{self.config.sample_size} latent grid, got {W}x{H}"
             )
         if text_context is None:
             if encoder_hidden_states is None:

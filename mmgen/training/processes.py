@@ -13,9 +13,16 @@ Mixed precision: `--mixed-precision` where given, else accelerate's own setting 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import InitProcessGroupKwargs
+
+# How long processes wait for each other: the main one encodes the generator's training set (on a CPU, a large
+# folder takes more than torch's default 10 minutes) while the others wait to read its cache.
+GROUP_TIMEOUT = timedelta(hours=3)
 
 
 def gpu_present() -> bool:
@@ -35,7 +42,8 @@ def make_accelerator(args) -> Accelerator:
     one in the same process (a recipe's earlier stage, a test) is dropped first; the processes' group stays.
     ValueError for fp16 on the CPU, where accelerate trains in float32 instead (autocast to fp16 is off there)."""
     AcceleratorState._reset_state()  # not PartialState's: the distributed group outlives a run
-    accelerator = Accelerator(cpu=use_cpu(args), mixed_precision=args.mixed_precision)
+    group = InitProcessGroupKwargs(timeout=GROUP_TIMEOUT)
+    accelerator = Accelerator(cpu=use_cpu(args), mixed_precision=args.mixed_precision, kwargs_handlers=[group])
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ValueError(
             "mixed precision fp16 needs a GPU: on the CPU accelerate would train in float32 instead; "

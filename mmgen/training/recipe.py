@@ -30,7 +30,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from .checkpoints import log_stages
-from .processes import use_cpu
+from .processes import GROUP_TIMEOUT, use_cpu
 from .run_options import check_run_options
 
 PARTS = ("tokenizer", "generator")
@@ -237,7 +237,7 @@ def run_stages(stages: list[Stage], train: Callable, publish: Callable[[Stage], 
     with every stage finished, the last one is, so a rerun mends a publish that was cut short."""
     # The CPU exactly when the trainers' Accelerator will use it: the first PartialState fixes the processes' group,
     # and one made for a GPU that is absent leaves every process of `accelerate launch` on its own, as the main one.
-    state, previous, trained = PartialState(cpu=use_cpu(stages[0].args)), None, False
+    state, previous, trained = PartialState(cpu=use_cpu(stages[0].args), timeout=GROUP_TIMEOUT), None, False
     for stage in stages:
         if finished(stage):
             state.print(f"{stage.name}: {stage.out} already finished, skipped")
