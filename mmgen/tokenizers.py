@@ -335,7 +335,8 @@ def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenize
     try:
         model = model_cls.from_pretrained(path, subfolder=subfolder, dtype=torch.float32, **weights)
     except OSError as e:
-        if "safetensors" in str(e) and not os.path.isdir(path):  # a Hub repo of pickle weights (.bin) alone
+        absent = "safetensors" in str(e) and any(w in str(e) for w in ("no file named", "does not appear to have"))
+        if absent and not os.path.isdir(path):  # a Hub repo of pickle weights (.bin) alone
             raise ValueError(f"{name}: no safetensors weights on the Hub (mmgen loads no pickle .bin files)") from None
         raise ValueError(f"could not load the tokenizer {name}: {e}") from e
     return as_tokenizer(model, name)
