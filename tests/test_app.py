@@ -193,6 +193,8 @@ def test_overlay_toggle_draws_on_the_image(client):
         # over the Space's budget (the sliders' ends): the message names the limit
         (("a red circle", 150, 2.0, 0, False, "ddim", 0.5, 1, False), "150 steps is over this Space's limit of 100"),
         (("a red circle", 4, 2.0, 0, False, "ddim", 0.5, 9, False), "MMGEN_MAX_CANDIDATES"),
+        # a count the model's schedule starts far from pure noise at ("linspace": 1 step at t = 0)
+        (("a red circle", 1, 2.0, 0, False, "euler", 0.5, 1, False), r"steps: 1 step of .* starts at timestep 0"),
     ],
 )
 def test_generate_bad_input_gets_a_message_before_it_is_queued(client, args, message):

@@ -73,8 +73,18 @@ def settings_from_controls(ctx: AppContext, *controls) -> SamplingSettings:
 
 
 def refused_controls(ctx: AppContext, *controls) -> tuple[int, str] | None:
-    """For a validator: (index of the control, message) when the controls would be refused, else None."""
-    error = ctx.limits.field_error(controls_settings(*controls[: len(CONTROL_FIELDS)], draw_seed=False))
+    """For a validator: (index of the control, message) when the controls would be refused, else None. With the
+    model loaded, a step count its scheduler would refuse too (one that starts far from pure noise)."""
+    settings = controls_settings(*controls[: len(CONTROL_FIELDS)], draw_seed=False)
+    error = ctx.limits.field_error(settings)
+    loaded = ctx.loading.done() and ctx.loading.future.exception() is None
+    if error is None and loaded and settings.num_inference_steps is not None:
+        from ..denoising import set_schedule  # diffusers: imported by now (the model has loaded)
+
+        try:
+            set_schedule(ctx.pipe.with_scheduler(settings.scheduler).scheduler, settings.num_inference_steps)
+        except ValueError as e:
+            error = "num_inference_steps", str(e)
     return None if error is None else (CONTROL_FIELDS.index(error[0]), error[1])
 
 
