@@ -277,6 +277,10 @@ def quiet_loading() -> None:
 def check_results_file(args) -> None:
     """Every evaluation's --out (results JSON) and compare-tokenizers' (a picture), checked before minutes of work."""
     if args.command.startswith("eval-"):
+        if args.command == "eval-generator" and args.out is None:  # a sweep never writes over held-out results
+            args.out = "eval/generator_sweep.json" if args.sweep else "eval/generator.json"
+        if args.command == "eval-caption" and args.out is None:  # nor does a tuning study
+            args.out = "eval/caption_tuning.json" if args.tune else "eval/caption.json"
         output_file(args.out, "--out")
     elif args.command == "compare-tokenizers":
         output_file(args.out, "--out", image_suffixes())

@@ -162,3 +162,13 @@ def test_on_the_shipped_models_the_colour_word_lands_on_its_object(model):
     assert obj["color"] == "red" and in_box(peak(maps["red"]), obj)
     x, y = (int(v) for v in obj["center"])
     assert maps["red"][y, x] > 5 * maps["white"][y, x]  # the object is read through its colour word
+
+
+def test_eval_attention_with_no_object_found_says_so_rather_than_writing_nan(tiny_pipe, tmp_path, capsys):
+    """A model whose images hold no object the judge finds left every mean NaN, written into the JSON (not JSON)."""
+    from mmgen.cli import main
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")  # random weights: no object in its image
+    out = tmp_path / "attention.json"
+    assert main(["eval-attention", "--model", str(tmp_path / "pipe"), "--n", "1", "--out", str(out)]) == 2
+    assert "found no object in any of the 1 images" in capsys.readouterr().err and not out.exists()

@@ -250,3 +250,25 @@ def test_a_caption_of_nothing_the_model_knows_explains_nothing():
     blank = Image.new("RGB", (64, 64), "white")
     assert explained(pipe, blank, "a small pink star to the right of a small red star on a white background") < 0.05
     assert explained(pipe, scenes[0].image, scenes[1].caption) < explained(pipe, scenes[0].image, scenes[0].caption)
+
+
+def test_a_model_blind_to_text_ranks_no_caption_first():
+    """A DiT whose text reaches nothing (pooled text and cross-attention outputs zeroed) scores every caption alike:
+    a tie must count against the truth, or the ranking's stable sort, truth first, gave it every scene."""
+    from conftest import make_tiny_pipe
+
+    from mmgen.eval.eval_caption import rank_scenes
+    from mmgen.models.dit import DIT_PRESETS, DiT
+    from mmgen.pipeline import MMGenPipeline
+
+    tiny = make_tiny_pipe()
+    dit = DiT(sample_size=16, in_channels=4, text_dim=32, scaling_factor=2.0, **DIT_PRESETS["tiny"])  # 64 px
+    with torch.no_grad():
+        for p in dit.proj_out.parameters():
+            torch.nn.init.normal_(p, std=0.02)
+        for p in [*dit.text_pool[-1].parameters(), *(q for b in dit.blocks for q in b.cross.out.parameters())]:
+            p.zero_()
+    blind = MMGenPipeline(**tiny.components | {"transformer": dit.eval()})
+    ranked = rank_scenes(blind, seed=5, n_single=2, n_two=1)
+    assert ranked["single"]["top1"] == ranked["two"]["top1"] == 0.0
+    assert set(ranked["single"]["beaten_by"].values()) == {1.0}

@@ -482,3 +482,28 @@ def test_given_its_vocabulary_evaluate_also_reads_the_reworded_prompts_in_known_
     assert results["paraphrased_known_words"]["n"] == 3 and results["paraphrased_known_words"]["all"] == 1.0
     assert "paraphrased_known_words" in results["strict_judge"]
     assert "paraphrased_known_words" not in evaluate(_PerfectPipe(sets["single"]), PromptSets(2, 0, 0, free=()))
+
+
+def test_a_sweep_without_out_never_writes_over_the_held_out_results(tiny_pipe, tmp_path, monkeypatch):
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "generator.json").write_text('{"single": "the held-out results"}')
+    sweep = ["--sweep", "--steps", "4", "--sweep-schedulers", "ddim", "--sweep-guidance", "2"]
+    args = ["eval-generator", "--model", str(tmp_path / "pipe"), *sweep, "--sweep-n-single", "1", "--sweep-n-two", "1"]
+    assert main(args) == 0
+    assert "rows" in json.loads((tmp_path / "eval" / "generator_sweep.json").read_text())
+    assert json.loads((tmp_path / "eval" / "generator.json").read_text()) == {"single": "the held-out results"}
+
+
+def test_a_sweep_refuses_a_bad_setting_before_its_first_row(tiny_pipe, tmp_path, capsys, monkeypatch):
+    """`--sweep-candidates 1 -1` ran the first row's minutes, then failed on the second, and wrote nothing."""
+    import mmgen.eval.sweep
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    monkeypatch.setattr(mmgen.eval.sweep, "evaluate", lambda *a, **k: pytest.fail("a row ran"))
+    grid = ["--sweep", "--steps", "4", "--sweep-schedulers", "ddim", "--sweep-guidance", "2"]
+    argv = ["eval-generator", "--model", str(tmp_path / "pipe"), *grid, "--out", str(tmp_path / "sweep.json")]
+    assert main([*argv, "--sweep-candidates", "1", "-1"]) == 2
+    assert "Candidates must be a whole number" in capsys.readouterr().err
+    assert main([*argv[:-2], "--steps", "1", "--sweep-schedulers", "euler", *argv[-2:]]) == 2  # 1 step: t = 0

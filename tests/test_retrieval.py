@@ -67,6 +67,8 @@ def test_tuning_and_test_halves_never_share_an_image(tmp_path, scenes):
     other = _folder(tmp_path / "other", [scenes[0]], [["x"]])
     with pytest.raises(ValueError, match="in no gallery folder"):
         load_queries(str(tmp_path / "q"), load_gallery([other])[0][:0], "test", 5, 0)
+    with pytest.raises(ValueError, match="no captioned odd-numbered .test. images to query with"):  # one image
+        load_queries(other, load_gallery([other])[0], "test", 5, 0)
 
 
 def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes):

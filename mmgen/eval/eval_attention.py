@@ -96,6 +96,8 @@ def evaluate_attention(pipe, n: int, seed: int = ATTENTION_SEED) -> dict:
         background.append(not in_box(peak(maps[item["background"]]), obj))  # palettes never share a name
         distance.append(float(np.hypot(*(np.array(peak(maps[want["shape"]])) + 0.5 - obj["center"]))))
         area.append(min(obj["side"], image.width) ** 2 / (image.width * image.height))
+    if missing == n:  # every mean below would be NaN, which no JSON reader takes
+        raise ValueError(f"the judge found no object in any of the {n} images: there is no attention to score")
     return {
         "peak_on_object": {k: float(np.mean(v)) for k, v in hits.items()},
         "peak_near_object": {k: float(np.mean(v)) for k, v in near.items()},

@@ -1,7 +1,7 @@
 """`mmgen eval-generator`: the text-to-image pipeline's accuracy, read by the scene judge; prints tables, writes JSON.
 
     mmgen eval-generator --model assets/mmgen-base --out eval/generator.json
-    mmgen eval-generator --model assets/mmgen-base --sweep --out eval/sweep.json
+    mmgen eval-generator --model assets/mmgen-base --sweep --out eval/generator_sweep.json
 
 Without --sweep: one image per held-out prompt at the pipeline's default settings (`mmgen.eval.prompts` says
 which prompts), scored per attribute (`mmgen.eval.scoring`) against TARGETS, beside the tokenizer ceiling
@@ -194,5 +194,5 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="N",
         help="also sweep num_candidates (best-of-N starting noise; default: the pipeline's)",
     )
-    p.add_argument("--out", default="eval/generator.json", help="results JSON")
+    p.add_argument("--out", help="results JSON (default eval/generator.json; with --sweep, eval/generator_sweep.json)")
     return p

@@ -70,6 +70,9 @@ def load_queries(folder: str, names: list[str], half: str, n: int, seed: int) ->
     each a caption drawn at random from its image's list."""
     index = {name: i for i, name in enumerate(names)}
     items = [it for i, it in enumerate(read_folder(folder)) if i % 2 == (0 if half == "tuning" else 1) and it[1]]
+    if not items:
+        which = "even-numbered (tuning)" if half == "tuning" else "odd-numbered (test)"
+        raise ValueError(f"{folder}: no captioned {which} images to query with: a query folder needs at least 2")
     missing = [name for name, _, _ in items if name not in index]
     if missing:
         raise ValueError(f"{folder}: {len(missing)} images are in no gallery folder (e.g. {missing[0]})")

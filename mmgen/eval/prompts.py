@@ -150,26 +150,33 @@ class PromptSets:
     seed: int = EVAL_SEED
     rewording: Rewording = HELDOUT_REWORDING
     rewording_seed: int | None = None  # None: reworded prompts come from `seed`'s stream, between single and two
+    apart: bool = False  # leave out every held-out prompt (the tuning sets: chance drew 13 of 144 single ones twice)
 
     @classmethod
     def tuning(cls, n_single: int, n_two: int, free: bool, n_paraphrase: int = 0) -> PromptSets:
         """The sweep's prompts, drawn from TUNE_SEED (the reworded ones, in TUNE_REWORDING's words, from
         TUNE_REWORDING_SEED), with TUNE_FREE_PROMPTS if `free`."""
         free_prompts = TUNE_FREE_PROMPTS if free else ()
-        return cls(
-            n_single, n_two, n_paraphrase, free_prompts, TUNE_SEED, TUNE_REWORDING, rewording_seed=TUNE_REWORDING_SEED
-        )
+        rewording = TUNE_REWORDING
+        return cls(n_single, n_two, n_paraphrase, free_prompts, TUNE_SEED, rewording, TUNE_REWORDING_SEED, apart=True)
 
     def draw(self) -> dict[str, list[PromptItem]]:
         """The single, paraphrased and two-object prompts, in that order from one stream of `seed` (the reworded
         ones from their own stream if `rewording_seed` is set, so that asking for them changes no other prompt)."""
         rng = np.random.default_rng(self.seed)
-        single = single_prompts(self.n_single, rng)
+        held_out = {p["prompt"] for ps in PromptSets().draw().values() for p in ps} if self.apart else set()
+
+        def drawn(draw, n: int, stream) -> list[PromptItem]:  # `n` prompts of `draw`, none of them held out
+            items: list[PromptItem] = []
+            while len(items) < n:
+                items += [p for p in draw(n - len(items), stream) if p["prompt"] not in held_out]
+            return items
+
+        single = drawn(single_prompts, self.n_single, rng)
         own = self.rewording_seed is not None
-        paraphrased = single_prompts(
-            self.n_paraphrase, np.random.default_rng(self.rewording_seed) if own else rng, self.rewording
-        )
-        return {"single": single, "paraphrased": paraphrased, "two": two_object_prompts(self.n_two, rng)}
+        stream = np.random.default_rng(self.rewording_seed) if own else rng
+        paraphrased = single_prompts(self.n_paraphrase, stream, self.rewording)  # in words no held-out prompt uses
+        return {"single": single, "paraphrased": paraphrased, "two": drawn(two_object_prompts, self.n_two, rng)}
 
 
 HELDOUT_PROMPTS = PromptSets()

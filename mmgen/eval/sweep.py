@@ -11,6 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass
 
+from ..settings import check_sampling
 from ..vocabulary import Vocabulary
 from .accuracy import Sampling, evaluate
 from .prompts import TUNING_PROMPTS, PromptSets
@@ -45,30 +46,40 @@ def sweep(
     """One row per setting of `grid`, measured on tuning `prompts` (`PromptSets.tuning`; with free prompts, each
     setting also counts their fewest distinct cells over 16 seeds: 96 more images per setting). Prints each row
     under SWEEP_HEADER as it comes."""
+    points = grid_points(pipe, grid)  # every setting checked before the first row's minutes are spent
+    rows = []
+    for scheduler, sampling, with_candidates in points:
+        pipe.use_scheduler(scheduler)
+        t0 = time.perf_counter()
+        results = evaluate(pipe, prompts, sampling, vocabulary=vocabulary)
+        row = sweep_row(scheduler, sampling, results, prompts, with_candidates=with_candidates)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def grid_points(pipe, grid: SweepGrid) -> list[tuple[str, Sampling, bool]]:
+    """(scheduler, settings, whether the grid names candidates) for every setting of `grid`, in order, each checked
+    as a call would check it (ValueError naming the first that a call would refuse)."""
+    from ..denoising import set_schedule
+
     intervals = grid.guidance_intervals
     if intervals is None:
         intervals = (Sampling.defaults(pipe).guidance_interval,)
-    rows = []
-    for scheduler in grid.schedulers:
-        pipe.use_scheduler(scheduler)
-        for guidance, snap, interval, n_cand in itertools.product(
-            grid.guidance_scales, grid.codebook_snaps, intervals, grid.num_candidates
-        ):
-            changes = {"guidance_scale": guidance, "codebook_snap": snap, "guidance_interval": interval}
-            if grid.steps is not None:
-                changes["num_inference_steps"] = grid.steps
-            if grid.first_block_cache is not None:
-                changes["first_block_cache"] = grid.first_block_cache
-            if n_cand is not None:
-                changes["num_candidates"] = n_cand
-            t0 = time.perf_counter()
-            sampling = Sampling.defaults(pipe, **changes)
-            results = evaluate(pipe, prompts, sampling, vocabulary=vocabulary)
-            row = sweep_row(scheduler, sampling, results, prompts, with_candidates=n_cand is not None)
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            rows.append(row)
-            print(format_row(row), flush=True)
-    return rows
+    points = []
+    for scheduler, guidance, snap, interval, n_cand in itertools.product(
+        grid.schedulers, grid.guidance_scales, grid.codebook_snaps, intervals, grid.num_candidates
+    ):
+        changes = {"guidance_scale": guidance, "codebook_snap": snap, "guidance_interval": interval}
+        changes |= {} if grid.steps is None else {"num_inference_steps": grid.steps}
+        changes |= {} if grid.first_block_cache is None else {"first_block_cache": grid.first_block_cache}
+        changes |= {} if n_cand is None else {"num_candidates": n_cand}
+        s = Sampling.defaults(pipe, **changes)
+        check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_interval, s.codebook_snap, s.num_candidates)
+        set_schedule(pipe.with_scheduler(scheduler).scheduler, s.num_inference_steps)
+        points.append((scheduler, s, n_cand is not None))
+    return points
 
 
 def sweep_row(
