@@ -167,6 +167,21 @@ def test_step_mode(page):
     page.wait_for_function("document.querySelector('#step input[type=number]').value === '2'")
 
 
+def test_a_new_run_clears_the_last_runs_branch(page):
+    """The Original / Branch pair and its line belonged to the run before: they stayed under a new run's frames."""
+    generate(page, "a red circle", steps=4)
+    open_tab(page, "Trajectory")
+    to_step(page, 1, "Step 2 of")  # a branch starts before the last step
+    page.get_by_text("Branch from this step").click()  # the accordion
+    page.locator("#branch").click()
+    page.locator("#branch-info").get_by_text("Branched after step").wait_for()
+    generate(page, "a blue square", steps=5)
+    open_tab(page, "Trajectory")
+    page.locator("#step-info").get_by_text("of 5").wait_for()
+    page.wait_for_function("!document.querySelector('#branch-info').innerText.includes('Branched')")
+    assert page.locator("#branch-result img").count() == 0
+
+
 def test_upload_an_image_and_click_a_token(page, tmp_path):
     from mmgen.data.shapes import shapes_sample
 

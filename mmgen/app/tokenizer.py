@@ -163,6 +163,8 @@ class TokenizerTab:
             event(
                 self.tokenize_or_clear, inputs, outputs, api_name=name, api_visibility="private", preprocess=False
             ).success(self.show_ambiguity, state, ambiguity, api_visibility="private")
+        # another image: the last one's code tile and typed cells would read as this one's
+        self.upload.change(lambda: (None, ""), None, [self.code_tile, self.cells_text], api_visibility="private")
         self.compare.wire(self.picker.wire("load_tokenizer"), self.picker.dropdown)
         self.tab.select(
             lambda: (self.picker.refresh(), gr.update(choices=self.registry.choices())),

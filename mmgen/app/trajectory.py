@@ -136,12 +136,22 @@ class TrajectoryTab:
             self.tab_selected, [run, step, word], [self.shown, *drawn], api_visibility="private", preprocess=False
         )
         run.change(self.new_run, [run, step, word, self.shown], drawn, api_visibility="private", preprocess=False)
-        step.change(self.show_step_if_shown, [run, step, self.shown], views, api_visibility="private")
+        branched = [self.original_out, self.branch_out, self.branch_info, self.export_file]
+        run.change(lambda: (None, None, "", None), None, branched, api_visibility="private")  # the last run's
+        # no progress overlay: a played step redraws these views, which the overlay greyed out frame after frame
+        step.change(
+            self.show_step_if_shown, [run, step, self.shown], views, api_visibility="private", show_progress="hidden"
+        )
         self.show_step_api.click(self.show_step, [run, step], views, api_name="show_step")
         self.prev_btn.click(self.previous_step, [run, step], step, api_name="previous_step")
         self.next_btn.click(self.next_step, [run, step], step, api_name="next_step")
         self.play_btn.click(
-            self.play, run, [step, *views], api_name="play", **ctx.jobs.wait_event("play", concurrency_limit=4)
+            self.play,
+            run,
+            [step, *views],
+            api_name="play",
+            show_progress="hidden",
+            **ctx.jobs.wait_event("play", concurrency_limit=4),
         )
         self.step_btn.click(
             self.step_once,

@@ -74,8 +74,13 @@ class WordAttentionView:
         self.word.change(
             self.show, inputs, [self.map, self.strip, self.info], api_name="word_attention", preprocess=False
         ).then(self.show_step, [*inputs, shown], [self.map, self.info], api_visibility="private", preprocess=False)
-        step.change(
-            self.show_step, [*inputs, shown], [self.map, self.info], api_visibility="private", preprocess=False
+        step.change(  # no progress overlay: a played step is no job to wait for, and the overlay greyed the map
+            self.show_step,
+            [*inputs, shown],
+            [self.map, self.info],
+            api_visibility="private",
+            preprocess=False,
+            show_progress="hidden",
         )
 
     def refresh(self, run: FinishedRun | None, k: float | None, word: str | None) -> tuple:
