@@ -273,9 +273,7 @@ def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer
             "no tokenizer given: pass a model folder, a Hub repo id or one of " + ", ".join(SHIPPED_TOKENIZERS)
         )
     name_or_path = str(name_or_path).strip()
-    path = SHIPPED_TOKENIZERS.get(name_or_path, name_or_path)
-    if not os.path.isdir(path):
-        path = shipped_folder(path) or path  # mmgen-emoji, from anywhere
+    path = tokenizer_path(name_or_path)
     if os.path.isdir(path):
         subfolder = subfolder or find_tokenizer_folder(path)
         config = _read_config(Path(path) / (subfolder or "") / "config.json", name_or_path)
@@ -290,6 +288,13 @@ def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer
     if subfolder and subfolder not in TOKENIZER_FOLDERS:
         name = f"{name}/{subfolder}"
     return _load(path, subfolder, config, name)
+
+
+def tokenizer_path(name_or_path: str) -> str:
+    """Where a source is read from: a shipped tokenizer's or model's folder for its name ("vqgan-f8", "mmgen-emoji",
+    from anywhere), else the text as given (a folder, or a Hub repo id)."""
+    path = SHIPPED_TOKENIZERS.get(name_or_path, name_or_path)
+    return path if os.path.isdir(path) else shipped_folder(path) or path
 
 
 def find_tokenizer_folder(path: str | Path) -> str | None:
@@ -361,6 +366,13 @@ def weights_to_load(folder: Path, name: str) -> dict:
             "them; save the model again with safetensors (model.save_pretrained(folder), diffusers' default)"
         )
     return SAFE_WEIGHTS
+
+
+def weights_downloaded(files: dict[str, int]) -> int:
+    """Bytes a load fetches of a Hub folder's safetensors files {name: bytes}: the plain file or its shards, else
+    one variant (as `weights_to_load` chooses in a local folder), never every copy."""
+    plain = [n for n in files if n.split(".")[0].split("-")[0] == "diffusion_pytorch_model" and n.count(".") == 1]
+    return sum(files[n] for n in plain) if plain else max(files.values(), default=0)
 
 
 def _hub_bare_config(fetch) -> tuple[str | None, dict]:

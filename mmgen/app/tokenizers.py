@@ -36,7 +36,15 @@ from PIL import Image
 
 from ..codebook import CodebookAtlas
 from ..model_paths import HUB_ID
-from ..tokenizers import HUB_TOKENIZERS, SHIPPED_TOKENIZERS, TOKENIZER_FOLDERS, Tokenizer, load_tokenizer
+from ..tokenizers import (
+    HUB_TOKENIZERS,
+    SHIPPED_TOKENIZERS,
+    TOKENIZER_FOLDERS,
+    Tokenizer,
+    load_tokenizer,
+    tokenizer_path,
+    weights_downloaded,
+)
 from ..viz import code_histogram
 from .compute import ModelThread
 from .errors import handler
@@ -273,7 +281,7 @@ def check_download(source: str, max_mb: float) -> None:
         folder, _, name = f.rfilename.rpartition("/")
         if folder in ("", *TOKENIZER_FOLDERS) and name.endswith(".safetensors"):
             weights.setdefault(folder, {})[name] = f.size or 0
-    mb = max((downloaded(names) for names in weights.values()), default=0) / 2**20
+    mb = max((weights_downloaded(names) for names in weights.values()), default=0) / 2**20
     if mb > max_mb:
         raise ValueError(
             f"{source}: its tokenizer's weights are {mb:,.0f} MB, over this Space's limit of {max_mb:,.0f} MB for "
@@ -281,21 +289,11 @@ def check_download(source: str, max_mb: float) -> None:
         )
 
 
-def downloaded(files: dict[str, int]) -> int:
-    """Bytes a load fetches of one folder's safetensors {name: bytes}: the plain file or its shards, else a variant."""
-    plain = [n for n in files if n.split(".")[0].split("-")[0] == "diffusion_pytorch_model" and n.count(".") == 1]
-    return sum(files[n] for n in plain) if plain else max(files.values(), default=0)
-
-
 def same_source(a: str, b: str) -> bool:
     """Whether two sources name one tokenizer: the same text, or the same folder however spelt ("assets/vqgan-f8",
     "./assets/vqgan-f8/", "vqgan-f8"), so that no visitor loads, and builds an atlas of, one folder many times."""
-
-    def where(source: str) -> str:
-        path = SHIPPED_TOKENIZERS.get(source, source)
-        return os.path.realpath(path) if os.path.isdir(path) else source
-
-    return a == b or where(a) == where(b)
+    where = [tokenizer_path(s) for s in (a, b)]  # as `load_tokenizer` resolves them
+    return a == b or all(map(os.path.isdir, where)) and os.path.samefile(*where)
 
 
 def check_source(source) -> str:
