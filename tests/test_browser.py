@@ -66,11 +66,21 @@ def upload(page, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- fixtures
+# Every message the page shows (gradio's toasts go after 10 s), for a failing test's report
+KEEP_MESSAGES = """
+window.shownMessages = [];
+new MutationObserver(() => document.querySelectorAll('.toast-body:not([data-kept])').forEach(el => {
+  el.dataset.kept = '1'; window.shownMessages.push(el.innerText);
+})).observe(document, {childList: true, subtree: true});
+"""
+
+
 @pytest.fixture
 def page(browser, tiny_app_url, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
+    page.add_init_script(KEEP_MESSAGES)
     page.goto(tiny_app_url)
     page.get_by_role("tab", name="Generate").wait_for()
     yield page
@@ -78,6 +88,7 @@ def page(browser, tiny_app_url, request):
     if report is not None and report.failed:
         FAILURE_SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(FAILURE_SHOTS / f"{request.node.name}.png"), full_page=True)
+        print("messages shown:", page.evaluate("window.shownMessages"))  # in the failure's report
     context.close()
 
 
@@ -171,7 +182,8 @@ def test_a_new_run_clears_the_last_runs_branch(page):
     """The Original / Branch pair and its line belonged to the run before: they stayed under a new run's frames."""
     generate(page, "a red circle", steps=4)
     open_tab(page, "Trajectory")
-    to_step(page, 1, "Step 2 of")  # a branch starts before the last step
+    page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()  # the tab's own draw first: it moves the slider
+    to_step(page, 1, "Step 2 of 4")  # a branch starts before the last step
     page.get_by_text("Branch from this step").click()  # the accordion
     page.locator("#branch").click()
     page.locator("#branch-info").get_by_text("Branched after step").wait_for()
@@ -219,6 +231,9 @@ def test_load_a_second_tokenizer_and_compare(page, tmp_path, monkeypatch):
     page.locator("#tokenizer-picker-load").click()
     page.locator("#tokenizer-picker-status").get_by_text("Loaded").wait_for(timeout=TIMEOUT_MS)
     assert "48 codes" in page.locator("#tokenizer-picker-status").inner_text()
+    # the load's status line shows before the event after it puts the tokenizer into the comparison (a busy CI
+    # machine clicked Compare in between: "Pick 2 to 4 tokenizers")
+    page.locator("#compare-tokenizers").get_by_text("second").wait_for(timeout=TIMEOUT_MS)
     page.locator("#compare").click()
     page.locator("#compare-info").get_by_text("Compared at").wait_for(timeout=TIMEOUT_MS)
     table = page.locator("#compare-table").inner_text()
