@@ -215,6 +215,24 @@ def test_open_the_codebook(page):
     page.locator("#code-info").get_by_text("occurrences").wait_for()
 
 
+def test_a_page_number_typed_shows_that_page(page, tmp_path, monkeypatch):
+    """A large codebook's page box: the page typed shows at once (it showed only once the box lost focus)."""
+    from tokenizer_families import make_family
+
+    monkeypatch.chdir(tmp_path)
+    make_family("ldm-f4", num_vq_embeddings=600).save_pretrained(tmp_path / "big")
+    open_tab(page, "Codebook")
+    page.locator("#codebook-info").get_by_text("Reference set").wait_for()
+    page.locator("#codebook-tokenizer-load-box").get_by_text("Load another tokenizer").click()
+    page.locator("#codebook-tokenizer-source textarea").fill(str(tmp_path / "big"))
+    page.locator("#codebook-tokenizer-load").click()
+    page.locator("#codebook-info").get_by_text("Page 1 of 3").wait_for(timeout=TIMEOUT_MS)
+    box = page.locator("#codebook-page input[type=number]")
+    box.fill("2")
+    page.locator("#codebook-info").get_by_text("Page 2 of 3").wait_for(timeout=TIMEOUT_MS)
+    assert box.evaluate("el => el === document.activeElement")  # still in the box: no blur needed
+
+
 def test_load_a_second_tokenizer_and_compare(page, tmp_path, monkeypatch):
     """A visitor loads a folder through the load box; it joins the comparison beside the generator's own."""
     from tokenizer_families import make_family

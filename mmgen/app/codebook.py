@@ -130,12 +130,15 @@ class CodebookTab:
         self.tab.select(self.picker.refresh, None, tok, api_visibility="private")
         for event in (tok.change, self.sort_by.change):
             event(self.first_page, [tok, self.sort_by, uploads], paged, api_visibility="private")
-        self.page.release(
+        # input, not release: a page number typed into the box showed only once the box lost focus; dragging
+        # draws the pages passed over, the last one always (at most one waiting per visitor)
+        self.page.input(
             self.codebook_page,
             [tok, self.sort_by, self.page, uploads],
             paged,
             api_name="codebook_page",
             preprocess=False,  # any page number: the handler clamps it to this tokenizer's pages
+            trigger_mode="always_last",
         )
         self.picker.wire("load_codebook_tokenizer", public=False)
         details = [self.code_big, self.code_info, self.neighbours, self.occurrences, self.grid, self.code_id]
