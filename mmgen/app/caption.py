@@ -22,6 +22,7 @@ MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a fe
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
 MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
 SAMPLES = len(RANK_TIMESTEPS) * RANK_NOISES  # noised copies each ranked caption is scored on
+LABEL_ROOM = 40  # px above the chart's bars, where gradio shows the image's label over it (it hid the best one)
 RANKED_ERRORS = f"Errors are mean squared latent errors over {SAMPLES} fixed noised copies; only differences matter."
 NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
 
@@ -52,7 +53,7 @@ def bar_chart(ranked: list[tuple[str, float]]) -> PIL.Image.Image:
     errors = [e for _, e in ranked]
     worst = max(errors)
     gains = [worst - e for e in errors]
-    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9))
+    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9), top=LABEL_ROOM)
 
 
 class CaptionTab:
