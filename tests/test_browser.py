@@ -265,9 +265,12 @@ def test_read_the_generated_image_back_as_text_and_see_a_words_attention(page):
     open_tab(page, "Trajectory")
     page.locator("#attention-word").get_by_text("circle", exact=True).click()
     page.locator("#attention-info").get_by_text("'circle' at step").wait_for(timeout=TIMEOUT_MS)
+    open_tab(page, "Image → text")
+    page.locator("#caption-candidates textarea").fill("a blue star")  # typed before: kept, under the prompt
     open_tab(page, "Generate")
     page.locator("#read-back").click()
-    page.locator("#caption-candidates textarea").fill("a red circle\na blue star")
+    page.wait_for_function("document.querySelector('#caption-candidates textarea').value.startsWith('a large')")
+    assert page.locator("#caption-candidates textarea").input_value() == "a large red circle\na blue star"
     page.locator("#rank-captions").click()
     page.locator("#caption-info").get_by_text("Ranked 2 caption(s)").wait_for(timeout=TIMEOUT_MS)
     assert "Traceback" not in page.content()

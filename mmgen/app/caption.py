@@ -102,14 +102,23 @@ class CaptionTab:
         self.caption_btn.click(self.caption, self.image, outputs, api_name="caption", **model_event)
 
     def send_from(self, button: gr.Button, run_state: gr.State, tabs: gr.Tabs) -> None:
-        """`button` (on the Generate tab) sends the session's last image here and opens this tab."""
-        button.click(self.receive, run_state, [self.image, tabs], api_visibility="private")
+        """`button` (on the Generate tab) sends the session's last image here with its prompt, the first caption
+        to rank, and opens this tab."""
+        button.click(
+            self.receive, [run_state, self.captions], [self.image, self.captions, tabs], api_visibility="private"
+        )
 
     @handler
-    def receive(self, run: FinishedRun | None):
+    def receive(self, run: FinishedRun | None, captions: str | None):
+        """The run's image, and its prompt at the top of the captions (those typed before stay under it)."""
         if not run:
             raise gr.Error("Generate an image first.")
-        return run.image, gr.Tabs(selected="caption")
+        typed, prompt = (captions if isinstance(captions, str) else "").strip(), run.settings.prompt.strip()
+        with_prompt = f"{prompt}\n{typed}".strip()
+        known = prompt in (line.strip() for line in typed.splitlines())
+        if not prompt or known or len(with_prompt) > MAX_CAPTION_TEXT:
+            with_prompt = typed
+        return run.image, with_prompt, gr.Tabs(selected="caption")
 
     # ------------------------------------------------------------------ handlers
     def read_image(self, upload) -> tuple[PIL.Image.Image, str]:
