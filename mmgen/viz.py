@@ -13,6 +13,8 @@ from PIL import Image
 
 from .data.images import tensor_to_pil
 
+LABEL_ROOM = 40  # px left blank above a chart the app shows under gradio's label (it covered the tallest bars)
+
 
 def image_grid(images: torch.Tensor, rows: int, pad: int = 2) -> Image.Image:
     """(N, 3, H, W) images in [-1, 1] -> one PIL grid of `rows` rows, filled row by row."""
@@ -59,16 +61,19 @@ def code_histogram(indices: torch.Tensor | np.ndarray, num_codes: int) -> np.nda
     return np.bincount(ids.ravel(), minlength=num_codes)
 
 
-def usage_bars(counts: np.ndarray, height: int = 96, bar_width: int = 2, max_bars: int = 256) -> Image.Image:
-    """Bar chart of code counts, most used first, each bar in its code's palette colour: (height, n*bar_width)."""
+def usage_bars(
+    counts: np.ndarray, height: int = 96, bar_width: int = 2, max_bars: int = 256, top: int = 0
+) -> Image.Image:
+    """Bar chart of code counts, most used first, each bar in its code's palette colour, under `top` blank pixels
+    (e.g. `LABEL_ROOM`): (top + height, n*bar_width)."""
     order = np.argsort(-counts, kind="stable")[:max_bars]
     order = order[counts[order] > 0]
     palette = code_palette(len(counts))
-    canvas = np.full((height, max(len(order), 1) * bar_width, 3), 255, dtype=np.uint8)
-    top = counts[order[0]] if len(order) else 1
+    canvas = np.full((top + height, max(len(order), 1) * bar_width, 3), 255, dtype=np.uint8)
+    most = counts[order[0]] if len(order) else 1
     for i, code in enumerate(order):
-        h = max(1, int(round(height * counts[code] / top)))
-        canvas[height - h :, i * bar_width : (i + 1) * bar_width] = palette[code]
+        h = max(1, int(round(height * counts[code] / most)))
+        canvas[top + height - h :, i * bar_width : (i + 1) * bar_width] = palette[code]
     return Image.fromarray(canvas)
 
 

@@ -23,6 +23,9 @@ def test_histogram_and_bars():
     assert counts.tolist() == [2, 0, 0, 1, 0]
     bars = usage_bars(counts, height=10, bar_width=2)
     assert bars.size == (4, 10)
+    under_a_label = np.asarray(usage_bars(counts, height=10, bar_width=2, top=6))
+    assert under_a_label.shape == (16, 4, 3) and (under_a_label[:6] == 255).all()  # blank above
+    assert (under_a_label[6:, :2] == code_palette(5)[0]).all()  # code 0, the most used, is full height
 
 
 def test_image_grid():

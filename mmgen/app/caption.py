@@ -10,7 +10,7 @@ import PIL.Image
 
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..data.images import ImageLoadError, load_image
-from ..viz import score_bars, upscale_nearest
+from ..viz import LABEL_ROOM, score_bars, upscale_nearest
 from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
@@ -22,7 +22,6 @@ MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a fe
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
 MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
 SAMPLES = len(RANK_TIMESTEPS) * RANK_NOISES  # noised copies each ranked caption is scored on
-LABEL_ROOM = 40  # px above the chart's bars, where gradio shows the image's label over it (it hid the best one)
 RANKED_ERRORS = f"Errors are mean squared latent errors over {SAMPLES} fixed noised copies; only differences matter."
 NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
 

@@ -12,7 +12,7 @@ import gradio as gr
 import PIL.Image
 
 from ..codebook import AtlasPage, CodebookAtlas, usage_stats
-from ..viz import tile_at, tile_grid, upscale_nearest, usage_bars
+from ..viz import LABEL_ROOM, tile_at, tile_grid, upscale_nearest, usage_bars
 from .context import AppContext
 from .errors import handler
 from .tokenizers import TokenizerPicker, UploadUsage
@@ -170,7 +170,7 @@ class CodebookTab:
         number = page_index(page, atlas.num_pages(size))
         shown = atlas.page(number, size, sort_key(sort_by))
         grid = tile_grid(shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE)
-        usage = usage_bars(atlas.counts, max_bars=min(atlas.num_codes, MAX_USAGE_BARS), bar_width=1)
+        usage = usage_bars(atlas.counts, max_bars=min(atlas.num_codes, MAX_USAGE_BARS), bar_width=1, top=LABEL_ROOM)
         info = self.summary(key, atlas, shown, sort_by, uploads)
         slider = gr.update(maximum=max(shown.num_pages, 2), value=number + 1, visible=shown.num_pages > 1)
         return CodebookPage(grid, usage, info, slider, gr.update(maximum=atlas.num_codes - 1))

@@ -22,7 +22,7 @@ from ..data.images import ImageLoadError, fit_to_multiple, load_image, pil_to_te
 from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..tokenizers import Tokenizer
 from ..tokens import EncodedImage, psnr_pil, ssim_pil
-from ..viz import cell_size, code_histogram, token_map, upscale_nearest, usage_bars
+from ..viz import LABEL_ROOM, cell_size, code_histogram, token_map, upscale_nearest, usage_bars
 from .codebook import code_number
 from .compare import CompareSection, ambiguity_info, ambiguity_sheet
 from .context import DISPLAY_SIDE, AppContext
@@ -116,7 +116,9 @@ class TokenizerTab:
                     )
             with gr.Accordion("Quantisation ambiguity: which tokens nearly flipped", open=True):
                 with gr.Row():
-                    self.ambiguity_map = gr.Image(label="Per token", interactive=False, elem_id="ambiguity")
+                    self.ambiguity_map = gr.Image(  # the sheet's own titles say what each map is
+                        label="Per token", show_label=False, interactive=False, elem_id="ambiguity"
+                    )
                     self.ambiguity_text = gr.Markdown(elem_id="ambiguity-info")
             self._build_surgery()
             self.compare = CompareSection(ctx, self.upload, self.uploads, self.read_image)
@@ -219,7 +221,9 @@ class TokenizerTab:
         grid = TokenGrid(result.tokens.tolist(), tokenizer=key, distance=distance, margin=margin, metric=tok.metric)
         uploads = (uploads or UploadUsage()).add(key, image, result.tokens, num_codes)
         info = "Click cells of the token map to select them."
-        return Tokenized(*shown, stats, tmap, usage_bars(counts), grid, None, info, uploads)
+        bar_width = max(2, 512 // max(1, int((counts > 0).sum())))  # 17 codes used: 8-px bars, not a 34-px sliver
+        usage = usage_bars(counts, bar_width=bar_width, top=LABEL_ROOM)
+        return Tokenized(*shown, stats, tmap, usage, grid, None, info, uploads)
 
     @handler
     def tokenize_or_clear(self, upload, tokenizer: str | None = None, uploads: UploadUsage | None = None) -> Tokenized:
