@@ -31,10 +31,9 @@ def set_schedule(scheduler, num_inference_steps: int, device=None) -> None:
     timestep is far from pure noise. The trained schedule's "leading" spacing (chosen: 30 steps start at t = 966,
     not at 999, where solvers blow small errors up) starts 1 step at t = 0, 2 at 500, 600 at 599, and DPM-Solver++
     and UniPC put all 1,000 at 0; the message names the nearest count that starts high enough."""
-    name = type(scheduler).__name__
-    if name not in (*SCHEDULER_CLASSES.values(), *OTHER_SCHEDULERS):
-        known = ", ".join(sorted((*SCHEDULER_CLASSES.values(), *OTHER_SCHEDULERS)))
-        raise ValueError(f"{name} is not a scheduler mmgen can sample with; use one of {known}")
+    name, allowed = type(scheduler).__name__, (*SCHEDULER_CLASSES.values(), *OTHER_SCHEDULERS)
+    if not any(cls.__name__ in allowed for cls in type(scheduler).__mro__):  # one of them, or a subclass of one
+        raise ValueError(f"{name} is not a scheduler mmgen can sample with; use one of {', '.join(sorted(allowed))}")
     if _first_timestep(scheduler, num_inference_steps, device) >= LOWEST_START * scheduler.config.num_train_timesteps:
         return
     start, top = float(scheduler.timesteps[0]), scheduler.config.num_train_timesteps

@@ -44,8 +44,15 @@ SCHEDULER_CLASSES = {
     "euler-ancestral": "EulerAncestralDiscreteScheduler",
     "ddpm": "DDPMScheduler",
 }
-# Read right too (their x0 estimate checked against the scheduler's own): a pipeline's scheduler may be one of these.
-OTHER_SCHEDULERS = ("HeunDiscreteScheduler", "LMSDiscreteScheduler", "PNDMScheduler")
+# Read right too (their x0 estimate checked against the scheduler's own: tests/test_pipeline_api.py): a pipeline's
+# scheduler may be one of these, or a subclass of any allowed one.
+OTHER_SCHEDULERS = (
+    "DEISMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "PNDMScheduler",
+)
 
 # What a model folder may set for itself (model_index.json's `sampling_defaults`, written from its recipe's
 # [sampling] table): a model tuned at other settings than the defaults above samples at its own.

@@ -7,6 +7,7 @@ import torch
 from conftest import make_tiny_pipe
 
 from mmgen.pipeline import MMGenPipeline
+from mmgen.settings import OTHER_SCHEDULERS, SCHEDULER_CLASSES
 
 PROMPT = "a large red circle in the top left on a white background"
 FAST = {"num_inference_steps": 2, "num_candidates": 1, "output_type": "latent"}
@@ -245,6 +246,53 @@ def test_stepwise_takes_the_arguments_of_call_in_the_same_order():
     call = list(inspect.signature(MMGenPipeline.__call__).parameters)
     stepwise = list(inspect.signature(MMGenPipeline.stepwise).parameters)
     assert stepwise == [name for name in call if name not in ("num_images_per_prompt", "output_type", "return_dict")]
+
+
+@pytest.mark.parametrize("name", [*SCHEDULER_CLASSES.values(), *OTHER_SCHEDULERS])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_every_allowed_scheduler_has_its_clean_estimate_read_as_its_own(name, prediction_type):
+    """`predict_x0` (what the trajectory shows, what snap and candidates move) against each scheduler's own x0:
+    its step's `pred_original_sample`, or the data prediction its multistep solver converts the output to."""
+    import inspect
+
+    import diffusers
+
+    from mmgen.denoising import predict_x0
+
+    shipped = diffusers.DDPMScheduler.from_pretrained("assets/mmgen-base-64/scheduler").config
+    scheduler = getattr(diffusers, name).from_config({**shipped, "prediction_type": prediction_type})
+    scheduler.set_timesteps(10)
+    gen = seeded(0)
+    for i in (0, 2, 5):
+        t, sample = scheduler.timesteps[i], torch.randn(1, 4, 4, 4, generator=gen)
+        output = torch.randn(1, 4, 4, 4, generator=gen)
+        ours = predict_x0(scheduler, sample, output, t)
+        if hasattr(scheduler, "convert_model_output"):  # multistep solvers: x0, or (DEIS) the eps of their x0
+            scheduler._step_index = i
+            converted = scheduler.convert_model_output(output, sample=sample)
+            alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[i])
+            own = (sample - sigma_t * converted) / alpha_t if name == "DEISMultistepScheduler" else converted
+        elif name == "PNDMScheduler":  # no x0 of its own: the forward process it steps through
+            a = scheduler.alphas_cumprod[int(t)]
+            eps = output if prediction_type == "epsilon" else a.sqrt() * output + (1 - a).sqrt() * sample
+            own = (sample - (1 - a).sqrt() * eps) / a.sqrt()
+        else:
+            scheduler._step_index = None
+            noisy = "generator" in inspect.signature(scheduler.step).parameters  # the ancestral ones
+            step = scheduler.step(output, t, sample, **({"generator": seeded(1)} if noisy else {}))
+            own = step.pred_original_sample
+        torch.testing.assert_close(ours, own, rtol=1e-4, atol=1e-4, msg=f"{name} at step {i}")
+
+
+def test_a_subclass_of_an_allowed_scheduler_samples():
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    class Mine(EulerAncestralDiscreteScheduler):
+        pass
+
+    pipe = make_tiny_pipe()
+    pipe.scheduler = Mine.from_config(pipe.scheduler.config)
+    assert pipe(PROMPT, **FAST).images.shape[0] == 1
 
 
 def test_step_counts_that_start_far_from_noise_are_refused_with_one_that_does_not():
