@@ -4,9 +4,10 @@
     out = pipe(prompt, callback_on_step_end=recorder, callback_on_step_end_tensor_inputs=recorder.tensor_inputs)
     step = recorder.steps[5]   # timestep, x_t, predicted x0, its token grid, changed tokens, decoded x0 image
 
-Each record holds the latents after the step (x_t), the pipeline's estimate of the clean latent x0 at that
-step, the x0's nearest-code token grid, and which tokens changed since the previous step. Decoding x0 to
-pixels costs a decoder pass per step, so it is optional (`decode=False`; `decode_step` does it later).
+Each record holds x_t as the DiT read it at the step (the scheduler's scaled input), the latents after the step
+(where a replay or a branch starts), the pipeline's estimate of the clean latent x0 at that step, the x0's
+nearest-code token grid, and which tokens changed since the previous step. Decoding x0 to pixels costs a decoder
+pass per step, so it is optional (`decode=False`; `decode_step` does it later).
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ from .viz import change_map, latent_rgb, principal_axes, token_map
 class TrajectoryStep:
     step: int
     timestep: float
-    latents: torch.Tensor  # (B, C, h, w) x_t after this step
+    latents: torch.Tensor  # (B, C, h, w) the latents after this step: the next step's x_t, unscaled
     pred_x0: torch.Tensor  # (B, C, h, w) predicted clean latents
     tokens: torch.Tensor  # (B, h, w) nearest codes of pred_x0
     changed: torch.Tensor  # (B, h, w) bool: tokens that differ from the previous step's (all True at first)
     images: list[PIL.Image.Image] = field(default_factory=list)  # decoded pred_x0, when decoded
+    # (B, C, h, w) x_t at this step as the DiT read it: sqrt(abar) x0 + sqrt(1 - abar) noise for every scheduler
+    # (an Euler-family x0 + sigma noise, scaled); None when the callback was not handed "model_input"
+    model_input: torch.Tensor | None = None
 
 
 class TrajectoryRecorder:
     """A `callback_on_step_end` that records every step; pass `tensor_inputs` as the callback's tensor inputs."""
 
-    tensor_inputs = ["latents", "pred_x0"]
+    tensor_inputs = ["latents", "pred_x0", "model_input"]
 
     def __init__(self, decode: bool = True):
         self.decode = decode
@@ -50,6 +54,8 @@ class TrajectoryRecorder:
         record = TrajectoryStep(
             step, float(timestep), latents.detach().clone(), pred_x0.detach().clone(), tokens, changed
         )
+        if callback_kwargs.get("model_input") is not None:
+            record.model_input = callback_kwargs["model_input"].detach().clone()
         if self.decode:
             record.images = pipe.decode_tokens(tokens)
         self.steps.append(record)
@@ -62,17 +68,19 @@ class TrajectoryRecorder:
         return record.images
 
     def render_step(self, pipe, k: int, index: int = 0, cell: int = 8) -> dict:
-        """Step k of image `index`, drawn: x_t in colour (the latents after step k, which step k + 1 reads,
-        projected on the codebook's top 3 principal axes), the decoded x0 estimate, its token map, the changed-token
-        map and how many tokens changed. (The app's Trajectory tab shows the DiT's own input at step k instead.)"""
+        """Step k of image `index`, drawn: x_t in colour (what the DiT read at step k's timestep, projected on the
+        codebook's top 3 principal axes, as the app's Trajectory tab draws it), the decoded x0 estimate, its token
+        map, the changed-token map and how many tokens changed."""
         record = self.steps[k]
+        if record.model_input is None:
+            raise ValueError('x_t is drawn from what the DiT read: record with the tensor input "model_input"')
         if self._axes is None:
             self._axes = principal_axes(pipe.vqvae.quantizer.codebook.detach())
         num_codes = pipe.vqvae.config.num_codes
         return {
             "step": record.step,
             "timestep": record.timestep,
-            "x_t": latent_rgb(record.latents[index] / pipe.scaling_factor, self._axes, scale=1.0),
+            "x_t": latent_rgb(record.model_input[index].float() / pipe.scaling_factor, self._axes, scale=1.0),
             "x0": self.decode_step(pipe, k)[index],
             "tokens": token_map(record.tokens[index], num_codes, cell=cell),
             "changed": change_map(record.changed[index], cell=cell),

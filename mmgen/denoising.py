@@ -248,6 +248,7 @@ class DenoisingRun:
                 "noise_pred": noise_pred,
                 "pred_x0": pred_x0,
                 "prompt_embeds": self.prompt_embeds,
+                "model_input": self.model_input,
             }
             handed = {k: local[k] for k in self.callback_inputs}
             returned = self.callback(self.pipe, i, t, dict(handed)) or {}

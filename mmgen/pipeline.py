@@ -62,7 +62,7 @@ class MMGenPipelineOutput(BaseOutput):
 
 
 class MMGenPipeline(LatentTokens, DiffusionPipeline):
-    _callback_tensor_inputs = ["latents", "noise_pred", "pred_x0", "prompt_embeds"]
+    _callback_tensor_inputs = ["latents", "noise_pred", "pred_x0", "prompt_embeds", "model_input"]
 
     def enable_model_cpu_offload(self, *args, **kwargs):
         raise NotImplementedError("mmgen's models take a few MB and stay on one device: use `pipe.to(device)`")
@@ -298,7 +298,7 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
             output_type: "pil", "np" (float in [0, 1]), "pt" ([-1, 1]) or "latent" (the final snapped latents).
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs)` after each step; it may return a
                 dict that replaces tensors (e.g. {"latents": ...}). Tensor inputs: "latents" (after the step),
-                "noise_pred" (the guided output, epsilon or v), "pred_x0" (the x0 estimate), "prompt_embeds".
+                "noise_pred" (guided, eps or v), "pred_x0", "prompt_embeds", "model_input" (x_t as the DiT read it).
         """
         # 1. Check inputs (a setting left out is the model's default)
         num_inference_steps, guidance, num_candidates = self._checked_sampling(

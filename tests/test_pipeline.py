@@ -219,6 +219,21 @@ def test_recorder_renders_every_step(tiny_pipe):
     assert all(0 <= f["n_changed"] <= 64 for f in frames)
 
 
+def test_the_recorder_draws_x_t_as_the_dit_read_it(tiny_pipe):
+    """Its x_t was the latents after the step (the next step's, off by one) and, for the Euler family, unscaled:
+    x0 + sigma * noise, sigma ~14 at the first step, drawn clipped to a few saturated colours."""
+    pipe = tiny_pipe.with_scheduler("euler-ancestral")
+    rec = TrajectoryRecorder(decode=False)
+    _run(pipe, num_inference_steps=4, callback_on_step_end=rec, callback_on_step_end_tensor_inputs=rec.tensor_inputs)
+    sigmas = pipe.scheduler.sigmas
+    for k in (1, 2, 3):  # step k read the latents step k - 1 left, scaled to its noise level
+        torch.testing.assert_close(rec.steps[k].model_input, rec.steps[k - 1].latents / (sigmas[k] ** 2 + 1).sqrt())
+    assert 0.7 < float(rec.steps[0].model_input.std()) < 1.5  # unit noise, as the DiT was trained on
+    rec.steps[0].model_input = None
+    with pytest.raises(ValueError, match="model_input"):
+        rec.render_step(pipe, 0)
+
+
 def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
     """Inside the interval a step runs the guidance batch (2 rows per image) and combines it; outside, only the
     conditional row runs. An interval holding every step is plain guidance; one holding none is no guidance."""
