@@ -187,11 +187,17 @@ def test_a_new_run_clears_the_last_runs_branch(page):
     page.get_by_text("Branch from this step").click()  # the accordion
     page.locator("#branch").click()
     page.locator("#branch-info").get_by_text("Branched after step").wait_for()
+    for box, value in (("#branch-guidance", "7"), ("#branch-seed", "5")):  # this run's branch settings
+        page.locator(f"{box} input[type=number]").fill(value)
     generate(page, "a blue square", steps=5)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("of 5").wait_for()
     page.wait_for_function("!document.querySelector('#branch-info').innerText.includes('Branched')")
     assert page.locator("#branch-result img").count() == 0
+    # the new run's own settings: a branch left as it is changes only the noise to come (guidance and seed stayed)
+    guidance = page.locator("#guidance input[type=number]").input_value()
+    page.wait_for_function(f"document.querySelector('#branch-guidance input[type=number]').value === '{guidance}'")
+    assert page.locator("#branch-seed input").input_value() == ""
 
 
 def test_upload_an_image_and_click_a_token(page, tmp_path):

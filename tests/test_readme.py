@@ -57,7 +57,8 @@ def test_readme_gradio_client_block_drives_a_live_app(tiny_app_url, monkeypatch,
     assert len(CLIENT) == 1 and APP_URL in CLIENT[0]
     ns = run_block(CLIENT[0].replace(APP_URL, tiny_app_url), tmp_path, monkeypatch)
     # each of /generate's inputs landed on its own control (the block once sent 7 of 9: overlay became the snap)
-    for shown in ("50 steps of euler-ancestral", "guidance 4,", "codebook snap 0.5,", "best of 4 noises", "seed 0"):
+    shown_each = ("50 steps of euler-ancestral", "guidance 4 at t ≥ 250,", "codebook snap 0.5,", "best of 4", "seed 0")
+    for shown in shown_each:
         assert shown in ns["info"]
     assert ns["seed"] == 0 and Image.open(ns["image"]).size[0] >= 256  # the image, shown enlarged
     assert sorted(Path(f).name for f in ns["files"]) == ["image.png", "run_card.json", "tokens.json"]

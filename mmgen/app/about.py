@@ -34,7 +34,9 @@ to its nearest code, so the final image has an exact token grid.
 [PixArt-α cross-attention, Chen et al. 2023](https://arxiv.org/abs/2310.00426))
 
 **Guidance** runs the model twice per step, with and without the prompt, and pushes the result away from the
-unconditional guess: higher values follow the prompt more closely and vary less.
+unconditional guess: higher values follow the prompt more closely and vary less; 1 is the prompted guess alone
+(off). It guides the noisier steps only (timesteps 250 and up): unguided, the last steps keep small shapes'
+colours.
 
 **Codebook snap** moves the model's guess of the clean image part of the way to its nearest codes at every
 step, not only at the end (0: off, 1: all the way), like dynamic thresholding but onto the codebook. The shipped

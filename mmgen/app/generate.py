@@ -80,11 +80,12 @@ class GenerateTab:
             steps = min(defaults["num_inference_steps"], limits.max_steps)  # a Space may cap them under the default
             self.steps = gr.Slider(1, limits.max_steps, value=steps, step=1, label="Steps", elem_id="steps")
             self.guidance = gr.Slider(
-                0,
+                1,  # every scale up to 1 is the prompted guess alone: 0 and 0.5 were 1 by another name
                 MAX_GUIDANCE,
-                value=min(defaults["guidance_scale"], MAX_GUIDANCE),
+                value=min(max(defaults["guidance_scale"], 1), MAX_GUIDANCE),
                 step=0.5,
                 label="Guidance",
+                info="1: off; guides the noisier steps (t ≥ 250) only",
                 elem_id="guidance",
             )
             self.snap = gr.Slider(

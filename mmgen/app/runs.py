@@ -124,8 +124,10 @@ def finish_run(
     skipped = (
         f", {cache.skipped} of {cache.skipped + cache.computed} steps from the first-block cache" if cache else ""
     )
+    low = s.guidance_interval[0] if s.guidance_interval and s.guidance_scale > 1 else 0
+    guided = f"guidance {s.guidance_scale:g}" + (f" at t ≥ {low:g}" if low > 0 else "")
     info = (
-        f"{steps} of {s.scheduler or ctx.scheduler_name()}, guidance {s.guidance_scale:g}, codebook snap "
+        f"{steps} of {s.scheduler or ctx.scheduler_name()}, {guided}, codebook snap "
         f"{s.codebook_snap:g}{best_of}{skipped}, seed {s.seed} · {seconds:.2f} s · {w}×{h} tokens, "
         f"{used} distinct codes"
     )

@@ -68,9 +68,10 @@ class TrajectoryTab:
             self.stepper_state = gr.State(None, time_to_live=ctx.limits.session_seconds)  # step mode: a `Stepper`
             self.shown = gr.State(False)  # whether this visitor has the tab open
             gr.Markdown(
-                "Every step of the last run: the noisy latent x_t (its 8 channels projected on the codebook's"
-                " 3 main axes), the model's guess of the clean image x0, that guess's tokens, and which "
-                "tokens changed since the previous step."
+                "Every step of the last run: the noisy latent x_t (its channels projected on the codebook's"
+                " 3 main axes), the model's guess of the clean image x0 (each cell"
+                " snapped to its nearest code, then decoded: the decoder reads codes), that guess's tokens, and"
+                " which tokens changed since the previous step."
             )
             with gr.Row():
                 self.prev_btn = gr.Button("◀ Previous", elem_id="prev", size="sm")
@@ -83,7 +84,7 @@ class TrajectoryTab:
             self.step = gr.Slider(0, last, value=0, step=1, label="Step", elem_id="step")
             with gr.Row():
                 x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
-                x0 = gr.Image(label="Predicted clean image x0", interactive=False, elem_id="x0")
+                x0 = gr.Image(label="Predicted x0, snapped to its codes", interactive=False, elem_id="x0")
                 x0_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="x0-tokens")
                 changed = gr.Image(
                     label="Tokens changed since the previous step", interactive=False, elem_id="changed"
@@ -104,16 +105,16 @@ class TrajectoryTab:
         with gr.Accordion("Branch from this step", open=False):
             with gr.Row():
                 self.branch_prompt = gr.Textbox(label="Prompt (empty: the same)", elem_id="branch-prompt")
-                self.branch_guidance = gr.Slider(
-                    0,
+                self.branch_guidance = gr.Slider(  # set to each run's own (`new_run_branch`)
+                    1,
                     MAX_GUIDANCE,
-                    value=min(self.ctx.facts.sampling["guidance_scale"], MAX_GUIDANCE),
+                    value=min(max(self.ctx.facts.sampling["guidance_scale"], 1), MAX_GUIDANCE),
                     step=0.5,
-                    label="Guidance",
+                    label="Guidance (1: off)",
                     elem_id="branch-guidance",
                 )
                 self.branch_seed = gr.Number(
-                    value=1,
+                    value=None,
                     precision=0,
                     minimum=0,
                     maximum=MAX_SEED,
@@ -137,7 +138,8 @@ class TrajectoryTab:
         )
         run.change(self.new_run, [run, step, word, self.shown], drawn, api_visibility="private", preprocess=False)
         branched = [self.original_out, self.branch_out, self.branch_info, self.export_file]
-        run.change(lambda: (None, None, "", None), None, branched, api_visibility="private")  # the last run's
+        branch_settings = [self.branch_guidance, self.branch_seed]
+        run.change(self.new_run_branch, run, [*branched, *branch_settings], api_visibility="private")
         # no progress overlay: a played step redraws these views, which the overlay greyed out frame after frame
         step.change(
             self.show_step_if_shown, [run, step, self.shown], views, api_visibility="private", show_progress="hidden"
@@ -171,6 +173,15 @@ class TrajectoryTab:
         exports = ctx.jobs.wait_event("export")
         self.gif_btn.click(self.export_gif, run, self.export_file, api_name="export_gif", **exports)
         self.strip_btn.click(self.export_filmstrip, run, self.export_file, api_name="export_filmstrip", **exports)
+
+    @staticmethod
+    def new_run_branch(run: FinishedRun | None) -> tuple:
+        """A new run: the last run's branch pair, line and export cleared, and the branch's settings the run's own
+        (its guidance, the seed empty: the run's), so a branch left as it is changes only the noise to come; the
+        slider and seed kept the first run's (guidance 4, seed 1) and an untouched branch changed both."""
+        if not run:
+            return None, None, "", None, gr.skip(), gr.skip()
+        return None, None, "", None, min(max(run.settings.guidance_scale, 1), MAX_GUIDANCE), None
 
     # ------------------------------------------------------------------ drawn when shown
     @handler
