@@ -83,7 +83,7 @@ def test_every_public_event_has_a_name(client):
 def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
     image, tokens, info, seed, files, step = client.predict(*GENERATE, api_name="/generate")
     assert "4 steps of ddim" in info and f"codebook snap {DEFAULT_CODEBOOK_SNAP:g}" in info and "seed 7" in info
-    assert seed == 7 and _value(step) == 3
+    assert seed == 7 and _value(step) == 4  # the slider on the last step, counted from 1
     assert _pixels(image).shape[0] >= 256  # shown enlarged
     assert sorted(os.path.basename(f) for f in files) == ["image.png", "run_card.json", "tokens.json"]
     card = json.loads(open(next(f for f in files if f.endswith("run_card.json"))).read())
@@ -91,7 +91,7 @@ def test_generate_returns_image_tokens_downloads_and_the_last_step(client):
     assert card["steps"] == 4 and card["guidance_scale"] == 2.0 and card["model"] == "tiny-test"
     assert card["codebook_snap"] == DEFAULT_CODEBOOK_SNAP and card["num_candidates"] == 1
     assert card["first_block_cache"] == 0.0 and "first-block cache" not in info  # the tiny model's own: off
-    x_t, x0, x0_tokens, changed, plot, step_info = client.predict(3, api_name="/show_step")
+    x_t, x0, x0_tokens, changed, plot, step_info = client.predict(4, api_name="/show_step")  # from 1, as shown
     assert "Step 4 of 4" in step_info
     assert all(os.path.exists(p) for p in (tokens, x_t, x0, x0_tokens, changed, plot))
 
@@ -214,34 +214,36 @@ def test_an_input_the_check_cannot_read_is_refused_and_frees_the_visitor(client)
 # ---------------------------------------------------------------- Trajectory
 def test_scrub_step_through_and_play(client):
     client.predict(*GENERATE, api_name="/generate")
-    x_t, x0, x0_tokens, changed, plot, info = client.predict(0, api_name="/show_step")
+    x_t, x0, x0_tokens, changed, plot, info = client.predict(1, api_name="/show_step")  # steps count from 1
     assert "Step 1 of 4" in info and "64 of 64 tokens changed" in info  # step 1: every 8x8 token is new
-    assert client.predict(0, api_name="/previous_step") == 0
-    assert client.predict(2, api_name="/next_step") == 3
-    assert client.predict(3, api_name="/next_step") == 3
+    assert client.predict(1, api_name="/previous_step") == 1
+    assert client.predict(3, api_name="/next_step") == 4
+    assert client.predict(4, api_name="/next_step") == 4
     k, *views = client.predict(api_name="/play")
-    assert k == 3 and "Step 4 of 4" in views[-1]
+    assert k == 4 and "Step 4 of 4" in views[-1]
+    with pytest.raises(Exception, match=r"whole number in 1\.\.4, got 0"):
+        client.predict(0, "", 2.0, 0, api_name="/branch")
 
 
 def test_step_mode_lands_on_the_full_run(client):
     client.predict(*GENERATE, api_name="/generate")
-    full_x0 = client.predict(3, api_name="/show_step")[1]
+    full_x0 = client.predict(4, api_name="/show_step")[1]
     for k in range(4):
         out = client.predict(*GENERATE[:8], api_name="/step_once")
         assert f"step {k + 1} of 4" in out[-1]
-    assert "finished" in out[-1] and _value(out[0]) == 3  # the slider jumps to the finished run's last step
+    assert "finished" in out[-1] and _value(out[0]) == 4  # the slider jumps to the finished run's last step
     assert (_pixels(out[2]) == _pixels(full_x0)).all()  # the last step's x0 equals the full run's
 
 
 def test_branch_from_a_step(client):
     client.predict(*GENERATE, api_name="/generate")
-    original, branched, info = client.predict(1, "a green square", 5.0, 3, api_name="/branch")
+    original, branched, info = client.predict(2, "a green square", 5.0, 3, api_name="/branch")
     assert "Branched after step 2 of 4" in info and os.path.exists(original) and os.path.exists(branched)
     with pytest.raises(Exception, match="last one"):
-        client.predict(3, "", 2.0, 0, api_name="/branch")
+        client.predict(4, "", 2.0, 0, api_name="/branch")
     # no prompt, the run's guidance and no seed (it used to be refused): the run's own settings all through, and
     # DDIM adds no noise, so the branch is the run's own image
-    original, same, info = client.predict(1, "", GENERATE[2], None, api_name="/branch")
+    original, same, info = client.predict(2, "", GENERATE[2], None, api_name="/branch")
     assert f"seed {GENERATE[3]}" in info and np.array_equal(_pixels(same), _pixels(original))
 
 
@@ -255,7 +257,7 @@ def test_exports(client):
 
 
 def test_trajectory_before_any_run_asks_for_one(client):
-    for api, args in (("/show_step", (0,)), ("/play", ()), ("/export_gif", ()), ("/branch", (0, "", 2.0, 0))):
+    for api, args in (("/show_step", (1,)), ("/play", ()), ("/export_gif", ()), ("/branch", (1, "", 2.0, 0))):
         with pytest.raises(Exception, match="Generate an image first"):
             client.predict(*args, api_name=api)
 

@@ -44,11 +44,12 @@ def scene(tmp_path):
 
 def test_each_word_has_an_attention_map_at_every_step(client):
     client.predict(*FAST, api_name="/generate")
-    image, strip, info = client.predict(0, "circle", api_name="/word_attention")
+    image, strip, info = client.predict(1, "circle", api_name="/word_attention")  # steps count from 1
     assert "'circle' at step 1 of 4" in info and "peak around pixel" in info
+    assert "'red' at step 3 of 4" in client.predict(3, "red", api_name="/word_attention")[-1]
     assert Image.open(image).width >= 256 and Image.open(strip).width > Image.open(strip).height  # a row of steps
     with pytest.raises(Exception, match="Pick one of the prompt's words: a, large, red, circle"):
-        client.predict(0, "square", api_name="/word_attention")
+        client.predict(1, "square", api_name="/word_attention")
 
 
 def test_the_replayed_attention_is_the_runs_own(tmp_path):

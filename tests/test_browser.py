@@ -41,7 +41,7 @@ def open_tab(page, name: str) -> None:
 
 
 def to_step(page, k: int, shown: str) -> None:
-    """Type step k (from 0) into the Trajectory slider's box and wait for its info line to say `shown`."""
+    """Type step k (from 1, as shown) into the Trajectory slider's box and wait for its info line to say `shown`."""
     number = page.locator("#step input[type=number]")
     number.fill(str(k))
     number.press("Enter")
@@ -104,7 +104,7 @@ def test_scrub_the_trajectory_slider(page):
     generate(page, "a blue star", steps=4)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()
-    to_step(page, 1, "Step 2 of 4")
+    to_step(page, 2, "Step 2 of 4")
     page.locator("#prev").click()
     page.locator("#step-info").get_by_text("Step 1 of 4").wait_for()
     assert page.locator("#x0 img").get_attribute("src") and page.locator("#x-t img").get_attribute("src")
@@ -160,7 +160,7 @@ def test_a_step_moved_as_the_tab_opens_keeps_the_word_map_at_that_step(page, mon
     generate(page, "a small blue star", steps=4)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()
-    to_step(page, 1, "Step 2 of 4")
+    to_step(page, 2, "Step 2 of 4")
     time.sleep(2.0)  # the strip's draw (1 s) has finished: without the redraw its step-4 map would be on top
     page.locator("#attention-info").get_by_text("at step 2 of 4").wait_for(timeout=2000)
 
@@ -175,7 +175,7 @@ def test_step_mode(page):
         # The last click finishes the run: the slider jumps to it and its view ("Step 3 of 3") may replace the
         # step-mode line at once, so match either wording.
         page.locator("#step-info").get_by_text(re.compile(f"step {k} of 3", re.IGNORECASE)).wait_for()
-    page.wait_for_function("document.querySelector('#step input[type=number]').value === '2'")
+    page.wait_for_function("document.querySelector('#step input[type=number]').value === '3'")
 
 
 def test_a_new_run_clears_the_last_runs_branch(page):
@@ -183,7 +183,7 @@ def test_a_new_run_clears_the_last_runs_branch(page):
     generate(page, "a red circle", steps=4)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()  # the tab's own draw first: it moves the slider
-    to_step(page, 1, "Step 2 of 4")  # a branch starts before the last step
+    to_step(page, 2, "Step 2 of 4")  # a branch starts before the last step
     page.get_by_text("Branch from this step").click()  # the accordion
     page.locator("#branch").click()
     page.locator("#branch-info").get_by_text("Branched after step").wait_for()
@@ -379,7 +379,7 @@ def screenshots(out: Path) -> None:
             open_tab(page, "Trajectory")
             page.locator("#step-info").get_by_text(f"Step {steps} of {steps}").wait_for()  # the run's frames are in
             page.locator("#attention-info").get_by_text(f"at step {steps} of {steps}").wait_for()  # the word's map
-            to_step(page, 6, "Step 7 of")
+            to_step(page, 7, "Step 7 of")
             page.locator("#attention-info").get_by_text(f"at step 7 of {steps}").wait_for()
             page.wait_for_timeout(1000)  # the step's images, drawn
             page.screenshot(path=str(out / "trajectory.png"), full_page=True)

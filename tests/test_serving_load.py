@@ -99,8 +99,8 @@ def test_every_model_call_runs_on_the_model_thread(served, tmp_path):
     served.model_threads.clear()
     client = served.client()
     client.predict(*FAST, api_name="/generate")
-    client.predict(0, api_name="/show_step")
-    client.predict(0, "a blue star", 3.0, 1, api_name="/branch")
+    client.predict(1, api_name="/show_step")
+    client.predict(1, "a blue star", 3.0, 1, api_name="/branch")
     path = tmp_path / "scene.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
     client.predict(handle_file(str(path)), api_name="/tokenize")
@@ -261,7 +261,7 @@ def test_a_data_url_image_is_read_like_an_upload(served, image, refused):
 def test_sessions_expire(served):
     client = served.client()
     client.predict(*FAST, api_name="/generate")
-    assert "Step 1 of 4" in client.predict(0, api_name="/show_step")[-1]
+    assert "Step 1 of 4" in client.predict(1, api_name="/show_step")[-1]
     time.sleep(LIMITS.session_seconds + 2)  # gradio drops expired state once a second
     with pytest.raises(Exception, match="Generate an image first"):
-        client.predict(0, api_name="/show_step")
+        client.predict(1, api_name="/show_step")

@@ -214,7 +214,7 @@ class GenerateTab:
             settings.seed,
             finished,
             self.write_run_files(finished),
-            gr.Slider(maximum=max(last, 1), value=last),
+            gr.Slider(maximum=max(last + 1, 2), value=last + 1),  # the slider counts steps from 1
         )
 
     def unknown_words(self, prompt: str) -> str | None:

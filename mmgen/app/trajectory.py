@@ -80,8 +80,9 @@ class TrajectoryTab:
                 self.step_btn = gr.Button(
                     "Step mode: run one step", variant="secondary", elem_id="step-once", size="sm"
                 )
-            last = max(min(ctx.facts.sampling["num_inference_steps"], ctx.limits.max_steps) - 1, 1)
-            self.step = gr.Slider(0, last, value=0, step=1, label="Step", elem_id="step")
+            # counted from 1, as every line under it ("Step 5 of 10"); the handlers' step index k is one less
+            steps = max(min(ctx.facts.sampling["num_inference_steps"], ctx.limits.max_steps), 2)
+            self.step = gr.Slider(1, steps, value=1, step=1, label="Step", elem_id="step")
             with gr.Row():
                 x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
                 x0 = gr.Image(label="Predicted x0, snapped to its codes", interactive=False, elem_id="x0")
@@ -221,11 +222,11 @@ class TrajectoryTab:
 
     @handler
     def previous_step(self, run: FinishedRun | None, k: float) -> int:
-        return self._step(run, k, clamp=True, delta=-1)
+        return self._step(run, k, clamp=True, delta=-1) + 1
 
     @handler
     def next_step(self, run: FinishedRun | None, k: float) -> int:
-        return self._step(run, k, clamp=True, delta=+1)
+        return self._step(run, k, clamp=True, delta=+1) + 1
 
     @handler
     def play(self, run: FinishedRun | None, request: gr.Request) -> Iterator[tuple]:
@@ -234,7 +235,7 @@ class TrajectoryTab:
             trajectory = self._trajectory(run)
             for k in range(len(trajectory)):
                 deadline.beat()  # a play its visitor cancelled stops beating: its slot is free in a minute
-                yield k, *self.ctx.frames.view(trajectory, k)
+                yield k + 1, *self.ctx.frames.view(trajectory, k)
                 time.sleep(PLAY_FRAME_S)
 
     def _trajectory(self, run: FinishedRun | None) -> Trajectory:
@@ -243,14 +244,15 @@ class TrajectoryTab:
         return run.trajectory
 
     def _step(self, run: FinishedRun | None, k, clamp: bool = False, delta: int = 0) -> int:
-        """The step index `k` of `run` (+ delta), checked: a whole number in range, or clamped into it."""
-        last = len(self._trajectory(run)) - 1
+        """The index (from 0) of step `k` of `run` as the slider counts (from 1), + delta: checked, a whole
+        number in range, or clamped into it."""
+        steps = len(self._trajectory(run))
         if isinstance(k, bool) or not isinstance(k, int | float) or not math.isfinite(k) or k != int(k):
-            raise gr.Error(f"The step must be a whole number in 0..{last}, got {k!r}.")
+            raise gr.Error(f"The step must be a whole number in 1..{steps}, got {k!r}.")
         k = int(k) + delta
-        if not clamp and not 0 <= k <= last:
-            raise gr.Error(f"The step must be a whole number in 0..{last}, got {k}.")
-        return min(max(k, 0), last)
+        if not clamp and not 1 <= k <= steps:
+            raise gr.Error(f"The step must be a whole number in 1..{steps}, got {k}.")
+        return min(max(k, 1), steps) - 1
 
     # ------------------------------------------------------------------ step mode and branches
     @handler
@@ -284,7 +286,7 @@ class TrajectoryTab:
             if run.done:
                 seconds = time.perf_counter() - stepper.t0
                 finished, _ = finish_run(ctx, run, trajectory, stepper.settings, seconds)
-                slider = gr.Slider(maximum=max(k, 1), value=k)
+                slider = gr.Slider(maximum=max(k + 1, 2), value=k + 1)
                 title += ", finished: the slider now scrubs this run"
         return stepper, finished, slider, *ctx.frames.view(trajectory, len(trajectory) - 1, title=title)
 

@@ -136,7 +136,7 @@ class WordAttentionView:
     def _step(trajectory: Trajectory, k: float | None) -> int:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int | float)):  # an API call's "x"
             raise gr.Error(f"The step must be a number, got {str(k)[:40]!r}.")
-        k = 0 if k is None or not np.isfinite(k) else int(k)
+        k = 0 if k is None or not np.isfinite(k) else int(k) - 1  # the slider's step, counted from 1
         return min(max(k, 0), len(trajectory) - 1)
 
     @staticmethod
