@@ -175,7 +175,10 @@ def test_step_mode(page):
         # The last click finishes the run: the slider jumps to it and its view ("Step 3 of 3") may replace the
         # step-mode line at once, so match either wording.
         page.locator("#step-info").get_by_text(re.compile(f"step {k} of 3", re.IGNORECASE)).wait_for()
+        if k < 3:  # no word map of another run beside this one's frames
+            page.locator("#attention-info").get_by_text("when this run finishes").wait_for()
     page.wait_for_function("document.querySelector('#step input[type=number]').value === '3'")
+    page.locator("#attention-info").get_by_text("at step 3 of 3").wait_for()  # the finished run's word maps
 
 
 def test_a_new_run_clears_the_last_runs_branch(page):

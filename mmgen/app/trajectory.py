@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
 PLAY_FRAME_S = 0.15
 NO_RUN = "Generate an image first: its trajectory appears here"
 TAB_LABEL = "Trajectory"
+STEPPING = "until then the slider scrubs the last finished run"  # step mode's note
 
 
 @dataclass
@@ -159,7 +160,7 @@ class TrajectoryTab:
         self.step_btn.click(
             self.step_once,
             [*controls, self.stepper_state],
-            [self.stepper_state, run, step, *views],
+            [self.stepper_state, run, step, *views, self.attention.map, self.attention.strip, self.attention.info],
             api_name="step_once",
             **ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values)),
         )
@@ -283,12 +284,18 @@ class TrajectoryTab:
             k = advance(ctx, run, trajectory).step
             finished = slider = gr.skip()  # the slider keeps scrubbing the last finished run until this one ends
             title = f"**Step mode: step {k + 1} of {run.num_steps}**, seed {stepper.settings.seed}"
+            # the word maps are the last finished run's until this one ends: not shown beside its frames
+            words = None, None, f"Step mode: the words' attention shows when this run finishes ({STEPPING})."
             if run.done:
                 seconds = time.perf_counter() - stepper.t0
                 finished, _ = finish_run(ctx, run, trajectory, stepper.settings, seconds)
                 slider = gr.Slider(maximum=max(k + 1, 2), value=k + 1)
                 title += ", finished: the slider now scrubs this run"
-        return stepper, finished, slider, *ctx.frames.view(trajectory, len(trajectory) - 1, title=title)
+                words = gr.skip(), gr.skip(), gr.skip()  # the finished run's, drawn as any new run's
+            else:
+                title += f" ({STEPPING})"
+        frames = ctx.frames.view(trajectory, len(trajectory) - 1, title=title)
+        return stepper, finished, slider, *frames, *words
 
     def refused_branch(self, run, k, prompt, guidance, seed) -> tuple[int, str] | None:
         """For the branch's validator: (index of the input, message) when a branch would be refused."""
