@@ -215,7 +215,8 @@ def test_an_input_the_check_cannot_read_is_refused_and_frees_the_visitor(client)
 def test_scrub_step_through_and_play(client):
     client.predict(*GENERATE, api_name="/generate")
     x_t, x0, x0_tokens, changed, plot, info = client.predict(1, api_name="/show_step")  # steps count from 1
-    assert "Step 1 of 4" in info and "64 of 64 tokens changed" in info  # step 1: every 8x8 token is new
+    assert "Step 1 of 4" in info and "the first guess: 64 tokens" in info  # no step before it to change from
+    assert "of 64 tokens changed since the previous step" in client.predict(2, api_name="/show_step")[-1]
     assert client.predict(1, api_name="/previous_step") == 1
     assert client.predict(3, api_name="/next_step") == 4
     assert client.predict(4, api_name="/next_step") == 4

@@ -139,7 +139,8 @@ class FrameDrawer:
         changed = traj.changed(k)
         n, total = int(changed.sum()), tokens.numel()
         title = title or f"**Step {k + 1} of {len(traj)}**"
-        info = f"{title} (timestep {traj.timesteps[k]:.0f}) · {n} of {total} tokens changed since the previous step"
+        changes = f"{n} of {total} tokens changed since the previous step" if k else f"the first guess: {total} tokens"
+        info = f"{title} (timestep {traj.timesteps[k]:.0f}) · {changes}"
         return StepView(
             upscale_nearest(self.x_t(traj, k), side),
             upscale_nearest(self.x0(traj, k), side),
