@@ -249,7 +249,18 @@ def test_branch_from_a_step(client):
     # no prompt, the run's guidance and no seed (it used to be refused): the run's own settings all through, and
     # DDIM adds no noise, so the branch is the run's own image
     original, same, info = client.predict(2, "", GENERATE[2], None, api_name="/branch")
-    assert f"seed {GENERATE[3]}" in info and np.array_equal(_pixels(same), _pixels(original))
+    assert "the run's own noise" in info and np.array_equal(_pixels(same), _pixels(original))
+
+
+def test_an_unchanged_branch_of_an_ancestral_run_is_the_run(client):
+    """Euler ancestral draws noise at every step: a branch drew it afresh from the seed, so a branch with nothing
+    changed was another image. It continues the run's own noise now; a seed typed draws new noise."""
+    settings = (GENERATE[0], 8, *GENERATE[2:5], "euler-ancestral", *GENERATE[6:])
+    client.predict(*settings, api_name="/generate")
+    original, same, info = client.predict(1, "", GENERATE[2], None, api_name="/branch")
+    assert "the run's own noise to come" in info and np.array_equal(_pixels(same), _pixels(original))
+    original, other, info = client.predict(1, "", GENERATE[2], 12345, api_name="/branch")
+    assert "new noise from seed 12345" in info and not np.array_equal(_pixels(other), _pixels(original))
 
 
 def test_exports(client):
@@ -596,18 +607,24 @@ def test_a_refusal_of_no_one_input_appears_under_the_first_one_a_visitor_sees():
 
 
 def test_a_finished_run_is_small_and_frames_are_drawn_on_demand(tiny_pipe):
-    """A session keeps tokens and fp16 latents (bytes per step), never drawn frames; the cache of decoded
-    frames is bounded for the whole app."""
+    """A session keeps tokens, latents and the sampler's noise state (kB per step), never drawn frames; the cache
+    of decoded frames is bounded for the whole app."""
+    import torch
+
     from mmgen.app.compute import ModelThread
     from mmgen.app.frames import FrameDrawer, Trajectory
 
-    run = tiny_pipe.stepwise("a red circle", num_inference_steps=6, num_candidates=1)
+    noise = torch.Generator().manual_seed(0)
+    run = tiny_pipe.stepwise("a red circle", num_inference_steps=6, num_candidates=1, generator=noise)
     trajectory = Trajectory()
     while not run.done:
-        trajectory.record(run.pipe, run.step(), run.model_input)
-    per_step = sum(t.nbytes for t in trajectory.latents + trajectory.tokens + trajectory.inputs) / len(trajectory)
+        trajectory.record(run.pipe, run.step(), run.model_input, noise)
+    kept = trajectory.latents + trajectory.tokens + trajectory.inputs + trajectory.noise_states
+    per_step = sum(t.nbytes for t in kept) / len(trajectory)
     c, h, w = trajectory.latents[0].shape
-    assert per_step == 2 * c * h * w * 2 + h * w * 2  # float16 x_t and DiT input, int16 tokens, nothing else
+    # float32 latents (a branch starts from them exactly), the float16 DiT input, int16 tokens, the noise
+    # generator's state (CPU: 5,056 bytes), nothing else
+    assert per_step == c * h * w * 4 + c * h * w * 2 + h * w * 2 + 5056
     drawer = FrameDrawer(tiny_pipe, ModelThread(), display_side=64, cache_size=4)
     x_t, x0, tokens, changed, plot, info = drawer.view(trajectory, 5)
     assert x0.size == (64, 64) and "Step 6 of 6" in info

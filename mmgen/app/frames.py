@@ -46,19 +46,26 @@ class Trajectory:
 
     prompt: str = ""
     timesteps: list[float] = field(default_factory=list)
-    latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: after each step (a branch's start)
+    latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float32: after each step (a branch's start)
+    # the sampler's noise generator after each step (None: a sampler that draws no noise as it steps), so that a
+    # branch keeps the run's own noise to come: left as it was, it is the run again
+    noise_states: list[torch.Tensor | None] = field(default_factory=list)
     tokens: list[torch.Tensor] = field(default_factory=list)  # (h, w) int16: each step's x0 estimate as tokens
     inputs: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: x_t, what the DiT read at each step
     words: list[str] = field(default_factory=list)  # the prompt's words, as the text encoder splits them
     attention: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (words, h', w') float16, once shown
     key: int = field(default_factory=lambda: next(_run_ids))  # names this run in the frame cache
 
-    def record(self, pipe, out: StepOutput, model_input: torch.Tensor | None = None) -> None:
-        """Keep step `out` of image 0 and the DiT's input at that step (`DenoisingRun.model_input`), from which
-        `replay_attention` finds each word's attention when someone looks; call on the model thread: finding
-        x0's tokens is a model call (unless the step snapped: then they come with it)."""
+    def record(
+        self, pipe, out: StepOutput, model_input: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        """Keep step `out` of image 0, the DiT's input at that step (`DenoisingRun.model_input`), from which
+        `replay_attention` finds each word's attention when someone looks, and the state of the sampler's noise
+        `generator` after it; call on the model thread: finding x0's tokens is a model call (unless the step
+        snapped: then they come with it)."""
         self.timesteps.append(float(out.timestep))
-        self.latents.append(out.latents[0].detach().to(torch.float16).clone())
+        self.latents.append(out.latents[0].detach().float().clone())
+        self.noise_states.append(generator.get_state() if isinstance(generator, torch.Generator) else None)
         tokens = out.tokens if out.tokens is not None else pipe.latents_to_tokens(out.pred_x0[:1])  # (B, h, w)
         self.tokens.append(tokens[0].to(torch.int16))
         if model_input is not None:
@@ -98,6 +105,15 @@ class Trajectory:
     def start_latents(self, k: int) -> torch.Tensor:
         """(1, C, h, w) float32: x_t after step k, where a branch from step k starts."""
         return self.latents[k][None].float()
+
+    def noise_after(self, k: int) -> torch.Generator | None:
+        """A generator in the state the run's was after step k (it draws the run's noise to come), or None."""
+        state = self.noise_states[k] if k < len(self.noise_states) else None
+        if state is None:
+            return None
+        generator = torch.Generator()
+        generator.set_state(state)
+        return generator
 
 
 class FrameDrawer:

@@ -101,7 +101,8 @@ def advance(ctx: AppContext, run: DenoisingRun, trajectory: Trajectory) -> StepO
 
     def step():
         out = run.step()
-        trajectory.record(run.pipe, out, run.model_input)
+        noise = run.extra_step_kwargs.get("generator")  # the sampler's, when it draws noise as it steps
+        trajectory.record(run.pipe, out, run.model_input, noise[0] if isinstance(noise, list) else noise)
         return out
 
     return ctx.compute(step)

@@ -120,7 +120,7 @@ class TrajectoryTab:
                     precision=0,
                     minimum=0,
                     maximum=MAX_SEED,
-                    label="Seed of the noise to come (empty: the run's seed, drawn afresh from the branch on)",
+                    label="Seed of the noise to come (empty: the run's own noise: an unchanged branch is the run)",
                     elem_id="branch-seed",
                 )
                 self.branch_btn = gr.Button("Branch", elem_id="branch")
@@ -319,7 +319,7 @@ class TrajectoryTab:
             check_prompt(prompt)
         except ValueError as e:
             raise _InputError(2, str(e)) from e
-        # empty, as the prompt: the run's seed (a new generator from it: an ancestral sampler's noise differs)
+        # empty, as the prompt: the run's seed in the card, and `branch` continues the run's own noise
         seed = run.settings.seed if seed is None else seed
         settings = dataclasses.replace(run.settings, prompt=prompt, guidance_scale=guidance, seed=seed)
         error = self.ctx.limits.field_error(settings)
@@ -342,18 +342,25 @@ class TrajectoryTab:
         with self.ctx.jobs.job(request) as deadline:  # first: the visitor's slot is freed however this ends
             k, settings = self._branch_settings(run, k, prompt, guidance, seed)
             pipe = self.ctx.pipe.with_scheduler(settings.scheduler)
+            own_noise = run.trajectory.noise_after(k) if seed is None else None  # the run's noise to come
             out = self.ctx.compute(
                 pipe,
                 **settings.pipeline_kwargs(),
                 latents=run.trajectory.start_latents(k),
                 start_step=k + 1,
-                generator=settings.generator(),
+                generator=own_noise or settings.generator(),
                 callback_on_step_end=deadline.callback,
             )
         steps = settings.num_inference_steps
+        if own_noise is not None:
+            noise = "the run's own noise to come"
+        elif seed is None:
+            noise = "no noise drawn as it steps"
+        else:
+            noise = f"new noise from seed {settings.seed} (Euler ancestral and DDPM draw noise as they step)"
         info = (
             f"Branched after step {k + 1} of {steps}: {settings.prompt!r}, guidance {settings.guidance_scale:g}, "
-            f"seed {settings.seed}. Only Euler ancestral and DDPM draw noise from this seed."
+            f"{noise}."
         )
         if settings.first_block_cache:
             info += " The first-block cache starts afresh at the branch, so its first steps run in full."
