@@ -51,6 +51,13 @@ class WordAttentionView:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
         with gr.Accordion("Which word goes where: the DiT's cross-attention per word", open=True):
+            gr.Markdown(
+                "Each image patch's cross-attention spreads over the prompt's tokens; a word's map is its share "
+                "(its word pieces summed), averaged over every block and head of the DiT at the step, on the "
+                "patch grid, drawn over x0. The DiT reads the text encoder's states after the small layers "
+                "trained with it, so a word's state carries some of its neighbours' meaning; a word the model "
+                "never saw (an emoji is read as [UNK]) still gets a map, which says little."
+            )
             self.word = gr.Radio([], label="Word of the prompt", elem_id="attention-word")
             with gr.Row():
                 self.map = gr.Image(
