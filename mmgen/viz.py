@@ -88,6 +88,17 @@ def cell_size(grid_shape: tuple[int, int], target: int = 384) -> int:
     return max(2, target // max(grid_shape))
 
 
+def captioned(image: Image.Image, text: str, height: int = 20) -> Image.Image:
+    """The image over a white band of `height` pixels holding `text` (e.g. an exported frame's step)."""
+    from PIL import ImageDraw, ImageFont
+
+    out = Image.new("RGB", (image.width, image.height + height), (255, 255, 255))
+    out.paste(image.convert("RGB"), (0, 0))
+    font = ImageFont.load_default(size=max(9, height * 3 // 5))
+    ImageDraw.Draw(out).text((4, image.height + height // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
+    return out
+
+
 def filmstrip(frames: list[Image.Image], scale: int = 2, pad: int = 2) -> Image.Image:
     """Frames side by side (nearest-neighbour enlarged by `scale`) in one PNG-ready image."""
     w, h = frames[0].width * scale, frames[0].height * scale

@@ -268,8 +268,11 @@ def test_exports(client):
     gif = client.predict(api_name="/export_gif")
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 4
+        assert im.size == (4 * 32, 4 * 32 + 40)  # each 32-px x0 enlarged 4x over its step's line
     strip = Image.open(client.predict(api_name="/export_filmstrip"))
-    assert strip.width > 3.5 * strip.height  # 4 frames side by side
+    assert strip.size == (2 + 4 * (64 + 2), 2 + 64 + 20 + 2)  # 4 frames side by side, 2x, each over its line
+    line = np.asarray(strip.convert("L"))[2 + 64 :, 2 : 2 + 64]
+    assert (line < 128).any() and (np.asarray(strip.convert("L"))[2 + 64 :, 2 + 66 : 2 + 130] < 128).any()
 
 
 def test_trajectory_before_any_run_asks_for_one(client):
