@@ -165,6 +165,19 @@ def test_a_step_moved_as_the_tab_opens_keeps_the_word_map_at_that_step(page, mon
     page.locator("#attention-info").get_by_text("at step 2 of 4").wait_for(timeout=2000)
 
 
+def test_each_new_run_opens_at_its_last_step_frames_word_map_and_slider_alike(page):
+    """Runs of 4, 5, then 3 steps, the same words. The slider, set by Generate while its tab was hidden, mounted
+    with the last run's range and sent a value clamped to it (frames 'Step 4 of 5' under a slider at 5); the
+    tab's own draw handed the word's view the step's index where it takes the slider's count ('step 3 of 4'
+    beside frames of step 4)."""
+    for steps in (4, 5, 3):
+        generate(page, "a red circle", steps=steps)
+        open_tab(page, "Trajectory")
+        page.locator("#step-info").get_by_text(f"Step {steps} of {steps}").wait_for()
+        page.locator("#attention-info").get_by_text(f"at step {steps} of {steps}").wait_for()
+        page.wait_for_function(f"document.querySelector('#step input[type=number]').value === '{steps}'")
+
+
 def test_step_mode(page):
     open_tab(page, "Generate")
     page.locator("#steps input[type=number]").fill("3")
@@ -240,6 +253,19 @@ def test_a_page_number_typed_shows_that_page(page, tmp_path, monkeypatch):
     box.fill("2")
     page.locator("#codebook-info").get_by_text("Page 2 of 3").wait_for(timeout=TIMEOUT_MS)
     assert box.evaluate("el => el === document.activeElement")  # still in the box: no blur needed
+
+    # pages drawn slowly (a busy Space): a reply to the first key must not reset the box the last one set
+    import time
+
+    from mmgen.app.codebook import CodebookTab
+
+    draw = CodebookTab.codebook_page
+    monkeypatch.setattr(CodebookTab, "codebook_page", lambda *a: (time.sleep(1.0), draw(*a))[1])
+    box.fill("1")
+    box.fill("3")
+    time.sleep(3.0)
+    page.locator("#codebook-info").get_by_text("Page 3 of 3").wait_for(timeout=TIMEOUT_MS)
+    assert box.input_value() == "3"
 
 
 def test_load_a_second_tokenizer_and_compare(page, tmp_path, monkeypatch):

@@ -133,7 +133,7 @@ class CodebookTab:
         # input, not release: a page number typed into the box showed only once the box lost focus; dragging
         # draws the pages passed over, the last one always (at most one waiting per visitor)
         self.page.input(
-            self.codebook_page,
+            self.turn_page,
             [tok, self.sort_by, self.page, uploads],
             paged,
             api_name="codebook_page",
@@ -174,6 +174,22 @@ class CodebookTab:
         info = self.summary(key, atlas, shown, sort_by, uploads)
         slider = gr.update(maximum=max(shown.num_pages, 2), value=number + 1, visible=shown.num_pages > 1)
         return CodebookPage(grid, usage, info, slider, gr.update(maximum=atlas.num_codes - 1))
+
+    @handler
+    def turn_page(
+        self, tokenizer: str | None, sort_by: str, page: float | None = 1, uploads: UploadUsage | None = None
+    ) -> CodebookPage:
+        """`codebook_page` for the page box itself: the box's value is written back only when the page shown is
+        another (clamped, or not a number). Written back always, a reply to an earlier keystroke or drag reset the
+        box, and the event run after it (always the last) read that value: typing 1 then 3 ended on page 1."""
+        out = self.codebook_page(tokenizer, sort_by, page, uploads)
+        try:
+            as_sent = float(page)
+        except (TypeError, ValueError, OverflowError):
+            as_sent = None
+        if as_sent == out.page["value"]:
+            out = out._replace(page={k: v for k, v in out.page.items() if k != "value"})
+        return out
 
     @handler
     def first_page(self, tokenizer: str | None, sort_by: str, uploads: UploadUsage | None = None) -> CodebookPage:

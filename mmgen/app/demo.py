@@ -125,7 +125,7 @@ def build_page(ctx: AppContext, model_card: Path | None) -> GenerateTab:
         caption = CaptionTab(ctx)
         build_about_tab(model_card or SHIPPED_MODEL_CARD)
 
-    generate.wire(trajectory.step)
+    generate.wire()
     trajectory.wire(generate.controls, tabs)
     tokenizer.wire()
     codebook.wire()

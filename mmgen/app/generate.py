@@ -127,11 +127,12 @@ class GenerateTab:
         c = self
         return [c.prompt, c.steps, c.guidance, c.seed, c.random_seed, c.scheduler, c.snap, c.candidates]
 
-    def wire(self, step: gr.Slider) -> None:
-        """The tab's events. A finished run moves the Trajectory tab's `step` slider to its last step (that tab
-        draws the step when someone looks at it)."""
+    def wire(self) -> None:
+        """The tab's events. A finished run is drawn by the Trajectory tab at its last step when someone looks at
+        it: this tab leaves that tab's slider alone (set while its tab was hidden, the slider was mounted with the
+        last run's range, sent a value clamped to it, and the tab drew 'Step 4 of 5' under a slider at 5)."""
         inputs = [*self.controls, self.overlay]
-        outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads, step]
+        outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads]
         ctx = self.ctx
         model_event = ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values))
         # After a run, the words it never saw under the prompt (a toast says so as the run starts), and the button
@@ -182,11 +183,11 @@ class GenerateTab:
         request: gr.Request,
     ) -> Iterator[tuple]:
         """Text -> image, streamed: a preview of the predicted image while it runs, then the final image, its
-        tokens, downloads and the Trajectory slider at the run's last step (that tab draws it when shown). With
+        tokens and downloads (the Trajectory tab draws the run when shown). With
         candidates, the pipeline first picks the most likely of that many starting noises (before the first
         preview). Every model call runs on the model thread; a run past the Space's time limit is stopped."""
         ctx = self.ctx
-        skip = [gr.skip()] * 3  # the outputs that wait for the end of the run
+        skip = [gr.skip()] * 2  # the outputs that wait for the end of the run
         with ctx.jobs.job(request) as deadline:  # first: the visitor's slot is freed however this ends
             controls = prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates
             settings = settings_from_controls(ctx, *controls)
@@ -206,7 +207,6 @@ class GenerateTab:
                     yield preview, gr.skip(), progress, settings.seed, *skip
                     last_preview = time.perf_counter()
             finished, info = finish_run(ctx, run, trajectory, settings, time.perf_counter() - t0)
-        last = len(trajectory) - 1
         yield (
             upscale_nearest(finished.image, DISPLAY_SIDE),
             self.show_tokens(finished.image, finished.tokens, overlay),
@@ -214,7 +214,6 @@ class GenerateTab:
             settings.seed,
             finished,
             self.write_run_files(finished),
-            gr.Slider(maximum=max(last + 1, 2), value=last + 1),  # the slider counts steps from 1
         )
 
     def unknown_words(self, prompt: str) -> str | None:

@@ -68,6 +68,7 @@ class TrajectoryTab:
             # inside the tab, as every tab's states: between gr.Tabs and its tabs they shift gradio's tab order
             self.stepper_state = gr.State(None, time_to_live=ctx.limits.session_seconds)  # step mode: a `Stepper`
             self.shown = gr.State(False)  # whether this visitor has the tab open
+            self.drawn_run = gr.State(None)  # the key of the run the tab drew last (`_draw`)
             gr.Markdown(
                 "Every step of the last run: the noisy latent x_t (its channels projected on the codebook's"
                 " 3 main axes), the model's guess of the clean image x0 (each cell"
@@ -133,12 +134,22 @@ class TrajectoryTab:
         """The tab's events; step mode reads the Generate tab's sampling `controls` (in /generate's order), and
         `tabs` (the page's) tells when this tab opens or closes."""
         ctx, run, step, views = self.ctx, self.run_state, self.step, self.views
-        word, drawn = self.attention.word, [*views, *self.attention.outputs]
+        word, drawn = self.attention.word, [*views, *self.attention.outputs, step, self.drawn_run]
         # preprocess=False: the attention's word is checked against the session's run, not the page's choices
         tabs.select(
-            self.tab_selected, [run, step, word], [self.shown, *drawn], api_visibility="private", preprocess=False
+            self.tab_selected,
+            [run, step, word, self.drawn_run],
+            [self.shown, *drawn],
+            api_visibility="private",
+            preprocess=False,
         )
-        run.change(self.new_run, [run, step, word, self.shown], drawn, api_visibility="private", preprocess=False)
+        run.change(
+            self.new_run,
+            [run, step, word, self.shown, self.drawn_run],
+            drawn,
+            api_visibility="private",
+            preprocess=False,
+        )
         branched = [self.original_out, self.branch_out, self.branch_info, self.export_file]
         branch_settings = [self.branch_guidance, self.branch_seed]
         run.change(self.new_run_branch, run, [*branched, *branch_settings], api_visibility="private")
@@ -187,26 +198,35 @@ class TrajectoryTab:
 
     # ------------------------------------------------------------------ drawn when shown
     @handler
-    def tab_selected(self, run: FinishedRun | None, k: float, word: str | None, event: gr.SelectData) -> tuple:
+    def tab_selected(
+        self, run: FinishedRun | None, k: float, word: str | None, drawn_run: int | None, event: gr.SelectData
+    ) -> tuple:
         """A tab of the page was picked: whether it is this one and, if so, everything drawn."""
         if event.value != TAB_LABEL:
             return False, *self._skipped()
-        return True, *self._draw(run, k, word)
+        return True, *self._draw(run, k, word, drawn_run)
 
     @handler
-    def new_run(self, run: FinishedRun | None, k: float, word: str | None, shown: bool) -> tuple:
+    def new_run(self, run: FinishedRun | None, k: float, word: str | None, shown: bool, drawn_run=None) -> tuple:
         """A run finished (or the session's run expired): drawn if the tab is open."""
-        return self._draw(run, k, word) if shown else self._skipped()
+        return self._draw(run, k, word, drawn_run) if shown else self._skipped()
 
-    def _draw(self, run: FinishedRun | None, k: float, word: str | None) -> tuple:
-        """The step views and the word attention at step k, or a note when there is no run yet."""
+    def _draw(self, run: FinishedRun | None, k: float, word: str | None, drawn_run: int | None) -> tuple:
+        """The step views and the word attention at step k, the slider (moved only for a run not drawn before)
+        and the drawn run's key, or a note when there is no run yet. A run not drawn before opens at its last
+        step: the slider's value as sent may still be the last run's (a run scrubbed to step 10, then another
+        generated: the tab drew 'Step 10 of 50' under a slider the run had moved to 50)."""
         if not run:
-            return *[None] * (len(self.views) - 1), f"{NO_RUN}.", *self.attention.refresh(None, k, word)
-        k = self._step(run, k, clamp=True)
-        return *self.ctx.frames.view(run.trajectory, k), *self.attention.refresh(run, k, word)
+            nothing = *[None] * (len(self.views) - 1), f"{NO_RUN}."
+            return *nothing, *self.attention.refresh(None, k, word), gr.skip(), None
+        new = run.trajectory.key != drawn_run
+        k = len(run.trajectory) - 1 if new else self._step(run, k, clamp=True)  # the index (the slider's - 1)
+        slider = gr.Slider(maximum=max(k + 1, 2), value=k + 1) if new else gr.skip()
+        views = self.ctx.frames.view(run.trajectory, k)
+        return *views, *self.attention.refresh(run, k + 1, word), slider, run.trajectory.key
 
     def _skipped(self) -> tuple:
-        return tuple(gr.skip() for _ in range(len(self.views) + len(self.attention.outputs)))
+        return tuple(gr.skip() for _ in range(len(self.views) + len(self.attention.outputs) + 2))
 
     # ------------------------------------------------------------------ scrubbing (no model call but decoding)
     @handler
