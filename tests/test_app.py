@@ -261,6 +261,9 @@ def test_an_unchanged_branch_of_an_ancestral_run_is_the_run(client):
     assert "the run's own noise to come" in info and np.array_equal(_pixels(same), _pixels(original))
     original, other, info = client.predict(1, "", GENERATE[2], 12345, api_name="/branch")
     assert "new noise from seed 12345" in info and not np.array_equal(_pixels(other), _pixels(original))
+    client.predict(GENERATE[0], 8, *GENERATE[2:5], "dpm++", *GENERATE[6:], api_name="/generate")
+    *_, info = client.predict(1, "", GENERATE[2], None, api_name="/branch")  # a multistep solver: said so
+    assert "starts its history again here, so the branch is near the run" in info
 
 
 def test_exports(client):
@@ -622,7 +625,7 @@ def test_a_finished_run_is_small_and_frames_are_drawn_on_demand(tiny_pipe):
     trajectory = Trajectory()
     while not run.done:
         trajectory.record(run.pipe, run.step(), run.model_input, noise)
-    kept = trajectory.latents + trajectory.tokens + trajectory.inputs + trajectory.noise_states
+    kept = trajectory.latents + trajectory.tokens + trajectory.inputs + [s for s, _ in trajectory.noise_states]
     per_step = sum(t.nbytes for t in kept) / len(trajectory)
     c, h, w = trajectory.latents[0].shape
     # float32 latents (a branch starts from them exactly), the float16 DiT input, int16 tokens, the noise

@@ -91,6 +91,25 @@ def test_rank_captions_and_the_models_own_caption(client, scene):
     assert "The model's caption: **a" in info  # ranked from the vocabulary's captions (no grammar)
 
 
+def test_reading_an_image_back_puts_its_prompt_first_until_the_box_is_full():
+    """Each 'Read it back as text' added its prompt above the captions there: 17 read-backs made a box that
+    'Rank' refused (at most 16 captions)."""
+    from types import SimpleNamespace
+
+    from mmgen.app.caption import MAX_CAPTIONS, CaptionTab
+
+    def read_back(prompt, box):
+        run = SimpleNamespace(image=None, settings=SimpleNamespace(prompt=prompt))
+        return CaptionTab.receive(None, run, box)[1]
+
+    assert read_back("a red circle", "a blue star") == "a red circle\na blue star"
+    assert read_back("a red circle", "a blue star\na red circle") == "a blue star\na red circle"  # there already
+    box = ""
+    for i in range(MAX_CAPTIONS + 3):
+        box = read_back(f"prompt {i}", box)
+    assert len(box.splitlines()) == MAX_CAPTIONS and box.startswith(f"prompt {MAX_CAPTIONS - 1}\n")
+
+
 def test_caption_bad_input_gets_messages(client, scene, tmp_path):
     with pytest.raises(Exception, match="Type the captions to rank"):
         client.predict(scene, "  \n ", api_name="/rank_captions")

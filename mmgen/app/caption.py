@@ -114,8 +114,9 @@ class CaptionTab:
             raise gr.Error("Generate an image first.")
         typed, prompt = (captions if isinstance(captions, str) else "").strip(), run.settings.prompt.strip()
         with_prompt = f"{prompt}\n{typed}".strip()
-        known = prompt in (line.strip() for line in typed.splitlines())
-        if not prompt or known or len(with_prompt) > MAX_CAPTION_TEXT:
+        lines = [line.strip() for line in typed.splitlines() if line.strip()]
+        full = len(lines) >= MAX_CAPTIONS or len(with_prompt) > MAX_CAPTION_TEXT  # Rank would refuse one more
+        if not prompt or prompt in lines or full:
             with_prompt = typed
         return run.image, with_prompt, gr.Tabs(selected="caption")
 

@@ -2,9 +2,10 @@
 
 A session keeps its last run for the Trajectory tab. Drawn frames (x_t, x0, tokens, changes: four images a step)
 took about 290 kB a step, 8.6 MB a default run, and lived as long as the session. A `Trajectory` keeps what
-the frames are drawn from: per step, x_t in float16 (also where a branch starts), the x0 estimate's tokens in
-int16 and the DiT's input in float16 (each word's attention is found from it when shown), about 8.7 kB a step for
-a 16x16 grid. `FrameDrawer` draws a step when it is shown; the only model call,
+the frames are drawn from: per step, the latents after it in float32 (where a branch starts), the sampler's
+noise generator state (5 kB on a CPU: a branch continues the run's noise), the x0 estimate's tokens in int16 and
+the DiT's input in float16 (x_t; each word's attention is found from it when shown), about 18 kB a step for a
+16x16 grid of 8 channels. `FrameDrawer` draws a step when it is shown; the only model call,
 decoding x0's tokens, runs on the model thread and its image is kept in one cache for the whole app, bounded,
 so scrubbing back and forth decodes each step once.
 """
@@ -49,7 +50,7 @@ class Trajectory:
     latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float32: after each step (a branch's start)
     # the sampler's noise generator after each step (None: a sampler that draws no noise as it steps), so that a
     # branch keeps the run's own noise to come: left as it was, it is the run again
-    noise_states: list[torch.Tensor | None] = field(default_factory=list)
+    noise_states: list[tuple[torch.Tensor, torch.device] | None] = field(default_factory=list)
     tokens: list[torch.Tensor] = field(default_factory=list)  # (h, w) int16: each step's x0 estimate as tokens
     inputs: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float16: x_t, what the DiT read at each step
     words: list[str] = field(default_factory=list)  # the prompt's words, as the text encoder splits them
@@ -65,7 +66,8 @@ class Trajectory:
         snapped: then they come with it)."""
         self.timesteps.append(float(out.timestep))
         self.latents.append(out.latents[0].detach().float().clone())
-        self.noise_states.append(generator.get_state() if isinstance(generator, torch.Generator) else None)
+        noise = generator if isinstance(generator, torch.Generator) else None
+        self.noise_states.append(None if noise is None else (noise.get_state(), noise.device))
         tokens = out.tokens if out.tokens is not None else pipe.latents_to_tokens(out.pred_x0[:1])  # (B, h, w)
         self.tokens.append(tokens[0].to(torch.int16))
         if model_input is not None:
@@ -108,10 +110,11 @@ class Trajectory:
 
     def noise_after(self, k: int) -> torch.Generator | None:
         """A generator in the state the run's was after step k (it draws the run's noise to come), or None."""
-        state = self.noise_states[k] if k < len(self.noise_states) else None
-        if state is None:
+        kept = self.noise_states[k] if k < len(self.noise_states) else None
+        if kept is None:
             return None
-        generator = torch.Generator()
+        state, device = kept
+        generator = torch.Generator(device=device)  # a GPU generator's state is not a CPU one's
         generator.set_state(state)
         return generator
 

@@ -38,7 +38,7 @@ CONTROL_FIELDS = (  # the SamplingSettings field each sampling control sets, in 
 @dataclass(eq=False)
 class FinishedRun:
     """The last finished run of a session: what the Trajectory tab scrubs, branches from and exports. Small by
-    design (about 10 kB a step): frames are drawn when shown (`frames.FrameDrawer`)."""
+    design (about 18 kB a step): frames are drawn when shown (`frames.FrameDrawer`)."""
 
     image: PIL.Image.Image
     tokens: torch.Tensor  # (h, w) its exact token grid

@@ -121,7 +121,7 @@ class TrajectoryTab:
                     precision=0,
                     minimum=0,
                     maximum=MAX_SEED,
-                    label="Seed of the noise to come (empty: the run's own noise: an unchanged branch is the run)",
+                    label="Seed of the noise to come (empty: the run's own)",
                     elem_id="branch-seed",
                 )
                 self.branch_btn = gr.Button("Branch", elem_id="branch")
@@ -373,7 +373,9 @@ class TrajectoryTab:
             )
         steps = settings.num_inference_steps
         if own_noise is not None:
-            noise = "the run's own noise to come"
+            noise = "the run's own noise to come (if its sampler draws any)"
+            if pipe.scheduler.config.get("solver_order", 1) > 1:  # DPM++, UniPC, DEIS: they keep a history
+                noise += "; a multistep solver starts its history again here, so the branch is near the run"
         elif seed is None:
             noise = "no noise drawn as it steps"
         else:
