@@ -10,7 +10,7 @@ import PIL.Image
 
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..data.images import ImageLoadError, load_image
-from ..viz import LABEL_ROOM, score_bars, upscale_nearest
+from ..viz import score_bars, upscale_nearest
 from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
@@ -52,7 +52,7 @@ def bar_chart(ranked: list[tuple[str, float]]) -> PIL.Image.Image:
     errors = [e for _, e in ranked]
     worst = max(errors)
     gains = [worst - e for e in errors]
-    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9), top=LABEL_ROOM)
+    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9), width=440)  # read at half width too
 
 
 class CaptionTab:
@@ -87,8 +87,10 @@ class CaptionTab:
                         self.caption_btn = gr.Button("Caption it", elem_id="caption-it")
                 with gr.Column():
                     self.shown = gr.Image(label="As the model reads it", interactive=False, elem_id="caption-shown")
-                    self.chart = gr.Image(
-                        label="Captions, best first (bar: how much better than the worst)",
+                    gr.Markdown("**Captions, best first** (bar: how much better than the worst)")
+                    self.chart = gr.Image(  # its title above, not laid over it: it hid the best row at any width
+                        label="Captions, best first",
+                        show_label=False,
                         interactive=False,
                         elem_id="caption-chart",
                     )
