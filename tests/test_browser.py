@@ -205,6 +205,7 @@ def test_a_new_run_clears_the_last_runs_branch(page):
     page.locator("#branch-info").get_by_text("Branched after step").wait_for()
     for box, value in (("#branch-guidance", "7"), ("#branch-seed", "5")):  # this run's branch settings
         page.locator(f"{box} input[type=number]").fill(value)
+    page.locator("#branch-prompt textarea").fill("a green star")
     generate(page, "a blue square", steps=5)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("of 5").wait_for()
@@ -214,6 +215,7 @@ def test_a_new_run_clears_the_last_runs_branch(page):
     guidance = page.locator("#guidance input[type=number]").input_value()
     page.wait_for_function(f"document.querySelector('#branch-guidance input[type=number]').value === '{guidance}'")
     assert page.locator("#branch-seed input").input_value() == ""
+    assert page.locator("#branch-prompt textarea").input_value() == ""
 
 
 def test_upload_an_image_and_click_a_token(page, tmp_path):

@@ -151,7 +151,7 @@ class TrajectoryTab:
             preprocess=False,
         )
         branched = [self.original_out, self.branch_out, self.branch_info, self.export_file]
-        branch_settings = [self.branch_guidance, self.branch_seed]
+        branch_settings = [self.branch_prompt, self.branch_guidance, self.branch_seed]
         run.change(self.new_run_branch, run, [*branched, *branch_settings], api_visibility="private")
         # no progress overlay: a played step redraws these views, which the overlay greyed out frame after frame
         step.change(
@@ -190,11 +190,11 @@ class TrajectoryTab:
     @staticmethod
     def new_run_branch(run: FinishedRun | None) -> tuple:
         """A new run: the last run's branch pair, line and export cleared, and the branch's settings the run's own
-        (its guidance, the seed empty: the run's), so a branch left as it is changes only the noise to come; the
-        slider and seed kept the first run's (guidance 4, seed 1) and an untouched branch changed both."""
+        (the prompt and seed empty: the run's; its guidance), so a branch left as it is is the run again; the
+        slider and seed kept the first run's (guidance 4, seed 1), the prompt the last one typed."""
         if not run:
-            return None, None, "", None, gr.skip(), gr.skip()
-        return None, None, "", None, min(max(run.settings.guidance_scale, 1), MAX_GUIDANCE), None
+            return None, None, "", None, gr.skip(), gr.skip(), gr.skip()
+        return None, None, "", None, "", min(max(run.settings.guidance_scale, 1), MAX_GUIDANCE), None
 
     # ------------------------------------------------------------------ drawn when shown
     @handler
