@@ -337,22 +337,20 @@ def score_bars(
     vmax: float,
     width: int = 600,
     bar_height: int = 28,
-    top: int = 0,
 ) -> Image.Image:
     """Horizontal bars, one per label (e.g. ranked captions and their denoising errors), each as long as its
     value's place in `vmin`..`vmax`, the value and label written beside it; the first bar orange, the rest
-    grey-blue. `top`: blank pixels above the bars (room for a label shown over the image):
-    (top + len(labels) * bar_height + 2, width)."""
+    grey-blue: (len(labels) * bar_height + 2, width)."""
     from PIL import ImageDraw, ImageFont
 
     if len(labels) != len(values):
         raise ValueError(f"got {len(labels)} labels for {len(values)} values")
-    canvas = Image.new("RGB", (width, top + len(labels) * bar_height + 2), (255, 255, 255))
+    canvas = Image.new("RGB", (width, len(labels) * bar_height + 2), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=max(10, bar_height // 2))
     bar_space = width // 4
     for i, (label, value) in enumerate(zip(labels, values)):
-        y = top + 1 + i * bar_height
+        y = 1 + i * bar_height
         share = float(np.clip((value - vmin) / max(vmax - vmin, 1e-12), 0, 1))
         colour = (255, 140, 0) if i == 0 else (90, 110, 160)
         draw.rectangle((0, y + 3, max(1, int(share * bar_space)), y + bar_height - 4), fill=colour)

@@ -229,11 +229,10 @@ def test_the_shipped_model_reads_a_scene(shipped):
 def test_score_bars():
     from mmgen.viz import score_bars
 
-    bars = score_bars(["best", "worse"], [0.2, 0.3], vmin=0.2, vmax=0.3, width=400, bar_height=16, top=10)
-    assert bars.size == (400, 10 + 2 * 16 + 2)
-    assert (np.asarray(bars)[:10] == 255).all()  # the room left for the label above
-    row = np.asarray(bars)[10 + 16 + 8]  # the second bar, full length: orange first, grey-blue second
-    assert tuple(np.asarray(bars)[10 + 8, 0]) == (255, 140, 0) and tuple(row[90]) == (90, 110, 160)
+    bars = score_bars(["best", "worse"], [0.2, 0.3], vmin=0.2, vmax=0.3, width=400, bar_height=16)
+    assert bars.size == (400, 2 * 16 + 2)
+    row = np.asarray(bars)[16 + 8]  # the second bar, full length: orange first, grey-blue second
+    assert tuple(np.asarray(bars)[8, 0]) == (255, 140, 0) and tuple(row[90]) == (90, 110, 160)
     with pytest.raises(ValueError, match="labels"):
         score_bars(["a"], [0.1, 0.2], 0, 1)
 
