@@ -146,7 +146,7 @@ def cmd_generate(args):
     from .pipeline import MMGenPipeline
     from .settings import SamplingSettings, model_sampling_defaults
     from .tokens import default_model, save_tokens
-    from .viz import save_gif, word_map_grid
+    from .viz import save_gif, step_frames, word_map_grid
 
     given = {
         "num_inference_steps": args.steps,
@@ -199,7 +199,8 @@ def cmd_generate(args):
         )
         print(f"wrote {args.tokens}")
     if args.trajectory:
-        save_gif([s.images[0] for s in recorder.steps], args.trajectory)
+        frames = step_frames([s.images[0] for s in recorder.steps], [s.timestep for s in recorder.steps], scale=4)
+        save_gif(frames, args.trajectory)
         print(f"wrote {args.trajectory} ({len(recorder.steps)} steps)")
     if args.attention:
         word_map_grid(out.images[0], attention.word_maps()).save(args.attention)

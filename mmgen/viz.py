@@ -99,6 +99,14 @@ def captioned(image: Image.Image, text: str, height: int = 20) -> Image.Image:
     return out
 
 
+def step_frames(frames: list[Image.Image], timesteps: list[float], scale: int) -> list[Image.Image]:
+    """A run's frames (one per step) enlarged `scale` times (nearest neighbour), each over its step and timestep
+    ("step 12/50 · t=759"), for a GIF or filmstrip that says where in the run each frame is."""
+    big = [f.resize((f.width * scale, f.height * scale), Image.Resampling.NEAREST) for f in frames]
+    lines = [f"step {k + 1}/{len(big)} · t={t:.0f}" for k, t in enumerate(timesteps)]
+    return [captioned(f, line, height=10 * scale) for f, line in zip(big, lines)]
+
+
 def filmstrip(frames: list[Image.Image], scale: int = 2, pad: int = 2) -> Image.Image:
     """Frames side by side (nearest-neighbour enlarged by `scale`) in one PNG-ready image."""
     w, h = frames[0].width * scale, frames[0].height * scale
@@ -108,11 +116,10 @@ def filmstrip(frames: list[Image.Image], scale: int = 2, pad: int = 2) -> Image.
     return strip
 
 
-def save_gif(frames: list[Image.Image], path, scale: int = 4, ms_per_frame: int = 150, hold_last_ms: int = 1200):
-    """An animated GIF of the frames, enlarged by `scale`, holding the last frame a little longer."""
-    big = [f.resize((f.width * scale, f.height * scale), Image.Resampling.NEAREST) for f in frames]
-    durations = [ms_per_frame] * (len(big) - 1) + [hold_last_ms]
-    big[0].save(path, save_all=True, append_images=big[1:], duration=durations, loop=0)
+def save_gif(frames: list[Image.Image], path, ms_per_frame: int = 150, hold_last_ms: int = 1200):
+    """An animated GIF of the frames as they are (e.g. `step_frames`), holding the last frame a little longer."""
+    durations = [ms_per_frame] * (len(frames) - 1) + [hold_last_ms]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
 
 
 def latent_rgb(latents: torch.Tensor, basis: torch.Tensor, scale: float = 2.0) -> Image.Image:

@@ -35,6 +35,7 @@ def test_generate_writes_image_tokens_and_trajectory(pipe_dir, tmp_path, capsys)
     assert json.loads((tmp_path / "tok.json").read_text())["shape"] == [8, 8]
     gif = Image.open(tmp_path / "t.gif")
     assert gif.n_frames == 3
+    assert gif.size == (4 * 32, 4 * 32 + 40)  # enlarged 4x, each frame over its step's line, as the app's export
     assert "3 steps" in capsys.readouterr().out
 
 

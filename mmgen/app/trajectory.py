@@ -16,7 +16,7 @@ import gradio as gr
 import PIL.Image
 
 from ..settings import MAX_SEED, SamplingSettings, check_prompt
-from ..viz import captioned, filmstrip, save_gif, upscale_nearest
+from ..viz import filmstrip, save_gif, step_frames, upscale_nearest
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import scratch_folder
@@ -394,7 +394,7 @@ class TrajectoryTab:
         with self.ctx.jobs.job(request, WAIT):
             frames = self._x0_frames(run, scale=4)
         path = scratch_folder("trajectory-") / "trajectory.gif"
-        save_gif(frames, path, scale=1)
+        save_gif(frames, path)
         return str(path)
 
     @handler
@@ -409,13 +409,7 @@ class TrajectoryTab:
         """Each step's x0, enlarged `scale` times over its step and timestep (a slide reads which is which)."""
         if not run:
             raise gr.Error("Generate an image first: then its trajectory can be exported.")
-        trajectory = run.trajectory
-        frames = self.ctx.frames.all_x0(trajectory)
-        big = [f.resize((f.width * scale, f.height * scale), PIL.Image.Resampling.NEAREST) for f in frames]
-        return [
-            captioned(f, f"step {k + 1}/{len(big)} · t={trajectory.timesteps[k]:.0f}", height=10 * scale)
-            for k, f in enumerate(big)
-        ]
+        return step_frames(self.ctx.frames.all_x0(run.trajectory), run.trajectory.timesteps, scale)
 
 
 class _InputError(gr.Error):
