@@ -262,7 +262,8 @@ class DenoisingRun:
         conditional rows, as diffusers' `SDCFGCutoffCallback` returns with guidance turned off); the guidance
         scale, which diffusers' callbacks set as `pipe._guidance_scale`."""
         result = dict(result)
-        self.latents = result.pop("latents", self.latents)
+        if "latents" in result:
+            self._replace_latents(result.pop("latents"))
         if "prompt_embeds" in result:
             self._replace_text(result.pop("prompt_embeds"))
         if result:
@@ -272,6 +273,15 @@ class DenoisingRun:
             if scale > 1 and not self.null_half:
                 raise ValueError("a step callback cannot turn guidance on: the run has no unconditional text states")
             self.guidance = dataclasses.replace(self.guidance, scale=scale)
+
+    def _replace_latents(self, latents) -> None:
+        """Latents from a callback: a float tensor of the run's shape, taken in the run's dtype and device."""
+        shape = tuple(self.latents.shape)
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape or not latents.is_floating_point():
+            tensor = isinstance(latents, torch.Tensor)
+            got = f"{latents.dtype} {tuple(latents.shape)}" if tensor else type(latents).__name__
+            raise ValueError(f"a step callback's latents must be a float tensor of shape {shape}, got {got}")
+        self.latents = latents.to(self.latents)
 
     def _replace_text(self, embeds: torch.Tensor) -> None:
         """New text states (B or 2B, L, E) from a callback: the text context is computed again from them."""

@@ -31,9 +31,10 @@ class LatentTokens:
         return self.tokens_to_latents(self.latents_to_tokens(latents)).to(latents.dtype)
 
     def decode_tokens(self, tokens: torch.Tensor, output_type: str = "pil"):
-        """Code ids (B, h, w) -> images: PIL, "np" (floats in [0, 1]) or "pt" ((B, 3, H, W) in [-1, 1])."""
+        """Code ids (B, h, w) -> images: PIL, "np" ((B, H, W, 3) floats) or "pt" ((B, 3, H, W) floats), both in
+        [0, 1] as diffusers' pipelines return them."""
         images = self.vqvae.decode_indices(tokens)  # (B, 3, H, W) in [-1, 1]
         if output_type == "pt":
-            return images
+            return ((images + 1) / 2).clamp(0, 1)
         arr = ((images.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
         return [PIL.Image.fromarray(a) for a in arr] if output_type == "pil" else arr.astype(np.float32) / 255

@@ -13,7 +13,6 @@ shared with the step-by-step run (`stepwise`).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from .model_paths import local_model_folder
 from .models.dit import DiT
 from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder, unread_text
 from .models.vqvae import VQVAE
+from .pipeline_inputs import PipelineInputs
 from .settings import (  # the defaults are re-exported: callers have always read them here
     DEFAULT_CODEBOOK_SNAP,  # noqa: F401
     DEFAULT_GUIDANCE_INTERVAL,
@@ -42,12 +42,9 @@ from .settings import (  # the defaults are re-exported: callers have always rea
     DEFAULT_NUM_CANDIDATES,  # noqa: F401
     DEFAULT_STEPS,  # noqa: F401
     SCHEDULER_CLASSES,
-    check_prompt,
-    check_sampling,
     model_sampling_defaults,
     negative_prompts,
 )
-from .step_cache import check_threshold
 from .vocabulary import VOCABULARY_FILE, Vocabulary
 
 logger = logging.get_logger(__name__)
@@ -61,7 +58,7 @@ class MMGenPipelineOutput(BaseOutput):
     tokens: torch.Tensor  # (B, h, w) long: the exact token grid of each image
 
 
-class MMGenPipeline(LatentTokens, DiffusionPipeline):
+class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "noise_pred", "pred_x0", "prompt_embeds", "model_input"]
 
     def enable_model_cpu_offload(self, *args, **kwargs):
@@ -132,50 +129,6 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         """What a call samples at when it leaves a setting out: mmgen.settings' defaults with this model's own in
         their place (`model_sampling_defaults`: `__call__`'s six sampling keyword arguments)."""
         return model_sampling_defaults(self.config.get("sampling_defaults"))
-
-    def _checked_sampling(
-        self, prompt, steps, guidance_scale, interval, snap, candidates, cache, start_step, latents, tensor_inputs
-    ) -> tuple[int, Guidance, int]:
-        """A call's settings, a None the model's own (`sampling_defaults`), checked: (steps, Guidance, candidates)."""
-        own = self.sampling_defaults
-        steps = own["num_inference_steps"] if steps is None else steps
-        guidance_scale = own["guidance_scale"] if guidance_scale is None else guidance_scale
-        snap = own["codebook_snap"] if snap is None else snap
-        candidates = own["num_candidates"] if candidates is None else candidates
-        cache = check_threshold(own["first_block_cache"] if cache is None else cache)
-        steps, guidance_scale, interval, snap, candidates = self.check_inputs(
-            prompt, steps, guidance_scale, start_step, latents, tensor_inputs, interval, snap, candidates
-        )
-        return steps, Guidance(guidance_scale, interval, snap, cache), candidates
-
-    # ---------------------------------------------------------------- inputs
-    def check_inputs(
-        self,
-        prompt,
-        num_inference_steps,
-        guidance_scale,
-        start_step=0,
-        latents=None,
-        callback_on_step_end_tensor_inputs=None,
-        guidance_interval=None,
-        codebook_snap=0.0,
-        num_candidates: int = 1,
-    ):
-        """ValueError with a message for people on bad input; returns the sampling settings normalised."""
-        if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
-            raise ValueError("`prompt` must be a string or a non-empty list of strings")
-        for p in [prompt] if isinstance(prompt, str) else prompt:
-            check_prompt(p)
-        checked = check_sampling(num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates)
-        last = checked[0] - 1  # the steps, checked
-        if isinstance(start_step, bool) or not isinstance(start_step, numbers.Integral) or not 0 <= start_step <= last:
-            raise ValueError(f"`start_step` must be a whole number in 0..{last}, got {start_step!r}")
-        if start_step > 0 and latents is None:
-            raise ValueError("starting from a later step needs the `latents` of that step")
-        bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ValueError(f"callback tensor inputs {bad} are not in {self._callback_tensor_inputs}")
-        return checked
 
     @torch.no_grad()
     def encode_prompt(
@@ -271,6 +224,8 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
     ):
         """Generate images from text.
 
@@ -295,57 +250,35 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
                 by the scheduler's `init_noise_sigma`, as in diffusers), or, with `start_step=k`, the x_t after
                 step k - 1 of an earlier run, as it is (replay or branch from there).
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
-            output_type: "pil", "np" (float in [0, 1]), "pt" ([-1, 1]) or "latent" (the final snapped latents).
+            output_type: "pil", "np" ((B, H, W, 3)) or "pt" ((B, 3, H, W)), both in [0, 1], or "latent" (the
+                final snapped latents).
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs)` after each step; it may return a
-                dict that replaces tensors (e.g. {"latents": ...}). Tensor inputs: "latents" (after the step),
+                dict that replaces tensors (e.g. {"latents": ...}), or stop the run as in diffusers (`pipe._interrupt
+                = True`: the image is what the latents are then). Tensor inputs: "latents" (after the step),
                 "noise_pred" (guided, eps or v), "pred_x0", "prompt_embeds", "model_input" (x_t as the DiT read it).
+            height, width: the model's own `image_size` or None (a DiT draws one latent grid).
         """
-        # 1. Check inputs (a setting left out is the model's default)
-        num_inference_steps, guidance, num_candidates = self._checked_sampling(
-            prompt,
-            num_inference_steps,
-            guidance_scale,
-            guidance_interval,
-            codebook_snap,
-            num_candidates,
-            first_block_cache,
-            start_step,
-            latents,
-            callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs),
-        )
+        # 1.-3. Check inputs (a setting left out is the model's own), choose each image's starting noise (with
+        # candidates), encode the prompt, set the timesteps and prepare the latents
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be pil, np, pt or latent, got {output_type!r}")
-
-        # 2. With candidates, choose each image's starting noise (a run of their own through the first steps)
-        if num_candidates > 1 and latents is None:
-            generator = best_generators(
-                self,
-                prompt,
-                num_images_per_prompt,
-                num_candidates,
-                num_inference_steps,
-                guidance,
-                negative_prompt,
-                generator,
-            )
-
-        # 3. Encode the prompt, set the timesteps, prepare the latents
-        run = DenoisingRun(
+        self.check_image_size(height, width)
+        run = self._new_run(
             self,
             prompt,
-            guidance,
-            num_inference_steps,
+            (num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates, first_block_cache),
+            negative_prompt,
+            num_images_per_prompt,
             generator,
             latents,
             start_step,
-            negative_prompt,
-            num_images_per_prompt,
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
         )
 
+        self._interrupt = False  # a step callback may set it, as diffusers' pipelines read it
         with self.progress_bar(total=run.num_steps - start_step) as bar:  # 4. Denoising loop: one shared step
-            while not run.done:
+            while not run.done and not self.interrupt:
                 run.step()
                 bar.update()
 
@@ -379,38 +312,63 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
         start_step: int = 0,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
     ) -> DenoisingRun:
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other. With
         `num_candidates` > 1 the starting noise is chosen first, as `__call__` chooses it, and the run is the
         winner's ordinary run (it lands where `__call__` does). Its arguments are `__call__`'s, in the same order."""
-        num_inference_steps, guidance, num_candidates = self._checked_sampling(
-            prompt,
-            num_inference_steps,
-            guidance_scale,
-            guidance_interval,
-            codebook_snap,
-            num_candidates,
-            first_block_cache,
-            start_step,
-            latents,
-            callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs),
-        )
-        if num_candidates > 1 and latents is None:
-            generator = best_generators(
-                self, prompt, 1, num_candidates, num_inference_steps, guidance, negative_prompt, generator
-            )
-        return DenoisingRun(
+        self.check_image_size(height, width)
+        settings = num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates
+        return self._new_run(
             self.with_scheduler(),
             prompt,
+            (*settings, first_block_cache),
+            negative_prompt,
+            1,
+            generator,
+            latents,
+            start_step,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
+
+    def _new_run(
+        self,
+        run_pipe,
+        prompt,
+        sampling: tuple,
+        negative_prompt,
+        num_images_per_prompt: int,
+        generator,
+        latents,
+        start_step: int,
+        callback,
+        callback_inputs,
+    ) -> DenoisingRun:
+        """A run on `run_pipe`'s scheduler: `sampling` (steps, guidance scale, guidance interval, codebook snap,
+        candidates, first-block cache; a None the model's own) checked, and with candidates each image's starting
+        noise chosen first (best-of-N: a run of their own through the first steps)."""
+        steps, guidance, candidates = self._checked_sampling(
+            prompt, *sampling, start_step, latents, callback_tensor_inputs(callback, callback_inputs)
+        )
+        if candidates > 1 and latents is None:
+            generator = best_generators(
+                self, prompt, num_images_per_prompt, candidates, steps, guidance, negative_prompt, generator
+            )
+        return DenoisingRun(
+            run_pipe,
+            prompt,
             guidance,
-            num_inference_steps,
+            steps,
             generator,
             latents,
             start_step,
             negative_prompt,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            num_images_per_prompt,
+            callback,
+            callback_inputs,
         )
 
     @torch.no_grad()
@@ -439,6 +397,11 @@ class MMGenPipeline(LatentTokens, DiffusionPipeline):
     def caption(self, image) -> str:
         """The best caption the model can give `image`: a search of its caption grammar, or its vocabulary ranked."""
         return captioning.caption(self, image)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set by a step callback (`pipe._interrupt = True`) to end a `__call__` after that step, as in diffusers."""
+        return getattr(self, "_interrupt", False)
 
     @property
     def guidance_scale(self):

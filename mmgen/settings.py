@@ -68,7 +68,9 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 def check_prompt(prompt) -> str:
     """The prompt, stripped; ValueError when it is not text, empty or too long."""
-    if not isinstance(prompt, str) or not prompt.strip():
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"A prompt must be text, got {type(prompt).__name__} {str(prompt)[:40]!r}.")
+    if prompt is None or not prompt.strip():
         raise ValueError("Type a prompt first: it is empty (e.g. 'a red circle on a white background').")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"The prompt has {len(prompt)} characters: too long (at most {MAX_PROMPT_CHARS}).")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import make_tiny_pipe
 
+from mmgen.models.text_encoder import encode_text
 from mmgen.pipeline import MMGenPipeline
 from mmgen.settings import OTHER_SCHEDULERS, SCHEDULER_CLASSES
 
@@ -316,3 +317,78 @@ def test_step_counts_that_start_far_from_noise_are_refused_with_one_that_does_no
         pipe.scheduler = cls()
         with pytest.raises(ValueError, match="not a scheduler mmgen can sample with"):
             pipe(PROMPT, **FAST)
+
+
+def test_tensors_out_are_in_zero_to_one_as_in_diffusers():
+    """`output_type="pt"` is what "np" is, channels first: diffusers' pipelines return both in [0, 1] (it was
+    [-1, 1], which code written for diffusers clips to a dark image)."""
+    pipe = make_tiny_pipe()
+    fast = {**FAST, "output_type": None}
+    pt = pipe(PROMPT, generator=seeded(0), **{**fast, "output_type": "pt"}).images
+    np_images = pipe(PROMPT, generator=seeded(0), **{**fast, "output_type": "np"}).images
+    assert pt.shape == (1, 3, 32, 32) and 0 <= float(pt.min()) and float(pt.max()) <= 1
+    assert np.abs(pt.permute(0, 2, 3, 1).numpy() - np_images).max() <= 0.5 / 255 + 1e-6
+
+
+def test_a_callback_stops_a_run_as_in_diffusers():
+    """`pipe._interrupt = True` in a step callback ends the call after that step (diffusers' convention), with the
+    image the latents are then; the next call runs whole."""
+    pipe = make_tiny_pipe()
+    seen = []
+
+    def stop_after_two(p, i, t, kwargs):
+        seen.append(i)
+        p._interrupt = i == 1
+        return {}
+
+    out = pipe(PROMPT, generator=seeded(0), callback_on_step_end=stop_after_two, **{**FAST, "num_inference_steps": 5})
+    assert seen == [0, 1] and pipe.interrupt and out.tokens.shape == (1, 8, 8)
+    seen.clear()
+    pipe(PROMPT, generator=seeded(0), callback_on_step_end=lambda p, i, t, k: seen.append(i) or {}, **FAST)
+    assert seen == [0, 1] and not pipe.interrupt
+
+
+def test_height_and_width_are_the_models_own_or_refused_with_it():
+    pipe = make_tiny_pipe()
+    assert pipe.image_size == 32
+    pipe(PROMPT, generator=seeded(0), height=32, width=32, **FAST)
+    for size in ({"height": 128}, {"width": 64}, {"height": True}):
+        with pytest.raises(ValueError, match="draws 32x32 images"):
+            pipe(PROMPT, **size, **FAST)
+        with pytest.raises(ValueError, match="draws 32x32 images"):
+            pipe.stepwise(PROMPT, **size)
+
+
+def test_latents_a_callback_returns_are_checked():
+    """A wrong shape, type or dtype from a callback is one clear message (a wrong shape drew a smaller image
+    unseen, others failed deep in torch); float64 of the right shape is taken in the run's dtype."""
+    pipe = make_tiny_pipe()
+    for bad in (lambda k: k["latents"][:, :, :4], lambda k: k["latents"].numpy(), lambda k: k["latents"].long()):
+        with pytest.raises(ValueError, match=r"latents must be a float tensor of shape \(1, 4, 8, 8\)"):
+            pipe(PROMPT, callback_on_step_end=lambda p, i, t, k, bad=bad: {"latents": bad(k)}, **FAST)
+    out = pipe(
+        PROMPT, generator=seeded(0), callback_on_step_end=lambda p, i, t, k: {"latents": k["latents"].double()}, **FAST
+    )
+    assert out.images.dtype == torch.float32
+
+
+def test_a_prompt_list_names_the_item_that_is_not_text():
+    pipe = make_tiny_pipe()
+    with pytest.raises(ValueError, match="Prompt 2 of 2: A prompt must be text, got int"):
+        pipe([PROMPT, 5], **FAST)
+    with pytest.raises(ValueError, match="Prompt 1 of 2: Type a prompt first"):
+        pipe(["  ", PROMPT], **FAST)
+
+
+def test_the_prompt_cache_follows_the_text_encoders_weights():
+    """Cached prompt states are dropped when the encoder's weights change in place (a fine-tune, a loaded state
+    dict) or move to another dtype: a prompt seen before is encoded again, as a fresh pipeline encodes it."""
+    pipe = make_tiny_pipe()
+    before, *_ = pipe.encode_prompt(PROMPT, "cpu")
+    with torch.no_grad():
+        for weight in pipe.text_encoder.parameters():
+            weight.mul_(0.5)
+    after, *_ = pipe.encode_prompt(PROMPT, "cpu")
+    assert not torch.allclose(before, after)
+    fresh, _ = encode_text(pipe.tokenizer, pipe.text_encoder, [PROMPT])
+    assert torch.allclose(after, fresh)

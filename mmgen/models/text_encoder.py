@@ -19,8 +19,22 @@ from transformers import AutoModel, AutoTokenizer
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_TOKENS = 32  # word pieces, [CLS] and [SEP] included; shapes-v1 captions need at most ~24
 PROMPT_CACHE_SIZE = 256  # encoded prompts kept per text encoder
-_PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> OrderedDict
+_PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> _EncodedPrompts
 _PROMPT_CACHE_LOCK = threading.Lock()
+
+
+class _EncodedPrompts(OrderedDict):
+    """One encoder's cache, (tokenizer path, text) -> (states, mask), valid while its weights are `weights`."""
+
+    def __init__(self, weights: tuple):
+        super().__init__()
+        self.weights = weights
+
+
+def _weights_version(encoder) -> tuple:
+    """What changes when the encoder's weights do: each tensor's storage (moved by `.to(dtype)`, `.to(device)`)
+    and its in-place version (bumped by `load_state_dict`, `mul_`, a merged adapter)."""
+    return tuple((p.data_ptr(), p._version) for p in encoder.state_dict(keep_vars=True).values())
 
 
 def text_encoder_path() -> str:
@@ -72,7 +86,10 @@ def encode_text_cached(tokenizer, encoder, texts: list[str]) -> tuple[torch.Tens
     and a prompt tried with several seeds are encoded once. Each text is encoded on its own, so its states
     never depend on which other prompts share the batch."""
     with _PROMPT_CACHE_LOCK:  # encoding one prompt takes milliseconds: simplest to hold the lock throughout
-        cache = _PROMPT_CACHE.setdefault(encoder, OrderedDict())
+        weights = _weights_version(encoder)
+        cache = _PROMPT_CACHE.get(encoder)
+        if cache is None or cache.weights != weights:  # new, or its weights changed (cast, loaded, edited in place)
+            cache = _PROMPT_CACHE[encoder] = _EncodedPrompts(weights)
         rows = []
         for text in texts:
             key = (tokenizer.name_or_path, text)

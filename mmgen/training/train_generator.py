@@ -342,9 +342,9 @@ def validate(model: DiT, run: Run, out: Path, step: int) -> None:
         num_inference_steps=20,
         generator=torch.Generator().manual_seed(0),
         output_type="pt",
-    ).images
+    ).images  # (N, 3, H, W) in [0, 1]
     (out / "samples").mkdir(exist_ok=True)
-    image_grid(images, rows=2).save(out / "samples" / f"step-{step}.png")
+    image_grid(images * 2 - 1, rows=2).save(out / "samples" / f"step-{step}.png")
 
 
 def _save_checkpoint(model: DiT, run: Run, step: int, out: Path, keep: int = 2) -> None:
