@@ -97,8 +97,11 @@ def choose_generators(
         num_candidates=1,
         first_block_cache=first_block_cache,  # each candidate's steps are those its own run would take
     )
-    for _ in range(select_steps(num_inference_steps)):
-        x0 = run.step()["pred_x0"]
+    with pipe.progress_bar(total=select_steps(num_inference_steps)) as bar:  # the call's bar comes after it
+        bar.set_description(f"best of {num_candidates}")
+        for _ in range(select_steps(num_inference_steps)):
+            x0 = run.step()["pred_x0"]
+            bar.update()
     text_context = run.text_context if guidance_scale <= 1.0 else run.text_context.rows(slice(len(flat_prompts), None))
     errors = denoising_error(pipe, pipe.snap_latents(x0), text_context).view(batch_size, num_candidates)
     best = errors.argmin(dim=1).tolist()
