@@ -45,15 +45,16 @@ def use_bf16() -> bool:
 def load_pipeline(model: str):
     """The pipeline (importing torch's and diffusers' model code takes seconds: app.py runs this in the
     background, while the page is already served)."""
-    # VQModel is first imported here: diffusers' lazy imports are not thread-safe, and the tokenizers loaded on
-    # other threads (once this pipeline is) need it. Loads take turns with the tokenizers' (MODEL_LOADS).
-    import torch
-    from diffusers import VQModel  # noqa: F401
-
+    # diffusers' and transformers' lazy imports are not thread-safe: they run here under MODEL_LOADS, as every
+    # other model load does (VQModel too: the tokenizers loaded on other threads need it).
     from mmgen.app.loading import MODEL_LOADS
-    from mmgen.pipeline import MMGenPipeline
 
     with MODEL_LOADS:
+        import torch
+        from diffusers import VQModel  # noqa: F401
+
+        from mmgen.pipeline import MMGenPipeline
+
         pipe = MMGenPipeline.from_pretrained(model)
     if use_bf16():
         pipe.set_autocast(torch.bfloat16)

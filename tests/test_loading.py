@@ -143,3 +143,33 @@ def test_every_model_load_of_the_app_takes_its_turn(monkeypatch, tmp_path):
     _, future = registry.load(str(tmp_path))
     future.result(timeout=30)
     assert held == [True, True] and not MODEL_LOADS.locked()
+
+
+def test_a_visitors_event_imports_transformers_only_once_the_model_has_loaded():
+    """diffusers' and transformers' lazy imports break for good when two threads run them at once: a Generate
+    clicked 1-2 s into a cold start imported transformers (to name the prompt's unknown words) beside the loader's
+    own imports, and the model never loaded (8 clicks in 8). The event waits for the model first; run in a fresh
+    process, where nothing has imported transformers yet."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from types import SimpleNamespace
+from mmgen.app.generate import GenerateTab
+
+seen = []
+class Loading:
+    @property
+    def pipe(self):
+        seen.append("transformers" in sys.modules)
+        raise TimeoutError("still loading")
+try:
+    GenerateTab.unknown_words(SimpleNamespace(ctx=Loading()), "a red circle")
+except TimeoutError:
+    pass
+print(seen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[False]"

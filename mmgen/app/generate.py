@@ -219,11 +219,11 @@ class GenerateTab:
     def unknown_words(self, prompt: str) -> str | None:
         """ "The model never saw: cat, sofa (try: ...)" and/or what of a long prompt it never reads, or None
         (every word known, or no vocabulary saved, and the whole prompt read)."""
-        from ..models.text_encoder import MAX_TOKENS, unread_text  # transformers: not before the model loads
-
         if not isinstance(prompt, str):
             return None
-        pipe, vocabulary, notes = self.ctx.pipe, self.ctx.vocabulary, []
+        pipe, vocabulary, notes = self.ctx.pipe, self.ctx.vocabulary, []  # waits while the model loads
+        # transformers only now: its lazy imports break for good when two threads run them at once (the loader's)
+        from ..models.text_encoder import MAX_TOKENS, unread_text
 
         def read() -> tuple[str | None, str]:  # the tokenizer on the model's thread, as every use of it
             warning = vocabulary and vocabulary.warning(prompt, (pipe.tokenizer, pipe.text_encoder))

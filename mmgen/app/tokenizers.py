@@ -173,7 +173,8 @@ class TokenizerRegistry:
         if after is not None:
             wait([after])
         if max_mb is not None:
-            check_download(source, max_mb)
+            with MODEL_LOADS:  # huggingface_hub's lazy imports: never beside a model's load and its imports
+                check_download(source, max_mb)
         t = time.perf_counter()
         try:
             with MODEL_LOADS:  # never beside another model's load (mmgen.app.loading)
