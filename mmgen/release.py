@@ -79,7 +79,7 @@ def release_vqvae(src: str | Path, out: str | Path) -> Path:
             )
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        vq.save_pretrained(staging)
+        vq.save_pretrained(staging, max_shard_size=MAX_SHARD)  # a large one (f16: 14 MB) in shards, as the DiT
         check_file_sizes(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

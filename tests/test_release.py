@@ -252,6 +252,13 @@ def test_large_weights_ship_in_shards_that_load_back(tmp_path, tiny_pipe, monkey
     loaded = MMGenPipeline.from_pretrained(out, text_encoder=tiny_pipe.text_encoder)
     theirs, ours = loaded.transformer.state_dict(), tiny_pipe.transformer.state_dict()
     assert all(torch.equal(theirs[k], ours[k].half().float()) for k in ours)
+    # a tokenizer too (an f16 is 14 MB in fp16): it was refused as over the 10 MB limit, and could never be used
+    monkeypatch.setattr(mmgen.release, "MAX_SHARD", "5KB")  # the tiny VQ is ~30 KB in fp16
+    tiny_pipe.vqvae.save_pretrained(run / "vqvae")
+    release_vqvae(run / "vqvae", tmp_path / "tokenizer")
+    assert len(list((tmp_path / "tokenizer" / "vqvae").glob("*.safetensors"))) > 1
+    theirs, ours = VQVAE.from_pretrained(tmp_path / "tokenizer" / "vqvae").state_dict(), tiny_pipe.vqvae.state_dict()
+    assert all(torch.equal(theirs[k].float(), ours[k].half().float()) for k in ours)
 
 
 def test_examples_are_the_shipped_ones(tmp_path):
