@@ -127,7 +127,7 @@ def release_generator(
     from .models.dit import DiT
     from .pipeline import SCHEDULERS, MMGenPipeline
     from .training.train_generator import training_scheduler
-    from .vocabulary import VOCABULARY_FILE, vocabulary_from_log
+    from .vocabulary import VOCABULARY_FILE, CaptionsNotFound, vocabulary_from_log
 
     if scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}: one of {', '.join(sorted(SCHEDULERS))}")
@@ -139,7 +139,10 @@ def release_generator(
     vq = VQVAE.from_pretrained(out / "vqvae", dtype=torch.float16)
     check_same_codebook(run, out, vq)
     log = run / "train_log.jsonl"
-    vocabulary = vocabulary_from_log(log) if log.exists() else None  # before anything is written: all or nothing
+    try:  # before anything is written: a bad log publishes nothing
+        vocabulary, no_captions = vocabulary_from_log(log) if log.exists() else None, None
+    except CaptionsNotFound as e:  # trained elsewhere: the model works, without naming words it never saw
+        vocabulary, no_captions = None, e
     # The sampling schedule is the run's noise schedule (prediction type, leading timestep spacing: see
     # training_scheduler); runs older than the prediction-type option trained epsilon.
     trained = run / "scheduler"
@@ -149,9 +152,17 @@ def release_generator(
     pipe = MMGenPipeline(**parts, sampling_defaults=sampling)
     with quiet_diffusers():  # its note that text_encoder=None is not saved: by design (the bundled MiniLM)
         pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
-    if vocabulary is not None:
+    if log.exists():
         shutil.copy(log, out / "generator_train_log.jsonl")
+    if vocabulary is not None:
         vocabulary.save(out / "transformer" / VOCABULARY_FILE)
+    elif no_captions is not None:
+        print(
+            f"warning: published without transformer/vocabulary.json, so the app and `mmgen generate` cannot name "
+            f"the words of a prompt the model never saw (nor `--known-words` rewrite them). {no_captions}; with "
+            f"it there, `python -m mmgen.release --out {out} --vocabulary` adds it.",
+            file=sys.stderr,
+        )
     check_file_sizes(out)
     return out
 

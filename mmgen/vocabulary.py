@@ -171,6 +171,10 @@ class Vocabulary:
 
 
 # ---------------------------------------------------------------- a run's training captions
+class CaptionsNotFound(ValueError):
+    """The image folder a generator trained on is not where its log says (moved, or on another machine)."""
+
+
 def stage_sources(log_path: str | Path) -> list[dict]:
     """The distinct training sets of every stage in a generator's training log (its header lines): {"data":
     "shapes", "stream": seed, "num_samples": n} or {"data": folder as given, "path": where it was}."""
@@ -203,7 +207,7 @@ def training_captions(source: dict) -> list[str]:
 
     path = source.get("path", source["data"])
     if not Path(path).is_dir():
-        raise ValueError(
+        raise CaptionsNotFound(
             f"{path}: the folder the generator trained on is needed to write its vocabulary (a log from before "
             "2026-12-07 names it as given: run this from the folder training ran in)"
         )

@@ -115,6 +115,9 @@ def test_a_training_run_inside_the_folder_is_not_data(tmp_path):
     ds = ImageFolder(tmp_path)
     assert [p.name for p in ds.paths] == ["a.png"]
     assert ds.skip_summary() == "left out 1 (images in a training run's folder: 1, e.g. run/samples/step-2.png)"
+    # the run's folder given as the data (a run trained into its own image folder): said, not "no images found"
+    with pytest.raises(ValueError, match="a training run's folder .* not an image folder"):
+        ImageFolder(run)
 
 
 def test_image_folder_reads_metadata_as_users_write_it(tmp_path, capsys):
@@ -297,3 +300,17 @@ def test_captions_from_metadata_csv_as_hugging_face_imagefolder_writes_it(tmp_pa
     }
     (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "b.png", "text": "a dog"}) + "\n")
     assert ImageFolder(tmp_path, size=16, captions_required=True).captions == [("a dog",)]  # jsonl first
+
+
+def test_imagefolder_splits_are_named_not_mixed(tmp_path):
+    """Hugging Face's imagefolder splits (train/ and test/, each with its metadata): read as one folder, the
+    tokenizer trained on the test images too and the generator called every image uncaptioned."""
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "a.png")
+        (tmp_path / split / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a cat"}\n')
+    with pytest.raises(ValueError, match=r"test/, train/ each hold one .* e\.g\. --data .*test"):
+        ImageFolder(tmp_path)
+    assert ImageFolder(tmp_path / "train", captions_required=True).paths  # a split is a folder like any other
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "train/a.png", "text": "a cat"}\n')
+    assert len(ImageFolder(tmp_path).paths) == 2  # a root metadata file: the user's own layout, read as it is

@@ -31,6 +31,19 @@ def test_numbers_out_of_range_are_one_clear_line(command, option, value, message
         check_run_options(args)
 
 
+@pytest.mark.parametrize("command", ["train-tokenizer", "train-generator"])
+def test_the_image_folder_is_not_a_runs_out(command, tmp_path, monkeypatch):
+    """A run trained into its own image folder wrote its log there, and every later read of the folder (its own
+    --resume too) found "no images": the folder had become a run's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pics").mkdir()
+    for out in ("pics", "./pics/", str(tmp_path / "pics")):
+        args = build_parser().parse_args([command, "--data", "pics", "--out", out])
+        with pytest.raises(ValueError, match="--out is the image folder itself"):
+            check_run_options(args)
+    check_run_options(build_parser().parse_args([command, "--data", "pics", "--out", "pics/run"]))
+
+
 def test_a_recipe_stage_out_of_range_fails_before_the_first_stage_trains(tmp_path):
     from mmgen.training.train_generator import main
 

@@ -272,6 +272,19 @@ CAPTIONS_HINT = (
 )
 
 
+def check_not_split(root: Path) -> None:
+    """ValueError for Hugging Face's imagefolder split layout (train/metadata.jsonl, test/metadata.jsonl, none at
+    the root): read as one folder, its splits would be mixed, or every image be uncaptioned."""
+    if any((root / f"metadata.{ext}").exists() for ext in ("jsonl", "csv")):
+        return
+    splits = sorted({m.parent.name for ext in ("jsonl", "csv") for m in root.glob(f"*/metadata.{ext}")})
+    if splits:
+        raise ValueError(
+            f"{root}: no metadata file of its own, but {', '.join(s + '/' for s in splits)} each hold one (Hugging "
+            f"Face's imagefolder splits): give the split to train on, e.g. --data {root / splits[0]}"
+        )
+
+
 class ImageFolder(Dataset):
     """A user's folder of images as training data; captions from `metadata.jsonl` when present ("text": a caption,
     or a list of captions of which each item draws one).
@@ -296,6 +309,11 @@ class ImageFolder(Dataset):
         self.skipped: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}  # a few of the names behind each count, to show
         runs = {log.parent for log in self.root.rglob("train_log.jsonl")}  # an --out inside the folder
+        if self.root in runs:
+            raise ValueError(
+                f"{root}: a training run's folder (it holds train_log.jsonl), not an image folder: its images are "
+                "the run's samples. Give the folder of your images; train into a folder of its own (--out)"
+            )
         in_runs = {p for p in paths if runs.intersection(p.parents)}  # its sample grids are not data
         self._skip("images in a training run's folder", sorted(p.relative_to(self.root).as_posix() for p in in_runs))
         hidden = {p for p in paths if any(part.startswith(".") for part in p.relative_to(self.root).parts)}
@@ -306,6 +324,7 @@ class ImageFolder(Dataset):
             raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.failed: dict[str, str] = {}  # path -> reason, for images whose header read but whose data did not
         jsonl, csv_file = self.root / "metadata.jsonl", self.root / "metadata.csv"  # imagefolder's two forms
+        check_not_split(self.root)
         meta = csv_file if csv_file.exists() and not jsonl.exists() else jsonl
         captions = self._read_captions(meta, captions_required)
         self.listed = list(captions)  # the captioned file names in the metadata's order

@@ -36,7 +36,8 @@ def encode_dataset(
 ) -> dict:
     """Token ids (N, h, w) of the N = `n` images `items(i)` -> (image (3, H, W), caption) gives, read and encoded
     ENCODE_BATCH at a time (never all decoded at once), and MiniLM states (V, L, E) of every distinct caption
-    (plus the empty one, index 0); `caption_index` (N,) points each image at its caption."""
+    (plus the empty one, index 0); `caption_index` (N,) points each image at its caption; `captions_cut` (V,)
+    marks the captions whose end the text encoder never reads (over MAX_TOKENS word pieces)."""
     ids, captions = [], []
     for start in range(0, n, ENCODE_BATCH):
         images, texts = zip(*(items(i) for i in range(start, min(n, start + ENCODE_BATCH))))
@@ -49,11 +50,13 @@ def encode_dataset(
         state, mask = encode_text(tokenizer, text_encoder, vocab[i : i + ENCODE_BATCH])
         states.append(state.half())
         masks.append(mask.bool())
+    pieces = tokenizer(vocab, truncation=False, verbose=False)["input_ids"]  # [CLS] and [SEP] included
     return {
         "ids": torch.cat(ids),
         "caption_index": torch.tensor([index[c] for c in captions]),
         "text_states": torch.cat(states),
         "text_masks": torch.cat(masks),
+        "captions_cut": torch.tensor([len(p) > MAX_TOKENS for p in pieces]),  # (V,) longer than the encoder reads
     }
 
 

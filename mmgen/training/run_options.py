@@ -37,6 +37,12 @@ def check_run_options(args: argparse.Namespace) -> None:
     for name in FRACTIONS:
         if (value := given(name)) is not None and not 0 <= value <= 1:
             refuse(name, value, "between 0 and 1")
+    data, out = getattr(args, "data", None), getattr(args, "out", None)
+    if data not in (None, "shapes") and out and Path(data).is_dir() and Path(out).resolve() == Path(data).resolve():
+        raise ValueError(
+            f"--out is the image folder itself ({data}): the run's samples, checkpoints and log would be read back "
+            "as data (and its next read finds no images). Train into a folder of its own, e.g. runs/mine"
+        )
 
 
 def add_run_arguments(

@@ -164,6 +164,13 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         f"{len(data['ids'])} encoded images (crops, for a folder), {len(data['text_states']) - 1} distinct captions "
         f"and the empty one (guidance's), {encoding_s:.0f} s"
     )
+    if "captions_cut" in data and (cut := int(data["captions_cut"].sum())):  # (not in caches from before it was)
+        share = data["captions_cut"][data["caption_index"]].float().mean()
+        accelerator.print(
+            f"note: {cut} of {len(data['text_states']) - 1} distinct captions ({share:.0%} of the images) are longer "
+            f"than the {MAX_TOKENS - 2} word pieces the text encoder reads (about 20 words): their ends are never "
+            "seen. Shorten them to train on every word."
+        )
     if ckpt:
         model = DiT.from_pretrained(ckpt / "transformer")
     elif init is not None:
