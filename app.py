@@ -25,6 +25,7 @@ from pathlib import Path  # noqa: E402
 
 from mmgen.app import Limits, ModelLoading, ModelPage, build_demo, serve  # noqa: E402
 from mmgen.app.compute import native_bf16  # noqa: E402
+from mmgen.app.demo import page_names  # noqa: E402
 from mmgen.model_paths import ASSETS  # noqa: E402
 from mmgen.tokenizers import SHIPPED_TOKENIZERS  # noqa: E402
 from mmgen.tokens import DEFAULT_MODEL  # noqa: E402
@@ -70,12 +71,6 @@ def model_folder(model: str) -> str:
     raise ValueError(f"{model}: not a text-to-image model (no model_index.json), such as {DEFAULT_MODEL}")
 
 
-def model_card(model: str) -> Path | None:
-    """The card of a local model folder, when it has one; None: the shipped model's."""
-    card = Path(model) / "README.md"
-    return card if card.is_file() else None
-
-
 def example_prompts(folder: str) -> tuple[str, ...]:
     """The model's own example prompts (`example_prompts.json` beside its weights, a list of strings), if any."""
     path = Path(folder) / "example_prompts.json"
@@ -114,7 +109,7 @@ def _tokenizer_files(folder: str) -> dict[str, bytes]:
 def model_pages(models: list[str]) -> list[ModelPage]:
     """One page per model; the models load one after another in the background, the front page's first."""
     pages, previous = [], None
-    for model in models:
+    for model, name in zip(models, page_names(models)):
         folder = model_folder(model)
 
         def load(folder=folder, previous=previous):
@@ -123,12 +118,11 @@ def model_pages(models: list[str]) -> list[ModelPage]:
             return load_pipeline(folder)
 
         loading = ModelLoading.start(folder, load, bf16=use_bf16())
-        name = Path(model).name if os.path.isdir(model) else model
         examples = Path(folder) / "examples"  # the model's own example images, if it has some
         page = ModelPage(
             name,
             loading,
-            model_card(folder),
+            Path(folder) / "README.md",  # the About tab says so when there is none
             example_prompts(folder),
             examples if examples.is_dir() else None,
             compared_with=other_tokenizers(folder),

@@ -14,7 +14,7 @@ from gradio_client import Client  # noqa: E402
 from PIL import Image, ImageChops  # noqa: E402
 
 from mmgen.app import ModelLoading, ModelPage, build_demo  # noqa: E402
-from mmgen.app.demo import page_path  # noqa: E402
+from mmgen.app.demo import page_names, page_path, unique_paths  # noqa: E402
 
 FAST = ("a large red circle", 4, 2.0, 0, False, "ddim", 0.5, 1, False)  # /generate's inputs
 
@@ -76,6 +76,26 @@ def test_page_paths_are_url_safe():
     assert page_path("assets/mmgen-emoji") == "mmgen-emoji"
     assert page_path("someone/My Model") == "my-model"
     assert page_path("///") == "model"
+    assert unique_paths(["v1/my-model", "v2/my-model", "my-model"]) == ["my-model", "my-model-2", "my-model-3"]
+
+
+def test_two_models_of_one_name_get_pages_apart(tmp_path, monkeypatch):
+    """MMGEN_MODELS=v1/my-model,v2/my-model gave two pages both called my-model; a folder without a card showed
+    the shipped model's card in its About tab."""
+    from mmgen.app.about import model_card_text
+
+    monkeypatch.chdir(tmp_path)
+    for v in ("v1", "v2"):
+        (tmp_path / v / "my-model").mkdir(parents=True)
+    assert page_names(["v1/my-model", "v2/my-model/", "amused/amused-256"]) == [
+        "v1/my-model",
+        "v2/my-model",
+        "amused/amused-256",
+    ]
+    assert page_names(["v1/my-model", "v1/my-model"]) == ["v1/my-model (1)", "v1/my-model (2)"]
+    assert page_names(["v1/my-model"]) == ["my-model"]
+    card = model_card_text(Path("v1/my-model/README.md"))
+    assert "No model card" in card and "--out v1/my-model --card" in card
 
 
 def test_app_chooses_its_models(monkeypatch, tmp_path):

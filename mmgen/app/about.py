@@ -52,8 +52,12 @@ objects drawn twice. It costs about 2 runs' time at 4 candidates; the Trajectory
 
 def model_card_text(path: Path) -> str:
     """The model card's Markdown without its YAML front matter (the Hub's metadata block)."""
-    if not path.exists():
-        return "_No model card found._"
+    if not path.exists():  # a model of one's own, published without `--card`
+        folder = path.parent
+        return (
+            f"_No model card: `{folder.name}` holds no README.md. `python -m mmgen.release --out {folder} --card` "
+            "writes one from its training logs and evaluations._"
+        )
     text = path.read_text()
     if text.startswith("---"):
         text = text.split("---", 2)[2]

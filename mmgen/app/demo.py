@@ -12,6 +12,7 @@ for many visitors.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def build_demo(
     compute, jobs = ModelThread(), JobGate(limits)
     install_atomic_image_cache()
     demo = gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP)
-    contexts = []
+    contexts, paths = [], unique_paths([page.name for page in pipe])
     for i, page in enumerate(pipe):
         page.loading.future.add_done_callback(
             lambda f: f.exception() or f.result().set_progress_bar_config(disable=True)
@@ -92,11 +93,11 @@ def build_demo(
                 gr.Navbar(main_page_name=pipe[0].name)
             generate = build_page(ctx, page.card)
         # The API names of the front page's events stay as they are; another page's get its prefix.
-        prefix = "" if i == 0 else page_path(page.name).replace("-", "_").replace(".", "_") + "_"
+        prefix = "" if i == 0 else paths[i].replace("-", "_").replace(".", "_") + "_"
         for event in blocks.fns.values():
             if isinstance(event.api_name, str):
                 event.api_name = f"{prefix}{event.api_name}"
-        with demo if i == 0 else demo.route(page.name, page_path(page.name)):
+        with demo if i == 0 else demo.route(page.name, paths[i]):
             blocks.render()
             # on this page's load (the load event of a page rendered into another never fires)
             generate.restore_typed_prompt(demo, api_name=f"{prefix}restore_typed_prompt")
@@ -105,6 +106,25 @@ def build_demo(
         contexts.append(ctx)
     demo.mmgen_context, demo.mmgen_contexts = contexts[0], contexts  # for serving (warm-up) and tests
     return demo
+
+
+def page_names(models: list[str]) -> list[str]:
+    """Each model's page name, shown in the navbar and written into run cards: a folder's own name, a Hub id as
+    it is; two folders of one name (v1/my-model, v2/my-model) are named as given."""
+    short = [Path(m).name if os.path.isdir(m) else m for m in models]
+    names = [m.rstrip("/") if short.count(s) > 1 else s for m, s in zip(models, short)]
+    return [n if names.count(n) == 1 else f"{n} ({names[:i].count(n) + 1})" for i, n in enumerate(names)]
+
+
+def unique_paths(names: list[str]) -> list[str]:
+    """Each page's path (`page_path`), made unique: "v1/my-model" and "v2/my-model" -> my-model, my-model-2."""
+    paths: list[str] = []
+    for name in names:
+        path, n = page_path(name), 1
+        while (path if n == 1 else f"{path}-{n}") in paths:
+            n += 1
+        paths.append(path if n == 1 else f"{path}-{n}")
+    return paths
 
 
 def page_path(name: str) -> str:
