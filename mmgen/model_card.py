@@ -221,10 +221,12 @@ def _generator_training(out: Path) -> str:
     encoding = [header.get("encoding_s") for header, _ in stages]
     # stages logged before the trainer timed its encoding carry no encoding_s
     encoded = f"{_minutes(sum(encoding))} encoding the data" if None not in encoding else "encoding the data"
+    # logs from before the trainers recorded it: every one of them ran on the 2-core CPU this project was built on
+    machines = list(dict.fromkeys(header.get("hardware", "a 2-core CPU (no GPU)") for header, _ in stages))
     lines += [
         "",
         f"{_common_settings([header for header, _ in stages])}Training time in all: {_minutes(train_s)} on "
-        f"a 2-core CPU (no GPU), plus {encoded}. Log: `generator_train_log.jsonl`.",
+        f"{' and '.join(machines)}, plus {encoded}. Log: `generator_train_log.jsonl`.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -484,6 +484,8 @@ def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_
     (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     main(_args(tmp_path / "run", tiny_model_dir, "--steps", "2", "--data", str(data), "--cache-dir", ""))
     assert (tmp_path / "run" / "transformer" / "config.json").exists()
+    header = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
+    assert header["hardware"] == f"a {torch.get_num_threads()}-core CPU (no GPU)"
     out = capsys.readouterr().out
     assert "3 captioned images used, left out 2" in out and "images without a caption: 1, e.g. 3.png" in out
     assert "--num-samples" not in out  # 16 crops of 3 images: every image is used
@@ -689,9 +691,11 @@ def test_the_card_says_the_global_batch_and_the_precision_that_ran(tmp_path):
     done = {"done": True, "steps": 50, "train_time_s": 60.0}
     stage1 = {"command": "mmgen train-generator", "args": args | {"mixed_precision": "bf16"}}
     stage2 = {"command": "mmgen train-generator", "args": args | {"mixed_precision": None}}
-    stage2 |= {"num_processes": 4, "mixed_precision": "bf16"}
+    stage2 |= {"num_processes": 4, "mixed_precision": "bf16", "hardware": "4 processes, each on 1 NVIDIA H100"}
     lines = [stage1, done, stage2, done]
     (tmp_path / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     card = _generator_training(tmp_path)
     assert "| 1 | 50 | 16 | 0.0003 |" in card and "| 2 | 50 | 64 (4 processes x 16) | 0.0003 |" in card
     assert "mixed precision bf16" in card
+    # where each stage ran (it said "a 2-core CPU (no GPU)" whatever the machine; logs without it did run there)
+    assert "on a 2-core CPU (no GPU) and 4 processes, each on 1 NVIDIA H100, plus" in card

@@ -13,6 +13,7 @@ Mixed precision: `--mixed-precision` where given, else accelerate's own setting 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import torch
@@ -50,3 +51,19 @@ def make_accelerator(args) -> Accelerator:
             "use --mixed-precision bf16 or no"
         )
     return accelerator
+
+
+def hardware(accelerator: Accelerator) -> str:
+    """What a run trained on, for its log and model card: "2 processes on 1 NVIDIA H100 80GB HBM3 each", "a
+    16-core CPU (no GPU)"."""
+    device, n = accelerator.device, accelerator.num_processes
+    if device.type == "cuda":
+        what = f"1 {torch.cuda.get_device_name(device)}"
+    elif device.type == "cpu":
+        cores = torch.get_num_threads() if n == 1 else os.cpu_count()
+        what = f"a {cores}-core CPU (no GPU)"
+    else:  # mps, xpu
+        what = f"1 {device.type} device"
+    if n == 1:
+        return what
+    return f"{n} processes on {what}" if device.type == "cpu" else f"{n} processes, each on {what}"

@@ -57,7 +57,7 @@ from .checkpoints import (
 from .deepen import deepen
 from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
-from .processes import make_accelerator
+from .processes import hardware, make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options, note_shapes_folder
 from .stopping import graceful_stop, stop_if_asked, stoppable
@@ -196,6 +196,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         "encoding_s": encoding_s,
         "num_processes": accelerator.num_processes,  # the global batch is batch_size x num_processes
         "mixed_precision": accelerator.mixed_precision,  # what ran: the option, else accelerate's setting
+        "hardware": hardware(accelerator),  # for the card: "a 2-core CPU (no GPU)", "1 NVIDIA H100 ..."
     }
     if args.data != "shapes":  # where the folder is, wherever `release` later runs (it reads the captions again)
         header["data_folder"] = str(Path(args.data).resolve())

@@ -46,7 +46,7 @@ from .checkpoints import (
     saving_model,
     writing_checkpoint,
 )
-from .processes import make_accelerator
+from .processes import hardware, make_accelerator
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options, note_shapes_folder
 from .stopping import graceful_stop, stop_if_asked, stoppable
@@ -237,6 +237,7 @@ def train(args: argparse.Namespace) -> Path:
         previous = previous_log(args.init_from, "vqvae_train_log.jsonl")  # the tokenizer it starts from
         header = {"config": config, "gan": gan.config() if gan else None, "data_skipped": skipped}
         header |= {"num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision}
+        header["hardware"] = hardware(accelerator)
         trained_s = open_run_log(log_path, args, start_step, previous, **header)
     num_codes = config["num_codes"]
     recent_counts = torch.zeros(num_codes, device=accelerator.device)  # code hits over the last log window
