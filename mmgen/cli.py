@@ -63,8 +63,7 @@ def cmd_encode(args):
     model = args.model or default_model()  # (MMGEN_MODEL's, recorded in the tokens file, which decode reads)
     vq = load_tokenizer(model)
     result = encode_image(vq, image, max_side=args.max_side)
-    recorded = str(Path(model).resolve()) if Path(model).is_dir() else model  # decode may run from another folder
-    meta = {"model_id": recorded, "num_codes": vq.num_codes, "downsample_factor": vq.downsample_factor}
+    meta = {"model_id": recorded_model(model), "num_codes": vq.num_codes, "downsample_factor": vq.downsample_factor}
     save_tokens(result.tokens, out / "tokens.json", **meta)
     result.reconstruction.save(out / "reconstruction.png")
     if result.image.size != image.size:
@@ -80,9 +79,20 @@ def cmd_decode(args):
     output_file(args.out, "--out", image_suffixes())
     data = load_tokens_file(args.tokens)
     vq = decoding_tokenizer(args.model, data.get("model") if isinstance(data, dict) else None)
-    image = decode_tokens(vq, tokens_from_dict(data, num_codes=vq.num_codes))
+    try:
+        tokens = tokens_from_dict(data, num_codes=vq.num_codes)
+    except ValueError as e:
+        if "codebook of" not in str(e):
+            raise
+        raise ValueError(f"{e}: decode them with the tokenizer that made them (--model FOLDER or Hub id)") from None
+    image = decode_tokens(vq, tokens)
     image.save(args.out)
     print(f"wrote {args.out} ({image.width}x{image.height})")
+
+
+def recorded_model(model: str) -> str:
+    """How a tokens file names its model: a folder by its full path (decode may run from another folder)."""
+    return str(Path(model).resolve()) if Path(model).is_dir() else model
 
 
 def decoding_tokenizer(given: str | None, recorded) -> Tokenizer:
@@ -193,7 +203,7 @@ def cmd_generate(args):
         save_tokens(
             out.tokens[0],
             args.tokens,
-            model_id=model,
+            model_id=recorded_model(model),
             num_codes=vq.config.num_codes,
             downsample_factor=vq.downsample_factor,
         )
@@ -308,11 +318,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint
         train = args.command.startswith("train")
-        resume = " (the same command with --resume, or the recipe again, continues from the last checkpoint)"
-        said = "interrupted" + (f": {e}" if str(e) else "") + (resume if train else "")
+        said = "interrupted" + (f": {e}" if str(e) else "") + (resume_hint(args) if train else "")
         print("\n" + said if train else said, file=sys.stderr)  # a training run's progress bar holds the line
         return 130
     return 0
+
+
+def resume_hint(args) -> str:
+    """What continues an interrupted training run: --resume once it has a checkpoint (a run stopped in training
+    saves one first); before that (encoding its data) there is nothing to resume."""
+    from .training.checkpoints import checkpoints
+
+    if getattr(args, "recipe", None) or not getattr(args, "out", None) or checkpoints(args.out):
+        return " (the same command with --resume, or the recipe again, continues from the last checkpoint)"
+    return " before its first checkpoint: nothing to resume, the same command starts it again"
 
 
 if __name__ == "__main__":

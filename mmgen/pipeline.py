@@ -87,6 +87,13 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
         # A shipped name or a folder; a Hub repo id is fetched whole first: diffusers' own download step filters
         # files by the library named in model_index.json, which it cannot do for our third-party `mmgen` classes.
         pretrained_model_name_or_path = local_model_folder(pretrained_model_name_or_path, **hub_kwargs)
+        folder = Path(pretrained_model_name_or_path)
+        if folder.is_dir() and not (folder / "model_index.json").is_file() and (folder / "vqvae").is_dir():
+            raise ValueError(
+                f"{folder} holds a tokenizer alone (vqvae/, no model_index.json), not a text-to-image model: "
+                "publish a generator trained on it into the folder (python -m mmgen.release --generator RUN --out "
+                f"{folder}), or use it where a tokenizer is asked for (mmgen encode --model {folder})"
+            )
         # Weights ship in fp16; compute in float32 unless the caller asks for a dtype (or the older `torch_dtype`).
         if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
             kwargs["dtype"] = torch.float32

@@ -42,7 +42,14 @@ def check_file_sizes(folder: Path) -> None:
 
 def check_folder(path: Path, class_name: str, what: str) -> None:
     """ValueError unless `path` is a saved `class_name` (its config.json says so), before anything is written."""
+    from .training.checkpoints import checkpoints
+
     config = path / "config.json"
+    if not path.is_dir() and checkpoints(path.parent):  # its weights are written when it finishes
+        raise ValueError(
+            f"{path.parent} is an unfinished run (last checkpoint: {checkpoints(path.parent)[-1].name}): finish it "
+            "first (its training command again, with --resume), then publish it"
+        )
     if not path.is_dir():
         raise ValueError(f"{path}: no such folder ({what})")
     found = json.loads(config.read_text()).get("_class_name") if config.is_file() else None

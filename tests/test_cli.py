@@ -60,7 +60,10 @@ def test_encode_bad_file_is_a_clear_error(tiny_model_dir, tmp_path, capsys, cont
         ({"tokens": [[0, 999]]}, "code ids must lie"),
         ({"tokens": [[0, 1.5]]}, "integer"),
         ({"tokens": []}, "non-empty"),
-        ({"tokens": [[1]], "num_codes": 7}, "codebook of 7"),
+        (
+            {"tokens": [[1]], "num_codes": 7},
+            "codebook of 7 codes; this model has 64: decode them with the tokenizer that made them (--model",
+        ),
         ({"tokens": [[1]], "num_codes": "64"}, "codebook of '64'"),  # a string, said as one
         ({"tokens": [[0, 10**23]]}, "code ids must lie"),  # beyond int64
         ({"tokens": [[0, 1]], "shape": 8}, "'shape' says 8"),
@@ -132,12 +135,12 @@ def test_ctrl_c_is_a_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     import mmgen.training.train_tokenizer
 
     monkeypatch.setattr(mmgen.training.train_tokenizer, "main", interrupted)
-    assert main(["train-tokenizer", "--out", str(tmp_path / "run")]) == 130
+    assert main(["train-tokenizer", "--out", str(tmp_path / "run")]) == 130  # e.g. while encoding its data
     said = capsys.readouterr().err
-    assert (
-        said.startswith("\ninterrupted")
-        and "--resume, or the recipe again, continues from the last checkpoint" in said
-    )
+    assert said.startswith("\ninterrupted") and "before its first checkpoint: nothing to resume" in said
+    (tmp_path / "run" / "checkpoints" / "step-5").mkdir(parents=True)  # a run stopped in training saves one first
+    assert main(["train-tokenizer", "--out", str(tmp_path / "run")]) == 130
+    assert "--resume, or the recipe again, continues from the last checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -32,7 +33,9 @@ def test_generate_writes_image_tokens_and_trajectory(pipe_dir, tmp_path, capsys)
     ]
     assert main(args) == 0
     assert Image.open(out).size == (32, 32)
-    assert json.loads((tmp_path / "tok.json").read_text())["shape"] == [8, 8]
+    tokens = json.loads((tmp_path / "tok.json").read_text())
+    assert tokens["shape"] == [8, 8]
+    assert tokens["model"] == str(Path(pipe_dir).resolve())  # as typed, `decode` elsewhere fell back to mmgen-base
     gif = Image.open(tmp_path / "t.gif")
     assert gif.n_frames == 3
     assert gif.size == (4 * 32, 4 * 32 + 40)  # enlarged 4x, each frame over its step's line, as the app's export

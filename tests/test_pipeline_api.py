@@ -392,3 +392,10 @@ def test_the_prompt_cache_follows_the_text_encoders_weights():
     assert not torch.allclose(before, after)
     fresh, _ = encode_text(pipe.tokenizer, pipe.text_encoder, [PROMPT])
     assert torch.allclose(after, fresh)
+
+
+def test_a_tokenizer_folder_is_not_taken_for_a_model(tmp_path, tiny_pipe):
+    """A folder holding vqvae/ alone gave diffusers' "no file named model_index.json"."""
+    tiny_pipe.vqvae.save_pretrained(tmp_path / "vqvae")
+    with pytest.raises(ValueError, match="holds a tokenizer alone .*mmgen encode --model"):
+        MMGenPipeline.from_pretrained(tmp_path)

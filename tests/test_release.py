@@ -364,6 +364,18 @@ def test_release_checks_what_it_publishes_before_it_writes(tmp_path, tiny_pipe, 
     assert not (model / ".vqvae-publishing").exists()
 
 
+def test_an_unfinished_run_is_named_as_one(tmp_path):
+    """Publishing a run stopped before its end said "transformer: no such folder"."""
+    for part in ("transformer", "vqvae"):
+        (tmp_path / part / "checkpoints" / "step-200").mkdir(parents=True)
+    (tmp_path / "model" / "vqvae").mkdir(parents=True)
+    (tmp_path / "model" / "vqvae" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"is an unfinished run \(last checkpoint: step-200\).*--resume"):
+        release_generator(tmp_path / "transformer", tmp_path / "model")
+    with pytest.raises(ValueError, match=r"is an unfinished run \(last checkpoint: step-200\)"):
+        release_vqvae(tmp_path / "vqvae" / "vqvae", tmp_path / "out")
+
+
 def test_release_knows_its_schedulers_by_name(capsys):
     from mmgen.release import build_parser, release_generator
 
