@@ -55,7 +55,7 @@ from .checkpoints import (
     writing_checkpoint,
 )
 from .deepen import deepen
-from .encoded_data import cached_training_set, draw_batch, latent_scaling_factor
+from .encoded_data import cached_training_set, default_num_samples, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import hardware, make_accelerator
 from .recipe import run_recipe
@@ -234,6 +234,8 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
 def train(args: argparse.Namespace) -> Path:
     """One training run (or stage) into `args.out`; returns that folder."""
     check_run_options(args)
+    if args.num_samples is None:  # recorded as resolved: the log's header, the vocabulary and the card read it
+        args.num_samples = default_num_samples(args.data)
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     if accelerator.is_main_process:
@@ -375,7 +377,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/generator", help="the run's folder: checkpoints, log, trained weights")
     p.add_argument("--vqvae", default="assets/mmgen-base-64", help="model folder holding the frozen vqvae/")
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
-    p.add_argument("--num-samples", type=int, default=60_000, help="training images encoded up front")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="training images encoded up front (default: 60,000 shapes-v1 scenes; of a folder, 10 crops of each "
+        "image, at most 60,000)",
+    )
     p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS), help="the size of a new DiT")
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument(
