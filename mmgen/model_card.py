@@ -17,9 +17,9 @@ from safetensors import safe_open
 
 from .model_card_inside import inside_rows
 from .model_card_tokenizer import global_batch, tokenizer_rows, tokenizer_training, tokenizer_use
+from .model_card_usage import REPO, how_to_load, with_repo_links
 
 MAX_CARD_BYTES = 15 * 1024
-REPO = "../.."  # the repository's root, seen from assets/<model>/ (where published cards live)
 
 TAGS = ["vq-vae", "image-tokenizer", "dit", "diffusion", "text-to-image", "cpu"]
 DATASET_NOTES = {  # data a trainer names "shapes" (its default), as the card lists it
@@ -400,32 +400,6 @@ def evaluation_section(out: Path) -> str:
     return text + f"How it was chosen, run by run: [docs/{page}]({REPO}/docs/{page}).\n"
 
 
-def how_to_load(out: str | Path) -> str:
-    path = Path(out).as_posix()
-    if not (Path(out) / "model_index.json").exists():  # a tokenizer alone, before any generator is published
-        code = f"""from mmgen import VQVAE
-
-vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")"""
-    else:
-        side = 16 * _downsample_factor(Path(out))
-        code = f"""import torch
-from mmgen import VQVAE, MMGenPipeline
-
-pipe = MMGenPipeline.from_pretrained("{path}")
-out = pipe("a large red circle in the top left on a white background", generator=torch.Generator().manual_seed(0))
-out.images[0].save("circle.png")  # {side}x{side} PIL image; out.tokens[0] is its 16x16 token grid
-vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")  # the tokenizer alone"""
-    return f"""## How to load
-
-Install [mmgen]({REPO}/README.md) (`pip install -e .` in the repository: the model classes live in
-`mmgen.models`), then:
-
-```python
-{code}
-```
-"""
-
-
 def model_card(out: str | Path, recipe: str | None = None) -> str:
     """The card's text for the model folder `out` (as it should be loaded: `from_pretrained(out)`); `recipe` is
     the recipe file that rebuilds it, if there is one."""
@@ -436,9 +410,9 @@ def model_card(out: str | Path, recipe: str | None = None) -> str:
         intended_use(folder),
         training_section(folder, recipe),
         evaluation_section(folder),
-        how_to_load(out),
+        how_to_load(out, 16 * _downsample_factor(folder)),
     ]
-    return "\n".join(s for s in sections if s)
+    return with_repo_links("\n".join(s for s in sections if s), folder)
 
 
 def write_model_card(out: str | Path, recipe: str | None = None) -> Path:

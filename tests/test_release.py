@@ -430,3 +430,13 @@ def test_a_generator_trained_on_a_folder_that_is_not_here_is_published_with_a_wa
     (images / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": caption}) + "\n")
     assert main(["--out", str(out), "--vocabulary"]) == 0
     assert set(json.loads((out / "transformer" / "vocabulary.json").read_text())["words"]) >= set(caption.split())
+
+
+def test_a_cards_links_to_the_repository_resolve_where_the_card_is(tmp_path):
+    """Every card linked ../../README.md, right only under assets/: a user's folder got dead links."""
+    from mmgen.model_card_usage import REPO, ROOT, with_repo_links
+
+    text = f"made with [mmgen]({REPO}/README.md); see [docs/a.md]({REPO}/docs/a.md)."
+    assert with_repo_links(text, ROOT / "assets" / "m") == text
+    assert with_repo_links(text, ROOT / "runs" / "a" / "b") == text.replace("../..", "../../..")
+    assert with_repo_links(text, tmp_path) == "made with mmgen; see docs/a.md (in mmgen's repository)."
