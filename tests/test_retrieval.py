@@ -60,18 +60,41 @@ def _folder(path, images, captions):
 
 def test_tuning_and_test_halves_never_share_an_image(tmp_path, scenes):
     folder = _folder(tmp_path / "q", scenes[:10], [[f"scene {i}", f"picture {i}"] for i in range(10)])
-    names, _ = load_gallery([folder])
-    tuning, test = (load_queries(folder, names, half, 100, 0) for half in ("tuning", "test"))
+    gallery = load_gallery([folder])
+    tuning, test = (load_queries(folder, gallery, half, 100, 0) for half in ("tuning", "test"))
     assert len(tuning.targets) == len(test.targets) == 5 and not set(tuning.targets) & set(test.targets)
-    assert all(c.split()[-1] == names[t][:-4] for c, t in zip(test.captions, test.targets))  # its own caption
+    assert all(c.split()[-1] == gallery.names[t][:-4] for c, t in zip(test.captions, test.targets))  # its own
     other = _folder(tmp_path / "other", [scenes[0]], [["x"]])
     with pytest.raises(ValueError, match="in no gallery folder"):
-        load_queries(str(tmp_path / "q"), load_gallery([other])[0][:0], "test", 5, 0)
+        load_queries(folder, load_gallery([other]), "test", 5, 0)
     with pytest.raises(ValueError, match="no captioned odd-numbered .test. images to query with"):  # one image
-        load_queries(other, load_gallery([other])[0], "test", 5, 0)
+        load_queries(other, load_gallery([other]), "test", 5, 0)
 
 
-def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes):
+def test_folders_that_number_their_images_alike_keep_every_image(tmp_path, scenes):
+    """A training and a held-out folder both holding 0.png .. 3.png: the gallery kept the first folder's alone, and
+    held-out queries were scored against training images. Same names are one image only when the pixels are."""
+    train = _folder(tmp_path / "train", scenes[:4], [[f"train {i}"] for i in range(4)])
+    held = _folder(tmp_path / "held-out", scenes[4:8], [[f"held {i}"] for i in range(4)])
+    again = _folder(tmp_path / "reworded", scenes[:4], [[f"said otherwise {i}"] for i in range(4)])
+    gallery = load_gallery([train, held])
+    assert len(gallery.images) == 8 and gallery.names[4:6] == ["held-out/0.png", "held-out/1.png"]
+    queries = load_queries(held, gallery, "test", 10, 0)
+    assert [gallery.names[t] for t in queries.targets] == ["held-out/1.png", "held-out/3.png"]
+    queries = load_queries(again, gallery, "test", 10, 0)  # the training images, captioned otherwise
+    assert [gallery.names[t] for t in queries.targets] == ["1.png", "3.png"]
+    assert len(load_gallery([train, again]).images) == 4  # the same pixels under one name: one image
+    # read as training reads them: transparency on white (it was black), a file that cannot be read left out
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(tmp_path / "train" / "clear.png")
+    (tmp_path / "train" / "broken.png").write_bytes(b"not a png")
+    lines = (tmp_path / "train" / "metadata.jsonl").read_text()
+    extra = [{"file_name": f, "text": "x"} for f in ("clear.png", "broken.png")]
+    (tmp_path / "train" / "metadata.jsonl").write_text(lines + "".join(json.dumps(e) + "\n" for e in extra))
+    gallery = load_gallery([train])
+    assert gallery.names[-1] == "clear.png" and gallery.images[-1].getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes, capsys):
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     folder = _folder(tmp_path / "data", scenes[:12], [[shapes_sample(5, i).caption] for i in range(12)])
     out = tmp_path / "eval.json"
@@ -82,6 +105,12 @@ def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes):
     assert results["checks"]["own_images"]["pixels"]["top1"] == 1.0  # the evaluator finds right answers
     assert results["variety"]["seeds"] == 2 and 0 <= results["variety"]["spread"]
     assert out.with_suffix(".png").is_file()
+    said = capsys.readouterr().out
+    assert "chance among 12 gallery images: top-1 8.3%, top-5 41.7% (a gallery this small says little)" in said
+    assert "the targets' own images top-1 100% (must be 100%)" in said
+    # --out x.png: the picture, written beside it as x.png, was overwritten by the JSON
+    assert main(argv + ["--out", str(tmp_path / "eval.png")]) == 2
+    assert "name the results file .json" in capsys.readouterr().err
 
 
 def test_the_test_half_samples_at_the_models_own_settings_unless_told(tiny_pipe):

@@ -21,6 +21,7 @@ its target than to every other gallery image (top-1), or among the 5 nearest (to
 from __future__ import annotations
 
 import argparse
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,32 +55,78 @@ def read_folder(folder: str | Path) -> list[tuple[str, list[str], Path]]:
     return [(name, list(texts), path) for name, texts, path in images.in_metadata_order()]
 
 
-def load_gallery(folders: list[str]) -> tuple[list[str], list[Image.Image]]:
-    """Every image of the gallery folders (a file name seen twice counts once): names and RGB images."""
-    names, images = [], []
+@dataclass
+class GalleryImages:
+    names: list[str]  # each image's file name ("a.png"; "held-out/a.png" when another folder has its own a.png)
+    images: list[Image.Image]  # RGB, read as training reads them (EXIF turned, transparency on white)
+    by_file: dict[str, list[int]]  # file name -> the indices of the gallery images of that name
+    digests: list[str]  # each image's pixels, hashed: which of two same-named images a query's image is
+
+
+def pixel_digest(image: Image.Image) -> str:
+    return hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest()
+
+
+def load_gallery(folders: list[str]) -> GalleryImages:
+    """Every image of the gallery folders, read as training reads them (`load_image`; one it cannot read is left
+    out and named). A file name two folders share is one image only when their pixels are the same; two images of
+    one name are both kept (training and held-out folders both numbering from 0000.png), each named by its folder."""
+    from ..data.images import ImageLoadError, load_image
+
+    gallery = GalleryImages([], [], {}, [])
+    unreadable = []
     for folder in folders:
         for name, _, path in read_folder(folder):
-            if name not in names:
-                names.append(name)
-                images.append(Image.open(path).convert("RGB"))
-    return names, images
+            try:
+                image = load_image(path)
+            except ImageLoadError as e:
+                unreadable.append(f"{path} ({e.reason})")
+                continue
+            digest = pixel_digest(image)
+            same = gallery.by_file.get(name, [])
+            if any(gallery.digests[i] == digest for i in same):
+                continue  # one image, in two folders
+            gallery.names.append(name if not same else f"{Path(folder).name}/{name}")
+            gallery.images.append(image)
+            gallery.digests.append(digest)
+            gallery.by_file.setdefault(name, []).append(len(gallery.images) - 1)
+    if unreadable:
+        print(f"gallery: left out {len(unreadable)} images that cannot be read, e.g. {unreadable[0]}")
+    if not gallery.images:
+        raise ValueError(f"{', '.join(folders)}: no readable image to retrieve from")
+    return gallery
 
 
-def load_queries(folder: str, names: list[str], half: str, n: int, seed: int) -> QuerySet:
+def target_of(gallery: GalleryImages, name: str, path: Path) -> int | None:
+    """The gallery image a query folder's image `name` is: the one of that file name, or, where several share it,
+    the one with its pixels; None when none is."""
+    from ..data.images import ImageLoadError, load_image
+
+    same = gallery.by_file.get(name, [])
+    if len(same) <= 1:
+        return same[0] if same else None
+    try:
+        digest = pixel_digest(load_image(path))
+    except ImageLoadError:
+        return None
+    return next((i for i in same if gallery.digests[i] == digest), None)
+
+
+def load_queries(folder: str, gallery: GalleryImages, half: str, n: int, seed: int) -> QuerySet:
     """Up to `n` queries from `half` ("tuning": even-numbered images, "test": odd-numbered) of a query folder,
     each a caption drawn at random from its image's list."""
-    index = {name: i for i, name in enumerate(names)}
     items = [it for i, it in enumerate(read_folder(folder)) if i % 2 == (0 if half == "tuning" else 1) and it[1]]
     if not items:
         which = "even-numbered (tuning)" if half == "tuning" else "odd-numbered (test)"
         raise ValueError(f"{folder}: no captioned {which} images to query with: a query folder needs at least 2")
-    missing = [name for name, _, _ in items if name not in index]
+    targets = [target_of(gallery, name, path) for name, _, path in items]
+    missing = [name for (name, _, _), t in zip(items, targets) if t is None]
     if missing:
         raise ValueError(f"{folder}: {len(missing)} images are in no gallery folder (e.g. {missing[0]})")
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(items), min(n, len(items)), replace=False))
     captions = [items[i][1][int(rng.integers(len(items[i][1])))] for i in chosen]
-    return QuerySet(Path(folder).name, captions, np.array([index[items[i][0]] for i in chosen]))
+    return QuerySet(Path(folder).name, captions, np.array([targets[i] for i in chosen]))
 
 
 def scores(galleries: dict[str, Gallery], images: list[Image.Image], targets: np.ndarray) -> dict:
@@ -158,9 +205,9 @@ def sampling_of(pipe, args, guidance: float | None):
     return Sampling.defaults(pipe, **{k: v for k, v in changes.items() if v is not None})
 
 
-def tune(pipe, galleries, names, args) -> dict:
+def tune(pipe, galleries, gallery: GalleryImages, args) -> dict:
     """The guidance scale with the best pixel top-5 on the tuning half of the first query folder."""
-    queries = load_queries(args.queries[0], names, "tuning", args.n, args.seed)
+    queries = load_queries(args.queries[0], gallery, "tuning", args.n, args.seed)
     sweep = {}
     for g in args.tune_guidance:
         sweep[g], _ = run_set(pipe, galleries, queries, sampling_of(pipe, args, guidance=g), args.seed)
@@ -179,13 +226,14 @@ def tune(pipe, galleries, names, args) -> dict:
     }
 
 
-def test(pipe, galleries, names, gallery_images, args) -> dict:
+def test(pipe, galleries, gallery: GalleryImages, args) -> dict:
     """Every query folder's test half, the evaluator's checks, variety over seeds and the picture."""
     sampling = sampling_of(pipe, args, guidance=args.guidance)
-    results = {"half": "test", "gallery": len(names), "chance": {"top1": 1 / len(names), "top5": 5 / len(names)}}
+    names, gallery_images, size = gallery.names, gallery.images, len(gallery.names)
+    results = {"half": "test", "gallery": size, "chance": {"top1": 1 / size, "top5": min(1, 5 / size)}}
     results["sampling"] = {k: v for k, v in sampling.call_kwargs().items()}
     for i, folder in enumerate(args.queries):
-        queries = load_queries(folder, names, "test", args.n, args.seed)
+        queries = load_queries(folder, gallery, "test", args.n, args.seed)
         found, images = run_set(pipe, galleries, queries, sampling, args.seed)
         results[queries.name] = {"n": len(queries.captions), **found}
         print(
@@ -212,6 +260,13 @@ def test(pipe, galleries, names, gallery_images, args) -> dict:
                     queries.targets,
                     Path(args.out).with_suffix(".png"),
                 )
+    checks = results["checks"]["own_images"]["pixels"], results["checks"]["shifted_by_one"]["pixels"]
+    print(
+        f"chance among {size} gallery images: top-1 {1 / size:.1%}, top-5 {min(1, 5 / size):.1%}"
+        + (" (a gallery this small says little)" if size <= 20 else "")
+        + f"; the evaluator's checks: the targets' own images top-1 {checks[0]['top1']:.0%} (must be 100%), "
+        f"images handed to the wrong captions top-5 {checks[1]['top5']:.1%} (near chance)"
+    )
     return results
 
 
@@ -220,12 +275,14 @@ def main(args: argparse.Namespace) -> dict:
 
     from ..pipeline import MMGenPipeline
 
+    if args.out and Path(args.out).suffix.lower() != ".json":  # the picture goes beside it as .png
+        raise ValueError(f"--out {args.out}: name the results file .json (the picture is written beside it as .png)")
     torch.manual_seed(args.seed)
     pipe = MMGenPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    names, gallery_images = load_gallery(args.gallery)
-    galleries = {space: Gallery.of(gallery_images, space) for space in FEATURES}
-    results = tune(pipe, galleries, names, args) if args.tune else test(pipe, galleries, names, gallery_images, args)
+    gallery = load_gallery(args.gallery)
+    galleries = {space: Gallery.of(gallery.images, space) for space in FEATURES}
+    results = tune(pipe, galleries, gallery, args) if args.tune else test(pipe, galleries, gallery, args)
     results["model"] = str(args.model)
     write_results(results, args.out)
     return results
