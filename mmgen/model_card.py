@@ -286,6 +286,16 @@ def training_section(out: Path, recipe: str | None = None) -> str:
     return "## Training\n\n" + rebuild + "\n\n" + "\n".join(p for p in parts if p)
 
 
+def folder_rows(ev: dict) -> list[str]:
+    """`mmgen eval-tokenizer --folder`'s figures: the reconstruction of the folder's images and the codes used."""
+    f = ev["folder"]
+    where = f"tokenizer: {f['n_images']} images of `{f['path']}`"
+    return [
+        _row(where, "PSNR / SSIM", f"{f['psnr']:.2f} dB / {f['ssim']:.3f}"),
+        _row(where, "codes used / perplexity", f"{f['usage']:.1%} / {f['perplexity']:.0f}"),
+    ]
+
+
 def _row(component: str, what: str, value: str, target: str = "", met: bool | None = None) -> str:
     mark = "" if met is None else ("yes" if met else "**no**")
     return f"| {component} | {what} | {value} | {target} | {mark} |"
@@ -364,10 +374,14 @@ def _generator_rows(ev: dict) -> list[str]:
 def evaluation_section(out: Path) -> str:
     """One table of held-out figures and targets, from eval_tokenizer.json, eval_generator.json and the rest."""
     tok, gen = _read_json(out / "eval_tokenizer.json"), _read_json(out / "eval_generator.json")
+    data = {args.get("data", "shapes") for args in _training_args(out, "generator_train_log.jsonl")}
+    gen = gen if data <= {"shapes"} else None  # shapes-v1's prompts read a model of other images for nothing
     if tok is None and gen is None:
         return ""
     text = "## Evaluation\n\nOn data no training run saw."
-    if tok is not None:
+    if tok is not None and "shapes" not in tok:  # `eval-tokenizer --folder`: the user's own held-out images
+        text = f"## Evaluation\n\nTokenizer (`mmgen eval-tokenizer --folder`), on `{tok['folder']['path']}`."
+    elif tok is not None:
         text += (
             " Tokenizer (`mmgen eval-tokenizer`): shapes-v1 scenes of a held-out stream and natural photos that are "
             "not scikit-image's; *detail kept* is the reconstruction's mean horizontal + vertical gradient over the "
@@ -390,12 +404,15 @@ def evaluation_section(out: Path) -> str:
             text += f", first-block cache {cache:g}" if (cache := st.get("first_block_cache")) else ""
         text += "."
     rows = ["| set | figure | value | target | met |", "|---|---|---:|---:|:---:|"]
-    rows += tokenizer_rows(tok) if tok and "shapes" in tok else []  # a folder's evaluation is not tabled here
+    rows += tokenizer_rows(tok) if tok and "shapes" in tok else folder_rows(tok) if tok else []
     rows += _generator_rows(gen) if gen else []
-    rows += inside_rows(out)  # image -> text and word attention, where measured (docs/captioning.md)
-    names = ("tokenizer", "generator", "caption", "attention")
+    rows += inside_rows(out) if data <= {"shapes"} else []  # image -> text, word attention (docs/captioning.md)
+    shapes = ("generator", "caption", "attention") if data <= {"shapes"} else ()
+    names = ("tokenizer", *shapes, "retrieval")
     files = ", ".join(f"`{f.name}`" for f in (out / f"eval_{n}.json" for n in names) if f.exists())
     text += "\n\n" + "\n".join(rows) + f"\n\nFull results: {files}. "
+    if not data <= {"shapes"}:  # a model of one's own: no run notes in docs/
+        return text + "\n"
     page = f"{'generator' if gen else 'tokenizer'}-runs.md"
     return text + f"How it was chosen, run by run: [docs/{page}]({REPO}/docs/{page}).\n"
 

@@ -507,3 +507,19 @@ def test_a_sweep_refuses_a_bad_setting_before_its_first_row(tiny_pipe, tmp_path,
     assert main([*argv, "--sweep-candidates", "1", "-1"]) == 2
     assert "Candidates must be a whole number" in capsys.readouterr().err
     assert main([*argv[:-2], "--steps", "1", "--sweep-schedulers", "euler", *argv[-2:]]) == 2  # 1 step: t = 0
+
+
+def test_shapes_evaluations_say_so_on_a_model_of_other_images(tmp_path, tiny_pipe, capsys):
+    """eval-generator, eval-caption and eval-attention read a model on shapes-v1 prompts and scenes; on a model of
+    other images they printed a table against shapes targets as if it were the model's result."""
+    from mmgen.eval.prompts import warn_unless_shapes
+    from mmgen.pipeline import MMGenPipeline
+    from mmgen.vocabulary import SHAPES_V1, Vocabulary
+
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    for grammar, warned in ((None, True), (SHAPES_V1, False)):
+        vocabulary = Vocabulary.from_captions(["a cat face"], grammar, ["data/emoji"])
+        vocabulary.save(tmp_path / "m" / "transformer" / "vocabulary.json")
+        warn_unless_shapes(MMGenPipeline.from_pretrained(tmp_path / "m", text_encoder=tiny_pipe.text_encoder), "x")
+        said = capsys.readouterr().err
+        assert ("trained on data/emoji, not shapes-v1 alone" in said) == warned

@@ -440,3 +440,23 @@ def test_a_cards_links_to_the_repository_resolve_where_the_card_is(tmp_path):
     assert with_repo_links(text, ROOT / "assets" / "m") == text
     assert with_repo_links(text, ROOT / "runs" / "a" / "b") == text.replace("../..", "../../..")
     assert with_repo_links(text, tmp_path) == "made with mmgen; see docs/a.md (in mmgen's repository)."
+
+
+def test_the_card_of_a_model_of_ones_own_images_reports_what_was_measured_on_them(tmp_path, tiny_pipe):
+    """A model trained on a folder: its card tabled shapes-v1's judge (read on prompts it never learnt) as its
+    results, said its folder evaluation was of shapes-v1 scenes and photos without tabling it, and linked the
+    shipped models' run notes."""
+    from mmgen.model_card import model_card
+
+    out = tmp_path / "mine"
+    tiny_pipe.vqvae.to(torch.float16).save_pretrained(out / "vqvae")
+    tiny_pipe.transformer.save_pretrained(out / "transformer")
+    args = {"seed": 0, "num_samples": 10, "data": "my_images", "batch_size": 4, "lr": 3e-4, "steps": 5}
+    write_log(out / "generator_train_log.jsonl", [{"command": "mmgen train-generator", "args": args}, {"done": True}])
+    folder = {"path": "my_images_held_out", "n_images": 12, "psnr": 27.5, "ssim": 0.9, "usage": 0.5, "perplexity": 9}
+    (out / "eval_tokenizer.json").write_text(json.dumps({"folder": folder, "codebook": {"num_codes": 64}}))
+    (out / "eval_generator.json").write_text(json.dumps({"single": {"all": 0.0}}))
+    card = model_card(out)
+    assert "on `my_images_held_out`" in card and "shapes-v1 scenes of a held-out stream" not in card
+    assert "| tokenizer: 12 images of `my_images_held_out` | PSNR / SSIM | 27.50 dB / 0.900 |" in card
+    assert "single object" not in card and "eval_generator.json" not in card and "runs.md" not in card

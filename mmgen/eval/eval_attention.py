@@ -23,7 +23,7 @@ from ..attention import AttentionRecorder, peak
 from ..data.shapes import CANVAS
 from . import count, write_results
 from .judge import read_scene
-from .prompts import single_prompts
+from .prompts import single_prompts, warn_unless_shapes
 
 ATTENTION_SEED = 2468  # the prompts' random stream: apart from the generator evaluation's (12345) and tuning (777)
 WORDS = ("shape", "color", "size")  # the object's words, read from the prompt item
@@ -143,6 +143,7 @@ def main(args: argparse.Namespace) -> dict:
     from ..pipeline import MMGenPipeline
 
     pipe = MMGenPipeline.from_pretrained(args.model)
+    warn_unless_shapes(pipe, "eval-attention")
     pipe.set_progress_bar_config(disable=True)
     results = evaluate_attention(pipe, args.n)
     print(format_attention(results))

@@ -34,6 +34,7 @@ from ..captioning import (
 from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, relation, render_scene
 from . import count, write_results
 from .ceiling import ceiling_scenes, scene_scale
+from .prompts import warn_unless_shapes
 
 CAPTION_SEED = 3131  # the held-out scenes' shapes-v1 stream: no training run, evaluation or tuning reads it
 TUNE_SEED = 3132  # the tuning scenes' stream
@@ -239,6 +240,7 @@ def main(args: argparse.Namespace) -> dict:
     from ..pipeline import MMGenPipeline
 
     pipe = MMGenPipeline.from_pretrained(args.model)
+    warn_unless_shapes(pipe, "eval-caption")
     pipe.set_progress_bar_config(disable=True)
     if args.tune:
         results = {"seed": TUNE_SEED, "tuning": tune(pipe, args.n_single, args.n_two)}

@@ -20,7 +20,7 @@ from ..vocabulary import Vocabulary
 from . import count, write_results
 from .accuracy import Sampling, evaluate
 from .ceiling import format_ceiling, tokenizer_ceiling
-from .prompts import HELDOUT_PROMPTS, TUNING_PROMPTS, PromptSets
+from .prompts import HELDOUT_PROMPTS, TUNING_PROMPTS, PromptSets, warn_unless_shapes
 from .report import TARGETS, format_extra_objects, format_shape_errors, format_table, top_confusions
 from .sweep import SWEEP_GUIDANCE, SWEEP_HEADER, SWEEP_SCHEDULERS, SweepGrid, sweep
 
@@ -41,6 +41,7 @@ def main(args: argparse.Namespace) -> dict:
     from ..pipeline import MMGenPipeline
 
     pipe = MMGenPipeline.from_pretrained(args.model)
+    warn_unless_shapes(pipe, "eval-generator")
     if args.sweep:
         return {"rows": main_sweep(pipe, args)}
     if args.bf16:

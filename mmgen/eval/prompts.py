@@ -181,3 +181,22 @@ class PromptSets:
 
 HELDOUT_PROMPTS = PromptSets()
 TUNING_PROMPTS = PromptSets.tuning(n_single=48, n_two=32, free=False)  # the sweep's default
+
+
+def warn_unless_shapes(pipe, command: str) -> None:
+    """Say so (stderr) when `pipe`'s generator learnt other captions than shapes-v1's: `command` reads it on
+    shapes-v1 prompts and scenes alone, so its figures say how it draws those, not how well it learnt its own data.
+    Silent for a model that names no vocabulary (published without one: its data is not known)."""
+    import sys
+
+    from ..vocabulary import SHAPES_V1, Vocabulary
+
+    vocabulary = Vocabulary.for_pipeline(pipe)
+    if vocabulary is not None and vocabulary.grammar != SHAPES_V1:
+        trained = ", ".join(vocabulary.sources) or "other captions"
+        print(
+            f"warning: this generator was trained on {trained}, not shapes-v1 alone; `mmgen {command}` reads it on "
+            "shapes-v1 prompts and scenes, so its figures say how it draws those, not how well it learnt its own "
+            "images (for those: mmgen eval-retrieval, docs/own-data.md)",
+            file=sys.stderr,
+        )
