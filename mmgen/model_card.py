@@ -16,6 +16,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from .model_card_inside import inside_rows
+from .model_card_own import folder_rows, retrieval_rows
 from .model_card_tokenizer import global_batch, tokenizer_rows, tokenizer_training, tokenizer_use
 from .model_card_usage import REPO, how_to_load, with_repo_links
 
@@ -286,16 +287,6 @@ def training_section(out: Path, recipe: str | None = None) -> str:
     return "## Training\n\n" + rebuild + "\n\n" + "\n".join(p for p in parts if p)
 
 
-def folder_rows(ev: dict) -> list[str]:
-    """`mmgen eval-tokenizer --folder`'s figures: the reconstruction of the folder's images and the codes used."""
-    f = ev["folder"]
-    where = f"tokenizer: {f['n_images']} images of `{f['path']}`"
-    return [
-        _row(where, "PSNR / SSIM", f"{f['psnr']:.2f} dB / {f['ssim']:.3f}"),
-        _row(where, "codes used / perplexity", f"{f['usage']:.1%} / {f['perplexity']:.0f}"),
-    ]
-
-
 def _row(component: str, what: str, value: str, target: str = "", met: bool | None = None) -> str:
     mark = "" if met is None else ("yes" if met else "**no**")
     return f"| {component} | {what} | {value} | {target} | {mark} |"
@@ -376,7 +367,7 @@ def evaluation_section(out: Path) -> str:
     tok, gen = _read_json(out / "eval_tokenizer.json"), _read_json(out / "eval_generator.json")
     data = {args.get("data", "shapes") for args in _training_args(out, "generator_train_log.jsonl")}
     gen = gen if data <= {"shapes"} else None  # shapes-v1's prompts read a model of other images for nothing
-    if tok is None and gen is None:
+    if tok is None and gen is None and not (out / "eval_retrieval.json").is_file():
         return ""
     text = "## Evaluation\n\nOn data no training run saw."
     if tok is not None and "shapes" not in tok:  # `eval-tokenizer --folder`: the user's own held-out images
@@ -403,9 +394,15 @@ def evaluation_section(out: Path) -> str:
             )
             text += f", first-block cache {cache:g}" if (cache := st.get("first_block_cache")) else ""
         text += "."
+    if (out / "eval_retrieval.json").is_file():
+        text += (
+            " Generator (`mmgen eval-retrieval`): one image per prompt, captions worded unlike the training ones, "
+            "found among every image of the domain by pixels."
+        )
     rows = ["| set | figure | value | target | met |", "|---|---|---:|---:|:---:|"]
     rows += tokenizer_rows(tok) if tok and "shapes" in tok else folder_rows(tok) if tok else []
     rows += _generator_rows(gen) if gen else []
+    rows += retrieval_rows(out)  # a model of one's own images: prompt fidelity by retrieval (docs/own-data.md)
     rows += inside_rows(out) if data <= {"shapes"} else []  # image -> text, word attention (docs/captioning.md)
     shapes = ("generator", "caption", "attention") if data <= {"shapes"} else ()
     names = ("tokenizer", *shapes, "retrieval")

@@ -456,7 +456,14 @@ def test_the_card_of_a_model_of_ones_own_images_reports_what_was_measured_on_the
     folder = {"path": "my_images_held_out", "n_images": 12, "psnr": 27.5, "ssim": 0.9, "usage": 0.5, "perplexity": 9}
     (out / "eval_tokenizer.json").write_text(json.dumps({"folder": folder, "codebook": {"num_codes": 64}}))
     (out / "eval_generator.json").write_text(json.dumps({"single": {"all": 0.0}}))
+    found = {"n": 50, "pixels": {"top1": 0.2, "top5": 0.5}}
+    retrieval = {"half": "test", "gallery": 400, "chance": {"top1": 0.0025, "top5": 0.0125}, "reworded": found}
+    (out / "eval_retrieval.json").write_text(json.dumps(retrieval))
     card = model_card(out)
+    assert (
+        "| generator: 50 prompts of `reworded`, retrieved among 400 images | top-1 / top-5 (pixels) | 20.0% / 50.0% |"
+    )
+    assert " chance 0.2% / 1.2% |" in card and "`eval_retrieval.json`" in card
     assert "on `my_images_held_out`" in card and "shapes-v1 scenes of a held-out stream" not in card
     assert "| tokenizer: 12 images of `my_images_held_out` | PSNR / SSIM | 27.50 dB / 0.900 |" in card
     assert "single object" not in card and "eval_generator.json" not in card and "runs.md" not in card
