@@ -105,6 +105,7 @@ def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes, capsys):
     assert results["checks"]["own_images"]["pixels"]["top1"] == 1.0  # the evaluator finds right answers
     assert results["variety"]["seeds"] == 2 and 0 <= results["variety"]["spread"]
     assert out.with_suffix(".png").is_file()
+    assert results["args"]["gallery"] == [folder] and results["args"]["n"] == 4  # enough to run it again
     said = capsys.readouterr().out
     assert "chance among 12 gallery images: top-1 8.3%, top-5 41.7% (a gallery this small says little)" in said
     assert "the targets' own images top-1 100% (must be 100%)" in said

@@ -216,7 +216,7 @@ def tune(pipe, galleries, gallery: GalleryImages, args) -> dict:
             + ", ".join(f"{k} top-1 {v['top1']:.1%} top-5 {v['top5']:.1%}" for k, v in sweep[g].items())
         )
     best = max(sweep, key=lambda g: (sweep[g]["pixels"]["top5"], sweep[g]["pixels"]["top1"]))
-    print(f"best guidance on tuning queries: {best:g}")
+    print(f"best guidance on tuning queries: {best:g}: read the test half once with --guidance {best:g}")
     return {
         "half": "tuning",
         "queries": queries.name,
@@ -284,6 +284,8 @@ def main(args: argparse.Namespace) -> dict:
     galleries = {space: Gallery.of(gallery.images, space) for space in FEATURES}
     results = tune(pipe, galleries, gallery, args) if args.tune else test(pipe, galleries, gallery, args)
     results["model"] = str(args.model)
+    keys = ("gallery", "queries", "n", "seed", "guidance", "steps", "variety_prompts", "variety_seeds")
+    results["args"] = {k: getattr(args, k) for k in keys}  # enough to run it again
     write_results(results, args.out)
     return results
 
