@@ -92,6 +92,15 @@ def test_folders_that_number_their_images_alike_keep_every_image(tmp_path, scene
     (tmp_path / "train" / "metadata.jsonl").write_text(lines + "".join(json.dumps(e) + "\n" for e in extra))
     gallery = load_gallery([train])
     assert gallery.names[-1] == "clear.png" and gallery.images[-1].getpixel((0, 0)) == (255, 255, 255)
+    # a wide image is compared by its centre square, as the generator (trained on square crops) draws it
+    wide = Image.new("RGB", (96, 32), "red")
+    wide.paste(Image.new("RGB", (32, 32), "blue"), (32, 0))
+    wide.save(tmp_path / "train" / "wide.png")
+    (tmp_path / "train" / "metadata.jsonl").write_text(
+        lines + json.dumps({"file_name": "wide.png", "text": "w"}) + "\n"
+    )
+    gallery = load_gallery([train])
+    assert gallery.images[-1].size == (32, 32) and gallery.images[-1].getpixel((16, 16)) == (0, 0, 255)
 
 
 def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes, capsys):

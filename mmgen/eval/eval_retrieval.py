@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from . import count, write_results
 from .retrieval import FEATURES, Gallery, pairwise_distances, top_k
@@ -58,7 +58,7 @@ def read_folder(folder: str | Path) -> list[tuple[str, list[str], Path]]:
 @dataclass
 class GalleryImages:
     names: list[str]  # each image's file name ("a.png"; "held-out/a.png" when another folder has its own a.png)
-    images: list[Image.Image]  # RGB, read as training reads them (EXIF turned, transparency on white)
+    images: list[Image.Image]  # RGB centre squares, read as training reads them (EXIF turned, transparency on white)
     by_file: dict[str, list[int]]  # file name -> the indices of the gallery images of that name
     digests: list[str]  # each image's pixels, hashed: which of two same-named images a query's image is
 
@@ -82,6 +82,7 @@ def load_gallery(folders: list[str]) -> GalleryImages:
             except ImageLoadError as e:
                 unreadable.append(f"{path} ({e.reason})")
                 continue
+            image = ImageOps.fit(image, (min(image.size),) * 2)  # its centre square: the generator draws squares
             digest = pixel_digest(image)
             same = gallery.by_file.get(name, [])
             if any(gallery.digests[i] == digest for i in same):
