@@ -125,7 +125,7 @@ def check_same_codebook(run: Path, out: Path, vq: VQVAE) -> None:
 
 
 def release_generator(
-    run: str | Path, out: str | Path, scheduler: str = "dpm++", sampling: dict | None = None
+    run: str | Path, out: str | Path, scheduler: str = "euler-ancestral", sampling: dict | None = None
 ) -> Path:
     """Add a trained generator (`run`/transformer, EMA weights) to the model folder holding vqvae/: fp16
     transformer/, the sampling `scheduler/` (a SCHEDULERS name, with the training noise schedule) and
@@ -209,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vqvae", help="a trained vqvae/ folder (save_pretrained output)")
     p.add_argument("--out", help="the model folder to publish into (needed by everything but --examples)")
     p.add_argument("--generator", help="a train-generator output folder (transformer/, scheduler/, train_log.jsonl)")
-    p.add_argument("--scheduler", default="dpm++", choices=sorted(SCHEDULER_CLASSES), help="the sampler to ship")
+    p.add_argument(
+        "--scheduler",
+        default="euler-ancestral",
+        choices=sorted(SCHEDULER_CLASSES),
+        help="the sampler to ship (default: euler-ancestral, every shipped model's)",
+    )
     p.add_argument("--card", action="store_true", help="(re)write OUT/README.md from the logs and evaluations")
     p.add_argument(
         "--vocabulary", action="store_true", help="(re)write OUT/transformer/vocabulary.json from the training log"

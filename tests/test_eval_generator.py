@@ -523,3 +523,10 @@ def test_shapes_evaluations_say_so_on_a_model_of_other_images(tmp_path, tiny_pip
         warn_unless_shapes(MMGenPipeline.from_pretrained(tmp_path / "m", text_encoder=tiny_pipe.text_encoder), "x")
         said = capsys.readouterr().err
         assert ("trained on data/emoji, not shapes-v1 alone" in said) == warned
+    # published without a vocabulary (its folder was not there): its training log says what it learnt
+    (tmp_path / "m" / "transformer" / "vocabulary.json").unlink()
+    args = {"seed": 0, "num_samples": 4, "data": "my_images"}
+    lines = [{"command": "mmgen train-generator", "args": args}, {"done": True}]
+    (tmp_path / "m" / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    warn_unless_shapes(MMGenPipeline.from_pretrained(tmp_path / "m", text_encoder=tiny_pipe.text_encoder), "x")
+    assert "trained on my_images, not shapes-v1 alone" in capsys.readouterr().err

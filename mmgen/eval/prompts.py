@@ -186,14 +186,24 @@ TUNING_PROMPTS = PromptSets.tuning(n_single=48, n_two=32, free=False)  # the swe
 def warn_unless_shapes(pipe, command: str) -> None:
     """Say so (stderr) when `pipe`'s generator learnt other captions than shapes-v1's: `command` reads it on
     shapes-v1 prompts and scenes alone, so its figures say how it draws those, not how well it learnt its own data.
-    Silent for a model that names no vocabulary (published without one: its data is not known)."""
+    What it trained on: its vocabulary's sources, else its training log's (a model published without a
+    vocabulary); silent when neither is beside it."""
     import sys
+    from pathlib import Path
 
-    from ..vocabulary import SHAPES_V1, Vocabulary
+    from ..vocabulary import SHAPES_V1, Vocabulary, stage_sources
 
     vocabulary = Vocabulary.for_pipeline(pipe)
-    if vocabulary is not None and vocabulary.grammar != SHAPES_V1:
-        trained = ", ".join(vocabulary.sources) or "other captions"
+    if vocabulary is not None:
+        shapes, trained = vocabulary.grammar == SHAPES_V1, ", ".join(vocabulary.sources) or "other captions"
+    else:
+        where = getattr(pipe.transformer.config, "_name_or_path", None)
+        log = Path(where).parent / "generator_train_log.jsonl" if where else None
+        if log is None or not log.is_file():
+            return
+        folders = [s["data"] for s in stage_sources(log) if s["data"] != "shapes"]
+        shapes, trained = not folders, ", ".join(folders)
+    if not shapes:
         print(
             f"warning: this generator was trained on {trained}, not shapes-v1 alone; `mmgen {command}` reads it on "
             "shapes-v1 prompts and scenes, so its figures say how it draws those, not how well it learnt its own "
