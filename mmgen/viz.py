@@ -344,10 +344,11 @@ def score_bars(
     vmax: float,
     width: int = 600,
     bar_height: int = 28,
+    shown: list[str] | None = None,
 ) -> Image.Image:
     """Horizontal bars, one per label (e.g. ranked captions and their denoising errors), each as long as its
-    value's place in `vmin`..`vmax`, the value and label written beside it; the first bar orange, the rest
-    grey-blue: (len(labels) * bar_height + 2, width)."""
+    value's place in `vmin`..`vmax`, the value (or `shown`'s text) and label written beside it; the first bar
+    orange, the rest grey-blue: (len(labels) * bar_height + 2, width)."""
     from PIL import ImageDraw, ImageFont
 
     if len(labels) != len(values):
@@ -361,6 +362,6 @@ def score_bars(
         share = float(np.clip((value - vmin) / max(vmax - vmin, 1e-12), 0, 1))
         colour = (255, 140, 0) if i == 0 else (90, 110, 160)
         draw.rectangle((0, y + 3, max(1, int(share * bar_space)), y + bar_height - 4), fill=colour)
-        text = f"{value:.4f}  {label}"
+        text = f"{value:.4f}  {label}" if shown is None else f"{shown[i]}  {label}"
         draw.text((bar_space + 8, y + bar_height // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
     return canvas

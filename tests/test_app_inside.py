@@ -86,6 +86,7 @@ def test_the_replayed_attention_is_the_runs_own(tmp_path):
 def test_rank_captions_and_the_models_own_caption(client, scene):
     shown, chart, info = client.predict(scene, "\n".join(CAPTIONS + ["", "a red circle"]), api_name="/rank_captions")
     assert "Ranked 3 caption(s)" in info and any(f"**{c}**" in info for c in CAPTIONS)
+    assert "below the runner-up, *" in info  # named in full: the chart cuts a long one
     assert Image.open(chart).height > 3 * 10  # one bar per caption
     shown, chart, info = client.predict(scene, api_name="/caption")
     assert "The model's caption: **a" in info  # ranked from the vocabulary's captions (no grammar)

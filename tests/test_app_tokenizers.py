@@ -76,6 +76,7 @@ def test_compare_the_generators_tokenizer_with_a_preloaded_one(client, scene):
     table, sheet, info = client.predict(scene, ["tiny-test", "vqdiff"], api_name="/compare_tokenizers")
     rows = {row[0].split(" (")[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert set(rows) == {"tiny-test", "vqdiff"} and "Compared at 64×64 px" in info
+    assert "below 0: reversed" in info  # edges in place is a slope, not a share
     assert rows["tiny-test"]["grid"] == "16×16" and rows["vqdiff"]["grid"] == "8×8"  # f4 and f8
     assert rows["vqdiff"]["codes"] == 48 and rows["vqdiff"]["bits"] == round(64 * math.log2(48))
     assert rows["vqdiff"]["compression ×"] == round(64 * 64 * 24 / (64 * math.log2(48)), 1)
@@ -262,3 +263,15 @@ def test_preloads_are_listed_at_once_and_load_after_the_pipeline(folders, tiny_v
     assert not future.done()
     pipeline.set_result(None)
     assert future.result(timeout=60).num_codes == 48
+
+
+def test_a_comparison_names_the_bits_its_best_psnr_spent():
+    """At the same pixels an f4 makes 4x an f8's tokens: it was named best by PSNR alone, which a learner read
+    as "the VQ-VAE beats the VQ-GAN"."""
+    from types import SimpleNamespace
+
+    from mmgen.app.compare import best_line
+
+    f4, f8 = SimpleNamespace(name="f4", psnr=24.0, bits=9216.0), SimpleNamespace(name="f8", psnr=21.0, bits=2560.0)
+    assert "best PSNR: **f4** (24.00 dB), with 3.6× the bits of f8" in best_line([f4, f8])
+    assert best_line([f8, SimpleNamespace(name="g8", psnr=20.0, bits=2304.0)]) == "best PSNR: **f8** (21.00 dB)"

@@ -237,6 +237,19 @@ def test_score_bars():
         score_bars(["a"], [0.1, 0.2], 0, 1)
 
 
+def test_the_caption_chart_writes_each_captions_error_not_its_lead_over_the_worst():
+    """The numbers beside the bars were each caption's lead over the worst: the worst read "0.0000", a perfect
+    caption at a glance. The bars keep that lead; the text is the error."""
+    from mmgen.app.caption import bar_chart
+    from mmgen.viz import score_bars
+
+    ranked = [("best", 0.05), ("worst", 0.09)]
+    drawn = np.asarray(bar_chart(ranked))
+    for text, want in (("0.0500", True), ("0.0000", False)):
+        probe = np.asarray(score_bars(["best", "worst"], [0.04, 0.0], 0.0, 0.04, width=440, shown=[text, "0.0900"]))
+        assert np.array_equal(drawn, probe) == want
+
+
 def test_a_caption_of_nothing_the_model_knows_explains_nothing():
     """The Image -> text tab named two stars on a blank white canvas as confidently as a real scene: the share of
     the empty prompt's error the caption takes away tells them apart (and the tab warns under 5 %)."""

@@ -201,3 +201,14 @@ def test_heat_pictures_are_pure_and_sized():
     a, b = Image.new("RGB", (10, 8)), Image.new("RGB", (6, 6))
     sheet = side_by_side([[a, b], [b, a]], ["x", "y"], scale=2, pad=1, label_height=5)
     assert sheet.size == (1 + 20 + 1 + 20 + 1, 5 + 1 + 16 + 1 + 16 + 1)
+
+
+def test_the_margin_map_shows_the_median_mid_grey_not_dark():
+    """Scaled to its largest margin, one far token made nearly every cell look "nearly flipped" (229 of 256 dark
+    on a shipped example, against 5 counted)."""
+    from mmgen.app.compare import ambiguity_sheet, margin_scale
+
+    margin = np.ones((4, 4))
+    margin[0, 0] = 100.0  # one token far from any other code
+    assert margin_scale(margin) == 2.0  # the typical cell mid-grey, whatever the largest
+    ambiguity_sheet(np.ones((4, 4)), margin)  # drawn on that scale

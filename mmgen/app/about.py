@@ -15,8 +15,9 @@ codebook (512 in the f4 VQ-VAE, 1,024 in the VQ-GAN f8). Either way an image bec
 its tokens: a 64×64 image through the f4, a 128×128 one through the f8. A decoder paints the image back from
 those ids alone. The VQ-GAN is the same network trained with a second loss: a small discriminator judges
 patches of its reconstructions against real ones, which pushes the decoder to draw sharp edges rather than the
-blurred average that a pixel loss alone prefers, so fewer tokens suffice. The Tokenizer tab shows this on your
-own images, side by side; the Codebook tab shows what each code looks like.
+blurred average that a pixel loss alone prefers, so fewer tokens suffice. The Tokenizer tab compares the two on
+your own images, side by side: they differ in token size, codebook and training data as well as in this loss, and
+at the same pixels the f4 spends 4x the bits. The Codebook tab shows what each code looks like.
 ([VQ-VAE, van den Oord et al. 2017](https://arxiv.org/abs/1711.00937);
 [VQGAN, Esser et al. 2021](https://arxiv.org/abs/2012.09841);
 [ViT-VQGAN's l2-normalised codes, Yu et al. 2021](https://arxiv.org/abs/2110.04627))

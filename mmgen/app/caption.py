@@ -48,11 +48,13 @@ def parse_captions(text: str | None) -> list[str]:
 
 def bar_chart(ranked: list[tuple[str, float]]) -> PIL.Image.Image:
     """Ranked captions as bars, longest for the best: each bar's length is how much lower its denoising error is
-    than the worst caption's (the best's bar is orange)."""
+    than the worst caption's (the best's bar is orange); beside it, the error itself (a difference read as an
+    error: the worst caption's "0.0000" looked perfect)."""
     errors = [e for _, e in ranked]
     worst = max(errors)
     gains = [worst - e for e in errors]
-    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9), width=440)  # read at half width too
+    shown = [f"{e:.4f}" for e in errors]
+    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9), width=440, shown=shown)
 
 
 class CaptionTab:
@@ -87,7 +89,10 @@ class CaptionTab:
                         self.caption_btn = gr.Button("Caption it", elem_id="caption-it")
                 with gr.Column():
                     self.shown = gr.Image(label="As the model reads it", interactive=False, elem_id="caption-shown")
-                    gr.Markdown("**Captions, best first** (bar: how much better than the worst)")
+                    gr.Markdown(
+                        "**Captions, best first**: each one's denoising error (lower: likelier); bar: how much "
+                        "lower than the worst's"
+                    )
                     self.chart = gr.Image(  # its title above, not laid over it: it hid the best row at any width
                         label="Captions, best first",
                         show_label=False,
@@ -192,7 +197,7 @@ class CaptionTab:
         best, error = ranked[0]
         info = (
             f"{title}  \nBest: **{best}** (denoising error {error:.4f}"
-            + (f", {ranked[1][1] - error:.4f} below the runner-up" if len(ranked) > 1 else "")
+            + (f", {ranked[1][1] - error:.4f} below the runner-up, *{ranked[1][0]}*" if len(ranked) > 1 else "")
             + f"; it takes away {share:.0%} of the error the empty prompt leaves). {errors}"
         )
         if share < NAMES_NOTHING and own:

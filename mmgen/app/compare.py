@@ -98,15 +98,27 @@ class CompareSection:
             rows.append(dataclasses.replace(row, name=f"{key} ({tok.num_codes:,} codes, f{tok.downsample_factor})"))
             uploads = uploads.add(key, image, row.indices, tok.num_codes)
         multiple = math.lcm(*(t.downsample_factor for t in tokenizers))
-        best = max(rows, key=lambda r: r.psnr)
         info = (
             f"Compared at {fitted.width}×{fitted.height} px (cropped to a multiple of {multiple} px, every "
-            f"tokenizer's token) · best PSNR: **{best.name}** ({best.psnr:.2f} dB) · errors from 0 (dark) to "
-            f"{ERROR_RANGE:g} of 255 (bright)  \n*detail kept*: the reconstruction's edge energy over the original's "
-            "(1 = as sharp; invented texture counts too) · *edges in place*: how much of the original's edges it "
-            "draws where they are (1 = all)"
+            f"tokenizer's token) · {best_line(rows)} · errors from 0 (dark) to {ERROR_RANGE:g} of 255 (bright)  \n"
+            "*detail kept*: the reconstruction's edge energy over the original's (1 = as sharp; invented texture "
+            "counts too) · *edges in place*: the original's edges as drawn where they are (1 = as strong; over 1: "
+            "drawn stronger; below 0: reversed)"
         )
         return {"headers": HEADERS, "data": [table_row(r) for r in rows]}, comparison_sheet(rows), info, uploads
+
+
+def best_line(rows: list[Reconstruction]) -> str:
+    """The best PSNR, and what it had to spend: at the same pixels a smaller token (f4 against f8) makes more
+    tokens, so more bits, and a higher PSNR that says nothing of how well either was trained."""
+    best, fewest = max(rows, key=lambda r: r.psnr), min(rows, key=lambda r: r.bits)
+    line = f"best PSNR: **{best.name}** ({best.psnr:.2f} dB)"
+    if best.bits > 1.5 * fewest.bits:
+        line += (
+            f", with {best.bits / fewest.bits:.1f}× the bits of {fewest.name}: at the same pixels more tokens buy "
+            "detail; to compare the tokenizers themselves, give each the image at the size that makes the same grid"
+        )
+    return line
 
 
 def table_row(r: Reconstruction) -> list:
@@ -147,14 +159,21 @@ def ambiguity_sheet(distance: np.ndarray, margin: np.ndarray) -> Image.Image:
     and the margin to the second-nearest code (dark: nearly flipped)."""
     h, w = distance.shape
     cell = max(1, DISPLAY_SIDE // max(h, w))
-    top_d, top_m = (max(float(np.max(a)), 1e-6) for a in (distance, margin))
+    top_d = max(float(np.max(distance)), 1e-6)
+    top_m = margin_scale(margin)
     maps = [heatmap(distance, 0, top_d, cell), heatmap(margin, 0, top_m, cell)]
     width = maps[0].width
     legends = [
         colorbar(0, top_d, "distance (bright: far from its code)", width=width),
-        colorbar(0, top_m, "margin (dark: nearly flipped)", width=width),
+        colorbar(0, top_m, "margin (dark: nearly flipped; mid: the median)", width=width),
     ]
     return side_by_side([maps, legends], ["distance to its code", "margin to the runner-up"])
+
+
+def margin_scale(margin: np.ndarray) -> float:
+    """The margin map's top: twice the median, so the typical token is mid-grey and only the nearly flipped ones
+    dark (scaled to the largest margin, one far token made nearly every cell look dark: 229 of 256, 5 counted)."""
+    return max(2 * float(np.median(margin)), 1e-6)
 
 
 def ambiguity_info(distance: np.ndarray, margin: np.ndarray, metric: str) -> str:

@@ -33,6 +33,7 @@ from .tokenizers import TokenizerPicker, UploadUsage
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 NO_IMAGE = "Tokenize an image first."
 MAX_CELLS_TEXT = 32 * 1024  # characters of typed cells: every cell of a 64x64 grid, written out, fits
+USAGE_BARS = 256  # codes shown in the usage chart (a photo at 256 px uses up to ~300): the most used
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,10 @@ class TokenizerTab:
         grid = TokenGrid(result.tokens.tolist(), tokenizer=key, distance=distance, margin=margin, metric=tok.metric)
         uploads = (uploads or UploadUsage()).add(key, image, result.tokens, num_codes)
         info = "Click cells of the token map to select them."
+        if (counts > 0).sum() > USAGE_BARS:
+            info += f" The usage chart shows the {USAGE_BARS} most used of its {int((counts > 0).sum())} codes."
         bar_width = max(2, 512 // max(1, int((counts > 0).sum())))  # 17 codes used: 8-px bars, not a 34-px sliver
-        usage = usage_bars(counts, bar_width=bar_width, top=LABEL_ROOM)
+        usage = usage_bars(counts, bar_width=bar_width, max_bars=USAGE_BARS, top=LABEL_ROOM)
         return Tokenized(*shown, stats, tmap, usage, grid, None, info, uploads)
 
     @handler
