@@ -79,13 +79,7 @@ def cmd_decode(args):
     output_file(args.out, "--out", image_suffixes())
     data = load_tokens_file(args.tokens)
     vq = decoding_tokenizer(args.model, data.get("model") if isinstance(data, dict) else None)
-    try:
-        tokens = tokens_from_dict(data, num_codes=vq.num_codes)
-    except ValueError as e:
-        if "codebook of" not in str(e):
-            raise
-        raise ValueError(f"{e}: decode them with the tokenizer that made them (--model FOLDER or Hub id)") from None
-    image = decode_tokens(vq, tokens)
+    image = decode_tokens(vq, tokens_from_dict(data, num_codes=vq.num_codes))
     image.save(args.out)
     print(f"wrote {args.out} ({image.width}x{image.height})")
 

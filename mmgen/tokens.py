@@ -125,7 +125,10 @@ def tokens_from_dict(data: dict, num_codes: int) -> torch.Tensor:
         raise ValueError("'tokens' must hold integer code ids")
     if data.get("num_codes") not in (None, num_codes):
         given = data["num_codes"]
-        raise ValueError(f"these tokens come from a codebook of {given!r} codes; this model has {num_codes}")
+        raise ValueError(
+            f"these tokens come from a codebook of {given!r} codes; this model has {num_codes}: decode them with the "
+            "tokenizer that made them (--model FOLDER or Hub id)"
+        )
     low, high = min(min(r) for r in grid), max(max(r) for r in grid)
     if low < 0 or high >= num_codes:
         raise ValueError(f"code ids must lie in 0..{num_codes - 1}; found {low}..{high}")

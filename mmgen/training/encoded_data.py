@@ -82,10 +82,7 @@ def default_num_samples(data: str) -> int:
     folder, at most SHAPES_SAMPLES (a folder of 12 images took 14 min to encode as 60,000 crops)."""
     if data == "shapes":
         return SHAPES_SAMPLES
-    n = len(ImageFolder(data, captions_required=True).paths)
-    count = min(SHAPES_SAMPLES, CROPS_PER_IMAGE * n)
-    print(f"{data}: {count:,} crops to encode, {CROPS_PER_IMAGE} of each image at most (--num-samples: another count)")
-    return count
+    return min(SHAPES_SAMPLES, CROPS_PER_IMAGE * len(ImageFolder(data, captions_required=True).paths))
 
 
 def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:

@@ -54,8 +54,8 @@ def make_accelerator(args) -> Accelerator:
 
 
 def hardware(accelerator: Accelerator) -> str:
-    """What a run trained on, for its log and model card: "2 processes on 1 NVIDIA H100 80GB HBM3 each", "a
-    16-core CPU (no GPU)"."""
+    """What a run trained on, for its log and model card: "a 16-core CPU (no GPU)", "1 NVIDIA H100 80GB HBM3",
+    "2 processes, each on 1 NVIDIA H100 80GB HBM3"."""
     device, n = accelerator.device, accelerator.num_processes
     if device.type == "cuda":
         what = f"1 {torch.cuda.get_device_name(device)}"

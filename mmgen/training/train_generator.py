@@ -55,7 +55,7 @@ from .checkpoints import (
     writing_checkpoint,
 )
 from .deepen import deepen
-from .encoded_data import cached_training_set, default_num_samples, draw_batch, latent_scaling_factor
+from .encoded_data import CROPS_PER_IMAGE, cached_training_set, default_num_samples, draw_batch, latent_scaling_factor
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import hardware, make_accelerator
 from .recipe import run_recipe
@@ -234,9 +234,13 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
 def train(args: argparse.Namespace) -> Path:
     """One training run (or stage) into `args.out`; returns that folder."""
     check_run_options(args)
+    accelerator = make_accelerator(args)
     if args.num_samples is None:  # recorded as resolved: the log's header, the vocabulary and the card read it
         args.num_samples = default_num_samples(args.data)
-    accelerator = make_accelerator(args)
+        if args.data != "shapes":
+            accelerator.print(
+                f"{args.data}: {args.num_samples:,} crops to encode, {CROPS_PER_IMAGE} of each image at most"
+            )
     set_seed(args.seed)
     if accelerator.is_main_process:
         note_shapes_folder(args)
