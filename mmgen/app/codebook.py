@@ -111,7 +111,12 @@ class CodebookTab:
                         elem_id="code-id",
                     )
                     self.code_btn = gr.Button("Show code", elem_id="show-code")
-                    self.code_big = gr.Image(label="Code", interactive=False, elem_id="code-big", height=120)
+                    self.code_big = gr.Image(
+                        label="The code alone: a flat patch of it, decoded",
+                        interactive=False,
+                        elem_id="code-big",
+                        height=120,
+                    )
                     self.code_info = gr.Markdown(elem_id="code-info")
             with gr.Row():
                 self.neighbours = gr.Gallery(label="Nearest codes", columns=8, height=120, elem_id="neighbours")

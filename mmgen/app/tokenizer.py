@@ -110,7 +110,10 @@ class TokenizerTab:
                 with gr.Column():
                     self.cell_info = gr.Markdown("Click a cell of the token map to see its code.", elem_id="cell-info")
                     self.code_tile = gr.Image(
-                        label="That code, decoded", interactive=False, elem_id="code-tile", height=96
+                        label="That code alone: a flat patch of it, decoded",
+                        interactive=False,
+                        elem_id="code-tile",
+                        height=96,
                     )
                     self.usage = gr.Image(
                         label="Codes used by this image (most used first)", interactive=False, elem_id="usage"
