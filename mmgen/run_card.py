@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .settings import SamplingSettings
+from .settings import SCHEDULER_CLASSES, SamplingSettings
 
 RUN_CARD_FORMAT = "mmgen-run-v1"
 # What a card from before each setting existed was made with.
@@ -30,10 +30,26 @@ LEGACY_DEFAULTS = {
     "first_block_cache": 0.0,
 }
 NULLABLE = ("guidance_interval", "scheduler")  # None: guidance at every step; the model's own scheduler
+FIELDS = (  # every field a card holds (others are named in a note: a misspelt one would be ignored unseen)
+    "format", "model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "codebook_snap",
+    "num_candidates", "guidance_interval", "first_block_cache", "matmuls", "scheduler_config",
+)  # fmt: skip
 
 
-def make_run_card(settings: SamplingSettings, model: str, scheduler_config: dict | None = None) -> dict:
-    """The card of a run made with `settings` by `model` (a name or path), as a JSON-ready dict."""
+def _plain(value):
+    """JSON as every parser reads it: a non-finite float (a scheduler's -inf clip) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def make_run_card(
+    settings: SamplingSettings, model: str, scheduler_config: dict | None = None, matmuls: str = "float32"
+) -> dict:
+    """The card of a run made with `settings` by `model` (a name or path), as a JSON-ready dict. `matmuls`: the
+    DiT's matmul dtype ("bf16" under `pipe.set_autocast(torch.bfloat16)`): a few token cells differ across it."""
     interval = settings.guidance_interval
     return {
         "format": RUN_CARD_FORMAT,
@@ -48,7 +64,8 @@ def make_run_card(settings: SamplingSettings, model: str, scheduler_config: dict
         "num_candidates": settings.num_candidates,
         "guidance_interval": None if interval is None else list(interval),
         "first_block_cache": settings.first_block_cache,
-        "scheduler_config": dict(scheduler_config or {}),
+        "matmuls": matmuls,
+        "scheduler_config": _plain(dict(scheduler_config or {})),
     }
 
 
@@ -95,12 +112,15 @@ def read_run_card(
     app_interval: tuple[float, float] | None = None,
     app_cache: float | None = None,
     check: Callable[[SamplingSettings], SamplingSettings] = SamplingSettings.checked,
+    matmuls: str | None = None,
 ) -> LoadedRunCard:
     """A card (a dict, or the path of a JSON file) -> the settings to rerun it, checked, and notes for people.
     ValueError with a message for people when it is not a run card or a field is missing or bad. `model`: the
     model that will run it (a note says so when the card names another); `app_interval`: the guidance interval
-    the caller will run with (a note when the card's differs), `app_cache` its first-block cache (the same).
-    `check`: how the settings are checked (by default the library's bounds; an app passes its own limits')."""
+    the caller will run with (a note when the card's differs), `app_cache` its first-block cache (the same),
+    `matmuls` its DiT's matmul dtype ("float32", "bf16"; the same). `check`: how the settings are checked (by
+    default the library's bounds; an app passes its own limits'). A card without a scheduler name runs the one
+    its `scheduler_config` names."""
     if isinstance(card, str | Path):
         try:
             text = Path(card).read_text(encoding="utf-8-sig")  # a byte-order mark (Notepad's) is no problem
@@ -128,7 +148,7 @@ def read_run_card(
         codebook_snap=_field(card, "codebook_snap", float),
         num_candidates=_field(card, "num_candidates", _whole),
         seed=_field(card, "seed", _whole),
-        scheduler=_field(card, "scheduler", _text),
+        scheduler=_field(card, "scheduler", _text) or _scheduler_named(card.get("scheduler_config")),
         first_block_cache=_field(card, "first_block_cache", float),
     )
     settings = check(settings)
@@ -139,4 +159,17 @@ def read_run_card(
         notes.append("made with another guidance interval than this app's, so the image may differ")
     if app_cache is not None and settings.first_block_cache != app_cache:
         notes.append("made with another first-block cache than this app's, so the image may differ")
+    if matmuls is not None and card.get("matmuls", "float32") != matmuls:
+        made = card.get("matmuls", "float32")
+        notes.append(f"made with the DiT's matmuls in {made}, these run in {matmuls}: a few token cells may differ")
+    if card.get("negative_prompt"):
+        notes.append("its negative prompt is not applied: runs from cards use the empty one")
+    if unknown := sorted(set(card) - set(FIELDS)):
+        notes.append(f"fields no run card has were ignored: {', '.join(map(str, unknown))}")
     return LoadedRunCard(settings, notes)
+
+
+def _scheduler_named(config) -> str | None:
+    """The short name of the scheduler class a card's `scheduler_config` names (None: none, or not one of ours)."""
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    return next((short for short, cls in SCHEDULER_CLASSES.items() if cls == name), None)

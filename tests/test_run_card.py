@@ -90,3 +90,23 @@ def test_a_card_within_the_library_bounds_can_exceed_an_apps():
 
     with pytest.raises(ValueError, match=r"over this Space's limit of 100 \(MMGEN_MAX_STEPS\)"):
         read_run_card({**card, "steps": 5000}, check=Limits().check_sampling)
+
+
+def test_what_would_change_a_cards_image_is_recorded_or_said():
+    """A review: cards from a bf16 app differed from float32 reruns by 6 to 9 of 256 cells, unsaid; a card without
+    a scheduler name ran the model's own, not the one its config named (156 cells); a misspelt field or a negative
+    prompt was ignored unseen; the scheduler config's -Infinity made the card JSON only Python reads."""
+    settings = SamplingSettings(prompt="a red circle", seed=3, scheduler=None)
+    config = {"_class_name": "DDIMScheduler", "lambda_min_clipped": float("-inf")}
+    card = make_run_card(settings, "m", config, matmuls="bf16")
+    text = json.dumps(card, allow_nan=False)  # standard JSON
+    assert card["matmuls"] == "bf16" and '"lambda_min_clipped": null' in text
+    loaded = read_run_card(json.loads(text), matmuls="float32")
+    assert loaded.settings.scheduler == "ddim"
+    assert loaded.notes == ["made with the DiT's matmuls in bf16, these run in float32: a few token cells may differ"]
+    assert read_run_card(card, matmuls="bf16").notes == []
+    edited = card | {"codebook-snap": 0.7, "negative_prompt": "blurry"}
+    assert read_run_card(edited).notes == [
+        "its negative prompt is not applied: runs from cards use the empty one",
+        "fields no run card has were ignored: codebook-snap",
+    ]

@@ -67,6 +67,11 @@ class AppContext:
     def facts(self) -> ModelFacts:
         return self.loading.facts
 
+    @property
+    def matmuls(self) -> str:
+        """The DiT's matmul dtype, as run cards record it: "bf16" (app.py's MMGEN_BF16) or "float32"."""
+        return "bf16" if self.facts.bf16 else "float32"
+
     @cached_property
     def frames(self) -> FrameDrawer:
         return FrameDrawer(self.pipe, self.compute, DISPLAY_SIDE)

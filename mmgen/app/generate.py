@@ -298,7 +298,9 @@ class GenerateTab:
             raise gr.Error(f"Not a run card: the file is over {MAX_RUN_CARD_BYTES // 1024} kB (a run card is ~1 kB).")
         cache = self.ctx.facts.sampling["first_block_cache"]
         limits = self.ctx.limits.check_sampling  # the Space's limits, with their messages, not the library's
-        loaded = read_run_card(path, self.ctx.model_name, DEFAULT_GUIDANCE_INTERVAL, cache, check=limits)
+        loaded = read_run_card(
+            path, self.ctx.model_name, DEFAULT_GUIDANCE_INTERVAL, cache, check=limits, matmuls=self.ctx.matmuls
+        )
         s = loaded.settings
         gr.Info(f"Run card loaded{''.join(f' ({note})' for note in loaded.notes)}: generating.")
         scheduler = s.scheduler or self.ctx.scheduler_name()  # cards without one ran the model's own
