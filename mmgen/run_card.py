@@ -30,10 +30,9 @@ LEGACY_DEFAULTS = {
     "first_block_cache": 0.0,
 }
 NULLABLE = ("guidance_interval", "scheduler")  # None: guidance at every step; the model's own scheduler
-FIELDS = (  # every field a card holds (others are named in a note: a misspelt one would be ignored unseen)
-    "format", "model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "codebook_snap",
-    "num_candidates", "guidance_interval", "first_block_cache", "matmuls", "scheduler_config",
-)  # fmt: skip
+# every field a card holds (others are named in a note: a misspelt one would be ignored unseen)
+FIELDS = "format model prompt negative_prompt seed steps guidance_scale scheduler codebook_snap num_candidates "
+FIELDS += "guidance_interval first_block_cache matmuls scheduler_config"
 
 
 def _plain(value):
@@ -164,7 +163,7 @@ def read_run_card(
         notes.append(f"made with the DiT's matmuls in {made}, these run in {matmuls}: a few token cells may differ")
     if card.get("negative_prompt"):
         notes.append("its negative prompt is not applied: runs from cards use the empty one")
-    if unknown := sorted(set(card) - set(FIELDS)):
+    if unknown := sorted(set(card) - set(FIELDS.split())):
         notes.append(f"fields no run card has were ignored: {', '.join(map(str, unknown))}")
     return LoadedRunCard(settings, notes)
 

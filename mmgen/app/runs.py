@@ -114,7 +114,8 @@ def finish_run(
     """What a finished run shows: image, tokens, run card, its trajectory, and an info line."""
     out = ctx.compute(run.result)
     tokens = out.tokens[0]
-    card = make_run_card(settings, ctx.model_name, dict(run.scheduler.config), ctx.matmuls)
+    matmuls = "bf16" if run.pipe.autocast_dtype is not None else "float32"  # what ran
+    card = make_run_card(settings, ctx.model_name, dict(run.scheduler.config), matmuls)
     finished = FinishedRun(out.images[0], tokens, trajectory, card, settings)
     used = int((code_histogram(tokens, ctx.num_codes) > 0).sum())
     h, w = tokens.shape
