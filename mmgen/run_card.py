@@ -31,8 +31,10 @@ LEGACY_DEFAULTS = {
 }
 NULLABLE = ("guidance_interval", "scheduler")  # None: guidance at every step; the model's own scheduler
 # every field a card holds (others are named in a note: a misspelt one would be ignored unseen)
-FIELDS = "format model prompt negative_prompt seed steps guidance_scale scheduler codebook_snap num_candidates "
-FIELDS += "guidance_interval first_block_cache matmuls scheduler_config"
+FIELDS = frozenset(
+    "format model prompt negative_prompt seed steps guidance_scale scheduler codebook_snap num_candidates "
+    "guidance_interval first_block_cache matmuls scheduler_config".split()
+)
 
 
 def _plain(value):
@@ -158,12 +160,12 @@ def read_run_card(
         notes.append("made with another guidance interval than this app's, so the image may differ")
     if app_cache is not None and settings.first_block_cache != app_cache:
         notes.append("made with another first-block cache than this app's, so the image may differ")
-    if matmuls is not None and card.get("matmuls", "float32") != matmuls:
-        made = card.get("matmuls", "float32")
+    made = card.get("matmuls")  # None: a card from before it was recorded, made either way
+    if matmuls is not None and made is not None and made != matmuls:
         notes.append(f"made with the DiT's matmuls in {made}, these run in {matmuls}: a few token cells may differ")
     if card.get("negative_prompt"):
         notes.append("its negative prompt is not applied: runs from cards use the empty one")
-    if unknown := sorted(set(card) - set(FIELDS.split())):
+    if unknown := sorted(set(card) - FIELDS):
         notes.append(f"fields no run card has were ignored: {', '.join(map(str, unknown))}")
     return LoadedRunCard(settings, notes)
 
