@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ from safetensors import SafetensorError
 from .cli_parser import build_parser, command_of
 
 if TYPE_CHECKING:
+    from .run_card import LoadedRunCard
+    from .settings import SamplingSettings
     from .tokenizers import Tokenizer
 
 
@@ -148,31 +151,32 @@ def cmd_generate(args):
     from .attention import AttentionRecorder
     from .callbacks import TrajectoryRecorder
     from .pipeline import MMGenPipeline
-    from .settings import SamplingSettings, model_sampling_defaults
+    from .run_card import make_run_card, read_run_card
+    from .settings import model_sampling_defaults
     from .tokens import default_model, save_tokens
     from .viz import save_gif, step_frames, word_map_grid
 
-    given = {
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance,
-        "guidance_interval": args.guidance_interval,
-        "codebook_snap": args.codebook_snap,
-        "num_candidates": args.candidates,
-        "seed": args.seed,
-        "scheduler": args.scheduler,
-        "first_block_cache": args.first_block_cache,
-    }
-    SamplingSettings.of_model(model_sampling_defaults(), args.prompt, **given).checked()  # before the model load
-    named = [Path(p).resolve() for p in (args.out, args.tokens, args.trajectory, args.attention) if p]
+    card = read_run_card(args.from_card) if args.from_card else None  # checked, as the options, before the load
+    generate_settings(args, model_sampling_defaults(), card)
+    named = [Path(p).resolve() for p in (args.out, args.tokens, args.trajectory, args.attention, args.card) if p]
     if len(set(named)) < len(named):  # one would overwrite another
-        raise ValueError("--out, --tokens, --trajectory and --attention must name different files")
+        raise ValueError("--out, --tokens, --trajectory, --attention and --card must name different files")
     output_file(args.out, "--out", image_suffixes())
     output_file(args.tokens, "--tokens", (".json",))
     output_file(args.trajectory, "--trajectory", (".gif", ".webp", ".png"))  # animated
     output_file(args.attention, "--attention", image_suffixes())
-    model = args.model or default_model()
-    pipe = MMGenPipeline.from_pretrained(model)
-    settings = SamplingSettings.of_model(pipe.sampling_defaults, args.prompt, **given).checked()  # its defaults
+    output_file(args.card, "--card", (".json",))
+    model = args.model or (card and card.model) or default_model()
+    try:
+        pipe = MMGenPipeline.from_pretrained(model)
+    except ValueError as e:
+        if args.model or not card:
+            raise
+        raise ValueError(f"{e} (the model the run card names: choose another with --model)") from None
+    settings = generate_settings(args, pipe.sampling_defaults, card)  # the model's own defaults where not given
+    if card:
+        for note in card_notes(card, args, model):
+            print(f"note: {note}", file=sys.stderr)
     if settings.scheduler:
         pipe.use_scheduler(settings.scheduler)
     if args.known_words:
@@ -209,6 +213,83 @@ def cmd_generate(args):
     if args.attention:
         word_map_grid(out.images[0], attention.word_maps()).save(args.attention)
         print(f"wrote {args.attention} (each word's attention map, {len(attention.steps)} steps)")
+    if args.card:
+        matmuls = "bf16" if pipe.autocast_dtype is not None else "float32"
+        card_out = make_run_card(settings, card_model_name(model), dict(pipe.scheduler.config), matmuls)
+        Path(args.card).write_text(json.dumps(card_out, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.card} (mmgen generate --from-card {args.card} draws this image again)")
+
+
+# generate's options, by the field of SamplingSettings each sets
+SETTING_OPTIONS = {
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance",
+    "guidance_interval": "guidance_interval",
+    "codebook_snap": "codebook_snap",
+    "num_candidates": "candidates",
+    "seed": "seed",
+    "scheduler": "scheduler",
+    "first_block_cache": "first_block_cache",
+}
+
+
+def typed_settings(args) -> dict:
+    """The sampling options typed on the command line, by settings field (a guidance interval of "all" is None)."""
+    from .cli_parser import NOT_GIVEN
+
+    values = {field: getattr(args, option) for field, option in SETTING_OPTIONS.items()}
+    return {k: v for k, v in values.items() if v is not NOT_GIVEN and (v is not None or k == "guidance_interval")}
+
+
+def generate_settings(args, model_defaults, card: LoadedRunCard | None) -> SamplingSettings:
+    """What `generate` draws with, checked: the options typed, and for the rest the run card's values, else the
+    model's defaults (`model_defaults`; seed 0, guidance at timesteps DEFAULT_GUIDANCE_INTERVAL)."""
+    from .pipeline import DEFAULT_GUIDANCE_INTERVAL
+    from .settings import SamplingSettings
+
+    typed = typed_settings(args)
+    if card:
+        prompt = {"prompt": args.prompt} if args.prompt is not None else {}
+        return dataclasses.replace(card.settings, **typed, **prompt).checked()
+    if args.prompt is None:
+        raise ValueError("give a prompt, or a run card to draw again with --from-card")
+    typed = {"seed": 0, "guidance_interval": DEFAULT_GUIDANCE_INTERVAL} | typed
+    return SamplingSettings.of_model(model_defaults, args.prompt, **typed).checked()
+
+
+def card_notes(card: LoadedRunCard, args, model: str) -> list[str]:
+    """Why the image may differ from the card's: the card's own notes, another model, the options typed."""
+    notes = list(card.notes)
+    if card.model is not None and model_key(card.model) != model_key(model):
+        notes.append(f"the card was made with model {card.model!r}; this is {model!r}")
+    replaced = ["prompt"] * (args.prompt is not None) + [
+        f"--{SETTING_OPTIONS[k]}".replace("_", "-") for k in typed_settings(args)
+    ]
+    if replaced:
+        notes.append(f"in place of the card's values: {', '.join(replaced)}")
+    return notes
+
+
+def model_key(name: str) -> str:
+    """One name for one model: a folder (or shipped name) as its full path, a Hub id as it is."""
+    from .model_paths import model_path
+
+    try:
+        path = model_path(name)
+    except ValueError:
+        return name
+    return str(Path(path).resolve()) if Path(path).is_dir() else path
+
+
+def card_model_name(model: str) -> str:
+    """How a run card names its model: a shipped model by its name (the app's and every checkout's), another folder
+    by its full path, a Hub id as it is."""
+    from .model_paths import ASSETS, shipped_models
+
+    path = Path(model_key(model))
+    if path.parent == ASSETS.resolve() and path.name in shipped_models():
+        return path.name
+    return str(path) if path.is_dir() else model
 
 
 def prompt_in_known_words(pipe, prompt: str) -> str:

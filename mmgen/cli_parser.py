@@ -51,6 +51,7 @@ def _data(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_data)
 
 
+NOT_GIVEN = object()  # an option's default that tells "not typed" apart from every value (generate --from-card)
 MODEL_HELP = "a generator: model folder or Hub id (default: $MMGEN_MODEL, else assets/mmgen-base)"
 TOKENIZER_HELP = (
     "a VQ tokenizer: model or pipeline folder, Hub id, or a shipped one: mmgen-base-64, vqgan-f8 "
@@ -91,7 +92,12 @@ def _generate(p: argparse.ArgumentParser) -> None:
         f"else to {defaults['num_inference_steps']}, {defaults['guidance_scale']:g}, {defaults['codebook_snap']:g} "
         f"and {defaults['num_candidates']}, cache off."
     )
-    p.add_argument("prompt", help='what to draw, e.g. "a large red circle at the top left on a white background"')
+    p.add_argument(
+        "prompt",
+        nargs="?",
+        help='what to draw, e.g. "a large red circle at the top left on a white background" (with --from-card: '
+        "the card's, unless given)",
+    )
     p.add_argument("--out", default="image.png", help="output PNG")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
@@ -99,7 +105,7 @@ def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guidance-interval",
         type=eval_generator.guidance_interval,
-        default=DEFAULT_GUIDANCE_INTERVAL,
+        default=NOT_GIVEN,
         metavar="LOW,HIGH",
         help=f"guide only the steps whose timestep (0..999) lies in LOW..HIGH; all: every step (default: {shown})",
     )
@@ -114,7 +120,7 @@ def _generate(p: argparse.ArgumentParser) -> None:
         help=f"best-of-N starting noise (1..{MAX_CANDIDATES}): sample the one the model finds most likely "
         "(default: the model's)",
     )
-    p.add_argument("--seed", type=int, default=0, help="the starting noise: the same seed draws the same image")
+    p.add_argument("--seed", type=int, help="the starting noise: the same seed draws the same image (default: 0)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the model's)")
     p.add_argument(
         "--first-block-cache", type=eval_generator.cache_threshold, metavar="T", help=eval_generator.CACHE_HELP
@@ -122,6 +128,13 @@ def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")
     p.add_argument("--tokens", help="also write the image's token grid as JSON")
     p.add_argument("--attention", metavar="PNG", help="also write where each word of the prompt went (a grid)")
+    p.add_argument("--card", metavar="JSON", help="also write the run card: every setting the image depends on")
+    p.add_argument(
+        "--from-card",
+        metavar="JSON",
+        help="draw the image a run card describes (this command's --card, or the app's download) with the model it "
+        "names; a prompt or option given replaces the card's",
+    )
     p.add_argument(
         "--known-words",
         action="store_true",

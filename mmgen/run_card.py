@@ -74,6 +74,7 @@ def make_run_card(
 class LoadedRunCard:
     settings: SamplingSettings  # checked: ready to run
     notes: list[str] = field(default_factory=list)  # why the image may differ here (another model, ...)
+    model: str | None = None  # the model the card names (a shipped name, a folder or a Hub id)
 
 
 def _field(card: dict, key: str, cast):
@@ -167,7 +168,8 @@ def read_run_card(
         notes.append("its negative prompt is not applied: runs from cards use the empty one")
     if unknown := sorted(set(card) - FIELDS):
         notes.append(f"fields no run card has were ignored: {', '.join(map(str, unknown))}")
-    return LoadedRunCard(settings, notes)
+    named = card.get("model")
+    return LoadedRunCard(settings, notes, named.strip() if isinstance(named, str) and named.strip() else None)
 
 
 def _scheduler_named(config) -> str | None:

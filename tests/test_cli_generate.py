@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -184,3 +185,54 @@ def test_generate_shows_the_sampling_bar_but_no_loading_bars(pipe_dir, tmp_path,
     assert main(["generate", "a red circle", "--steps", "2", "--model", pipe_dir, "--out", out]) == 0
     err = capsys.readouterr().err
     assert "Loading pipeline components" not in err and "2/2" in err
+
+
+def test_a_run_card_draws_its_image_again(pipe_dir, tmp_path, capsys):
+    """--card writes what the image depends on; --from-card draws the same pixels with no other option, and an
+    option typed beside it replaces the card's value (said on stderr)."""
+    card = tmp_path / "card.json"
+    first = ["generate", "a blue star", "--model", pipe_dir, "--steps", "3", "--seed", "5", "--candidates", "2"]
+    assert main([*first, "--scheduler", "ddim", "--out", str(tmp_path / "a.png"), "--card", str(card)]) == 0
+    written = json.loads(card.read_text())
+    assert written["prompt"] == "a blue star" and written["seed"] == 5 and written["steps"] == 3
+    assert written["scheduler"] == "ddim" and written["num_candidates"] == 2
+    assert written["model"] == str(Path(pipe_dir).resolve())
+    assert main(["generate", "--from-card", str(card), "--out", str(tmp_path / "b.png")]) == 0
+    assert "note:" not in capsys.readouterr().err  # the same model, nothing replaced
+    pixels = [np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png")]
+    assert np.array_equal(pixels[0], pixels[1])
+    again = ["generate", "--from-card", str(card), "--seed", "6", "--out", str(tmp_path / "c.png")]
+    assert main(again) == 0
+    assert "in place of the card's values: --seed" in capsys.readouterr().err
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "c.png")), pixels[0])  # another seed: another image
+
+
+def test_a_card_from_another_model_or_a_bad_card_is_said(pipe_dir, tmp_path, capsys, monkeypatch):
+    from mmgen.run_card import make_run_card
+    from mmgen.settings import SamplingSettings
+
+    card = make_run_card(SamplingSettings("a red circle", num_inference_steps=2, num_candidates=1), "mmgen-base")
+    (tmp_path / "app.json").write_text(json.dumps(card))
+    args = ["generate", "--from-card", str(tmp_path / "app.json"), "--out", str(tmp_path / "x.png")]
+    assert main([*args, "--model", pipe_dir]) == 0
+    assert "the card was made with model 'mmgen-base'" in capsys.readouterr().err
+    card["model"] = str(tmp_path / "gone")  # a folder on the machine that made it
+    (tmp_path / "other.json").write_text(json.dumps(card))
+    assert main(["generate", "--from-card", str(tmp_path / "other.json"), "--out", str(tmp_path / "y.png")]) == 2
+    assert "choose another with --model" in capsys.readouterr().err
+    from mmgen.pipeline import MMGenPipeline
+
+    def no_load(*a, **k):
+        raise AssertionError("a bad card or a missing prompt must be refused before the model loads")
+
+    monkeypatch.setattr(MMGenPipeline, "from_pretrained", no_load)
+    (tmp_path / "bad.json").write_text('{"format": "mmgen-run-v1", "prompt": "x"}')
+    for extra, message in [
+        (["--from-card", str(tmp_path / "bad.json")], "lacks a valid field: steps"),
+        (["--from-card", str(tmp_path / "none.json")], "could not be read"),
+        ([], "give a prompt, or a run card"),
+        (["--from-card", str(tmp_path / "app.json"), "--steps", "0"], "1..1000"),
+    ]:
+        assert main(["generate", *extra, "--model", pipe_dir, "--out", str(tmp_path / "z.png")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
