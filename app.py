@@ -32,7 +32,6 @@ from mmgen.tokens import DEFAULT_MODEL  # noqa: E402
 
 SHIPPED_MODELS = [str(ASSETS / name) for name in ("mmgen-base", "mmgen-base-64", "mmgen-emoji")]
 
-MAX_FILE_SIZE = "10mb"  # the default MMGEN_MAX_UPLOAD_MB; `serve` applies the Space's own
 SERVER_NAME = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
 # bf16 matmuls where the CPU has them natively: ~1.7x faster, same measured accuracy (see docs/speed.md).
 # MMGEN_BF16=0 forces float32, MMGEN_BF16=1 forces bf16.

@@ -151,7 +151,7 @@ def cmd_generate(args):
     from .attention import AttentionRecorder
     from .callbacks import TrajectoryRecorder
     from .pipeline import MMGenPipeline
-    from .run_card import make_run_card, read_run_card
+    from .run_card import make_run_card, read_run_card, scheduler_config_of
     from .settings import model_sampling_defaults
     from .tokens import default_model, save_tokens
     from .viz import save_gif, step_frames, word_map_grid
@@ -215,7 +215,7 @@ def cmd_generate(args):
         print(f"wrote {args.attention} (each word's attention map, {len(attention.steps)} steps)")
     if args.card:
         matmuls = "bf16" if pipe.autocast_dtype is not None else "float32"
-        card_out = make_run_card(settings, card_model_name(model), dict(pipe.scheduler.config), matmuls)
+        card_out = make_run_card(settings, card_model_name(model), scheduler_config_of(pipe.scheduler), matmuls)
         Path(args.card).write_text(json.dumps(card_out, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.card} (mmgen generate --from-card {args.card} draws this image again)")
 

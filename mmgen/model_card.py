@@ -15,6 +15,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from .data.shapes import VERSION as SHAPES_V1
 from .model_card_inside import inside_rows
 from .model_card_own import folder_rows, retrieval_rows
 from .model_card_tokenizer import global_batch, tokenizer_rows, tokenizer_training, tokenizer_use
@@ -24,7 +25,7 @@ MAX_CARD_BYTES = 15 * 1024
 
 TAGS = ["vq-vae", "image-tokenizer", "dit", "diffusion", "text-to-image", "cpu"]
 DATASET_NOTES = {  # data a trainer names "shapes" (its default), as the card lists it
-    "shapes-v1": "synthetic scenes drawn from a seed by mmgen.data.shapes (spec: docs/shapes-v1.md)",
+    SHAPES_V1: "synthetic scenes drawn from a seed by mmgen.data.shapes (spec: docs/shapes-v1.md)",
     "scikit-image-sample-photos": "the tokenizer's natural images (skimage.data), cropped at random",
 }
 
@@ -64,10 +65,10 @@ def front_matter(out: Path) -> str:
     names = []
     for args in tokenizer:
         data = args.get("data", "shapes")
-        names.append("shapes-v1" if data == "shapes" else Path(data).name)
+        names.append(SHAPES_V1 if data == "shapes" else Path(data).name)
         if data == "shapes" and args.get("photo_fraction", 0) > 0:
             names.append("scikit-image-sample-photos")
-    names += ["shapes-v1" if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
+    names += [SHAPES_V1 if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
     datasets = list(dict.fromkeys(names))  # each once, in order of first use
     lines = ["---", "license: apache-2.0", "library_name: diffusers"]
     kind = "vq-gan" if _adversarial(out) else "vq-vae"

@@ -1,6 +1,6 @@
 """Run cards: a small JSON file that records everything a generated image depends on, so it can be made again.
 
-    card = make_run_card(settings, model="mmgen-base", scheduler_config=dict(run.scheduler.config))
+    card = make_run_card(settings, model="mmgen-base", scheduler_config=scheduler_config_of(run.scheduler))
     loaded = read_run_card(json.loads(path.read_text()), model="mmgen-base")
     loaded.settings, loaded.notes          # the SamplingSettings to rerun, and what may make the image differ
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .settings import SCHEDULER_CLASSES, SamplingSettings
+from .settings import SamplingSettings, scheduler_short_name
 
 RUN_CARD_FORMAT = "mmgen-run-v1"
 # What a card from before each setting existed was made with.
@@ -44,6 +44,11 @@ def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def scheduler_config_of(scheduler) -> dict:
+    """A diffusers scheduler's config with its class name, as a card records it (`.config` leaves the name out)."""
+    return {"_class_name": type(scheduler).__name__, **scheduler.config}
 
 
 def make_run_card(
@@ -174,5 +179,4 @@ def read_run_card(
 
 def _scheduler_named(config) -> str | None:
     """The short name of the scheduler class a card's `scheduler_config` names (None: none, or not one of ours)."""
-    name = config.get("_class_name") if isinstance(config, dict) else None
-    return next((short for short, cls in SCHEDULER_CLASSES.items() if cls == name), None)
+    return scheduler_short_name(config.get("_class_name")) if isinstance(config, dict) else None

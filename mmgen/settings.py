@@ -34,7 +34,7 @@ DEFAULT_NUM_CANDIDATES = 4  # best-of-4 starting noise (mmgen/candidates.py)
 DEFAULT_FIRST_BLOCK_CACHE = 0.0  # off; a model may turn it on for itself (no shipped one does: docs/speed.md)
 
 # The samplers by short name (command line, app) -> diffusers class name; `mmgen.pipeline.SCHEDULERS` holds the
-# classes. Names here keep the app's page free of diffusers. Three more run through from_config (OTHER_SCHEDULERS);
+# classes. Names here keep the app's page free of diffusers. Five more run through from_config (OTHER_SCHEDULERS);
 # the rest are refused (`mmgen.denoising.set_schedule`).
 SCHEDULER_CLASSES = {
     "dpm++": "DPMSolverMultistepScheduler",
@@ -54,6 +54,13 @@ OTHER_SCHEDULERS = (
     "PNDMScheduler",
 )
 
+
+def scheduler_short_name(class_name: str | None) -> str | None:
+    """The short name of a diffusers scheduler class ("EulerDiscreteScheduler" -> "euler"); None for the classes
+    that have none (OTHER_SCHEDULERS: a model may come with one, and samples with it as its own)."""
+    return next((short for short, cls in SCHEDULER_CLASSES.items() if cls == class_name), None)
+
+
 # What a model folder may set for itself (model_index.json's `sampling_defaults`, written from its recipe's
 # [sampling] table): a model tuned at other settings than the defaults above samples at its own.
 MODEL_SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "codebook_snap", "num_candidates", "first_block_cache")
@@ -63,7 +70,6 @@ MAX_CANDIDATES = 16
 MAX_IMAGES_PER_CALL = 1024  # images per prompt in one call: far more than any memory holds
 MAX_PROMPT_CHARS = 2000  # longer input is certainly not a caption: refused rather than tokenised
 MAX_SEED = 2**31 - 1
-NUM_TRAIN_TIMESTEPS = 1000
 
 
 def check_prompt(prompt) -> str:

@@ -2,7 +2,8 @@
 
 vq = load_vqvae("assets/mmgen-base")
 result = encode_image(vq, load_image("cat.jpg"))   # result.tokens: (h, w) long, result.psnr in dB
-save_tokens(result.tokens, "tokens.json", model_id="assets/mmgen-base", num_codes=vq.config.num_codes)
+save_tokens(result.tokens, "tokens.json", model_id="assets/mmgen-base", num_codes=vq.config.num_codes,
+            downsample_factor=vq.downsample_factor)
 image = decode_tokens(vq, read_tokens("tokens.json", num_codes=vq.config.num_codes))
 """
 

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import torch
 
+from .data.shapes import VERSION as SHAPES_V1
+
 VOCABULARY_FILE = "vocabulary.json"  # inside the model folder's transformer/
 FORMAT = "mmgen-vocabulary-v1"
 MAX_CAPTIONS = 1000  # distinct captions kept (the most common) for models not trained on a grammar
 SPELLING_CUTOFF = 0.8  # difflib ratio for a "did you mean": "squre" -> "square", not "cat" -> "at"
 MEANING_CUTOFF = 0.45  # MiniLM cosine for a known word of like meaning: "tiny" -> "small" (0.91), "cat" -> none
 STOPWORDS = frozenset("a an the of on in at to and with".split())  # never offered as suggestions
-SHAPES_V1 = "shapes-v1"
 
 
 def split_words(text: str) -> list[str]:

@@ -91,8 +91,10 @@ def tiny_app_url():
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
+    from mmgen.app.limits import Limits
 
-    with launched(app.build_demo(make_tiny_pipe(), model_name="tiny-test"), max_file_size=app.MAX_FILE_SIZE) as url:
+    demo = app.build_demo(make_tiny_pipe(), model_name="tiny-test")
+    with launched(demo, max_file_size=Limits().max_upload_bytes) as url:  # as `serve` launches it by default
         yield url
 
 

@@ -6,6 +6,7 @@ Every public endpoint is exercised here; the real browser is driven in test_brow
 import json
 import os
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -638,3 +639,26 @@ def test_a_finished_run_is_small_and_frames_are_drawn_on_demand(tiny_pipe):
         drawer.view(trajectory, k)
     assert drawer.cached() == 4
     assert [im.size for im in drawer.all_x0(trajectory)] == [(32, 32)] * 6
+
+
+def test_a_model_with_a_sampler_the_list_lacks_samples_with_it_not_another():
+    """A model folder may come with a scheduler mmgen reads but has no short name for (Heun): the dropdown is left
+    empty, a run without a choice takes the model's own, and the info line names it (it showed and ran dpm++)."""
+    from conftest import launched, make_tiny_pipe
+    from diffusers import HeunDiscreteScheduler
+
+    import app
+
+    pipe = make_tiny_pipe()
+    pipe.scheduler = HeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    with launched(app.build_demo(pipe, model_name="heun-test")) as url:
+        client = Client(url, verbose=False)
+        config = client.config["components"]
+        dropdown = next(c for c in config if c.get("props", {}).get("elem_id") == "scheduler")["props"]
+        assert dropdown.get("value") is None and "HeunDiscreteScheduler" in dropdown["info"]
+        out = client.predict("a red circle", 2, 2.0, 0, False, None, 0.5, 1, False, api_name="/generate")
+        assert "of HeunDiscreteScheduler" in out[2]
+        assert (
+            json.loads(Path(_value(out[4][2])).read_text())["scheduler_config"]["_class_name"]
+            == "HeunDiscreteScheduler"
+        )

@@ -118,9 +118,14 @@ class AppContext:
         """Tokens per side of a generated image."""
         return self.facts.grid_side
 
-    def scheduler_name(self) -> str:
-        """The short name (a SCHEDULERS key) of the pipeline's scheduler, for the dropdown's default."""
+    def scheduler_name(self) -> str | None:
+        """The short name (a SCHEDULERS key) of the pipeline's scheduler, for the dropdown's default; None for a
+        class without one (the dropdown left empty runs the model's own)."""
         return self.facts.scheduler
+
+    def scheduler_label(self) -> str:
+        """The model's own sampler as the run info names it: its short name, else its diffusers class."""
+        return self.facts.scheduler or self.facts.scheduler_class
 
     def example_images(self) -> list[str]:
         """The example uploads: the photos, and the shapes scenes drawn at the size the generator paints (64 px:

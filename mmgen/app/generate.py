@@ -109,8 +109,13 @@ class GenerateTab:
         with gr.Row():
             self.seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
             self.random_seed = gr.Checkbox(False, label="Random seed", elem_id="random-seed")
+            own = self.ctx.scheduler_name()  # None: a sampler the list lacks, run when none is chosen
             self.scheduler = gr.Dropdown(
-                list(SCHEDULER_CLASSES), value=self.ctx.scheduler_name(), label="Scheduler", elem_id="scheduler"
+                list(SCHEDULER_CLASSES),
+                value=own,
+                label="Scheduler",
+                info=None if own else f"none chosen: the model's own, {self.ctx.facts.scheduler_class}",
+                elem_id="scheduler",
             )
         self.button = gr.Button("Generate", variant="primary", elem_id="generate")
         gr.Examples(

@@ -5,7 +5,7 @@ needs only gradio and a few facts about the model (codebook size, token grid, sa
 hold, so `app.py` builds and serves the page first and loads the pipeline meanwhile; the first visitor's event
 waits for it (`ModelLoading.result`), and the model thread warms up right after it.
 
-    loading = ModelLoading.start("assets/mmgen-base", load_pipeline)   # returns at once
+    loading = ModelLoading.start("assets/mmgen-base", lambda: load_pipeline("assets/mmgen-base"))  # returns at once
     loading.facts.num_codes                                              # from vqvae/config.json
     pipe = loading.result()                                              # waits while it loads
     ModelLoading.ready(pipe)                                             # an already loaded pipeline (tests)
@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..settings import SCHEDULER_CLASSES, model_sampling_defaults
+from ..settings import model_sampling_defaults, scheduler_short_name
 
 logger = logging.getLogger("mmgen.app")
 # One model load at a time, process-wide. diffusers builds a model under accelerate's `init_empty_weights`, which
@@ -42,7 +42,8 @@ class ModelFacts:
     num_codes: int  # codebook size K
     downsample_factor: int  # pixels per token side
     grid_side: int  # tokens per side of a generated image
-    scheduler: str  # the sampler's short name (a SCHEDULERS key)
+    scheduler: str | None  # the sampler's short name (a SCHEDULERS key); None: a class without one
+    scheduler_class: str  # its diffusers class
     bf16: bool = False  # the DiT's matmuls under bf16 autocast
     sampling: dict = field(default_factory=model_sampling_defaults)  # the model's sampling defaults (the sliders')
 
@@ -53,10 +54,11 @@ class ModelFacts:
 
     @classmethod
     def of_pipeline(cls, pipe) -> ModelFacts:
-        name = next((k for k, c in SCHEDULER_CLASSES.items() if type(pipe.scheduler).__name__ == c), "dpm++")
+        sched = type(pipe.scheduler).__name__
         vq = pipe.vqvae
         side, bf16 = pipe.transformer.config.sample_size, pipe.autocast_dtype is not None
-        return cls(vq.config.num_codes, vq.downsample_factor, side, name, bf16, pipe.sampling_defaults)
+        name = scheduler_short_name(sched)
+        return cls(vq.config.num_codes, vq.downsample_factor, side, name, sched, bf16, pipe.sampling_defaults)
 
     @classmethod
     def of_folder(cls, folder: str | Path, bf16: bool = False) -> ModelFacts:
@@ -68,13 +70,14 @@ class ModelFacts:
 
         vq, dit = config("vqvae"), config("transformer")
         sched = config("scheduler", "scheduler_config.json")["_class_name"]
-        name = next((k for k, c in SCHEDULER_CLASSES.items() if c == sched), "dpm++")
+        name = scheduler_short_name(sched)
         index = json.loads((folder / "model_index.json").read_text())
         try:
             sampling = model_sampling_defaults(index.get("sampling_defaults"))
         except ValueError as e:
             raise ValueError(f"{folder / 'model_index.json'}: its sampling_defaults are not usable: {e}") from None
-        return cls(vq["num_codes"], 2 ** (len(vq["block_channels"]) - 1), dit["sample_size"], name, bf16, sampling)
+        factor = 2 ** (len(vq["block_channels"]) - 1)
+        return cls(vq["num_codes"], factor, dit["sample_size"], name, sched, bf16, sampling)
 
 
 class ModelLoading:

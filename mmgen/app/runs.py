@@ -14,7 +14,7 @@ import gradio as gr
 import PIL.Image
 import torch
 
-from ..run_card import make_run_card
+from ..run_card import make_run_card, scheduler_config_of
 from ..settings import DEFAULT_GUIDANCE_INTERVAL, MAX_SEED, SamplingSettings
 from ..viz import code_histogram
 from .context import AppContext
@@ -115,7 +115,7 @@ def finish_run(
     out = ctx.compute(run.result)
     tokens = out.tokens[0]
     matmuls = "bf16" if run.pipe.autocast_dtype is not None else "float32"  # what ran
-    card = make_run_card(settings, ctx.model_name, dict(run.scheduler.config), matmuls)
+    card = make_run_card(settings, ctx.model_name, scheduler_config_of(run.scheduler), matmuls)
     finished = FinishedRun(out.images[0], tokens, trajectory, card, settings)
     used = int((code_histogram(tokens, ctx.num_codes) > 0).sum())
     h, w = tokens.shape
@@ -129,7 +129,7 @@ def finish_run(
     low = s.guidance_interval[0] if s.guidance_interval and s.guidance_scale > 1 else 0
     guided = f"guidance {s.guidance_scale:g}" + (f" at t ≥ {low:g}" if low > 0 else "")
     info = (
-        f"{steps} of {s.scheduler or ctx.scheduler_name()}, {guided}, codebook snap "
+        f"{steps} of {s.scheduler or ctx.scheduler_label()}, {guided}, codebook snap "
         f"{s.codebook_snap:g}{best_of}{skipped}, seed {s.seed} · {seconds:.2f} s · {w}×{h} tokens, "
         f"{used} distinct codes"
     )

@@ -11,12 +11,12 @@ import itertools
 import time
 from dataclasses import dataclass
 
-from ..settings import check_sampling
+from ..settings import SCHEDULER_CLASSES, check_sampling
 from ..vocabulary import Vocabulary
 from .accuracy import Sampling, evaluate
 from .prompts import TUNING_PROMPTS, PromptSets
 
-SWEEP_SCHEDULERS = ("dpm++", "unipc", "ddim", "euler", "euler-ancestral", "ddpm")
+SWEEP_SCHEDULERS = tuple(SCHEDULER_CLASSES)  # every sampler the command line offers
 SWEEP_GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0)
 SWEEP_HEADER = (
     f"{'scheduler':<16}{'cfg':>5}{'snap':>6}{'1-all':>8}{'color':>8}{'shape':>8}{'pos':>8}{'2-all':>8}{'2-dup':>8}"

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..data.images import ImageFolder, pil_to_tensor
-from ..data.shapes import shapes_sample
+from ..data.shapes import VERSION, shapes_sample
 from ..models.text_encoder import MAX_TOKENS, encode_text
 from ..models.vqvae import VQVAE
 
@@ -124,7 +124,7 @@ def cache_key(args, vq: VQVAE, text_encoder) -> str:
             continue
         h.update(name.encode() + tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     if args.data == "shapes":
-        data = ["shapes-v1"]
+        data = [VERSION]
     else:  # the folder's files (not a training run's inside it: its checkpoints change); the seed picks the crops
         runs = {log.parent for log in Path(args.data).rglob("train_log.jsonl")}
         files = sorted(p for p in Path(args.data).rglob("*") if p.is_file() and not runs.intersection(p.parents))
