@@ -173,3 +173,9 @@ def test_a_config_key_dit_does_not_take_is_warned_about(tmp_path, config_warning
     config.write_text(json.dumps(json.loads(config.read_text()) | {"joint_attention": False}))
     DiT.from_pretrained(tmp_path / "t")
     assert len(config_warnings) == 1 and "joint_attention" in config_warnings[0]
+
+
+def test_a_grid_that_does_not_split_into_patches_is_refused_when_built():
+    """It built, and failed at the first forward with an einops message (after minutes of encoding, in training)."""
+    with pytest.raises(ValueError, match="18x18 latent grid does not split into 4x4 patches"):
+        DiT(sample_size=18, in_channels=4, text_dim=16, patch_size=4, **DIT_PRESETS["tiny"])

@@ -227,6 +227,9 @@ def test_init_from_continues_a_trained_dit(tmp_path, tiny_model_dir):
     main(_args(tmp_path / "tuned", tiny_model_dir, "--steps", "2", "--init-from", str(first)))
     tuned = DiT.from_pretrained(tmp_path / "tuned" / "transformer").state_dict()
     assert not all(torch.equal(start[k], tuned[k]) for k in start)
+    for other in (["--text-refiner-layers", "2"], ["--preset", "XS/2"]):  # ignored unsaid, and logged as applied
+        with pytest.raises(ValueError, match=r"--init-from .*first: its DiT has .*asked: .*leave --preset"):
+            main(_args(tmp_path / "resized", tiny_model_dir, "--steps", "2", "--init-from", str(first), *other))
     first_log = [json.loads(line) for line in (first / "train_log.jsonl").read_text().splitlines()]
     tuned_log = (tmp_path / "tuned" / "train_log.jsonl").read_text().splitlines()
     stages = log_stages([json.loads(line) for line in tuned_log])
@@ -441,8 +444,12 @@ def test_the_trainers_defaults_are_the_64px_recipes_first_stage():
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mmgen-base-64.toml")
     stages = recipe_stages(recipe, "generator", train_generator.add_arguments)
-    defaults = vars(train_generator.add_arguments(argparse.ArgumentParser()).parse_args([]))
-    first = vars(stages[0].args)
+    from mmgen.training.init_from import new_dit_options
+
+    defaults = train_generator.add_arguments(argparse.ArgumentParser()).parse_args([])
+    for args in (defaults, stages[0].args):
+        new_dit_options(args)  # a new DiT's size where not given, as the trainer fills it in
+    defaults, first = vars(defaults), vars(stages[0].args)
     machine = {"mixed_precision", "compile", "resume", "recipe"}
     assert {k: v for k, v in first.items() if k not in machine} == {
         k: v for k, v in defaults.items() if k not in machine
@@ -537,7 +544,7 @@ def test_a_recipe_continues_a_dit_on_another_tokenizer(tmp_path, tiny_model_dir,
     assert abs(new - old) > 0.01 * old
     shipped = VQVAE.from_pretrained(second / "vqvae").quantizer.codebook
     assert torch.equal(shipped, vq.quantizer.codebook.half().float())
-    from mmgen.training.train_generator import same_tokenizer
+    from mmgen.training.init_from import same_tokenizer
 
     tuned = VQVAE.from_pretrained(first, subfolder="vqvae")  # a fine-tuned copy (mmgen-emoji's) keeps the factor
     tuned.quantizer.codebook.mul_(0.9)
@@ -634,7 +641,7 @@ def test_an_odd_sample_size_and_an_init_from_without_a_dit_are_named(tmp_path, t
     (tmp_path / "afile.txt").write_text("mine")
     with pytest.raises(ValueError, match="--out .*afile.txt is a file, not a folder"):  # before any loading
         main(_args(tmp_path / "afile.txt", tiny_model_dir, "--steps", "1"))
-    with pytest.raises(ValueError, match="--sample-size must be even .* got 7"):
+    with pytest.raises(ValueError, match="--sample-size must be a multiple of 2 .* got 7"):
         main(_args(tmp_path / "out", tiny_model_dir, "--steps", "1", "--sample-size", "7"))
     with pytest.raises(ValueError, match=r"--init-from .*vqvae: no DiT found in .*vqvae/transformer \(a generator"):
         main(_args(tmp_path / "out", tiny_model_dir, "--steps", "1", "--init-from", f"{tiny_model_dir}/vqvae"))

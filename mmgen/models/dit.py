@@ -40,6 +40,7 @@ from torch import nn
 
 from ..step_cache import FirstBlockCache
 
+PATCH_SIZE = 2  # latent cells per patch side, unless a preset says otherwise ("S/2": 2)
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
     "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # mmgen-base-64 (+ 2 text refiner layers); mmgen-base 9 deep
@@ -172,7 +173,7 @@ class DiT(ModelMixin, ConfigMixin):
         self,
         sample_size: int = 16,
         in_channels: int = 8,
-        patch_size: int = 2,
+        patch_size: int = PATCH_SIZE,
         hidden_size: int = 256,
         depth: int = 8,
         num_heads: int = 4,
@@ -183,6 +184,10 @@ class DiT(ModelMixin, ConfigMixin):
         max_text_tokens: int = 32,
     ):
         super().__init__()
+        if sample_size % patch_size:
+            raise ValueError(
+                f"a {sample_size}x{sample_size} latent grid does not split into {patch_size}x{patch_size} patches"
+            )
         self.patch_embed = nn.Linear(in_channels * patch_size**2, hidden_size)
         grid = sample_size // patch_size
         self.register_buffer("pos_embed", sincos_2d(hidden_size, grid, grid), persistent=False)  # (T, D)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..data.images import ImageFolder
 from ..eval import count
 from ..model_paths import model_path
-from ..models.dit import DIT_PRESETS, DiT
+from ..models.dit import DIT_PRESETS, PATCH_SIZE, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
@@ -56,6 +56,7 @@ from .checkpoints import (
 )
 from .deepen import deepen
 from .encoded_data import CROPS_PER_IMAGE, cached_training_set, default_num_samples, draw_batch, latent_scaling_factor
+from .init_from import NEW_DIT, initial_weights, new_dit_options, same_tokenizer
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import hardware, make_accelerator
 from .recipe import run_recipe
@@ -75,40 +76,6 @@ VALIDATION_PROMPTS = [
 # Settings that were options once and are fixed now, logged with the options so that every run's log says what
 # it trained with (the model card reads them).
 FIXED_SETTINGS = {"prediction_type": "v_prediction", "loss_weighting": "min-snr-1", "snr_gamma": SNR_GAMMA}
-
-
-def initial_weights(model: str, vq: VQVAE, text_encoder, sample_size: int) -> DiT:
-    """The DiT of a trained run or model folder (`MODEL/transformer/`, a local path or a Hub id), in float32, to
-    train further: its architecture and scaling factor come with it, so --preset and --text-refiner-layers do not
-    apply (`same_tokenizer` says when the factor is measured again). It must fit this tokenizer's code size and
-    this text encoder."""
-    try:
-        folder = model_path(model, shipped=False)
-        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "transformer", "config.json")):
-            raise ValueError("a generator's run or model folder holds one")  # not a DiT built from another config
-        dit = DiT.from_pretrained(folder, subfolder="transformer", dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--init-from {model}: no DiT found in {model}/transformer ({e})") from e
-    want = {"in_channels": vq.config.code_dim, "text_dim": text_encoder.config.hidden_size, "sample_size": sample_size}
-    got = {k: dit.config[k] for k in want}
-    if got != want:
-        raise ValueError(
-            f"--init-from {model}: its DiT takes {got}, but this tokenizer, text encoder and --sample-size give {want}"
-        )
-    return dit
-
-
-def same_tokenizer(model: str, vq: VQVAE) -> bool:
-    """Whether the --init-from folder's own tokenizer (`MODEL/vqvae/`) is this tokenizer or a fine-tuned copy of
-    it (same design: codebook size, code size, downsampling). A DiT trained on another tokenizer's codes (the 64-px
-    model's f4, continued on the f8 VQ-GAN's 128-px latents) keeps its weights but needs this tokenizer's scaling
-    factor; a fine-tune (mmgen-emoji's) and a folder without a tokenizer keep theirs."""
-    try:
-        own = VQVAE.load_config(model, subfolder="vqvae")
-    except (OSError, ValueError):
-        return True
-    keys = ("num_codes", "code_dim", "block_channels")
-    return all(tuple(np.ravel(own.get(k))) == tuple(np.ravel(vq.config.get(k))) for k in keys)
 
 
 @dataclass
@@ -136,9 +103,12 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
     if args.grow_depth is not None and not args.init_from:
         raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
-    if args.sample_size % 2:
+    asked = new_dit_options(args)  # the size given; a new DiT's default where not (--init-from: checked)
+    patch = DIT_PRESETS[args.preset].get("patch_size", PATCH_SIZE)
+    if args.sample_size % patch:
         raise ValueError(
-            f"--sample-size must be even (the DiT reads the latent grid in 2x2 patches), got {args.sample_size}"
+            f"--sample-size must be a multiple of {patch} (the DiT reads the latent grid in {patch}x{patch} patches), "
+            f"got {args.sample_size}"
         )
     ckpt = run_to_continue(args, "transformer", accelerator.print, accelerator.num_processes)
     try:  # a folder without vqvae/ (a generator's run, say) or another model's; model_path's errors say it all
@@ -151,7 +121,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     tokenizer, text_encoder = load_text_encoder()
     init = None  # a resumed run's DiT is its checkpoint's (already deepened: --init-from may hold it by now)
     if args.init_from and not ckpt:
-        init = initial_weights(args.init_from, vq, text_encoder, args.sample_size)
+        init = initial_weights(args.init_from, vq, text_encoder, args.sample_size, asked, args.grow_depth)
         if args.grow_depth is not None:
             init = deepen(init, args.grow_depth, source=args.init_from)
     t0 = time.time()
@@ -388,13 +358,15 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="training images encoded up front (default: 60,000 shapes-v1 scenes; of a folder, 10 crops of each "
         "image, at most 60,000)",
     )
-    p.add_argument("--preset", default="XS/2", choices=sorted(DIT_PRESETS), help="the size of a new DiT")
+    p.add_argument(
+        "--preset", choices=sorted(DIT_PRESETS), help=f"the size of a new DiT (default: {NEW_DIT['preset']})"
+    )
     p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
     p.add_argument(
         "--text-refiner-layers",
         type=int,
-        default=2,
-        help="trainable transformer layers over the text encoder's states (0: a linear map)",
+        help="a new DiT's trainable transformer layers over the text encoder's states (0: a linear map; default: "
+        f"{NEW_DIT['text_refiner_layers']})",
     )
     add_run_arguments(
         p, steps=13_000, batch_size=64, lr=1e-3, warmup_steps=250, log_every=50, val_every=1000, checkpoint_every=1000

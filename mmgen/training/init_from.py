@@ -1,0 +1,76 @@
+"""Training on from a trained DiT (`--init-from`): its weights, whether its latent scaling still holds, and the size
+options of a new DiT, which a DiT trained further cannot take.
+
+    asked = new_dit_options(args)          # the size options given ({} when none), the rest filled in
+    dit = initial_weights("assets/mmgen-base-64", vq, text_encoder, sample_size=16, asked=asked)
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..model_paths import model_path
+from ..models.dit import DIT_PRESETS, PATCH_SIZE, DiT
+from ..models.vqvae import VQVAE
+
+NEW_DIT = {"preset": "XS/2", "text_refiner_layers": 2}  # what a new DiT is built with unless told
+
+
+def new_dit_options(args) -> dict:
+    """The DiT size the options ask for, by config key ({} when neither --preset nor --text-refiner-layers is
+    given); each left out is then set to NEW_DIT's value, which a new DiT is built with and the log records."""
+    asked = {}
+    if args.preset is not None:
+        asked |= {"patch_size": PATCH_SIZE} | DIT_PRESETS[args.preset]
+    if args.text_refiner_layers is not None:
+        asked["text_refiner_layers"] = args.text_refiner_layers
+    for key, default in NEW_DIT.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    return asked
+
+
+def initial_weights(
+    model: str, vq: VQVAE, text_encoder, sample_size: int, asked: dict | None = None, grow_depth: int | None = None
+) -> DiT:
+    """The DiT of a trained run or model folder (`MODEL/transformer/`, a local path or a Hub id), in float32, to
+    train further. Its architecture and scaling factor come with it (`same_tokenizer` says when the factor is
+    measured again): a size `asked` (`new_dit_options`) other than its own is refused, not ignored (its depth
+    aside with `grow_depth`). It must fit this tokenizer's code size and this text encoder."""
+    try:
+        folder = model_path(model, shipped=False)
+        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "transformer", "config.json")):
+            raise ValueError("a generator's run or model folder holds one")  # not a DiT built from another config
+        dit = DiT.from_pretrained(folder, subfolder="transformer", dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--init-from {model}: no DiT found in {model}/transformer ({e})") from e
+    want = {"in_channels": vq.config.code_dim, "text_dim": text_encoder.config.hidden_size, "sample_size": sample_size}
+    got = {k: dit.config[k] for k in want}
+    if got != want:
+        raise ValueError(
+            f"--init-from {model}: its DiT takes {got}, but this tokenizer, text encoder and --sample-size give {want}"
+        )
+    asked = {k: v for k, v in (asked or {}).items() if not (k == "depth" and grow_depth is not None)}
+    if differ := [k for k, v in asked.items() if dit.config.get(k) != v]:
+        said = ", ".join(f"{k} {dit.config.get(k)} (asked: {asked[k]})" for k in differ)
+        raise ValueError(
+            f"--init-from {model}: its DiT has {said}; a DiT trained further keeps its size, so leave --preset and "
+            "--text-refiner-layers out (--grow-depth deepens it)"
+        )
+    return dit
+
+
+def same_tokenizer(model: str, vq: VQVAE) -> bool:
+    """Whether the --init-from folder's own tokenizer (`MODEL/vqvae/`) is this tokenizer or a fine-tuned copy of
+    it (same design: codebook size, code size, downsampling). A DiT trained on another tokenizer's codes (the 64-px
+    model's f4, continued on the f8 VQ-GAN's 128-px latents) keeps its weights but needs this tokenizer's scaling
+    factor; a fine-tune (mmgen-emoji's) and a folder without a tokenizer keep theirs."""
+    try:
+        own = VQVAE.load_config(model, subfolder="vqvae")
+    except (OSError, ValueError):
+        return True
+    keys = ("num_codes", "code_dim", "block_channels")
+    return all(tuple(np.ravel(own.get(k))) == tuple(np.ravel(vq.config.get(k))) for k in keys)
