@@ -45,6 +45,7 @@ HUB_TOKENIZERS = {
     "LDM VQ-f4 (f4, 8,192 codes)": ("CompVis/ldm-super-resolution-4x-openimages", "vqvae"),
 }
 TOKENIZER_FOLDERS = ("vqvae", "movq")  # where pipelines keep their tokenizer, in the order they are looked for
+FOLDERS_SAID = " or ".join(f"{f}/" for f in TOKENIZER_FOLDERS)  # "vqvae/ or movq/", as messages name them
 TOKENIZER_CLASSES = {"VQVAE", "VQModel"}
 
 
@@ -314,13 +315,13 @@ def find_tokenizer_folder(path: str | Path) -> str | None:
                 f"{path}: its pipeline names a {listed[0]}/ tokenizer, but {listed[0]}/config.json is missing"
             )
         raise ValueError(
-            f"{path}: this pipeline has no VQ tokenizer (no vqvae/ or movq/ component); it holds "
+            f"{path}: this pipeline has no VQ tokenizer (no {FOLDERS_SAID} component); it holds "
             + ", ".join(components)
         )
     for folder in TOKENIZER_FOLDERS:
         if (path / folder / "config.json").is_file():
             return folder
-    raise ValueError(f"{path}: no tokenizer here (expected config.json, or a pipeline with vqvae/ or movq/)")
+    raise ValueError(f"{path}: no tokenizer here (expected config.json, or a pipeline with {FOLDERS_SAID})")
 
 
 def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenizer:
@@ -409,7 +410,7 @@ def _hub_config(repo_id: str, subfolder: str | None) -> tuple[str | None, dict]:
                 (k for k, v in index.items() if isinstance(v, list) and v[-1] in TOKENIZER_CLASSES), None
             )
             if found is None:
-                raise ValueError(f"{repo_id}: this pipeline has no VQ tokenizer (no vqvae/ or movq/ component)")
+                raise ValueError(f"{repo_id}: this pipeline has no VQ tokenizer (no {FOLDERS_SAID} component)")
             subfolder = found
         return subfolder, fetch("config.json", subfolder)
     except ValueError:

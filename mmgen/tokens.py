@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .models.vqvae import VQVAE
 
 TOKENS_FORMAT = "mmgen-tokens-v1"
-DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "mmgen-base")
+SHIPPED_DEFAULT = "assets/mmgen-base"  # the default model as the commands name it (found from any folder)
+DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / SHIPPED_DEFAULT)
 MAX_SIDE = 512  # larger uploads are downscaled first: a 512x512 image is 16k tokens and ~0.4 s on 2 CPU cores
 
 

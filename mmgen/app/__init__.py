@@ -2,9 +2,9 @@
 codebook tokens. `app.py` at the repository root launches it; `build_demo(pipe)` builds it (tests pass a tiny
 pipeline).
 
-One module per tab (`generate`, `trajectory`, `tokenizer`, `codebook`, `about`), each building its components
-and wiring its own events; `demo` puts them together (one page per model, picked in the navbar) and `serving`
-launches it for many visitors. Shared
+One module per tab (`generate`, `trajectory`, `tokenizer`, `codebook`, `caption`, `about`), each building its
+components and wiring its own events; `demo` puts them together (one page per model, picked in the navbar) and
+`serving` launches it for many visitors. Shared
 pieces: `loading` (the pipeline, loaded in the background while the page is served), `context` (the pipeline
 and what every tab uses), `limits` (what one visitor may ask, from MMGEN_*
 variables), `jobs` (one model job per visitor, time limits), `compute` (the one thread model calls run on),

@@ -6,7 +6,10 @@
 - `eval_generator`: `mmgen eval-generator`, the text-to-image pipeline, held-out or sweeping settings, built from
   `prompts` (the prompt sets), `accuracy` (generate and score a draw of prompts), `scoring` (a read scene against
   its prompt), `report` (targets and tables), `sweep` (settings on tuning prompts) and `ceiling` (the tokenizer
-  ceiling).
+  ceiling);
+- `eval_caption`, `eval_attention`: `mmgen eval-caption` (image -> text) and `eval-attention` (where each word looks);
+- `eval_retrieval`: `mmgen eval-retrieval`, prompt fidelity of a model of one's own images by retrieval
+  (`retrieval`: the gallery and the ranking).
 """
 
 import argparse

@@ -21,6 +21,7 @@ import torch
 
 from ..attention import AttentionRecorder, peak
 from ..data.shapes import CANVAS
+from ..tokens import SHIPPED_DEFAULT
 from . import count, write_results
 from .judge import read_scene
 from .prompts import single_prompts, warn_unless_shapes
@@ -152,7 +153,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base", help="model folder, shipped name or Hub id")
+    p.add_argument("--model", default=SHIPPED_DEFAULT, help="model folder, shipped name or Hub id")
     p.add_argument("--n", type=count(1), default=100, help="single-object prompts, one image each")
     p.add_argument("--out", default="eval/attention.json", help="results JSON")
     return p

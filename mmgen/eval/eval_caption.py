@@ -32,6 +32,7 @@ from ..captioning import (
     search_stages,
 )
 from ..data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, relation, render_scene
+from ..tokens import SHIPPED_DEFAULT
 from . import count, write_results
 from .ceiling import ceiling_scenes, scene_scale
 from .prompts import warn_unless_shapes
@@ -267,7 +268,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base", help="model folder, shipped name or Hub id")
+    p.add_argument("--model", default=SHIPPED_DEFAULT, help="model folder, shipped name or Hub id")
     p.add_argument("--n-single", type=count(1), default=200, help="one-object scenes ranked against distractors")
     p.add_argument("--n-two", type=count(1), default=100, help="two-object scenes ranked against distractors")
     p.add_argument("--n-caption-single", type=count(1), default=100, help="one-object scenes captioned by search")

@@ -16,6 +16,7 @@ import argparse
 import torch
 
 from ..step_cache import check_threshold
+from ..tokens import SHIPPED_DEFAULT
 from ..vocabulary import Vocabulary
 from . import count, write_results
 from .accuracy import Sampling, evaluate
@@ -134,7 +135,7 @@ def guidance_interval(text: str) -> tuple[float, float] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base", help="model folder, shipped name or Hub id")
+    p.add_argument("--model", default=SHIPPED_DEFAULT, help="model folder, shipped name or Hub id")
     held_out = HELDOUT_PROMPTS
     p.add_argument("--n-single", type=count(0), default=held_out.n_single, help="held-out single-object prompts")
     p.add_argument("--n-two", type=count(0), default=held_out.n_two, help="held-out two-object prompts")

@@ -38,7 +38,7 @@ from ..data.images import ImageLoadError, load_image, pil_to_tensor, tensor_to_p
 from ..data.shapes import shapes_sample
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE
-from ..tokens import load_vqvae
+from ..tokens import SHIPPED_DEFAULT, load_vqvae
 from . import count, write_results
 from .judge import read_scene, score_scene
 
@@ -285,7 +285,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", default="assets/mmgen-base", help="model folder (or Hub id) holding vqvae/")
+    p.add_argument("--model", default=SHIPPED_DEFAULT, help="model folder (or Hub id) holding vqvae/")
     p.add_argument("--subfolder", default="vqvae", help="the model folder's tokenizer subfolder")
     p.add_argument("--n-shapes", type=count(1), default=256, help="held-out shapes-v1 scenes to score")
     p.add_argument("--shapes-seed", type=count(0), default=HELDOUT_SHAPES_SEED, help="shapes-v1 stream of the scenes")

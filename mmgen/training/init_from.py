@@ -21,7 +21,16 @@ NEW_DIT = {"preset": "XS/2", "text_refiner_layers": 2}  # what a new DiT is buil
 
 def new_dit_options(args) -> dict:
     """The DiT size the options ask for, by config key ({} when neither --preset nor --text-refiner-layers is
-    given); each left out is then set to NEW_DIT's value, which a new DiT is built with and the log records."""
+    given); each left out is then set to NEW_DIT's value, which a new DiT is built with and the log records.
+    ValueError for a size no DiT can take, before anything loads."""
+    if args.grow_depth is not None and not args.init_from:
+        raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
+    patch = DIT_PRESETS[args.preset or NEW_DIT["preset"]].get("patch_size", PATCH_SIZE)
+    if args.sample_size % patch:
+        raise ValueError(
+            f"--sample-size must be a multiple of {patch} (the DiT reads the latent grid in {patch}x{patch} patches), "
+            f"got {args.sample_size}"
+        )
     asked = {}
     if args.preset is not None:
         asked |= {"patch_size": PATCH_SIZE} | DIT_PRESETS[args.preset]

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..data.images import ImageFolder
 from ..eval import count
 from ..model_paths import model_path
-from ..models.dit import DIT_PRESETS, PATCH_SIZE, DiT
+from ..models.dit import DIT_PRESETS, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
 from ..pipeline import MMGenPipeline
@@ -101,15 +101,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     """Load the frozen models, encode (or read) the training set, build or load the DiT, its EMA and optimizer,
     and restore a checkpoint with --resume. Bad options fail before minutes of encoding."""
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
-    if args.grow_depth is not None and not args.init_from:
-        raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
     asked = new_dit_options(args)  # the size given; a new DiT's default where not (--init-from: checked)
-    patch = DIT_PRESETS[args.preset].get("patch_size", PATCH_SIZE)
-    if args.sample_size % patch:
-        raise ValueError(
-            f"--sample-size must be a multiple of {patch} (the DiT reads the latent grid in {patch}x{patch} patches), "
-            f"got {args.sample_size}"
-        )
     ckpt = run_to_continue(args, "transformer", accelerator.print, accelerator.num_processes)
     try:  # a folder without vqvae/ (a generator's run, say) or another model's; model_path's errors say it all
         vq = load_vqvae(model_path(args.vqvae, shipped=False))
