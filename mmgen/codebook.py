@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .data.images import pil_to_tensor, tensor_to_pil, to_rgb
 from .data.shapes import SCALES, shapes_sample
@@ -219,12 +219,20 @@ class CodebookAtlas:
         return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
 
     def examples(self, code: int, context: int = 2) -> list[Image.Image]:
-        """Crops of reference images centred on cells holding `code`, with `context` cells around each."""
+        """Crops of reference images centred on cells holding `code`, with `context` cells around each, the
+        centre cell framed in magenta; beyond the image's border, light gray (black read as part of the image)."""
         self._check(code)
         f, crops = self.factor, []
+        side = (2 * context + 1) * f
         for i, r, c in self.occurrences[code]:
-            box = ((c - context) * f, (r - context) * f, (c + context + 1) * f, (r + context + 1) * f)
-            crops.append(self.images[i].crop(box))  # beyond the border: black
+            image = self.images[i].convert("RGB")
+            x0, y0 = (c - context) * f, (r - context) * f
+            crop = Image.new("RGB", (side, side), (215, 215, 215))
+            inside = (max(x0, 0), max(y0, 0), min(x0 + side, image.width), min(y0 + side, image.height))
+            crop.paste(image.crop(inside), (inside[0] - x0, inside[1] - y0))
+            cell = (context * f - 1, context * f - 1, (context + 1) * f, (context + 1) * f)
+            ImageDraw.Draw(crop).rectangle(cell, outline=(255, 0, 200), width=1)
+            crops.append(crop)
         return crops
 
     def _check(self, code: int) -> None:

@@ -61,22 +61,6 @@ def code_histogram(indices: torch.Tensor | np.ndarray, num_codes: int) -> np.nda
     return np.bincount(ids.ravel(), minlength=num_codes)
 
 
-def usage_bars(
-    counts: np.ndarray, height: int = 96, bar_width: int = 2, max_bars: int = 256, top: int = 0
-) -> Image.Image:
-    """Bar chart of code counts, most used first, each bar in its code's palette colour, under `top` blank pixels
-    (e.g. `LABEL_ROOM`): (top + height, n*bar_width)."""
-    order = np.argsort(-counts, kind="stable")[:max_bars]
-    order = order[counts[order] > 0]
-    palette = code_palette(len(counts))
-    canvas = np.full((top + height, max(len(order), 1) * bar_width, 3), 255, dtype=np.uint8)
-    most = counts[order[0]] if len(order) else 1
-    for i, code in enumerate(order):
-        h = max(1, int(round(height * counts[code] / most)))
-        canvas[top + height - h :, i * bar_width : (i + 1) * bar_width] = palette[code]
-    return Image.fromarray(canvas)
-
-
 def upscale_nearest(image: Image.Image, min_side: int) -> Image.Image:
     """Enlarge by a whole factor (nearest neighbour, so pixels stay crisp) until the shorter side >= min_side."""
     factor = max(1, -(-min_side // min(image.size)))
@@ -155,27 +139,34 @@ def tile_grid(
     scale: int = 2,
     pad: int = 1,
     highlight: int | None = None,
+    top: int = 0,
 ) -> Image.Image:
-    """Code tiles laid out row by row in `order` (nearest-neighbour enlarged by `scale`), 1 px gaps; the
-    `highlight`ed code gets an orange frame. Cell i of the grid shows code order[i] (see `tile_at`)."""
+    """Code tiles laid out row by row in `order` (nearest-neighbour enlarged by `scale`), 1 px gaps, under `top`
+    blank pixels (`LABEL_ROOM`: gradio's label and buttons covered the first row); the `highlight`ed code gets a
+    frame drawn over its edge, 3 px wide. Cell i of the grid shows code order[i] (see `tile_at`)."""
+    from PIL import ImageDraw
+
     w, h = tiles[0].width * scale, tiles[0].height * scale
     rows = -(-len(order) // cols)
-    grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
+    grid = Image.new("RGB", (cols * (w + pad) + pad, top + rows * (h + pad) + pad), (255, 255, 255))
     for i, code in enumerate(order):
         r, c = divmod(i, cols)
-        x, y = pad + c * (w + pad), pad + r * (h + pad)
-        if code == highlight:
-            grid.paste((255, 140, 0), (x - pad, y - pad, x + w + pad, y + h + pad))
+        x, y = pad + c * (w + pad), top + pad + r * (h + pad)
         grid.paste(tiles[code].resize((w, h), Image.Resampling.NEAREST), (x, y))
+        if code == highlight:
+            box = (x - pad, y - pad, x + w + pad - 1, y + h + pad - 1)
+            ImageDraw.Draw(grid).rectangle(box, outline=(255, 0, 200), width=min(3, max(pad, w // 4)))
     return grid
 
 
-def tile_at(x: int, y: int, tile_side: int, n: int, cols: int = 32, scale: int = 2, pad: int = 1) -> int | None:
+def tile_at(
+    x: int, y: int, tile_side: int, n: int, cols: int = 32, scale: int = 2, pad: int = 1, top: int = 0
+) -> int | None:
     """Which grid position (index into the order) a click at pixel (x, y) of `tile_grid`'s image falls on."""
     step = tile_side * scale + pad
-    c, r = (x - pad) // step, (y - pad) // step
+    c, r = (x - pad) // step, (y - top - pad) // step
     i = r * cols + c
-    return int(i) if 0 <= c < cols and 0 <= i < n else None
+    return int(i) if 0 <= c < cols and 0 <= r and 0 <= i < n else None
 
 
 def overlay_tokens(
@@ -192,17 +183,6 @@ def overlay_tokens(
         for c in range(1, ids.shape[1]):
             out[:, int(round(c * cw))] = 255
     return Image.fromarray(out)
-
-
-def step_bars(counts: list[int], current: int | None = None, height: int = 80, bar: int = 8) -> Image.Image:
-    """Bar chart of tokens changed per step; the `current` step's bar in orange, the others grey-blue."""
-    canvas = np.full((height, max(len(counts), 1) * bar, 3), 255, dtype=np.uint8)
-    top = max(max(counts, default=1), 1)
-    for i, n in enumerate(counts):
-        h = max(1, int(round((height - 2) * n / top)))
-        colour = (255, 140, 0) if i == current else (90, 110, 160)
-        canvas[height - h :, i * bar + 1 : (i + 1) * bar - 1] = colour
-    return Image.fromarray(canvas)
 
 
 # Stops of the heat colour ramp (value 0 -> 1): black, purple, red, orange, pale yellow; perceptually ordered,
@@ -329,39 +309,19 @@ def word_map_grid(
 
 
 def word_map_strip(
-    frames: list[Image.Image], heats: list[np.ndarray], vmin: float, vmax: float, scale: int = 2
-) -> Image.Image:
-    """One word's map over each step's image (e.g. the decoded x0 estimate), side by side: the word across steps."""
-    if len(frames) != len(heats) or not frames:
-        raise ValueError(f"need one map per frame, got {len(frames)} frames and {len(heats)} maps")
-    return filmstrip([overlay_heatmap(f, h, vmin, vmax) for f, h in zip(frames, heats)], scale=scale)
-
-
-def score_bars(
-    labels: list[str],
-    values: list[float],
+    frames: list[Image.Image],
+    heats: list[np.ndarray],
     vmin: float,
     vmax: float,
-    width: int = 600,
-    bar_height: int = 28,
-    shown: list[str] | None = None,
+    scale: int = 2,
+    labels: list[str] | None = None,
 ) -> Image.Image:
-    """Horizontal bars, one per label (e.g. ranked captions and their denoising errors), each as long as its
-    value's place in `vmin`..`vmax`, the value (or `shown`'s text) and label written beside it; the first bar
-    orange, the rest grey-blue: (len(labels) * bar_height + 2, width)."""
-    from PIL import ImageDraw, ImageFont
-
-    if len(labels) != len(values):
-        raise ValueError(f"got {len(labels)} labels for {len(values)} values")
-    canvas = Image.new("RGB", (width, len(labels) * bar_height + 2), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(10, bar_height // 2))
-    bar_space = width // 4
-    for i, (label, value) in enumerate(zip(labels, values)):
-        y = 1 + i * bar_height
-        share = float(np.clip((value - vmin) / max(vmax - vmin, 1e-12), 0, 1))
-        colour = (255, 140, 0) if i == 0 else (90, 110, 160)
-        draw.rectangle((0, y + 3, max(1, int(share * bar_space)), y + bar_height - 4), fill=colour)
-        text = f"{value:.4f}  {label}" if shown is None else f"{shown[i]}  {label}"
-        draw.text((bar_space + 8, y + bar_height // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
-    return canvas
+    """One word's map over each step's image (e.g. the decoded x0 estimate), side by side: the word across steps,
+    each frame over its label ("step 12 · t=759") when given."""
+    if len(frames) != len(heats) or not frames:
+        raise ValueError(f"need one map per frame, got {len(frames)} frames and {len(heats)} maps")
+    maps = [overlay_heatmap(f, h, vmin, vmax) for f, h in zip(frames, heats)]
+    if labels is None:
+        return filmstrip(maps, scale=scale)
+    big = [m.resize((m.width * scale, m.height * scale), Image.Resampling.NEAREST) for m in maps]
+    return filmstrip([captioned(m, label, height=18) for m, label in zip(big, labels)], scale=1)

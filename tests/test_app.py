@@ -241,6 +241,15 @@ def test_step_mode_lands_on_the_full_run(client):
     assert (_pixels(x0) == _pixels(full_x0)).all()  # the last step's x0 equals the full run's
 
 
+def test_scrubbing_before_a_step_mode_run_ends_says_why(tiny_app_url):
+    """A first visit's step-mode steps leave no finished run: Previous / Next said "Generate an image first" beside
+    that run's frames."""
+    fresh = Client(tiny_app_url, verbose=False)  # a new session: no finished run
+    fresh.predict(*GENERATE[:8], api_name="/step_once")
+    with pytest.raises(Exception, match="Step mode's run is at step 1 of 4"):
+        fresh.predict(1, api_name="/next_step")
+
+
 def test_branch_from_a_step(client):
     client.predict(*GENERATE, api_name="/generate")
     original, branched, info = client.predict(2, "a green square", 5.0, 3, api_name="/branch")

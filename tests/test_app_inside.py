@@ -98,10 +98,15 @@ def test_reading_an_image_back_puts_its_prompt_first_until_the_box_is_full():
     from types import SimpleNamespace
 
     from mmgen.app.caption import MAX_CAPTIONS, CaptionTab
+    from mmgen.app.jobs import JobGate
+    from mmgen.app.limits import Limits
 
-    def read_back(prompt, box):
+    gate = JobGate(Limits())
+    tab = SimpleNamespace(ctx=SimpleNamespace(jobs=gate))
+
+    def read_back(prompt, box, request=None):
         run = SimpleNamespace(image=None, settings=SimpleNamespace(prompt=prompt))
-        return CaptionTab.receive(None, run, box)[1]
+        return CaptionTab.receive(tab, run, box, request)[1]
 
     assert read_back("a red circle", "a blue star") == "a red circle\na blue star"
     assert read_back("a red circle", "a blue star\na red circle") == "a blue star\na red circle"  # there already
@@ -109,6 +114,11 @@ def test_reading_an_image_back_puts_its_prompt_first_until_the_box_is_full():
     for i in range(MAX_CAPTIONS + 3):
         box = read_back(f"prompt {i}", box)
     assert len(box.splitlines()) == MAX_CAPTIONS and box.startswith(f"prompt {MAX_CAPTIONS - 1}\n")
+    # while the session's next image is being made, it sent the last one (and its prompt) unsaid
+    gate.admit("visitor")
+    with pytest.raises(Exception, match="still being made"):
+        read_back("a red circle", "", SimpleNamespace(session_hash="visitor"))
+    assert read_back("a red circle", "", SimpleNamespace(session_hash="another")) == "a red circle"
 
 
 def test_caption_bad_input_gets_messages(client, scene, tmp_path):

@@ -138,6 +138,23 @@ def test_word_map_pictures():
     assert strip.width > 3 * 32
     with pytest.raises(ValueError, match="one map per frame"):
         word_map_strip([image] * 3, [heat] * 2, 0.0, 0.5)
+    labelled = word_map_strip([image] * 3, [heat] * 3, 0.0, 0.5, scale=2, labels=["step 1", "step 2", "step 3"])
+    assert labelled.height == strip.height + 32 + 18  # each frame 2x, over its step's line
+    band = np.asarray(labelled)[-18:-2, 2 : 2 + 64]
+    assert (band < 128).any()  # the label is written
+
+
+def test_a_heat_maps_key_spans_its_scale():
+    """The colour bar under a word's map runs from the ramp's dark end (0) to its bright end (the word's most)."""
+    from mmgen.charts import with_colour_bar
+    from mmgen.viz import heat_colours
+
+    keyed = np.asarray(with_colour_bar(Image.new("RGB", (200, 100), (255, 255, 255)), 0.0, 0.25))
+    assert keyed.shape == (126, 200, 3)
+    row = keyed[100 + 13]  # the bar's middle row
+    ramp = heat_colours(np.array([0.0, 0.25]), 0.0, 0.25)
+    near = [[x for x in range(200) if np.abs(row[x].astype(int) - c).max() <= 6] for c in ramp]
+    assert near[0] and near[1] and max(near[0]) < 50 and min(near[1]) > 150  # dark at the left, bright at the right
 
 
 @pytest.mark.parametrize("model", ["mmgen-base-64", "mmgen-base"])

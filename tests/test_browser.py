@@ -156,7 +156,7 @@ def test_a_step_moved_as_the_tab_opens_keeps_the_word_map_at_that_step(page, mon
     from mmgen.app import word_attention
 
     strip = word_attention.word_map_strip
-    monkeypatch.setattr(word_attention, "word_map_strip", lambda *a: (time.sleep(1.0), strip(*a))[1])
+    monkeypatch.setattr(word_attention, "word_map_strip", lambda *a, **k: (time.sleep(1.0), strip(*a, **k))[1])
     generate(page, "a small blue star", steps=4)
     open_tab(page, "Trajectory")
     page.locator("#step-info").get_by_text("Step 4 of 4").wait_for()

@@ -227,7 +227,7 @@ def test_the_shipped_model_reads_a_scene(shipped):
 
 
 def test_score_bars():
-    from mmgen.viz import score_bars
+    from mmgen.charts import score_bars
 
     bars = score_bars(["best", "worse"], [0.2, 0.3], vmin=0.2, vmax=0.3, width=400, bar_height=16)
     assert bars.size == (400, 2 * 16 + 2)
@@ -235,13 +235,21 @@ def test_score_bars():
     assert tuple(np.asarray(bars)[8, 0]) == (255, 140, 0) and tuple(row[90]) == (90, 110, 160)
     with pytest.raises(ValueError, match="labels"):
         score_bars(["a"], [0.1, 0.2], 0, 1)
+    # captions longer than the chart's room wrap: cut at the edge, two that differ at their ends read the same
+    long = ["a large red circle above a large blue square on a " + c + " background" for c in ("white", "black")]
+    wrapped = np.asarray(score_bars(long, [0.2, 0.1], 0.0, 0.2, width=440))
+    h = (wrapped.shape[0] - 2) // 2  # each row's height
+    rows = wrapped[1 : 1 + h], wrapped[1 + h : 1 + 2 * h]
+    assert h > 28  # taller than one line
+    text = slice(440 // 4 + 60, 440)  # the captions, right of the bars and the numbers
+    assert (rows[0][:, text] != rows[1][:, text]).any()  # "white" and "black" both written
 
 
 def test_the_caption_chart_writes_each_captions_error_not_its_lead_over_the_worst():
     """The numbers beside the bars were each caption's lead over the worst: the worst read "0.0000", a perfect
     caption at a glance. The bars keep that lead; the text is the error."""
     from mmgen.app.caption import bar_chart
-    from mmgen.viz import score_bars
+    from mmgen.charts import score_bars
 
     ranked = [("best", 0.05), ("worst", 0.09)]
     drawn = np.asarray(bar_chart(ranked))

@@ -28,6 +28,13 @@ def test_neighbours_and_examples(atlas):
     assert near[0][1] >= near[1][1] >= near[2][1]
     crops = atlas.examples(code)
     assert 1 <= len(crops) <= 6 and crops[0].size == (20, 20)  # 5x5 cells of 4 px
+    assert crops[0].getpixel((7, 7)) == (255, 0, 200) and crops[0].getpixel((12, 12)) == (255, 0, 200)  # the cell
+    kept, atlas.occurrences[code] = atlas.occurrences[code], [(0, 0, 0)]  # a cell at an image's corner
+    corner = atlas.examples(code)[0]
+    atlas.occurrences[code] = kept
+    assert corner.getpixel((0, 0)) == (215, 215, 215) and corner.getpixel((10, 10)) == atlas.images[0].convert(
+        "RGB"
+    ).getpixel((2, 2))
     with pytest.raises(ValueError, match="code id"):
         atlas.neighbours(10_000)
 

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from mmgen.viz import code_histogram, code_palette, image_grid, token_map, usage_bars
+from mmgen.charts import usage_bars
+from mmgen.viz import code_histogram, code_palette, image_grid, token_map
 
 
 def test_token_map_size_and_highlight():
@@ -73,15 +74,32 @@ def test_tile_grid_and_click_mapping():
     order = list(range(9, -1, -1))
     grid = tile_grid(tiles, order, cols=4, scale=2, highlight=9)
     assert grid.size == (4 * 9 + 1, 3 * 9 + 1)
-    assert grid.getpixel((2, 2)) == (9, 0, 0) and grid.getpixel((0, 0)) == (255, 140, 0)  # first: code 9, framed
+    assert grid.getpixel((2, 2)) == (9, 0, 0) and grid.getpixel((0, 0)) == (255, 0, 200)  # first: code 9, framed
+    assert grid.getpixel((1, 1)) == (255, 0, 200)  # the frame is 2 px over the tile's edge: seen at a glance
     assert tile_at(12, 3, tile_side=4, n=10, cols=4, scale=2) == 1  # second tile of the first row
     assert tile_at(30, 25, tile_side=4, n=10, cols=4, scale=2) is None  # past the last tile
+    under = tile_grid(tiles, order, cols=4, scale=2, top=10)  # room for gradio's label and buttons
+    assert under.size == (4 * 9 + 1, 10 + 3 * 9 + 1) and under.getpixel((2, 12)) == (9, 0, 0)
+    assert tile_at(12, 13, tile_side=4, n=10, cols=4, scale=2, top=10) == 1
+    assert tile_at(12, 3, tile_side=4, n=10, cols=4, scale=2, top=10) is None  # on the blank band
+
+
+def test_usage_bars_on_a_log_scale_show_the_rare_codes():
+    """Linear, a code used 10 times beside one used 10,000 is a 1-px bar; on the log scale a quarter of the height."""
+    counts = np.array([10_000, 10, 1] + [0] * 200)
+    heights = []
+    for log in (False, True):
+        bars = np.asarray(usage_bars(counts, height=80, bar_width=50, log=log))  # too narrow for the scale's words
+        heights.append([(bars[:, 50 * i + 25] != 255).any(axis=1).sum() for i in range(3)])
+    assert heights[0][0] == 80 and heights[0][1] == 1
+    assert heights[1][0] == 80 and 15 <= heights[1][1] <= 25 and heights[1][2] >= 5
 
 
 def test_overlay_tokens_and_step_bars():
     from PIL import Image
 
-    from mmgen.viz import overlay_tokens, step_bars
+    from mmgen.charts import step_bars
+    from mmgen.viz import overlay_tokens
 
     image = Image.new("RGB", (8, 8), (0, 0, 0))
     out = np.asarray(overlay_tokens(image, np.zeros((2, 2), dtype=int), num_codes=4, alpha=0.5))
@@ -89,3 +107,10 @@ def test_overlay_tokens_and_step_bars():
     assert not (out[1, 1] == 0).all()  # tinted
     bars = np.asarray(step_bars([4, 2, 0], current=1, height=10, bar=4))
     assert bars.shape == (10, 12, 3) and tuple(bars[-1, 5]) == (255, 140, 0)
+    # with axes (the app's): under a label's room, the current step marked under its bar even when it is empty,
+    # and a dashed line where guidance stops
+    axes = np.asarray(step_bars([40, 20, 0, 0], current=3, height=30, bar=60, top=10, unguided_from=2))
+    assert axes.shape == (10 + 30 + 14, 240, 3)
+    assert tuple(axes[10 + 30 + 2, 3 * 60 + 30]) == (255, 140, 0)  # step 4 changed nothing: marked below the axis
+    assert (axes[10 + 15 : 10 + 30, 120] < 200).any() and (axes[10 + 15 : 10 + 30, 119] == 255).all()  # the line
+    assert (axes[-12:, :30] < 128).any() and (axes[-12:, -30:] < 128).any()  # "step 1" ... "step 4"

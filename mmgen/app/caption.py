@@ -9,8 +9,9 @@ import gradio as gr
 import PIL.Image
 
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
+from ..charts import score_bars
 from ..data.images import ImageLoadError, load_image
-from ..viz import score_bars, upscale_nearest
+from ..viz import upscale_nearest
 from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
@@ -115,8 +116,11 @@ class CaptionTab:
         )
 
     @handler
-    def receive(self, run: FinishedRun | None, captions: str | None):
-        """The run's image, and its prompt at the top of the captions (those typed before stay under it)."""
+    def receive(self, run: FinishedRun | None, captions: str | None, request: gr.Request = None):
+        """The run's image, and its prompt at the top of the captions (those typed before stay under it); while a
+        run of the session is under way, a note to wait for it (it sent the run before, unsaid, or nothing)."""
+        if self.ctx.jobs.busy(request):
+            raise gr.Error("An image is still being made: read it back when it is done.")
         if not run:
             raise gr.Error("Generate an image first.")
         typed, prompt = (captions if isinstance(captions, str) else "").strip(), run.settings.prompt.strip()

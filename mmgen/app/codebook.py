@@ -11,8 +11,9 @@ from typing import NamedTuple
 import gradio as gr
 import PIL.Image
 
+from ..charts import usage_bars
 from ..codebook import AtlasPage, CodebookAtlas, usage_stats
-from ..viz import LABEL_ROOM, tile_at, tile_grid, upscale_nearest, usage_bars
+from ..viz import LABEL_ROOM, tile_at, tile_grid, upscale_nearest
 from .context import AppContext
 from .errors import handler
 from .tokenizers import TokenizerPicker, UploadUsage
@@ -119,12 +120,20 @@ class CodebookTab:
                     )
                     self.code_info = gr.Markdown(elem_id="code-info")
             with gr.Row():
-                self.neighbours = gr.Gallery(label="Nearest codes", columns=8, height=120, elem_id="neighbours")
+                self.neighbours = gr.Gallery(
+                    label="Nearest codes", columns=8, height=140, object_fit="contain", elem_id="neighbours"
+                )
                 self.occurrences = gr.Gallery(
-                    label="Where it occurs (reference images)", columns=8, height=120, elem_id="occurrences"
+                    label="Where it occurs: reference images, the code's cell framed",
+                    columns=8,
+                    height=140,
+                    object_fit="contain",
+                    elem_id="occurrences",
                 )
             self.usage = gr.Image(
-                label="Usage over the reference set, most used first", interactive=False, elem_id="codebook-usage"
+                label="Usage over the reference set, most used first (log scale)",
+                interactive=False,
+                elem_id="codebook-usage",
             )
 
     def wire(self) -> None:
@@ -174,8 +183,11 @@ class CodebookTab:
         size = per_page(atlas.num_codes)
         number = page_index(page, atlas.num_pages(size))
         shown = atlas.page(number, size, sort_key(sort_by))
-        grid = tile_grid(shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE)
-        usage = usage_bars(atlas.counts, max_bars=min(atlas.num_codes, MAX_USAGE_BARS), bar_width=1, top=LABEL_ROOM)
+        grid = tile_grid(
+            shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, top=LABEL_ROOM
+        )
+        bars = min(atlas.num_codes, MAX_USAGE_BARS)
+        usage = usage_bars(atlas.counts, max_bars=bars, bar_width=1 if bars > 512 else 2, top=LABEL_ROOM, log=True)
         info = self.summary(key, atlas, shown, sort_by, uploads)
         slider = gr.update(maximum=max(shown.num_pages, 2), value=number + 1, visible=shown.num_pages > 1)
         return CodebookPage(grid, usage, info, slider, gr.update(maximum=atlas.num_codes - 1))
@@ -211,7 +223,12 @@ class CodebookTab:
         shown = atlas.page(atlas.page_of(code, size, by), size, by)
         at = shown.codes.index(code)
         grid = tile_grid(
-            shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, highlight=at
+            shown.tiles,
+            list(range(len(shown.codes))),
+            cols=CODEBOOK_COLS,
+            scale=CODEBOOK_SCALE,
+            highlight=at,
+            top=LABEL_ROOM,
         )
         rank = atlas.order("usage").index(code) + 1 if by == "usage" else None
         nearest = self.ctx.compute(atlas.neighbours, code)
@@ -243,7 +260,7 @@ class CodebookTab:
         number = page_index(page, atlas.num_pages(size))
         codes = atlas.order(sort_key(sort_by))[number * size : (number + 1) * size]
         x, y = int(evt.index[0]), int(evt.index[1])
-        i = tile_at(x, y, atlas.tiles[codes[0]].width, len(codes), CODEBOOK_COLS, CODEBOOK_SCALE)
+        i = tile_at(x, y, atlas.tiles[codes[0]].width, len(codes), CODEBOOK_COLS, CODEBOOK_SCALE, top=LABEL_ROOM)
         if i is None:
             raise gr.Error("Click on a code tile.")
         return self.code_details(codes[i], sort_by, tokenizer, uploads)

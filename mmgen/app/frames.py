@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import PIL.Image
 import torch
 
-from ..viz import change_map, latent_rgb, principal_axes, step_bars, token_map, upscale_nearest
+from ..charts import step_bars
+from ..viz import LABEL_ROOM, change_map, latent_rgb, principal_axes, token_map, upscale_nearest
 from .compute import ModelThread
 
 if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
@@ -46,6 +47,7 @@ class Trajectory:
     """Every step of one image's run. Dimension letters: C latent channels, h x w token grid."""
 
     prompt: str = ""
+    guided_down_to: float = 0.0  # the lowest timestep guidance runs at (0: every step guided, or none)
     timesteps: list[float] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)  # (C, h, w) float32: after each step (a branch's start)
     # the sampler's noise generator after each step (None: a sampler that draws no noise as it steps), so that a
@@ -99,6 +101,10 @@ class Trajectory:
         if k == 0:
             return torch.ones(self.tokens[0].shape, dtype=torch.bool)
         return self.tokens[k] != self.tokens[k - 1]
+
+    def unguided_from(self) -> int | None:
+        """The first step run without guidance (t below `guided_down_to`), where the run has one."""
+        return next((k for k, t in enumerate(self.timesteps) if t < self.guided_down_to), None)
 
     def counts(self) -> list[int]:
         """Tokens changed at each step."""
@@ -165,7 +171,7 @@ class FrameDrawer:
             upscale_nearest(self.x0(traj, k), side),
             token_map(tokens, self.pipe.vqvae.config.num_codes, cell=cell),
             change_map(changed, cell=cell),
-            step_bars(traj.counts(), current=k),
+            step_bars(traj.counts(), current=k, top=LABEL_ROOM, unguided_from=traj.unguided_from()),
             info,
         )
 

@@ -28,9 +28,8 @@ from ..vocabulary import STOPWORDS
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import scratch_folder
-from .frames import Trajectory
 from .limits import MAX_GUIDANCE
-from .runs import FinishedRun, advance, finish_run, refused_controls, settings_from_controls, start_run
+from .runs import FinishedRun, advance, finish_run, new_trajectory, refused_controls, settings_from_controls, start_run
 
 PREVIEW_EVERY_S = 0.5  # live previews while generating: twice a second, each a decode and an image sent
 MAX_RUN_CARD_BYTES = 64 * 1024  # a run card is about 1 kB
@@ -200,7 +199,7 @@ class GenerateTab:
             if unknown:
                 gr.Warning(unknown)  # the run goes ahead: the model may still draw what it knows
             t0 = time.perf_counter()
-            run, trajectory = start_run(ctx, settings), Trajectory(settings.prompt)
+            run, trajectory = start_run(ctx, settings), new_trajectory(settings)
             last_preview = 0.0
             while not run.done:
                 deadline.check()

@@ -128,6 +128,13 @@ class JobGate:
         for held in (self._since, self._beats, self._owners):
             held.pop(key, None)
 
+    def busy(self, request: gr.Request | None, kind: str = MODEL) -> bool:
+        """Whether the request's session has a job of `kind` queued or running (e.g. a generation under way)."""
+        session = getattr(request, "session_hash", None)
+        with self._lock:
+            since = self._since.get((kind, session))
+            return session is not None and since is not None and self._holds((kind, session), since, time.monotonic())
+
     def forget(self, session: str | None, kind: str | None = None) -> None:
         """Free the session's slot of `kind` (None: of every kind)."""
         with self._lock:

@@ -95,6 +95,16 @@ def start_run(ctx: AppContext, settings: SamplingSettings) -> DenoisingRun:
     return ctx.compute(pipe.stepwise, **settings.pipeline_kwargs(), generator=settings.generator())
 
 
+def guided_down_to(settings: SamplingSettings) -> float:
+    """The lowest timestep `settings` guide at: 0 when every step is guided, or none is (guidance 1 or less)."""
+    return settings.guidance_interval[0] if settings.guidance_interval and settings.guidance_scale > 1 else 0.0
+
+
+def new_trajectory(settings: SamplingSettings) -> Trajectory:
+    """An empty trajectory for a run of `settings`, which knows where its guidance stops."""
+    return Trajectory(settings.prompt, guided_down_to=guided_down_to(settings))
+
+
 def advance(ctx: AppContext, run: DenoisingRun, trajectory: Trajectory) -> StepOutput:
     """One step of `run`, recorded in `trajectory` (each word's attention is found from it when shown), on the
     model thread."""
@@ -126,7 +136,7 @@ def finish_run(
     skipped = (
         f", {cache.skipped} of {cache.skipped + cache.computed} steps from the first-block cache" if cache else ""
     )
-    low = s.guidance_interval[0] if s.guidance_interval and s.guidance_scale > 1 else 0
+    low = guided_down_to(s)
     guided = f"guidance {s.guidance_scale:g}" + (f" at t ≥ {low:g}" if low > 0 else "")
     info = (
         f"{steps} of {s.scheduler or ctx.scheduler_label()}, {guided}, codebook snap "

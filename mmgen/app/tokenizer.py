@@ -16,13 +16,14 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..charts import usage_bars
 from ..codebook import default_tile_tokens, usage_stats
 from ..compare import quantization_ambiguity
 from ..data.images import ImageLoadError, fit_to_multiple, load_image, pil_to_tensor, tensor_to_pil
 from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..tokenizers import Tokenizer
 from ..tokens import EncodedImage, psnr_pil, ssim_pil
-from ..viz import LABEL_ROOM, cell_size, code_histogram, token_map, upscale_nearest, usage_bars
+from ..viz import LABEL_ROOM, cell_size, code_histogram, token_map, upscale_nearest
 from .codebook import code_number
 from .compare import CompareSection, ambiguity_info, ambiguity_sheet
 from .context import DISPLAY_SIDE, AppContext

@@ -28,6 +28,7 @@ from .runs import (
     advance,
     checked,
     finish_run,
+    new_trajectory,
     refused_controls,
     settings_from_controls,
     start_run,
@@ -70,8 +71,8 @@ class TrajectoryTab:
             self.shown = gr.State(False)  # whether this visitor has the tab open
             self.drawn_run = gr.State(None)  # the key of the run the tab drew last (`_draw`)
             gr.Markdown(
-                "Every step of the last run: the noisy latent x_t (its channels projected on the codebook's"
-                " 3 main axes), the model's guess of the clean image x0 (each cell"
+                "Every step of the last run: the noisy latent x_t in false colour (its channels projected on the"
+                " codebook's 3 main axes), the model's guess of the clean image x0 (each cell"
                 " snapped to its nearest code, then decoded: the decoder reads codes), that guess's tokens, and"
                 " which tokens changed since the previous step."
             )
@@ -158,8 +159,12 @@ class TrajectoryTab:
             self.show_step_if_shown, [run, step, self.shown], views, api_visibility="private", show_progress="hidden"
         )
         self.show_step_api.click(self.show_step, [run, step], views, api_name="show_step")
-        self.prev_btn.click(self.previous_step, [run, step], step, api_name="previous_step")
-        self.next_btn.click(self.next_step, [run, step], step, api_name="next_step")
+        # no progress overlay: with no run to scrub, the error left the slider a red "Error" pill until a run ended
+        scrub = {"show_progress": "hidden"}
+        self.prev_btn.click(
+            self.previous_step, [run, step, self.stepper_state], step, api_name="previous_step", **scrub
+        )
+        self.next_btn.click(self.next_step, [run, step, self.stepper_state], step, api_name="next_step", **scrub)
         self.play_btn.click(
             self.play,
             run,
@@ -242,12 +247,24 @@ class TrajectoryTab:
         return self.show_step(run, k)
 
     @handler
-    def previous_step(self, run: FinishedRun | None, k: float) -> int:
-        return self._step(run, k, clamp=True, delta=-1) + 1
+    def previous_step(self, run: FinishedRun | None, k: float, stepper: Stepper | None = None) -> int:
+        return self._step(self._scrubbed(run, stepper), k, clamp=True, delta=-1) + 1
 
     @handler
-    def next_step(self, run: FinishedRun | None, k: float) -> int:
-        return self._step(run, k, clamp=True, delta=+1) + 1
+    def next_step(self, run: FinishedRun | None, k: float, stepper: Stepper | None = None) -> int:
+        return self._step(self._scrubbed(run, stepper), k, clamp=True, delta=+1) + 1
+
+    @staticmethod
+    def _scrubbed(run: FinishedRun | None, stepper: Stepper | None) -> FinishedRun:
+        """The run the slider moves through; with none yet but a step-mode run under way, a message that says so
+        (it said "Generate an image first" beside that run's frames)."""
+        if not run and stepper is not None and not stepper.run.done:
+            done, total = len(stepper.trajectory), stepper.run.num_steps
+            raise gr.Error(
+                f"Step mode's run is at step {done} of {total}: the slider and these buttons move through a finished "
+                "run, this one once its last step is run (or Generate draws it whole)."
+            )
+        return run
 
     @handler
     def play(self, run: FinishedRun | None, request: gr.Request) -> Iterator[tuple]:
@@ -298,7 +315,7 @@ class TrajectoryTab:
             if stepper is None or stepper.run.done or stepper.key != key:
                 settings = settings_from_controls(ctx, *key)
                 stepper = Stepper(
-                    start_run(ctx, settings), Trajectory(settings.prompt), key, settings, time.perf_counter()
+                    start_run(ctx, settings), new_trajectory(settings), key, settings, time.perf_counter()
                 )
             run, trajectory = stepper.run, stepper.trajectory
             k = advance(ctx, run, trajectory).step

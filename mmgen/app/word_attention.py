@@ -16,6 +16,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..charts import with_colour_bar
 from ..viz import overlay_heatmap, upscale_nearest, word_map_strip
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
@@ -113,7 +114,8 @@ class WordAttentionView:
         steps = strip_steps(len(trajectory))
         frames = [self.ctx.frames.x0(trajectory, s) for s in steps]
         heats = [trajectory.attention[s][i].float().numpy() for s in steps]
-        strip = word_map_strip(frames, heats, 0.0, vmax)
+        labels = [f"step {s + 1} · t={trajectory.timesteps[s]:.0f}" for s in steps]
+        strip = with_colour_bar(word_map_strip(frames, heats, 0.0, vmax, labels=labels), 0.0, vmax)
         image, info = self._at_step(trajectory, i, k, vmax)
         return image, strip, info
 
@@ -155,14 +157,17 @@ class WordAttentionView:
     def _at_step(self, trajectory: Trajectory, i: int, k: int, vmax: float) -> tuple[PIL.Image.Image, str]:
         heat = trajectory.attention[k][i].float().numpy()  # (h', w')
         x0 = self.ctx.frames.x0(trajectory, k)
-        image = upscale_nearest(overlay_heatmap(x0, heat, 0.0, vmax), DISPLAY_SIDE)
+        image = with_colour_bar(upscale_nearest(overlay_heatmap(x0, heat, 0.0, vmax), DISPLAY_SIDE), 0.0, vmax)
         row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
         cell = x0.width / heat.shape[1]
         word = trajectory.words[i]
+        h, w = heat.shape
         info = (
-            f"**{word!r} at step {k + 1} of {len(trajectory)}**: at most {heat.max():.0%} of a patch's attention "
-            f"(its most at the strip's steps: {vmax:.0%}), "
-            f"peak around pixel ({(col + 0.5) * cell:.0f}, {(row + 0.5) * cell:.0f}). "
-            "Bright: the patches that read this word; the shares of all words (and [CLS], [SEP]) sum to 1."
+            f"**{word!r} at step {k + 1} of {len(trajectory)}** (timestep {trajectory.timesteps[k]:.0f}): at most "
+            f"{heat.max():.0%} of a patch's attention (its most at the strip's steps: {vmax:.0%}, the top of the "
+            f"colour bar), peak around pixel ({(col + 0.5) * cell:.0f}, {(row + 0.5) * cell:.0f}). The map is "
+            f"the DiT's {h}×{w} patch grid, smoothed to the image. Bright: the patches that read this word; the "
+            "shares of all words (and [CLS], [SEP]) sum to 1. Each word has its own scale, from 0 to its most: "
+            "compare words by these percentages, not by brightness."
         )
         return image, info
