@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -389,12 +390,15 @@ def main(argv: list[str] | None = None) -> int:
         OSError,
         SafetensorError,
     ) as e:  # an ImageLoadError is a ValueError; SafetensorError: a full disk
-        print(f"error: {e}", file=sys.stderr)
+        rank = int(os.environ.get("RANK", "0"))  # under `accelerate launch`: every process met the same bad option
+        if rank == 0 or not isinstance(e, ValueError):
+            sys.stderr.write(f"{f'[process {rank}] ' if rank else ''}error: {e}\n")  # one write: not run together
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint
         train = args.command.startswith("train")
         said = "interrupted" + (f": {e}" if str(e) else "") + (resume_hint(args) if train else "")
-        print("\n" + said if train else said, file=sys.stderr)  # a training run's progress bar holds the line
+        if os.environ.get("RANK", "0") == "0":  # said once under `accelerate launch`
+            sys.stderr.write(("\n" + said if train else said) + "\n")  # a training run's progress bar holds the line
         return 130
     return 0
 

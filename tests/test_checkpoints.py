@@ -152,7 +152,41 @@ def test_ctrl_c_or_sigterm_asks_once_while_steps_run_and_stops_at_once_otherwise
             assert stop_requested()
             with pytest.raises(KeyboardInterrupt):  # asked twice: at once
                 os.kill(os.getpid(), signal.SIGINT)
+        for _ in stoppable(range(1)):  # Ctrl-C under `accelerate launch`: the launcher passes it on as a SIGTERM
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)  # the same request (it stopped at once, losing the step's checkpoint)
+            assert stop_requested()
+            with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C still stops at once
+                os.kill(os.getpid(), signal.SIGINT)
     assert not stop_requested() and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_run_log_names_the_command_that_runs_it_again(monkeypatch):
+    """Under `accelerate launch` each process runs `python -m mmgen.cli`: the log said "cli.py train-..."."""
+    from mmgen.training.checkpoints import launched_as
+
+    monkeypatch.setattr("sys.argv", ["/somewhere/mmgen/cli.py", "train-generator"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched_as() == "accelerate launch --multi_gpu --num_processes 2 -m mmgen.cli"
+    monkeypatch.delenv("WORLD_SIZE")
+    assert launched_as() == "python -m mmgen.cli"
+    monkeypatch.setattr("sys.argv", ["/venv/bin/mmgen", "train-generator"])
+    assert launched_as() == "mmgen"
+
+
+def test_a_launch_that_asked_for_several_processes_but_started_one_is_said(monkeypatch):
+    """`accelerate launch --cpu --num_processes 2` (or without --multi_gpu) runs one process on one thread, unsaid."""
+    from types import SimpleNamespace
+
+    from mmgen.training.processes import launch_warnings
+
+    one = SimpleNamespace(num_processes=1)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert launch_warnings(one) == []  # `accelerate launch` of one process: nothing to say
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # set by accelerate when more than one was asked for
+    assert "--multi_gpu" in launch_warnings(one)[0]
+    assert launch_warnings(SimpleNamespace(num_processes=2)) == []
 
 
 def test_a_resumed_tokenizer_run_steps_on_from_the_checkpoints_rng(tmp_path, monkeypatch):

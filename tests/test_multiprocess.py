@@ -119,4 +119,48 @@ def test_a_vqgan_recipe_under_two_processes_trains_as_one_with_the_global_batch(
     assert sum("command" in r for r in two) == 1 and two[0]["num_processes"] == 2
     assert "adaptive_weight" in two[2]  # the discriminator's part from step 1 on
     assert_same_losses(losses(one), losses(two))
+    for figure in ("d_loss", "g_adv"):  # the GAN's figures too: they were the main process's half of the batch
+        gan = [[(r["step"], r[figure]) for r in records if figure in r] for records in (one, two)]
+        assert gan[0] and [s for s, _ in gan[0]] == [s for s, _ in gan[1]]
+        assert max(abs(x - y) for (_, x), (_, y) in zip(*gan)) <= 1e-3, gan
     assert (tmp_path / "model" / "vqvae" / "config.json").is_file()  # published
+
+
+def interrupted_launch(out, processes: int, *args: str, after_steps: int = 3) -> str:
+    """`accelerate launch` of `processes` (several: --multi_gpu) Ctrl-C'd as a terminal does it (SIGINT to the
+    launcher's process group) once the run's log holds `after_steps` steps; returns what it printed on stderr."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    command = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if processes > 1 else [])]
+    command += ["--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "-m", "mmgen.cli", *args]
+    run = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        if (out / "train_log.jsonl").is_file() and len(losses(log(out))) >= after_steps:
+            break
+        time.sleep(0.1)
+    assert run.poll() is None, "the run ended before it was interrupted"
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=90)
+    return err
+
+
+def test_ctrl_c_under_accelerate_keeps_the_step_it_stopped_at(tmp_path):
+    """Under `accelerate launch` a Ctrl-C saves a checkpoint of the step under way, as plain `mmgen` does: with two
+    processes both stop at the same step (it ended at once, back to the last periodic checkpoint), with one the
+    launcher's SIGTERM that follows the Ctrl-C is not taken for a second one (that lost every step since)."""
+    for processes in (2, 1):
+        out = tmp_path / f"run{processes}"
+        steps = ["--steps", "3000", "--checkpoint-every", "1000", "--seed", "0", "--val-every", "5000"]
+        tokenizer = [a for a in TOKENIZER if a not in ("--val-every", "3")]
+        err = interrupted_launch(
+            out, processes, "train-tokenizer", "--out", str(out), "--batch-size", "4", *tokenizer, *steps
+        )
+        last = losses(log(out))[-1][0]
+        assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step-{last}"], err[-2000:]
+        assert err.count(f"has a checkpoint of step {last}") == 1, err[-2000:]  # said once, by the main process

@@ -342,3 +342,19 @@ def test_the_recipe_runner_takes_the_cpu_as_the_trainers_do(tmp_path, monkeypatc
     stage = recipe.Stage("tokenizer", argparse.Namespace(cpu=False, out=str(tmp_path / "run")), {})
     recipe.run_stages([stage], train=lambda args: None, publish=lambda stage: None)
     assert made == [True]
+
+
+def test_images_that_failed_to_decode_are_counted_over_every_process(monkeypatch):
+    """Under two processes each reads its share of the folder: the count was the main process's alone (a bad image
+    the other one read went unsaid)."""
+    from types import SimpleNamespace
+
+    from mmgen.training import train_tokenizer
+
+    said = []
+    accelerator = SimpleNamespace(num_processes=2, print=said.append)
+    shares = [{"/d/a.png": "truncated"}, {"/d/b.png": "truncated", "/d/a.png": "truncated"}]
+    monkeypatch.setattr(train_tokenizer, "gather_object", lambda mine: shares)
+    mine = SimpleNamespace(failed=shares[0])
+    assert train_tokenizer.failed_to_decode(mine, accelerator) == {"failed_to_decode": 2}
+    assert said == ["2 images failed to decode; their neighbours stood in (e.g. a.png, b.png)"]

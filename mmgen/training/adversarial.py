@@ -96,10 +96,10 @@ class AdversarialLoss:
                 real_features = self.frozen(x).features
             fm = feature_matching_loss(real_features, fake.features)
             extra = extra + self.settings.feature_weight * fm
-            stats["feature_match"] = round(fm.item(), 5)
+            stats["feature_match"] = round(self._mean(fm), 5)
         weight = self.settings.disc_weight * adaptive_weight(rec_loss, adv, last_layer)
         self.frozen.requires_grad_(True)
-        stats |= {"g_adv": round(adv.item(), 4), "adaptive_weight": round(weight.item(), 4)}
+        stats |= {"g_adv": round(self._mean(adv), 4), "adaptive_weight": round(weight.item(), 4)}
         return extra + weight * adv, stats
 
     def discriminator_step(self, x: torch.Tensor, recon: torch.Tensor, step: int) -> dict:
@@ -113,10 +113,15 @@ class AdversarialLoss:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {
-            "d_loss": round(loss.item(), 4),
-            "d_real": round(real.mean().item(), 3),  # mean logit: > 0 the discriminator calls them real
-            "d_fake": round(fake.mean().item(), 3),
+            "d_loss": round(self._mean(loss), 4),
+            "d_real": round(self._mean(real.mean()), 3),  # mean logit: > 0 the discriminator calls them real
+            "d_fake": round(self._mean(fake.mean()), 3),
         }
+
+    def _mean(self, value: torch.Tensor) -> float:
+        """A figure of this process's slice, as the global batch's: the mean over processes (every process calls
+        this at the same points: a collective)."""
+        return self.accelerator.reduce(value.detach().float(), "mean").item()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, ckpt: Path) -> None:

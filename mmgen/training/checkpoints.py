@@ -149,10 +149,12 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print, nu
     headers = [r for r in records if "command" in r]
     ran = headers[-1].get("num_processes", num_processes) if headers else num_processes
     if ran != num_processes:
+        relaunch = (
+            "plain `mmgen`" if ran == 1 else f"`accelerate launch --multi_gpu --num_processes {ran} -m mmgen.cli`"
+        )
         raise ValueError(
             f"--resume: {out} trained with {ran} process(es), this run has {num_processes}; another count would "
-            f"change its global batch and LR schedule halfway. Resume it with {ran} (`accelerate launch "
-            f"--num_processes {ran}`), or start a new run."
+            f"change its global batch and LR schedule halfway. Resume it with {ran} ({relaunch}), or start a new run."
         )
     logged = headers[-1].get("args", {}) if headers else {}
     given = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
@@ -184,11 +186,23 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
+def launched_as() -> str:
+    """The command a run's log says it was: "mmgen", or under `accelerate launch` (its processes run `python -m
+    mmgen.cli`) the launch, so the log's command can be run again as written."""
+    name = Path(sys.argv[0]).name
+    if name not in ("cli.py", "__main__.py"):
+        return name
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:
+        return f"accelerate launch --multi_gpu --num_processes {processes} -m mmgen.cli"
+    return "python -m mmgen.cli"
+
+
 def start_log(path: Path, args, previous: list[str] = (), **extra) -> None:
     """Start a run's log with a header line: the exact command, its settings, and anything else worth keeping.
     A run that continues another (a second training stage) writes that run's log lines first, so one file holds
     every stage, each opened by its own header (`"stage": 1, 2, ...`)."""
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = " ".join([launched_as(), *sys.argv[1:]])
     settings = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
     stage = 1 + sum("command" in json.loads(line) for line in previous)
     header = json.dumps({"command": command, "args": settings, "stage": stage, **extra})

@@ -26,6 +26,7 @@ from ..data.images import ImageFolder, pil_to_tensor
 from ..data.shapes import VERSION, shapes_sample
 from ..models.text_encoder import MAX_TOKENS, encode_text
 from ..models.vqvae import VQVAE
+from .processes import print_once
 
 ENCODE_BATCH = 256  # images decoded and encoded at a time: memory stays flat however large the set
 SHAPES_SAMPLES = 60_000  # --num-samples for shapes-v1: every shipped recipe's first stage
@@ -107,9 +108,11 @@ def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
     n = len(folder.paths)
     if folder.skip_summary():
         used = min(n, args.num_samples) - len(folder.failed)
-        print(f"{args.data}: {used} captioned images used, {folder.skip_summary()}")
+        print_once(f"{args.data}: {used} captioned images used, {folder.skip_summary()}")
     if args.num_samples < n:
-        print(f"{args.data}: --num-samples {args.num_samples} encodes the first {args.num_samples} of its {n} images")
+        print_once(
+            f"{args.data}: --num-samples {args.num_samples} encodes the first {args.num_samples} of its {n} images"
+        )
     return data
 
 

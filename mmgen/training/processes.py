@@ -26,6 +26,30 @@ from accelerate.utils import InitProcessGroupKwargs
 GROUP_TIMEOUT = timedelta(hours=3)
 
 
+def print_once(*values) -> None:
+    """`print`, by the main process alone under `accelerate launch` (where no Accelerator is at hand: a dataset's
+    summary, said by every process that reads it)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*values)
+
+
+def launch_warnings(accelerator: Accelerator) -> list[str]:
+    """What an `accelerate launch` that asked for several processes but started one should hear: accelerate runs
+    `--num_processes N` with `--cpu`, or without `--multi_gpu`, as one process (and torch then on one thread)."""
+    env = os.environ
+    if accelerator.num_processes > 1 or "ACCELERATE_MIXED_PRECISION" not in env or "MASTER_ADDR" not in env:
+        return []
+    said = [
+        "accelerate launch started 1 process, not the several asked for: use `accelerate launch --multi_gpu "
+        "--num_processes N -m mmgen.cli ...` (also on a CPU; --cpu, or no --multi_gpu, runs one process)"
+    ]
+    if torch.get_num_threads() == 1 and (os.cpu_count() or 1) > 1:
+        said.append(
+            f"torch runs on 1 thread of {os.cpu_count()} cores here (OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')})"
+        )
+    return said
+
+
 def gpu_present() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
 
@@ -50,6 +74,8 @@ def make_accelerator(args) -> Accelerator:
             "mixed precision fp16 needs a GPU: on the CPU accelerate would train in float32 instead; "
             "use --mixed-precision bf16 or no"
         )
+    for warning in launch_warnings(accelerator):
+        accelerator.print(f"warning: {warning}")
     return accelerator
 
 

@@ -257,7 +257,7 @@ def train(args: argparse.Namespace) -> Path:
             _save_checkpoint(_plain(accelerator, model), run, step, out)
         if step < args.steps:  # Ctrl-C or SIGTERM: this step's checkpoint, then stop
             checkpoint = partial(_save_checkpoint, _plain(accelerator, model), run, step, out)
-            stop_if_asked(step, args.checkpoint_every, out, checkpoint)
+            stop_if_asked(step, args.checkpoint_every, out, checkpoint, accelerator)
     bar.close()
 
     accelerator.wait_for_everyone()

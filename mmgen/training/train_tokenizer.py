@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -46,7 +46,7 @@ from .checkpoints import (
     saving_model,
     writing_checkpoint,
 )
-from .processes import hardware, make_accelerator
+from .processes import hardware, make_accelerator, print_once
 from .recipe import run_recipe
 from .run_options import add_run_arguments, check_run_options, note_shapes_folder
 from .stopping import graceful_stop, stop_if_asked, stoppable
@@ -96,7 +96,7 @@ def build_dataset(args, length: int) -> Dataset:
         return Mixture(shapes, photos, args.photo_fraction, args.seed)
     folder = ImageFolder(args.data, length=length, size=args.resolution, seed=args.seed)
     if folder.skip_summary():
-        print(f"{args.data}: {len(folder.paths)} images used, {folder.skip_summary()}")
+        print_once(f"{args.data}: {len(folder.paths)} images used, {folder.skip_summary()}")
     return folder
 
 
@@ -276,11 +276,11 @@ def train(args: argparse.Namespace) -> Path:
         if step >= args.steps:
             break
         checkpoint = partial(save_checkpoint, *saved, step, out, memory_format, gan)
-        stop_if_asked(step, args.checkpoint_every, out, checkpoint)  # Ctrl-C or SIGTERM: this step's, then stop
+        stop_if_asked(step, args.checkpoint_every, out, checkpoint, accelerator)  # Ctrl-C, SIGTERM: this step's
     bar.close()
     accelerator.wait_for_everyone()
+    failed = failed_to_decode(dataset, accelerator)  # every process's share of the folder
     if accelerator.is_main_process:
-        failed = failed_to_decode(dataset, accelerator.print)
         finish(accelerator.unwrap_model(model), out, step, time.time() - t0, failed)
     return out / "vqvae"
 
@@ -324,14 +324,17 @@ def finish(model: VQVAE, out: Path, step: int, train_time_s: float, extra: dict)
     print(f"saved {out / 'vqvae'} after {step} steps in {train_time_s:.0f} s")
 
 
-def failed_to_decode(dataset, say) -> dict:
-    """A folder's images that broke after their header in training (counted with no loader workers), said, and
-    as a log field; {} when none did."""
-    failed = getattr(dataset, "failed", {})
+def failed_to_decode(dataset, accelerator) -> dict:
+    """A folder's images that broke after their header in training (counted with no loader workers), gathered
+    from every process (each read its own share: the others' went unsaid), said, and as a log field; {} when none
+    did. Every process calls it (a collective)."""
+    failed = dict(getattr(dataset, "failed", {}))
+    if accelerator.num_processes > 1:
+        failed = {path: why for share in gather_object([failed]) for path, why in share.items()}
     if not failed:
         return {}
     named = ", ".join(Path(p).name for p in list(failed)[:3])
-    say(f"{len(failed)} images failed to decode; their neighbours stood in (e.g. {named})")
+    accelerator.print(f"{len(failed)} images failed to decode; their neighbours stood in (e.g. {named})")
     return {"failed_to_decode": len(failed)}
 
 
