@@ -237,3 +237,17 @@ def test_resume_under_another_number_of_processes_is_refused(tmp_path):
         main(_args(out, "--steps", "4", "--resume"))
     (out / "train_log.jsonl").write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     main(_args(out, "--steps", "4", "--resume"))  # the same count: resumes
+
+
+def test_a_resume_in_another_precision_is_in_the_log(tmp_path):
+    """A run started in float32 and resumed in bf16 (accelerate allows it) was carded "mixed precision no"."""
+    from mmgen.training.checkpoints import resume_log
+
+    log = tmp_path / "train_log.jsonl"
+    records = [{"command": "mmgen", "args": {}, "mixed_precision": "no", "hardware": "a 2-core CPU (no GPU)"}]
+    records += [{"step": s, "loss": 1.0, "elapsed_s": float(s)} for s in (50, 100, 150)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert resume_log(log, 100, {"mixed_precision": "bf16", "hardware": "a 2-core CPU (no GPU)"}) == 100.0
+    header, *steps = [json.loads(line) for line in log.read_text().splitlines()]
+    assert header["mixed_precision"] == "no to step 100, then bf16" and header["hardware"] == "a 2-core CPU (no GPU)"
+    assert [r["step"] for r in steps] == [50, 100]

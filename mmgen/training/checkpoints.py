@@ -235,15 +235,23 @@ def open_run_log(path: Path, args, start_step: int, previous: list[str] = (), **
     if start_step == 0:
         start_log(path, args, previous, **header)
         return 0.0
-    return resume_log(path, start_step)
+    return resume_log(path, start_step, {k: v for k, v in header.items() if k in RESUME_CHANGES_SAID})
 
 
-def resume_log(path: Path, step: int) -> float:
+RESUME_CHANGES_SAID = ("mixed_precision", "hardware")  # may differ on --resume; the header then says both
+
+
+def resume_log(path: Path, step: int, now: dict | None = None) -> float:
     """A resumed run's log cut back to its checkpoint's `step`: the records of the steps after it, logged before
-    the run stopped and about to be logged again, go. Returns the training time at the checkpoint (its last kept
-    record's elapsed_s), for the resumed run to count on from."""
+    the run stopped and about to be logged again, go. Where the resumed run differs from the header in `now`
+    (RESUME_CHANGES_SAID: "bf16" where it started with "no"), the header says both ("no to step 500, then bf16"),
+    and the card with it. Returns the training time at the checkpoint (its last kept record's elapsed_s), for the
+    resumed run to count on from."""
     records = read_records(Path(path))
     header = max((i for i, r in enumerate(records) if "command" in r), default=-1)  # this stage's
+    for key, value in (now or {}).items():
+        if header >= 0 and records[header].get(key) not in (None, value):
+            records[header][key] = f"{records[header][key]} to step {step}, then {value}"
     kept = records[: header + 1] + [r for r in records[header + 1 :] if r.get("step", 0) <= step]
     partial = Path(path).with_suffix(".partial")  # the log is the run's record: never left half written
     partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
