@@ -175,7 +175,9 @@ def cmd_generate(args):
             raise
         raise ValueError(f"{e} (the model the run card names: choose another with --model)") from None
     settings = generate_settings(args, pipe.sampling_defaults, card)  # the model's own defaults where not given
+    matmuls = "bf16" if pipe.autocast_dtype is not None else "float32"
     if card:
+        card = read_run_card(args.from_card, matmuls=matmuls)  # again, for the notes on what differs here
         for note in card_notes(card, args, model):
             print(f"note: {note}", file=sys.stderr)
     if settings.scheduler:
@@ -215,7 +217,6 @@ def cmd_generate(args):
         word_map_grid(out.images[0], attention.word_maps()).save(args.attention)
         print(f"wrote {args.attention} (each word's attention map, {len(attention.steps)} steps)")
     if args.card:
-        matmuls = "bf16" if pipe.autocast_dtype is not None else "float32"
         card_out = make_run_card(settings, card_model_name(model), scheduler_config_of(pipe.scheduler), matmuls)
         Path(args.card).write_text(json.dumps(card_out, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.card} (mmgen generate --from-card {args.card} draws this image again)")

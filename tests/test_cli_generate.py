@@ -216,6 +216,12 @@ def test_a_card_from_another_model_or_a_bad_card_is_said(pipe_dir, tmp_path, cap
     args = ["generate", "--from-card", str(tmp_path / "app.json"), "--out", str(tmp_path / "x.png")]
     assert main([*args, "--model", pipe_dir]) == 0
     assert "the card was made with model 'mmgen-base'" in capsys.readouterr().err
+    bf16 = make_run_card(
+        SamplingSettings("a red circle", num_inference_steps=2, num_candidates=1), pipe_dir, None, "bf16"
+    )
+    (tmp_path / "bf16.json").write_text(json.dumps(bf16))  # a card of an app serving in bf16 (MMGEN_BF16)
+    assert main(["generate", "--from-card", str(tmp_path / "bf16.json"), "--out", str(tmp_path / "x.png")]) == 0
+    assert "matmuls in bf16, these run in float32" in capsys.readouterr().err
     card["model"] = str(tmp_path / "gone")  # a folder on the machine that made it
     (tmp_path / "other.json").write_text(json.dumps(card))
     assert main(["generate", "--from-card", str(tmp_path / "other.json"), "--out", str(tmp_path / "y.png")]) == 2
