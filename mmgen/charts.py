@@ -42,6 +42,9 @@ def usage_bars(
     return image
 
 
+AXES_WIDTH = 400  # px: a chart with axes is at least this wide
+
+
 def step_bars(
     counts: list[int],
     current: int | None = None,
@@ -57,6 +60,8 @@ def step_bars(
 
     axes = top > 0
     band = 14 if axes else 0
+    if axes:  # room for the axes' words however few the steps (12 steps at 8 px ran them into each other)
+        bar = max(bar, -(-AXES_WIDTH // max(len(counts), 1)))
     canvas = np.full((top + height + band, max(len(counts), 1) * bar, 3), 255, dtype=np.uint8)
     most = max(max(counts, default=1), 1)
     for i, n in enumerate(counts):
@@ -78,21 +83,20 @@ def step_bars(
         x = unguided_from * bar
         for dash in range(top, base, 6):
             draw.line((x, dash, x, min(dash + 3, base)), fill=(120, 120, 120))
-        right = x + 4 + draw.textlength("unguided from here", font=font) < image.width
-        anchor, tx = ("la", x + 4) if right else ("ra", x - 4)
-        draw.text((tx, top + 1), "unguided from here", fill=ink, font=font, anchor=anchor)
+        words = draw.textlength("unguided from here", font=font)
+        if x + 4 + words < image.width or x - 4 - words > 0:  # else the line alone
+            anchor, tx = ("la", x + 4) if x + 4 + words < image.width else ("ra", x - 4)
+            draw.text((tx, top + 1), "unguided from here", fill=ink, font=font, anchor=anchor)
     return image
 
 
-def with_colour_bar(
-    image: Image.Image, vmin: float, vmax: float, text: str = "{:.0%}", height: int = 26
-) -> Image.Image:
+def with_colour_bar(image: Image.Image, vmin: float, vmax: float, text: str = "{:.0%}") -> Image.Image:
     """The image over the heat ramp's colour bar from `vmin` to `vmax`, its ends labelled (`text` formats them): a
-    heat map's key."""
-
+    heat map's key, its size growing with the image's width (a wide strip is shown scaled down)."""
+    height = max(26, image.width // 40)
     out = Image.new("RGB", (image.width, image.height + height), (255, 255, 255))
     out.paste(image.convert("RGB"), (0, 0))
-    font = ImageFont.load_default(size=11)
+    font = ImageFont.load_default(size=max(11, height * 11 // 20))
     draw = ImageDraw.Draw(out)
     low, high = text.format(vmin), text.format(vmax)
     left, right = int(draw.textlength(low)) + 8, int(draw.textlength(high)) + 8

@@ -315,13 +315,20 @@ def word_map_strip(
     vmax: float,
     scale: int = 2,
     labels: list[str] | None = None,
+    rows: int = 1,
+    top: int = 0,
 ) -> Image.Image:
-    """One word's map over each step's image (e.g. the decoded x0 estimate), side by side: the word across steps,
-    each frame over its label ("step 12 · t=759") when given."""
+    """One word's map over each step's image (e.g. the decoded x0 estimate), side by side in `rows` rows under `top`
+    blank pixels: the word across steps, each frame over its label ("step 12 · t=759") when given."""
     if len(frames) != len(heats) or not frames:
         raise ValueError(f"need one map per frame, got {len(frames)} frames and {len(heats)} maps")
     maps = [overlay_heatmap(f, h, vmin, vmax) for f, h in zip(frames, heats)]
-    if labels is None:
-        return filmstrip(maps, scale=scale)
     big = [m.resize((m.width * scale, m.height * scale), Image.Resampling.NEAREST) for m in maps]
-    return filmstrip([captioned(m, label, height=18) for m, label in zip(big, labels)], scale=1)
+    if labels is not None:
+        big = [captioned(m, label, height=max(18, m.height // 8)) for m, label in zip(big, labels)]
+    per_row = -(-len(big) // rows)
+    strips = [filmstrip(big[i : i + per_row], scale=1) for i in range(0, len(big), per_row)]
+    out = Image.new("RGB", (max(s.width for s in strips), top + sum(s.height for s in strips)), (255, 255, 255))
+    for i, strip in enumerate(strips):
+        out.paste(strip, (0, top + sum(s.height for s in strips[:i])))
+    return out

@@ -142,6 +142,10 @@ def test_word_map_pictures():
     assert labelled.height == strip.height + 32 + 18  # each frame 2x, over its step's line
     band = np.asarray(labelled)[-18:-2, 2 : 2 + 64]
     assert (band < 128).any()  # the label is written
+    two_rows = word_map_strip([image] * 4, [heat] * 4, 0.0, 0.5, labels=["s"] * 4, rows=2, top=10)
+    one_row = word_map_strip([image] * 2, [heat] * 2, 0.0, 0.5, labels=["s"] * 2)
+    assert two_rows.size == (one_row.width, 10 + 2 * one_row.height)  # readable when shown: 5 a row, not 10
+    assert (np.asarray(two_rows)[:10] == 255).all()  # room for gradio's label above the frames
 
 
 def test_a_heat_maps_key_spans_its_scale():

@@ -109,8 +109,8 @@ def test_overlay_tokens_and_step_bars():
     assert bars.shape == (10, 12, 3) and tuple(bars[-1, 5]) == (255, 140, 0)
     # with axes (the app's): under a label's room, the current step marked under its bar even when it is empty,
     # and a dashed line where guidance stops
-    axes = np.asarray(step_bars([40, 20, 0, 0], current=3, height=30, bar=60, top=10, unguided_from=2))
-    assert axes.shape == (10 + 30 + 14, 240, 3)
-    assert tuple(axes[10 + 30 + 2, 3 * 60 + 30]) == (255, 140, 0)  # step 4 changed nothing: marked below the axis
-    assert (axes[10 + 15 : 10 + 30, 120] < 200).any() and (axes[10 + 15 : 10 + 30, 119] == 255).all()  # the line
+    axes = np.asarray(step_bars([40, 20, 0, 0], current=3, height=30, bar=8, top=10, unguided_from=2))
+    assert axes.shape == (10 + 30 + 14, 400, 3)  # 4 steps at 100 px: room for the axes' words (8 px ran them together)
+    assert tuple(axes[10 + 30 + 2, 3 * 100 + 50]) == (255, 140, 0)  # step 4 changed nothing: marked below the axis
+    assert (axes[10 + 15 : 10 + 30, 200] < 200).any() and (axes[10 + 15 : 10 + 30, 199] == 255).all()  # the line
     assert (axes[-12:, :30] < 128).any() and (axes[-12:, -30:] < 128).any()  # "step 1" ... "step 4"

@@ -19,6 +19,7 @@ from .errors import handler
 from .tokenizers import TokenizerPicker, UploadUsage
 
 CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
+GRID_TOP = 2 * LABEL_ROOM  # the grid is shown at about half its size on a laptop: its label needs twice the room
 SORT_BY_USAGE, SORT_BY_ID = "usage (most used first)", "code id"
 ONE_PAGE_UP_TO = 512  # codebooks this small show whole, on one page (mmgen-base-64's 512 codes)
 PER_PAGE = 256  # larger ones a page at a time: 256 tiles of a K = 16,384 MoVQ-like decoder in 0.3-1.6 s (bench)
@@ -184,7 +185,7 @@ class CodebookTab:
         number = page_index(page, atlas.num_pages(size))
         shown = atlas.page(number, size, sort_key(sort_by))
         grid = tile_grid(
-            shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, top=LABEL_ROOM
+            shown.tiles, list(range(len(shown.codes))), cols=CODEBOOK_COLS, scale=CODEBOOK_SCALE, top=GRID_TOP
         )
         bars = min(atlas.num_codes, MAX_USAGE_BARS)
         usage = usage_bars(atlas.counts, max_bars=bars, bar_width=1 if bars > 512 else 2, top=LABEL_ROOM, log=True)
@@ -228,7 +229,7 @@ class CodebookTab:
             cols=CODEBOOK_COLS,
             scale=CODEBOOK_SCALE,
             highlight=at,
-            top=LABEL_ROOM,
+            top=GRID_TOP,
         )
         rank = atlas.order("usage").index(code) + 1 if by == "usage" else None
         nearest = self.ctx.compute(atlas.neighbours, code)
@@ -260,7 +261,7 @@ class CodebookTab:
         number = page_index(page, atlas.num_pages(size))
         codes = atlas.order(sort_key(sort_by))[number * size : (number + 1) * size]
         x, y = int(evt.index[0]), int(evt.index[1])
-        i = tile_at(x, y, atlas.tiles[codes[0]].width, len(codes), CODEBOOK_COLS, CODEBOOK_SCALE, top=LABEL_ROOM)
+        i = tile_at(x, y, atlas.tiles[codes[0]].width, len(codes), CODEBOOK_COLS, CODEBOOK_SCALE, top=GRID_TOP)
         if i is None:
             raise gr.Error("Click on a code tile.")
         return self.code_details(codes[i], sort_by, tokenizer, uploads)

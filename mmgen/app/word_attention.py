@@ -17,7 +17,7 @@ import PIL.Image
 import torch
 
 from ..charts import with_colour_bar
-from ..viz import overlay_heatmap, upscale_nearest, word_map_strip
+from ..viz import LABEL_ROOM, overlay_heatmap, upscale_nearest, word_map_strip
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .frames import Trajectory
@@ -115,7 +115,8 @@ class WordAttentionView:
         frames = [self.ctx.frames.x0(trajectory, s) for s in steps]
         heats = [trajectory.attention[s][i].float().numpy() for s in steps]
         labels = [f"step {s + 1} · t={trajectory.timesteps[s]:.0f}" for s in steps]
-        strip = with_colour_bar(word_map_strip(frames, heats, 0.0, vmax, labels=labels), 0.0, vmax)
+        strip = word_map_strip(frames, heats, 0.0, vmax, labels=labels, rows=2, top=LABEL_ROOM)  # 5 a row: readable
+        strip = with_colour_bar(strip, 0.0, vmax)
         image, info = self._at_step(trajectory, i, k, vmax)
         return image, strip, info
 
