@@ -115,7 +115,8 @@ class WordAttentionView:
         frames = [self.ctx.frames.x0(trajectory, s) for s in steps]
         heats = [trajectory.attention[s][i].float().numpy() for s in steps]
         labels = [f"step {s + 1} · t={trajectory.timesteps[s]:.0f}" for s in steps]
-        strip = word_map_strip(frames, heats, 0.0, vmax, labels=labels, rows=2, top=LABEL_ROOM)  # 5 a row: readable
+        scale, rows = max(2, -(-128 // frames[0].width)), 1 if len(steps) <= 5 else 2  # 5 a row at most: readable
+        strip = word_map_strip(frames, heats, 0.0, vmax, scale=scale, labels=labels, rows=rows, top=LABEL_ROOM)
         strip = with_colour_bar(strip, 0.0, vmax)
         image, info = self._at_step(trajectory, i, k, vmax)
         return image, strip, info
