@@ -13,7 +13,7 @@ KINDS = (("single", "one object"), ("two", "two objects"))
 def inside_rows(out: Path) -> list[str]:
     """Table rows (the card's evaluation table: set, figure, value, target, met) from the folder's results."""
     from .eval.eval_caption import TARGETS
-    from .model_card import _row
+    from .model_card_generator import row as _row
 
     rows = []
     path = out / "eval_caption.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def folder_rows(ev: dict) -> list[str]:
     """`mmgen eval-tokenizer --folder`'s figures: the reconstruction of the folder's images and the codes used."""
-    from .model_card import _row
+    from .model_card_generator import row as _row
 
     f = ev["folder"]
     where = f"tokenizer: {f['n_images']} images of `{f['path']}`"
@@ -22,7 +22,7 @@ def folder_rows(ev: dict) -> list[str]:
 
 def retrieval_rows(out: Path) -> list[str]:
     """Each query folder's top-1 / top-5 among the gallery's images, beside chance (eval_retrieval.json)."""
-    from .model_card import _row
+    from .model_card_generator import row as _row
 
     path = out / "eval_retrieval.json"
     ev = json.loads(path.read_text()) if path.is_file() else {}

@@ -80,10 +80,16 @@ def _stage_text(header: dict, done: dict, i: int, n: int) -> str:
     )
 
 
+def _photos(ph: dict) -> str:
+    """ "3 photos: " when the views' names say how many photos they were cut from (each whole and crops of it)."""
+    photos = {name.rsplit("-", 1)[0] for name in ph.get("per_image_psnr", {})}
+    return f"{len(photos)} photos: " if photos else ""
+
+
 def tokenizer_rows(ev: dict) -> list[str]:
     """The tokenizer's held-out figures against the targets `mmgen eval-tokenizer` checks for its factor."""
     from .eval.eval_tokenizer import TARGETS
-    from .model_card import _row
+    from .model_card_generator import row as _row
 
     sh, ph, cb = ev["shapes"], ev.get("photos"), ev["codebook"]
     f = cb.get("downsample_factor", 4)
@@ -126,7 +132,7 @@ def tokenizer_rows(ev: dict) -> list[str]:
     if ph:
         rows += [
             row(
-                f"tokenizer: natural photos, {ph['n_images']} at {ph['size']}x{ph['size']}",
+                f"tokenizer: natural photos, {_photos(ph)}{ph['n_images']} views at {ph['size']}x{ph['size']}",
                 "photos",
                 "psnr",
                 "PSNR",

@@ -25,6 +25,13 @@ def with_repo_links(text: str, folder: Path) -> str:
     return re.sub(rf"\[([^\]]+)\]\({re.escape(REPO)}/[^)]+\)", r"\1 (in mmgen's repository)", text)
 
 
+DIFFUSERS_ALONE = f"""
+Plain diffusers (`DiffusionPipeline.from_pretrained`) cannot load this folder: its `model_index.json` names mmgen's
+classes. `mmgen export-hub FOLDER --out DIR` writes a copy that diffusers loads without mmgen, with
+`trust_remote_code=True` ([docs/tokenizers.md]({REPO}/docs/tokenizers.md)).
+"""
+
+
 def how_to_load(out: str | Path, side: int) -> str:
     """The section that loads the model in `out`, whose images are `side` pixels square."""
     path = Path(out).as_posix()
@@ -42,10 +49,10 @@ out.images[0].save("circle.png")  # {side}x{side} PIL image; out.tokens[0] is it
 vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")  # the tokenizer alone"""
     return f"""## How to load
 
-Install [mmgen]({REPO}/README.md) (`pip install -e .` in the repository: the model classes live in
-`mmgen.models`), then:
+Install [mmgen]({REPO}/README.md) from its repository (`pip install -e .` in a checkout: the model classes live in
+`mmgen.models`; the PyPI package named `mmgen` is another project, OpenMMLab's MMGeneration), then:
 
 ```python
 {code}
 ```
-"""
+{DIFFUSERS_ALONE if (Path(out) / "model_index.json").exists() else ""}"""

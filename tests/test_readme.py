@@ -119,14 +119,14 @@ def test_readme_results_are_the_evaluations():
     single, s64, strict, strict64 = gen["single"], g64["single"], gen["strict_judge"], g64["strict_judge"]
     expected = [  # (what the row is about, the figure it must show)
         (f"VQ-VAE f4, {tok['shapes']['n_images']} shapes-v1 scenes", f"{tok['shapes']['psnr']:.2f} dB"),
-        (f"VQ-VAE f4, {tok['photos']['n_images']} natural photos", f"{tok['photos']['psnr']:.2f} dB"),
+        (f"VQ-VAE f4, 3 natural photos ({tok['photos']['n_images']} views", f"{tok['photos']['psnr']:.2f} dB"),
         ("VQ-VAE f4, codebook", f"{tok['codebook']['usage']:.1%} / {tok['codebook']['perplexity']:.0f} of 512"),
         (
             f"VQ-GAN f8, {f8['shapes']['n_images']} shapes-v1 scenes at 128 px",
             f"| {f8['shapes']['readable_all']:.1%} ({own['shapes']['readable_all']:.1%}) |",
         ),
         (
-            f"VQ-GAN f8, {f8['photos']['n_images']} natural photos",
+            f"VQ-GAN f8, 3 natural photos ({f8['photos']['n_images']} views",
             "{psnr:.2f} dB / {detail_kept:.2f} / {edges_in_place:.2f}".format(**f8["photos"]),
         ),
         (f"{single['n']} single-object", f"{single['color']:.1%} / {single['shape']:.1%} / {single['position']:.1%}"),

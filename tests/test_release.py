@@ -467,3 +467,14 @@ def test_the_card_of_a_model_of_ones_own_images_reports_what_was_measured_on_the
     assert "on `my_images_held_out`" in card and "shapes-v1 scenes of a held-out stream" not in card
     assert "| tokenizer: 12 images of `my_images_held_out` | PSNR / SSIM | 27.50 dB / 0.900 |" in card
     assert "single object" not in card and "eval_generator.json" not in card and "runs.md" not in card
+
+
+def test_the_card_holds_the_strict_judge_to_its_targets():
+    """The strict judge's rows had no target: a reader saw "yes" on the lenient rows and no missed target."""
+    from mmgen.model_card_generator import strict_rows
+
+    strict = {"single": {"all": 0.917}, "paraphrased": {"all": 0.5}, "two": {"all": 0.688}}
+    rows = strict_rows(strict)
+    assert "| single object: all right | 91.7% | >= 90% | yes |" in rows[0]
+    assert rows[2].endswith("| two objects: all right | 68.8% | >= 70% | **no** |")
+    assert rows[3].endswith("| reworded: points under the same facts as trained | 41.7 | <= 10 | **no** |")

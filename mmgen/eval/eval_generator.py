@@ -22,7 +22,7 @@ from . import count, write_results
 from .accuracy import Sampling, evaluate
 from .ceiling import format_ceiling, tokenizer_ceiling
 from .prompts import HELDOUT_PROMPTS, TUNING_PROMPTS, PromptSets, warn_unless_shapes
-from .report import TARGETS, format_extra_objects, format_shape_errors, format_table, top_confusions
+from .report import TARGETS, format_extra_objects, format_shape_errors, format_table, strict_line, top_confusions
 from .sweep import SWEEP_GUIDANCE, SWEEP_HEADER, SWEEP_SCHEDULERS, SweepGrid, sweep
 
 __all__ = [  # re-exported names that callers read here (the model card, the CLI, tests)
@@ -65,8 +65,7 @@ def main(args: argparse.Namespace) -> dict:
     results["tokenizer_ceiling"] = tokenizer_ceiling(pipe, n_single=args.n_single, n_two=args.n_two)
     skip = ("settings", "shape_errors", "extra_objects", "tokenizer_ceiling", "strict_judge")
     print(format_table({k: v for k, v in results.items() if k not in skip}))
-    strict = results.get("strict_judge", {})
-    print("strict judge, every attribute right: " + ", ".join(f"{k} {v['all']:.1%}" for k, v in strict.items()))
+    print(strict_line(results.get("strict_judge", {})))
     if "shape_errors" in results:
         print(format_shape_errors(results["shape_errors"]))
     if "extra_objects" in results:

@@ -15,6 +15,31 @@ TARGETS = {  # (prompt set, metric): the least value that meets the target (a sh
     ("two", "all"): 0.60,
     ("free", "min"): 5,
 }
+# The targets read by the strict judge, the one that agrees with people (docs/judge.md): every attribute right,
+# and the reworded prompts' shortfall against the same facts worded as in training, at most MAX_REWORDED_GAP.
+STRICT_TARGETS = {"single": 0.90, "two": 0.70}
+MAX_REWORDED_GAP = 0.10
+
+
+def strict_line(strict: dict) -> str:
+    """The strict judge's readings against STRICT_TARGETS and MAX_REWORDED_GAP, on one line."""
+    parts = []
+    for name, figures in strict.items():
+        goal = STRICT_TARGETS.get(name)
+        met = "" if goal is None else f" (target >= {goal:.0%}: {'yes' if figures['all'] >= goal else 'NO'})"
+        parts.append(f"{name} {figures['all']:.1%}{met}")
+    if (gap := reworded_gap(strict)) is not None:
+        met = "yes" if gap <= MAX_REWORDED_GAP else "NO"
+        parts.append(f"reworded gap {100 * gap:.1f} points (target <= {100 * MAX_REWORDED_GAP:.0f}: {met})")
+    return "strict judge, every attribute right: " + ", ".join(parts)
+
+
+def reworded_gap(strict: dict) -> float | None:
+    """How much less often the reworded prompts are all right than the same facts worded as in training (single
+    objects), by the strict judge; None without both."""
+    if "single" in strict and "paraphrased" in strict:
+        return strict["single"]["all"] - strict["paraphrased"]["all"]
+    return None
 
 
 def format_table(results: dict) -> str:
