@@ -1,8 +1,9 @@
 """Noto Color Emoji as a captioned image folder: real images, not drawn by this project, for the own-data path.
 
 `mmgen data emoji --out DIR` writes an ordinary imagefolder (PNGs plus `metadata.jsonl`) that the trainers read
-through `--data DIR` like any user's folder. The images come from Debian's `fonts-noto-color-emoji` (Apache-2.0;
-`make emoji-data` installs it), the names from Unicode's CLDR short names and aliases (the `emoji` package).
+through `--data DIR` like any user's folder. The images come from Debian's `fonts-noto-color-emoji` (the font
+OFL-1.1, its artwork Apache-2.0; `make emoji-data` installs it), the names from Unicode's CLDR short names and
+aliases (the `emoji` package).
 
 - **Which emoji**: fully-qualified emoji of one code point (plus an optional variation selector), skin-tone and
   hair components left out: about 1,380 on Debian 12's font.
