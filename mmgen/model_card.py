@@ -208,7 +208,7 @@ def _generator_training(out: Path, own: int | None = None) -> str:
         f"**Generator**, in {len(stages)} stage{'s' if len(stages) > 1 else ''}, each from the weights the one before "
         "published:",
         "",
-        "| stage | steps | batch | lr | data | object cells weighted | time |",
+        "| stage | steps | batch | lr | data (stream: the seed drawing the scenes) | object cells weighted | time |",
         "|---:|---:|---:|---:|---|---:|---:|",
     ]
     for k, (header, done) in enumerate(stages, 1):
@@ -252,13 +252,18 @@ COMMON_SETTINGS = [  # (training argument, how the card names it)
 ]
 
 
+SETTING_WORDS = {
+    "min-snr-1": "min(SNR + 1, 5) / (SNR + 1) on the v loss (the x0 error counted min(SNR + 1, 5) times: Min-SNR)"
+}
+
+
 def _common_settings(headers: list[dict]) -> str:
     """The settings every stage shares, in a sentence; a header's own (mixed_precision: what ran) beats the option."""
     shared = []
     for key, name in COMMON_SETTINGS:
         values = [header.get(key, header["args"].get(key)) for header in headers]
         if len({json.dumps(v) for v in values}) == 1 and values[0] is not None:
-            shared.append(f"{name} {values[0]}")
+            shared.append(f"{name} {SETTING_WORDS.get(values[0], values[0])}")
     return f"Every stage: {', '.join(shared)}. " if shared else ""
 
 

@@ -79,7 +79,7 @@ def generator_rows(ev: dict) -> list[str]:
         rows.append(
             row(
                 "generator: free prompts (16 seeds each)",
-                "fewest distinct cells",
+                "variety: fewest distinct grid cells the object lands in",
                 str(fewest),
                 f">= {goal}",
                 fewest >= goal,

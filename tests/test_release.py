@@ -57,7 +57,7 @@ def check_card(card: str, tok: dict, gen: dict | None) -> None:
         assert table_row(card, f"| {name} |", f"{gen['single'][metric]:.1%}", target)
     assert table_row(card, f"single object, every attribute named ({gen['single']['n']} prompts)", "| colour |")
     assert table_row(card, f"| {gen['two']['all']:.1%} |", ">= 60%")
-    assert table_row(card, "fewest distinct cells", f"| {gen['free']['min']} |", ">= 5")
+    assert table_row(card, "fewest distinct grid cells the object lands in", f"| {gen['free']['min']} |", ">= 5")
 
 
 def test_release_vqvae_ships_fp16_weights_log_and_a_tokenizer_card(tmp_path, tiny_model_dir):
@@ -176,12 +176,12 @@ def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_
     assert table_row(card, "shapes-v1", "33.50 dB", "**no**")  # a missed target says so
     assert table_row(card, "| background |", "95.0%", ">= 98%", "**no**")
     assert table_row(card, "| position |", "87.5%", ">= 90%", "**no**") and table_row(card, "| 62.5% |", "yes")
-    assert table_row(card, "fewest distinct cells", "| 4 |", "**no**")
+    assert table_row(card, "fewest distinct grid cells the object lands in", "| 4 |", "**no**")
     assert "`UniPCMultistepScheduler`" in card and "30 steps, guidance 4, codebook snap 0, best of 4" in card
     # the training section: one row per stage, the shared settings once, the time in all
     assert table_row(card, "| 1 | 500 | 4 | 0.0003 | 10 shapes-v1 scenes, stream 0 | 4x | 2.0 min |")
     assert table_row(card, "| 2 | 200 | 4 | 0.0001 | 10 shapes-v1 scenes, stream 1 | 4x | 1.0 min |")
-    assert "in 2 stages" in card and "loss weighting min-snr-1" in card
+    assert "in 2 stages" in card and "loss weighting min(SNR + 1, 5)" in card
     assert "Training time in all: 3.0 min on a 2-core CPU (no GPU), plus 2.0 min encoding the data." in card
     assert table_row(card, "read by the strict judge", "single object: all right", "50.0%")
     assert table_row(card, "two objects: all right", "12.5%")
