@@ -17,6 +17,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 from tokenizer_families import make_family  # noqa: E402
 
+from mmgen.app.codebook import GRID_TOP  # noqa: E402
 from mmgen.data.shapes import shapes_sample  # noqa: E402
 
 BIG_K = 600  # over the 512 codes shown on one page: 3 pages of 256
@@ -114,7 +115,7 @@ def test_a_large_codebook_is_paged_and_counts_this_visitors_images(client, scene
     grid, usage, info, page, code_id = client.predict("ldm600", "code id", 3, api_name="/codebook_page")
     assert "Page 3 of 3 (88 codes, codes 512-599)" in info and "value" not in page  # the box keeps what was typed
     assert code_id["maximum"] == BIG_K - 1 and "Your uploads: none yet" in info
-    assert Image.open(grid).size == (32 * 33 + 1, 3 * 33 + 1)  # 88 tiles of 16 px at 2x in rows of 32
+    assert Image.open(grid).size == (32 * 33 + 1, GRID_TOP + 3 * 33 + 1)  # 88 tiles of 16 px at 2x, rows of 32
     assert "perplexity" in info and "Dead codes" in info
     client.predict(scene, "ldm600", api_name="/tokenize")
     *_, info, page, _ = client.predict("ldm600", "code id", 99, api_name="/codebook_page")  # clamped to the last

@@ -235,7 +235,11 @@ def test_upload_an_image_and_click_a_token(page, tmp_path):
 def test_open_the_codebook(page):
     open_tab(page, "Codebook")
     page.locator("#codebook-info").get_by_text("Reference set").wait_for()
-    page.locator("#codebook-grid img").click(position={"x": 10, "y": 10})
+    grid = page.locator("#codebook-grid img")
+    height = grid.bounding_box()["height"]
+    grid.click(position={"x": 10, "y": 4})  # the blank band over the tiles (room for the label): no code
+    page.get_by_text("Click on a code tile.").wait_for()
+    grid.click(position={"x": 10, "y": height - 6})  # a tile of the last row
     page.locator("#code-info").get_by_text("occurrences").wait_for()
 
 

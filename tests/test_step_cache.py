@@ -226,7 +226,7 @@ def test_the_apps_run_says_what_the_cache_skipped_and_its_card_records_it(tiny_p
         compute=lambda fn, *a, **k: fn(*a, **k),
         model_name="tiny",
         num_codes=tiny_pipe.vqvae.config.num_codes,
-        scheduler_name=lambda: "ddim",
+        scheduler_label=lambda: "ddim",
     )
     finished, info = finish_run(ctx, run, Trajectory(settings.prompt), settings, 0.1)
     assert f", {run.step_cache.skipped} of 12 steps from the first-block cache" in info and run.step_cache.skipped

@@ -262,8 +262,9 @@ class CodebookTab:
         codes = atlas.order(sort_key(sort_by))[number * size : (number + 1) * size]
         x, y = int(evt.index[0]), int(evt.index[1])
         i = tile_at(x, y, atlas.tiles[codes[0]].width, len(codes), CODEBOOK_COLS, CODEBOOK_SCALE, top=GRID_TOP)
-        if i is None:
-            raise gr.Error("Click on a code tile.")
+        if i is None:  # a gap or the band over the tiles: a note, not an error (its overlay covered the grid)
+            gr.Info("Click on a code tile.")
+            return CodeDetails(*(gr.skip() for _ in CodeDetails._fields))
         return self.code_details(codes[i], sort_by, tokenizer, uploads)
 
     # ------------------------------------------------------------------ helpers
