@@ -344,17 +344,16 @@ def test_the_recipe_runner_takes_the_cpu_as_the_trainers_do(tmp_path, monkeypatc
     assert made == [True]
 
 
-def test_images_that_failed_to_decode_are_counted_over_every_process(monkeypatch):
+def test_images_that_failed_to_decode_are_counted_over_every_process():
     """Under two processes each reads its share of the folder: the count was the main process's alone (a bad image
     the other one read went unsaid)."""
     from types import SimpleNamespace
 
     from mmgen.training import train_tokenizer
 
-    said = []
-    accelerator = SimpleNamespace(num_processes=2, print=said.append)
-    shares = [{"/d/a.png": "truncated"}, {"/d/b.png": "truncated", "/d/a.png": "truncated"}]
-    monkeypatch.setattr(train_tokenizer, "gather_object", lambda mine: shares)
-    mine = SimpleNamespace(failed=shares[0])
+    said, paths = [], ["/d/a.png", "/d/b.png", "/d/c.png"]
+    other = torch.tensor([1.0, 1.0, 0.0])  # the other process failed on a.png (as this one did) and b.png
+    accelerator = SimpleNamespace(num_processes=2, device="cpu", print=said.append, reduce=lambda t, op: t + other)
+    mine = SimpleNamespace(paths=paths, failed={"/d/a.png": "truncated"})
     assert train_tokenizer.failed_to_decode(mine, accelerator) == {"failed_to_decode": 2}
     assert said == ["2 images failed to decode; their neighbours stood in (e.g. a.png, b.png)"]

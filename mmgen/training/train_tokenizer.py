@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -328,9 +328,13 @@ def failed_to_decode(dataset, accelerator) -> dict:
     """A folder's images that broke after their header in training (counted with no loader workers), gathered
     from every process (each read its own share: the others' went unsaid), said, and as a log field; {} when none
     did. Every process calls it (a collective)."""
-    failed = dict(getattr(dataset, "failed", {}))
-    if accelerator.num_processes > 1:
-        failed = {path: why for share in gather_object([failed]) for path, why in share.items()}
+    failed, paths = dict(getattr(dataset, "failed", {})), getattr(dataset, "paths", None)
+    if accelerator.num_processes > 1 and paths:  # one mark per file, summed (an object gather aborted at exit)
+        marks = torch.zeros(len(paths), device=accelerator.device)
+        where = {str(path): i for i, path in enumerate(paths)}
+        marks[[where[path] for path in failed if path in where]] = 1.0
+        marks = accelerator.reduce(marks, "sum").cpu()
+        failed = {str(paths[i]): failed.get(str(paths[i]), "") for i in marks.nonzero().flatten().tolist()}
     if not failed:
         return {}
     named = ", ".join(Path(p).name for p in list(failed)[:3])
