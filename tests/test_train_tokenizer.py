@@ -349,6 +349,8 @@ def test_images_that_failed_to_decode_are_counted_over_every_process():
     the other one read went unsaid)."""
     from types import SimpleNamespace
 
+    import torch
+
     from mmgen.training import train_tokenizer
 
     said, paths = [], ["/d/a.png", "/d/b.png", "/d/c.png"]
