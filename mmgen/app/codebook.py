@@ -121,13 +121,14 @@ class CodebookTab:
                     )
                     self.code_info = gr.Markdown(elem_id="code-info")
             with gr.Row():
+                # 4 a row: at 1366 px 8 a row showed 5 and a half, their labels cut
                 self.neighbours = gr.Gallery(
-                    label="Nearest codes", columns=8, height=140, object_fit="contain", elem_id="neighbours"
+                    label="Nearest codes", columns=4, height=240, object_fit="contain", elem_id="neighbours"
                 )
                 self.occurrences = gr.Gallery(
                     label="Where it occurs: reference images, the code's cell framed",
-                    columns=8,
-                    height=140,
+                    columns=4,
+                    height=240,
                     object_fit="contain",
                     elem_id="occurrences",
                 )
