@@ -89,8 +89,9 @@ def cmd_decode(args):
 
 
 def recorded_model(model: str) -> str:
-    """How a tokens file names its model: a folder by its full path (decode may run from another folder)."""
-    return str(Path(model).resolve()) if Path(model).is_dir() else model
+    """How a tokens file names its model, as a run card does (`card_model_name`): a shipped model by its name
+    (found from any folder or checkout), another folder by its full path (decode may run from another folder)."""
+    return card_model_name(model)
 
 
 def decoding_tokenizer(given: str | None, recorded) -> Tokenizer:

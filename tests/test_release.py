@@ -478,3 +478,15 @@ def test_the_card_holds_the_strict_judge_to_its_targets():
     assert "| single object: all right | 91.7% | >= 90% | yes |" in rows[0]
     assert rows[2].endswith("| two objects: all right | 68.8% | >= 70% | **no** |")
     assert rows[3].endswith("| reworded: points under the same facts as trained | 41.7 | <= 10 | **no** |")
+
+
+def test_a_card_says_a_fine_tuned_model_was_fine_tuned(tmp_path):
+    """The README's walk-through model, fine-tuned from mmgen-base-64, was carded "trained from scratch"."""
+    from mmgen.model_card import _origin
+
+    log = [{"command": "mmgen train-generator", "args": {"init_from": "assets/mmgen-base-64"}}, {"done": True}]
+    (tmp_path / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert _origin(tmp_path) == "fine-tuned from `assets/mmgen-base-64`"
+    log[0]["args"] = {"init_from": None}
+    (tmp_path / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert _origin(tmp_path) == "trained from scratch"
