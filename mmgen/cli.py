@@ -88,12 +88,6 @@ def cmd_decode(args):
     print(f"wrote {args.out} ({image.width}x{image.height})")
 
 
-def recorded_model(model: str) -> str:
-    """How a tokens file names its model, as a run card does (`card_model_name`): a shipped model by its name
-    (found from any folder or checkout), another folder by its full path (decode may run from another folder)."""
-    return card_model_name(model)
-
-
 def decoding_tokenizer(given: str | None, recorded) -> Tokenizer:
     """The tokenizer to decode with: the one given, else the one the tokens file names (encode and generate record
     it), else the default; a note when the given one is not the file's, or the file's cannot be loaded."""
@@ -218,7 +212,7 @@ def cmd_generate(args):
         word_map_grid(out.images[0], attention.word_maps()).save(args.attention)
         print(f"wrote {args.attention} (each word's attention map, {len(attention.steps)} steps)")
     if args.card:
-        card_out = make_run_card(settings, card_model_name(model), scheduler_config_of(pipe.scheduler), matmuls)
+        card_out = make_run_card(settings, recorded_model(model), scheduler_config_of(pipe.scheduler), matmuls)
         Path(args.card).write_text(json.dumps(card_out, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.card} (mmgen generate --from-card {args.card} draws this image again)")
 
@@ -284,9 +278,9 @@ def model_key(name: str) -> str:
     return str(Path(path).resolve()) if Path(path).is_dir() else path
 
 
-def card_model_name(model: str) -> str:
-    """How a run card names its model: a shipped model by its name (the app's and every checkout's), another folder
-    by its full path, a Hub id as it is."""
+def recorded_model(model: str) -> str:
+    """How a tokens file or a run card names its model: a shipped model by its name (the app's, and found from any
+    folder or checkout), another folder by its full path (decode may run from another folder), a Hub id as it is."""
     from .model_paths import ASSETS, shipped_models
 
     path = Path(model_key(model))
