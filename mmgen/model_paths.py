@@ -97,3 +97,16 @@ def local_model_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
         if not isinstance(config, dict):
             raise ValueError(f"{index}: expected a JSON object (a pipeline's components), got {type(config).__name__}")
     return os.path.abspath(path)  # files found beside the weights later (vocabulary.json) survive a chdir
+
+
+class ShippedNames:
+    """Mixed into mmgen's models (before diffusers' ModelMixin): `from_pretrained` also finds a shipped model by its
+    name ("mmgen-base-64", "assets/mmgen-base-64") from any working folder, as `MMGenPipeline.from_pretrained` and
+    every command do (diffusers read "assets/..." as a Hub id outside the repository's root)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        given = str(pretrained_model_name_or_path)
+        if not os.path.isdir(os.path.expanduser(given)) and (folder := shipped_folder(given)):
+            pretrained_model_name_or_path = folder
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)

@@ -96,3 +96,15 @@ def test_a_model_index_that_is_not_an_object_is_refused(tmp_path):
         local_model_folder(tmp_path)
     with pytest.raises(ValueError, match="no such model folder"):
         MMGenPipeline.from_pretrained("/no/such/folder")
+
+
+def test_the_models_find_a_shipped_model_by_name_from_any_folder(tmp_path, monkeypatch):
+    """The README's `VQVAE.from_pretrained("assets/mmgen-base-64", subfolder="vqvae")` failed outside the repository's
+    root (diffusers took it for a Hub id), while the pipeline and every command found it."""
+    from mmgen import VQVAE
+    from mmgen.models.dit import DiT
+
+    monkeypatch.chdir(tmp_path)
+    assert VQVAE.from_pretrained("assets/vqgan-f8", subfolder="vqvae").config.num_codes == 1024
+    assert VQVAE.from_pretrained("vqgan-f8", subfolder="vqvae").config.num_codes == 1024
+    assert DiT.from_pretrained("mmgen-base-64", subfolder="transformer").config.sample_size == 16

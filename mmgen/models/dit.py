@@ -38,6 +38,7 @@ from diffusers.utils import BaseOutput
 from einops import rearrange
 from torch import nn
 
+from ..model_paths import ShippedNames
 from ..step_cache import FirstBlockCache
 
 PATCH_SIZE = 2  # latent cells per patch side, unless a preset says otherwise ("S/2": 2)
@@ -161,7 +162,7 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))
 
 
-class DiT(ModelMixin, ConfigMixin):
+class DiT(ShippedNames, ModelMixin, ConfigMixin):
     """Text-conditioned diffusion transformer over a (C, H, W) latent grid; predicts epsilon or v.
 
     `scaling_factor` is the factor that brings the tokenizer's code vectors to unit variance (measured on the

@@ -25,6 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..model_paths import ShippedNames
 from .quantizer import VectorQuantizer
 
 VQVAE_PRESETS = {
@@ -129,7 +130,7 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class VQVAE(ModelMixin, ConfigMixin):
+class VQVAE(ShippedNames, ModelMixin, ConfigMixin):
     """Image tokenizer. See the module docstring for the public API."""
 
     @register_to_config
