@@ -33,8 +33,6 @@ def usage_bars(
         canvas[top + height - h :, i * bar_width : (i + 1) * bar_width] = palette[code]
     image = Image.fromarray(canvas)
     if len(order) and canvas.shape[1] >= 240:  # room for the scale's words, over the short bars at the right
-        from PIL import ImageDraw, ImageFont
-
         scale = "log scale" if log else "linear scale"
         said = f"{len(order):,} codes used, most used first · tallest: {int(counts[order[0]]):,} · {scale}"
         font = ImageFont.load_default(size=11)
@@ -99,7 +97,7 @@ def with_colour_bar(image: Image.Image, vmin: float, vmax: float, text: str = "{
     font = ImageFont.load_default(size=max(11, height * 11 // 20))
     draw = ImageDraw.Draw(out)
     low, high = text.format(vmin), text.format(vmax)
-    left, right = int(draw.textlength(low)) + 8, int(draw.textlength(high)) + 8
+    left, right = int(draw.textlength(low, font=font)) + 8, int(draw.textlength(high, font=font)) + 8
     ramp = heat_colours(np.linspace(vmin, vmax, max(image.width - left - right, 2)), vmin, vmax)
     bar = Image.fromarray(np.repeat(ramp[None], height // 2, axis=0))
     out.paste(bar, (left, image.height + height // 4))

@@ -280,16 +280,16 @@ def _common_settings(headers: list[dict]) -> str:
     return f"Every stage: {', '.join(shared)}. " if shared else ""
 
 
-def _recipe_parts(recipe: str) -> tuple[list[str], list[str]]:
-    """The parts ("tokenizer", "generator") a recipe trains, in order (both when it cannot be read here), and the
+def _recipe_parts(recipe: str) -> tuple[list[str], list[str], int | None]:
+    """The parts ("tokenizer", "generator") a recipe trains, in order (both when it cannot be read here), the
     other model folders each part's first stage starts from (`init_from`, `vqvae`), which their own recipes
-    rebuild."""
+    rebuild, and how many generator stages it trains (None: unknown)."""
     from .training.recipe import PARTS, load_recipe
 
     try:
         r = load_recipe(recipe)
     except ValueError:
-        return list(PARTS), []
+        return list(PARTS), [], None
     firsts = [r.parts[part][0] for part in PARTS if part in r.parts]
     inputs = [
         first[k]
@@ -297,23 +297,15 @@ def _recipe_parts(recipe: str) -> tuple[list[str], list[str]]:
         for k in ("init_from", "vqvae")
         if first.get(k) is not None and Path(first[k]).resolve() != Path(r.model).resolve()
     ]
-    return [part for part in PARTS if part in r.parts], list(dict.fromkeys(inputs))
-
-
-def _recipe_stages(recipe: str, part: str) -> int | None:
-    """How many stages of `part` the recipe trains (None when it cannot be read here)."""
-    from .training.recipe import load_recipe
-
-    try:
-        return len(load_recipe(recipe).parts.get(part, [])) or None
-    except ValueError:
-        return None
+    stages = len(r.parts.get("generator", [])) or None
+    return [part for part in PARTS if part in r.parts], list(dict.fromkeys(inputs)), stages
 
 
 def training_section(out: Path, recipe: str | None = None) -> str:
     """How the weights were made: the recipe that rebuilds them, then each stage's data, steps and time."""
+    stages = None  # the generator stages the recipe trains
     if recipe:
-        parts, inputs = _recipe_parts(recipe)
+        parts, inputs, stages = _recipe_parts(recipe)
         commands = [f"`mmgen train-{part} --recipe {recipe}`" for part in parts]
         rebuild = (
             f"`{recipe}` rebuilds these weights (seeded, with the logged stages' settings): "
@@ -323,10 +315,7 @@ def training_section(out: Path, recipe: str | None = None) -> str:
             rebuild += f" It starts from {' and '.join(f'`{i}`' for i in inputs)}, each rebuilt by its own recipe."
     else:
         rebuild = "Each stage's exact command is the first line of its stage in the training logs beside the weights."
-    parts = [
-        tokenizer_training(out),
-        _generator_training(out, _recipe_stages(recipe, "generator") if recipe else None),
-    ]
+    parts = [tokenizer_training(out), _generator_training(out, stages)]
     return "## Training\n\n" + rebuild + "\n\n" + "\n".join(p for p in parts if p)
 
 
