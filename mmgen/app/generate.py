@@ -54,6 +54,15 @@ class GenerateTab:
                     self.tokens = gr.Image(label="Its tokens", interactive=False, elem_id="image-tokens")
                     self.overlay = gr.Checkbox(False, label="Overlay the token grid on the image", elem_id="overlay")
                     self.read_back = gr.Button("Read it back as text (Image → text)", size="sm", elem_id="read-back")
+            # under the row, not under the Generate button: on a phone the columns stack, and the image came
+            # after the examples, a screen below the button
+            gr.Examples(
+                [[p] for p in self.ctx.example_prompts],
+                inputs=self.prompt,
+                label="Example prompts",
+                api_name="example_prompt",
+                api_visibility="private",
+            )
             with gr.Row():
                 self.downloads = gr.File(
                     label="Downloads: image, tokens, run card",
@@ -74,7 +83,7 @@ class GenerateTab:
         self.use_known_words = gr.Button(
             "Say it in words the model knows", size="sm", visible=False, elem_id="use-known-words"
         )
-        with gr.Row():
+        with gr.Group():  # one slider a line: two to a line wrapped their help text into columns of six lines
             limits, defaults = self.ctx.limits, self.ctx.facts.sampling  # the model's own defaults
             steps = min(defaults["num_inference_steps"], limits.max_steps)  # a Space may cap them under the default
             self.steps = gr.Slider(1, limits.max_steps, value=steps, step=1, label="Steps", elem_id="steps")
@@ -105,9 +114,10 @@ class GenerateTab:
                 info="Starting noises tried; the likeliest is kept",
                 elem_id="candidates",
             )
-        with gr.Row():
+        with gr.Row(equal_height=True):
             self.seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
-            self.random_seed = gr.Checkbox(False, label="Random seed", elem_id="random-seed")
+            self.random_seed = gr.Checkbox(False, label="Random seed", elem_id="random-seed", min_width=130, scale=0)
+        with gr.Row():
             own = self.ctx.scheduler_name()  # None: a sampler the list lacks, run when none is chosen
             self.scheduler = gr.Dropdown(
                 list(SCHEDULER_CLASSES),
@@ -117,13 +127,6 @@ class GenerateTab:
                 elem_id="scheduler",
             )
         self.button = gr.Button("Generate", variant="primary", elem_id="generate")
-        gr.Examples(
-            [[p] for p in self.ctx.example_prompts],
-            inputs=self.prompt,
-            label="Example prompts",
-            api_name="example_prompt",
-            api_visibility="private",
-        )
 
     @property
     def controls(self) -> list[gr.components.Component]:
