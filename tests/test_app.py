@@ -110,7 +110,9 @@ def test_same_seed_same_image_and_random_seed_is_reported(client):
     b = client.predict(*GENERATE, api_name="/generate")
     assert (_pixels(a[0]) == _pixels(b[0])).all()
     c = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", 0.5, 1, False, api_name="/generate")
-    assert f"seed {int(c[3])}" in c[2]
+    d = client.predict("a red circle", 2, 2.0, 7, True, "dpm++", 0.5, 1, False, api_name="/generate")
+    assert f"seed {int(c[3])}" in c[2] and f"seed {int(d[3])}" in d[2]
+    assert len({7, int(c[3]), int(d[3])}) == 3  # the box's 7 not used: a seed drawn afresh for each run
 
 
 def test_the_app_samples_with_the_models_own_first_block_cache():

@@ -185,6 +185,15 @@ def test_on_the_shipped_models_the_colour_word_lands_on_its_object(model):
     assert maps["red"][y, x] > 5 * maps["white"][y, x]  # the object is read through its colour word
 
 
+def test_in_box_is_the_judges_box_grown_by_the_margin():
+    from mmgen.eval.eval_attention import in_box
+
+    obj = {"center": [48, 48], "side": 16}  # pixels 40..55 on each axis
+    assert in_box((40, 55), obj) and in_box((47, 47), obj)
+    assert not in_box((39, 48), obj) and not in_box((48, 56), obj) and not in_box((0, 0), obj)
+    assert in_box((37, 58), obj, margin=3) and not in_box((36, 48), obj, margin=3)
+
+
 def test_eval_attention_with_no_object_found_says_so_rather_than_writing_nan(tiny_pipe, tmp_path, capsys):
     """A model whose images hold no object the judge finds left every mean NaN, written into the JSON (not JSON)."""
     from mmgen.cli import main

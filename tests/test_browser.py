@@ -425,7 +425,9 @@ def screenshots(out: Path) -> None:
             open_tab(page, "Codebook")
             page.locator("#codebook-info").get_by_text("Reference set").wait_for()
             grid = page.locator("#codebook-grid img")
-            grid.click(position={"x": 40, "y": grid.bounding_box()["height"] / 2})  # a tile (a band over them is blank)
+            grid.click(
+                position={"x": 40, "y": grid.bounding_box()["height"] / 2}
+            )  # a tile (a band over them is blank)
             page.locator("#code-info").get_by_text("occurrences").wait_for()
             page.screenshot(path=str(out / "codebook.png"), full_page=True)
             browser.close()

@@ -74,6 +74,19 @@ def test_scoring_notices_a_wrong_scene():
     assert not score_single(read_scene(_render(wrong)), item)["shape"]
 
 
+def test_scoring_notices_a_wrong_size_and_a_reversed_relation():
+    for item in single_prompts(8, np.random.default_rng(4)):
+        obj = item["objects"][0]
+        resized = dict(item, objects=[dict(obj, size="small" if obj["size"] == "large" else "large")])
+        score = score_single(read_scene(_render(resized)), item)
+        assert score["color"] and score["shape"] and not score["size"] and not score["all"]
+    for item in two_object_prompts(8, np.random.default_rng(7)):
+        a, b = item["objects"]
+        swapped = dict(item, objects=[dict(a, position=b["position"]), dict(b, position=a["position"])])
+        score = score_two(read_scene(_render(swapped)), item)
+        assert score["colors"] and score["shapes"] and not score["relation"] and not score["all"]
+
+
 def test_an_object_drawn_twice_fails_all_but_not_its_attributes():
     item = single_prompts(1, np.random.default_rng(5))[0]
     obj = item["objects"][0]
@@ -203,6 +216,26 @@ def test_a_perfect_generator_scores_full_marks_through_evaluate():
     assert results["extra_objects"]["two"] == {"more objects than named": 0.0, "a named object drawn twice": 0.0}
     assert set(results["shape_errors"]["single_shape_by_size"].values()) == {1.0}
     assert pipe.calls and all(c == {} for c in pipe.calls)  # no sampling given: the pipeline's own defaults
+
+
+def test_a_sweep_row_reads_each_figure_from_its_own_set():
+    """Single objects drawn right, two-object scenes with their pair swapped, reworded prompts right: each column
+    of the row says so (a column read from another set would not)."""
+    from mmgen.eval.sweep import sweep_row
+
+    prompts = PromptSets(n_single=3, n_two=3, n_paraphrase=2, free=())
+    sets = prompts.draw()
+    swapped = [
+        dict(it, objects=[dict(a, position=b["position"]), dict(b, position=a["position"])])
+        for it in sets["two"]
+        for a, b in [it["objects"]]
+    ]
+    pipe = _PerfectPipe(sets["single"] + sets["paraphrased"] + swapped)
+    row = sweep_row("ddim", Sampling.defaults(), evaluate(pipe, prompts), prompts)
+    assert row["single_all"] == row["single_all_strict"] == row["single_position"] == 1.0
+    assert row["two_all"] == row["two_all_strict"] == 0.0 and row["two_drawn_twice"] == 0.0
+    assert row["reworded_all"] == row["reworded_all_strict"] == 1.0
+    assert (row["n_single"], row["n_two"], row["n_reworded"]) == (3, 3, 2)
 
 
 def test_evaluate_passes_its_sampling_settings_to_every_call():

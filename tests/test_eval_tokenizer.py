@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mmgen.eval.eval_tokenizer import evaluate, even_usage, format_table, heldout_photos
 from mmgen.models.vqvae import VQVAE
@@ -65,3 +67,45 @@ def test_a_folder_evaluation_names_every_file_it_left_out(tiny_vq, tmp_path):
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "gone.png", "text": "x"}\nnot json\n')
     stats = evaluate_folder(tiny_vq, tmp_path)["folder"]
     assert stats["n_images"] == 2 and sorted(stats["left_out"]) == [f"bad{i}.png" for i in range(5)]
+
+
+def test_psnr_and_ssim_read_known_values():
+    """Every PSNR in the project on two images 16 levels apart everywhere: 10 log10(255² / 16²) dB; SSIM is 1 for
+    an image and itself and negative for it and its inverse."""
+    from mmgen.eval.eval_tokenizer import psnr_np, ssim_np
+    from mmgen.tokens import psnr_pil, ssim_pil
+    from mmgen.training.train_tokenizer import psnr
+
+    a = np.random.default_rng(0).integers(16, 240, (32, 32, 3)).astype(np.uint8)
+    b = a + np.where(np.random.default_rng(1).random(a.shape) < 0.5, 16, -16).astype(np.uint8)
+    expected = 10 * np.log10(255**2 / 16**2)  # 24.05 dB
+    assert psnr_np(a, b) == pytest.approx(expected)
+    assert psnr_pil(Image.fromarray(a), Image.fromarray(b)) == pytest.approx(expected)
+    as_tensor = [torch.from_numpy(x).permute(2, 0, 1)[None].double() / 127.5 - 1 for x in (a, b)]
+    assert psnr(*as_tensor).item() == pytest.approx(expected)
+    assert psnr_np(a, a) > 90  # no error: as high as the floor allows
+    assert ssim_np(a, a) == pytest.approx(1.0) and ssim_pil(Image.fromarray(a), Image.fromarray(a)) == pytest.approx(1)
+    assert ssim_np(a, 255 - a) < 0 and ssim_pil(Image.fromarray(a), Image.fromarray(255 - a)) < 0
+
+
+def test_evaluate_scores_a_perfect_and_a_blank_reconstruction(tiny_vq, monkeypatch):
+    """What the evaluation reads comes from the reconstructions: the images themselves read back right (and at the
+    PSNR floor), blank canvases read back nothing."""
+    from mmgen.eval import eval_tokenizer
+
+    def perfect(vq, images, batch_size=32):
+        return eval_tokenizer.Reconstruction([im.copy() for im in images], np.zeros((len(images), 1, 1), int))
+
+    def blank(vq, images, batch_size=32):
+        white = [Image.new("RGB", im.size, (245, 245, 245)) for im in images]
+        return eval_tokenizer.Reconstruction(white, np.zeros((len(images), 1, 1), int))
+
+    monkeypatch.setattr(eval_tokenizer, "reconstruct", perfect)
+    right = evaluate(tiny_vq, n_shapes=6)
+    assert right["shapes"]["readable_all"] == 1.0 and right["shapes"]["readable_all_strict"] == 1.0
+    assert right["shapes"]["psnr"] > 90 and right["photos"]["psnr"] > 90 and right["shapes"]["ssim"] == 1.0
+    assert right["photos"]["detail_kept"] == pytest.approx(1.0) and right["photos"]["edges_in_place"] == 1.0
+    monkeypatch.setattr(eval_tokenizer, "reconstruct", blank)
+    wrong = evaluate(tiny_vq, n_shapes=6)
+    assert wrong["shapes"]["readable_all"] == 0.0 and wrong["shapes"]["readable_color"] == 0.0
+    assert wrong["shapes"]["psnr"] < 20 and wrong["photos"]["detail_kept"] == 0.0

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmgen.data.shapes import POSITIONS, render_scene, shapes_sample
+from mmgen.data.shapes import POSITIONS, SIZES, render_scene, shapes_sample
 from mmgen.eval.judge import read_scene, score_scene
 
 
@@ -25,6 +25,29 @@ def test_judge_notices_wrong_attributes():
         "objects": [dict(obj, position=target, center=list(POSITIONS[target]))],
     }
     assert not score_scene(read_scene(render_scene(moved)), s.labels)["objects"][0]["position"]
+
+
+@pytest.mark.parametrize("attribute", ["shape", "size", "background"])
+def test_judge_notices_a_wrong_shape_size_or_background(attribute):
+    """Each attribute alone drawn wrong is read wrong, and the scene is not all right."""
+    truth = {
+        "background": "gray",
+        "objects": [{"shape": "square", "color": "blue", "size": "large", "position": "center", "center": [32, 32]}],
+    }
+    obj = truth["objects"][0]
+    drawn = {
+        "shape": dict(truth, objects=[dict(obj, shape="star")]),
+        "size": dict(truth, objects=[dict(obj, size="small")]),
+    }
+    drawn["background"] = dict(truth, background="white")
+    scene = drawn[attribute]
+    for o in scene["objects"]:
+        o["side"] = SIZES[o["size"]]
+    result = score_scene(read_scene(render_scene(scene)), truth)
+    wrong = result["background"] if attribute == "background" else result["objects"][0][attribute]
+    assert not wrong and not result["all"]
+    truth["objects"][0]["side"] = SIZES["large"]
+    assert score_scene(read_scene(render_scene(truth)), truth)["all"]  # the truth itself reads right
 
 
 def test_judge_reads_128_px_scenes_and_refuses_other_shapes():

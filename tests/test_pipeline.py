@@ -39,6 +39,10 @@ def test_two_steps_give_an_image_and_its_exact_tokens(tiny_pipe):
     assert out.images[0].size == (32, 32) and out.tokens.shape == (1, 8, 8)
     redecoded = tiny_pipe.decode_tokens(out.tokens)[0]
     assert list(redecoded.getdata()) == list(out.images[0].getdata())
+    # the tokens are the final latents' nearest codes (cosine: unit latents against unit codes), found by hand
+    unit = torch.nn.functional.normalize(_final_latents(tiny_pipe, 2) / tiny_pipe.scaling_factor, dim=1)
+    nearest = torch.einsum("bchw,kc->bkhw", unit, tiny_pipe.vqvae.quantizer.codebook).argmax(1)
+    assert torch.equal(nearest, out.tokens)
 
 
 def test_prompt_lists_and_images_per_prompt(tiny_pipe):

@@ -72,6 +72,19 @@ def test_the_tokenizer_ceiling_draws_its_scenes_at_128_px(pipe128):
     assert ceiling["two"]["tokenized"]["n"] == 2  # the tiny f8's round trip, scored like any other
 
 
+def test_the_tokenizer_ceiling_reads_the_decoded_images(pipe128, monkeypatch):
+    """A decoder that draws blank canvases scores nothing after the round trip, the scenes as drawn still all."""
+    from PIL import Image
+
+    from mmgen.eval.ceiling import tokenizer_ceiling
+
+    monkeypatch.setattr(pipe128, "decode_tokens", lambda ids: [Image.new("RGB", (128, 128), "white")] * len(ids))
+    ceiling = tokenizer_ceiling(pipe128, n_single=2, n_two=2)
+    for name in ("single", "two"):
+        assert ceiling[name]["rendered"]["all"] == 1.0
+        assert ceiling[name]["tokenized"]["all"] == 0.0 and ceiling[name]["tokenized_strict"]["all"] == 0.0
+
+
 def test_eval_caption_draws_its_scenes_at_the_models_size(pipe128):
     """`mmgen eval-caption` on a 128-px model (its default, mmgen-base) ranks scenes drawn at 128 px; it used to draw
     them at 64 and stop at the first with the captioner's size error."""

@@ -25,6 +25,7 @@ def test_right_images_are_found_and_mirrors_count(scenes, space):
     gallery = Gallery.of(scenes, space)
     targets = np.arange(N)
     assert top_k(gallery.ranks(scenes, targets), 1) == 1.0
+    assert top_k(np.array([0, 3, 7]), 1) == 1 / 3 and top_k(np.array([0, 3, 7]), 5) == 2 / 3  # ranks from 0
     assert top_k(gallery.ranks([ImageOps.mirror(s) for s in scenes], targets), 1) == 1.0
 
 

@@ -43,7 +43,7 @@ def _args(out, model_dir, *extra):
     )
 
 
-def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
+def test_trains_saves_and_resumes(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "gen"
     main(_args(out, tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1"))
     dit = DiT.from_pretrained(out / "transformer")
@@ -71,7 +71,9 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir):
         main(_args(out, tiny_model_dir, "--steps", "3"))
     with pytest.raises(ValueError, match=r"these differ: --text-refiner-layers 2 \(the run: 1\), --steps 4 \(the"):
         main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
+    capsys.readouterr()
     main(_args(f"{out}/", tiny_model_dir, "--steps", "3", "--text-refiner-layers", "1", "--resume"))  # "gen/" is gen
+    assert f"resumed from {out / 'checkpoints' / 'step-2'} at step 2" in capsys.readouterr().out  # not step 1 again
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3]  # step 3 logged once, by the resumed run
     resumed = DiT.from_pretrained(out / "transformer").config  # the architecture comes from the checkpoint
@@ -169,14 +171,17 @@ def test_min_snr_1_weights_v_like_the_plain_loss_at_high_noise_and_caps_low_nois
     torch.testing.assert_close(loss_weights(sched, t, snr_gamma=0), torch.ones(6))
 
 
-def test_resumed_run_matches_an_unbroken_one(tmp_path, tiny_model_dir):
+def test_resumed_run_matches_an_unbroken_one(tmp_path, tiny_model_dir, capsys):
     """The checkpoint keeps the batch RNG, so resuming from step 2 redraws the unbroken run's steps 3 and 4 and
     ends with the same weights."""
     out = tmp_path / "gen"
     main(_args(out, tiny_model_dir, "--steps", "4"))  # checkpoint at step 2
     unbroken = DiT.from_pretrained(out / "transformer").state_dict()
     interrupt(out, "transformer")
+    capsys.readouterr()
     main(_args(out, tiny_model_dir, "--steps", "4", "--resume"))
+    # training is deterministic: equal weights alone would pass a --resume that trained again from step 1
+    assert f"resumed from {out / 'checkpoints' / 'step-2'} at step 2" in capsys.readouterr().out
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3, 4]  # steps 3 and 4 logged once, by the resumed run
     resumed = DiT.from_pretrained(out / "transformer").state_dict()
