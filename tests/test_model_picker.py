@@ -14,7 +14,7 @@ from gradio_client import Client  # noqa: E402
 from PIL import Image, ImageChops  # noqa: E402
 
 from mmgen.app import ModelLoading, ModelPage, build_demo  # noqa: E402
-from mmgen.app.demo import page_names, page_path, unique_paths  # noqa: E402
+from mmgen.app.demo import api_prefix, page_names, page_path, unique_paths  # noqa: E402
 
 FAST = ("a large red circle", 4, 2.0, 0, False, "ddim", 0.5, 1, False)  # /generate's inputs
 
@@ -77,6 +77,11 @@ def test_page_paths_are_url_safe():
     assert page_path("someone/My Model") == "my-model"
     assert page_path("///") == "model"
     assert unique_paths(["v1/my-model", "v2/my-model", "my-model"]) == ["my-model", "my-model-2", "my-model-3"]
+    # the API names the README gives for the shipped models' other pages
+    assert [api_prefix(page_path(f"assets/{m}")) for m in ("mmgen-base-64", "mmgen-emoji")] == [
+        "mmgen_base_64_",
+        "mmgen_emoji_",
+    ]
 
 
 def test_two_models_of_one_name_get_pages_apart(tmp_path, monkeypatch):

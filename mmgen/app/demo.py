@@ -93,7 +93,7 @@ def build_demo(
                 gr.Navbar(main_page_name=pipe[0].name)
             generate = build_page(ctx, page.card)
         # The API names of the front page's events stay as they are; another page's get its prefix.
-        prefix = "" if i == 0 else paths[i].replace("-", "_").replace(".", "_") + "_"
+        prefix = "" if i == 0 else api_prefix(paths[i])
         for event in blocks.fns.values():
             if isinstance(event.api_name, str):
                 event.api_name = f"{prefix}{event.api_name}"
@@ -106,6 +106,12 @@ def build_demo(
         contexts.append(ctx)
     demo.mmgen_context, demo.mmgen_contexts = contexts[0], contexts  # for serving (warm-up) and tests
     return demo
+
+
+def api_prefix(path: str) -> str:
+    """What a page's API names start with, the front page's aside: "mmgen-base-64" -> "mmgen_base_64_" (the
+    README's /mmgen_base_64_generate)."""
+    return path.replace("-", "_").replace(".", "_") + "_"
 
 
 def page_names(models: list[str]) -> list[str]:
