@@ -273,6 +273,28 @@ def test_examples_are_the_shipped_ones(tmp_path):
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(ROOT / "assets" / "examples" / p.name)))
 
 
+def test_example_scenes_come_with_their_own_caption_and_three_wrong_ones():
+    """The Image → text tab's examples: the first caption is what the judge reads in the shipped file (at either
+    size), and each other changes one thing of it."""
+    from PIL import Image
+
+    from mmgen.captioning import SceneCaption
+    from mmgen.data.shapes import shapes_sample
+    from mmgen.eval.judge import read_scene, score_scene
+    from mmgen.examples import HELD_OUT_STREAM, scene_captions
+
+    for name, i in (("shapes-0.png", 0), ("shapes-0-128.png", 0), ("shapes-5.png", 5), ("shapes-5-128.png", 5)):
+        own, *wrong = scene_captions(name)
+        labels = shapes_sample(HELD_OUT_STREAM, i).labels
+        assert score_scene(read_scene(Image.open(ROOT / "assets" / "examples" / name)), labels)["all"], name
+        assert own == SceneCaption.from_labels(labels).text
+        assert len(wrong) == 3 and own not in wrong
+        for caption in wrong:  # one word changed ("to the right of" -> "to the left of": one too)
+            assert len(caption.split()) == len(own.split())
+            assert sum(a != b for a, b in zip(caption.split(), own.split())) == 1, caption
+    assert scene_captions("coffee.png") == [] and scene_captions("shapes-1.png") == []
+
+
 def test_a_recipes_sampling_table_is_written_into_a_published_folder(tmp_path, tiny_pipe):
     from mmgen.pipeline import MMGenPipeline
     from mmgen.release import main as release_main

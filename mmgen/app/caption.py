@@ -5,12 +5,15 @@ over its caption grammar)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import PIL.Image
 
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..charts import score_bars
 from ..data.images import ImageLoadError, load_image
+from ..examples import scene_captions
 from ..viz import upscale_nearest
 from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
@@ -88,6 +91,11 @@ class CaptionTab:
                     with gr.Row():
                         self.rank_btn = gr.Button("Rank these captions", variant="primary", elem_id="rank-captions")
                         self.caption_btn = gr.Button("Caption it", elem_id="caption-it")
+                    if examples := ctx.example_images():  # a shapes scene comes with its caption and 3 wrong ones
+                        rows = [[path, "\n".join(scene_captions(Path(path).name))] for path in examples]
+                        rows.sort(key=lambda row: not row[1])  # the scenes first, then the photos
+                        inputs = [self.image, self.captions]
+                        gr.Examples(rows, inputs, api_name="caption_example", api_visibility="private")
                 with gr.Column():
                     self.shown = gr.Image(label="As the model reads it", interactive=False, elem_id="caption-shown")
                     gr.Markdown(

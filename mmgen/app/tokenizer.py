@@ -103,6 +103,8 @@ class TokenizerTab:
                     )
                     self.picker = TokenizerPicker(self.registry, "tokenizer-picker", ctx.jobs)
                     self.tokenize_btn = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
+                    if examples := ctx.example_images():  # beside the upload box (the page's end is 3 screens down)
+                        gr.Examples(examples, inputs=self.upload, api_name="load_example", api_visibility="private")
                 self.original = gr.Image(label="As encoded", interactive=False, elem_id="original")
                 self.recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
             self.stats = gr.Markdown(elem_id="stats")
@@ -127,9 +129,6 @@ class TokenizerTab:
                     self.ambiguity_text = gr.Markdown(elem_id="ambiguity-info")
             self._build_surgery()
             self.compare = CompareSection(ctx, self.upload, self.uploads, self.read_image)
-            examples = ctx.example_images()
-            if examples:
-                gr.Examples(examples, inputs=self.upload, api_name="load_example", api_visibility="private")
 
     def _build_surgery(self) -> None:
         with gr.Accordion("Token surgery: edit the selected cells", open=True):
