@@ -533,9 +533,19 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("t2i", "sizes", "tokenizer", "dit", "train", "cold", "atlas", "caption")
+
+
 def main(args):
-    everything = {"t2i", "sizes", "tokenizer", "dit", "train", "cold", "atlas", "caption"}
-    sections = set(args.only.split(",")) if args.only else everything
+    sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+    if unknown := sections - set(SECTIONS):
+        raise SystemExit(
+            f"error: --only {args.only}: no section {', '.join(sorted(unknown))} (of {', '.join(SECTIONS)})"
+        )
+    # a part of the run goes to a file of its own: results.json stays the whole run's
+    out = args.out or ROOT / "benchmarks" / (
+        "results.json" if not args.only else f"results-{'-'.join(sorted(sections))}.json"
+    )
     pipe = MMGenPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     rows = []
@@ -567,21 +577,23 @@ def main(args):
     cpu = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, {os.cpu_count()} CPUs")
     print(format_rows(rows))
-    if args.out:
+    if out:
         meta = {
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
             "model": str(args.model),
         }
-        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        Path(out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=default_model())
-    p.add_argument("--only", help="comma-separated sections: t2i, sizes, tokenizer, dit, train, cold, atlas, caption")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    p.add_argument("--model", default=default_model(), help="the model timed (default: %(default)s)")
+    p.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} (default: all)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per figure, after warm-up (their median)")
+    p.add_argument(
+        "--out", help="the JSON to write (default: benchmarks/results.json, results-SECTION.json for --only SECTION)"
+    )
     main(p.parse_args())

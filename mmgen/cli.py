@@ -48,18 +48,19 @@ def cmd_shapes(args):
 
     if args.n < 1:
         raise ValueError("--n must be at least 1")
-    out = write_shapes(args.out, args.n, seed=args.seed)
-    print(f"wrote {args.n} shapes-v1 samples (seed {args.seed}) and metadata.jsonl to {out}")
+    out = write_shapes(args.out, args.n, seed=args.seed, scale=args.size // 64)
+    print(f"wrote {args.n} shapes-v1 samples ({args.size} px, seed {args.seed}) and metadata.jsonl to {out}")
 
 
 def cmd_encode(args):
-    from .data.images import check_max_side, load_image
+    from .data.images import IMAGE_EXTENSIONS, check_max_side, load_image
     from .tokenizers import load_tokenizer
     from .tokens import default_model, encode_image, save_tokens
 
     check_max_side(args.max_side)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
+    if (out.exists() and not out.is_dir()) or out.suffix.lower() in IMAGE_EXTENSIONS | {".json"}:
+        # `--out recon.png` made a folder of that name
         raise ValueError(f"--out {args.out} is a file: give a folder, for its tokens.json and reconstruction.png")
     output_file(str(out / "tokens.json"), "--out")
     output_file(str(out / "reconstruction.png"), "--out")
@@ -170,11 +171,17 @@ def cmd_generate(args):
             raise
         raise ValueError(f"{e} (the model the run card names: choose another with --model)") from None
     settings = generate_settings(args, pipe.sampling_defaults, card)  # the model's own defaults where not given
+    if args.bf16:
+        import torch
+
+        pipe.set_autocast(torch.bfloat16)
     matmuls = "bf16" if pipe.autocast_dtype is not None else "float32"
     if card:
         card = read_run_card(args.from_card, matmuls=matmuls)  # again, for the notes on what differs here
         for note in card_notes(card, args, model):
             print(f"note: {note}", file=sys.stderr)
+        if card.matmuls == "bf16" and not args.bf16:
+            print("note: --bf16 draws it with the matmuls it was made with", file=sys.stderr)
     if settings.scheduler:
         pipe.use_scheduler(settings.scheduler)
     if args.known_words:

@@ -32,7 +32,13 @@ def _shapes(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--n", type=int, required=True, help="how many scenes")
     p.add_argument("--out", required=True, help="the folder to write into (holding no other files)")
-    p.add_argument("--seed", type=count(0), default=0, help="the shapes-v1 stream: 0 trains, others are held out")
+    p.add_argument(
+        "--seed",
+        type=count(0),
+        default=0,
+        help="the shapes-v1 stream: the shipped models train on 0 and 1 and are evaluated on 2; others are unread",
+    )
+    p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image side in pixels (mmgen-base: 128)")
     p.set_defaults(func=cmd_shapes)
 
 
@@ -63,7 +69,7 @@ def _encode(p: argparse.ArgumentParser) -> None:
     from .cli import cmd_encode
 
     p.add_argument("image", help="an image file (PNG, JPEG, ...)")
-    p.add_argument("--out", required=True, help="folder for tokens.json and reconstruction.png")
+    p.add_argument("--out", required=True, help="a folder, for tokens.json and reconstruction.png")
     p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=TOKENIZER_HELP)
     p.add_argument("--max-side", type=int, default=512, help="downscale larger images to this longer side")
     p.set_defaults(func=cmd_encode)
@@ -128,6 +134,12 @@ def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectory", help="also write the predicted image of every step as an animated GIF")
     p.add_argument("--tokens", help="also write the image's token grid as JSON")
     p.add_argument("--attention", metavar="PNG", help="also write where each word of the prompt went (a grid)")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="the DiT's matmuls in bf16, as the app runs them where the CPU has them (AVX512-BF16, AMX: ~1.7x "
+        "faster); a few token cells differ from float32",
+    )
     p.add_argument("--card", metavar="JSON", help="also write the run card: every setting the image depends on")
     p.add_argument(
         "--from-card",
@@ -177,7 +189,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {  
     "export-hub": ("write a model folder that plain diffusers loads (trust_remote_code)", _module("mmgen.export_hub")),
     "generate": ("text to image with the DiT pipeline", _generate),
     "caption": ("image to text: rank captions by the generator's denoising error", _caption),
-    "train-tokenizer": ("train the VQ-VAE (accelerate)", _module("mmgen.training.train_tokenizer")),
+    "train-tokenizer": ("train a VQ-VAE or VQ-GAN (accelerate)", _module("mmgen.training.train_tokenizer")),
     "train-generator": ("train the text-conditioned DiT (accelerate)", _module("mmgen.training.train_generator")),
     "eval-tokenizer": ("evaluate a tokenizer on held-out data", _module("mmgen.eval.eval_tokenizer")),
     "eval-generator": ("evaluate text-to-image with the scene judge", _module("mmgen.eval.eval_generator")),

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--recipe",
-        help="the recipe named in the card, whose [sampling] --generator and --sampling publish (default: "
+        help="the recipe the card names and whose [sampling] table --generator and --sampling publish (default: "
         "recipes/<OUT's name>.toml if any)",
     )
     p.add_argument("--examples", help="write the app's example images to this folder")

@@ -80,6 +80,7 @@ class LoadedRunCard:
     settings: SamplingSettings  # checked: ready to run
     notes: list[str] = field(default_factory=list)  # why the image may differ here (another model, ...)
     model: str | None = None  # the model the card names (a shipped name, a folder or a Hub id)
+    matmuls: str | None = None  # the DiT's matmul dtype it was made with ("float32", "bf16"); None: not recorded
 
 
 def _field(card: dict, key: str, cast):
@@ -174,7 +175,8 @@ def read_run_card(
     if unknown := sorted(set(card) - FIELDS):
         notes.append(f"fields no run card has were ignored: {', '.join(map(str, unknown))}")
     named = card.get("model")
-    return LoadedRunCard(settings, notes, named.strip() if isinstance(named, str) and named.strip() else None)
+    named = named.strip() if isinstance(named, str) and named.strip() else None
+    return LoadedRunCard(settings, notes, named, made if made in ("float32", "bf16") else None)
 
 
 def _scheduler_named(config) -> str | None:

@@ -89,6 +89,9 @@ def test_shapes_command(tmp_path, capsys):
     assert main(["shapes", "--n", "3", "--out", str(tmp_path / "s")]) == 0
     assert len((tmp_path / "s" / "metadata.jsonl").read_text().splitlines()) == 3
     assert main(["shapes", "--n", "0", "--out", str(tmp_path / "s")]) == 2
+    assert main(["shapes", "--n", "1", "--size", "128", "--out", str(tmp_path / "big")]) == 0
+    assert Image.open(tmp_path / "big" / "000000.png").size == (128, 128)  # the spec's 128 px: mmgen-base's size
+    assert "128 px" in capsys.readouterr().out
 
 
 def test_console_script_is_installed():
@@ -199,7 +202,7 @@ def test_help_says_each_default_once(capsys):
     with pytest.raises(SystemExit):
         main(["shapes", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "the shapes-v1 stream: 0 trains, others are held out (default: 0)" in text
+    assert "are evaluated on 2; others are unread (default: 0)" in text and text.count("(default: 0)") == 1
     assert "--n N how many scenes" in text and "how many scenes (default" not in text  # required: no default
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

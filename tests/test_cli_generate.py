@@ -221,7 +221,12 @@ def test_a_card_from_another_model_or_a_bad_card_is_said(pipe_dir, tmp_path, cap
     )
     (tmp_path / "bf16.json").write_text(json.dumps(bf16))  # a card of an app serving in bf16 (MMGEN_BF16)
     assert main(["generate", "--from-card", str(tmp_path / "bf16.json"), "--out", str(tmp_path / "x.png")]) == 0
-    assert "matmuls in bf16, these run in float32" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "matmuls in bf16, these run in float32" in said and "--bf16 draws it with the matmuls" in said
+    bf16_run = ["generate", "--from-card", str(tmp_path / "bf16.json"), "--bf16", "--card", str(tmp_path / "b.json")]
+    assert main([*bf16_run, "--out", str(tmp_path / "b.png")]) == 0  # drawn as made: no note
+    assert "matmuls" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "b.json").read_text())["matmuls"] == "bf16"
     card["model"] = str(tmp_path / "gone")  # a folder on the machine that made it
     (tmp_path / "other.json").write_text(json.dumps(card))
     assert main(["generate", "--from-card", str(tmp_path / "other.json"), "--out", str(tmp_path / "y.png")]) == 2

@@ -333,6 +333,20 @@ def test_sweep_runs_every_setting_asked_and_writes_json(tiny_pipe, tmp_path, cap
     assert "snap" in printed and "2-strict" in printed
 
 
+def test_bf16_applies_to_the_sweep_too(tiny_pipe, tmp_path, monkeypatch):
+    """eval-generator --bf16 --sweep swept in float32, unsaid."""
+    import torch
+
+    from mmgen.eval import eval_generator
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    seen = []
+    monkeypatch.setattr(eval_generator, "main_sweep", lambda pipe, args: seen.append(pipe.autocast_dtype) or [])
+    out = tmp_path / "sweep.json"
+    assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--bf16", "--out", str(out)]) == 0
+    assert seen == [torch.bfloat16]
+
+
 def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):
     assert not set(FREE_PROMPTS) & set(TUNE_FREE_PROMPTS)  # tuning never sees the reported evaluation's prompts
     tiny_pipe.save_pretrained(tmp_path / "pipe")

@@ -218,7 +218,7 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 class ShapesDataset(Dataset):
-    """`length` samples of the shapes-v1 stream `seed` (train on seed 0; held-out evaluation uses others), drawn
+    """`length` samples of the shapes-v1 stream `seed` (the shipped models train on 0 and 1; 2 is held out), drawn
     at (64·scale)² pixels (the spec's Resolution; default: the scale `size` asks for, 128 or 256 px, else 64).
 
     A scene larger than `size` is cropped to size x size around one of its objects (`object_crop`; the caption

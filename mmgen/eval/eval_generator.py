@@ -43,10 +43,10 @@ def main(args: argparse.Namespace) -> dict:
 
     pipe = MMGenPipeline.from_pretrained(args.model)
     warn_unless_shapes(pipe, "eval-generator")
+    if args.bf16:  # the sweep's rows too (it was ignored there)
+        pipe.set_autocast(torch.bfloat16)
     if args.sweep:
         return {"rows": main_sweep(pipe, args)}
-    if args.bf16:
-        pipe.set_autocast(torch.bfloat16)
     given = {"num_inference_steps": args.steps, "first_block_cache": args.first_block_cache}
     sampling = Sampling.defaults(pipe, **{k: v for k, v in given.items() if v is not None})
     prompts = PromptSets(args.n_single, args.n_two, args.n_paraphrase)
@@ -164,7 +164,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=float,
         default=[0.0],
         metavar="S",
-        help="default 0: the samplers alone (the snap is then chosen at the chosen sampler)",
+        help="codebook snap values to sweep (how far each step's x0 guess moves to its nearest codes; default 0: "
+        "the samplers alone, the snap then swept at the chosen sampler)",
     )
     p.add_argument(
         "--sweep-n-single", type=count(1), default=TUNING_PROMPTS.n_single, help="single-object tuning prompts"

@@ -78,7 +78,7 @@ def add_run_arguments(
         "--mixed-precision",
         choices=["no", "bf16", "fp16"],
         default=None,
-        help="autocast matmuls and convs (bf16: the DiT trains ~2.5x faster on CPUs with AVX512-BF16; fp16: GPUs "
+        help="autocast matmuls and convs (bf16: faster on CPUs with AVX512-BF16 or AMX, the DiT ~2.5x; fp16: GPUs "
         "only); default: accelerate's own setting, else no",
     )
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")

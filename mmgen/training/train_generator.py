@@ -353,7 +353,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset", choices=sorted(DIT_PRESETS), help=f"the size of a new DiT (default: {NEW_DIT['preset']})"
     )
-    p.add_argument("--sample-size", type=int, default=16, help="latent grid side (64x64 images with f=4)")
+    p.add_argument("--sample-size", type=int, default=16, help="latent grid side (16: 64 px at f4, 128 px at f8)")
     p.add_argument(
         "--text-refiner-layers",
         type=int,

@@ -385,7 +385,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--init-from",
         metavar="MODEL",
         help="fine-tune the tokenizer in MODEL/vqvae (a run or model folder) instead of training one from scratch; "
-        "--preset and --num-codes then do not apply",
+        "its architecture is kept (--preset does not apply; a --num-codes other than its codebook's is refused)",
     )
     p.add_argument(
         "--decoder-only",
