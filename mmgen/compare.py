@@ -26,42 +26,14 @@ from einops import rearrange
 from PIL import Image
 
 from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
+from .metrics import detail_kept, edges_in_place, psnr, ssim
 from .tokenizers import Tokenizer
-from .tokens import psnr_pil, ssim_pil
 
 MAX_SIDE = 256  # images are downscaled to this longer side before the comparison
 PIXEL_BITS = 24  # an uncompressed RGB pixel
 
 
 # -------------------------------------------------------------------- pure metrics
-def _gradients(im: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Horizontal and vertical differences of neighbouring grayscale pixels, (H, W-1) and (H-1, W)."""
-    g = np.asarray(im.convert("L"), dtype=np.float64)
-    return np.diff(g, axis=1), np.diff(g, axis=0)
-
-
-def detail_kept(original: Image.Image, reconstruction: Image.Image) -> float:
-    """Edge energy of the reconstruction over the original's: mean |horizontal| + mean |vertical| difference of
-    neighbouring grayscale pixels. 1: as sharp; below 1: blurred; above 1: invented detail. NaN for a flat original.
-    Blind to where the edges are: noise or a hatched texture count as detail (`edges_in_place` does not)."""
-
-    def energy(im: Image.Image) -> float:
-        return float(sum(np.abs(d).mean() for d in _gradients(im))) if min(im.size) > 1 else 0.0
-
-    base = energy(original)
-    return energy(reconstruction) / base if base > 0 else float("nan")
-
-
-def edges_in_place(original: Image.Image, reconstruction: Image.Image) -> float:
-    """How much of the original's edges the reconstruction draws where they are: the least-squares slope of the
-    reconstruction's grayscale neighbour differences on the original's, sum(g_rec * g_orig) / sum(g_orig ** 2).
-    1: every edge as in the original; a blur keeps a fraction; texture the original does not have (noise, a
-    decoder's invented pattern) adds nothing, where `detail_kept` counts it. NaN for a flat original."""
-    pairs = [(o, r) for o, r in zip(_gradients(original), _gradients(reconstruction)) if o.size]
-    base = sum(float((o * o).sum()) for o, _ in pairs)
-    return sum(float((o * r).sum()) for o, r in pairs) / base if base > 0 else float("nan")
-
-
 def bits_per_image(grid: tuple[int, int], num_codes: int) -> float:
     """Bits to store an h x w token grid with K codes: h * w * log2 K."""
     return grid[0] * grid[1] * math.log2(num_codes)
@@ -175,8 +147,8 @@ def reconstruct(tokenizer: Tokenizer, image: Image.Image) -> Reconstruction:
         reconstruction=recon,
         indices=indices,
         num_codes=tokenizer.num_codes,
-        psnr=psnr_pil(image, recon),
-        ssim=ssim_pil(image, recon),
+        psnr=psnr(image, recon),
+        ssim=ssim(image, recon),
         detail_kept=detail_kept(image, recon),
         edges_in_place=edges_in_place(image, recon),
         bits=bits,

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from PIL import Image
 
 from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
+from .metrics import psnr, ssim
 
 if TYPE_CHECKING:
     from .models.vqvae import VQVAE
@@ -63,27 +63,13 @@ class EncodedImage:
     ssim: float  # structural similarity of the reconstruction against `image` (1 = identical)
 
 
-def psnr_pil(a: Image.Image, b: Image.Image) -> float:
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(10 * np.log10(255.0**2 / max(np.mean((x - y) ** 2), 1e-10)))
-
-
-def ssim_pil(a: Image.Image, b: Image.Image) -> float:
-    from skimage.metrics import structural_similarity
-
-    x, y = np.asarray(a), np.asarray(b)
-    if min(x.shape[:2]) < 7:  # SSIM's 7x7 window needs at least that much image
-        return float("nan")
-    return float(structural_similarity(x, y, channel_axis=2, data_range=255))
-
-
 @torch.inference_mode()
 def encode_image(vq: VQVAE, image: Image.Image, max_side: int = MAX_SIDE) -> EncodedImage:
     """Tokenize one RGB image (any size: downscaled to max_side, centre-cropped to a multiple of f)."""
     image = fit_to_multiple(to_rgb(image), vq.downsample_factor, max_side)  # EXIF, alpha, 16-bit grey
     enc = vq.encode(pil_to_tensor(image)[None])
     recon = tensor_to_pil(vq.decode(enc.latents)[0])
-    return EncodedImage(image, enc.indices[0], recon, psnr_pil(image, recon), ssim_pil(image, recon))
+    return EncodedImage(image, enc.indices[0], recon, psnr(image, recon), ssim(image, recon))
 
 
 @torch.inference_mode()

@@ -15,14 +15,13 @@ from mmgen.compare import (
     common_crop,
     compare_tokenizers,
     compression_ratio,
-    detail_kept,
-    edges_in_place,
     error_map,
     format_table,
     quantization_ambiguity,
 )
 from mmgen.data.images import pil_to_tensor
 from mmgen.data.shapes import shapes_sample
+from mmgen.metrics import detail_kept, edges_in_place
 from mmgen.tokenizers import as_tokenizer, load_tokenizer
 
 

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -70,22 +72,22 @@ def test_a_folder_evaluation_names_every_file_it_left_out(tiny_vq, tmp_path):
 
 
 def test_psnr_and_ssim_read_known_values():
-    """Every PSNR in the project on two images 16 levels apart everywhere: 10 log10(255² / 16²) dB; SSIM is 1 for
-    an image and itself and negative for it and its inverse."""
-    from mmgen.eval.eval_tokenizer import psnr_np, ssim_np
-    from mmgen.tokens import psnr_pil, ssim_pil
-    from mmgen.training.train_tokenizer import psnr
+    """Both PSNRs (of images, of training's tensors) on two images 16 levels apart everywhere: 10 log10(255² / 16²)
+    dB; SSIM is 1 for an image and itself and negative for it and its inverse."""
+    from mmgen.metrics import psnr, ssim
+    from mmgen.training.train_tokenizer import psnr as batch_psnr
 
     a = np.random.default_rng(0).integers(16, 240, (32, 32, 3)).astype(np.uint8)
     b = a + np.where(np.random.default_rng(1).random(a.shape) < 0.5, 16, -16).astype(np.uint8)
     expected = 10 * np.log10(255**2 / 16**2)  # 24.05 dB
-    assert psnr_np(a, b) == pytest.approx(expected)
-    assert psnr_pil(Image.fromarray(a), Image.fromarray(b)) == pytest.approx(expected)
+    assert psnr(a, b) == pytest.approx(expected)
+    assert psnr(Image.fromarray(a), Image.fromarray(b)) == pytest.approx(expected)
     as_tensor = [torch.from_numpy(x).permute(2, 0, 1)[None].double() / 127.5 - 1 for x in (a, b)]
-    assert psnr(*as_tensor).item() == pytest.approx(expected)
-    assert psnr_np(a, a) > 90  # no error: as high as the floor allows
-    assert ssim_np(a, a) == pytest.approx(1.0) and ssim_pil(Image.fromarray(a), Image.fromarray(a)) == pytest.approx(1)
-    assert ssim_np(a, 255 - a) < 0 and ssim_pil(Image.fromarray(a), Image.fromarray(255 - a)) < 0
+    assert batch_psnr(*as_tensor).item() == pytest.approx(expected)
+    assert psnr(a, a) > 90  # no error: as high as the floor allows
+    assert ssim(a, a) == pytest.approx(1.0) and ssim(Image.fromarray(a), Image.fromarray(a)) == pytest.approx(1)
+    assert ssim(a, 255 - a) < 0 and ssim(Image.fromarray(a), Image.fromarray(255 - a)) < 0
+    assert math.isnan(ssim(a[:6, :6], a[:6, :6]))  # under SSIM's 7x7 window
 
 
 def test_evaluate_scores_a_perfect_and_a_blank_reconstruction(tiny_vq, monkeypatch):

@@ -28,6 +28,20 @@ def test_app_py_is_a_thin_launcher():
     assert len((ROOT / "app.py").read_text().splitlines()) <= 150
 
 
+def test_the_code_map_names_every_module():
+    """docs/code-map.md is where a newcomer finds a concept's file: a module it does not name is lost to them (the
+    evaluations' eval_X.py are named by their command, eval-X)."""
+    text = (ROOT / "docs" / "code-map.md").read_text()
+    unnamed = [
+        str(p.relative_to(ROOT))
+        for p in SOURCES
+        if p.name not in ("__init__.py", "app.py")
+        and f"`{p.name}`" not in text
+        and not (p.stem.startswith("eval_") and f"{p.stem.replace('_', '-')}`" in text)
+    ]
+    assert not unnamed
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_long_module_or_function(path):
     text = path.read_text()

@@ -20,9 +20,10 @@ from ..charts import usage_bars
 from ..codebook import default_tile_tokens, usage_stats
 from ..compare import quantization_ambiguity
 from ..data.images import ImageLoadError, fit_to_multiple, load_image, pil_to_tensor, tensor_to_pil
+from ..metrics import psnr, ssim
 from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..tokenizers import Tokenizer
-from ..tokens import EncodedImage, psnr_pil, ssim_pil
+from ..tokens import EncodedImage
 from ..viz import LABEL_ROOM, cell_size, code_histogram, token_map, upscale_nearest
 from .codebook import code_number
 from .compare import CompareSection, ambiguity_info, ambiguity_sheet
@@ -57,7 +58,7 @@ def encode_with_ambiguity(tok: Tokenizer, image: PIL.Image.Image) -> tuple[Encod
     enc = tok.encode(pil_to_tensor(image)[None])
     recon = tensor_to_pil(tok.decode(enc.latents)[0])
     amb = quantization_ambiguity(enc.unquantized, tok.codebook, tok.metric)
-    result = EncodedImage(image, enc.indices[0].cpu(), recon, psnr_pil(image, recon), ssim_pil(image, recon))
+    result = EncodedImage(image, enc.indices[0].cpu(), recon, psnr(image, recon), ssim(image, recon))
     return result, amb.distance[0].cpu().float().numpy(), amb.margin[0].cpu().float().numpy()
 
 

@@ -10,10 +10,10 @@ Held-out sets:
 - natural photos that are not from scikit-image (the training photos): the sample photos that scikit-learn
   and matplotlib ship, at 256x256, both as a user would upload them (shorter side resized to 256, centre
   crop) and as native-resolution 256x256 crops;
-- on photos, *detail kept* (`mmgen.compare.detail_kept`: the reconstruction's edge energy over the original's; 1
+- on photos, *detail kept* (`mmgen.metrics.detail_kept`: the reconstruction's edge energy over the original's; 1
   is as sharp, a blurring tokenizer scores less). Not on shapes-v1: its flat fills make any faint ripple in a
   reconstruction count as new edges (the f4 VQ-VAE scores 3.6 there), so the judge's reading stands for sharpness;
-  and *edges in place* (`mmgen.compare.edges_in_place`: how much of the original's edges the reconstruction draws
+  and *edges in place* (`mmgen.metrics.edges_in_place`: how much of the original's edges the reconstruction draws
   where they are), since detail kept counts invented texture too (a blur plus noise scores over 1);
 - codebook usage (share of codes used at least once) and perplexity, per set and over both. Usage is also counted
   over each held-out photo whole at three sizes: an f16 tokenizer makes 256 tokens of a 256x256 view, so the 15
@@ -30,12 +30,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from skimage.metrics import structural_similarity
 
 from ..codebook import usage_stats
-from ..compare import detail_kept, edges_in_place
 from ..data.images import ImageLoadError, load_image, pil_to_tensor, tensor_to_pil
 from ..data.shapes import shapes_sample
+from ..metrics import detail_kept, edges_in_place, psnr, ssim
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE
 from ..tokens import SHIPPED_DEFAULT, load_vqvae
@@ -102,17 +101,6 @@ def codebook_stats(counts: np.ndarray) -> dict:
     return {"num_codes": len(counts), **usage_stats(counts), "tokens": n, "usage_even": even_usage(len(counts), n)}
 
 
-def psnr_np(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two (H, W, 3) uint8 images."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
-
-
-def ssim_np(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM (-1..1) of two (H, W, 3) uint8 images, over the colour channels."""
-    return float(structural_similarity(a, b, channel_axis=2, data_range=255))
-
-
 class Reconstruction(NamedTuple):
     images: list[Image.Image]  # the reconstructions, each the size of its input
     indices: np.ndarray  # (N, H/f, W/f) token ids in [0, K), f the tokenizer's downsample factor
@@ -157,9 +145,9 @@ def evaluate(vq: VQVAE, n_shapes: int = 256, shapes_seed: int = HELDOUT_SHAPES_S
         "n_images": n_shapes,
         "seed": shapes_seed,
         "size": samples[0].image.width,
-        "psnr": float(np.mean([psnr_np(a, b) for a, b in zip(originals, recon_arrs)])),
-        "psnr_min": float(np.min([psnr_np(a, b) for a, b in zip(originals, recon_arrs)])),
-        "ssim": float(np.mean([ssim_np(a, b) for a, b in zip(originals, recon_arrs)])),
+        "psnr": float(np.mean([psnr(a, b) for a, b in zip(originals, recon_arrs)])),
+        "psnr_min": float(np.min([psnr(a, b) for a, b in zip(originals, recon_arrs)])),
+        "ssim": float(np.mean([ssim(a, b) for a, b in zip(originals, recon_arrs)])),
         **{f"readable_{a}": float(np.mean([o[a] for o in objects])) for a in ("color", "size", "position", "shape")},
         "readable_shape_strict": float(np.mean([o["shape"] for sc in strict for o in sc["objects"]])),
         "readable_background": float(np.mean([sc["background"] for sc in scores])),
@@ -177,12 +165,12 @@ def evaluate(vq: VQVAE, n_shapes: int = 256, shapes_seed: int = HELDOUT_SHAPES_S
         results["photos"] = {
             "n_images": len(named),
             "size": PHOTO_SIZE,
-            "psnr": float(np.mean([psnr_np(a, b) for a, b in pairs])),
-            "psnr_min": float(np.min([psnr_np(a, b) for a, b in pairs])),
-            "ssim": float(np.mean([ssim_np(a, b) for a, b in pairs])),
+            "psnr": float(np.mean([psnr(a, b) for a, b in pairs])),
+            "psnr_min": float(np.min([psnr(a, b) for a, b in pairs])),
+            "ssim": float(np.mean([ssim(a, b) for a, b in pairs])),
             "detail_kept": float(np.mean([detail_kept(im, r) for (_, im), r in zip(named, recons)])),
             "edges_in_place": float(np.mean([edges_in_place(im, r) for (_, im), r in zip(named, recons)])),
-            "per_image_psnr": {n: round(psnr_np(a, b), 2) for (n, _), (a, b) in zip(named, pairs)},
+            "per_image_psnr": {n: round(psnr(a, b), 2) for (n, _), (a, b) in zip(named, pairs)},
             **usage_stats(counts_photos),
         }
         counts = counts + counts_photos
@@ -261,9 +249,9 @@ def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
     stats = {
         "n_images": len(images),
         "left_out": dict.fromkeys(listing.unreadable, "not an image Pillow can read") | skipped,
-        "psnr": float(np.mean([psnr_np(a, b) for a, b in pairs])),
-        "psnr_min": float(np.min([psnr_np(a, b) for a, b in pairs])),
-        "ssim": float(np.mean([ssim_np(a, b) for a, b in pairs])),
+        "psnr": float(np.mean([psnr(a, b) for a, b in pairs])),
+        "psnr_min": float(np.min([psnr(a, b) for a, b in pairs])),
+        "ssim": float(np.mean([ssim(a, b) for a, b in pairs])),
         **usage_stats(counts),
     }
     return {
