@@ -46,8 +46,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL, MMGenPipeline  # noqa: E402
-from mmgen.settings import model_sampling_defaults  # noqa: E402
+from mmgen.pipeline import MMGenPipeline  # noqa: E402
+from mmgen.settings import (  # noqa: E402
+    DEFAULT_CODEBOOK_SNAP,
+    DEFAULT_GUIDANCE_INTERVAL,
+    model_sampling_defaults,  # noqa: E402
+)
 from mmgen.tokens import default_model  # noqa: E402
 
 PROMPT = "a large red circle in the top left on a white background"

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .captioning import image_side
 from .models.text_encoder import MAX_TOKENS
 
 
@@ -189,7 +188,7 @@ class AttentionRecorder:
     def word_maps(self, step: int | None = None, index: int = 0) -> dict[str, np.ndarray]:
         """`word_grids` upsampled (bilinear) to image resolution: {word: (H, W) float32 array}."""
         grids = self.word_grids(step, index)
-        side = image_side(self.pipe)
+        side = self.pipe.image_size
         per_word = torch.stack(list(grids.values()))  # (words, h', w')
         up = F.interpolate(per_word[None], size=(side, side), mode="bilinear", align_corners=False)[0]
         return {word: m.numpy().astype(np.float32) for word, m in zip(grids, up)}

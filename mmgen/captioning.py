@@ -43,19 +43,13 @@ MAX_RANKED = 256  # `caption` without a grammar ranks the vocabulary's most comm
 
 
 # ---------------------------------------------------------------- scoring
-def image_side(pipe) -> int:
-    """The side in pixels of the images the generator paints (and reads): its latent grid times the tokenizer's
-    downsampling factor (64 for mmgen-base-64, 128 for mmgen-base)."""
-    return pipe.transformer.config.sample_size * pipe.vqvae.downsample_factor
-
-
 def check_image(pipe, image) -> PIL.Image.Image:
     """The image as RGB PIL, or ValueError: not an image, or not the size the generator paints."""
     if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
         image = PIL.Image.fromarray(image)
     if not isinstance(image, PIL.Image.Image):
         raise ValueError(f"expected a PIL image or an (H, W, 3) uint8 array, got {type(image).__name__}")
-    side = image_side(pipe)
+    side = pipe.image_size
     if image.size != (side, side):
         raise ValueError(
             f"this model reads {side}x{side} images (the size it paints); got {image.width}x{image.height}"

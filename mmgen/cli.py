@@ -248,8 +248,7 @@ def typed_settings(args) -> dict:
 def generate_settings(args, model_defaults, card: LoadedRunCard | None) -> SamplingSettings:
     """What `generate` draws with, checked: the options typed, and for the rest the run card's values, else the
     model's defaults (`model_defaults`; seed 0, guidance at timesteps DEFAULT_GUIDANCE_INTERVAL)."""
-    from .pipeline import DEFAULT_GUIDANCE_INTERVAL
-    from .settings import SamplingSettings
+    from .settings import DEFAULT_GUIDANCE_INTERVAL, SamplingSettings
 
     typed = typed_settings(args)
     if card:

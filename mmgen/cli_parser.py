@@ -88,8 +88,8 @@ def _decode(p: argparse.ArgumentParser) -> None:
 def _generate(p: argparse.ArgumentParser) -> None:
     from .cli import cmd_generate
     from .eval import eval_generator
-    from .pipeline import DEFAULT_GUIDANCE_INTERVAL, SCHEDULERS
-    from .settings import MAX_CANDIDATES, model_sampling_defaults
+    from .pipeline import SCHEDULERS
+    from .settings import DEFAULT_GUIDANCE_INTERVAL, MAX_CANDIDATES, model_sampling_defaults
 
     defaults = model_sampling_defaults()
     p.description = (

@@ -27,7 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from . import captioning
 from .callbacks import LatentInpainter, inpaint_grids
 from .candidates import best_generators
-from .denoising import DenoisingRun, Guidance, callback_tensor_inputs, model_output_for_x0, predict_x0  # noqa: F401
+from .denoising import DenoisingRun, callback_tensor_inputs
 from .export_hub import check_savable, is_export, load_export
 from .latent_tokens import LatentTokens
 from .model_paths import local_model_folder
@@ -35,12 +35,8 @@ from .models.dit import DiT
 from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder, unread_text
 from .models.vqvae import VQVAE
 from .pipeline_inputs import PipelineInputs
-from .settings import (  # the defaults are re-exported: callers have always read them here
-    DEFAULT_CODEBOOK_SNAP,  # noqa: F401
+from .settings import (
     DEFAULT_GUIDANCE_INTERVAL,
-    DEFAULT_GUIDANCE_SCALE,  # noqa: F401
-    DEFAULT_NUM_CANDIDATES,  # noqa: F401
-    DEFAULT_STEPS,  # noqa: F401
     SCHEDULER_CLASSES,
     model_sampling_defaults,
     negative_prompts,

@@ -19,7 +19,7 @@ from gradio_client.exceptions import ValidationError  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmgen.data.shapes import shapes_sample  # noqa: E402
-from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL  # noqa: E402
+from mmgen.settings import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL  # noqa: E402
 
 GENERATE = (
     "a red circle",

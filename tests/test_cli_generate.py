@@ -90,7 +90,8 @@ def test_unknown_scheduler_is_refused(pipe_dir, capsys):
 
 
 def test_guidance_interval_reaches_the_pipeline(pipe_dir, tmp_path, monkeypatch, capsys):
-    from mmgen.pipeline import DEFAULT_GUIDANCE_INTERVAL, MMGenPipeline
+    from mmgen.pipeline import MMGenPipeline
+    from mmgen.settings import DEFAULT_GUIDANCE_INTERVAL
 
     seen, call = [], MMGenPipeline.__call__
 

@@ -22,7 +22,7 @@ from mmgen.eval.prompts import (
 )
 from mmgen.eval.report import format_extra_objects, format_shape_errors
 from mmgen.eval.scoring import extra_objects, score_single, score_two, shape_errors, two_object_size_shares
-from mmgen.pipeline import (
+from mmgen.settings import (
     DEFAULT_CODEBOOK_SNAP,
     DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_GUIDANCE_SCALE,

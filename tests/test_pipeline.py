@@ -428,7 +428,8 @@ def test_native_bf16_reads_the_cpu_flags():
 def test_predict_x0_matches_the_schedulers_own_estimate(name, prediction_type):
     """The trajectory's x0 (pred_x0) is the scheduler's own clean estimate, for both targets; the schedulers
     that expose it (pred_original_sample) check it, in the alpha and in the sigma parametrisation."""
-    from mmgen.pipeline import SCHEDULERS, predict_x0
+    from mmgen.denoising import predict_x0
+    from mmgen.pipeline import SCHEDULERS
     from mmgen.training.train_generator import training_scheduler
 
     scheduler = SCHEDULERS[name].from_config(training_scheduler(prediction_type).config)
@@ -444,7 +445,8 @@ def test_predict_x0_matches_the_schedulers_own_estimate(name, prediction_type):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "unipc", "euler", "euler-ancestral"])
 def test_model_output_for_x0_inverts_predict_x0(name, prediction_type):
-    from mmgen.pipeline import SCHEDULERS, model_output_for_x0, predict_x0
+    from mmgen.denoising import model_output_for_x0, predict_x0
+    from mmgen.pipeline import SCHEDULERS
     from mmgen.training.train_generator import training_scheduler
 
     scheduler = SCHEDULERS[name].from_config(training_scheduler(prediction_type).config)
@@ -462,7 +464,7 @@ def test_model_output_for_x0_inverts_predict_x0(name, prediction_type):
 def test_codebook_snap_moves_each_x0_estimate_to_its_codes(tiny_pipe, name):
     """With codebook_snap=1 every step's clean estimate lies exactly on codes; with 0.5 it lies halfway between
     the model's estimate and those codes; 0 is the plain sampler. Leaving it out means the default."""
-    from mmgen.pipeline import DEFAULT_CODEBOOK_SNAP
+    from mmgen.settings import DEFAULT_CODEBOOK_SNAP
 
     pipe = tiny_pipe.with_scheduler(name)
 

@@ -220,7 +220,7 @@ def sample_labels(rng: np.random.Generator) -> dict:
             return {"background": background, "objects": objects}
 
 
-def _object_phrase(obj: dict, rng: np.random.Generator, with_size: bool) -> str:
+def _object_phrase(obj: dict, with_size: bool) -> str:
     words = ([obj["size"]] if with_size else []) + [obj["color"], obj["shape"]]
     return "a " + " ".join(words)
 
@@ -243,15 +243,15 @@ def make_caption(labels: dict, rng: np.random.Generator) -> str:
     objects = labels["objects"]
     if len(objects) == 1:
         obj = objects[0]
-        text = _object_phrase(obj, rng, with_size=rng.random() < 0.7)
+        text = _object_phrase(obj, with_size=rng.random() < 0.7)
         if rng.random() < 0.7:
             text += " " + _position_phrase(obj["position"], rng)
     else:
         a, b = objects
         rel = str(rng.choice(relation(a, b)))
         text = (
-            f"{_object_phrase(a, rng, with_size=rng.random() < 0.5)} {_RELATIONS[rel]} "
-            f"{_object_phrase(b, rng, with_size=rng.random() < 0.5)}"
+            f"{_object_phrase(a, with_size=rng.random() < 0.5)} {_RELATIONS[rel]} "
+            f"{_object_phrase(b, with_size=rng.random() < 0.5)}"
         )
     if rng.random() < 0.7:
         phrase = str(rng.choice(_BACKGROUND_PHRASES)).format(labels["background"])

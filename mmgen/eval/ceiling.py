@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from ..captioning import image_side
 from ..data.images import pil_to_tensor
 from ..data.shapes import CANVAS, SCALES, relation, render_scene, shapes_annotation
 from .judge import read_scene
@@ -42,7 +41,7 @@ def ceiling_scenes(n_single: int, n_two: int, seed: int = CEILING_SEED) -> dict[
 def scene_scale(pipe) -> int | None:
     """How many times shapes-v1's 64 px the model's images are (1, 2 or 4: the spec's resolutions), to draw its
     scenes at the size the model paints; None for another size."""
-    side = image_side(pipe)
+    side = pipe.image_size
     return side // CANVAS if side % CANVAS == 0 and side // CANVAS in SCALES else None
 
 

@@ -26,7 +26,6 @@ from ..captioning import (
     SceneCaption,
     SearchSettings,
     image_latents,
-    image_side,
     rank_captions,
     sample_errors,
     search_stages,
@@ -89,7 +88,7 @@ def drawn(pipe, labels: dict):
     scale = scene_scale(pipe)
     if scale is None:
         raise ValueError(
-            f"eval-caption draws shapes-v1 scenes at 64, 128 or 256 px; this model paints {image_side(pipe)} px"
+            f"eval-caption draws shapes-v1 scenes at 64, 128 or 256 px; this model paints {pipe.image_size} px"
         )
     return render_scene(labels, scale)
 
