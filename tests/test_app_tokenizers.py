@@ -166,9 +166,9 @@ def test_a_visitors_hub_tokenizer_is_checked_for_size_before_its_download(monkey
 
     import huggingface_hub
 
-    from mmgen.app import tokenizers
+    from mmgen.app import tokenizer_registry as tokenizers
     from mmgen.app.compute import ModelThread
-    from mmgen.app.tokenizers import TokenizerRegistry, check_download
+    from mmgen.app.tokenizer_registry import TokenizerRegistry, check_download
     from mmgen.tokenizers import as_tokenizer
 
     files = [
@@ -207,7 +207,7 @@ def test_a_hub_id_the_host_cannot_reach_is_said_to_be_unreachable_not_mistyped()
     "check the repo id"."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from mmgen.app.tokenizers import load_failure
+    from mmgen.app.tokenizer_registry import load_failure
 
     try:
         try:
@@ -225,7 +225,7 @@ def test_a_hub_id_the_host_cannot_reach_is_said_to_be_unreachable_not_mistyped()
 
 def test_the_registry_keeps_few_visitor_tokenizers_and_never_the_pinned_ones(folders, tiny_vq, tmp_path):
     from mmgen.app.compute import ModelThread
-    from mmgen.app.tokenizers import TokenizerRegistry
+    from mmgen.app.tokenizer_registry import TokenizerRegistry
     from mmgen.tokenizers import as_tokenizer
 
     shutil.copytree(folders["vqdiff"], tmp_path / "copy" / "vqdiff")
@@ -256,7 +256,7 @@ def test_preloads_are_listed_at_once_and_load_after_the_pipeline(folders, tiny_v
     from concurrent.futures import Future
 
     from mmgen.app.compute import ModelThread
-    from mmgen.app.tokenizers import TokenizerRegistry
+    from mmgen.app.tokenizer_registry import TokenizerRegistry
     from mmgen.tokenizers import as_tokenizer
 
     pipeline = Future()  # diffusers' lazy imports are not thread-safe: tokenizers load once the pipeline has

@@ -120,7 +120,7 @@ def test_every_model_load_of_the_app_takes_its_turn(monkeypatch, tmp_path):
     the next page's text encoder, built on another thread meanwhile, got "meta" parameters and that page never
     loaded (5 cold starts in 6). Each page's pipeline and each tokenizer loads holding MODEL_LOADS."""
     import app
-    from mmgen.app import tokenizers
+    from mmgen.app import tokenizer_registry as tokenizers
     from mmgen.app.compute import ModelThread
     from mmgen.app.loading import MODEL_LOADS
     from mmgen.pipeline import MMGenPipeline

@@ -1,7 +1,7 @@
 """The Codebook tab: a tokenizer's codes, each decoded to a tile, a page at a time, with their usage over a reference
 set and over the images this visitor tokenized; dead codes; click one to see its nearest codes and the reference
-patches where it occurs. Any tokenizer of the picker (`tokenizers.TokenizerPicker`): its `CodebookAtlas` is built
-on first use and decodes a page's tiles when the page is first shown, so K = 16,384 codes cost what 256 do."""
+patches where it occurs. Any tokenizer of the picker (`tokenizer_registry.TokenizerPicker`): its `CodebookAtlas` is
+built on first use and decodes a page's tiles when the page is first shown, so K = 16,384 codes cost what 256 do."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..codebook import AtlasPage, CodebookAtlas, usage_stats
 from ..viz import LABEL_ROOM, tile_at, tile_grid, upscale_nearest
 from .context import AppContext
 from .errors import handler
-from .tokenizers import TokenizerPicker, UploadUsage
+from .tokenizer_registry import TokenizerPicker, UploadUsage
 
 CODEBOOK_COLS, CODEBOOK_SCALE = 32, 2
 GRID_TOP = 2 * LABEL_ROOM  # the grid is shown at about half its size on a laptop: its label needs twice the room

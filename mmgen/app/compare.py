@@ -17,7 +17,7 @@ from ..compare import ERROR_RANGE, MAX_SIDE, Reconstruction, common_crop, error_
 from ..viz import colorbar, heatmap, side_by_side
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
-from .tokenizers import UploadUsage
+from .tokenizer_registry import UploadUsage
 
 MIN_COMPARED, MAX_COMPARED = 2, 4
 HEADERS = [

@@ -23,7 +23,7 @@ from .frames import FrameDrawer
 from .jobs import JobGate
 from .limits import Limits
 from .loading import LOAD_FAILED, ModelFacts, ModelLoading
-from .tokenizers import TokenizerRegistry, preload_sources
+from .tokenizer_registry import TokenizerRegistry, preload_sources
 
 if TYPE_CHECKING:
     from ..models.vqvae import VQVAE

@@ -1,7 +1,7 @@
 """The Tokenizer tab: an uploaded image as a tokenizer sees it (its reconstruction, its token map, the codes it
 uses, which tokens nearly flipped); click a cell to see its code, then edit the selected cells by hand (token
 surgery) or let the generator repaint them under a prompt (`MMGenPipeline.inpaint`). The tokenizer is the
-generator's VQ-VAE or any other picked or loaded here (`tokenizers.TokenizerPicker`); the image goes through
+generator's VQ-VAE or any other picked or loaded here (`tokenizer_registry.TokenizerPicker`); the image goes through
 several of them side by side in the Compare panel (`compare.CompareSection`)."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .compare import CompareSection, ambiguity_info, ambiguity_sheet
 from .context import DISPLAY_SIDE, AppContext
 from .errors import handler
 from .files import uploaded_file
-from .tokenizers import TokenizerPicker, UploadUsage
+from .tokenizer_registry import TokenizerPicker, UploadUsage
 
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 NO_IMAGE = "Tokenize an image first."

@@ -37,7 +37,7 @@ from .ceiling import ceiling_scenes, scene_scale
 from .prompts import warn_unless_shapes
 
 CAPTION_SEED = 3131  # the held-out scenes' shapes-v1 stream: no training run, evaluation or tuning reads it
-TUNE_SEED = 3132  # the tuning scenes' stream
+CAPTION_TUNE_SEED = 3132  # the tuning scenes' stream
 NUM_DISTRACTORS = 7
 TARGETS = {("single", "top1"): 0.95, ("single", "all"): 0.90}  # ranking top-1, caption all-right
 TUNE_TIMESTEPS = tuple(range(50, 1000, 100))  # the grid --tune scores at
@@ -170,7 +170,7 @@ def caption_scenes(pipe, seed: int, n_single: int, n_two: int, settings: SearchS
     return results
 
 
-def tune(pipe, n_single: int, n_two: int, seed: int = TUNE_SEED) -> dict:
+def tune(pipe, n_single: int, n_two: int, seed: int = CAPTION_TUNE_SEED) -> dict:
     """Ranking top-1 on tuning scenes for timestep subsets of TUNE_TIMESTEPS x 1, 2 and 4 noises, from one pass
     that scores the 8 captions of every scene at the whole grid. Subsets of noises are averaged over the disjoint
     choices (noises 0 | 1 | 2 | 3; 0-1 | 2-3), so each figure rests on more than one draw."""
@@ -243,9 +243,9 @@ def main(args: argparse.Namespace) -> dict:
     warn_unless_shapes(pipe, "eval-caption")
     pipe.set_progress_bar_config(disable=True)
     if args.tune:
-        results = {"seed": TUNE_SEED, "tuning": tune(pipe, args.n_single, args.n_two)}
+        results = {"seed": CAPTION_TUNE_SEED, "tuning": tune(pipe, args.n_single, args.n_two)}
         print(format_tuning(results["tuning"]))
-        results["search"] = caption_scenes(pipe, TUNE_SEED, args.n_caption_single, args.n_caption_two)
+        results["search"] = caption_scenes(pipe, CAPTION_TUNE_SEED, args.n_caption_single, args.n_caption_two)
         print(format_results({"captioning": results["search"]}))
     else:
         results = {
