@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 SHIPPED_MODEL_CARD = ASSETS / "mmgen-base" / "README.md"
 DISPLAY_SIDE = 256  # small images are shown enlarged (nearest neighbour) to at least this side
+WIDE_VIEW = 320  # px: a view narrower than this in a row of two wraps under it (a phone), not squeezed beside it
 SHAPES_PROMPTS = (  # the Generate tab's examples for a shapes-v1 model
     "a large red circle in the top left on a white background",
     "a small blue star at the bottom on a black background",

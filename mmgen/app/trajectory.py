@@ -17,7 +17,7 @@ import PIL.Image
 
 from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..viz import filmstrip, save_gif, step_frames, upscale_nearest
-from .context import DISPLAY_SIDE, AppContext
+from .context import DISPLAY_SIDE, WIDE_VIEW, AppContext
 from .errors import handler
 from .files import scratch_folder
 from .frames import Trajectory
@@ -94,7 +94,9 @@ class TrajectoryTab:
                     label="Tokens changed since the previous step", interactive=False, elem_id="changed"
                 )
             with gr.Row():
-                change_plot = gr.Image(label="Tokens changed per step", interactive=False, elem_id="change-plot")
+                change_plot = gr.Image(  # min_width: on a phone the step's line goes under the chart
+                    label="Tokens changed per step", interactive=False, elem_id="change-plot", min_width=WIDE_VIEW
+                )
                 step_info = gr.Markdown(elem_id="step-info")
             self.views = [x_t, x0, x0_tokens, changed, change_plot, step_info]
             self.show_step_api = gr.Button(visible=False)  # /show_step's trigger: API clients only

@@ -18,7 +18,7 @@ import torch
 
 from ..charts import with_colour_bar
 from ..viz import LABEL_ROOM, overlay_heatmap, upscale_nearest, word_map_strip
-from .context import DISPLAY_SIDE, AppContext
+from .context import DISPLAY_SIDE, WIDE_VIEW, AppContext
 from .errors import handler
 from .frames import Trajectory
 from .runs import FinishedRun
@@ -61,8 +61,11 @@ class WordAttentionView:
             )
             self.word = gr.Radio([], label="Word of the prompt", elem_id="attention-word")
             with gr.Row():
-                self.map = gr.Image(
-                    label="Its attention over x0 at this step", interactive=False, elem_id="attention-map"
+                self.map = gr.Image(  # min_width: on a phone the text goes under it (beside, it squeezed it to a line)
+                    label="Its attention over x0 at this step",
+                    interactive=False,
+                    elem_id="attention-map",
+                    min_width=WIDE_VIEW,
                 )
                 self.info = gr.Markdown(elem_id="attention-info")
             self.strip = gr.Image(label="The word across the steps", interactive=False, elem_id="attention-strip")
