@@ -11,8 +11,9 @@ import os
 import re
 from pathlib import Path
 
+from .model_paths import ROOT
+
 REPO = "../.."  # the repository's root, seen from assets/<model>/
-ROOT = Path(__file__).resolve().parents[1]  # the repository this package runs from (an editable install)
 
 
 def with_repo_links(text: str, folder: Path) -> str:

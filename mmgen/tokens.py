@@ -20,13 +20,14 @@ from PIL import Image
 
 from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
 from .metrics import psnr, ssim
+from .model_paths import ROOT
 
 if TYPE_CHECKING:
     from .models.vqvae import VQVAE
 
 TOKENS_FORMAT = "mmgen-tokens-v1"
 SHIPPED_DEFAULT = "assets/mmgen-base"  # the default model as the commands name it (found from any folder)
-DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / SHIPPED_DEFAULT)
+DEFAULT_MODEL = str(ROOT / SHIPPED_DEFAULT)
 MAX_SIDE = 512  # larger uploads are downscaled first: a 512x512 image is 16k tokens and ~0.4 s on 2 CPU cores
 
 

@@ -22,13 +22,12 @@ import numpy as np
 from PIL import Image
 
 from ..data.shapes import shapes_sample
-from ..model_paths import model_path
+from ..model_paths import ROOT, model_path
 from . import count, write_results
 from .deformed import DEFORMATIONS, deformed_sample
 from .judge import coverage_of, fit_shape, read_scene, score_scene
 from .verifier import load_verifier
 
-ROOT = Path(__file__).resolve().parents[2]
 CHECK_LABELS = ROOT / "docs" / "judge-labels-check.json"
 
 STREAMS = {"tuning": {"renders": 7, "drawings": 0}, "held-out": {"renders": 2, "drawings": 1}}

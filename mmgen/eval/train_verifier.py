@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
+from ..model_paths import ROOT
 from . import count
 from .verifier import CLASSES, ShapeVerifier, object_crop
 from .verifier_data import verifier_batch
 
-ROOT = Path(__file__).resolve().parents[2]
 TUNING_LABELS = ROOT / "docs" / "judge-labels-tuning.json"
 TUNING_LABELS_2 = ROOT / "docs" / "judge-labels-tuning-2.json"
 THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the calibration's choices

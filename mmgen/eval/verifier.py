@@ -26,11 +26,12 @@ from scipy import ndimage
 from torch import nn
 
 from ..data.shapes import SHAPES
+from ..model_paths import ASSETS
 
 CROP = 32  # the crop's side, pixels
 FILL = 0.6  # the object's box side (coverage >= 0.5) spans this share of the crop
 CLASSES = (*SHAPES, "none")
-DEFAULT_VERIFIER = str(Path(__file__).resolve().parents[2] / "assets" / "shape-verifier")
+DEFAULT_VERIFIER = str(ASSETS / "shape-verifier")
 
 
 def object_crop(alpha: np.ndarray) -> np.ndarray:
