@@ -99,7 +99,7 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
             return load_export(cls, pretrained_model_name_or_path, index, kwargs)
         missing = [n for n in ("text_encoder", "tokenizer") if kwargs.get(n) is None and not any(index.get(n) or [])]
         if missing:
-            defaults = dict(zip(("tokenizer", "text_encoder"), load_text_encoder()))
+            defaults = load_text_encoder()._asdict()
             kwargs.update({n: defaults[n] for n in missing})
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 

@@ -11,10 +11,11 @@ import threading
 import weakref
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_TOKENS = 32  # word pieces, [CLS] and [SEP] included; shapes-v1 captions need at most ~24
@@ -47,12 +48,19 @@ def text_encoder_path() -> str:
     return str(path) if (path / "config.json").exists() else HUB_ID
 
 
-def load_text_encoder(name_or_path: str | None = None):
-    """(tokenizer, frozen encoder in eval mode) from a folder or Hub id; default: the bundled MiniLM."""
+class TextEncoder(NamedTuple):
+    """The pipeline's text components, by their names there."""
+
+    tokenizer: PreTrainedTokenizerBase
+    text_encoder: torch.nn.Module  # frozen, in eval mode
+
+
+def load_text_encoder(name_or_path: str | None = None) -> TextEncoder:
+    """The tokenizer and frozen encoder from a folder or Hub id; default: the bundled MiniLM."""
     path = name_or_path or text_encoder_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     encoder = AutoModel.from_pretrained(path).eval().requires_grad_(False)
-    return tokenizer, encoder
+    return TextEncoder(tokenizer, encoder)
 
 
 def unread_text(tokenizer, text: str) -> str:
