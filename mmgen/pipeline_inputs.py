@@ -29,10 +29,11 @@ class PipelineInputs:
         snap = own["codebook_snap"] if snap is None else snap
         candidates = own["num_candidates"] if candidates is None else candidates
         cache = check_threshold(own["first_block_cache"] if cache is None else cache)
-        steps, guidance_scale, interval, snap, candidates = self.check_inputs(
+        checked = self.check_inputs(
             prompt, steps, guidance_scale, start_step, latents, tensor_inputs, interval, snap, candidates
         )
-        return steps, Guidance(guidance_scale, interval, snap, cache), candidates
+        guidance = Guidance(checked.guidance_scale, checked.guidance_interval, checked.codebook_snap, cache)
+        return checked.num_inference_steps, guidance, checked.num_candidates
 
     def check_inputs(
         self,
@@ -46,7 +47,8 @@ class PipelineInputs:
         codebook_snap=0.0,
         num_candidates: int = 1,
     ):
-        """ValueError with a message for people on bad input; returns the sampling settings normalised."""
+        """ValueError with a message for people on bad input; returns the sampling settings normalised
+        (`CheckedSampling`)."""
         if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
             raise ValueError(f"`prompt` must be a string or a non-empty list of strings, got {prompt!r:.60}")
         if isinstance(prompt, str):
@@ -57,7 +59,7 @@ class PipelineInputs:
             except ValueError as e:
                 raise ValueError(f"Prompt {i + 1} of {len(prompt)}: {e}") from None
         checked = check_sampling(num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates)
-        last = checked[0] - 1  # the steps, checked
+        last = checked.num_inference_steps - 1
         if isinstance(start_step, bool) or not isinstance(start_step, numbers.Integral) or not 0 <= start_step <= last:
             raise ValueError(f"`start_step` must be a whole number in 0..{last}, got {start_step!r}")
         if start_step > 0 and latents is None:

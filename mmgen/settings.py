@@ -19,6 +19,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -145,6 +146,16 @@ def check_interval(interval) -> tuple[float, float] | None:
     return low, high
 
 
+class CheckedSampling(NamedTuple):
+    """The numeric sampling settings, checked: `MMGenPipeline.__call__`'s names (the first-block cache aside)."""
+
+    num_inference_steps: int
+    guidance_scale: float
+    guidance_interval: tuple[float, float] | None
+    codebook_snap: float
+    num_candidates: int
+
+
 def check_sampling(
     num_inference_steps,
     guidance_scale,
@@ -153,10 +164,10 @@ def check_sampling(
     num_candidates=1,
     max_steps: int = MAX_STEPS,
     max_candidates: int = MAX_CANDIDATES,
-) -> tuple[int, float, tuple[float, float] | None, float, int]:
-    """The numeric settings, checked and normalised (steps, guidance, interval, snap, candidates); ValueError
-    with a message for people when one is out of bounds (NaN and infinity included)."""
-    return (
+) -> CheckedSampling:
+    """The numeric settings, checked and normalised; ValueError with a message for people when one is out of bounds
+    (NaN and infinity included)."""
+    return CheckedSampling(
         _whole(num_inference_steps, "Steps", 1, max_steps),
         _number(guidance_scale, "Guidance", 0.0, math.inf),
         check_interval(guidance_interval),
@@ -184,8 +195,7 @@ def model_sampling_defaults(model_defaults: Mapping | None = None) -> dict:
         "num_candidates": DEFAULT_NUM_CANDIDATES,
     } | dict(model_defaults)
     cache = check_threshold(values.pop("first_block_cache", DEFAULT_FIRST_BLOCK_CACHE))
-    checked = check_sampling(*values.values())
-    return dict(zip(values, checked, strict=True)) | {"first_block_cache": cache}
+    return check_sampling(**values)._asdict() | {"first_block_cache": cache}
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,7 @@ class SamplingSettings:
 
     def checked(self, max_steps: int = MAX_STEPS, max_candidates: int = MAX_CANDIDATES) -> SamplingSettings:
         """A copy with every field checked and of its proper type; ValueError with a message for people."""
-        steps, guidance, interval, snap, candidates = check_sampling(
+        checked = check_sampling(
             self.num_inference_steps,
             self.guidance_scale,
             self.guidance_interval,
@@ -227,11 +237,7 @@ class SamplingSettings:
         return dataclasses.replace(
             self,
             prompt=check_prompt(self.prompt),
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            guidance_interval=interval,
-            codebook_snap=snap,
-            num_candidates=candidates,
+            **checked._asdict(),
             seed=_whole(self.seed, "The seed", 0, MAX_SEED),
             first_block_cache=check_threshold(self.first_block_cache),
         )

@@ -47,7 +47,7 @@ def test_every_bad_value_gets_a_message(change, message):
 
 
 def test_an_entry_point_may_tighten_the_bounds():
-    assert check_sampling(100, 4.0, None, 0.5, 8, max_steps=100, max_candidates=8)[0] == 100
+    assert check_sampling(100, 4.0, None, 0.5, 8, max_steps=100, max_candidates=8).num_inference_steps == 100
     with pytest.raises(ValueError, match=r"1\.\.100"):
         SamplingSettings("a red circle", num_inference_steps=101).checked(max_steps=100)
     with pytest.raises(ValueError, match=r"1\.\.8"):
