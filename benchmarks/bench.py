@@ -419,7 +419,7 @@ ATLAS = """
 import json, resource, time, torch
 from diffusers import VQModel
 from mmgen.codebook import CodebookAtlas, reference_images
-from mmgen.data.images import load_image
+from mmgen.images import load_image
 from mmgen.tokenizers import as_tokenizer
 
 def rss_mb():

@@ -26,8 +26,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .data.images import pil_to_tensor, to_rgb
 from .data.shapes import BACKGROUNDS, COLORS, POSITION_WORDINGS, POSITIONS, SHAPES, SIZES
+from .images import pil_to_tensor, to_rgb
 from .settings import check_prompt
 
 RANK_TIMESTEPS = tuple(range(50, 1000, 100))  # training timesteps the image is noised to (docs/captioning.md)

@@ -53,7 +53,7 @@ def cmd_shapes(args):
 
 
 def cmd_encode(args):
-    from .data.images import IMAGE_EXTENSIONS, check_max_side, load_image
+    from .images import IMAGE_EXTENSIONS, check_max_side, load_image
     from .tokenizers import load_tokenizer
     from .tokens import default_model, encode_image, save_tokens
 
@@ -110,7 +110,7 @@ def decoding_tokenizer(given: str | None, recorded) -> Tokenizer:
 
 def image_suffixes() -> tuple[str, ...]:
     """The names images are read and written as, .png first (what an example names)."""
-    from .data.images import IMAGE_EXTENSIONS
+    from .images import IMAGE_EXTENSIONS
 
     return (".png", *sorted(IMAGE_EXTENSIONS - {".png"}))
 
@@ -322,7 +322,7 @@ def warn_unknown_words(pipe, prompt: str) -> None:
 
 def cmd_caption(args):
     from .captioning import NAMES_NOTHING, caption_candidates, explained
-    from .data.images import load_image
+    from .images import load_image
     from .pipeline import MMGenPipeline
     from .tokens import default_model
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .data.images import pil_to_tensor, tensor_to_pil, to_rgb
 from .data.shapes import SCALES, shapes_sample
+from .images import pil_to_tensor, tensor_to_pil, to_rgb
 from .tokenizers import Tokenizer, as_tokenizer
 
 REFERENCE_SHAPES_SEED = 2  # held-out shapes-v1 stream, as in the tokenizer's evaluation

@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
+from .images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
 from .metrics import detail_kept, edges_in_place, psnr, ssim
 from .tokenizers import Tokenizer
 
@@ -208,7 +208,7 @@ def add_arguments(p):
 
 def main(args) -> None:
     """`mmgen compare-tokenizers`: a table per image on stdout, one PNG with every reconstruction and error map."""
-    from .data.images import check_max_side, load_image
+    from .images import check_max_side, load_image
     from .tokenizers import load_tokenizer
     from .viz import colorbar, heatmap, side_by_side
 

@@ -25,8 +25,9 @@ def write_examples(out: str | Path) -> list[Path]:
     """Write the example images to `out` and return their paths."""
     from PIL import Image
 
-    from .data.images import load_image, skimage_photos
+    from .data.images import skimage_photos
     from .data.shapes import shapes_sample
+    from .images import load_image
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

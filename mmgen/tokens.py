@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from .data.images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
+from .images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
 from .metrics import psnr, ssim
 from .model_paths import ROOT
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import tensor_to_pil
+from .images import tensor_to_pil
 
 LABEL_ROOM = 40  # px left blank above a chart the app shows under gradio's label (it covered the tallest bars)
 

@@ -28,7 +28,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
     """A model folder holding a tiny tokenizer whose codebook was initialised on shapes-v1 data."""
     torch.manual_seed(0)
     vq = VQVAE(**VQVAE_PRESETS["tiny"])
-    from mmgen.data.images import pil_to_tensor
+    from mmgen.images import pil_to_tensor
 
     x = torch.stack([pil_to_tensor(shapes_sample(0, i).image) for i in range(8)])
     vq.train()

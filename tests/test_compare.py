@@ -19,8 +19,8 @@ from mmgen.compare import (
     format_table,
     quantization_ambiguity,
 )
-from mmgen.data.images import pil_to_tensor
 from mmgen.data.shapes import shapes_sample
+from mmgen.images import pil_to_tensor
 from mmgen.metrics import detail_kept, edges_in_place
 from mmgen.tokenizers import as_tokenizer, load_tokenizer
 

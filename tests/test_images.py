@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmgen.data import images as images_mod
-from mmgen.data.images import ImageFolder, ImageLoadError, PhotoCrops, fit_to_multiple, load_image, skimage_photos
+from mmgen import images as images_mod
+from mmgen.data.images import ImageFolder, PhotoCrops, skimage_photos
+from mmgen.images import ImageLoadError, fit_to_multiple, load_image
 
 
 def _save(im, path, **kw):

@@ -8,8 +8,8 @@ import torch
 from diffusers import AutoencoderKL, VQModel
 from tokenizer_families import FACTORS, FAMILIES, make_family
 
-from mmgen.data.images import pil_to_tensor
 from mmgen.data.shapes import shapes_sample
+from mmgen.images import pil_to_tensor
 from mmgen.models.vqvae import VQVAE
 from mmgen.tokenizers import DiffusersTokenizer, MMGenTokenizer, as_tokenizer, load_tokenizer
 

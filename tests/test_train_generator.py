@@ -523,7 +523,7 @@ def test_a_recipe_continues_a_dit_on_another_tokenizer(tmp_path, tiny_model_dir,
     tokenizer's scaling factor, and the model folder ships the tokenizer it was trained on."""
     import shutil
 
-    from mmgen.data.images import pil_to_tensor
+    from mmgen.images import pil_to_tensor
     from mmgen.models.vqvae import VQVAE_PRESETS
 
     first, second, other = tmp_path / "first", tmp_path / "second", tmp_path / "other"

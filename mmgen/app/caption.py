@@ -12,8 +12,8 @@ import PIL.Image
 
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..charts import score_bars
-from ..data.images import ImageLoadError, load_image
 from ..examples import scene_captions
+from ..images import ImageLoadError, load_image
 from ..viz import upscale_nearest
 from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext

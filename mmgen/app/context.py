@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from ..codebook import reference_images
-from ..data.images import load_image
+from ..images import load_image
 from ..model_paths import ASSETS
 from ..vocabulary import Vocabulary
 from .compute import ModelThread

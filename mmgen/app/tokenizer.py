@@ -19,7 +19,7 @@ import torch
 from ..charts import usage_bars
 from ..codebook import default_tile_tokens, usage_stats
 from ..compare import quantization_ambiguity
-from ..data.images import ImageLoadError, fit_to_multiple, load_image, pil_to_tensor, tensor_to_pil
+from ..images import ImageLoadError, fit_to_multiple, load_image, pil_to_tensor, tensor_to_pil
 from ..metrics import psnr, ssim
 from ..settings import MAX_SEED, SamplingSettings, check_prompt
 from ..tokenizers import Tokenizer

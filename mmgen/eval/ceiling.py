@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..data.images import pil_to_tensor
 from ..data.shapes import CANVAS, SCALES, relation, render_scene, shapes_annotation
+from ..images import pil_to_tensor
 from .judge import read_scene
 from .prompts import PromptItem
 from .report import format_by_shape

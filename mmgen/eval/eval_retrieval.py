@@ -71,7 +71,7 @@ def load_gallery(folders: list[str]) -> GalleryImages:
     """Every image of the gallery folders, read as training reads them (`load_image`; one it cannot read is left
     out and named). A file name two folders share is one image only when their pixels are the same; two images of
     one name are both kept (training and held-out folders both numbering from 0000.png), each named by its folder."""
-    from ..data.images import ImageLoadError, load_image
+    from ..images import ImageLoadError, load_image
 
     gallery = GalleryImages([], [], {}, [])
     unreadable = []
@@ -101,7 +101,7 @@ def load_gallery(folders: list[str]) -> GalleryImages:
 def target_of(gallery: GalleryImages, name: str, path: Path) -> int | None:
     """The gallery image a query folder's image `name` is: the one of that file name, or, where several share it,
     the one with its pixels; None when none is."""
-    from ..data.images import ImageLoadError, load_image
+    from ..images import ImageLoadError, load_image
 
     same = gallery.by_file.get(name, [])
     if len(same) <= 1:

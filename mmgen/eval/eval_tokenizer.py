@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 
 from ..codebook import usage_stats
-from ..data.images import ImageLoadError, load_image, pil_to_tensor, tensor_to_pil
 from ..data.shapes import shapes_sample
+from ..images import ImageLoadError, load_image, pil_to_tensor, tensor_to_pil
 from ..metrics import detail_kept, edges_in_place, psnr, ssim
 from ..model_paths import model_path
 from ..models.vqvae import VQVAE
@@ -221,7 +221,8 @@ SSIM_WINDOW = 7  # skimage's structural_similarity compares 7x7 windows: a small
 def evaluate_folder(vq: VQVAE, folder: str | Path) -> dict:
     """{"folder": PSNR, SSIM and codebook use over a folder of your own held-out images (each at most 256 px a
     side, centre-cropped to whole tokens), "codebook": the same use}."""
-    from ..data.images import ImageFolder, fit_to_multiple
+    from ..data.images import ImageFolder
+    from ..images import fit_to_multiple
 
     vq.eval()
     images, skipped = [], {}  # skipped: file -> why (unreadable, or too thin for SSIM's 7x7 window once fitted)

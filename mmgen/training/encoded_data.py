@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..data.images import ImageFolder, pil_to_tensor
+from ..data.images import ImageFolder
 from ..data.shapes import VERSION, shapes_sample
+from ..images import pil_to_tensor
 from ..models.text_encoder import MAX_TOKENS, encode_text
 from ..models.vqvae import VQVAE
 from .processes import print_once
