@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -180,13 +181,23 @@ def latent_scaling_factor(vq: VQVAE, ids: torch.Tensor) -> float:
     return float(1.0 / vq.quantizer.indices_to_codes(ids[:4096].long()).std())
 
 
-def draw_batch(data: dict, codebook: torch.Tensor, scaling: float, batch_size: int, caption_dropout: float, gen):
-    """A training batch drawn uniformly from `gen`: latents (B, C, h, w) scaled to unit variance, their token ids
-    (B, h, w), and text states (B, L, E) and masks (B, L), each caption replaced by the empty prompt with
-    probability `caption_dropout` (which teaches the null condition that classifier-free guidance uses)."""
+class Batch(NamedTuple):
+    """A training batch (B images)."""
+
+    latents: torch.Tensor  # (B, C, h, w), scaled to unit variance
+    ids: torch.Tensor  # (B, h, w) their token ids
+    text_states: torch.Tensor  # (B, L, E) float32
+    text_masks: torch.Tensor  # (B, L)
+
+
+def draw_batch(
+    data: dict, codebook: torch.Tensor, scaling: float, batch_size: int, caption_dropout: float, gen
+) -> Batch:
+    """A training batch drawn uniformly from `gen`, each caption replaced by the empty prompt with probability
+    `caption_dropout` (which teaches the null condition that classifier-free guidance uses)."""
     pick = torch.randint(0, len(data["ids"]), (batch_size,), generator=gen)
     caption = data["caption_index"][pick].clone()
     caption[torch.rand(batch_size, generator=gen) < caption_dropout] = 0  # 0 = the empty prompt
     ids = data["ids"][pick].long()
     latents = F.embedding(ids, codebook).permute(0, 3, 1, 2) * scaling  # (B, C, h, w)
-    return latents, ids, data["text_states"][caption].float(), data["text_masks"][caption]
+    return Batch(latents, ids, data["text_states"][caption].float(), data["text_masks"][caption])

@@ -227,7 +227,7 @@ def train(args: argparse.Namespace) -> Path:
         n, i, b = accelerator.num_processes, accelerator.process_index, args.batch_size
         mine = slice(i * b, (i + 1) * b)
         batch = draw_batch(run.data, codebook, scaling, n * b, args.caption_dropout, run.gen)
-        noise = torch.randn(batch[0].shape, generator=run.gen)
+        noise = torch.randn(batch.latents.shape, generator=run.gen)
         t = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (n * b,), generator=run.gen)
         latents, ids, states, masks, noise, t = (x[mine] for x in (*batch, noise, t))
         cells = None if args.object_loss_weight == 1 else object_cell_weights(ids, args.object_loss_weight)
