@@ -541,7 +541,7 @@ SECTIONS = ("t2i", "sizes", "tokenizer", "dit", "train", "cold", "atlas", "capti
 
 
 def main(args):
-    sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+    sections = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else set(SECTIONS)
     if unknown := sections - set(SECTIONS):
         raise SystemExit(
             f"error: --only {args.only}: no section {', '.join(sorted(unknown))} (of {', '.join(SECTIONS)})"

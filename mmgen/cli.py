@@ -59,8 +59,8 @@ def cmd_encode(args):
 
     check_max_side(args.max_side)
     out = Path(args.out)
-    if (out.exists() and not out.is_dir()) or out.suffix.lower() in IMAGE_EXTENSIONS | {".json"}:
-        # `--out recon.png` made a folder of that name
+    # a file, or a new name like a file's (`--out recon.png` made a folder of that name); a folder may be called so
+    if not out.is_dir() and (out.exists() or out.suffix.lower() in IMAGE_EXTENSIONS | {".json"}):
         raise ValueError(f"--out {args.out} is a file: give a folder, for its tokens.json and reconstruction.png")
     output_file(str(out / "tokens.json"), "--out")
     output_file(str(out / "reconstruction.png"), "--out")

@@ -36,7 +36,7 @@ def _shapes(p: argparse.ArgumentParser) -> None:
         "--seed",
         type=count(0),
         default=0,
-        help="the shapes-v1 stream: the shipped models train on 0 and 1 and are evaluated on 2; others are unread",
+        help="the shapes-v1 stream: the shipped models train on 0 and 1, and 2 is held out for their evaluation",
     )
     p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image side in pixels (mmgen-base: 128)")
     p.set_defaults(func=cmd_shapes)
@@ -137,8 +137,8 @@ def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bf16",
         action="store_true",
-        help="the DiT's matmuls in bf16, as the app runs them where the CPU has them (AVX512-BF16, AMX: ~1.7x "
-        "faster); a few token cells differ from float32",
+        help="the DiT's matmuls in bf16, as the app runs them where the CPU has them natively (AVX512-BF16, AMX: "
+        "~1.7x faster; elsewhere emulated, slower); a few token cells differ from float32",
     )
     p.add_argument("--card", metavar="JSON", help="also write the run card: every setting the image depends on")
     p.add_argument(

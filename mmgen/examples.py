@@ -17,7 +17,7 @@ from pathlib import Path
 HELD_OUT_STREAM = 2
 SCENES = (0, 3, 5)  # two single-object scenes and a two-object one
 PHOTO_SIDE = 256
-OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "center": "center"}
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "center": "top left"}
 REVERSED = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
@@ -49,12 +49,19 @@ def scene_captions(file_name: str) -> list[str]:
     """Captions to rank for one of the example scenes ("shapes-3.png", "shapes-3-128.png"): its own, then the same
     with one thing wrong each (the first object's colour, its shape, its place or the relation), in shapes-v1's
     canonical words; [] for any other file. The Image → text tab's examples: the model should rank its own first."""
-    from .captioning import SceneCaption
-    from .data.shapes import COLORS, SHAPES, shapes_sample
+    from .data.shapes import shapes_sample
 
     if not (match := re.fullmatch(r"shapes-(\d+)(-128)?\.png", file_name)) or int(match[1]) not in SCENES:
         return []
-    own = SceneCaption.from_labels(shapes_sample(HELD_OUT_STREAM, int(match[1])).labels)
+    return captions_to_rank(shapes_sample(HELD_OUT_STREAM, int(match[1])).labels)
+
+
+def captions_to_rank(labels: dict) -> list[str]:
+    """A scene's own caption (shapes-v1 labels), then three each with one thing wrong (`scene_captions`)."""
+    from .captioning import SceneCaption
+    from .data.shapes import COLORS, SHAPES
+
+    own = SceneCaption.from_labels(labels)
     first = own.objects[0]
     color = next(c for c in COLORS if c not in {o.color for o in own.objects})
     shape = next(s for s in SHAPES if s not in {o.shape for o in own.objects})

@@ -94,6 +94,16 @@ def test_shapes_command(tmp_path, capsys):
     assert "128 px" in capsys.readouterr().out
 
 
+def test_encode_takes_a_folder_named_like_a_file_that_exists(tmp_path, capsys):
+    """`--out recon.png` is refused unless recon.png is a folder already (then it is the user's folder)."""
+    (tmp_path / "out.png").mkdir()
+    assert main(["encode", str(tmp_path / "missing.png"), "--out", str(tmp_path / "out.png")]) == 2
+    said = capsys.readouterr().err
+    assert "missing.png: no such file" in said and "is a file" not in said  # past the --out check
+    assert main(["encode", str(tmp_path / "missing.png"), "--out", str(tmp_path / "new.PNG")]) == 2
+    assert "is a file: give a folder" in capsys.readouterr().err and not (tmp_path / "new.PNG").exists()
+
+
 def test_console_script_is_installed():
     import subprocess
     import sys
@@ -202,7 +212,7 @@ def test_help_says_each_default_once(capsys):
     with pytest.raises(SystemExit):
         main(["shapes", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "are evaluated on 2; others are unread (default: 0)" in text and text.count("(default: 0)") == 1
+    assert "2 is held out for their evaluation (default: 0)" in text and text.count("(default: 0)") == 1
     assert "--n N how many scenes" in text and "how many scenes (default" not in text  # required: no default
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

@@ -219,23 +219,29 @@ def test_a_perfect_generator_scores_full_marks_through_evaluate():
 
 
 def test_a_sweep_row_reads_each_figure_from_its_own_set():
-    """Single objects drawn right, two-object scenes with their pair swapped, reworded prompts right: each column
-    of the row says so (a column read from another set would not)."""
+    """Single objects drawn right, two-object scenes with their pair swapped, reworded prompts in another colour:
+    each column of the row says so (a column read from another set would not)."""
     from mmgen.eval.sweep import sweep_row
 
-    prompts = PromptSets(n_single=3, n_two=3, n_paraphrase=2, free=())
+    prompts = PromptSets(n_single=3, n_two=4, n_paraphrase=2, free=())
     sets = prompts.draw()
     swapped = [
         dict(it, objects=[dict(a, position=b["position"]), dict(b, position=a["position"])])
         for it in sets["two"]
         for a, b in [it["objects"]]
     ]
-    pipe = _PerfectPipe(sets["single"] + sets["paraphrased"] + swapped)
+    # the reworded prompts drawn in another colour: their row is wrong where the single prompts' is right
+    recoloured = [
+        dict(it, objects=[dict(o, color="green" if o["color"] != "green" else "red") for o in it["objects"]])
+        for it in sets["paraphrased"]
+    ]
+    pipe = _PerfectPipe(sets["single"] + recoloured + swapped)
     row = sweep_row("ddim", Sampling.defaults(), evaluate(pipe, prompts), prompts)
-    assert row["single_all"] == row["single_all_strict"] == row["single_position"] == 1.0
+    assert row["single_all"] == row["single_all_strict"] == 1.0
+    assert row["single_color"] == row["single_shape"] == row["single_position"] == 1.0
     assert row["two_all"] == row["two_all_strict"] == 0.0 and row["two_drawn_twice"] == 0.0
-    assert row["reworded_all"] == row["reworded_all_strict"] == 1.0
-    assert (row["n_single"], row["n_two"], row["n_reworded"]) == (3, 3, 2)
+    assert row["reworded_all"] == row["reworded_all_strict"] == 0.0
+    assert (row["n_single"], row["n_two"], row["n_reworded"]) == (3, 4, 2)
 
 
 def test_evaluate_passes_its_sampling_settings_to_every_call():
@@ -341,10 +347,10 @@ def test_bf16_applies_to_the_sweep_too(tiny_pipe, tmp_path, monkeypatch):
 
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     seen = []
-    monkeypatch.setattr(eval_generator, "main_sweep", lambda pipe, args: seen.append(pipe.autocast_dtype) or [])
+    monkeypatch.setattr(eval_generator, "sweep", lambda pipe, *a: seen.append(pipe.autocast_dtype) or [])
     out = tmp_path / "sweep.json"
     assert main(["eval-generator", "--model", str(tmp_path / "pipe"), "--sweep", "--bf16", "--out", str(out)]) == 0
-    assert seen == [torch.bfloat16]
+    assert seen == [torch.bfloat16] and json.loads(out.read_text())["autocast"] == "bf16"  # and its file says so
 
 
 def test_sweep_free_counts_cells_on_its_own_prompts(tiny_pipe, tmp_path):

@@ -281,7 +281,7 @@ def test_example_scenes_come_with_their_own_caption_and_three_wrong_ones():
     from mmgen.captioning import SceneCaption
     from mmgen.data.shapes import shapes_sample
     from mmgen.eval.judge import read_scene, score_scene
-    from mmgen.examples import HELD_OUT_STREAM, scene_captions
+    from mmgen.examples import HELD_OUT_STREAM, captions_to_rank, scene_captions
 
     for name, i in (("shapes-0.png", 0), ("shapes-0-128.png", 0), ("shapes-5.png", 5), ("shapes-5-128.png", 5)):
         own, *wrong = scene_captions(name)
@@ -293,6 +293,9 @@ def test_example_scenes_come_with_their_own_caption_and_three_wrong_ones():
             assert len(caption.split()) == len(own.split())
             assert sum(a != b for a, b in zip(caption.split(), own.split())) == 1, caption
     assert scene_captions("coffee.png") == [] and scene_captions("shapes-1.png") == []
+    centre = {"background": "white", "objects": [dict(color="red", shape="circle", size="small", position="center")]}
+    own, *wrong = captions_to_rank(centre)
+    assert len(set(wrong)) == 3 and own not in wrong and "center" not in wrong[-1]  # the centre's wrong place
 
 
 def test_a_recipes_sampling_table_is_written_into_a_published_folder(tmp_path, tiny_pipe):

@@ -91,11 +91,7 @@ class CaptionTab:
                     with gr.Row():
                         self.rank_btn = gr.Button("Rank these captions", variant="primary", elem_id="rank-captions")
                         self.caption_btn = gr.Button("Caption it", elem_id="caption-it")
-                    if examples := ctx.example_images():  # a shapes scene comes with its caption and 3 wrong ones
-                        rows = [[path, "\n".join(scene_captions(Path(path).name))] for path in examples]
-                        rows.sort(key=lambda row: not row[1])  # the scenes first, then the photos
-                        inputs = [self.image, self.captions]
-                        gr.Examples(rows, inputs, api_name="caption_example", api_visibility="private")
+                    self._build_examples()
                 with gr.Column():
                     self.shown = gr.Image(label="As the model reads it", interactive=False, elem_id="caption-shown")
                     gr.Markdown(
@@ -109,6 +105,16 @@ class CaptionTab:
                         elem_id="caption-chart",
                     )
                     self.info = gr.Markdown(elem_id="caption-info")
+
+    def _build_examples(self) -> None:
+        """The shapes scenes, each with its caption and three wrong ones to rank; a model without them (emoji) gets
+        its example images alone (a row of an image without captions would clear the ones typed)."""
+        examples = self.ctx.example_images()
+        scenes = [[path, "\n".join(captions)] for path in examples if (captions := scene_captions(Path(path).name))]
+        if scenes:
+            gr.Examples(scenes, [self.image, self.captions], api_name="caption_example", api_visibility="private")
+        elif examples:
+            gr.Examples(examples, self.image, api_name="caption_example", api_visibility="private")
 
     def wire(self) -> None:
         outputs = [self.shown, self.chart, self.info]

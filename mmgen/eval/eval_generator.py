@@ -92,9 +92,9 @@ def main_sweep(pipe, args: argparse.Namespace) -> list[dict]:
     print(SWEEP_HEADER)
     rows = sweep(pipe, grid, prompts, Vocabulary.for_pipeline(pipe))
     cache = Sampling.defaults(pipe).first_block_cache if args.first_block_cache is None else args.first_block_cache
-    write_results(
-        {"model": str(args.model), "prompt_seed": prompts.seed, "first_block_cache": cache, "rows": rows}, args.out
-    )
+    autocast = "bf16" if pipe.autocast_dtype is not None else "float32"  # as the held-out results' settings say
+    meta = {"model": str(args.model), "prompt_seed": prompts.seed, "first_block_cache": cache, "autocast": autocast}
+    write_results(meta | {"rows": rows}, args.out)
     return rows
 
 
