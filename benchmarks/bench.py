@@ -47,11 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmgen.pipeline import MMGenPipeline  # noqa: E402
-from mmgen.settings import (  # noqa: E402
-    DEFAULT_CODEBOOK_SNAP,
-    DEFAULT_GUIDANCE_INTERVAL,
-    model_sampling_defaults,  # noqa: E402
-)
+from mmgen.settings import DEFAULT_CODEBOOK_SNAP, DEFAULT_GUIDANCE_INTERVAL, model_sampling_defaults  # noqa: E402
 from mmgen.tokens import default_model  # noqa: E402
 
 PROMPT = "a large red circle in the top left on a white background"
@@ -581,15 +577,14 @@ def main(args):
     cpu = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, {os.cpu_count()} CPUs")
     print(format_rows(rows))
-    if out:
-        meta = {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "repeats": args.repeats,
-            "model": str(args.model),
-        }
-        Path(out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {out}")
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "model": str(args.model),
+    }
+    Path(out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
