@@ -110,3 +110,11 @@ class ShippedNames:
         if not os.path.isdir(os.path.expanduser(given)) and (folder := shipped_folder(given)):
             pretrained_model_name_or_path = folder
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
+def tokenizer_folder(path: str | os.PathLike) -> Path:
+    """The vqvae/ folder a --vqvae names: PATH/vqvae of a model or run folder, or PATH itself when it is one (or is
+    no folder: the caller says so)."""
+    path = Path(path)
+    lone = not path.is_dir() or ((path / "config.json").is_file() and not (path / "vqvae").is_dir())
+    return path if lone else path / "vqvae"

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from .model_paths import tokenizer_folder
 from .models.vqvae import VQVAE
 from .settings import SCHEDULER_CLASSES
 from .training.checkpoints import read_records
@@ -73,7 +74,7 @@ def quiet_diffusers():
 def release_vqvae(src: str | Path, out: str | Path) -> Path:
     """Publish a trained tokenizer (`src`, a save_pretrained folder) as OUT/vqvae in fp16, its log beside; the
     old OUT/vqvae is replaced only once the new one is written whole."""
-    src, out = Path(src), Path(out)
+    src, out = tokenizer_folder(src), Path(out)  # a run or model folder too, as train-generator --vqvae takes it
     check_folder(src, "VQVAE", "--vqvae: a trained vqvae/ folder")
     vq = VQVAE.from_pretrained(src, dtype=torch.float16)
     dest, staging = out / "vqvae", out / ".vqvae-publishing"
@@ -99,15 +100,17 @@ def release_vqvae(src: str | Path, out: str | Path) -> Path:
 
 
 def adopt_tokenizer(src: str | Path, out: str | Path) -> Path:
-    """Copy the published tokenizer of model folder `src` (its vqvae/ and training log) into OUT, for a generator
+    """Copy the published tokenizer `src` names (`tokenizer_folder`) and its training log into OUT, for a generator
     trained on it: a model folder always holds the tokenizer its DiT was trained with."""
-    src, out = Path(src), Path(out)
-    if not (src / "vqvae").is_dir():
+    vqvae, out = tokenizer_folder(src), Path(out)
+    if not vqvae.is_dir():
         raise ValueError(f"{src} holds no vqvae/ folder to publish beside the generator")
+    if vqvae.resolve() == (out / "vqvae").resolve():
+        return out / "vqvae"  # already there
     shutil.rmtree(out / "vqvae", ignore_errors=True)
-    shutil.copytree(src / "vqvae", out / "vqvae")
-    if (src / "vqvae_train_log.jsonl").exists():
-        shutil.copy(src / "vqvae_train_log.jsonl", out / "vqvae_train_log.jsonl")
+    shutil.copytree(vqvae, out / "vqvae")
+    if (vqvae.parent / "vqvae_train_log.jsonl").exists():
+        shutil.copy(vqvae.parent / "vqvae_train_log.jsonl", out / "vqvae_train_log.jsonl")
     return out / "vqvae"
 
 
@@ -206,7 +209,7 @@ def default_recipe(out: str | Path) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mmgen.release", description=__doc__.splitlines()[0])
-    p.add_argument("--vqvae", help="a trained vqvae/ folder (save_pretrained output)")
+    p.add_argument("--vqvae", help="a trained tokenizer: its vqvae/ folder, or the run or model folder holding it")
     p.add_argument("--out", help="the model folder to publish into (needed by everything but --examples)")
     p.add_argument("--generator", help="a train-generator output folder (transformer/, scheduler/, train_log.jsonl)")
     p.add_argument(

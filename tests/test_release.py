@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,9 @@ def test_release_vqvae_ships_fp16_weights_log_and_a_tokenizer_card(tmp_path, tin
     assert "`mmgen train-tokenizer --recipe recipes/tiny.toml`" in card
     assert "`transformer/`" not in card  # no generator published yet
     assert "VQ-VAE tokenizer" in card and "vq-vae" in front_matter(card)["tags"] and "discriminator" not in card
+    # the run's folder, as train-generator --vqvae takes it, names the same tokenizer (it said "no config.json")
+    assert release_vqvae(run, tmp_path / "again") == tmp_path / "again" / "vqvae"
+    assert (tmp_path / "again" / "vqvae_train_log.jsonl").exists()
 
 
 def test_an_adversarially_trained_tokenizer_has_a_vq_gan_card(tmp_path, tiny_model_dir):
@@ -515,3 +519,20 @@ def test_a_card_says_a_fine_tuned_model_was_fine_tuned(tmp_path):
     log[0]["args"] = {"init_from": None}
     (tmp_path / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     assert _origin(tmp_path) == "trained from scratch"
+
+
+def test_a_generator_ships_the_tokenizer_it_trained_on_however_its_vqvae_was_named(tmp_path, tiny_model_dir):
+    """A recipe's stage may name its tokenizer as a model folder or as that folder's vqvae/ (train-generator takes
+    both): the model folder gets a copy of it, and naming the model folder's own vqvae/ leaves it be (a copy onto
+    itself would have deleted it first)."""
+    from mmgen.release import adopt_tokenizer
+
+    other = tmp_path / "other"
+    shutil.copytree(Path(tiny_model_dir) / "vqvae", other / "vqvae")
+    (other / "vqvae_train_log.jsonl").write_text("{}\n")
+    for named in (other, other / "vqvae"):
+        model = tmp_path / f"model-{named.name}"
+        assert adopt_tokenizer(named, model) == model / "vqvae"
+        assert (model / "vqvae" / "config.json").is_file() and (model / "vqvae_train_log.jsonl").is_file()
+    assert adopt_tokenizer(other / "vqvae", other) == other / "vqvae"
+    assert (other / "vqvae" / "config.json").is_file()  # still there

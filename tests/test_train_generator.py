@@ -80,6 +80,14 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir, capsys):
     assert resumed.text_refiner_layers == 1
 
 
+def test_the_tokenizer_may_be_its_vqvae_folder_itself(tmp_path, tiny_model_dir):
+    """--vqvae MODEL/vqvae, as release --vqvae takes it, trains on the same codes as --vqvae MODEL."""
+    main(_args(tmp_path / "a", tiny_model_dir, "--steps", "1"))
+    main(_args(tmp_path / "b", f"{tiny_model_dir}/vqvae", "--steps", "1"))
+    a, b = (DiT.from_pretrained(tmp_path / run / "transformer").state_dict() for run in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_same_seed_same_weights(tmp_path, tiny_model_dir):
     main(_args(tmp_path / "a", tiny_model_dir, "--steps", "2"))
     main(_args(tmp_path / "b", tiny_model_dir, "--steps", "2"))

@@ -279,8 +279,7 @@ def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callab
         if part == "tokenizer":
             release_vqvae(stage.out / "vqvae", model)
             return
-        if Path(stage.args.vqvae).resolve() != model.resolve():  # a DiT on another folder's tokenizer: ship that
-            adopt_tokenizer(stage.args.vqvae, model)
+        adopt_tokenizer(stage.args.vqvae, model)  # a DiT on another folder's tokenizer ships that one
         release_generator(stage.out, model, recipe.scheduler, recipe.sampling)
 
     run_stages(stages, train, publish)

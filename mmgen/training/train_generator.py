@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import ImageFolder
 from ..eval import count
-from ..model_paths import model_path
+from ..model_paths import model_path, tokenizer_folder
 from ..models.dit import DIT_PRESETS, DiT
 from ..models.text_encoder import MAX_TOKENS, load_text_encoder
 from ..models.vqvae import VQVAE
@@ -104,7 +104,9 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     asked = new_dit_options(args)  # the size given; a new DiT's default where not (--init-from: checked)
     ckpt = run_to_continue(args, "transformer", accelerator.print, accelerator.num_processes)
     try:  # a folder without vqvae/ (a generator's run, say) or another model's; model_path's errors say it all
-        vq = load_vqvae(model_path(args.vqvae, shipped=False))
+        folder = model_path(args.vqvae, shipped=False)
+        lone = os.path.isdir(folder) and tokenizer_folder(folder) == Path(folder)  # its vqvae/ itself, given
+        vq = load_vqvae(folder, subfolder=None if lone else "vqvae")
     except ValueError as e:
         raise ValueError(f"--vqvae {args.vqvae}: {e}") from None
     vq.requires_grad_(False)
@@ -341,7 +343,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "model folder; finished stages are skipped and an interrupted one resumes",
     )
     p.add_argument("--out", default="runs/generator", help="the run's folder: checkpoints, log, trained weights")
-    p.add_argument("--vqvae", default="assets/mmgen-base-64", help="model folder holding the frozen vqvae/")
+    p.add_argument(
+        "--vqvae",
+        default="assets/mmgen-base-64",
+        help="the frozen tokenizer: a model or run folder holding vqvae/, or that vqvae/ itself",
+    )
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of images with metadata.jsonl captions")
     p.add_argument(
         "--num-samples",
