@@ -257,7 +257,7 @@ def test_heldout_evaluation_writes_what_the_model_card_reads(tiny_pipe, tmp_path
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "eval.json"
     argv = ["eval-generator", "--model", str(tmp_path / "pipe"), "--steps", "1", "--out", str(out)]
-    assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-paraphrase", "1"]) == 0
+    assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-reworded", "1"]) == 0
     results = json.loads(out.read_text())
     assert list(results) == [
         "single",

@@ -198,7 +198,7 @@ def test_the_evaluation_samples_with_the_cache_it_records(tiny_pipe, tmp_path, c
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     argv = ["eval-generator", "--model", str(tmp_path / "pipe"), "--steps", "4", "--first-block-cache", "0.3"]
     out = tmp_path / "pipe" / "eval_generator.json"
-    assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-paraphrase", "1", "--out", str(out)]) == 0
+    assert main(argv + ["--n-single", "1", "--n-two", "1", "--n-reworded", "1", "--out", str(out)]) == 0
     assert caches and all(c is not None and c.threshold == 0.3 for c in caches)
     assert json.loads(out.read_text())["settings"]["first_block_cache"] == 0.3
     assert "first-block cache 0.3." in evaluation_section(tmp_path / "pipe")

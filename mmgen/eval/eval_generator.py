@@ -138,7 +138,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     held_out = HELDOUT_PROMPTS
     p.add_argument("--n-single", type=count(0), default=held_out.n_single, help="held-out single-object prompts")
     p.add_argument("--n-two", type=count(0), default=held_out.n_two, help="held-out two-object prompts")
-    p.add_argument("--n-paraphrase", type=count(0), default=held_out.n_paraphrase, help="held-out reworded prompts")
+    p.add_argument(
+        "--n-reworded",
+        dest="n_paraphrase",
+        type=count(0),
+        default=held_out.n_paraphrase,
+        help="held-out reworded prompts",
+    )
     p.add_argument("--steps", type=count(1), help="override the pipeline's default number of steps (sweep too)")
     p.add_argument("--bf16", action="store_true", help="the optional bf16 autocast path (pipe.set_autocast)")
     p.add_argument("--first-block-cache", type=cache_threshold, metavar="T", help=CACHE_HELP + " (sweep too)")
