@@ -248,7 +248,7 @@ def test(pipe, galleries, gallery: GalleryImages, args) -> dict:
                 {"caption": c, "target": names[t], "nearest": [names[k] for k in near]}
                 for c, t, near in zip(queries.captions[:20], queries.targets, nearest)
             ]
-            if args.variety_prompts > 0 and args.variety_seeds > 1:  # 0: none
+            if args.variety_seeds > 1:  # one seed a prompt: no variety to measure
                 results["variety"] = variety(
                     pipe, galleries["pixels"], queries, args.variety_prompts, args.variety_seeds, sampling
                 )
@@ -301,7 +301,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--steps", type=count(1), default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--variety-prompts", type=count(1), default=16, help="prompts drawn with several seeds")
-    p.add_argument("--variety-seeds", type=count(1), default=4, help="seeds per variety prompt")
+    p.add_argument("--variety-seeds", type=count(1), default=4, help="seeds per variety prompt (1: no variety figure)")
     p.add_argument("--seed", type=count(0), default=0, help="seed of the images")
-    p.add_argument("--out", default=None, help="results JSON (a picture is written beside it)")
+    p.add_argument("--out", default=None, help="results JSON, a picture written beside it (default: printed only)")
     return p
