@@ -223,8 +223,8 @@ def main(args) -> None:
     sheet_rows = []
     for rows in results:
         fitted = rows[0].image
-        scale = max(1, -(-128 // fitted.width))  # room for the column labels; each image its own (a tiny one
-        # beside a photo once blew the whole sheet up: 12,304 x 8,482 px and 1.4 GB)
+        scale = max(1, -(-128 // fitted.width))  # room for the column labels; each image its own (one scale for
+        # all, a tiny image's, would blow a photo beside it up to gigabytes)
 
         def big(im: Image.Image, scale=scale) -> Image.Image:
             return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 def count(minimum: int):
     """An argparse type for a number of prompts, scenes or steps: a whole number of at least `minimum`, else
-    argparse's one-line error (`--n 0` used to reach numpy as a mean of nothing)."""
+    argparse's one-line error (`--n 0` would reach numpy as a mean of nothing)."""
 
     def parse(text: str) -> int:
         try:

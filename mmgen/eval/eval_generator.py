@@ -43,7 +43,7 @@ def main(args: argparse.Namespace) -> dict:
 
     pipe = MMGenPipeline.from_pretrained(args.model)
     warn_unless_shapes(pipe, "eval-generator")
-    if args.bf16:  # the sweep's rows too (it was ignored there)
+    if args.bf16:  # the held-out evaluation and the sweep alike
         pipe.set_autocast(torch.bfloat16)
     if args.sweep:
         return {"rows": main_sweep(pipe, args)}

@@ -42,7 +42,7 @@ def score_single(read: dict, item: PromptItem) -> dict[str, bool]:
 
 def score_two(read: dict, item: PromptItem) -> dict[str, bool]:
     """Both colours found, both shapes right, the relation true, exactly two objects, the background asked for,
-    and `all` of these (the background used to be left out of `all`: a scene on the wrong one passed)."""
+    and `all` of these (the background too: the right pair on the wrong background is not what was asked)."""
     a, b = item["objects"]
     ga, gb = _find(read, a["color"]), _find(read, b["color"])
     both = ga is not None and gb is not None
