@@ -64,7 +64,7 @@ eval-vqgan-f8: $(STAMP)
 # The shipped model, assets/mmgen-base (recipes/mmgen-base.toml, about 110 min on the 2-core CPU): 128-px shapes,
 # the VQ-GAN f8 with its decoder fine-tuned on shapes, and the 64-px model's DiT continued on the f8's latents, then
 # deepened to 9 blocks. Needs assets/mmgen-base-64 and assets/vqgan-f8. Then its evaluation and card (~80 min: the
-# tuning sweep behind its recipe's [sampling], then held-out prompts).
+# tuning sweep that keeps or replaces the library's sampling defaults, then held-out prompts).
 mmgen-base: $(STAMP)
 	$(PY) -m mmgen.cli train-tokenizer --recipe recipes/mmgen-base.toml
 	$(PY) -m mmgen.cli train-generator --recipe recipes/mmgen-base.toml

@@ -35,10 +35,13 @@ SHIPPED_MODELS = [str(ASSETS / name) for name in ("mmgen-base", "mmgen-base-64",
 SERVER_NAME = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
 # bf16 matmuls where the CPU has them natively: ~1.7x faster, same measured accuracy (see docs/speed.md).
 # MMGEN_BF16=0 forces float32, MMGEN_BF16=1 forces bf16.
-BF16 = os.environ.get("MMGEN_BF16", "auto")
+BF16 = os.environ.get("MMGEN_BF16", "").strip().lower() or "auto"
 
 
 def use_bf16() -> bool:
+    """Whether the DiT samples in bf16 (MMGEN_BF16); ValueError for a value other than auto, 0 or 1."""
+    if BF16 not in ("auto", "0", "1"):
+        raise ValueError(f"MMGEN_BF16 must be auto, 0 or 1, got {BF16!r}")
     return BF16 == "1" or (BF16 == "auto" and native_bf16())
 
 
@@ -133,6 +136,7 @@ def model_pages(models: list[str]) -> list[ModelPage]:
 
 def main_pages() -> tuple[Limits, list[ModelPage]]:
     try:  # MMGEN_MAX_STEPS, MMGEN_MODELS, ...: a bad setting ends the program with a one-line message
+        use_bf16()
         return Limits.from_env(), model_pages(chosen_models())  # the page first, the models meanwhile
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None

@@ -61,7 +61,7 @@ NOT_GIVEN = object()  # an option's default that tells "not typed" apart from ev
 MODEL_HELP = "a generator: model folder or Hub id (default: $MMGEN_MODEL, else assets/mmgen-base)"
 TOKENIZER_HELP = (
     "a VQ tokenizer: model or pipeline folder, Hub id, or a shipped one: mmgen-base-64, vqgan-f8 "
-    "(default: $MMGEN_MODEL's)"
+    "(default: $MMGEN_MODEL's, else mmgen-base's: vqgan-f8's codes with a decoder for shapes; photos: vqgan-f8)"
 )
 
 

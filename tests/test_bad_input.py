@@ -133,6 +133,9 @@ def test_the_app_stops_on_a_bad_setting_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("MMGEN_MAX_STEPS", "abc")
     with pytest.raises(SystemExit, match="error: MMGEN_MAX_STEPS must be a number"):
         app.main_pages()
+    monkeypatch.setattr(app, "BF16", "true")  # MMGEN_BF16=true, read when app.py is imported
+    with pytest.raises(SystemExit, match="error: MMGEN_BF16 must be auto, 0 or 1, got 'true'"):
+        app.main_pages()
 
 
 @pytest.mark.parametrize(

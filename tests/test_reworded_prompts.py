@@ -25,7 +25,7 @@ def test_reworded_prompts_use_words_no_training_caption_uses_and_tuning_shares_n
 
 
 def test_tuning_asks_for_reworded_prompts_without_changing_the_others():
-    plain, reworded = PromptSets.tuning(8, 8, False), PromptSets.tuning(8, 8, False, n_paraphrase=6)
+    plain, reworded = PromptSets.tuning(8, 8, False), PromptSets.tuning(8, 8, False, n_reworded=6)
     a, b = plain.draw(), reworded.draw()
     assert a["single"] == b["single"] and a["two"] == b["two"] and not a["paraphrased"]
     assert len(b["paraphrased"]) == 6
@@ -38,7 +38,7 @@ def test_tuning_prompts_are_never_held_out_ones():
     from mmgen.eval.prompts import HELDOUT_PROMPTS, PromptSets
 
     held_out = {p["prompt"] for ps in HELDOUT_PROMPTS.draw().values() for p in ps}
-    tuning = PromptSets.tuning(n_single=192, n_two=512, free=False, n_paraphrase=144).draw()
+    tuning = PromptSets.tuning(n_single=192, n_two=512, free=False, n_reworded=144).draw()
     assert [len(tuning[k]) for k in ("single", "paraphrased", "two")] == [192, 144, 512]
     assert not held_out & {p["prompt"] for ps in tuning.values() for p in ps}
     assert PromptSets.tuning(192, 512, False).draw() == PromptSets.tuning(192, 512, False).draw()  # reproducible

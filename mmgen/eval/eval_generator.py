@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> dict:
         return {"rows": main_sweep(pipe, args)}
     given = {"num_inference_steps": args.steps, "first_block_cache": args.first_block_cache}
     sampling = Sampling.defaults(pipe, **{k: v for k, v in given.items() if v is not None})
-    prompts = PromptSets(args.n_single, args.n_two, args.n_paraphrase)
+    prompts = PromptSets(args.n_single, args.n_two, args.n_reworded)
     results = evaluate(pipe, prompts, sampling, vocabulary=Vocabulary.for_pipeline(pipe))
     results["settings"] = {
         "model": str(args.model),
@@ -140,9 +140,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--n-two", type=count(0), default=held_out.n_two, help="held-out two-object prompts")
     p.add_argument(
         "--n-reworded",
-        dest="n_paraphrase",
         type=count(0),
-        default=held_out.n_paraphrase,
+        default=held_out.n_reworded,
         help="held-out reworded prompts",
     )
     p.add_argument("--steps", type=count(1), help="override the pipeline's default number of steps (sweep too)")

@@ -145,7 +145,7 @@ class PromptSets:
 
     n_single: int = 144
     n_two: int = 256  # 64 left a seed-to-seed spread of 4 to 7 points
-    n_paraphrase: int = 72
+    n_reworded: int = 72
     free: tuple[str, ...] = FREE_PROMPTS  # empty: no free prompts
     seed: int = EVAL_SEED
     rewording: Rewording = HELDOUT_REWORDING
@@ -153,12 +153,12 @@ class PromptSets:
     apart: bool = False  # leave out every held-out prompt (the tuning sets: chance drew 13 of 144 single ones twice)
 
     @classmethod
-    def tuning(cls, n_single: int, n_two: int, free: bool, n_paraphrase: int = 0) -> PromptSets:
+    def tuning(cls, n_single: int, n_two: int, free: bool, n_reworded: int = 0) -> PromptSets:
         """The sweep's prompts, drawn from TUNE_SEED (the reworded ones, in TUNE_REWORDING's words, from
         TUNE_REWORDING_SEED), with TUNE_FREE_PROMPTS if `free`."""
         free_prompts = TUNE_FREE_PROMPTS if free else ()
         rewording = TUNE_REWORDING
-        return cls(n_single, n_two, n_paraphrase, free_prompts, TUNE_SEED, rewording, TUNE_REWORDING_SEED, apart=True)
+        return cls(n_single, n_two, n_reworded, free_prompts, TUNE_SEED, rewording, TUNE_REWORDING_SEED, apart=True)
 
     def draw(self) -> dict[str, list[PromptItem]]:
         """The single, paraphrased and two-object prompts, in that order from one stream of `seed` (the reworded
@@ -175,7 +175,7 @@ class PromptSets:
         single = drawn(single_prompts, self.n_single, rng)
         own = self.rewording_seed is not None
         stream = np.random.default_rng(self.rewording_seed) if own else rng
-        paraphrased = single_prompts(self.n_paraphrase, stream, self.rewording)  # in words no held-out prompt uses
+        paraphrased = single_prompts(self.n_reworded, stream, self.rewording)  # in words no held-out prompt uses
         return {"single": single, "paraphrased": paraphrased, "two": drawn(two_object_prompts, self.n_two, rng)}
 
 

@@ -110,7 +110,7 @@ def sweep_row(
     if "paraphrased" in results:
         row["reworded_all"] = results["paraphrased"]["all"]
         row["reworded_all_strict"] = results["strict_judge"]["paraphrased"]["all"]
-        row["n_reworded"] = prompts.n_paraphrase
+        row["n_reworded"] = prompts.n_reworded
     if "paraphrased_known_words" in results:
         row["reworded_known_words_all"] = results["paraphrased_known_words"]["all"]
         row["reworded_known_words_all_strict"] = results["strict_judge"]["paraphrased_known_words"]["all"]
