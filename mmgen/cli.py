@@ -340,6 +340,7 @@ def cmd_caption(args):
             raise ValueError(f"{args.captions} holds no captions (one per line)")
     pipe = MMGenPipeline.from_pretrained(args.model or default_model())
     pipe.set_progress_bar_config(disable=True)
+    image = at_model_size(image, pipe.image_size)
     ranked = pipe.rank_captions(image, captions) if captions else caption_candidates(pipe, image)
     print("denoising error (lower: the model finds the caption more likely)")
     for text, error in ranked[: args.top]:
@@ -349,6 +350,25 @@ def cmd_caption(args):
     if share < NAMES_NOTHING:
         why = "they may not describe the image" if captions else "the image may hold nothing the model can name"
         print(f"warning: hardly more likely than no caption: {why}", file=sys.stderr)
+
+
+def at_model_size(image, side: int):
+    """The image as the model reads it: its middle square at `side` x `side` (said on stderr when it was cut or
+    resized, as the app's Image -> text tab does); ValueError when it is too small to read."""
+    from .images import MIN_SIDE, fit_square
+
+    if image.size == (side, side):
+        return image
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(
+            f"the image is {image.width}x{image.height}: too small to read (at least {MIN_SIDE} px a side)"
+        )
+    cut = f"cut to its middle {min(image.size)}x{min(image.size)} square and " if image.width != image.height else ""
+    print(
+        f"note: the image ({image.width}x{image.height}) was {cut}resized to {side}x{side}, the size this model reads",
+        file=sys.stderr,
+    )
+    return fit_square(image, side)
 
 
 def quiet_loading() -> None:

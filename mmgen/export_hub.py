@@ -291,6 +291,7 @@ def _check_weights(src: Path, model) -> None:
 
 
 def _write(src: Path, out: Path, index: dict, code: dict[Path, str]) -> None:
+    from .model_paths import readable_weights
     from .models.text_encoder import load_text_encoder
 
     shutil.copytree(src, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".cache", "*.py"))
@@ -303,6 +304,7 @@ def _write(src: Path, out: Path, index: dict, code: dict[Path, str]) -> None:
         index["text_encoder"] = [type(encoder).__module__.split(".")[0], type(encoder).__name__]
         index["tokenizer"] = [type(tokenizer).__module__.split(".")[0], type(tokenizer).__name__]
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    readable_weights(out)  # copied files keep their modes: a folder published before this fix wrote them owner-only
     card = out / "README.md"
     card.write_text(
         (export_card(card.read_text()) if card.exists() else f"# {src.name}\n") + USAGE.format(folder=out.name)

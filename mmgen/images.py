@@ -105,6 +105,17 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
+MIN_SIDE = 16  # px: a smaller image, scaled up to a generator's size, is a few blurred blocks
+
+
+def fit_square(image: Image.Image, side: int) -> Image.Image:
+    """The image centre-cropped to a square and resized to side x side (the size a generator paints)."""
+    s = min(image.size)
+    left, top = (image.width - s) // 2, (image.height - s) // 2
+    square = image.crop((left, top, left + s, top + s))
+    return square if s == side else square.resize((side, side), Image.Resampling.LANCZOS)
+
+
 def check_max_side(max_side: int) -> int:
     """A `--max-side` as typed: 0 means no limit."""
     if max_side < 0:

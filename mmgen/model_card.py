@@ -72,6 +72,8 @@ def front_matter(out: Path) -> str:
     names += [SHAPES_V1 if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
     datasets = list(dict.fromkeys(names))  # each once, in order of first use
     lines = ["---", "license: apache-2.0", "library_name: diffusers"]
+    hub_ids = [m for m in _fine_tuned_from(out) if not Path(m).exists() and m.count("/") == 1]
+    lines += [f"base_model: {hub_ids[0]}", "base_model_relation: finetune"] if len(hub_ids) == 1 else []
     kind = "vq-gan" if _adversarial(out) else "vq-vae"
     if _has_generator(out):
         lines += ["pipeline_tag: text-to-image", "tags:"] + [f"- {kind if tag == 'vq-vae' else tag}" for tag in TAGS]
@@ -93,7 +95,7 @@ def _adversarial(out: Path) -> bool:
 def intended_use(out: Path) -> str:
     """What the model is for and where it fails: shapes-v1's known limits, or a caution for a model on other data."""
     if not _has_generator(out):
-        return tokenizer_use(_adversarial(out))
+        return tokenizer_use(_adversarial(out), _training_args(out, "vqvae_train_log.jsonl"), _measured_photos(out))
     data = {args.get("data", "shapes") for args in _training_args(out, "generator_train_log.jsonl")}
     factor = _downsample_factor(out)
     side = 16 * factor
@@ -101,11 +103,17 @@ def intended_use(out: Path) -> str:
         photos = (_read_json(out / "eval_tokenizer.json") or {}).get("photos", {})
         psnr = f" at about {photos['psnr']:.0f} dB PSNR" if "psnr" in photos else ""
         return SHAPES_USE.format(side=side, factor=factor, photo_psnr=psnr)
+    own = ", ".join(f"`{d}`" for d in sorted(data - {"shapes"}))
+    after = f" ({_origin(out)}, which learnt shapes-v1 scenes first)" if "shapes" in data else ""
     return f"""## Intended use and limits
 
-Trained with mmgen on {", ".join(f"`{d}`" for d in sorted(data))}: it generates {side}x{side} images like those and
-nothing else. It is a small model trained briefly; check the evaluation below, if any, before relying on it.
+Trained with mmgen on {own}{after}: it generates {side}x{side} images like those and nothing else. It is a small
+model trained briefly; check the evaluation below, if any, before relying on it.
 """
+
+
+def _measured_photos(out: Path) -> bool:
+    return "photos" in (_read_json(out / "eval_tokenizer.json") or {})
 
 
 def _downsample_factor(out: Path) -> int:
@@ -145,17 +153,35 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def _origin(out: Path) -> str:
-    """How the card says the weights began: trained from scratch, or fine-tuned from `X` where the first logged
-    stage of a part started from another model (its logs hold no earlier stage: a walk-through's model)."""
+def _fine_tuned_from(out: Path) -> list[str]:
+    """The models the weights were fine-tuned from, as their stages name them: where a part's first logged stage
+    started from another model (its log holds no earlier stage), or where a stage started from one on other data
+    than the stage before (a fine-tuned model's log carries the stages of the model it started from)."""
     starts = []
     for log in ("vqvae_train_log.jsonl", "generator_train_log.jsonl"):
         stages = _training_args(out, log)
-        if stages and stages[0].get("init_from"):
-            starts.append(stages[0]["init_from"])
-    if not starts:
-        return "trained from scratch"
-    return "fine-tuned from " + " and ".join(f"`{s}`" for s in dict.fromkeys(starts))
+        for k, args in enumerate(stages):
+            other_data = k > 0 and args.get("data", "shapes") != stages[k - 1].get("data", "shapes")
+            if args.get("init_from") and (k == 0 or other_data):
+                starts.append(_model_name(args["init_from"]))
+    return list(dict.fromkeys(starts))
+
+
+def _model_name(model: str) -> str:
+    """A model as a card names it: as given (a Hub id, a relative folder), but an absolute path (no machine's
+    paths in a published card) from this repository's root, or else by its name."""
+    from .model_paths import ROOT
+
+    path = Path(model)
+    if not path.is_absolute():
+        return model
+    return path.resolve().relative_to(ROOT).as_posix() if ROOT in path.resolve().parents else path.name
+
+
+def _origin(out: Path) -> str:
+    """How the card says the weights began: trained from scratch, or fine-tuned from `X`."""
+    starts = _fine_tuned_from(out)
+    return "fine-tuned from " + " and ".join(f"`{s}`" for s in starts) if starts else "trained from scratch"
 
 
 def description(out: Path) -> str:
@@ -217,11 +243,13 @@ def _generator_training(out: Path, own: int | None = None) -> str:
     stages = _stages(_read_jsonl(log_path))
     tokenizers = [Path(header["args"].get("vqvae", "")).name for header, _ in stages]
     on = len(set(tokenizers)) > 1  # a DiT continued on another tokenizer's latents: say which, per stage
+    shapes = any(header["args"].get("data", "shapes") == "shapes" for header, _ in stages)
     lines = [
-        f"**Generator**, in {len(stages)} stage{'s' if len(stages) > 1 else ''}, each from the weights the one before "
-        "published:",
+        f"**Generator**, in {len(stages)} stages, each from the weights the one before published:"
+        if len(stages) > 1
+        else "**Generator**:",
         "",
-        "| stage | steps | batch | lr | data (stream: the seed drawing the scenes) | object cells weighted | time |",
+        f"| stage | steps | batch | lr | data{STREAM if shapes else ''} | object cells weighted | time |",
         "|---:|---:|---:|---:|---|---:|---:|",
     ]
     for k, (header, done) in enumerate(stages, 1):
@@ -257,6 +285,7 @@ def _generator_training(out: Path, own: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+STREAM = " (stream: the seed drawing the scenes)"
 COMMON_SETTINGS = [  # (training argument, how the card names it)
     ("loss_weighting", "loss weighting"),
     ("caption_dropout", "captions dropped to the empty prompt (for classifier-free guidance) with p ="),
@@ -383,9 +412,21 @@ def model_card(out: str | Path, recipe: str | None = None) -> str:
         intended_use(folder),
         training_section(folder, recipe),
         evaluation_section(folder),
-        how_to_load(out, 16 * _downsample_factor(folder)),
+        how_to_load(out, 16 * _downsample_factor(folder), _example_prompt(folder)),
     ]
     return with_repo_links("\n".join(s for s in sections if s), folder)
+
+
+def _example_prompt(out: Path) -> str | None:
+    """A prompt like the model's last training captions, for the card's example: None for shapes-v1 (the example
+    is then shapes-v1's own), else the first caption of its vocabulary's folder."""
+    from .vocabulary import Vocabulary
+
+    stages = _training_args(out, "generator_train_log.jsonl")
+    if not stages or stages[-1].get("data", "shapes") == "shapes":
+        return None
+    vocabulary = Vocabulary.for_model(out)
+    return vocabulary.captions[0] if vocabulary is not None and vocabulary.captions else None
 
 
 def write_model_card(out: str | Path, recipe: str | None = None) -> Path:

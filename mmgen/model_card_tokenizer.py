@@ -6,16 +6,26 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def tokenizer_use(gan: bool) -> str:
-    """The Intended use section of a tokenizer shipped alone (`gan`: trained against a discriminator)."""
-    text = """## Intended use and limits
+def tokenizer_use(gan: bool, stages: list[dict], measured_photos: bool) -> str:
+    """The Intended use section of a tokenizer shipped alone (`gan`: trained against a discriminator; `stages`:
+    each training stage's arguments, from its log; `measured_photos`: its evaluation has held-out photos)."""
+    rows = " (the *detail kept* and PSNR rows below)" if measured_photos else ""
+    folders = list(dict.fromkeys(a["data"] for a in stages if a.get("data", "shapes") != "shapes"))
+    if folders:
+        named = ", ".join(f"`{Path(f).name}`" for f in folders)
+        before = " (after shapes-v1 scenes)" if len(folders) < len(stages) else ""
+        little = f"""the images in {named}{before}: it reconstructs images like those best; in others, fine
+  detail is redrawn, not kept{rows}."""
+    else:
+        little = f"""shapes-v1 scenes and crops of scikit-image's 26 sample photos: it reconstructs other
+  photos, but fine detail and faces are redrawn, not kept{rows}."""
+    text = f"""## Intended use and limits
 
 Made for learning and tinkering: put an image through it in the mmgen app's Tokenizer tab, see its tokens, and
 compare it with other tokenizers on the same image. It also serves as the tokenizer of a generator trained on its
 latents.
 
-- **Trained on little.** shapes-v1 scenes and crops of scikit-image's 26 sample photos: it reconstructs other
-  photos, but fine detail and faces are redrawn, not kept (the *detail kept* and PSNR rows below).
+- **Trained on little.** {little}
 """
     if gan:
         text += """- **An adversarial decoder paints.** Where a VQ-VAE blurs, a VQ-GAN draws edges and texture the
@@ -73,8 +83,10 @@ def _stage_text(header: dict, done: dict, i: int, n: int) -> str:
             f"{args['feature_weight']:g} in place of a perceptual loss (no pretrained network)."
         )
     stage = f"Stage {i}: " if n > 1 else ""
+    what = f"{trained + ' on ' if trained else ''}{data}"
+    what = what if stage else what[0].upper() + what[1:]
     return (
-        f"{stage}{trained + ' on ' if trained else ''}{data}; {done.get('steps') or args.get('steps')} steps of batch "
+        f"{stage}{what}; {done.get('steps') or args.get('steps')} steps of batch "
         f"{global_batch(header)} at {args['resolution']}x{args['resolution']}, AdamW lr {args['lr']:g} with cosine "
         f"decay, seed {args['seed']}: {_minutes(done.get('train_time_s', 0))}.{gan}"
     )

@@ -7,6 +7,7 @@ and drops them for one outside it (a user's folder, later uploaded to the Hub), 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -33,8 +34,14 @@ classes. `mmgen export-hub FOLDER --out DIR` writes a copy that diffusers loads 
 """
 
 
-def how_to_load(out: str | Path, side: int) -> str:
-    """The section that loads the model in `out`, whose images are `side` pixels square."""
+SHAPES_PROMPT = "a large red circle in the top left on a white background"
+
+
+def how_to_load(out: str | Path, side: int, prompt: str | None = None) -> str:
+    """The section that loads the model in `out`, whose images are `side` pixels square; its example draws
+    `prompt` (default: a shapes-v1 caption)."""
+    prompt = prompt or SHAPES_PROMPT
+    file = "circle.png" if prompt == SHAPES_PROMPT else "image.png"
     path = Path(out).as_posix()
     if not (Path(out) / "model_index.json").exists():  # a tokenizer alone, before any generator is published
         code = f"""from mmgen import VQVAE
@@ -45,8 +52,8 @@ vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")"""
 from mmgen import VQVAE, MMGenPipeline
 
 pipe = MMGenPipeline.from_pretrained("{path}")
-out = pipe("a large red circle in the top left on a white background", generator=torch.Generator().manual_seed(0))
-out.images[0].save("circle.png")  # {side}x{side} PIL image; out.tokens[0] is its 16x16 token grid
+out = pipe({json.dumps(prompt, ensure_ascii=False)}, generator=torch.Generator().manual_seed(0))
+out.images[0].save("{file}")  # {side}x{side} PIL image; out.tokens[0] is its 16x16 token grid
 vq = VQVAE.from_pretrained("{path}", subfolder="vqvae")  # the tokenizer alone"""
     return f"""## How to load
 

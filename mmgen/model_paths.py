@@ -7,7 +7,8 @@
     model_path("/no/such/folder")     # ValueError: no such folder (shipped models: ...)
 
 `local_model_folder` also downloads a Hub repo and says why, in one line, when the Hub cannot give it (offline, no
-such repo), instead of the Hub client's retries and messages about repo-id syntax.
+such repo), instead of the Hub client's retries and messages about repo-id syntax. `readable_weights` gives a
+published folder's weights the permissions its other files have.
 """
 
 from __future__ import annotations
@@ -118,3 +119,13 @@ def tokenizer_folder(path: str | os.PathLike) -> Path:
     path = Path(path)
     lone = not path.is_dir() or ((path / "config.json").is_file() and not (path / "vqvae").is_dir())
     return path if lone else path / "vqvae"
+
+
+def readable_weights(folder: Path) -> None:
+    """Give the safetensors files under `folder` the permissions the umask allows, as every other file has:
+    safetensors (0.8) writes its files owner-only, and a folder copied to a server running as another user
+    (a container, a shared machine) could not load them."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in folder.rglob("*.safetensors"):
+        f.chmod(0o666 & ~mask)

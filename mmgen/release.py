@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from .model_paths import tokenizer_folder
+from .model_paths import readable_weights, tokenizer_folder
 from .models.vqvae import VQVAE
 from .settings import SCHEDULER_CLASSES
 from .training.checkpoints import read_records
@@ -272,6 +272,8 @@ def publish(args: argparse.Namespace) -> None:
         from .model_card import write_model_card
 
         print(f"wrote {write_model_card(args.out, recipe)}")
+    if args.out and Path(args.out).is_dir():
+        readable_weights(Path(args.out))
     if args.examples:
         from .examples import write_examples
 

@@ -44,6 +44,10 @@ def load_vqvae(model: str | None = None, subfolder: str | None = "vqvae") -> VQV
 
     model = model or default_model()
     where = f"{model}/{subfolder}" if subfolder else str(model)
+    if subfolder and Path(model).is_dir() and not any(Path(model, f).exists() for f in (subfolder, "config.json")):
+        raise ValueError(f"no mmgen tokenizer in {model}: it has no {subfolder}/ folder")  # (a config: said below)
+    if not Path(model).exists() and (Path(model).is_absolute() or str(model).startswith(".")):
+        raise ValueError(f"{model}: no such folder")
     try:
         cls = VQVAE.load_config(model, subfolder=subfolder).get("_class_name")
     except (OSError, ValueError) as e:

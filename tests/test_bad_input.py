@@ -44,6 +44,15 @@ def test_tokenizer_training_refuses_sizes_out_of_range(tmp_path, capsys, option,
     assert not (tmp_path / "r").exists()
 
 
+def test_a_trainer_refused_for_its_data_leaves_no_run_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for trainer in ("train-tokenizer", "train-generator"):
+        out = tmp_path / trainer
+        assert main([trainer, "--data", str(tmp_path / "empty"), "--steps", "1", "--out", str(out)]) == 2
+        assert "no images found" in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
     """Permissions alone pass root and miss a name too long: the file is really opened (and not left behind)."""
     import mmgen.pipeline

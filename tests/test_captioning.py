@@ -196,9 +196,23 @@ def test_cli_ranks_a_captions_file(tiny_pipe, image, tmp_path, capsys):
     assert sorted(line.split("  ", 1)[1] for line in lines[:-1]) == sorted(CAPTIONS)
     assert lines[-1].startswith("the best caption takes away ") and "of the error the empty prompt leaves" in lines[-1]
     assert main(args) == 2 and "without a vocabulary" in capsys.readouterr().err
-    Image.new("RGB", (40, 40)).save(tmp_path / "big.png")
-    assert main(["caption", str(tmp_path / "big.png"), "--model", str(tmp_path / "pipe")]) == 2
-    assert "32x32" in capsys.readouterr().err
+    # another size is read as the app reads it (it was refused: "this model reads 32x32 images"), said on stderr
+    image.resize((64, 48)).save(tmp_path / "big.png")
+    big = [
+        "caption",
+        str(tmp_path / "big.png"),
+        "--model",
+        str(tmp_path / "pipe"),
+        "--captions",
+        str(tmp_path / "c.txt"),
+    ]
+    assert main(big) == 0
+    out, err = capsys.readouterr()
+    assert "note: the image (64x48) was cut to its middle 48x48 square and resized to 32x32" in err
+    assert sorted(line.split("  ", 1)[1] for line in out.splitlines()[1:-1]) == sorted(CAPTIONS)
+    Image.new("RGB", (40, 8)).save(tmp_path / "thin.png")
+    assert main(["caption", str(tmp_path / "thin.png"), "--model", str(tmp_path / "pipe")]) == 2
+    assert "the image is 40x8: too small to read (at least 16 px a side)" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -315,3 +315,15 @@ def test_imagefolder_splits_are_named_not_mixed(tmp_path):
     assert ImageFolder(tmp_path / "train", captions_required=True).paths  # a split is a folder like any other
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "train/a.png", "text": "a cat"}\n')
     assert len(ImageFolder(tmp_path).paths) == 2  # a root metadata file: the user's own layout, read as it is
+
+
+def test_an_image_on_several_metadata_lines_keeps_every_caption(tmp_path):
+    """COCO's layout, one line per caption: the last line's caption was kept and the others dropped unsaid."""
+    Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
+    lines = [{"file_name": "a.png", "text": t} for t in ("a cup", "coffee seen from above", "a cup")]
+    lines.append({"file_name": "./a.png", "text": ["a mug", "a cup"]})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert ImageFolder(tmp_path, captions_required=True).captions == [("a cup", "coffee seen from above", "a mug")]
+    (tmp_path / "metadata.jsonl").unlink()
+    (tmp_path / "metadata.csv").write_text("file_name,text\na.png,a cup\na.png,a mug\n")
+    assert ImageFolder(tmp_path, captions_required=True).captions == [("a cup", "a mug")]

@@ -85,6 +85,10 @@ def test_release_vqvae_ships_fp16_weights_log_and_a_tokenizer_card(tmp_path, tin
     results = evaluate(VQVAE.from_pretrained(out / "vqvae", dtype=torch.float32).eval(), n_shapes=4)
     (out / "eval_tokenizer.json").write_text(json.dumps(results))
     assert main(["--out", str(out), "--card", "--recipe", "recipes/tiny.toml"]) == 0
+    weights = out / "vqvae" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_mode & 0o044 == (out / "vqvae" / "config.json").stat().st_mode & 0o044 == 0o044, (
+        "safetensors writes owner-only files: a published folder is readable as its other files are"
+    )
     card = (out / "README.md").read_text()
     check_card(card, results, gen=None)
     assert "2 steps of batch 4 at 32x32" in card and "1.0 min" in card and "50% photos" in card
@@ -519,6 +523,41 @@ def test_a_card_says_a_fine_tuned_model_was_fine_tuned(tmp_path):
     log[0]["args"] = {"init_from": None}
     (tmp_path / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     assert _origin(tmp_path) == "trained from scratch"
+
+
+def test_a_model_fine_tuned_on_ones_own_images_is_carded_as_such(tmp_path, tiny_pipe):
+    """A walk-through model's log carries the stages of the model it started from (the first from nothing): its
+    card said "trained from scratch", its tokenizer "trained on shapes-v1 and photos", and its example drew a red
+    circle."""
+    from mmgen.model_card import model_card
+    from mmgen.model_paths import ROOT
+    from mmgen.vocabulary import Vocabulary
+
+    out = tmp_path / "mine"
+    tiny_pipe.save_pretrained(out)
+    base = {"seed": 0, "num_samples": 10, "batch_size": 4, "lr": 3e-4, "steps": 5, "resolution": 64}
+    own = {"data": "my_images", "init_from": str(ROOT / "assets" / "mmgen-base-64")}
+    for part in ("vqvae", "generator"):
+        stages = [{"command": "mmgen x", "args": base}, {"done": True}, {"command": "mmgen y", "args": base | own}]
+        write_log(out / f"{part}_train_log.jsonl", [*stages, {"done": True}])
+    Vocabulary.from_captions(['a "cat" on a mat', "a dog"]).save(out / "transformer" / "vocabulary.json")
+    card = model_card(out)
+    assert "made with [mmgen](../../README.md)" not in card  # outside the repository: no relative links
+    assert "made with mmgen, fine-tuned from `assets/mmgen-base-64`" in card and str(ROOT) not in card
+    assert "Trained with mmgen on `my_images` (fine-tuned from `assets/mmgen-base-64`" in card
+    assert 'out = pipe("a \\"cat\\" on a mat", generator' in card and "red circle" not in card
+    assert "base_model" not in front_matter(card)  # a local folder is no Hub id
+    assert "| data (stream: the seed drawing the scenes) |" in card
+    for part in ("vqvae", "generator"):  # from a model on the Hub
+        stages = [{"command": "mmgen y", "args": base | own | {"init_from": "someone/their-model"}}, {"done": True}]
+        write_log(out / f"{part}_train_log.jsonl", stages)
+    card = model_card(out)
+    assert front_matter(card)["base_model"] == "someone/their-model"
+    assert "| data | object cells weighted |" in card  # shapes-v1's streams explained only where there are some
+    (out / "model_index.json").unlink()  # the tokenizer alone
+    card = model_card(out)
+    assert "**Trained on little.** the images in `my_images`: it reconstructs images like those best" in card
+    assert "scikit-image" not in card and "rows below" not in card  # no evaluation: no rows to point to
 
 
 def test_a_generator_ships_the_tokenizer_it_trained_on_however_its_vqvae_was_named(tmp_path, tiny_model_dir):

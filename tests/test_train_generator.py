@@ -52,6 +52,9 @@ def test_trains_saves_and_resumes(tmp_path, tiny_model_dir, capsys):
     saved = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert saved["prediction_type"] == "v_prediction" and saved["timestep_spacing"] == "leading"
     assert (out / "samples" / "step-3.png").exists()
+    from mmgen.training.train_generator import VALIDATION_PROMPTS
+
+    assert (out / "samples" / "prompts.txt").read_text().splitlines() == VALIDATION_PROMPTS  # what the grid shows
     assert (out / "checkpoints" / "step-2" / "ema.pt").exists()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert (
@@ -646,7 +649,9 @@ def test_a_vqvae_that_is_no_tokenizer_is_named(tmp_path, tiny_model_dir):
     """--vqvae naming a generator's run (no vqvae/ in it) is one line before anything else loads."""
     run = tmp_path / "gen-run"
     (run / "transformer").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"^--vqvae .*gen-run: no mmgen tokenizer in .*gen-run/vqvae \("):
+    with pytest.raises(
+        ValueError, match=r"^--vqvae .*gen-run: no mmgen tokenizer in .*gen-run: it has no vqvae/ folder$"
+    ):
         main(_args(tmp_path / "out", str(run), "--steps", "1"))
 
 

@@ -96,7 +96,7 @@ def test_trains_on_a_user_image_folder(tmp_path, capsys):
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["data_skipped"] == {"files Pillow cannot read": 1}
     assert log[-1]["done"] and log[-1]["failed_to_decode"] == 1  # found in training, said at the end
-    assert "1 images failed to decode; their neighbours stood in (e.g. trunc.png)" in capsys.readouterr().out
+    assert "1 image failed to decode; their neighbours stood in (e.g. trunc.png)" in capsys.readouterr().out
 
 
 def test_init_from_fine_tunes_a_trained_tokenizer_on_a_folder(tmp_path):

@@ -13,7 +13,7 @@ import PIL.Image
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..charts import score_bars
 from ..examples import scene_captions
-from ..images import ImageLoadError, load_image
+from ..images import MIN_SIDE, ImageLoadError, fit_square, load_image
 from ..viz import upscale_nearest
 from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
@@ -22,20 +22,11 @@ from .files import uploaded_file
 from .jobs import Deadline
 from .runs import FinishedRun
 
-MIN_SIDE = 16  # px: a smaller image, scaled up to the generator's size, is a few blurred blocks
 MAX_CAPTIONS = 16  # captions ranked at once: 16 x 20 noised samples, about a generation's cost
 MAX_CAPTION_TEXT = 16 * 300  # characters in the captions box
 SAMPLES = len(RANK_TIMESTEPS) * RANK_NOISES  # noised copies each ranked caption is scored on
 RANKED_ERRORS = f"Errors are mean squared latent errors over {SAMPLES} fixed noised copies; only differences matter."
 NO_IMAGE = "Upload an image first, or send the generated one here from the Generate tab."
-
-
-def fit_square(image: PIL.Image.Image, side: int) -> PIL.Image.Image:
-    """The image centre-cropped to a square and resized to side x side (the size the generator paints)."""
-    s = min(image.size)
-    left, top = (image.width - s) // 2, (image.height - s) // 2
-    square = image.crop((left, top, left + s, top + s))
-    return square if s == side else square.resize((side, side), PIL.Image.Resampling.LANCZOS)
 
 
 def parse_captions(text: str | None) -> list[str]:

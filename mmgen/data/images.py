@@ -266,7 +266,9 @@ class ImageFolder(Dataset):
                     texts = tuple(t for t in texts if is_utf8(t))
                 if record["file_name"] in (None, ""):  # a CSV row short of the column, or with it empty
                     raise KeyError("file_name")
-                captions[PurePosixPath(str(record["file_name"])).as_posix()] = texts  # "./a.png" is "a.png"
+                name = PurePosixPath(str(record["file_name"])).as_posix()  # "./a.png" is "a.png"
+                # a file on several lines (COCO's layout: one line per caption) has each line's captions
+                captions[name] = tuple(dict.fromkeys(captions.get(name, ()) + texts))
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # ValueError: bad JSON too
                 self._skip(bad, [f"line {i}"])
         return captions

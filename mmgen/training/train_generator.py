@@ -12,7 +12,7 @@ The defaults are the first stage of `recipes/mmgen-base-64.toml`. Before the loo
 ids' code vectors times `scaling_factor`, the factor that brings them to unit variance. The loss is v-prediction
 with capped Min-SNR weights (`mmgen.training.losses`). EMA weights (diffusers `EMAModel`) are what gets saved and
 sampled. Writes `OUT/transformer/`, `OUT/scheduler/`, `OUT/checkpoints/step-N/`, validation grids
-`OUT/samples/step-N.png` and `OUT/train_log.jsonl`.
+`OUT/samples/step-N.png` (its prompts: `prompts.txt`) and `OUT/train_log.jsonl`.
 """
 
 from __future__ import annotations
@@ -306,7 +306,8 @@ def validation_prompts(data: str) -> list[str]:
 
 @torch.no_grad()
 def validate(model: DiT, run: Run, out: Path, step: int) -> None:
-    """A grid of the EMA model's samples for `run.sample_prompts`: `OUT/samples/step-N.png`."""
+    """A grid of the EMA model's samples for `run.sample_prompts`: `OUT/samples/step-N.png`, and the prompts, in
+    the grid's order (row by row), in `OUT/samples/prompts.txt`."""
     pipe = MMGenPipeline(
         vqvae=run.vq,
         transformer=_ema_model(model, run.ema),
@@ -323,6 +324,7 @@ def validate(model: DiT, run: Run, out: Path, step: int) -> None:
     ).images  # (N, 3, H, W) in [0, 1]
     (out / "samples").mkdir(exist_ok=True)
     image_grid(images * 2 - 1, rows=2).save(out / "samples" / f"step-{step}.png")
+    (out / "samples" / "prompts.txt").write_text("".join(f"{prompt}\n" for prompt in run.sample_prompts))
 
 
 def _save_checkpoint(model: DiT, run: Run, step: int, out: Path, keep: int = 2) -> None:

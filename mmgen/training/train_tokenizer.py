@@ -139,7 +139,9 @@ def starting_tokenizer(args, ckpt: Path | None) -> VQVAE:
 
 
 def validation_batch(args, n: int = 8) -> torch.Tensor:
-    """Fixed images to watch during training: held-out shapes scenes (and photo crops when training on them)."""
+    """Fixed images to watch during training (`val_psnr`): shapes scenes of a stream training never draws, half of
+    them crops of the training photos when it trains on photos; for a folder, fixed crops of its own images, so
+    there it tracks the fit, not held-out quality (`mmgen eval-tokenizer --folder` measures that)."""
     if args.data == "shapes":
         shapes = ShapesDataset(n, seed=VALIDATION_SEED, size=args.resolution, scale=args.shapes_scale)
         items = [shapes[i] for i in range(n)]
@@ -199,7 +201,6 @@ def train(args: argparse.Namespace) -> Path:
     ckpt = run_to_continue(args, "vqvae", accelerator.print, accelerator.num_processes)
     model = starting_tokenizer(args, ckpt)
     check_sizes(args, model.downsample_factor)
-    out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     trained = model.decoder if args.decoder_only else model
     if args.decoder_only:  # the encoder and the codebook (an EMA, updated only in training mode) stay as they are
@@ -230,6 +231,7 @@ def train(args: argparse.Namespace) -> Path:
     saved = (accelerator, model, optimizer, scheduler)  # what a checkpoint holds, the GAN aside
     loader = accelerator.skip_first_batches(loader, start_step) if start_step else loader
     val_images = validation_batch(args).to(accelerator.device)
+    out.mkdir(parents=True, exist_ok=True)  # after the data is found: a refused run leaves no folder behind
 
     log_path, trained_s = out / "train_log.jsonl", 0.0  # trained_s: the time a resumed run trained before
     if accelerator.is_main_process:
@@ -338,7 +340,8 @@ def failed_to_decode(dataset, accelerator) -> dict:
     if not failed:
         return {}
     named = ", ".join(Path(p).name for p in list(failed)[:3])
-    accelerator.print(f"{len(failed)} images failed to decode; their neighbours stood in (e.g. {named})")
+    images = "image" if len(failed) == 1 else "images"
+    accelerator.print(f"{len(failed)} {images} failed to decode; their neighbours stood in (e.g. {named})")
     return {"failed_to_decode": len(failed)}
 
 
