@@ -304,7 +304,7 @@ def _write(src: Path, out: Path, index: dict, code: dict[Path, str]) -> None:
         index["text_encoder"] = [type(encoder).__module__.split(".")[0], type(encoder).__name__]
         index["tokenizer"] = [type(tokenizer).__module__.split(".")[0], type(tokenizer).__name__]
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    readable_weights(out)  # copied files keep their modes: a folder published before this fix wrote them owner-only
+    readable_weights(out)  # copytree keeps each file's mode, and safetensors writes its files owner-only
     card = out / "README.md"
     card.write_text(
         (export_card(card.read_text()) if card.exists() else f"# {src.name}\n") + USAGE.format(folder=out.name)

@@ -104,7 +104,9 @@ def intended_use(out: Path) -> str:
         psnr = f" at about {photos['psnr']:.0f} dB PSNR" if "psnr" in photos else ""
         return SHAPES_USE.format(side=side, factor=factor, photo_psnr=psnr)
     own = ", ".join(f"`{d}`" for d in sorted(data - {"shapes"}))
-    after = f" ({_origin(out)}, which learnt shapes-v1 scenes first)" if "shapes" in data else ""
+    starts = _fine_tuned_from(out)
+    after = f" ({_origin(out)}, which learnt shapes-v1 scenes first)" if starts else " (after shapes-v1 scenes)"
+    after = after if "shapes" in data else ""
     return f"""## Intended use and limits
 
 Trained with mmgen on {own}{after}: it generates {side}x{side} images like those and nothing else. It is a small
