@@ -37,7 +37,7 @@ class TrajectoryStep:
 
 
 class TrajectoryRecorder:
-    """A `callback_on_step_end` that records every step; pass `tensor_inputs` as the callback's tensor inputs."""
+    """A `callback_on_step_end` that records every step (it asks for its own `tensor_inputs`)."""
 
     tensor_inputs = ["latents", "pred_x0", "model_input"]
 
@@ -142,4 +142,8 @@ def inpaint_grids(tokens, mask, side: int, factor: int, device=None) -> tuple[to
             )
         grids.append(grid)
     tokens, mask = (grid.to(device) for grid in grids)
+    if tokens.is_floating_point() and not torch.equal(tokens, tokens.round()):  # NaN included
+        raise ValueError("The token grid holds numbers that are not token ids (whole numbers).")
+    if mask.is_floating_point() and not torch.isfinite(mask).all():
+        raise ValueError("The mask holds NaN or infinite values.")
     return tokens.long(), (mask > 0.5 if mask.is_floating_point() else mask.bool())

@@ -23,6 +23,7 @@ from .settings import OTHER_SCHEDULERS, SCHEDULER_CLASSES, check_batch
 from .step_cache import FirstBlockCache
 
 LOWEST_START = 0.75  # of the training timesteps: a run that starts lower starts too far from pure noise
+INTERPOLATED_SIGMAS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
 
 
 def set_schedule(scheduler, num_inference_steps: int, device=None) -> None:
@@ -34,7 +35,15 @@ def set_schedule(scheduler, num_inference_steps: int, device=None) -> None:
     name, allowed = type(scheduler).__name__, (*SCHEDULER_CLASSES.values(), *OTHER_SCHEDULERS)
     if not any(cls.__name__ in allowed for cls in type(scheduler).__mro__):  # one of them, or a subclass of one
         raise ValueError(f"{name} is not a scheduler mmgen can sample with; use one of {', '.join(sorted(allowed))}")
+    interpolated = [k for k in INTERPOLATED_SIGMAS if scheduler.config.get(k)]
+    if interpolated and getattr(scheduler, "init_noise_sigma", 1.0) == 1.0:  # the alpha family reads alphas_cumprod[t]
+        raise ValueError(
+            f"{name} with {interpolated[0]}=True steps between the trained noise levels, where mmgen's clean-image "
+            f"estimate does not read it; load it with {interpolated[0]}=False"
+        )
     if _first_timestep(scheduler, num_inference_steps, device) >= LOWEST_START * scheduler.config.num_train_timesteps:
+        if len(scheduler.timesteps.unique()) < len(scheduler.timesteps):  # a subclass's schedule, say
+            raise ValueError(f"{name} repeats timesteps at {num_inference_steps} steps with its settings: try others")
         return
     start, top = float(scheduler.timesteps[0]), scheduler.config.num_train_timesteps
     tries = (n for d in range(1000) for n in (num_inference_steps - d, num_inference_steps + d) if 0 < n <= 1000)
@@ -133,10 +142,11 @@ class Guidance:
 
 def callback_tensor_inputs(callback, names: list[str] | None) -> list[str]:
     """The tensors a step callback is handed: a diffusers `PipelineCallback` names its own (as in diffusers'
-    pipelines); otherwise `names`, by default the latents alone."""
+    pipelines); otherwise `names`, by default the callback's own `tensor_inputs` (mmgen's recorders), else the
+    latents alone."""
     if isinstance(callback, PipelineCallback | MultiPipelineCallbacks):
         return list(callback.tensor_inputs)
-    return names or ["latents"]
+    return names or list(getattr(callback, "tensor_inputs", None) or ["latents"])
 
 
 class DenoisingRun:

@@ -8,6 +8,7 @@ are `mmgen.data.images`.
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -106,6 +107,22 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
 
 
 MIN_SIDE = 16  # px: a smaller image, scaled up to a generator's size, is a few blurred blocks
+PIXEL_SLACK = 0.5  # a resampled tensor overshoots [-1, 1] a little; pixels 0..255 as floats do not fit
+
+
+def check_pixels(x: torch.Tensor) -> None:
+    """ValueError for images a tokenizer would turn into wrong tokens without a word: values that are not finite,
+    or far outside [-1, 1] (pixels 0..255 as floats). Images in [0, 1] cannot be told from pale ones."""
+    if not x.numel():
+        return
+    low, high = torch.stack(torch.aminmax(x.detach())).float().tolist()  # one device sync
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("the images hold NaN or infinite values")
+    if low < -1 - PIXEL_SLACK or high > 1 + PIXEL_SLACK:
+        raise ValueError(
+            f"expected images in [-1, 1], got values {low:.4g}..{high:.4g} (pixels 0..255: x / 127.5 - 1; "
+            "0..1: x * 2 - 1)"
+        )
 
 
 def fit_square(image: Image.Image, side: int) -> Image.Image:

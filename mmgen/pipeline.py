@@ -202,8 +202,12 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
         shape = (batch_size, c, s, s)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif not isinstance(latents, torch.Tensor):
+            raise ValueError(f"`latents` must be a torch.Tensor of shape {shape}, got {type(latents).__name__}")
         elif tuple(latents.shape) != shape:
             raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
+        elif not torch.isfinite(latents).all():
+            raise ValueError("the latents hold NaN or infinite values")
         latents = latents.to(device=device, dtype=dtype)
         return latents if start_step else latents * self.scheduler.init_noise_sigma
 
@@ -251,7 +255,11 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
             num_images_per_prompt: images drawn for each prompt (a whole number from 1).
             latents: start from these (B, C, h, w) latents instead of fresh noise: unit noise for step 0 (scaled
                 by the scheduler's `init_noise_sigma`, as in diffusers), or, with `start_step=k`, the x_t after
-                step k - 1 of an earlier run, as it is (replay or branch from there).
+                step k - 1 of an earlier run, as it is (branch from there). A replay lands where the run did only
+                with what it drew after step k - 1: a stochastic sampler's (Euler ancestral's, DDPM's) generator
+                in the state it then had (with candidates, the winner's: a `stepwise` run's
+                `run.extra_step_kwargs["generator"]`, as the app's Trajectory tab keeps it), and a multistep
+                sampler's (DPM++, UniPC) history, which a new call starts afresh; DDIM and Euler need neither.
             start_step: index of the first step to run; the schedule is that of `num_inference_steps`.
             output_type: "pil", "np" ((B, H, W, 3)) or "pt" ((B, 3, H, W)), both in [0, 1], or "latent" (the
                 final snapped latents).
@@ -321,7 +329,8 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
         """The same sampling as `__call__`, advanced one step per `run.step()` call: for live previews and a
         "next step" button. The run owns a fresh copy of the scheduler, so runs never disturb each other. With
         `num_candidates` > 1 the starting noise is chosen first, as `__call__` chooses it, and the run is the
-        winner's ordinary run (it lands where `__call__` does). Its arguments are `__call__`'s, in the same order."""
+        winner's ordinary run (it lands where `__call__` does). Its arguments are `__call__`'s in the same order,
+        without `num_images_per_prompt`, `output_type` and `return_dict` (`run.result(output_type)` decodes)."""
         self.check_image_size(height, width)
         settings = num_inference_steps, guidance_scale, guidance_interval, codebook_snap, num_candidates
         return self._new_run(

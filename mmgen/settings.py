@@ -128,6 +128,13 @@ def check_batch(n_prompts: int, num_images_per_prompt, generator=None) -> int:
     batch = n_prompts * _whole(num_images_per_prompt, "`num_images_per_prompt`", 1, MAX_IMAGES_PER_CALL)
     if isinstance(generator, list) and len(generator) != batch:
         raise ValueError(f"got {len(generator)} generators for a batch of {batch} images (one per image)")
+    given = generator if isinstance(generator, list) else [generator]
+    if not all(g is None or isinstance(g, torch.Generator) for g in given):
+        odd = next(g for g in given if not (g is None or isinstance(g, torch.Generator)))
+        raise ValueError(
+            f"`generator` must be a torch.Generator (or a list, one per image), got {type(odd).__name__}: for a "
+            "seed, torch.Generator().manual_seed(seed)"
+        )
     return batch
 
 

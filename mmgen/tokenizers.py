@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .images import check_pixels
 from .model_paths import ASSETS, HUB_ID, mistyped_path, shipped_folder
 
 if TYPE_CHECKING:
@@ -133,9 +134,10 @@ class Tokenizer:
             raise ValueError(
                 f"{self.name}: image height and width must be multiples of {f}, got {tuple(x.shape[-2:])}"
             )
+        check_pixels(x)
 
     def check_indices(self, indices: torch.Tensor) -> None:
-        if indices.ndim != 3 or indices.dtype != torch.long:
+        if indices.ndim != 3 or indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
             raise ValueError(f"expected (B, h, w) long token ids, got {tuple(indices.shape)} {indices.dtype}")
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
             raise ValueError(f"{self.name}: token ids must lie in 0..{self.num_codes - 1}")
@@ -156,13 +158,13 @@ class Tokenizer:
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Token ids (B, h, w) -> images (B, 3, h*f, w*f) in [-1, 1]."""
         self.check_indices(indices)
-        return self.decode(self._lookup(indices.to(self.device)))
+        return self.decode(self._lookup(indices.to(self.device).long()))
 
     @torch.inference_mode()
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, h, w) long -> (B, D, h, w) code vectors."""
         self.check_indices(indices)
-        return self._lookup(indices.to(self.device))
+        return self._lookup(indices.to(self.device).long())
 
     def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return rearrange(F.embedding(indices, self.codebook), "b h w d -> b d h w")

@@ -99,6 +99,9 @@ def test_trajectory_recorder(tiny_pipe):
     assert rec.steps[0].changed.all()
     assert rec.steps[-1].images[0].size == (32, 32)
     assert torch.equal(tiny_pipe.latents_to_tokens(rec.steps[-1].latents), out.tokens)
+    plain = TrajectoryRecorder()  # without naming its inputs (it raised KeyError: 'pred_x0')
+    _run(tiny_pipe, num_inference_steps=4, callback_on_step_end=plain)
+    assert all(torch.equal(a.pred_x0, b.pred_x0) for a, b in zip(plain.steps, rec.steps, strict=True))
 
 
 def test_replay_from_a_step_reproduces_the_run(tiny_pipe):

@@ -82,6 +82,11 @@ def test_counts_and_generators_are_checked_and_numpy_numbers_accepted():
     assert torch.equal(a.images, b.images)  # checked values are the ones used (2.0 candidates reached randint)
     with pytest.raises(ValueError, match="guidance interval must be"):
         pipe(PROMPT, guidance_interval=("low", "999"), **FAST)
+    for generator in (0, [seeded(0), 7]):  # a seed where diffusers takes a torch.Generator: AttributeError before
+        with pytest.raises(ValueError, match=r"`generator` must be a torch.Generator .* got int: for a seed, torch"):
+            pipe([PROMPT] * (1 + isinstance(generator, list)), generator=generator, **FAST)
+    with pytest.raises(ValueError, match=r"`latents` must be a torch.Tensor of shape \(1, 4, 8, 8\), got ndarray"):
+        pipe(PROMPT, latents=np.zeros((1, 4, 8, 8)), **FAST)
 
 
 def test_token_ids_out_of_range_are_named():
@@ -110,6 +115,12 @@ def test_inpaint_takes_grids_as_users_hold_them():
         pipe.inpaint(PROMPT, tokens, np.zeros((16, 16)), **run)
     with pytest.raises(ValueError, match="the token grid is 4×8"):
         pipe.inpaint(PROMPT, tokens[:4], mask, **run)
+    with pytest.raises(ValueError, match="not token ids"):  # 3.7 was read as token 3
+        pipe.inpaint(PROMPT, tokens + 0.7, mask, **run)
+    with pytest.raises(ValueError, match="The mask holds NaN"):  # a NaN mask kept every cell, unsaid
+        pipe.inpaint(PROMPT, tokens, np.full((8, 8), np.nan), **run)
+    again = {**run, "generator": seeded(0)}
+    assert torch.equal(pipe.inpaint(PROMPT, tokens.float(), mask, **again).tokens, out.tokens)  # whole floats: ids
     with pytest.raises(ValueError, match="inpaint takes one torch.Generator"):
         pipe.inpaint(PROMPT, tokens, mask, generator=[seeded(0)], num_inference_steps=2)
     pipe.inpaint(PROMPT, tokens, mask, callback_on_step_end=None, **run)  # forwarded keyword arguments
@@ -317,6 +328,10 @@ def test_step_counts_that_start_far_from_noise_are_refused_with_one_that_does_no
         pipe.scheduler = cls()
         with pytest.raises(ValueError, match="not a scheduler mmgen can sample with"):
             pipe(PROMPT, **FAST)
+    karras = type(pipe.with_scheduler("dpm++").scheduler)  # ran 49 of 50 steps, then an IndexError in diffusers
+    pipe.scheduler = karras.from_config(shipped, use_karras_sigmas=True)
+    with pytest.raises(ValueError, match="with use_karras_sigmas=True steps between the trained noise levels"):
+        pipe(PROMPT, **FAST)
 
 
 def test_tensors_out_are_in_zero_to_one_as_in_diffusers():

@@ -71,3 +71,23 @@ def test_training_forward_returns_named_outputs(tiny_vq):
     assert out.sample.shape == (2, 3, 32, 32)
     assert out.indices.shape == (2, 8, 8)
     assert out.recon_loss.ndim == 0 and out.commit_loss.ndim == 0 and out.perplexity.ndim == 0
+
+
+def test_pixels_a_tokenizer_would_misread_are_refused(tiny_vq):
+    """Pixels 0..255 as floats, or NaN, came back as wrong tokens (NaN: a grid of code 0) without a word."""
+    from mmgen.tokenizers import as_tokenizer
+
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    for tokenizer in (tiny_vq, as_tokenizer(tiny_vq, "tiny")):
+        with pytest.raises(
+            ValueError, match=r"expected images in \[-1, 1\], got values .*\.\.25\d.* \(pixels 0\.\.255"
+        ):
+            tokenizer.encode((x + 1) * 127.5)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            tokenizer.encode(torch.where(x > 0, x, torch.nan))
+        assert torch.equal(tokenizer.encode(x * 1.2).indices, tokenizer.encode(x * 1.2).indices)  # overshoot is fine
+        ids = tokenizer.encode(x.double()).indices  # any float dtype, as the model's
+        assert torch.equal(ids, tokenizer.encode(x).indices)
+        assert torch.equal(tokenizer.decode_indices(ids.int()), tokenizer.decode_indices(ids))  # any integer ids
+        with pytest.raises(ValueError, match="token ids|long token ids"):
+            tokenizer.decode_indices(ids.float())

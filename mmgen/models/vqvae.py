@@ -25,6 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..images import check_pixels
 from ..model_paths import ShippedNames
 from .quantizer import VectorQuantizer
 
@@ -175,20 +176,27 @@ class VQVAE(ShippedNames, ModelMixin, ConfigMixin):
             raise ValueError(f"expected images of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % f or x.shape[-1] % f:
             raise ValueError(f"image height and width must be divisible by {f}, got {tuple(x.shape[-2:])}")
+        check_pixels(x)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         """Images (B, 3, H, W) in [-1, 1] -> quantised latents (B, D, H/f, W/f) and indices (B, H/f, W/f)."""
         self._check_image(x)
-        q = self.quantizer(self.encoder(x))
+        q = self.quantizer(self.encoder(x.to(self.dtype)))
         return VQVAEEncoderOutput(q.latents, q.indices) if return_dict else (q.latents, q.indices)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Code vectors (B, D, h, w) -> images (B, 3, h*f, w*f) clamped to [-1, 1]."""
-        return self.decoder(latents).clamp(-1, 1)
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != self.config.code_dim:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"expected code vectors of shape (B, {self.config.code_dim}, h, w), got {got}")
+        return self.decoder(latents.to(self.dtype)).clamp(-1, 1)
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Token ids (B, h, w) -> images (B, 3, h*f, w*f) in [-1, 1]."""
-        return self.decode(self.quantizer.indices_to_codes(indices))
+        if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.is_complex():
+            got = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
+            raise ValueError(f"token ids must be an integer tensor (B, h, w), got {got}")
+        return self.decode(self.quantizer.indices_to_codes(indices.long()))
 
     def forward(self, x: torch.Tensor, return_dict: bool = True):
         """Training forward: reconstruction (unclamped) and the loss terms."""
