@@ -62,6 +62,12 @@ def default_tile_tokens(downsample_factor: int) -> int:
     return max(1, min(4, TILE_SIDE // downsample_factor))
 
 
+def outside(side: int, square: int = 2) -> Image.Image:
+    """A side x side checkerboard of light grays in `square`-px squares: where a crop runs past its image."""
+    yy, xx = np.mgrid[:side, :side] // square
+    return Image.fromarray(np.where(((yy + xx) % 2)[..., None] == 1, 200, 235).astype(np.uint8).repeat(3, axis=2))
+
+
 class TileCache(Sequence):
     """Code tiles decoded on demand: `tiles[k]` or `tiles.get(codes)`; missing codes are decoded `batch` at a
     time and the `max_tiles` most recently used are kept. Safe to share between threads."""
@@ -220,14 +226,15 @@ class CodebookAtlas:
 
     def examples(self, code: int, context: int = 2) -> list[Image.Image]:
         """Crops of reference images centred on cells holding `code`, with `context` cells around each, the
-        centre cell framed in magenta; beyond the image's border, light gray (black read as part of the image)."""
+        centre cell framed in magenta; beyond the image's border, a gray checkerboard (no flat colour: shapes-v1's
+        backgrounds are white, gray and black, and a flat margin read as part of the scene)."""
         self._check(code)
         f, crops = self.factor, []
         side = (2 * context + 1) * f
         for i, r, c in self.occurrences[code]:
             image = self.images[i].convert("RGB")
             x0, y0 = (c - context) * f, (r - context) * f
-            crop = Image.new("RGB", (side, side), (215, 215, 215))
+            crop = outside(side)
             inside = (max(x0, 0), max(y0, 0), min(x0 + side, image.width), min(y0 + side, image.height))
             crop.paste(image.crop(inside), (inside[0] - x0, inside[1] - y0))
             cell = (context * f - 1, context * f - 1, (context + 1) * f, (context + 1) * f)

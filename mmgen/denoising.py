@@ -42,8 +42,6 @@ def set_schedule(scheduler, num_inference_steps: int, device=None) -> None:
             f"estimate does not read it; load it with {interpolated[0]}=False"
         )
     if _first_timestep(scheduler, num_inference_steps, device) >= LOWEST_START * scheduler.config.num_train_timesteps:
-        if len(scheduler.timesteps.unique()) < len(scheduler.timesteps):  # a subclass's schedule, say
-            raise ValueError(f"{name} repeats timesteps at {num_inference_steps} steps with its settings: try others")
         return
     start, top = float(scheduler.timesteps[0]), scheduler.config.num_train_timesteps
     tries = (n for d in range(1000) for n in (num_inference_steps - d, num_inference_steps + d) if 0 < n <= 1000)

@@ -15,6 +15,7 @@ The DEFAULT_* values below are the library's; a model may set its own (`model_sa
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 from collections.abc import Mapping
@@ -54,6 +55,13 @@ OTHER_SCHEDULERS = (
     "LMSDiscreteScheduler",
     "PNDMScheduler",
 )
+
+
+def multistep(scheduler) -> bool:
+    """Whether a scheduler keeps a history of earlier steps (DPM++, UniPC, DEIS: a `solver_order` over 1); the key
+    in another scheduler's config file does not count (mmgen-base's Euler ancestral carries a leftover one)."""
+    takes = "solver_order" in inspect.signature(type(scheduler).__init__).parameters
+    return takes and scheduler.config.get("solver_order", 1) > 1
 
 
 def scheduler_short_name(class_name: str | None) -> str | None:

@@ -119,7 +119,7 @@ def test_a_large_codebook_is_paged_and_counts_this_visitors_images(client, scene
     assert "Page 3 of 3 (88 codes, codes 512-599)" in info and "value" not in page  # the box keeps what was typed
     assert code_id["maximum"] == BIG_K - 1 and "Your uploads: none yet" in info
     assert Image.open(grid).size == (32 * 33 + 1, GRID_TOP + 3 * 33 + 1)  # 88 tiles of 16 px at 2x, rows of 32
-    assert "perplexity" in info and "Dead codes" in info
+    assert "perplexity" in info and "Unused in the reference set (not dead codes" in info
     client.predict(scene, "ldm600", api_name="/tokenize")
     *_, info, page, _ = client.predict("ldm600", "code id", 99, api_name="/codebook_page")  # clamped to the last
     assert "Your uploads: 1 image(s), 256 tokens" in info and "Page 3 of 3" in info and page["value"] == 3

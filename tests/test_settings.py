@@ -91,3 +91,15 @@ def test_a_models_bad_defaults_are_refused(entry, message):
 
     with pytest.raises(ValueError, match=message):
         model_sampling_defaults(entry)
+
+
+def test_multistep_schedulers_are_told_by_their_class_not_a_leftover_config_key():
+    """mmgen-base's Euler ancestral config carries `solver_order: 2`: the app's branch note called it multistep."""
+    from diffusers import DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+
+    from mmgen.settings import multistep
+
+    euler = EulerAncestralDiscreteScheduler.from_pretrained("assets/mmgen-base", subfolder="scheduler")
+    assert euler.config.get("solver_order") == 2 and not multistep(euler)
+    assert multistep(DPMSolverMultistepScheduler.from_config(euler.config))
+    assert not multistep(DPMSolverMultistepScheduler.from_config(euler.config, solver_order=1))

@@ -126,7 +126,7 @@ class CodebookTab:
                     label="Nearest codes", columns=4, height=240, object_fit="contain", elem_id="neighbours"
                 )
                 self.occurrences = gr.Gallery(
-                    label="Where it occurs: reference images, the code's cell framed",
+                    label="Where it occurs: reference images, its cell framed (checkered: past the image's edge)",
                     columns=4,
                     height=240,
                     object_fit="contain",
@@ -279,9 +279,10 @@ class CodebookTab:
         """Usage over the reference set and over this visitor's images, the page shown, the dead codes."""
         k, s = atlas.num_codes, atlas.stats
         lines = [
-            f"**{key}** · {k:,} codes · Reference set: {len(atlas.images)} images, {int(atlas.counts.sum()):,} "
-            f"tokens · codes used {s['usage']:.1%} · perplexity {s['perplexity']:.1f} of {k:,} · dead codes "
-            f"{s['dead_codes']:,}"
+            f"**{key}** · {k:,} codes · Reference set (held-out shapes-v1 scenes, example photos): "
+            f"{len(atlas.images)} images, {int(atlas.counts.sum()):,} "
+            f"tokens · codes used {s['usage']:.1%} · perplexity {s['perplexity']:.1f} of {k:,} · unused in this "
+            f"set {s['dead_codes']:,}"
         ]
         mine = uploads.counts.get(key) if uploads else None
         if mine is not None:
@@ -297,7 +298,9 @@ class CodebookTab:
         dead = atlas.dead_codes()
         if len(dead):
             listed = ", ".join(map(str, dead[:DEAD_LISTED].tolist())) + (", ..." if len(dead) > DEAD_LISTED else "")
-            lines.append(f"Dead codes (never used by the reference set): {listed}")
+            lines.append(
+                f"Unused in the reference set (not dead codes: a model card counts over far more images): {listed}"
+            )
         first, last = shown.codes[0], shown.codes[-1]
         what = f"codes {first}-{last}" if sort_key(sort_by) == "id" else "most used first"
         lines.append(f"Page {shown.number + 1} of {shown.num_pages} ({len(shown.codes)} codes, {what})")

@@ -78,6 +78,13 @@ class CompareSection:
             preprocess=False,  # the upload arrives unopened, as for /tokenize; names as sent
         )
         loaded.success(self.with_loaded, [picker, self.names], self.names, api_visibility="private")
+        # another image: the last comparison would read as this one's
+        self.upload.change(
+            lambda: ({"headers": HEADERS, "data": []}, None, ""),
+            None,
+            [self.table, self.sheet, self.info],
+            api_visibility="private",
+        )
 
     def with_loaded(self, key: str | None, names: list[str] | None):
         names = [n for n in (names or []) if n != key][: MAX_COMPARED - 1] + ([key] if key else [])

@@ -51,7 +51,9 @@ class GenerateTab:
                     self.image = gr.Image(label="Image", interactive=False, elem_id="image")
                     self.info = gr.Markdown(elem_id="generate-info")
                 with gr.Column():
-                    self.tokens = gr.Image(label="Its tokens", interactive=False, elem_id="image-tokens")
+                    self.tokens = gr.Image(
+                        label="Its tokens (a colour per code)", interactive=False, elem_id="image-tokens"
+                    )
                     self.overlay = gr.Checkbox(False, label="Overlay the token grid on the image", elem_id="overlay")
                     self.read_back = gr.Button("Read it back as text (Image → text)", size="sm", elem_id="read-back")
             # under the row, not under the Generate button: on a phone the columns stack, and the image came
@@ -210,7 +212,10 @@ class GenerateTab:
                 # A preview costs a decode and an image sent to the browser: at most one per PREVIEW_EVERY_S.
                 if not run.done and time.perf_counter() - last_preview >= PREVIEW_EVERY_S:
                     preview = upscale_nearest(ctx.frames.x0(trajectory, out.step), DISPLAY_SIDE)
-                    progress = f"step {out.step + 1} of {settings.num_inference_steps} ..."
+                    progress = (
+                        f"step {out.step + 1} of {settings.num_inference_steps} ... (shown: the model's guess of the "
+                        "finished image at this step; the noisy x_t is on the Trajectory tab)"
+                    )
                     yield preview, gr.skip(), progress, settings.seed, *skip
                     last_preview = time.perf_counter()
             finished, info = finish_run(ctx, run, trajectory, settings, time.perf_counter() - t0)

@@ -110,7 +110,9 @@ class TokenizerTab:
                 self.recon = gr.Image(label="Reconstruction from tokens", interactive=False, elem_id="reconstruction")
             self.stats = gr.Markdown(elem_id="stats")
             with gr.Row():
-                self.token_map = gr.Image(label="Token map (click cells)", interactive=False, elem_id="token-map")
+                self.token_map = gr.Image(
+                    label="Token map (a colour per code; click cells)", interactive=False, elem_id="token-map"
+                )
                 with gr.Column():
                     self.cell_info = gr.Markdown("Click a cell of the token map to see its code.", elem_id="cell-info")
                     self.code_tile = gr.Image(

@@ -377,7 +377,7 @@ class TokenizerPicker:
                 SUGGESTIONS,
                 inputs=self.source,
                 example_labels=SUGGESTION_LABELS,
-                label="Public VQ tokenizers (downloaded from the Hub on first use)",
+                label="VQ tokenizers to load: shipped ones, and public ones (from the Hub on first use)",
                 api_name=f"{elem_id.replace('-', '_')}_examples",
                 api_visibility="private",
             )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 import PIL.Image
 
-from ..settings import MAX_SEED, SamplingSettings, check_prompt
+from ..settings import MAX_SEED, SamplingSettings, check_prompt, multistep
 from ..viz import filmstrip, save_gif, step_frames, upscale_nearest
 from .context import DISPLAY_SIDE, WIDE_VIEW, AppContext
 from .errors import handler
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the page is served before diffusers is imported (app.py)
 PLAY_FRAME_S = 0.15
 NO_RUN = "Generate an image first: its trajectory appears here"
 TAB_LABEL = "Trajectory"
-STEPPING = "until then the slider scrubs the last finished run"  # step mode's note
+STEPPING = "the slider and the word maps stay the last finished run's until this run ends"  # step mode's note
 
 
 @dataclass
@@ -74,7 +74,10 @@ class TrajectoryTab:
                 "Every step of the last run: the noisy latent x_t in false colour (its channels projected on the"
                 " codebook's 3 main axes), the model's guess of the clean image x0 (each cell"
                 " snapped to its nearest code, then decoded: the decoder reads codes), that guess's tokens, and"
-                " which tokens changed since the previous step."
+                " which tokens changed since the previous step. A token map gives each code a colour of its own (a"
+                " colour names a code, not what it draws); the codebook holds many near-identical whites and grays"
+                " (the Codebook tab's neighbours), and swaps between them are most of the late steps' changes,"
+                " though the image does not change to the eye."
             )
             with gr.Row():
                 self.prev_btn = gr.Button("◀ Previous", elem_id="prev", size="sm")
@@ -90,9 +93,7 @@ class TrajectoryTab:
                 x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
                 x0 = gr.Image(label="Predicted x0, snapped to its codes", interactive=False, elem_id="x0")
                 x0_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="x0-tokens")
-                changed = gr.Image(
-                    label="Tokens changed since the previous step", interactive=False, elem_id="changed"
-                )
+                changed = gr.Image(label="Changed since the last step", interactive=False, elem_id="changed")
             with gr.Row():
                 change_plot = gr.Image(  # min_width: on a phone the step's line goes under the chart
                     label="Tokens changed per step", interactive=False, elem_id="change-plot", min_width=WIDE_VIEW
@@ -323,8 +324,9 @@ class TrajectoryTab:
             k = advance(ctx, run, trajectory).step
             finished = slider = gr.skip()  # the slider keeps scrubbing the last finished run until this one ends
             title = f"**Step mode: step {k + 1} of {run.num_steps}**, seed {stepper.settings.seed}"
-            # the word maps are the last finished run's until this one ends: not shown beside its frames
-            words = None, None, f"Step mode: the words' attention shows when this run finishes ({STEPPING})."
+            # the word maps stay the last finished run's, as the slider does (moving it redraws them), until this
+            # run ends
+            words = gr.skip(), gr.skip(), f"Step mode: {STEPPING}; then they show this run."
             if run.done:
                 seconds = time.perf_counter() - stepper.t0
                 finished, _ = finish_run(ctx, run, trajectory, stepper.settings, seconds)
@@ -393,7 +395,7 @@ class TrajectoryTab:
         steps = settings.num_inference_steps
         if own_noise is not None:
             noise = "the run's own noise to come (if its sampler draws any)"
-            if pipe.scheduler.config.get("solver_order", 1) > 1:  # DPM++, UniPC, DEIS: they keep a history
+            if multistep(pipe.scheduler):  # DPM++, UniPC, DEIS: they keep a history
                 noise += "; a multistep solver starts its history again here, so the branch is near the run"
         elif seed is None:
             noise = "no noise drawn as it steps"
