@@ -188,8 +188,8 @@ def test_step_mode(page):
         # The last click finishes the run: the slider jumps to it and its view ("Step 3 of 3") may replace the
         # step-mode line at once, so match either wording.
         page.locator("#step-info").get_by_text(re.compile(f"step {k} of 3", re.IGNORECASE)).wait_for()
-        if k < 3:  # no word map of another run beside this one's frames
-            page.locator("#attention-info").get_by_text("when this run finishes").wait_for()
+        if k < 3:  # the word maps are the last finished run's, as the slider is, and the line says so
+            page.locator("#attention-info").get_by_text("stay the last finished run's").wait_for()
     page.wait_for_function("document.querySelector('#step input[type=number]').value === '3'")
     page.locator("#attention-info").get_by_text("at step 3 of 3").wait_for()  # the finished run's word maps
 

@@ -206,7 +206,7 @@ class _PerfectPipe:
 
 
 def test_a_perfect_generator_scores_full_marks_through_evaluate():
-    prompts = PromptSets(n_single=2, n_two=2, n_paraphrase=2, free=("a small green star",))
+    prompts = PromptSets(n_single=2, n_two=2, n_reworded=2, free=("a small green star",))
     pipe = _PerfectPipe([it for items in prompts.draw().values() for it in items])
     results = evaluate(pipe, prompts, batch_size=3)
     assert [name for name in results if name in ("single", "paraphrased", "two")] == ["single", "paraphrased", "two"]
@@ -223,7 +223,7 @@ def test_a_sweep_row_reads_each_figure_from_its_own_set():
     each column of the row says so (a column read from another set would not)."""
     from mmgen.eval.sweep import sweep_row
 
-    prompts = PromptSets(n_single=3, n_two=4, n_paraphrase=2, free=())
+    prompts = PromptSets(n_single=3, n_two=4, n_reworded=2, free=())
     sets = prompts.draw()
     swapped = [
         dict(it, objects=[dict(a, position=b["position"]), dict(b, position=a["position"])])
@@ -245,7 +245,7 @@ def test_a_sweep_row_reads_each_figure_from_its_own_set():
 
 
 def test_evaluate_passes_its_sampling_settings_to_every_call():
-    prompts = PromptSets(n_single=1, n_two=0, n_paraphrase=0, free=())
+    prompts = PromptSets(n_single=1, n_two=0, n_reworded=0, free=())
     pipe = _PerfectPipe(prompts.draw()["single"])
     sampling = Sampling.defaults(guidance_scale=2.0)
     assert set(evaluate(pipe, prompts, sampling)) == {"single", "strict_judge", "shape_errors", "extra_objects"}
@@ -515,7 +515,7 @@ def test_given_its_vocabulary_evaluate_also_reads_the_reworded_prompts_in_known_
     from mmgen.models.text_encoder import load_text_encoder
     from mmgen.vocabulary import Vocabulary
 
-    prompts = PromptSets(n_single=2, n_two=0, n_paraphrase=3, free=())
+    prompts = PromptSets(n_single=2, n_two=0, n_reworded=3, free=())
     sets = prompts.draw()
     vocabulary = Vocabulary.from_captions(it["prompt"] for it in sets["single"])
     encoder = load_text_encoder()
