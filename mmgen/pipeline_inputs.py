@@ -64,6 +64,11 @@ class PipelineInputs:
             raise ValueError(f"`start_step` must be a whole number in 0..{last}, got {start_step!r}")
         if start_step > 0 and latents is None:
             raise ValueError("starting from a later step needs the `latents` of that step")
+        if start_step > 0 and getattr(self.scheduler, "order", 1) > 1:  # Heun: a step is two model calls
+            raise ValueError(
+                f"{type(self.scheduler).__name__} calls the model {self.scheduler.order} times a step: starting from "
+                "a later step needs a sampler that calls it once (euler-ancestral, ddim, ...)"
+            )
         bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if bad:
             raise ValueError(f"callback tensor inputs {bad} are not in {self._callback_tensor_inputs}")

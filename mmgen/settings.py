@@ -36,8 +36,10 @@ DEFAULT_NUM_CANDIDATES = 4  # best-of-4 starting noise (mmgen/candidates.py)
 DEFAULT_FIRST_BLOCK_CACHE = 0.0  # off; a model may turn it on for itself (no shipped one does: docs/speed.md)
 
 # The samplers by short name (command line, app) -> diffusers class name; `mmgen.pipeline.SCHEDULERS` holds the
-# classes. Names here keep the app's page free of diffusers. Five more run through from_config (OTHER_SCHEDULERS);
-# the rest are refused (`mmgen.denoising.set_schedule`).
+# classes. Names here keep the app's page free of diffusers. A name added here reaches the command line, the app's
+# dropdown, run cards (`scheduler_short_name`: one name a class) and the sweep's default grid; it must call the model
+# once a step (Heun's two calls a step run from the start only). OTHER_SCHEDULERS run through from_config (a model
+# may come with one); the rest are refused (`mmgen.denoising.set_schedule`).
 SCHEDULER_CLASSES = {
     "dpm++": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",

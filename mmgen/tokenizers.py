@@ -17,6 +17,7 @@ Dimension letters: B batch, H x W pixels, h x w token grid (H/f x W/f), D code d
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -47,7 +48,13 @@ HUB_TOKENIZERS = {
 }
 TOKENIZER_FOLDERS = ("vqvae", "movq")  # where pipelines keep their tokenizer, in the order they are looked for
 FOLDERS_SAID = " or ".join(f"{f}/" for f in TOKENIZER_FOLDERS)  # "vqvae/ or movq/", as messages name them
-TOKENIZER_CLASSES = {"VQVAE", "VQModel"}
+# The image-tokenizer families, by the `_class_name` their config.json gives: (module of the model class, imported
+# when one is first loaded: diffusers takes seconds; the `Tokenizer` adapter that wraps it, below). A new family is a
+# row here and an adapter (`Tokenizer`'s docstring says what it defines); loading and wrapping read only this table.
+TOKENIZER_CLASSES = {
+    "VQVAE": ("mmgen.models.vqvae", "MMGenTokenizer"),
+    "VQModel": ("diffusers", "DiffusersTokenizer"),
+}
 
 
 @dataclass
@@ -58,7 +65,10 @@ class TokenizerOutput:
 
 
 class Tokenizer:
-    """The common interface; `MMGenTokenizer` and `DiffusersTokenizer` adapt the two model classes.
+    """The common interface; an adapter per model family (`TOKENIZER_CLASSES`: `MMGenTokenizer`,
+    `DiffusersTokenizer`) defines `codebook` (K, D), `downsample_factor`, `kind`, `_encode` (images in [-1, 1]
+    on the model's device and dtype -> `TokenizerOutput`, `unquantized` in the space the quantiser compares codes
+    in) and `_decode` (code vectors -> images), and sets `metric`.
 
     Every method runs under `torch.inference_mode()` and returns tensors on the model's device. `metric` says how
     the quantiser picked each token's code from `unquantized`: "euclidean" (nearest codebook row) or "cosine"
@@ -245,19 +255,14 @@ class DiffusersTokenizer(Tokenizer):
 
 
 def as_tokenizer(model, name: str | None = None) -> Tokenizer:
-    """Wrap a loaded `VQVAE` or `VQModel` (a `Tokenizer` passes through)."""
+    """Wrap a loaded model of a `TOKENIZER_CLASSES` family, a subclass's too (a `Tokenizer` passes through)."""
     if isinstance(model, Tokenizer):
         return model
-    from diffusers import VQModel  # here: importing diffusers takes seconds, which the app's page need not wait
-
-    from .models.vqvae import VQVAE
-
-    if isinstance(model, VQVAE):
-        tok = MMGenTokenizer(model, name or "mmgen VQVAE")
-    elif isinstance(model, VQModel):
-        tok = DiffusersTokenizer(model, name or "VQModel")
-    else:
-        raise ValueError(f"not a VQ tokenizer: {type(model).__name__} (expected mmgen's VQVAE or a diffusers VQModel)")
+    family = next((c.__name__ for c in type(model).__mro__ if c.__name__ in TOKENIZER_CLASSES), None)
+    if family is None:
+        expected = " or ".join(TOKENIZER_CLASSES)
+        raise ValueError(f"not a VQ tokenizer: {type(model).__name__} (expected a {expected})")
+    tok = globals()[TOKENIZER_CLASSES[family][1]](model, name or family)
     if tok.num_codes < 2:  # every token the same code: 0 bits a token, no second-nearest code to compare with
         raise ValueError(f"{tok.name}: a codebook of {tok.num_codes} code holds no information (0 bits a token)")
     return tok
@@ -334,11 +339,8 @@ def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenize
             f"{where} holds {cls or 'a model of unknown class'}, not a VQ tokenizer (VQModel or mmgen's VQVAE); "
             "continuous autoencoders such as AutoencoderKL have no codebook"
         )
-    from diffusers import VQModel
-
-    from .models.vqvae import VQVAE
-
-    model_cls = VQVAE if cls == "VQVAE" else VQModel
+    module, _ = TOKENIZER_CLASSES[cls]
+    model_cls = getattr(importlib.import_module(module), cls)  # diffusers takes seconds: imported when first needed
     weights = weights_to_load(Path(path) / (subfolder or ""), name) if os.path.isdir(path) else SAFE_WEIGHTS
     try:
         model = model_cls.from_pretrained(path, subfolder=subfolder, dtype=torch.float32, **weights)

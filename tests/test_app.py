@@ -679,3 +679,7 @@ def test_a_model_with_a_sampler_the_list_lacks_samples_with_it_not_another():
             json.loads(Path(_value(out[4][2])).read_text())["scheduler_config"]["_class_name"]
             == "HeunDiscreteScheduler"
         )
+        # a branch starts the sampler at a later step, which Heun's two model calls a step cannot: said, not a
+        # branch from the middle of a step (different tokens for the same noise)
+        with pytest.raises(Exception, match="calls the model 2 times a step: starting from a later step needs"):
+            client.predict(1, "", 2.0, None, api_name="/branch")

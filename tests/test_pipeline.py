@@ -13,6 +13,7 @@ from diffusers import (
 
 from mmgen.callbacks import TrajectoryRecorder
 from mmgen.pipeline import MMGenPipeline
+from mmgen.settings import SCHEDULER_CLASSES
 
 
 def _run(pipe, **kw):
@@ -282,7 +283,7 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
     assert not torch.allclose(everywhere, unguided, atol=1e-2)  # guidance does change this model's output
 
 
-@pytest.mark.parametrize("name", ["dpm++", "euler-ancestral", "unipc"])
+@pytest.mark.parametrize("name", SCHEDULER_CLASSES)  # every sampler offered by name, a new one too
 def test_stepwise_run_equals_the_full_call(tiny_pipe, name):
     """Step mode and live previews advance a DenoisingRun; it must land on exactly what __call__ gives. The run
     goes first, on a scheduler never set up for 4 steps, with the trained (leading-spacing) schedule: a run
@@ -305,7 +306,7 @@ def test_stepwise_run_equals_the_full_call(tiny_pipe, name):
         run.step()
 
 
-@pytest.mark.parametrize("name", ["dpm++", "ddim", "euler"])
+@pytest.mark.parametrize("name", SCHEDULER_CLASSES)
 def test_inpainting_keeps_every_token_outside_the_mask(tiny_pipe, name):
     from mmgen.callbacks import LatentInpainter
 
@@ -446,7 +447,7 @@ def test_predict_x0_matches_the_schedulers_own_estimate(name, prediction_type):
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "unipc", "euler", "euler-ancestral"])
+@pytest.mark.parametrize("name", SCHEDULER_CLASSES)
 def test_model_output_for_x0_inverts_predict_x0(name, prediction_type):
     from mmgen.denoising import model_output_for_x0, predict_x0
     from mmgen.pipeline import SCHEDULERS

@@ -296,6 +296,17 @@ def test_every_allowed_scheduler_has_its_clean_estimate_read_as_its_own(name, pr
         torch.testing.assert_close(ours, own, rtol=1e-4, atol=1e-4, msg=f"{name} at step {i}")
 
 
+def test_a_second_order_sampler_is_not_started_from_a_later_step():
+    """Heun calls the model twice a step: `start_step` counts steps, the run counted calls (the middle of a step)."""
+    from diffusers import HeunDiscreteScheduler
+
+    pipe = make_tiny_pipe()
+    pipe.scheduler = HeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    assert pipe(PROMPT, **FAST).images.shape[0] == 1  # from the start, as any sampler
+    with pytest.raises(ValueError, match="HeunDiscreteScheduler calls the model 2 times a step"):
+        pipe(PROMPT, latents=torch.zeros(1, 4, 8, 8), start_step=1, **FAST)
+
+
 def test_a_subclass_of_an_allowed_scheduler_samples():
     from diffusers import EulerAncestralDiscreteScheduler
 
