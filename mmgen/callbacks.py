@@ -142,7 +142,7 @@ def inpaint_grids(tokens, mask, side: int, factor: int, device=None) -> tuple[to
             )
         grids.append(grid)
     tokens, mask = (grid.to(device) for grid in grids)
-    if tokens.is_floating_point() and not torch.equal(tokens, tokens.round()):  # NaN included
+    if tokens.is_floating_point() and not (torch.isfinite(tokens).all() and torch.equal(tokens, tokens.round())):
         raise ValueError("The token grid holds numbers that are not token ids (whole numbers).")
     if mask.is_floating_point() and not torch.isfinite(mask).all():
         raise ValueError("The mask holds NaN or infinite values.")

@@ -329,6 +329,7 @@ def cmd_caption(args):
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
     image = load_image(args.image)  # fail on a bad file (or captions file) before paying for the model load
+    check_readable_size(image)
     captions = None
     if args.captions:
         try:
@@ -355,20 +356,26 @@ def cmd_caption(args):
 def at_model_size(image, side: int):
     """The image as the model reads it: its middle square at `side` x `side` (said on stderr when it was cut or
     resized, as the app's Image -> text tab does); ValueError when it is too small to read."""
-    from .images import MIN_SIDE, fit_square
+    from .images import fit_square
 
     if image.size == (side, side):
         return image
-    if min(image.size) < MIN_SIDE:
-        raise ValueError(
-            f"the image is {image.width}x{image.height}: too small to read (at least {MIN_SIDE} px a side)"
-        )
+    check_readable_size(image)
     cut = f"cut to its middle {min(image.size)}x{min(image.size)} square and " if image.width != image.height else ""
     print(
         f"note: the image ({image.width}x{image.height}) was {cut}resized to {side}x{side}, the size this model reads",
         file=sys.stderr,
     )
     return fit_square(image, side)
+
+
+def check_readable_size(image) -> None:
+    from .images import MIN_SIDE
+
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(
+            f"the image is {image.width}x{image.height}: too small to read (at least {MIN_SIDE} px a side)"
+        )
 
 
 def quiet_loading() -> None:

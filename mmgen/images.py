@@ -107,7 +107,7 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
 
 
 MIN_SIDE = 16  # px: a smaller image, scaled up to a generator's size, is a few blurred blocks
-PIXEL_SLACK = 0.5  # a resampled tensor overshoots [-1, 1] a little; pixels 0..255 as floats do not fit
+PIXEL_SLACK = 1.0  # bicubic resampling overshoots [-1, 1] by up to 0.9; pixels 0..255 as floats do not fit
 
 
 def check_pixels(x: torch.Tensor) -> None:

@@ -72,7 +72,7 @@ def front_matter(out: Path) -> str:
     names += [SHAPES_V1 if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
     datasets = list(dict.fromkeys(names))  # each once, in order of first use
     lines = ["---", "license: apache-2.0", "library_name: diffusers"]
-    hub_ids = [m for m in _fine_tuned_from(out) if not Path(m).exists() and m.count("/") == 1]
+    hub_ids = [m for m in _fine_tuned_from(out) if _on_the_hub(m)]
     lines += [f"base_model: {hub_ids[0]}", "base_model_relation: finetune"] if len(hub_ids) == 1 else []
     kind = "vq-gan" if _adversarial(out) else "vq-vae"
     if _has_generator(out):
@@ -103,7 +103,7 @@ def intended_use(out: Path) -> str:
         photos = (_read_json(out / "eval_tokenizer.json") or {}).get("photos", {})
         psnr = f" at about {photos['psnr']:.0f} dB PSNR" if "psnr" in photos else ""
         return SHAPES_USE.format(side=side, factor=factor, photo_psnr=psnr)
-    own = ", ".join(f"`{d}`" for d in sorted(data - {"shapes"}))
+    own = ", ".join(f"`{_model_name(d)}`" for d in sorted(data - {"shapes"}))
     starts = _fine_tuned_from(out)
     after = f" ({_origin(out)}, which learnt shapes-v1 scenes first)" if starts else " (after shapes-v1 scenes)"
     after = after if "shapes" in data else ""
@@ -170,14 +170,22 @@ def _fine_tuned_from(out: Path) -> list[str]:
 
 
 def _model_name(model: str) -> str:
-    """A model as a card names it: as given (a Hub id, a relative folder), but an absolute path (no machine's
-    paths in a published card) from this repository's root, or else by its name."""
+    """A model (or a data folder) as a card names it: as given (a Hub id, a relative folder), but an absolute path
+    (no machine's paths in a published card) from this repository's root, or else by its name."""
     from .model_paths import ROOT
 
     path = Path(model)
     if not path.is_absolute():
         return model
     return path.resolve().relative_to(ROOT).as_posix() if ROOT in path.resolve().parents else path.name
+
+
+def _on_the_hub(model: str) -> bool:
+    """Whether a model as a stage named it is a Hub repo id: owner/name, and no shipped model or folder here."""
+    from .model_paths import HUB_ID, mistyped_path, shipped_folder
+
+    local = shipped_folder(model) or Path(model).exists() or mistyped_path(model)
+    return bool(HUB_ID.match(model)) and not local
 
 
 def _origin(out: Path) -> str:
@@ -258,7 +266,11 @@ def _generator_training(out: Path, own: int | None = None) -> str:
         args = header["args"]
         stream = args["seed"] if args.get("data_seed") is None else args["data_seed"]
         data = args.get("data", "shapes")
-        data = f"{args.get('num_samples', '?')} shapes-v1 scenes, stream {stream}" if data == "shapes" else data
+        data = (
+            f"{args.get('num_samples', '?')} shapes-v1 scenes, stream {stream}"
+            if data == "shapes"
+            else _model_name(data)
+        )
         data += f", tokenizer of `{tokenizers[k - 1]}`" if on else ""
         data += f", DiT deepened to {args['grow_depth']} blocks first" if args.get("grow_depth") else ""
         lines.append(
@@ -278,7 +290,7 @@ def _generator_training(out: Path, own: int | None = None) -> str:
     ]
     if own and own < len(stages):  # the log holds the stages of the model it starts from too
         first = len(stages) - own + 1
-        start = stages[first - 1][0]["args"].get("init_from", "the model it starts from")
+        start = _model_name(stages[first - 1][0]["args"].get("init_from") or "the model it starts from")
         mine = sum(done.get("train_time_s", 0) for _, done in stages[first - 1 :])
         lines[-1] += (
             f" Stages 1 to {first - 1} are `{start}`'s, rebuilt by its own recipe; this model's recipe trains "

@@ -94,6 +94,7 @@ def release_vqvae(src: str | Path, out: str | Path) -> Path:
         raise
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
+    readable_weights(dest)
     if (src.parent / "train_log.jsonl").exists():
         shutil.copy(src.parent / "train_log.jsonl", out / "vqvae_train_log.jsonl")
     return dest
@@ -109,6 +110,7 @@ def adopt_tokenizer(src: str | Path, out: str | Path) -> Path:
         return out / "vqvae"  # already there
     shutil.rmtree(out / "vqvae", ignore_errors=True)
     shutil.copytree(vqvae, out / "vqvae")
+    readable_weights(out / "vqvae")
     if (vqvae.parent / "vqvae_train_log.jsonl").exists():
         shutil.copy(vqvae.parent / "vqvae_train_log.jsonl", out / "vqvae_train_log.jsonl")
     return out / "vqvae"
@@ -162,6 +164,7 @@ def release_generator(
     pipe = MMGenPipeline(**parts, sampling_defaults=sampling)
     with quiet_diffusers():  # its note that text_encoder=None is not saved: by design (the bundled MiniLM)
         pipe.save_pretrained(out, max_shard_size=MAX_SHARD)  # the fp16 DiT goes out in 8 MB shards + an index
+    readable_weights(out)
     if log.exists():
         shutil.copy(log, out / "generator_train_log.jsonl")
     if vocabulary is not None:
@@ -272,8 +275,6 @@ def publish(args: argparse.Namespace) -> None:
         from .model_card import write_model_card
 
         print(f"wrote {write_model_card(args.out, recipe)}")
-    if args.out and Path(args.out).is_dir():
-        readable_weights(Path(args.out))
     if args.examples:
         from .examples import write_examples
 

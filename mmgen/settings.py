@@ -60,9 +60,13 @@ OTHER_SCHEDULERS = (
 
 
 def multistep(scheduler) -> bool:
-    """Whether a scheduler keeps a history of earlier steps (DPM++, UniPC, DEIS: a `solver_order` over 1); the key
-    in another scheduler's config file does not count (mmgen-base's Euler ancestral carries a leftover one)."""
-    takes = "solver_order" in inspect.signature(type(scheduler).__init__).parameters
+    """Whether a scheduler keeps a history of earlier steps: DPM++, UniPC, DEIS (a `solver_order` over 1), LMS and
+    PNDM. The key in another scheduler's config file does not count (mmgen-base's Euler ancestral carries a
+    leftover one); a subclass's own `__init__(**kwargs)` does not hide its parent's."""
+    classes = type(scheduler).__mro__
+    if any(c.__name__ in ("LMSDiscreteScheduler", "PNDMScheduler") for c in classes):
+        return True
+    takes = any("solver_order" in inspect.signature(c.__init__).parameters for c in classes if "__init__" in vars(c))
     return takes and scheduler.config.get("solver_order", 1) > 1
 
 

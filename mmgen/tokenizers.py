@@ -48,13 +48,10 @@ HUB_TOKENIZERS = {
 }
 TOKENIZER_FOLDERS = ("vqvae", "movq")  # where pipelines keep their tokenizer, in the order they are looked for
 FOLDERS_SAID = " or ".join(f"{f}/" for f in TOKENIZER_FOLDERS)  # "vqvae/ or movq/", as messages name them
-# The image-tokenizer families, by the `_class_name` their config.json gives: (module of the model class, imported
-# when one is first loaded: diffusers takes seconds; the `Tokenizer` adapter that wraps it, below). A new family is a
-# row here and an adapter (`Tokenizer`'s docstring says what it defines); loading and wrapping read only this table.
-TOKENIZER_CLASSES = {
-    "VQVAE": ("mmgen.models.vqvae", "MMGenTokenizer"),
-    "VQModel": ("diffusers", "DiffusersTokenizer"),
-}
+# The image-tokenizer families by the `_class_name` their config.json gives -> the module of the model class
+# (imported when one is first loaded: diffusers takes seconds). A new family: a row here and its adapter in
+# ADAPTERS (`Tokenizer`'s docstring says what an adapter defines); loading and wrapping read only these two.
+TOKENIZER_CLASSES = {"VQVAE": "mmgen.models.vqvae", "VQModel": "diffusers"}
 
 
 @dataclass
@@ -65,7 +62,7 @@ class TokenizerOutput:
 
 
 class Tokenizer:
-    """The common interface; an adapter per model family (`TOKENIZER_CLASSES`: `MMGenTokenizer`,
+    """The common interface; an adapter per model family (`ADAPTERS`: `MMGenTokenizer`,
     `DiffusersTokenizer`) defines `codebook` (K, D), `downsample_factor`, `kind`, `_encode` (images in [-1, 1]
     on the model's device and dtype -> `TokenizerOutput`, `unquantized` in the space the quantiser compares codes
     in) and `_decode` (code vectors -> images), and sets `metric`.
@@ -76,6 +73,7 @@ class Tokenizer:
     """
 
     metric = "euclidean"
+    default_name = "VQ tokenizer"  # a name for one wrapped without a name
 
     def __init__(self, model: torch.nn.Module, name: str):
         self.model = model.eval()
@@ -191,6 +189,7 @@ class MMGenTokenizer(Tokenizer):
 
     model: VQVAE
     metric = "cosine"
+    default_name = "mmgen VQVAE"
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -217,6 +216,8 @@ class DiffusersTokenizer(Tokenizer):
     """A diffusers `VQModel`; encode and decode run the model's own modules in the order `VQModel.decode` does.
     aMUSEd's VQ-GAN (the family with `lookup_from_codebook`) reads and draws pixels in [0, 1], as its pipelines
     feed it (`do_normalize=False`): images are mapped there and back, so every tokenizer takes [-1, 1]."""
+
+    default_name = "VQModel"
 
     model: VQModel
 
@@ -254,15 +255,25 @@ class DiffusersTokenizer(Tokenizer):
         return images * 2 - 1 if self.unit_pixels else images
 
 
+ADAPTERS = {"VQVAE": MMGenTokenizer, "VQModel": DiffusersTokenizer}  # TOKENIZER_CLASSES' adapters
+
+
+def _in_family(cls: type) -> bool:
+    """Whether `cls` is a TOKENIZER_CLASSES class itself: its name, from its module (another library's `VQModel`,
+    taming-transformers' say, is not diffusers')."""
+    module = TOKENIZER_CLASSES.get(cls.__name__)
+    return module is not None and (cls.__module__ == module or cls.__module__.startswith(module + "."))
+
+
 def as_tokenizer(model, name: str | None = None) -> Tokenizer:
     """Wrap a loaded model of a `TOKENIZER_CLASSES` family, a subclass's too (a `Tokenizer` passes through)."""
     if isinstance(model, Tokenizer):
         return model
-    family = next((c.__name__ for c in type(model).__mro__ if c.__name__ in TOKENIZER_CLASSES), None)
+    family = next((c.__name__ for c in type(model).__mro__ if _in_family(c)), None)
     if family is None:
-        expected = " or ".join(TOKENIZER_CLASSES)
-        raise ValueError(f"not a VQ tokenizer: {type(model).__name__} (expected a {expected})")
-    tok = globals()[TOKENIZER_CLASSES[family][1]](model, name or family)
+        raise ValueError(f"not a VQ tokenizer: {type(model).__name__} (expected mmgen's VQVAE or a diffusers VQModel)")
+    adapter = ADAPTERS[family]
+    tok = adapter(model, name or adapter.default_name)
     if tok.num_codes < 2:  # every token the same code: 0 bits a token, no second-nearest code to compare with
         raise ValueError(f"{tok.name}: a codebook of {tok.num_codes} code holds no information (0 bits a token)")
     return tok
@@ -339,8 +350,7 @@ def _load(path: str, subfolder: str | None, config: dict, name: str) -> Tokenize
             f"{where} holds {cls or 'a model of unknown class'}, not a VQ tokenizer (VQModel or mmgen's VQVAE); "
             "continuous autoencoders such as AutoencoderKL have no codebook"
         )
-    module, _ = TOKENIZER_CLASSES[cls]
-    model_cls = getattr(importlib.import_module(module), cls)  # diffusers takes seconds: imported when first needed
+    model_cls = getattr(importlib.import_module(TOKENIZER_CLASSES[cls]), cls)  # here: diffusers takes seconds
     weights = weights_to_load(Path(path) / (subfolder or ""), name) if os.path.isdir(path) else SAFE_WEIGHTS
     try:
         model = model_cls.from_pretrained(path, subfolder=subfolder, dtype=torch.float32, **weights)

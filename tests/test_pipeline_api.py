@@ -115,8 +115,9 @@ def test_inpaint_takes_grids_as_users_hold_them():
         pipe.inpaint(PROMPT, tokens, np.zeros((16, 16)), **run)
     with pytest.raises(ValueError, match="the token grid is 4×8"):
         pipe.inpaint(PROMPT, tokens[:4], mask, **run)
-    with pytest.raises(ValueError, match="not token ids"):  # 3.7 was read as token 3
-        pipe.inpaint(PROMPT, tokens + 0.7, mask, **run)
+    for bad in (tokens + 0.7, torch.full((8, 8), float("inf"))):  # 3.7 was read as token 3
+        with pytest.raises(ValueError, match="not token ids"):
+            pipe.inpaint(PROMPT, bad, mask, **run)
     with pytest.raises(ValueError, match="The mask holds NaN"):  # a NaN mask kept every cell, unsaid
         pipe.inpaint(PROMPT, tokens, np.full((8, 8), np.nan), **run)
     again = {**run, "generator": seeded(0)}

@@ -141,6 +141,8 @@ def test_release_generator_ships_fp16_without_the_text_encoder_and_its_card(tmp_
     write_log(run / "train_log.jsonl", [stage1, {"step": 500, "loss": 0.2}, done1, stage2, done2])
 
     release_generator(run, out, scheduler="unipc")
+    # readable as the folder's other files: a recipe publishes through here, not through the command line
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in (out / "transformer").glob("*.safetensors"))
     index = json.loads((out / "model_index.json").read_text())
     assert index["text_encoder"] == [None, None] and index["tokenizer"] == [None, None]
     with safe_open(out / "transformer" / "diffusion_pytorch_model.safetensors", "pt") as f:
@@ -575,3 +577,14 @@ def test_a_generator_ships_the_tokenizer_it_trained_on_however_its_vqvae_was_nam
         assert (model / "vqvae" / "config.json").is_file() and (model / "vqvae_train_log.jsonl").is_file()
     assert adopt_tokenizer(other / "vqvae", other) == other / "vqvae"
     assert (other / "vqvae" / "config.json").is_file()  # still there
+
+
+def test_a_shipped_base_named_from_elsewhere_is_no_hub_id(tmp_path, monkeypatch):
+    """`--init-from assets/mmgen-base-64` from another folder: the card called it a Hub base model."""
+    from mmgen.model_card import _on_the_hub
+
+    monkeypatch.chdir(tmp_path)
+    assert not _on_the_hub("assets/mmgen-base-64") and not _on_the_hub("mmgen-base-64")
+    assert _on_the_hub("someone/their-model") and not _on_the_hub("/abs/path") and not _on_the_hub("a/b/c")
+    (tmp_path / "runs").mkdir()
+    assert not _on_the_hub("runs/gen")  # a folder here: a run, not a Hub repo

@@ -103,3 +103,9 @@ def test_multistep_schedulers_are_told_by_their_class_not_a_leftover_config_key(
     assert euler.config.get("solver_order") == 2 and not multistep(euler)
     assert multistep(DPMSolverMultistepScheduler.from_config(euler.config))
     assert not multistep(DPMSolverMultistepScheduler.from_config(euler.config, solver_order=1))
+
+    class Mine(DPMSolverMultistepScheduler):  # its own __init__(**kwargs) hid the parent's solver_order
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+
+    assert multistep(Mine.from_config(euler.config))

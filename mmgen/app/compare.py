@@ -70,7 +70,7 @@ class CompareSection:
 
     def wire(self, loaded, picker: gr.Dropdown) -> None:
         """`loaded`: the picker's load event; a tokenizer just loaded joins the comparison."""
-        self.button.click(
+        compared = self.button.click(
             self.compare,
             [self.upload, self.names, self.uploads],
             [self.table, self.sheet, self.info, self.uploads],
@@ -78,12 +78,14 @@ class CompareSection:
             preprocess=False,  # the upload arrives unopened, as for /tokenize; names as sent
         )
         loaded.success(self.with_loaded, [picker, self.names], self.names, api_visibility="private")
-        # another image: the last comparison would read as this one's
+        # another image: the last comparison would read as this one's (one still running is stopped, or it would
+        # land after the clearing)
         self.upload.change(
             lambda: ({"headers": HEADERS, "data": []}, None, ""),
             None,
             [self.table, self.sheet, self.info],
             api_visibility="private",
+            cancels=[compared],
         )
 
     def with_loaded(self, key: str | None, names: list[str] | None):

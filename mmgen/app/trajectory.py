@@ -92,7 +92,7 @@ class TrajectoryTab:
             with gr.Row():
                 x_t = gr.Image(label="x_t", interactive=False, elem_id="x-t")
                 x0 = gr.Image(label="Predicted x0, snapped to its codes", interactive=False, elem_id="x0")
-                x0_tokens = gr.Image(label="Its tokens", interactive=False, elem_id="x0-tokens")
+                x0_tokens = gr.Image(label="Its tokens (a colour per code)", interactive=False, elem_id="x0-tokens")
                 changed = gr.Image(label="Changed since the last step", interactive=False, elem_id="changed")
             with gr.Row():
                 change_plot = gr.Image(  # min_width: on a phone the step's line goes under the chart

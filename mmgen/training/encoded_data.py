@@ -118,6 +118,9 @@ def load_training_set(args, vq: VQVAE, tokenizer, text_encoder) -> dict:
     return data
 
 
+CAPTIONS_READ = 2  # how a folder's metadata is read: 2 keeps every line's captions of a file (1: its last line's)
+
+
 def cache_key(args, vq: VQVAE, text_encoder) -> str:
     """What the encoded training set depends on: the data (shapes-v1's seed and count, or the folder's files), the
     image size, the tokenizer's encoder and codebook (not its decoder, which no latent goes through: a decoder trained
@@ -134,6 +137,7 @@ def cache_key(args, vq: VQVAE, text_encoder) -> str:
         runs = {log.parent for log in Path(args.data).rglob("train_log.jsonl")}
         files = sorted(p for p in Path(args.data).rglob("*") if p.is_file() and not runs.intersection(p.parents))
         data = [str(Path(args.data).resolve()), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+        data.append(CAPTIONS_READ)
     image_size = args.sample_size * vq.downsample_factor
     key = [data, data_seed(args), args.num_samples, image_size, text_encoder.name_or_path, MAX_TOKENS]
     h.update(json.dumps(key).encode())
