@@ -322,14 +322,14 @@ def warn_unknown_words(pipe, prompt: str) -> None:
 
 def cmd_caption(args):
     from .captioning import NAMES_NOTHING, caption_candidates, explained
-    from .images import load_image
+    from .images import check_side, fit_square, load_image
     from .pipeline import MMGenPipeline
     from .tokens import default_model
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
     image = load_image(args.image)  # fail on a bad file (or captions file) before paying for the model load
-    check_readable_size(image)
+    check_side(image)  # before the model loads
     captions = None
     if args.captions:
         try:
@@ -341,7 +341,9 @@ def cmd_caption(args):
             raise ValueError(f"{args.captions} holds no captions (one per line)")
     pipe = MMGenPipeline.from_pretrained(args.model or default_model())
     pipe.set_progress_bar_config(disable=True)
-    image = at_model_size(image, pipe.image_size)
+    image, note = fit_square(image, pipe.image_size)  # as the app's Image -> text tab reads it
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     ranked = pipe.rank_captions(image, captions) if captions else caption_candidates(pipe, image)
     print("denoising error (lower: the model finds the caption more likely)")
     for text, error in ranked[: args.top]:
@@ -351,31 +353,6 @@ def cmd_caption(args):
     if share < NAMES_NOTHING:
         why = "they may not describe the image" if captions else "the image may hold nothing the model can name"
         print(f"warning: hardly more likely than no caption: {why}", file=sys.stderr)
-
-
-def at_model_size(image, side: int):
-    """The image as the model reads it: its middle square at `side` x `side` (said on stderr when it was cut or
-    resized, as the app's Image -> text tab does); ValueError when it is too small to read."""
-    from .images import fit_square
-
-    if image.size == (side, side):
-        return image
-    check_readable_size(image)
-    cut = f"cut to its middle {min(image.size)}x{min(image.size)} square and " if image.width != image.height else ""
-    print(
-        f"note: the image ({image.width}x{image.height}) was {cut}resized to {side}x{side}, the size this model reads",
-        file=sys.stderr,
-    )
-    return fit_square(image, side)
-
-
-def check_readable_size(image) -> None:
-    from .images import MIN_SIDE
-
-    if min(image.size) < MIN_SIDE:
-        raise ValueError(
-            f"the image is {image.width}x{image.height}: too small to read (at least {MIN_SIDE} px a side)"
-        )
 
 
 def quiet_loading() -> None:

@@ -125,12 +125,29 @@ def check_pixels(x: torch.Tensor) -> None:
         )
 
 
-def fit_square(image: Image.Image, side: int) -> Image.Image:
-    """The image centre-cropped to a square and resized to side x side (the size a generator paints)."""
-    s = min(image.size)
-    left, top = (image.width - s) // 2, (image.height - s) // 2
+def check_side(image: Image.Image) -> None:
+    """ValueError for an image too small for a generator to read (under MIN_SIDE px a side)."""
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(
+            f"the image is {image.width}×{image.height}: too small to read (at least {MIN_SIDE} px a side)"
+        )
+
+
+def fit_square(image: Image.Image, side: int) -> tuple[Image.Image, str]:
+    """The image as a generator that paints side x side reads it: centre-cropped to a square and resized, and what
+    was done to it, e.g. "The image (96×32) was cut to its middle 32×32 square and resized to 64×64." ("" when
+    nothing); ValueError when it is too small to read (MIN_SIDE)."""
+    check_side(image)
+    w, h = image.size
+    if (w, h) == (side, side):
+        return image, ""
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
     square = image.crop((left, top, left + s, top + s))
-    return square if s == side else square.resize((side, side), Image.Resampling.LANCZOS)
+    done = [f"cut to its middle {s}×{s} square"] if w != h else []
+    done += [f"resized to {side}×{side}"] if s != side else []
+    fitted = square if s == side else square.resize((side, side), Image.Resampling.LANCZOS)
+    return fitted, f"The image ({w}×{h}) was {' and '.join(done)}."
 
 
 def check_max_side(max_side: int) -> int:

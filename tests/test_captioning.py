@@ -208,11 +208,11 @@ def test_cli_ranks_a_captions_file(tiny_pipe, image, tmp_path, capsys):
     ]
     assert main(big) == 0
     out, err = capsys.readouterr()
-    assert "note: the image (64x48) was cut to its middle 48x48 square and resized to 32x32" in err
+    assert "note: The image (64×48) was cut to its middle 48×48 square and resized to 32×32." in err
     assert sorted(line.split("  ", 1)[1] for line in out.splitlines()[1:-1]) == sorted(CAPTIONS)
     Image.new("RGB", (40, 8)).save(tmp_path / "thin.png")
     assert main(["caption", str(tmp_path / "thin.png"), "--model", str(tmp_path / "pipe")]) == 2
-    assert "the image is 40x8: too small to read (at least 16 px a side)" in capsys.readouterr().err
+    assert "the image is 40×8: too small to read (at least 16 px a side)" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

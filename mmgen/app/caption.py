@@ -13,7 +13,7 @@ import PIL.Image
 from ..captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained, rank_captions
 from ..charts import score_bars
 from ..examples import scene_captions
-from ..images import MIN_SIDE, ImageLoadError, fit_square, load_image
+from ..images import ImageLoadError, fit_square, load_image
 from ..viz import upscale_nearest
 from ..vocabulary import SHAPES_V1
 from .context import DISPLAY_SIDE, AppContext
@@ -148,16 +148,11 @@ class CaptionTab:
         except ImageLoadError as e:
             raise gr.Error(f"That file can't be used: {e.reason}.") from e
         side = self.ctx.facts.image_side
-        if min(image.size) < MIN_SIDE:
-            raise gr.Error(
-                f"That image is {image.width}×{image.height}: too small to read (the model reads {side}×{side} "
-                f"images; at least {MIN_SIDE} px a side)."
-            )
-        note = ""
-        if image.width != image.height:
-            s = min(image.size)
-            note = f" The image ({image.width}×{image.height}) was cut to its middle {s}×{s} square."
-        return fit_square(image, side), note
+        try:
+            fitted, note = fit_square(image, side)
+        except ValueError as e:
+            raise gr.Error(f"{str(e)[0].upper()}{str(e)[1:]}; the model reads {side}×{side} images.") from e
+        return fitted, f" {note}" if note else ""
 
     @handler
     def rank(self, upload, text: str | None, request: gr.Request) -> tuple:
