@@ -289,7 +289,11 @@ def test_exports(client):
     gif = client.predict(api_name="/export_gif")
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 4
-        assert im.size == (4 * 32, 4 * 32 + 40)  # each 32-px x0 enlarged 4x over its step's line
+        # x_t beside x0 (32 px each, 2 px apart and around), enlarged 4x over its step's line: the noise is shown
+        assert im.size == (4 * (2 + 2 * (32 + 2)), 4 * (32 + 4) + 40)
+        first = np.asarray(im.convert("RGB"), dtype=float)
+        x_t, x0 = first[8 : 8 + 128, 8 : 8 + 128], first[8 : 8 + 128, 8 + 136 : 8 + 264]
+        assert x_t.std() > 0 and np.abs(x_t - x0).mean() > 10  # two different pictures, the noisy one first
     strip = Image.open(client.predict(api_name="/export_filmstrip"))
     assert strip.size == (2 + 4 * (64 + 2), 2 + 64 + 20 + 2)  # 4 frames side by side, 2x, each over its line
     line = np.asarray(strip.convert("L"))[2 + 64 :, 2 : 2 + 64]

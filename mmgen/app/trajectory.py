@@ -104,7 +104,7 @@ class TrajectoryTab:
             self.attention = WordAttentionView(ctx)
             self._build_branch()
             with gr.Row():
-                self.gif_btn = gr.Button("Export GIF", size="sm", elem_id="export-gif")
+                self.gif_btn = gr.Button("Export GIF (x_t and x0)", size="sm", elem_id="export-gif")
                 self.strip_btn = gr.Button("Export filmstrip PNG", size="sm", elem_id="export-strip")
                 self.export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
 
@@ -413,7 +413,7 @@ class TrajectoryTab:
     @handler
     def export_gif(self, run: FinishedRun | None, request: gr.Request) -> str:
         with self.ctx.jobs.job(request, WAIT):
-            frames = self._x0_frames(run, scale=4)
+            frames = self._x0_frames(run, scale=4, with_x_t=True)
         path = scratch_folder("trajectory-") / "trajectory.gif"
         save_gif(frames, path)
         return str(path)
@@ -426,11 +426,16 @@ class TrajectoryTab:
         filmstrip(frames, scale=1).save(path)
         return str(path)
 
-    def _x0_frames(self, run: FinishedRun | None, scale: int) -> list[PIL.Image.Image]:
-        """Each step's x0, enlarged `scale` times over its step and timestep (a slide reads which is which)."""
+    def _x0_frames(self, run: FinishedRun | None, scale: int, with_x_t: bool = False) -> list[PIL.Image.Image]:
+        """Each step's x0, enlarged `scale` times over its step and timestep (a slide reads which is which); with
+        `with_x_t`, x_t beside it, so the GIF shows noise turning into an image, not only the guesses sharpening."""
         if not run:
             raise gr.Error("Generate an image first: then its trajectory can be exported.")
-        return step_frames(self.ctx.frames.all_x0(run.trajectory), run.trajectory.timesteps, scale)
+        frames, traj = self.ctx.frames.all_x0(run.trajectory), run.trajectory
+        if with_x_t:
+            x_t = (upscale_nearest(self.ctx.frames.x_t(traj, k), f.width) for k, f in enumerate(frames))
+            frames = [filmstrip([noisy, f], scale=1) for noisy, f in zip(x_t, frames)]
+        return step_frames(frames, traj.timesteps, scale)
 
 
 class _InputError(gr.Error):
