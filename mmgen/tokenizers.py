@@ -48,9 +48,8 @@ HUB_TOKENIZERS = {
 }
 TOKENIZER_FOLDERS = ("vqvae", "movq")  # where pipelines keep their tokenizer, in the order they are looked for
 FOLDERS_SAID = " or ".join(f"{f}/" for f in TOKENIZER_FOLDERS)  # "vqvae/ or movq/", as messages name them
-# The image-tokenizer families by the `_class_name` their config.json gives -> the module of the model class
-# (imported when one is first loaded: diffusers takes seconds). A new family: a row here and its adapter in
-# ADAPTERS (`Tokenizer`'s docstring says what an adapter defines); loading and wrapping read only these two.
+# Tokenizer families: config `_class_name` -> the model class's module (imported on first load: diffusers takes
+# seconds). A new family: a row here, its adapter in ADAPTERS (`Tokenizer`'s docstring: what an adapter defines).
 TOKENIZER_CLASSES = {"VQVAE": "mmgen.models.vqvae", "VQModel": "diffusers"}
 
 
@@ -218,7 +217,6 @@ class DiffusersTokenizer(Tokenizer):
     feed it (`do_normalize=False`): images are mapped there and back, so every tokenizer takes [-1, 1]."""
 
     default_name = "VQModel"
-
     model: VQModel
 
     @property
@@ -259,8 +257,7 @@ ADAPTERS = {"VQVAE": MMGenTokenizer, "VQModel": DiffusersTokenizer}  # TOKENIZER
 
 
 def _in_family(cls: type) -> bool:
-    """Whether `cls` is a TOKENIZER_CLASSES class itself: its name, from its module (another library's `VQModel`,
-    taming-transformers' say, is not diffusers')."""
+    """Whether `cls` is a TOKENIZER_CLASSES class: its name from its module (taming-transformers' VQModel is not)."""
     module = TOKENIZER_CLASSES.get(cls.__name__)
     return module is not None and (cls.__module__ == module or cls.__module__.startswith(module + "."))
 

@@ -517,7 +517,7 @@ def test_the_card_holds_the_strict_judge_to_its_targets():
 
 def test_a_card_says_a_fine_tuned_model_was_fine_tuned(tmp_path):
     """The README's walk-through model, fine-tuned from mmgen-base-64, was carded "trained from scratch"."""
-    from mmgen.model_card import _origin
+    from mmgen.model_card_origin import origin as _origin
 
     log = [{"command": "mmgen train-generator", "args": {"init_from": "assets/mmgen-base-64"}}, {"done": True}]
     (tmp_path / "generator_train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
@@ -581,7 +581,7 @@ def test_a_generator_ships_the_tokenizer_it_trained_on_however_its_vqvae_was_nam
 
 def test_a_shipped_base_named_from_elsewhere_is_no_hub_id(tmp_path, monkeypatch):
     """`--init-from assets/mmgen-base-64` from another folder: the card called it a Hub base model."""
-    from mmgen.model_card import _on_the_hub
+    from mmgen.model_card_origin import on_the_hub as _on_the_hub
 
     monkeypatch.chdir(tmp_path)
     assert not _on_the_hub("assets/mmgen-base-64") and not _on_the_hub("mmgen-base-64")

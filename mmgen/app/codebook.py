@@ -82,6 +82,10 @@ class CodebookTab:
         # The Tokenizer tab's count of this session's codes; a tab of its own when built alone.
         with gr.Tab("Codebook", id="codebook") as self.tab:
             self.uploads = uploads if uploads is not None else gr.State(UploadUsage())  # inside: see tokenizer.py
+            gr.Markdown(
+                "Every code of a tokenizer's codebook, each decoded alone as a small tile, with how often reference "
+                "images use it. Click a tile for its nearest codes and where it occurs."
+            )
             self.picker = TokenizerPicker(self.registry, "codebook-tokenizer", ctx.jobs)
             self.info = gr.Markdown(elem_id="codebook-info")
             with gr.Row():

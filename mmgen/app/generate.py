@@ -44,6 +44,10 @@ class GenerateTab:
     def __init__(self, ctx: AppContext, run_state: gr.State):
         self.ctx, self.run_state = ctx, run_state
         with gr.Tab("Generate", id="generate"):
+            gr.Markdown(
+                "A DiT turns noise into a grid of codebook tokens under your prompt, step by step, and the "
+                "tokenizer's decoder paints them. Every step: the Trajectory tab; how it works: About."
+            )
             with gr.Row():
                 with gr.Column():
                     self._build_controls()

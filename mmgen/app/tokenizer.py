@@ -92,6 +92,10 @@ class TokenizerTab:
             self.grid_state = gr.State(None, time_to_live=ctx.limits.session_seconds)
             # This session's code usage over the images it tokenized or compared (read by the Codebook tab).
             self.uploads = gr.State(UploadUsage(), time_to_live=ctx.limits.session_seconds)
+            gr.Markdown(
+                "An image in, tokens out: the encoder gives each patch its nearest codebook code, the decoder paints "
+                "the codes back. Click a cell for its code, set cells to other codes or repaint them under a prompt."
+            )
             with gr.Row():
                 with gr.Column():
                     # image_mode=None: gradio passes the file on unconverted; the handler reads its header first
