@@ -187,7 +187,8 @@ class CaptionTab:
 
     def turns(self, deadline: Deadline):
         """`captioning`'s `turn`: each piece of model work on the model thread, after the job's time check, so a
-        caption search (a minute on mmgen-base) takes turns with other visitors' jobs instead of holding the thread."""
+        caption search (4 to 20 s on mmgen-base on a 2-core CPU) takes turns with other visitors' jobs instead of
+        holding the thread."""
 
         def turn(fn, *args):
             deadline.check()
