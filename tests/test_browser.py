@@ -299,6 +299,11 @@ def test_load_a_second_tokenizer_and_compare(page, tmp_path, monkeypatch):
     assert "tiny-test" in table and "second" in table and "8×8" in table and "16×16" in table
     assert "edges in place" in table and "edges in place" in page.locator("#compare-info").inner_text()
     assert "Traceback" not in page.content()
+    # another image: the comparison of the last one is cleared (its table and sheet stayed under the new image)
+    shapes_sample(0, 2).image.save(tmp_path / "other.png")
+    page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "other.png"))
+    page.wait_for_function("!document.querySelector('#compare-info').innerText.includes('Compared at')")
+    assert "tiny-test" not in page.locator("#compare-table").inner_text()  # no row left
 
 
 def test_read_the_generated_image_back_as_text_and_see_a_words_attention(page):
