@@ -176,11 +176,11 @@ class VQVAE(ShippedNames, ModelMixin, ConfigMixin):
             raise ValueError(f"expected images of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % f or x.shape[-1] % f:
             raise ValueError(f"image height and width must be divisible by {f}, got {tuple(x.shape[-2:])}")
-        check_pixels(x)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         """Images (B, 3, H, W) in [-1, 1] -> quantised latents (B, D, H/f, W/f) and indices (B, H/f, W/f)."""
         self._check_image(x)
+        check_pixels(x)  # here, not in the training forward: its data loader makes only valid pixels
         q = self.quantizer(self.encoder(x.to(self.dtype)))
         return VQVAEEncoderOutput(q.latents, q.indices) if return_dict else (q.latents, q.indices)
 
