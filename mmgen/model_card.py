@@ -235,6 +235,7 @@ def _generator_training(out: Path, own: int | None = None) -> str:
         )
         data += f", tokenizer of `{tokenizers[k - 1]}`" if on else ""
         data += f", DiT deepened to {args['grow_depth']} blocks first" if args.get("grow_depth") else ""
+        data += f", DiT distilled into {args['distill_depth']} of its blocks" if args.get("distill_depth") else ""
         lines.append(
             f"| {k} | {done.get('steps') or args.get('steps')} | {global_batch(header)} | {args['lr']:g} | {data} | "
             f"{args.get('object_loss_weight', 1.0):g}x | {_minutes(done.get('train_time_s', 0))} |"

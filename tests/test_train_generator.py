@@ -11,7 +11,7 @@ from mmgen.data.shapes import shapes_sample
 from mmgen.models.dit import DiT, DiTOutput
 from mmgen.models.vqvae import VQVAE
 from mmgen.training.checkpoints import log_stages
-from mmgen.training.deepen import deepen, insertion_points
+from mmgen.training.deepen import deepen, insertion_points, removal_points, shrink
 from mmgen.training.losses import diffusion_loss, loss_weights, object_cell_weights, training_scheduler
 from mmgen.training.train_generator import main
 
@@ -491,7 +491,9 @@ def test_the_shipped_128px_recipe_continues_the_64px_dit_on_the_vqgan_f8():
     assert all(s.args.init_from == "assets/mmgen-base" for s in later)
     assert len({s.args.seed for s in (first, *later)}) == 1 + len(later)
     assert all((s.args.data_seed, s.args.num_samples) == (first.args.data_seed, first.args.num_samples) for s in later)
-    assert [s.args.grow_depth for s in later] == [None] * (len(later) - 1) + [9]  # the last stage deepens the DiT
+    # the one before last deepens the DiT to 9 blocks, the last distils it back into 6
+    assert [s.args.grow_depth for s in later] == [None] * (len(later) - 2) + [9, None]
+    assert [s.args.distill_depth for s in later] == [None] * (len(later) - 1) + [6]
 
 
 def test_trains_on_a_captioned_folder_leaving_out_bad_data(tmp_path, tiny_model_dir, capsys):
@@ -642,6 +644,55 @@ def test_grow_depth_starts_from_the_same_function_and_trains_the_new_blocks(tmp_
             )
     with pytest.raises(ValueError, match="--init-from"):
         main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--grow-depth", "4"))
+    assert not (tmp_path / "bad" / "train_log.jsonl").exists()
+
+
+def test_distill_depth_starts_from_the_blocks_deepening_added_dropped_and_learns_the_teacher(tmp_path, tiny_model_dir):
+    """--distill-depth: the student is the --init-from DiT without the blocks --grow-depth inserts (so shrinking a
+    deepened DiT gives back the one deepened, exactly), its target is the teacher's prediction (zero loss for a
+    student that is its teacher), a resumed run reloads the teacher, and bad depths fail before any encoding."""
+    first = tmp_path / "first"
+    main(_args(first, tiny_model_dir, "--steps", "2"))
+    trained = DiT.from_pretrained(first / "transformer")
+    depth = trained.config.depth
+    assert removal_points(9, 6) == [2, 5, 8] and removal_points(6, 3) == [1, 3, 5]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, trained.config.in_channels, trained.config.sample_size, trained.config.sample_size, generator=g)
+    text, t = torch.randn(2, 5, trained.config.text_dim, generator=g), torch.tensor([900, 100])
+    deeper = deepen(trained, 2 * depth)
+    with torch.no_grad():
+        deeper.blocks[1].ada[-1].bias.add_(0.5)  # an inserted block that learnt something: dropped again
+        torch.testing.assert_close(shrink(deeper, depth)(x, t, text).sample, trained(x, t, text).sample)
+
+    sched = training_scheduler()
+    latents, noise = torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)
+    masks = torch.ones(2, 5, dtype=torch.bool)
+    same = diffusion_loss(trained, sched, latents, noise, t, text, masks, teacher=trained)
+    assert same.item() == 0 and diffusion_loss(trained, sched, latents, noise, t, text, masks, teacher=deeper) > 0
+
+    grown = tmp_path / "grown"
+    main(_args(grown, tiny_model_dir, "--steps", "2", "--init-from", str(first), "--grow-depth", str(depth + 1)))
+    student_dir = tmp_path / "student"
+    distill = ("--init-from", str(grown), "--distill-depth", str(depth))
+    main(_args(student_dir, tiny_model_dir, "--steps", "3", *distill))
+    student = DiT.from_pretrained(student_dir / "transformer")
+    assert student.config.depth == depth
+    start = shrink(DiT.from_pretrained(grown / "transformer"), depth)
+    assert not torch.equal(student.blocks[0].ada[-1].weight, start.blocks[0].ada[-1].weight)  # it trained
+    headers = [r for r in map(json.loads, (student_dir / "train_log.jsonl").read_text().splitlines()) if "args" in r]
+    assert [h["args"].get("distill_depth") for h in headers] == [None, None, depth]  # the stages it continues
+    interrupt(student_dir, "transformer")
+    main(_args(student_dir, tiny_model_dir, "--steps", "3", "--resume", *distill))
+    assert DiT.from_pretrained(student_dir / "transformer").config.depth == depth
+
+    for extra, message in (
+        (("--init-from", str(grown), "--distill-depth", str(depth + 1)), "ask for fewer"),
+        (("--init-from", str(grown), "--distill-depth", "1"), "at least half"),
+        (("--distill-depth", "1"), "--init-from"),
+        (("--init-from", str(first), "--grow-depth", "3", "--distill-depth", "1"), "one or the other"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", *extra))
     assert not (tmp_path / "bad" / "train_log.jsonl").exists()
 
 

@@ -23,8 +23,11 @@ def new_dit_options(args) -> dict:
     """The DiT size the options ask for, by config key ({} when neither --preset nor --text-refiner-layers is
     given); each left out is then set to NEW_DIT's value, which a new DiT is built with and the log records.
     ValueError for a size no DiT can take, before anything loads."""
-    if args.grow_depth is not None and not args.init_from:
-        raise ValueError("--grow-depth deepens a trained DiT: name it with --init-from")
+    for option, what in (("grow_depth", "deepens"), ("distill_depth", "distils")):
+        if getattr(args, option, None) is not None and not args.init_from:
+            raise ValueError(f"--{option.replace('_', '-')} {what} a trained DiT: name it with --init-from")
+    if args.grow_depth is not None and getattr(args, "distill_depth", None) is not None:
+        raise ValueError("--grow-depth and --distill-depth: one or the other (a stage each)")
     patch = DIT_PRESETS[args.preset or NEW_DIT["preset"]].get("patch_size", PATCH_SIZE)
     if args.sample_size % patch:
         raise ValueError(
@@ -43,12 +46,13 @@ def new_dit_options(args) -> dict:
 
 
 def initial_weights(
-    model: str, vq: VQVAE, text_encoder, sample_size: int, asked: dict | None = None, grow_depth: int | None = None
+    model: str, vq: VQVAE, text_encoder, sample_size: int, asked: dict | None = None, new_depth: int | None = None
 ) -> DiT:
     """The DiT of a trained run or model folder (`MODEL/transformer/`, a local path or a Hub id), in float32, to
     train further. Its architecture and scaling factor come with it (`same_tokenizer` says when the factor is
     measured again): a size `asked` (`new_dit_options`) other than its own is refused, not ignored (its depth
-    aside with `grow_depth`). It must fit this tokenizer's code size and this text encoder."""
+    aside with a `new_depth`, --grow-depth's or --distill-depth's). It must fit this tokenizer's code size and this
+    text encoder."""
     try:
         folder = model_path(model, shipped=False)
         if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "transformer", "config.json")):
@@ -62,12 +66,12 @@ def initial_weights(
         raise ValueError(
             f"--init-from {model}: its DiT takes {got}, but this tokenizer, text encoder and --sample-size give {want}"
         )
-    asked = {k: v for k, v in (asked or {}).items() if not (k == "depth" and grow_depth is not None)}
+    asked = {k: v for k, v in (asked or {}).items() if not (k == "depth" and new_depth is not None)}
     if differ := [k for k, v in asked.items() if dit.config.get(k) != v]:
         said = ", ".join(f"{k} {dit.config.get(k)} (asked: {asked[k]})" for k in differ)
         raise ValueError(
             f"--init-from {model}: its DiT has {said}; a DiT trained further keeps its size, so leave --preset and "
-            "--text-refiner-layers out (--grow-depth deepens it)"
+            "--text-refiner-layers out (--grow-depth deepens it, --distill-depth shrinks it)"
         )
     return dit
 

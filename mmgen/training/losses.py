@@ -61,14 +61,22 @@ def diffusion_loss(
     snr_gamma: float = SNR_GAMMA,
     cell_weights: torch.Tensor | None = None,
     device="cpu",
+    teacher=None,
 ) -> torch.Tensor:
     """The denoising loss on clean `latents` (B, C, h, w): noise them to `t` (B,), predict v, weight each sample
-    by `loss_weights` and, if given, each latent cell by `cell_weights` (B, 1, h, w; see `object_cell_weights`)."""
+    by `loss_weights` and, if given, each latent cell by `cell_weights` (B, 1, h, w; see `object_cell_weights`).
+    With a `teacher` DiT the target is its v for the same input, not the data's (knowledge distillation: a
+    target without the data's noise, which is what the teacher learnt to average out)."""
     if noise_scheduler.config.prediction_type != "v_prediction":
         raise ValueError("the generator trains on v-prediction: use training_scheduler()'s default")
     noisy = noise_scheduler.add_noise(latents, noise, t).to(device)
-    pred = model(noisy, t.to(device), text_states.to(device), text_masks.to(device)).sample
-    target = noise_scheduler.get_velocity(latents, noise, t)
+    inputs = (noisy, t.to(device), text_states.to(device), text_masks.to(device))
+    pred = model(*inputs).sample
+    if teacher is None:
+        target = noise_scheduler.get_velocity(latents, noise, t)
+    else:
+        with torch.no_grad():
+            target = teacher(*inputs).sample.float()
     loss = F.mse_loss(pred.float(), target.to(device), reduction="none")  # (B, C, h, w)
     if cell_weights is not None:
         loss = loss * cell_weights.to(device)

@@ -54,7 +54,7 @@ from .checkpoints import (
     saving_model,
     writing_checkpoint,
 )
-from .deepen import deepen
+from .deepen import deepen, shrink
 from .encoded_data import CROPS_PER_IMAGE, cached_training_set, default_num_samples, draw_batch, latent_scaling_factor
 from .init_from import NEW_DIT, initial_weights, new_dit_options, same_tokenizer
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
@@ -95,6 +95,7 @@ class Run:
     start_step: int
     header: dict  # extra fields for the log's header
     sample_prompts: list[str] | None = None  # what the validation samples show (`validation_prompts`)
+    teacher: DiT | None = None  # with --distill-depth: the full DiT whose predictions the student learns
 
 
 def prepare_run(args, accelerator: Accelerator) -> Run:
@@ -113,11 +114,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     side = args.sample_size * vq.downsample_factor
     accelerator.print(f"training at {side}x{side} px: {args.sample_size}x{args.sample_size} tokens of {args.vqvae}")
     tokenizer, text_encoder = load_text_encoder()
-    init = None  # a resumed run's DiT is its checkpoint's (already deepened: --init-from may hold it by now)
-    if args.init_from and not ckpt:
-        init = initial_weights(args.init_from, vq, text_encoder, args.sample_size, asked, args.grow_depth)
-        if args.grow_depth is not None:
-            init = deepen(init, args.grow_depth, source=args.init_from)
+    init, teacher = _initial_dit(args, vq, text_encoder, asked, ckpt, accelerator)
     t0 = time.time()
     # Under N processes the main one encodes and caches the set first, and the others read it (without a cache,
     # --cache-dir '', each encodes its own at once: waiting would gain nothing).
@@ -192,7 +189,31 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         start_step=start_step,
         header=header,
         sample_prompts=validation_prompts(args.data),  # a folder's headers and captions, read once
+        teacher=teacher,
     )
+
+
+def _initial_dit(args, vq: VQVAE, text_encoder, asked: dict, ckpt, accelerator) -> tuple[DiT | None, DiT | None]:
+    """The DiT a run starts from (None: a new one, or a resumed run's checkpoint, already deepened or shrunk:
+    --init-from may hold it by now) and, with --distill-depth, the teacher: the --init-from DiT, frozen, on the
+    device under the run's autocast (reloaded when resuming). The student starts as it less some blocks (`shrink`)
+    and reads the latents at its scale, so both must know this tokenizer."""
+    if not args.init_from or (ckpt and not args.distill_depth):
+        return None, None
+    dit = initial_weights(
+        args.init_from, vq, text_encoder, args.sample_size, asked, args.grow_depth or args.distill_depth
+    )
+    if args.grow_depth is not None:
+        return deepen(dit, args.grow_depth, source=args.init_from), None
+    if args.distill_depth is None:
+        return dit, None
+    if not same_tokenizer(args.init_from, vq):
+        raise ValueError(
+            f"--distill-depth: {args.init_from} was trained on another tokenizer; distil it on its own (--vqvae "
+            f"{args.init_from})"
+        )
+    teacher = accelerator.prepare_model(dit.requires_grad_(False).eval(), evaluation_mode=True)
+    return (None if ckpt else shrink(dit, args.distill_depth, source=args.init_from)), teacher
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -218,7 +239,7 @@ def train(args: argparse.Namespace) -> Path:
         previous = previous_log(args.init_from, "generator_train_log.jsonl")  # the DiT it starts from
         trained_s = open_run_log(log_path, settings, run.start_step, previous, **run.header)
 
-    model, codebook = run.model, run.vq.quantizer.codebook
+    model, teacher, codebook, device = run.model, run.teacher, run.vq.quantizer.codebook, accelerator.device
     scaling = _plain(accelerator, model).config.scaling_factor  # a loaded DiT keeps the one it was trained with
     bar = tqdm(total=args.steps, initial=run.start_step, disable=not accelerator.is_main_process, desc="generator")
     t0, step, running = time.time() - trained_s, run.start_step, []
@@ -233,9 +254,8 @@ def train(args: argparse.Namespace) -> Path:
         t = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (n * b,), generator=run.gen)
         latents, ids, states, masks, noise, t = (x[mine] for x in (*batch, noise, t))
         cells = None if args.object_loss_weight == 1 else object_cell_weights(ids, args.object_loss_weight)
-        loss = diffusion_loss(
-            model, run.noise_scheduler, latents, noise, t, states, masks, cell_weights=cells, device=accelerator.device
-        )
+        inputs = (latents, noise, t, states, masks)
+        loss = diffusion_loss(model, run.noise_scheduler, *inputs, cell_weights=cells, device=device, teacher=teacher)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -400,6 +420,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="N",
         help="with --init-from: deepen its DiT to N blocks (up to twice as many), inserting zero-gated copies of "
         "its blocks, so training starts from exactly the model it had",
+    )
+    p.add_argument(
+        "--distill-depth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --init-from: distill its DiT into N of its blocks (at least half), a faster DiT: the student "
+        "starts as it without the blocks --grow-depth would have inserted, and learns its predictions",
     )
     p.add_argument(
         "--cache-dir",
