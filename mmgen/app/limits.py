@@ -49,7 +49,7 @@ MAX_REQUEST_KB = 256  # any request but an upload: a prompt, a cell list, a data
 
 @dataclass(frozen=True)
 class Limits:
-    max_steps: int = 100  # 100 steps of best-of-8: ~4 s on a 2-vCPU Space (6 blocks; 9: ~1.5x)
+    max_steps: int = 100  # 100 steps of best-of-8: ~4 s on a 2-vCPU Space (6 blocks)
     max_candidates: int = 8  # 8 noises cost 2.8 runs' time (docs/speed.md)
     job_seconds: float = 60.0
     queue_size: int = 16
