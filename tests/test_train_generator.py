@@ -567,6 +567,9 @@ def test_a_recipe_continues_a_dit_on_another_tokenizer(tmp_path, tiny_model_dir,
     tuned = VQVAE.from_pretrained(first, subfolder="vqvae")  # a fine-tuned copy (mmgen-emoji's) keeps the factor
     tuned.quantizer.codebook.mul_(0.9)
     assert same_tokenizer(str(first), tuned) and not same_tokenizer(str(first), vq)
+    with pytest.raises(ValueError, match="another tokenizer; distil it on its own"):  # its teacher would misread
+        main(_args(tmp_path / "bad", str(other), "--steps", "1", "--init-from", str(first), "--distill-depth", "1"))
+    assert not (tmp_path / "bad" / "train_log.jsonl").exists()
 
 
 def test_the_encoded_scenes_cache_is_keyed_on_the_encoder_and_codebook_not_the_decoder(tiny_vq):

@@ -426,7 +426,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="with --init-from: distill its DiT into N of its blocks (at least half), a faster DiT: the student "
+        help="with --init-from: distil its DiT into N of its blocks (at least half), a faster DiT: the student "
         "starts as it without the blocks --grow-depth would have inserted, and learns its predictions",
     )
     p.add_argument(
