@@ -33,19 +33,17 @@ def deepen(dit: DiT, depth: int, source: str = "the DiT") -> DiT:
         )
     if depth > 2 * old_depth:
         raise ValueError(f"--grow-depth {depth}: at most twice the {old_depth} blocks of {source} (one copy of each)")
-    deeper = DiT.from_config(dit.config, depth=depth)
-    state = {k: v for k, v in dit.state_dict().items() if not k.startswith("blocks.")}
     after = insertion_points(old_depth, depth)
-    sources = [(i, copy) for i in range(old_depth) for copy in [False] + [True] * after.count(i)]
-    for j, (i, copy) in enumerate(sources):
-        block = {k: v.clone() for k, v in dit.blocks[i].state_dict().items()}
-        if copy:  # shift, scale and gates of both branches, and the text read, all zero: the identity
-            for k in block:
+    blocks = []
+    for i in range(old_depth):
+        blocks.append(_block(dit, i))
+        for _ in range(after.count(i)):  # shift, scale and gates of both branches, and the text read, all zero
+            copy = _block(dit, i)
+            for k in copy:
                 if k.startswith(("ada.", "cross.out.")):
-                    block[k].zero_()
-        state |= {f"blocks.{j}.{k}": v for k, v in block.items()}
-    deeper.load_state_dict(state)
-    return deeper
+                    copy[k].zero_()
+            blocks.append(copy)
+    return _with_blocks(dit, blocks)
 
 
 def removal_points(depth: int, new_depth: int) -> list[int]:
@@ -63,10 +61,19 @@ def shrink(dit: DiT, depth: int, source: str = "the DiT") -> DiT:
             f"({(old_depth + 1) // 2})"
         )
     drop = removal_points(old_depth, depth)
-    keep = [i for i in range(old_depth) if i not in drop]
-    smaller = DiT.from_config(dit.config, depth=depth)
+    return _with_blocks(dit, [_block(dit, i) for i in range(old_depth) if i not in drop])
+
+
+def _block(dit: DiT, i: int) -> dict:
+    """A copy of block `i`'s weights, by the block's own keys."""
+    return {k: v.clone() for k, v in dit.blocks[i].state_dict().items()}
+
+
+def _with_blocks(dit: DiT, blocks: list[dict]) -> DiT:
+    """A DiT like `dit` (every weight outside its blocks copied) whose stack is `blocks`, in order."""
+    model = DiT.from_config(dit.config, depth=len(blocks))
     state = {k: v.clone() for k, v in dit.state_dict().items() if not k.startswith("blocks.")}
-    for j, i in enumerate(keep):
-        state |= {f"blocks.{j}.{k}": v.clone() for k, v in dit.blocks[i].state_dict().items()}
-    smaller.load_state_dict(state)
-    return smaller
+    for j, block in enumerate(blocks):
+        state |= {f"blocks.{j}.{k}": v for k, v in block.items()}
+    model.load_state_dict(state)
+    return model

@@ -24,9 +24,9 @@ def new_dit_options(args) -> dict:
     given); each left out is then set to NEW_DIT's value, which a new DiT is built with and the log records.
     ValueError for a size no DiT can take, before anything loads."""
     for option, what in (("grow_depth", "deepens"), ("distill_depth", "distils")):
-        if getattr(args, option, None) is not None and not args.init_from:
+        if getattr(args, option) is not None and not args.init_from:
             raise ValueError(f"--{option.replace('_', '-')} {what} a trained DiT: name it with --init-from")
-    if args.grow_depth is not None and getattr(args, "distill_depth", None) is not None:
+    if args.grow_depth is not None and args.distill_depth is not None:
         raise ValueError("--grow-depth and --distill-depth: one or the other (a stage each)")
     patch = DIT_PRESETS[args.preset or NEW_DIT["preset"]].get("patch_size", PATCH_SIZE)
     if args.sample_size % patch:
