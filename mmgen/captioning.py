@@ -283,7 +283,7 @@ def caption_candidates(pipe, image, vocabulary=None, settings: SearchSettings = 
     if vocabulary is None:
         raise ValueError(
             "this model was published without a vocabulary (transformer/vocabulary.json), so it has no captions "
-            "to choose from: rank your own with rank_captions"
+            "to choose from: rank captions of your own (`rank_captions`; in the app, 'Rank these captions')"
         )
     if vocabulary.grammar == SHAPES_V1:
         return [(scene.text, error) for scene, error in search_shapes_caption(pipe, image, settings, turn)]

@@ -249,6 +249,16 @@ def test_step_mode_lands_on_the_full_run(client):
     assert (_pixels(x0) == _pixels(full_x0)).all()  # the last step's x0 equals the full run's
 
 
+def test_the_generate_tab_reads_the_image_it_shows_after_step_mode(client):
+    """A step-mode run (the Trajectory tab) becomes the session's run, but not the Generate tab's: its overlay box
+    and "Read it back" drew and sent the step-mode image beside the one the Generate tab still showed."""
+    _, tokens, *_ = client.predict(*GENERATE, api_name="/generate")
+    other = ("a blue square", *GENERATE[1:3], 8, *GENERATE[4:8])  # another prompt and seed
+    for _ in range(4):
+        client.predict(*other, api_name="/step_once")
+    assert (_pixels(client.predict(False, api_name="/toggle_overlay")) == _pixels(tokens)).all()
+
+
 def test_scrubbing_before_a_step_mode_run_ends_says_why(tiny_app_url):
     """A first visit's step-mode steps leave no finished run: Previous / Next said "Generate an image first" beside
     that run's frames."""
@@ -339,13 +349,18 @@ def test_image_inputs_read_only_uploads_not_other_server_files(client, tmp_path)
 
 
 def test_token_surgery_sets_codes_and_decodes(client, tmp_path):
-    client.predict(_scene(tmp_path), api_name="/tokenize")
+    usage_as_encoded = client.predict(_scene(tmp_path), api_name="/tokenize")[4]
     with pytest.raises(Exception, match="Select cells first"):
         client.predict(5, api_name="/set_code")
     tmap, info, *_ = client.predict("0,0; 0,1; 5,5", api_name="/select_cells")
     assert "3 cell(s) selected" in info
-    edited, tmap, info = client.predict(5, api_name="/set_code")
-    assert "Set 3 cell(s) to code 5" in info and os.path.exists(edited)
+    edited, tmap, info, usage = client.predict(5, api_name="/set_code")
+    assert "Set 3 cell(s) to code 5" in info and "counts the edited grid" in info and os.path.exists(edited)
+    # the chart counts the grid as edited: code 5 in three more cells (the scene's corners are background)
+    assert not np.array_equal(np.asarray(Image.open(usage)), np.asarray(Image.open(usage_as_encoded)))
+    assert np.array_equal(
+        np.asarray(Image.open(client.predict(5, api_name="/set_code")[3])), np.asarray(Image.open(usage))
+    )
     for bad in (2.5, -1, 64):
         with pytest.raises(Exception, match="whole number between 0 and 63"):
             client.predict(bad, api_name="/set_code")
@@ -358,8 +373,8 @@ def test_token_surgery_sets_codes_and_decodes(client, tmp_path):
 def test_repaint_keeps_unselected_cells(client, tmp_path):
     client.predict(_scene(tmp_path, size=32), api_name="/tokenize")  # 8x8 tokens: the tiny generator's grid
     client.predict("2,2; 2,3; 3,2; 3,3", api_name="/select_cells")
-    edited, tmap, info = client.predict("a red circle", 0, api_name="/repaint")
-    assert "Repainted 4 selected cell(s)" in info and os.path.exists(edited)
+    edited, tmap, info, usage = client.predict("a red circle", 0, api_name="/repaint")
+    assert "Repainted 4 selected cell(s)" in info and os.path.exists(edited) and os.path.exists(usage)
 
 
 def test_repaint_needs_the_generators_grid(client, tmp_path):

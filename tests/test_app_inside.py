@@ -116,7 +116,7 @@ def test_reading_an_image_back_puts_its_prompt_first_until_the_box_is_full():
     assert len(box.splitlines()) == MAX_CAPTIONS and box.startswith(f"prompt {MAX_CAPTIONS - 1}\n")
     # while the session's next image is being made, it sent the last one (and its prompt) unsaid
     gate.admit("visitor")
-    with pytest.raises(Exception, match="still being made"):
+    with pytest.raises(Exception, match="still running: read the image back when it is done"):
         read_back("a red circle", "", SimpleNamespace(session_hash="visitor"))
     assert read_back("a red circle", "", SimpleNamespace(session_hash="another")) == "a red circle"
 
@@ -195,3 +195,12 @@ def test_each_x_t_frame_is_what_the_dit_read_at_its_timestep():
     sigma = run.scheduler.sigmas[0]
     assert drawer.x_t(trajectory, 0).tobytes() == drawn((noise[0] / (sigma**2 + 1) ** 0.5).half())  # the start
     assert drawer.x_t(trajectory, 1).tobytes() != drawn(trajectory.latents[1])  # not the step after's
+
+
+def test_the_caption_chart_draws_the_best_captions_only():
+    """'Caption it' on a model without the shapes grammar ranks its 256 most common training captions: every one
+    drawn made a chart 7,000 px tall."""
+    from mmgen.app.caption import MAX_CAPTIONS, bar_chart
+
+    ranked = [(f"caption {i}", 0.1 + 0.001 * i) for i in range(256)]
+    assert bar_chart(ranked).height == bar_chart(ranked[:MAX_CAPTIONS]).height > bar_chart(ranked[:3]).height

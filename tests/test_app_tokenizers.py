@@ -104,7 +104,7 @@ def test_load_a_folder_then_tokenize_edit_and_see_the_ambiguity(client, scene, f
     sheet, text = client.predict(api_name="/ambiguity")
     assert Image.open(sheet).width > 2 * 256 and "of 256 tokens" in text and "euclidean" in text
     client.predict("0,0", api_name="/select_cells")
-    edited, tmap, info = client.predict(BIG_K - 1, api_name="/set_code")  # past the generator's 64 codes
+    edited, tmap, info, usage = client.predict(BIG_K - 1, api_name="/set_code")  # past the generator's 64 codes
     assert f"to code {BIG_K - 1}" in info
     with pytest.raises(Exception, match=f"between 0 and {BIG_K - 1}"):
         client.predict(BIG_K, api_name="/set_code")

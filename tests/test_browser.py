@@ -82,7 +82,7 @@ def page(browser, tiny_app_url, request):
     page.set_default_timeout(TIMEOUT_MS)
     page.add_init_script(KEEP_MESSAGES)
     page.goto(tiny_app_url)
-    page.get_by_role("tab", name="Generate").wait_for()
+    page.get_by_role("tab", name="Generate").first.wait_for()  # .first: see open_tab
     yield page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
@@ -273,6 +273,18 @@ def test_a_page_number_typed_shows_that_page(page, tmp_path, monkeypatch):
     page.locator("#codebook-info").get_by_text("Page 3 of 3").wait_for(timeout=TIMEOUT_MS)
     assert box.input_value() == "3"
 
+    # a code looked up on another page: the summary names the page the grid jumped to (it said the page before)
+    page.locator("#sort-codes").get_by_text("code id").click()
+    page.locator("#codebook-info").get_by_text("Page 1 of 3").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#code-id input").fill("599")
+    page.locator("#show-code").click()
+    page.locator("#code-info").get_by_text("Code 599").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#codebook-info").get_by_text("Page 3 of 3").wait_for(timeout=TIMEOUT_MS)
+    assert box.input_value() == "3"
+    # another order: the code's details go with the page they belonged to
+    page.locator("#sort-codes").get_by_text("usage").click()
+    page.wait_for_function("!document.querySelector('#code-info').innerText.includes('Code 599')")
+
 
 def test_load_a_second_tokenizer_and_compare(page, tmp_path, monkeypatch):
     """A visitor loads a folder through the load box; it joins the comparison beside the generator's own."""
@@ -306,7 +318,7 @@ def test_load_a_second_tokenizer_and_compare(page, tmp_path, monkeypatch):
     assert "tiny-test" not in page.locator("#compare-table").inner_text()  # no row left
 
 
-def test_read_the_generated_image_back_as_text_and_see_a_words_attention(page):
+def test_read_the_generated_image_back_as_text_and_see_a_words_attention(page, tmp_path):
     generate(page, "a large red circle", steps=3)
     open_tab(page, "Trajectory")
     page.locator("#attention-word").get_by_text("circle", exact=True).click()
@@ -320,6 +332,12 @@ def test_read_the_generated_image_back_as_text_and_see_a_words_attention(page):
     page.locator("#rank-captions").click()
     page.locator("#caption-info").get_by_text("Ranked 2 caption(s)").wait_for(timeout=TIMEOUT_MS)
     assert "Traceback" not in page.content()
+    # another image: the last one's ranking goes (it stayed beside the new image)
+    from mmgen.data.shapes import shapes_sample
+
+    shapes_sample(0, 1).image.save(tmp_path / "scene.png")
+    page.locator("#caption-image input[type=file]").set_input_files(str(tmp_path / "scene.png"))
+    page.wait_for_function("!document.querySelector('#caption-info').innerText.includes('Ranked')")
 
 
 def test_bad_upload_shows_a_message_not_a_traceback(page, tmp_path):

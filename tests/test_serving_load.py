@@ -4,6 +4,7 @@ request caps, session expiry, and every model call on the one model thread."""
 
 import json
 import os
+import re
 import threading
 import time
 
@@ -124,8 +125,12 @@ def test_one_job_per_visitor_refused_before_it_is_queued(slow):
 
 
 def test_a_job_past_the_time_limit_is_stopped_with_a_message(slow):
+    job = slow.client().submit("a red circle", 30, 2.0, 0, False, "ddim", 0.5, 1, False, api_name="/generate")
     with pytest.raises(Exception, match=r"ran past this Space's limit of 2 s per job \(MMGEN_MAX_JOB_SECONDS\)"):
-        slow.client().predict("a red circle", 30, 2.0, 0, False, "ddim", 0.5, 1, False, api_name="/generate")
+        job.result()
+    # the last preview's "step k of 30 ..." is replaced: the run is over
+    progress = [out[2] for out in job.outputs()]
+    assert "step 1 of 30 ..." in progress[0] and re.fullmatch(r"\*\*Stopped after step \d+ of 30\*\*.*", progress[-1])
 
 
 def test_captions_and_repaints_past_the_time_limit_are_stopped_too(slow, tmp_path):

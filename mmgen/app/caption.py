@@ -41,15 +41,16 @@ def parse_captions(text: str | None) -> list[str]:
     return captions
 
 
-def bar_chart(ranked: list[tuple[str, float]]) -> PIL.Image.Image:
-    """Ranked captions as bars, longest for the best: each bar's length is how much lower its denoising error is
-    than the worst caption's (the best's bar is orange); beside it, the error itself (a difference read as an
-    error: the worst caption's "0.0000" looked perfect)."""
+def bar_chart(ranked: list[tuple[str, float]], rows: int = MAX_CAPTIONS) -> PIL.Image.Image:
+    """The best `rows` of the ranked captions as bars, longest for the best: each bar's length is how much lower its
+    denoising error is than the worst ranked caption's (the best's bar is orange); beside it, the error itself (a
+    difference read as an error: the worst caption's "0.0000" looked perfect). A model's own 256 training captions,
+    all drawn, made a chart 7,000 px tall."""
     errors = [e for _, e in ranked]
     worst = max(errors)
-    gains = [worst - e for e in errors]
-    shown = [f"{e:.4f}" for e in errors]
-    return score_bars([c for c, _ in ranked], gains, 0.0, max(max(gains), 1e-9), width=440, shown=shown)
+    gains = [worst - e for e in errors[:rows]]
+    shown = [f"{e:.4f}" for e in errors[:rows]]
+    return score_bars([c for c, _ in ranked[:rows]], gains, 0.0, max(max(gains), 1e-9), width=440, shown=shown)
 
 
 class CaptionTab:
@@ -112,6 +113,8 @@ class CaptionTab:
         model_event = self.ctx.jobs.model_event()  # preprocess=False: the upload arrives unopened
         self.rank_btn.click(self.rank, [self.image, self.captions], outputs, api_name="rank_captions", **model_event)
         self.caption_btn.click(self.caption, self.image, outputs, api_name="caption", **model_event)
+        # another image (uploaded, an example, read back): the last one's ranking would read as this one's
+        self.image.change(lambda: (None, None, ""), None, outputs, api_visibility="private")
 
     def send_from(self, button: gr.Button, run_state: gr.State, tabs: gr.Tabs) -> None:
         """`button` (on the Generate tab) sends the session's last image here with its prompt, the first caption
@@ -124,10 +127,11 @@ class CaptionTab:
     def receive(self, run: FinishedRun | None, captions: str | None, request: gr.Request = None):
         """The run's image, and its prompt at the top of the captions (those typed before stay under it); while a
         run of the session is under way, a note to wait for it (it sent the run before, unsaid, or nothing)."""
-        if self.ctx.jobs.busy(request):
-            raise gr.Error("An image is still being made: read it back when it is done.")
+        if self.ctx.jobs.busy(request):  # any model job of the session: a run, a repaint, a ranking, a branch
+            raise gr.Error("Your last job is still running: read the image back when it is done.")
         if not run:
-            raise gr.Error("Generate an image first.")
+            minutes = f"{self.ctx.limits.session_minutes:g}"
+            raise gr.Error(f"Generate an image first (the last one is kept {minutes} minutes).")
         typed, prompt = (captions if isinstance(captions, str) else "").strip(), run.settings.prompt.strip()
         with_prompt = f"{prompt}\n{typed}".strip()
         lines = [line.strip() for line in typed.splitlines() if line.strip()]
@@ -205,6 +209,8 @@ class CaptionTab:
             + (f", {ranked[1][1] - error:.4f} below the runner-up, *{ranked[1][0]}*" if len(ranked) > 1 else "")
             + f"; it takes away {share:.0%} of the error the empty prompt leaves). {errors}"
         )
+        if len(ranked) > MAX_CAPTIONS:
+            info += f" The chart shows the best {MAX_CAPTIONS} of the {len(ranked)} ranked."
         if share < NAMES_NOTHING and own:
             info += (
                 "  \n⚠️ The model finds its best caption hardly more likely than no caption at all: the image may hold "

@@ -148,8 +148,11 @@ class CodebookTab:
         paged = shown + [self.page, self.code_id]
         self.tab.select(self.show_codebook, [self.sort_by, tok, self.page, uploads], shown, api_name="codebook")
         self.tab.select(self.picker.refresh, None, tok, api_visibility="private")
+        code_shown = [self.code_big, self.code_info, self.neighbours, self.occurrences]
         for event in (tok.change, self.sort_by.change):
             event(self.first_page, [tok, self.sort_by, uploads], paged, api_visibility="private")
+            # another tokenizer's code (or the grid without its outline) would read as this one's
+            event(lambda: (None, "", [], []), None, code_shown, api_visibility="private")
         # input, not release: a page number typed into the box showed only once the box lost focus; dragging
         # draws the pages passed over, the last one always (at most one waiting per visitor)
         self.page.input(
@@ -168,7 +171,9 @@ class CodebookTab:
             details,
             api_name="code_details",
             preprocess=False,  # any number: the handler says what a code id must be (`code_number`)
-        ).success(self.page_of, [self.code_id, self.sort_by, tok], self.page, api_visibility="private")
+        ).success(
+            self.page_of, [self.code_id, self.sort_by, tok, uploads], [self.page, self.info], api_visibility="private"
+        )
         self.grid.select(self.click_code, [self.sort_by, tok, self.page, uploads], details, api_visibility="private")
 
     # ------------------------------------------------------------------ handlers (model calls: the atlas's encodes
@@ -253,9 +258,15 @@ class CodebookTab:
         return CodeDetails(upscale_nearest(atlas.tiles[code], 96), info, neighbours, examples, grid, code)
 
     @handler
-    def page_of(self, code: float | None, sort_by: str, tokenizer: str | None = None) -> int:
-        _, atlas = self.atlas(tokenizer)
-        return atlas.page_of(int(code), per_page(atlas.num_codes), sort_key(sort_by)) + 1
+    def page_of(
+        self, code: float | None, sort_by: str, tokenizer: str | None = None, uploads: UploadUsage | None = None
+    ) -> tuple[int, str]:
+        """The page (from 1) a looked-up code is on, and the summary that names it: the slider, moved from here,
+        fires no `.input`, so the summary said the page before."""
+        key, atlas = self.atlas(tokenizer)
+        size, by = per_page(atlas.num_codes), sort_key(sort_by)
+        number = atlas.page_of(int(code), size, by)
+        return number + 1, self.summary(key, atlas, atlas.page(number, size, by), sort_by, uploads)
 
     @handler
     def click_code(

@@ -2,7 +2,8 @@
 
 Tabs build their own components and wire their own events; what they share is explicit: the `AppContext` (the
 pipeline, the model's name, the limits, the model thread, the job gate), the session's last finished run
-(`run_state`, written by the Generate tab and by step mode, read by the Trajectory tab), the Trajectory tab's
+(`run_state`, written by the Generate tab and by step mode, read by the Trajectory tab; the Generate tab's overlay
+and "Read it back" read the run it shows, its own `shown_run`), the Trajectory tab's
 slider (moved by the Generate tab's runs), the page's tabs (the Trajectory tab draws only while it is open) and
 the Generate tab's sampling controls (read by step mode). A new tab is a module with a class that builds its
 components in `__init__` and wires its events in `wire()`; model calls go through `ctx.compute`, model events get
@@ -156,5 +157,5 @@ def build_page(ctx: AppContext, model_card: Path | None) -> GenerateTab:
     tokenizer.wire()
     codebook.wire()
     caption.wire()
-    caption.send_from(generate.read_back, run_state, tabs)
+    caption.send_from(generate.read_back, generate.shown_run, tabs)  # the image the Generate tab shows
     return generate

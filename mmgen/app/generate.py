@@ -39,11 +39,14 @@ BROWSER_SECRET = secrets.token_hex(16)  # this server's key for what it keeps in
 
 class GenerateTab:
     """The tab's components and handlers. `controls` (the 8 sampling inputs, in /generate's order) are read by
-    the Trajectory tab's step mode; `run_state` holds the session's last finished run."""
+    the Trajectory tab's step mode; `run_state` holds the session's last finished run (step mode's too), and
+    `shown_run` the run this tab shows, which its overlay and "Read it back" read."""
 
     def __init__(self, ctx: AppContext, run_state: gr.State):
         self.ctx, self.run_state = ctx, run_state
         with gr.Tab("Generate", id="generate"):
+            # inside the tab: a State among the Tabs' children took a tab's place in the tab bar
+            self.shown_run = gr.State(None, time_to_live=ctx.limits.session_seconds)  # a runs.FinishedRun
             gr.Markdown(
                 "A DiT turns noise into a grid of codebook tokens under your prompt, step by step, and the "
                 "tokenizer's decoder paints them. Every step: the Trajectory tab; how it works: About."
@@ -145,7 +148,7 @@ class GenerateTab:
         it: this tab leaves that tab's slider alone (set while its tab was hidden, the slider was mounted with the
         last run's range, sent a value clamped to it, and the tab drew 'Step 4 of 5' under a slider at 5)."""
         inputs = [*self.controls, self.overlay]
-        outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.downloads]
+        outputs = [self.image, self.tokens, self.info, self.seed, self.run_state, self.shown_run, self.downloads]
         ctx = self.ctx
         model_event = ctx.jobs.model_event(lambda *values: refused_controls(ctx, *values))
         # After a run, the words it never saw under the prompt (a toast says so as the run starts), and the button
@@ -163,7 +166,7 @@ class GenerateTab:
             self.in_known_words, self.prompt, self.prompt, api_name="in_known_words", show_progress="hidden"
         ).success(self.hide_words_note, None, [self.words_note, self.use_known_words], api_visibility="private")
         self.overlay.change(
-            self.toggle_overlay, [self.run_state, self.overlay], self.tokens, api_name="toggle_overlay"
+            self.toggle_overlay, [self.shown_run, self.overlay], self.tokens, api_name="toggle_overlay"
         )
         card = self.card_upload.upload(self.load_run_card, self.card_upload, self.controls, api_name="load_run_card")
         self._note_words(
@@ -200,7 +203,7 @@ class GenerateTab:
         candidates, the pipeline first picks the most likely of that many starting noises (before the first
         preview). Every model call runs on the model thread; a run past the Space's time limit is stopped."""
         ctx = self.ctx
-        skip = [gr.skip()] * 2  # the outputs that wait for the end of the run
+        skip = [gr.skip()] * 3  # the outputs that wait for the end of the run
         with ctx.jobs.job(request) as deadline:  # first: the visitor's slot is freed however this ends
             controls = prompt, steps, guidance, seed, random_seed, scheduler, snap, candidates
             settings = settings_from_controls(ctx, *controls)
@@ -209,25 +212,33 @@ class GenerateTab:
                 gr.Warning(unknown)  # the run goes ahead: the model may still draw what it knows
             t0 = time.perf_counter()
             run, trajectory = start_run(ctx, settings), new_trajectory(settings)
-            last_preview = 0.0
-            while not run.done:
-                deadline.check()
-                out = advance(ctx, run, trajectory)
-                # A preview costs a decode and an image sent to the browser: at most one per PREVIEW_EVERY_S.
-                if not run.done and time.perf_counter() - last_preview >= PREVIEW_EVERY_S:
-                    preview = upscale_nearest(ctx.frames.x0(trajectory, out.step), DISPLAY_SIDE)
-                    progress = (
-                        f"step {out.step + 1} of {settings.num_inference_steps} ... (shown: the model's guess of the "
-                        "finished image at this step; the noisy x_t is on the Trajectory tab)"
-                    )
-                    yield preview, gr.skip(), progress, settings.seed, *skip
-                    last_preview = time.perf_counter()
+            last_preview, ran = 0.0, 0  # ran: the steps done
+            try:
+                while not run.done:
+                    deadline.check()
+                    out = advance(ctx, run, trajectory)
+                    ran = out.step + 1
+                    # A preview costs a decode and an image sent to the browser: at most one per PREVIEW_EVERY_S.
+                    if not run.done and time.perf_counter() - last_preview >= PREVIEW_EVERY_S:
+                        preview = upscale_nearest(ctx.frames.x0(trajectory, out.step), DISPLAY_SIDE)
+                        progress = (
+                            f"step {ran} of {settings.num_inference_steps} ... (shown: the model's guess of the "
+                            "finished image at this step; the noisy x_t is on the Trajectory tab)"
+                        )
+                        yield preview, gr.skip(), progress, settings.seed, *skip
+                        last_preview = time.perf_counter()
+            except Exception:  # stopped (the Space's time limit, an error): a preview's "step k of n ..." looked live
+                if last_preview:
+                    stopped = f"**Stopped after step {ran} of {settings.num_inference_steps}**: no image was made."
+                    yield gr.skip(), gr.skip(), stopped, settings.seed, *skip
+                raise
             finished, info = finish_run(ctx, run, trajectory, settings, time.perf_counter() - t0)
         yield (
             upscale_nearest(finished.image, DISPLAY_SIDE),
             self.show_tokens(finished.image, finished.tokens, overlay),
             info,
             settings.seed,
+            finished,
             finished,
             self.write_run_files(finished),
         )
@@ -300,9 +311,9 @@ class GenerateTab:
 
     @handler
     def toggle_overlay(self, run: FinishedRun | None, overlay: bool) -> PIL.Image.Image | None:
-        if not run:
-            return None
-        return self.show_tokens(run.image, run.tokens, overlay)
+        """The shown run's tokens, over its image or beside it; with no run (none yet, or kept past the session's
+        time), the panel as it is."""
+        return self.show_tokens(run.image, run.tokens, overlay) if run else gr.skip()
 
     @handler
     def load_run_card(self, path: str | None) -> tuple:

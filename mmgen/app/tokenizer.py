@@ -35,6 +35,8 @@ from .tokenizer_registry import TokenizerPicker, UploadUsage
 MAX_SIDE = 256  # uploads are downscaled to this longer side: 64x64 tokens, ~0.1 s on a 2-core CPU Space
 NO_IMAGE = "Tokenize an image first."
 MAX_CELLS_TEXT = 32 * 1024  # characters of typed cells: every cell of a 64x64 grid, written out, fits
+# After an edit the token map and usage chart show the grid as edited; the rest describes the image as encoded.
+EDITED_NOTE = " The usage chart counts the edited grid; PSNR and the ambiguity maps are the encoded image's."
 USAGE_BARS = 256  # codes shown in the usage chart (a photo at 256 px uses up to ~300): the most used
 
 
@@ -60,6 +62,14 @@ def encode_with_ambiguity(tok: Tokenizer, image: PIL.Image.Image) -> tuple[Encod
     amb = quantization_ambiguity(enc.unquantized, tok.codebook, tok.metric)
     result = EncodedImage(image, enc.indices[0].cpu(), recon, psnr(image, recon), ssim(image, recon))
     return result, amb.distance[0].cpu().float().numpy(), amb.margin[0].cpu().float().numpy()
+
+
+def usage_chart(counts: np.ndarray) -> tuple[PIL.Image.Image, str]:
+    """The usage chart of a grid's code counts (K,), most used first, and a note when it leaves codes out."""
+    used = int((counts > 0).sum())
+    bar_width = max(2, 512 // max(1, used))  # 17 codes used: 8-px bars, not a 34-px sliver
+    note = f" The usage chart shows the {USAGE_BARS} most used of its {used} codes." if used > USAGE_BARS else ""
+    return usage_bars(counts, bar_width=bar_width, max_bars=USAGE_BARS, top=LABEL_ROOM), note
 
 
 def repaint_settings(prompt, seed) -> SamplingSettings:
@@ -176,8 +186,9 @@ class TokenizerTab:
             event(
                 self.tokenize_or_clear, inputs, outputs, api_name=name, api_visibility="private", preprocess=False
             ).success(self.show_ambiguity, state, ambiguity, api_visibility="private")
-        # another image: the last one's code tile and typed cells would read as this one's
-        self.upload.change(lambda: (None, ""), None, [self.code_tile, self.cells_text], api_visibility="private")
+        # another image or tokenizer: the last one's code tile and typed cells would read as this one's
+        for event in (self.upload.change, self.picker.dropdown.change):
+            event(lambda: (None, ""), None, [self.code_tile, self.cells_text], api_visibility="private")
         self.compare.wire(self.picker.wire("load_tokenizer"), self.picker.dropdown)
         self.tab.select(
             lambda: (self.picker.refresh(), gr.update(choices=self.registry.choices())),
@@ -196,7 +207,7 @@ class TokenizerTab:
         self.select_btn.click(
             self.select_cells, [state, self.cells_text], [tmap, info, state], api_name="select_cells"
         )
-        edits = [self.edited, tmap, info, state]
+        edits = [self.edited, tmap, info, state, self.usage]  # the chart counts the grid as edited
         self.set_btn.click(self.set_code, [state, self.new_code], edits, api_name="set_code", preprocess=False)
         self.repaint_btn.click(
             self.repaint,
@@ -231,11 +242,8 @@ class TokenizerTab:
         shown = [upscale_nearest(im, DISPLAY_SIDE) for im in (result.image, result.reconstruction)]
         grid = TokenGrid(result.tokens.tolist(), tokenizer=key, distance=distance, margin=margin, metric=tok.metric)
         uploads = (uploads or UploadUsage()).add(key, image, result.tokens, num_codes)
-        info = "Click cells of the token map to select them."
-        if (counts > 0).sum() > USAGE_BARS:
-            info += f" The usage chart shows the {USAGE_BARS} most used of its {int((counts > 0).sum())} codes."
-        bar_width = max(2, 512 // max(1, int((counts > 0).sum())))  # 17 codes used: 8-px bars, not a 34-px sliver
-        usage = usage_bars(counts, bar_width=bar_width, max_bars=USAGE_BARS, top=LABEL_ROOM)
+        usage, note = usage_chart(counts)
+        info = "Click cells of the token map to select them." + note
         return Tokenized(*shown, stats, tmap, usage, grid, None, info, uploads)
 
     @handler
@@ -346,7 +354,8 @@ class TokenizerTab:
             tokens[r, c] = code
         grid = dataclasses.replace(grid, tokens=tokens.tolist())
         edited = upscale_nearest(tensor_to_pil(tok.decode_indices(tokens[None])[0]), DISPLAY_SIDE)
-        return edited, self.draw_map(grid), f"Set {len(grid.selected)} cell(s) to code {code}.", grid
+        info = f"Set {len(grid.selected)} cell(s) to code {code}." + EDITED_NOTE
+        return edited, self.draw_map(grid), info, grid, usage_chart(code_histogram(tokens, num_codes))[0]
 
     def refused_repaint(self, grid, prompt, seed) -> tuple[int, str] | None:
         """For the repaint's validator: (index of the input, message) when a repaint would be refused."""
@@ -392,7 +401,8 @@ class TokenizerTab:
         grid = dataclasses.replace(grid, tokens=out.tokens[0].tolist())
         changed = int((out.tokens[0] != tokens).sum())
         info = f"Repainted {int(mask.sum())} selected cell(s) under {settings.prompt!r}: {changed} token(s) changed."
-        return upscale_nearest(out.images[0], DISPLAY_SIDE), self.draw_map(grid), info, grid
+        usage = usage_chart(code_histogram(out.tokens[0], self.tokenizer_of(grid).num_codes))[0]
+        return upscale_nearest(out.images[0], DISPLAY_SIDE), self.draw_map(grid), info + EDITED_NOTE, grid, usage
 
     # ------------------------------------------------------------------ drawing (no model call)
     def draw_map(self, grid: TokenGrid) -> np.ndarray:
