@@ -225,6 +225,7 @@ def cmd_generate(args):
 
 
 # generate's options, by the field of SamplingSettings each sets
+RANKED_QUIETLY = 64  # `caption --captions FILE`: more than this many, and it says how many it ranks
 SETTING_OPTIONS = {
     "num_inference_steps": "steps",
     "guidance_scale": "guidance",
@@ -302,7 +303,10 @@ def prompt_in_known_words(pipe, prompt: str) -> str:
     vocabulary = Vocabulary.for_pipeline(pipe)
     if vocabulary is None:
         raise ValueError("--known-words: this model was published without transformer/vocabulary.json")
-    known = vocabulary.in_known_words(prompt, (pipe.tokenizer, pipe.text_encoder))
+    try:
+        known = vocabulary.in_known_words(prompt, (pipe.tokenizer, pipe.text_encoder))
+    except ValueError as e:  # a negation: no rewrite keeps its meaning
+        raise ValueError(f"--known-words: {e}") from None
     if not known.strip():
         raise ValueError(f"--known-words: {prompt!r} names nothing the model knows, or anything near it")
     if known != " ".join(split_words(prompt)):
@@ -321,10 +325,11 @@ def warn_unknown_words(pipe, prompt: str) -> None:
 
 
 def cmd_caption(args):
-    from .captioning import NAMES_NOTHING, caption_candidates, explained
+    from .captioning import NAMES_NOTHING, RANK_NOISES, RANK_TIMESTEPS, caption_candidates, explained
     from .images import check_side, fit_square, load_image
     from .pipeline import MMGenPipeline
     from .tokens import default_model
+    from .vocabulary import Vocabulary
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
@@ -344,6 +349,14 @@ def cmd_caption(args):
     image, note = fit_square(image, pipe.image_size)  # as the app's Image -> text tab reads it
     if note:
         print(f"note: {note}", file=sys.stderr)
+    if not captions and Vocabulary.for_pipeline(pipe) is None:
+        raise ValueError(
+            "this model was published without a vocabulary (transformer/vocabulary.json), so it has no captions to "
+            "choose from: rank your own with --captions FILE (one per line)"
+        )
+    if captions and len(captions) > RANKED_QUIETLY:  # ~0.1 s each on a 2-core CPU: say so before minutes of quiet
+        copies = len(RANK_TIMESTEPS) * RANK_NOISES
+        print(f"ranking {len(captions):,} captions ({copies} noised copies each through the DiT) ...", file=sys.stderr)
     ranked = pipe.rank_captions(image, captions) if captions else caption_candidates(pipe, image)
     print("denoising error (lower: the model finds the caption more likely)")
     for text, error in ranked[: args.top]:

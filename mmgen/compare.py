@@ -27,7 +27,7 @@ from PIL import Image
 
 from .images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
 from .metrics import detail_kept, edges_in_place, psnr, ssim
-from .tokenizers import Tokenizer
+from .tokenizers import Tokenizer, as_tokenizer
 
 MAX_SIDE = 256  # images are downscaled to this longer side before the comparison
 PIXEL_BITS = 24  # an uncompressed RGB pixel
@@ -167,9 +167,11 @@ def common_crop(image: Image.Image, tokenizers: list[Tokenizer], max_side: int =
 def compare_tokenizers(
     image: Image.Image, tokenizers: list[Tokenizer], max_side: int = MAX_SIDE
 ) -> list[Reconstruction]:
-    """One image through each tokenizer, at the same pixels."""
+    """One image through each tokenizer (a `Tokenizer`, or a loaded VQVAE / diffusers VQModel), at the same
+    pixels."""
     if not tokenizers:
         raise ValueError("compare at least one tokenizer")
+    tokenizers = [as_tokenizer(t) for t in tokenizers]  # pipe.vqvae, load_vqvae(...): no `.label` of their own
     fitted = common_crop(image, tokenizers, max_side)
     return [reconstruct(t, fitted) for t in tokenizers]
 

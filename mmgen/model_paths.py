@@ -68,8 +68,10 @@ def model_path(name_or_path: str | os.PathLike, shipped: bool = True) -> str:
             raise ValueError(typo)
         return given
     names = ", ".join(shipped_models()) or "none here"
+    whence = " (the name in $MMGEN_MODEL)" if os.environ.get("MMGEN_MODEL", "").strip() == given else ""
     raise ValueError(
-        f"{given}: no such model folder (shipped models: {names}), and not a Hugging Face Hub repo id (owner/name)"
+        f"{given}{whence}: no such model folder (shipped models: {names}), and not a Hugging Face Hub repo id "
+        "(owner/name)"
     )
 
 

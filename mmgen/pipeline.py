@@ -13,6 +13,7 @@ shared with the step-by-step run (`stepwise`).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from .export_hub import check_savable, is_export, load_export
 from .latent_tokens import LatentTokens
 from .model_paths import local_model_folder
 from .models.dit import DiT
-from .models.text_encoder import MAX_TOKENS, encode_text_cached, load_text_encoder, unread_text
+from .models.text_encoder import MAX_TOKENS, PROMPT_CACHE_SIZE, encode_text_cached, load_text_encoder, unread_text
 from .models.vqvae import VQVAE
 from .pipeline_inputs import PipelineInputs
 from .settings import (
@@ -44,6 +45,7 @@ from .settings import (
 from .vocabulary import VOCABULARY_FILE, Vocabulary
 
 logger = logging.get_logger(__name__)
+_WARNED_UNREAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> the cut prompts it warned of
 
 SCHEDULERS = {name: getattr(diffusers, cls) for name, cls in SCHEDULER_CLASSES.items()}  # see mmgen.settings
 
@@ -145,8 +147,14 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
         """Text -> (prompt_embeds (B, L, E), mask (B, L), negative_embeds, negative_mask); the negative is the
         null condition used in training (the empty prompt) unless `negative_prompt` says otherwise."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        for unread in filter(None, (unread_text(self.tokenizer, p) for p in prompts)):
-            logger.warning(f"the model reads {MAX_TOKENS - 2} word pieces of a prompt: {unread!r} is ignored")
+        # each cut once per text encoder: best-of-N encodes the prompt again, in a pipeline of its own
+        warned = _WARNED_UNREAD.setdefault(self.text_encoder, set())
+        for unread in filter(None, (unread_text(self.tokenizer, p) for p in dict.fromkeys(prompts))):
+            if unread not in warned:
+                logger.warning(f"the model reads {MAX_TOKENS - 2} word pieces of a prompt: {unread!r} is ignored")
+                if len(warned) >= PROMPT_CACHE_SIZE:
+                    warned.clear()
+                warned.add(unread)
 
         def encode(texts):  # in the DiT's dtype: the bundled MiniLM stays float32 whatever the pipeline's
             embeds, mask = encode_text_cached(self.tokenizer, self.text_encoder, texts)
@@ -183,6 +191,8 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
     def set_autocast(self, dtype: torch.dtype | None) -> None:
         """Run the transformer's matmuls in `dtype` (torch.bfloat16: ~2x faster on CPUs with AVX512-BF16 or
         AMX), or None for float32. Weights stay float32; see the benchmark and the tolerance test."""
+        if dtype is not None and dtype not in (torch.bfloat16, torch.float16):  # 'bf16' failed only at the next call
+            raise ValueError(f"set_autocast takes torch.bfloat16, torch.float16 or None, got {dtype!r}")
         self._autocast_dtype = dtype
 
     @property

@@ -152,6 +152,9 @@ def check_batch(n_prompts: int, num_images_per_prompt, generator=None) -> int:
     return batch
 
 
+LAST_TIMESTEP = 999  # the noisiest of the 1,000 training timesteps every mmgen DiT is trained with
+
+
 def check_interval(interval) -> tuple[float, float] | None:
     """(low, high) training timesteps with 0 <= low <= high, or None (guide every step)."""
     if interval is None:
@@ -163,6 +166,11 @@ def check_interval(interval) -> tuple[float, float] | None:
     if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
         raise ValueError(
             f"The guidance interval must be (low, high) timesteps with 0 <= low <= high, or none; got {interval!r}."
+        )
+    if low > LAST_TIMESTEP:  # no step would be guided: guidance off, unsaid
+        raise ValueError(
+            f"The guidance interval starts past the last timestep ({LAST_TIMESTEP}), so no step would be guided; got "
+            f"{interval!r}. To turn guidance off, set the guidance scale to 1."
         )
     return low, high
 

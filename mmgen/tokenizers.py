@@ -299,7 +299,9 @@ def load_tokenizer(name_or_path: str, subfolder: str | None = None) -> Tokenizer
     elif typo := mistyped_path(path):
         raise ValueError(typo)
     else:
-        subfolder, config = _hub_config(path, subfolder)
+        from .tokenizer_hub import hub_config
+
+        subfolder, config = hub_config(path, subfolder)
         name = path
     if subfolder and subfolder not in TOKENIZER_FOLDERS:
         name = f"{name}/{subfolder}"
@@ -320,7 +322,7 @@ def find_tokenizer_folder(path: str | Path) -> str | None:
         return None
     index = path / "model_index.json"
     if index.is_file():
-        components = {k: v for k, v in _read_json(index).items() if isinstance(v, list) and len(v) == 2}
+        components = {k: v for k, v in read_json(index).items() if isinstance(v, list) and len(v) == 2}
         for folder in TOKENIZER_FOLDERS + tuple(k for k, v in components.items() if v[1] in TOKENIZER_CLASSES):
             if folder in components and (path / folder / "config.json").is_file():
                 return folder
@@ -387,59 +389,14 @@ def weights_downloaded(files: dict[str, int]) -> int:
     return sum(files[n] for n in plain) if plain else max(files.values(), default=0)
 
 
-def _hub_bare_config(fetch) -> tuple[str | None, dict]:
-    """A repo without model_index.json: the tokenizer at its root, or in vqvae/ or movq/ (as a local folder is
-    read, `find_tokenizer_folder`; e.g. vqgan-f8's layout)."""
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    for folder in (None, *TOKENIZER_FOLDERS):
-        try:
-            return folder, fetch("config.json", folder)
-        except EntryNotFoundError as e:
-            if isinstance(e, LocalEntryNotFoundError) or folder == TOKENIZER_FOLDERS[-1]:
-                raise
-
-
-def _hub_config(repo_id: str, subfolder: str | None) -> tuple[str | None, dict]:
-    """(subfolder, config) of a tokenizer on the Hub: the standard Hub download (cached; offline if it is)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    def fetch(filename: str, folder: str | None = None) -> dict:
-        return _read_json(Path(hf_hub_download(repo_id, filename, subfolder=folder)))
-
-    try:
-        if subfolder is None:
-            try:
-                index = fetch("model_index.json")
-            except EntryNotFoundError as e:
-                if isinstance(e, LocalEntryNotFoundError):  # offline and not cached: not a missing file
-                    raise
-                return _hub_bare_config(fetch)
-            found = next((f for f in TOKENIZER_FOLDERS if f in index), None)
-            found = found or next(
-                (k for k, v in index.items() if isinstance(v, list) and v[-1] in TOKENIZER_CLASSES), None
-            )
-            if found is None:
-                raise ValueError(f"{repo_id}: this pipeline has no VQ tokenizer (no {FOLDERS_SAID} component)")
-            subfolder = found
-        return subfolder, fetch("config.json", subfolder)
-    except ValueError:
-        raise
-    except Exception as e:  # offline, unknown repo, gated: the Hub's own message says which
-        raise ValueError(
-            f"{repo_id}: no such folder, and it could not be loaded from the Hugging Face Hub "
-            f"({type(e).__name__}: {e})"
-        ) from e
-
-
 def _read_config(path: Path, name: str) -> dict:
     if not path.is_file():
         raise ValueError(f"{name}: no {path.parent.name}/config.json; not a tokenizer folder")
-    return _read_json(path)
+    return read_json(path)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; ValueError naming the file otherwise."""
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

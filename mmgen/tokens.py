@@ -20,7 +20,7 @@ from PIL import Image
 
 from .images import fit_to_multiple, pil_to_tensor, tensor_to_pil, to_rgb
 from .metrics import psnr, ssim
-from .model_paths import ROOT
+from .model_paths import ROOT, shipped_folder
 
 if TYPE_CHECKING:
     from .models.vqvae import VQVAE
@@ -43,6 +43,8 @@ def load_vqvae(model: str | None = None, subfolder: str | None = "vqvae") -> VQV
     from .models.vqvae import VQVAE
 
     model = model or default_model()
+    if not Path(model).is_dir():  # a shipped model's name ("vqgan-f8", "assets/mmgen-base"), from any folder
+        model = shipped_folder(str(model)) or model
     where = f"{model}/{subfolder}" if subfolder else str(model)
     if subfolder and Path(model).is_dir() and not any(Path(model, f).exists() for f in (subfolder, "config.json")):
         raise ValueError(f"no mmgen tokenizer in {model}: it has no {subfolder}/ folder")  # (a config: said below)
@@ -80,6 +82,11 @@ def encode_image(vq: VQVAE, image: Image.Image, max_side: int = MAX_SIDE) -> Enc
 @torch.inference_mode()
 def decode_tokens(vq: VQVAE, tokens: torch.Tensor) -> Image.Image:
     """(h, w) token ids -> RGB image of (h*f, w*f) pixels."""
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(
+            f"decode_tokens takes one (h, w) grid of token ids, got {shape}: a batch is vq.decode_indices"
+        )
     return tensor_to_pil(vq.decode_indices(tokens[None])[0])
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -31,12 +32,17 @@ import torch
 
 from .data.shapes import VERSION as SHAPES_V1
 
+logger = logging.getLogger(__name__)  # the standard library's: the app imports this module before diffusers
+
 VOCABULARY_FILE = "vocabulary.json"  # inside the model folder's transformer/
 FORMAT = "mmgen-vocabulary-v1"
 MAX_CAPTIONS = 1000  # distinct captions kept (the most common) for models not trained on a grammar
 SPELLING_CUTOFF = 0.8  # difflib ratio for a "did you mean": "squre" -> "square", not "cat" -> "at"
 MEANING_CUTOFF = 0.45  # MiniLM cosine for a known word of like meaning: "tiny" -> "small" (0.91), "cat" -> none
 STOPWORDS = frozenset("a an the of on in at to and with".split())  # never offered as suggestions
+# Words that turn what follows around. MiniLM puts "not" near "right" (0.49) and "without" near "above": a rewrite
+# would say the opposite, and a DiT that never read a negation draws what is named anyway.
+NEGATIONS = frozenset("not no never without nor neither none except".split())
 
 
 def split_words(text: str) -> list[str]:
@@ -85,10 +91,22 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        data = json.loads(Path(path).read_text())
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an mmgen vocabulary ({FORMAT})")
-        return cls(data["words"], data["num_captions"], data.get("grammar"), data["captions"], data.get("sources", []))
+        """The vocabulary saved at `path`; ValueError naming the file when it is not one (or is damaged)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError(f"not an mmgen vocabulary ({FORMAT})")
+            vocabulary = cls(
+                dict(data["words"]),
+                int(data["num_captions"]),
+                data.get("grammar"),
+                list(data["captions"]),
+                list(data.get("sources", [])),
+            )
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError: a ValueError
+            reason = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else str(e)
+            raise ValueError(f"{path}: not a readable vocabulary ({reason})") from None
+        return vocabulary
 
     @classmethod
     def for_model(cls, model_dir: str | Path) -> Vocabulary | None:
@@ -102,7 +120,13 @@ class Vocabulary:
         published before vocabularies)."""
         where = getattr(pipe.transformer.config, "_name_or_path", None)
         path = Path(where) / VOCABULARY_FILE if where else None
-        return cls.load(path) if path is not None and path.is_file() else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            return cls.load(path)
+        except ValueError as e:  # it only feeds notes and the caption search: the model still draws without it
+            logger.warning(f"{e}; going on without it (no notes on unknown words, no captions to search)")
+            return None
 
     # ---------------------------------------------------------------- prompts
     def unknown_words(self, prompt: str, encoder=None) -> dict[str, list[str]]:
@@ -121,14 +145,20 @@ class Vocabulary:
             for near, (nearest, similarity) in zip(found, self._nearest_in_meaning(words, known, encoder)):
                 if similarity >= MEANING_CUTOFF and nearest not in near:
                     near.append(nearest)
-        return found
+        return [[] if word in NEGATIONS else near for word, near in zip(words, found)]  # "not" is no word's neighbour
 
     def in_known_words(self, prompt: str, encoder=None) -> str:
         """`prompt` in the words the model was trained on: each unknown word becomes its first suggestion (by
         spelling, then meaning) or goes, and a word twice in a row is said once ("up high" -> "top top" -> "top").
         Lower case, punctuation dropped: a prompt of known words comes back as its words (repeats once); "" when
         only stop words are left ("a cat on a sofa"). The DiT follows the words it was trained on, and MiniLM
-        finds them for words it was not ("lower" -> "bottom")."""
+        finds them for words it was not ("lower" -> "bottom"). A negation it never read ("not", "without") is
+        refused (ValueError): no prompt in its words means the same."""
+        if negated := [w for w in split_words(prompt) if w in NEGATIONS and w not in self.words]:
+            raise ValueError(
+                f"the prompt says {negated[0]!r}: the model never read a negation, so no prompt in its words means "
+                "the same; leave out what should not be drawn"
+            )
         words, unknown = [], self.unknown_words(prompt, encoder)
         for word in split_words(prompt):
             if word in unknown:
@@ -146,7 +176,10 @@ class Vocabulary:
             named = any(w in self.words and w not in STOPWORDS for w in split_words(prompt))
             return None if named else "the prompt names nothing the model knows"
         parts = [w + (f" (try: {', '.join(s)})" if s else "") for w, s in unknown.items()]
-        return "the model never saw: " + ", ".join(parts)
+        message = "the model never saw: " + ", ".join(parts)
+        if any(w in NEGATIONS for w in unknown):
+            message += " (it cannot negate: it draws what is named)"
+        return message
 
     @torch.no_grad()
     def _nearest_in_meaning(self, words: list[str], known: list[str], encoder) -> list[tuple[str, float]]:

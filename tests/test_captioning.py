@@ -195,7 +195,12 @@ def test_cli_ranks_a_captions_file(tiny_pipe, image, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()[1:]
     assert sorted(line.split("  ", 1)[1] for line in lines[:-1]) == sorted(CAPTIONS)
     assert lines[-1].startswith("the best caption takes away ") and "of the error the empty prompt leaves" in lines[-1]
-    assert main(args) == 2 and "without a vocabulary" in capsys.readouterr().err
+    assert main(args) == 2 and "without a vocabulary" in (err := capsys.readouterr().err)
+    assert "rank your own with --captions FILE" in err  # the command's way, not the Python function's
+    # many captions: it says how many it ranks before the minutes they take
+    (tmp_path / "many.txt").write_text("\n".join(f"a red circle {i}" for i in range(65)))
+    assert main(args + ["--captions", str(tmp_path / "many.txt")]) == 0
+    assert "ranking 65 captions (20 noised copies each through the DiT)" in capsys.readouterr().err
     # another size is read as the app reads it (it was refused: "this model reads 32x32 images"), said on stderr
     image.resize((64, 48)).save(tmp_path / "big.png")
     big = [

@@ -97,6 +97,9 @@ def test_compare_sees_the_same_pixels(photo, tiny_model_dir):
     table = format_table(rows)
     assert "amused-like (64 codes, f16)" in table and "4x3" in table and len(table.splitlines()) == 4
     assert rows[0].row()["grid"] == "16x12"  # columns x rows, as the image is 64x48
+    # the models themselves, as loaded (pipe.vqvae, load_vqvae): an AttributeError ('VQVAE' has no 'label')
+    same = compare_tokenizers(photo, [load_tokenizer(tiny_model_dir).model, make_family("amused")])
+    assert [r.psnr for r in same] == pytest.approx([r.psnr for r in rows])
 
 
 def test_images_handed_in_are_read_as_files_are(tiny_model_dir):

@@ -45,6 +45,12 @@ def test_names_that_are_nowhere_get_one_clear_line(given, message):
         model_path(given)
 
 
+def test_a_name_from_the_environment_says_where_it_came_from(monkeypatch):
+    monkeypatch.setenv("MMGEN_MODEL", "nothing")
+    with pytest.raises(ValueError, match=r"^nothing \(the name in \$MMGEN_MODEL\): no such model folder"):
+        model_path("nothing")
+
+
 def test_a_mistyped_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
     """ "runs/gen2" where runs/ is a folder here is a typo, answered at once (offline, the Hub client retries for
     half a minute first); an id whose owner is no folder here still goes to the Hub."""

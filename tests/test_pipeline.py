@@ -277,9 +277,11 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_pipe):
 
     everywhere = final_latents(guidance_scale=3.0, guidance_interval=(0, 999))
     assert torch.equal(everywhere, final_latents(guidance_scale=3.0))
-    nowhere = final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000))
+    nowhere = final_latents(guidance_scale=3.0, guidance_interval=(timesteps[1] + 1, timesteps[0] - 1))  # between
     unguided = final_latents(guidance_scale=1.0)
     assert torch.allclose(nowhere, unguided, atol=1e-5)
+    with pytest.raises(ValueError, match="starts past the last timestep .999., so no step would be guided"):
+        final_latents(guidance_scale=3.0, guidance_interval=(2000, 3000))  # guidance off, unsaid
     assert not torch.allclose(everywhere, unguided, atol=1e-2)  # guidance does change this model's output
 
 
@@ -416,6 +418,9 @@ def test_bf16_autocast_stays_close_to_float32(tiny_pipe):
     a, b = run32.step()["noise_pred"], run16.step()["noise_pred"]
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+    for bad in ("bf16", torch.float32, torch.int8):  # "bf16" failed only at the next call, with a TypeError
+        with pytest.raises(ValueError, match="set_autocast takes torch.bfloat16, torch.float16 or None"):
+            fast.set_autocast(bad)
 
 
 def test_native_bf16_reads_the_cpu_flags():

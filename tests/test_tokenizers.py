@@ -175,7 +175,7 @@ def test_a_hub_repo_is_read_as_a_local_folder_is(monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError
 
-    from mmgen import tokenizers
+    from mmgen import tokenizer_hub
 
     def download(repo_id, filename, subfolder=None, **kwargs):
         path = Path("assets/vqgan-f8") / (subfolder or "") / filename
@@ -184,5 +184,26 @@ def test_a_hub_repo_is_read_as_a_local_folder_is(monkeypatch):
         return str(path)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    subfolder, config = tokenizers._hub_config("me/vqgan-f8", None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", lambda self, repo_id: None)  # the Hub answers
+    subfolder, config = tokenizer_hub.hub_config("me/vqgan-f8", None)
     assert subfolder == "vqvae" and config["_class_name"] == "VQVAE"
+
+
+def test_a_hub_id_offline_is_refused_at_once(monkeypatch):
+    """Offline, a tokenizer's Hub id was downloaded with the Hub client's retries: 25 s and six 'Retrying in 8s'
+    lines before the error. Now one request says the Hub cannot answer, and only the cache is read."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(self, repo_id):
+        raise ConnectionError("Name or service not known")
+
+    def download(repo_id, filename, subfolder=None, local_files_only=False):
+        if not local_files_only:
+            raise AssertionError("a download over the network, with its retries")
+        raise LocalEntryNotFoundError("not in the local cache")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", unreachable)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(ValueError, match="foo/bar: no such folder, and it could not be loaded from the Hugging Face"):
+        load_tokenizer("foo/bar")

@@ -30,8 +30,16 @@ def test_words_counts_and_round_trip(tmp_path):
     assert Vocabulary.load(vocab.save(tmp_path / "v.json")) == vocab
     assert Vocabulary.from_captions(CAPTIONS, grammar=SHAPES_V1).captions == []  # a grammar is searched, not listed
     (tmp_path / "bad.json").write_text('{"words": {}}')
-    with pytest.raises(ValueError, match="not an mmgen vocabulary"):
+    with pytest.raises(ValueError, match="bad.json: not a readable vocabulary .not an mmgen vocabulary"):
         Vocabulary.load(tmp_path / "bad.json")
+    for damaged, reason in (
+        ('{"format": "mmgen-vocabulary-v1", "words": {}}', "no 'num_captions' entry"),  # a KeyError's traceback
+        ("{bad", "Expecting property name"),  # JSON's message, which never named the file
+        ('["a list"]', "not an mmgen vocabulary"),
+    ):
+        (tmp_path / "bad.json").write_text(damaged)
+        with pytest.raises(ValueError, match=f"bad.json: not a readable vocabulary .{reason}"):
+            Vocabulary.load(tmp_path / "bad.json")
 
 
 def test_unknown_words_and_suggestions():
@@ -123,7 +131,7 @@ def test_the_vocabulary_reads_the_captions_as_training_did(tmp_path, monkeypatch
     assert vocab.sources == ["mine"]  # as given: a published file names no folder of the machine it was made on
 
 
-def test_the_model_folder_carries_it_and_the_cli_warns_without_blocking(tiny_pipe, tmp_path, capsys):
+def test_the_model_folder_carries_it_and_the_cli_warns_without_blocking(tiny_pipe, tmp_path, capsys, caplog):
     model = tmp_path / "pipe"
     tiny_pipe.save_pretrained(model)
     args = ["generate", "a cat on a sofa", "--model", str(model), "--out", str(tmp_path / "i.png"), "--steps", "2"]
@@ -137,6 +145,11 @@ def test_the_model_folder_carries_it_and_the_cli_warns_without_blocking(tiny_pip
 
     assert Vocabulary.for_pipeline(MMGenPipeline.from_pretrained(model)).num_captions == 20
     assert Vocabulary.for_pipeline(tiny_pipe) is None  # built in memory
+    # a damaged vocabulary only feeds notes: the run goes on, and a warning names the file
+    (model / "transformer" / "vocabulary.json").write_text('{"format": "mmgen-vocabulary-v1", "words": {}}')
+    assert main(args) == 0
+    said = "vocabulary.json: not a readable vocabulary (no 'num_captions' entry); going on without it"
+    assert said in caplog.text and "Traceback" not in capsys.readouterr().err
 
 
 def test_a_prompt_in_known_words():
@@ -155,6 +168,13 @@ def test_in_known_words_with_minilm_finds_the_places_training_said_otherwise():
     vocab, encoder = Vocabulary.for_model(SHIPPED), load_text_encoder()
     assert vocab.in_known_words("a tiny grey oval down low", encoder) == "a small gray circle bottom"
     assert vocab.in_known_words("a large red star in the top left", encoder) == "a large red star in the top left"
+    # a negation is no word's neighbour: "not" became "right" ("a red circle, not a square" -> "... right a square")
+    assert vocab.unknown_words("a red circle, not a square", encoder) == {"not": []}
+    assert vocab.warning("a red circle without a square", encoder).endswith(
+        "(it cannot negate: it draws what is named)"
+    )
+    with pytest.raises(ValueError, match="says 'not': the model never read a negation"):
+        vocab.in_known_words("a red circle, not a square", encoder)
 
 
 def test_generate_known_words_draws_the_rewritten_prompt_or_says_why_not(tiny_pipe, tmp_path, capsys):
@@ -180,6 +200,15 @@ def test_the_unread_end_of_a_long_prompt_is_quoted_as_typed(tiny_pipe):
     assert unread_text(tiny_pipe.tokenizer, "a red circle") == ""
     long = "a large red circle " * 7 + "on a Small Piñata 🎉"  # 28 + 2 pieces are read
     assert unread_text(tiny_pipe.tokenizer, long) == "Small Piñata 🎉"
+
+
+def test_a_long_prompt_is_said_to_be_cut_once(tiny_pipe, caplog):
+    """Best of 4 encodes the prompt for each candidate: the warning came five times for one image."""
+    long = "a large red circle " * 8
+    tiny_pipe(long, num_inference_steps=2, num_candidates=4, output_type="latent")
+    assert caplog.text.count("word pieces of a prompt") == 1
+    tiny_pipe([long, long + "x"], num_inference_steps=2, num_candidates=2, output_type="latent")
+    assert caplog.text.count("word pieces of a prompt") == 2  # the new prompt's, once
 
 
 def test_a_folders_captions_keep_the_metadatas_order(tmp_path):
