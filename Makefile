@@ -61,9 +61,9 @@ eval-vqgan-f8: $(STAMP)
 	$(PY) -m mmgen.cli eval-tokenizer --model assets/vqgan-f8 --out assets/vqgan-f8/eval_tokenizer.json
 	$(PY) -m mmgen.release --out assets/vqgan-f8 --card
 
-# The shipped model, assets/mmgen-base (recipes/mmgen-base.toml, about 110 min on the 2-core CPU): 128-px shapes,
-# the VQ-GAN f8 with its decoder fine-tuned on shapes, and the 64-px model's DiT continued on the f8's latents, then
-# deepened to 9 blocks. Needs assets/mmgen-base-64 and assets/vqgan-f8. Then its evaluation and card (~80 min: the
+# The shipped model, assets/mmgen-base (recipes/mmgen-base.toml, about 2 h on the 2-core CPU): 128-px shapes, the
+# VQ-GAN f8 with its decoder fine-tuned on shapes, and the 64-px model's DiT continued on the f8's latents,
+# deepened to 9 blocks and distilled back into 6. Needs assets/mmgen-base-64 and assets/vqgan-f8. Then its evaluation and card (~80 min: the
 # tuning sweep that keeps or replaces the library's sampling defaults, then held-out prompts).
 mmgen-base: $(STAMP)
 	$(PY) -m mmgen.cli train-tokenizer --recipe recipes/mmgen-base.toml

@@ -44,7 +44,7 @@ from ..step_cache import FirstBlockCache
 PATCH_SIZE = 2  # latent cells per patch side, unless a preset says otherwise ("S/2": 2)
 DIT_PRESETS = {
     "tiny": dict(hidden_size=32, depth=2, num_heads=2),  # unit tests
-    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # mmgen-base-64 (+ 2 text refiner layers); mmgen-base 9 deep
+    "XS/2": dict(hidden_size=192, depth=6, num_heads=3),  # mmgen-base-64 and mmgen-base (+ 2 text refiner layers)
     "S/2": dict(hidden_size=256, depth=8, num_heads=4),
     "B/2": dict(hidden_size=384, depth=12, num_heads=6),  # a step up, for a GPU
 }
