@@ -362,7 +362,7 @@ def cmd_caption(args):
     for text, error in ranked[: args.top]:
         print(f"{error:.5f}  {text}")
     share = explained(pipe, image, ranked[0][0])
-    print(f"the best caption takes away {share:.0%} of the error the empty prompt leaves")
+    print(f"the best caption takes away {round(share, 2) or 0.0:.0%} of the error the empty prompt leaves")
     if share < NAMES_NOTHING:
         why = "they may not describe the image" if captions else "the image may hold nothing the model can name"
         print(f"warning: hardly more likely than no caption: {why}", file=sys.stderr)

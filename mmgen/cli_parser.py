@@ -228,7 +228,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmgen", description="VQ-VAE tokenizer + DiT generator, hands-on.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (text, add_options) in COMMANDS.items():
-        description = text[:1].upper() + text[1:] + "."
+        description = text[:1].upper() + text[1:] + ("" if text.endswith(("?", "!", ".")) else ".")
         p = sub.add_parser(name, help=text, description=description, formatter_class=HelpFormatter)
         if command is None or command == name:
             add_options(p)

@@ -29,7 +29,11 @@ def retrieval_rows(out: Path) -> list[str]:
     if ev.get("half") != "test":  # a --tune sweep: tuning data, not a result
         return []
     chance = f"chance {ev['chance']['top1']:.1%} / {ev['chance']['top5']:.1%}"
-    return [
+    own = ev.get("checks", {}).get("own_images", {}).get("pixels", {}).get("top1", 1.0)
+    failed = [  # the evaluator's own check: each target must be nearest itself (a copy in the gallery fails it)
+        _row("the evaluator's check: the targets' own images", "top-1 (pixels)", f"{own:.0%}", "100 %", False)
+    ]
+    return (failed if own < 1 else []) + [
         _row(
             f"generator: {found['n']} prompts of `{name}`, retrieved among {ev['gallery']:,} images",
             "top-1 / top-5 (pixels)",

@@ -95,8 +95,11 @@ def release_vqvae(src: str | Path, out: str | Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     readable_weights(dest)
-    if (src.parent / "train_log.jsonl").exists():
-        shutil.copy(src.parent / "train_log.jsonl", out / "vqvae_train_log.jsonl")
+    # its history: a run's train_log.jsonl, or the vqvae_train_log.jsonl a published model folder keeps beside it
+    logs = (src.parent / name for name in ("train_log.jsonl", "vqvae_train_log.jsonl"))
+    log = next((f for f in logs if f.is_file()), None)
+    if log is not None and log.resolve() != (out / "vqvae_train_log.jsonl").resolve():
+        shutil.copy(log, out / "vqvae_train_log.jsonl")
     return dest
 
 

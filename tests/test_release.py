@@ -98,6 +98,12 @@ def test_release_vqvae_ships_fp16_weights_log_and_a_tokenizer_card(tmp_path, tin
     # the run's folder, as train-generator --vqvae takes it, names the same tokenizer (it said "no config.json")
     assert release_vqvae(run, tmp_path / "again") == tmp_path / "again" / "vqvae"
     assert (tmp_path / "again" / "vqvae_train_log.jsonl").exists()
+    # and a published model's folder, with the history it keeps beside its vqvae/ (the card lost its tokenizer part)
+    release_vqvae(out, tmp_path / "from-model")
+    log = (tmp_path / "from-model" / "vqvae_train_log.jsonl").read_text()
+    assert log == (out / "vqvae_train_log.jsonl").read_text()
+    release_vqvae(out, out)  # in place: its own log stays as it is
+    assert (out / "vqvae_train_log.jsonl").read_text() == log
 
 
 def test_an_adversarially_trained_tokenizer_has_a_vq_gan_card(tmp_path, tiny_model_dir):

@@ -124,6 +124,30 @@ def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes, capsys):
     assert "name the results file .json" in capsys.readouterr().err
 
 
+def test_a_copy_in_the_gallery_fails_the_evaluators_check_and_names_it(tmp_path, scenes):
+    """Two identical photos in a gallery (skimage's cat() and chelsea()) took the targets' own images to 50 % top-1
+    with no word of why: the check names them, and the card marks the check failed."""
+    from mmgen.eval.eval_retrieval import lost_targets
+    from mmgen.model_card_own import retrieval_rows
+
+    folder = _folder(tmp_path / "data", [*scenes[:5], scenes[2]], [[f"scene {i}"] for i in range(6)])  # 5.png = 2.png
+    gallery = load_gallery([folder])
+    pixels = Gallery.of(gallery.images, "pixels")
+    assert lost_targets(pixels, gallery, np.arange(6)) == [["2.png", "5.png"], ["5.png", "2.png"]]
+    assert lost_targets(pixels, gallery, np.array([0, 1, 3])) == []  # the others are their own nearest
+    chance = {"top1": 0.1, "top5": 0.5}
+    found = {"n": 4, "pixels": {"top1": 0.25, "top5": 0.5}}
+    for top1, rows in ((1.0, 1), (0.5, 2)):
+        checks = {"own_images": {"pixels": {"top1": top1}}}
+        ev = {"half": "test", "gallery": 6, "chance": chance, "data": found, "checks": checks}
+        (tmp_path / "eval_retrieval.json").write_text(json.dumps(ev))
+        assert len(retrieval_rows(tmp_path)) == rows
+    assert (
+        "the evaluator's check: the targets' own images | top-1 (pixels) | 50% | 100 % | **no**"
+        in retrieval_rows(tmp_path)[0]
+    )
+
+
 def test_the_test_half_samples_at_the_models_own_settings_unless_told(tiny_pipe):
     import argparse
 

@@ -650,7 +650,9 @@ def test_grow_depth_starts_from_the_same_function_and_trains_the_new_blocks(tmp_
     assert not (tmp_path / "bad" / "train_log.jsonl").exists()
 
 
-def test_distill_depth_starts_from_the_blocks_deepening_added_dropped_and_learns_the_teacher(tmp_path, tiny_model_dir):
+def test_distill_depth_starts_from_the_blocks_deepening_added_dropped_and_learns_the_teacher(
+    tmp_path, tiny_model_dir, capsys
+):
     """--distill-depth: the student is the --init-from DiT without the blocks --grow-depth inserts (so shrinking a
     deepened DiT gives back the one deepened, exactly), its target is the teacher's prediction (zero loss for a
     student that is its teacher), a resumed run reloads the teacher, and bad depths fail before any encoding."""
@@ -678,6 +680,10 @@ def test_distill_depth_starts_from_the_blocks_deepening_added_dropped_and_learns
     student_dir = tmp_path / "student"
     distill = ("--init-from", str(grown), "--distill-depth", str(depth))
     main(_args(student_dir, tiny_model_dir, "--steps", "3", *distill))
+    said = capsys.readouterr().out  # each stage says what it did to the depth (it was seen only in config.json)
+    assert f"--grow-depth: {first}'s DiT, {depth} -> {depth + 1} blocks" in said
+    dropped = ", ".join(map(str, removal_points(depth + 1, depth)))
+    assert f"--distill-depth: {grown}'s DiT, {depth + 1} -> {depth} blocks (blocks {dropped} dropped)" in said
     student = DiT.from_pretrained(student_dir / "transformer")
     assert student.config.depth == depth
     start = shrink(DiT.from_pretrained(grown / "transformer"), depth)

@@ -97,6 +97,10 @@ def test_trains_on_a_user_image_folder(tmp_path, capsys):
     assert log[0]["data_skipped"] == {"files Pillow cannot read": 1}
     assert log[-1]["done"] and log[-1]["failed_to_decode"] == 1  # found in training, said at the end
     assert "1 image failed to decode; their neighbours stood in (e.g. trunc.png)" in capsys.readouterr().out
+    for bad in ("broken.png", "trunc.png"):
+        (data / bad).unlink()
+    main(_args(tmp_path / "clean", "--steps", "1", "--data", str(data)))
+    assert f"{data}: 4 images used\n" in capsys.readouterr().out  # a clean folder is counted too (it said nothing)
 
 
 def test_init_from_fine_tunes_a_trained_tokenizer_on_a_folder(tmp_path):

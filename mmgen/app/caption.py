@@ -207,7 +207,7 @@ class CaptionTab:
         info = (
             f"{title}  \nBest: **{best}** (denoising error {error:.4f}"
             + (f", {ranked[1][1] - error:.4f} below the runner-up, *{ranked[1][0]}*" if len(ranked) > 1 else "")
-            + f"; it takes away {share:.0%} of the error the empty prompt leaves). {errors}"
+            + f"; it takes away {round(share, 2) or 0.0:.0%} of the error the empty prompt leaves). {errors}"
         )
         if len(ranked) > MAX_CAPTIONS:
             info += f" The chart shows the best {MAX_CAPTIONS} of the {len(ranked)} ranked."

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,6 +244,7 @@ def test(pipe, galleries, gallery: GalleryImages, args) -> dict:
         )
         if i == 0:
             results["checks"] = evaluator_checks(galleries, gallery_images, images, queries.targets)
+            results["checks"]["own_images_lost"] = lost_targets(galleries["pixels"], gallery, queries.targets)
             nearest = galleries["pixels"].nearest(images, 3)
             results["examples"] = [
                 {"caption": c, "target": names[t], "nearest": [names[k] for k in near]}
@@ -268,7 +270,28 @@ def test(pipe, galleries, gallery: GalleryImages, args) -> dict:
         + f"; the evaluator's checks: the targets' own images top-1 {checks[0]['top1']:.0%} (must be 100%), "
         f"images handed to the wrong captions top-5 {checks[1]['top5']:.1%} (near chance)"
     )
+    if lost := results["checks"]["own_images_lost"]:
+        shown = ", ".join(f"{a} is nearest {b}" for a, b in lost[:3]) + (", ..." if len(lost) > 3 else "")
+        print(
+            f"warning: the evaluator's check failed: {len(lost)} target image(s) are not their own nearest gallery "
+            f"image ({shown}): the gallery holds the same image twice, or nearly, and these scores cannot be "
+            "trusted; leave the copies out and run it again",
+            file=sys.stderr,
+        )
     return results
+
+
+def lost_targets(gallery: Gallery, images: GalleryImages, targets: np.ndarray) -> list[list[str]]:
+    """[target's name, another gallery image as near to it] for each target that is not alone its own nearest
+    image (`Gallery.ranks` counts a tie against it: a copy in the gallery), each pair once."""
+    d = gallery.distances([images.images[t] for t in targets])  # (N, G)
+    lost = []
+    for row, t in zip(d, targets):
+        others = row.copy()
+        others[t] = np.inf
+        if others.min() <= row[t]:
+            lost.append((images.names[t], images.names[int(others.argmin())]))
+    return [list(pair) for pair in dict.fromkeys(lost)]
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -1,8 +1,10 @@
-"""Training on from a trained DiT (`--init-from`): its weights, whether its latent scaling still holds, and the size
-options of a new DiT, which a DiT trained further cannot take.
+"""Training on from a trained DiT (`--init-from`): its weights, whether its latent scaling still holds, the size
+options of a new DiT, which a DiT trained further cannot take, and the DiT a run starts from: the trained one,
+deepened (`--grow-depth`), or less some blocks with the whole one as its teacher (`--distill-depth`).
 
     asked = new_dit_options(args)          # the size options given ({} when none), the rest filled in
     dit = initial_weights("assets/mmgen-base-64", vq, text_encoder, sample_size=16, asked=asked)
+    init, teacher = starting_dits(args, vq, text_encoder, asked, ckpt, accelerator)  # --grow/--distill-depth too
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from ..model_paths import model_path
 from ..models.dit import DIT_PRESETS, PATCH_SIZE, DiT
 from ..models.vqvae import VQVAE
+from .deepen import deepen, removal_points, shrink
 
 NEW_DIT = {"preset": "XS/2", "text_refiner_layers": 2}  # what a new DiT is built with unless told
 
@@ -87,3 +90,32 @@ def same_tokenizer(model: str, vq: VQVAE) -> bool:
         return True
     keys = ("num_codes", "code_dim", "block_channels")
     return all(tuple(np.ravel(own.get(k))) == tuple(np.ravel(vq.config.get(k))) for k in keys)
+
+
+def starting_dits(args, vq: VQVAE, text_encoder, asked: dict, ckpt, accelerator) -> tuple[DiT | None, DiT | None]:
+    """The DiT a run starts from (None: a new one, or a resumed run's checkpoint, already deepened or shrunk:
+    --init-from may hold it by now) and, with --distill-depth, the teacher: the --init-from DiT, frozen, on the
+    device under the run's autocast (reloaded when resuming). The student starts as it less some blocks (`shrink`)
+    and reads the latents at its scale, so both must know this tokenizer."""
+    if not args.init_from or (ckpt and not args.distill_depth):
+        return None, None
+    dit = initial_weights(
+        args.init_from, vq, text_encoder, args.sample_size, asked, args.grow_depth or args.distill_depth
+    )
+    if args.grow_depth is not None:
+        accelerator.print(f"--grow-depth: {args.init_from}'s DiT, {dit.config.depth} -> {args.grow_depth} blocks")
+        return deepen(dit, args.grow_depth, source=args.init_from), None
+    if args.distill_depth is None:
+        return dit, None
+    if not same_tokenizer(args.init_from, vq):
+        raise ValueError(
+            f"--distill-depth: {args.init_from} was trained on another tokenizer; distil it on its own (--vqvae "
+            f"{args.init_from})"
+        )
+    teacher = accelerator.prepare_model(dit.requires_grad_(False).eval(), evaluation_mode=True)
+    dropped = ", ".join(map(str, removal_points(dit.config.depth, args.distill_depth)))
+    accelerator.print(
+        f"--distill-depth: {args.init_from}'s DiT, {dit.config.depth} -> {args.distill_depth} blocks "
+        f"(blocks {dropped} dropped), learning its predictions"
+    )
+    return (None if ckpt else shrink(dit, args.distill_depth, source=args.init_from)), teacher

@@ -54,9 +54,8 @@ from .checkpoints import (
     saving_model,
     writing_checkpoint,
 )
-from .deepen import deepen, shrink
 from .encoded_data import CROPS_PER_IMAGE, cached_training_set, default_num_samples, draw_batch, latent_scaling_factor
-from .init_from import NEW_DIT, initial_weights, new_dit_options, same_tokenizer
+from .init_from import NEW_DIT, new_dit_options, same_tokenizer, starting_dits
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import hardware, make_accelerator
 from .recipe import run_recipe
@@ -114,7 +113,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
     side = args.sample_size * vq.downsample_factor
     accelerator.print(f"training at {side}x{side} px: {args.sample_size}x{args.sample_size} tokens of {args.vqvae}")
     tokenizer, text_encoder = load_text_encoder()
-    init, teacher = _initial_dit(args, vq, text_encoder, asked, ckpt, accelerator)
+    init, teacher = starting_dits(args, vq, text_encoder, asked, ckpt, accelerator)
     t0 = time.time()
     # Under N processes the main one encodes and caches the set first, and the others read it (without a cache,
     # --cache-dir '', each encodes its own at once: waiting would gain nothing).
@@ -191,29 +190,6 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
         sample_prompts=validation_prompts(args.data),  # a folder's headers and captions, read once
         teacher=teacher,
     )
-
-
-def _initial_dit(args, vq: VQVAE, text_encoder, asked: dict, ckpt, accelerator) -> tuple[DiT | None, DiT | None]:
-    """The DiT a run starts from (None: a new one, or a resumed run's checkpoint, already deepened or shrunk:
-    --init-from may hold it by now) and, with --distill-depth, the teacher: the --init-from DiT, frozen, on the
-    device under the run's autocast (reloaded when resuming). The student starts as it less some blocks (`shrink`)
-    and reads the latents at its scale, so both must know this tokenizer."""
-    if not args.init_from or (ckpt and not args.distill_depth):
-        return None, None
-    dit = initial_weights(
-        args.init_from, vq, text_encoder, args.sample_size, asked, args.grow_depth or args.distill_depth
-    )
-    if args.grow_depth is not None:
-        return deepen(dit, args.grow_depth, source=args.init_from), None
-    if args.distill_depth is None:
-        return dit, None
-    if not same_tokenizer(args.init_from, vq):
-        raise ValueError(
-            f"--distill-depth: {args.init_from} was trained on another tokenizer; distil it on its own (--vqvae "
-            f"{args.init_from})"
-        )
-    teacher = accelerator.prepare_model(dit.requires_grad_(False).eval(), evaluation_mode=True)
-    return (None if ckpt else shrink(dit, args.distill_depth, source=args.init_from)), teacher
 
 
 def train(args: argparse.Namespace) -> Path:

@@ -95,8 +95,8 @@ def build_dataset(args, length: int) -> Dataset:
         photos = PhotoCrops(skimage_photos(), length, size=args.resolution, seed=args.seed)
         return Mixture(shapes, photos, args.photo_fraction, args.seed)
     folder = ImageFolder(args.data, length=length, size=args.resolution, seed=args.seed)
-    if folder.skip_summary():
-        print_once(f"{args.data}: {len(folder.paths)} images used, {folder.skip_summary()}")
+    left_out = folder.skip_summary()  # said either way: a clean folder's count confirms what was read
+    print_once(f"{args.data}: {len(folder.paths)} images used" + (f", {left_out}" if left_out else ""))
     return folder
 
 
