@@ -71,7 +71,9 @@ def _encode(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="an image file (PNG, JPEG, ...)")
     p.add_argument("--out", required=True, help="a folder, for tokens.json and reconstruction.png")
     p.add_argument("--tokenizer", "--model", dest="model", metavar="NAME_OR_PATH", help=TOKENIZER_HELP)
-    p.add_argument("--max-side", type=int, default=512, help="downscale larger images to this longer side")
+    p.add_argument(
+        "--max-side", type=int, default=512, help="downscale larger images to this longer side (0: no limit)"
+    )
     p.set_defaults(func=cmd_encode)
 
 
