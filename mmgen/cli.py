@@ -387,8 +387,13 @@ def check_results_file(args) -> None:
             args.out = "eval/generator_sweep.json" if args.sweep else "eval/generator.json"
         if args.command == "eval-caption" and args.out is None:  # nor does a tuning study
             args.out = "eval/caption_tuning.json" if args.tune else "eval/caption.json"
+        from .model_paths import refuse_model_file
+
+        refuse_model_file(args.out)
         output_file(args.out, "--out")
     elif args.command == "compare-tokenizers":
+        if args.out and any(Path(args.out).resolve() == Path(image).resolve() for image in args.images):
+            raise ValueError(f"--out {args.out} is one of the images compared: name another file for the picture")
         output_file(args.out, "--out", image_suffixes())
 
 

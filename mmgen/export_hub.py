@@ -216,8 +216,12 @@ def export_hub(model: str | Path, out: str | Path) -> Path:
         raise ValueError(f"{model}: not an {PIPELINE[1]} folder with {' and '.join(COMPONENTS)}")
     _check_weights(src, model)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: name a new folder for the export")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} already exists and is not empty; choose a new folder")
+    if out.resolve().is_relative_to(src.resolve()):  # the model would carry its export, and the next one both
+        raise ValueError(f"{out} is inside {model}: export into a folder outside the model")
     code = {Path(name): text for name, text in pipeline_code(PIPELINE[0]).items()}  # all code first: fail early
     index["_class_name"] = [flat_name(PIPELINE[0]), PIPELINE[1]]
     for name, (module, cls) in COMPONENTS.items():

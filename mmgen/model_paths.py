@@ -99,6 +99,8 @@ def local_model_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
             raise ValueError(f"{index}: not valid JSON ({e})") from None
         if not isinstance(config, dict):
             raise ValueError(f"{index}: expected a JSON object (a pipeline's components), got {type(config).__name__}")
+        if "_class_name" not in config:  # diffusers' KeyError, a traceback, otherwise
+            raise ValueError(f"{index}: no _class_name: not a pipeline's model_index.json (damaged, or overwritten?)")
     return os.path.abspath(path)  # files found beside the weights later (vocabulary.json) survive a chdir
 
 
@@ -131,3 +133,16 @@ def readable_weights(folder: Path) -> None:
     os.umask(mask)
     for f in folder.rglob("*.safetensors"):
         f.chmod(0o666 & ~mask)
+
+
+MODEL_PARTS = ("vqvae", "transformer", "scheduler", "text_encoder", "tokenizer")  # a model folder's components
+
+
+def refuse_model_file(path: str | None) -> None:
+    """ValueError for an evaluation's --out that is a model's own file (a component's, or its model_index.json): a
+    results JSON written there left the model unloadable."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.name == "model_index.json" or p.suffix == ".safetensors" or set(p.parent.parts) & set(MODEL_PARTS):
+        raise ValueError(f"--out {path} is a model's own file: name the results file beside them (MODEL/eval_*.json)")

@@ -258,12 +258,19 @@ def publish(args: argparse.Namespace) -> None:
     if into_model and not args.out:
         raise ValueError(f"{' '.join(into_model)}: name the model folder to publish into (--out)")
     recipe = args.recipe or (default_recipe(args.out) if args.out else None)
-    if args.vqvae:
-        print(f"wrote {release_vqvae(args.vqvae, args.out)}")
-    if args.generator:
+    if args.generator:  # its recipe and codebook checked before the tokenizer is replaced: a refusal writes nothing
         from .training.recipe import load_recipe
 
         sampling = load_recipe(recipe).sampling if recipe else None
+        if args.vqvae:
+            check_folder(tokenizer_folder(args.vqvae), "VQVAE", "--vqvae: a trained vqvae/ folder")
+            check_folder(Path(args.generator) / "transformer", "DiT", "--generator: a train-generator output folder")
+            check_same_codebook(
+                Path(args.generator), Path(args.out), VQVAE.from_pretrained(tokenizer_folder(args.vqvae))
+            )
+    if args.vqvae:
+        print(f"wrote {release_vqvae(args.vqvae, args.out)}")
+    if args.generator:
         print(f"wrote {release_generator(args.generator, args.out, args.scheduler, sampling)}")
     if args.vocabulary:
         print(f"wrote {write_vocabulary(args.out)}")

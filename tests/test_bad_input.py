@@ -82,6 +82,10 @@ def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path,
         (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--max-side", "-2"], "--max-side must be 0"),
         (["encode", "{tmp}/x.png", "--out", "{tmp}/file"], "--out {tmp}/file is a file: give a folder"),
         (["encode", "{tmp}/x.png", "--out", "{tmp}/recon.png"], "--out {tmp}/recon.png is a file: give a folder"),
+        # a model's own files: a results JSON written over them left the model unloadable
+        (["eval-tokenizer", "--out", "{tmp}/m/transformer/config.json"], "is a model's own file"),
+        (["eval-attention", "--out", "{tmp}/m/model_index.json"], "is a model's own file"),
+        (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--out", "{tmp}/x.png"], "is one of the images"),
     ],
 )
 def test_results_files_are_checked_before_the_work(tmp_path, capsys, command, message):

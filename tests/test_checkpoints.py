@@ -50,6 +50,33 @@ def test_resume_refuses_when_no_checkpoint_is_whole(tmp_path):
         main(_args(out, "--steps", "3", "--checkpoint-every", "1", "--resume"))
 
 
+def test_other_bytes_in_a_checkpoint_are_damage_not_a_traceback(tmp_path):
+    out = tmp_path / "run"
+    main(_args(out, "--steps", "2", "--checkpoint-every", "1"))
+    interrupt(out, "vqvae")
+    for state in out.glob("checkpoints/step-*/training_state.pt"):
+        state.write_text("hello world")  # torch.load said KeyError: 101
+    with pytest.raises(ValueError, match="no checkpoint in .* is whole: delete the folder to train again"):
+        main(_args(out, "--steps", "2", "--checkpoint-every", "1", "--resume"))
+
+
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_a_run_is_never_trained_into_a_folder_that_is_not_one(tmp_path, resume):
+    """A published model (--resume said 'its run stopped while saving ... delete it'), a folder of models or of
+    images took a run's files beside theirs; an empty --out trained into the working folder."""
+    shutil.copytree("assets/mmgen-base-64", tmp_path / "model", ignore=shutil.ignore_patterns("*.safetensors"))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "cat.png").write_bytes(b"")
+    for out in (tmp_path / "model", tmp_path / "images", tmp_path):
+        with pytest.raises(ValueError, match="holds other files than a run's .* train into a new or empty folder"):
+            main(_args(out, "--steps", "1", *resume))
+    with pytest.raises(ValueError, match="--out is empty"):
+        main(_args("", "--steps", "1", *resume))
+    (tmp_path / "empty").mkdir()
+    main(_args(tmp_path / "empty", "--steps", "1"))  # an empty folder is a new run's
+    assert (tmp_path / "empty" / "vqvae" / "config.json").is_file()
+
+
 def test_a_stray_folder_among_the_checkpoints_is_not_one(tmp_path):
     out = tmp_path / "run"
     main(_args(out, "--steps", "3", "--checkpoint-every", "2"))

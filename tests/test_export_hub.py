@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +149,11 @@ def test_export_refuses_what_it_cannot_export(tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(ValueError, match="not empty"):
         export_hub("assets/mmgen-base", tmp_path / "full")
+    with pytest.raises(ValueError, match="is a file: name a new folder"):
+        export_hub("assets/mmgen-base", tmp_path / "full" / "x")
+    with pytest.raises(ValueError, match="is inside assets/mmgen-base: export into a folder outside the model"):
+        export_hub("assets/mmgen-base", "assets/mmgen-base/export")  # it grew the model by 100 MB, then its exports
+    assert not Path("assets/mmgen-base/export").exists()
     assert main(["export-hub", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
 

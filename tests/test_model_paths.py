@@ -100,6 +100,9 @@ def test_a_model_index_that_is_not_an_object_is_refused(tmp_path):
     (tmp_path / "model_index.json").write_text("{")
     with pytest.raises(ValueError, match="model_index.json: not valid JSON"):
         local_model_folder(tmp_path)
+    (tmp_path / "model_index.json").write_text("{}")  # diffusers' KeyError: '_class_name', a traceback
+    with pytest.raises(ValueError, match="model_index.json: no _class_name: not a pipeline's model_index.json"):
+        MMGenPipeline.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no such model folder"):
         MMGenPipeline.from_pretrained("/no/such/folder")
 

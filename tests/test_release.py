@@ -444,6 +444,16 @@ def test_a_generator_is_published_only_beside_the_codebook_it_trained_on(tmp_pat
     write_log(run / "train_log.jsonl", [header | {"codebook_fingerprint": "0123456789abcdef"}, done])
     with pytest.raises(ValueError, match=r"trained on the codes of another tokenizer than .*model/vqvae \(--vqvae"):
         release_generator(run, out)
+    # a new tokenizer and a generator of other codes at once: refused before the tokenizer is replaced (it was
+    # replaced, then the generator refused, and the folder's old DiT drew nonsense through the new codes)
+    from mmgen.release import main
+
+    other = copy.deepcopy(tiny_pipe.vqvae).float()
+    other.quantizer.codebook.data += 0.5
+    other.save_pretrained(tmp_path / "other" / "vqvae")
+    before = (out / "vqvae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert main(["--vqvae", str(tmp_path / "other"), "--generator", str(run), "--out", str(out)]) == 2
+    assert (out / "vqvae" / "diffusion_pytorch_model.safetensors").read_bytes() == before
     write_log(run / "train_log.jsonl", [{"command": "mmgen train-generator", "args": args}, done])
     release_generator(run, out)
 

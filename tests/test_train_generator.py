@@ -286,8 +286,9 @@ def test_object_cell_weights_favour_non_background_cells_and_keep_each_images_to
 
 
 def test_object_loss_weight_flag(tmp_path, tiny_model_dir):
-    with pytest.raises(ValueError, match="object-loss-weight"):
-        main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--object-loss-weight", "-1"))
+    for bad in ("-1", "nan", "inf"):  # nan trained on NaN losses, and failed at the first sample as "NaN latents"
+        with pytest.raises(ValueError, match="object-loss-weight must be a positive number"):
+            main(_args(tmp_path / "bad", tiny_model_dir, "--steps", "1", "--object-loss-weight", bad))
     assert not (tmp_path / "bad" / "train_log.jsonl").exists()  # it fails before any work
     out = main(_args(tmp_path / "ow", tiny_model_dir, "--steps", "2", "--object-loss-weight", "1"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -417,11 +418,18 @@ RECIPE = 'model = "m"\nscheduler = "euler-ancestral"\n[generator]\npreset = "tin
         (RECIPE + "[sampling]\nguidance_scale = -1\n", r"\[sampling\]: Guidance must be a number"),
         ("sampling = 30\n" + RECIPE, r"\[sampling\] must be a table"),
         (RECIPE + '[[generator.stages]]\nout = "r1"\n', "generator stage 2: every stage needs its own run folder"),
+        (RECIPE + '[[generator.stages]]\nout = "r1/"\n', "generator stage 2: every stage needs its own run folder"),
+        (b"\xff\xfe model", "not valid TOML"),  # a binary file: the codec's message, naming no file
+        ("FOLDER", "is a folder: name a .toml file"),
     ],
 )
 def test_a_bad_recipe_is_a_clear_error_before_any_work(tmp_path, text, match):
     recipe = tmp_path / "bad.toml"
-    if text is not None:
+    if text == "FOLDER":
+        recipe.mkdir()
+    elif isinstance(text, bytes):
+        recipe.write_bytes(text)
+    elif text is not None:
         recipe.write_text(text)
     with pytest.raises(ValueError, match=match):
         main(_recipe_args(recipe))

@@ -38,7 +38,8 @@ def checkpoint_problem(ckpt: Path) -> str | None:
                     pass
             elif path.suffix == ".pt":
                 torch.load(path, weights_only=True, map_location="cpu")
-    except (*WRITE_ERRORS, EOFError, ValueError, pickle.UnpicklingError) as e:  # zeros after a power cut: unpickling
+    # zeros after a power cut: unpickling; other bytes: a KeyError or RuntimeError from deep in torch.load
+    except (*WRITE_ERRORS, EOFError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
         return f"{path.relative_to(ckpt)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return None
 
@@ -119,9 +120,18 @@ def run_to_continue(args, weights: str, say: Callable[[str], object] = print, nu
     another number of processes than the run's header logs (`num_processes`; a log without it ran before it was
     logged, and is not checked): the global batch would change, and the LR schedule, built over steps x processes,
     would go on at the old count's position."""
+    if not str(args.out).strip():
+        raise ValueError("--out is empty: name the run's folder (e.g. --out runs/mine)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
+    if (out / "model_index.json").is_file() or (
+        out.is_dir() and not (out / "train_log.jsonl").exists() and any(f.name != "checkpoints" for f in out.iterdir())
+    ):  # a published model, the assets/ folder, a folder of images: not a run, whatever --resume says
+        raise ValueError(
+            f"--out {out} holds other files than a run's (a published model, images, other folders): train into a "
+            f"new or empty folder; to train on from a model, --init-from {out} --out ANOTHER_FOLDER"
+        )
     records = read_records(out / "train_log.jsonl")
     done = bool(records) and bool(records[-1].get("done"))
     ckpt = latest_checkpoint(out) if out.is_dir() else None

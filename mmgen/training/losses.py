@@ -11,6 +11,8 @@ Dimension letters: B batch, C latent channels, h x w latent grid.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -91,8 +93,8 @@ def object_cell_weights(ids: torch.Tensor, object_weight: float) -> torch.Tensor
 
     A small shape covers 16 of 256 cells, so in the plain mean its shape is a few percent of the loss while
     the background, right early on, is most of it. `object_weight=1` gives the plain mean."""
-    if object_weight <= 0:
-        raise ValueError(f"--object-loss-weight must be positive, got {object_weight}")
+    if not math.isfinite(object_weight) or object_weight <= 0:  # nan trained on NaN losses to the first sample
+        raise ValueError(f"--object-loss-weight must be a positive number, got {object_weight}")
     background = ids.flatten(1).mode(dim=1).values
     w = torch.where(ids != background[:, None, None], float(object_weight), 1.0)
     return (w / w.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)

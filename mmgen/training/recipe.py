@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,10 +72,12 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe's layout; a missing file, bad TOML or a misplaced key is a `ValueError`."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"recipe {path} not found") from None
-    except tomllib.TOMLDecodeError as e:
+    except IsADirectoryError:
+        raise ValueError(f"recipe {path} is a folder: name a .toml file (e.g. recipes/tiny.toml)") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"recipe {path} is not valid TOML: {e}") from None
     where = f"recipe {path}"
     for key in raw:
@@ -166,9 +169,10 @@ def recipe_stages(recipe: Recipe, part: str, add_arguments, command_line=None) -
                     f"recipe's {key} = {getattr(args, key)!r}; edit the recipe instead"
                 )
             setattr(args, key, value)
-        if "out" not in options or args.out in outs:
+        folder = os.path.normpath(os.path.expanduser(str(args.out))) if "out" in options else None  # "r" is "r/"
+        if folder is None or folder in outs:
             raise ValueError(f"{where}: every stage needs its own run folder, `out`")
-        outs.add(args.out)
+        outs.add(folder)
         args.recipe, args.resume = None, True  # an interrupted stage resumes from its last checkpoint
         stages.append(Stage(name, args, {key: getattr(args, key) for key in options}))
     return stages
