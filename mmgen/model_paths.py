@@ -143,6 +143,9 @@ def refuse_model_file(path: str | None) -> None:
     results JSON written there left the model unloadable."""
     if path is None:
         return
-    p = Path(path)
-    if p.name == "model_index.json" or p.suffix == ".safetensors" or set(p.parent.parts) & set(MODEL_PARTS):
+    p, folder = Path(path), Path(path).parent
+    component = folder.name in MODEL_PARTS and any(
+        f.is_file() for f in (folder / "config.json", folder.parent / "model_index.json")
+    )
+    if p.name == "model_index.json" or p.suffix == ".safetensors" or component:  # ("results/tokenizer/": a user's)
         raise ValueError(f"--out {path} is a model's own file: name the results file beside them (MODEL/eval_*.json)")

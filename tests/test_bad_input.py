@@ -83,7 +83,7 @@ def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path,
         (["encode", "{tmp}/x.png", "--out", "{tmp}/file"], "--out {tmp}/file is a file: give a folder"),
         (["encode", "{tmp}/x.png", "--out", "{tmp}/recon.png"], "--out {tmp}/recon.png is a file: give a folder"),
         # a model's own files: a results JSON written over them left the model unloadable
-        (["eval-tokenizer", "--out", "{tmp}/m/transformer/config.json"], "is a model's own file"),
+        (["eval-tokenizer", "--out", "{tmp}/m/vqvae/results.json"], "is a model's own file"),
         (["eval-attention", "--out", "{tmp}/m/model_index.json"], "is a model's own file"),
         (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--out", "{tmp}/x.png"], "is one of the images"),
     ],
@@ -91,8 +91,20 @@ def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path,
 def test_results_files_are_checked_before_the_work(tmp_path, capsys, command, message):
     """These used to print the whole evaluation's table (minutes) and then fail to write it."""
     (tmp_path / "file").write_text("")
+    (tmp_path / "m" / "vqvae").mkdir(parents=True)  # a model folder's component
+    (tmp_path / "m" / "vqvae" / "config.json").write_text("{}")
     assert main([a.format(tmp=tmp_path) for a in command]) == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_folder_named_as_a_models_part_is_not_one(tmp_path):
+    from mmgen.model_paths import refuse_model_file
+
+    refuse_model_file(str(tmp_path / "results" / "tokenizer" / "eval.json"))  # a user's folder, no model around it
+    (tmp_path / "m" / "transformer").mkdir(parents=True)
+    (tmp_path / "m" / "model_index.json").write_text("{}")
+    with pytest.raises(ValueError, match="is a model's own file"):
+        refuse_model_file(str(tmp_path / "m" / "transformer" / "eval.json"))
 
 
 def test_a_prompt_of_undecodable_bytes_is_refused():
