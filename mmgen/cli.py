@@ -349,7 +349,8 @@ def cmd_caption(args):
     image, note = fit_square(image, pipe.image_size)  # as the app's Image -> text tab reads it
     if note:
         print(f"note: {note}", file=sys.stderr)
-    if not captions and Vocabulary.for_pipeline(pipe) is None:
+    vocabulary = None if captions else Vocabulary.for_pipeline(pipe)  # read once: caption_candidates takes it
+    if not captions and vocabulary is None:
         raise ValueError(
             "this model was published without a vocabulary (transformer/vocabulary.json), so it has no captions to "
             "choose from: rank your own with --captions FILE (one per line)"
@@ -357,7 +358,7 @@ def cmd_caption(args):
     if captions and len(captions) > RANKED_QUIETLY:  # ~0.1 s each on a 2-core CPU: say so before minutes of quiet
         copies = len(RANK_TIMESTEPS) * RANK_NOISES
         print(f"ranking {len(captions):,} captions ({copies} noised copies each through the DiT) ...", file=sys.stderr)
-    ranked = pipe.rank_captions(image, captions) if captions else caption_candidates(pipe, image)
+    ranked = pipe.rank_captions(image, captions) if captions else caption_candidates(pipe, image, vocabulary)
     print("denoising error (lower: the model finds the caption more likely)")
     for text, error in ranked[: args.top]:
         print(f"{error:.5f}  {text}")
