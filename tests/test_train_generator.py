@@ -420,6 +420,9 @@ RECIPE = 'model = "m"\nscheduler = "euler-ancestral"\n[generator]\npreset = "tin
         (RECIPE + '[[generator.stages]]\nout = "r1"\n', "generator stage 2: every stage needs its own run folder"),
         (RECIPE + '[[generator.stages]]\nout = "r1/"\n', "generator stage 2: every stage needs its own run folder"),
         (b"\xff\xfe model", "not valid TOML"),  # a binary file: the codec's message, naming no file
+        # a later stage's typo was found only once the stages before it had trained
+        (RECIPE + '[[generator.stages]]\nout = "r2"\ninit_from = "./typo"\n', "stage 2: init_from = './typo': "),
+        (RECIPE + '[[generator.stages]]\nout = "r2"\ndata = "no/such/images"\n', "stage 2: data = .*no such folder"),
         ("FOLDER", "is a folder: name a .toml file"),
     ],
 )
@@ -434,6 +437,20 @@ def test_a_bad_recipe_is_a_clear_error_before_any_work(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):
         main(_recipe_args(recipe))
     assert not (tmp_path / "r1").exists() and not any(tmp_path.glob("runs*"))
+
+
+def test_a_stage_may_start_from_what_an_earlier_stage_makes(tmp_path):
+    """The recipe's model folder and the stages' run folders do not exist before the stages run: not typos."""
+    from mmgen.training.recipe import check_stage_sources, load_recipe, recipe_stages
+    from mmgen.training.train_generator import add_arguments
+
+    recipe = tmp_path / "ok.toml"
+    recipe.write_text(
+        RECIPE + '[[generator.stages]]\nout = "r2"\ninit_from = "m"\n[[generator.stages]]\nout = "r3"\n'
+        'init_from = "r2/"\n'
+    )
+    loaded = load_recipe(recipe)
+    check_stage_sources(recipe_stages(loaded, "generator", add_arguments), loaded.model)
 
 
 def test_the_command_line_prints_a_bad_recipe_as_an_error(tmp_path, capsys):

@@ -268,6 +268,27 @@ def _publish(state: PartialState, publish: Callable, stage: Stage) -> None:
     state.wait_for_everyone()
 
 
+def check_stage_sources(stages: list[Stage], model: str) -> None:
+    """ValueError, before the first stage trains, for a stage's `init_from`, `vqvae` or `data` that names no folder
+    here: a typo in stage 2 was found only once stage 1 had trained (hours, in a real recipe). The recipe's model
+    folder and the stages' run folders are made by the stages themselves; a Hub id is left to the trainer."""
+    from ..model_paths import model_path
+
+    made = {os.path.normpath(str(p)) for p in (model, *(stage.out for stage in stages))}
+    for stage in stages:
+        for key in ("init_from", "vqvae", "data"):
+            value = getattr(stage.args, key, None)
+            if not value or value == "shapes" or os.path.normpath(os.path.expanduser(str(value))) in made:
+                continue
+            if key == "data" and not os.path.isdir(os.path.expanduser(value)):
+                raise ValueError(f"{stage.name}: data = {value!r}: no such folder")
+            if key != "data":
+                try:
+                    model_path(value, shipped=False)
+                except ValueError as e:
+                    raise ValueError(f"{stage.name}: {key} = {value!r}: {e}") from None
+
+
 def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callable) -> Path:
     """What `mmgen train-tokenizer/train-generator --recipe FILE` runs: the recipe's `part`, stage by stage, each
     published into the recipe's model folder. Returns that folder."""
@@ -277,6 +298,7 @@ def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callab
     stages = recipe_stages(recipe, part, add_arguments, args)
     for stage in stages:  # every stage's numbers, before the first trains
         check_run_options(stage.args)
+    check_stage_sources(stages, recipe.model)
     model = Path(recipe.model)
 
     def publish(stage: Stage) -> None:
