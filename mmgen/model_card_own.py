@@ -30,10 +30,9 @@ def retrieval_rows(out: Path) -> list[str]:
         return []
     chance = f"chance {ev['chance']['top1']:.1%} / {ev['chance']['top5']:.1%}"
     own = ev.get("checks", {}).get("own_images", {}).get("pixels", {}).get("top1", 1.0)
-    failed = [  # the evaluator's own check: each target must be nearest itself (a copy in the gallery fails it)
-        _row("the evaluator's check: the targets' own images", "top-1 (pixels)", f"{own:.0%}", "100 %", False)
-    ]
-    return (failed if own < 1 else []) + [
+    check = "the evaluator's check: the targets' own images"  # each nearest itself (a copy fails it)
+    failed = [_row(check, "top-1 (pixels)", f"{own:.0%}", "100 %", False)] if own < 1 else []
+    return failed + [
         _row(
             f"generator: {found['n']} prompts of `{name}`, retrieved among {ev['gallery']:,} images",
             "top-1 / top-5 (pixels)",

@@ -169,7 +169,7 @@ def recipe_stages(recipe: Recipe, part: str, add_arguments, command_line=None) -
                     f"recipe's {key} = {getattr(args, key)!r}; edit the recipe instead"
                 )
             setattr(args, key, value)
-        folder = os.path.normpath(os.path.expanduser(str(args.out))) if "out" in options else None  # "r" is "r/"
+        folder = same_folder(args.out) if "out" in options else None
         if folder is None or folder in outs:
             raise ValueError(f"{where}: every stage needs its own run folder, `out`")
         outs.add(folder)
@@ -274,19 +274,25 @@ def check_stage_sources(stages: list[Stage], model: str) -> None:
     folder and the stages' run folders are made by the stages themselves; a Hub id is left to the trainer."""
     from ..model_paths import model_path
 
-    made = {os.path.normpath(str(p)) for p in (model, *(stage.out for stage in stages))}
+    made = {same_folder(p) for p in (model, *(stage.out for stage in stages))}
     for stage in stages:
         for key in ("init_from", "vqvae", "data"):
             value = getattr(stage.args, key, None)
-            if not value or value == "shapes" or os.path.normpath(os.path.expanduser(str(value))) in made:
+            if not value or value == "shapes" or same_folder(value) in made:
                 continue
-            if key == "data" and not os.path.isdir(os.path.expanduser(value)):
-                raise ValueError(f"{stage.name}: data = {value!r}: no such folder")
-            if key != "data":
-                try:
-                    model_path(value, shipped=False)
-                except ValueError as e:
-                    raise ValueError(f"{stage.name}: {key} = {value!r}: {e}") from None
+            if key == "data":
+                if not os.path.isdir(os.path.expanduser(value)):
+                    raise ValueError(f"{stage.name}: data = {value!r}: no such folder")
+                continue
+            try:
+                model_path(value, shipped=False)
+            except ValueError as e:
+                raise ValueError(f"{stage.name}: {key} = {value!r}: {e}") from None
+
+
+def same_folder(path) -> str:
+    """A folder's path as a recipe compares them: "runs/a", "runs/a/" and "./runs/a" are one folder."""
+    return os.path.normpath(os.path.expanduser(str(path)))
 
 
 def run_recipe(args: argparse.Namespace, part: str, add_arguments, train: Callable) -> Path:
