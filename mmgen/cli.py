@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError
 
+from .cli_errors import memory_advice, out_of_memory, resume_hint
 from .cli_parser import build_parser, command_of
 
 if TYPE_CHECKING:
@@ -419,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0 or not isinstance(e, ValueError):
             sys.stderr.write(f"{f'[process {rank}] ' if rank else ''}error: {e}\n")  # one write: not run together
         return 2
+    except RuntimeError as e:  # out of memory (torch's CPU allocator, CUDA, MPS): a line saying what to change
+        if not out_of_memory(e):
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            sys.stderr.write(f"error: out of memory ({out_of_memory(e)}): {memory_advice(args)}\n")
+        return 2
     except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint
         train = args.command.startswith("train")
         said = "interrupted" + (f": {e}" if str(e) else "") + (resume_hint(args) if train else "")
@@ -426,16 +433,6 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(("\n" + said if train else said) + "\n")  # a training run's progress bar holds the line
         return 130
     return 0
-
-
-def resume_hint(args) -> str:
-    """What continues an interrupted training run: --resume once it has a checkpoint (a run stopped in training
-    saves one first); before that (encoding its data) there is nothing to resume."""
-    from .training.checkpoints import checkpoints
-
-    if getattr(args, "recipe", None) or not getattr(args, "out", None) or checkpoints(args.out):
-        return " (the same command with --resume, or the recipe again, continues from the last checkpoint)"
-    return " before its first checkpoint: nothing to resume, the same command starts it again"
 
 
 if __name__ == "__main__":

@@ -156,6 +156,51 @@ def test_ctrl_c_is_a_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     assert "--resume, or the recipe again, continues from the last checkpoint" in capsys.readouterr().err
 
 
+CPU_OOM = (
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+    "allocate 31457280000 bytes. Error code 12 (Cannot allocate memory)"
+)
+CUDA_OOM = "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.10 GiB"
+
+
+@pytest.mark.parametrize(
+    "command, error, said",
+    [
+        (["train-tokenizer", "--batch-size", "60"], CPU_OOM, "(tried to allocate 29.3 GiB): a --batch-size under 60"),
+        (["train-generator", "--batch-size", "9"], CUDA_OOM, "(tried to allocate 20.00 GiB): a --batch-size under 9"),
+        (["encode", "x.png", "--max-side", "0"], "out of memory", "(the device's memory is full): a smaller --max"),
+    ],
+)
+def test_out_of_memory_is_a_line_not_a_traceback(command, error, said, tmp_path, capsys, monkeypatch):
+    """An allocator's failure (a --batch-size, or an image, too large for the memory) says what to make smaller."""
+    import mmgen.tokens
+    import mmgen.training.train_generator
+    import mmgen.training.train_tokenizer
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(error)
+
+    for module, name in [(mmgen.training.train_tokenizer, "main"), (mmgen.training.train_generator, "main")]:
+        monkeypatch.setattr(module, name, out_of_memory)
+    monkeypatch.setattr(mmgen.tokens, "encode_image", out_of_memory)
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(command + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory " + said) and err.count("\n") == 1, err
+
+
+def test_another_runtime_error_is_not_called_out_of_memory(tmp_path, monkeypatch):
+    import mmgen.training.train_tokenizer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(mmgen.training.train_tokenizer, "main", broken)
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):  # a bug keeps its traceback
+        main(["train-tokenizer", "--out", str(tmp_path / "run")])
+
+
 @pytest.mark.parametrize(
     "command, message",
     [

@@ -1,9 +1,13 @@
 """A training run's numbers are checked before anything loads (mmgen/training/run_options.py)."""
 
-import pytest
+from types import SimpleNamespace
 
-from mmgen.cli import build_parser
-from mmgen.training.run_options import check_run_options
+import pytest
+import torch
+from accelerate import Accelerator
+
+from mmgen.cli import build_parser, main
+from mmgen.training.run_options import check_run_options, kept_bytes
 
 
 @pytest.mark.parametrize("command", ["train-tokenizer", "train-generator"])
@@ -93,3 +97,34 @@ def test_fp16_on_the_cpu_is_refused_rather_than_trained_in_float32(command, tmp_
     assert args.mixed_precision is None  # the option's default leaves it to accelerate
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         make_accelerator(args)
+
+
+def test_a_step_keeps_what_its_batch_needs_once_per_item():
+    """The measure `check_batch_fits` rests on: what autograd keeps for a small net grows by the same bytes with
+    each item (a (16, 8, 8) fp32 output of the conv, kept by the ReLU), and the weights count once."""
+    conv, accelerator = torch.nn.Conv2d(1, 16, 3, padding=1), Accelerator(cpu=True)
+
+    def loss_of(n):
+        return conv(torch.zeros(n, 1, 8, 8)).relu().sum()
+
+    kept = [kept_bytes(loss_of, n, accelerator) for n in (1, 2, 3)]
+    assert kept[2] - kept[1] == kept[1] - kept[0] >= 16 * 8 * 8 * 4
+
+
+@pytest.mark.parametrize("command", ["train-tokenizer", "train-generator"])
+def test_a_batch_that_cannot_fit_is_refused_before_it_is_drawn(command, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """`--batch-size 60000` drew its 60,000 scenes for a minute and a half, then ended in the allocator's
+    traceback (30000: killed by the system, without a word). Now it is one line before a step is drawn, and a
+    batch that fits is not refused."""
+    import psutil
+
+    free = SimpleNamespace(available=20 * 2**20)  # 20 MiB free
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
+    run = [command, "--preset", "tiny", "--steps", "1", "--resolution" if "tokenizer" in command else "--num-samples"]
+    run += ["32", "--vqvae", tiny_model_dir, "--cache-dir", ""] if "generator" in command else ["32"]
+    assert main(run + ["--batch-size", "20000", "--out", str(tmp_path / "big")]) == 2
+    said = capsys.readouterr().err
+    assert "error: --batch-size 20000 does not fit: its activations alone take" in said
+    assert "GiB, and cpu memory has 0.0 GiB free. A smaller --batch-size fits" in said
+    assert not (tmp_path / "big").exists()
+    assert main(run + ["--batch-size", "2", "--out", str(tmp_path / "small")]) == 0

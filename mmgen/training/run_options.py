@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
+import torch
+from accelerate import Accelerator
 
 from ..eval import count
 
@@ -89,3 +94,38 @@ def note_shapes_folder(args: argparse.Namespace) -> None:
     not read: said once, where the data is read."""
     if args.data == "shapes" and Path("shapes").is_dir():
         print("note: --data shapes draws shapes-v1 scenes; to train on the folder named shapes here, give ./shapes")
+
+
+def check_batch_fits(batch_size: int, loss_of: Callable[[int], torch.Tensor], accelerator: Accelerator) -> None:
+    """ValueError when a step's batch cannot fit in the free memory of `accelerator`'s device: a line at once,
+    not an allocator's traceback (or the system's out-of-memory kill) after minutes of drawing the batch. What an
+    item costs is measured, under the run's autocast: the bytes of the tensors autograd keeps for the backward pass
+    of `loss_of(2)` (a loss over 2 items) less those of `loss_of(1)` (the weights, kept once whatever the batch,
+    cancel out). That is a lower bound of a step's memory; devices whose free memory is unknown are not checked."""
+    device = accelerator.device
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    elif device.type == "cpu":
+        free = psutil.virtual_memory().available
+    else:
+        return
+    kept = [kept_bytes(loss_of, n, accelerator) for n in (1, 2)]
+    if (need := batch_size * (kept[1] - kept[0])) > free:
+        raise ValueError(
+            f"--batch-size {batch_size} does not fit: its activations alone take {need / 2**30:.1f} GiB, and "
+            f"{device.type} memory has {free / 2**30:.1f} GiB free. A smaller --batch-size fits"
+        )
+
+
+def kept_bytes(loss_of: Callable[[int], torch.Tensor], n: int, accelerator: Accelerator) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of `loss_of(n)`, each storage once (a layer's
+    output that the next layer keeps as its input is one tensor)."""
+    storages = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with accelerator.autocast(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_of(n)
+    return sum(storages.values())

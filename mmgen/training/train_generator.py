@@ -59,7 +59,7 @@ from .init_from import NEW_DIT, new_dit_options, same_tokenizer, starting_dits
 from .losses import SNR_GAMMA, diffusion_loss, object_cell_weights, training_scheduler
 from .processes import hardware, make_accelerator
 from .recipe import run_recipe
-from .run_options import add_run_arguments, check_run_options, note_shapes_folder
+from .run_options import add_run_arguments, check_batch_fits, check_run_options, note_shapes_folder
 from .stopping import graceful_stop, stop_if_asked, stoppable
 
 VALIDATION_PROMPTS = [
@@ -95,6 +95,13 @@ class Run:
     header: dict  # extra fields for the log's header
     sample_prompts: list[str] | None = None  # what the validation samples show (`validation_prompts`)
     teacher: DiT | None = None  # with --distill-depth: the full DiT whose predictions the student learns
+
+
+def dit_loss(model: DiT, n: int) -> torch.Tensor:
+    """A training step's loss for `n` blank latents and captions (no RNG drawn), to measure what a batch keeps."""
+    c, side, width = model.config.in_channels, model.config.sample_size, model.config.text_dim
+    states, mask = torch.zeros(n, MAX_TOKENS, width), torch.ones(n, MAX_TOKENS)
+    return model(torch.zeros(n, c, side, side), torch.zeros(n, dtype=torch.long), states, mask).sample.square().mean()
 
 
 def prepare_run(args, accelerator: Accelerator) -> Run:
@@ -148,6 +155,7 @@ def prepare_run(args, accelerator: Accelerator) -> Run:
             max_text_tokens=MAX_TOKENS,
             **DIT_PRESETS[args.preset],
         )
+    check_batch_fits(args.batch_size, partial(dit_loss, model), accelerator)
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=DiT, model_config=model.config)
     header = {
         "scaling_factor": model.config.scaling_factor,

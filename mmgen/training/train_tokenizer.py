@@ -17,6 +17,7 @@ defaults are the [tokenizer] run of `recipes/mmgen-base-64.toml`.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Callable
 from functools import partial
@@ -48,7 +49,7 @@ from .checkpoints import (
 )
 from .processes import hardware, make_accelerator, print_once
 from .recipe import run_recipe
-from .run_options import add_run_arguments, check_run_options, note_shapes_folder
+from .run_options import add_run_arguments, check_batch_fits, check_run_options, note_shapes_folder
 from .stopping import graceful_stop, stop_if_asked, stoppable
 
 VALIDATION_SEED = 1  # shapes-v1 stream used for validation; training reads stream `--seed`
@@ -113,6 +114,14 @@ def check_sizes(args: argparse.Namespace, downsample_factor: int = 1) -> None:
     if args.resolution % downsample_factor:
         f = downsample_factor
         raise ValueError(f"--resolution must be a multiple of {f}, its downsampling; got {args.resolution}")
+
+
+def reconstruction_loss(model: VQVAE, resolution: int, n: int) -> torch.Tensor:
+    """A training step's loss on `n` blank images, on a copy of `model` (its codebook not updated; no RNG drawn)."""
+    probe = copy.deepcopy(model)
+    probe.quantizer.eval()
+    out = probe(torch.zeros(n, model.config.in_channels, resolution, resolution))
+    return out.recon_loss + out.commit_loss
 
 
 def initial_tokenizer(model: str, num_codes: int | None = None) -> VQVAE:
@@ -205,6 +214,7 @@ def train(args: argparse.Namespace) -> Path:
     trained = model.decoder if args.decoder_only else model
     if args.decoder_only:  # the encoder and the codebook (an EMA, updated only in training mode) stay as they are
         model.encoder.requires_grad_(False)
+    check_batch_fits(args.batch_size, partial(reconstruction_loss, model, args.resolution), accelerator)
     # AdamW with a short warm-up and cosine decay: the decay's last stretch is worth ~1 dB of PSNR.
     optimizer = torch.optim.AdamW(trained.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     n = accelerator.num_processes  # accelerate steps a prepared scheduler once per process at every step
