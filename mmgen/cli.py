@@ -63,6 +63,8 @@ def cmd_encode(args):
     # a file, or a new name like a file's (`--out recon.png` made a folder of that name); a folder may be called so
     if not out.is_dir() and (out.exists() or out.suffix.lower() in IMAGE_EXTENSIONS | {".json"}):
         raise ValueError(f"--out {args.out} is a file: give a folder, for its tokens.json and reconstruction.png")
+    if (out / "reconstruction.png").resolve() == Path(args.image).resolve():
+        raise ValueError(f"--out {args.out}: its reconstruction.png would overwrite the image: give another folder")
     output_file(str(out / "tokens.json"), "--out")
     output_file(str(out / "reconstruction.png"), "--out")
     image = load_image(args.image)  # fail on a bad file before paying for the model load
@@ -392,7 +394,7 @@ def check_results_file(args) -> None:
         from .model_paths import refuse_model_file
 
         refuse_model_file(args.out)
-        output_file(args.out, "--out")
+        output_file(args.out, "--out", (".json",))
     elif args.command == "compare-tokenizers":
         if args.out and any(Path(args.out).resolve() == Path(image).resolve() for image in args.images):
             raise ValueError(f"--out {args.out} is one of the images compared: name another file for the picture")

@@ -77,7 +77,7 @@ def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path,
     "command, message",
     [
         (["eval-tokenizer", "--out", "{tmp}/" + LONG + ".json"], "--out {tmp}/" + LONG + ".json: cannot be written"),
-        (["eval-generator", "--out", "{tmp}/f/" + LONG], ": cannot be written"),
+        (["eval-generator", "--out", "{tmp}/f/" + LONG + ".json"], ": cannot be written"),
         (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--out", "{tmp}/c.txt"], "must end in .png"),
         (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--max-side", "-2"], "--max-side must be 0"),
         (["encode", "{tmp}/x.png", "--out", "{tmp}/file"], "--out {tmp}/file is a file: give a folder"),
@@ -86,6 +86,10 @@ def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path,
         (["eval-tokenizer", "--out", "{tmp}/m/vqvae/results.json"], "is a model's own file"),
         (["eval-attention", "--out", "{tmp}/m/model_index.json"], "is a model's own file"),
         (["compare-tokenizers", "{tmp}/x.png", "--tokenizer", "t", "--out", "{tmp}/x.png"], "is one of the images"),
+        # an image: rewritten as JSON (eval-*), or by its own reconstruction (encode)
+        (["eval-tokenizer", "--out", "{tmp}/x.png"], "--out {tmp}/x.png: the name must end in .json"),
+        (["eval-generator", "--out", "{tmp}/results"], "--out {tmp}/results: the name must end in .json"),
+        (["encode", "{tmp}/reconstruction.png", "--out", "{tmp}"], "its reconstruction.png would overwrite the image"),
     ],
 )
 def test_results_files_are_checked_before_the_work(tmp_path, capsys, command, message):
@@ -114,6 +118,34 @@ def test_a_prompt_of_undecodable_bytes_is_refused():
     with pytest.raises(ValueError, match="not UTF-8 text"):
         check_prompt("a red caf\udce9 circle")
     assert check_prompt(" a red café circle ") == "a red café circle"
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--lr", "nan"], "--lr must be a finite number above 0, got nan"),
+        (["--lr=-1"], "--lr must be a finite number above 0"),
+        (["--width", "12"], "--width must be a multiple of 8"),
+        (["--out", "{tmp}/v/train_log.jsonl"], "cannot make the folder (File exists)"),
+    ],
+)
+def test_the_verifiers_options_fail_before_it_trains_and_keep_the_old_log(tmp_path, capsys, option, message):
+    """These failed after the training (torch's "Invalid learning rate", a GroupNorm's groups) with the log of the
+    verifier already in --out rewritten; now at once, and a run's log replaces the old one only once it is saved."""
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "train_log.jsonl").write_text("the shipped verifier's log\n")
+    args = ["--samples", "4", "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "v")]
+    assert main(["train-verifier", *args, *[o.format(tmp=tmp_path) for o in option]]) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "v" / "train_log.jsonl").read_text() == "the shipped verifier's log\n"
+
+
+def test_a_trainers_out_under_a_file_fails_before_its_data_is_read(tmp_path, capsys):
+    """train-generator said "Not a directory" after encoding its training set (minutes at the default size)."""
+    (tmp_path / "afile").write_text("")
+    for command in ("train-generator", "train-tokenizer"):
+        assert main([command, "--out", str(tmp_path / "afile" / "run")]) == 2
+        assert f"--out {tmp_path}/afile/run: {tmp_path}/afile is a file, not a folder" in capsys.readouterr().err
 
 
 def test_a_bad_labels_file_fails_before_the_verifier_trains(tmp_path, capsys):

@@ -27,6 +27,8 @@ def test_the_defaults_pass(command):
         ("train-generator", "--ema-decay", "1.5", "--ema-decay must be between 0 and 1"),
         ("train-generator", "--caption-dropout", "-0.1", "--caption-dropout must be between 0 and 1"),
         ("train-tokenizer", "--warmup-steps", "-5", "--warmup-steps must be 0 or more"),
+        ("train-generator", "--text-refiner-layers", "-1", "--text-refiner-layers must be 0 or more"),
+        ("train-generator", "--sample-size", "0", "--sample-size must be at least 1"),
     ],
 )
 def test_numbers_out_of_range_are_one_clear_line(command, option, value, message):

@@ -159,6 +159,19 @@ def test_write_shapes_refuses_a_folder_holding_someone_elses_dataset(tmp_path):
         write_shapes(tmp_path / "cat.png", 1)
 
 
+def test_write_shapes_refuses_photos_named_as_its_images(tmp_path):
+    """Someone's 000000.png ... with their own metadata.jsonl were taken for an earlier run's and deleted."""
+    theirs = '{"file_name": "000000.png", "text": "my cat"}\n'
+    (tmp_path / "000000.png").write_bytes(b"a photo")
+    (tmp_path / "metadata.jsonl").write_text(theirs)
+    with pytest.raises(ValueError, match=r"already holds other files \(metadata.jsonl, not written by this command"):
+        write_shapes(tmp_path, 2)
+    assert (tmp_path / "000000.png").read_bytes() == b"a photo" and (tmp_path / "metadata.jsonl").read_text() == theirs
+    (tmp_path / "metadata.jsonl").unlink()  # images named like its own, and no metadata.jsonl: not its own either
+    with pytest.raises(ValueError, match="already holds other files"):
+        write_shapes(tmp_path, 2)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_each_shape_renders_inside_its_box(shape):
     labels = {

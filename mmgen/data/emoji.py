@@ -128,7 +128,7 @@ def write_emoji(out: str | Path, size: int = 64, split: str = "train") -> int:
         raise ValueError(f"size must be between 16 and 512 pixels, got {size}")
     font = ImageFont.truetype(str(find_font()), FONT_SIZE)
     chosen = [e for i, e in enumerate(list_emoji(font)) if split_of(i) == ("train" if split == "reworded" else split)]
-    out = new_dataset_folder(out, re.compile(r"[0-9a-f]+(-[0-9a-f]+)*\.png"))
+    out = new_dataset_folder(out, re.compile(r"[0-9a-f]+(-[0-9a-f]+)*\.png"), {"char", "name"})
     with open(out / "metadata.jsonl", "w") as f:
         for e in chosen:
             render(e, size, font).save(out / e.file_name)

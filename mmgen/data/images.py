@@ -67,16 +67,19 @@ def skimage_photos() -> list[Path]:
     return sorted(p for p in data.iterdir() if p.suffix in (".png", ".jpg"))
 
 
-def new_dataset_folder(out: str | Path, ours: re.Pattern) -> Path:
-    """`out`, created and emptied, for a writer of a captioned folder whose image names match `ours`: the images of
-    an earlier run are removed (a rerun with fewer images, or another split, would leave them to be read as part
-    of the new set, e.g. training emoji in a held-out folder). A ValueError when it holds other files (someone's
-    dataset, whose metadata.jsonl the writer would overwrite)."""
+def new_dataset_folder(out: str | Path, ours: re.Pattern, keys: set[str]) -> Path:
+    """`out`, created and emptied, for a writer of a captioned folder whose image names match `ours` and whose
+    metadata.jsonl records have `keys`: the images of an earlier run are removed (a rerun with fewer images, or
+    another split, would leave them to be read as part of the new set, e.g. training emoji in a held-out folder).
+    A ValueError when it holds other files, or images named like ours under someone else's metadata.jsonl (a
+    folder of 000000.png ... would have been emptied by `mmgen shapes`)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: a file, not a folder")
     found = list(out.iterdir()) if out.is_dir() else []
     theirs = sorted(p.name for p in found if p.name != "metadata.jsonl" and not ours.fullmatch(p.name))
+    if found and not theirs and not written_with(out / "metadata.jsonl", keys):
+        theirs = ["metadata.jsonl, not written by this command"]
     if theirs:
         named = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
         raise ValueError(f"{out} already holds other files ({named}): write into a new or empty folder")
@@ -84,6 +87,17 @@ def new_dataset_folder(out: str | Path, ours: re.Pattern) -> Path:
         earlier.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def written_with(metadata: Path, keys: set[str]) -> bool:
+    """Whether `metadata` (a metadata.jsonl) exists and its first record has every one of `keys`."""
+    try:
+        with open(metadata, encoding="utf-8") as f:
+            line = f.readline()
+            first = json.loads(line) if line else dict.fromkeys(keys)  # empty: a run stopped before its first image
+    except (OSError, ValueError):  # missing, unreadable, not JSON
+        return False
+    return isinstance(first, dict) and keys <= first.keys()
 
 
 def list_images(root: str | Path) -> list[Path]:

@@ -278,7 +278,7 @@ def write_shapes(out_dir: str | Path, n: int, seed: int = 0, scale: int = 1) -> 
     (file_name, text, labels in 64-pixel units)."""
     from .images import new_dataset_folder  # images.py reads this module
 
-    out = new_dataset_folder(out_dir, re.compile(r"\d{6,}\.png"))
+    out = new_dataset_folder(out_dir, re.compile(r"\d{6,}\.png"), {"labels", "seed", "index"})
     with open(out / "metadata.jsonl", "w") as f:
         for i in range(n):
             sample = shapes_sample(seed, i, scale)

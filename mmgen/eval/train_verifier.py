@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -126,10 +127,18 @@ def calibration_objects(labels: list[Path]) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> ShapeVerifier:
-    objects = calibration_objects(args.labels)  # a bad file fails now, not after the training
+    if not math.isfinite(args.lr) or args.lr <= 0:  # options and labels fail now, not after the training
+        raise ValueError(f"--lr must be a finite number above 0, got {args.lr}")
+    if args.width % 8:
+        raise ValueError(f"--width must be a multiple of 8 (width / 2 channels in 4 groups), got {args.width}")
+    objects = calibration_objects(args.labels)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "train_log.jsonl"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {args.out}: cannot make the folder ({e.strerror or e})") from None
+    # The log grows beside the verifier already there and replaces its log only when this one is saved.
+    log_path = out / "train_log.partial.jsonl"
     log_path.write_text(json.dumps({"command": "train-verifier", "args": vars(args) | {"func": None}}) + "\n")
 
     def log(record: dict) -> None:
@@ -140,6 +149,7 @@ def main(args: argparse.Namespace) -> ShapeVerifier:
     model.register_to_config(threshold=calibrate(model, objects, log))
     model.save_pretrained(out)
     log({"done": True})
+    log_path.replace(out / "train_log.jsonl")
     print(f"shape verifier saved to {out} (threshold {model.config.threshold})")
     return model
 

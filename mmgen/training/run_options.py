@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +18,25 @@ from accelerate import Accelerator
 
 from ..eval import count
 
-AT_LEAST_ONE = ("steps", "batch_size", "log_every", "val_every", "checkpoint_every", "num_samples", "resolution")
-AT_LEAST_ZERO = ("lr", "warmup_steps", "disc_start", "num_workers", "feature_weight", "disc_weight")
+AT_LEAST_ONE = (
+    "steps",
+    "batch_size",
+    "log_every",
+    "val_every",
+    "checkpoint_every",
+    "num_samples",
+    "resolution",
+    "sample_size",
+)
+AT_LEAST_ZERO = (
+    "lr",
+    "warmup_steps",
+    "disc_start",
+    "num_workers",
+    "feature_weight",
+    "disc_weight",
+    "text_refiner_layers",
+)
 FRACTIONS = ("caption_dropout", "photo_fraction", "ema_decay")  # in [0, 1]
 
 
@@ -43,11 +62,27 @@ def check_run_options(args: argparse.Namespace) -> None:
         if (value := given(name)) is not None and not 0 <= value <= 1:
             refuse(name, value, "between 0 and 1")
     data, out = getattr(args, "data", None), getattr(args, "out", None)
+    if out:
+        check_out_folder(out)
     if data not in (None, "shapes") and out and Path(data).is_dir() and Path(out).resolve() == Path(data).resolve():
         raise ValueError(
             f"--out is the image folder itself ({data}): the run's samples, checkpoints and log would be read back "
             "as data (and its next read finds no images). Train into a folder of its own, e.g. runs/mine"
         )
+
+
+def check_out_folder(out: str) -> None:
+    """ValueError when the run's folder cannot be made (a file in its path, a folder not writable): said before
+    the data is encoded, not after. Nothing is left behind: a test folder is made and removed where `out`'s would
+    go, in the nearest folder that exists."""
+    path = Path(out).absolute()
+    there = next(p for p in (path, *path.parents) if p.exists())
+    if not there.is_dir():
+        raise ValueError(f"--out {out}: {there} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=there))
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot make a folder in {there} ({e.strerror or e})") from None
 
 
 def add_run_arguments(
