@@ -114,7 +114,23 @@ class ShippedNames:
         given = str(pretrained_model_name_or_path)
         if not os.path.isdir(os.path.expanduser(given)) and (folder := shipped_folder(given)):
             pretrained_model_name_or_path = folder
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        where = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        asked_info = kwargs.pop("output_loading_info", False)
+        try:  # a config.json edited into nonsense (0 heads, a word for a size) fails while the model is built
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except ValueError as e:  # the model's own checks (a grid that does not split into patches, ...)
+            raise ValueError(f"{where}: {e}") from None
+        except (TypeError, ZeroDivisionError, RuntimeError) as e:
+            said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # torch's run to 10 lines
+            raise ValueError(f"{where}: no {cls.__name__} can be built from its config.json ({said})") from None
+        # Weights that do not fit the config (a depth edited, another model's file) left layers on the meta
+        # device, or drew random ones, with only a warning.
+        if unfit := [*info["missing_keys"], *info["unexpected_keys"], *info["mismatched_keys"]]:
+            named = ", ".join(str(k) for k in unfit[:3]) + (", ..." if len(unfit) > 3 else "")
+            raise ValueError(f"{where}: its weights do not fit its config.json ({len(unfit)} tensors differ: {named})")
+        return (model, info) if asked_info else model
 
 
 def tokenizer_folder(path: str | os.PathLike) -> Path:

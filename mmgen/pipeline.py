@@ -103,7 +103,10 @@ class MMGenPipeline(LatentTokens, PipelineInputs, DiffusionPipeline):
         if missing:
             defaults = load_text_encoder()._asdict()
             kwargs.update({n: defaults[n] for n in missing})
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except NotImplementedError as e:  # a scheduler config naming a schedule diffusers does not have
+            raise ValueError(f"{pretrained_model_name_or_path}: {e}") from None
 
     def save_pretrained(self, save_directory, **kwargs):
         """diffusers' save, with the training captions' vocabulary beside the transformer (`caption` reads it)."""

@@ -210,3 +210,30 @@ def test_a_negative_seed_names_its_option(capsys, command, option):
     with pytest.raises(SystemExit):
         main([*command, option, "-1"])
     assert f"argument {option}: must be at least 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "part, key, value, message",
+    [
+        ("transformer", "num_heads", 0, "a DiT's hidden_size 32 must split into num_heads 0 heads"),
+        ("transformer", "sample_size", 0, "a 0x0 latent grid does not split into 2x2 patches"),
+        ("transformer", "hidden_size", "abc", "no DiT can be built from its config.json"),
+        ("transformer", "scaling_factor", "x", "a DiT's scaling_factor is a number above 0, got 'x'"),
+        ("transformer", "depth", 3, "its weights do not fit its config.json (20 tensors differ: blocks.2."),
+        ("transformer", "depth", 1, "its weights do not fit its config.json (20 tensors differ: blocks.1."),
+        ("vqvae", "num_codes", "x", "no VQVAE can be built from its config.json (randn() received"),
+        ("scheduler", "beta_schedule", "nonsense", "nonsense is not implemented for"),
+    ],
+)
+def test_a_config_edited_wrong_is_one_line(tiny_pipe, tmp_path, capsys, part, key, value, message):
+    """A config.json value edited into nonsense failed in the model's code (ZeroDivisionError, a TypeError, a meta
+    tensor), or with a depth one short drew from a model missing a block, with only a warning."""
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / part / ("scheduler_config.json" if part == "scheduler" else "config.json")
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps(config | {key: value}))
+    capsys.readouterr()  # the save's progress bar
+    assert main(["generate", "a red circle", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err.splitlines()[-1], err
+    assert not (tmp_path / "x.png").exists()

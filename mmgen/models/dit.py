@@ -185,7 +185,11 @@ class DiT(ShippedNames, ModelMixin, ConfigMixin):
         max_text_tokens: int = 32,
     ):
         super().__init__()
-        if sample_size % patch_size:
+        if isinstance(scaling_factor, bool) or not isinstance(scaling_factor, int | float) or not scaling_factor > 0:
+            raise ValueError(f"a DiT's scaling_factor is a number above 0, got {scaling_factor!r}")
+        if not isinstance(num_heads, int) or num_heads < 1 or hidden_size % num_heads:
+            raise ValueError(f"a DiT's hidden_size {hidden_size!r} must split into num_heads {num_heads!r} heads")
+        if sample_size < patch_size or sample_size % patch_size:
             raise ValueError(
                 f"a {sample_size}x{sample_size} latent grid does not split into {patch_size}x{patch_size} patches"
             )
