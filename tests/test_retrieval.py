@@ -121,7 +121,7 @@ def test_the_command_runs_end_to_end(tmp_path, tiny_pipe, scenes, capsys):
     assert "the targets' own images top-1 100% (must be 100%)" in said
     # --out x.png: the picture, written beside it as x.png, was overwritten by the JSON
     assert main(argv + ["--out", str(tmp_path / "eval.png")]) == 2
-    assert "name the results file .json" in capsys.readouterr().err
+    assert "eval.png: the name must end in .json" in capsys.readouterr().err  # (the CLI's check of every eval-*)
 
 
 def test_a_copy_in_the_gallery_fails_the_evaluators_check_and_names_it(tmp_path, scenes):

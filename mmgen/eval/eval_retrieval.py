@@ -301,8 +301,6 @@ def main(args: argparse.Namespace) -> dict:
 
     from ..pipeline import MMGenPipeline
 
-    if args.out and Path(args.out).suffix.lower() != ".json":  # the picture goes beside it as .png
-        raise ValueError(f"--out {args.out}: name the results file .json (the picture is written beside it as .png)")
     torch.manual_seed(args.seed)
     pipe = MMGenPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
