@@ -106,7 +106,8 @@ def dit_loss(model: DiT, n: int) -> torch.Tensor:
 
 def prepare_run(args, accelerator: Accelerator) -> Run:
     """Load the frozen models, encode (or read) the training set, build or load the DiT, its EMA and optimizer,
-    and restore a checkpoint with --resume. Bad options fail before minutes of encoding."""
+    and restore a checkpoint with --resume. Bad options fail before minutes of encoding; a batch too large for the
+    memory right after it (measured on the DiT, which needs the encoded set's scaling factor; the set is cached)."""
     object_cell_weights(torch.zeros(1, 1, 1, dtype=torch.long), args.object_loss_weight)
     asked = new_dit_options(args)  # the size given; a new DiT's default where not (--init-from: checked)
     ckpt = run_to_continue(args, "transformer", accelerator.print, accelerator.num_processes)
