@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,13 @@ def load_image(path: str | Path, max_pixels: int | None = None, max_side: int | 
     if path.stat().st_size == 0:
         raise ImageLoadError("the file is empty", path)
     try:
-        with Image.open(path) as im:  # reads the header only
-            if max_side and im.format == "JPEG":
-                im.draft("RGB", (max_side, max_side))
-            check_size(im.size, max_pixels)
-            return to_rgb(im)
+        with warnings.catch_warnings():  # Pillow's "decompression bomb" warning: `check_size` says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                if max_side and im.format == "JPEG":
+                    im.draft("RGB", (max_side, max_side))
+                check_size(im.size, max_pixels)
+                return to_rgb(im)
     except ImageLoadError as e:
         raise ImageLoadError(e.reason, path) from None
     except Image.DecompressionBombError as e:  # Pillow's own guard, at twice MAX_PIXELS

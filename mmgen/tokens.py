@@ -32,8 +32,9 @@ MAX_SIDE = 512  # larger uploads are downscaled first: a 512x512 image is 16k to
 
 
 def default_model() -> str:
-    """The model folder or Hub id to use: $MMGEN_MODEL, else the model shipped in this repository."""
-    return os.environ.get("MMGEN_MODEL", DEFAULT_MODEL)
+    """The model folder or Hub id to use: $MMGEN_MODEL, else (unset or empty, as the app reads it) the model
+    shipped in this repository."""
+    return os.environ.get("MMGEN_MODEL", "").strip() or DEFAULT_MODEL
 
 
 def load_vqvae(model: str | None = None, subfolder: str | None = "vqvae") -> VQVAE:

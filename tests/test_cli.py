@@ -37,6 +37,15 @@ def test_encode_records_the_model_mmgen_model_names(tiny_model_dir, scene_png, t
     assert json.loads((tmp_path / "enc" / "tokens.json").read_text())["model"] == tiny_model_dir
 
 
+def test_an_empty_mmgen_model_is_unset(monkeypatch):
+    """`MMGEN_MODEL= mmgen encode ...` said "no model given"; the app already read an empty one as unset."""
+    from mmgen.tokens import DEFAULT_MODEL, default_model
+
+    for value in ("", "  "):
+        monkeypatch.setenv("MMGEN_MODEL", value)
+        assert default_model() == DEFAULT_MODEL
+
+
 def test_encode_handles_odd_sizes_and_modes(tiny_model_dir, tmp_path, capsys):
     path = tmp_path / "odd.png"
     Image.new("P", (70, 45)).save(path)

@@ -168,6 +168,15 @@ def test_the_size_is_checked_from_the_header_before_any_decode(tmp_path, monkeyp
     assert refused.value.reason.startswith("image too large") and str(path) not in refused.value.reason
 
 
+def test_an_image_over_pillows_bomb_warning_is_refused_without_the_warning(tmp_path, monkeypatch, recwarn):
+    """Pillow's DecompressionBombWarning printed two lines before the one-line refusal (a 9000x9000 PNG)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # Pillow warns from here on, errs from twice it
+    path = _save(Image.new("1", (1200, 1000)), tmp_path / "big.png")
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(path, max_pixels=500_000)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_a_large_jpeg_wanted_small_is_decoded_at_reduced_scale(tmp_path):
     path = _save(Image.new("RGB", (2000, 1500), (10, 200, 30)), tmp_path / "photo.jpg")
     assert load_image(path).size == (2000, 1500)
