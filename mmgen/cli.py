@@ -423,10 +423,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{f'[process {rank}] ' if rank else ''}error: {e}\n")  # one write: not run together
         return 2
     except RuntimeError as e:  # out of memory (torch's CPU allocator, CUDA, MPS): a line saying what to change
-        if not out_of_memory(e):
+        if not (what := out_of_memory(e)):
             raise
         if os.environ.get("RANK", "0") == "0":
-            sys.stderr.write(f"error: out of memory ({out_of_memory(e)}): {memory_advice(args)}\n")
+            sys.stderr.write(f"error: out of memory ({what}): {memory_advice(args)}\n")
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; a training run keeps its last checkpoint
         train = args.command.startswith("train")
